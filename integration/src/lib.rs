@@ -1,0 +1,266 @@
+//! Test harness: start the real `berth` binary on private directories and talk to it over
+//! its CRI socket with the generated CRI client. Everything a daemon creates is removed when
+//! the `Daemon` is dropped, also when the test fails.
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+pub mod registry;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The berth binary under test.
+pub fn berth_bin() -> PathBuf {
+    std::env::var_os("BERTH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/berth"))
+}
+
+/// A unique directory under /tmp named berth-it-*, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let p = PathBuf::from(format!("/tmp/berth-it-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `berth runtime` on its own data dir, run dir and config.
+pub struct Daemon {
+    pub dir: TempDir,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Start a daemon with `config` (TOML) as its config file.
+    pub async fn start(config: &str) -> Daemon {
+        let dir = TempDir::new("daemon");
+        std::fs::write(dir.path().join("config.toml"), config).expect("write config");
+        let mut d = Daemon { dir, child: None };
+        d.spawn().await;
+        d
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.path().join("run")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.run_dir().join("berth.sock")
+    }
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("berth.log")).unwrap_or_default()
+    }
+
+    /// Arguments that point a berth command at this daemon's config and directories.
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "--config".into(),
+            self.dir.path().join("config.toml").display().to_string(),
+            "--data-dir".into(),
+            self.data_dir().display().to_string(),
+            "--run-dir".into(),
+            self.run_dir().display().to_string(),
+        ]
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("berth.log"))
+            .expect("open log");
+        let child = Command::new(berth_bin())
+            .arg("-v")
+            .arg("runtime")
+            .args(self.args())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start berth (build it first: cargo build)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("berth exited early with {status}:\n{}", self.log());
+            }
+            if tokio::net::UnixStream::connect(self.socket()).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("berth did not serve {} within 30 s:\n{}", self.socket().display(), self.log());
+    }
+
+    /// SIGKILL the daemon (as a crash would) and wait for it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM the daemon and wait for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if c.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start the daemon again on the same directories.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
+    }
+
+    pub async fn restart_after_kill9(&mut self) {
+        self.kill9();
+        self.spawn().await;
+    }
+
+    pub async fn channel(&self) -> Channel {
+        let path = self.socket();
+        Endpoint::try_from("http://berth.sock")
+            .expect("endpoint")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+                }
+            }))
+            .await
+            .expect("connect to berth")
+    }
+
+    pub async fn images(&self) -> ImageServiceClient<Channel> {
+        ImageServiceClient::new(self.channel().await)
+    }
+
+    pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {
+        RuntimeServiceClient::new(self.channel().await)
+    }
+
+    /// Run `berth <args>` against this daemon; returns (success, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let mut cmd = Command::new(berth_bin());
+        let (head, tail) = args.split_at(1.min(args.len()));
+        cmd.args(head).args(self.args()).args(tail);
+        let out = cmd.output().expect("run berth");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An ImageSpec for `image`.
+pub fn spec(image: &str) -> Option<cri::ImageSpec> {
+    Some(cri::ImageSpec { image: image.to_string(), ..Default::default() })
+}
+
+/// Pull through the CRI; returns the image ref or the gRPC status.
+pub async fn pull(c: &mut ImageServiceClient<Channel>, image: &str) -> Result<String, tonic::Status> {
+    pull_with(c, image, None).await
+}
+
+pub async fn pull_with(
+    c: &mut ImageServiceClient<Channel>,
+    image: &str,
+    auth: Option<cri::AuthConfig>,
+) -> Result<String, tonic::Status> {
+    c.pull_image(cri::PullImageRequest { image: spec(image), auth, sandbox_config: None })
+        .await
+        .map(|r| r.into_inner().image_ref)
+}
+
+pub async fn status(c: &mut ImageServiceClient<Channel>, image: &str) -> Option<cri::Image> {
+    c.image_status(cri::ImageStatusRequest { image: spec(image), verbose: false })
+        .await
+        .expect("image status")
+        .into_inner()
+        .image
+}
+
+pub async fn verbose_info(c: &mut ImageServiceClient<Channel>, image: &str) -> serde_json::Value {
+    let resp = c
+        .image_status(cri::ImageStatusRequest { image: spec(image), verbose: true })
+        .await
+        .expect("image status")
+        .into_inner();
+    serde_json::from_str(resp.info.get("info").expect("verbose info")).expect("info is JSON")
+}
+
+pub async fn list(c: &mut ImageServiceClient<Channel>) -> Vec<cri::Image> {
+    c.list_images(cri::ListImagesRequest::default()).await.expect("list images").into_inner().images
+}
+
+/// The digests `hack/images.sh` recorded for the pushed test images.
+pub fn image_digest(key: &str) -> String {
+    let path = std::env::var("BERTH_TEST_IMAGES_ENV")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../hack/build/images.env").to_string());
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e} (run hack/images.sh)"));
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("{key} missing in {path}"))
+        .trim()
+        .to_string()
+}
+
+/// The plain test registry (127.0.0.1:5000 unless BERTH_TEST_REGISTRY says otherwise).
+pub fn test_registry() -> String {
+    std::env::var("BERTH_TEST_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5000".into())
+}
+
+/// The htpasswd-protected test registry.
+pub fn auth_registry() -> String {
+    std::env::var("BERTH_TEST_AUTH_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5001".into())
+}
+
+/// Entries below `dir` whose names start with `prefix` (to spot leftovers).
+pub fn entries_with_prefix(dir: &Path, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}

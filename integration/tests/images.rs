@@ -1,0 +1,469 @@
+//! CRI ImageService end to end: the real daemon, the real local registries (hack/registry.sh,
+//! hack/images.sh), the generated CRI client.
+use berth_integration::registry::{push_image, Layer, TarBuilder};
+use berth_integration::*;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use tonic::Code;
+
+fn base_config() -> String {
+    String::new()
+}
+
+fn reg() -> String {
+    test_registry()
+}
+
+fn snapshot_dirs(info: &serde_json::Value) -> Vec<PathBuf> {
+    info["snapshots"].as_array().expect("snapshots").iter().map(|s| PathBuf::from(s.as_str().unwrap())).collect()
+}
+
+/// The file `rel` as the image's merged rootfs would show it (topmost layer that has it).
+fn find_in_layers(dirs: &[PathBuf], rel: &str) -> Option<PathBuf> {
+    dirs.iter().map(|d| d.join(rel)).find(|p| p.symlink_metadata().is_ok())
+}
+
+#[tokio::test]
+async fn pull_by_tag_list_status_and_verbose_info() {
+    let d = Daemon::start(&base_config()).await;
+    let mut c = d.images().await;
+    let image = format!("{}/berth/busybox:latest", reg());
+    let id = pull(&mut c, &image).await.expect("pull");
+    assert!(id.starts_with("sha256:"), "image ref is the image ID: {id}");
+
+    let listed = list(&mut c).await;
+    let img = listed.iter().find(|i| i.id == id).expect("listed");
+    assert_eq!(img.repo_tags, vec![image.clone()]);
+    let digest = image_digest("BUSYBOX_DIGEST");
+    assert_eq!(img.repo_digests, vec![format!("{}/berth/busybox@{digest}", reg())]);
+    assert!(img.size > 500_000, "size counts the layer: {}", img.size);
+
+    // status by tag, by ID, by short ID, by digest; a missing image is no error
+    for name in [image.clone(), id.clone(), id[7..19].to_string(), format!("{}/berth/busybox@{digest}", reg())] {
+        assert_eq!(status(&mut c, &name).await.map(|i| i.id), Some(id.clone()), "status {name}");
+    }
+    assert!(status(&mut c, &format!("{}/berth/nothere:latest", reg())).await.is_none());
+
+    // the filter of ListImages
+    let filtered = c
+        .list_images(k8s_cri::v1::ListImagesRequest {
+            filter: Some(k8s_cri::v1::ImageFilter { image: spec(&image) }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert_eq!(filtered.len(), 1);
+
+    let info = verbose_info(&mut c, &image).await;
+    assert_eq!(info["imageSpec"]["config"]["Cmd"][0], "sh");
+    let dirs = snapshot_dirs(&info);
+    assert_eq!(dirs.len(), 1);
+    assert!(dirs[0].join("bin/busybox").is_file(), "layer unpacked into a snapshot");
+    assert!(dirs[0].starts_with(d.data_dir()));
+}
+
+#[tokio::test]
+async fn pull_by_digest_and_by_tag_at_digest() {
+    let d = Daemon::start(&base_config()).await;
+    let mut c = d.images().await;
+    let digest = image_digest("BUSYBOX_DIGEST");
+    let by_digest = format!("{}/berth/busybox@{digest}", reg());
+    let id = pull(&mut c, &by_digest).await.expect("pull by digest");
+    let img = status(&mut c, &id).await.unwrap();
+    assert!(img.repo_tags.is_empty(), "a digest pull adds no tag: {:?}", img.repo_tags);
+    assert_eq!(img.repo_digests, vec![by_digest.clone()]);
+
+    let both = format!("{}/berth/busybox:latest@{digest}", reg());
+    assert_eq!(pull(&mut c, &both).await.expect("tag@digest"), id);
+    let img = status(&mut c, &id).await.unwrap();
+    assert_eq!(img.repo_tags, vec![format!("{}/berth/busybox:latest", reg())]);
+
+    // a digest that does not exist
+    let missing = format!("{}/berth/busybox@sha256:{}", reg(), "0".repeat(64));
+    assert_eq!(pull(&mut c, &missing).await.unwrap_err().code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn pull_index_picks_the_node_platform() {
+    let d = Daemon::start(&base_config()).await;
+    let mut c = d.images().await;
+    let image = format!("{}/berth/multiarch:latest", reg());
+    pull(&mut c, &image).await.expect("pull index");
+    let img = status(&mut c, &image).await.unwrap();
+    assert_eq!(img.repo_digests, vec![format!("{}/berth/multiarch@{}", reg(), image_digest("MULTIARCH_DIGEST"))]);
+    let dirs = snapshot_dirs(&verbose_info(&mut c, &image).await);
+    let platform = find_in_layers(&dirs, "platform").expect("/platform in the image");
+    assert_eq!(std::fs::read_to_string(platform).unwrap().trim(), "amd64");
+}
+
+#[tokio::test]
+async fn pull_docker_schema2_zstd_and_uncompressed_layers() {
+    let d = Daemon::start(&base_config()).await;
+    let mut c = d.images().await;
+    for (tag, media) in [
+        ("docker", "application/vnd.docker.image.rootfs.diff.tar.gzip"),
+        ("zstd", "application/vnd.oci.image.layer.v1.tar+zstd"),
+        ("uncompressed", "application/vnd.oci.image.layer.v1.tar"),
+    ] {
+        let image = format!("{}/berth/busybox:{tag}", reg());
+        pull(&mut c, &image).await.unwrap_or_else(|e| panic!("pull {image}: {e}"));
+        let info = verbose_info(&mut c, &image).await;
+        assert_eq!(info["layers"][0]["media_type"], media, "{tag}");
+        let dirs = snapshot_dirs(&info);
+        assert!(find_in_layers(&dirs, "bin/busybox").is_some(), "{tag}: rootfs unpacked");
+    }
+}
+
+/// Mount the image's layers as overlayfs (as containers will) and look at the merged tree.
+struct Overlay {
+    target: PathBuf,
+    _dir: TempDir,
+}
+
+impl Overlay {
+    fn mount(lower: &[PathBuf]) -> Overlay {
+        let dir = TempDir::new("overlay");
+        let target = dir.path().join("merged");
+        std::fs::create_dir_all(&target).unwrap();
+        let lowers = lower.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &format!("lowerdir={lowers}")])
+            .arg(&target)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount overlay");
+        Overlay { target, _dir: dir }
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.target).status();
+    }
+}
+
+#[tokio::test]
+async fn layered_image_whiteouts_links_and_owners() {
+    let d = Daemon::start(&base_config()).await;
+    let mut c = d.images().await;
+    let image = format!("{}/berth/layered:latest", reg());
+    pull(&mut c, &image).await.expect("pull layered");
+    let img = status(&mut c, &image).await.unwrap();
+    assert_eq!(img.uid.map(|u| u.value), Some(1000), "USER 1000:1000 reported as uid");
+    let info = verbose_info(&mut c, &image).await;
+    let dirs = snapshot_dirs(&info);
+    assert_eq!(dirs.len(), 3);
+
+    let o = Overlay::mount(&dirs);
+    let root = &o.target;
+    assert!(!root.join("data/a").exists(), "file whiteout hides /data/a");
+    assert_eq!(std::fs::read_to_string(root.join("data/b")).unwrap(), "b\n");
+    let mut opaque: Vec<_> = std::fs::read_dir(root.join("opaque")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    opaque.sort();
+    assert_eq!(opaque, vec![std::ffi::OsString::from("new")], "opaque dir shows only the new layer");
+    let b = std::fs::metadata(root.join("data/b")).unwrap();
+    let hard = std::fs::metadata(root.join("data/hard")).unwrap();
+    assert_eq!(b.ino(), hard.ino(), "hard link shares the inode");
+    assert_eq!(std::fs::read_link(root.join("data/link")).unwrap(), Path::new("b"));
+    let owned = std::fs::metadata(root.join("data/owned")).unwrap();
+    assert_eq!((owned.uid(), owned.gid(), owned.mode() & 0o7777), (1000, 1000, 0o640));
+    assert_eq!(std::fs::read_to_string(root.join("data/sub/c")).is_ok(), true);
+}
+
+#[tokio::test]
+async fn auth_registry_needs_credentials() {
+    let d = Daemon::start(&base_config()).await;
+    let mut c = d.images().await;
+    let image = format!("{}/berth/busybox:latest", auth_registry());
+    let err = pull(&mut c, &image).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    let wrong = k8s_cri::v1::AuthConfig { username: "berth".into(), password: "wrong".into(), ..Default::default() };
+    assert_eq!(pull_with(&mut c, &image, Some(wrong)).await.unwrap_err().code(), Code::Unauthenticated);
+    let good = k8s_cri::v1::AuthConfig { username: "berth".into(), password: "berth-secret".into(), ..Default::default() };
+    pull_with(&mut c, &image, Some(good)).await.expect("pull with username/password");
+
+    // the base64 `auth` field
+    let d2 = Daemon::start(&base_config()).await;
+    let mut c2 = d2.images().await;
+    let auth = k8s_cri::v1::AuthConfig { auth: "YmVydGg6YmVydGgtc2VjcmV0".into(), ..Default::default() };
+    pull_with(&mut c2, &image, Some(auth)).await.expect("pull with auth field");
+
+    // credentials from the config file
+    let cfg = format!("[registry.configs.\"{}\".auth]\nusername = \"berth\"\npassword = \"berth-secret\"\n", auth_registry());
+    let d3 = Daemon::start(&cfg).await;
+    let mut c3 = d3.images().await;
+    pull(&mut c3, &image).await.expect("pull with configured credentials");
+}
+
+#[tokio::test]
+async fn mirrors_and_rewrites_redirect_pulls() {
+    let cfg = format!(
+        r#"
+[registry.mirrors."docker.io"]
+endpoints = ["http://{r}"]
+[registry.mirrors."registry.berth.invalid"]
+endpoints = ["http://{r}"]
+rewrite = {{ "^apps/(.*)" = "berth/$1" }}
+"#,
+        r = reg()
+    );
+    let d = Daemon::start(&cfg).await;
+    let mut c = d.images().await;
+    // docker.io normalisation: "berth/busybox" is docker.io/berth/busybox:latest
+    let id = pull(&mut c, "berth/busybox").await.expect("pull through the docker.io mirror");
+    let img = status(&mut c, "docker.io/berth/busybox:latest").await.expect("normalised name");
+    assert_eq!(img.id, id);
+    assert_eq!(img.repo_tags, vec!["docker.io/berth/busybox:latest"]);
+    // a rewrite maps the repository path on the mirror
+    pull(&mut c, "registry.berth.invalid/apps/busybox:latest").await.expect("pull with rewrite");
+    assert!(status(&mut c, "registry.berth.invalid/apps/busybox:latest").await.is_some());
+}
+
+#[tokio::test]
+async fn plain_http_only_when_allowed() {
+    let d = Daemon::start("[registry]\nplain_http_localhost = false\n").await;
+    let mut c = d.images().await;
+    let image = format!("{}/berth/busybox:latest", reg());
+    let err = pull(&mut c, &image).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(err.message().contains("HTTP"), "the error says why: {}", err.message());
+    drop(c);
+    drop(d);
+    let d = Daemon::start(&format!("[registry]\nplain_http_localhost = false\ninsecure = [\"{}\"]\n", reg())).await;
+    let mut c = d.images().await;
+    pull(&mut c, &image).await.expect("insecure registry configured");
+}
+
+#[tokio::test]
+async fn images_survive_restart_and_kill9() {
+    let mut d = Daemon::start(&base_config()).await;
+    let image = format!("{}/berth/busybox:latest", reg());
+    let id = pull(&mut d.images().await, &image).await.unwrap();
+    d.restart_after_kill9().await;
+    let mut c = d.images().await;
+    assert_eq!(status(&mut c, &image).await.map(|i| i.id), Some(id.clone()));
+    d.restart().await;
+    let mut c = d.images().await;
+    assert_eq!(status(&mut c, &image).await.map(|i| i.id), Some(id));
+    assert!(snapshot_dirs(&verbose_info(&mut c, &image).await)[0].join("bin/sh").exists());
+}
+
+#[tokio::test]
+async fn concurrent_pulls_share_the_work() {
+    let d = Daemon::start(&base_config()).await;
+    let image = format!("{}/berth/layered:latest", reg());
+    let mut tasks = vec![];
+    for _ in 0..6 {
+        let mut c = d.images().await;
+        let image = image.clone();
+        tasks.push(tokio::spawn(async move { pull(&mut c, &image).await }));
+    }
+    let mut ids = vec![];
+    for t in tasks {
+        ids.push(t.await.unwrap().expect("concurrent pull"));
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1);
+    let snaps = d.data_dir().join("images/snapshots");
+    assert_eq!(entries_with_prefix(&snaps, "tmp-"), Vec::<String>::new(), "no temporary snapshots left");
+    assert_eq!(entries_with_prefix(&snaps, "").len(), 3, "each layer unpacked once");
+    assert!(entries_with_prefix(&d.data_dir().join("images/content/ingest"), "").is_empty());
+}
+
+#[tokio::test]
+async fn remove_by_tag_id_and_digest_and_collect_garbage() {
+    let d = Daemon::start(&base_config()).await;
+    let mut c = d.images().await;
+    let busybox = format!("{}/berth/busybox:latest", reg());
+    let layered = format!("{}/berth/layered:latest", reg());
+    let multi = format!("{}/berth/multiarch:latest", reg());
+    let id = pull(&mut c, &busybox).await.unwrap();
+    pull(&mut c, &layered).await.unwrap();
+    pull(&mut c, &multi).await.unwrap();
+
+    c.remove_image(k8s_cri::v1::RemoveImageRequest { image: spec(&busybox) }).await.expect("remove by tag");
+    assert!(status(&mut c, &id).await.is_none());
+    // removing again is not an error
+    c.remove_image(k8s_cri::v1::RemoveImageRequest { image: spec(&busybox) }).await.expect("idempotent");
+    let lid = status(&mut c, &layered).await.unwrap().id;
+    c.remove_image(k8s_cri::v1::RemoveImageRequest { image: spec(&lid) }).await.expect("remove by id");
+    let by_digest = format!("{}/berth/multiarch@{}", reg(), image_digest("MULTIARCH_DIGEST"));
+    c.remove_image(k8s_cri::v1::RemoveImageRequest { image: spec(&by_digest) }).await.expect("remove by digest");
+    assert!(list(&mut c).await.is_empty());
+    // nothing left behind: no blobs, no snapshots
+    let images = d.data_dir().join("images");
+    assert!(entries_with_prefix(&images.join("content/blobs/sha256"), "").is_empty(), "blobs collected");
+    assert!(entries_with_prefix(&images.join("snapshots"), "").is_empty(), "snapshots collected");
+
+    let err = c.remove_image(k8s_cri::v1::RemoveImageRequest { image: spec("Not A Ref") }).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn image_fs_info_reports_real_usage() {
+    let d = Daemon::start(&base_config()).await;
+    let mut c = d.images().await;
+    let before = c.image_fs_info(k8s_cri::v1::ImageFsInfoRequest {}).await.unwrap().into_inner();
+    let fs = &before.image_filesystems[0];
+    assert!(fs.fs_id.as_ref().unwrap().mountpoint.starts_with(&d.data_dir().display().to_string()));
+    let used_before = fs.used_bytes.as_ref().unwrap().value;
+    pull(&mut c, &format!("{}/berth/busybox:latest", reg())).await.unwrap();
+    let after = c.image_fs_info(k8s_cri::v1::ImageFsInfoRequest {}).await.unwrap().into_inner();
+    let fs = &after.image_filesystems[0];
+    assert!(fs.used_bytes.as_ref().unwrap().value > used_before + 1_000_000, "pull grew usage");
+    assert!(fs.inodes_used.as_ref().unwrap().value > 10);
+}
+
+#[tokio::test]
+async fn invalid_requests_get_clear_errors() {
+    let d = Daemon::start(&base_config()).await;
+    let mut c = d.images().await;
+    for bad in ["", "UPPER/case", "busybox@sha256:123", "a b"] {
+        let err = pull(&mut c, bad).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{bad:?}: {err}");
+    }
+    let err = pull(&mut c, &format!("{}/berth/nothere:latest", reg())).await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err}");
+}
+
+/// Every hostile image fails to pull (or stays inside the store), leaves nothing outside the
+/// store, leaves no temporary state, and records nothing.
+#[tokio::test]
+async fn hostile_layers_are_rejected() {
+    let d = Daemon::start(&base_config()).await;
+    let mut c = d.images().await;
+    let r = reg();
+    let outside = TempDir::new("outside");
+    let marker = outside.path().join("pwned");
+    let n = std::process::id();
+
+    // 1. path escape with ..
+    let depth = "../".repeat(12);
+    let tar = TarBuilder::new().file(&format!("{depth}{}", marker.display().to_string().trim_start_matches('/')), b"x").finish();
+    push_image(&r, "berth/hostile-dotdot", &format!("t{n}"), &[Layer::gzip_tar(&tar)]).await;
+    let err = pull(&mut c, &format!("{r}/berth/hostile-dotdot:t{n}")).await.unwrap_err();
+    assert_eq!(err.code(), Code::DataLoss, "{err}");
+
+    // 2. symlink escape: a link to the outside dir, then a file through it
+    let tar = TarBuilder::new()
+        .symlink("evil", &outside.path().display().to_string())
+        .file("evil/pwned", b"x")
+        .symlink("rel", &depth)
+        .file(&format!("rel{}", marker.display()), b"x")
+        .finish();
+    push_image(&r, "berth/hostile-symlink", &format!("t{n}"), &[Layer::gzip_tar(&tar)]).await;
+    let _ = pull(&mut c, &format!("{r}/berth/hostile-symlink:t{n}")).await;
+    assert!(!marker.exists(), "a symlink let a layer write outside the store");
+
+    // 3. hard link to a file outside
+    let tar = TarBuilder::new().hardlink("passwd", "../../../../../../../../etc/passwd").finish();
+    push_image(&r, "berth/hostile-hardlink", &format!("t{n}"), &[Layer::gzip_tar(&tar)]).await;
+    let res = pull(&mut c, &format!("{r}/berth/hostile-hardlink:t{n}")).await;
+    assert!(res.is_err(), "hard link out of the layer accepted");
+    assert_eq!(std::fs::metadata("/etc/passwd").unwrap().nlink(), 1, "/etc/passwd got a new link");
+
+    // 4. truncated gzip
+    let tar = TarBuilder::new().file("big", &vec![7u8; 200_000]).finish();
+    let mut layer = Layer::gzip_tar(&tar);
+    layer.blob.truncate(layer.blob.len() - 20);
+    push_image(&r, "berth/hostile-truncated", &format!("t{n}"), &[layer]).await;
+    let err = pull(&mut c, &format!("{r}/berth/hostile-truncated:t{n}")).await.unwrap_err();
+    assert_eq!(err.code(), Code::DataLoss, "{err}");
+
+    // 5. a diff ID that does not match the layer
+    let tar = TarBuilder::new().file("f", b"content").finish();
+    let mut layer = Layer::gzip_tar(&tar);
+    layer.diff_id = berth_integration::registry::digest(b"something else");
+    push_image(&r, "berth/hostile-diffid", &format!("t{n}"), &[layer]).await;
+    let err = pull(&mut c, &format!("{r}/berth/hostile-diffid:t{n}")).await.unwrap_err();
+    assert_eq!(err.code(), Code::DataLoss, "{err}");
+
+    // 6. a blob whose bytes do not match its digest (the registry's storage corrupted)
+    let tar = TarBuilder::new().file("g", b"genuine").finish();
+    let layer = Layer::gzip_tar(&tar);
+    let blob_digest = berth_integration::registry::digest(&layer.blob);
+    push_image(&r, "berth/hostile-digest", &format!("t{n}"), &[layer]).await;
+    let hex = &blob_digest[7..];
+    let storage = std::env::var("BERTH_REGISTRY_DIR").unwrap_or_else(|_| "/tmp/berth-registry".into());
+    let data = PathBuf::from(&storage)
+        .join("plain/storage/docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(hex)
+        .join("data");
+    let good = std::fs::read(&data).unwrap_or_else(|e| panic!("{}: {e}", data.display()));
+    let mut bad = good.clone();
+    let last = bad.len() - 30;
+    bad[last] ^= 0xff;
+    std::fs::write(&data, &bad).unwrap();
+    let res = pull(&mut c, &format!("{r}/berth/hostile-digest:t{n}")).await;
+    std::fs::write(&data, &good).unwrap();
+    assert_eq!(res.unwrap_err().code(), Code::DataLoss);
+
+    // nothing recorded, nothing half-made, nothing outside
+    let images = list(&mut c).await;
+    assert!(
+        images.iter().all(|i| i.repo_tags.iter().all(|t| !t.contains("hostile") || t.contains("hostile-symlink"))),
+        "{images:?}"
+    );
+    let store = d.data_dir().join("images");
+    assert!(entries_with_prefix(&store.join("snapshots"), "tmp-").is_empty());
+    assert!(entries_with_prefix(&store.join("content/ingest"), "").is_empty());
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0, "nothing written outside");
+}
+
+#[tokio::test]
+async fn cli_pull_ls_rm_and_import() {
+    let d = Daemon::start(&base_config()).await;
+    let image = format!("{}/berth/busybox:latest", reg());
+    let (ok, out, err) = d.cli(&["images", "pull", &image]);
+    assert!(ok, "pull: {out}{err}");
+    assert!(out.contains("pulled") && out.contains("sha256:"), "{out}");
+    let (ok, out, _) = d.cli(&["images", "ls"]);
+    assert!(ok && out.contains(&format!("{}/berth/busybox", reg())) && out.contains("latest"), "{out}");
+
+    // an OCI archive and a docker archive, made by skopeo from the registry
+    let tmp = TempDir::new("import");
+    let oci = tmp.path().join("oci.tar");
+    let docker = tmp.path().join("docker.tar");
+    for (dest, _) in [
+        (format!("oci-archive:{}:berth.test/imported/oci:v1", oci.display()), ()),
+        (format!("docker-archive:{}:berth.test/imported/docker:v2", docker.display()), ()),
+    ] {
+        let st = std::process::Command::new("skopeo")
+            .args(["copy", "--src-tls-verify=false", &format!("docker://{image}"), &dest])
+            .status()
+            .expect("skopeo");
+        assert!(st.success(), "skopeo copy to {dest}");
+    }
+    let (ok, out, err) = d.cli(&["images", "import", oci.to_str().unwrap()]);
+    assert!(ok, "import oci: {out}{err}");
+    let (ok, out, err) = d.cli(&["images", "import", docker.to_str().unwrap()]);
+    assert!(ok, "import docker: {out}{err}");
+    let mut c = d.images().await;
+    let a = status(&mut c, "berth.test/imported/oci:v1").await.expect("oci import listed");
+    let b = status(&mut c, "berth.test/imported/docker:v2").await.expect("docker import listed");
+    assert!(snapshot_dirs(&verbose_info(&mut c, &b.id).await)[0].join("bin/busybox").exists());
+    assert!(!a.id.is_empty());
+
+    // a file that is no image archive
+    let junk = tmp.path().join("junk.tar");
+    std::fs::write(&junk, TarBuilder::new().file("hello", b"x").finish()).unwrap();
+    let (ok, _, err) = d.cli(&["images", "import", junk.to_str().unwrap()]);
+    assert!(!ok && err.contains("not an image archive"), "{err}");
+
+    let (ok, out, err) = d.cli(&["images", "rm", &image]);
+    assert!(ok, "rm: {out}{err}");
+    assert!(status(&mut c, &image).await.is_none());
+}
+
+#[tokio::test]
+async fn runtime_version_and_status() {
+    let d = Daemon::start(&base_config()).await;
+    let mut r = d.runtime().await;
+    let v = r.version(k8s_cri::v1::VersionRequest { version: "v1".into() }).await.unwrap().into_inner();
+    assert_eq!((v.runtime_name.as_str(), v.runtime_api_version.as_str()), ("berth", "v1"));
+    let s = r.status(k8s_cri::v1::StatusRequest { verbose: false }).await.unwrap().into_inner();
+    let conds = s.status.unwrap().conditions;
+    assert!(conds.iter().any(|c| c.r#type == "NetworkReady" && !c.status && !c.reason.is_empty()));
+}

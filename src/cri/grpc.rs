@@ -1,0 +1,99 @@
+//! Thin gRPC adapters: each RPC opens a tracing span, calls the CRI trait, and maps the
+//! error to a gRPC status. No logic lives here.
+use super::api::{ImageApi, RuntimeApi};
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_server::ImageService;
+use k8s_cri::v1::runtime_service_server::RuntimeService;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
+
+/// Serves an `ImageApi` as the CRI ImageService.
+pub struct ImageGrpc<T>(pub Arc<T>);
+
+/// Serves a `RuntimeApi` as the CRI RuntimeService.
+pub struct RuntimeGrpc<T>(pub Arc<T>);
+
+/// One RPC delegated to the trait, inside a span named after it.
+macro_rules! delegate {
+    ($name:ident, $req:ty, $resp:ty) => {
+        async fn $name(&self, request: Request<$req>) -> Result<Response<$resp>, Status> {
+            let span = tracing::info_span!("cri", rpc = stringify!($name));
+            async move {
+                let req = request.into_inner();
+                tracing::debug!(?req, "request");
+                match self.0.$name(req).await {
+                    Ok(resp) => Ok(Response::new(resp)),
+                    Err(e) => {
+                        tracing::warn!(code = ?e.code, error = %e.message, "failed");
+                        Err(e.into())
+                    }
+                }
+            }
+            .instrument(span)
+            .await
+        }
+    };
+}
+
+/// An RPC of the runtime side that this build does not serve yet.
+macro_rules! unserved {
+    ($name:ident, $req:ty, $resp:ty) => {
+        async fn $name(&self, _request: Request<$req>) -> Result<Response<$resp>, Status> {
+            tracing::info_span!("cri", rpc = stringify!($name)).in_scope(|| {
+                Err(Status::unimplemented(concat!(stringify!($name), ": pod sandboxes and containers are not served by this build yet")))
+            })
+        }
+    };
+}
+
+#[tonic::async_trait]
+impl<T: ImageApi> ImageService for ImageGrpc<T> {
+    delegate!(list_images, cri::ListImagesRequest, cri::ListImagesResponse);
+    delegate!(image_status, cri::ImageStatusRequest, cri::ImageStatusResponse);
+    delegate!(pull_image, cri::PullImageRequest, cri::PullImageResponse);
+    delegate!(remove_image, cri::RemoveImageRequest, cri::RemoveImageResponse);
+    delegate!(image_fs_info, cri::ImageFsInfoRequest, cri::ImageFsInfoResponse);
+}
+
+#[tonic::async_trait]
+impl<T: RuntimeApi> RuntimeService for RuntimeGrpc<T> {
+    delegate!(version, cri::VersionRequest, cri::VersionResponse);
+    delegate!(status, cri::StatusRequest, cri::StatusResponse);
+    delegate!(runtime_config, cri::RuntimeConfigRequest, cri::RuntimeConfigResponse);
+    unserved!(run_pod_sandbox, cri::RunPodSandboxRequest, cri::RunPodSandboxResponse);
+    unserved!(stop_pod_sandbox, cri::StopPodSandboxRequest, cri::StopPodSandboxResponse);
+    unserved!(remove_pod_sandbox, cri::RemovePodSandboxRequest, cri::RemovePodSandboxResponse);
+    unserved!(pod_sandbox_status, cri::PodSandboxStatusRequest, cri::PodSandboxStatusResponse);
+    unserved!(list_pod_sandbox, cri::ListPodSandboxRequest, cri::ListPodSandboxResponse);
+    unserved!(create_container, cri::CreateContainerRequest, cri::CreateContainerResponse);
+    unserved!(start_container, cri::StartContainerRequest, cri::StartContainerResponse);
+    unserved!(stop_container, cri::StopContainerRequest, cri::StopContainerResponse);
+    unserved!(remove_container, cri::RemoveContainerRequest, cri::RemoveContainerResponse);
+    unserved!(list_containers, cri::ListContainersRequest, cri::ListContainersResponse);
+    unserved!(container_status, cri::ContainerStatusRequest, cri::ContainerStatusResponse);
+    unserved!(update_container_resources, cri::UpdateContainerResourcesRequest, cri::UpdateContainerResourcesResponse);
+    unserved!(reopen_container_log, cri::ReopenContainerLogRequest, cri::ReopenContainerLogResponse);
+    unserved!(exec_sync, cri::ExecSyncRequest, cri::ExecSyncResponse);
+    unserved!(exec, cri::ExecRequest, cri::ExecResponse);
+    unserved!(attach, cri::AttachRequest, cri::AttachResponse);
+    unserved!(port_forward, cri::PortForwardRequest, cri::PortForwardResponse);
+    unserved!(container_stats, cri::ContainerStatsRequest, cri::ContainerStatsResponse);
+    unserved!(list_container_stats, cri::ListContainerStatsRequest, cri::ListContainerStatsResponse);
+    unserved!(pod_sandbox_stats, cri::PodSandboxStatsRequest, cri::PodSandboxStatsResponse);
+    unserved!(list_pod_sandbox_stats, cri::ListPodSandboxStatsRequest, cri::ListPodSandboxStatsResponse);
+    unserved!(update_runtime_config, cri::UpdateRuntimeConfigRequest, cri::UpdateRuntimeConfigResponse);
+    unserved!(checkpoint_container, cri::CheckpointContainerRequest, cri::CheckpointContainerResponse);
+    unserved!(list_metric_descriptors, cri::ListMetricDescriptorsRequest, cri::ListMetricDescriptorsResponse);
+    unserved!(list_pod_sandbox_metrics, cri::ListPodSandboxMetricsRequest, cri::ListPodSandboxMetricsResponse);
+
+    type GetContainerEventsStream =
+        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
+
+    async fn get_container_events(
+        &self,
+        _request: Request<cri::GetEventsRequest>,
+    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        Err(Status::unimplemented("get_container_events: container events are not served by this build yet"))
+    }
+}

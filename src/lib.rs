@@ -1,0 +1,5 @@
+//! Berth: a Kubernetes node (kubelet + container runtime) in one binary.
+pub mod config;
+pub mod cri;
+pub mod image;
+pub mod util;

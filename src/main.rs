@@ -1,0 +1,109 @@
+//! The berth binary: `berth runtime` (the CRI runtime daemon) and `berth images` (a client
+//! for the daemon's image services).
+use anyhow::{bail, Context, Result};
+use berth::config;
+use berth::cri::{images::CriImages, runtime::CriRuntime, server, transfer::TransferService};
+use berth::image::store::ImageStore;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+mod client;
+
+#[derive(Parser)]
+#[command(name = "berth", version, about = "A Kubernetes node in one binary: kubelet and container runtime")]
+struct Cli {
+    /// More log output (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Config file (TOML); default /etc/berth/config.toml when it exists.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct Dirs {
+    /// State that survives reboots: images, containers (default /var/lib/berth).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Runtime state and the CRI socket <run-dir>/berth.sock (default /run/berth).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the CRI runtime daemon (what an upstream kubelet or crictl talks to).
+    Runtime {
+        #[command(flatten)]
+        dirs: Dirs,
+    },
+    /// Manage images through a running daemon.
+    Images {
+        /// The daemon's CRI socket (default <run-dir>/berth.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        #[command(flatten)]
+        dirs: Dirs,
+        #[command(subcommand)]
+        command: client::ImagesCommand,
+    },
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},h2=info,hyper=info,tower=info,rustls=info")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    if rustls::crypto::ring::default_provider().install_default().is_err() {
+        bail!("could not install the TLS crypto provider");
+    }
+    let file = config::load_file(cli.config.as_deref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Runtime { dirs } => rt.block_on(run_runtime(file.resolve(dirs.data_dir, dirs.run_dir))),
+        Command::Images { socket, dirs, command } => {
+            let cfg = file.resolve(dirs.data_dir, dirs.run_dir);
+            let socket = socket.unwrap_or_else(|| cfg.socket());
+            rt.block_on(client::run(&socket, command))
+        }
+    }
+}
+
+async fn run_runtime(cfg: config::Config) -> Result<()> {
+    let store = ImageStore::open(&cfg.image_dir(), cfg.registry.clone())
+        .with_context(|| format!("opening the image store in {}", cfg.image_dir().display()))?;
+    let store = Arc::new(store);
+    let images = Arc::new(CriImages::new(store.clone(), &cfg.pinned_images())?);
+    let runtime = Arc::new(CriRuntime::new(cfg.cgroup_driver == config::CgroupDriver::Systemd));
+    let socket = cfg.socket();
+    let listener = server::bind(&socket).await?;
+    tracing::info!(socket = %socket.display(), data_dir = %cfg.data_dir.display(), "serving CRI");
+    server::serve(listener, &socket, images, runtime, TransferService::new(store), shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

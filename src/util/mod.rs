@@ -1,0 +1,4 @@
+//! Small helpers shared by every layer.
+pub mod atomic;
+pub mod digest;
+pub mod keyed_lock;
