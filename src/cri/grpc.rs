@@ -17,9 +17,17 @@ pub struct RuntimeGrpc<T>(pub Arc<T>);
 /// One RPC delegated to the trait, inside a span named after it.
 macro_rules! delegate {
     ($name:ident, $req:ty, $resp:ty) => {
-        async fn $name(&self, request: Request<$req>) -> Result<Response<$resp>, Status> {
+        // Spelled out as async_trait expands it: attribute macros do not see into macro calls.
+        fn $name<'a, 'async_trait>(
+            &'a self,
+            request: Request<$req>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<$resp>, Status>> + Send + 'async_trait>>
+        where
+            'a: 'async_trait,
+            Self: 'async_trait,
+        {
             let span = tracing::info_span!("cri", rpc = stringify!($name));
-            async move {
+            Box::pin(async move {
                 let req = request.into_inner();
                 tracing::debug!(?req, "request");
                 match self.0.$name(req).await {
@@ -30,8 +38,7 @@ macro_rules! delegate {
                     }
                 }
             }
-            .instrument(span)
-            .await
+            .instrument(span))
         }
     };
 }
@@ -39,10 +46,19 @@ macro_rules! delegate {
 /// An RPC of the runtime side that this build does not serve yet.
 macro_rules! unserved {
     ($name:ident, $req:ty, $resp:ty) => {
-        async fn $name(&self, _request: Request<$req>) -> Result<Response<$resp>, Status> {
-            tracing::info_span!("cri", rpc = stringify!($name)).in_scope(|| {
-                Err(Status::unimplemented(concat!(stringify!($name), ": pod sandboxes and containers are not served by this build yet")))
-            })
+        fn $name<'a, 'async_trait>(
+            &'a self,
+            _request: Request<$req>,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<$resp>, Status>> + Send + 'async_trait>>
+        where
+            'a: 'async_trait,
+            Self: 'async_trait,
+        {
+            let _span = tracing::info_span!("cri", rpc = stringify!($name)).entered();
+            Box::pin(std::future::ready(Err(Status::unimplemented(concat!(
+                stringify!($name),
+                ": pod sandboxes and containers are not served by this build yet"
+            )))))
         }
     };
 }

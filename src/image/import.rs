@@ -114,7 +114,7 @@ fn stage(archive: &Path, dir: PathBuf) -> Result<Staged, ImageError> {
     for entry in tar.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         let raw = entry.path().map_err(bad)?.to_string_lossy().to_string();
-        if clean_name(&raw).is_err() && (raw == "." || raw == "./" || raw == "/") {
+        if matches!(raw.as_str(), "" | "." | "./" | "/") {
             continue;
         }
         let name = clean_name(&raw)?;
@@ -351,7 +351,8 @@ fn layout_reference(desc: &Descriptor, name: Option<&str>) -> Result<Option<Refe
         return Ok(Some(full.parse()?));
     }
     match (ann.get("org.opencontainers.image.ref.name"), name) {
-        (Some(tag), Some(base)) if !tag.contains('/') && !tag.contains(':') => {
+        (Some(r), _) if r.contains('/') || r.contains(':') => Ok(Some(r.parse()?)),
+        (Some(tag), Some(base)) => {
             let base = base.split_once('@').map_or(base, |(b, _)| b);
             let base = match base.rsplit_once(':') {
                 Some((b, t)) if !t.contains('/') => b,
@@ -359,7 +360,6 @@ fn layout_reference(desc: &Descriptor, name: Option<&str>) -> Result<Option<Refe
             };
             Ok(Some(format!("{base}:{tag}").parse()?))
         }
-        (Some(r), _) if r.contains('/') || r.contains(':') => Ok(Some(r.parse()?)),
         (None, Some(base)) => Ok(Some(base.parse()?)),
         (Some(tag), None) => Err(ImageError::InvalidArgument(format!(
             "the layout names its image only by tag {tag:?}: give a name (berth images import --name REPO FILE)"

@@ -94,8 +94,13 @@ impl ImageStore {
 
         let total: u64 = manifest.layers.iter().map(|l| l.size.max(0) as u64).sum();
         send(&progress, PullEvent::Resolved { layers: manifest.layers.len(), total });
-        let layers: Vec<LayerRecord> = futures_util::stream::iter(manifest.layers.iter().zip(diff_ids))
+        let work: Vec<_> = manifest
+            .layers
+            .iter()
+            .zip(diff_ids)
             .map(|(desc, diff_id)| self.ensure_layer(&r, &src, desc, diff_id, progress.clone()))
+            .collect();
+        let layers: Vec<LayerRecord> = futures_util::stream::iter(work)
             .buffered(LAYER_CONCURRENCY)
             .try_collect()
             .await?;
