@@ -90,7 +90,26 @@ async fn run_runtime(cfg: config::Config) -> Result<()> {
     let socket = cfg.socket();
     let listener = server::bind(&socket).await?;
     tracing::info!(socket = %socket.display(), data_dir = %cfg.data_dir.display(), "serving CRI");
-    server::serve(listener, &socket, images, runtime, TransferService::new(store), shutdown_signal()).await?;
+    // Clients like the kubelet keep their connections open for good: after the signal, give
+    // requests in flight a moment, then close whatever is left.
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let serve = server::serve(listener, &socket, images, runtime, TransferService::new(store), async move {
+        let _ = stop_rx.changed().await;
+    });
+    tokio::pin!(serve);
+    tokio::select! {
+        r = &mut serve => r?,
+        _ = shutdown_signal() => {
+            let _ = stop_tx.send(true);
+            match tokio::time::timeout(std::time::Duration::from_secs(2), &mut serve).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    tracing::info!("connections still open after 2 s: closing them");
+                    let _ = std::fs::remove_file(&socket);
+                }
+            }
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

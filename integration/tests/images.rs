@@ -99,13 +99,15 @@ async fn pull_index_picks_the_node_platform() {
 
 #[tokio::test]
 async fn pull_docker_schema2_zstd_and_uncompressed_layers() {
-    let d = Daemon::start(&base_config()).await;
-    let mut c = d.images().await;
     for (tag, media) in [
         ("docker", "application/vnd.docker.image.rootfs.diff.tar.gzip"),
         ("zstd", "application/vnd.oci.image.layer.v1.tar+zstd"),
         ("uncompressed", "application/vnd.oci.image.layer.v1.tar"),
     ] {
+        // a daemon of its own each: the three share the image ID, and a record keeps the
+        // layers of the first pull
+        let d = Daemon::start(&base_config()).await;
+        let mut c = d.images().await;
         let image = format!("{}/berth/busybox:{tag}", reg());
         pull(&mut c, &image).await.unwrap_or_else(|e| panic!("pull {image}: {e}"));
         let info = verbose_info(&mut c, &image).await;
@@ -319,7 +321,7 @@ async fn image_fs_info_reports_real_usage() {
 async fn invalid_requests_get_clear_errors() {
     let d = Daemon::start(&base_config()).await;
     let mut c = d.images().await;
-    for bad in ["", "UPPER/case", "busybox@sha256:123", "a b"] {
+    for bad in ["", "docker.io/UPPER/case", "busybox@sha256:123", "a b", "127.0.0.1:5000/x:-bad"] {
         let err = pull(&mut c, bad).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{bad:?}: {err}");
     }

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The test command: install packages, build, start the local registries with the test images,
+# run every test (unit and integration, as root), and stop the registries whatever happens.
+# Extra arguments go to `cargo test` (e.g. a test name filter).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "hack/test.sh: the tests run real mounts and processes: run as root" >&2; exit 1; }
+hack/deps.sh
+cargo build --workspace --tests --bins
+export BERTH_BIN=$PWD/target/debug/berth
+export BERTH_REGISTRY_DIR=${BERTH_REGISTRY_DIR:-/tmp/berth-registry}
+export BERTH_TEST_REGISTRY=127.0.0.1:5000 BERTH_TEST_AUTH_REGISTRY=127.0.0.1:5001
+export BERTH_TEST_IMAGES_ENV=$PWD/hack/build/images.env
+trap 'hack/registry.sh stop' EXIT
+hack/registry.sh start
+hack/images.sh
+cargo test --workspace "$@" -- --test-threads=4
