@@ -28,6 +28,8 @@ impl Layer {
 }
 
 fn client() -> reqwest::Client {
+    // The workspace builds reqwest with rustls but no default provider: pick one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
 }
 
