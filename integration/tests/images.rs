@@ -469,3 +469,82 @@ async fn runtime_version_and_status() {
     let conds = s.status.unwrap().conditions;
     assert!(conds.iter().any(|c| c.r#type == "NetworkReady" && !c.status && !c.reason.is_empty()));
 }
+
+/// A layer of incompressible bytes, pushed as its own image; returns (image, blob digest, blob).
+async fn push_random_image(repo: &str, mib: usize) -> (String, String, Vec<u8>) {
+    let mut data = vec![0u8; mib << 20];
+    let mut x: u64 = std::process::id() as u64 | 1;
+    for b in data.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let tar = TarBuilder::new().file("random.bin", &data).finish();
+    let layer = Layer::gzip_tar(&tar);
+    let blob = layer.blob.clone();
+    let blob_digest = berth_integration::registry::digest(&blob);
+    let tag = format!("t{}", std::process::id());
+    push_image(&reg(), repo, &tag, &[layer]).await;
+    (format!("{}/{repo}:{tag}", reg()), blob_digest, blob)
+}
+
+#[tokio::test]
+async fn interrupted_download_resumes_from_the_partial_blob() {
+    let (image, blob_digest, blob) = push_random_image("berth/resume", 8).await;
+    let mut d = Daemon::start(&base_config()).await;
+    d.stop();
+    // what a pull cut off halfway leaves: the first half of the blob in the ingest area
+    let ingest = d.data_dir().join("images/content/ingest");
+    std::fs::create_dir_all(&ingest).unwrap();
+    std::fs::write(ingest.join(&blob_digest[7..]), &blob[..blob.len() / 2]).unwrap();
+    d.restart().await;
+    let mut c = d.images().await;
+    pull(&mut c, &image).await.expect("resumed pull");
+    let info = verbose_info(&mut c, &image).await;
+    assert!(snapshot_dirs(&info)[0].join("random.bin").is_file());
+    assert!(entries_with_prefix(&ingest, "").is_empty(), "ingest moved into the store");
+    let stored = d.data_dir().join("images/content/blobs/sha256").join(&blob_digest[7..]);
+    assert_eq!(std::fs::read(stored).unwrap(), blob, "the resumed blob is whole");
+    // the registry served the rest with a range request (206 in its access log)
+    let dir = std::env::var("BERTH_REGISTRY_DIR").unwrap_or_else(|_| "/tmp/berth-registry".into());
+    let log = std::fs::read_to_string(format!("{dir}/plain/registry.log")).unwrap_or_default();
+    assert!(
+        log.lines().any(|l| l.contains(&blob_digest) && l.contains("\" 206 ")),
+        "no ranged blob request in the registry log"
+    );
+}
+
+#[tokio::test]
+async fn crash_mid_pull_leaves_a_consistent_store() {
+    let (image, _, _) = push_random_image("berth/crash", 32).await;
+    let mut d = Daemon::start(&base_config()).await;
+    let socket = d.socket();
+    let img = image.clone();
+    // pull in the background and kill the daemon while it runs
+    let puller = tokio::spawn(async move {
+        let ch = tonic::transport::Endpoint::try_from("http://berth.sock")
+            .unwrap()
+            .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
+                let s = socket.clone();
+                async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(s).await?)) }
+            }))
+            .await
+            .unwrap();
+        let mut c = k8s_cri::v1::image_service_client::ImageServiceClient::new(ch);
+        let _ = pull(&mut c, &img).await;
+    });
+    let snaps = d.data_dir().join("images/snapshots");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while entries_with_prefix(&snaps, "tmp-").is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    d.kill9();
+    let _ = puller.await;
+    d.restart().await;
+    assert!(entries_with_prefix(&snaps, "tmp-").is_empty(), "half-unpacked snapshot removed at start-up");
+    let mut c = d.images().await;
+    assert!(status(&mut c, &image).await.is_none(), "an interrupted pull records nothing");
+    pull(&mut c, &image).await.expect("pull after the crash");
+    assert!(snapshot_dirs(&verbose_info(&mut c, &image).await)[0].join("random.bin").is_file());
+}
