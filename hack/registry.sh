@@ -2,6 +2,8 @@
 # Local test registries (Debian's docker-registry), on loopback only:
 #   127.0.0.1:5000  plain, no auth
 #   127.0.0.1:5001  htpasswd auth, user berth / password berth-secret
+#   127.0.0.1:5002  token auth: bearer tokens (JWT, signed with token/key.pk8) from a token
+#                   service on 127.0.0.1:5003 that the integration tests run themselves
 # Usage: hack/registry.sh start|stop|status. State (configs, storage, logs, pids) lives in
 # $BERTH_REGISTRY_DIR (default /tmp/berth-registry); `stop` removes it.
 set -euo pipefail
@@ -28,7 +30,21 @@ http:
   headers:
     X-Content-Type-Options: [nosniff]
 YAML
-  if [ -n "$auth" ]; then
+  if [ "$auth" = token ]; then
+    # token auth: tokens are JWTs signed with this key, issued by the test's own token service
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=berth-test-issuer \
+      -keyout "$DIR/$name/key.pem" -out "$DIR/$name/cert.pem" 2>/dev/null
+    openssl pkcs8 -topk8 -nocrypt -in "$DIR/$name/key.pem" -outform DER -out "$DIR/$name/key.pk8"
+    openssl x509 -in "$DIR/$name/cert.pem" -outform DER -out "$DIR/$name/cert.der"
+    cat >> "$DIR/$name/config.yml" <<YAML
+auth:
+  token:
+    realm: http://127.0.0.1:5003/token
+    service: berth-registry
+    issuer: berth-test-issuer
+    rootcertbundle: $DIR/$name/cert.pem
+YAML
+  elif [ -n "$auth" ]; then
     htpasswd -Bbn berth berth-secret > "$DIR/$name/htpasswd"
     cat >> "$DIR/$name/config.yml" <<YAML
 auth:
@@ -80,15 +96,17 @@ case "${1:-}" in
     mkdir -p "$DIR"
     start_one plain 5000 200
     start_one auth 5001 401 auth
-    echo "registries up: http://127.0.0.1:5000 (open), http://127.0.0.1:5001 (berth:berth-secret)"
+    start_one token 5002 401 token
+    echo "registries up: http://127.0.0.1:5000 (open), :5001 (htpasswd berth:berth-secret), :5002 (bearer tokens from 127.0.0.1:5003)"
     ;;
   stop)
-    stop_one plain; stop_one auth
+    stop_one plain; stop_one auth; stop_one token
     rm -rf "$DIR"
     ;;
   status)
     up plain 5000 200 && echo "127.0.0.1:5000 up" || echo "127.0.0.1:5000 down"
     up auth 5001 401 && echo "127.0.0.1:5001 up" || echo "127.0.0.1:5001 down"
+    up token 5002 401 && echo "127.0.0.1:5002 up" || echo "127.0.0.1:5002 down"
     ;;
   *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
 esac

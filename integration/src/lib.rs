@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub mod registry;
+pub mod token;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 

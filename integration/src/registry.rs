@@ -35,10 +35,21 @@ fn client() -> reqwest::Client {
 
 /// Upload a blob (monolithic POST + PUT); returns its digest.
 pub async fn push_blob(registry: &str, repo: &str, data: &[u8]) -> String {
+    push_blob_as(registry, repo, data, None).await
+}
+
+fn authed(r: reqwest::RequestBuilder, auth: Option<&str>) -> reqwest::RequestBuilder {
+    match auth {
+        Some(a) => r.header("authorization", a),
+        None => r,
+    }
+}
+
+/// `push_blob` with an Authorization header value.
+pub async fn push_blob_as(registry: &str, repo: &str, data: &[u8], auth: Option<&str>) -> String {
     let d = digest(data);
     let c = client();
-    let r = c
-        .post(format!("http://{registry}/v2/{repo}/blobs/uploads/"))
+    let r = authed(c.post(format!("http://{registry}/v2/{repo}/blobs/uploads/")), auth)
         .send()
         .await
         .expect("start upload");
@@ -46,8 +57,7 @@ pub async fn push_blob(registry: &str, repo: &str, data: &[u8]) -> String {
     let loc = r.headers().get("location").expect("upload location").to_str().expect("location").to_string();
     let url = if loc.starts_with("http") { loc } else { format!("http://{registry}{loc}") };
     let sep = if url.contains('?') { '&' } else { '?' };
-    let r = c
-        .put(format!("{url}{sep}digest={d}"))
+    let r = authed(c.put(format!("{url}{sep}digest={d}")), auth)
         .header("content-type", "application/octet-stream")
         .body(data.to_vec())
         .send()
@@ -58,8 +68,11 @@ pub async fn push_blob(registry: &str, repo: &str, data: &[u8]) -> String {
 }
 
 pub async fn push_manifest(registry: &str, repo: &str, tag: &str, media_type: &str, data: &[u8]) -> String {
-    let r = client()
-        .put(format!("http://{registry}/v2/{repo}/manifests/{tag}"))
+    push_manifest_as(registry, repo, tag, media_type, data, None).await
+}
+
+pub async fn push_manifest_as(registry: &str, repo: &str, tag: &str, media_type: &str, data: &[u8], auth: Option<&str>) -> String {
+    let r = authed(client().put(format!("http://{registry}/v2/{repo}/manifests/{tag}")), auth)
         .header("content-type", media_type)
         .body(data.to_vec())
         .send()
@@ -71,16 +84,21 @@ pub async fn push_manifest(registry: &str, repo: &str, tag: &str, media_type: &s
 
 /// Push an OCI image made of `layers`; returns the manifest digest.
 pub async fn push_image(registry: &str, repo: &str, tag: &str, layers: &[Layer]) -> String {
+    push_image_as(registry, repo, tag, layers, None).await
+}
+
+/// `push_image` with an Authorization header value.
+pub async fn push_image_as(registry: &str, repo: &str, tag: &str, layers: &[Layer], auth: Option<&str>) -> String {
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux",
         "config": {"Cmd": ["sh"]},
         "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()},
     });
     let config = serde_json::to_vec(&config).expect("config");
-    let config_digest = push_blob(registry, repo, &config).await;
+    let config_digest = push_blob_as(registry, repo, &config, auth).await;
     let mut descs = vec![];
     for l in layers {
-        let d = push_blob(registry, repo, &l.blob).await;
+        let d = push_blob_as(registry, repo, &l.blob, auth).await;
         descs.push(serde_json::json!({"mediaType": l.media_type, "digest": d, "size": l.blob.len()}));
     }
     let manifest = serde_json::json!({
@@ -90,7 +108,7 @@ pub async fn push_image(registry: &str, repo: &str, tag: &str, layers: &[Layer])
         "layers": descs,
     });
     let m = serde_json::to_vec(&manifest).expect("manifest");
-    push_manifest(registry, repo, tag, "application/vnd.oci.image.manifest.v1+json", &m).await
+    push_manifest_as(registry, repo, tag, "application/vnd.oci.image.manifest.v1+json", &m, auth).await
 }
 
 /// A tar archive built entry by entry, including entries tar::Builder refuses to write.

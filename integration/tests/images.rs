@@ -548,3 +548,32 @@ async fn crash_mid_pull_leaves_a_consistent_store() {
     pull(&mut c, &image).await.expect("pull after the crash");
     assert!(snapshot_dirs(&verbose_info(&mut c, &image).await)[0].join("random.bin").is_file());
 }
+
+#[tokio::test]
+async fn bearer_token_flow_against_a_token_auth_registry() {
+    use berth_integration::registry::push_image_as;
+    use berth_integration::token::{Signer, TokenServer};
+    let signer = std::sync::Arc::new(Signer::from_registry_dir());
+    let server = TokenServer::start(signer.clone()).await;
+    let registry = std::env::var("BERTH_TEST_TOKEN_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5002".into());
+    let tar = TarBuilder::new().dir("etc/").file("etc/token-image", b"behind a token").finish();
+    let push_auth = format!("Bearer {}", signer.token("repository:berth/private:pull,push"));
+    push_image_as(&registry, "berth/private", "v1", &[Layer::gzip_tar(&tar)], Some(&push_auth)).await;
+    let issued_before = server.issued.load(std::sync::atomic::Ordering::SeqCst);
+
+    let d = Daemon::start(&base_config()).await;
+    let mut c = d.images().await;
+    let image = format!("{registry}/berth/private:v1");
+    let err = pull(&mut c, &image).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "anonymous: {err}");
+    let creds = k8s_cri::v1::AuthConfig { username: "berth".into(), password: "berth-secret".into(), ..Default::default() };
+    pull_with(&mut c, &image, Some(creds)).await.expect("pull with a token from the token service");
+    assert!(server.issued.load(std::sync::atomic::Ordering::SeqCst) > issued_before, "a token was issued");
+    let dirs = snapshot_dirs(&verbose_info(&mut c, &image).await);
+    assert_eq!(std::fs::read_to_string(dirs[0].join("etc/token-image")).unwrap(), "behind a token");
+    // a registry token handed over by the caller is used as is
+    let d2 = Daemon::start(&base_config()).await;
+    let mut c2 = d2.images().await;
+    let direct = k8s_cri::v1::AuthConfig { registry_token: signer.token("repository:berth/private:pull"), ..Default::default() };
+    pull_with(&mut c2, &image, Some(direct)).await.expect("pull with a registry token");
+}
