@@ -12,6 +12,8 @@ pub const ISSUER: &str = "berth-test-issuer";
 pub const SERVICE: &str = "berth-registry";
 /// "berth:berth-secret"
 const GOOD_BASIC: &str = "Basic YmVydGg6YmVydGgtc2VjcmV0";
+/// The identity (refresh) token the service accepts in an OAuth2 refresh_token grant.
+pub const IDENTITY_TOKEN: &str = "berth-refresh-token";
 
 fn b64url(data: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data)
@@ -114,9 +116,29 @@ impl TokenServer {
                             Ok(m) => n += m,
                         }
                     }
-                    let req = String::from_utf8_lossy(&buf[..n]).to_string();
-                    let target = req.split_whitespace().nth(1).unwrap_or_default().to_string();
-                    let authorized = req.lines().any(|l| l.to_ascii_lowercase().starts_with("authorization:") && l.contains(GOOD_BASIC));
+                    let head_end = buf[..n].windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(n) + 4;
+                    let req = String::from_utf8_lossy(&buf[..head_end.min(n)]).to_string();
+                    let length: usize = req
+                        .lines()
+                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                        .unwrap_or(0);
+                    let mut body = buf[head_end.min(n)..n].to_vec();
+                    while body.len() < length {
+                        let mut more = vec![0u8; length - body.len()];
+                        match s.read(&mut more).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(m) => body.extend_from_slice(&more[..m]),
+                        }
+                    }
+                    let mut target = req.split_whitespace().nth(1).unwrap_or_default().to_string();
+                    let mut authorized = req.lines().any(|l| l.to_ascii_lowercase().starts_with("authorization:") && l.contains(GOOD_BASIC));
+                    if req.starts_with("POST ") {
+                        // OAuth2 refresh grant: the form carries service, scope and the refresh token
+                        let form = format!("?{}", String::from_utf8_lossy(&body));
+                        authorized = query_param(&form, "grant_type").as_deref() == Some("refresh_token")
+                            && query_param(&form, "refresh_token").as_deref() == Some(IDENTITY_TOKEN);
+                        target = format!("{}{form}", target.split('?').next().unwrap_or_default());
+                    }
                     let service_ok = query_param(&target, "service").as_deref() == Some(SERVICE);
                     let (status, body) = if !target.starts_with("/token") || !service_ok {
                         ("400 Bad Request", r#"{"errors":[{"code":"BAD_REQUEST","message":"bad token request"}]}"#.to_string())

@@ -576,4 +576,14 @@ async fn bearer_token_flow_against_a_token_auth_registry() {
     let mut c2 = d2.images().await;
     let direct = k8s_cri::v1::AuthConfig { registry_token: signer.token("repository:berth/private:pull"), ..Default::default() };
     pull_with(&mut c2, &image, Some(direct)).await.expect("pull with a registry token");
+    // an identity token is exchanged for an access token with an OAuth2 refresh grant
+    let d3 = Daemon::start(&base_config()).await;
+    let mut c3 = d3.images().await;
+    let wrong = k8s_cri::v1::AuthConfig { identity_token: "not-the-token".into(), ..Default::default() };
+    assert_eq!(pull_with(&mut c3, &image, Some(wrong)).await.unwrap_err().code(), Code::Unauthenticated);
+    let identity = k8s_cri::v1::AuthConfig {
+        identity_token: berth_integration::token::IDENTITY_TOKEN.into(),
+        ..Default::default()
+    };
+    pull_with(&mut c3, &image, Some(identity)).await.expect("pull with an identity token");
 }
