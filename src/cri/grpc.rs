@@ -14,14 +14,14 @@ pub struct ImageGrpc<T>(pub Arc<T>);
 /// Serves a `RuntimeApi` as the CRI RuntimeService.
 pub struct RuntimeGrpc<T>(pub Arc<T>);
 
+/// What an RPC method returns once async_trait has expanded it. The macros below spell the
+/// methods out in that form because attribute macros do not see into macro calls.
+type RpcFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<T>, Status>> + Send + 'a>>;
+
 /// One RPC delegated to the trait, inside a span named after it.
 macro_rules! delegate {
     ($name:ident, $req:ty, $resp:ty) => {
-        // Spelled out as async_trait expands it: attribute macros do not see into macro calls.
-        fn $name<'a, 'async_trait>(
-            &'a self,
-            request: Request<$req>,
-        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<$resp>, Status>> + Send + 'async_trait>>
+        fn $name<'a, 'async_trait>(&'a self, request: Request<$req>) -> RpcFuture<'async_trait, $resp>
         where
             'a: 'async_trait,
             Self: 'async_trait,
@@ -46,10 +46,7 @@ macro_rules! delegate {
 /// An RPC of the runtime side that this build does not serve yet.
 macro_rules! unserved {
     ($name:ident, $req:ty, $resp:ty) => {
-        fn $name<'a, 'async_trait>(
-            &'a self,
-            _request: Request<$req>,
-        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response<$resp>, Status>> + Send + 'async_trait>>
+        fn $name<'a, 'async_trait>(&'a self, _request: Request<$req>) -> RpcFuture<'async_trait, $resp>
         where
             'a: 'async_trait,
             Self: 'async_trait,

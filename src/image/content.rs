@@ -28,6 +28,13 @@ impl ContentStore {
         for dir in [root.join("blobs/sha256"), root.join("ingest")] {
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
+        // Partial downloads stay for resuming; staging dirs of imports a crash cut off do not.
+        let ingest = root.join("ingest");
+        for e in fs::read_dir(&ingest).map_err(io_err(&ingest))?.flatten() {
+            if e.file_name().to_string_lossy().starts_with("import-") {
+                let _ = fs::remove_dir_all(e.path());
+            }
+        }
         Ok(ContentStore { root: root.to_path_buf() })
     }
 
