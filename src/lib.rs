@@ -3,3 +3,4 @@ pub mod config;
 pub mod cri;
 pub mod image;
 pub mod util;
+pub mod runtime;

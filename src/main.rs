@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use berth::config;
 use berth::cri::{images::CriImages, runtime::CriRuntime, server, transfer::TransferService};
 use berth::image::store::ImageStore;
+use berth::runtime::{Runtime, RuntimeConfig};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -69,6 +70,11 @@ fn init_logging(verbose: u8) {
 }
 
 fn main() -> Result<()> {
+    // Helper roles (container monitor, pod namespaces, exec) run before anything else:
+    // they must stay single-threaded.
+    if let Some(code) = berth::runtime::process::dispatch() {
+        std::process::exit(code);
+    }
     let cli = Cli::parse();
     init_logging(cli.verbose);
     if rustls::crypto::ring::default_provider().install_default().is_err() {
@@ -91,7 +97,13 @@ async fn run_runtime(cfg: config::Config) -> Result<()> {
         .with_context(|| format!("opening the image store in {}", cfg.image_dir().display()))?;
     let store = Arc::new(store);
     let images = Arc::new(CriImages::new(store.clone(), &cfg.pinned_images())?);
-    let runtime = Arc::new(CriRuntime::new(cfg.cgroup_driver == config::CgroupDriver::Systemd));
+    let systemd_cgroup = cfg.cgroup_driver == config::CgroupDriver::Systemd;
+    if systemd_cgroup && !std::path::Path::new("/run/systemd/system").exists() {
+        bail!("cgroup_driver = \"systemd\" is configured but systemd is not running on this host: use cgroupfs");
+    }
+    let rt_cfg = RuntimeConfig { data_dir: cfg.data_dir.clone(), run_dir: cfg.run_dir.clone(), systemd_cgroup };
+    let rt = Runtime::open(rt_cfg, store.clone()).map_err(|e| anyhow::anyhow!("opening the runtime state: {e}"))?;
+    let runtime = Arc::new(CriRuntime::new(rt));
     let socket = cfg.socket();
     let listener = server::bind(&socket).await?;
     tracing::info!(socket = %socket.display(), data_dir = %cfg.data_dir.display(), "serving CRI");

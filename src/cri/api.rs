@@ -28,6 +28,12 @@ impl From<CriError> for tonic::Status {
     }
 }
 
+impl From<crate::runtime::RuntimeError> for CriError {
+    fn from(e: crate::runtime::RuntimeError) -> Self {
+        CriError::new(e.code(), e.to_string())
+    }
+}
+
 impl From<crate::image::error::ImageError> for CriError {
     fn from(e: crate::image::error::ImageError) -> Self {
         CriError::new(e.code(), e.to_string())
@@ -46,10 +52,29 @@ pub trait ImageApi: Send + Sync + 'static {
     async fn image_fs_info(&self, req: cri::ImageFsInfoRequest) -> CriResult<cri::ImageFsInfoResponse>;
 }
 
-/// The parts of the CRI RuntimeService this build serves.
+/// The CRI RuntimeService (streaming RPCs come with the streaming server).
 #[tonic::async_trait]
 pub trait RuntimeApi: Send + Sync + 'static {
     async fn version(&self, req: cri::VersionRequest) -> CriResult<cri::VersionResponse>;
     async fn status(&self, req: cri::StatusRequest) -> CriResult<cri::StatusResponse>;
     async fn runtime_config(&self, req: cri::RuntimeConfigRequest) -> CriResult<cri::RuntimeConfigResponse>;
+    async fn run_pod_sandbox(&self, req: cri::RunPodSandboxRequest) -> CriResult<cri::RunPodSandboxResponse>;
+    async fn stop_pod_sandbox(&self, req: cri::StopPodSandboxRequest) -> CriResult<cri::StopPodSandboxResponse>;
+    async fn remove_pod_sandbox(&self, req: cri::RemovePodSandboxRequest) -> CriResult<cri::RemovePodSandboxResponse>;
+    async fn pod_sandbox_status(&self, req: cri::PodSandboxStatusRequest) -> CriResult<cri::PodSandboxStatusResponse>;
+    async fn list_pod_sandbox(&self, req: cri::ListPodSandboxRequest) -> CriResult<cri::ListPodSandboxResponse>;
+    async fn create_container(&self, req: cri::CreateContainerRequest) -> CriResult<cri::CreateContainerResponse>;
+    async fn start_container(&self, req: cri::StartContainerRequest) -> CriResult<cri::StartContainerResponse>;
+    async fn stop_container(&self, req: cri::StopContainerRequest) -> CriResult<cri::StopContainerResponse>;
+    async fn remove_container(&self, req: cri::RemoveContainerRequest) -> CriResult<cri::RemoveContainerResponse>;
+    async fn list_containers(&self, req: cri::ListContainersRequest) -> CriResult<cri::ListContainersResponse>;
+    async fn container_status(&self, req: cri::ContainerStatusRequest) -> CriResult<cri::ContainerStatusResponse>;
+    async fn update_container_resources(&self, req: cri::UpdateContainerResourcesRequest) -> CriResult<cri::UpdateContainerResourcesResponse>;
+    async fn reopen_container_log(&self, req: cri::ReopenContainerLogRequest) -> CriResult<cri::ReopenContainerLogResponse>;
+    async fn exec_sync(&self, req: cri::ExecSyncRequest) -> CriResult<cri::ExecSyncResponse>;
+    async fn container_stats(&self, req: cri::ContainerStatsRequest) -> CriResult<cri::ContainerStatsResponse>;
+    async fn list_container_stats(&self, req: cri::ListContainerStatsRequest) -> CriResult<cri::ListContainerStatsResponse>;
+    async fn pod_sandbox_stats(&self, req: cri::PodSandboxStatsRequest) -> CriResult<cri::PodSandboxStatsResponse>;
+    async fn list_pod_sandbox_stats(&self, req: cri::ListPodSandboxStatsRequest) -> CriResult<cri::ListPodSandboxStatsResponse>;
+    async fn update_runtime_config(&self, req: cri::UpdateRuntimeConfigRequest) -> CriResult<cri::UpdateRuntimeConfigResponse>;
 }

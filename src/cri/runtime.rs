@@ -1,25 +1,196 @@
-//! The RuntimeService calls this build answers: version, status and runtime config.
-//! Pod sandboxes and containers come with the runtime layer.
-use super::api::{CriResult, RuntimeApi};
+//! The CRI RuntimeService over Berth's runtime: CRI messages in, runtime operations, CRI
+//! messages out. No mechanism lives here; that is `crate::runtime`.
+use super::api::{CriError, CriResult, RuntimeApi};
+use crate::runtime::container::{ContainerState, Observed};
+use crate::runtime::records::{self, ContainerRecord, SandboxRecord};
+use crate::runtime::{stats, Runtime};
 use k8s_cri::v1 as cri;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The CRI API version Berth speaks.
 pub const CRI_API_VERSION: &str = "v1";
 pub const RUNTIME_NAME: &str = "berth";
 
 pub struct CriRuntime {
+    rt: Arc<Runtime>,
     cgroup_driver: cri::CgroupDriver,
 }
 
 impl CriRuntime {
-    pub fn new(systemd_cgroup: bool) -> Self {
-        let cgroup_driver = if systemd_cgroup { cri::CgroupDriver::Systemd } else { cri::CgroupDriver::Cgroupfs };
-        CriRuntime { cgroup_driver }
+    pub fn new(rt: Arc<Runtime>) -> Self {
+        let cgroup_driver = if rt.config().systemd_cgroup { cri::CgroupDriver::Systemd } else { cri::CgroupDriver::Cgroupfs };
+        CriRuntime { rt, cgroup_driver }
     }
 }
 
 fn condition(kind: &str, status: bool, reason: &str, message: &str) -> cri::RuntimeCondition {
     cri::RuntimeCondition { r#type: kind.into(), status, reason: reason.into(), message: message.into() }
+}
+
+fn labels_match(selector: &HashMap<String, String>, labels: &HashMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn sandbox_state(rec: &SandboxRecord) -> cri::PodSandboxState {
+    if rec.stopped {
+        cri::PodSandboxState::SandboxNotready
+    } else {
+        cri::PodSandboxState::SandboxReady
+    }
+}
+
+fn container_state(s: ContainerState) -> cri::ContainerState {
+    match s {
+        ContainerState::Created => cri::ContainerState::ContainerCreated,
+        ContainerState::Running => cri::ContainerState::ContainerRunning,
+        ContainerState::Exited => cri::ContainerState::ContainerExited,
+    }
+}
+
+fn image_spec(rec: &ContainerRecord, config: &cri::ContainerConfig) -> cri::ImageSpec {
+    let mut spec = config.image.clone().unwrap_or_default();
+    spec.image = rec.image_id.clone();
+    if spec.user_specified_image.is_empty() {
+        spec.user_specified_image = rec.image_name.clone();
+    }
+    spec
+}
+
+impl CriRuntime {
+    fn container_status_of(&self, obs: &Observed) -> cri::ContainerStatus {
+        let rec = &obs.rec;
+        let config: cri::ContainerConfig = records::decode(&rec.config);
+        let (exit_code, finished_at, reason, message) = match (&obs.exit, obs.state) {
+            (Some(e), ContainerState::Exited) => {
+                let reason = if rec.start_error.is_some() {
+                    "StartError"
+                } else if e.oom_killed {
+                    "OOMKilled"
+                } else if e.exit_code == 0 {
+                    "Completed"
+                } else {
+                    "Error"
+                };
+                (e.exit_code, e.finished_at, reason.to_string(), rec.start_error.clone().unwrap_or_default())
+            }
+            _ => (0, 0, String::new(), String::new()),
+        };
+        let spec = self.rt.container_spec(&rec.id);
+        let resources = spec
+            .as_ref()
+            .and_then(|s| s.linux().as_ref().and_then(|l| l.resources().clone()))
+            .map(|r| {
+                let cpu = r.cpu().clone().unwrap_or_default();
+                cri::ContainerResources {
+                    linux: Some(cri::LinuxContainerResources {
+                        cpu_period: cpu.period().unwrap_or(0) as i64,
+                        cpu_quota: cpu.quota().unwrap_or(0),
+                        cpu_shares: cpu.shares().unwrap_or(0) as i64,
+                        memory_limit_in_bytes: r.memory().as_ref().and_then(|m| m.limit()).unwrap_or(0),
+                        cpuset_cpus: cpu.cpus().clone().unwrap_or_default(),
+                        cpuset_mems: cpu.mems().clone().unwrap_or_default(),
+                        oom_score_adj: spec.as_ref().and_then(|s| s.process().as_ref().and_then(|p| p.oom_score_adj())).unwrap_or(0) as i64,
+                        ..Default::default()
+                    }),
+                    windows: None,
+                }
+            });
+        let user = spec.as_ref().and_then(|s| s.process().clone()).map(|p| cri::ContainerUser {
+            linux: Some(cri::LinuxContainerUser {
+                uid: p.user().uid() as i64,
+                gid: p.user().gid() as i64,
+                supplemental_groups: p.user().additional_gids().clone().unwrap_or_default().into_iter().map(i64::from).collect(),
+            }),
+        });
+        cri::ContainerStatus {
+            id: rec.id.clone(),
+            metadata: config.metadata.clone(),
+            state: container_state(obs.state) as i32,
+            created_at: rec.created_at,
+            started_at: obs.run.as_ref().map(|r| r.started_at).unwrap_or(0),
+            finished_at,
+            exit_code,
+            image: Some(image_spec(rec, &config)),
+            image_ref: rec.image_ref.clone(),
+            reason,
+            message,
+            labels: config.labels.clone(),
+            annotations: config.annotations.clone(),
+            mounts: config.mounts.clone(),
+            log_path: rec.log_path.as_ref().map(|p| p.to_string_lossy().to_string()).unwrap_or_default(),
+            resources,
+            image_id: rec.image_id.clone(),
+            user,
+        }
+    }
+
+    fn sandbox_status_of(&self, rec: &SandboxRecord) -> cri::PodSandboxStatus {
+        let config: cri::PodSandboxConfig = records::decode(&rec.config);
+        let ns = config.linux.as_ref().and_then(|l| l.security_context.as_ref()).and_then(|s| s.namespace_options.clone());
+        cri::PodSandboxStatus {
+            id: rec.id.clone(),
+            metadata: config.metadata.clone(),
+            state: sandbox_state(rec) as i32,
+            created_at: rec.created_at,
+            network: Some(cri::PodSandboxNetworkStatus { ip: rec.ip.clone(), additional_ips: vec![] }),
+            linux: Some(cri::LinuxPodSandboxStatus { namespaces: Some(cri::Namespace { options: ns }) }),
+            labels: config.labels.clone(),
+            annotations: config.annotations.clone(),
+            runtime_handler: rec.runtime_handler.clone(),
+        }
+    }
+
+    fn container_stats_of(&self, rec: &ContainerRecord) -> cri::ContainerStats {
+        let config: cri::ContainerConfig = records::decode(&rec.config);
+        let usage = self.rt.cgroup_usage(&rec.cgroup);
+        let (bytes, inodes) = self.rt.writable_layer_usage(&rec.id);
+        let now = crate::runtime::state::now_ns();
+        cri::ContainerStats {
+            attributes: Some(cri::ContainerAttributes {
+                id: rec.id.clone(),
+                metadata: config.metadata.clone(),
+                labels: config.labels.clone(),
+                annotations: config.annotations.clone(),
+            }),
+            cpu: usage.as_ref().map(|u| u.cpu.clone()),
+            memory: usage.as_ref().map(|u| u.memory.clone()),
+            writable_layer: Some(cri::FilesystemUsage {
+                timestamp: now,
+                fs_id: Some(cri::FilesystemIdentifier { mountpoint: self.rt.config().data_dir.join("containers").to_string_lossy().to_string() }),
+                used_bytes: Some(cri::UInt64Value { value: bytes }),
+                inodes_used: Some(cri::UInt64Value { value: inodes }),
+            }),
+            swap: None,
+        }
+    }
+
+    fn sandbox_stats_of(&self, rec: &SandboxRecord) -> cri::PodSandboxStats {
+        let config: cri::PodSandboxConfig = records::decode(&rec.config);
+        let usage = self.rt.cgroup_usage(&rec.cgroup);
+        let containers = self.rt.containers().into_iter().filter(|c| c.sandbox_id == rec.id).collect::<Vec<_>>();
+        let container_stats = containers.iter().map(|c| self.container_stats_of(c)).collect();
+        let network = if rec.stopped { None } else { rec.net_ns.as_deref().and_then(stats::network_usage) };
+        cri::PodSandboxStats {
+            attributes: Some(cri::PodSandboxAttributes {
+                id: rec.id.clone(),
+                metadata: config.metadata.clone(),
+                labels: config.labels.clone(),
+                annotations: config.annotations.clone(),
+            }),
+            linux: Some(cri::LinuxPodSandboxStats {
+                cpu: usage.as_ref().map(|u| u.cpu.clone()),
+                memory: usage.as_ref().map(|u| u.memory.clone()),
+                network,
+                process: usage.as_ref().map(|u| cri::ProcessUsage {
+                    timestamp: u.cpu.timestamp,
+                    process_count: Some(cri::UInt64Value { value: u.processes }),
+                }),
+                containers: container_stats,
+            }),
+            windows: None,
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -33,25 +204,229 @@ impl RuntimeApi for CriRuntime {
         })
     }
 
-    async fn status(&self, _req: cri::StatusRequest) -> CriResult<cri::StatusResponse> {
+    async fn status(&self, req: cri::StatusRequest) -> CriResult<cri::StatusResponse> {
         let conditions = vec![
+            condition("RuntimeReady", true, "", ""),
             condition(
-                "RuntimeReady",
+                "NetworkReady",
                 false,
-                "PodRuntimeUnavailable",
-                "this build serves images only; pod sandboxes and containers are not available yet",
+                "NetworkPluginNotReady",
+                "no CNI network is configured: pods get loopback only",
             ),
-            condition("NetworkReady", false, "NetworkPluginNotReady", "no pod network is configured"),
         ];
-        Ok(cri::StatusResponse {
-            status: Some(cri::RuntimeStatus { conditions }),
-            ..Default::default()
-        })
+        let mut info = HashMap::new();
+        if req.verbose {
+            let v = serde_json::json!({
+                "cgroupMode": format!("{:?}", crate::runtime::cgroups::host_mode()),
+                "dataDir": self.rt.config().data_dir,
+                "runDir": self.rt.config().run_dir,
+            });
+            info.insert("config".to_string(), v.to_string());
+        }
+        Ok(cri::StatusResponse { status: Some(cri::RuntimeStatus { conditions }), info, ..Default::default() })
     }
 
     async fn runtime_config(&self, _req: cri::RuntimeConfigRequest) -> CriResult<cri::RuntimeConfigResponse> {
-        Ok(cri::RuntimeConfigResponse {
-            linux: Some(cri::LinuxRuntimeConfiguration { cgroup_driver: self.cgroup_driver as i32 }),
+        Ok(cri::RuntimeConfigResponse { linux: Some(cri::LinuxRuntimeConfiguration { cgroup_driver: self.cgroup_driver as i32 }) })
+    }
+
+    async fn run_pod_sandbox(&self, req: cri::RunPodSandboxRequest) -> CriResult<cri::RunPodSandboxResponse> {
+        let config = req.config.ok_or_else(|| CriError::invalid("config is required"))?;
+        let id = self.rt.run_sandbox(config, req.runtime_handler).await?;
+        Ok(cri::RunPodSandboxResponse { pod_sandbox_id: id })
+    }
+
+    async fn stop_pod_sandbox(&self, req: cri::StopPodSandboxRequest) -> CriResult<cri::StopPodSandboxResponse> {
+        self.rt.stop_sandbox(&req.pod_sandbox_id).await?;
+        Ok(cri::StopPodSandboxResponse {})
+    }
+
+    async fn remove_pod_sandbox(&self, req: cri::RemovePodSandboxRequest) -> CriResult<cri::RemovePodSandboxResponse> {
+        self.rt.remove_sandbox(&req.pod_sandbox_id).await?;
+        Ok(cri::RemovePodSandboxResponse {})
+    }
+
+    async fn pod_sandbox_status(&self, req: cri::PodSandboxStatusRequest) -> CriResult<cri::PodSandboxStatusResponse> {
+        let rec = self.rt.sandbox(&req.pod_sandbox_id)?;
+        let mut info = HashMap::new();
+        if req.verbose {
+            let config: cri::PodSandboxConfig = records::decode(&rec.config);
+            let v = serde_json::json!({
+                "pid": if rec.init_pid > 0 && crate::runtime::state::process_alive(rec.init_pid, rec.init_start_time) { rec.init_pid } else { 0 },
+                "netns": rec.net_ns,
+                "namespaces": {"net": rec.net_ns, "ipc": rec.ipc_ns, "uts": rec.uts_ns, "pid": rec.pid_ns},
+                "cgroupParent": rec.cgroup.path,
+                "runtimeHandler": rec.runtime_handler,
+                "hostNetwork": rec.host_network,
+                "config": {"hostname": config.hostname, "logDirectory": config.log_directory},
+            });
+            info.insert("info".to_string(), v.to_string());
+        }
+        Ok(cri::PodSandboxStatusResponse {
+            status: Some(self.sandbox_status_of(&rec)),
+            info,
+            containers_statuses: vec![],
+            timestamp: crate::runtime::state::now_ns(),
         })
+    }
+
+    async fn list_pod_sandbox(&self, req: cri::ListPodSandboxRequest) -> CriResult<cri::ListPodSandboxResponse> {
+        let filter = req.filter.unwrap_or_default();
+        let items = self
+            .rt
+            .sandboxes()
+            .into_iter()
+            .filter(|s| filter.id.is_empty() || s.id.starts_with(&filter.id))
+            .filter(|s| filter.state.as_ref().map(|st| st.state == sandbox_state(s) as i32).unwrap_or(true))
+            .map(|s| {
+                let st = self.sandbox_status_of(&s);
+                cri::PodSandbox {
+                    id: st.id,
+                    metadata: st.metadata,
+                    state: st.state,
+                    created_at: st.created_at,
+                    labels: st.labels,
+                    annotations: st.annotations,
+                    runtime_handler: st.runtime_handler,
+                }
+            })
+            .filter(|s| labels_match(&filter.label_selector, &s.labels))
+            .collect();
+        Ok(cri::ListPodSandboxResponse { items })
+    }
+
+    async fn create_container(&self, req: cri::CreateContainerRequest) -> CriResult<cri::CreateContainerResponse> {
+        let config = req.config.ok_or_else(|| CriError::invalid("config is required"))?;
+        let id = self.rt.create_container(&req.pod_sandbox_id, config, req.sandbox_config).await?;
+        Ok(cri::CreateContainerResponse { container_id: id })
+    }
+
+    async fn start_container(&self, req: cri::StartContainerRequest) -> CriResult<cri::StartContainerResponse> {
+        self.rt.start_container(&req.container_id).await?;
+        Ok(cri::StartContainerResponse {})
+    }
+
+    async fn stop_container(&self, req: cri::StopContainerRequest) -> CriResult<cri::StopContainerResponse> {
+        self.rt.stop_container(&req.container_id, req.timeout).await?;
+        Ok(cri::StopContainerResponse {})
+    }
+
+    async fn remove_container(&self, req: cri::RemoveContainerRequest) -> CriResult<cri::RemoveContainerResponse> {
+        self.rt.remove_container(&req.container_id).await?;
+        Ok(cri::RemoveContainerResponse {})
+    }
+
+    async fn list_containers(&self, req: cri::ListContainersRequest) -> CriResult<cri::ListContainersResponse> {
+        let filter = req.filter.unwrap_or_default();
+        let containers = self
+            .rt
+            .containers()
+            .into_iter()
+            .filter(|c| filter.id.is_empty() || c.id.starts_with(&filter.id))
+            .filter(|c| filter.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&filter.pod_sandbox_id))
+            .map(|c| self.rt.observe(&c))
+            .filter(|o| filter.state.as_ref().map(|s| s.state == container_state(o.state) as i32).unwrap_or(true))
+            .map(|o| {
+                let st = self.container_status_of(&o);
+                cri::Container {
+                    id: st.id,
+                    pod_sandbox_id: o.rec.sandbox_id.clone(),
+                    metadata: st.metadata,
+                    image: st.image,
+                    image_ref: st.image_ref,
+                    state: st.state,
+                    created_at: st.created_at,
+                    labels: st.labels,
+                    annotations: st.annotations,
+                    image_id: st.image_id,
+                }
+            })
+            .filter(|c| labels_match(&filter.label_selector, &c.labels))
+            .collect();
+        Ok(cri::ListContainersResponse { containers })
+    }
+
+    async fn container_status(&self, req: cri::ContainerStatusRequest) -> CriResult<cri::ContainerStatusResponse> {
+        let rec = self.rt.container(&req.container_id)?;
+        let obs = self.rt.observe(&rec);
+        let mut info = HashMap::new();
+        if req.verbose {
+            let v = serde_json::json!({
+                "sandboxID": rec.sandbox_id,
+                "pid": obs.pid(),
+                "monitorPid": obs.run.as_ref().map(|r| r.monitor_pid).unwrap_or(0),
+                "rootfs": self.rt.container_rootfs(&rec.id),
+                "cgroupsPath": rec.cgroup.path,
+                "runtimeSpec": self.rt.container_spec(&rec.id),
+            });
+            info.insert("info".to_string(), v.to_string());
+        }
+        Ok(cri::ContainerStatusResponse { status: Some(self.container_status_of(&obs)), info })
+    }
+
+    async fn update_container_resources(
+        &self,
+        req: cri::UpdateContainerResourcesRequest,
+    ) -> CriResult<cri::UpdateContainerResourcesResponse> {
+        let res = req.linux.ok_or_else(|| CriError::invalid("linux resources are required"))?;
+        self.rt.update_resources(&req.container_id, res).await?;
+        Ok(cri::UpdateContainerResourcesResponse {})
+    }
+
+    async fn reopen_container_log(&self, req: cri::ReopenContainerLogRequest) -> CriResult<cri::ReopenContainerLogResponse> {
+        self.rt.reopen_log(&req.container_id).await?;
+        Ok(cri::ReopenContainerLogResponse {})
+    }
+
+    async fn exec_sync(&self, req: cri::ExecSyncRequest) -> CriResult<cri::ExecSyncResponse> {
+        let (exit_code, stdout, stderr) = self.rt.exec_sync(&req.container_id, req.cmd, req.timeout).await?;
+        Ok(cri::ExecSyncResponse { stdout, stderr, exit_code })
+    }
+
+    async fn container_stats(&self, req: cri::ContainerStatsRequest) -> CriResult<cri::ContainerStatsResponse> {
+        let rec = self.rt.container(&req.container_id)?;
+        Ok(cri::ContainerStatsResponse { stats: Some(self.container_stats_of(&rec)) })
+    }
+
+    async fn list_container_stats(&self, req: cri::ListContainerStatsRequest) -> CriResult<cri::ListContainerStatsResponse> {
+        let filter = req.filter.unwrap_or_default();
+        let stats = self
+            .rt
+            .containers()
+            .into_iter()
+            .filter(|c| filter.id.is_empty() || c.id.starts_with(&filter.id))
+            .filter(|c| filter.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&filter.pod_sandbox_id))
+            .filter(|c| labels_match(&filter.label_selector, &records::decode::<cri::ContainerConfig>(&c.config).labels))
+            .filter(|c| self.rt.observe(c).state == ContainerState::Running)
+            .map(|c| self.container_stats_of(&c))
+            .collect();
+        Ok(cri::ListContainerStatsResponse { stats })
+    }
+
+    async fn pod_sandbox_stats(&self, req: cri::PodSandboxStatsRequest) -> CriResult<cri::PodSandboxStatsResponse> {
+        let rec = self.rt.sandbox(&req.pod_sandbox_id)?;
+        Ok(cri::PodSandboxStatsResponse { stats: Some(self.sandbox_stats_of(&rec)) })
+    }
+
+    async fn list_pod_sandbox_stats(&self, req: cri::ListPodSandboxStatsRequest) -> CriResult<cri::ListPodSandboxStatsResponse> {
+        let filter = req.filter.unwrap_or_default();
+        let stats = self
+            .rt
+            .sandboxes()
+            .into_iter()
+            .filter(|s| filter.id.is_empty() || s.id.starts_with(&filter.id))
+            .filter(|s| labels_match(&filter.label_selector, &records::decode::<cri::PodSandboxConfig>(&s.config).labels))
+            .filter(|s| !s.stopped)
+            .map(|s| self.sandbox_stats_of(&s))
+            .collect();
+        Ok(cri::ListPodSandboxStatsResponse { stats })
+    }
+
+    async fn update_runtime_config(&self, req: cri::UpdateRuntimeConfigRequest) -> CriResult<cri::UpdateRuntimeConfigResponse> {
+        // The pod CIDR matters to the network layer (berth-cni); until it lands, it is recorded in the log.
+        if let Some(cidr) = req.runtime_config.and_then(|c| c.network_config).map(|n| n.pod_cidr).filter(|c| !c.is_empty()) {
+            tracing::info!(pod_cidr = %cidr, "pod CIDR updated");
+        }
+        Ok(cri::UpdateRuntimeConfigResponse {})
     }
 }

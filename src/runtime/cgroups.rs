@@ -1,0 +1,156 @@
+//! Container and pod cgroups through libcgroups (v1, v2 and the systemd driver), plus the
+//! few things libcgroups does not answer: the OOM-kill counter and the host path of a cgroup.
+use crate::runtime::state::CgroupSpec;
+use libcgroups::common::{
+    create_cgroup_manager, get_cgroup_setup, AnyCgroupManager, CgroupConfig, CgroupManager, CgroupSetup,
+    ControllerOpt,
+};
+use libcgroups::stats::Stats;
+use oci_spec::runtime::LinuxResources;
+use std::path::PathBuf;
+
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+#[derive(Debug, thiserror::Error)]
+#[error("cgroup {path}: {message}")]
+pub struct CgroupError {
+    pub path: String,
+    pub message: String,
+}
+
+/// Which cgroup hierarchy the host uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupMode {
+    V1,
+    V2,
+}
+
+pub fn host_mode() -> CgroupMode {
+    match get_cgroup_setup() {
+        Ok(CgroupSetup::Unified) => CgroupMode::V2,
+        _ => CgroupMode::V1,
+    }
+}
+
+pub struct Cgroup {
+    spec: CgroupSpec,
+    manager: AnyCgroupManager,
+}
+
+impl Cgroup {
+    /// A handle on the cgroup; creating it on disk happens with the first `add`.
+    pub fn open(spec: &CgroupSpec) -> Result<Cgroup, CgroupError> {
+        let config = CgroupConfig {
+            cgroup_path: PathBuf::from(&spec.path),
+            systemd_cgroup: spec.systemd,
+            container_name: spec.path.rsplit(':').next().unwrap_or_default().to_string(),
+        };
+        let manager = create_cgroup_manager(config).map_err(|e| err(spec, e))?;
+        Ok(Cgroup { spec: spec.clone(), manager })
+    }
+
+    pub fn spec(&self) -> &CgroupSpec {
+        &self.spec
+    }
+
+    /// Move a process into the cgroup, creating it in every controller first.
+    pub fn add(&self, pid: i32) -> Result<(), CgroupError> {
+        self.manager.add_task(nix029::unistd::Pid::from_raw(pid)).map_err(|e| err(&self.spec, e))
+    }
+
+    pub fn apply(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
+        let opt = ControllerOpt { resources, disable_oom_killer: false, oom_score_adj: None, freezer_state: None };
+        self.manager.apply(&opt).map_err(|e| err(&self.spec, e))
+    }
+
+    pub fn stats(&self) -> Result<Stats, CgroupError> {
+        self.manager.stats().map_err(|e| err(&self.spec, e))
+    }
+
+    /// Every process in the cgroup; empty when it does not exist.
+    pub fn pids(&self) -> Vec<i32> {
+        self.manager.get_all_pids().map(|v| v.into_iter().map(|p| p.as_raw()).collect()).unwrap_or_default()
+    }
+
+    /// Kill what is left in it and remove it; a cgroup that is already gone is fine.
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        for pid in self.pids() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        self.manager.remove().map_err(|e| err(&self.spec, e))
+    }
+
+    /// How many times the kernel's OOM killer has killed a process in this cgroup.
+    pub fn oom_kills(&self) -> u64 {
+        oom_kills(&self.spec)
+    }
+}
+
+fn err(spec: &CgroupSpec, e: impl std::fmt::Display) -> CgroupError {
+    CgroupError { path: spec.path.clone(), message: e.to_string() }
+}
+
+/// The directory of a cgroup for one controller (v1) or in the unified tree (v2).
+pub fn fs_path(spec: &CgroupSpec, controller: &str) -> PathBuf {
+    let rel = if spec.systemd { systemd_path(&spec.path) } else { spec.path.trim_start_matches('/').to_string() };
+    match host_mode() {
+        CgroupMode::V1 => PathBuf::from(CGROUP_ROOT).join(controller).join(rel),
+        CgroupMode::V2 => PathBuf::from(CGROUP_ROOT).join(rel),
+    }
+}
+
+/// Expand a systemd cgroup path "parent.slice:prefix:name" to its place in the tree:
+/// "a-b-c.slice" lives under a.slice/a-b.slice/a-b-c.slice and the unit is prefix-name.scope.
+pub fn systemd_path(path: &str) -> String {
+    let mut parts = path.splitn(3, ':');
+    let slice = parts.next().unwrap_or("");
+    let prefix = parts.next().unwrap_or("");
+    let name = parts.next().unwrap_or("");
+    let mut out = Vec::new();
+    if !slice.is_empty() && slice != "-.slice" {
+        let stem = slice.trim_end_matches(".slice");
+        let mut acc = String::new();
+        for piece in stem.split('-') {
+            if !acc.is_empty() {
+                acc.push('-');
+            }
+            acc.push_str(piece);
+            out.push(format!("{acc}.slice"));
+        }
+    }
+    if !name.is_empty() {
+        if name.ends_with(".slice") {
+            out.push(name.to_string());
+        } else if prefix.is_empty() {
+            out.push(format!("{name}.scope"));
+        } else {
+            out.push(format!("{prefix}-{name}.scope"));
+        }
+    }
+    out.join("/")
+}
+
+pub fn oom_kills(spec: &CgroupSpec) -> u64 {
+    let (file, dir) = match host_mode() {
+        CgroupMode::V1 => ("memory.oom_control", fs_path(spec, "memory")),
+        CgroupMode::V2 => ("memory.events", fs_path(spec, "memory")),
+    };
+    let text = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill ").and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn systemd_paths_expand_like_systemd() {
+        assert_eq!(
+            systemd_path("kubepods-besteffort-pod12.slice:cri-berth:abc"),
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod12.slice/cri-berth-abc.scope"
+        );
+        assert_eq!(systemd_path("system.slice::x"), "system.slice/x.scope");
+    }
+}

@@ -1,0 +1,247 @@
+//! The runtime: pod sandboxes and containers on namespaces, overlayfs and cgroups, with one
+//! monitor process per container. `Runtime` owns the in-memory index of records kept on
+//! disk; `sandbox` and `container` hold the operations, `process` the code that runs in the
+//! re-executed helper processes.
+pub mod cgroups;
+pub mod container;
+pub mod process;
+pub mod records;
+pub mod sandbox;
+pub mod spec;
+pub mod state;
+pub mod stats;
+pub mod user;
+
+use crate::image::store::{ImageStore, ImageUsers};
+use crate::util::digest::Digest;
+use crate::util::keyed_lock::KeyedLock;
+use records::{ContainerRecord, SandboxRecord};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl RuntimeError {
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            RuntimeError::NotFound(_) => tonic::Code::NotFound,
+            RuntimeError::AlreadyExists(_) => tonic::Code::AlreadyExists,
+            RuntimeError::Invalid(_) => tonic::Code::InvalidArgument,
+            RuntimeError::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
+            RuntimeError::Internal(_) => tonic::Code::Internal,
+        }
+    }
+}
+
+impl From<spec::SpecError> for RuntimeError {
+    fn from(e: spec::SpecError) -> Self {
+        RuntimeError::Invalid(e.to_string())
+    }
+}
+
+pub type RtResult<T> = Result<T, RuntimeError>;
+
+pub fn internal(what: &str, e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Internal(format!("{what}: {e}"))
+}
+
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub data_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub systemd_cgroup: bool,
+}
+
+#[derive(Default)]
+struct Index {
+    sandboxes: HashMap<String, SandboxRecord>,
+    containers: HashMap<String, ContainerRecord>,
+    /// Reserved names → the ID holding them.
+    names: HashMap<String, String>,
+}
+
+pub struct Runtime {
+    cfg: RuntimeConfig,
+    images: Arc<ImageStore>,
+    index: Mutex<Index>,
+    /// Serialises operations on one sandbox or container ID.
+    locks: KeyedLock,
+    /// Last CPU sample per cgroup path, for usage_nano_cores: (time ns, usage ns).
+    cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
+}
+
+impl Runtime {
+    /// Open the runtime state: load every record, tear down what a crash left half made.
+    pub fn open(cfg: RuntimeConfig, images: Arc<ImageStore>) -> RtResult<Arc<Runtime>> {
+        for d in [cfg.data_dir.join("sandboxes"), cfg.data_dir.join("containers"), cfg.run_dir.join("sandboxes"), cfg.run_dir.join("containers")] {
+            std::fs::create_dir_all(&d).map_err(|e| internal(&format!("creating {}", d.display()), e))?;
+        }
+        let rt = Arc::new(Runtime {
+            cfg,
+            images: images.clone(),
+            index: Mutex::new(Index::default()),
+            locks: KeyedLock::new(),
+            cpu_samples: Mutex::new(HashMap::new()),
+        });
+        rt.recover();
+        images.set_users(rt.clone());
+        Ok(rt)
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.cfg
+    }
+
+    fn sandbox_data_dir(&self, id: &str) -> PathBuf {
+        self.cfg.data_dir.join("sandboxes").join(id)
+    }
+    fn sandbox_run_dir(&self, id: &str) -> PathBuf {
+        self.cfg.run_dir.join("sandboxes").join(id)
+    }
+    fn container_data_dir(&self, id: &str) -> PathBuf {
+        self.cfg.data_dir.join("containers").join(id)
+    }
+    fn container_run_dir(&self, id: &str) -> PathBuf {
+        self.cfg.run_dir.join("containers").join(id)
+    }
+
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reserve a name for an ID; AlreadyExists if another ID holds it.
+    fn reserve_name(&self, name: &str, id: &str) -> RtResult<()> {
+        let mut idx = self.index();
+        if let Some(holder) = idx.names.get(name) {
+            if holder != id {
+                return Err(RuntimeError::AlreadyExists(format!("name {name:?} is reserved for {holder}")));
+            }
+        }
+        idx.names.insert(name.to_string(), id.to_string());
+        Ok(())
+    }
+
+    fn release_name(&self, name: &str, id: &str) {
+        let mut idx = self.index();
+        if idx.names.get(name).map(|h| h == id).unwrap_or(false) {
+            idx.names.remove(name);
+        }
+    }
+
+    /// Resolve a full ID or a unique prefix.
+    fn find_id<'a>(ids: impl Iterator<Item = &'a String>, wanted: &str, kind: &str) -> RtResult<String> {
+        if wanted.is_empty() {
+            return Err(RuntimeError::Invalid(format!("{kind} ID must not be empty")));
+        }
+        let matches: Vec<&String> = ids.filter(|id| id.starts_with(wanted)).collect();
+        match matches.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(RuntimeError::NotFound(format!("{kind} {wanted:?} not found"))),
+            many => match many.iter().find(|id| id.as_str() == wanted) {
+                Some(id) => Ok((*id).clone()),
+                None => Err(RuntimeError::NotFound(format!("{kind} ID prefix {wanted:?} is ambiguous"))),
+            },
+        }
+    }
+
+    fn recover(&self) {
+        let sandboxes = load_records::<SandboxRecord>(&self.cfg.data_dir.join("sandboxes"));
+        let containers = load_records::<ContainerRecord>(&self.cfg.data_dir.join("containers"));
+        for (dir, rec) in containers {
+            match rec {
+                Some(rec) if rec.phase == records::Phase::Ready => {
+                    let mut idx = self.index();
+                    idx.names.insert(rec.name.clone(), rec.id.clone());
+                    idx.containers.insert(rec.id.clone(), rec);
+                }
+                Some(rec) => {
+                    tracing::warn!(id = %rec.id, "removing a container left half-created");
+                    self.teardown_container(&rec);
+                }
+                None => {
+                    tracing::warn!(dir = %dir.display(), "removing a container directory without a record");
+                    let id = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                    self.teardown_container_dirs(&id);
+                }
+            }
+        }
+        for (dir, rec) in sandboxes {
+            match rec {
+                Some(rec) if rec.phase == records::Phase::Ready => {
+                    let mut idx = self.index();
+                    idx.names.insert(rec.name.clone(), rec.id.clone());
+                    idx.sandboxes.insert(rec.id.clone(), rec);
+                }
+                Some(rec) => {
+                    tracing::warn!(id = %rec.id, "removing a sandbox left half-created");
+                    self.teardown_sandbox(&rec);
+                }
+                None => {
+                    tracing::warn!(dir = %dir.display(), "removing a sandbox directory without a record");
+                    let id = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+                    self.teardown_sandbox_dirs(&id);
+                }
+            }
+        }
+        // Run directories whose record is gone (crash during removal).
+        for kind in ["sandboxes", "containers"] {
+            let Ok(rd) = std::fs::read_dir(self.cfg.run_dir.join(kind)) else { continue };
+            for e in rd.flatten() {
+                let id = e.file_name().to_string_lossy().to_string();
+                let known = {
+                    let idx = self.index();
+                    idx.sandboxes.contains_key(&id) || idx.containers.contains_key(&id)
+                };
+                if !known {
+                    if kind == "sandboxes" {
+                        self.teardown_sandbox_dirs(&id);
+                    } else {
+                        self.teardown_container_dirs(&id);
+                    }
+                }
+            }
+        }
+        let idx = self.index();
+        tracing::info!(sandboxes = idx.sandboxes.len(), containers = idx.containers.len(), "runtime state loaded");
+    }
+}
+
+fn load_records<T: serde::de::DeserializeOwned>(dir: &std::path::Path) -> Vec<(PathBuf, Option<T>)> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return vec![] };
+    rd.flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| {
+            let rec = state::read_json::<T>(&e.path().join(records::META_FILE)).ok();
+            (e.path(), rec)
+        })
+        .collect()
+}
+
+impl ImageUsers for Runtime {
+    fn containers_using(&self, id: &Digest) -> Vec<String> {
+        self.index().containers.values().filter(|c| c.image_id == id.as_str()).map(|c| c.id.clone()).collect()
+    }
+}
+
+/// Unmount `path` (lazily) if something is mounted there; missing paths are fine.
+pub fn unmount(path: &std::path::Path) {
+    loop {
+        match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) => continue,
+            Err(_) => break,
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The per-container monitor: `berth __monitor <state dir>`. It detaches from the daemon,
+//! starts the container as its child, reports once the container runs, then holds the
+//! container's stdio, writes the CRI log, reaps the container and records how it ended.
+//! Single-threaded, no async runtime: it sits in poll(2) and costs little memory.
+use super::logfile::{CriLog, LineSplitter};
+use super::sync::{self, Context, Reporter, SetupError, SetupResult};
+use crate::runtime::cgroups::{self, Cgroup};
+use crate::runtime::state::{self, ExitRecord, MonitorConfig, MonitorReport, PidNamespace, RunState};
+use crate::util::atomic;
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use oci_spec::runtime::Spec;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// After the container's process exits, how long to keep draining output that its
+/// leftover children may still hold open.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+pub fn main(args: &[OsString]) -> i32 {
+    let Some(dir) = args.first().map(PathBuf::from) else {
+        eprintln!("usage: berth __monitor <state dir>");
+        return 2;
+    };
+    let cfg: MonitorConfig = match state::read_json(&dir.join(state::MONITOR_CONFIG)) {
+        Ok(c) => c,
+        Err(e) => {
+            report(&MonitorReport::failed(format!("reading monitor config: {e}")));
+            return 1;
+        }
+    };
+    // Detach: a new session, and the daemon's child exits at once so the daemon reaps it;
+    // the monitor lives on as an orphan that outlives daemon restarts.
+    let _ = nix::unistd::setsid();
+    // SAFETY: this process is single-threaded (no runtime has started in it).
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { .. }) => return 0,
+        Ok(ForkResult::Child) => {}
+        Err(e) => {
+            report(&MonitorReport::failed(format!("fork monitor: {e}")));
+            return 1;
+        }
+    }
+    match run(&cfg) {
+        Ok(()) => 0,
+        Err(e) => {
+            report(&MonitorReport::failed(e.to_string()));
+            1
+        }
+    }
+}
+
+/// One JSON line on stdout for the daemon, then stdout goes to /dev/null.
+fn report(r: &MonitorReport) {
+    let mut out = std::io::stdout();
+    let _ = serde_json::to_writer(&mut out, r);
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+    if let Ok(null) = File::options().write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdout(&null);
+    }
+}
+
+/// The container's ends and the monitor's ends of its stdio.
+struct Stdio {
+    child_in: OwnedFd,
+    child_out: OwnedFd,
+    child_err: OwnedFd,
+    /// Readable ends the monitor logs: (stream name, fd).
+    outputs: Vec<(&'static str, File)>,
+    /// Kept open so the container's stdin stays open for attach.
+    _stdin_keep: Option<File>,
+    tty: bool,
+}
+
+fn make_stdio(cfg: &MonitorConfig) -> SetupResult<Stdio> {
+    if cfg.tty {
+        let pty = nix::pty::openpty(None, None).ctx(|| "openpty".into())?;
+        let slave: OwnedFd = pty.slave;
+        return Ok(Stdio {
+            child_in: slave.try_clone().ctx(|| "dup pty".into())?,
+            child_out: slave.try_clone().ctx(|| "dup pty".into())?,
+            child_err: slave,
+            outputs: vec![("stdout", File::from(pty.master))],
+            _stdin_keep: None,
+            tty: true,
+        });
+    }
+    let (out_r, out_w) = sync::pipe()?;
+    let (err_r, err_w) = sync::pipe()?;
+    let (child_in, keep) = if cfg.stdin {
+        let (r, w) = sync::pipe()?;
+        (OwnedFd::from(r), Some(w))
+    } else {
+        (OwnedFd::from(File::open("/dev/null").ctx(|| "open /dev/null".into())?), None)
+    };
+    Ok(Stdio {
+        child_in,
+        child_out: out_w.into(),
+        child_err: err_w.into(),
+        outputs: vec![("stdout", out_r), ("stderr", err_r)],
+        _stdin_keep: keep,
+        tty: false,
+    })
+}
+
+fn run(cfg: &MonitorConfig) -> SetupResult<()> {
+    let spec_path = cfg.bundle.join(state::SPEC_FILE);
+    let spec = Spec::load(&spec_path).map_err(|e| SetupError::Invalid(format!("loading {}: {e}", spec_path.display())))?;
+    let stdio = make_stdio(cfg)?;
+    let mut log = CriLog::open(cfg.log_path.clone()).ctx(|| "opening the container log".into())?;
+    match &cfg.pid_ns {
+        PidNamespace::Own => unshare(CloneFlags::CLONE_NEWPID).ctx(|| "new PID namespace".into())?,
+        PidNamespace::Join(p) => {
+            let f = File::open(p).ctx(|| format!("open {}", p.display()))?;
+            setns(&f, CloneFlags::CLONE_NEWPID).ctx(|| "join the pod's PID namespace".into())?;
+        }
+        PidNamespace::Host => {}
+    }
+    let mut signals = SigSet::empty();
+    for s in [Signal::SIGCHLD, Signal::SIGUSR1, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        signals.add(s);
+    }
+    signals.thread_block().ctx(|| "block signals".into())?;
+    let sfd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ctx(|| "signalfd".into())?;
+
+    let (mut go_r, mut go_w) = sync::pipe()?;
+    let (mut err_r, err_w) = sync::pipe()?;
+    // SAFETY: single-threaded process; the child only runs setup code and execs.
+    let child = match unsafe { fork() }.ctx(|| "fork container".into())? {
+        ForkResult::Child => {
+            drop(go_w);
+            drop(err_r);
+            let code = container_child(&spec, &stdio, &mut go_r, err_w);
+            // SAFETY: leave without running destructors or atexit handlers of the monitor.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(go_r);
+    drop(err_w);
+    let Stdio { child_in, child_out, child_err, outputs, _stdin_keep, tty } = stdio;
+    drop((child_in, child_out, child_err));
+
+    let cgroup = Cgroup::open(&cfg.cgroup).and_then(|cg| {
+        cg.add(child.as_raw())?;
+        if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+            cg.apply(res)?;
+        }
+        Ok(cg)
+    });
+    if let Err(e) = cgroup {
+        let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        return Err(SetupError::Invalid(e.to_string()));
+    }
+    sync::send_byte(&mut go_w).ctx(|| "start the container".into())?;
+    let setup = sync::read_report(&mut err_r);
+    for w in &setup.warnings {
+        eprintln!("warning: {w}");
+    }
+    if let Some(e) = setup.error {
+        let _ = waitpid(child, None);
+        return Err(SetupError::Invalid(e));
+    }
+    let me = std::process::id() as i32;
+    let run = RunState {
+        pid: child.as_raw(),
+        pid_start_time: state::process_start_time(child.as_raw()).unwrap_or(0),
+        monitor_pid: me,
+        monitor_start_time: state::process_start_time(me).unwrap_or(0),
+        started_at: state::now_ns(),
+    };
+    atomic::write_json(&cfg.state_dir.join(state::STATE_FILE), &run).ctx(|| "writing state.json".into())?;
+    report(&MonitorReport { state: Some(run), error: None, warnings: setup.warnings });
+
+    let status = pump(child, outputs, tty, &sfd, &mut log);
+    let (exit_code, signal) = match status {
+        WaitStatus::Exited(_, code) => (code, None),
+        WaitStatus::Signaled(_, sig, _) => (128 + sig as i32, Some(sig as i32)),
+        _ => (255, None),
+    };
+    let oom_killed = cgroups::oom_kills(&cfg.cgroup) > 0 && signal == Some(libc::SIGKILL);
+    let exit = ExitRecord { exit_code, signal, oom_killed, finished_at: state::now_ns() };
+    atomic::write_json(&cfg.state_dir.join(state::EXIT_FILE), &exit).ctx(|| "writing exit.json".into())?;
+    Ok(())
+}
+
+/// In the forked child: wire stdio, wait for the go-ahead (cgroup joined), set up and exec.
+fn container_child(spec: &Spec, stdio: &Stdio, go: &mut File, err_w: File) -> i32 {
+    let mut rep = Reporter::new(err_w);
+    let _ = SigSet::all().thread_unblock();
+    let _ = nix::unistd::setsid();
+    if stdio.tty {
+        // SAFETY: TIOCSCTTY on the pty slave we own makes it our controlling terminal.
+        unsafe { libc::ioctl(stdio.child_out.as_raw_fd(), libc::TIOCSCTTY, 0) };
+    }
+    let wired = nix::unistd::dup2_stdin(stdio.child_in.as_fd())
+        .and_then(|_| nix::unistd::dup2_stdout(stdio.child_out.as_fd()))
+        .and_then(|_| nix::unistd::dup2_stderr(stdio.child_err.as_fd()));
+    if let Err(e) = wired {
+        rep.fail(&format!("wiring stdio: {e}"));
+        return 127;
+    }
+    if !sync::wait_byte(go) {
+        return 127;
+    }
+    match super::init::run(spec, &mut rep) {
+        Ok(never) => match never {},
+        Err(e) => {
+            rep.fail(&e.to_string());
+            127
+        }
+    }
+}
+
+/// Copy output into the log until the container has exited and its output is drained.
+fn pump(child: Pid, mut outputs: Vec<(&'static str, File)>, tty: bool, sfd: &SignalFd, log: &mut CriLog) -> WaitStatus {
+    let mut splitters: Vec<LineSplitter> = outputs.iter().map(|_| LineSplitter::default()).collect();
+    let mut open: Vec<bool> = outputs.iter().map(|_| true).collect();
+    let mut status: Option<WaitStatus> = None;
+    let mut exited_at: Option<Instant> = None;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let all_closed = open.iter().all(|o| !o);
+        if let Some(at) = exited_at {
+            if all_closed || at.elapsed() >= DRAIN_AFTER_EXIT {
+                break;
+            }
+        }
+        let mut fds: Vec<libc::pollfd> = outputs
+            .iter()
+            .zip(&open)
+            .map(|((_, f), o)| libc::pollfd { fd: if *o { f.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 })
+            .collect();
+        fds.push(libc::pollfd { fd: sfd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        let timeout = if exited_at.is_some() { 100 } else { -1 };
+        // SAFETY: fds is a valid array of pollfd for its length.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n < 0 {
+            continue;
+        }
+        for (i, pfd) in fds.iter().take(outputs.len()).enumerate() {
+            if pfd.revents == 0 || !open[i] {
+                continue;
+            }
+            let (stream, file) = &mut outputs[i];
+            match file.read(&mut buf) {
+                Ok(0) => open[i] = false,
+                Ok(n) => splitters[i].feed(&buf[..n], &mut |p, c| log.write_entry(stream, p, c)),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted || e.kind() == std::io::ErrorKind::WouldBlock => {}
+                // A pty master reads EIO once every slave end is closed.
+                Err(_) => open[i] = false,
+            }
+            if !open[i] {
+                splitters[i].finish(&mut |p, c| log.write_entry(stream, p, c));
+            }
+        }
+        while let Ok(Some(sig)) = sfd.read_signal() {
+            match Signal::try_from(sig.ssi_signo as i32) {
+                Ok(Signal::SIGUSR1) => {
+                    if let Err(e) = log.reopen() {
+                        eprintln!("reopening the log: {e}");
+                    }
+                }
+                Ok(Signal::SIGCHLD) => reap(child, &mut status, &mut exited_at),
+                _ => {}
+            }
+        }
+        let _ = tty;
+    }
+    for (i, (stream, _)) in outputs.iter().enumerate() {
+        splitters[i].finish(&mut |p, c| log.write_entry(stream, p, c));
+    }
+    status.unwrap_or(WaitStatus::Exited(child, 255))
+}
+
+fn reap(child: Pid, status: &mut Option<WaitStatus>, exited_at: &mut Option<Instant>) {
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(ws) => {
+                if ws.pid() == Some(child) {
+                    *status = Some(ws);
+                    *exited_at = Some(Instant::now());
+                }
+            }
+        }
+    }
+}
+

@@ -1,0 +1,92 @@
+//! What the daemon keeps on disk about each sandbox and container (meta.json, written
+//! atomically). The CRI configs are kept as their protobuf encoding so nothing is lost.
+use crate::runtime::state::CgroupSpec;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+pub const META_FILE: &str = "meta.json";
+
+/// Creating: resources may be half made; a record found in this phase at start-up is
+/// torn down. Ready: complete.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Creating,
+    Ready,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxRecord {
+    pub id: String,
+    /// The reserved name: name_namespace_uid_attempt.
+    pub name: String,
+    pub phase: Phase,
+    /// base64 of the protobuf PodSandboxConfig.
+    pub config: String,
+    pub created_at: i64,
+    pub stopped: bool,
+    pub host_network: bool,
+    pub host_ipc: bool,
+    pub host_pid: bool,
+    pub shared_pid: bool,
+    /// The pod's namespace files; None where the pod uses the host's.
+    pub net_ns: Option<PathBuf>,
+    pub ipc_ns: Option<PathBuf>,
+    pub uts_ns: Option<PathBuf>,
+    pub pid_ns: Option<PathBuf>,
+    pub init_pid: i32,
+    pub init_start_time: u64,
+    pub cgroup: CgroupSpec,
+    /// Whether Berth created the pod cgroup (and so removes it).
+    pub owns_cgroup: bool,
+    pub ip: String,
+    pub runtime_handler: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub sandbox_id: String,
+    pub name: String,
+    pub phase: Phase,
+    /// base64 of the protobuf ContainerConfig.
+    pub config: String,
+    pub created_at: i64,
+    /// The image ID (config digest) the rootfs is built from.
+    pub image_id: String,
+    /// The image as the user named it.
+    pub image_name: String,
+    /// A reference with the repo digest when known, else the ID.
+    pub image_ref: String,
+    pub log_path: Option<PathBuf>,
+    pub cgroup: CgroupSpec,
+    pub stop_signal: i32,
+    pub rootfs_mounted: bool,
+    /// Why the last StartContainer failed, if it did.
+    pub start_error: Option<String>,
+}
+
+pub fn encode(msg: &impl prost::Message) -> String {
+    base64::engine::general_purpose::STANDARD.encode(msg.encode_to_vec())
+}
+
+pub fn decode<M: prost::Message + Default>(s: &str) -> M {
+    base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .ok()
+        .and_then(|b| M::decode(&b[..]).ok())
+        .unwrap_or_default()
+}
+
+/// A new random 64-hex-digit ID.
+pub fn new_id() -> String {
+    let mut buf = [0u8; 32];
+    // SAFETY: getrandom fills the buffer we own.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != buf.len() as isize {
+        let t = crate::runtime::state::now_ns() as u128 ^ (std::process::id() as u128) << 64;
+        buf[..16].copy_from_slice(&t.to_le_bytes());
+    }
+    hex::encode(buf)
+}

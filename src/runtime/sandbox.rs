@@ -1,0 +1,365 @@
+//! Pod sandboxes: the pod's namespaces pinned by bind-mounted files (no pause process; a
+//! tiny init only when the pod shares one PID namespace), its hostname, hosts and
+//! resolv.conf files, its /dev/shm and its cgroup.
+use super::cgroups::Cgroup;
+use super::process::sandbox_init::{SandboxInitConfig, SandboxInitReport};
+use super::records::{self, Phase, SandboxRecord};
+use super::state::{self, CgroupSpec};
+use super::{internal, unmount, RtResult, Runtime, RuntimeError};
+use crate::util::atomic;
+use k8s_cri::v1 as cri;
+use nix::mount::{mount, MsFlags};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+const NONE: Option<&str> = None;
+
+/// Sysctls that live in a pod's own namespaces and so may be set per pod.
+pub fn sysctl_is_namespaced(key: &str) -> bool {
+    key.starts_with("net.")
+        || key.starts_with("fs.mqueue.")
+        || matches!(key, "kernel.shmmax" | "kernel.shmall" | "kernel.shmmni" | "kernel.shm_rmid_forced" | "kernel.msgmax" | "kernel.msgmnb" | "kernel.msgmni" | "kernel.sem")
+}
+
+fn resolv_conf(dns: Option<&cri::DnsConfig>) -> std::io::Result<String> {
+    match dns {
+        Some(d) if !d.servers.is_empty() || !d.searches.is_empty() || !d.options.is_empty() => {
+            let mut out = String::new();
+            if !d.searches.is_empty() {
+                out.push_str(&format!("search {}\n", d.searches.join(" ")));
+            }
+            for s in &d.servers {
+                out.push_str(&format!("nameserver {s}\n"));
+            }
+            if !d.options.is_empty() {
+                out.push_str(&format!("options {}\n", d.options.join(" ")));
+            }
+            Ok(out)
+        }
+        _ => std::fs::read_to_string("/etc/resolv.conf").or_else(|_| Ok(String::new())),
+    }
+}
+
+fn hosts_file(hostname: &str, host_network: bool) -> String {
+    if host_network {
+        if let Ok(h) = std::fs::read_to_string("/etc/hosts") {
+            return h;
+        }
+    }
+    let mut out = String::from(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
+    );
+    if !hostname.is_empty() {
+        out.push_str(&format!("127.0.1.1\t{hostname}\n"));
+    }
+    out
+}
+
+/// The pod's files and namespace paths, as containers see them.
+pub struct SandboxPaths {
+    pub run_dir: PathBuf,
+}
+
+impl SandboxPaths {
+    pub fn ns(&self, name: &str) -> PathBuf {
+        self.run_dir.join("ns").join(name)
+    }
+    pub fn shm(&self) -> PathBuf {
+        self.run_dir.join("shm")
+    }
+    pub fn hosts(&self) -> PathBuf {
+        self.run_dir.join("hosts")
+    }
+    pub fn resolv_conf(&self) -> PathBuf {
+        self.run_dir.join("resolv.conf")
+    }
+    pub fn hostname(&self) -> PathBuf {
+        self.run_dir.join("hostname")
+    }
+}
+
+impl Runtime {
+    pub fn sandbox_paths(&self, id: &str) -> SandboxPaths {
+        SandboxPaths { run_dir: self.sandbox_run_dir(id) }
+    }
+
+    pub fn sandbox(&self, id_or_prefix: &str) -> RtResult<SandboxRecord> {
+        let idx = self.index();
+        let id = Self::find_id(idx.sandboxes.keys(), id_or_prefix, "sandbox")?;
+        Ok(idx.sandboxes[&id].clone())
+    }
+
+    pub fn sandboxes(&self) -> Vec<SandboxRecord> {
+        self.index().sandboxes.values().cloned().collect()
+    }
+
+    fn save_sandbox(&self, rec: &SandboxRecord) -> RtResult<()> {
+        atomic::write_json(&self.sandbox_data_dir(&rec.id).join(records::META_FILE), rec)
+            .map_err(|e| internal("writing the sandbox record", e))?;
+        self.index().sandboxes.insert(rec.id.clone(), rec.clone());
+        Ok(())
+    }
+
+    fn pod_cgroup(&self, config: &cri::PodSandboxConfig, id: &str) -> (CgroupSpec, bool) {
+        let parent = config.linux.as_ref().map(|l| l.cgroup_parent.clone()).unwrap_or_default();
+        let systemd = self.cfg.systemd_cgroup;
+        match (parent.is_empty(), systemd) {
+            (false, _) => (CgroupSpec { path: parent, systemd }, false),
+            (true, false) => (CgroupSpec { path: format!("/berth/{id}"), systemd }, true),
+            (true, true) => (CgroupSpec { path: format!("berth.slice:berth-pod:{id}"), systemd }, true),
+        }
+    }
+
+    /// RunPodSandbox.
+    pub async fn run_sandbox(&self, config: cri::PodSandboxConfig, runtime_handler: String) -> RtResult<String> {
+        let md = config.metadata.clone().ok_or_else(|| RuntimeError::Invalid("metadata is required".into()))?;
+        if md.name.is_empty() {
+            return Err(RuntimeError::Invalid("metadata.name is required".into()));
+        }
+        if !runtime_handler.is_empty() && runtime_handler != "berth" && runtime_handler != "runc" {
+            return Err(RuntimeError::Invalid(format!("unknown runtime handler {runtime_handler:?}")));
+        }
+        let linux = config.linux.clone().unwrap_or_default();
+        for key in linux.sysctls.keys() {
+            if !sysctl_is_namespaced(key) {
+                return Err(RuntimeError::Invalid(format!("sysctls: {key:?} is not namespaced and cannot be set per pod")));
+            }
+        }
+        let ns = linux.security_context.as_ref().and_then(|s| s.namespace_options.clone()).unwrap_or_default();
+        let node = cri::NamespaceMode::Node as i32;
+        let id = records::new_id();
+        let name = format!("{}_{}_{}_{}", md.name, md.namespace, md.uid, md.attempt);
+        self.reserve_name(&name, &id)?;
+        let _guard = self.locks.lock(&id).await;
+        let (cgroup, owns_cgroup) = self.pod_cgroup(&config, &id);
+        let mut rec = SandboxRecord {
+            id: id.clone(),
+            name: name.clone(),
+            phase: Phase::Creating,
+            config: records::encode(&config),
+            created_at: state::now_ns(),
+            stopped: false,
+            host_network: ns.network == node,
+            host_ipc: ns.ipc == node,
+            host_pid: ns.pid == node,
+            shared_pid: ns.pid == cri::NamespaceMode::Pod as i32,
+            net_ns: None,
+            ipc_ns: None,
+            uts_ns: None,
+            pid_ns: None,
+            init_pid: 0,
+            init_start_time: 0,
+            cgroup,
+            owns_cgroup,
+            ip: String::new(),
+            runtime_handler,
+        };
+        let created = async {
+            std::fs::create_dir_all(self.sandbox_data_dir(&id)).map_err(|e| internal("creating the sandbox dir", e))?;
+            std::fs::create_dir_all(self.sandbox_run_dir(&id).join("ns")).map_err(|e| internal("creating the sandbox dir", e))?;
+            self.save_sandbox(&rec)?;
+            self.build_sandbox(&mut rec, &config).await?;
+            rec.phase = Phase::Ready;
+            self.save_sandbox(&rec)
+        }
+        .await;
+        if let Err(e) = created {
+            self.teardown_sandbox(&rec);
+            self.index().sandboxes.remove(&id);
+            self.release_name(&name, &id);
+            return Err(e);
+        }
+        Ok(id)
+    }
+
+    async fn build_sandbox(&self, rec: &mut SandboxRecord, config: &cri::PodSandboxConfig) -> RtResult<()> {
+        let paths = self.sandbox_paths(&rec.id);
+        let hostname = if config.hostname.is_empty() {
+            nix::unistd::gethostname().map(|h| h.to_string_lossy().to_string()).unwrap_or_default()
+        } else {
+            config.hostname.clone()
+        };
+        let write = |p: PathBuf, text: String| atomic::write_file(&p, text.as_bytes()).map_err(|e| internal(&format!("writing {}", p.display()), e));
+        write(paths.hostname(), format!("{hostname}\n"))?;
+        write(paths.hosts(), hosts_file(&hostname, rec.host_network))?;
+        write(paths.resolv_conf(), resolv_conf(config.dns_config.as_ref()).map_err(|e| internal("resolv.conf", e))?)?;
+        let shm = paths.shm();
+        std::fs::create_dir_all(&shm).map_err(|e| internal("creating shm", e))?;
+        // With the host's IPC namespace, containers bind the host's /dev/shm directly.
+        if !rec.host_ipc {
+            let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+            mount(Some("shm"), &shm, Some("tmpfs"), flags, Some("mode=1777,size=65536k")).map_err(|e| internal("mounting the pod's shm", e))?;
+        }
+        let linux = config.linux.clone().unwrap_or_default();
+        let init_cfg = SandboxInitConfig {
+            new_net: !rec.host_network,
+            new_ipc: !rec.host_ipc,
+            new_uts: !rec.host_network,
+            new_pid: rec.shared_pid,
+            hostname: (!rec.host_network).then(|| hostname.clone()),
+            sysctls: linux.sysctls.clone().into_iter().collect(),
+        };
+        self.start_sandbox_init(rec, &init_cfg, &paths).await
+    }
+
+    /// Run the namespace helper, pin its namespaces, put its init in the pod cgroup.
+    async fn start_sandbox_init(&self, rec: &mut SandboxRecord, cfg: &SandboxInitConfig, paths: &SandboxPaths) -> RtResult<()> {
+        let exe = std::env::current_exe().map_err(|e| internal("finding our own binary", e))?;
+        let mut child = tokio::process::Command::new(exe)
+            .arg(super::process::SANDBOX_INIT_ARG)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| internal("starting the sandbox helper", e))?;
+        let mut stdin = child.stdin.take().ok_or_else(|| internal("sandbox helper", "no stdin"))?;
+        let stdout = child.stdout.take().ok_or_else(|| internal("sandbox helper", "no stdout"))?;
+        let mut line = serde_json::to_vec(cfg).map_err(|e| internal("sandbox helper config", e))?;
+        line.push(b'\n');
+        stdin.write_all(&line).await.map_err(|e| internal("sandbox helper", e))?;
+        let mut reply = String::new();
+        BufReader::new(stdout).read_line(&mut reply).await.map_err(|e| internal("sandbox helper", e))?;
+        let report: SandboxInitReport = serde_json::from_str(&reply)
+            .map_err(|e| internal("sandbox helper", format!("no report ({e}); see the daemon log")))?;
+        if let Some(e) = report.error {
+            let _ = child.wait().await;
+            return Err(if e.starts_with("sysctl") { RuntimeError::Invalid(e) } else { internal("creating the pod's namespaces", e) });
+        }
+        let pin = |name: &str, pid: i32| -> RtResult<PathBuf> {
+            let target = paths.ns(name);
+            std::fs::File::create(&target).map_err(|e| internal(&format!("creating {}", target.display()), e))?;
+            let src = PathBuf::from(format!("/proc/{pid}/ns/{name}"));
+            mount(Some(&src), &target, NONE, MsFlags::MS_BIND, NONE)
+                .map_err(|e| internal(&format!("pinning the {name} namespace"), e))?;
+            Ok(target)
+        };
+        if cfg.new_net {
+            rec.net_ns = Some(pin("net", report.pid)?);
+        }
+        if cfg.new_ipc {
+            rec.ipc_ns = Some(pin("ipc", report.pid)?);
+        }
+        if cfg.new_uts {
+            rec.uts_ns = Some(pin("uts", report.pid)?);
+        }
+        if cfg.new_pid {
+            rec.pid_ns = Some(pin("pid", report.init_pid)?);
+            rec.init_pid = report.init_pid;
+            rec.init_start_time = state::process_start_time(report.init_pid).unwrap_or(0);
+        }
+        let cg = Cgroup::open(&rec.cgroup).map_err(|e| internal("pod cgroup", e))?;
+        cg.add(report.pid).map_err(|e| internal("pod cgroup", e))?;
+        if report.init_pid > 0 {
+            cg.add(report.init_pid).map_err(|e| internal("pod cgroup", e))?;
+        }
+        let _ = stdin.write_all(b"G").await;
+        drop(stdin);
+        let _ = child.wait().await;
+        Ok(())
+    }
+
+    /// StopPodSandbox: stop every container, end the pod's init, release its network.
+    pub async fn stop_sandbox(&self, id: &str) -> RtResult<()> {
+        let rec = match self.sandbox(id) {
+            Ok(r) => r,
+            Err(RuntimeError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let containers: Vec<String> =
+            self.index().containers.values().filter(|c| c.sandbox_id == rec.id).map(|c| c.id.clone()).collect();
+        for cid in containers {
+            self.stop_container(&cid, 2).await?;
+        }
+        let _guard = self.locks.lock(&rec.id).await;
+        let mut rec = self.sandbox(&rec.id)?;
+        if rec.stopped {
+            return Ok(());
+        }
+        self.kill_sandbox_init(&rec);
+        if let Some(net) = &rec.net_ns {
+            unmount(net);
+        }
+        rec.stopped = true;
+        self.save_sandbox(&rec)
+    }
+
+    fn kill_sandbox_init(&self, rec: &SandboxRecord) {
+        if rec.init_pid > 0 && state::process_alive(rec.init_pid, rec.init_start_time) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(rec.init_pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+
+    /// RemovePodSandbox: remove its containers and everything the sandbox made.
+    pub async fn remove_sandbox(&self, id: &str) -> RtResult<()> {
+        let rec = match self.sandbox(id) {
+            Ok(r) => r,
+            Err(RuntimeError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let containers: Vec<String> =
+            self.index().containers.values().filter(|c| c.sandbox_id == rec.id).map(|c| c.id.clone()).collect();
+        for cid in containers {
+            self.remove_container(&cid).await?;
+        }
+        let _guard = self.locks.lock(&rec.id).await;
+        self.teardown_sandbox(&rec);
+        self.index().sandboxes.remove(&rec.id);
+        self.release_name(&rec.name, &rec.id);
+        Ok(())
+    }
+
+    /// Undo whatever of a sandbox exists; safe on half-made sandboxes and repeated calls.
+    pub(super) fn teardown_sandbox(&self, rec: &SandboxRecord) {
+        self.kill_sandbox_init(rec);
+        if rec.owns_cgroup {
+            if let Ok(cg) = Cgroup::open(&rec.cgroup) {
+                if let Err(e) = cg.remove() {
+                    tracing::warn!(sandbox = %rec.id, "removing the pod cgroup: {e}");
+                }
+            }
+        }
+        self.teardown_sandbox_dirs(&rec.id);
+    }
+
+    pub(super) fn teardown_sandbox_dirs(&self, id: &str) {
+        let paths = self.sandbox_paths(id);
+        for name in ["net", "ipc", "uts", "pid"] {
+            unmount(&paths.ns(name));
+        }
+        unmount(&paths.shm());
+        remove_dir(&paths.run_dir);
+        remove_dir(&self.sandbox_data_dir(id));
+    }
+}
+
+/// Remove a directory tree without ever descending into another filesystem: should an
+/// unmount have failed, what is mounted below stays untouched.
+fn remove_dir(p: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(root) = std::fs::symlink_metadata(p) else { return };
+    if let Err(e) = remove_same_fs(p, root.dev()) {
+        tracing::warn!(path = %p.display(), "removing: {e}");
+    }
+}
+
+fn remove_same_fs(p: &Path, dev: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::symlink_metadata(p)?;
+    if md.dev() != dev {
+        return Err(std::io::Error::other(format!("{} is still a mount point", p.display())));
+    }
+    if md.is_dir() {
+        for e in std::fs::read_dir(p)? {
+            remove_same_fs(&e?.path(), dev)?;
+        }
+        std::fs::remove_dir(p)
+    } else {
+        std::fs::remove_file(p)
+    }
+}
+
+pub(super) fn remove_dir_logged(p: &Path) {
+    remove_dir(p)
+}
