@@ -188,7 +188,91 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
+        self.remove_leftovers();
     }
+}
+
+impl Daemon {
+    /// After a test (passed or failed): kill what the daemon's pods still run, remove their
+    /// cgroups and unmount everything under the daemon's directories.
+    pub fn remove_leftovers(&self) {
+        for meta in meta_files(&self.data_dir().join("sandboxes")).into_iter().chain(meta_files(&self.data_dir().join("containers"))) {
+            if let Some(path) = meta["cgroup"]["path"].as_str() {
+                remove_cgroup_tree(path);
+            }
+            if let Some(pid) = meta["init_pid"].as_i64().filter(|p| *p > 0) {
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+        for m in mounts_under(self.dir.path()) {
+            let c = std::ffi::CString::new(m.as_os_str().as_encoded_bytes()).expect("path");
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+fn meta_files(dir: &Path) -> Vec<serde_json::Value> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return vec![] };
+    rd.flatten()
+        .filter_map(|e| std::fs::read(e.path().join("meta.json")).ok())
+        .filter_map(|b| serde_json::from_slice(&b).ok())
+        .collect()
+}
+
+/// Kill every process in a cgroupfs cgroup (all v1 controllers, or v2) and remove it, children first.
+pub fn remove_cgroup_tree(path: &str) {
+    let rel = path.trim_start_matches('/');
+    if rel.is_empty() {
+        return;
+    }
+    let roots: Vec<PathBuf> = match std::fs::read_dir("/sys/fs/cgroup") {
+        Ok(rd) if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() => {
+            drop(rd);
+            vec![PathBuf::from("/sys/fs/cgroup")]
+        }
+        Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
+        Err(_) => vec![],
+    };
+    for root in roots {
+        let dir = root.join(rel);
+        if dir.is_dir() {
+            remove_cgroup_dir(&dir);
+        }
+    }
+}
+
+fn remove_cgroup_dir(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                remove_cgroup_dir(&e.path());
+            }
+        }
+    }
+    for _ in 0..50 {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Mount points at or below `dir`, deepest first.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut out: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(m.replace("\\040", " ")))
+        .filter(|m| m.starts_with(dir))
+        .collect();
+    out.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
+    out.dedup();
+    out
 }
 
 /// An ImageSpec for `image`.

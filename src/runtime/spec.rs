@@ -403,7 +403,8 @@ pub fn build(input: &SpecInput) -> Result<Spec, SpecError> {
             namespaces.push(json!({"type": typ, "path": p}));
         }
     }
-    let pid_mode = sc.namespace_options.as_ref().map(|n| n.pid).unwrap_or(cri::NamespaceMode::Container as i32);
+    // The protocol's zero value is POD: a container without namespace options shares the pod's.
+    let pid_mode = sc.namespace_options.as_ref().map(|n| n.pid).unwrap_or(cri::NamespaceMode::Pod as i32);
     if pid_mode == cri::NamespaceMode::Pod as i32 {
         if let Some(p) = &pod.pid_ns {
             namespaces.push(json!({"type": "pid", "path": p}));

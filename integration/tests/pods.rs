@@ -1,0 +1,609 @@
+//! CRI RuntimeService end to end: real pods and containers run by the real daemon on this
+//! machine's namespaces, overlayfs and cgroups, with images from the local registry.
+use berth_integration::*;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+use tonic::Code;
+
+type Rt = RuntimeServiceClient<Channel>;
+
+fn busybox() -> String {
+    format!("{}/berth/busybox:latest", test_registry())
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn unique(tag: &str) -> String {
+    format!("berth-{tag}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst))
+}
+
+/// A daemon with busybox pulled.
+async fn daemon() -> (Daemon, Rt) {
+    let d = Daemon::start("").await;
+    let mut images = d.images().await;
+    pull(&mut images, &busybox()).await.expect("pull busybox");
+    let rt = d.runtime().await;
+    (d, rt)
+}
+
+fn pod_config(name: &str, logs: &Path) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: "berthpod".into(),
+        log_directory: logs.display().to_string(),
+        labels: HashMap::from([("app".to_string(), name.to_string())]),
+        linux: Some(cri::LinuxPodSandboxConfig::default()),
+        ..Default::default()
+    }
+}
+
+fn container_config(name: &str, command: &[&str]) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata { name: name.into(), attempt: 0 }),
+        image: spec(&busybox()),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        labels: HashMap::from([("c".to_string(), name.to_string())]),
+        linux: Some(cri::LinuxContainerConfig::default()),
+        ..Default::default()
+    }
+}
+
+fn with_security(mut c: cri::ContainerConfig, sc: cri::LinuxContainerSecurityContext) -> cri::ContainerConfig {
+    c.linux.get_or_insert_with(Default::default).security_context = Some(sc);
+    c
+}
+
+async fn run_pod(rt: &mut Rt, config: &cri::PodSandboxConfig) -> String {
+    rt.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: String::new() })
+        .await
+        .expect("run pod sandbox")
+        .into_inner()
+        .pod_sandbox_id
+}
+
+async fn create(rt: &mut Rt, pod: &str, pod_cfg: &cri::PodSandboxConfig, c: cri::ContainerConfig) -> Result<String, tonic::Status> {
+    rt.create_container(cri::CreateContainerRequest {
+        pod_sandbox_id: pod.into(),
+        config: Some(c),
+        sandbox_config: Some(pod_cfg.clone()),
+    })
+    .await
+    .map(|r| r.into_inner().container_id)
+}
+
+async fn create_and_start(rt: &mut Rt, pod: &str, pod_cfg: &cri::PodSandboxConfig, c: cri::ContainerConfig) -> String {
+    let id = create(rt, pod, pod_cfg, c).await.expect("create container");
+    rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.expect("start container");
+    id
+}
+
+async fn status(rt: &mut Rt, id: &str) -> (cri::ContainerStatus, serde_json::Value) {
+    let r = rt
+        .container_status(cri::ContainerStatusRequest { container_id: id.into(), verbose: true })
+        .await
+        .expect("container status")
+        .into_inner();
+    let info = r.info.get("info").map(|s| serde_json::from_str(s).expect("info json")).unwrap_or_default();
+    (r.status.expect("status"), info)
+}
+
+async fn wait_exited(rt: &mut Rt, id: &str, limit: Duration) -> cri::ContainerStatus {
+    let start = Instant::now();
+    loop {
+        let (st, _) = status(rt, id).await;
+        if st.state == cri::ContainerState::ContainerExited as i32 {
+            return st;
+        }
+        assert!(start.elapsed() < limit, "container {id} did not exit within {limit:?}: {st:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn exec(rt: &mut Rt, id: &str, cmd: &[&str]) -> (i32, String, String) {
+    let r = rt
+        .exec_sync(cri::ExecSyncRequest { container_id: id.into(), cmd: cmd.iter().map(|s| s.to_string()).collect(), timeout: 30 })
+        .await
+        .expect("exec sync")
+        .into_inner();
+    (r.exit_code, String::from_utf8_lossy(&r.stdout).to_string(), String::from_utf8_lossy(&r.stderr).to_string())
+}
+
+/// Run a container to completion and return its log's content lines (stdout and stderr).
+async fn run_to_end(rt: &mut Rt, pod: &str, pod_cfg: &cri::PodSandboxConfig, logs: &Path, c: cri::ContainerConfig) -> (cri::ContainerStatus, Vec<String>) {
+    let name = c.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+    let id = create_and_start(rt, pod, pod_cfg, c).await;
+    let st = wait_exited(rt, &id, Duration::from_secs(30)).await;
+    let lines = log_entries(&logs.join(format!("{name}.log"))).into_iter().map(|e| e.3).collect();
+    (st, lines)
+}
+
+/// (timestamp, stream, tag, content) of every entry in a CRI log file.
+fn log_entries(path: &Path) -> Vec<(String, String, String, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            let mut parts = l.splitn(4, ' ');
+            let ts = parts.next().unwrap_or_default().to_string();
+            let stream = parts.next().unwrap_or_default().to_string();
+            let tag = parts.next().unwrap_or_default().to_string();
+            (ts, stream, tag, parts.next().unwrap_or_default().to_string())
+        })
+        .collect()
+}
+
+async fn remove_pod(rt: &mut Rt, id: &str) {
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id.into() }).await.expect("stop pod");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id.into() }).await.expect("remove pod");
+}
+
+fn cgroup_file(pid: i32, controller: &str, file: &str) -> String {
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("proc cgroup");
+    let path = cg
+        .lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let _ = f.next();
+            let ctrls = f.next()?;
+            let p = f.next()?;
+            ctrls.split(',').any(|c| c == controller).then(|| p.to_string())
+        })
+        .unwrap_or_else(|| panic!("no {controller} cgroup in {cg}"));
+    std::fs::read_to_string(format!("/sys/fs/cgroup/{controller}{path}/{file}")).expect("cgroup file").trim().to_string()
+}
+
+#[tokio::test]
+async fn pod_and_container_lifecycle() {
+    let (d, mut rt) = daemon().await;
+    let logs = TempDir::new("logs");
+    let name = unique("life");
+    let cfg = pod_config(&name, logs.path());
+    let pod = run_pod(&mut rt, &cfg).await;
+
+    let ps = rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: pod.clone(), verbose: true }).await.unwrap().into_inner();
+    let st = ps.status.unwrap();
+    assert_eq!(st.state, cri::PodSandboxState::SandboxReady as i32);
+    assert!(st.created_at > 0);
+    assert_eq!(st.metadata.unwrap().name, name);
+    let info: serde_json::Value = serde_json::from_str(&ps.info["info"]).unwrap();
+    let netns = PathBuf::from(info["netns"].as_str().expect("netns path"));
+    assert!(netns.exists());
+
+    // Filters: by ID prefix, by state, by label.
+    let list = |f: cri::PodSandboxFilter| cri::ListPodSandboxRequest { filter: Some(f) };
+    let by_id = rt.list_pod_sandbox(list(cri::PodSandboxFilter { id: pod[..12].into(), ..Default::default() })).await.unwrap().into_inner().items;
+    assert_eq!(by_id.len(), 1);
+    let by_label = rt
+        .list_pod_sandbox(list(cri::PodSandboxFilter { label_selector: HashMap::from([("app".into(), name.clone())]), ..Default::default() }))
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(by_label.len(), 1);
+    let not_ready = cri::PodSandboxStateValue { state: cri::PodSandboxState::SandboxNotready as i32 };
+    let none = rt.list_pod_sandbox(list(cri::PodSandboxFilter { state: Some(not_ready), ..Default::default() })).await.unwrap().into_inner().items;
+    assert!(none.is_empty());
+
+    let c = container_config("main", &["sh", "-c", "echo started; hostname; exec sleep 3600"]);
+    let cid = create(&mut rt, &pod, &cfg, c).await.unwrap();
+    let (st, _) = status(&mut rt, &cid).await;
+    assert_eq!(st.state, cri::ContainerState::ContainerCreated as i32);
+    rt.start_container(cri::StartContainerRequest { container_id: cid.clone() }).await.unwrap();
+    let (st, info) = status(&mut rt, &cid).await;
+    assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32);
+    assert!(st.started_at >= st.created_at && st.created_at > 0);
+    assert!(info["pid"].as_i64().unwrap() > 0);
+    assert_eq!(info["runtimeSpec"]["process"]["args"][0], "sh");
+
+    let running = cri::ContainerStateValue { state: cri::ContainerState::ContainerRunning as i32 };
+    let listed = rt
+        .list_containers(cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter { pod_sandbox_id: pod.clone(), state: Some(running), ..Default::default() }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, cid);
+
+    let (code, out, _) = exec(&mut rt, &cid, &["echo", "hi"]).await;
+    assert_eq!((code, out.as_str()), (0, "hi\n"));
+    let (code, _, err) = exec(&mut rt, &cid, &["sh", "-c", "echo oops >&2; exit 3"]).await;
+    assert_eq!((code, err.as_str()), (3, "oops\n"));
+    let (_, host, _) = exec(&mut rt, &cid, &["hostname"]).await;
+    assert_eq!(host.trim(), "berthpod");
+    let (_, lo, _) = exec(&mut rt, &cid, &["cat", "/sys/class/net/lo/operstate"]).await;
+    assert_ne!(lo.trim(), "down", "loopback is up in the pod");
+
+    // ExecSync honours its timeout and kills what it started.
+    let started = Instant::now();
+    let r = rt
+        .exec_sync(cri::ExecSyncRequest { container_id: cid.clone(), cmd: vec!["sleep".into(), "60".into()], timeout: 1 })
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(20));
+    if let Ok(r) = r {
+        assert_ne!(r.into_inner().exit_code, 0);
+    }
+
+    // Stats for the container and the pod.
+    let cs = rt.container_stats(cri::ContainerStatsRequest { container_id: cid.clone() }).await.unwrap().into_inner().stats.unwrap();
+    assert!(cs.memory.unwrap().working_set_bytes.unwrap().value > 0);
+    assert!(cs.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0);
+    let ps = rt.pod_sandbox_stats(cri::PodSandboxStatsRequest { pod_sandbox_id: pod.clone() }).await.unwrap().into_inner().stats.unwrap();
+    let linux = ps.linux.unwrap();
+    assert!(linux.process.unwrap().process_count.unwrap().value >= 1);
+    assert!(linux.network.is_some(), "network counters from the pod's netns");
+    assert_eq!(linux.containers.len(), 1);
+
+    // A graceful stop: the shell traps TERM.
+    let graceful = container_config("graceful", &["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]);
+    let gid = create_and_start(&mut rt, &pod, &cfg, graceful).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rt.stop_container(cri::StopContainerRequest { container_id: gid.clone(), timeout: 10 }).await.unwrap();
+    let (st, _) = status(&mut rt, &gid).await;
+    assert_eq!((st.state, st.exit_code, st.reason.as_str()), (cri::ContainerState::ContainerExited as i32, 0, "Completed"));
+    assert!(st.finished_at >= st.started_at);
+
+    rt.stop_container(cri::StopContainerRequest { container_id: cid.clone(), timeout: 1 }).await.unwrap();
+    let (st, _) = status(&mut rt, &cid).await;
+    assert_eq!(st.state, cri::ContainerState::ContainerExited as i32);
+    rt.remove_container(cri::RemoveContainerRequest { container_id: cid.clone() }).await.unwrap();
+    let gone = rt.container_status(cri::ContainerStatusRequest { container_id: cid.clone(), verbose: false }).await.unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+    let st = rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: pod.clone(), verbose: false }).await.unwrap().into_inner();
+    assert_eq!(st.status.unwrap().state, cri::PodSandboxState::SandboxNotready as i32);
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+    let gone = rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: pod.clone(), verbose: false }).await.unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+    assert!(!netns.exists(), "the netns file is gone");
+    drop(d);
+}
+
+#[tokio::test]
+async fn security_context_matrix() {
+    let (_d, mut rt) = daemon().await;
+    let logs = TempDir::new("logs");
+    let cfg = pod_config(&unique("sec"), logs.path());
+    let pod = run_pod(&mut rt, &cfg).await;
+    let id = |v: i64| Some(cri::Int64Value { value: v });
+
+    // uid, gid, supplemental groups, env, working dir.
+    let mut c = container_config("ids", &["sh", "-c", "echo $FOO; pwd; id -u; id -g; id -G"]);
+    c.envs = vec![cri::KeyValue { key: "FOO".into(), value: "bar".into() }];
+    c.working_dir = "/tmp/work".into();
+    let c = with_security(c, cri::LinuxContainerSecurityContext { run_as_user: id(1234), run_as_group: id(5678), supplemental_groups: vec![4000], ..Default::default() });
+    let (st, lines) = run_to_end(&mut rt, &pod, &cfg, logs.path(), c).await;
+    assert_eq!(st.exit_code, 0, "{lines:?}");
+    assert_eq!(lines[..4], ["bar", "/tmp/work", "1234", "5678"]);
+    assert!(lines[4].split(' ').any(|g| g == "4000"), "{lines:?}");
+
+    // A user name from the image's /etc/passwd.
+    let c = with_security(container_config("named", &["id", "-u"]), cri::LinuxContainerSecurityContext { run_as_username: "nobody".into(), ..Default::default() });
+    let (_, lines) = run_to_end(&mut rt, &pod, &cfg, logs.path(), c).await;
+    assert_eq!(lines, ["65534"]);
+
+    let cap_eff = |lines: &[String]| u64::from_str_radix(lines.iter().find_map(|l| l.strip_prefix("CapEff:")).expect("CapEff").trim(), 16).unwrap();
+    const SYS_ADMIN: u64 = 1 << 21;
+    let grep_caps = ["grep", "Cap", "/proc/self/status"];
+    let (_, lines) = run_to_end(&mut rt, &pod, &cfg, logs.path(), container_config("defcaps", &grep_caps)).await;
+    let default = cap_eff(&lines);
+    assert_eq!(default & SYS_ADMIN, 0);
+    assert_ne!(default & (1 << 0), 0, "CAP_CHOWN is a default");
+    let caps = |add: &[&str], drop: &[&str]| cri::LinuxContainerSecurityContext {
+        capabilities: Some(cri::Capability {
+            add_capabilities: add.iter().map(|s| s.to_string()).collect(),
+            drop_capabilities: drop.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let (_, lines) = run_to_end(&mut rt, &pod, &cfg, logs.path(), with_security(container_config("addcap", &grep_caps), caps(&["SYS_ADMIN"], &[]))).await;
+    assert_ne!(cap_eff(&lines) & SYS_ADMIN, 0);
+    let (_, lines) = run_to_end(&mut rt, &pod, &cfg, logs.path(), with_security(container_config("dropall", &grep_caps), caps(&[], &["ALL"]))).await;
+    assert_eq!(cap_eff(&lines), 0);
+    let (_, lines) = run_to_end(&mut rt, &pod, &cfg, logs.path(), with_security(container_config("dropchown", &grep_caps), caps(&[], &["CHOWN"]))).await;
+    assert_eq!(cap_eff(&lines), default & !1);
+
+    // Read-only rootfs.
+    let c = with_security(container_config("rofs", &["sh", "-c", "touch /x && echo wrote || echo refused"]), cri::LinuxContainerSecurityContext { readonly_rootfs: true, ..Default::default() });
+    let (_, lines) = run_to_end(&mut rt, &pod, &cfg, logs.path(), c).await;
+    assert!(lines.contains(&"refused".to_string()), "{lines:?}");
+
+    // Privileged: every capability the host gives, host devices, writable /sys.
+    let c = with_security(container_config("priv", &["sh", "-c", "grep CapEff /proc/self/status; ls /dev | wc -l"]), cri::LinuxContainerSecurityContext { privileged: true, ..Default::default() });
+    let (_, lines) = run_to_end(&mut rt, &pod, &cfg, logs.path(), c).await;
+    assert_ne!(cap_eff(&lines) & SYS_ADMIN, 0);
+    let devs: usize = lines.last().unwrap().trim().parse().unwrap();
+    assert!(devs > 20, "privileged containers see the host's devices: {devs}");
+
+    // no_new_privs.
+    let c = with_security(container_config("nnp", &["grep", "NoNewPrivs", "/proc/self/status"]), cri::LinuxContainerSecurityContext { no_new_privs: true, ..Default::default() });
+    let (_, lines) = run_to_end(&mut rt, &pod, &cfg, logs.path(), c).await;
+    assert!(lines[0].ends_with('1'), "{lines:?}");
+
+    // seccomp RuntimeDefault: the filter is in place (Seccomp: 2) and unshare is refused;
+    // Unconfined with CAP_SYS_ADMIN has no filter and unshare works.
+    let profile = |t: cri::security_profile::ProfileType| Some(cri::SecurityProfile { profile_type: t as i32, localhost_ref: String::new() });
+    let script = "grep Seccomp: /proc/self/status; unshare -u true && echo unshare-allowed || echo unshare-blocked";
+    let mut sc = caps(&[], &[]);
+    sc.seccomp = profile(cri::security_profile::ProfileType::RuntimeDefault);
+    let (_, lines) = run_to_end(&mut rt, &pod, &cfg, logs.path(), with_security(container_config("seccomp-default", &["sh", "-c", script]), sc)).await;
+    assert!(lines[0].ends_with('2'), "{lines:?}");
+    assert!(lines.contains(&"unshare-blocked".to_string()), "{lines:?}");
+    let mut sc = caps(&["SYS_ADMIN"], &[]);
+    sc.seccomp = profile(cri::security_profile::ProfileType::Unconfined);
+    let (_, lines) = run_to_end(&mut rt, &pod, &cfg, logs.path(), with_security(container_config("seccomp-unconfined", &["sh", "-c", script]), sc)).await;
+    assert!(lines[0].ends_with('0'), "{lines:?}");
+    assert!(lines.contains(&"unshare-allowed".to_string()), "{lines:?}");
+
+    // seccomp Localhost: a profile that refuses mkdir.
+    let dir = TempDir::new("seccomp");
+    let profile = dir.path().join("no-mkdir.json");
+    std::fs::write(&profile, r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#).unwrap();
+    let mut sc = cri::LinuxContainerSecurityContext::default();
+    sc.seccomp = Some(cri::SecurityProfile { profile_type: cri::security_profile::ProfileType::Localhost as i32, localhost_ref: profile.display().to_string() });
+    let c = with_security(container_config("seccomp-local", &["sh", "-c", "mkdir /tmp/x 2>&1; touch /tmp/y && echo touched"]), sc);
+    let (_, lines) = run_to_end(&mut rt, &pod, &cfg, logs.path(), c).await;
+    assert!(lines.iter().any(|l| l.contains("Operation not permitted")), "{lines:?}");
+    assert!(lines.contains(&"touched".to_string()), "{lines:?}");
+
+    remove_pod(&mut rt, &pod).await;
+}
+
+#[tokio::test]
+async fn resources_reach_the_cgroup_and_oom_is_reported() {
+    let (_d, mut rt) = daemon().await;
+    let logs = TempDir::new("logs");
+    let cfg = pod_config(&unique("res"), logs.path());
+    let pod = run_pod(&mut rt, &cfg).await;
+    let mut c = container_config("limited", &["sleep", "3600"]);
+    c.linux.as_mut().unwrap().resources = Some(cri::LinuxContainerResources {
+        memory_limit_in_bytes: 64 << 20,
+        cpu_shares: 512,
+        cpu_quota: 50_000,
+        cpu_period: 100_000,
+        cpuset_cpus: "0".into(),
+        ..Default::default()
+    });
+    let cid = create_and_start(&mut rt, &pod, &cfg, c).await;
+    let pid = status(&mut rt, &cid).await.1["pid"].as_i64().unwrap() as i32;
+    assert_eq!(cgroup_file(pid, "memory", "memory.limit_in_bytes"), (64u64 << 20).to_string());
+    assert_eq!(cgroup_file(pid, "cpu", "cpu.shares"), "512");
+    assert_eq!(cgroup_file(pid, "cpu", "cpu.cfs_quota_us"), "50000");
+    assert_eq!(cgroup_file(pid, "cpu", "cpu.cfs_period_us"), "100000");
+    assert_eq!(cgroup_file(pid, "cpuset", "cpuset.cpus"), "0");
+
+    rt.update_container_resources(cri::UpdateContainerResourcesRequest {
+        container_id: cid.clone(),
+        linux: Some(cri::LinuxContainerResources { memory_limit_in_bytes: 128 << 20, cpu_shares: 256, ..Default::default() }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(cgroup_file(pid, "memory", "memory.limit_in_bytes"), (128u64 << 20).to_string());
+    assert_eq!(cgroup_file(pid, "cpu", "cpu.shares"), "256");
+    let (st, info) = status(&mut rt, &cid).await;
+    assert_eq!(st.resources.unwrap().linux.unwrap().memory_limit_in_bytes, 128 << 20);
+    assert_eq!(info["runtimeSpec"]["linux"]["resources"]["memory"]["limit"], 128 << 20);
+
+    let mut hog = container_config("hog", &["sh", "-c", "x=aaaaaaaaaaaaaaaa; while true; do x=$x$x; done"]);
+    hog.linux.as_mut().unwrap().resources = Some(cri::LinuxContainerResources { memory_limit_in_bytes: 32 << 20, ..Default::default() });
+    let hid = create_and_start(&mut rt, &pod, &cfg, hog).await;
+    let st = wait_exited(&mut rt, &hid, Duration::from_secs(60)).await;
+    assert_eq!(st.reason, "OOMKilled", "{st:?}");
+    assert_eq!(st.exit_code, 137);
+    remove_pod(&mut rt, &pod).await;
+}
+
+#[tokio::test]
+async fn logs_use_the_cri_format_and_follow_reopen() {
+    let (_d, mut rt) = daemon().await;
+    let logs = TempDir::new("logs");
+    let cfg = pod_config(&unique("logs"), logs.path());
+    let pod = run_pod(&mut rt, &cfg).await;
+    let c = container_config("talk", &["sh", "-c", "echo out; echo err >&2; head -c 40000 /dev/zero | tr '\\0' a; echo; printf tail"]);
+    let cid = create_and_start(&mut rt, &pod, &cfg, c).await;
+    wait_exited(&mut rt, &cid, Duration::from_secs(30)).await;
+    let entries = log_entries(&logs.path().join("talk.log"));
+    for (ts, stream, tag, _) in &entries {
+        assert!(ts.ends_with('Z') && ts.contains('T') && ts.len() >= 20, "RFC 3339 timestamp: {ts}");
+        assert!(stream == "stdout" || stream == "stderr");
+        assert!(tag == "F" || tag == "P");
+    }
+    assert!(entries.iter().any(|e| e.1 == "stdout" && e.3 == "out" && e.2 == "F"));
+    assert!(entries.iter().any(|e| e.1 == "stderr" && e.3 == "err" && e.2 == "F"));
+    let long: Vec<&(String, String, String, String)> = entries.iter().filter(|e| e.3.starts_with('a')).collect();
+    assert!(long.len() >= 3, "a 40000-byte line is split: {}", long.len());
+    assert!(long[..long.len() - 1].iter().all(|e| e.2 == "P"));
+    assert_eq!(long.last().unwrap().2, "F");
+    let joined: String = long.iter().map(|e| e.3.as_str()).collect();
+    assert_eq!(joined, "a".repeat(40000));
+    assert_eq!(entries.last().unwrap().3, "tail");
+
+    // Rotation: move the file away, ask for a reopen, new lines land in a new file.
+    let c = container_config("ticker", &["sh", "-c", "i=0; while true; do echo tick$i; i=$((i+1)); sleep 0.1; done"]);
+    let tid = create_and_start(&mut rt, &pod, &cfg, c).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let path = logs.path().join("ticker.log");
+    std::fs::rename(&path, logs.path().join("ticker.log.1")).unwrap();
+    rt.reopen_container_log(cri::ReopenContainerLogRequest { container_id: tid.clone() }).await.unwrap();
+    assert!(path.exists());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fresh = log_entries(&path);
+    assert!(!fresh.is_empty() && fresh.iter().all(|e| e.3.starts_with("tick")));
+    let old = log_entries(&logs.path().join("ticker.log.1"));
+    let n = |e: &(String, String, String, String)| e.3.trim_start_matches("tick").parse::<u32>().unwrap();
+    assert_eq!(n(&fresh[0]), n(old.last().unwrap()) + 1, "no line lost across the reopen");
+    remove_pod(&mut rt, &pod).await;
+}
+
+#[tokio::test]
+async fn containers_survive_a_daemon_kill9() {
+    let (mut d, mut rt) = daemon().await;
+    let logs = TempDir::new("logs");
+    let cfg = pod_config(&unique("kill9"), logs.path());
+    let pod = run_pod(&mut rt, &cfg).await;
+    let long = create_and_start(&mut rt, &pod, &cfg, container_config("long", &["sleep", "3600"])).await;
+    let short = create_and_start(&mut rt, &pod, &cfg, container_config("short", &["sh", "-c", "echo before; sleep 2; echo after; exit 7"])).await;
+    let pid = status(&mut rt, &long).await.1["pid"].as_i64().unwrap();
+    d.kill9();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    d.restart_after_kill9().await;
+    let mut rt = d.runtime().await;
+    let (st, info) = status(&mut rt, &long).await;
+    assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32);
+    assert_eq!(info["pid"].as_i64().unwrap(), pid);
+    let (code, out, _) = exec(&mut rt, &long, &["echo", "alive"]).await;
+    assert_eq!((code, out.as_str()), (0, "alive\n"));
+    let (st, _) = status(&mut rt, &short).await;
+    assert_eq!((st.state, st.exit_code, st.reason.as_str()), (cri::ContainerState::ContainerExited as i32, 7, "Error"));
+    let lines: Vec<String> = log_entries(&logs.path().join("short.log")).into_iter().map(|e| e.3).collect();
+    assert_eq!(lines, ["before", "after"], "the monitor kept logging while the daemon was down");
+    remove_pod(&mut rt, &pod).await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_typed_errors_and_leaves_nothing() {
+    let (d, mut rt) = daemon().await;
+    let logs = TempDir::new("logs");
+    let cfg = pod_config(&unique("bad"), logs.path());
+    let pod = run_pod(&mut rt, &cfg).await;
+    let code = |r: Result<String, tonic::Status>| r.expect_err("must fail").code();
+
+    let nf = rt.container_status(cri::ContainerStatusRequest { container_id: "feedface".into(), verbose: false }).await.unwrap_err();
+    assert_eq!(nf.code(), Code::NotFound);
+    let nf = rt.start_container(cri::StartContainerRequest { container_id: "feedface".into() }).await.unwrap_err();
+    assert_eq!(nf.code(), Code::NotFound);
+    let nf = rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: "feedface".into(), verbose: false }).await.unwrap_err();
+    assert_eq!(nf.code(), Code::NotFound);
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: "feedface".into() }).await.expect("idempotent");
+    assert_eq!(code(create(&mut rt, "feedface", &cfg, container_config("x", &["true"])).await), Code::NotFound);
+
+    let first = create(&mut rt, &pod, &cfg, container_config("dup", &["true"])).await.unwrap();
+    assert_eq!(code(create(&mut rt, &pod, &cfg, container_config("dup", &["true"])).await), Code::AlreadyExists);
+    let dup_pod = rt.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(cfg.clone()), runtime_handler: String::new() }).await.unwrap_err();
+    assert_eq!(dup_pod.code(), Code::AlreadyExists);
+
+    let mut rel = container_config("relmount", &["true"]);
+    rel.mounts = vec![cri::Mount { container_path: "relative/path".into(), host_path: "/tmp".into(), ..Default::default() }];
+    let e = create(&mut rt, &pod, &cfg, rel).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("container_path"), "{}", e.message());
+
+    let mut sc = cri::LinuxContainerSecurityContext::default();
+    sc.seccomp = Some(cri::SecurityProfile { profile_type: cri::security_profile::ProfileType::Localhost as i32, localhost_ref: "/nonexistent/berth-profile.json".into() });
+    let e = create(&mut rt, &pod, &cfg, with_security(container_config("badseccomp", &["true"]), sc)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("seccomp"), "{}", e.message());
+
+    let mut neg = container_config("negative", &["true"]);
+    neg.linux.as_mut().unwrap().resources = Some(cri::LinuxContainerResources { memory_limit_in_bytes: -1, ..Default::default() });
+    let e = create(&mut rt, &pod, &cfg, neg).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("memory_limit_in_bytes"), "{}", e.message());
+
+    let mut noimg = container_config("noimage", &["true"]);
+    noimg.image = spec("127.0.0.1:5000/berth/not-pulled:latest");
+    assert_eq!(code(create(&mut rt, &pod, &cfg, noimg).await), Code::NotFound);
+
+    let mut bad_sysctl = pod_config(&unique("sysctl"), logs.path());
+    bad_sysctl.linux.as_mut().unwrap().sysctls = HashMap::from([("kernel.hostname".to_string(), "x".to_string())]);
+    let e = rt.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(bad_sysctl), runtime_handler: String::new() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+
+    // Only the one good container exists; nothing half-made is on disk.
+    let all = rt.list_containers(cri::ListContainersRequest { filter: None }).await.unwrap().into_inner().containers;
+    assert_eq!(all.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), vec![first.clone()]);
+    assert_eq!(entries_with_prefix(&d.data_dir().join("containers"), ""), vec![first.clone()]);
+    assert_eq!(entries_with_prefix(&d.run_dir().join("containers"), ""), vec![first.clone()]);
+
+    // Starting twice is a wrong state.
+    rt.start_container(cri::StartContainerRequest { container_id: first.clone() }).await.unwrap();
+    wait_exited(&mut rt, &first, Duration::from_secs(10)).await;
+    let e = rt.start_container(cri::StartContainerRequest { container_id: first.clone() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    remove_pod(&mut rt, &pod).await;
+}
+
+/// Processes that belong to this daemon's pods: monitors of its containers (their command
+/// line names its run dir) and anything in one of the pods' cgroups.
+fn pod_processes(run_dir: &Path, pods: &[String]) -> Vec<i32> {
+    let mut out = vec![];
+    let run_dir = run_dir.to_string_lossy().to_string();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let cmd = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).to_string();
+        let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        if (cmd.contains("__monitor") && cmd.contains(&run_dir)) || pods.iter().any(|p| cg.contains(p.as_str())) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn hundred_sandboxes_leave_nothing_behind() {
+    let (d, mut rt) = daemon().await;
+    let logs = TempDir::new("logs");
+    let mut pods = vec![];
+    let mut cgroups = vec![];
+    for i in 0..100 {
+        let cfg = pod_config(&unique("many"), logs.path());
+        let pod = run_pod(&mut rt, &cfg).await;
+        if i % 10 == 0 {
+            create_and_start(&mut rt, &pod, &cfg, container_config("c", &["sleep", "3600"])).await;
+        }
+        cgroups.push(format!("/sys/fs/cgroup/memory/berth/{pod}"));
+        pods.push(pod);
+    }
+    assert!(!mounts_under(&d.run_dir()).is_empty());
+    for pod in &pods {
+        remove_pod(&mut rt, pod).await;
+    }
+    assert!(mounts_under(d.dir.path()).is_empty(), "mounts left: {:?}", mounts_under(d.dir.path()));
+    for cg in &cgroups {
+        assert!(!Path::new(cg).exists(), "cgroup left: {cg}");
+    }
+    assert!(entries_with_prefix(&d.run_dir().join("sandboxes"), "").is_empty());
+    assert!(entries_with_prefix(&d.data_dir().join("sandboxes"), "").is_empty());
+    assert!(entries_with_prefix(&d.run_dir().join("containers"), "").is_empty());
+    // Monitors end shortly after their container.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pod_processes(&d.run_dir(), &pods).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let left = pod_processes(&d.run_dir(), &pods);
+    assert!(left.is_empty(), "processes left: {left:?}");
+}
+
+#[tokio::test]
+async fn an_image_in_use_cannot_be_removed() {
+    let (d, mut rt) = daemon().await;
+    let mut images = d.images().await;
+    let logs = TempDir::new("logs");
+    let cfg = pod_config(&unique("inuse"), logs.path());
+    let pod = run_pod(&mut rt, &cfg).await;
+    let cid = create(&mut rt, &pod, &cfg, container_config("user", &["true"])).await.unwrap();
+    let e = images.remove_image(cri::RemoveImageRequest { image: spec(&busybox()) }).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains(&cid[..12]), "the error names the container: {}", e.message());
+    assert!(berth_integration::status(&mut images, &busybox()).await.is_some(), "the image is still there");
+    rt.remove_container(cri::RemoveContainerRequest { container_id: cid }).await.unwrap();
+    images.remove_image(cri::RemoveImageRequest { image: spec(&busybox()) }).await.expect("removable once unused");
+    remove_pod(&mut rt, &pod).await;
+}
