@@ -99,6 +99,19 @@ pub fn fs_path(spec: &CgroupSpec, controller: &str) -> PathBuf {
     }
 }
 
+/// The cgroup's directory in every mounted v1 hierarchy, or its one v2 directory.
+pub fn all_fs_paths(spec: &CgroupSpec) -> Vec<PathBuf> {
+    match host_mode() {
+        CgroupMode::V2 => vec![fs_path(spec, "")],
+        CgroupMode::V1 => {
+            let rel = spec.path.trim_start_matches('/');
+            std::fs::read_dir(CGROUP_ROOT)
+                .map(|rd| rd.flatten().map(|e| e.path().join(rel)).filter(|p| p.is_dir()).collect())
+                .unwrap_or_default()
+        }
+    }
+}
+
 /// Expand a systemd cgroup path "parent.slice:prefix:name" to its place in the tree:
 /// "a-b-c.slice" lives under a.slice/a-b.slice/a-b-c.slice and the unit is prefix-name.scope.
 pub fn systemd_path(path: &str) -> String {

@@ -319,6 +319,12 @@ impl Runtime {
                     tracing::warn!(sandbox = %rec.id, "removing the pod cgroup: {e}");
                 }
             }
+            if !rec.cgroup.systemd {
+                // The shared /berth parent goes with its last pod (rmdir fails while others use it).
+                for dir in super::cgroups::all_fs_paths(&CgroupSpec { path: "/berth".into(), systemd: false }) {
+                    let _ = std::fs::remove_dir(dir);
+                }
+            }
         }
         self.teardown_sandbox_dirs(&rec.id);
     }
