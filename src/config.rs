@@ -17,6 +17,25 @@ pub struct FileConfig {
     pub images: ImagesConfig,
     pub registry: RegistryConfig,
     pub cgroup_driver: Option<CgroupDriver>,
+    pub containers: ContainersConfig,
+}
+
+/// Defaults every container gets.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContainersConfig {
+    /// Resource limits set in every container, e.g. `{ type = "RLIMIT_NOFILE", soft = 65536, hard = 65536 }`.
+    /// Raising a hard limit needs CAP_SYS_RESOURCE; without it the limit is capped and a warning logged.
+    pub rlimits: Vec<Rlimit>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rlimit {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub soft: u64,
+    pub hard: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,6 +76,7 @@ pub struct Config {
     pub images: ImagesConfig,
     pub registry: RegistryConfig,
     pub cgroup_driver: CgroupDriver,
+    pub containers: ContainersConfig,
 }
 
 impl Config {
@@ -99,6 +119,7 @@ impl FileConfig {
             images: self.images,
             registry: self.registry,
             cgroup_driver: self.cgroup_driver.unwrap_or(CgroupDriver::Cgroupfs),
+            containers: self.containers,
         }
     }
 }

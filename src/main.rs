@@ -101,7 +101,16 @@ async fn run_runtime(cfg: config::Config) -> Result<()> {
     if systemd_cgroup && !std::path::Path::new("/run/systemd/system").exists() {
         bail!("cgroup_driver = \"systemd\" is configured but systemd is not running on this host: use cgroupfs");
     }
-    let rt_cfg = RuntimeConfig { data_dir: cfg.data_dir.clone(), run_dir: cfg.run_dir.clone(), systemd_cgroup };
+    for rl in &cfg.containers.rlimits {
+        serde_json::from_value::<oci_spec::runtime::PosixRlimitType>(serde_json::Value::String(rl.kind.clone()))
+            .map_err(|_| anyhow::anyhow!("config: unknown rlimit type {:?} (expected e.g. RLIMIT_NOFILE)", rl.kind))?;
+    }
+    let rt_cfg = RuntimeConfig {
+        data_dir: cfg.data_dir.clone(),
+        run_dir: cfg.run_dir.clone(),
+        systemd_cgroup,
+        rlimits: cfg.containers.rlimits.clone(),
+    };
     let rt = Runtime::open(rt_cfg, store.clone()).map_err(|e| anyhow::anyhow!("opening the runtime state: {e}"))?;
     let runtime = Arc::new(CriRuntime::new(rt));
     let socket = cfg.socket();

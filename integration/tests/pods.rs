@@ -607,3 +607,72 @@ async fn an_image_in_use_cannot_be_removed() {
     images.remove_image(cri::RemoveImageRequest { image: spec(&busybox()) }).await.expect("removable once unused");
     remove_pod(&mut rt, &pod).await;
 }
+
+#[tokio::test]
+async fn half_created_objects_are_cleaned_up_at_start() {
+    let (mut d, _rt) = daemon().await;
+    d.stop();
+    // What a crash in the middle of CreateContainer / RunPodSandbox leaves: a record still in
+    // the "creating" phase with its rootfs mounted, and directories without any record.
+    let cid = "b".repeat(64);
+    let sid = "c".repeat(64);
+    let orphan = "d".repeat(64);
+    let cdata = d.data_dir().join("containers").join(&cid);
+    let crun = d.run_dir().join("containers").join(&cid);
+    std::fs::create_dir_all(cdata.join("upper")).unwrap();
+    std::fs::create_dir_all(crun.join("rootfs")).unwrap();
+    let rec = serde_json::json!({
+        "id": cid, "sandbox_id": sid, "name": "x", "phase": "creating", "config": "", "created_at": 1,
+        "image_id": "sha256:00", "image_name": "x", "image_ref": "x", "log_path": null,
+        "cgroup": {"path": format!("/berth/{sid}/{cid}"), "systemd": false}, "stop_signal": 15,
+        "rootfs_mounted": true, "start_error": null
+    });
+    std::fs::write(cdata.join("meta.json"), rec.to_string()).unwrap();
+    let target = std::ffi::CString::new(crun.join("rootfs").to_string_lossy().as_bytes()).unwrap();
+    let rc = unsafe { libc::mount(c"tmpfs".as_ptr(), target.as_ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null()) };
+    assert_eq!(rc, 0, "mount a stand-in rootfs");
+    let sdir = d.run_dir().join("sandboxes").join(&orphan);
+    std::fs::create_dir_all(sdir.join("shm")).unwrap();
+    let shm = std::ffi::CString::new(sdir.join("shm").to_string_lossy().as_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mount(c"shm".as_ptr(), shm.as_ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null()) }, 0);
+    d.restart().await;
+    assert!(mounts_under(d.dir.path()).is_empty(), "left: {:?}", mounts_under(d.dir.path()));
+    assert!(!cdata.exists() && !crun.exists() && !sdir.exists());
+    let mut rt = d.runtime().await;
+    let all = rt.list_containers(cri::ListContainersRequest { filter: None }).await.unwrap().into_inner().containers;
+    assert!(all.is_empty());
+}
+
+#[tokio::test]
+async fn configured_rlimits_apply_and_a_denied_raise_only_warns() {
+    let d = Daemon::start("[containers]\nrlimits = [{ type = \"RLIMIT_NOFILE\", soft = 1000, hard = 1000 }, { type = \"RLIMIT_RTPRIO\", soft = 50, hard = 99 }]\n").await;
+    let mut images = d.images().await;
+    pull(&mut images, &busybox()).await.unwrap();
+    let mut rt = d.runtime().await;
+    let logs = TempDir::new("logs");
+    let cfg = pod_config(&unique("rlimit"), logs.path());
+    let pod = run_pod(&mut rt, &cfg).await;
+    let (st, lines) = run_to_end(&mut rt, &pod, &cfg, logs.path(), container_config("limits", &["sh", "-c", "ulimit -n; ulimit -Hn"])).await;
+    assert_eq!(st.exit_code, 0);
+    assert_eq!(lines, ["1000", "1000"]);
+    // Raising RLIMIT_RTPRIO's hard limit needs CAP_SYS_RESOURCE: where the daemon lacks it the
+    // container still ran, and the daemon said why the limit was capped.
+    let has_sys_resource = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:").map(|v| u64::from_str_radix(v.trim(), 16).unwrap()))
+        .map(|caps| caps & (1 << 24) != 0)
+        .unwrap();
+    if !has_sys_resource {
+        assert!(d.log().contains("RlimitRtprio"), "a warning names the limit:\n{}", d.log());
+    }
+    remove_pod(&mut rt, &pod).await;
+    let bad = TempDir::new("badcfg");
+    std::fs::write(bad.path().join("c.toml"), "[containers]\nrlimits = [{ type = \"RLIMIT_BOGUS\", soft = 1, hard = 1 }]\n").unwrap();
+    let out = std::process::Command::new(berth_bin())
+        .args(["--config", &bad.path().join("c.toml").to_string_lossy(), "runtime", "--data-dir", &bad.path().join("d").to_string_lossy(), "--run-dir", &bad.path().join("r").to_string_lossy()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RLIMIT_BOGUS"));
+}

@@ -211,7 +211,7 @@ impl Runtime {
             self.save_container(&rec)?;
             let pod = self.pod_view(&sb);
             let rootfs = self.container_rootfs(&id);
-            let spec = spec::build(&SpecInput { config: &config, pod: &pod, image: &image_config, rootfs: &rootfs, cgroup_path: &rec.cgroup.path })?;
+            let spec = spec::build(&SpecInput { config: &config, pod: &pod, image: &image_config, rootfs: &rootfs, cgroup_path: &rec.cgroup.path, rlimits: &self.cfg.rlimits })?;
             if let Some(p) = spec.process() {
                 let cwd = super::process::mounts::secure_join(&rootfs, p.cwd()).map_err(|e| internal("working dir", e))?;
                 std::fs::create_dir_all(&cwd).map_err(|e| internal("creating the working dir", e))?;

@@ -63,6 +63,8 @@ pub struct RuntimeConfig {
     pub data_dir: PathBuf,
     pub run_dir: PathBuf,
     pub systemd_cgroup: bool,
+    /// Resource limits every container gets (config `[containers] rlimits`).
+    pub rlimits: Vec<crate::config::Rlimit>,
 }
 
 #[derive(Default)]

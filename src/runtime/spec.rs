@@ -79,6 +79,7 @@ pub struct SpecInput<'a> {
     pub image: &'a ImageConfiguration,
     pub rootfs: &'a Path,
     pub cgroup_path: &'a str,
+    pub rlimits: &'a [crate::config::Rlimit],
 }
 
 /// Kubernetes' rule: command replaces ENTRYPOINT (and drops CMD); args replace CMD.
@@ -458,6 +459,9 @@ pub fn build(input: &SpecInput) -> Result<Spec, SpecError> {
     }
     if let Some(v) = oom_score_adj {
         process["oomScoreAdj"] = json!(v);
+    }
+    if !input.rlimits.is_empty() {
+        process["rlimits"] = serde_json::to_value(input.rlimits).map_err(|e| invalid("rlimits", e.to_string()))?;
     }
     let spec = json!({
         "ociVersion": "1.2.0",
