@@ -676,3 +676,37 @@ async fn configured_rlimits_apply_and_a_denied_raise_only_warns() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("RLIMIT_BOGUS"));
 }
+
+#[tokio::test]
+async fn pod_dns_sysctls_and_host_namespaces() {
+    let (_d, mut rt) = daemon().await;
+    let logs = TempDir::new("logs");
+    let mut cfg = pod_config(&unique("dns"), logs.path());
+    cfg.dns_config = Some(cri::DnsConfig {
+        servers: vec!["10.96.0.10".into()],
+        searches: vec!["default.svc.cluster.local".into(), "svc.cluster.local".into()],
+        options: vec!["ndots:5".into()],
+    });
+    cfg.linux.as_mut().unwrap().sysctls = HashMap::from([("net.ipv4.ip_unprivileged_port_start".to_string(), "80".to_string())]);
+    let pod = run_pod(&mut rt, &cfg).await;
+    let c = container_config("look", &["sh", "-c", "cat /etc/resolv.conf; cat /proc/sys/net/ipv4/ip_unprivileged_port_start; cat /etc/hostname; grep -c localhost /etc/hosts"]);
+    let (_, lines) = run_to_end(&mut rt, &pod, &cfg, logs.path(), c).await;
+    assert_eq!(lines[..6], ["search default.svc.cluster.local svc.cluster.local", "nameserver 10.96.0.10", "options ndots:5", "80", "berthpod", "2"]);
+    let host_value = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    assert_ne!(host_value.trim(), "80", "the sysctl stayed in the pod's namespace");
+    remove_pod(&mut rt, &pod).await;
+
+    // hostNetwork + hostPID + hostIPC: the container shares the host's namespaces.
+    let mut cfg = pod_config(&unique("host"), logs.path());
+    let node = cri::NamespaceMode::Node as i32;
+    let ns = cri::NamespaceOption { network: node, pid: node, ipc: node, ..Default::default() };
+    cfg.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext { namespace_options: Some(ns.clone()), ..Default::default() });
+    let pod = run_pod(&mut rt, &cfg).await;
+    let c = with_security(container_config("hostns", &["sh", "-c", "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; ls /proc | grep -c '^[0-9]'"]), cri::LinuxContainerSecurityContext { namespace_options: Some(ns), ..Default::default() });
+    let (_, lines) = run_to_end(&mut rt, &pod, &cfg, logs.path(), c).await;
+    assert_eq!(lines[0], std::fs::read_link("/proc/self/ns/net").unwrap().to_string_lossy());
+    assert_eq!(lines[1], std::fs::read_link("/proc/self/ns/ipc").unwrap().to_string_lossy());
+    let procs: usize = lines[2].parse().unwrap();
+    assert!(procs > 20, "the host's processes are visible: {procs}");
+    remove_pod(&mut rt, &pod).await;
+}
