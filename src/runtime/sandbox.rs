@@ -260,16 +260,23 @@ impl Runtime {
         Ok(())
     }
 
+    /// The sandbox, or None when it does not exist (stop and remove are idempotent).
+    fn existing_sandbox(&self, id: &str) -> RtResult<Option<SandboxRecord>> {
+        match self.sandbox(id) {
+            Ok(r) => Ok(Some(r)),
+            Err(RuntimeError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn container_ids_of(&self, sandbox_id: &str) -> Vec<String> {
+        self.index().containers.values().filter(|c| c.sandbox_id == sandbox_id).map(|c| c.id.clone()).collect()
+    }
+
     /// StopPodSandbox: stop every container, end the pod's init, release its network.
     pub async fn stop_sandbox(&self, id: &str) -> RtResult<()> {
-        let rec = match self.sandbox(id) {
-            Ok(r) => r,
-            Err(RuntimeError::NotFound(_)) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let containers: Vec<String> =
-            self.index().containers.values().filter(|c| c.sandbox_id == rec.id).map(|c| c.id.clone()).collect();
-        for cid in containers {
+        let Some(rec) = self.existing_sandbox(id)? else { return Ok(()) };
+        for cid in self.container_ids_of(&rec.id) {
             self.stop_container(&cid, 2).await?;
         }
         let _guard = self.locks.lock(&rec.id).await;
@@ -293,14 +300,8 @@ impl Runtime {
 
     /// RemovePodSandbox: remove its containers and everything the sandbox made.
     pub async fn remove_sandbox(&self, id: &str) -> RtResult<()> {
-        let rec = match self.sandbox(id) {
-            Ok(r) => r,
-            Err(RuntimeError::NotFound(_)) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let containers: Vec<String> =
-            self.index().containers.values().filter(|c| c.sandbox_id == rec.id).map(|c| c.id.clone()).collect();
-        for cid in containers {
+        let Some(rec) = self.existing_sandbox(id)? else { return Ok(()) };
+        for cid in self.container_ids_of(&rec.id) {
             self.remove_container(&cid).await?;
         }
         let _guard = self.locks.lock(&rec.id).await;
