@@ -18,6 +18,7 @@ pub struct FileConfig {
     pub registry: RegistryConfig,
     pub cgroup_driver: Option<CgroupDriver>,
     pub containers: ContainersConfig,
+    pub network: crate::network::NetworkConfig,
 }
 
 /// Defaults every container gets.
@@ -77,6 +78,7 @@ pub struct Config {
     pub registry: RegistryConfig,
     pub cgroup_driver: CgroupDriver,
     pub containers: ContainersConfig,
+    pub network: crate::network::NetworkConfig,
 }
 
 impl Config {
@@ -120,6 +122,7 @@ impl FileConfig {
             registry: self.registry,
             cgroup_driver: self.cgroup_driver.unwrap_or(CgroupDriver::Cgroupfs),
             containers: self.containers,
+            network: self.network,
         }
     }
 }

@@ -4,3 +4,4 @@ pub mod cri;
 pub mod image;
 pub mod util;
 pub mod runtime;
+pub mod network;

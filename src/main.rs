@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use berth::config;
 use berth::cri::{images::CriImages, runtime::CriRuntime, server, transfer::TransferService};
 use berth::image::store::ImageStore;
+use berth::network::Network;
 use berth::runtime::{Runtime, RuntimeConfig};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -40,6 +41,9 @@ enum Command {
     Runtime {
         #[command(flatten)]
         dirs: Dirs,
+        /// The pod CIDR: with no CNI config present, a default berth-cni config for it is written.
+        #[arg(long)]
+        pod_cidr: Option<String>,
     },
     /// Manage images through a running daemon.
     Images {
@@ -83,7 +87,7 @@ fn main() -> Result<()> {
     let file = config::load_file(cli.config.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
-        Command::Runtime { dirs } => rt.block_on(run_runtime(file.resolve(dirs.data_dir, dirs.run_dir))),
+        Command::Runtime { dirs, pod_cidr } => rt.block_on(run_runtime(file.resolve(dirs.data_dir, dirs.run_dir), pod_cidr)),
         Command::Images { socket, dirs, command } => {
             let cfg = file.resolve(dirs.data_dir, dirs.run_dir);
             let socket = socket.unwrap_or_else(|| cfg.socket());
@@ -92,7 +96,7 @@ fn main() -> Result<()> {
     }
 }
 
-async fn run_runtime(cfg: config::Config) -> Result<()> {
+async fn run_runtime(cfg: config::Config, pod_cidr: Option<String>) -> Result<()> {
     let store = ImageStore::open(&cfg.image_dir(), cfg.registry.clone())
         .with_context(|| format!("opening the image store in {}", cfg.image_dir().display()))?;
     let store = Arc::new(store);
@@ -111,7 +115,13 @@ async fn run_runtime(cfg: config::Config) -> Result<()> {
         systemd_cgroup,
         rlimits: cfg.containers.rlimits.clone(),
     };
-    let rt = Runtime::open(rt_cfg, store.clone()).map_err(|e| anyhow::anyhow!("opening the runtime state: {e}"))?;
+    let mut net_cfg = cfg.network.clone();
+    if let Some(cidr) = pod_cidr {
+        net_cfg.pod_cidr = Some(cidr);
+    }
+    let network = Arc::new(Network::new(net_cfg, cfg.data_dir.join("network")));
+    let rt = Runtime::open(rt_cfg, store.clone(), network).map_err(|e| anyhow::anyhow!("opening the runtime state: {e}"))?;
+    rt.reconcile_network().await;
     let runtime = Arc::new(CriRuntime::new(rt));
     let socket = cfg.socket();
     let listener = server::bind(&socket).await?;

@@ -187,8 +187,39 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        self.remove_pods_through_the_daemon();
         self.stop();
         self.remove_leftovers();
+    }
+}
+
+impl Daemon {
+    /// While the daemon still runs: stop and remove every pod through the CRI, so that what
+    /// only the daemon knows how to undo (CNI DEL: veths, addresses, port mappings) is undone
+    /// even when a test failed half way.
+    fn remove_pods_through_the_daemon(&self) {
+        if self.child.is_none() {
+            return;
+        }
+        let socket = self.socket();
+        let work = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async move {
+                let endpoint = Endpoint::try_from("http://berth.sock").expect("endpoint");
+                let connect = endpoint.connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let path = socket.clone();
+                    async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+                }));
+                let Ok(Ok(channel)) = tokio::time::timeout(Duration::from_secs(5), connect).await else { return };
+                let mut rt = RuntimeServiceClient::new(channel);
+                let Ok(list) = rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await else { return };
+                for pod in list.into_inner().items {
+                    let _ = tokio::time::timeout(Duration::from_secs(30), rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.id.clone() })).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(30), rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.id })).await;
+                }
+            });
+        });
+        let _ = work.join();
     }
 }
 

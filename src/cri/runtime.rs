@@ -133,7 +133,10 @@ impl CriRuntime {
             metadata: config.metadata.clone(),
             state: sandbox_state(rec) as i32,
             created_at: rec.created_at,
-            network: Some(cri::PodSandboxNetworkStatus { ip: rec.ip.clone(), additional_ips: vec![] }),
+            network: Some(cri::PodSandboxNetworkStatus {
+                ip: rec.ip.clone(),
+                additional_ips: rec.additional_ips.iter().map(|ip| cri::PodIp { ip: ip.clone() }).collect(),
+            }),
             linux: Some(cri::LinuxPodSandboxStatus { namespaces: Some(cri::Namespace { options: ns }) }),
             labels: config.labels.clone(),
             annotations: config.annotations.clone(),
@@ -205,15 +208,11 @@ impl RuntimeApi for CriRuntime {
     }
 
     async fn status(&self, req: cri::StatusRequest) -> CriResult<cri::StatusResponse> {
-        let conditions = vec![
-            condition("RuntimeReady", true, "", ""),
-            condition(
-                "NetworkReady",
-                false,
-                "NetworkPluginNotReady",
-                "no CNI network is configured: pods get loopback only",
-            ),
-        ];
+        let network = match self.rt.network().status().await {
+            Ok(()) => condition("NetworkReady", true, "", ""),
+            Err(e) => condition("NetworkReady", false, "NetworkPluginNotReady", &format!("{e} (pods get loopback only)")),
+        };
+        let conditions = vec![condition("RuntimeReady", true, "", ""), network];
         let mut info = HashMap::new();
         if req.verbose {
             let v = serde_json::json!({
@@ -423,9 +422,9 @@ impl RuntimeApi for CriRuntime {
     }
 
     async fn update_runtime_config(&self, req: cri::UpdateRuntimeConfigRequest) -> CriResult<cri::UpdateRuntimeConfigResponse> {
-        // The pod CIDR matters to the network layer (berth-cni); until it lands, it is recorded in the log.
-        if let Some(cidr) = req.runtime_config.and_then(|c| c.network_config).map(|n| n.pod_cidr).filter(|c| !c.is_empty()) {
+                if let Some(cidr) = req.runtime_config.and_then(|c| c.network_config).map(|n| n.pod_cidr).filter(|c| !c.is_empty()) {
             tracing::info!(pod_cidr = %cidr, "pod CIDR updated");
+            self.rt.network().set_pod_cidr(&cidr);
         }
         Ok(cri::UpdateRuntimeConfigResponse {})
     }

@@ -77,6 +77,7 @@ struct Index {
 
 pub struct Runtime {
     cfg: RuntimeConfig,
+    network: Arc<crate::network::Network>,
     images: Arc<ImageStore>,
     index: Mutex<Index>,
     /// Serialises operations on one sandbox or container ID.
@@ -87,12 +88,13 @@ pub struct Runtime {
 
 impl Runtime {
     /// Open the runtime state: load every record, tear down what a crash left half made.
-    pub fn open(cfg: RuntimeConfig, images: Arc<ImageStore>) -> RtResult<Arc<Runtime>> {
+    pub fn open(cfg: RuntimeConfig, images: Arc<ImageStore>, network: Arc<crate::network::Network>) -> RtResult<Arc<Runtime>> {
         for d in [cfg.data_dir.join("sandboxes"), cfg.data_dir.join("containers"), cfg.run_dir.join("sandboxes"), cfg.run_dir.join("containers")] {
             std::fs::create_dir_all(&d).map_err(|e| internal(&format!("creating {}", d.display()), e))?;
         }
         let rt = Arc::new(Runtime {
             cfg,
+            network,
             images: images.clone(),
             index: Mutex::new(Index::default()),
             locks: KeyedLock::new(),
@@ -105,6 +107,10 @@ impl Runtime {
 
     pub fn config(&self) -> &RuntimeConfig {
         &self.cfg
+    }
+
+    pub fn network(&self) -> &crate::network::Network {
+        &self.network
     }
 
     fn sandbox_data_dir(&self, id: &str) -> PathBuf {
@@ -218,6 +224,24 @@ impl Runtime {
         }
         let idx = self.index();
         tracing::info!(sandboxes = idx.sandboxes.len(), containers = idx.containers.len(), "runtime state loaded");
+    }
+}
+
+impl Runtime {
+    /// After start-up: DEL network attachments whose pod is gone or was never finished
+    /// (a crash between ADD and the record), then let CNI ≥ 1.1.0 plugins GC the rest.
+    pub async fn reconcile_network(&self) {
+        let live: Vec<String> = self.index().sandboxes.values().filter(|s| !s.stopped).map(|s| s.id.clone()).collect();
+        for id in self.network.attached() {
+            if !live.contains(&id) {
+                if let Err(e) = self.network.teardown(&id).await {
+                    tracing::warn!(sandbox = %id, "removing a stale pod network: {e}");
+                }
+            }
+        }
+        if let Err(e) = self.network.gc(&live).await {
+            tracing::debug!("CNI GC: {e}");
+        }
     }
 }
 

@@ -41,6 +41,8 @@ pub struct SandboxRecord {
     /// Whether Berth created the pod cgroup (and so removes it).
     pub owns_cgroup: bool,
     pub ip: String,
+    #[serde(default)]
+    pub additional_ips: Vec<String>,
     pub runtime_handler: String,
 }
 

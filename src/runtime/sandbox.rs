@@ -6,6 +6,7 @@ use super::process::sandbox_init::{SandboxInitConfig, SandboxInitReport};
 use super::records::{self, Phase, SandboxRecord};
 use super::state::{self, CgroupSpec};
 use super::{internal, unmount, RtResult, Runtime, RuntimeError};
+use crate::network::{NetworkError, PodNetworkRequest};
 use crate::util::atomic;
 use k8s_cri::v1 as cri;
 use nix::mount::{mount, MsFlags};
@@ -153,6 +154,7 @@ impl Runtime {
             cgroup,
             owns_cgroup,
             ip: String::new(),
+            additional_ips: vec![],
             runtime_handler,
         };
         let created = async {
@@ -165,6 +167,9 @@ impl Runtime {
         }
         .await;
         if let Err(e) = created {
+            if let Err(ne) = self.network.teardown(&id).await {
+                tracing::warn!(sandbox = %id, "removing the half-made pod network: {ne}");
+            }
             self.teardown_sandbox(&rec);
             self.index().sandboxes.remove(&id);
             self.release_name(&name, &id);
@@ -200,7 +205,57 @@ impl Runtime {
             hostname: (!rec.host_network).then(|| hostname.clone()),
             sysctls: linux.sysctls.clone().into_iter().collect(),
         };
-        self.start_sandbox_init(rec, &init_cfg, &paths).await
+        self.start_sandbox_init(rec, &init_cfg, &paths).await?;
+        if let Some(netns) = rec.net_ns.clone() {
+            self.attach_network(rec, config, netns).await?;
+        }
+        Ok(())
+    }
+
+    /// Run the CNI chain for the pod and record its addresses.
+    async fn attach_network(&self, rec: &mut SandboxRecord, config: &cri::PodSandboxConfig, netns: PathBuf) -> RtResult<()> {
+        let md = config.metadata.clone().unwrap_or_default();
+        let port_mappings = config
+            .port_mappings
+            .iter()
+            .filter(|p| p.host_port > 0)
+            .map(|p| {
+                let protocol = match cri::Protocol::try_from(p.protocol) {
+                    Ok(cri::Protocol::Udp) => "udp",
+                    Ok(cri::Protocol::Sctp) => "sctp",
+                    _ => "tcp",
+                };
+                serde_json::json!({"hostPort": p.host_port, "containerPort": p.container_port, "protocol": protocol, "hostIP": p.host_ip})
+            })
+            .collect();
+        let dns = config.dns_config.as_ref().map(|d| serde_json::json!({"servers": d.servers, "searches": d.searches, "options": d.options}));
+        let req = PodNetworkRequest {
+            sandbox_id: rec.id.clone(),
+            netns,
+            pod_name: md.name,
+            pod_namespace: md.namespace,
+            pod_uid: md.uid,
+            port_mappings,
+            dns,
+            bandwidth: None,
+        };
+        let addrs = self.network.setup(&req).await.map_err(|e| match e {
+            NetworkError::NotReady(m) => RuntimeError::FailedPrecondition(format!("pod network not ready: {m}")),
+            other => RuntimeError::Internal(format!("setting up the pod network: {other}")),
+        })?;
+        let mut ips = addrs.ips.into_iter();
+        rec.ip = ips.next().unwrap_or_default();
+        rec.additional_ips = ips.collect();
+        if !rec.ip.is_empty() {
+            let paths = self.sandbox_paths(&rec.id);
+            let hostname = config.hostname.clone();
+            let mut hosts = hosts_file(&hostname, false);
+            if !hostname.is_empty() {
+                hosts = hosts.replace(&format!("127.0.1.1\t{hostname}\n"), &format!("{}\t{hostname}\n", rec.ip));
+            }
+            atomic::write_file(&paths.hosts(), hosts.as_bytes()).map_err(|e| internal("writing hosts", e))?;
+        }
+        Ok(())
     }
 
     /// Run the namespace helper, pin its namespaces, put its init in the pod cgroup.
@@ -284,6 +339,9 @@ impl Runtime {
         if rec.stopped {
             return Ok(());
         }
+        if !rec.host_network {
+            self.network.teardown(&rec.id).await.map_err(|e| internal("tearing down the pod network", e))?;
+        }
         self.kill_sandbox_init(&rec);
         if let Some(net) = &rec.net_ns {
             unmount(net);
@@ -305,6 +363,7 @@ impl Runtime {
             self.remove_container(&cid).await?;
         }
         let _guard = self.locks.lock(&rec.id).await;
+        self.network.teardown(&rec.id).await.map_err(|e| internal("tearing down the pod network", e))?;
         self.teardown_sandbox(&rec);
         self.index().sandboxes.remove(&rec.id);
         self.release_name(&rec.name, &rec.id);

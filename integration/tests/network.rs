@@ -1,0 +1,271 @@
+//! Pod networking through CNI with Debian's containernetworking-plugins (bridge, host-local,
+//! loopback, portmap) run by Berth's CNI runner. All traffic stays on a bridge the test owns.
+use berth_integration::*;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use tonic::transport::Channel;
+
+type Rt = RuntimeServiceClient<Channel>;
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A private CNI setup: its own bridge, subnet, IPAM dir and conf dir; removed on drop.
+struct Net {
+    dir: TempDir,
+    bridge: String,
+    subnet_octet: u32,
+}
+
+impl Net {
+    fn new(with_portmap: bool) -> Net {
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let bridge = format!("berth{}", (pid * 7 + n) % 100_000);
+        let subnet_octet = 100 + (pid + n * 13) % 150;
+        let dir = TempDir::new("cni");
+        std::fs::create_dir_all(dir.path().join("conf")).unwrap();
+        let mut plugins = vec![
+            serde_json::json!({"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false, "hairpinMode": true,
+                "ipam": {"type": "host-local", "dataDir": dir.path().join("ipam"), "ranges": [[{"subnet": format!("10.{subnet_octet}.7.0/24")}]]}}),
+            serde_json::json!({"type": "loopback"}),
+        ];
+        if with_portmap {
+            plugins.push(serde_json::json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}));
+        }
+        let list = serde_json::json!({"cniVersion": "1.0.0", "name": format!("berth-it-{n}"), "plugins": plugins});
+        std::fs::write(dir.path().join("conf/10-test.conflist"), serde_json::to_vec_pretty(&list).unwrap()).unwrap();
+        Net { dir, bridge, subnet_octet }
+    }
+
+    fn config(&self) -> String {
+        format!("[network]\nconf_dir = \"{}\"\nbin_dirs = [\"/usr/lib/cni\"]\n", self.dir.path().join("conf").display())
+    }
+
+    fn gateway(&self) -> String {
+        format!("10.{}.7.1", self.subnet_octet)
+    }
+
+    fn ipam_files(&self) -> Vec<String> {
+        let mut v = vec![];
+        if let Ok(rd) = std::fs::read_dir(self.dir.path().join("ipam")) {
+            for net in rd.flatten() {
+                for f in std::fs::read_dir(net.path()).into_iter().flatten().flatten() {
+                    let name = f.file_name().to_string_lossy().to_string();
+                    if name.starts_with("10.") {
+                        v.push(name);
+                    }
+                }
+            }
+        }
+        v
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
+    }
+}
+
+/// Host-side veths attached to `bridge`.
+fn veths(bridge: &str) -> usize {
+    let out = Command::new("ip").args(["-o", "link", "show", "master", bridge]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("veth")).count()
+}
+
+fn busybox() -> String {
+    format!("{}/berth/busybox:latest", test_registry())
+}
+
+fn pod_config(name: &str, logs: &Path) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata { name: name.into(), uid: format!("uid-{name}"), namespace: "default".into(), attempt: 0 }),
+        hostname: name.into(),
+        log_directory: logs.display().to_string(),
+        linux: Some(cri::LinuxPodSandboxConfig::default()),
+        ..Default::default()
+    }
+}
+
+async fn run_pod(rt: &mut Rt, cfg: &cri::PodSandboxConfig) -> (String, String) {
+    let id = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(cfg.clone()), runtime_handler: String::new() })
+        .await
+        .expect("run pod")
+        .into_inner()
+        .pod_sandbox_id;
+    let st = rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: id.clone(), verbose: false }).await.unwrap().into_inner();
+    let ip = st.status.unwrap().network.unwrap().ip;
+    (id, ip)
+}
+
+async fn start(rt: &mut Rt, pod: &str, cfg: &cri::PodSandboxConfig, name: &str, cmd: &[&str]) -> String {
+    let c = cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata { name: name.into(), attempt: 0 }),
+        image: spec(&busybox()),
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        linux: Some(cri::LinuxContainerConfig::default()),
+        ..Default::default()
+    };
+    let id = rt
+        .create_container(cri::CreateContainerRequest { pod_sandbox_id: pod.into(), config: Some(c), sandbox_config: Some(cfg.clone()) })
+        .await
+        .expect("create")
+        .into_inner()
+        .container_id;
+    rt.start_container(cri::StartContainerRequest { container_id: id.clone() }).await.expect("start");
+    id
+}
+
+async fn exec(rt: &mut Rt, id: &str, cmd: &[&str]) -> (i32, String) {
+    let r = rt
+        .exec_sync(cri::ExecSyncRequest { container_id: id.into(), cmd: cmd.iter().map(|s| s.to_string()).collect(), timeout: 20 })
+        .await
+        .expect("exec")
+        .into_inner();
+    (r.exit_code, String::from_utf8_lossy(&r.stdout).to_string() + &String::from_utf8_lossy(&r.stderr))
+}
+
+async fn network_ready(rt: &mut Rt) -> bool {
+    let st = rt.status(cri::StatusRequest { verbose: false }).await.unwrap().into_inner().status.unwrap();
+    st.conditions.iter().find(|c| c.r#type == "NetworkReady").map(|c| c.status).unwrap()
+}
+
+async fn remove_pod(rt: &mut Rt, id: &str) {
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id.into() }).await.expect("stop pod");
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id.into() }).await.expect("remove pod");
+}
+
+#[tokio::test]
+async fn two_pods_talk_over_the_bridge() {
+    let net = Net::new(false);
+    let d = Daemon::start(&net.config()).await;
+    pull(&mut d.images().await, &busybox()).await.unwrap();
+    let mut rt = d.runtime().await;
+    assert!(network_ready(&mut rt).await);
+    let logs = TempDir::new("logs");
+        let cfg_a = pod_config(&format!("berth-web-{}", net.subnet_octet), logs.path());
+    let cfg_b = pod_config(&format!("berth-client-{}", net.subnet_octet), logs.path());
+    let (a, ip_a) = run_pod(&mut rt, &cfg_a).await;
+    let (b, ip_b) = run_pod(&mut rt, &cfg_b).await;
+    let prefix = format!("10.{}.7.", net.subnet_octet);
+    assert!(ip_a.starts_with(&prefix) && ip_b.starts_with(&prefix), "{ip_a} {ip_b}");
+    assert_ne!(ip_a, ip_b);
+    assert_eq!(veths(&net.bridge), 2);
+
+    let web = start(&mut rt, &a, &cfg_a, "web", &["sh", "-c", "mkdir -p /www && echo hello-from-a > /www/index.html && exec httpd -f -p 8080 -h /www"]).await;
+    let client = start(&mut rt, &b, &cfg_b, "client", &["sleep", "3600"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let url = format!("http://{ip_a}:8080/index.html");
+    let (code, out) = exec(&mut rt, &client, &["wget", "-q", "-O", "-", &url]).await;
+    assert_eq!((code, out.trim()), (0, "hello-from-a"), "pod B reaches pod A over TCP");
+    let (code, out) = exec(&mut rt, &web, &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/index.html"]).await;
+    assert_eq!((code, out.trim()), (0, "hello-from-a"), "loopback in the pod");
+    let (code, out) = exec(&mut rt, &client, &["ping", "-c", "1", "-W", "3", &net.gateway()]).await;
+    assert_eq!(code, 0, "the pod reaches its gateway: {out}");
+    let (_, hosts) = exec(&mut rt, &web, &["cat", "/etc/hosts"]).await;
+    assert!(hosts.contains(&ip_a), "the pod's own IP is in /etc/hosts: {hosts}");
+
+    assert_eq!(net.ipam_files().len(), 2);
+    remove_pod(&mut rt, &a).await;
+    remove_pod(&mut rt, &b).await;
+    assert_eq!(veths(&net.bridge), 0);
+    assert!(net.ipam_files().is_empty(), "addresses released: {:?}", net.ipam_files());
+    assert!(entries_with_prefix(&d.data_dir().join("network"), "").is_empty(), "the result cache is gone");
+}
+
+#[tokio::test]
+async fn delete_after_a_daemon_restart_and_without_config() {
+    let net = Net::new(false);
+    let mut d = Daemon::start(&net.config()).await;
+    let mut rt = d.runtime().await;
+    let logs = TempDir::new("logs");
+        let cfg = pod_config(&format!("berth-restart-{}", net.subnet_octet), logs.path());
+    let (pod, ip) = run_pod(&mut rt, &cfg).await;
+    assert!(!ip.is_empty());
+    assert_eq!(net.ipam_files().len(), 1);
+    // The daemon dies between ADD and DEL, and the config changes meanwhile: DEL uses the
+    // cached config of the ADD.
+    d.kill9();
+    let conf = net.dir.path().join("conf/10-test.conflist");
+    let saved = std::fs::read(&conf).unwrap();
+    std::fs::remove_file(&conf).unwrap();
+    d.restart_after_kill9().await;
+    let mut rt = d.runtime().await;
+    assert!(!network_ready(&mut rt).await, "no config: NetworkReady is false");
+    remove_pod(&mut rt, &pod).await;
+    assert_eq!(veths(&net.bridge), 0);
+    assert!(net.ipam_files().is_empty());
+    // Hot reload: the config comes back and is used without a restart.
+    std::fs::write(&conf, saved).unwrap();
+    assert!(network_ready(&mut rt).await);
+    // A pod whose network setup fails is rolled back entirely.
+    let broken = serde_json::json!({"cniVersion": "1.0.0", "name": "broken", "plugins": [{"type": "bridge", "bridge": net.bridge, "ipam": {"type": "host-local", "dataDir": net.dir.path().join("ipam"), "ranges": [[{"subnet": "not-a-subnet"}]]}}]});
+    std::fs::write(net.dir.path().join("conf/05-broken.conflist"), broken.to_string()).unwrap();
+    let e = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(pod_config("berth-broken", logs.path())), runtime_handler: String::new() })
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("bridge"), "{}", e.message());
+    assert!(rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await.unwrap().into_inner().items.is_empty());
+    assert!(mounts_under(d.dir.path()).is_empty());
+    assert_eq!(veths(&net.bridge), 0);
+}
+
+#[tokio::test]
+async fn host_ports_map_to_the_pod() {
+    let net = Net::new(true);
+    let d = Daemon::start(&net.config()).await;
+    pull(&mut d.images().await, &busybox()).await.unwrap();
+    let mut rt = d.runtime().await;
+    let logs = TempDir::new("logs");
+    let mut cfg = pod_config(&format!("berth-ports-{}", net.subnet_octet), logs.path());
+    let host_port = 20000 + (std::process::id() % 10000) as i32;
+    cfg.port_mappings = vec![cri::PortMapping { protocol: cri::Protocol::Tcp as i32, container_port: 8080, host_port, host_ip: String::new() }];
+    let (pod, ip) = run_pod(&mut rt, &cfg).await;
+    start(&mut rt, &pod, &cfg, "web", &["sh", "-c", "mkdir -p /www && echo mapped > /www/index.html && exec httpd -f -p 8080 -h /www"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // From the host, through the pod IP (on our bridge) and through the mapped host port.
+    let direct = Command::new("busybox").args(["wget", "-q", "-O", "-", &format!("http://{ip}:8080/index.html")]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&direct.stdout).trim(), "mapped", "{}", String::from_utf8_lossy(&direct.stderr));
+    let gw_ip = net.gateway();
+    let mapped = Command::new("busybox").args(["wget", "-q", "-O", "-", &format!("http://{gw_ip}:{host_port}/index.html")]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&mapped.stdout).trim(), "mapped", "{}", String::from_utf8_lossy(&mapped.stderr));
+    remove_pod(&mut rt, &pod).await;
+}
+
+#[tokio::test]
+async fn two_hundred_parallel_pods_get_distinct_addresses_and_leave_nothing() {
+    let net = Net::new(false);
+    let d = Daemon::start(&net.config()).await;
+    let logs = TempDir::new("logs");
+    let mut tasks = vec![];
+    for i in 0..200 {
+        let mut rt = d.runtime().await;
+        let cfg = pod_config(&format!("berth-par-{}-{i}", net.subnet_octet), logs.path());
+        tasks.push(tokio::spawn(async move {
+            let (id, ip) = run_pod(&mut rt, &cfg).await;
+            (rt, id, ip)
+        }));
+        if i % 50 == 49 {
+            // A range of 253 addresses: remove each batch before the next so it never runs out.
+            let mut ips = HashMap::new();
+            for t in tasks.drain(..) {
+                let (mut rt, id, ip) = t.await.unwrap();
+                assert!(ips.insert(ip.clone(), id.clone()).is_none(), "address {ip} handed out twice");
+                remove_pod(&mut rt, &id).await;
+            }
+            assert_eq!(ips.len(), 50);
+        }
+    }
+    assert!(net.ipam_files().is_empty(), "leaked addresses: {:?}", net.ipam_files());
+    assert_eq!(veths(&net.bridge), 0);
+    assert!(mounts_under(d.dir.path()).is_empty());
+    assert!(entries_with_prefix(&d.data_dir().join("network"), "").is_empty());
+}
