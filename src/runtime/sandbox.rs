@@ -239,10 +239,15 @@ impl Runtime {
             dns,
             bandwidth: None,
         };
-        let addrs = self.network.setup(&req).await.map_err(|e| match e {
-            NetworkError::NotReady(m) => RuntimeError::FailedPrecondition(format!("pod network not ready: {m}")),
-            other => RuntimeError::Internal(format!("setting up the pod network: {other}")),
-        })?;
+        let addrs = match self.network.setup(&req).await {
+            Ok(a) => a,
+            // No usable CNI config: the pod gets loopback only (Status says NetworkReady=false).
+            Err(NetworkError::NotReady(m)) => {
+                tracing::debug!(sandbox = %rec.id, "no pod network: {m}");
+                return Ok(());
+            }
+            Err(e) => return Err(RuntimeError::Internal(format!("setting up the pod network: {e}"))),
+        };
         let mut ips = addrs.ips.into_iter();
         rec.ip = ips.next().unwrap_or_default();
         rec.additional_ips = ips.collect();
