@@ -21,29 +21,49 @@ struct Net {
     subnet_octet: u32,
 }
 
+#[derive(Clone, Copy, PartialEq)]
+enum Plugins {
+    /// Debian's containernetworking-plugins: bridge + host-local + loopback (+ portmap).
+    Debian { portmap: bool },
+    /// Berth's own plugin.
+    Berth,
+}
+
 impl Net {
-    fn new(with_portmap: bool) -> Net {
+    fn new(plugins: Plugins) -> Net {
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let bridge = format!("berth{}", (pid * 7 + n) % 100_000);
         let subnet_octet = 100 + (pid + n * 13) % 150;
         let dir = TempDir::new("cni");
         std::fs::create_dir_all(dir.path().join("conf")).unwrap();
-        let mut plugins = vec![
-            serde_json::json!({"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false, "hairpinMode": true,
-                "ipam": {"type": "host-local", "dataDir": dir.path().join("ipam"), "ranges": [[{"subnet": format!("10.{subnet_octet}.7.0/24")}]]}}),
-            serde_json::json!({"type": "loopback"}),
-        ];
-        if with_portmap {
-            plugins.push(serde_json::json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}));
-        }
-        let list = serde_json::json!({"cniVersion": "1.0.0", "name": format!("berth-it-{n}"), "plugins": plugins});
+        let subnet = format!("10.{subnet_octet}.7.0/24");
+        let (version, plugins) = match plugins {
+            Plugins::Debian { portmap } => {
+                let mut p = vec![
+                    serde_json::json!({"type": "bridge", "bridge": bridge, "isGateway": true, "ipMasq": false, "hairpinMode": true,
+                        "ipam": {"type": "host-local", "dataDir": dir.path().join("ipam"), "ranges": [[{"subnet": subnet}]]}}),
+                    serde_json::json!({"type": "loopback"}),
+                ];
+                if portmap {
+                    p.push(serde_json::json!({"type": "portmap", "capabilities": {"portMappings": true}, "snat": true}));
+                }
+                ("1.0.0", p)
+            }
+            Plugins::Berth => (
+                "1.1.0",
+                vec![serde_json::json!({"type": "berth-cni", "bridge": bridge, "isGateway": true, "ipMasq": false, "hairpinMode": true,
+                    "ipam": {"dataDir": dir.path().join("ipam"), "ranges": [[{"subnet": subnet}]]}})],
+            ),
+        };
+        let list = serde_json::json!({"cniVersion": version, "name": format!("berth-it-{n}"), "plugins": plugins});
         std::fs::write(dir.path().join("conf/10-test.conflist"), serde_json::to_vec_pretty(&list).unwrap()).unwrap();
         Net { dir, bridge, subnet_octet }
     }
 
     fn config(&self) -> String {
-        format!("[network]\nconf_dir = \"{}\"\nbin_dirs = [\"/usr/lib/cni\"]\n", self.dir.path().join("conf").display())
+        let own = berth_bin().parent().unwrap().display().to_string();
+        format!("[network]\nconf_dir = \"{}\"\nbin_dirs = [\"{own}\", \"/usr/lib/cni\"]\n", self.dir.path().join("conf").display())
     }
 
     fn gateway(&self) -> String {
@@ -144,7 +164,16 @@ async fn remove_pod(rt: &mut Rt, id: &str) {
 
 #[tokio::test]
 async fn two_pods_talk_over_the_bridge() {
-    let net = Net::new(false);
+    two_pods_talk(Plugins::Debian { portmap: false }).await;
+}
+
+#[tokio::test]
+async fn two_pods_talk_over_the_bridge_with_berth_cni() {
+    two_pods_talk(Plugins::Berth).await;
+}
+
+async fn two_pods_talk(plugins: Plugins) {
+    let net = Net::new(plugins);
     let d = Daemon::start(&net.config()).await;
     pull(&mut d.images().await, &busybox()).await.unwrap();
     let mut rt = d.runtime().await;
@@ -182,7 +211,7 @@ async fn two_pods_talk_over_the_bridge() {
 
 #[tokio::test]
 async fn delete_after_a_daemon_restart_and_without_config() {
-    let net = Net::new(false);
+    let net = Net::new(Plugins::Berth);
     let mut d = Daemon::start(&net.config()).await;
     let mut rt = d.runtime().await;
     let logs = TempDir::new("logs");
@@ -220,7 +249,7 @@ async fn delete_after_a_daemon_restart_and_without_config() {
 
 #[tokio::test]
 async fn host_ports_map_to_the_pod() {
-    let net = Net::new(true);
+    let net = Net::new(Plugins::Debian { portmap: true });
     let d = Daemon::start(&net.config()).await;
     pull(&mut d.images().await, &busybox()).await.unwrap();
     let mut rt = d.runtime().await;
@@ -242,7 +271,16 @@ async fn host_ports_map_to_the_pod() {
 
 #[tokio::test]
 async fn two_hundred_parallel_pods_get_distinct_addresses_and_leave_nothing() {
-    let net = Net::new(false);
+    parallel_pods(Plugins::Debian { portmap: false }).await;
+}
+
+#[tokio::test]
+async fn two_hundred_parallel_pods_with_berth_cni() {
+    parallel_pods(Plugins::Berth).await;
+}
+
+async fn parallel_pods(plugins: Plugins) {
+    let net = Net::new(plugins);
     let d = Daemon::start(&net.config()).await;
     let logs = TempDir::new("logs");
     let mut tasks = vec![];
@@ -268,4 +306,38 @@ async fn two_hundred_parallel_pods_get_distinct_addresses_and_leave_nothing() {
     assert_eq!(veths(&net.bridge), 0);
     assert!(mounts_under(d.dir.path()).is_empty());
     assert!(entries_with_prefix(&d.data_dir().join("network"), "").is_empty());
+}
+
+#[tokio::test]
+async fn a_pod_cidr_writes_the_default_berth_cni_config() {
+    let dir = TempDir::new("defconf");
+    let own = berth_bin().parent().unwrap().display().to_string();
+    let conf_dir = dir.path().join("net.d");
+    let cfg = format!("[network]\nconf_dir = \"{}\"\nbin_dirs = [\"{own}\"]\nmasquerade = false\n", conf_dir.display());
+    let d = Daemon::start(&cfg).await;
+    let mut rt = d.runtime().await;
+    assert!(!network_ready(&mut rt).await, "no config and no pod CIDR yet");
+    let octet = 100 + std::process::id() % 150;
+    let cidr = format!("10.{octet}.99.0/24");
+    rt.update_runtime_config(cri::UpdateRuntimeConfigRequest {
+        runtime_config: Some(cri::RuntimeConfig { network_config: Some(cri::NetworkConfig { pod_cidr: cidr.clone() }) }),
+    })
+    .await
+    .unwrap();
+    assert!(network_ready(&mut rt).await);
+    let written: serde_json::Value = serde_json::from_slice(&std::fs::read(conf_dir.join("10-berth.conflist")).unwrap()).unwrap();
+    assert_eq!(written["plugins"][0]["type"], "berth-cni");
+    assert_eq!(written["plugins"][0]["ipam"]["ranges"][0][0]["subnet"], cidr);
+    // Keep the default bridge name out of this machine: use the config with a private bridge
+    // and IPAM dir, as an operator would edit it.
+    let mut edited = written.clone();
+    let bridge = format!("berthd{}", std::process::id() % 10000);
+    edited["plugins"][0]["bridge"] = serde_json::json!(bridge);
+    edited["plugins"][0]["ipam"]["dataDir"] = serde_json::json!(dir.path().join("ipam"));
+    std::fs::write(conf_dir.join("10-berth.conflist"), edited.to_string()).unwrap();
+    let logs = TempDir::new("logs");
+    let (pod, ip) = run_pod(&mut rt, &pod_config("berth-defcidr", logs.path())).await;
+    assert!(ip.starts_with(&format!("10.{octet}.99.")), "{ip}");
+    remove_pod(&mut rt, &pod).await;
+    let _ = Command::new("ip").args(["link", "del", &bridge]).output();
 }
