@@ -3,7 +3,7 @@
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "hack/deps.sh: run as root" >&2; exit 1; }
 PKGS=(build-essential pkg-config protobuf-compiler ca-certificates curl jq iproute2 util-linux
-      umoci skopeo docker-registry busybox-static apache2-utils zstd openssl libseccomp-dev
+      umoci skopeo docker-registry busybox-static apache2-utils zstd openssl libseccomp-dev containerd runc
       containernetworking-plugins iptables)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -25,8 +25,8 @@ struct Net {
 enum Plugins {
     /// Debian's containernetworking-plugins: bridge + host-local + loopback (+ portmap).
     Debian { portmap: bool },
-    /// Berth's own plugin.
-    Berth,
+    /// Berth's own plugin, with the config's cniVersion (containerd 1.6 knows up to 1.0.0).
+    Berth { version: &'static str },
 }
 
 impl Net {
@@ -50,8 +50,8 @@ impl Net {
                 }
                 ("1.0.0", p)
             }
-            Plugins::Berth => (
-                "1.1.0",
+            Plugins::Berth { version } => (
+                version,
                 vec![serde_json::json!({"type": "berth-cni", "bridge": bridge, "isGateway": true, "ipMasq": false, "hairpinMode": true,
                     "ipam": {"dataDir": dir.path().join("ipam"), "ranges": [[{"subnet": subnet}]]}})],
             ),
@@ -169,7 +169,7 @@ async fn two_pods_talk_over_the_bridge() {
 
 #[tokio::test]
 async fn two_pods_talk_over_the_bridge_with_berth_cni() {
-    two_pods_talk(Plugins::Berth).await;
+    two_pods_talk(Plugins::Berth { version: "1.1.0" }).await;
 }
 
 async fn two_pods_talk(plugins: Plugins) {
@@ -211,7 +211,7 @@ async fn two_pods_talk(plugins: Plugins) {
 
 #[tokio::test]
 async fn delete_after_a_daemon_restart_and_without_config() {
-    let net = Net::new(Plugins::Berth);
+    let net = Net::new(Plugins::Berth { version: "1.1.0" });
     let mut d = Daemon::start(&net.config()).await;
     let mut rt = d.runtime().await;
     let logs = TempDir::new("logs");
@@ -276,7 +276,7 @@ async fn two_hundred_parallel_pods_get_distinct_addresses_and_leave_nothing() {
 
 #[tokio::test]
 async fn two_hundred_parallel_pods_with_berth_cni() {
-    parallel_pods(Plugins::Berth).await;
+    parallel_pods(Plugins::Berth { version: "1.1.0" }).await;
 }
 
 async fn parallel_pods(plugins: Plugins) {
@@ -340,4 +340,37 @@ async fn a_pod_cidr_writes_the_default_berth_cni_config() {
     assert!(ip.starts_with(&format!("10.{octet}.99.")), "{ip}");
     remove_pod(&mut rt, &pod).await;
     let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+}
+
+#[tokio::test]
+async fn containerd_runs_pods_with_berth_cni() {
+    let net = Net::new(Plugins::Berth { version: "1.0.0" });
+    // containerd takes one plugin dir and always runs "loopback" from it too.
+    let bin = TempDir::new("cni-bin");
+    std::os::unix::fs::symlink(berth_bin().with_file_name("berth-cni"), bin.path().join("berth-cni")).unwrap();
+    std::os::unix::fs::symlink("/usr/lib/cni/loopback", bin.path().join("loopback")).unwrap();
+    let ctrd = berth_integration::containerd::Containerd::start(&net.dir.path().join("conf"), bin.path(), &test_registry()).await;
+    pull(&mut ctrd.images().await, &busybox()).await.expect("containerd pulls busybox");
+    let mut rt = ctrd.runtime().await;
+    let start_wait = std::time::Instant::now();
+    while !network_ready(&mut rt).await {
+        assert!(start_wait.elapsed() < Duration::from_secs(20), "containerd never saw the CNI config:\n{}", ctrd.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let logs = TempDir::new("logs");
+    let cfg_a = pod_config(&format!("berth-ctrd-a-{}", net.subnet_octet), logs.path());
+    let cfg_b = pod_config(&format!("berth-ctrd-b-{}", net.subnet_octet), logs.path());
+    let (a, ip_a) = run_pod(&mut rt, &cfg_a).await;
+    let (b, ip_b) = run_pod(&mut rt, &cfg_b).await;
+    let prefix = format!("10.{}.7.", net.subnet_octet);
+    assert!(ip_a.starts_with(&prefix) && ip_b.starts_with(&prefix) && ip_a != ip_b, "{ip_a} {ip_b}");
+    start(&mut rt, &a, &cfg_a, "web", &["sh", "-c", "mkdir -p /www && echo via-containerd > /www/index.html && exec httpd -f -p 8080 -h /www"]).await;
+    let client = start(&mut rt, &b, &cfg_b, "client", &["sleep", "3600"]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (code, out) = exec(&mut rt, &client, &["wget", "-q", "-O", "-", &format!("http://{ip_a}:8080/index.html")]).await;
+    assert_eq!((code, out.trim()), (0, "via-containerd"));
+    remove_pod(&mut rt, &a).await;
+    remove_pod(&mut rt, &b).await;
+    assert_eq!(veths(&net.bridge), 0);
+    assert!(net.ipam_files().is_empty(), "{:?}", net.ipam_files());
 }
