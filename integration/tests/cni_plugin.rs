@@ -179,3 +179,26 @@ fn add_check_del_and_running_out_of_addresses() {
     }
     let _ = Command::new("ip").args(["link", "del", &bridge]).output();
 }
+
+#[test]
+fn dual_stack_pods_get_both_families() {
+    let dir = TempDir::new("cni-dual");
+    let bridge = format!("berthv{}", std::process::id() % 10000);
+    let mut c = conf(dir.path(), &bridge, "10.254.3.0/24");
+    c["ipam"]["ranges"] = json!([[{"subnet": "10.254.3.0/24"}], [{"subnet": "fd00:b:3::/64"}]]);
+    let ns = Netns::new();
+    let (ok, r) = cni("ADD", "dual", ns.path(), &c);
+    assert!(ok, "{r}");
+    let ips: Vec<&str> = r["ips"].as_array().unwrap().iter().map(|i| i["address"].as_str().unwrap()).collect();
+    assert_eq!(ips, ["10.254.3.2/24", "fd00:b:3::2/64"]);
+    assert_eq!(r["routes"][1]["dst"], "::/0");
+    let (ok, e) = cni("CHECK", "dual", ns.path(), &{
+        let mut p = c.clone();
+        p["prevResult"] = r.clone();
+        p
+    });
+    assert!(ok, "{e}");
+    let (ok, _) = cni("DEL", "dual", ns.path(), &c);
+    assert!(ok);
+    let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+}

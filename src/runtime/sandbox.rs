@@ -57,6 +57,47 @@ fn hosts_file(hostname: &str, host_network: bool) -> String {
     out
 }
 
+/// The CNI "bandwidth" capability from the kubernetes.io/{ingress,egress}-bandwidth
+/// annotations (quantities like "10M", in bits per second).
+pub fn bandwidth_from_annotations(annotations: &std::collections::HashMap<String, String>) -> Option<serde_json::Value> {
+    let rate = |key: &str| annotations.get(key).and_then(|v| parse_quantity(v));
+    let ingress = rate("kubernetes.io/ingress-bandwidth");
+    let egress = rate("kubernetes.io/egress-bandwidth");
+    if ingress.is_none() && egress.is_none() {
+        return None;
+    }
+    let mut v = serde_json::Map::new();
+    if let Some(r) = ingress {
+        v.insert("ingressRate".into(), r.into());
+        v.insert("ingressBurst".into(), (u32::MAX as u64).into());
+    }
+    if let Some(r) = egress {
+        v.insert("egressRate".into(), r.into());
+        v.insert("egressBurst".into(), (u32::MAX as u64).into());
+    }
+    Some(serde_json::Value::Object(v))
+}
+
+/// A Kubernetes quantity ("100M", "1Gi", "500k") as an integer.
+fn parse_quantity(q: &str) -> Option<u64> {
+    let q = q.trim();
+    let split = q.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(q.len());
+    let (num, suffix) = q.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult: f64 = match suffix {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some((n * mult) as u64)
+}
+
 /// The pod's files and namespace paths, as containers see them.
 pub struct SandboxPaths {
     pub run_dir: PathBuf,
@@ -229,6 +270,7 @@ impl Runtime {
             })
             .collect();
         let dns = config.dns_config.as_ref().map(|d| serde_json::json!({"servers": d.servers, "searches": d.searches, "options": d.options}));
+        let bandwidth = bandwidth_from_annotations(&config.annotations);
         let req = PodNetworkRequest {
             sandbox_id: rec.id.clone(),
             netns,
@@ -237,7 +279,7 @@ impl Runtime {
             pod_uid: md.uid,
             port_mappings,
             dns,
-            bandwidth: None,
+            bandwidth,
         };
         let addrs = match self.network.setup(&req).await {
             Ok(a) => a,
@@ -407,6 +449,22 @@ impl Runtime {
 
 /// Remove a directory tree without ever descending into another filesystem: should an
 /// unmount have failed, what is mounted below stays untouched.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bandwidth_annotations_become_the_cni_capability() {
+        let a = std::collections::HashMap::from([("kubernetes.io/ingress-bandwidth".to_string(), "10M".to_string())]);
+        let v = bandwidth_from_annotations(&a).unwrap();
+        assert_eq!(v["ingressRate"], 10_000_000u64);
+        assert!(v.get("egressRate").is_none());
+        assert_eq!(parse_quantity("1Gi"), Some(1 << 30));
+        assert_eq!(parse_quantity("fast"), None);
+        assert!(bandwidth_from_annotations(&Default::default()).is_none());
+    }
+}
+
 fn remove_dir(p: &Path) {
     use std::os::unix::fs::MetadataExt;
     let Ok(root) = std::fs::symlink_metadata(p) else { return };
