@@ -64,6 +64,8 @@ fn temp_peer(id: &str, ifname: &str) -> String {
 fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
     env.require(true)?;
     let sets = range_sets(&conf.ipam)?;
+    // Nothing is made for a pod whose namespace cannot be opened.
+    std::fs::File::open(&env.netns).map_err(|e| CniError::new(5, "failed to open netns", format!("{}: {e}", env.netns)))?;
     let allocs = {
         let store = Store::open(conf.ipam.data_dir.as_deref(), &conf.name)?;
         store.allocate(&sets, &conf.ipam.reserved, &env.container_id, &env.ifname)?

@@ -77,7 +77,7 @@ fn bad_input_gets_cni_error_codes() {
     v["bridge"] = json!("a-bridge-name-far-too-long");
     assert_eq!(raw(Some("ADD"), &v.to_string())["code"], 7);
     // A missing netns is an error for ADD, not for DEL.
-    let (ok, e) = cni("ADD", "c1", "/nonexistent/netns", &good);
+    let (ok, e) = cni("ADD", "bad-netns", "/nonexistent/netns", &good);
     assert!(!ok, "{e}");
     assert!(e["code"].as_u64().is_some() && e["msg"].is_string());
     let (ok, _) = cni("DEL", "never-added", "/nonexistent/netns", &good);
