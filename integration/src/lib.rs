@@ -381,3 +381,13 @@ pub fn entries_with_prefix(dir: &Path, prefix: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// A network link the test owns (a bridge a CNI plugin creates on demand): deleted on drop,
+/// also when the test fails.
+pub struct LinkGuard(pub String);
+
+impl Drop for LinkGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+    }
+}

@@ -50,6 +50,7 @@ fn conf(dir: &std::path::Path, bridge: &str, subnet: &str) -> Value {
 #[test]
 fn bad_input_gets_cni_error_codes() {
     let dir = TempDir::new("cni-conf");
+    let _bridge = LinkGuard("berthcf0".into());
     let good = conf(dir.path(), "berthcf0", "10.252.0.0/24");
     let v = raw(Some("VERSION"), r#"{"cniVersion":"1.1.0"}"#);
     assert!(v["supportedVersions"].as_array().unwrap().contains(&json!("1.1.0")));
@@ -86,7 +87,6 @@ fn bad_input_gets_cni_error_codes() {
     assert!(!ok);
     assert_eq!(e["code"], 3);
     assert!(entries_with_prefix(&dir.path().join("ipam/berth-conformance"), "10.").is_empty(), "nothing allocated");
-    let _ = Command::new("ip").args(["link", "del", "berthcf0"]).output();
 }
 
 /// A network namespace of our own, pinned at a file under a TempDir; removed on drop.
@@ -127,6 +127,7 @@ impl Drop for Netns {
 fn add_check_del_and_running_out_of_addresses() {
     let dir = TempDir::new("cni-run");
     let bridge = format!("berthr{}", std::process::id() % 10000);
+    let _guard = LinkGuard(bridge.clone());
     // A /29: gateway .1, so .2-.6 are the five addresses to hand out.
     let c = conf(dir.path(), &bridge, "10.253.9.0/29");
     let namespaces: Vec<Netns> = (0..6).map(|_| Netns::new()).collect();
@@ -177,13 +178,13 @@ fn add_check_del_and_running_out_of_addresses() {
     for (i, id) in ["keep", "stale"].iter().enumerate() {
         cni("DEL", id, namespaces[i].path(), &c);
     }
-    let _ = Command::new("ip").args(["link", "del", &bridge]).output();
 }
 
 #[test]
 fn dual_stack_pods_get_both_families() {
     let dir = TempDir::new("cni-dual");
     let bridge = format!("berthv{}", std::process::id() % 10000);
+    let _guard = LinkGuard(bridge.clone());
     let mut c = conf(dir.path(), &bridge, "10.254.3.0/24");
     c["ipam"]["ranges"] = json!([[{"subnet": "10.254.3.0/24"}], [{"subnet": "fd00:b:3::/64"}]]);
     let ns = Netns::new();
@@ -200,5 +201,4 @@ fn dual_stack_pods_get_both_families() {
     assert!(ok, "{e}");
     let (ok, _) = cni("DEL", "dual", ns.path(), &c);
     assert!(ok);
-    let _ = Command::new("ip").args(["link", "del", &bridge]).output();
 }

@@ -332,6 +332,7 @@ async fn a_pod_cidr_writes_the_default_berth_cni_config() {
     // and IPAM dir, as an operator would edit it.
     let mut edited = written.clone();
     let bridge = format!("berthd{}", std::process::id() % 10000);
+    let _guard = LinkGuard(bridge.clone());
     edited["plugins"][0]["bridge"] = serde_json::json!(bridge);
     edited["plugins"][0]["ipam"]["dataDir"] = serde_json::json!(dir.path().join("ipam"));
     std::fs::write(conf_dir.join("10-berth.conflist"), edited.to_string()).unwrap();
@@ -339,7 +340,6 @@ async fn a_pod_cidr_writes_the_default_berth_cni_config() {
     let (pod, ip) = run_pod(&mut rt, &pod_config("berth-defcidr", logs.path())).await;
     assert!(ip.starts_with(&format!("10.{octet}.99.")), "{ip}");
     remove_pod(&mut rt, &pod).await;
-    let _ = Command::new("ip").args(["link", "del", &bridge]).output();
 }
 
 #[tokio::test]
