@@ -70,6 +70,44 @@ state = "{state}"
         panic!("containerd did not start:\n{}", c.log());
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Stop containerd (SIGTERM; shims and pods keep running) and start it again on the same
+    /// directories; returns once its socket answers.
+    pub async fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+        let d = self.dir.path();
+        let _ = std::fs::remove_file(d.join("containerd.sock"));
+        let log = std::fs::OpenOptions::new().append(true).open(d.join("containerd.log")).expect("log");
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("restart containerd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if tokio::net::UnixStream::connect(self.socket()).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("containerd did not come back:\n{}", self.log());
+    }
+
+    /// PIDs of this containerd's shims.
+    pub fn shim_pids(&self) -> Vec<i32> {
+        self.shims()
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("containerd.sock")
     }

@@ -92,8 +92,10 @@ impl Daemon {
             .append(true)
             .open(self.dir.path().join("berth.log"))
             .expect("open log");
+        // Tests log at debug level; benchmarks (BERTH_QUIET=1) at the default level.
+        let verbosity: &[&str] = if std::env::var_os("BERTH_QUIET").is_some() { &[] } else { &["-v"] };
         let child = Command::new(berth_bin())
-            .arg("-v")
+            .args(verbosity)
             .arg("runtime")
             .args(self.args())
             .stdin(Stdio::null())
@@ -113,6 +115,11 @@ impl Daemon {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("berth did not serve {} within 30 s:\n{}", self.socket().display(), self.log());
+    }
+
+    /// The daemon's process ID while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// SIGKILL the daemon (as a crash would) and wait for it.
