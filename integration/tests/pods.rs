@@ -369,9 +369,13 @@ async fn security_context_matrix() {
 async fn resources_reach_the_cgroup_and_oom_is_reported() {
     let (_d, mut rt) = daemon().await;
     let logs = TempDir::new("logs");
-    let cfg = pod_config(&unique("res"), logs.path());
+    // Namespaces as the kubelet asks for them: PID per container, so the pod's namespaces are
+    // made from a thread and its cgroup appears with the first container.
+    let mut cfg = pod_config(&unique("res"), logs.path());
+    let per_container = cri::NamespaceOption { pid: cri::NamespaceMode::Container as i32, ..Default::default() };
+    cfg.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext { namespace_options: Some(per_container.clone()), ..Default::default() });
     let pod = run_pod(&mut rt, &cfg).await;
-    let mut c = container_config("limited", &["sleep", "3600"]);
+    let mut c = with_security(container_config("limited", &["sleep", "3600"]), cri::LinuxContainerSecurityContext { namespace_options: Some(per_container), ..Default::default() });
     c.linux.as_mut().unwrap().resources = Some(cri::LinuxContainerResources {
         memory_limit_in_bytes: 64 << 20,
         cpu_shares: 512,
@@ -387,6 +391,10 @@ async fn resources_reach_the_cgroup_and_oom_is_reported() {
     assert_eq!(cgroup_file(pid, "cpu", "cpu.cfs_quota_us"), "50000");
     assert_eq!(cgroup_file(pid, "cpu", "cpu.cfs_period_us"), "100000");
     assert_eq!(cgroup_file(pid, "cpuset", "cpuset.cpus"), "0");
+    let (_, ps, _) = exec(&mut rt, &cid, &["ps", "-o", "pid,args"]).await;
+    assert!(ps.lines().nth(1).unwrap_or_default().trim().starts_with("1 sleep"), "the container is PID 1 of its own namespace: {ps}");
+    let (_, hostname, _) = exec(&mut rt, &cid, &["hostname"]).await;
+    assert_eq!(hostname.trim(), "berthpod");
 
     rt.update_container_resources(cri::UpdateContainerResourcesRequest {
         container_id: cid.clone(),

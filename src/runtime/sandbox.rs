@@ -305,8 +305,30 @@ impl Runtime {
         Ok(())
     }
 
-    /// Run the namespace helper, pin its namespaces, put its init in the pod cgroup.
+    /// Make and pin the pod's namespaces: from a short-lived thread, or through the helper
+    /// process when the pod shares a PID namespace (which needs a PID 1 that stays).
     async fn start_sandbox_init(&self, rec: &mut SandboxRecord, cfg: &SandboxInitConfig, paths: &SandboxPaths) -> RtResult<()> {
+        if cfg.new_pid {
+            return self.start_sandbox_init_process(rec, cfg, paths).await;
+        }
+        let (cfg2, ns_dir) = (cfg.clone(), paths.run_dir.join("ns"));
+        let worker = std::thread::spawn(move || super::process::sandbox_init::pin_from_thread(&cfg2, &ns_dir).map_err(|e| e.to_string()));
+        let joined = tokio::task::spawn_blocking(move || worker.join()).await.map_err(|e| internal("namespace thread", e))?;
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(if e.starts_with("sysctl") { RuntimeError::Invalid(e) } else { internal("creating the pod's namespaces", e) })
+            }
+            Err(_) => return Err(internal("creating the pod's namespaces", "the worker thread panicked")),
+        }
+        rec.net_ns = cfg.new_net.then(|| paths.ns("net"));
+        rec.ipc_ns = cfg.new_ipc.then(|| paths.ns("ipc"));
+        rec.uts_ns = cfg.new_uts.then(|| paths.ns("uts"));
+        Ok(())
+    }
+
+    /// Run the namespace helper, pin its namespaces, put its init in the pod cgroup.
+    async fn start_sandbox_init_process(&self, rec: &mut SandboxRecord, cfg: &SandboxInitConfig, paths: &SandboxPaths) -> RtResult<()> {
         let exe = std::env::current_exe().map_err(|e| internal("finding our own binary", e))?;
         let mut child = tokio::process::Command::new(exe)
             .arg(super::process::SANDBOX_INIT_ARG)

@@ -211,6 +211,12 @@ fn pod_config(name: &str, logs: &Path) -> cri::PodSandboxConfig {
 
 /// RunPodSandbox + CreateContainer + StartContainer; returns (pod id, container id, time).
 async fn start_pod(rt: &mut Rt, name: &str, logs: &Path) -> (String, String, Duration) {
+    let (pod, cid, phases) = start_pod_phases(rt, name, logs).await;
+    (pod, cid, phases.iter().sum())
+}
+
+/// The same with the time of each of the three calls.
+async fn start_pod_phases(rt: &mut Rt, name: &str, logs: &Path) -> (String, String, [Duration; 3]) {
     let cfg = pod_config(name, logs);
     let t = Instant::now();
     let pod = rt.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(cfg.clone()), runtime_handler: String::new() }).await.expect("runp").into_inner().pod_sandbox_id;
@@ -222,14 +228,18 @@ async fn start_pod(rt: &mut Rt, name: &str, logs: &Path) -> (String, String, Dur
         linux: Some(cri::LinuxContainerConfig::default()),
         ..Default::default()
     };
+    let runp = t.elapsed();
+    let t = Instant::now();
     let cid = rt
         .create_container(cri::CreateContainerRequest { pod_sandbox_id: pod.clone(), config: Some(c), sandbox_config: Some(cfg) })
         .await
         .expect("create")
         .into_inner()
         .container_id;
+    let create = t.elapsed();
+    let t = Instant::now();
     rt.start_container(cri::StartContainerRequest { container_id: cid.clone() }).await.expect("start");
-    (pod, cid, t.elapsed())
+    (pod, cid, [runp, create, t.elapsed()])
 }
 
 async fn remove_pod(rt: &mut Rt, pod: &str) -> Duration {
@@ -269,9 +279,13 @@ async fn measure(t: &mut dyn Target, c: &mut Clients, o: &Opts, start_time: Dura
     // Sequential pod starts, pods left running.
     let mut pods = vec![];
     let mut starts = vec![];
+    let mut phases: [Vec<f64>; 3] = Default::default();
     for i in 0..seq {
-        let (pod, cid, d) = start_pod(&mut c.rt, &format!("bench-{}-{i}", t.name()), logs.path()).await;
-        starts.push(ms(d));
+        let (pod, cid, ph) = start_pod_phases(&mut c.rt, &format!("bench-{}-{i}", t.name()), logs.path()).await;
+        starts.push(ms(ph.iter().sum()));
+        for (k, d) in ph.iter().enumerate() {
+            phases[k].push(ms(*d));
+        }
         pods.push((pod, cid));
         if i + 1 == 10.min(seq) {
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -281,6 +295,9 @@ async fn measure(t: &mut dyn Target, c: &mut Clients, o: &Opts, start_time: Dura
     tokio::time::sleep(Duration::from_millis(300)).await;
     r.insert(format!("memory_{seq}_pods"), memory(t));
     r.insert("pod_start_sequential_ms".into(), summary(&starts));
+    r.insert("run_pod_sandbox_ms".into(), summary(&phases[0]));
+    r.insert("create_container_ms".into(), summary(&phases[1]));
+    r.insert("start_container_ms".into(), summary(&phases[2]));
     // ExecSync round trips.
     let mut ex = vec![];
     for _ in 0..execs {
@@ -408,6 +425,9 @@ fn version(cmd: &str, arg: &str) -> String {
 fn report(o: &Opts, b: &Value, c: &Value, seq: usize) {
     let rows: Vec<(&str, f64, f64, &str)> = vec![
         ("pod start, sequential (median ms)", b["pod_start_sequential_ms"]["median"].as_f64().unwrap(), c["pod_start_sequential_ms"]["median"].as_f64().unwrap(), "≤ 0.3"),
+        ("  RunPodSandbox (median ms)", b["run_pod_sandbox_ms"]["median"].as_f64().unwrap(), c["run_pod_sandbox_ms"]["median"].as_f64().unwrap(), ""),
+        ("  CreateContainer (median ms)", b["create_container_ms"]["median"].as_f64().unwrap(), c["create_container_ms"]["median"].as_f64().unwrap(), ""),
+        ("  StartContainer (median ms)", b["start_container_ms"]["median"].as_f64().unwrap(), c["start_container_ms"]["median"].as_f64().unwrap(), ""),
         ("pod start, sequential (p99 ms)", b["pod_start_sequential_ms"]["p99"].as_f64().unwrap(), c["pod_start_sequential_ms"]["p99"].as_f64().unwrap(), ""),
         ("pod start, 10 parallel (median ms)", b["pod_start_parallel_ms"]["median"].as_f64().unwrap(), c["pod_start_parallel_ms"]["median"].as_f64().unwrap(), ""),
         ("pod start, 10 parallel (p99 ms)", b["pod_start_parallel_ms"]["p99"].as_f64().unwrap(), c["pod_start_parallel_ms"]["p99"].as_f64().unwrap(), ""),

@@ -63,6 +63,42 @@ pub fn main() -> i32 {
 }
 
 fn setup(cfg: &SandboxInitConfig) -> SetupResult<i32> {
+    enter_new_namespaces(cfg)?;
+    if !cfg.new_pid {
+        return Ok(0);
+    }
+    unshare(CloneFlags::CLONE_NEWPID).ctx(|| "new PID namespace".into())?;
+    // SAFETY: single-threaded process.
+    match unsafe { fork() }.ctx(|| "fork the pod's init".into())? {
+        ForkResult::Parent { child } => Ok(child.as_raw()),
+        ForkResult::Child => {
+            pod_init();
+            // SAFETY: leave without the parent's destructors.
+            unsafe { libc::_exit(0) }
+        }
+    }
+}
+
+/// Without a shared PID namespace no process is needed: a short-lived thread of the daemon
+/// makes the namespaces, pins them on the files under `ns_dir` and ends. Namespaces are
+/// per thread for net, ipc and uts, so the rest of the daemon is untouched.
+pub fn pin_from_thread(cfg: &SandboxInitConfig, ns_dir: &std::path::Path) -> SetupResult<()> {
+    enter_new_namespaces(cfg)?;
+    for (name, wanted) in [("net", cfg.new_net), ("ipc", cfg.new_ipc), ("uts", cfg.new_uts)] {
+        if !wanted {
+            continue;
+        }
+        let target = ns_dir.join(name);
+        std::fs::File::create(&target).ctx(|| format!("creating {}", target.display()))?;
+        let src = format!("/proc/thread-self/ns/{name}");
+        nix::mount::mount(Some(src.as_str()), &target, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
+            .ctx(|| format!("pinning the {name} namespace"))?;
+    }
+    Ok(())
+}
+
+/// Unshare net/ipc/uts as asked, then hostname, loopback and sysctls inside them.
+fn enter_new_namespaces(cfg: &SandboxInitConfig) -> SetupResult<()> {
     let mut flags = CloneFlags::empty();
     if cfg.new_net {
         flags |= CloneFlags::CLONE_NEWNET;
@@ -87,19 +123,7 @@ fn setup(cfg: &SandboxInitConfig) -> SetupResult<i32> {
         let path = std::path::PathBuf::from("/proc/sys").join(key.replace('.', "/"));
         std::fs::write(&path, value).ctx(|| format!("sysctl {key}={value}"))?;
     }
-    if !cfg.new_pid {
-        return Ok(0);
-    }
-    unshare(CloneFlags::CLONE_NEWPID).ctx(|| "new PID namespace".into())?;
-    // SAFETY: single-threaded process.
-    match unsafe { fork() }.ctx(|| "fork the pod's init".into())? {
-        ForkResult::Parent { child } => Ok(child.as_raw()),
-        ForkResult::Child => {
-            pod_init();
-            // SAFETY: leave without the parent's destructors.
-            unsafe { libc::_exit(0) }
-        }
-    }
+    Ok(())
 }
 
 /// Bring `lo` up with SIOCSIFFLAGS on a socket of the current network namespace.
