@@ -56,11 +56,6 @@ fn host_veth(id: &str, ifname: &str) -> String {
     format!("veth{}", &h[..11])
 }
 
-fn temp_peer(id: &str, ifname: &str) -> String {
-    let h = hex::encode(Sha256::digest(format!("peer/{id}/{ifname}").as_bytes()));
-    format!("bp{}", &h[..12])
-}
-
 fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
     env.require(true)?;
     let sets = range_sets(&conf.ipam)?;
@@ -85,7 +80,8 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
 
 fn wire(env: &Env, conf: &NetConf, allocs: &[Allocation]) -> Result<Value, CniError> {
     let host = host_veth(&env.container_id, &env.ifname);
-    let peer = temp_peer(&env.container_id, &env.ifname);
+    // The pod end is created in the pod's namespace under its final name.
+    let peer = env.ifname.clone();
     let gateways: Vec<(IpAddr, u8)> = allocs.iter().map(|a| (from_u128(a.range.gateway, a.range.v6), a.range.prefix)).collect();
     let (bridge, host_link) = link::with_handle(|h| {
         let (conf, host, peer, netns, gateways) = (conf.clone(), host.clone(), peer.clone(), env.netns.clone(), gateways.clone());

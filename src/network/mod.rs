@@ -203,10 +203,12 @@ impl Network {
         self.cache_dir.join(format!("{sandbox_id}.json"))
     }
 
-    fn save_cache(&self, sandbox_id: &str, c: &CachedAttachment) -> Result<(), NetworkError> {
+    /// `durable`: the final record is forced to disk; the one written before ADD runs only has
+    /// to outlive a daemon crash.
+    fn save_cache(&self, sandbox_id: &str, c: &CachedAttachment, durable: bool) -> Result<(), NetworkError> {
         let path = self.cache_path(sandbox_id);
         std::fs::create_dir_all(&self.cache_dir)
-            .and_then(|_| atomic::write_json(&path, c))
+            .and_then(|_| if durable { atomic::write_json(&path, c) } else { atomic::write_json_volatile(&path, c) })
             .map_err(|e| NetworkError::Cache { path, message: e.to_string() })
     }
 
@@ -238,7 +240,7 @@ impl Network {
             result: Value::Null,
         };
         // Remember the attempt before running anything: a crash mid-ADD is undone by DEL.
-        self.save_cache(&req.sandbox_id, &cached)?;
+        self.save_cache(&req.sandbox_id, &cached, false)?;
         let mut prev = Value::Null;
         for p in &list.plugins {
             let input = plugin::plugin_input(p, &list.name, &list.cni_version, Some(&prev), &cached.runtime_config);
@@ -256,7 +258,7 @@ impl Network {
             }
         }
         cached.result = prev.clone();
-        self.save_cache(&req.sandbox_id, &cached)?;
+        self.save_cache(&req.sandbox_id, &cached, true)?;
         Ok(addresses(&prev))
     }
 

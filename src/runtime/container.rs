@@ -103,7 +103,7 @@ impl Runtime {
             (ContainerState::Exited, None, Some(_)) => {
                 // Container and monitor are both gone without a record (e.g. the node rebooted).
                 let e = ExitRecord { exit_code: 255, signal: None, oom_killed: false, finished_at: state::now_ns() };
-                let _ = atomic::write_json(&dir.join(state::EXIT_FILE), &e);
+                let _ = atomic::write_json_volatile(&dir.join(state::EXIT_FILE), &e);
                 Some(e)
             }
             (_, e, _) => e,
@@ -208,7 +208,6 @@ impl Runtime {
             let lowers = self.images.layer_dirs(&image);
             self.mount_rootfs(&id, &lowers)?;
             rec.rootfs_mounted = true;
-            self.save_container(&rec)?;
             let pod = self.pod_view(&sb);
             let rootfs = self.container_rootfs(&id);
             let spec = spec::build(&SpecInput { config: &config, pod: &pod, image: &image_config, rootfs: &rootfs, cgroup_path: &rec.cgroup.path, rlimits: &self.cfg.rlimits })?;
@@ -240,7 +239,7 @@ impl Runtime {
                 pid_ns,
                 cgroup: rec.cgroup.clone(),
             };
-            atomic::write_json(&run.join(state::MONITOR_CONFIG), &monitor).map_err(|e| internal("writing monitor.json", e))?;
+            atomic::write_json_volatile(&run.join(state::MONITOR_CONFIG), &monitor).map_err(|e| internal("writing monitor.json", e))?;
             rec.phase = Phase::Ready;
             self.save_container(&rec)
         }
@@ -319,7 +318,7 @@ impl Runtime {
                 let msg = e.unwrap_or_else(|| "the container did not start".into());
                 rec.start_error = Some(msg.clone());
                 let exit = ExitRecord { exit_code: 128, signal: None, oom_killed: false, finished_at: state::now_ns() };
-                let _ = atomic::write_json(&dir.join(state::EXIT_FILE), &exit);
+                let _ = atomic::write_json_volatile(&dir.join(state::EXIT_FILE), &exit);
                 self.save_container(&rec)?;
                 Err(internal("starting the container", msg))
             }
@@ -468,7 +467,7 @@ impl Runtime {
         process.set_rlimits(None);
         let dir = self.container_run_dir(&rec.id);
         let file = dir.join(format!("exec-{}.json", &records::new_id()[..16]));
-        atomic::write_json(&file, &process).map_err(|e| internal("exec", e))?;
+        atomic::write_json_volatile(&file, &process).map_err(|e| internal("exec", e))?;
         let exe = std::env::current_exe().map_err(|e| internal("finding our own binary", e))?;
         tokio::process::Command::new(exe)
             .arg(super::process::EXEC_ARG)

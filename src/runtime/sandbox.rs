@@ -226,7 +226,7 @@ impl Runtime {
         } else {
             config.hostname.clone()
         };
-        let write = |p: PathBuf, text: String| atomic::write_file(&p, text.as_bytes()).map_err(|e| internal(&format!("writing {}", p.display()), e));
+        let write = |p: PathBuf, text: String| atomic::write_file_volatile(&p, text.as_bytes()).map_err(|e| internal(&format!("writing {}", p.display()), e));
         write(paths.hostname(), format!("{hostname}\n"))?;
         write(paths.hosts(), hosts_file(&hostname, rec.host_network))?;
         write(paths.resolv_conf(), resolv_conf(config.dns_config.as_ref()).map_err(|e| internal("resolv.conf", e))?)?;
@@ -300,7 +300,7 @@ impl Runtime {
             if !hostname.is_empty() {
                 hosts = hosts.replace(&format!("127.0.1.1\t{hostname}\n"), &format!("{}\t{hostname}\n", rec.ip));
             }
-            atomic::write_file(&paths.hosts(), hosts.as_bytes()).map_err(|e| internal("writing hosts", e))?;
+            atomic::write_file_volatile(&paths.hosts(), hosts.as_bytes()).map_err(|e| internal("writing hosts", e))?;
         }
         Ok(())
     }

@@ -178,7 +178,7 @@ fn run(cfg: &MonitorConfig) -> SetupResult<()> {
         monitor_start_time: state::process_start_time(me).unwrap_or(0),
         started_at: state::now_ns(),
     };
-    atomic::write_json(&cfg.state_dir.join(state::STATE_FILE), &run).ctx(|| "writing state.json".into())?;
+    atomic::write_json_volatile(&cfg.state_dir.join(state::STATE_FILE), &run).ctx(|| "writing state.json".into())?;
     report(&MonitorReport { state: Some(run), error: None, warnings: setup.warnings });
 
     let status = pump(child, outputs, tty, &sfd, &mut log);
@@ -189,7 +189,7 @@ fn run(cfg: &MonitorConfig) -> SetupResult<()> {
     };
     let oom_killed = cgroups::oom_kills(&cfg.cgroup) > 0 && signal == Some(libc::SIGKILL);
     let exit = ExitRecord { exit_code, signal, oom_killed, finished_at: state::now_ns() };
-    atomic::write_json(&cfg.state_dir.join(state::EXIT_FILE), &exit).ctx(|| "writing exit.json".into())?;
+    atomic::write_json_volatile(&cfg.state_dir.join(state::EXIT_FILE), &exit).ctx(|| "writing exit.json".into())?;
     Ok(())
 }
 
