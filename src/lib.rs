@@ -5,3 +5,4 @@ pub mod image;
 pub mod util;
 pub mod runtime;
 pub mod network;
+pub mod node;

@@ -5,6 +5,7 @@ use berth::config;
 use berth::cri::{images::CriImages, runtime::CriRuntime, server, transfer::TransferService};
 use berth::image::store::ImageStore;
 use berth::network::Network;
+use berth::node::{Node, NodeConfig};
 use berth::runtime::{Runtime, RuntimeConfig};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -35,6 +36,28 @@ struct Dirs {
     run_dir: Option<PathBuf>,
 }
 
+#[derive(clap::Args, Clone)]
+struct NodeArgs {
+    /// Directory of Pod manifests (YAML or JSON), followed for changes.
+    #[arg(long, default_value = "/etc/berth/manifests")]
+    pod_manifest_path: PathBuf,
+    /// Port of the kubelet API (HTTPS).
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
+    /// Address the kubelet API listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    kubelet_address: String,
+    /// The node's name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The node's IP as pods see it in status.hostIP.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip: String,
+    /// Root of the kubelet-style pod cgroup tree.
+    #[arg(long, default_value = "/kubepods")]
+    cgroup_root: String,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the CRI runtime daemon (what an upstream kubelet or crictl talks to).
@@ -44,6 +67,16 @@ enum Command {
         /// The pod CIDR: with no CNI config present, a default berth-cni config for it is written.
         #[arg(long)]
         pod_cidr: Option<String>,
+    },
+    /// The runtime plus the kubelet half: runs the Pod manifests of a directory (static pods)
+    /// and serves the kubelet API.
+    Node {
+        #[command(flatten)]
+        dirs: Dirs,
+        #[arg(long)]
+        pod_cidr: Option<String>,
+        #[command(flatten)]
+        node: NodeArgs,
     },
     /// Manage images through a running daemon.
     Images {
@@ -87,7 +120,8 @@ fn main() -> Result<()> {
     let file = config::load_file(cli.config.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
-        Command::Runtime { dirs, pod_cidr } => rt.block_on(run_runtime(file.resolve(dirs.data_dir, dirs.run_dir), pod_cidr)),
+        Command::Runtime { dirs, pod_cidr } => rt.block_on(run_runtime(file.resolve(dirs.data_dir, dirs.run_dir), pod_cidr, None)),
+        Command::Node { dirs, pod_cidr, node } => rt.block_on(run_runtime(file.resolve(dirs.data_dir, dirs.run_dir), pod_cidr, Some(node))),
         Command::Images { socket, dirs, command } => {
             let cfg = file.resolve(dirs.data_dir, dirs.run_dir);
             let socket = socket.unwrap_or_else(|| cfg.socket());
@@ -96,7 +130,7 @@ fn main() -> Result<()> {
     }
 }
 
-async fn run_runtime(cfg: config::Config, pod_cidr: Option<String>) -> Result<()> {
+async fn run_runtime(cfg: config::Config, pod_cidr: Option<String>, node: Option<NodeArgs>) -> Result<()> {
     let store = ImageStore::open(&cfg.image_dir(), cfg.registry.clone())
         .with_context(|| format!("opening the image store in {}", cfg.image_dir().display()))?;
     let store = Arc::new(store);
@@ -123,6 +157,11 @@ async fn run_runtime(cfg: config::Config, pod_cidr: Option<String>) -> Result<()
     let rt = Runtime::open(rt_cfg, store.clone(), network).map_err(|e| anyhow::anyhow!("opening the runtime state: {e}"))?;
     rt.reconcile_network().await;
     let runtime = Arc::new(CriRuntime::new(rt));
+    let (node_stop, node_stop_rx) = tokio::sync::watch::channel(false);
+    let node_task = match node {
+        Some(args) => Some(start_node(&cfg, args, runtime.clone(), images.clone(), node_stop_rx).await?),
+        None => None,
+    };
     let socket = cfg.socket();
     let listener = server::bind(&socket).await?;
     tracing::info!(socket = %socket.display(), data_dir = %cfg.data_dir.display(), "serving CRI");
@@ -146,8 +185,41 @@ async fn run_runtime(cfg: config::Config, pod_cidr: Option<String>) -> Result<()
             }
         }
     }
+    let _ = node_stop.send(true);
+    if let Some(t) = node_task {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The kubelet half: pod workers for the manifest directory and the kubelet API.
+async fn start_node(
+    cfg: &config::Config,
+    args: NodeArgs,
+    runtime: Arc<CriRuntime>,
+    images: Arc<CriImages>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let node_name = args
+        .node_name
+        .unwrap_or_else(|| nix::unistd::gethostname().map(|h| h.to_string_lossy().to_string()).unwrap_or_else(|_| "berth".into()));
+    let node_cfg = NodeConfig {
+        node_name,
+        node_ip: args.node_ip,
+        manifest_dir: args.pod_manifest_path,
+        state_dir: cfg.data_dir.join("node"),
+        pods_dir: cfg.data_dir.join("pods"),
+        log_dir: cfg.data_dir.join("pod-logs"),
+        seccomp_dir: cfg.data_dir.join("seccomp"),
+        cgroup_root: args.cgroup_root,
+        sync_period: std::time::Duration::from_secs(1),
+    };
+    let node = Node::new(node_cfg, runtime, images).context("preparing the node's directories")?;
+    let addr = format!("{}:{}", args.kubelet_address, args.kubelet_port);
+    let (bound, _api) = berth::node::api::serve(node.shared(), &addr).await?;
+    tracing::info!(address = %bound, "serving the kubelet API");
+    Ok(tokio::spawn(node.run(stop)))
 }
 
 /// Resolves on SIGINT or SIGTERM.

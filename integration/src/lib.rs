@@ -49,6 +49,10 @@ impl Drop for TempDir {
 pub struct Daemon {
     pub dir: TempDir,
     child: Option<Child>,
+    /// `runtime`, or `node` with its flags.
+    mode: Vec<String>,
+    /// Cgroup trees the daemon's pods live under that are removed after the test.
+    cgroup_roots: Vec<String>,
 }
 
 impl Daemon {
@@ -56,9 +60,58 @@ impl Daemon {
     pub async fn start(config: &str) -> Daemon {
         let dir = TempDir::new("daemon");
         std::fs::write(dir.path().join("config.toml"), config).expect("write config");
-        let mut d = Daemon { dir, child: None };
+        let mut d = Daemon { dir, child: None, mode: vec!["runtime".into()], cgroup_roots: vec![] };
         d.spawn().await;
         d
+    }
+
+    /// `berth node` on a manifest directory of its own (`manifests()`), with the kubelet API on
+    /// a free port of 127.0.0.1 (`kubelet_url()`) and pod cgroups under a private root.
+    pub async fn start_node(config: &str) -> Daemon {
+        let dir = TempDir::new("node");
+        std::fs::write(dir.path().join("config.toml"), config).expect("write config");
+        std::fs::create_dir_all(dir.path().join("manifests")).expect("manifests dir");
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let cgroup_root = format!("/berth-it-kubepods-{}-{n}", std::process::id());
+        let mode = vec![
+            "node".to_string(),
+            "--pod-manifest-path".into(),
+            dir.path().join("manifests").display().to_string(),
+            "--kubelet-port".into(),
+            "0".into(),
+            "--kubelet-address".into(),
+            "127.0.0.1".into(),
+            "--node-name".into(),
+            "berth-it".into(),
+            "--cgroup-root".into(),
+            cgroup_root.clone(),
+        ];
+        let mut d = Daemon { dir, child: None, mode, cgroup_roots: vec![cgroup_root] };
+        d.spawn().await;
+        d
+    }
+
+    pub fn manifests(&self) -> PathBuf {
+        self.dir.path().join("manifests")
+    }
+
+    pub fn cgroup_root(&self) -> &str {
+        self.cgroup_roots.first().map(String::as_str).unwrap_or("")
+    }
+
+    /// The kubelet API's base URL, from the daemon's log (the port is chosen by the kernel).
+    pub async fn kubelet_url(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let log = self.log();
+            if let Some(line) = log.lines().filter(|l| l.contains("serving the kubelet API")).last() {
+                if let Some(addr) = line.split("address=").nth(1) {
+                    return format!("https://{}", addr.split_whitespace().next().unwrap_or_default());
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no kubelet API address in the log:\n{}", self.log());
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -96,7 +149,7 @@ impl Daemon {
         let verbosity: &[&str] = if std::env::var_os("BERTH_QUIET").is_some() { &[] } else { &["-v"] };
         let child = Command::new(berth_bin())
             .args(verbosity)
-            .arg("runtime")
+            .args(&self.mode)
             .args(self.args())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -210,6 +263,15 @@ impl Daemon {
             return;
         }
         let socket = self.socket();
+        // A node recreates what its manifests declare: take them away first.
+        let node = self.mode.first().map(|m| m == "node").unwrap_or(false);
+        if node {
+            if let Ok(rd) = std::fs::read_dir(self.manifests()) {
+                for e in rd.flatten() {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         let work = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
             rt.block_on(async move {
@@ -220,6 +282,15 @@ impl Daemon {
                 }));
                 let Ok(Ok(channel)) = tokio::time::timeout(Duration::from_secs(5), connect).await else { return };
                 let mut rt = RuntimeServiceClient::new(channel);
+                if node {
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while Instant::now() < deadline {
+                        match rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await {
+                            Ok(l) if !l.get_ref().items.is_empty() => tokio::time::sleep(Duration::from_millis(200)).await,
+                            _ => break,
+                        }
+                    }
+                }
                 let Ok(list) = rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await else { return };
                 for pod in list.into_inner().items {
                     let _ = tokio::time::timeout(Duration::from_secs(30), rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.id.clone() })).await;
@@ -246,6 +317,9 @@ impl Daemon {
         for m in mounts_under(self.dir.path()) {
             let c = std::ffi::CString::new(m.as_os_str().as_encoded_bytes()).expect("path");
             unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+        for root in &self.cgroup_roots {
+            remove_cgroup_tree(root);
         }
     }
 }

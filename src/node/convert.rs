@@ -1,0 +1,393 @@
+//! A Kubernetes Pod as CRI configs: the sandbox config (namespaces, DNS, ports, cgroup parent
+//! by QoS class) and each container's config (command, env with $(VAR) expansion and
+//! fieldRefs, mounts, resources, security context), the way the kubelet builds them.
+use super::quantity;
+use super::volumes::VolumePaths;
+use k8s_cri::v1 as cri;
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use std::collections::HashMap;
+use std::path::Path;
+
+pub const QOS_GUARANTEED: &str = "Guaranteed";
+pub const QOS_BURSTABLE: &str = "Burstable";
+pub const QOS_BESTEFFORT: &str = "BestEffort";
+
+fn resource(c: &Container, which: &str, name: &str) -> Option<String> {
+    let r = c.resources.as_ref()?;
+    let map = if which == "limits" { r.limits.as_ref() } else { r.requests.as_ref() }?;
+    map.get(name).map(|q| q.0.clone())
+}
+
+/// Requests default to limits when only limits are given.
+fn request(c: &Container, name: &str) -> Option<String> {
+    resource(c, "requests", name).or_else(|| resource(c, "limits", name))
+}
+
+/// The pod's QoS class as Kubernetes defines it.
+pub fn qos_class(spec: &PodSpec) -> &'static str {
+    let all: Vec<&Container> = spec.init_containers.iter().flatten().chain(spec.containers.iter()).collect();
+    let any = all.iter().any(|c| {
+        ["cpu", "memory"].iter().any(|r| resource(c, "requests", r).is_some() || resource(c, "limits", r).is_some())
+    });
+    if !any {
+        return QOS_BESTEFFORT;
+    }
+    let guaranteed = all.iter().all(|c| {
+        ["cpu", "memory"].iter().all(|r| match (resource(c, "limits", r), request(c, r)) {
+            (Some(l), Some(q)) => l == q,
+            _ => false,
+        })
+    });
+    if guaranteed {
+        QOS_GUARANTEED
+    } else {
+        QOS_BURSTABLE
+    }
+}
+
+/// kubepods[/burstable|/besteffort]/pod<uid> under the node's cgroup root.
+pub fn pod_cgroup_parent(root: &str, qos: &str, uid: &str) -> String {
+    let root = root.trim_end_matches('/');
+    match qos {
+        QOS_GUARANTEED => format!("{root}/pod{uid}"),
+        QOS_BURSTABLE => format!("{root}/burstable/pod{uid}"),
+        _ => format!("{root}/besteffort/pod{uid}"),
+    }
+}
+
+fn mode(node: bool, pod: bool) -> i32 {
+    if node {
+        cri::NamespaceMode::Node as i32
+    } else if pod {
+        cri::NamespaceMode::Pod as i32
+    } else {
+        cri::NamespaceMode::Container as i32
+    }
+}
+
+fn namespace_options(spec: &PodSpec) -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        network: mode(spec.host_network.unwrap_or(false), true),
+        pid: mode(spec.host_pid.unwrap_or(false), spec.share_process_namespace.unwrap_or(false)),
+        ipc: mode(spec.host_ipc.unwrap_or(false), true),
+        ..Default::default()
+    }
+}
+
+pub fn pod_labels(pod: &Pod) -> HashMap<String, String> {
+    let mut l: HashMap<String, String> = pod.metadata.labels.clone().unwrap_or_default().into_iter().collect();
+    l.insert("io.kubernetes.pod.name".into(), pod.metadata.name.clone().unwrap_or_default());
+    l.insert("io.kubernetes.pod.namespace".into(), pod.metadata.namespace.clone().unwrap_or_default());
+    l.insert("io.kubernetes.pod.uid".into(), pod.metadata.uid.clone().unwrap_or_default());
+    l
+}
+
+pub fn sandbox_config(pod: &Pod, attempt: u32, log_dir: &Path, cgroup_parent: &str) -> cri::PodSandboxConfig {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let hostname = spec.hostname.clone().unwrap_or_else(|| name.chars().take(63).collect::<String>().trim_end_matches(['-', '.']).to_string());
+    let dns = spec.dns_config.as_ref().filter(|_| spec.dns_policy.as_deref() == Some("None")).map(|d| cri::DnsConfig {
+        servers: d.nameservers.clone().unwrap_or_default(),
+        searches: d.searches.clone().unwrap_or_default(),
+        options: d.options.iter().flatten().map(|o| match &o.value {
+            Some(v) => format!("{}:{v}", o.name.clone().unwrap_or_default()),
+            None => o.name.clone().unwrap_or_default(),
+        }).collect(),
+    });
+    let port_mappings = spec
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.host_port.unwrap_or(0) > 0)
+        .map(|p| cri::PortMapping {
+            protocol: match p.protocol.as_deref() {
+                Some("UDP") => cri::Protocol::Udp as i32,
+                Some("SCTP") => cri::Protocol::Sctp as i32,
+                _ => cri::Protocol::Tcp as i32,
+            },
+            container_port: p.container_port,
+            host_port: p.host_port.unwrap_or(0),
+            host_ip: p.host_ip.clone().unwrap_or_default(),
+        })
+        .collect();
+    let psc = spec.security_context.clone().unwrap_or_default();
+    let sysctls = psc.sysctls.iter().flatten().map(|s| (s.name.clone(), s.value.clone())).collect();
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name,
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            attempt,
+        }),
+        hostname,
+        log_directory: log_dir.display().to_string(),
+        dns_config: dns,
+        port_mappings,
+        labels: pod_labels(pod),
+        annotations: pod.metadata.annotations.clone().unwrap_or_default().into_iter().collect(),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            cgroup_parent: cgroup_parent.to_string(),
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(namespace_options(&spec)),
+                run_as_user: psc.run_as_user.map(|v| cri::Int64Value { value: v }),
+                run_as_group: psc.run_as_group.map(|v| cri::Int64Value { value: v }),
+                supplemental_groups: psc.supplemental_groups.clone().unwrap_or_default(),
+                ..Default::default()
+            }),
+            sysctls,
+            ..Default::default()
+        }),
+        windows: None,
+    }
+}
+
+/// Values a fieldRef may name.
+pub struct FieldValues {
+    pub pod_ip: String,
+    pub host_ip: String,
+    pub node_name: String,
+}
+
+fn field_ref(pod: &Pod, path: &str, f: &FieldValues) -> Result<String, String> {
+    let md = &pod.metadata;
+    Ok(match path {
+        "metadata.name" => md.name.clone().unwrap_or_default(),
+        "metadata.namespace" => md.namespace.clone().unwrap_or_default(),
+        "metadata.uid" => md.uid.clone().unwrap_or_default(),
+        "spec.nodeName" => f.node_name.clone(),
+        "spec.serviceAccountName" => pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_default(),
+        "status.podIP" | "status.podIPs" => f.pod_ip.clone(),
+        "status.hostIP" | "status.hostIPs" => f.host_ip.clone(),
+        p => {
+            if let Some(key) = p.strip_prefix("metadata.labels['").and_then(|k| k.strip_suffix("']")) {
+                md.labels.as_ref().and_then(|l| l.get(key).cloned()).unwrap_or_default()
+            } else if let Some(key) = p.strip_prefix("metadata.annotations['").and_then(|k| k.strip_suffix("']")) {
+                md.annotations.as_ref().and_then(|l| l.get(key).cloned()).unwrap_or_default()
+            } else {
+                return Err(format!("unsupported fieldRef {p:?}"));
+            }
+        }
+    })
+}
+
+/// Kubernetes' $(VAR) expansion: known names are replaced, $$ escapes, unknown stay as written.
+pub fn expand(s: &str, env: &HashMap<String, String>) -> String {
+    let mut out = String::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' && i + 1 < b.len() {
+            if b[i + 1] == b'$' {
+                out.push('$');
+                i += 2;
+                continue;
+            }
+            if b[i + 1] == b'(' {
+                if let Some(end) = s[i + 2..].find(')') {
+                    let name = &s[i + 2..i + 2 + end];
+                    match env.get(name) {
+                        Some(v) => out.push_str(v),
+                        None => out.push_str(&s[i..i + 3 + end]),
+                    }
+                    i += 3 + end;
+                    continue;
+                }
+            }
+        }
+        let ch = s[i..].chars().next().unwrap_or('\0');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
+}
+
+fn resource_field(c: &Container, field: &str) -> Result<String, String> {
+    let (which, name) = match field.split_once('.') {
+        Some((w, n)) => (w, n),
+        None => return Err(format!("unsupported resourceFieldRef {field:?}")),
+    };
+    let v = resource(c, which, name).unwrap_or_default();
+    Ok(match name {
+        "cpu" => quantity::cpu_millis(&v).map(|m| ((m + 999) / 1000).to_string()).unwrap_or_else(|| "0".into()),
+        _ => quantity::bytes(&v).map(|b| b.to_string()).unwrap_or_else(|| "0".into()),
+    })
+}
+
+pub fn container_config(
+    pod: &Pod,
+    c: &Container,
+    attempt: u32,
+    volumes: &VolumePaths,
+    fields: &FieldValues,
+    seccomp_dir: &Path,
+) -> Result<cri::ContainerConfig, String> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    // Env: in order, each entry may refer to the ones before it.
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut known: HashMap<String, String> = HashMap::new();
+    if c.env_from.as_ref().map(|v| !v.is_empty()).unwrap_or(false) {
+        return Err("envFrom needs ConfigMaps or Secrets, which this node does not have yet".into());
+    }
+    for e in c.env.iter().flatten() {
+        let value = if let Some(from) = &e.value_from {
+            if let Some(f) = &from.field_ref {
+                field_ref(pod, &f.field_path, fields)?
+            } else if let Some(r) = &from.resource_field_ref {
+                resource_field(c, &r.resource)?
+            } else {
+                return Err(format!("env {:?}: only fieldRef and resourceFieldRef are supported yet", e.name));
+            }
+        } else {
+            expand(e.value.as_deref().unwrap_or_default(), &known)
+        };
+        known.insert(e.name.clone(), value.clone());
+        env.push((e.name.clone(), value));
+    }
+    let command = c.command.clone().unwrap_or_default().iter().map(|a| expand(a, &known)).collect();
+    let args = c.args.clone().unwrap_or_default().iter().map(|a| expand(a, &known)).collect();
+    let mut mounts = Vec::new();
+    for m in c.volume_mounts.iter().flatten() {
+        let host = volumes.get(&m.name).ok_or_else(|| format!("volumeMount {:?}: no such volume", m.name))?;
+        let host = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            Some(sub) => {
+                if sub.starts_with('/') || sub.split('/').any(|p| p == "..") {
+                    return Err(format!("volumeMount {:?}: invalid subPath {sub:?}", m.name));
+                }
+                let p = host.join(sub);
+                std::fs::create_dir_all(&p).map_err(|e| format!("subPath {sub:?}: {e}"))?;
+                p
+            }
+            None => host.clone(),
+        };
+        mounts.push(cri::Mount {
+            container_path: m.mount_path.clone(),
+            host_path: host.display().to_string(),
+            readonly: m.read_only.unwrap_or(false),
+            propagation: match m.mount_propagation.as_deref() {
+                Some("HostToContainer") => cri::MountPropagation::PropagationHostToContainer as i32,
+                Some("Bidirectional") => cri::MountPropagation::PropagationBidirectional as i32,
+                _ => cri::MountPropagation::PropagationPrivate as i32,
+            },
+            ..Default::default()
+        });
+    }
+    let qos = qos_class(&spec);
+    let cpu_req = request(c, "cpu").and_then(|q| quantity::cpu_millis(&q));
+    let cpu_lim = resource(c, "limits", "cpu").and_then(|q| quantity::cpu_millis(&q));
+    let mem_req = request(c, "memory").and_then(|q| quantity::bytes(&q));
+    let mem_lim = resource(c, "limits", "memory").and_then(|q| quantity::bytes(&q));
+    let shares = cpu_req.map(|m| (m * 1024 / 1000).max(2)).unwrap_or(2);
+    let period = 100_000;
+    let oom_score_adj = match qos {
+        QOS_GUARANTEED => -997,
+        QOS_BESTEFFORT => 1000,
+        _ => {
+            // 1000 - 1000 * request / node memory, kept in 2..999 as the kubelet does.
+            let total = node_memory_bytes().max(1);
+            let adj = 1000 - (1000 * mem_req.unwrap_or(0) as i128 / total as i128) as i64;
+            adj.clamp(2, 999)
+        }
+    };
+    let resources = cri::LinuxContainerResources {
+        cpu_period: if cpu_lim.is_some() { period } else { 0 },
+        cpu_quota: cpu_lim.map(|m| (m * period / 1000).max(1000)).unwrap_or(0),
+        cpu_shares: shares,
+        memory_limit_in_bytes: mem_lim.unwrap_or(0),
+        oom_score_adj,
+        ..Default::default()
+    };
+    let psc = spec.security_context.clone().unwrap_or_default();
+    let csc = c.security_context.clone().unwrap_or_default();
+    let run_as_user = csc.run_as_user.or(psc.run_as_user);
+    let run_as_group = csc.run_as_group.or(psc.run_as_group);
+    let non_root = csc.run_as_non_root.or(psc.run_as_non_root).unwrap_or(false);
+    if non_root && run_as_user == Some(0) {
+        return Err("runAsNonRoot is set but runAsUser is 0".into());
+    }
+    let mut supplemental = psc.supplemental_groups.clone().unwrap_or_default();
+    if let Some(g) = psc.fs_group {
+        supplemental.push(g);
+    }
+    let seccomp = csc.seccomp_profile.clone().or(psc.seccomp_profile.clone()).map(|p| match p.type_.as_str() {
+        "RuntimeDefault" => cri::SecurityProfile { profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32, localhost_ref: String::new() },
+        "Localhost" => cri::SecurityProfile {
+            profile_type: cri::security_profile::ProfileType::Localhost as i32,
+            localhost_ref: seccomp_dir.join(p.localhost_profile.unwrap_or_default()).display().to_string(),
+        },
+        _ => cri::SecurityProfile { profile_type: cri::security_profile::ProfileType::Unconfined as i32, localhost_ref: String::new() },
+    });
+    let caps = csc.capabilities.clone().map(|cp| cri::Capability {
+        add_capabilities: cp.add.unwrap_or_default(),
+        drop_capabilities: cp.drop.unwrap_or_default(),
+        ..Default::default()
+    });
+    let mut ns = namespace_options(&spec);
+    if !spec.host_pid.unwrap_or(false) && !spec.share_process_namespace.unwrap_or(false) {
+        ns.pid = cri::NamespaceMode::Container as i32;
+    }
+    let sc = cri::LinuxContainerSecurityContext {
+        capabilities: caps,
+        privileged: csc.privileged.unwrap_or(false),
+        namespace_options: Some(ns),
+        run_as_user: run_as_user.map(|v| cri::Int64Value { value: v }),
+        run_as_group: run_as_group.map(|v| cri::Int64Value { value: v }),
+        readonly_rootfs: csc.read_only_root_filesystem.unwrap_or(false),
+        supplemental_groups: supplemental,
+        no_new_privs: csc.allow_privilege_escalation == Some(false),
+        seccomp,
+        ..Default::default()
+    };
+    let mut labels = pod_labels(pod);
+    labels.insert("io.kubernetes.container.name".into(), c.name.clone());
+    let mut annotations = HashMap::new();
+    annotations.insert("io.kubernetes.container.restartCount".into(), attempt.to_string());
+    Ok(cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata { name: c.name.clone(), attempt }),
+        image: Some(cri::ImageSpec { image: c.image.clone().unwrap_or_default(), ..Default::default() }),
+        command,
+        args,
+        working_dir: c.working_dir.clone().unwrap_or_default(),
+        envs: env.into_iter().map(|(key, value)| cri::KeyValue { key, value }).collect(),
+        mounts,
+        labels,
+        annotations,
+        log_path: format!("{}/{attempt}.log", c.name),
+        stdin: c.stdin.unwrap_or(false),
+        stdin_once: c.stdin_once.unwrap_or(false),
+        tty: c.tty.unwrap_or(false),
+        linux: Some(cri::LinuxContainerConfig { resources: Some(resources), security_context: Some(sc) }),
+        ..Default::default()
+    })
+}
+
+fn node_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("MemTotal:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())))
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_variables_like_kubernetes() {
+        let env = HashMap::from([("A".to_string(), "x".to_string())]);
+        assert_eq!(expand("$(A)-$(B)-$$(A)-$", &env), "x-$(B)-$(A)-$");
+    }
+
+    #[test]
+    fn qos_classes() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({"spec": {"containers": [
+            {"name": "a", "image": "i", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}})).unwrap();
+        assert_eq!(qos_class(pod.spec.as_ref().unwrap()), QOS_GUARANTEED);
+        let pod: Pod = serde_json::from_value(serde_json::json!({"spec": {"containers": [
+            {"name": "a", "image": "i", "resources": {"requests": {"cpu": "100m"}}}]}})).unwrap();
+        assert_eq!(qos_class(pod.spec.as_ref().unwrap()), QOS_BURSTABLE);
+        let pod: Pod = serde_json::from_value(serde_json::json!({"spec": {"containers": [{"name": "a", "image": "i"}]}})).unwrap();
+        assert_eq!(qos_class(pod.spec.as_ref().unwrap()), QOS_BESTEFFORT);
+        assert_eq!(pod_cgroup_parent("/kubepods", QOS_BURSTABLE, "u1"), "/kubepods/burstable/podu1");
+    }
+}

@@ -1,0 +1,181 @@
+//! The static pod source: Pod manifests (YAML, one or more documents, or JSON) in a
+//! directory, read again whenever a file changes. Each pod gets a UID derived from its source
+//! file and content, so editing a manifest makes a new pod (the kubelet recreates on change).
+use k8s_openapi::api::core::v1::Pod;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// One pod from a manifest file.
+#[derive(Debug, Clone)]
+pub struct SourcePod {
+    pub pod: Pod,
+    pub file: PathBuf,
+}
+
+/// A snapshot of the directory: the pods it declares and the files it could not use.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Pods by UID.
+    pub pods: BTreeMap<String, SourcePod>,
+    /// Manifest errors by file.
+    pub errors: BTreeMap<PathBuf, String>,
+}
+
+/// Files of the directory with modification times, to notice changes cheaply.
+pub fn stamp(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return vec![] };
+    let mut v: Vec<_> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| is_manifest(p))
+        .map(|p| {
+            let md = std::fs::metadata(&p).ok();
+            (p, md.as_ref().and_then(|m| m.modified().ok()), md.map(|m| m.len()).unwrap_or(0))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn is_manifest(p: &Path) -> bool {
+    let hidden = p.file_name().and_then(|n| n.to_str()).map(|n| n.starts_with('.')).unwrap_or(true);
+    !hidden && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+}
+
+/// Read every manifest of `dir`.
+pub fn read_dir(dir: &Path, node_name: &str) -> Snapshot {
+    let mut snap = Snapshot::default();
+    for (path, _, _) in stamp(dir) {
+        match read_file(&path, node_name) {
+            Ok(pods) => {
+                for p in pods {
+                    let uid = p.pod.metadata.uid.clone().unwrap_or_default();
+                    if let Some(other) = snap.pods.values().find(|o| same_name(&o.pod, &p.pod)) {
+                        snap.errors.insert(
+                            path.clone(),
+                            format!("pod {} is also declared in {}", full_name(&p.pod), other.file.display()),
+                        );
+                        continue;
+                    }
+                    snap.pods.insert(uid, p);
+                }
+            }
+            Err(e) => {
+                snap.errors.insert(path.clone(), e);
+            }
+        }
+    }
+    snap
+}
+
+pub fn full_name(p: &Pod) -> String {
+    format!("{}/{}", p.metadata.namespace.as_deref().unwrap_or("default"), p.metadata.name.as_deref().unwrap_or(""))
+}
+
+fn same_name(a: &Pod, b: &Pod) -> bool {
+    full_name(a) == full_name(b)
+}
+
+/// The pods of one file; an error names what is wrong.
+pub fn read_file(path: &Path, node_name: &str) -> Result<Vec<SourcePod>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("reading: {e}"))?;
+    let docs: Vec<serde_json::Value> = if path.extension().and_then(|e| e.to_str()) == Some("json") {
+        vec![serde_json::from_str(&text).map_err(|e| format!("invalid JSON: {e}"))?]
+    } else {
+        serde_saphyr::from_multiple(&text).map_err(|e| format!("invalid YAML: {e}"))?
+    };
+    let mut out = Vec::new();
+    for (i, doc) in docs.into_iter().enumerate() {
+        if doc.is_null() {
+            continue;
+        }
+        let kind = doc["kind"].as_str().unwrap_or_default();
+        if kind != "Pod" {
+            return Err(format!("document {i}: kind {kind:?} is not a Pod"));
+        }
+        if doc["apiVersion"].as_str() != Some("v1") {
+            return Err(format!("document {i}: apiVersion must be v1"));
+        }
+        let content = serde_json::to_vec(&doc).unwrap_or_default();
+        let mut pod: Pod = serde_json::from_value(doc).map_err(|e| format!("document {i}: {e}"))?;
+        validate(&pod).map_err(|e| format!("document {i}: {e}"))?;
+        let md = &mut pod.metadata;
+        md.namespace.get_or_insert_with(|| "default".into());
+        // Static pods are named <name>-<node>, as the kubelet names their mirror pods.
+        let name = format!("{}-{}", md.name.clone().unwrap_or_default(), node_name);
+        md.name = Some(name);
+        let mut h = Sha256::new();
+        h.update(path.to_string_lossy().as_bytes());
+        h.update(&content);
+        let hex = hex::encode(h.finalize());
+        md.uid = Some(format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]));
+        let annotations = md.annotations.get_or_insert_with(Default::default);
+        annotations.insert("kubernetes.io/config.source".into(), "file".into());
+        annotations.insert("kubernetes.io/config.hash".into(), hex[..32].to_string());
+        out.push(SourcePod { pod, file: path.to_path_buf() });
+    }
+    Ok(out)
+}
+
+/// What the apiserver would refuse before a kubelet ever saw the pod.
+fn validate(p: &Pod) -> Result<(), String> {
+    let name = p.metadata.name.as_deref().unwrap_or_default();
+    if name.is_empty() {
+        return Err("metadata.name is required".into());
+    }
+    if name.len() > 253 || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.') {
+        return Err(format!("metadata.name {name:?} is not a DNS subdomain"));
+    }
+    let spec = p.spec.as_ref().ok_or("spec is required")?;
+    if spec.containers.is_empty() {
+        return Err("spec.containers must not be empty".into());
+    }
+    let mut names = std::collections::HashSet::new();
+    for c in spec.init_containers.iter().flatten().chain(spec.containers.iter()) {
+        if c.name.is_empty() {
+            return Err("every container needs a name".into());
+        }
+        if !names.insert(c.name.clone()) {
+            return Err(format!("container name {:?} is used twice", c.name));
+        }
+        if c.image.as_deref().unwrap_or_default().is_empty() {
+            return Err(format!("container {:?} has no image", c.name));
+        }
+    }
+    if let Some(p) = spec.restart_policy.as_deref() {
+        if !matches!(p, "Always" | "OnFailure" | "Never") {
+            return Err(format!("spec.restartPolicy {p:?} is not Always, OnFailure or Never"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_multi_document_yaml_and_reports_bad_files() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("a.yaml"),
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: one\nspec:\n  containers:\n  - name: c\n    image: busybox\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: two\n  namespace: kube-system\nspec:\n  containers:\n  - name: c\n    image: busybox\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("b.json"), r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"bad"},"spec":{"containers":[]}}"#).unwrap();
+        std::fs::write(d.path().join("c.yaml"), "kind: Deployment\napiVersion: apps/v1\n").unwrap();
+        std::fs::write(d.path().join(".hidden.yaml"), "garbage: [").unwrap();
+        let s = read_dir(d.path(), "node1");
+        let names: Vec<String> = s.pods.values().map(|p| full_name(&p.pod)).collect();
+        assert_eq!(names.len(), 2);
+        assert!(names.contains(&"default/one-node1".to_string()));
+        assert!(names.contains(&"kube-system/two-node1".to_string()));
+        assert!(s.errors[&d.path().join("b.json")].contains("containers"));
+        assert!(s.errors[&d.path().join("c.yaml")].contains("not a Pod"));
+        // Content decides the UID: the same file read again gives the same pods.
+        let again = read_dir(d.path(), "node1");
+        assert_eq!(s.pods.keys().collect::<Vec<_>>(), again.pods.keys().collect::<Vec<_>>());
+    }
+}

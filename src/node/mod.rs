@@ -1,0 +1,167 @@
+//! The kubelet half: pod sources (a manifest directory now; the apiserver later, through the
+//! same `Snapshot` of desired pods), one worker per pod that drives the runtime through the
+//! CRI trait, and the kubelet HTTP API.
+pub mod api;
+pub mod backoff;
+pub mod convert;
+pub mod manifest;
+pub mod quantity;
+pub mod status;
+pub mod volumes;
+pub mod worker;
+
+use crate::cri::api::{ImageApi, RuntimeApi};
+use crate::util::atomic;
+use k8s_cri::v1 as cri;
+use k8s_openapi::api::core::v1::Pod;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, RwLock};
+use worker::{PodProgress, Worker};
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_name: String,
+    pub node_ip: String,
+    pub manifest_dir: PathBuf,
+    /// Worker progress files.
+    pub state_dir: PathBuf,
+    /// Pod volumes.
+    pub pods_dir: PathBuf,
+    /// Container logs: <log_dir>/<namespace>_<name>_<uid>/<container>/<attempt>.log
+    pub log_dir: PathBuf,
+    pub seccomp_dir: PathBuf,
+    /// Root of the kubelet-style cgroup tree (kubepods).
+    pub cgroup_root: String,
+    pub sync_period: Duration,
+}
+
+/// What workers share: the runtime doors, the config and the published statuses.
+pub struct NodeShared {
+    pub runtime: Arc<dyn RuntimeApi>,
+    pub images: Arc<dyn ImageApi>,
+    pub cfg: NodeConfig,
+    /// Pods with their current status, by UID.
+    pub statuses: RwLock<BTreeMap<String, Pod>>,
+    /// Manifest problems by file, for the operator.
+    pub errors: RwLock<BTreeMap<PathBuf, String>>,
+}
+
+impl NodeShared {
+    fn progress_path(&self, uid: &str) -> PathBuf {
+        self.cfg.state_dir.join(format!("{uid}.json"))
+    }
+
+    pub fn load_progress(&self, uid: &str) -> Option<PodProgress> {
+        crate::runtime::state::read_json(&self.progress_path(uid)).ok()
+    }
+
+    pub fn save_progress(&self, uid: &str, p: &PodProgress) {
+        if let Err(e) = atomic::write_json(&self.progress_path(uid), p) {
+            tracing::warn!(uid, "saving pod progress: {e}");
+        }
+    }
+
+    pub async fn forget(&self, uid: &str) {
+        let _ = std::fs::remove_file(self.progress_path(uid));
+        self.statuses.write().await.remove(uid);
+    }
+}
+
+struct WorkerHandle {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+pub struct Node {
+    shared: Arc<NodeShared>,
+    workers: BTreeMap<String, WorkerHandle>,
+}
+
+impl Node {
+    pub fn new(cfg: NodeConfig, runtime: Arc<dyn RuntimeApi>, images: Arc<dyn ImageApi>) -> std::io::Result<Node> {
+        for d in [&cfg.state_dir, &cfg.pods_dir, &cfg.log_dir, &cfg.manifest_dir] {
+            std::fs::create_dir_all(d)?;
+        }
+        let shared = Arc::new(NodeShared { runtime, images, cfg, statuses: RwLock::new(BTreeMap::new()), errors: RwLock::new(BTreeMap::new()) });
+        Ok(Node { shared, workers: BTreeMap::new() })
+    }
+
+    pub fn shared(&self) -> Arc<NodeShared> {
+        self.shared.clone()
+    }
+
+    /// Follow the manifest directory until `stop` fires; then stop every worker (pods keep
+    /// running: a restarted node re-adopts them).
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        self.remove_orphans().await;
+        let mut last_stamp = None;
+        loop {
+            let stamp = manifest::stamp(&self.shared.cfg.manifest_dir);
+            if last_stamp.as_ref() != Some(&stamp) {
+                let snap = manifest::read_dir(&self.shared.cfg.manifest_dir, &self.shared.cfg.node_name);
+                for (file, e) in &snap.errors {
+                    tracing::warn!(file = %file.display(), "bad manifest: {e}");
+                }
+                let report: BTreeMap<String, String> = snap.errors.iter().map(|(f, e)| (f.display().to_string(), e.clone())).collect();
+                let _ = atomic::write_json(&self.shared.cfg.state_dir.join("manifest-errors.json"), &report);
+                *self.shared.errors.write().await = snap.errors.clone();
+                self.apply(snap);
+                last_stamp = Some(stamp);
+            }
+            self.workers.retain(|_, w| !w.task.is_finished());
+            tokio::select! {
+                _ = stop.changed() => break,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+        // Leave pods running; only the workers stop.
+        for (_, w) in std::mem::take(&mut self.workers) {
+            w.task.abort();
+        }
+    }
+
+    fn apply(&mut self, snap: manifest::Snapshot) {
+        for (uid, w) in &self.workers {
+            if !snap.pods.contains_key(uid) {
+                let _ = w.stop.send(true);
+            }
+        }
+        for (uid, sp) in snap.pods {
+            if self.workers.get(&uid).map(|w| !w.task.is_finished()).unwrap_or(false) {
+                continue;
+            }
+            tracing::info!(pod = %manifest::full_name(&sp.pod), file = %sp.file.display(), "pod added");
+            let (tx, rx) = watch::channel(false);
+            let worker = Worker::new(sp.pod, self.shared.clone());
+            let task = tokio::spawn(worker.run(rx));
+            self.workers.insert(uid, WorkerHandle { stop: tx, task });
+        }
+    }
+
+    /// Sandboxes of pods this node no longer has (a manifest removed while the node was
+    /// down) are stopped and removed, as the kubelet does at start.
+    async fn remove_orphans(&self) {
+        let desired = manifest::read_dir(&self.shared.cfg.manifest_dir, &self.shared.cfg.node_name);
+        let Ok(list) = self.shared.runtime.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await else { return };
+        for sb in list.items {
+            let Some(uid) = sb.labels.get("io.kubernetes.pod.uid") else { continue };
+            if desired.pods.contains_key(uid) {
+                continue;
+            }
+            tracing::info!(pod_uid = %uid, "removing the sandbox of a pod that is gone");
+            let _ = self.shared.runtime.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: sb.id.clone() }).await;
+            let _ = self.shared.runtime.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: sb.id }).await;
+            let _ = std::fs::remove_file(self.shared.progress_path(uid));
+            volumes::teardown(&self.shared.cfg.pods_dir, uid);
+            for qos in [convert::QOS_GUARANTEED, convert::QOS_BURSTABLE, convert::QOS_BESTEFFORT] {
+                let cg = crate::runtime::state::CgroupSpec { path: convert::pod_cgroup_parent(&self.shared.cfg.cgroup_root, qos, uid), systemd: false };
+                if let Ok(c) = crate::runtime::cgroups::Cgroup::open(&cg) {
+                    let _ = c.remove();
+                }
+            }
+        }
+    }
+}

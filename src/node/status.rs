@@ -1,0 +1,140 @@
+//! The pod's v1.PodStatus from the worker's progress and the runtime's container statuses:
+//! phase, conditions, container statuses with state, last state and restart counts.
+use super::convert;
+use super::worker::{Observed, PodProgress};
+use k8s_cri::v1 as cri;
+use k8s_openapi::api::core::v1::{
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, HostIP, Pod,
+    PodCondition, PodIP, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use std::collections::BTreeMap;
+
+pub fn time(ns: i64) -> Option<Time> {
+    if ns <= 0 {
+        return None;
+    }
+    k8s_openapi::jiff::Timestamp::from_nanosecond(ns as i128).ok().map(Time)
+}
+
+fn terminated(st: &cri::ContainerStatus) -> ContainerStateTerminated {
+    ContainerStateTerminated {
+        exit_code: st.exit_code,
+        reason: Some(if st.reason.is_empty() { if st.exit_code == 0 { "Completed".into() } else { "Error".into() } } else { st.reason.clone() }),
+        message: (!st.message.is_empty()).then(|| st.message.clone()),
+        started_at: time(st.started_at),
+        finished_at: time(st.finished_at),
+        container_id: Some(format!("berth://{}", st.id)),
+        signal: None,
+    }
+}
+
+fn container_status(c: &Container, progress: &PodProgress, observed: &BTreeMap<String, Observed>, init: bool, pod_initialized: bool) -> ContainerStatus {
+    let prog = progress.containers.get(&c.name).cloned().unwrap_or_default();
+    let obs = observed.get(&c.name).map(|o| &o.status);
+    let waiting = |reason: &str, message: Option<String>| ContainerState {
+        waiting: Some(ContainerStateWaiting { reason: Some(reason.into()), message }),
+        ..Default::default()
+    };
+    let (state, running) = match (obs, &prog.waiting) {
+        (_, Some((reason, msg))) if obs.map(|o| o.state != cri::ContainerState::ContainerRunning as i32).unwrap_or(true) => {
+            (waiting(reason, Some(msg.clone())), false)
+        }
+        (Some(o), _) if o.state == cri::ContainerState::ContainerRunning as i32 => (
+            ContainerState { running: Some(ContainerStateRunning { started_at: time(o.started_at) }), ..Default::default() },
+            true,
+        ),
+        (Some(o), _) if o.state == cri::ContainerState::ContainerExited as i32 => {
+            (ContainerState { terminated: Some(terminated(o)), ..Default::default() }, false)
+        }
+        _ => {
+            let reason = if init || pod_initialized { "ContainerCreating" } else { "PodInitializing" };
+            (waiting(reason, None), false)
+        }
+    };
+    // The previous attempt's end, when the container has restarted.
+    let last_state = obs.filter(|_| prog.restart_count > 0 && state.terminated.is_none()).and_then(|o| {
+        (o.state == cri::ContainerState::ContainerExited as i32).then(|| ContainerState { terminated: Some(terminated(o)), ..Default::default() })
+    });
+    let image_id = obs.map(|o| o.image_ref.clone()).unwrap_or_default();
+    ContainerStatus {
+        name: c.name.clone(),
+        image: c.image.clone().unwrap_or_default(),
+        image_id,
+        container_id: obs.map(|o| format!("berth://{}", o.id)),
+        ready: running,
+        started: Some(running),
+        restart_count: prog.restart_count as i32,
+        state: Some(state),
+        last_state,
+        ..Default::default()
+    }
+}
+
+/// Pending → Running → Succeeded / Failed, as Kubernetes defines the phase.
+pub fn phase(pod: &Pod, progress: &PodProgress, observed: &BTreeMap<String, Observed>) -> String {
+    if progress.phase == "Succeeded" || progress.phase == "Failed" {
+        return progress.phase.clone();
+    }
+    if !progress.init_done {
+        return "Pending".into();
+    }
+    let spec = pod.spec.clone().unwrap_or_default();
+    let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+    let states: Vec<Option<&cri::ContainerStatus>> = spec.containers.iter().map(|c| observed.get(&c.name).map(|o| &o.status)).collect();
+    if states.iter().any(|s| s.map(|s| s.state == cri::ContainerState::ContainerRunning as i32).unwrap_or(false)) {
+        return "Running".into();
+    }
+    let all_exited = states.iter().all(|s| s.map(|s| s.state == cri::ContainerState::ContainerExited as i32).unwrap_or(false));
+    if !all_exited {
+        return "Pending".into();
+    }
+    let all_ok = states.iter().all(|s| s.map(|s| s.exit_code == 0).unwrap_or(false));
+    match policy.as_str() {
+        "Never" => if all_ok { "Succeeded" } else { "Failed" }.into(),
+        "OnFailure" if all_ok => "Succeeded".into(),
+        // Restarting: the pod is still Running (between restarts).
+        _ => "Running".into(),
+    }
+}
+
+fn condition(kind: &str, progress: &PodProgress, value: bool) -> PodCondition {
+    let since = progress.conditions.get(kind).filter(|c| c.0 == value).map(|c| c.1).unwrap_or(progress.start_time_ns);
+    PodCondition {
+        type_: kind.into(),
+        status: if value { "True".into() } else { "False".into() },
+        last_transition_time: time(since),
+        ..Default::default()
+    }
+}
+
+pub fn pod_status(pod: &Pod, progress: &PodProgress, observed: &BTreeMap<String, Observed>, node_ip: &str) -> PodStatus {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let init_statuses: Vec<ContainerStatus> =
+        spec.init_containers.iter().flatten().map(|c| container_status(c, progress, observed, true, progress.init_done)).collect();
+    let statuses: Vec<ContainerStatus> = spec.containers.iter().map(|c| container_status(c, progress, observed, false, progress.init_done)).collect();
+    let containers_ready = statuses.iter().all(|s| s.ready);
+    let sandbox_ready = progress.conditions.get("PodReadyToStartContainers").map(|c| c.0).unwrap_or(false);
+    let conditions = vec![
+        condition("PodReadyToStartContainers", progress, sandbox_ready),
+        condition("Initialized", progress, progress.init_done),
+        condition("Ready", progress, containers_ready && progress.init_done),
+        condition("ContainersReady", progress, containers_ready && progress.init_done),
+        condition("PodScheduled", progress, true),
+    ];
+    PodStatus {
+        phase: Some(if progress.phase.is_empty() { "Pending".into() } else { progress.phase.clone() }),
+        conditions: Some(conditions),
+        container_statuses: Some(statuses),
+        init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
+        host_ip: Some(node_ip.to_string()),
+        host_ips: Some(vec![HostIP { ip: node_ip.to_string() }]),
+        pod_ip: progress.pod_ips.first().cloned(),
+        pod_ips: (!progress.pod_ips.is_empty()).then(|| progress.pod_ips.iter().map(|ip| PodIP { ip: ip.clone() }).collect()),
+        start_time: time(progress.start_time_ns),
+        qos_class: Some(convert::qos_class(&spec).to_string()),
+        reason: progress.reason.clone(),
+        message: progress.message.clone(),
+        ..Default::default()
+    }
+}

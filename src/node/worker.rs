@@ -1,0 +1,434 @@
+//! One pod worker per pod: drives the runtime (through the same CRI trait the gRPC server
+//! exposes) towards the pod's spec — sandbox, init containers one at a time, app containers,
+//! restarts by policy with back-off — and keeps the pod's status. Its progress is persisted
+//! so a restarted node carries on where it left off.
+use super::backoff::Backoff;
+use super::convert::{self, FieldValues};
+use super::status;
+use super::volumes;
+use super::NodeShared;
+use crate::cri::api::{ImageApi, RuntimeApi};
+use crate::runtime::state::now_ns;
+use k8s_cri::v1 as cri;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// Per-container progress.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ContainerProgress {
+    pub restart_count: u32,
+    pub backoff: Backoff,
+    /// Not before this time (ns) may the container start again.
+    pub next_start_ns: i64,
+    /// The reason and message to show while the container waits.
+    pub waiting: Option<(String, String)>,
+    /// The attempt the last created container had.
+    pub attempt: u32,
+    pub ever_started: bool,
+}
+
+/// What the worker knows about its pod beyond what the runtime reports.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PodProgress {
+    pub sandbox_id: String,
+    pub sandbox_attempt: u32,
+    pub start_time_ns: i64,
+    pub containers: BTreeMap<String, ContainerProgress>,
+    /// Condition type → (status, last transition ns).
+    pub conditions: BTreeMap<String, (bool, i64)>,
+    pub phase: String,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+    pub pod_ips: Vec<String>,
+    pub init_done: bool,
+}
+
+/// The runtime's view of one container name: its newest attempt.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub status: cri::ContainerStatus,
+}
+
+pub struct Worker {
+    pub pod: Pod,
+    shared: Arc<NodeShared>,
+    progress: PodProgress,
+}
+
+fn err<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+impl Worker {
+    pub fn new(pod: Pod, shared: Arc<NodeShared>) -> Worker {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let progress = shared.load_progress(&uid).unwrap_or_default();
+        Worker { pod, shared, progress }
+    }
+
+    fn uid(&self) -> String {
+        self.pod.metadata.uid.clone().unwrap_or_default()
+    }
+
+    fn rt(&self) -> &Arc<dyn RuntimeApi> {
+        &self.shared.runtime
+    }
+
+    fn images(&self) -> &Arc<dyn ImageApi> {
+        &self.shared.images
+    }
+
+    /// Run until told to stop, then tear the pod down.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let span = tracing::info_span!("pod", pod = %super::manifest::full_name(&self.pod));
+        let _e = span.enter();
+        if self.progress.start_time_ns == 0 {
+            self.progress.start_time_ns = now_ns();
+            self.progress.phase = "Pending".into();
+        }
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            if let Err(e) = self.sync().await {
+                tracing::warn!("sync: {e}");
+            }
+            self.publish().await;
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = tokio::time::sleep(self.shared.cfg.sync_period) => {}
+            }
+        }
+        self.terminate().await;
+    }
+
+    fn restart_policy(&self) -> String {
+        self.pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into())
+    }
+
+    fn set_condition(&mut self, kind: &str, value: bool) {
+        let now = now_ns();
+        let e = self.progress.conditions.entry(kind.to_string()).or_insert((value, now));
+        if e.0 != value {
+            *e = (value, now);
+        }
+    }
+
+    async fn publish(&mut self) {
+        let observed = self.observe().await.unwrap_or_default();
+        let status = status::pod_status(&self.pod, &self.progress, &observed, &self.shared.cfg.node_ip);
+        let mut pod = self.pod.clone();
+        pod.status = Some(status);
+        self.shared.statuses.write().await.insert(self.uid(), pod);
+        self.shared.save_progress(&self.uid(), &self.progress);
+    }
+
+    /// Newest container of each name in the current sandbox.
+    async fn observe(&self) -> Result<BTreeMap<String, Observed>, String> {
+        let mut out: BTreeMap<String, Observed> = BTreeMap::new();
+        if self.progress.sandbox_id.is_empty() {
+            return Ok(out);
+        }
+        let list = self
+            .rt()
+            .list_containers(cri::ListContainersRequest {
+                filter: Some(cri::ContainerFilter { pod_sandbox_id: self.progress.sandbox_id.clone(), ..Default::default() }),
+            })
+            .await
+            .map_err(err)?
+            .containers;
+        for c in list {
+            let name = c.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+            let attempt = c.metadata.as_ref().map(|m| m.attempt).unwrap_or(0);
+            let newer = out.get(&name).map(|o| o.status.metadata.as_ref().map(|m| m.attempt).unwrap_or(0) < attempt).unwrap_or(true);
+            if newer {
+                if let Ok(st) = self.rt().container_status(cri::ContainerStatusRequest { container_id: c.id.clone(), verbose: false }).await {
+                    if let Some(status) = st.status {
+                        out.insert(name, Observed { status });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn is_terminal(&self) -> bool {
+        self.progress.phase == "Succeeded" || self.progress.phase == "Failed"
+    }
+
+    async fn sync(&mut self) -> Result<(), String> {
+        if self.is_terminal() {
+            return Ok(());
+        }
+        self.set_condition("PodScheduled", true);
+        self.ensure_sandbox().await?;
+        let observed = self.observe().await?;
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        // Init containers: one at a time, each to success; sidecars (restartPolicy Always) keep running.
+        if !self.progress.init_done {
+            for c in spec.init_containers.iter().flatten() {
+                let sidecar = c.restart_policy.as_deref() == Some("Always");
+                match observed.get(&c.name).map(|o| cri::ContainerState::try_from(o.status.state).unwrap_or(cri::ContainerState::ContainerUnknown)) {
+                    Some(cri::ContainerState::ContainerExited) => {
+                        let st = &observed[&c.name].status;
+                        if st.exit_code == 0 && !sidecar {
+                            continue;
+                        }
+                        if !sidecar && self.restart_policy() == "Never" {
+                            self.progress.phase = "Failed".into();
+                            self.progress.reason = None;
+                            self.progress.message = Some(format!("init container {} failed with exit code {}", c.name, st.exit_code));
+                            self.stop_sandbox().await;
+                            return Ok(());
+                        }
+                        self.restart_with_backoff(c, st).await?;
+                        return Ok(());
+                    }
+                    Some(cri::ContainerState::ContainerRunning) => {
+                        if sidecar {
+                            continue;
+                        }
+                        return Ok(());
+                    }
+                    Some(cri::ContainerState::ContainerCreated) => return Ok(()),
+                    _ => {
+                        self.start(c).await?;
+                        if !sidecar {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            self.progress.init_done = true;
+        }
+        self.set_condition("Initialized", true);
+        // App containers.
+        let policy = self.restart_policy();
+        for c in &spec.containers {
+            match observed.get(&c.name) {
+                None => self.start(c).await?,
+                Some(o) if o.status.state == cri::ContainerState::ContainerExited as i32 => {
+                    let restart = match policy.as_str() {
+                        "Always" => true,
+                        "OnFailure" => o.status.exit_code != 0,
+                        _ => false,
+                    };
+                    if restart {
+                        self.restart_with_backoff(c, &o.status.clone()).await?;
+                    }
+                }
+                Some(o) if o.status.state == cri::ContainerState::ContainerCreated as i32 => {
+                    self.rt().start_container(cri::StartContainerRequest { container_id: o.status.id.clone() }).await.map_err(err)?;
+                }
+                Some(_) => {}
+            }
+        }
+        // Sidecars restart by their own policy after init.
+        for c in spec.init_containers.iter().flatten().filter(|c| c.restart_policy.as_deref() == Some("Always")) {
+            if let Some(o) = observed.get(&c.name) {
+                if o.status.state == cri::ContainerState::ContainerExited as i32 {
+                    self.restart_with_backoff(c, &o.status.clone()).await?;
+                }
+            }
+        }
+        let observed = self.observe().await?;
+        self.progress.phase = status::phase(&self.pod, &self.progress, &observed);
+        if self.is_terminal() {
+            self.stop_sandbox().await;
+        }
+        Ok(())
+    }
+
+    async fn restart_with_backoff(&mut self, c: &Container, st: &cri::ContainerStatus) -> Result<(), String> {
+        let now = now_ns();
+        let prog = self.progress.containers.entry(c.name.clone()).or_default();
+        if prog.next_start_ns == 0 || prog.next_start_ns < st.finished_at {
+            prog.next_start_ns = prog.backoff.next_restart(st.started_at, st.finished_at);
+        }
+        if now < prog.next_start_ns {
+            let secs = prog.backoff.delay_secs / 2;
+            let secs = if secs == 0 { super::backoff::INITIAL_SECS } else { secs };
+            prog.waiting = Some(("CrashLoopBackOff".into(), format!("back-off {secs}s restarting failed container={} pod={}", c.name, self.pod.metadata.name.clone().unwrap_or_default())));
+            return Ok(());
+        }
+        prog.restart_count += 1;
+        prog.next_start_ns = 0;
+        let old = st.id.clone();
+        self.start(c).await?;
+        // Keep only the newest exited attempt besides the new one, as the kubelet's GC does.
+        let _ = self.rt().remove_container(cri::RemoveContainerRequest { container_id: old }).await;
+        Ok(())
+    }
+
+    /// Pull (by policy), create and start one container.
+    async fn start(&mut self, c: &Container) -> Result<(), String> {
+        let image = c.image.clone().unwrap_or_default();
+        let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
+            let tag_latest = !image.contains('@') && image.rsplit('/').next().map(|last| !last.contains(':') || last.ends_with(":latest")).unwrap_or(true);
+            if tag_latest { "Always".into() } else { "IfNotPresent".into() }
+        });
+        let present = self
+            .images()
+            .image_status(cri::ImageStatusRequest { image: Some(cri::ImageSpec { image: image.clone(), ..Default::default() }), verbose: false })
+            .await
+            .map(|r| r.image.is_some())
+            .unwrap_or(false);
+        let name = c.name.clone();
+        let attempt = self.progress.containers.get(&name).map(|p| p.restart_count).unwrap_or(0);
+        let need_pull = match policy.as_str() {
+            "Always" => true,
+            "Never" => {
+                if !present {
+                    self.waiting(&name, "ErrImageNeverPull", &format!("image {image:?} is not present with pull policy of Never"));
+                    return Ok(());
+                }
+                false
+            }
+            _ => !present,
+        };
+        if need_pull {
+            let pulled = self.images().pull_image(cri::PullImageRequest { image: Some(cri::ImageSpec { image: image.clone(), ..Default::default() }), ..Default::default() }).await;
+            if let Err(e) = pulled {
+                let prog = self.progress.containers.entry(name.clone()).or_default();
+                let reason = if prog.waiting.as_ref().map(|w| w.0 == "ErrImagePull" || w.0 == "ImagePullBackOff").unwrap_or(false) { "ImagePullBackOff" } else { "ErrImagePull" };
+                self.waiting(&name, reason, &e.message);
+                return Ok(());
+            }
+        }
+        let volumes = match volumes::setup(&self.shared.cfg.pods_dir, &self.pod) {
+            Ok(v) => v,
+            Err(e) => {
+                self.waiting(&name, "CreateContainerConfigError", &e);
+                return Ok(());
+            }
+        };
+        let fields = FieldValues {
+            pod_ip: self.progress.pod_ips.first().cloned().unwrap_or_default(),
+            host_ip: self.shared.cfg.node_ip.clone(),
+            node_name: self.shared.cfg.node_name.clone(),
+        };
+        let config = match convert::container_config(&self.pod, c, attempt, &volumes, &fields, &self.shared.cfg.seccomp_dir) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                self.waiting(&name, "CreateContainerConfigError", &e);
+                return Ok(());
+            }
+        };
+        let sandbox_config = self.sandbox_config();
+        let created = self
+            .rt()
+            .create_container(cri::CreateContainerRequest { pod_sandbox_id: self.progress.sandbox_id.clone(), config: Some(config), sandbox_config: Some(sandbox_config) })
+            .await;
+        let id = match created {
+            Ok(r) => r.container_id,
+            Err(e) => {
+                self.waiting(&name, "CreateContainerError", &e.message);
+                return Ok(());
+            }
+        };
+        if let Err(e) = self.rt().start_container(cri::StartContainerRequest { container_id: id }).await {
+            self.waiting(&name, "RunContainerError", &e.message);
+            return Ok(());
+        }
+        let prog = self.progress.containers.entry(name).or_default();
+        prog.waiting = None;
+        prog.attempt = attempt;
+        prog.ever_started = true;
+        Ok(())
+    }
+
+    fn waiting(&mut self, name: &str, reason: &str, message: &str) {
+        tracing::warn!(container = name, reason, "{message}");
+        self.progress.containers.entry(name.to_string()).or_default().waiting = Some((reason.to_string(), message.to_string()));
+    }
+
+    fn cgroup_parent(&self) -> String {
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        convert::pod_cgroup_parent(&self.shared.cfg.cgroup_root, convert::qos_class(&spec), &self.uid())
+    }
+
+    fn log_dir(&self) -> std::path::PathBuf {
+        let md = &self.pod.metadata;
+        self.shared.cfg.log_dir.join(format!(
+            "{}_{}_{}",
+            md.namespace.clone().unwrap_or_default(),
+            md.name.clone().unwrap_or_default(),
+            self.uid()
+        ))
+    }
+
+    fn sandbox_config(&self) -> cri::PodSandboxConfig {
+        convert::sandbox_config(&self.pod, self.progress.sandbox_attempt, &self.log_dir(), &self.cgroup_parent())
+    }
+
+    /// A ready sandbox, created (again) when missing; a new sandbox re-runs init containers.
+    async fn ensure_sandbox(&mut self) -> Result<(), String> {
+        if !self.progress.sandbox_id.is_empty() {
+            let st = self.rt().pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: self.progress.sandbox_id.clone(), verbose: false }).await;
+            match st {
+                Ok(r) if r.status.as_ref().map(|s| s.state == cri::PodSandboxState::SandboxReady as i32).unwrap_or(false) => {
+                    self.set_condition("PodReadyToStartContainers", true);
+                    return Ok(());
+                }
+                Ok(_) => {
+                    let _ = self.rt().remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: self.progress.sandbox_id.clone() }).await;
+                    self.progress.sandbox_attempt += 1;
+                }
+                Err(_) => self.progress.sandbox_attempt += 1,
+            }
+        }
+        self.set_condition("PodReadyToStartContainers", false);
+        std::fs::create_dir_all(self.log_dir()).map_err(err)?;
+        let id = self
+            .rt()
+            .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(self.sandbox_config()), runtime_handler: String::new() })
+            .await
+            .map_err(|e| format!("RunPodSandbox: {}", e.message))?
+            .pod_sandbox_id;
+        self.progress.sandbox_id = id.clone();
+        self.progress.init_done = false;
+        let st = self.rt().pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: id, verbose: false }).await.map_err(err)?;
+        let net = st.status.and_then(|s| s.network).unwrap_or_default();
+        self.progress.pod_ips = std::iter::once(net.ip).chain(net.additional_ips.into_iter().map(|i| i.ip)).filter(|i| !i.is_empty()).collect();
+        self.set_condition("PodReadyToStartContainers", true);
+        self.shared.save_progress(&self.uid(), &self.progress);
+        Ok(())
+    }
+
+    async fn stop_sandbox(&mut self) {
+        if !self.progress.sandbox_id.is_empty() {
+            let _ = self.rt().stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: self.progress.sandbox_id.clone() }).await;
+        }
+        self.set_condition("PodReadyToStartContainers", false);
+    }
+
+    /// The pod left its source: stop its containers with the grace period, then remove it all.
+    async fn terminate(&mut self) {
+        let grace = self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+        if let Ok(observed) = self.observe().await {
+            let stops = observed
+                .values()
+                .filter(|o| o.status.state == cri::ContainerState::ContainerRunning as i32)
+                .map(|o| self.rt().stop_container(cri::StopContainerRequest { container_id: o.status.id.clone(), timeout: grace }));
+            futures_util::future::join_all(stops).await;
+        }
+        if !self.progress.sandbox_id.is_empty() {
+            let id = self.progress.sandbox_id.clone();
+            let _ = self.rt().stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id.clone() }).await;
+            if let Err(e) = self.rt().remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id }).await {
+                tracing::warn!("removing the sandbox: {}", e.message);
+            }
+        }
+        let cg = crate::runtime::state::CgroupSpec { path: self.cgroup_parent(), systemd: false };
+        if let Ok(c) = crate::runtime::cgroups::Cgroup::open(&cg) {
+            let _ = c.remove();
+        }
+        volumes::teardown(&self.shared.cfg.pods_dir, &self.uid());
+        let _ = std::fs::remove_dir_all(self.log_dir());
+        self.shared.forget(&self.uid()).await;
+        tracing::info!("pod removed");
+    }
+}
