@@ -1,0 +1,207 @@
+//! `berth node`: Pod manifests in a directory run as on a kubelet, seen through the kubelet
+//! API (/pods) and the CRI.
+use berth_integration::*;
+use k8s_cri::v1 as cri;
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn busybox() -> String {
+    format!("{}/berth/busybox:latest", test_registry())
+}
+
+async fn pods(url: &str) -> Vec<Value> {
+    let out = tokio::process::Command::new("curl").args(["-sk", "--max-time", "5", &format!("{url}/pods")]).output().await.expect("curl");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+async fn pod(url: &str, name: &str) -> Option<Value> {
+    pods(url).await.into_iter().find(|p| p["metadata"]["name"].as_str() == Some(&format!("{name}-berth-it")))
+}
+
+/// Poll /pods until `check` holds for the pod (or fail with the last status seen).
+async fn wait_for(url: &str, name: &str, what: &str, limit: Duration, check: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    let mut last = Value::Null;
+    while start.elapsed() < limit {
+        if let Some(p) = pod(url, name).await {
+            if check(&p) {
+                return p;
+            }
+            last = p;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("pod {name}: {what} not reached within {limit:?}; last status:\n{}", serde_json::to_string_pretty(&last["status"]).unwrap());
+}
+
+fn write(dir: &Path, file: &str, yaml: &str) {
+    let tmp = dir.join(format!(".{file}.tmp"));
+    std::fs::write(&tmp, yaml.replace("BUSYBOX", &busybox())).unwrap();
+    std::fs::rename(tmp, dir.join(file)).unwrap();
+}
+
+fn phase(p: &Value) -> &str {
+    p["status"]["phase"].as_str().unwrap_or_default()
+}
+
+fn condition(p: &Value, kind: &str) -> String {
+    p["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == kind).map(|c| c["status"].as_str().unwrap_or("").to_string()).unwrap_or_default()
+}
+
+const MYAPP: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: myapp-pod
+  labels: {app.kubernetes.io/name: MyApp}
+spec:
+  terminationGracePeriodSeconds: 2
+  volumes:
+  - name: shared
+    emptyDir: {}
+  initContainers:
+  - name: init-myservice
+    image: BUSYBOX
+    command: ['sh', '-c', 'sleep 1; cut -d" " -f1 /proc/uptime > /shared/myservice']
+    volumeMounts: [{name: shared, mountPath: /shared}]
+  - name: init-mydb
+    image: BUSYBOX
+    command: ['sh', '-c', 'until [ -f /shared/myservice ]; do sleep 0.1; done; sleep 0.2; cut -d" " -f1 /proc/uptime > /shared/mydb']
+    volumeMounts: [{name: shared, mountPath: /shared}]
+  containers:
+  - name: myapp-container
+    image: BUSYBOX
+    command: ['sh', '-c', 'echo "The app is running! $(POD_NAME)"; cat /shared/myservice /shared/mydb; exec sleep 3600']
+    env:
+    - name: POD_NAME
+      valueFrom: {fieldRef: {fieldPath: metadata.name}}
+    volumeMounts: [{name: shared, mountPath: /shared}]
+"#;
+
+#[tokio::test]
+async fn myapp_pod_runs_after_its_init_containers_and_goes_away_with_its_manifest() {
+    let d = Daemon::start_node("").await;
+    let url = d.kubelet_url().await;
+    let health = tokio::process::Command::new("curl").args(["-sk", &format!("{url}/healthz")]).output().await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&health.stdout), "ok");
+    write(&d.manifests(), "myapp.yaml", MYAPP);
+    let p = wait_for(&url, "myapp-pod", "Running", Duration::from_secs(60), |p| phase(p) == "Running").await;
+    assert_eq!(condition(&p, "Initialized"), "True");
+    assert_eq!(condition(&p, "Ready"), "True");
+    assert_eq!(condition(&p, "PodScheduled"), "True");
+    assert_eq!(p["status"]["qosClass"], "BestEffort");
+    let inits = p["status"]["initContainerStatuses"].as_array().unwrap();
+    assert_eq!(inits.len(), 2);
+    for s in inits {
+        assert_eq!(s["state"]["terminated"]["reason"], "Completed", "{s}");
+        assert_eq!(s["state"]["terminated"]["exitCode"], 0);
+    }
+    let app = &p["status"]["containerStatuses"][0];
+    assert!(app["state"]["running"]["startedAt"].is_string());
+    assert_eq!(app["ready"], true);
+    assert!(app["containerID"].as_str().unwrap().starts_with("berth://"));
+    // The app saw both init containers' files, in order, and its env expanded.
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    let log = d.data_dir().join("pod-logs").join(format!("default_myapp-pod-berth-it_{uid}/myapp-container/0.log"));
+    let start = Instant::now();
+    let mut lines: Vec<String> = vec![];
+    while lines.len() < 3 && start.elapsed() < Duration::from_secs(10) {
+        lines = std::fs::read_to_string(&log).unwrap_or_default().lines().map(|l| l.splitn(4, ' ').nth(3).unwrap_or("").to_string()).collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(lines[0], "The app is running! myapp-pod-berth-it");
+    let t1: f64 = lines[1].parse().unwrap();
+    let t2: f64 = lines[2].parse().unwrap();
+    assert!(t1 < t2, "init-myservice finished before init-mydb: {t1} {t2}");
+    // The pod cgroup sits in the kubelet-style tree.
+    let cg = format!("/sys/fs/cgroup/memory{}/besteffort/pod{uid}", d.cgroup_root());
+    assert!(Path::new(&cg).is_dir(), "{cg}");
+
+    std::fs::remove_file(d.manifests().join("myapp.yaml")).unwrap();
+    let start = Instant::now();
+    while pod(&url, "myapp-pod").await.is_some() {
+        assert!(start.elapsed() < Duration::from_secs(60), "the pod was not removed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut rt = d.runtime().await;
+    let left = rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await.unwrap().into_inner().items;
+    assert!(left.is_empty(), "sandboxes left: {left:?}");
+    assert!(!Path::new(&cg).exists(), "the pod cgroup is removed");
+}
+
+#[tokio::test]
+async fn restart_policies_and_crash_loop_back_off() {
+    let d = Daemon::start_node("").await;
+    let url = d.kubelet_url().await;
+    let pod = |name: &str, policy: &str, script: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  restartPolicy: {policy}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: BUSYBOX\n    command: ['sh', '-c', '{script}']\n")
+    };
+    write(&d.manifests(), "never-fails.yaml", &pod("never-fails", "Never", "exit 3"));
+    write(&d.manifests(), "onfailure-ok.yaml", &pod("onfailure-ok", "OnFailure", "exit 0"));
+    write(&d.manifests(), "always-crash.yaml", &pod("always-crash", "Always", "exit 1"));
+    write(&d.manifests(), "bad.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: Not_Valid\nspec:\n  containers: []\n");
+    let p = wait_for(&url, "never-fails", "Failed", Duration::from_secs(60), |p| phase(p) == "Failed").await;
+    assert_eq!(p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"], 3);
+    assert_eq!(p["status"]["containerStatuses"][0]["state"]["terminated"]["reason"], "Error");
+    assert_eq!(p["status"]["containerStatuses"][0]["restartCount"], 0);
+    let p = wait_for(&url, "onfailure-ok", "Succeeded", Duration::from_secs(60), |p| phase(p) == "Succeeded").await;
+    assert_eq!(p["status"]["containerStatuses"][0]["state"]["terminated"]["reason"], "Completed");
+    // Always: restarted at once, then held back 10 s, 20 s, ... in CrashLoopBackOff.
+    let p = wait_for(&url, "always-crash", "CrashLoopBackOff", Duration::from_secs(60), |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    })
+    .await;
+    assert_eq!(phase(&p), "Running");
+    assert_eq!(p["status"]["containerStatuses"][0]["restartCount"], 1);
+    assert!(p["status"]["containerStatuses"][0]["state"]["waiting"]["message"].as_str().unwrap().contains("back-off 10s"));
+    assert_eq!(p["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"], 1);
+    let p = wait_for(&url, "always-crash", "a second restart after the back-off", Duration::from_secs(30), |p| {
+        p["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap_or(0) >= 2
+    })
+    .await;
+    let _ = p;
+    let p = wait_for(&url, "always-crash", "back-off 20s", Duration::from_secs(30), |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["message"].as_str().map(|m| m.contains("back-off 20s")).unwrap_or(false)
+    })
+    .await;
+    assert_eq!(p["status"]["containerStatuses"][0]["restartCount"], 2);
+    // The bad manifest is reported and did not stop the others.
+    let errors: Value = serde_json::from_slice(&std::fs::read(d.data_dir().join("node/manifest-errors.json")).unwrap()).unwrap();
+    let (file, msg) = errors.as_object().unwrap().iter().next().unwrap();
+    assert!(file.ends_with("bad.yaml") && msg.as_str().unwrap().contains("metadata.name"), "{errors}");
+}
+
+#[tokio::test]
+async fn a_failing_init_container_fails_the_pod_under_never() {
+    let d = Daemon::start_node("").await;
+    let url = d.kubelet_url().await;
+    write(
+        &d.manifests(),
+        "initfail.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: initfail\nspec:\n  restartPolicy: Never\n  terminationGracePeriodSeconds: 1\n  initContainers:\n  - name: setup\n    image: BUSYBOX\n    command: ['sh', '-c', 'exit 2']\n  containers:\n  - name: main\n    image: BUSYBOX\n    command: ['sleep', '3600']\n",
+    );
+    let p = wait_for(&url, "initfail", "Failed", Duration::from_secs(60), |p| phase(p) == "Failed").await;
+    assert_eq!(p["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"], 2);
+    assert_eq!(p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "PodInitializing");
+    assert_eq!(condition(&p, "Initialized"), "False");
+}
+
+#[tokio::test]
+async fn pods_keep_running_across_a_node_restart() {
+    let mut d = Daemon::start_node("").await;
+    let url = d.kubelet_url().await;
+    write(&d.manifests(), "steady.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: steady\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: BUSYBOX\n    command: ['sleep', '3600']\n    resources:\n      limits: {cpu: 200m, memory: 64Mi}\n");
+    let p = wait_for(&url, "steady", "Running", Duration::from_secs(60), |p| phase(p) == "Running").await;
+    assert_eq!(p["status"]["qosClass"], "Guaranteed");
+    let id = p["status"]["containerStatuses"][0]["containerID"].as_str().unwrap().to_string();
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    let limit = std::fs::read_to_string(format!("/sys/fs/cgroup/memory{}/pod{uid}/memory.limit_in_bytes", d.cgroup_root())).ok();
+    let _ = limit;
+    d.kill9();
+    d.restart_after_kill9().await;
+    let url = d.kubelet_url().await;
+    let p = wait_for(&url, "steady", "Running again", Duration::from_secs(60), |p| phase(p) == "Running").await;
+    assert_eq!(p["status"]["containerStatuses"][0]["containerID"].as_str().unwrap(), id, "the same container, not a new one");
+    assert_eq!(p["status"]["containerStatuses"][0]["restartCount"], 0);
+}
