@@ -19,6 +19,7 @@ pub struct FileConfig {
     pub cgroup_driver: Option<CgroupDriver>,
     pub containers: ContainersConfig,
     pub network: crate::network::NetworkConfig,
+    pub streaming: crate::streaming::StreamingConfig,
 }
 
 /// Defaults every container gets.
@@ -79,6 +80,7 @@ pub struct Config {
     pub cgroup_driver: CgroupDriver,
     pub containers: ContainersConfig,
     pub network: crate::network::NetworkConfig,
+    pub streaming: crate::streaming::StreamingConfig,
 }
 
 impl Config {
@@ -123,6 +125,7 @@ impl FileConfig {
             cgroup_driver: self.cgroup_driver.unwrap_or(CgroupDriver::Cgroupfs),
             containers: self.containers,
             network: self.network,
+            streaming: self.streaming,
         }
     }
 }

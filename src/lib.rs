@@ -6,3 +6,4 @@ pub mod util;
 pub mod runtime;
 pub mod network;
 pub mod node;
+pub mod streaming;

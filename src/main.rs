@@ -37,6 +37,16 @@ struct Dirs {
 }
 
 #[derive(clap::Args, Clone)]
+struct RuntimeFlags {
+    /// The pod CIDR: with no CNI config present, a default berth-cni config for it is written.
+    #[arg(long)]
+    pod_cidr: Option<String>,
+    /// Address of the streaming server (exec, attach, port-forward URLs); port 0 picks one.
+    #[arg(long)]
+    streaming_address: Option<String>,
+}
+
+#[derive(clap::Args, Clone)]
 struct NodeArgs {
     /// Directory of Pod manifests (YAML or JSON), followed for changes.
     #[arg(long, default_value = "/etc/berth/manifests")]
@@ -64,17 +74,16 @@ enum Command {
     Runtime {
         #[command(flatten)]
         dirs: Dirs,
-        /// The pod CIDR: with no CNI config present, a default berth-cni config for it is written.
-        #[arg(long)]
-        pod_cidr: Option<String>,
+        #[command(flatten)]
+        flags: RuntimeFlags,
     },
     /// The runtime plus the kubelet half: runs the Pod manifests of a directory (static pods)
     /// and serves the kubelet API.
     Node {
         #[command(flatten)]
         dirs: Dirs,
-        #[arg(long)]
-        pod_cidr: Option<String>,
+        #[command(flatten)]
+        flags: RuntimeFlags,
         #[command(flatten)]
         node: NodeArgs,
     },
@@ -120,8 +129,8 @@ fn main() -> Result<()> {
     let file = config::load_file(cli.config.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
-        Command::Runtime { dirs, pod_cidr } => rt.block_on(run_runtime(file.resolve(dirs.data_dir, dirs.run_dir), pod_cidr, None)),
-        Command::Node { dirs, pod_cidr, node } => rt.block_on(run_runtime(file.resolve(dirs.data_dir, dirs.run_dir), pod_cidr, Some(node))),
+        Command::Runtime { dirs, flags } => rt.block_on(run_runtime(file.resolve(dirs.data_dir, dirs.run_dir), flags, None)),
+        Command::Node { dirs, flags, node } => rt.block_on(run_runtime(file.resolve(dirs.data_dir, dirs.run_dir), flags, Some(node))),
         Command::Images { socket, dirs, command } => {
             let cfg = file.resolve(dirs.data_dir, dirs.run_dir);
             let socket = socket.unwrap_or_else(|| cfg.socket());
@@ -130,7 +139,11 @@ fn main() -> Result<()> {
     }
 }
 
-async fn run_runtime(cfg: config::Config, pod_cidr: Option<String>, node: Option<NodeArgs>) -> Result<()> {
+async fn run_runtime(mut cfg: config::Config, flags: RuntimeFlags, node: Option<NodeArgs>) -> Result<()> {
+    let pod_cidr = flags.pod_cidr;
+    if let Some(a) = flags.streaming_address {
+        cfg.streaming.address = a;
+    }
     let store = ImageStore::open(&cfg.image_dir(), cfg.registry.clone())
         .with_context(|| format!("opening the image store in {}", cfg.image_dir().display()))?;
     let store = Arc::new(store);
@@ -156,7 +169,8 @@ async fn run_runtime(cfg: config::Config, pod_cidr: Option<String>, node: Option
     let network = Arc::new(Network::new(net_cfg, cfg.data_dir.join("network")));
     let rt = Runtime::open(rt_cfg, store.clone(), network).map_err(|e| anyhow::anyhow!("opening the runtime state: {e}"))?;
     rt.reconcile_network().await;
-    let runtime = Arc::new(CriRuntime::new(rt));
+    let streaming = berth::streaming::StreamingServer::start(&cfg.streaming, &cfg.data_dir, rt.clone()).await?;
+    let runtime = Arc::new(CriRuntime::new(rt, streaming));
     let (node_stop, node_stop_rx) = tokio::sync::watch::channel(false);
     let node_task = match node {
         Some(args) => Some(start_node(&cfg, args, runtime.clone(), images.clone(), node_stop_rx).await?),

@@ -52,7 +52,7 @@ pub trait ImageApi: Send + Sync + 'static {
     async fn image_fs_info(&self, req: cri::ImageFsInfoRequest) -> CriResult<cri::ImageFsInfoResponse>;
 }
 
-/// The CRI RuntimeService (streaming RPCs come with the streaming server).
+/// The CRI RuntimeService.
 #[tonic::async_trait]
 pub trait RuntimeApi: Send + Sync + 'static {
     async fn version(&self, req: cri::VersionRequest) -> CriResult<cri::VersionResponse>;
@@ -72,6 +72,9 @@ pub trait RuntimeApi: Send + Sync + 'static {
     async fn update_container_resources(&self, req: cri::UpdateContainerResourcesRequest) -> CriResult<cri::UpdateContainerResourcesResponse>;
     async fn reopen_container_log(&self, req: cri::ReopenContainerLogRequest) -> CriResult<cri::ReopenContainerLogResponse>;
     async fn exec_sync(&self, req: cri::ExecSyncRequest) -> CriResult<cri::ExecSyncResponse>;
+    async fn exec(&self, req: cri::ExecRequest) -> CriResult<cri::ExecResponse>;
+    async fn attach(&self, req: cri::AttachRequest) -> CriResult<cri::AttachResponse>;
+    async fn port_forward(&self, req: cri::PortForwardRequest) -> CriResult<cri::PortForwardResponse>;
     async fn container_stats(&self, req: cri::ContainerStatsRequest) -> CriResult<cri::ContainerStatsResponse>;
     async fn list_container_stats(&self, req: cri::ListContainerStatsRequest) -> CriResult<cri::ListContainerStatsResponse>;
     async fn pod_sandbox_stats(&self, req: cri::PodSandboxStatsRequest) -> CriResult<cri::PodSandboxStatsResponse>;

@@ -88,9 +88,9 @@ impl<T: RuntimeApi> RuntimeService for RuntimeGrpc<T> {
     delegate!(update_container_resources, cri::UpdateContainerResourcesRequest, cri::UpdateContainerResourcesResponse);
     delegate!(reopen_container_log, cri::ReopenContainerLogRequest, cri::ReopenContainerLogResponse);
     delegate!(exec_sync, cri::ExecSyncRequest, cri::ExecSyncResponse);
-    unserved!(exec, cri::ExecRequest, cri::ExecResponse);
-    unserved!(attach, cri::AttachRequest, cri::AttachResponse);
-    unserved!(port_forward, cri::PortForwardRequest, cri::PortForwardResponse);
+    delegate!(exec, cri::ExecRequest, cri::ExecResponse);
+    delegate!(attach, cri::AttachRequest, cri::AttachResponse);
+    delegate!(port_forward, cri::PortForwardRequest, cri::PortForwardResponse);
     delegate!(container_stats, cri::ContainerStatsRequest, cri::ContainerStatsResponse);
     delegate!(list_container_stats, cri::ListContainerStatsRequest, cri::ListContainerStatsResponse);
     delegate!(pod_sandbox_stats, cri::PodSandboxStatsRequest, cri::PodSandboxStatsResponse);

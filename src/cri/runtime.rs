@@ -4,6 +4,7 @@ use super::api::{CriError, CriResult, RuntimeApi};
 use crate::runtime::container::{ContainerState, Observed};
 use crate::runtime::records::{self, ContainerRecord, SandboxRecord};
 use crate::runtime::{stats, Runtime};
+use crate::streaming::{StreamRequest, StreamingServer, TokenError};
 use k8s_cri::v1 as cri;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,12 +16,38 @@ pub const RUNTIME_NAME: &str = "berth";
 pub struct CriRuntime {
     rt: Arc<Runtime>,
     cgroup_driver: cri::CgroupDriver,
+    streaming: Arc<StreamingServer>,
 }
 
 impl CriRuntime {
-    pub fn new(rt: Arc<Runtime>) -> Self {
+    pub fn new(rt: Arc<Runtime>, streaming: Arc<StreamingServer>) -> Self {
         let cgroup_driver = if rt.config().systemd_cgroup { cri::CgroupDriver::Systemd } else { cri::CgroupDriver::Cgroupfs };
-        CriRuntime { rt, cgroup_driver }
+        CriRuntime { rt, cgroup_driver, streaming }
+    }
+
+    fn stream_url(&self, req: StreamRequest) -> CriResult<String> {
+        self.streaming.url_for(req).map_err(|e| match e {
+            TokenError::Exhausted => CriError::new(tonic::Code::ResourceExhausted, e.to_string()),
+            TokenError::Random(_) => CriError::new(tonic::Code::Internal, e.to_string()),
+        })
+    }
+
+    /// The checks Exec and Attach share: a running container and a sensible stdio set.
+    fn check_stream_target(&self, container_id: &str, tty: bool, stdin: bool, stdout: bool, stderr: bool) -> CriResult<String> {
+        if container_id.is_empty() {
+            return Err(CriError::invalid("container_id is required"));
+        }
+        if !stdin && !stdout && !stderr {
+            return Err(CriError::invalid("one of stdin, stdout, or stderr must be set"));
+        }
+        if tty && stderr {
+            return Err(CriError::invalid("tty and stderr cannot both be true"));
+        }
+        let rec = self.rt.container(container_id)?;
+        if self.rt.observe(&rec).state != ContainerState::Running {
+            return Err(CriError::new(tonic::Code::FailedPrecondition, format!("container {} is not running", rec.id)));
+        }
+        Ok(rec.id)
     }
 }
 
@@ -380,6 +407,43 @@ impl RuntimeApi for CriRuntime {
     async fn exec_sync(&self, req: cri::ExecSyncRequest) -> CriResult<cri::ExecSyncResponse> {
         let (exit_code, stdout, stderr) = self.rt.exec_sync(&req.container_id, req.cmd, req.timeout).await?;
         Ok(cri::ExecSyncResponse { stdout, stderr, exit_code })
+    }
+
+    async fn exec(&self, req: cri::ExecRequest) -> CriResult<cri::ExecResponse> {
+        if req.cmd.is_empty() {
+            return Err(CriError::invalid("cmd must not be empty"));
+        }
+        let container_id = self.check_stream_target(&req.container_id, req.tty, req.stdin, req.stdout, req.stderr)?;
+        let url = self.stream_url(StreamRequest::Exec {
+            container_id,
+            cmd: req.cmd,
+            tty: req.tty,
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+        })?;
+        Ok(cri::ExecResponse { url })
+    }
+
+    async fn attach(&self, req: cri::AttachRequest) -> CriResult<cri::AttachResponse> {
+        let container_id = self.check_stream_target(&req.container_id, req.tty, req.stdin, req.stdout, req.stderr)?;
+        let url = self.stream_url(StreamRequest::Attach { container_id, tty: req.tty, stdin: req.stdin, stdout: req.stdout, stderr: req.stderr })?;
+        Ok(cri::AttachResponse { url })
+    }
+
+    async fn port_forward(&self, req: cri::PortForwardRequest) -> CriResult<cri::PortForwardResponse> {
+        if req.pod_sandbox_id.is_empty() {
+            return Err(CriError::invalid("pod_sandbox_id is required"));
+        }
+        if let Some(p) = req.port.iter().find(|p| !(1..=65535).contains(*p)) {
+            return Err(CriError::invalid(format!("port {p} is out of range 1-65535")));
+        }
+        let rec = self.rt.sandbox(&req.pod_sandbox_id)?;
+        if rec.stopped {
+            return Err(CriError::new(tonic::Code::FailedPrecondition, format!("pod sandbox {} is not ready", rec.id)));
+        }
+        let url = self.stream_url(StreamRequest::PortForward { sandbox_id: rec.id, ports: req.port })?;
+        Ok(cri::PortForwardResponse { url })
     }
 
     async fn container_stats(&self, req: cri::ContainerStatsRequest) -> CriResult<cri::ContainerStatsResponse> {

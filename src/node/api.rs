@@ -19,21 +19,7 @@ pub enum ApiError {
 }
 
 fn tls_config(dir: &Path, names: Vec<String>) -> Result<rustls::ServerConfig, ApiError> {
-    use rustls::pki_types::pem::PemObject;
-    let cert_path = dir.join("kubelet.crt");
-    let key_path = dir.join("kubelet.key");
-    if !cert_path.exists() || !key_path.exists() {
-        let ck = rcgen::generate_simple_self_signed(names).map_err(|e| ApiError::Cert(e.to_string()))?;
-        crate::util::atomic::write_file(&key_path, ck.signing_key.serialize_pem().as_bytes()).map_err(|e| ApiError::Cert(e.to_string()))?;
-        crate::util::atomic::write_file(&cert_path, ck.cert.pem().as_bytes()).map_err(|e| ApiError::Cert(e.to_string()))?;
-    }
-    let certs = rustls::pki_types::CertificateDer::pem_file_iter(&cert_path)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| ApiError::Cert(e.to_string()))?;
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&key_path).map_err(|e| ApiError::Cert(e.to_string()))?;
-    let mut cfg = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).map_err(|e| ApiError::Cert(e.to_string()))?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(cfg)
+    crate::util::tls::server_config(&dir.join("kubelet.crt"), &dir.join("kubelet.key"), names, true).map_err(|e| ApiError::Cert(e.to_string()))
 }
 
 async fn healthz() -> &'static str {

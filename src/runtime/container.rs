@@ -16,6 +16,14 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
+/// How an exec'd process gets its stdio.
+pub enum ExecStdio {
+    /// Pipes for stdout and stderr, and for stdin when asked.
+    Piped { stdin: bool },
+    /// The slave end of a terminal for all three.
+    Terminal(std::os::fd::OwnedFd),
+}
+
 /// Longest output ExecSync keeps per stream.
 const EXEC_OUTPUT_LIMIT: usize = 16 * 1024 * 1024;
 
@@ -417,7 +425,7 @@ impl Runtime {
             return Err(RuntimeError::Invalid("cmd must not be empty".into()));
         }
         let rec = self.container(id)?;
-        let mut child = self.spawn_exec(&rec, cmd, false, timeout)?;
+        let mut child = self.spawn_exec(&rec, cmd, ExecStdio::Piped { stdin: false }, timeout)?;
         let mut out = child.stdout.take().ok_or_else(|| internal("exec", "no stdout"))?;
         let mut err = child.stderr.take().ok_or_else(|| internal("exec", "no stderr"))?;
         let read_out = async {
@@ -453,8 +461,12 @@ impl Runtime {
         Ok((code, stdout, stderr))
     }
 
-    /// Start `berth __exec` for a command in the container; stdio is piped.
-    pub fn spawn_exec(&self, rec: &ContainerRecord, cmd: Vec<String>, tty: bool, timeout: i64) -> RtResult<tokio::process::Child> {
+    /// Start `berth __exec` for a command in the container, with pipes or a terminal.
+    pub fn spawn_exec(&self, rec: &ContainerRecord, cmd: Vec<String>, stdio: ExecStdio, timeout: i64) -> RtResult<tokio::process::Child> {
+        if cmd.is_empty() {
+            return Err(RuntimeError::Invalid("cmd must not be empty".into()));
+        }
+        let tty = matches!(stdio, ExecStdio::Terminal(_));
         let obs = self.observe(rec);
         if obs.state != ContainerState::Running {
             return Err(RuntimeError::FailedPrecondition(format!("container {} is not running", rec.id)));
@@ -469,20 +481,34 @@ impl Runtime {
         let file = dir.join(format!("exec-{}.json", &records::new_id()[..16]));
         atomic::write_json_volatile(&file, &process).map_err(|e| internal("exec", e))?;
         let exe = std::env::current_exe().map_err(|e| internal("finding our own binary", e))?;
-        tokio::process::Command::new(exe)
-            .arg(super::process::EXEC_ARG)
-            .arg(&dir)
-            .arg(&file)
-            .arg(timeout.max(0).to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
+        let mut command = tokio::process::Command::new(exe);
+        command.arg(super::process::EXEC_ARG).arg(&dir).arg(&file).arg(timeout.max(0).to_string()).kill_on_drop(true);
+        match stdio {
+            ExecStdio::Piped { stdin } => {
+                command.stdin(if stdin { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+            }
+            ExecStdio::Terminal(slave) => {
+                let dup = |f: &std::os::fd::OwnedFd| f.try_clone().map_err(|e| internal("exec terminal", e));
+                command.stdin(Stdio::from(dup(&slave)?)).stdout(Stdio::from(dup(&slave)?)).stderr(Stdio::from(slave));
+            }
+        }
+        command
             .spawn()
             .map_err(|e| {
                 let _ = std::fs::remove_file(&file);
                 internal("starting exec", e)
             })
+    }
+
+    /// The state directory of a running container whose monitor serves attach clients.
+    pub fn attach_dir(&self, id: &str) -> RtResult<(ContainerRecord, PathBuf)> {
+        let rec = self.container(id)?;
+        let obs = self.observe(&rec);
+        if obs.state != ContainerState::Running {
+            return Err(RuntimeError::FailedPrecondition(format!("container {} is not running", rec.id)));
+        }
+        let dir = self.container_run_dir(&rec.id);
+        Ok((rec, dir))
     }
 
     /// UpdateContainerResources: apply to the cgroup and keep the spec in step.

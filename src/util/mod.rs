@@ -2,3 +2,4 @@
 pub mod atomic;
 pub mod digest;
 pub mod keyed_lock;
+pub mod tls;

@@ -76,13 +76,16 @@ fn run(dir: &std::path::Path, process_file: &std::path::Path, timeout: u64) -> S
         ForkResult::Child => {
             drop(err_r);
             let _ = SigSet::all().thread_unblock();
-            // Its own process group, so a timeout can end everything it started.
-            let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
+            // Its own process group, so a timeout can end everything it started; with a
+            // terminal, its own session too, with the pty (our stdin) as controlling
+            // terminal so Ctrl-C reaches it.
             let mut rep = Reporter::new(err_w);
             if process.terminal().unwrap_or(false) {
                 let _ = nix::unistd::setsid();
                 // SAFETY: TIOCSCTTY on our stdin, which is the pty slave when a terminal is asked for.
                 unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) };
+            } else {
+                let _ = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0));
             }
             let e = match super::init::finish_process(&process, seccomp.as_ref(), &mut rep) {
                 Ok(never) => match never {},

@@ -1,6 +1,7 @@
 //! Code that runs in Berth's re-executed helper processes: the container monitor, the pod
 //! namespace creator and exec. They start before any async runtime or thread exists, so
 //! fork() is safe in them.
+pub mod attach_hub;
 pub mod exec;
 pub mod init;
 pub mod logfile;

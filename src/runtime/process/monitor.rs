@@ -2,6 +2,7 @@
 //! starts the container as its child, reports once the container runs, then holds the
 //! container's stdio, writes the CRI log, reaps the container and records how it ended.
 //! Single-threaded, no async runtime: it sits in poll(2) and costs little memory.
+use super::attach_hub::{AttachHub, KIND_STDERR, KIND_STDOUT};
 use super::logfile::{CriLog, LineSplitter};
 use super::sync::{self, Context, Reporter, SetupError, SetupResult};
 use crate::runtime::cgroups::{self, Cgroup};
@@ -148,6 +149,14 @@ fn run(cfg: &MonitorConfig) -> SetupResult<()> {
     drop(err_w);
     let Stdio { child_in, child_out, child_err, outputs, _stdin_keep, tty } = stdio;
     drop((child_in, child_out, child_err));
+    // Attach clients write to the pipe's write end, or to the pty master under a terminal.
+    let (attach_stdin, pty) = if tty {
+        let master = outputs.first().map(|(_, f)| f);
+        let stdin = if cfg.stdin { master.and_then(|f| f.try_clone().ok()) } else { None };
+        (stdin, master.map(|f| f.as_raw_fd()))
+    } else {
+        (_stdin_keep, None)
+    };
 
     let cgroup = Cgroup::open(&cfg.cgroup).and_then(|cg| {
         cg.add(child.as_raw())?;
@@ -181,7 +190,8 @@ fn run(cfg: &MonitorConfig) -> SetupResult<()> {
     atomic::write_json_volatile(&cfg.state_dir.join(state::STATE_FILE), &run).ctx(|| "writing state.json".into())?;
     report(&MonitorReport { state: Some(run), error: None, warnings: setup.warnings });
 
-    let status = pump(child, outputs, tty, &sfd, &mut log);
+    let hub = AttachHub::new(&cfg.state_dir, attach_stdin, pty, cfg.stdin_once);
+    let status = pump(child, outputs, hub, &sfd, &mut log);
     let (exit_code, signal) = match status {
         WaitStatus::Exited(_, code) => (code, None),
         WaitStatus::Signaled(_, sig, _) => (128 + sig as i32, Some(sig as i32)),
@@ -222,7 +232,7 @@ fn container_child(spec: &Spec, stdio: &Stdio, go: &mut File, err_w: File) -> i3
 }
 
 /// Copy output into the log until the container has exited and its output is drained.
-fn pump(child: Pid, mut outputs: Vec<(&'static str, File)>, tty: bool, sfd: &SignalFd, log: &mut CriLog) -> WaitStatus {
+fn pump(child: Pid, mut outputs: Vec<(&'static str, File)>, mut hub: AttachHub, sfd: &SignalFd, log: &mut CriLog) -> WaitStatus {
     let mut splitters: Vec<LineSplitter> = outputs.iter().map(|_| LineSplitter::default()).collect();
     let mut open: Vec<bool> = outputs.iter().map(|_| true).collect();
     let mut status: Option<WaitStatus> = None;
@@ -241,6 +251,8 @@ fn pump(child: Pid, mut outputs: Vec<(&'static str, File)>, tty: bool, sfd: &Sig
             .map(|((_, f), o)| libc::pollfd { fd: if *o { f.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 })
             .collect();
         fds.push(libc::pollfd { fd: sfd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        let hub_at = fds.len();
+        hub.poll_fds(&mut fds);
         let timeout = if exited_at.is_some() { 100 } else { -1 };
         // SAFETY: fds is a valid array of pollfd for its length.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
@@ -254,7 +266,10 @@ fn pump(child: Pid, mut outputs: Vec<(&'static str, File)>, tty: bool, sfd: &Sig
             let (stream, file) = &mut outputs[i];
             match file.read(&mut buf) {
                 Ok(0) => open[i] = false,
-                Ok(n) => splitters[i].feed(&buf[..n], &mut |p, c| log.write_entry(stream, p, c)),
+                Ok(n) => {
+                    hub.broadcast(if *stream == "stderr" { KIND_STDERR } else { KIND_STDOUT }, &buf[..n]);
+                    splitters[i].feed(&buf[..n], &mut |p, c| log.write_entry(stream, p, c))
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted || e.kind() == std::io::ErrorKind::WouldBlock => {}
                 // A pty master reads EIO once every slave end is closed.
                 Err(_) => open[i] = false,
@@ -263,6 +278,7 @@ fn pump(child: Pid, mut outputs: Vec<(&'static str, File)>, tty: bool, sfd: &Sig
                 splitters[i].finish(&mut |p, c| log.write_entry(stream, p, c));
             }
         }
+        hub.handle(&fds[hub_at..]);
         while let Ok(Some(sig)) = sfd.read_signal() {
             match Signal::try_from(sig.ssi_signo as i32) {
                 Ok(Signal::SIGUSR1) => {
@@ -274,7 +290,6 @@ fn pump(child: Pid, mut outputs: Vec<(&'static str, File)>, tty: bool, sfd: &Sig
                 _ => {}
             }
         }
-        let _ = tty;
     }
     for (i, (stream, _)) in outputs.iter().enumerate() {
         splitters[i].finish(&mut |p, c| log.write_entry(stream, p, c));
