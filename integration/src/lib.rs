@@ -12,6 +12,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 pub mod containerd;
 pub mod registry;
+pub mod streaming;
 pub mod token;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -25,7 +25,8 @@ pub async fn run(rt: &Runtime, container_id: &str, cmd: Vec<String>, tty: bool, 
         Err(e) => return Outcome::Failed(e.to_string()),
     };
     if tty {
-        let (master, slave) = match open_pty() {
+        let pid = rt.observe(&rec).run.map(|r| r.pid);
+        let (master, slave) = match open_pty(pid) {
             Ok(p) => p,
             Err(e) => return Outcome::Failed(format!("allocating a terminal: {e}")),
         };
@@ -163,23 +164,32 @@ async fn run_tty(mut child: tokio::process::Child, master: OwnedFd, io: CommandI
     Outcome::Exited(code)
 }
 
-/// A new pseudo-terminal: (master, slave), both close-on-exec, the master non-blocking.
-fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
-    // SAFETY: plain libc calls on descriptors this function owns; every result is checked.
+/// A pseudo-terminal for a process in the container whose init is `pid`: (master, slave).
+/// The pair comes from the container's own devpts instance, so inside the container the
+/// process's terminal is a real /dev/pts/N (`tty` and `ttyname` work); the master stays
+/// with the daemon. Containers without their own devpts get one from the host's.
+fn open_pty(pid: Option<i32>) -> io::Result<(OwnedFd, OwnedFd)> {
+    let master = match pid.map(open_container_ptmx) {
+        Some(Ok(m)) => m,
+        _ => {
+            // SAFETY: posix_openpt returns a new descriptor or -1.
+            let m = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+            if m < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: m was just opened and is owned by nothing else.
+            unsafe { OwnedFd::from_raw_fd(m) }
+        }
+    };
+    let m = master.as_raw_fd();
+    // SAFETY: ioctls on the master we own; results are checked.
     unsafe {
-        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
-        if m < 0 {
+        let unlock: libc::c_int = 0;
+        if libc::ioctl(m, libc::TIOCSPTLCK, &unlock) != 0 {
             return Err(io::Error::last_os_error());
         }
-        let master = OwnedFd::from_raw_fd(m);
-        if libc::grantpt(m) != 0 || libc::unlockpt(m) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut name = [0 as libc::c_char; 128];
-        if libc::ptsname_r(m, name.as_mut_ptr(), name.len()) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let s = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        // The slave, opened through the master: no path lookup in anyone's /dev.
+        let s = libc::ioctl(m, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
         if s < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -188,6 +198,36 @@ fn open_pty() -> io::Result<(OwnedFd, OwnedFd)> {
         libc::fcntl(m, libc::F_SETFL, fl | libc::O_NONBLOCK);
         Ok((master, slave))
     }
+}
+
+/// Open /dev/pts/ptmx inside the container's root without following anything the
+/// container could have planted out of it, and make sure it is the ptmx device.
+fn open_container_ptmx(pid: i32) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let root = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(format!("/proc/{pid}/root"))?;
+    // SAFETY: open_how is plain data; zeroed is a valid start.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    let path = c"dev/pts/ptmx";
+    // SAFETY: openat2 with a valid dirfd, NUL-terminated path and open_how of the given size.
+    let fd = unsafe {
+        libc::syscall(libc::SYS_openat2, root.as_raw_fd(), path.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>())
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned by openat2 and is owned by nothing else.
+    let f = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let st = nix::sys::stat::fstat(&f).map_err(io::Error::from)?;
+    let is_ptmx = (st.st_mode & libc::S_IFMT) == libc::S_IFCHR && libc::major(st.st_rdev) == 5 && libc::minor(st.st_rdev) == 2;
+    if !is_ptmx {
+        return Err(io::Error::other("the container's /dev/pts/ptmx is not the ptmx device"));
+    }
+    Ok(f)
 }
 
 fn set_size(fd: i32, sz: TermSize) {

@@ -25,7 +25,8 @@ pub fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
 }
 
 /// Run the container's setup and exec its process. Returns only on failure.
-pub fn run(spec: &Spec, rep: &mut Reporter) -> SetupResult<Infallible> {
+/// Under a terminal, `console` is where the pty master goes once the container's devpts is up.
+pub fn run(spec: &Spec, console: Option<&std::os::fd::OwnedFd>, rep: &mut Reporter) -> SetupResult<Infallible> {
     let linux = spec.linux().clone().unwrap_or_default();
     // Join the pod's namespaces (the PID namespace was arranged by the monitor before fork).
     let mut new_ns = CloneFlags::empty();
@@ -53,6 +54,9 @@ pub fn run(spec: &Spec, rep: &mut Reporter) -> SetupResult<Infallible> {
         .map(|r| r.path().clone())
         .ok_or_else(|| SetupError::Invalid("the spec has no root".into()))?;
     mounts::prepare_rootfs(spec, &rootfs, rep)?;
+    if let Some(c) = console {
+        super::console::setup_in_container(c)?;
+    }
     for (key, value) in linux.sysctl().iter().flatten() {
         let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
         std::fs::write(&path, value).ctx(|| format!("sysctl {key}={value}"))?;

@@ -2,6 +2,7 @@
 //! namespace creator and exec. They start before any async runtime or thread exists, so
 //! fork() is safe in them.
 pub mod attach_hub;
+pub mod console;
 pub mod exec;
 pub mod init;
 pub mod logfile;

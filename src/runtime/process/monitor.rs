@@ -3,6 +3,7 @@
 //! container's stdio, writes the CRI log, reaps the container and records how it ended.
 //! Single-threaded, no async runtime: it sits in poll(2) and costs little memory.
 use super::attach_hub::{AttachHub, KIND_STDERR, KIND_STDOUT};
+use super::console;
 use super::logfile::{CriLog, LineSplitter};
 use super::sync::{self, Context, Reporter, SetupError, SetupResult};
 use crate::runtime::cgroups::{self, Cgroup};
@@ -71,28 +72,20 @@ fn report(r: &MonitorReport) {
 
 /// The container's ends and the monitor's ends of its stdio.
 struct Stdio {
-    child_in: OwnedFd,
-    child_out: OwnedFd,
-    child_err: OwnedFd,
+    /// stdin, stdout, stderr of the container; None under a terminal, which the container
+    /// makes itself (see `console`).
+    child_fds: Option<[OwnedFd; 3]>,
     /// Readable ends the monitor logs: (stream name, fd).
     outputs: Vec<(&'static str, File)>,
     /// Kept open so the container's stdin stays open for attach.
-    _stdin_keep: Option<File>,
-    tty: bool,
+    stdin_keep: Option<File>,
+    /// Under a terminal: the monitor's and the container's ends of the console socket.
+    console: Option<(OwnedFd, OwnedFd)>,
 }
 
 fn make_stdio(cfg: &MonitorConfig) -> SetupResult<Stdio> {
     if cfg.tty {
-        let pty = nix::pty::openpty(None, None).ctx(|| "openpty".into())?;
-        let slave: OwnedFd = pty.slave;
-        return Ok(Stdio {
-            child_in: slave.try_clone().ctx(|| "dup pty".into())?,
-            child_out: slave.try_clone().ctx(|| "dup pty".into())?,
-            child_err: slave,
-            outputs: vec![("stdout", File::from(pty.master))],
-            _stdin_keep: None,
-            tty: true,
-        });
+        return Ok(Stdio { child_fds: None, outputs: vec![], stdin_keep: None, console: Some(console::pair()?) });
     }
     let (out_r, out_w) = sync::pipe()?;
     let (err_r, err_w) = sync::pipe()?;
@@ -103,12 +96,10 @@ fn make_stdio(cfg: &MonitorConfig) -> SetupResult<Stdio> {
         (OwnedFd::from(File::open("/dev/null").ctx(|| "open /dev/null".into())?), None)
     };
     Ok(Stdio {
-        child_in,
-        child_out: out_w.into(),
-        child_err: err_w.into(),
+        child_fds: Some([child_in, out_w.into(), err_w.into()]),
         outputs: vec![("stdout", out_r), ("stderr", err_r)],
-        _stdin_keep: keep,
-        tty: false,
+        stdin_keep: keep,
+        console: None,
     })
 }
 
@@ -147,17 +138,12 @@ fn run(cfg: &MonitorConfig) -> SetupResult<()> {
     };
     drop(go_r);
     drop(err_w);
-    let Stdio { child_in, child_out, child_err, outputs, _stdin_keep, tty } = stdio;
-    drop((child_in, child_out, child_err));
-    // Attach clients write to the pipe's write end, or to the pty master under a terminal.
-    let (attach_stdin, pty) = if tty {
-        let master = outputs.first().map(|(_, f)| f);
-        let stdin = if cfg.stdin { master.and_then(|f| f.try_clone().ok()) } else { None };
-        (stdin, master.map(|f| f.as_raw_fd()))
-    } else {
-        (_stdin_keep, None)
-    };
-
+    let Stdio { child_fds, mut outputs, stdin_keep, console } = stdio;
+    drop(child_fds);
+    let console = console.map(|(ours, theirs)| {
+        drop(theirs);
+        ours
+    });
     let cgroup = Cgroup::open(&cfg.cgroup).and_then(|cg| {
         cg.add(child.as_raw())?;
         if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
@@ -179,6 +165,27 @@ fn run(cfg: &MonitorConfig) -> SetupResult<()> {
         let _ = waitpid(child, None);
         return Err(SetupError::Invalid(e));
     }
+    // Under a terminal the container has sent its pty master by now.
+    if let Some(sock) = &console {
+        match console::recv_master(sock) {
+            Ok(master) => outputs.push(("stdout", File::from(master))),
+            Err(e) => {
+                let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                return Err(e);
+            }
+        }
+    }
+    drop(console);
+    // Attach clients write to the pipe's write end, or to the pty master under a terminal.
+    let tty = cfg.tty;
+    let (attach_stdin, pty) = if tty {
+        let master = outputs.first().map(|(_, f)| f);
+        let stdin = if cfg.stdin { master.and_then(|f| f.try_clone().ok()) } else { None };
+        (stdin, master.map(|f| f.as_raw_fd()))
+    } else {
+        (stdin_keep, None)
+    };
     let me = std::process::id() as i32;
     let run = RunState {
         pid: child.as_raw(),
@@ -208,21 +215,20 @@ fn container_child(spec: &Spec, stdio: &Stdio, go: &mut File, err_w: File) -> i3
     let mut rep = Reporter::new(err_w);
     let _ = SigSet::all().thread_unblock();
     let _ = nix::unistd::setsid();
-    if stdio.tty {
-        // SAFETY: TIOCSCTTY on the pty slave we own makes it our controlling terminal.
-        unsafe { libc::ioctl(stdio.child_out.as_raw_fd(), libc::TIOCSCTTY, 0) };
-    }
-    let wired = nix::unistd::dup2_stdin(stdio.child_in.as_fd())
-        .and_then(|_| nix::unistd::dup2_stdout(stdio.child_out.as_fd()))
-        .and_then(|_| nix::unistd::dup2_stderr(stdio.child_err.as_fd()));
-    if let Err(e) = wired {
-        rep.fail(&format!("wiring stdio: {e}"));
-        return 127;
+    if let Some([i, o, e]) = &stdio.child_fds {
+        let wired = nix::unistd::dup2_stdin(i.as_fd())
+            .and_then(|_| nix::unistd::dup2_stdout(o.as_fd()))
+            .and_then(|_| nix::unistd::dup2_stderr(e.as_fd()));
+        if let Err(e) = wired {
+            rep.fail(&format!("wiring stdio: {e}"));
+            return 127;
+        }
     }
     if !sync::wait_byte(go) {
         return 127;
     }
-    match super::init::run(spec, &mut rep) {
+    let console = stdio.console.as_ref().map(|(_, theirs)| theirs);
+    match super::init::run(spec, console, &mut rep) {
         Ok(never) => match never {},
         Err(e) => {
             rep.fail(&e.to_string());
