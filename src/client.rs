@@ -33,6 +33,64 @@ pub enum ImagesCommand {
     },
 }
 
+#[derive(clap::Args)]
+pub struct LogsArgs {
+    /// Keep printing new lines until the container stops.
+    #[arg(short, long)]
+    follow: bool,
+    /// Only the last N lines.
+    #[arg(long)]
+    tail: Option<usize>,
+    /// Only lines since a time (RFC 3339) or for a duration back (10s, 5m, 2h).
+    #[arg(long)]
+    since: Option<String>,
+    /// Show timestamps.
+    #[arg(short, long)]
+    timestamps: bool,
+    /// Stop after this many bytes.
+    #[arg(long)]
+    limit_bytes: Option<u64>,
+    /// Container ID (or a unique prefix).
+    container: String,
+}
+
+/// `berth logs`: find the container's log through the CRI and read it.
+pub async fn logs(socket: &Path, args: LogsArgs) -> Result<()> {
+    use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+    use std::io::Write;
+    let mut rt = RuntimeServiceClient::new(connect(socket).await?);
+    let status = |mut rt: RuntimeServiceClient<Channel>, id: String| async move {
+        rt.container_status(cri::ContainerStatusRequest { container_id: id, verbose: false }).await.map(|r| r.into_inner().status)
+    };
+    let st = status(rt.clone(), args.container.clone()).await.map_err(|e| anyhow::anyhow!("{}", e.message()))?.context("no status")?;
+    if st.log_path.is_empty() {
+        bail!("container {} has no log path", st.id);
+    }
+    let since_ns = match &args.since {
+        Some(s) => Some(berth::logs::parse_since(s, berth::runtime::state::now_ns()).with_context(|| format!("--since {s}: not a time or duration"))?),
+        None => None,
+    };
+    let opts = berth::logs::LogOptions { follow: args.follow, tail: args.tail, since_ns, timestamps: args.timestamps, limit_bytes: args.limit_bytes };
+    let id = st.id.clone();
+    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+    let write = |l: &berth::logs::LogLine| {
+        let bytes = l.render(opts.timestamps);
+        let ok = match l.stream {
+            berth::logs::LogStream::Stdout => out.write_all(&bytes).and_then(|_| out.flush()),
+            berth::logs::LogStream::Stderr => err.write_all(&bytes),
+        };
+        ok.is_ok()
+    };
+    let running = || {
+        let rt = rt.clone();
+        let id = id.clone();
+        async move { matches!(status(rt, id).await, Ok(Some(s)) if s.state == cri::ContainerState::ContainerRunning as i32) }
+    };
+    berth::logs::read_logs(Path::new(&st.log_path), &opts, write, running).await.with_context(|| format!("reading {}", st.log_path))?;
+    let _ = &mut rt;
+    Ok(())
+}
+
 /// A gRPC channel over the daemon's unix socket.
 pub async fn connect(socket: &Path) -> Result<Channel> {
     let path = socket.to_path_buf();

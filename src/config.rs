@@ -29,6 +29,28 @@ pub struct ContainersConfig {
     /// Resource limits set in every container, e.g. `{ type = "RLIMIT_NOFILE", soft = 65536, hard = 65536 }`.
     /// Raising a hard limit needs CAP_SYS_RESOURCE; without it the limit is capped and a warning logged.
     pub rlimits: Vec<Rlimit>,
+    /// Rotate a container's log when it reaches this size (a quantity like "10Mi"), as the
+    /// kubelet's containerLogMaxSize. Unset: `berth runtime` leaves rotation to its kubelet
+    /// (ReopenContainerLog), `berth node` rotates at 10Mi.
+    pub log_max_size: Option<String>,
+    /// Log files kept per container, the current one included (containerLogMaxFiles; default 5).
+    pub log_max_files: Option<u32>,
+}
+
+impl ContainersConfig {
+    /// The rotation the monitors apply; `node` says whether Berth is its own kubelet.
+    pub fn log_rotation(&self, node: bool) -> Result<crate::runtime::process::logfile::Rotation, String> {
+        let size = match &self.log_max_size {
+            Some(q) => crate::node::quantity::bytes(q).filter(|b| *b >= 0).ok_or_else(|| format!("containers.log_max_size: {q:?} is not a size"))? as u64,
+            None if node => 10 << 20,
+            None => 0,
+        };
+        let files = self.log_max_files.unwrap_or(5);
+        if size > 0 && files < 1 {
+            return Err("containers.log_max_files must be at least 1".into());
+        }
+        Ok(crate::runtime::process::logfile::Rotation { max_size: size, max_files: files })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]

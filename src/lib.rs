@@ -5,5 +5,6 @@ pub mod image;
 pub mod util;
 pub mod runtime;
 pub mod network;
+pub mod logs;
 pub mod node;
 pub mod streaming;

@@ -87,6 +87,17 @@ enum Command {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Print a container's log, as `crictl logs` does: whole lines, tail, since, follow
+    /// (across rotation, until the container stops).
+    Logs {
+        /// The daemon's CRI socket (default <run-dir>/berth.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        #[command(flatten)]
+        dirs: Dirs,
+        #[command(flatten)]
+        opts: client::LogsArgs,
+    },
     /// Manage images through a running daemon.
     Images {
         /// The daemon's CRI socket (default <run-dir>/berth.sock).
@@ -131,6 +142,11 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Runtime { dirs, flags } => rt.block_on(run_runtime(file.resolve(dirs.data_dir, dirs.run_dir), flags, None)),
         Command::Node { dirs, flags, node } => rt.block_on(run_runtime(file.resolve(dirs.data_dir, dirs.run_dir), flags, Some(node))),
+        Command::Logs { socket, dirs, opts } => {
+            let cfg = file.resolve(dirs.data_dir, dirs.run_dir);
+            let socket = socket.unwrap_or_else(|| cfg.socket());
+            rt.block_on(client::logs(&socket, opts))
+        }
         Command::Images { socket, dirs, command } => {
             let cfg = file.resolve(dirs.data_dir, dirs.run_dir);
             let socket = socket.unwrap_or_else(|| cfg.socket());
@@ -161,6 +177,7 @@ async fn run_runtime(mut cfg: config::Config, flags: RuntimeFlags, node: Option<
         run_dir: cfg.run_dir.clone(),
         systemd_cgroup,
         rlimits: cfg.containers.rlimits.clone(),
+        log_rotation: cfg.containers.log_rotation(node.is_some()).map_err(|e| anyhow::anyhow!("config: {e}"))?,
     };
     let mut net_cfg = cfg.network.clone();
     if let Some(cidr) = pod_cidr {

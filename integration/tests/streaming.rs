@@ -27,7 +27,11 @@ struct Fixture {
 }
 
 async fn fixture(name: &str) -> Fixture {
-    let d = Daemon::start("").await;
+    fixture_with(name, "").await
+}
+
+async fn fixture_with(name: &str, config: &str) -> Fixture {
+    let d = Daemon::start(config).await;
     let mut images = d.images().await;
     pull(&mut images, &busybox()).await.expect("pull busybox");
     let mut rt = d.runtime().await;
@@ -380,6 +384,50 @@ async fn tokens_are_single_use_and_bad_requests_get_clear_errors() {
     drop(f.d);
 }
 
+#[tokio::test]
+async fn logs_follow_through_size_rotation_without_losing_lines() {
+    let mut f = fixture_with("logs", "[containers]\nlog_max_size = \"4Ki\"\nlog_max_files = 3\n").await;
+    let id = f
+        .container("counter", &["sh", "-c", "sleep 1; i=0; while [ $i -lt 600 ]; do i=$((i+1)); echo line-$i; [ $((i % 50)) = 0 ] && echo warn-$i >&2; sleep 0.002; done"], false, false, false)
+        .await;
+    let args = f.d.args();
+    let follow = {
+        let id = id.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(berth_bin()).arg("logs").args(&args).args(["-f", &id]).output().expect("berth logs -f")
+        })
+    };
+    let out = tokio::time::timeout(Duration::from_secs(60), follow).await.expect("logs -f ends with the container").unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want: String = (1..=600).map(|i| format!("line-{i}\n")).collect();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+    let want_err: String = (1..=12).map(|i| format!("warn-{}\n", i * 50)).collect();
+    assert_eq!(String::from_utf8_lossy(&out.stderr), want_err);
+    // On disk: the current file and two rotated ones, none over the limit.
+    let log = f.logs.path().join("counter.log");
+    let names = entries_with_prefix(f.logs.path(), "counter.log");
+    assert_eq!(names.len(), 3, "{names:?}");
+    for n in &names {
+        let len = std::fs::metadata(f.logs.path().join(n)).unwrap().len();
+        assert!(len <= 4096, "{n}: {len} bytes");
+    }
+    assert!(log.exists());
+    // tail, timestamps and since on the finished log.
+    // The last four entries: three stdout lines and the last stderr one.
+    let (ok, tail, _) = f.d.cli(&["logs", "--tail", "4", &id]);
+    assert!(ok);
+    assert_eq!(tail, "line-598\nline-599\nline-600\n");
+    let (ok, stamped, _) = f.d.cli(&["logs", "--tail", "2", "--timestamps", &id]);
+    assert!(ok);
+    let (ts, rest) = stamped.split_once(' ').unwrap();
+    assert!(ts.ends_with('Z') && ts.contains('T'), "{stamped}");
+    assert_eq!(rest, "line-600\n");
+    let (ok, none, _) = f.d.cli(&["logs", "--since", "2099-01-01T00:00:00Z", &id]);
+    assert!(ok && none.is_empty(), "{none}");
+    let (ok, _, err) = f.d.cli(&["logs", "--since", "yesterday", &id]);
+    assert!(!ok && err.contains("--since"), "{err}");
+}
+
 /// The real crictl (cri-tools), when this machine has one: `BERTH_CRICTL` or `crictl` on PATH.
 fn crictl() -> Option<std::path::PathBuf> {
     if let Ok(p) = std::env::var("BERTH_CRICTL") {
@@ -412,6 +460,9 @@ async fn real_crictl_exec_attach_and_port_forward() {
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("exit code 3"), "{}", String::from_utf8_lossy(&out.stderr));
     }
+    // crictl reads the log file the monitor writes.
+    let out = run(&["logs", "--tail", "3", &id]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("tick"), "{}", String::from_utf8_lossy(&out.stderr));
     // Attach for a moment: the ticks come through.
     let child = std::process::Command::new(&bin)
         .args(["--runtime-endpoint", &endpoint, "attach", &id])

@@ -246,6 +246,7 @@ impl Runtime {
                 stdin_once: config.stdin_once,
                 pid_ns,
                 cgroup: rec.cgroup.clone(),
+                log_rotation: self.config().log_rotation,
             };
             atomic::write_json_volatile(&run.join(state::MONITOR_CONFIG), &monitor).map_err(|e| internal("writing monitor.json", e))?;
             rec.phase = Phase::Ready;

@@ -65,6 +65,8 @@ pub struct RuntimeConfig {
     pub systemd_cgroup: bool,
     /// Resource limits every container gets (config `[containers] rlimits`).
     pub rlimits: Vec<crate::config::Rlimit>,
+    /// Size-based rotation of container logs by their monitors.
+    pub log_rotation: process::logfile::Rotation,
 }
 
 #[derive(Default)]

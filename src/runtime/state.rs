@@ -42,6 +42,9 @@ pub struct MonitorConfig {
     pub stdin_once: bool,
     pub pid_ns: PidNamespace,
     pub cgroup: CgroupSpec,
+    /// Size-based log rotation done by the monitor (off when max_size is 0).
+    #[serde(default)]
+    pub log_rotation: crate::runtime::process::logfile::Rotation,
 }
 
 /// Written by the monitor once the container's process has exec'd.

@@ -69,32 +69,45 @@ impl LineSplitter {
     }
 }
 
-/// The open log file; reopened on request (log rotation by the kubelet).
+/// Size-based rotation of a container log: when the next entry would take the file over
+/// `max_size`, it is renamed to `<log>.<UTC yyyymmdd-hhmmss>` and a new file started; only
+/// `max_files` files (the current one included) are kept. Entries are never split across files.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Rotation {
+    pub max_size: u64,
+    pub max_files: u32,
+}
+
+/// The open log file; reopened on request (rotation by the kubelet) or rotated by size.
 pub struct CriLog {
     path: Option<PathBuf>,
     file: Option<File>,
+    written: u64,
+    rotation: Rotation,
 }
 
 impl CriLog {
-    pub fn open(path: Option<PathBuf>) -> std::io::Result<CriLog> {
-        let mut log = CriLog { path, file: None };
+    pub fn open(path: Option<PathBuf>, rotation: Rotation) -> std::io::Result<CriLog> {
+        let mut log = CriLog { path, file: None, written: 0, rotation };
         log.reopen()?;
         Ok(log)
     }
 
     pub fn reopen(&mut self) -> std::io::Result<()> {
         self.file = None;
+        self.written = 0;
         if let Some(p) = &self.path {
             if let Some(dir) = p.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            self.file = Some(OpenOptions::new().create(true).append(true).mode(0o640).open(p)?);
+            let f = OpenOptions::new().create(true).append(true).mode(0o640).open(p)?;
+            self.written = f.metadata().map(|m| m.len()).unwrap_or(0);
+            self.file = Some(f);
         }
         Ok(())
     }
 
     pub fn write_entry(&mut self, stream: &str, partial: bool, content: &[u8]) {
-        let Some(f) = self.file.as_mut() else { return };
         let mut line = Vec::with_capacity(content.len() + 48);
         line.extend_from_slice(rfc3339_nano(crate::runtime::state::now_ns()).as_bytes());
         line.push(b' ');
@@ -102,8 +115,72 @@ impl CriLog {
         line.extend_from_slice(if partial { b" P " } else { b" F " });
         line.extend_from_slice(content);
         line.push(b'\n');
+        let r = self.rotation;
+        if r.max_size > 0 && self.written > 0 && self.written + line.len() as u64 > r.max_size {
+            if let Err(e) = self.rotate() {
+                eprintln!("rotating the container log: {e}");
+            }
+        }
+        let Some(f) = self.file.as_mut() else { return };
         // A full disk must not stop the container: the entry is dropped.
-        let _ = f.write_all(&line);
+        if f.write_all(&line).is_ok() {
+            self.written += line.len() as u64;
+        }
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let Some(path) = self.path.clone() else { return Ok(()) };
+        let stamp = rotation_stamp(crate::runtime::state::now_ns());
+        let mut target = PathBuf::from(format!("{}.{stamp}", path.display()));
+        let mut n = 1;
+        while target.exists() {
+            target = PathBuf::from(format!("{}.{stamp}.{n}", path.display()));
+            n += 1;
+        }
+        if self.rotation.max_files > 1 {
+            std::fs::rename(&path, &target)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+        self.reopen()?;
+        prune_rotated(&path, self.rotation.max_files.saturating_sub(1) as usize);
+        Ok(())
+    }
+}
+
+/// `yyyymmdd-hhmmss` in UTC, the suffix the kubelet gives rotated logs.
+fn rotation_stamp(ns: i64) -> String {
+    let t = rfc3339_nano(ns);
+    format!("{}{}{}-{}{}{}", &t[0..4], &t[5..7], &t[8..10], &t[11..13], &t[14..16], &t[17..19])
+}
+
+/// Rotated files of `path`, oldest first.
+pub fn rotated_files(path: &std::path::Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else { return vec![] };
+    let prefix = format!("{name}.");
+    let mut v: Vec<(std::time::SystemTime, String, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_str()?.to_string();
+            let rest = n.strip_prefix(&prefix)?;
+            rest.starts_with(|c: char| c.is_ascii_digit()).then(|| {
+                let mtime = e.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH);
+                (mtime, n.clone(), e.path())
+            })
+        })
+        .collect();
+    v.sort();
+    v.into_iter().map(|(_, _, p)| p).collect()
+}
+
+fn prune_rotated(path: &std::path::Path, keep: usize) {
+    let files = rotated_files(path);
+    if files.len() > keep {
+        for p in &files[..files.len() - keep] {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
@@ -136,5 +213,29 @@ mod tests {
         assert_eq!(out[4], (false, vec![b'a'; 10]));
         assert_eq!(out[5], (false, b"end".to_vec()));
         assert_eq!(out.len(), 6);
+    }
+
+    #[test]
+    fn rotates_by_size_keeping_max_files_and_whole_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.log");
+        let mut log = CriLog::open(Some(path.clone()), Rotation { max_size: 300, max_files: 3 }).unwrap();
+        for i in 0..100 {
+            log.write_entry("stdout", false, format!("line {i:03}").as_bytes());
+        }
+        let rotated = rotated_files(&path);
+        assert_eq!(rotated.len(), 2, "{rotated:?}");
+        let mut all = String::new();
+        for p in rotated.iter().chain(std::iter::once(&path)) {
+            let t = std::fs::read_to_string(p).unwrap();
+            assert!(t.len() <= 300, "{p:?} has {} bytes", t.len());
+            assert!(t.ends_with('\n'));
+            all.push_str(&t);
+        }
+        // The newest entries are all there, in order, without gaps.
+        let nums: Vec<u32> = all.lines().map(|l| l.rsplit(' ').next().unwrap().parse().unwrap()).collect();
+        assert_eq!(*nums.last().unwrap(), 99);
+        assert!(nums.windows(2).all(|w| w[1] == w[0] + 1), "{nums:?}");
+        assert_eq!(rotation_stamp(1_475_713_029_669_794_202), "20161006-001709");
     }
 }

@@ -107,7 +107,7 @@ fn run(cfg: &MonitorConfig) -> SetupResult<()> {
     let spec_path = cfg.bundle.join(state::SPEC_FILE);
     let spec = Spec::load(&spec_path).map_err(|e| SetupError::Invalid(format!("loading {}: {e}", spec_path.display())))?;
     let stdio = make_stdio(cfg)?;
-    let mut log = CriLog::open(cfg.log_path.clone()).ctx(|| "opening the container log".into())?;
+    let mut log = CriLog::open(cfg.log_path.clone(), cfg.log_rotation).ctx(|| "opening the container log".into())?;
     match &cfg.pid_ns {
         PidNamespace::Own => unshare(CloneFlags::CLONE_NEWPID).ctx(|| "new PID namespace".into())?,
         PidNamespace::Join(p) => {
