@@ -4,7 +4,7 @@
 use super::spdy::{header, Session, Stream, StreamWriter};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -108,27 +108,8 @@ async fn forward(mut data: Stream, error: StreamWriter, netns: Option<PathBuf>, 
     error.close().await;
 }
 
-/// Connect to localhost:port inside a network namespace (the host's when None). The socket
-/// is made by a thread of its own that enters the namespace and then ends, so no thread of
-/// the daemon is left in a pod's namespace.
+/// Connect to localhost:port inside the pod's network namespace (IPv4, then IPv6).
 pub async fn connect(netns: Option<PathBuf>, port: u16) -> std::io::Result<tokio::net::TcpStream> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new().name("berth-portfwd".into()).spawn(move || {
-        let _ = tx.send(connect_blocking(netns.as_deref(), port));
-    })?;
-    let std_stream = rx.await.map_err(|_| std::io::Error::other("connect thread vanished"))??;
-    std_stream.set_nonblocking(true)?;
-    tokio::net::TcpStream::from_std(std_stream)
-}
-
-fn connect_blocking(netns: Option<&Path>, port: u16) -> std::io::Result<std::net::TcpStream> {
-    if let Some(ns) = netns {
-        let f = std::fs::File::open(ns)?;
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
-    }
-    let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    match std::net::TcpStream::connect_timeout(&v4, CONNECT_TIMEOUT) {
-        Ok(s) => Ok(s),
-        Err(e4) => std::net::TcpStream::connect_timeout(&SocketAddr::from((Ipv6Addr::LOCALHOST, port)), CONNECT_TIMEOUT).map_err(|_| e4),
-    }
+    let addrs = vec![SocketAddr::from((Ipv4Addr::LOCALHOST, port)), SocketAddr::from((Ipv6Addr::LOCALHOST, port))];
+    crate::util::netns::connect(netns, addrs, CONNECT_TIMEOUT).await
 }

@@ -3,3 +3,4 @@ pub mod atomic;
 pub mod digest;
 pub mod keyed_lock;
 pub mod tls;
+pub mod netns;
