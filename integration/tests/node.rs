@@ -205,3 +205,129 @@ async fn pods_keep_running_across_a_node_restart() {
     assert_eq!(p["status"]["containerStatuses"][0]["containerID"].as_str().unwrap(), id, "the same container, not a new one");
     assert_eq!(p["status"]["containerStatuses"][0]["restartCount"], 0);
 }
+
+async fn get(url: &str) -> String {
+    let out = tokio::process::Command::new("curl").args(["-sk", "--max-time", "10", url]).output().await.expect("curl");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn container<'a>(p: &'a Value, name: &str) -> &'a Value {
+    p["status"]["containerStatuses"].as_array().and_then(|a| a.iter().find(|c| c["name"] == name)).unwrap_or(&Value::Null)
+}
+
+const PROBES: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: probes
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: web
+    image: BUSYBOX
+    command: ['sh', '-c', 'mkdir -p /www; echo up > /www/index.html; httpd -p 8080 -h /www; echo web-started; sleep 3; touch /www/ready; sleep 5; rm /www/ready; exec sleep 3600']
+    ports: [{name: http, containerPort: 8080}]
+    readinessProbe:
+      httpGet: {path: /ready, port: http, httpHeaders: [{name: X-Probe, value: berth}]}
+      periodSeconds: 1
+      failureThreshold: 1
+  - name: live
+    image: BUSYBOX
+    command: ['sh', '-c', 'echo attempt-$(cat /proc/uptime | cut -d" " -f1); touch /tmp/healthy; sleep 4; httpd -p 9090 -h /tmp; sleep 4; rm /tmp/healthy; exec sleep 3600']
+    startupProbe:
+      tcpSocket: {port: 9090}
+      periodSeconds: 1
+      failureThreshold: 30
+    livenessProbe:
+      exec: {command: ['test', '-f', '/tmp/healthy']}
+      periodSeconds: 1
+      failureThreshold: 2
+      terminationGracePeriodSeconds: 1
+"#;
+
+#[tokio::test]
+async fn probes_gate_readiness_and_restart_unhealthy_containers() {
+    let d = Daemon::start_node("").await;
+    let url = d.kubelet_url().await;
+    write(&d.manifests(), "probes.yaml", PROBES);
+    // Running but not ready: the readiness file does not exist yet, the startup probe's port is closed.
+    let p = wait_for(&url, "probes", "running", Duration::from_secs(60), |p| phase(p) == "Running" && container(p, "web")["state"]["running"].is_object()).await;
+    assert_eq!(container(&p, "web")["ready"], false, "{}", p["status"]);
+    assert_eq!(container(&p, "live")["started"], false, "{}", p["status"]);
+    assert_eq!(condition(&p, "Ready"), "False");
+    // Readiness turns true once /ready serves 200, then false again when it is gone.
+    wait_for(&url, "probes", "web ready", Duration::from_secs(20), |p| container(p, "web")["ready"] == true).await;
+    wait_for(&url, "probes", "live started", Duration::from_secs(20), |p| container(p, "live")["started"] == true).await;
+    wait_for(&url, "probes", "pod Ready", Duration::from_secs(20), |p| condition(p, "Ready") == "True").await;
+    wait_for(&url, "probes", "web unready", Duration::from_secs(20), |p| container(p, "web")["ready"] == false && condition(p, "Ready") == "False").await;
+    assert_eq!(container(&wait_for(&url, "probes", "-", Duration::from_secs(1), |_| true).await, "web")["restartCount"], 0);
+    // Liveness fails twice after /tmp/healthy is removed: the container is killed and restarted.
+    let p = wait_for(&url, "probes", "live restarted", Duration::from_secs(40), |p| container(p, "live")["restartCount"].as_i64() >= Some(1)).await;
+    assert!(container(&p, "live")["lastState"]["terminated"].is_object(), "{}", p["status"]);
+    // Events say why.
+    let events: Value = serde_json::from_str(&get(&format!("{url}/events")).await).expect("event list");
+    let msgs: Vec<String> = events["items"].as_array().unwrap().iter().map(|e| format!("{} {}", e["reason"].as_str().unwrap(), e["message"].as_str().unwrap())).collect();
+    assert!(msgs.iter().any(|m| m.starts_with("Unhealthy Readiness probe failed: HTTP probe failed with statuscode: 404")), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.starts_with("Unhealthy Liveness probe failed")), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m == "Killing Container live failed liveness probe, will be restarted"), "{msgs:?}");
+    // containerLogs: the current attempt, the previous one, tail and timestamps.
+    let current = get(&format!("{url}/containerLogs/default/probes-berth-it/live")).await;
+    let previous = get(&format!("{url}/containerLogs/default/probes-berth-it/live?previous=true")).await;
+    assert!(current.starts_with("attempt-") && previous.starts_with("attempt-") && current != previous, "{current:?} {previous:?}");
+    let web = get(&format!("{url}/containerLogs/default/probes-berth-it/web?tailLines=1&timestamps=true")).await;
+    assert!(web.ends_with(" web-started\n") && web.contains('T'), "{web:?}");
+    let missing = get(&format!("{url}/containerLogs/default/probes-berth-it/nope")).await;
+    assert!(missing.contains("not valid"), "{missing:?}");
+}
+
+const HOOKS: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: hooks
+spec:
+  terminationGracePeriodSeconds: 3
+  volumes:
+  - name: host
+    hostPath: {path: HOSTDIR, type: Directory}
+  containers:
+  - name: polite
+    image: BUSYBOX
+    command: ['sh', '-c', 'trap "echo term >> /host/log; exit 0" TERM; until [ -f /tmp/post ]; do sleep 0.1; done; echo saw-post-start >> /host/log; while true; do sleep 0.1; done']
+    volumeMounts: [{name: host, mountPath: /host}]
+    lifecycle:
+      postStart:
+        exec: {command: ['sh', '-c', 'touch /tmp/post']}
+      preStop:
+        exec: {command: ['sh', '-c', 'echo pre-stop >> /host/log']}
+  - name: stubborn
+    image: BUSYBOX
+    command: ['sh', '-c', 'trap "" TERM; while true; do sleep 0.1; done']
+    lifecycle:
+      preStop:
+        sleep: {seconds: 1}
+"#;
+
+#[tokio::test]
+async fn lifecycle_hooks_run_and_the_grace_period_is_enforced() {
+    let d = Daemon::start_node("").await;
+    let url = d.kubelet_url().await;
+    let host = TempDir::new("hooks");
+    write(&d.manifests(), "hooks.yaml", &HOOKS.replace("HOSTDIR", &host.path().display().to_string()));
+    wait_for(&url, "hooks", "running", Duration::from_secs(60), |p| phase(p) == "Running" && container(p, "stubborn")["state"]["running"].is_object()).await;
+    let log = host.path().join("log");
+    let start = Instant::now();
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("saw-post-start") {
+        assert!(start.elapsed() < Duration::from_secs(20), "postStart hook did not run");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Deleting the manifest: preStop, then SIGTERM; the stubborn one is killed when the 3 s are up.
+    let removed = Instant::now();
+    std::fs::remove_file(d.manifests().join("hooks.yaml")).unwrap();
+    let start = Instant::now();
+    while pod(&url, "hooks").await.is_some() {
+        assert!(start.elapsed() < Duration::from_secs(30), "pod not removed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = removed.elapsed();
+    assert!(took >= Duration::from_secs(2), "the stubborn container was not given its grace period ({took:?})");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "saw-post-start\npre-stop\nterm\n");
+}

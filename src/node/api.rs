@@ -32,8 +32,134 @@ async fn pods(State(shared): State<Arc<NodeShared>>) -> Response {
     (StatusCode::OK, [("content-type", "application/json")], list.to_string()).into_response()
 }
 
+/// The node's pod events as a v1.EventList (what `kubectl describe pod` shows under Events).
+async fn events(State(shared): State<Arc<NodeShared>>) -> Response {
+    let statuses = shared.statuses.read().await;
+    let details = shared.details.read().await;
+    let mut items = Vec::new();
+    for (uid, (progress, _)) in details.iter() {
+        let Some(pod) = statuses.get(uid) else { continue };
+        let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        for (i, e) in progress.events.iter().enumerate() {
+            items.push(serde_json::json!({
+                "metadata": {"name": format!("{name}.{:x}", e.first_ns as u64 ^ i as u64), "namespace": ns},
+                "involvedObject": {"kind": "Pod", "namespace": ns, "name": name, "uid": uid, "apiVersion": "v1", "fieldPath": e.field_path},
+                "reason": e.reason,
+                "message": e.message,
+                "type": e.kind,
+                "count": e.count,
+                "firstTimestamp": super::status::time(e.first_ns),
+                "lastTimestamp": super::status::time(e.last_ns),
+                "source": {"component": "kubelet", "host": shared.cfg.node_name},
+            }));
+        }
+    }
+    let list = serde_json::json!({"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": items});
+    (StatusCode::OK, [("content-type", "application/json")], list.to_string()).into_response()
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct LogQuery {
+    follow: Option<bool>,
+    tail_lines: Option<i64>,
+    since_seconds: Option<i64>,
+    since_time: Option<String>,
+    timestamps: Option<bool>,
+    previous: Option<bool>,
+    limit_bytes: Option<i64>,
+}
+
+fn text(status: StatusCode, msg: String) -> Response {
+    (status, [("content-type", "text/plain; charset=utf-8")], msg + "\n").into_response()
+}
+
+/// /containerLogs/{namespace}/{pod}/{container}: what `kubectl logs` shows, with follow,
+/// tailLines, sinceSeconds / sinceTime, timestamps, previous and limitBytes.
+async fn container_logs(
+    State(shared): State<Arc<NodeShared>>,
+    axum::extract::Path((ns, pod_name, container)): axum::extract::Path<(String, String, String)>,
+    axum::extract::Query(q): axum::extract::Query<LogQuery>,
+) -> Response {
+    let found = {
+        let statuses = shared.statuses.read().await;
+        let details = shared.details.read().await;
+        statuses
+            .iter()
+            .find(|(_, p)| p.metadata.name.as_deref() == Some(pod_name.as_str()) && p.metadata.namespace.as_deref().unwrap_or("default") == ns)
+            .and_then(|(uid, p)| details.get(uid).map(|d| (uid.clone(), p.clone(), d.clone())))
+    };
+    let Some((uid, pod, (progress, log_dir))) = found else {
+        return text(StatusCode::NOT_FOUND, format!("pod {ns}/{pod_name} not found"));
+    };
+    let spec = pod.spec.clone().unwrap_or_default();
+    if !spec.containers.iter().chain(spec.init_containers.iter().flatten()).any(|c| c.name == container) {
+        return text(StatusCode::BAD_REQUEST, format!("container {container} is not valid for pod {pod_name}"));
+    }
+    let prog = progress.containers.get(&container).cloned().unwrap_or_default();
+    let attempt = if q.previous.unwrap_or(false) {
+        if prog.restart_count == 0 {
+            return text(StatusCode::BAD_REQUEST, format!("previous terminated container \"{container}\" in pod \"{pod_name}\" not found"));
+        }
+        prog.restart_count - 1
+    } else {
+        prog.restart_count
+    };
+    let path = log_dir.join(&container).join(format!("{attempt}.log"));
+    if !path.exists() {
+        return text(StatusCode::BAD_REQUEST, format!("container \"{container}\" in pod \"{pod_name}\" is waiting to start"));
+    }
+    let now = crate::runtime::state::now_ns();
+    let since_ns = match (q.since_seconds, &q.since_time) {
+        (Some(s), _) => Some(now - s.max(0) * 1_000_000_000),
+        (None, Some(t)) => match crate::logs::parse_rfc3339(t) {
+            Some(v) => Some(v),
+            None => return text(StatusCode::BAD_REQUEST, format!("sinceTime {t:?} is not an RFC 3339 time")),
+        },
+        _ => None,
+    };
+    let opts = crate::logs::LogOptions {
+        follow: q.follow.unwrap_or(false) && !q.previous.unwrap_or(false),
+        tail: q.tail_lines.filter(|n| *n >= 0).map(|n| n as usize),
+        since_ns,
+        timestamps: q.timestamps.unwrap_or(false),
+        limit_bytes: q.limit_bytes.filter(|n| *n > 0).map(|n| n as u64),
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Result<bytes::Bytes, std::io::Error>>();
+    let sh = shared.clone();
+    tokio::spawn(async move {
+        let running = || {
+            let sh = sh.clone();
+            let uid = uid.clone();
+            let container = container.clone();
+            async move {
+                let statuses = sh.statuses.read().await;
+                statuses
+                    .get(&uid)
+                    .and_then(|p| p.status.as_ref())
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .and_then(|cs| cs.iter().find(|c| c.name == container))
+                    .map(|c| c.state.as_ref().map(|s| s.running.is_some()).unwrap_or(false))
+                    .unwrap_or(false)
+            }
+        };
+        let write = |l: &crate::logs::LogLine| tx.send(Ok(bytes::Bytes::from(l.render(opts.timestamps)))).is_ok();
+        if let Err(e) = crate::logs::read_logs(&path, &opts, write, running).await {
+            tracing::info!("reading {}: {e}", path.display());
+        }
+    });
+    let body = axum::body::Body::from_stream(tokio_stream::wrappers::UnboundedReceiverStream::new(rx));
+    (StatusCode::OK, [("content-type", "text/plain")], body).into_response()
+}
+
 pub fn router(shared: Arc<NodeShared>) -> Router {
-    Router::new().route("/healthz", get(healthz)).route("/pods", get(pods)).with_state(shared)
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/pods", get(pods))
+        .route("/events", get(events))
+        .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
+        .with_state(shared)
 }
 
 /// Bind the API; serving runs until the task is dropped.

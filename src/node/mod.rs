@@ -4,6 +4,8 @@
 pub mod api;
 pub mod backoff;
 pub mod convert;
+pub mod handler;
+pub mod probe;
 pub mod manifest;
 pub mod quantity;
 pub mod status;
@@ -47,6 +49,8 @@ pub struct NodeShared {
     pub statuses: RwLock<BTreeMap<String, Pod>>,
     /// Manifest problems by file, for the operator.
     pub errors: RwLock<BTreeMap<PathBuf, String>>,
+    /// Each pod's worker progress (attempts, events) and its log directory, by UID.
+    pub details: RwLock<BTreeMap<String, (PodProgress, PathBuf)>>,
 }
 
 impl NodeShared {
@@ -67,6 +71,7 @@ impl NodeShared {
     pub async fn forget(&self, uid: &str) {
         let _ = std::fs::remove_file(self.progress_path(uid));
         self.statuses.write().await.remove(uid);
+        self.details.write().await.remove(uid);
     }
 }
 
@@ -85,7 +90,7 @@ impl Node {
         for d in [&cfg.state_dir, &cfg.pods_dir, &cfg.log_dir, &cfg.manifest_dir] {
             std::fs::create_dir_all(d)?;
         }
-        let shared = Arc::new(NodeShared { runtime, images, cfg, statuses: RwLock::new(BTreeMap::new()), errors: RwLock::new(BTreeMap::new()) });
+        let shared = Arc::new(NodeShared { runtime, images, cfg, statuses: RwLock::new(BTreeMap::new()), errors: RwLock::new(BTreeMap::new()), details: RwLock::new(BTreeMap::new()) });
         Ok(Node { shared, workers: BTreeMap::new() })
     }
 

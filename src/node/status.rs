@@ -53,17 +53,27 @@ fn container_status(c: &Container, progress: &PodProgress, observed: &BTreeMap<S
         }
     };
     // The previous attempt's end, when the container has restarted.
-    let last_state = obs.filter(|_| prog.restart_count > 0 && state.terminated.is_none()).and_then(|o| {
-        (o.state == cri::ContainerState::ContainerExited as i32).then(|| ContainerState { terminated: Some(terminated(o)), ..Default::default() })
-    });
+    let previous = observed.get(&c.name).and_then(|o| o.previous.as_ref());
+    let last_state = if state.terminated.is_none() && prog.restart_count > 0 {
+        // Between restarts the newest attempt is the one that ended; once restarted, the one before.
+        let ended = obs.filter(|o| o.state == cri::ContainerState::ContainerExited as i32).or(previous);
+        ended.map(|o| ContainerState { terminated: Some(terminated(o)), ..Default::default() })
+    } else {
+        None
+    };
     let image_id = obs.map(|o| o.image_ref.clone()).unwrap_or_default();
+    // Probes decide started and ready; without them a running container is both.
+    let (started, ready) = match progress.probe_view.get(&c.name) {
+        Some(&(s, r)) if running && !init => (s, r),
+        _ => (running, running),
+    };
     ContainerStatus {
         name: c.name.clone(),
         image: c.image.clone().unwrap_or_default(),
         image_id,
         container_id: obs.map(|o| format!("berth://{}", o.id)),
-        ready: running,
-        started: Some(running),
+        ready,
+        started: Some(started),
         restart_count: prog.restart_count as i32,
         state: Some(state),
         last_state,

@@ -3,6 +3,8 @@
 //! restarts by policy with back-off — and keeps the pod's status. Its progress is persisted
 //! so a restarted node carries on where it left off.
 use super::backoff::Backoff;
+use super::handler::{self, Target};
+use super::probe;
 use super::convert::{self, FieldValues};
 use super::status;
 use super::volumes;
@@ -28,6 +30,9 @@ pub struct ContainerProgress {
     /// The attempt the last created container had.
     pub attempt: u32,
     pub ever_started: bool,
+    /// The previous attempt, kept (as the kubelet keeps it) for lastState and previous logs.
+    #[serde(default)]
+    pub previous_id: Option<String>,
 }
 
 /// What the worker knows about its pod beyond what the runtime reports.
@@ -44,18 +49,48 @@ pub struct PodProgress {
     pub message: Option<String>,
     pub pod_ips: Vec<String>,
     pub init_done: bool,
+    /// What probes say now, per container: (started, ready). Not kept across restarts: a
+    /// restarted node probes afresh, as the kubelet does.
+    #[serde(skip)]
+    pub probe_view: BTreeMap<String, (bool, bool)>,
+    /// Recent events about the pod (probe failures, kills, hook failures), newest last.
+    #[serde(default)]
+    pub events: Vec<PodEvent>,
 }
+
+/// Something that happened to a pod, as a v1.Event shows it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PodEvent {
+    /// "Normal" or "Warning".
+    pub kind: String,
+    pub reason: String,
+    pub message: String,
+    /// The container it is about (`spec.containers{name}`), if any.
+    pub field_path: Option<String>,
+    pub count: u32,
+    pub first_ns: i64,
+    pub last_ns: i64,
+}
+
+/// Events kept per pod.
+const MAX_EVENTS: usize = 100;
 
 /// The runtime's view of one container name: its newest attempt.
 #[derive(Debug, Clone)]
 pub struct Observed {
     pub status: cri::ContainerStatus,
+    /// The attempt before it, when the container has restarted.
+    pub previous: Option<cri::ContainerStatus>,
 }
 
 pub struct Worker {
     pub pod: Pod,
     shared: Arc<NodeShared>,
     progress: PodProgress,
+    /// Probe state per (container name, kind): the container ID it belongs to and its track.
+    probes: std::collections::HashMap<(String, probe::Kind), (String, probe::Track)>,
+    /// (sandbox ID, its network namespace) for probes and hooks.
+    netns: Option<(String, Option<std::path::PathBuf>)>,
 }
 
 fn err<E: std::fmt::Display>(e: E) -> String {
@@ -66,7 +101,7 @@ impl Worker {
     pub fn new(pod: Pod, shared: Arc<NodeShared>) -> Worker {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let progress = shared.load_progress(&uid).unwrap_or_default();
-        Worker { pod, shared, progress }
+        Worker { pod, shared, progress, probes: Default::default(), netns: None }
     }
 
     fn uid(&self) -> String {
@@ -123,6 +158,7 @@ impl Worker {
         let mut pod = self.pod.clone();
         pod.status = Some(status);
         self.shared.statuses.write().await.insert(self.uid(), pod);
+        self.shared.details.write().await.insert(self.uid(), (self.progress.clone(), self.log_dir()));
         self.shared.save_progress(&self.uid(), &self.progress);
     }
 
@@ -147,9 +183,15 @@ impl Worker {
             if newer {
                 if let Ok(st) = self.rt().container_status(cri::ContainerStatusRequest { container_id: c.id.clone(), verbose: false }).await {
                     if let Some(status) = st.status {
-                        out.insert(name, Observed { status });
+                        out.insert(name, Observed { status, previous: None });
                     }
                 }
+            }
+        }
+        for (name, o) in out.iter_mut() {
+            let Some(prev) = self.progress.containers.get(name).and_then(|p| p.previous_id.clone()) else { continue };
+            if prev != o.status.id {
+                o.previous = self.rt().container_status(cri::ContainerStatusRequest { container_id: prev, verbose: false }).await.ok().and_then(|r| r.status);
             }
         }
         Ok(out)
@@ -235,6 +277,7 @@ impl Worker {
             }
         }
         let observed = self.observe().await?;
+        self.run_probes(&observed).await;
         self.progress.phase = status::phase(&self.pod, &self.progress, &observed);
         if self.is_terminal() {
             self.stop_sandbox().await;
@@ -256,10 +299,12 @@ impl Worker {
         }
         prog.restart_count += 1;
         prog.next_start_ns = 0;
-        let old = st.id.clone();
-        self.start(c).await?;
         // Keep only the newest exited attempt besides the new one, as the kubelet's GC does.
-        let _ = self.rt().remove_container(cri::RemoveContainerRequest { container_id: old }).await;
+        let older = prog.previous_id.replace(st.id.clone());
+        self.start(c).await?;
+        if let Some(old) = older.filter(|o| *o != st.id) {
+            let _ = self.rt().remove_container(cri::RemoveContainerRequest { container_id: old }).await;
+        }
         Ok(())
     }
 
@@ -329,9 +374,16 @@ impl Worker {
                 return Ok(());
             }
         };
-        if let Err(e) = self.rt().start_container(cri::StartContainerRequest { container_id: id }).await {
+        if let Err(e) = self.rt().start_container(cri::StartContainerRequest { container_id: id.clone() }).await {
             self.waiting(&name, "RunContainerError", &e.message);
             return Ok(());
+        }
+        if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+            let target = self.target(c, &id).await;
+            if let Err(msg) = run_hook(hook, &target, self.grace_seconds()).await {
+                self.event("Warning", "FailedPostStartHook", &format!("PostStartHook failed: {msg}"), Some(&name));
+                let _ = self.rt().stop_container(cri::StopContainerRequest { container_id: id, timeout: self.grace_seconds() }).await;
+            }
         }
         let prog = self.progress.containers.entry(name).or_default();
         prog.waiting = None;
@@ -407,12 +459,17 @@ impl Worker {
 
     /// The pod left its source: stop its containers with the grace period, then remove it all.
     async fn terminate(&mut self) {
-        let grace = self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+        let grace = self.grace_seconds();
         if let Ok(observed) = self.observe().await {
-            let stops = observed
-                .values()
-                .filter(|o| o.status.state == cri::ContainerState::ContainerRunning as i32)
-                .map(|o| self.rt().stop_container(cri::StopContainerRequest { container_id: o.status.id.clone(), timeout: grace }));
+            let spec = self.pod.spec.clone().unwrap_or_default();
+            let all: Vec<Container> = spec.containers.iter().chain(spec.init_containers.iter().flatten()).cloned().collect();
+            let mut stops = Vec::new();
+            for o in observed.values().filter(|o| o.status.state == cri::ContainerState::ContainerRunning as i32) {
+                let name = o.status.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+                let Some(c) = all.iter().find(|c| c.name == name).cloned() else { continue };
+                let target = self.target(&c, &o.status.id).await;
+                stops.push(stop_with_pre_stop(target, c, grace));
+            }
             futures_util::future::join_all(stops).await;
         }
         if !self.progress.sandbox_id.is_empty() {
@@ -431,4 +488,152 @@ impl Worker {
         self.shared.forget(&self.uid()).await;
         tracing::info!("pod removed");
     }
+
+    fn grace_seconds(&self) -> i64 {
+        self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30)
+    }
+
+    /// Record an event (repeats of the same one are counted, as the kubelet's recorder does).
+    fn event(&mut self, kind: &str, reason: &str, message: &str, container: Option<&str>) {
+        let now = now_ns();
+        let field_path = container.map(|c| format!("spec.containers{{{c}}}"));
+        match kind {
+            "Warning" => tracing::warn!(reason, container, "{message}"),
+            _ => tracing::info!(reason, container, "{message}"),
+        }
+        let events = &mut self.progress.events;
+        if let Some(e) = events.iter_mut().find(|e| e.reason == reason && e.message == message && e.field_path == field_path) {
+            e.count += 1;
+            e.last_ns = now;
+            return;
+        }
+        events.push(PodEvent { kind: kind.into(), reason: reason.into(), message: message.into(), field_path, count: 1, first_ns: now, last_ns: now });
+        if events.len() > MAX_EVENTS {
+            events.remove(0);
+        }
+    }
+
+    /// The pod's network namespace, from the sandbox's verbose status.
+    async fn pod_netns(&mut self) -> Option<std::path::PathBuf> {
+        if let Some((id, ns)) = &self.netns {
+            if *id == self.progress.sandbox_id {
+                return ns.clone();
+            }
+        }
+        let st = self.rt().pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: self.progress.sandbox_id.clone(), verbose: true }).await.ok()?;
+        let info: serde_json::Value = st.info.get("info").and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
+        let ns = info["netns"].as_str().map(std::path::PathBuf::from);
+        self.netns = Some((self.progress.sandbox_id.clone(), ns.clone()));
+        ns
+    }
+
+    async fn target(&mut self, c: &Container, container_id: &str) -> Target {
+        Target {
+            runtime: self.rt().clone(),
+            container_id: container_id.to_string(),
+            container: c.clone(),
+            pod_ip: self.progress.pod_ips.first().cloned().unwrap_or_default(),
+            netns: self.pod_netns().await,
+        }
+    }
+
+    /// One round of probes for the running app containers; acts on what they decide.
+    async fn run_probes(&mut self, observed: &BTreeMap<String, Observed>) {
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        let now = now_ns();
+        let mut jobs = Vec::new();
+        let mut running = Vec::new();
+        for c in &spec.containers {
+            let Some(o) = observed.get(&c.name).filter(|o| o.status.state == cri::ContainerState::ContainerRunning as i32) else {
+                self.probes.retain(|(n, _), _| *n != c.name);
+                continue;
+            };
+            let id = o.status.id.clone();
+            running.push((c.clone(), id.clone()));
+            for kind in [probe::Kind::Startup, probe::Kind::Liveness, probe::Kind::Readiness] {
+                let entry = self.probes.entry((c.name.clone(), kind)).or_insert_with(|| (id.clone(), probe::Track::default()));
+                if entry.0 != id {
+                    *entry = (id.clone(), probe::Track::default());
+                }
+            }
+            let started = c.startup_probe.is_none() || self.probes.get(&(c.name.clone(), probe::Kind::Startup)).map(|(_, t)| t.result == Some(true)).unwrap_or(false);
+            let kinds: &[probe::Kind] = if started { &[probe::Kind::Liveness, probe::Kind::Readiness] } else { &[probe::Kind::Startup] };
+            for &kind in kinds {
+                let Some(p) = probe::probe_of(c, kind) else { continue };
+                let t = probe::timing(p);
+                let due = self.probes.get(&(c.name.clone(), kind)).map(|(_, tr)| tr.due(&t, o.status.started_at, now)).unwrap_or(false);
+                if due {
+                    let target = self.target(c, &id).await;
+                    let p = p.clone();
+                    let name = c.name.clone();
+                    jobs.push(async move { (name, kind, probe::run(&p, &target).await) });
+                }
+            }
+        }
+        let results = futures_util::future::join_all(jobs).await;
+        let mut kills = Vec::new();
+        for (name, kind, outcome) in results {
+            let Some(c) = spec.containers.iter().find(|c| c.name == name) else { continue };
+            let Some(p) = probe::probe_of(c, kind) else { continue };
+            let t = probe::timing(p);
+            let Some((_, track)) = self.probes.get_mut(&(name.clone(), kind)) else { continue };
+            track.record(&t, now, &outcome);
+            let failed_for_good = track.result == Some(false);
+            if let Err(msg) = &outcome {
+                self.event("Warning", "Unhealthy", &format!("{} probe failed: {msg}", kind.name()), Some(&name));
+            }
+            if failed_for_good && kind != probe::Kind::Readiness {
+                let what = if kind == probe::Kind::Startup { "startup" } else { "liveness" };
+                self.event("Normal", "Killing", &format!("Container {name} failed {what} probe, will be restarted"), Some(&name));
+                let grace = p.termination_grace_period_seconds.unwrap_or_else(|| self.grace_seconds());
+                kills.push((name.clone(), grace));
+            }
+        }
+        for (name, grace) in kills {
+            let Some((c, id)) = running.iter().find(|(c, _)| c.name == name).cloned() else { continue };
+            let target = self.target(&c, &id).await;
+            stop_with_pre_stop(target, c, grace).await;
+            self.probes.retain(|(n, _), _| *n != name);
+        }
+        let mut view = BTreeMap::new();
+        for (c, _) in &running {
+            let result = |k| self.probes.get(&(c.name.clone(), k)).and_then(|(_, t)| t.result);
+            let started = c.startup_probe.is_none() || result(probe::Kind::Startup) == Some(true);
+            let ready = started && (c.readiness_probe.is_none() || result(probe::Kind::Readiness) == Some(true));
+            view.insert(c.name.clone(), (started, ready));
+        }
+        self.progress.probe_view = view;
+    }
+}
+
+/// A lifecycle hook's handler: exec, httpGet, tcpSocket or sleep, bounded by `deadline` seconds.
+async fn run_hook(h: &k8s_openapi::api::core::v1::LifecycleHandler, t: &Target, deadline: i64) -> Result<(), String> {
+    let limit = std::time::Duration::from_secs(deadline.max(1) as u64);
+    let run = async {
+        if let Some(a) = &h.exec {
+            handler::exec(a, t, limit).await
+        } else if let Some(a) = &h.http_get {
+            handler::http(a, t, limit).await
+        } else if let Some(a) = &h.tcp_socket {
+            handler::tcp(a, t, limit).await
+        } else if let Some(a) = &h.sleep {
+            handler::sleep(a.seconds).await
+        } else {
+            Err("the hook has no handler".into())
+        }
+    };
+    tokio::time::timeout(limit, run).await.unwrap_or_else(|_| Err(format!("did not finish within {deadline} s")))
+}
+
+/// Stop a container the way the kubelet kills one: its preStop hook first, then the stop
+/// signal with what is left of the grace period, then SIGKILL.
+async fn stop_with_pre_stop(t: Target, c: Container, grace: i64) {
+    let start = std::time::Instant::now();
+    if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
+        if let Err(msg) = run_hook(hook, &t, grace).await {
+            tracing::warn!(container = %c.name, "PreStopHook failed: {msg}");
+        }
+    }
+    let left = (grace - start.elapsed().as_secs() as i64).max(0);
+    let _ = t.runtime.stop_container(cri::StopContainerRequest { container_id: t.container_id.clone(), timeout: left }).await;
 }
