@@ -331,3 +331,88 @@ async fn lifecycle_hooks_run_and_the_grace_period_is_enforced() {
     assert!(took >= Duration::from_secs(2), "the stubborn container was not given its grace period ({took:?})");
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "saw-post-start\npre-stop\nterm\n");
 }
+
+const VOLUMES: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: app-config}
+data:
+  game.properties: "lives=3"
+  ui.properties: "color=blue"
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: app-secret}
+data:
+  password: czNjcjN0
+stringData:
+  user: admin
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: vols
+  labels: {tier: backend}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: cm
+    configMap:
+      name: app-config
+      items: [{key: game.properties, path: conf/game, mode: 0600}]
+  - name: sec
+    secret: {secretName: app-secret, defaultMode: 0400}
+  - name: info
+    downwardAPI:
+      items:
+      - {path: labels, fieldRef: {fieldPath: metadata.labels}}
+      - {path: name, fieldRef: {fieldPath: metadata.name}}
+      - {path: mem, resourceFieldRef: {containerName: main, resource: limits.memory}}
+  - name: all
+    projected:
+      sources:
+      - configMap: {name: app-config, items: [{key: ui.properties, path: ui}]}
+      - secret: {name: app-secret, items: [{key: user, path: user}]}
+      - downwardAPI: {items: [{path: ns, fieldRef: {fieldPath: metadata.namespace}}]}
+  containers:
+  - name: main
+    image: BUSYBOX
+    resources: {limits: {memory: 64Mi}}
+    command: ['sh', '-c', 'cat /cm/conf/game; echo; stat -c %a /cm/conf/game; cat /sec/password /sec/user; echo; stat -c %a /sec/password; cat /info/labels /info/name /info/mem; echo; cat /all/ui /all/user /all/ns; echo; touch /cm/x 2>/dev/null || echo read-only; grep -c " /sec tmpfs" /proc/mounts; exec sleep 3600']
+    volumeMounts:
+    - {name: cm, mountPath: /cm}
+    - {name: sec, mountPath: /sec}
+    - {name: info, mountPath: /info}
+    - {name: all, mountPath: /all}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: missing-cm}
+spec:
+  containers:
+  - name: main
+    image: BUSYBOX
+    command: ['sleep', '3600']
+    volumeMounts: [{name: cm, mountPath: /cm}]
+  volumes:
+  - name: cm
+    configMap: {name: does-not-exist}
+"#;
+
+#[tokio::test]
+async fn config_map_secret_downward_api_and_projected_volumes() {
+    let d = Daemon::start_node("").await;
+    let url = d.kubelet_url().await;
+    write(&d.manifests(), "vols.yaml", VOLUMES);
+    wait_for(&url, "vols", "running", Duration::from_secs(60), |p| container(p, "main")["state"]["running"].is_object()).await;
+    let mut logs = String::new();
+    let start = Instant::now();
+    while !logs.contains("read-only") && start.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        logs = get(&format!("{url}/containerLogs/default/vols-berth-it/main")).await;
+    }
+    let want = "lives=3\n600\ns3cr3tadmin\n400\ntier=\"backend\"vols-berth-it67108864\ncolor=blueadmindefault\nread-only\n1\n";
+    assert_eq!(logs, want);
+    let p = wait_for(&url, "missing-cm", "config error", Duration::from_secs(30), |p| container(p, "main")["state"]["waiting"]["reason"] == "CreateContainerConfigError").await;
+    let msg = container(&p, "main")["state"]["waiting"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(msg.contains("does-not-exist") && msg.contains("not found"), "{msg}");
+}

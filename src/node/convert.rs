@@ -148,7 +148,7 @@ pub struct FieldValues {
     pub node_name: String,
 }
 
-fn field_ref(pod: &Pod, path: &str, f: &FieldValues) -> Result<String, String> {
+pub fn field_ref(pod: &Pod, path: &str, f: &FieldValues) -> Result<String, String> {
     let md = &pod.metadata;
     Ok(match path {
         "metadata.name" => md.name.clone().unwrap_or_default(),
@@ -201,7 +201,7 @@ pub fn expand(s: &str, env: &HashMap<String, String>) -> String {
     out
 }
 
-fn resource_field(c: &Container, field: &str) -> Result<String, String> {
+pub fn resource_field(c: &Container, field: &str) -> Result<String, String> {
     let (which, name) = match field.split_once('.') {
         Some((w, n)) => (w, n),
         None => return Err(format!("unsupported resourceFieldRef {field:?}")),
@@ -254,7 +254,9 @@ pub fn container_config(
                     return Err(format!("volumeMount {:?}: invalid subPath {sub:?}", m.name));
                 }
                 let p = host.join(sub);
-                std::fs::create_dir_all(&p).map_err(|e| format!("subPath {sub:?}: {e}"))?;
+                if !p.exists() {
+                    std::fs::create_dir_all(&p).map_err(|e| format!("subPath {sub:?}: {e}"))?;
+                }
                 p
             }
             None => host.clone(),
@@ -262,7 +264,8 @@ pub fn container_config(
         mounts.push(cri::Mount {
             container_path: m.mount_path.clone(),
             host_path: host.display().to_string(),
-            readonly: m.read_only.unwrap_or(false),
+            // Volumes the node writes (configMap, secret, downwardAPI, projected) are read-only.
+            readonly: m.read_only.unwrap_or(false) || super::volumes::is_node_written(pod, &m.name),
             propagation: match m.mount_propagation.as_deref() {
                 Some("HostToContainer") => cri::MountPropagation::PropagationHostToContainer as i32,
                 Some("Bidirectional") => cri::MountPropagation::PropagationBidirectional as i32,

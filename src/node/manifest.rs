@@ -21,6 +21,16 @@ pub struct Snapshot {
     pub pods: BTreeMap<String, SourcePod>,
     /// Manifest errors by file.
     pub errors: BTreeMap<PathBuf, String>,
+    /// ConfigMaps and Secrets declared next to the pods.
+    pub objects: super::volumes::Objects,
+}
+
+/// What one file declares.
+#[derive(Debug, Clone, Default)]
+pub struct FileContent {
+    pub pods: Vec<SourcePod>,
+    pub config_maps: Vec<k8s_openapi::api::core::v1::ConfigMap>,
+    pub secrets: Vec<k8s_openapi::api::core::v1::Secret>,
 }
 
 /// Files of the directory with modification times, to notice changes cheaply.
@@ -49,8 +59,17 @@ pub fn read_dir(dir: &Path, node_name: &str) -> Snapshot {
     let mut snap = Snapshot::default();
     for (path, _, _) in stamp(dir) {
         match read_file(&path, node_name) {
-            Ok(pods) => {
-                for p in pods {
+            Ok(content) => {
+                let key = |md: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+                    (md.namespace.clone().unwrap_or_else(|| "default".into()), md.name.clone().unwrap_or_default())
+                };
+                for cm in content.config_maps {
+                    snap.objects.config_maps.insert(key(&cm.metadata), cm);
+                }
+                for sec in content.secrets {
+                    snap.objects.secrets.insert(key(&sec.metadata), sec);
+                }
+                for p in content.pods {
                     let uid = p.pod.metadata.uid.clone().unwrap_or_default();
                     if let Some(other) = snap.pods.values().find(|o| same_name(&o.pod, &p.pod)) {
                         snap.errors.insert(
@@ -78,25 +97,44 @@ fn same_name(a: &Pod, b: &Pod) -> bool {
     full_name(a) == full_name(b)
 }
 
-/// The pods of one file; an error names what is wrong.
-pub fn read_file(path: &Path, node_name: &str) -> Result<Vec<SourcePod>, String> {
+/// The pods (and ConfigMaps and Secrets) of one file; an error names what is wrong.
+pub fn read_file(path: &Path, node_name: &str) -> Result<FileContent, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("reading: {e}"))?;
     let docs: Vec<serde_json::Value> = if path.extension().and_then(|e| e.to_str()) == Some("json") {
         vec![serde_json::from_str(&text).map_err(|e| format!("invalid JSON: {e}"))?]
     } else {
-        serde_saphyr::from_multiple(&text).map_err(|e| format!("invalid YAML: {e}"))?
+        // Kubernetes reads YAML 1.1 style: 0644 is octal (file modes are written that way).
+        let mut opts = serde_saphyr::Options::default();
+        opts.legacy_octal_numbers = true;
+        serde_saphyr::from_multiple_with_options(&text, opts).map_err(|e| format!("invalid YAML: {e}"))?
     };
-    let mut out = Vec::new();
+    let mut out = FileContent::default();
     for (i, doc) in docs.into_iter().enumerate() {
         if doc.is_null() {
             continue;
         }
-        let kind = doc["kind"].as_str().unwrap_or_default();
-        if kind != "Pod" {
-            return Err(format!("document {i}: kind {kind:?} is not a Pod"));
+        let kind = doc["kind"].as_str().unwrap_or_default().to_string();
+        if !matches!(kind.as_str(), "Pod" | "ConfigMap" | "Secret") {
+            return Err(format!("document {i}: kind {kind:?} is not a Pod, ConfigMap or Secret"));
         }
         if doc["apiVersion"].as_str() != Some("v1") {
             return Err(format!("document {i}: apiVersion must be v1"));
+        }
+        if kind == "ConfigMap" {
+            let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(doc).map_err(|e| format!("document {i}: {e}"))?;
+            if cm.metadata.name.as_deref().unwrap_or_default().is_empty() {
+                return Err(format!("document {i}: metadata.name is required"));
+            }
+            out.config_maps.push(cm);
+            continue;
+        }
+        if kind == "Secret" {
+            let sec: k8s_openapi::api::core::v1::Secret = serde_json::from_value(doc).map_err(|e| format!("document {i}: {e}"))?;
+            if sec.metadata.name.as_deref().unwrap_or_default().is_empty() {
+                return Err(format!("document {i}: metadata.name is required"));
+            }
+            out.secrets.push(sec);
+            continue;
         }
         let content = serde_json::to_vec(&doc).unwrap_or_default();
         let mut pod: Pod = serde_json::from_value(doc).map_err(|e| format!("document {i}: {e}"))?;
@@ -114,7 +152,7 @@ pub fn read_file(path: &Path, node_name: &str) -> Result<Vec<SourcePod>, String>
         let annotations = md.annotations.get_or_insert_with(Default::default);
         annotations.insert("kubernetes.io/config.source".into(), "file".into());
         annotations.insert("kubernetes.io/config.hash".into(), hex[..32].to_string());
-        out.push(SourcePod { pod, file: path.to_path_buf() });
+        out.pods.push(SourcePod { pod, file: path.to_path_buf() });
     }
     Ok(out)
 }

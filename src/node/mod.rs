@@ -51,6 +51,8 @@ pub struct NodeShared {
     pub errors: RwLock<BTreeMap<PathBuf, String>>,
     /// Each pod's worker progress (attempts, events) and its log directory, by UID.
     pub details: RwLock<BTreeMap<String, (PodProgress, PathBuf)>>,
+    /// ConfigMaps and Secrets from the pod source, for the volumes that project them.
+    pub objects: RwLock<volumes::Objects>,
 }
 
 impl NodeShared {
@@ -90,7 +92,7 @@ impl Node {
         for d in [&cfg.state_dir, &cfg.pods_dir, &cfg.log_dir, &cfg.manifest_dir] {
             std::fs::create_dir_all(d)?;
         }
-        let shared = Arc::new(NodeShared { runtime, images, cfg, statuses: RwLock::new(BTreeMap::new()), errors: RwLock::new(BTreeMap::new()), details: RwLock::new(BTreeMap::new()) });
+        let shared = Arc::new(NodeShared { runtime, images, cfg, statuses: RwLock::new(BTreeMap::new()), errors: RwLock::new(BTreeMap::new()), details: RwLock::new(BTreeMap::new()), objects: RwLock::new(Default::default()) });
         Ok(Node { shared, workers: BTreeMap::new() })
     }
 
@@ -113,6 +115,7 @@ impl Node {
                 let report: BTreeMap<String, String> = snap.errors.iter().map(|(f, e)| (f.display().to_string(), e.clone())).collect();
                 let _ = atomic::write_json(&self.shared.cfg.state_dir.join("manifest-errors.json"), &report);
                 *self.shared.errors.write().await = snap.errors.clone();
+                *self.shared.objects.write().await = snap.objects.clone();
                 self.apply(snap);
                 last_stamp = Some(stamp);
             }

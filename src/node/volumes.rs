@@ -1,6 +1,10 @@
 //! Pod volumes on the node: emptyDir (on disk, or tmpfs with medium Memory and its
-//! sizeLimit) and hostPath (with its type checks), as host paths the containers bind.
-use k8s_openapi::api::core::v1::Pod;
+//! sizeLimit), hostPath (with its type checks), and the volumes the node writes itself:
+//! configMap, secret (on tmpfs), downwardAPI and projected, filled from the pod source's
+//! objects (`Objects`: today ConfigMaps and Secrets in the manifest directory, later the
+//! apiserver). Their content is written when a container of the pod starts.
+use super::convert::{self, FieldValues};
+use k8s_openapi::api::core::v1::{ConfigMap, KeyToPath, Pod, Secret};
 use std::collections::BTreeMap;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
@@ -12,8 +16,180 @@ pub fn pod_dir(root: &Path, uid: &str) -> PathBuf {
     root.join(uid)
 }
 
+/// ConfigMaps and Secrets a pod source provides, by (namespace, name).
+#[derive(Debug, Clone, Default)]
+pub struct Objects {
+    pub config_maps: BTreeMap<(String, String), ConfigMap>,
+    pub secrets: BTreeMap<(String, String), Secret>,
+}
+
+/// Whether a volume's content comes from the node (and is mounted read-only).
+pub fn is_node_written(pod: &Pod, volume: &str) -> bool {
+    pod.spec.as_ref().and_then(|s| s.volumes.as_ref()).into_iter().flatten().any(|v| {
+        v.name == volume && (v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some() || v.projected.is_some())
+    })
+}
+
+/// One file to write into a node-written volume.
+struct FileOut {
+    path: String,
+    data: Vec<u8>,
+    mode: u32,
+}
+
+fn check_rel(path: &str) -> Result<(), String> {
+    if path.is_empty() || path.starts_with('/') || path.split('/').any(|p| p == ".." || p.is_empty()) {
+        return Err(format!("invalid path {path:?}"));
+    }
+    Ok(())
+}
+
+/// Key/value data as files: every key, or the listed items.
+fn project(what: &str, data: &BTreeMap<String, Vec<u8>>, items: Option<&Vec<KeyToPath>>, mode: u32, optional: bool) -> Result<Vec<FileOut>, String> {
+    match items {
+        None => Ok(data.iter().map(|(k, v)| FileOut { path: k.clone(), data: v.clone(), mode }).collect()),
+        Some(items) => {
+            let mut out = Vec::new();
+            for it in items {
+                check_rel(&it.path)?;
+                match data.get(&it.key) {
+                    Some(v) => out.push(FileOut { path: it.path.clone(), data: v.clone(), mode: it.mode.map(|m| m as u32).unwrap_or(mode) }),
+                    None if optional => {}
+                    None => return Err(format!("{what} has no key {:?}", it.key)),
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+fn config_map_data(cm: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
+    let mut d: BTreeMap<String, Vec<u8>> = cm.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+    for (k, v) in cm.binary_data.clone().unwrap_or_default() {
+        d.insert(k, v.0);
+    }
+    d
+}
+
+fn secret_data(s: &Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut d: BTreeMap<String, Vec<u8>> = s.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+    // stringData is merged over data, as the apiserver does on write.
+    for (k, v) in s.string_data.clone().unwrap_or_default() {
+        d.insert(k, v.into_bytes());
+    }
+    d
+}
+
+fn downward_files(pod: &Pod, items: &[k8s_openapi::api::core::v1::DownwardAPIVolumeFile], mode: u32, fields: &FieldValues) -> Result<Vec<FileOut>, String> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let mut out = Vec::new();
+    for it in items {
+        check_rel(&it.path)?;
+        let value = if let Some(f) = &it.field_ref {
+            let md = &pod.metadata;
+            let map_lines = |m: Option<&BTreeMap<String, String>>| {
+                m.into_iter().flatten().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join("\n")
+            };
+            match f.field_path.as_str() {
+                "metadata.labels" => map_lines(md.labels.as_ref()),
+                "metadata.annotations" => map_lines(md.annotations.as_ref()),
+                p => convert::field_ref(pod, p, fields)?,
+            }
+        } else if let Some(r) = &it.resource_field_ref {
+            let cname = r.container_name.clone().unwrap_or_default();
+            let c = spec.containers.iter().chain(spec.init_containers.iter().flatten()).find(|c| c.name == cname).ok_or_else(|| format!("resourceFieldRef: no container {cname:?}"))?;
+            convert::resource_field(c, &r.resource)?
+        } else {
+            return Err(format!("downwardAPI item {:?} has neither fieldRef nor resourceFieldRef", it.path));
+        };
+        out.push(FileOut { path: it.path.clone(), data: value.into_bytes(), mode: it.mode.map(|m| m as u32).unwrap_or(mode) });
+    }
+    Ok(out)
+}
+
+/// Replace the volume directory's content with `files`.
+fn write_files(dir: &Path, files: &[FileOut]) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        }
+    }
+    for f in files {
+        let p = dir.join(&f.path);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::write(&p, &f.data).map_err(|e| format!("{}: {e}", p.display()))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(f.mode & 0o7777)).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Files of a node-written volume, or None when the volume is of another kind.
+fn node_written_files(pod: &Pod, v: &k8s_openapi::api::core::v1::Volume, objects: &Objects, fields: &FieldValues) -> Option<Result<Vec<FileOut>, String>> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let cm = |name: &str| objects.config_maps.get(&(ns.clone(), name.to_string()));
+    let secret = |name: &str| objects.secrets.get(&(ns.clone(), name.to_string()));
+    let mode_of = |m: Option<i32>| m.map(|m| m as u32).unwrap_or(0o644);
+    if let Some(c) = &v.config_map {
+        let optional = c.optional.unwrap_or(false);
+        return Some(match cm(&c.name) {
+            Some(obj) => project(&format!("configmap {:?}", c.name), &config_map_data(obj), c.items.as_ref(), mode_of(c.default_mode), optional),
+            None if optional => Ok(vec![]),
+            None => Err(format!("configmap {:?} not found", c.name)),
+        });
+    }
+    if let Some(sv) = &v.secret {
+        let name = sv.secret_name.clone().unwrap_or_default();
+        let optional = sv.optional.unwrap_or(false);
+        return Some(match secret(&name) {
+            Some(obj) => project(&format!("secret {name:?}"), &secret_data(obj), sv.items.as_ref(), mode_of(sv.default_mode), optional),
+            None if optional => Ok(vec![]),
+            None => Err(format!("secret {name:?} not found")),
+        });
+    }
+    if let Some(d) = &v.downward_api {
+        return Some(downward_files(pod, d.items.as_deref().unwrap_or(&[]), mode_of(d.default_mode), fields));
+    }
+    if let Some(p) = &v.projected {
+        let mode = mode_of(p.default_mode);
+        let mut all = Vec::new();
+        for src in p.sources.iter().flatten() {
+            let part = if let Some(c) = &src.config_map {
+                let optional = c.optional.unwrap_or(false);
+                match cm(&c.name) {
+                    Some(obj) => project(&format!("configmap {:?}", c.name), &config_map_data(obj), c.items.as_ref(), mode, optional),
+                    None if optional => Ok(vec![]),
+                    None => Err(format!("configmap {:?} not found", c.name)),
+                }
+            } else if let Some(sp) = &src.secret {
+                let optional = sp.optional.unwrap_or(false);
+                match secret(&sp.name) {
+                    Some(obj) => project(&format!("secret {:?}", sp.name), &secret_data(obj), sp.items.as_ref(), mode, optional),
+                    None if optional => Ok(vec![]),
+                    None => Err(format!("secret {:?} not found", sp.name)),
+                }
+            } else if let Some(d) = &src.downward_api {
+                downward_files(pod, d.items.as_deref().unwrap_or(&[]), mode, fields)
+            } else if src.service_account_token.is_some() {
+                Err("serviceAccountToken projections need the control plane, which this node does not have yet".into())
+            } else {
+                Err("projected source of an unsupported kind".into())
+            };
+            match part {
+                Ok(mut f) => all.append(&mut f),
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        return Some(Ok(all));
+    }
+    None
+}
+
 /// Make the pod's volumes; an error names the volume and why.
-pub fn setup(root: &Path, pod: &Pod) -> Result<VolumePaths, String> {
+pub fn setup(root: &Path, pod: &Pod, objects: &Objects, fields: &FieldValues) -> Result<VolumePaths, String> {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let mut out = VolumePaths::new();
     for v in pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default() {
@@ -29,8 +205,20 @@ pub fn setup(root: &Path, pod: &Pod) -> Result<VolumePaths, String> {
             dir
         } else if let Some(h) = &v.host_path {
             host_path(&v.name, &h.path, h.type_.as_deref().unwrap_or(""))?
+        } else if let Some(files) = node_written_files(pod, &v, objects, fields) {
+            let files = files.map_err(|e| format!("volume {:?}: {e}", v.name))?;
+            let kind = if v.secret.is_some() { "secret" } else if v.config_map.is_some() { "configmap" } else if v.downward_api.is_some() { "downward-api" } else { "projected" };
+            let dir = pod_dir(root, &uid).join(format!("volumes/kubernetes.io~{kind}")).join(&v.name);
+            std::fs::create_dir_all(&dir).map_err(|e| format!("volume {:?}: {e}", v.name))?;
+            // Secrets never touch the disk: a small tmpfs per volume, as the kubelet does.
+            if v.secret.is_some() && !is_mount_point(&dir) {
+                nix::mount::mount(Some("tmpfs"), &dir, Some("tmpfs"), nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV, Some("size=16m,mode=0755"))
+                    .map_err(|e| format!("volume {:?}: mounting tmpfs: {e}", v.name))?;
+            }
+            write_files(&dir, &files).map_err(|e| format!("volume {:?}: {e}", v.name))?;
+            dir
         } else {
-            return Err(format!("volume {:?}: only emptyDir and hostPath volumes are supported on this node yet", v.name));
+            return Err(format!("volume {:?}: this volume type is not supported on this node yet", v.name));
         };
         out.insert(v.name.clone(), path);
     }
@@ -103,10 +291,14 @@ fn is_mount_point(p: &Path) -> bool {
 
 /// Remove the pod's volume directories (hostPath content is never touched).
 pub fn teardown(root: &Path, uid: &str) {
-    let dir = pod_dir(root, uid).join("volumes/kubernetes.io~empty-dir");
-    if let Ok(rd) = std::fs::read_dir(&dir) {
-        for e in rd.flatten() {
-            let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
+    for kind in ["empty-dir", "secret"] {
+        let dir = pod_dir(root, uid).join(format!("volumes/kubernetes.io~{kind}"));
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                if is_mount_point(&e.path()) {
+                    let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
+                }
+            }
         }
     }
     let _ = std::fs::remove_dir_all(pod_dir(root, uid));

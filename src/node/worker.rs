@@ -343,17 +343,18 @@ impl Worker {
                 return Ok(());
             }
         }
-        let volumes = match volumes::setup(&self.shared.cfg.pods_dir, &self.pod) {
+        let fields = FieldValues {
+            pod_ip: self.progress.pod_ips.first().cloned().unwrap_or_default(),
+            host_ip: self.shared.cfg.node_ip.clone(),
+            node_name: self.shared.cfg.node_name.clone(),
+        };
+        let objects = self.shared.objects.read().await.clone();
+        let volumes = match volumes::setup(&self.shared.cfg.pods_dir, &self.pod, &objects, &fields) {
             Ok(v) => v,
             Err(e) => {
                 self.waiting(&name, "CreateContainerConfigError", &e);
                 return Ok(());
             }
-        };
-        let fields = FieldValues {
-            pod_ip: self.progress.pod_ips.first().cloned().unwrap_or_default(),
-            host_ip: self.shared.cfg.node_ip.clone(),
-            node_name: self.shared.cfg.node_name.clone(),
         };
         let config = match convert::container_config(&self.pod, c, attempt, &volumes, &fields, &self.shared.cfg.seccomp_dir) {
             Ok(cfg) => cfg,
