@@ -277,6 +277,13 @@ async fn probes_gate_readiness_and_restart_unhealthy_containers() {
     assert!(web.ends_with(" web-started\n") && web.contains('T'), "{web:?}");
     let missing = get(&format!("{url}/containerLogs/default/probes-berth-it/nope")).await;
     assert!(missing.contains("not valid"), "{missing:?}");
+    // Metrics: the pod's start latency, what runs, and the probes' results.
+    let metrics = get(&format!("{url}/metrics")).await;
+    assert!(metrics.contains("kubelet_pod_start_duration_seconds_count 1\n"), "{metrics}");
+    assert!(metrics.contains("kubelet_running_pods 1\n"), "{metrics}");
+    assert!(metrics.contains("kubelet_running_containers{container_state=\"running\"} "), "{metrics}");
+    assert!(metrics.contains("pod=\"probes-berth-it\",probe_type=\"Readiness\",result=\"failed\"}"), "{metrics}");
+    assert!(metrics.contains("probe_type=\"Liveness\",result=\"successful\"}"), "{metrics}");
 }
 
 const HOOKS: &str = r#"apiVersion: v1

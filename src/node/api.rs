@@ -153,11 +153,31 @@ async fn container_logs(
     (StatusCode::OK, [("content-type", "text/plain")], body).into_response()
 }
 
+/// Prometheus text: pod start latency, running pods and containers, probe results.
+async fn metrics(State(shared): State<Arc<NodeShared>>) -> Response {
+    let (pods, containers) = {
+        let statuses = shared.statuses.read().await;
+        let running = |p: &k8s_openapi::api::core::v1::Pod| {
+            p.status.as_ref().and_then(|s| s.conditions.as_ref()).into_iter().flatten().any(|c| c.type_ == "PodReadyToStartContainers" && c.status == "True")
+        };
+        let pods = statuses.values().filter(|p| running(p)).count();
+        let containers = statuses
+            .values()
+            .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten().chain(s.init_container_statuses.iter().flatten())))
+            .filter(|c| c.state.as_ref().map(|s| s.running.is_some()).unwrap_or(false))
+            .count();
+        (pods, containers)
+    };
+    let text = shared.metrics.lock().map(|m| m.render(pods, containers)).unwrap_or_default();
+    (StatusCode::OK, [("content-type", "text/plain; version=0.0.4")], text).into_response()
+}
+
 pub fn router(shared: Arc<NodeShared>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/pods", get(pods))
         .route("/events", get(events))
+        .route("/metrics", get(metrics))
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
         .with_state(shared)
 }

@@ -7,6 +7,7 @@ pub mod convert;
 pub mod handler;
 pub mod probe;
 pub mod manifest;
+pub mod metrics;
 pub mod quantity;
 pub mod status;
 pub mod volumes;
@@ -53,6 +54,7 @@ pub struct NodeShared {
     pub details: RwLock<BTreeMap<String, (PodProgress, PathBuf)>>,
     /// ConfigMaps and Secrets from the pod source, for the volumes that project them.
     pub objects: RwLock<volumes::Objects>,
+    pub metrics: std::sync::Mutex<metrics::Metrics>,
 }
 
 impl NodeShared {
@@ -92,7 +94,7 @@ impl Node {
         for d in [&cfg.state_dir, &cfg.pods_dir, &cfg.log_dir, &cfg.manifest_dir] {
             std::fs::create_dir_all(d)?;
         }
-        let shared = Arc::new(NodeShared { runtime, images, cfg, statuses: RwLock::new(BTreeMap::new()), errors: RwLock::new(BTreeMap::new()), details: RwLock::new(BTreeMap::new()), objects: RwLock::new(Default::default()) });
+        let shared = Arc::new(NodeShared { runtime, images, cfg, statuses: RwLock::new(BTreeMap::new()), errors: RwLock::new(BTreeMap::new()), details: RwLock::new(BTreeMap::new()), objects: RwLock::new(Default::default()), metrics: Default::default() });
         Ok(Node { shared, workers: BTreeMap::new() })
     }
 

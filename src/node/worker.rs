@@ -56,6 +56,9 @@ pub struct PodProgress {
     /// Recent events about the pod (probe failures, kills, hook failures), newest last.
     #[serde(default)]
     pub events: Vec<PodEvent>,
+    /// The pod's start latency has been counted in the metrics.
+    #[serde(default)]
+    pub start_recorded: bool,
 }
 
 /// Something that happened to a pod, as a v1.Event shows it.
@@ -279,6 +282,14 @@ impl Worker {
         let observed = self.observe().await?;
         self.run_probes(&observed).await;
         self.progress.phase = status::phase(&self.pod, &self.progress, &observed);
+        let all_running = spec.containers.iter().all(|c| observed.get(&c.name).map(|o| o.status.state == cri::ContainerState::ContainerRunning as i32).unwrap_or(false));
+        if all_running && !self.progress.start_recorded {
+            self.progress.start_recorded = true;
+            let secs = (now_ns() - self.progress.start_time_ns) as f64 / 1e9;
+            if let Ok(mut m) = self.shared.metrics.lock() {
+                m.observe_pod_start(secs);
+            }
+        }
         if self.is_terminal() {
             self.stop_sandbox().await;
         }
@@ -579,6 +590,10 @@ impl Worker {
             let t = probe::timing(p);
             let Some((_, track)) = self.probes.get_mut(&(name.clone(), kind)) else { continue };
             track.record(&t, now, &outcome);
+            if let Ok(mut m) = self.shared.metrics.lock() {
+                let md = &self.pod.metadata;
+                m.count_probe(kind.name(), md.namespace.as_deref().unwrap_or("default"), md.name.as_deref().unwrap_or(""), &name, outcome.is_ok());
+            }
             let failed_for_good = track.result == Some(false);
             if let Err(msg) = &outcome {
                 self.event("Warning", "Unhealthy", &format!("{} probe failed: {msg}", kind.name()), Some(&name));
