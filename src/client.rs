@@ -58,7 +58,7 @@ pub struct LogsArgs {
 pub async fn logs(socket: &Path, args: LogsArgs) -> Result<()> {
     use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
     use std::io::Write;
-    let mut rt = RuntimeServiceClient::new(connect(socket).await?);
+    let rt = RuntimeServiceClient::new(connect(socket).await?);
     let status = |mut rt: RuntimeServiceClient<Channel>, id: String| async move {
         rt.container_status(cri::ContainerStatusRequest { container_id: id, verbose: false }).await.map(|r| r.into_inner().status)
     };
@@ -87,7 +87,6 @@ pub async fn logs(socket: &Path, args: LogsArgs) -> Result<()> {
         async move { matches!(status(rt, id).await, Ok(Some(s)) if s.state == cri::ContainerState::ContainerRunning as i32) }
     };
     berth::logs::read_logs(Path::new(&st.log_path), &opts, write, running).await.with_context(|| format!("reading {}", st.log_path))?;
-    let _ = &mut rt;
     Ok(())
 }
 

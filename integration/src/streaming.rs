@@ -206,38 +206,7 @@ impl WsClient {
 /// tunneling dialer does for port-forward.
 pub async fn ws_tunnel(url: &str, protocol: &str) -> Result<tokio::io::DuplexStream, (u16, String)> {
     let c = ws_connect(url, &[protocol]).await?;
-    let (mut sink, mut source) = c.ws.split();
-    let (ours, theirs) = tokio::io::duplex(256 * 1024);
-    let (mut rd, mut wr) = tokio::io::split(theirs);
-    tokio::spawn(async move {
-        while let Some(Ok(m)) = source.next().await {
-            match m {
-                Message::Binary(b) => {
-                    if wr.write_all(&b).await.is_err() {
-                        break;
-                    }
-                }
-                Message::Close(_) => break,
-                _ => {}
-            }
-        }
-        let _ = wr.shutdown().await;
-    });
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if sink.send(Message::Binary(Bytes::copy_from_slice(&buf[..n]))).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-        let _ = sink.close().await;
-    });
-    Ok(ours)
+    Ok(berth::streaming::transport::ws_byte_stream(c.ws))
 }
 
 /// One port-forward connection over a SPDY session: request bytes in, all response bytes

@@ -273,6 +273,30 @@ async fn attach_serves_two_clients_and_detaching_leaves_the_container_running() 
     drop(f.logs);
 }
 
+/// 20 port-forward connections to the pod's httpd at the same time, each answered whole.
+async fn twenty_connections_at_once(session: &berth::streaming::spdy::Session) {
+    let mut tasks = Vec::new();
+    for i in 0..20u32 {
+        let s = session.clone();
+        tasks.push(tokio::spawn(async move { forward_once(&s, 8080, i, b"GET /index.html HTTP/1.0\r\n\r\n").await }));
+    }
+    for t in tasks {
+        let (body, err) = t.await.unwrap();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.starts_with("HTTP/1.") && text.ends_with("hello-from-pod\n"), "{text:?} {err}");
+        assert!(err.is_empty(), "{err}");
+    }
+}
+
+/// Fetch /big (10 MiB) through one connection; the sha256 of what arrived.
+async fn big_file(session: &berth::streaming::spdy::Session, request_id: u32) -> String {
+    let (body, err) = forward_once(session, 8080, request_id, b"GET /big HTTP/1.0\r\n\r\n").await;
+    assert!(err.is_empty(), "{err}");
+    let split = body.windows(4).position(|w| w == b"\r\n\r\n").expect("HTTP head") + 4;
+    assert_eq!(body.len() - split, 10 << 20);
+    hex::encode(sha2::Sha256::digest(&body[split..]))
+}
+
 #[tokio::test]
 async fn port_forward_carries_concurrent_connections_and_ten_mebibytes_intact() {
     let mut f = fixture("portfwd").await;
@@ -304,23 +328,9 @@ async fn port_forward_carries_concurrent_connections_and_ten_mebibytes_intact() 
     let url = pf_url(&mut f.rt, f.pod.clone()).await;
     let (session, _incoming, proto) = spdy_connect(&url, &["portforward.k8s.io"]).await.map_err(|a| a.status).expect("upgrade");
     assert_eq!(proto, "portforward.k8s.io");
-    let mut tasks = Vec::new();
-    for i in 0..20u32 {
-        let s = session.clone();
-        tasks.push(tokio::spawn(async move { forward_once(&s, 8080, i, b"GET /index.html HTTP/1.0\r\n\r\n").await }));
-    }
-    for t in tasks {
-        let (body, err) = t.await.unwrap();
-        let text = String::from_utf8_lossy(&body);
-        assert!(text.starts_with("HTTP/1.") && text.ends_with("hello-from-pod\n"), "{text:?} {err}");
-        assert!(err.is_empty(), "{err}");
-    }
+    twenty_connections_at_once(&session).await;
     // 10 MiB through one connection.
-    let (body, err) = forward_once(&session, 8080, 100, b"GET /big HTTP/1.0\r\n\r\n").await;
-    assert!(err.is_empty(), "{err}");
-    let split = body.windows(4).position(|w| w == b"\r\n\r\n").expect("HTTP head") + 4;
-    assert_eq!(body.len() - split, 10 << 20);
-    assert_eq!(hex::encode(sha2::Sha256::digest(&body[split..])), sum);
+    assert_eq!(big_file(&session, 100).await, sum);
     // A port nobody listens on: the error stream says so, the session stays usable.
     let (_, err) = forward_once(&session, 8081, 101, b"x").await;
     assert!(err.contains("8081"), "{err:?}");
@@ -332,18 +342,8 @@ async fn port_forward_carries_concurrent_connections_and_ten_mebibytes_intact() 
     let url = pf_url(&mut f.rt, f.pod.clone()).await;
     let tunnel = ws_tunnel(&url, "SPDY/3.1+portforward.k8s.io").await.expect("ws tunnel");
     let (session, _incoming) = berth::streaming::spdy::Session::start(tunnel, berth::streaming::spdy::Role::Client);
-    let mut tasks = Vec::new();
-    for i in 0..20u32 {
-        let s = session.clone();
-        tasks.push(tokio::spawn(async move { forward_once(&s, 8080, i, b"GET /index.html HTTP/1.0\r\n\r\n").await }));
-    }
-    for t in tasks {
-        let (body, err) = t.await.unwrap();
-        assert!(String::from_utf8_lossy(&body).ends_with("hello-from-pod\n"), "{err}");
-    }
-    let (body, _) = forward_once(&session, 8080, 200, b"GET /big HTTP/1.0\r\n\r\n").await;
-    let split = body.windows(4).position(|w| w == b"\r\n\r\n").expect("HTTP head") + 4;
-    assert_eq!(hex::encode(sha2::Sha256::digest(&body[split..])), sum);
+    twenty_connections_at_once(&session).await;
+    assert_eq!(big_file(&session, 200).await, sum);
     session.shutdown().await;
     drop(f.logs);
 }

@@ -120,21 +120,16 @@ pub fn read_file(path: &Path, node_name: &str) -> Result<FileContent, String> {
         if doc["apiVersion"].as_str() != Some("v1") {
             return Err(format!("document {i}: apiVersion must be v1"));
         }
-        if kind == "ConfigMap" {
-            let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(doc).map_err(|e| format!("document {i}: {e}"))?;
-            if cm.metadata.name.as_deref().unwrap_or_default().is_empty() {
-                return Err(format!("document {i}: metadata.name is required"));
+        match kind.as_str() {
+            "ConfigMap" => {
+                out.config_maps.push(named_object(i, doc, |c: &k8s_openapi::api::core::v1::ConfigMap| &c.metadata)?);
+                continue;
             }
-            out.config_maps.push(cm);
-            continue;
-        }
-        if kind == "Secret" {
-            let sec: k8s_openapi::api::core::v1::Secret = serde_json::from_value(doc).map_err(|e| format!("document {i}: {e}"))?;
-            if sec.metadata.name.as_deref().unwrap_or_default().is_empty() {
-                return Err(format!("document {i}: metadata.name is required"));
+            "Secret" => {
+                out.secrets.push(named_object(i, doc, |c: &k8s_openapi::api::core::v1::Secret| &c.metadata)?);
+                continue;
             }
-            out.secrets.push(sec);
-            continue;
+            _ => {}
         }
         let content = serde_json::to_vec(&doc).unwrap_or_default();
         let mut pod: Pod = serde_json::from_value(doc).map_err(|e| format!("document {i}: {e}"))?;
@@ -155,6 +150,19 @@ pub fn read_file(path: &Path, node_name: &str) -> Result<FileContent, String> {
         out.pods.push(SourcePod { pod, file: path.to_path_buf() });
     }
     Ok(out)
+}
+
+/// A ConfigMap or Secret document, which must have a name.
+fn named_object<T: serde::de::DeserializeOwned>(
+    i: usize,
+    doc: serde_json::Value,
+    meta: impl Fn(&T) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Result<T, String> {
+    let obj: T = serde_json::from_value(doc).map_err(|e| format!("document {i}: {e}"))?;
+    if meta(&obj).name.as_deref().unwrap_or_default().is_empty() {
+        return Err(format!("document {i}: metadata.name is required"));
+    }
+    Ok(obj)
 }
 
 /// What the apiserver would refuse before a kubelet ever saw the pod.

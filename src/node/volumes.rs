@@ -127,28 +127,33 @@ fn write_files(dir: &Path, files: &[FileOut]) -> Result<(), String> {
     Ok(())
 }
 
+/// The files of a ConfigMap or Secret source: its keys (or items), nothing when it is
+/// missing but optional, an error when it is missing and required.
+fn object_files(what: &str, data: Option<BTreeMap<String, Vec<u8>>>, items: Option<&Vec<KeyToPath>>, mode: u32, optional: bool) -> Result<Vec<FileOut>, String> {
+    match data {
+        Some(d) => project(what, &d, items, mode, optional),
+        None if optional => Ok(vec![]),
+        None => Err(format!("{what} not found")),
+    }
+}
+
 /// Files of a node-written volume, or None when the volume is of another kind.
 fn node_written_files(pod: &Pod, v: &k8s_openapi::api::core::v1::Volume, objects: &Objects, fields: &FieldValues) -> Option<Result<Vec<FileOut>, String>> {
     let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-    let cm = |name: &str| objects.config_maps.get(&(ns.clone(), name.to_string()));
-    let secret = |name: &str| objects.secrets.get(&(ns.clone(), name.to_string()));
+    let cm_files = |name: &str, items, mode, optional: Option<bool>| {
+        let data = objects.config_maps.get(&(ns.clone(), name.to_string())).map(config_map_data);
+        object_files(&format!("configmap {name:?}"), data, items, mode, optional.unwrap_or(false))
+    };
+    let secret_files = |name: &str, items, mode, optional: Option<bool>| {
+        let data = objects.secrets.get(&(ns.clone(), name.to_string())).map(secret_data);
+        object_files(&format!("secret {name:?}"), data, items, mode, optional.unwrap_or(false))
+    };
     let mode_of = |m: Option<i32>| m.map(|m| m as u32).unwrap_or(0o644);
     if let Some(c) = &v.config_map {
-        let optional = c.optional.unwrap_or(false);
-        return Some(match cm(&c.name) {
-            Some(obj) => project(&format!("configmap {:?}", c.name), &config_map_data(obj), c.items.as_ref(), mode_of(c.default_mode), optional),
-            None if optional => Ok(vec![]),
-            None => Err(format!("configmap {:?} not found", c.name)),
-        });
+        return Some(cm_files(&c.name, c.items.as_ref(), mode_of(c.default_mode), c.optional));
     }
     if let Some(sv) = &v.secret {
-        let name = sv.secret_name.clone().unwrap_or_default();
-        let optional = sv.optional.unwrap_or(false);
-        return Some(match secret(&name) {
-            Some(obj) => project(&format!("secret {name:?}"), &secret_data(obj), sv.items.as_ref(), mode_of(sv.default_mode), optional),
-            None if optional => Ok(vec![]),
-            None => Err(format!("secret {name:?} not found")),
-        });
+        return Some(secret_files(sv.secret_name.as_deref().unwrap_or_default(), sv.items.as_ref(), mode_of(sv.default_mode), sv.optional));
     }
     if let Some(d) = &v.downward_api {
         return Some(downward_files(pod, d.items.as_deref().unwrap_or(&[]), mode_of(d.default_mode), fields));
@@ -158,19 +163,9 @@ fn node_written_files(pod: &Pod, v: &k8s_openapi::api::core::v1::Volume, objects
         let mut all = Vec::new();
         for src in p.sources.iter().flatten() {
             let part = if let Some(c) = &src.config_map {
-                let optional = c.optional.unwrap_or(false);
-                match cm(&c.name) {
-                    Some(obj) => project(&format!("configmap {:?}", c.name), &config_map_data(obj), c.items.as_ref(), mode, optional),
-                    None if optional => Ok(vec![]),
-                    None => Err(format!("configmap {:?} not found", c.name)),
-                }
+                cm_files(&c.name, c.items.as_ref(), mode, c.optional)
             } else if let Some(sp) = &src.secret {
-                let optional = sp.optional.unwrap_or(false);
-                match secret(&sp.name) {
-                    Some(obj) => project(&format!("secret {:?}", sp.name), &secret_data(obj), sp.items.as_ref(), mode, optional),
-                    None if optional => Ok(vec![]),
-                    None => Err(format!("secret {:?} not found", sp.name)),
-                }
+                secret_files(&sp.name, sp.items.as_ref(), mode, sp.optional)
             } else if let Some(d) = &src.downward_api {
                 downward_files(pod, d.items.as_deref().unwrap_or(&[]), mode, fields)
             } else if src.service_account_token.is_some() {

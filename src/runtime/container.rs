@@ -502,14 +502,13 @@ impl Runtime {
     }
 
     /// The state directory of a running container whose monitor serves attach clients.
-    pub fn attach_dir(&self, id: &str) -> RtResult<(ContainerRecord, PathBuf)> {
+    pub fn attach_dir(&self, id: &str) -> RtResult<PathBuf> {
         let rec = self.container(id)?;
         let obs = self.observe(&rec);
         if obs.state != ContainerState::Running {
             return Err(RuntimeError::FailedPrecondition(format!("container {} is not running", rec.id)));
         }
-        let dir = self.container_run_dir(&rec.id);
-        Ok((rec, dir))
+        Ok(self.container_run_dir(&rec.id))
     }
 
     /// UpdateContainerResources: apply to the cgroup and keep the spec in step.

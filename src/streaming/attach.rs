@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub async fn run(rt: &Runtime, container_id: &str, tty: bool, io: CommandIo) -> Outcome {
     let dir = match rt.attach_dir(container_id) {
-        Ok((_, dir)) => dir,
+        Ok(dir) => dir,
         Err(e) => return Outcome::Failed(e.to_string()),
     };
     let sock = match attach_hub::connect(&dir).and_then(|s| {

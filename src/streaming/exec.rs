@@ -181,23 +181,14 @@ fn open_pty(pid: Option<i32>) -> io::Result<(OwnedFd, OwnedFd)> {
             unsafe { OwnedFd::from_raw_fd(m) }
         }
     };
+    let slave = crate::runtime::process::console::open_peer(&master)?;
     let m = master.as_raw_fd();
-    // SAFETY: ioctls on the master we own; results are checked.
+    // SAFETY: fcntl on the master we own.
     unsafe {
-        let unlock: libc::c_int = 0;
-        if libc::ioctl(m, libc::TIOCSPTLCK, &unlock) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // The slave, opened through the master: no path lookup in anyone's /dev.
-        let s = libc::ioctl(m, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
-        if s < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let slave = OwnedFd::from_raw_fd(s);
         let fl = libc::fcntl(m, libc::F_GETFL);
         libc::fcntl(m, libc::F_SETFL, fl | libc::O_NONBLOCK);
-        Ok((master, slave))
     }
+    Ok((master, slave))
 }
 
 /// Open /dev/pts/ptmx inside the container's root without following anything the

@@ -164,38 +164,20 @@ impl StreamingServer {
             }
             return r;
         };
-        let on_upgrade = hyper::upgrade::on(&mut req);
         let this = self.clone();
         let proto = protocol.clone();
-        tokio::spawn(
-            async move {
-                let io = match on_upgrade.await {
-                    Ok(u) => TokioIo::new(u),
-                    Err(e) => {
-                        tracing::info!("SPDY upgrade: {e}");
-                        return;
-                    }
-                };
-                let (session, incoming) = Session::start(io, Role::Server);
-                match request {
-                    StreamRequest::PortForward { sandbox_id, .. } => this.port_forward(session, incoming, &sandbox_id).await,
-                    other => {
-                        let (wanted, what) = wanted_of(&other);
-                        let rt = this.runtime.clone();
-                        transport::serve_spdy(session, incoming, &proto, wanted, what, move |io| run_command(rt, other, io)).await
-                    }
+        spawn_upgraded(&mut req, span.clone(), "SPDY", move |io| async move {
+            let (session, incoming) = Session::start(io, Role::Server);
+            match request {
+                StreamRequest::PortForward { sandbox_id, .. } => this.port_forward(session, incoming, &sandbox_id).await,
+                other => {
+                    let (wanted, what) = wanted_of(&other);
+                    let rt = this.runtime.clone();
+                    transport::serve_spdy(session, incoming, &proto, wanted, what, move |io| run_command(rt, other, io)).await
                 }
             }
-            .instrument(span.clone()),
-        );
-        let mut r = Response::new(Full::new(Bytes::new()));
-        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        r.headers_mut().insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-        r.headers_mut().insert(UPGRADE, HeaderValue::from_static("SPDY/3.1"));
-        if let Ok(v) = HeaderValue::from_str(&protocol) {
-            r.headers_mut().insert("x-stream-protocol-version", v);
-        }
-        r
+        });
+        switching_protocols("SPDY/3.1", &[("x-stream-protocol-version", &protocol)])
     }
 
     fn upgrade_websocket(self: &Arc<Self>, req: &mut Request<Incoming>, headers: &HeaderMap, request: StreamRequest, span: tracing::Span) -> Response<Body> {
@@ -215,45 +197,25 @@ impl StreamingServer {
         let Some(protocol) = chosen else {
             return plain(StatusCode::BAD_REQUEST, format!("websocket: none of the requested subprotocols {offered:?} is supported"));
         };
-        let on_upgrade = hyper::upgrade::on(req);
         let this = self.clone();
         let proto = protocol.clone();
-        tokio::spawn(
-            async move {
-                let io = match on_upgrade.await {
-                    Ok(u) => TokioIo::new(u),
-                    Err(e) => {
-                        tracing::info!("websocket upgrade: {e}");
-                        return;
-                    }
-                };
-                let ws = WebSocketStream::from_raw_socket(io, WsRole::Server, None).await;
-                match request {
-                    StreamRequest::PortForward { sandbox_id, .. } => {
-                        let (session, incoming) = Session::start(transport::ws_byte_stream(ws), Role::Server);
-                        this.port_forward(session, incoming, &sandbox_id).await
-                    }
-                    other => {
-                        let Some((_, flavour)) = WS_PROTOCOLS.iter().find(|(n, _)| *n == proto) else { return };
-                        let (wanted, what) = wanted_of(&other);
-                        let rt = this.runtime.clone();
-                        transport::serve_ws(ws, *flavour, wanted, what, move |io| run_command(rt, other, io)).await
-                    }
+        spawn_upgraded(req, span, "websocket", move |io| async move {
+            let ws = WebSocketStream::from_raw_socket(io, WsRole::Server, None).await;
+            match request {
+                StreamRequest::PortForward { sandbox_id, .. } => {
+                    let (session, incoming) = Session::start(transport::ws_byte_stream(ws), Role::Server);
+                    this.port_forward(session, incoming, &sandbox_id).await
+                }
+                other => {
+                    let Some((_, flavour)) = WS_PROTOCOLS.iter().find(|(n, _)| *n == proto) else { return };
+                    let (wanted, what) = wanted_of(&other);
+                    let rt = this.runtime.clone();
+                    transport::serve_ws(ws, *flavour, wanted, what, move |io| run_command(rt, other, io)).await
                 }
             }
-            .instrument(span),
-        );
-        let mut r = Response::new(Full::new(Bytes::new()));
-        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        r.headers_mut().insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-        r.headers_mut().insert(UPGRADE, HeaderValue::from_static("websocket"));
-        if let Ok(v) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
-            r.headers_mut().insert("sec-websocket-accept", v);
-        }
-        if let Ok(v) = HeaderValue::from_str(&protocol) {
-            r.headers_mut().insert("sec-websocket-protocol", v);
-        }
-        r
+        });
+        let accept = derive_accept_key(key.as_bytes());
+        switching_protocols("websocket", &[("sec-websocket-accept", &accept), ("sec-websocket-protocol", &protocol)])
     }
 
     async fn port_forward(&self, session: Session, incoming: tokio::sync::mpsc::Receiver<super::spdy::Stream>, sandbox_id: &str) {
@@ -267,6 +229,38 @@ impl StreamingServer {
         };
         super::portforward::serve(session, incoming, netns, sandbox_id.to_string()).await
     }
+}
+
+/// Once the 101 answer is out, run `session` on the upgraded connection.
+fn spawn_upgraded<F, Fut>(req: &mut Request<Incoming>, span: tracing::Span, what: &'static str, session: F)
+where
+    F: FnOnce(TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(
+        async move {
+            match on_upgrade.await {
+                Ok(u) => session(TokioIo::new(u)).await,
+                Err(e) => tracing::info!("{what} upgrade: {e}"),
+            }
+        }
+        .instrument(span),
+    );
+}
+
+/// The 101 answer switching to `upgrade`, with the negotiated headers.
+fn switching_protocols(upgrade: &'static str, headers: &[(&'static str, &str)]) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    r.headers_mut().insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    r.headers_mut().insert(UPGRADE, HeaderValue::from_static(upgrade));
+    for (name, value) in headers {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            r.headers_mut().insert(*name, v);
+        }
+    }
+    r
 }
 
 fn wanted_of(req: &StreamRequest) -> (Wanted, String) {

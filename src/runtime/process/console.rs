@@ -16,17 +16,9 @@ pub fn pair() -> SetupResult<(OwnedFd, OwnedFd)> {
 pub fn setup_in_container(console: &OwnedFd) -> SetupResult<()> {
     let master = open_ptmx()?;
     let m = master.as_raw_fd();
-    // SAFETY: ioctls and dup2 on descriptors this process owns; results are checked.
+    let slave = open_peer(&master).ctx(|| "open the pty slave".into())?;
+    // SAFETY: dup2 and ioctl on descriptors this process owns; results are checked.
     unsafe {
-        let unlock: libc::c_int = 0;
-        if libc::ioctl(m, libc::TIOCSPTLCK, &unlock) != 0 {
-            return Err(last("unlock the pty"));
-        }
-        let s = libc::ioctl(m, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
-        if s < 0 {
-            return Err(last("open the pty slave"));
-        }
-        let slave = OwnedFd::from_raw_fd(s);
         for target in 0..3 {
             if libc::dup2(slave.as_raw_fd(), target) < 0 {
                 return Err(last("wire the terminal to stdio"));
@@ -38,6 +30,24 @@ pub fn setup_in_container(console: &OwnedFd) -> SetupResult<()> {
     }
     send_fd(console, m)?;
     Ok(())
+}
+
+/// Unlock a pty master and open its slave through it (TIOCGPTPEER): no path lookup in
+/// anyone's /dev. The slave is close-on-exec and not a controlling terminal yet.
+pub fn open_peer(master: &OwnedFd) -> std::io::Result<OwnedFd> {
+    let m = master.as_raw_fd();
+    // SAFETY: ioctls on a master the caller owns; results are checked.
+    unsafe {
+        let unlock: libc::c_int = 0;
+        if libc::ioctl(m, libc::TIOCSPTLCK, &unlock) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let s = libc::ioctl(m, libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        if s < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(s))
+    }
 }
 
 fn last(what: &str) -> SetupError {

@@ -178,8 +178,7 @@ fn run(cfg: &MonitorConfig) -> SetupResult<()> {
     }
     drop(console);
     // Attach clients write to the pipe's write end, or to the pty master under a terminal.
-    let tty = cfg.tty;
-    let (attach_stdin, pty) = if tty {
+    let (attach_stdin, pty) = if cfg.tty {
         let master = outputs.first().map(|(_, f)| f);
         let stdin = if cfg.stdin { master.and_then(|f| f.try_clone().ok()) } else { None };
         (stdin, master.map(|f| f.as_raw_fd()))
