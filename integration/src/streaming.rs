@@ -12,11 +12,29 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-/// Host:port and path of an http:// URL.
+/// Host:port and path of an http:// or https:// URL.
 fn split_url(url: &str) -> (String, String) {
-    let rest = url.strip_prefix("http://").expect("an http:// streaming URL");
+    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://")).expect("an http(s):// streaming URL");
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     (host.to_string(), format!("/{path}"))
+}
+
+/// A connection to the streaming server: plain TCP, or TLS for https:// URLs.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+pub type Conn = Box<dyn Io>;
+
+/// Connect to the server of `url`; https:// gets TLS without certificate checks (the
+/// server's certificate is self-signed, as crictl accepts it without a CA).
+pub async fn dial(url: &str) -> Conn {
+    let (host, _) = split_url(url);
+    let tcp = TcpStream::connect(&host).await.expect("connect to the streaming server");
+    if !url.starts_with("https://") {
+        return Box::new(tcp);
+    }
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(berth::util::tls::insecure_client_config()));
+    let ip: std::net::IpAddr = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(&host).parse().expect("an IP in the streaming URL");
+    Box::new(tls.connect(rustls::pki_types::ServerName::IpAddress(ip.into()), tcp).await.expect("TLS handshake"))
 }
 
 /// The status code, headers and body of an HTTP response read off a socket up to the end
@@ -33,7 +51,7 @@ impl HttpAnswer {
     }
 }
 
-async fn read_head(tcp: &mut TcpStream) -> HttpAnswer {
+async fn read_head(tcp: &mut Conn) -> HttpAnswer {
     let mut buf = Vec::new();
     let mut b = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
@@ -51,7 +69,7 @@ async fn read_head(tcp: &mut TcpStream) -> HttpAnswer {
 /// Upgrade to SPDY/3.1 offering `protocols`: Ok(session, negotiated) on 101, else the answer.
 pub async fn spdy_connect(url: &str, protocols: &[&str]) -> Result<(Session, mpsc::Receiver<Stream>, String), HttpAnswer> {
     let (host, path) = split_url(url);
-    let mut tcp = TcpStream::connect(&host).await.expect("connect to the streaming server");
+    let mut tcp = dial(url).await;
     let mut req = format!("POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nContent-Length: 0\r\n");
     for p in protocols {
         req.push_str(&format!("X-Stream-Protocol-Version: {p}\r\n"));
@@ -108,15 +126,14 @@ pub async fn read_until(s: &mut mpsc::Receiver<Bytes>, seen: &mut Vec<u8>, needl
 
 /// A WebSocket channel-protocol client.
 pub struct WsClient {
-    pub ws: WebSocketStream<TcpStream>,
+    pub ws: WebSocketStream<Conn>,
     pub protocol: Option<String>,
 }
 
 /// Connect over WebSocket offering `protocols`: Err(status, body) when refused.
 pub async fn ws_connect(url: &str, protocols: &[&str]) -> Result<WsClient, (u16, String)> {
-    let (host, _) = split_url(url);
-    let tcp = TcpStream::connect(&host).await.expect("connect to the streaming server");
-    let mut req = url.replacen("http://", "ws://", 1).into_client_request().expect("ws request");
+    let tcp = dial(url).await;
+    let mut req = url.replacen("https://", "wss://", 1).replacen("http://", "ws://", 1).into_client_request().expect("ws request");
     req.headers_mut().insert("Sec-WebSocket-Protocol", protocols.join(", ").parse().expect("header"));
     match tokio_tungstenite::client_async(req, tcp).await {
         Ok((ws, resp)) => {

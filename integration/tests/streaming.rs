@@ -303,7 +303,7 @@ async fn port_forward_carries_concurrent_connections_and_ten_mebibytes_intact() 
     let id = f
         .container(
             "httpd",
-            &["sh", "-c", "mkdir -p /www && echo hello-from-pod > /www/index.html && dd if=/dev/urandom of=/www/big bs=1M count=10 2>/dev/null && exec httpd -f -p 8080 -h /www"],
+            &["sh", "-c", "mkdir -p /www /www2 && echo hello-from-pod > /www/index.html && echo second-port > /www2/index.html && httpd -p 8081 -h /www2 && dd if=/dev/urandom of=/www/big bs=1M count=10 2>/dev/null && exec httpd -f -p 8080 -h /www"],
             false,
             false,
             false,
@@ -331,9 +331,16 @@ async fn port_forward_carries_concurrent_connections_and_ten_mebibytes_intact() 
     twenty_connections_at_once(&session).await;
     // 10 MiB through one connection.
     assert_eq!(big_file(&session, 100).await, sum);
+    // A second port through the same session, alongside the first.
+    let (a, b) = tokio::join!(
+        forward_once(&session, 8081, 103, b"GET /index.html HTTP/1.0\r\n\r\n"),
+        forward_once(&session, 8080, 104, b"GET /index.html HTTP/1.0\r\n\r\n")
+    );
+    assert!(String::from_utf8_lossy(&a.0).ends_with("second-port\n"), "{a:?}");
+    assert!(String::from_utf8_lossy(&b.0).ends_with("hello-from-pod\n"), "{b:?}");
     // A port nobody listens on: the error stream says so, the session stays usable.
-    let (_, err) = forward_once(&session, 8081, 101, b"x").await;
-    assert!(err.contains("8081"), "{err:?}");
+    let (_, err) = forward_once(&session, 8082, 101, b"x").await;
+    assert!(err.contains("8082"), "{err:?}");
     let (body, _) = forward_once(&session, 8080, 102, b"GET /index.html HTTP/1.0\r\n\r\n").await;
     assert!(String::from_utf8_lossy(&body).ends_with("hello-from-pod\n"));
     session.shutdown().await;
@@ -426,6 +433,28 @@ async fn logs_follow_through_size_rotation_without_losing_lines() {
     assert!(ok && none.is_empty(), "{none}");
     let (ok, _, err) = f.d.cli(&["logs", "--since", "yesterday", &id]);
     assert!(!ok && err.contains("--since"), "{err}");
+}
+
+#[tokio::test]
+async fn streaming_over_tls() {
+    let mut f = fixture_with("tls", "[streaming]\ntls = true\n").await;
+    let id = f.container("main", &["sleep", "3600"], false, false, false).await;
+    let url = f.exec_url(&id, &["sh", "-c", "echo over-tls; exit 4"], false, false).await;
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let mut ws = ws_connect(&url, &["v5.channel.k8s.io"]).await.expect("wss upgrade");
+    let t = ws.read_to_close(LIMIT).await;
+    assert_eq!(t.text(1), "over-tls\n");
+    assert_eq!(exit_code_of(&status_of(t.channels.get(&3).expect("error channel"))), 4);
+    let url = f.exec_url(&id, &["sh", "-c", "echo spdy-tls"], false, false).await;
+    let (session, _incoming, _) = spdy_connect(&url, &["v4.channel.k8s.io"]).await.map_err(|a| a.status).expect("SPDY over TLS");
+    let mut error = open(&session, "error").await;
+    let mut stdout = open(&session, "stdout").await;
+    let _stderr = open(&session, "stderr").await;
+    assert_eq!(String::from_utf8_lossy(&read_all(&mut stdout.data, LIMIT).await), "spdy-tls\n");
+    assert_eq!(status_of(&read_all(&mut error.data, LIMIT).await)["status"], "Success");
+    // The certificate was generated into the data dir.
+    assert!(f.d.data_dir().join("streaming.crt").exists());
+    drop(f.logs);
 }
 
 /// The real crictl (cri-tools), when this machine has one: `BERTH_CRICTL` or `crictl` on PATH.

@@ -98,7 +98,8 @@ async fn http_once(t: &Target, https: bool, ip: IpAddr, port: u16, host_header: 
     let req = req.body(Empty::<bytes::Bytes>::new()).map_err(|e| e.to_string())?;
     let send = async {
         let resp = if https {
-            let tls = tokio_rustls::TlsConnector::from(Arc::new(insecure_tls()));
+            // Probes and hooks do not check certificates, like the kubelet's HTTPS probes.
+            let tls = tokio_rustls::TlsConnector::from(Arc::new(crate::util::tls::insecure_client_config()));
             let name = rustls::pki_types::ServerName::IpAddress(ip.into());
             let stream = tls.connect(name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
             let (mut s, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
@@ -212,49 +213,6 @@ pub async fn grpc(a: &GRPCAction, t: &Target, timeout: Duration) -> Result<(), S
         }
     };
     tokio::time::timeout(timeout, check).await.map_err(|_| format!("timeout: health rpc did not complete within {timeout:?}"))?
-}
-
-/// Probes and hooks do not check certificates, like the kubelet's HTTPS probes.
-fn insecure_tls() -> rustls::ClientConfig {
-    #[derive(Debug)]
-    struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
-    impl rustls::client::danger::ServerCertVerifier for AnyCert {
-        fn verify_server_cert(
-            &self,
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &[rustls::pki_types::CertificateDer<'_>],
-            _: &rustls::pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls::pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            m: &[u8],
-            c: &rustls::pki_types::CertificateDer<'_>,
-            d: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-        }
-        fn verify_tls13_signature(
-            &self,
-            m: &[u8],
-            c: &rustls::pki_types::CertificateDer<'_>,
-            d: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = Arc::new(AnyCert(provider.clone()));
-    match rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions() {
-        Ok(b) => b.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth(),
-        Err(_) => rustls::ClientConfig::builder().dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth(),
-    }
 }
 
 #[cfg(test)]
