@@ -384,7 +384,15 @@ spec:
   - name: main
     image: BUSYBOX
     resources: {limits: {memory: 64Mi}}
-    command: ['sh', '-c', 'cat /cm/conf/game; echo; stat -c %a /cm/conf/game; cat /sec/password /sec/user; echo; stat -c %a /sec/password; cat /info/labels /info/name /info/mem; echo; cat /all/ui /all/user /all/ns; echo; touch /cm/x 2>/dev/null || echo read-only; grep -c " /sec tmpfs" /proc/mounts; exec sleep 3600']
+    command: ['sh', '-c', 'cat /cm/conf/game; echo; stat -c %a /cm/conf/game; cat /sec/password /sec/user; echo; stat -c %a /sec/password; cat /info/labels /info/name /info/mem; echo; cat /all/ui /all/user /all/ns; echo; touch /cm/x 2>/dev/null || echo read-only; grep -c " /sec tmpfs" /proc/mounts; tr "\\0" "\\n" < /proc/1/environ | grep -E "^(CFG_|PASSWORD|MAYBE)" | sort; exec sleep 3600']
+    envFrom:
+    - prefix: CFG_
+      configMapRef: {name: app-config}
+    env:
+    - name: PASSWORD
+      valueFrom: {secretKeyRef: {name: app-secret, key: password}}
+    - name: MAYBE
+      valueFrom: {configMapKeyRef: {name: nope, key: x, optional: true}}
     volumeMounts:
     - {name: cm, mountPath: /cm}
     - {name: sec, mountPath: /sec}
@@ -413,11 +421,11 @@ async fn config_map_secret_downward_api_and_projected_volumes() {
     wait_for(&url, "vols", "running", Duration::from_secs(60), |p| container(p, "main")["state"]["running"].is_object()).await;
     let mut logs = String::new();
     let start = Instant::now();
-    while !logs.contains("read-only") && start.elapsed() < Duration::from_secs(20) {
+    while !logs.contains("PASSWORD") && start.elapsed() < Duration::from_secs(20) {
         tokio::time::sleep(Duration::from_millis(200)).await;
         logs = get(&format!("{url}/containerLogs/default/vols-berth-it/main")).await;
     }
-    let want = "lives=3\n600\ns3cr3tadmin\n400\ntier=\"backend\"vols-berth-it67108864\ncolor=blueadmindefault\nread-only\n1\n";
+    let want = "lives=3\n600\ns3cr3tadmin\n400\ntier=\"backend\"vols-berth-it67108864\ncolor=blueadmindefault\nread-only\n1\nCFG_game.properties=lives=3\nCFG_ui.properties=color=blue\nPASSWORD=s3cr3t\n";
     assert_eq!(logs, want);
     let p = wait_for(&url, "missing-cm", "config error", Duration::from_secs(30), |p| container(p, "main")["state"]["waiting"]["reason"] == "CreateContainerConfigError").await;
     let msg = container(&p, "main")["state"]["waiting"]["message"].as_str().unwrap_or_default().to_string();

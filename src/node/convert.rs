@@ -218,6 +218,7 @@ pub fn container_config(
     c: &Container,
     attempt: u32,
     volumes: &VolumePaths,
+    objects: &super::volumes::Objects,
     fields: &FieldValues,
     seccomp_dir: &Path,
 ) -> Result<cri::ContainerConfig, String> {
@@ -225,8 +226,38 @@ pub fn container_config(
     // Env: in order, each entry may refer to the ones before it.
     let mut env: Vec<(String, String)> = Vec::new();
     let mut known: HashMap<String, String> = HashMap::new();
-    if c.env_from.as_ref().map(|v| !v.is_empty()).unwrap_or(false) {
-        return Err("envFrom needs ConfigMaps or Secrets, which this node does not have yet".into());
+    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let cm_data = |name: &str| objects.config_maps.get(&(ns.clone(), name.to_string())).map(super::volumes::config_map_data);
+    let secret_data = |name: &str| objects.secrets.get(&(ns.clone(), name.to_string())).map(super::volumes::secret_data);
+    let set = |env: &mut Vec<(String, String)>, known: &mut HashMap<String, String>, name: String, value: String| {
+        env.retain(|(n, _)| *n != name);
+        known.insert(name.clone(), value.clone());
+        env.push((name, value));
+    };
+    // envFrom first: every key of each ConfigMap / Secret (with its prefix); env overrides.
+    for from in c.env_from.iter().flatten() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        let (what, data, optional) = if let Some(r) = &from.config_map_ref {
+            (format!("configmap {:?}", r.name), cm_data(&r.name), r.optional.unwrap_or(false))
+        } else if let Some(r) = &from.secret_ref {
+            (format!("secret {:?}", r.name), secret_data(&r.name), r.optional.unwrap_or(false))
+        } else {
+            continue;
+        };
+        let Some(data) = data else {
+            if optional {
+                continue;
+            }
+            return Err(format!("envFrom: {what} not found"));
+        };
+        for (k, v) in data {
+            let name = format!("{prefix}{k}");
+            // Keys that are not valid variable names are skipped, as the kubelet does.
+            if name.is_empty() || name.contains('=') || name.starts_with(|ch: char| ch.is_ascii_digit()) {
+                continue;
+            }
+            set(&mut env, &mut known, name, String::from_utf8_lossy(&v).into_owned());
+        }
     }
     for e in c.env.iter().flatten() {
         let value = if let Some(from) = &e.value_from {
@@ -234,14 +265,23 @@ pub fn container_config(
                 field_ref(pod, &f.field_path, fields)?
             } else if let Some(r) = &from.resource_field_ref {
                 resource_field(c, &r.resource)?
+            } else if let Some(r) = from.config_map_key_ref.as_ref().map(|r| (format!("configmap {:?}", r.name), cm_data(&r.name), &r.key, r.optional))
+                .or_else(|| from.secret_key_ref.as_ref().map(|r| (format!("secret {:?}", r.name), secret_data(&r.name), &r.key, r.optional)))
+            {
+                let (what, data, key, optional) = r;
+                match data.as_ref().and_then(|d| d.get(key)) {
+                    Some(v) => String::from_utf8_lossy(v).into_owned(),
+                    None if optional.unwrap_or(false) => continue,
+                    None if data.is_none() => return Err(format!("env {:?}: {what} not found", e.name)),
+                    None => return Err(format!("env {:?}: {what} has no key {key:?}", e.name)),
+                }
             } else {
-                return Err(format!("env {:?}: only fieldRef and resourceFieldRef are supported yet", e.name));
+                return Err(format!("env {:?}: valueFrom has no source", e.name));
             }
         } else {
             expand(e.value.as_deref().unwrap_or_default(), &known)
         };
-        known.insert(e.name.clone(), value.clone());
-        env.push((e.name.clone(), value));
+        set(&mut env, &mut known, e.name.clone(), value);
     }
     let command = c.command.clone().unwrap_or_default().iter().map(|a| expand(a, &known)).collect();
     let args = c.args.clone().unwrap_or_default().iter().map(|a| expand(a, &known)).collect();

@@ -63,7 +63,7 @@ fn project(what: &str, data: &BTreeMap<String, Vec<u8>>, items: Option<&Vec<KeyT
     }
 }
 
-fn config_map_data(cm: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
+pub fn config_map_data(cm: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
     let mut d: BTreeMap<String, Vec<u8>> = cm.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
     for (k, v) in cm.binary_data.clone().unwrap_or_default() {
         d.insert(k, v.0);
@@ -71,7 +71,7 @@ fn config_map_data(cm: &ConfigMap) -> BTreeMap<String, Vec<u8>> {
     d
 }
 
-fn secret_data(s: &Secret) -> BTreeMap<String, Vec<u8>> {
+pub fn secret_data(s: &Secret) -> BTreeMap<String, Vec<u8>> {
     let mut d: BTreeMap<String, Vec<u8>> = s.data.clone().unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
     // stringData is merged over data, as the apiserver does on write.
     for (k, v) in s.string_data.clone().unwrap_or_default() {

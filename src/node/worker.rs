@@ -367,7 +367,7 @@ impl Worker {
                 return Ok(());
             }
         };
-        let config = match convert::container_config(&self.pod, c, attempt, &volumes, &fields, &self.shared.cfg.seccomp_dir) {
+        let config = match convert::container_config(&self.pod, c, attempt, &volumes, &objects, &fields, &self.shared.cfg.seccomp_dir) {
             Ok(cfg) => cfg,
             Err(e) => {
                 self.waiting(&name, "CreateContainerConfigError", &e);
