@@ -20,6 +20,10 @@ pub struct FileConfig {
     pub containers: ContainersConfig,
     pub network: crate::network::NetworkConfig,
     pub streaming: crate::streaming::StreamingConfig,
+    /// Node-pressure eviction (`berth node`).
+    pub eviction: crate::node::eviction::EvictionConfig,
+    /// Image garbage collection (`berth node`).
+    pub image_gc: crate::node::image_gc::ImageGcConfig,
 }
 
 /// Defaults every container gets.
@@ -103,6 +107,8 @@ pub struct Config {
     pub containers: ContainersConfig,
     pub network: crate::network::NetworkConfig,
     pub streaming: crate::streaming::StreamingConfig,
+    pub eviction: crate::node::eviction::EvictionConfig,
+    pub image_gc: crate::node::image_gc::ImageGcConfig,
 }
 
 impl Config {
@@ -148,6 +154,8 @@ impl FileConfig {
             containers: self.containers,
             network: self.network,
             streaming: self.streaming,
+            eviction: self.eviction,
+            image_gc: self.image_gc,
         }
     }
 }

@@ -66,6 +66,30 @@ struct NodeArgs {
     /// Root of the kubelet-style pod cgroup tree.
     #[arg(long, default_value = "/kubepods")]
     cgroup_root: String,
+    /// Hard eviction thresholds, e.g. memory.available<100Mi,nodefs.available<10% (overrides [eviction] hard).
+    #[arg(long)]
+    eviction_hard: Option<String>,
+    /// Soft eviction thresholds (each needs a grace period).
+    #[arg(long)]
+    eviction_soft: Option<String>,
+    /// Grace periods of soft thresholds, e.g. memory.available=1m30s.
+    #[arg(long)]
+    eviction_soft_grace_period: Option<String>,
+    /// Most seconds a pod gets to stop on a soft eviction.
+    #[arg(long)]
+    eviction_max_pod_grace_period: Option<i64>,
+    /// How long a pressure condition lasts after its threshold stops being met.
+    #[arg(long)]
+    eviction_pressure_transition_period: Option<String>,
+    /// Image filesystem usage (percent) that starts image garbage collection.
+    #[arg(long)]
+    image_gc_high_threshold: Option<u8>,
+    /// Image filesystem usage (percent) image garbage collection frees down to.
+    #[arg(long)]
+    image_gc_low_threshold: Option<u8>,
+    /// Minimum age of an unused image before it is garbage collected.
+    #[arg(long)]
+    minimum_image_ttl_duration: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -235,6 +259,16 @@ async fn start_node(
     let node_name = args
         .node_name
         .unwrap_or_else(|| nix::unistd::gethostname().map(|h| h.to_string_lossy().to_string()).unwrap_or_else(|_| "berth".into()));
+    let mut eviction = cfg.eviction.clone();
+    eviction.hard = args.eviction_hard.or(eviction.hard);
+    eviction.soft = args.eviction_soft.or(eviction.soft);
+    eviction.soft_grace_period = args.eviction_soft_grace_period.or(eviction.soft_grace_period);
+    eviction.max_pod_grace_period = args.eviction_max_pod_grace_period.or(eviction.max_pod_grace_period);
+    eviction.pressure_transition_period = args.eviction_pressure_transition_period.or(eviction.pressure_transition_period);
+    let mut image_gc = cfg.image_gc.clone();
+    image_gc.high_threshold_percent = args.image_gc_high_threshold.or(image_gc.high_threshold_percent);
+    image_gc.low_threshold_percent = args.image_gc_low_threshold.or(image_gc.low_threshold_percent);
+    image_gc.minimum_age = args.minimum_image_ttl_duration.or(image_gc.minimum_age);
     let node_cfg = NodeConfig {
         node_name,
         node_ip: args.node_ip,
@@ -245,6 +279,8 @@ async fn start_node(
         seccomp_dir: cfg.data_dir.join("seccomp"),
         cgroup_root: args.cgroup_root,
         sync_period: std::time::Duration::from_secs(1),
+        eviction: eviction.settings().context("eviction settings")?,
+        image_gc: image_gc.settings().context("image garbage collection settings")?,
     };
     let node = Node::new(node_cfg, runtime, images).context("preparing the node's directories")?;
     let addr = format!("{}:{}", args.kubelet_address, args.kubelet_port);

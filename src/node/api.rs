@@ -172,12 +172,19 @@ async fn metrics(State(shared): State<Arc<NodeShared>>) -> Response {
     (StatusCode::OK, [("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
 
+/// The Summary API: node and pod CPU, memory, network and filesystems.
+async fn stats_summary(State(shared): State<Arc<NodeShared>>) -> Response {
+    let body = super::summary::summary(&shared).await;
+    (StatusCode::OK, [("content-type", "application/json")], body.to_string()).into_response()
+}
+
 pub fn router(shared: Arc<NodeShared>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/pods", get(pods))
         .route("/events", get(events))
         .route("/metrics", get(metrics))
+        .route("/stats/summary", get(stats_summary))
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
         .with_state(shared)
 }

@@ -23,6 +23,19 @@ fn request(c: &Container, name: &str) -> Option<String> {
     resource(c, "requests", name).or_else(|| resource(c, "limits", name))
 }
 
+/// A container's request of a resource in bytes (0 when it has none).
+pub fn container_request_bytes(c: &Container, name: &str) -> u64 {
+    request(c, name).and_then(|q| super::quantity::bytes(&q)).map(|b| b.max(0) as u64).unwrap_or(0)
+}
+
+/// The pod's effective request of a resource in bytes: the sum over its app containers, or
+/// the largest init container's when that is more.
+pub fn pod_request_bytes(spec: &PodSpec, name: &str) -> u64 {
+    let apps: u64 = spec.containers.iter().map(|c| container_request_bytes(c, name)).sum();
+    let init = spec.init_containers.iter().flatten().map(|c| container_request_bytes(c, name)).max().unwrap_or(0);
+    apps.max(init)
+}
+
 /// The pod's QoS class as Kubernetes defines it.
 pub fn qos_class(spec: &PodSpec) -> &'static str {
     let all: Vec<&Container> = spec.init_containers.iter().flatten().chain(spec.containers.iter()).collect();

@@ -4,12 +4,17 @@
 pub mod api;
 pub mod backoff;
 pub mod convert;
+pub mod eviction;
 pub mod handler;
+pub mod housekeeping;
+pub mod image_gc;
+pub mod machine;
 pub mod probe;
 pub mod manifest;
 pub mod metrics;
 pub mod quantity;
 pub mod status;
+pub mod summary;
 pub mod volumes;
 pub mod worker;
 
@@ -39,6 +44,8 @@ pub struct NodeConfig {
     /// Root of the kubelet-style cgroup tree (kubepods).
     pub cgroup_root: String,
     pub sync_period: Duration,
+    pub eviction: eviction::EvictionSettings,
+    pub image_gc: image_gc::ImageGcSettings,
 }
 
 /// What workers share: the runtime doors, the config and the published statuses.
@@ -55,6 +62,12 @@ pub struct NodeShared {
     /// ConfigMaps and Secrets from the pod source, for the volumes that project them.
     pub objects: RwLock<volumes::Objects>,
     pub metrics: std::sync::Mutex<metrics::Metrics>,
+    /// Node conditions in force now (MemoryPressure, DiskPressure, PIDPressure).
+    pub pressure: RwLock<Vec<&'static str>>,
+    /// Evictions ordered by housekeeping, by pod UID, for the pods' workers to carry out.
+    pub evictions: tokio::sync::Mutex<BTreeMap<String, housekeeping::Eviction>>,
+    /// The node's CPU time at the last /stats/summary, for its usage rate.
+    pub cpu: machine::CpuSampler,
 }
 
 impl NodeShared {
@@ -94,7 +107,12 @@ impl Node {
         for d in [&cfg.state_dir, &cfg.pods_dir, &cfg.log_dir, &cfg.manifest_dir] {
             std::fs::create_dir_all(d)?;
         }
-        let shared = Arc::new(NodeShared { runtime, images, cfg, statuses: RwLock::new(BTreeMap::new()), errors: RwLock::new(BTreeMap::new()), details: RwLock::new(BTreeMap::new()), objects: RwLock::new(Default::default()), metrics: Default::default() });
+        let shared = Arc::new(NodeShared { runtime, images, cfg, statuses: RwLock::new(BTreeMap::new()), errors: RwLock::new(BTreeMap::new()), details: RwLock::new(BTreeMap::new()), objects: RwLock::new(Default::default()),
+            metrics: Default::default(),
+            pressure: RwLock::new(Vec::new()),
+            evictions: Default::default(),
+            cpu: Default::default(),
+        });
         Ok(Node { shared, workers: BTreeMap::new() })
     }
 
@@ -106,6 +124,7 @@ impl Node {
     /// running: a restarted node re-adopts them).
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         self.remove_orphans().await;
+        let housekeeping = tokio::spawn(housekeeping::Housekeeping::new(self.shared.clone()).run(stop.clone()));
         let mut last_stamp = None;
         loop {
             let stamp = manifest::stamp(&self.shared.cfg.manifest_dir);
@@ -131,6 +150,7 @@ impl Node {
         for (_, w) in std::mem::take(&mut self.workers) {
             w.task.abort();
         }
+        housekeeping.abort();
     }
 
     fn apply(&mut self, snap: manifest::Snapshot) {

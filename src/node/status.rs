@@ -125,13 +125,21 @@ pub fn pod_status(pod: &Pod, progress: &PodProgress, observed: &BTreeMap<String,
     let statuses: Vec<ContainerStatus> = spec.containers.iter().map(|c| container_status(c, progress, observed, false, progress.init_done)).collect();
     let containers_ready = statuses.iter().all(|s| s.ready);
     let sandbox_ready = progress.conditions.get("PodReadyToStartContainers").map(|c| c.0).unwrap_or(false);
-    let conditions = vec![
+    let mut conditions = vec![
         condition("PodReadyToStartContainers", progress, sandbox_ready),
         condition("Initialized", progress, progress.init_done),
         condition("Ready", progress, containers_ready && progress.init_done),
         condition("ContainersReady", progress, containers_ready && progress.init_done),
         condition("PodScheduled", progress, true),
     ];
+    // Evicted by the node: the disruption is recorded as the kubelet records it.
+    if progress.conditions.get("DisruptionTarget").map(|c| c.0).unwrap_or(false) {
+        conditions.push(PodCondition {
+            reason: Some("TerminationByKubelet".into()),
+            message: progress.message.clone(),
+            ..condition("DisruptionTarget", progress, true)
+        });
+    }
     PodStatus {
         phase: Some(if progress.phase.is_empty() { "Pending".into() } else { progress.phase.clone() }),
         conditions: Some(conditions),

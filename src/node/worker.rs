@@ -59,6 +59,9 @@ pub struct PodProgress {
     /// The pod's start latency has been counted in the metrics.
     #[serde(default)]
     pub start_recorded: bool,
+    /// The node admitted the pod (pressure admission passed once).
+    #[serde(default)]
+    pub admitted: bool,
 }
 
 /// Something that happened to a pod, as a v1.Event shows it.
@@ -127,9 +130,14 @@ impl Worker {
             self.progress.start_time_ns = now_ns();
             self.progress.phase = "Pending".into();
         }
+        self.admit().await;
         loop {
             if *stop.borrow() {
                 break;
+            }
+            let eviction = self.shared.evictions.lock().await.remove(&self.uid());
+            if let Some(e) = eviction {
+                self.evict(e).await;
             }
             if let Err(e) = self.sync().await {
                 tracing::warn!("sync: {e}");
@@ -469,9 +477,42 @@ impl Worker {
         self.set_condition("PodReadyToStartContainers", false);
     }
 
-    /// The pod left its source: stop its containers with the grace period, then remove it all.
-    async fn terminate(&mut self) {
-        let grace = self.grace_seconds();
+    /// A new pod is admitted unless the node's pressure refuses it (then it fails as evicted).
+    async fn admit(&mut self) {
+        if self.progress.admitted || !self.progress.sandbox_id.is_empty() || self.is_terminal() {
+            self.progress.admitted = true;
+            return;
+        }
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        let pressure = self.shared.pressure.read().await.clone();
+        if let Err(message) = super::housekeeping::admit(&pressure, convert::qos_class(&spec), spec.priority.unwrap_or(0)) {
+            self.event("Warning", "Evicted", &message, None);
+            self.progress.phase = "Failed".into();
+            self.progress.reason = Some("Evicted".into());
+            self.progress.message = Some(message);
+        }
+        self.progress.admitted = true;
+    }
+
+    /// Node pressure: stop the pod within the eviction's grace period and fail it as evicted.
+    async fn evict(&mut self, e: super::housekeeping::Eviction) {
+        if self.is_terminal() {
+            return;
+        }
+        self.event("Warning", "Evicted", &e.message, None);
+        self.stop_containers(e.grace_seconds).await;
+        self.stop_sandbox().await;
+        // A terminated pod's volumes go (a memory-backed emptyDir gives its memory back).
+        volumes::teardown(&self.shared.cfg.pods_dir, &self.uid());
+        self.progress.phase = "Failed".into();
+        self.progress.reason = Some("Evicted".into());
+        self.progress.message = Some(e.message);
+        self.set_condition("DisruptionTarget", true);
+        self.publish().await;
+    }
+
+    /// Stop every running container, each with its preStop hook, within `grace` seconds.
+    async fn stop_containers(&mut self, grace: i64) {
         if let Ok(observed) = self.observe().await {
             let spec = self.pod.spec.clone().unwrap_or_default();
             let all: Vec<Container> = spec.containers.iter().chain(spec.init_containers.iter().flatten()).cloned().collect();
@@ -484,6 +525,11 @@ impl Worker {
             }
             futures_util::future::join_all(stops).await;
         }
+    }
+
+    /// The pod left its source: stop its containers with the grace period, then remove it all.
+    async fn terminate(&mut self) {
+        self.stop_containers(self.grace_seconds()).await;
         if !self.progress.sandbox_id.is_empty() {
             let id = self.progress.sandbox_id.clone();
             let _ = self.rt().stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: id.clone() }).await;
