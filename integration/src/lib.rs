@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub mod containerd;
+pub mod kubelet;
 pub mod registry;
 pub mod streaming;
 pub mod token;
@@ -69,7 +70,14 @@ impl Daemon {
     /// `berth node` on a manifest directory of its own (`manifests()`), with the kubelet API on
     /// a free port of 127.0.0.1 (`kubelet_url()`) and pod cgroups under a private root.
     pub async fn start_node(config: &str) -> Daemon {
+        Daemon::start_node_with(config, |_| {}).await
+    }
+
+    /// `start_node`, with `prepare` run on the daemon's directory before it starts (to mount
+    /// a small filesystem for its data, say).
+    pub async fn start_node_with(config: &str, prepare: impl FnOnce(&Path)) -> Daemon {
         let dir = TempDir::new("node");
+        prepare(dir.path());
         std::fs::write(dir.path().join("config.toml"), config).expect("write config");
         std::fs::create_dir_all(dir.path().join("manifests")).expect("manifests dir");
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);

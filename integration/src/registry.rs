@@ -161,6 +161,18 @@ impl TarBuilder {
         self
     }
 
+    /// A regular file with mode 0755.
+    pub fn executable(mut self, name: &str, data: &[u8]) -> Self {
+        let mut h = Self::header(name, tar::EntryType::Regular, data.len() as u64, None);
+        h.set_mode(0o755);
+        h.set_cksum();
+        self.out.extend_from_slice(h.as_bytes());
+        self.out.extend_from_slice(data);
+        let pad = (512 - data.len() % 512) % 512;
+        self.out.extend(std::iter::repeat_n(0u8, pad));
+        self
+    }
+
     pub fn dir(mut self, name: &str) -> Self {
         self.out.extend_from_slice(Self::header(name, tar::EntryType::Directory, 0, None).as_bytes());
         self

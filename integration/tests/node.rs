@@ -1,54 +1,11 @@
 //! `berth node`: Pod manifests in a directory run as on a kubelet, seen through the kubelet
 //! API (/pods) and the CRI.
+use berth_integration::kubelet::*;
 use berth_integration::*;
 use k8s_cri::v1 as cri;
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn busybox() -> String {
-    format!("{}/berth/busybox:latest", test_registry())
-}
-
-async fn pods(url: &str) -> Vec<Value> {
-    let out = tokio::process::Command::new("curl").args(["-sk", "--max-time", "5", &format!("{url}/pods")]).output().await.expect("curl");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v["items"].as_array().cloned().unwrap_or_default()
-}
-
-async fn pod(url: &str, name: &str) -> Option<Value> {
-    pods(url).await.into_iter().find(|p| p["metadata"]["name"].as_str() == Some(&format!("{name}-berth-it")))
-}
-
-/// Poll /pods until `check` holds for the pod (or fail with the last status seen).
-async fn wait_for(url: &str, name: &str, what: &str, limit: Duration, check: impl Fn(&Value) -> bool) -> Value {
-    let start = Instant::now();
-    let mut last = Value::Null;
-    while start.elapsed() < limit {
-        if let Some(p) = pod(url, name).await {
-            if check(&p) {
-                return p;
-            }
-            last = p;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("pod {name}: {what} not reached within {limit:?}; last status:\n{}", serde_json::to_string_pretty(&last["status"]).unwrap());
-}
-
-fn write(dir: &Path, file: &str, yaml: &str) {
-    let tmp = dir.join(format!(".{file}.tmp"));
-    std::fs::write(&tmp, yaml.replace("BUSYBOX", &busybox())).unwrap();
-    std::fs::rename(tmp, dir.join(file)).unwrap();
-}
-
-fn phase(p: &Value) -> &str {
-    p["status"]["phase"].as_str().unwrap_or_default()
-}
-
-fn condition(p: &Value, kind: &str) -> String {
-    p["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == kind).map(|c| c["status"].as_str().unwrap_or("").to_string()).unwrap_or_default()
-}
 
 const MYAPP: &str = r#"apiVersion: v1
 kind: Pod
@@ -204,15 +161,6 @@ async fn pods_keep_running_across_a_node_restart() {
     let p = wait_for(&url, "steady", "Running again", Duration::from_secs(60), |p| phase(p) == "Running").await;
     assert_eq!(p["status"]["containerStatuses"][0]["containerID"].as_str().unwrap(), id, "the same container, not a new one");
     assert_eq!(p["status"]["containerStatuses"][0]["restartCount"], 0);
-}
-
-async fn get(url: &str) -> String {
-    let out = tokio::process::Command::new("curl").args(["-sk", "--max-time", "10", url]).output().await.expect("curl");
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-fn container<'a>(p: &'a Value, name: &str) -> &'a Value {
-    p["status"]["containerStatuses"].as_array().and_then(|a| a.iter().find(|c| c["name"] == name)).unwrap_or(&Value::Null)
 }
 
 const PROBES: &str = r#"apiVersion: v1

@@ -230,7 +230,7 @@ pub struct Observation {
 
 /// Show a signal value the way eviction messages do.
 pub fn show(signal: Signal, v: u64) -> String {
-    if signal.in_bytes() {
+    if signal.in_bytes() && v > 0 {
         format!("{}Ki", v / 1024)
     } else {
         v.to_string()
