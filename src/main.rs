@@ -66,6 +66,9 @@ struct NodeArgs {
     /// Root of the kubelet-style pod cgroup tree.
     #[arg(long, default_value = "/kubepods")]
     cgroup_root: String,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
     /// Hard eviction thresholds, e.g. memory.available<100Mi,nodefs.available<10% (overrides [eviction] hard).
     #[arg(long)]
     eviction_hard: Option<String>,
@@ -279,6 +282,7 @@ async fn start_node(
         seccomp_dir: cfg.data_dir.join("seccomp"),
         cgroup_root: args.cgroup_root,
         sync_period: std::time::Duration::from_secs(1),
+        cluster_domain: args.cluster_domain,
         eviction: eviction.settings().context("eviction settings")?,
         image_gc: image_gc.settings().context("image garbage collection settings")?,
     };

@@ -379,3 +379,120 @@ async fn config_map_secret_downward_api_and_projected_volumes() {
     let msg = container(&p, "main")["state"]["waiting"]["message"].as_str().unwrap_or_default().to_string();
     assert!(msg.contains("does-not-exist") && msg.contains("not found"), "{msg}");
 }
+
+const NAMES: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: names
+  namespace: shop
+spec:
+  terminationGracePeriodSeconds: 1
+  hostname: web-0
+  subdomain: web
+  hostAliases:
+  - ip: 127.0.0.1
+    hostnames: [foo.local, bar.local]
+  - ip: 10.1.2.3
+    hostnames: [db.internal]
+  containers:
+  - name: main
+    image: BUSYBOX
+    command: ['sh', '-c', 'cat /etc/hosts; echo hostname=$(hostname); exec sleep 3600']
+"#;
+
+const ENDINGS: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: endings
+spec:
+  restartPolicy: Never
+  containers:
+  - name: msg
+    image: BUSYBOX
+    command: ['sh', '-c', 'echo -n "all done" > /dev/termination-log']
+  - name: custom
+    image: BUSYBOX
+    terminationMessagePath: /tmp/why
+    command: ['sh', '-c', 'echo custom-reason > /tmp/why; exit 2']
+  - name: fallback
+    image: BUSYBOX
+    terminationMessagePolicy: FallbackToLogsOnError
+    command: ['sh', '-c', 'i=1; while [ $i -le 100 ]; do echo line-$i; i=$((i+1)); done; exit 3']
+  - name: fallback-ok
+    image: BUSYBOX
+    terminationMessagePolicy: FallbackToLogsOnError
+    command: ['sh', '-c', 'echo fine']
+  - name: both
+    image: BUSYBOX
+    terminationMessagePolicy: FallbackToLogsOnError
+    command: ['sh', '-c', 'echo from-log; echo -n from-file > /dev/termination-log; exit 1']
+"#;
+
+const NON_ROOT: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: nonroot
+spec:
+  terminationGracePeriodSeconds: 1
+  securityContext: {runAsNonRoot: true}
+  containers:
+  - name: image-user
+    image: BUSYBOX
+    command: ['sleep', '3600']
+  - name: explicit
+    image: BUSYBOX
+    securityContext: {runAsUser: 1000}
+    command: ['sh', '-c', 'id -u; exec sleep 3600']
+"#;
+
+#[tokio::test]
+async fn hosts_file_termination_messages_and_run_as_non_root() {
+    let d = Daemon::start_node("").await;
+    let url = d.kubelet_url().await;
+    write(&d.manifests(), "names.yaml", NAMES);
+    write(&d.manifests(), "endings.yaml", ENDINGS);
+    write(&d.manifests(), "nonroot.yaml", NON_ROOT);
+
+    // The kubelet-managed hosts file: the FQDN from hostname + subdomain, then hostAliases.
+    let p = wait_for(&url, "names", "Running", Duration::from_secs(60), |p| phase(p) == "Running").await;
+    let logs_url = format!("{url}/containerLogs/shop/names-berth-it/main");
+    let start = Instant::now();
+    let mut log = String::new();
+    while !log.contains("hostname=") && start.elapsed() < Duration::from_secs(10) {
+        log = get(&logs_url).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ip = p["status"]["podIP"].as_str().unwrap_or("127.0.1.1");
+    assert!(log.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"), "{log}");
+    assert!(log.contains(&format!("{ip}\tweb-0.web.shop.svc.cluster.local\tweb-0\n")), "{log}");
+    assert!(log.contains("\n# Entries added by HostAliases.\n127.0.0.1\tfoo.local\tbar.local\n10.1.2.3\tdb.internal\n"), "{log}");
+    assert!(log.contains("hostname=web-0\n"), "{log}");
+
+    // Termination messages: the file, a custom path, the log's end on failure only.
+    let p = wait_for(&url, "endings", "Failed", Duration::from_secs(60), |p| phase(p) == "Failed").await;
+    let term = |name: &str| container(&p, name)["state"]["terminated"].clone();
+    assert_eq!(term("msg")["message"], "all done");
+    assert_eq!(term("msg")["exitCode"], 0);
+    assert_eq!(term("custom")["message"], "custom-reason\n");
+    let fallback = term("fallback")["message"].as_str().unwrap_or_default().to_string();
+    let expected: String = (21..=100).map(|i| format!("line-{i}\n")).collect();
+    assert_eq!(fallback, expected, "the last 80 lines of the log");
+    assert!(term("fallback-ok")["message"].is_null(), "{}", term("fallback-ok"));
+    assert_eq!(term("both")["message"], "from-file", "the file wins over the log");
+
+    // runAsNonRoot: the image runs as root (no USER) and is refused; runAsUser 1000 runs.
+    let p = wait_for(&url, "nonroot", "explicit running", Duration::from_secs(60), |p| {
+        container(p, "explicit")["state"]["running"].is_object() && container(p, "image-user")["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    })
+    .await;
+    let msg = container(&p, "image-user")["state"]["waiting"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("container has runAsNonRoot and image will run as root"), "{msg}");
+    assert_eq!(phase(&p), "Pending");
+    let start = Instant::now();
+    let mut out = String::new();
+    while !out.contains("1000") && start.elapsed() < Duration::from_secs(10) {
+        out = get(&format!("{url}/containerLogs/default/nonroot-berth-it/explicit")).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(out, "1000\n");
+}

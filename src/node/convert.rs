@@ -36,6 +36,35 @@ pub fn pod_request_bytes(spec: &PodSpec, name: &str) -> u64 {
     apps.max(init)
 }
 
+/// runAsNonRoot against the user the container will run as: its runAsUser, else the
+/// image's user (a numeric one; a user name cannot be verified), as the kubelet checks it.
+pub fn verify_non_root(pod: &Pod, c: &Container, image: Option<&cri::Image>) -> Result<(), String> {
+    let psc = pod.spec.as_ref().and_then(|s| s.security_context.clone()).unwrap_or_default();
+    let csc = c.security_context.clone().unwrap_or_default();
+    if !csc.run_as_non_root.or(psc.run_as_non_root).unwrap_or(false) {
+        return Ok(());
+    }
+    let pod_name = pod.metadata.name.clone().unwrap_or_default();
+    if let Some(uid) = csc.run_as_user.or(psc.run_as_user) {
+        if uid == 0 {
+            return Err(format!("container's runAsUser breaks non-root policy (pod: \"{pod_name}\", container: {})", c.name));
+        }
+        return Ok(());
+    }
+    let image = image.ok_or_else(|| "runAsNonRoot: the image's user is unknown".to_string())?;
+    if let Some(uid) = &image.uid {
+        if uid.value == 0 {
+            return Err(format!("container has runAsNonRoot and image will run as root (pod: \"{pod_name}\", container: {})", c.name));
+        }
+        return Ok(());
+    }
+    if !image.username.is_empty() {
+        return Err(format!("container has runAsNonRoot and image has non-numeric user ({}), cannot verify user is non-root (pod: \"{pod_name}\", container: {})", image.username, c.name));
+    }
+    // No user in the image: it runs as root.
+    Err(format!("container has runAsNonRoot and image will run as root (pod: \"{pod_name}\", container: {})", c.name))
+}
+
 /// The pod's QoS class as Kubernetes defines it.
 pub fn qos_class(spec: &PodSpec) -> &'static str {
     let all: Vec<&Container> = spec.init_containers.iter().flatten().chain(spec.containers.iter()).collect();
@@ -95,10 +124,10 @@ pub fn pod_labels(pod: &Pod) -> HashMap<String, String> {
     l
 }
 
-pub fn sandbox_config(pod: &Pod, attempt: u32, log_dir: &Path, cgroup_parent: &str) -> cri::PodSandboxConfig {
+pub fn sandbox_config(pod: &Pod, attempt: u32, log_dir: &Path, cgroup_parent: &str, cluster_domain: &str) -> cri::PodSandboxConfig {
     let spec = pod.spec.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let hostname = spec.hostname.clone().unwrap_or_else(|| name.chars().take(63).collect::<String>().trim_end_matches(['-', '.']).to_string());
+    let hostname = super::pod_files::uts_hostname(pod, cluster_domain);
     let dns = spec.dns_config.as_ref().filter(|_| spec.dns_policy.as_deref() == Some("None")).map(|d| cri::DnsConfig {
         servers: d.nameservers.clone().unwrap_or_default(),
         searches: d.searches.clone().unwrap_or_default(),
@@ -356,10 +385,6 @@ pub fn container_config(
     let csc = c.security_context.clone().unwrap_or_default();
     let run_as_user = csc.run_as_user.or(psc.run_as_user);
     let run_as_group = csc.run_as_group.or(psc.run_as_group);
-    let non_root = csc.run_as_non_root.or(psc.run_as_non_root).unwrap_or(false);
-    if non_root && run_as_user == Some(0) {
-        return Err("runAsNonRoot is set but runAsUser is 0".into());
-    }
     let mut supplemental = psc.supplemental_groups.clone().unwrap_or_default();
     if let Some(g) = psc.fs_group {
         supplemental.push(g);

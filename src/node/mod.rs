@@ -9,6 +9,7 @@ pub mod handler;
 pub mod housekeeping;
 pub mod image_gc;
 pub mod machine;
+pub mod pod_files;
 pub mod probe;
 pub mod manifest;
 pub mod metrics;
@@ -44,6 +45,8 @@ pub struct NodeConfig {
     /// Root of the kubelet-style cgroup tree (kubepods).
     pub cgroup_root: String,
     pub sync_period: Duration,
+    /// The cluster's DNS domain (pod FQDNs: hostname.subdomain.namespace.svc.<domain>).
+    pub cluster_domain: String,
     pub eviction: eviction::EvictionSettings,
     pub image_gc: image_gc::ImageGcSettings,
 }

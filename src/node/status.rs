@@ -92,12 +92,14 @@ pub fn phase(pod: &Pod, progress: &PodProgress, observed: &BTreeMap<String, Obse
     let spec = pod.spec.clone().unwrap_or_default();
     let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
     let states: Vec<Option<&cri::ContainerStatus>> = spec.containers.iter().map(|c| observed.get(&c.name).map(|o| &o.status)).collect();
-    if states.iter().any(|s| s.map(|s| s.state == cri::ContainerState::ContainerRunning as i32).unwrap_or(false)) {
-        return "Running".into();
-    }
-    let all_exited = states.iter().all(|s| s.map(|s| s.state == cri::ContainerState::ContainerExited as i32).unwrap_or(false));
-    if !all_exited {
+    let is = |s: &Option<&cri::ContainerStatus>, state: cri::ContainerState| s.map(|s| s.state == state as i32).unwrap_or(false);
+    // A container that has never run (not created, or created and not started) keeps the
+    // pod Pending, as the kubelet counts it; one that ran and waits to restart does not.
+    if states.iter().any(|s| !is(s, cri::ContainerState::ContainerRunning) && !is(s, cri::ContainerState::ContainerExited)) {
         return "Pending".into();
+    }
+    if states.iter().any(|s| is(s, cri::ContainerState::ContainerRunning)) {
+        return "Running".into();
     }
     let all_ok = states.iter().all(|s| s.map(|s| s.exit_code == 0).unwrap_or(false));
     match policy.as_str() {

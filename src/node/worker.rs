@@ -97,6 +97,8 @@ pub struct Worker {
     probes: std::collections::HashMap<(String, probe::Kind), (String, probe::Track)>,
     /// (sandbox ID, its network namespace) for probes and hooks.
     netns: Option<(String, Option<std::path::PathBuf>)>,
+    /// Terminated containers' messages (termination message or log tail), by container ID.
+    messages: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 fn err<E: std::fmt::Display>(e: E) -> String {
@@ -107,7 +109,7 @@ impl Worker {
     pub fn new(pod: Pod, shared: Arc<NodeShared>) -> Worker {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let progress = shared.load_progress(&uid).unwrap_or_default();
-        Worker { pod, shared, progress, probes: Default::default(), netns: None }
+        Worker { pod, shared, progress, probes: Default::default(), netns: None, messages: Default::default() }
     }
 
     fn uid(&self) -> String {
@@ -205,7 +207,43 @@ impl Worker {
                 o.previous = self.rt().container_status(cri::ContainerStatusRequest { container_id: prev, verbose: false }).await.ok().and_then(|r| r.status);
             }
         }
+        for o in out.values_mut() {
+            self.fill_message(&mut o.status).await;
+            if let Some(p) = o.previous.as_mut() {
+                self.fill_message(p).await;
+            }
+        }
         Ok(out)
+    }
+
+    /// An ended container's message as the kubelet shows it (termination message file, or
+    /// the log's end under FallbackToLogsOnError), worked out once per container.
+    async fn fill_message(&self, st: &mut cri::ContainerStatus) {
+        if st.state != cri::ContainerState::ContainerExited as i32 {
+            return;
+        }
+        let known = self.messages.lock().ok().and_then(|m| m.get(&st.id).cloned());
+        if let Some(m) = known {
+            st.message = m;
+            return;
+        }
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        let name = st.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+        let Some(c) = spec.containers.iter().chain(spec.init_containers.iter().flatten()).find(|c| c.name == name) else { return };
+        st.message = super::pod_files::termination_message(c, st, &self.pod_dir()).await;
+        if let Ok(mut m) = self.messages.lock() {
+            m.insert(st.id.clone(), st.message.clone());
+        }
+    }
+
+    /// The kubelet-managed /etc/hosts of the pod's containers.
+    fn write_hosts(&self) -> Result<std::path::PathBuf, String> {
+        let ip = self.progress.pod_ips.first().map(String::as_str);
+        super::pod_files::write_hosts(&self.pod_dir(), &self.pod, ip, &self.shared.cfg.cluster_domain).map_err(|e| format!("writing the pod's hosts file: {e}"))
+    }
+
+    fn pod_dir(&self) -> std::path::PathBuf {
+        volumes::pod_dir(&self.shared.cfg.pods_dir, &self.uid())
     }
 
     fn is_terminal(&self) -> bool {
@@ -375,13 +413,29 @@ impl Worker {
                 return Ok(());
             }
         };
-        let config = match convert::container_config(&self.pod, c, attempt, &volumes, &objects, &fields, &self.shared.cfg.seccomp_dir) {
+        let mut config = match convert::container_config(&self.pod, c, attempt, &volumes, &objects, &fields, &self.shared.cfg.seccomp_dir) {
             Ok(cfg) => cfg,
             Err(e) => {
                 self.waiting(&name, "CreateContainerConfigError", &e);
                 return Ok(());
             }
         };
+        let image_info = self
+            .images()
+            .image_status(cri::ImageStatusRequest { image: Some(cri::ImageSpec { image: image.clone(), ..Default::default() }), verbose: false })
+            .await
+            .ok()
+            .and_then(|r| r.image);
+        if let Err(e) = convert::verify_non_root(&self.pod, c, image_info.as_ref()) {
+            self.waiting(&name, "CreateContainerConfigError", &e);
+            return Ok(());
+        }
+        let hosts = match super::pod_files::hosts_path(&self.pod_dir()) {
+            p if p.exists() => p,
+            _ => self.write_hosts()?,
+        };
+        let termination = super::pod_files::prepare_termination_file(&self.pod_dir(), &name, attempt).map_err(|e| format!("termination message file: {e}"))?;
+        config.mounts.extend(super::pod_files::extra_mounts(c, Some(&hosts), &termination));
         let sandbox_config = self.sandbox_config();
         let created = self
             .rt()
@@ -433,7 +487,7 @@ impl Worker {
     }
 
     fn sandbox_config(&self) -> cri::PodSandboxConfig {
-        convert::sandbox_config(&self.pod, self.progress.sandbox_attempt, &self.log_dir(), &self.cgroup_parent())
+        convert::sandbox_config(&self.pod, self.progress.sandbox_attempt, &self.log_dir(), &self.cgroup_parent(), &self.shared.cfg.cluster_domain)
     }
 
     /// A ready sandbox, created (again) when missing; a new sandbox re-runs init containers.
@@ -465,6 +519,7 @@ impl Worker {
         let st = self.rt().pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: id, verbose: false }).await.map_err(err)?;
         let net = st.status.and_then(|s| s.network).unwrap_or_default();
         self.progress.pod_ips = std::iter::once(net.ip).chain(net.additional_ips.into_iter().map(|i| i.ip)).filter(|i| !i.is_empty()).collect();
+        self.write_hosts()?;
         self.set_condition("PodReadyToStartContainers", true);
         self.shared.save_progress(&self.uid(), &self.progress);
         Ok(())
