@@ -66,6 +66,9 @@ struct NodeArgs {
     /// Root of the kubelet-style pod cgroup tree.
     #[arg(long, default_value = "/kubepods")]
     cgroup_root: String,
+    /// Cluster DNS server IPs (comma-separated) for pods with dnsPolicy ClusterFirst.
+    #[arg(long, value_delimiter = ',')]
+    cluster_dns: Vec<String>,
     /// The cluster's DNS domain.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
@@ -283,6 +286,7 @@ async fn start_node(
         cgroup_root: args.cgroup_root,
         sync_period: std::time::Duration::from_secs(1),
         cluster_domain: args.cluster_domain,
+        cluster_dns: args.cluster_dns,
         eviction: eviction.settings().context("eviction settings")?,
         image_gc: image_gc.settings().context("image garbage collection settings")?,
     };

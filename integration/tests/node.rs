@@ -332,7 +332,7 @@ spec:
   - name: main
     image: BUSYBOX
     resources: {limits: {memory: 64Mi}}
-    command: ['sh', '-c', 'cat /cm/conf/game; echo; stat -c %a /cm/conf/game; cat /sec/password /sec/user; echo; stat -c %a /sec/password; cat /info/labels /info/name /info/mem; echo; cat /all/ui /all/user /all/ns; echo; touch /cm/x 2>/dev/null || echo read-only; grep -c " /sec tmpfs" /proc/mounts; tr "\\0" "\\n" < /proc/1/environ | grep -E "^(CFG_|PASSWORD|MAYBE)" | sort; exec sleep 3600']
+    command: ['sh', '-c', 'cat /cm/conf/game; echo; stat -L -c %a /cm/conf/game; cat /sec/password /sec/user; echo; stat -L -c %a /sec/password; cat /info/labels /info/name /info/mem; echo; cat /all/ui /all/user /all/ns; echo; touch /cm/x 2>/dev/null || echo read-only; grep -c " /sec tmpfs" /proc/mounts; tr "\\0" "\\n" < /proc/1/environ | grep -E "^(CFG_|PASSWORD|MAYBE)" | sort; exec sleep 3600']
     envFrom:
     - prefix: CFG_
       configMapRef: {name: app-config}

@@ -124,18 +124,12 @@ pub fn pod_labels(pod: &Pod) -> HashMap<String, String> {
     l
 }
 
-pub fn sandbox_config(pod: &Pod, attempt: u32, log_dir: &Path, cgroup_parent: &str, cluster_domain: &str) -> cri::PodSandboxConfig {
+pub fn sandbox_config(pod: &Pod, attempt: u32, log_dir: &Path, cgroup_parent: &str, cluster_domain: &str, cluster_dns: &[String]) -> cri::PodSandboxConfig {
     let spec = pod.spec.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
     let hostname = super::pod_files::uts_hostname(pod, cluster_domain);
-    let dns = spec.dns_config.as_ref().filter(|_| spec.dns_policy.as_deref() == Some("None")).map(|d| cri::DnsConfig {
-        servers: d.nameservers.clone().unwrap_or_default(),
-        searches: d.searches.clone().unwrap_or_default(),
-        options: d.options.iter().flatten().map(|o| match &o.value {
-            Some(v) => format!("{}:{v}", o.name.clone().unwrap_or_default()),
-            None => o.name.clone().unwrap_or_default(),
-        }).collect(),
-    });
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let dns = super::dns::dns_config(pod, cluster_dns, cluster_domain, &host_resolv);
     let port_mappings = spec
         .containers
         .iter()

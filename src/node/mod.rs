@@ -2,8 +2,10 @@
 //! same `Snapshot` of desired pods), one worker per pod that drives the runtime through the
 //! CRI trait, and the kubelet HTTP API.
 pub mod api;
+pub mod atomic_writer;
 pub mod backoff;
 pub mod convert;
+pub mod dns;
 pub mod eviction;
 pub mod handler;
 pub mod housekeeping;
@@ -47,6 +49,8 @@ pub struct NodeConfig {
     pub sync_period: Duration,
     /// The cluster's DNS domain (pod FQDNs: hostname.subdomain.namespace.svc.<domain>).
     pub cluster_domain: String,
+    /// Cluster DNS servers for dnsPolicy ClusterFirst (none: pods use the host's resolver).
+    pub cluster_dns: Vec<String>,
     pub eviction: eviction::EvictionSettings,
     pub image_gc: image_gc::ImageGcSettings,
 }

@@ -2,7 +2,9 @@
 //! sizeLimit), hostPath (with its type checks), and the volumes the node writes itself:
 //! configMap, secret (on tmpfs), downwardAPI and projected, filled from the pod source's
 //! objects (`Objects`: today ConfigMaps and Secrets in the manifest directory, later the
-//! apiserver). Their content is written when a container of the pod starts.
+//! apiserver). Their content is written when a container of the pod starts and rewritten
+//! (atomically, through `..data`) when the objects change. With a pod fsGroup, volumes
+//! belong to that group, as on a kubelet.
 use super::convert::{self, FieldValues};
 use k8s_openapi::api::core::v1::{ConfigMap, KeyToPath, Pod, Secret};
 use std::collections::BTreeMap;
@@ -17,7 +19,7 @@ pub fn pod_dir(root: &Path, uid: &str) -> PathBuf {
 }
 
 /// ConfigMaps and Secrets a pod source provides, by (namespace, name).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Objects {
     pub config_maps: BTreeMap<(String, String), ConfigMap>,
     pub secrets: BTreeMap<(String, String), Secret>,
@@ -31,11 +33,7 @@ pub fn is_node_written(pod: &Pod, volume: &str) -> bool {
 }
 
 /// One file to write into a node-written volume.
-struct FileOut {
-    path: String,
-    data: Vec<u8>,
-    mode: u32,
-}
+type FileOut = super::atomic_writer::Payload;
 
 fn check_rel(path: &str) -> Result<(), String> {
     if path.is_empty() || path.starts_with('/') || path.split('/').any(|p| p == ".." || p.is_empty()) {
@@ -107,26 +105,6 @@ fn downward_files(pod: &Pod, items: &[k8s_openapi::api::core::v1::DownwardAPIVol
     Ok(out)
 }
 
-/// Replace the volume directory's content with `files`.
-fn write_files(dir: &Path, files: &[FileOut]) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
-        }
-    }
-    for f in files {
-        let p = dir.join(&f.path);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-        }
-        std::fs::write(&p, &f.data).map_err(|e| format!("{}: {e}", p.display()))?;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(f.mode & 0o7777)).map_err(|e| format!("{}: {e}", p.display()))?;
-    }
-    Ok(())
-}
-
 /// The files of a ConfigMap or Secret source: its keys (or items), nothing when it is
 /// missing but optional, an error when it is missing and required.
 fn object_files(what: &str, data: Option<BTreeMap<String, Vec<u8>>>, items: Option<&Vec<KeyToPath>>, mode: u32, optional: bool) -> Result<Vec<FileOut>, String> {
@@ -183,6 +161,47 @@ fn node_written_files(pod: &Pod, v: &k8s_openapi::api::core::v1::Volume, objects
     None
 }
 
+fn fs_group(pod: &Pod) -> Option<u32> {
+    pod.spec.as_ref()?.security_context.as_ref()?.fs_group.map(|g| g as u32)
+}
+
+fn node_written_dir(root: &Path, uid: &str, v: &k8s_openapi::api::core::v1::Volume) -> PathBuf {
+    let kind = if v.secret.is_some() { "secret" } else if v.config_map.is_some() { "configmap" } else if v.downward_api.is_some() { "downward-api" } else { "projected" };
+    pod_dir(root, uid).join(format!("volumes/kubernetes.io~{kind}")).join(&v.name)
+}
+
+/// An emptyDir is open to all (0777); with an fsGroup it belongs to that group and new
+/// files inherit it (setgid).
+fn empty_dir_ownership(dir: &Path, gid: Option<u32>) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut mode = 0o777;
+    if let Some(g) = gid {
+        nix::unistd::chown(dir, None, Some(nix::unistd::Gid::from_raw(g))).map_err(|e| format!("{}: {e}", dir.display()))?;
+        mode |= 0o2000;
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// Rewrite the node-written volumes that exist already from the current objects (a
+/// ConfigMap or Secret changed). Returns the names of the volumes that changed.
+pub fn refresh(root: &Path, pod: &Pod, objects: &Objects, fields: &FieldValues) -> Vec<String> {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let mut changed = Vec::new();
+    for v in pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default() {
+        let dir = node_written_dir(root, &uid, &v);
+        if !dir.is_dir() {
+            continue;
+        }
+        let Some(Ok(files)) = node_written_files(pod, &v, objects, fields) else { continue };
+        match super::atomic_writer::write(&dir, &files, fs_group(pod)) {
+            Ok(true) => changed.push(v.name.clone()),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(volume = %v.name, "updating the volume: {e}"),
+        }
+    }
+    changed
+}
+
 /// Make the pod's volumes; an error names the volume and why.
 pub fn setup(root: &Path, pod: &Pod, objects: &Objects, fields: &FieldValues) -> Result<VolumePaths, String> {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -197,20 +216,20 @@ pub fn setup(root: &Path, pod: &Pod, objects: &Objects, fields: &FieldValues) ->
                 nix::mount::mount(Some("tmpfs"), &dir, Some("tmpfs"), nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV, Some(data.as_str()))
                     .map_err(|e| format!("volume {:?}: mounting tmpfs: {e}", v.name))?;
             }
+            empty_dir_ownership(&dir, fs_group(pod)).map_err(|e| format!("volume {:?}: {e}", v.name))?;
             dir
         } else if let Some(h) = &v.host_path {
             host_path(&v.name, &h.path, h.type_.as_deref().unwrap_or(""))?
         } else if let Some(files) = node_written_files(pod, &v, objects, fields) {
             let files = files.map_err(|e| format!("volume {:?}: {e}", v.name))?;
-            let kind = if v.secret.is_some() { "secret" } else if v.config_map.is_some() { "configmap" } else if v.downward_api.is_some() { "downward-api" } else { "projected" };
-            let dir = pod_dir(root, &uid).join(format!("volumes/kubernetes.io~{kind}")).join(&v.name);
+            let dir = node_written_dir(root, &uid, &v);
             std::fs::create_dir_all(&dir).map_err(|e| format!("volume {:?}: {e}", v.name))?;
             // Secrets never touch the disk: a small tmpfs per volume, as the kubelet does.
             if v.secret.is_some() && !is_mount_point(&dir) {
                 nix::mount::mount(Some("tmpfs"), &dir, Some("tmpfs"), nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV, Some("size=16m,mode=0755"))
                     .map_err(|e| format!("volume {:?}: mounting tmpfs: {e}", v.name))?;
             }
-            write_files(&dir, &files).map_err(|e| format!("volume {:?}: {e}", v.name))?;
+            super::atomic_writer::write(&dir, &files, fs_group(pod)).map_err(|e| format!("volume {:?}: {e}", v.name))?;
             dir
         } else {
             return Err(format!("volume {:?}: this volume type is not supported on this node yet", v.name));

@@ -33,6 +33,14 @@ pub struct ContainerProgress {
     /// The previous attempt, kept (as the kubelet keeps it) for lastState and previous logs.
     #[serde(default)]
     pub previous_id: Option<String>,
+    /// Image pull back-off: the current delay (0 = none) and when the next pull may start.
+    #[serde(default)]
+    pub pull_delay_secs: i64,
+    #[serde(default)]
+    pub next_pull_ns: i64,
+    /// The last pull error, repeated while backing off.
+    #[serde(default)]
+    pub pull_error: String,
 }
 
 /// What the worker knows about its pod beyond what the runtime reports.
@@ -99,6 +107,8 @@ pub struct Worker {
     netns: Option<(String, Option<std::path::PathBuf>)>,
     /// Terminated containers' messages (termination message or log tail), by container ID.
     messages: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// The ConfigMaps and Secrets the pod's volumes were last brought up to date with.
+    applied_objects: Option<volumes::Objects>,
 }
 
 fn err<E: std::fmt::Display>(e: E) -> String {
@@ -109,7 +119,7 @@ impl Worker {
     pub fn new(pod: Pod, shared: Arc<NodeShared>) -> Worker {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let progress = shared.load_progress(&uid).unwrap_or_default();
-        Worker { pod, shared, progress, probes: Default::default(), netns: None, messages: Default::default() }
+        Worker { pod, shared, progress, probes: Default::default(), netns: None, messages: Default::default(), applied_objects: None }
     }
 
     fn uid(&self) -> String {
@@ -236,6 +246,33 @@ impl Worker {
         }
     }
 
+    /// ConfigMaps or Secrets changed: bring the pod's volumes up to date (atomically, so
+    /// running containers see the new content at once).
+    async fn refresh_volumes(&mut self) {
+        let current = {
+            let objects = self.shared.objects.read().await;
+            if self.applied_objects.as_ref() == Some(&*objects) {
+                return;
+            }
+            objects.clone()
+        };
+        if self.applied_objects.is_some() {
+            let changed = volumes::refresh(&self.shared.cfg.pods_dir, &self.pod, &current, &self.field_values());
+            if !changed.is_empty() {
+                tracing::info!(volumes = ?changed, "volumes updated from changed ConfigMaps/Secrets");
+            }
+        }
+        self.applied_objects = Some(current);
+    }
+
+    fn field_values(&self) -> FieldValues {
+        FieldValues {
+            pod_ip: self.progress.pod_ips.first().cloned().unwrap_or_default(),
+            host_ip: self.shared.cfg.node_ip.clone(),
+            node_name: self.shared.cfg.node_name.clone(),
+        }
+    }
+
     /// The kubelet-managed /etc/hosts of the pod's containers.
     fn write_hosts(&self) -> Result<std::path::PathBuf, String> {
         let ip = self.progress.pod_ips.first().map(String::as_str);
@@ -256,6 +293,7 @@ impl Worker {
         }
         self.set_condition("PodScheduled", true);
         self.ensure_sandbox().await?;
+        self.refresh_volumes().await;
         let observed = self.observe().await?;
         let spec = self.pod.spec.clone().unwrap_or_default();
         // Init containers: one at a time, each to success; sidecars (restartPolicy Always) keep running.
@@ -392,19 +430,33 @@ impl Worker {
             _ => !present,
         };
         if need_pull {
-            let pulled = self.images().pull_image(cri::PullImageRequest { image: Some(cri::ImageSpec { image: image.clone(), ..Default::default() }), ..Default::default() }).await;
-            if let Err(e) = pulled {
-                let prog = self.progress.containers.entry(name.clone()).or_default();
-                let reason = if prog.waiting.as_ref().map(|w| w.0 == "ErrImagePull" || w.0 == "ImagePullBackOff").unwrap_or(false) { "ImagePullBackOff" } else { "ErrImagePull" };
-                self.waiting(&name, reason, &e.message);
+            // After a failed pull, the next waits 10 s, doubling to 300 s, as on a kubelet.
+            let now = now_ns();
+            let prog = self.progress.containers.entry(name.clone()).or_default();
+            if now < prog.next_pull_ns {
+                let msg = format!("Back-off pulling image {image:?}: ErrImagePull: {}", prog.pull_error);
+                prog.waiting = Some(("ImagePullBackOff".into(), msg));
                 return Ok(());
             }
+            let pulled = self.images().pull_image(cri::PullImageRequest { image: Some(cri::ImageSpec { image: image.clone(), ..Default::default() }), ..Default::default() }).await;
+            let prog = self.progress.containers.entry(name.clone()).or_default();
+            match pulled {
+                Err(e) => {
+                    prog.pull_delay_secs = if prog.pull_delay_secs == 0 { super::backoff::INITIAL_SECS } else { (prog.pull_delay_secs * 2).min(super::backoff::MAX_SECS) };
+                    prog.next_pull_ns = now_ns() + prog.pull_delay_secs * 1_000_000_000;
+                    prog.pull_error = e.message.clone();
+                    self.event("Warning", "Failed", &format!("Failed to pull image {image:?}: {}", e.message), Some(&name));
+                    self.waiting(&name, "ErrImagePull", &e.message);
+                    return Ok(());
+                }
+                Ok(_) => {
+                    prog.pull_delay_secs = 0;
+                    prog.next_pull_ns = 0;
+                    prog.pull_error.clear();
+                }
+            }
         }
-        let fields = FieldValues {
-            pod_ip: self.progress.pod_ips.first().cloned().unwrap_or_default(),
-            host_ip: self.shared.cfg.node_ip.clone(),
-            node_name: self.shared.cfg.node_name.clone(),
-        };
+        let fields = self.field_values();
         let objects = self.shared.objects.read().await.clone();
         let volumes = match volumes::setup(&self.shared.cfg.pods_dir, &self.pod, &objects, &fields) {
             Ok(v) => v,
@@ -487,7 +539,7 @@ impl Worker {
     }
 
     fn sandbox_config(&self) -> cri::PodSandboxConfig {
-        convert::sandbox_config(&self.pod, self.progress.sandbox_attempt, &self.log_dir(), &self.cgroup_parent(), &self.shared.cfg.cluster_domain)
+        convert::sandbox_config(&self.pod, self.progress.sandbox_attempt, &self.log_dir(), &self.cgroup_parent(), &self.shared.cfg.cluster_domain, &self.shared.cfg.cluster_dns)
     }
 
     /// A ready sandbox, created (again) when missing; a new sandbox re-runs init containers.
@@ -508,6 +560,16 @@ impl Worker {
         }
         self.set_condition("PodReadyToStartContainers", false);
         std::fs::create_dir_all(self.log_dir()).map_err(err)?;
+        if super::dns::resolver(&self.pod, !self.shared.cfg.cluster_dns.is_empty()).1 {
+            self.event(
+                "Warning",
+                "MissingClusterDNS",
+                "pod: \"{pod}\". kubelet does not have ClusterDNS IP configured and cannot create Pod using \"ClusterFirst\" policy. Falling back to \"Default\" policy."
+                    .replace("{pod}", &super::manifest::full_name(&self.pod))
+                    .as_str(),
+                None,
+            );
+        }
         let id = self
             .rt()
             .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(self.sandbox_config()), runtime_handler: String::new() })
