@@ -76,6 +76,15 @@ impl Daemon {
     /// `start_node`, with `prepare` run on the daemon's directory before it starts (to mount
     /// a small filesystem for its data, say).
     pub async fn start_node_with(config: &str, prepare: impl FnOnce(&Path)) -> Daemon {
+        Daemon::start_node_full(config, prepare, &[]).await
+    }
+
+    /// `start_node` with more `berth node` flags.
+    pub async fn start_node_args(config: &str, extra: &[&str]) -> Daemon {
+        Daemon::start_node_full(config, |_| {}, extra).await
+    }
+
+    async fn start_node_full(config: &str, prepare: impl FnOnce(&Path), extra: &[&str]) -> Daemon {
         let dir = TempDir::new("node");
         prepare(dir.path());
         std::fs::write(dir.path().join("config.toml"), config).expect("write config");
@@ -95,6 +104,8 @@ impl Daemon {
             "--cgroup-root".into(),
             cgroup_root.clone(),
         ];
+        let mut mode = mode;
+        mode.extend(extra.iter().map(|a| a.to_string()));
         let mut d = Daemon { dir, child: None, mode, cgroup_roots: vec![cgroup_root] };
         d.spawn().await;
         d

@@ -397,7 +397,10 @@ spec:
   containers:
   - name: main
     image: BUSYBOX
-    command: ['sh', '-c', 'cat /etc/hosts; echo hostname=$(hostname); exec sleep 3600']
+    command: ['sh', '-c', 'cat /etc/hosts; echo hostname=$(hostname); cat /etc/resolv.conf; exec sleep 3600']
+  - name: counter
+    image: BUSYBOX
+    command: ['sh', '-c', 'sleep 2; i=1; while [ $i -le 5 ]; do echo n-$i; i=$((i+1)); sleep 0.3; done']
 "#;
 
 const ENDINGS: &str = r#"apiVersion: v1
@@ -446,8 +449,8 @@ spec:
 "#;
 
 #[tokio::test]
-async fn hosts_file_termination_messages_and_run_as_non_root() {
-    let d = Daemon::start_node("").await;
+async fn hosts_file_resolv_conf_log_follow_termination_messages_and_run_as_non_root() {
+    let d = Daemon::start_node_args("", &["--cluster-dns", "10.96.0.10"]).await;
     let url = d.kubelet_url().await;
     write(&d.manifests(), "names.yaml", NAMES);
     write(&d.manifests(), "endings.yaml", ENDINGS);
@@ -457,8 +460,11 @@ async fn hosts_file_termination_messages_and_run_as_non_root() {
     let p = wait_for(&url, "names", "Running", Duration::from_secs(60), |p| phase(p) == "Running").await;
     let logs_url = format!("{url}/containerLogs/shop/names-berth-it/main");
     let start = Instant::now();
+    // Follow the counter's log while it writes: the stream ends when the container does.
+    let follow_url = format!("{url}/containerLogs/shop/names-berth-it/counter?follow=true");
+    let follow = tokio::spawn(async move { get(&follow_url).await });
     let mut log = String::new();
-    while !log.contains("hostname=") && start.elapsed() < Duration::from_secs(10) {
+    while !log.contains("options") && start.elapsed() < Duration::from_secs(10) {
         log = get(&logs_url).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -467,6 +473,12 @@ async fn hosts_file_termination_messages_and_run_as_non_root() {
     assert!(log.contains(&format!("{ip}\tweb-0.web.shop.svc.cluster.local\tweb-0\n")), "{log}");
     assert!(log.contains("\n# Entries added by HostAliases.\n127.0.0.1\tfoo.local\tbar.local\n10.1.2.3\tdb.internal\n"), "{log}");
     assert!(log.contains("hostname=web-0\n"), "{log}");
+    // ClusterFirst with the node's cluster DNS.
+    assert!(log.contains("nameserver 10.96.0.10\n"), "{log}");
+    assert!(log.contains("search shop.svc.cluster.local svc.cluster.local cluster.local"), "{log}");
+    assert!(log.contains("options ndots:5"), "{log}");
+    let followed = tokio::time::timeout(Duration::from_secs(20), follow).await.expect("the follow stream ends with the container").unwrap();
+    assert_eq!(followed, "n-1\nn-2\nn-3\nn-4\nn-5\n");
 
     // Termination messages: the file, a custom path, the log's end on failure only.
     let p = wait_for(&url, "endings", "Failed", Duration::from_secs(60), |p| phase(p) == "Failed").await;
@@ -495,4 +507,232 @@ async fn hosts_file_termination_messages_and_run_as_non_root() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(out, "1000\n");
+}
+
+/// A tiny HTTP(S) server on 127.0.0.1 that records each request's first line and X-Probe
+/// header, and answers 200 (or 500 while `failing`).
+struct Recorder {
+    port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Recorder {
+    async fn start(tls: Option<std::sync::Arc<rustls::ServerConfig>>) -> Recorder {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, f) = (seen.clone(), failing.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let (s, f, tls) = (s.clone(), f.clone(), tls.clone());
+                tokio::spawn(async move {
+                    async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut io: S, s: std::sync::Arc<std::sync::Mutex<Vec<String>>>, fail: bool) {
+                        let mut buf = Vec::new();
+                        let mut chunk = [0u8; 1024];
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match io.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let text = String::from_utf8_lossy(&buf).to_string();
+                        let first = text.lines().next().unwrap_or_default().to_string();
+                        let probe = text.lines().find_map(|l| l.strip_prefix("X-Probe: ").or_else(|| l.strip_prefix("x-probe: "))).unwrap_or("-").to_string();
+                        s.lock().unwrap().push(format!("{first} {probe}"));
+                        let status = if fail { "500 Internal Server Error" } else { "200 OK" };
+                        let _ = io.write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok").as_bytes()).await;
+                        let _ = io.shutdown().await;
+                    }
+                    let fail = f.load(std::sync::atomic::Ordering::SeqCst);
+                    match tls {
+                        Some(cfg) => {
+                            if let Ok(io) = tokio_rustls::TlsAcceptor::from(cfg).accept(tcp).await {
+                                serve(io, s, fail).await;
+                            }
+                        }
+                        None => serve(tcp, s, fail).await,
+                    }
+                });
+            }
+        });
+        Recorder { port, seen, failing, task }
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test]
+async fn https_and_grpc_probes_and_http_hooks_on_the_host_network() {
+    let certs = TempDir::new("tls");
+    let tls = berth::util::tls::server_config(&certs.path().join("c.crt"), &certs.path().join("c.key"), vec!["127.0.0.1".into()], true).unwrap();
+    let https = Recorder::start(Some(std::sync::Arc::new(tls))).await;
+    let hooks = Recorder::start(None).await;
+    // A gRPC health server.
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_service_status("berth.test", tonic_health::ServingStatus::Serving).await;
+    let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc_port = grpc_listener.local_addr().unwrap().port();
+    let grpc = tokio::spawn(tonic::transport::Server::builder().add_service(health).serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener)));
+
+    let d = Daemon::start_node("").await;
+    let url = d.kubelet_url().await;
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: hostprobes
+spec:
+  hostNetwork: true
+  terminationGracePeriodSeconds: 5
+  containers:
+  - name: main
+    image: BUSYBOX
+    command: ['sleep', '3600']
+    lifecycle:
+      postStart: {{httpGet: {{host: 127.0.0.1, port: {hook}, path: /poststart}}}}
+      preStop: {{httpGet: {{host: 127.0.0.1, port: {hook}, path: /prestop, httpHeaders: [{{name: X-Probe, value: bye}}]}}}}
+    readinessProbe:
+      httpGet: {{scheme: HTTPS, host: 127.0.0.1, port: {tls}, path: /healthz, httpHeaders: [{{name: X-Probe, value: tls}}]}}
+      periodSeconds: 1
+      failureThreshold: 1
+    livenessProbe:
+      grpc: {{port: {grpc_port}, service: berth.test}}
+      periodSeconds: 1
+      failureThreshold: 2
+"#,
+        hook = hooks.port,
+        tls = https.port
+    );
+    write(&d.manifests(), "hostprobes.yaml", &manifest);
+    // Ready through the HTTPS probe (a self-signed certificate is not verified).
+    wait_for(&url, "hostprobes", "ready", Duration::from_secs(60), |p| container(p, "main")["ready"] == true).await;
+    assert!(https.seen().iter().any(|l| l == "GET /healthz HTTP/1.1 tls"), "{:?}", https.seen());
+    assert!(hooks.seen().iter().any(|l| l.starts_with("GET /poststart HTTP/1.1")), "{:?}", hooks.seen());
+    // A 500 makes it unready; the gRPC liveness probe kept it alive all along.
+    https.failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    let p = wait_for(&url, "hostprobes", "unready", Duration::from_secs(20), |p| container(p, "main")["ready"] == false).await;
+    assert_eq!(container(&p, "main")["restartCount"], 0);
+    https.failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    // NOT_SERVING fails the gRPC liveness probe twice: the container is restarted.
+    reporter.set_service_status("berth.test", tonic_health::ServingStatus::NotServing).await;
+    let p = wait_for(&url, "hostprobes", "restarted", Duration::from_secs(30), |p| container(p, "main")["restartCount"].as_i64().unwrap_or(0) >= 1).await;
+    assert!(container(&p, "main")["lastState"]["terminated"].is_object());
+    reporter.set_service_status("berth.test", tonic_health::ServingStatus::Serving).await;
+    let events = get(&format!("{url}/events")).await;
+    assert!(events.contains("Liveness probe failed: service unhealthy (responded with NOT_SERVING)"), "{events}");
+    // preStop's httpGet runs when the pod goes.
+    wait_for(&url, "hostprobes", "running again", Duration::from_secs(30), |p| container(p, "main")["state"]["running"].is_object()).await;
+    let before = hooks.seen().iter().filter(|l| l.starts_with("GET /prestop")).count();
+    std::fs::remove_file(d.manifests().join("hostprobes.yaml")).unwrap();
+    let start = Instant::now();
+    while pod(&url, "hostprobes").await.is_some() {
+        assert!(start.elapsed() < Duration::from_secs(30), "the pod was not removed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let prestops: Vec<String> = hooks.seen().into_iter().filter(|l| l.starts_with("GET /prestop")).collect();
+    assert_eq!(prestops.len(), before + 1, "{prestops:?}");
+    assert!(prestops.last().unwrap().ends_with(" bye"), "{prestops:?}");
+    grpc.abort();
+}
+
+const WATCHER: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: live}
+data: {color: COLOR}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: watcher
+spec:
+  terminationGracePeriodSeconds: 1
+  securityContext: {runAsUser: 1000, fsGroup: 2000}
+  volumes:
+  - name: cfg
+    configMap: {name: live}
+  - name: scratch
+    emptyDir: {}
+  containers:
+  - name: main
+    image: BUSYBOX
+    command: ['sh', '-c', 'echo groups=$(id -G); stat -c "scratch=%g %a" /scratch; touch /scratch/f && stat -c "file=%g" /scratch/f; stat -L -c "cfg=%g %a" /cfg/color; last=; while true; do c=$(cat /cfg/color); if [ "$c" != "$last" ]; then echo color=$c; last=$c; fi; sleep 0.2; done']
+    volumeMounts: [{name: cfg, mountPath: /cfg}, {name: scratch, mountPath: /scratch}]
+"#;
+
+#[tokio::test]
+async fn config_map_changes_reach_running_pods_and_fs_group_owns_volumes() {
+    let d = Daemon::start_node("").await;
+    let url = d.kubelet_url().await;
+    write(&d.manifests(), "watcher.yaml", &WATCHER.replace("COLOR", "blue"));
+    wait_for(&url, "watcher", "running", Duration::from_secs(60), |p| container(p, "main")["state"]["running"].is_object()).await;
+    let logs_url = format!("{url}/containerLogs/default/watcher-berth-it/main");
+    let wait_log = |want: &'static str| {
+        let logs_url = logs_url.clone();
+        async move {
+            let start = Instant::now();
+            loop {
+                let log = get(&logs_url).await;
+                if log.contains(want) {
+                    return log;
+                }
+                assert!(start.elapsed() < Duration::from_secs(30), "no {want:?} in:\n{log}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let log = wait_log("color=blue").await;
+    // fsGroup: a supplementary group, the emptyDir belongs to it (setgid, so new files
+    // do too), and the configMap's files are in it.
+    assert!(log.contains("groups=1000 2000") || log.contains("groups=0 2000"), "{log}");
+    assert!(log.contains("scratch=2000 2777"), "{log}");
+    assert!(log.contains("file=2000"), "{log}");
+    assert!(log.contains("cfg=2000 644"), "{log}");
+    // The ConfigMap changes: the running container sees the new value, without a restart.
+    write(&d.manifests(), "watcher.yaml", &WATCHER.replace("COLOR", "green"));
+    let log = wait_log("color=green").await;
+    assert!(log.find("color=blue").unwrap() < log.find("color=green").unwrap());
+    let p = pod(&url, "watcher").await.unwrap();
+    assert_eq!(container(&p, "main")["restartCount"], 0);
+}
+
+#[tokio::test]
+async fn image_pull_failures_back_off() {
+    let d = Daemon::start_node("").await;
+    let url = d.kubelet_url().await;
+    write(
+        &d.manifests(),
+        "nopull.yaml",
+        &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: nopull\nspec:\n  containers:\n  - name: main\n    image: {}/berth/does-not-exist:v1\n", test_registry()),
+    );
+    let p = wait_for(&url, "nopull", "ErrImagePull", Duration::from_secs(30), |p| container(p, "main")["state"]["waiting"]["reason"] == "ErrImagePull").await;
+    assert_eq!(phase(&p), "Pending");
+    let first = Instant::now();
+    let p = wait_for(&url, "nopull", "ImagePullBackOff", Duration::from_secs(10), |p| container(p, "main")["state"]["waiting"]["reason"] == "ImagePullBackOff").await;
+    let msg = container(&p, "main")["state"]["waiting"]["message"].as_str().unwrap().to_string();
+    assert!(msg.starts_with(&format!("Back-off pulling image \"{}/berth/does-not-exist:v1\"", test_registry())), "{msg}");
+    // One pull so far; the second comes only after the 10 s back-off.
+    let pulls = |events: &str| -> i64 {
+        let v: Value = serde_json::from_str(events).unwrap();
+        v["items"].as_array().unwrap().iter().filter(|e| e["reason"] == "Failed").map(|e| e["count"].as_i64().unwrap()).sum()
+    };
+    assert_eq!(pulls(&get(&format!("{url}/events")).await), 1);
+    let start = Instant::now();
+    while pulls(&get(&format!("{url}/events")).await) < 2 {
+        assert!(start.elapsed() < Duration::from_secs(30), "no second pull");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(first.elapsed() >= Duration::from_secs(8), "the second pull waited for the back-off: {:?}", first.elapsed());
 }
