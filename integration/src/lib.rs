@@ -105,6 +105,11 @@ impl Daemon {
             cgroup_root.clone(),
         ];
         let mut mode = mode;
+        // The kubelet's default disk thresholds would evict test pods on a build machine
+        // whose disk is mostly full of build output; tests not about eviction keep memory only.
+        if !config.contains("[eviction]") {
+            mode.extend(["--eviction-hard".to_string(), "memory.available<100Mi".to_string()]);
+        }
         mode.extend(extra.iter().map(|a| a.to_string()));
         let mut d = Daemon { dir, child: None, mode, cgroup_roots: vec![cgroup_root] };
         d.spawn().await;

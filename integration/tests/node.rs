@@ -736,3 +736,141 @@ async fn image_pull_failures_back_off() {
     }
     assert!(first.elapsed() >= Duration::from_secs(8), "the second pull waited for the back-off: {:?}", first.elapsed());
 }
+
+const SPEC: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: spec}
+spec:
+  terminationGracePeriodSeconds: 1
+  shareProcessNamespace: true
+  securityContext:
+    supplementalGroups: [3000]
+    sysctls: [{name: kernel.shm_rmid_forced, value: "1"}]
+  volumes:
+  - name: shared
+    emptyDir: {}
+  - name: small
+    emptyDir: {medium: Memory, sizeLimit: 8Mi}
+  - name: made
+    hostPath: {path: HOSTDIR/made, type: DirectoryOrCreate}
+  initContainers:
+  - name: sidecar
+    image: BUSYBOX
+    restartPolicy: Always
+    command: ['sh', '-c', 'echo sidecar-up > /shared/sidecar; exec sleep 3600']
+    volumeMounts: [{name: shared, mountPath: /shared}]
+  containers:
+  - name: main
+    image: BUSYBOX
+    command: ['sh', '-c']
+    args: ['echo cwd=$(pwd); cat /shared/sidecar; grep -E "^(CapEff|NoNewPrivs|Seccomp):" /proc/self/status; echo groups=$(id -G); echo shm=$(cat /proc/sys/kernel/shm_rmid_forced); touch /rootfs-test 2>/dev/null || echo rootfs-ro; df -k /small | tail -1; test -d /made && echo made-ok; i=0; until ps -o comm | grep -q sleep || [ $i -ge 50 ]; do i=$((i+1)); sleep 0.1; done; ps -o comm | grep -q sleep && echo sees-sidecar; echo end; exec sleep 3600']
+    workingDir: /tmp
+    resources: {requests: {cpu: 100m, memory: 32Mi}, limits: {cpu: 500m, memory: 64Mi}}
+    securityContext:
+      readOnlyRootFilesystem: true
+      allowPrivilegeEscalation: false
+      capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}
+      seccompProfile: {type: RuntimeDefault}
+    volumeMounts: [{name: shared, mountPath: /shared}, {name: small, mountPath: /small}, {name: made, mountPath: /made}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: never}
+spec:
+  containers:
+  - name: main
+    image: REGISTRY/berth/absent:v1
+    imagePullPolicy: Never
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: timing}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: BUSYBOX
+    command: ['sh', '-c', 'touch /tmp/ok; exec sleep 3600']
+    readinessProbe:
+      exec: {command: ['cat', '/tmp/ok']}
+      initialDelaySeconds: 3
+      periodSeconds: 1
+      successThreshold: 3
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: slowprobe}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: slow
+    image: BUSYBOX
+    command: ['sleep', '3600']
+    livenessProbe:
+      exec: {command: ['sleep', '5']}
+      timeoutSeconds: 1
+      periodSeconds: 2
+      failureThreshold: 1
+"#;
+
+#[tokio::test]
+async fn pod_spec_fields_reach_the_runtime() {
+    let d = Daemon::start_node("").await;
+    let url = d.kubelet_url().await;
+    let host = TempDir::new("hostpath");
+    write(&d.manifests(), "spec.yaml", &SPEC.replace("HOSTDIR", &host.path().display().to_string()).replace("REGISTRY", &test_registry()));
+    let p = wait_for(&url, "spec", "Running", Duration::from_secs(60), |p| phase(p) == "Running" && container(p, "main")["state"]["running"].is_object()).await;
+    assert_eq!(p["status"]["qosClass"], "Burstable");
+    // The sidecar init container keeps running beside the app.
+    let sidecar = &p["status"]["initContainerStatuses"][0];
+    assert_eq!(sidecar["name"], "sidecar");
+    assert!(sidecar["state"]["running"].is_object(), "{sidecar}");
+    let logs_url = format!("{url}/containerLogs/default/spec-berth-it/main");
+    let start = Instant::now();
+    let mut log = String::new();
+    while !log.contains("end\n") {
+        assert!(start.elapsed() < Duration::from_secs(20), "{log}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        log = get(&logs_url).await;
+    }
+    assert!(log.contains("cwd=/tmp\n"), "{log}");
+    assert!(log.contains("sidecar-up\n"), "{log}");
+    assert!(log.contains("CapEff:\t0000000000000400\n"), "only NET_BIND_SERVICE: {log}");
+    assert!(log.contains("NoNewPrivs:\t1\n"), "{log}");
+    assert!(log.contains("Seccomp:\t2\n"), "{log}");
+    assert!(log.contains("groups=0 3000\n"), "{log}");
+    assert!(log.contains("shm=1\n"), "{log}");
+    assert!(log.contains("rootfs-ro\n"), "{log}");
+    assert!(log.lines().any(|l| l.starts_with("tmpfs") && l.split_whitespace().nth(1) == Some("8192")), "8Mi tmpfs: {log}");
+    assert!(log.contains("made-ok\n") && host.path().join("made").is_dir(), "{log}");
+    assert!(log.contains("sees-sidecar\n"), "shared PID namespace: {log}");
+    // Resources in the Burstable branch of the cgroup tree: 64Mi, 500m of CPU, 100m of shares.
+    let uid = p["metadata"]["uid"].as_str().unwrap();
+    let pod_cg = format!("{}/burstable/pod{uid}", d.cgroup_root());
+    let id = container(&p, "main")["containerID"].as_str().unwrap().trim_start_matches("berth://").to_string();
+    let read = |ctrl: &str, file: &str| -> String {
+        let dir = Path::new("/sys/fs/cgroup").join(ctrl).join(pod_cg.trim_start_matches('/'));
+        let found = std::fs::read_dir(&dir).unwrap().flatten().find(|e| e.file_name().to_string_lossy().contains(&id[..12]));
+        let path = found.unwrap_or_else(|| panic!("no cgroup for {id} under {}", dir.display())).path().join(file);
+        std::fs::read_to_string(path).unwrap().trim().to_string()
+    };
+    assert_eq!(read("memory", "memory.limit_in_bytes"), "67108864");
+    assert_eq!(read("cpu", "cpu.cfs_quota_us"), "50000");
+    assert_eq!(read("cpu", "cpu.shares"), "102");
+
+    // imagePullPolicy Never with the image absent.
+    let p = wait_for(&url, "never", "ErrImageNeverPull", Duration::from_secs(30), |p| container(p, "main")["state"]["waiting"]["reason"] == "ErrImageNeverPull").await;
+    assert_eq!(phase(&p), "Pending");
+
+    // initialDelaySeconds 3 and successThreshold 3 (period 1 s): ready no sooner than 5 s
+    // after the start; a 1 s timeoutSeconds fails a 5 s exec liveness probe.
+    let p = wait_for(&url, "timing", "ready", Duration::from_secs(30), |p| container(p, "main")["ready"] == true).await;
+    let started = container(&p, "main")["state"]["running"]["startedAt"].as_str().unwrap().to_string();
+    let ready_at = p["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap()["lastTransitionTime"].as_str().unwrap().to_string();
+    let secs = |t: &str| berth::logs::parse_rfc3339(t).unwrap() / 1_000_000_000;
+    assert!(secs(&ready_at) - secs(&started) >= 4, "ready at {ready_at}, started {started}: {}", serde_json::to_string_pretty(&p["status"]).unwrap());
+    assert_eq!(condition(&p, "Ready"), "True");
+    wait_for(&url, "slowprobe", "slow restarted", Duration::from_secs(30), |p| container(p, "slow")["restartCount"].as_i64().unwrap_or(0) >= 1).await;
+    let events = get(&format!("{url}/events")).await;
+    assert!(events.contains("spec.containers{slow}") && events.contains("Liveness probe failed"), "{events}");
+}

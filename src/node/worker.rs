@@ -177,7 +177,21 @@ impl Worker {
 
     async fn publish(&mut self) {
         let observed = self.observe().await.unwrap_or_default();
-        let status = status::pod_status(&self.pod, &self.progress, &observed, &self.shared.cfg.node_ip);
+        let mut status = status::pod_status(&self.pod, &self.progress, &observed, &self.shared.cfg.node_ip);
+        // Ready and ContainersReady follow the containers: record when they flip.
+        let mut flipped = false;
+        for c in status.conditions.clone().unwrap_or_default() {
+            if c.type_ == "Ready" || c.type_ == "ContainersReady" {
+                let value = c.status == "True";
+                if self.progress.conditions.get(&c.type_).map(|x| x.0) != Some(value) {
+                    self.set_condition(&c.type_, value);
+                    flipped = true;
+                }
+            }
+        }
+        if flipped {
+            status = status::pod_status(&self.pod, &self.progress, &observed, &self.shared.cfg.node_ip);
+        }
         let mut pod = self.pod.clone();
         pod.status = Some(status);
         self.shared.statuses.write().await.insert(self.uid(), pod);
