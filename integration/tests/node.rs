@@ -874,3 +874,34 @@ async fn pod_spec_fields_reach_the_runtime() {
     let events = get(&format!("{url}/events")).await;
     assert!(events.contains("spec.containers{slow}") && events.contains("Liveness probe failed"), "{events}");
 }
+
+#[tokio::test]
+async fn a_lost_sandbox_is_recreated_and_init_containers_run_again() {
+    let d = Daemon::start_node("").await;
+    let url = d.kubelet_url().await;
+    let host = TempDir::new("initrerun");
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: rerun\nspec:\n  terminationGracePeriodSeconds: 1\n  volumes:\n  - name: h\n    hostPath: {{path: {}, type: Directory}}\n  initContainers:\n  - name: init\n    image: BUSYBOX\n    command: ['sh', '-c', 'echo ran >> /h/init-runs']\n    volumeMounts: [{{name: h, mountPath: /h}}]\n  containers:\n  - name: main\n    image: BUSYBOX\n    command: ['sleep', '3600']\n",
+        host.path().display()
+    );
+    write(&d.manifests(), "rerun.yaml", &manifest);
+    let p = wait_for(&url, "rerun", "Running", Duration::from_secs(60), |p| container(p, "main")["state"]["running"].is_object()).await;
+    let first_id = container(&p, "main")["containerID"].as_str().unwrap().to_string();
+    assert_eq!(std::fs::read_to_string(host.path().join("init-runs")).unwrap(), "ran\n");
+    // The sandbox goes away behind the node's back (as after a runtime crash).
+    let mut rt = d.runtime().await;
+    let sandboxes = rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await.unwrap().into_inner().items;
+    let sb = sandboxes.iter().find(|s| s.metadata.as_ref().map(|m| m.name == "rerun-berth-it").unwrap_or(false)).unwrap();
+    rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: sb.id.clone() }).await.unwrap();
+    // A new sandbox, the init container again, then a new app container.
+    let p = wait_for(&url, "rerun", "running in a new sandbox", Duration::from_secs(60), |p| {
+        container(p, "main")["state"]["running"].is_object() && container(p, "main")["containerID"].as_str() != Some(first_id.as_str())
+    })
+    .await;
+    assert_eq!(std::fs::read_to_string(host.path().join("init-runs")).unwrap(), "ran\nran\n");
+    assert_eq!(condition(&p, "Initialized"), "True");
+    let sandboxes = rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await.unwrap().into_inner().items;
+    let ready: Vec<_> = sandboxes.iter().filter(|s| s.state == cri::PodSandboxState::SandboxReady as i32).collect();
+    assert_eq!(ready.len(), 1, "{sandboxes:?}");
+    assert_eq!(ready[0].metadata.as_ref().unwrap().attempt, 1);
+}
