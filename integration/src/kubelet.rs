@@ -57,3 +57,26 @@ pub fn container<'a>(p: &'a Value, name: &str) -> &'a Value {
     p["status"]["containerStatuses"].as_array().and_then(|a| a.iter().find(|c| c["name"] == name)).unwrap_or(&Value::Null)
 }
 
+
+/// Poll /containerLogs/{ns}/{pod}-berth-it/{container} until it contains `want`; returns the log.
+pub async fn wait_for_log(url: &str, ns: &str, pod: &str, container: &str, want: &str) -> String {
+    let logs_url = format!("{url}/containerLogs/{ns}/{pod}-berth-it/{container}");
+    let start = Instant::now();
+    loop {
+        let log = get(&logs_url).await;
+        if log.contains(want) {
+            return log;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no {want:?} in the log of {pod}/{container}:\n{log}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// Wait until the pod is gone from /pods.
+pub async fn wait_gone(url: &str, name: &str) {
+    let start = Instant::now();
+    while pod(url, name).await.is_some() {
+        assert!(start.elapsed() < Duration::from_secs(60), "pod {name} was not removed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

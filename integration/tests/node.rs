@@ -76,11 +76,7 @@ async fn myapp_pod_runs_after_its_init_containers_and_goes_away_with_its_manifes
     assert!(Path::new(&cg).is_dir(), "{cg}");
 
     std::fs::remove_file(d.manifests().join("myapp.yaml")).unwrap();
-    let start = Instant::now();
-    while pod(&url, "myapp-pod").await.is_some() {
-        assert!(start.elapsed() < Duration::from_secs(60), "the pod was not removed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_gone(&url, "myapp-pod").await;
     let mut rt = d.runtime().await;
     let left = rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await.unwrap().into_inner().items;
     assert!(left.is_empty(), "sandboxes left: {left:?}");
@@ -367,12 +363,7 @@ async fn config_map_secret_downward_api_and_projected_volumes() {
     let url = d.kubelet_url().await;
     write(&d.manifests(), "vols.yaml", VOLUMES);
     wait_for(&url, "vols", "running", Duration::from_secs(60), |p| container(p, "main")["state"]["running"].is_object()).await;
-    let mut logs = String::new();
-    let start = Instant::now();
-    while !logs.contains("PASSWORD") && start.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        logs = get(&format!("{url}/containerLogs/default/vols-berth-it/main")).await;
-    }
+    let logs = wait_for_log(&url, "default", "vols", "main", "PASSWORD").await;
     let want = "lives=3\n600\ns3cr3tadmin\n400\ntier=\"backend\"vols-berth-it67108864\ncolor=blueadmindefault\nread-only\n1\nCFG_game.properties=lives=3\nCFG_ui.properties=color=blue\nPASSWORD=s3cr3t\n";
     assert_eq!(logs, want);
     let p = wait_for(&url, "missing-cm", "config error", Duration::from_secs(30), |p| container(p, "main")["state"]["waiting"]["reason"] == "CreateContainerConfigError").await;
@@ -458,16 +449,10 @@ async fn hosts_file_resolv_conf_log_follow_termination_messages_and_run_as_non_r
 
     // The kubelet-managed hosts file: the FQDN from hostname + subdomain, then hostAliases.
     let p = wait_for(&url, "names", "Running", Duration::from_secs(60), |p| phase(p) == "Running").await;
-    let logs_url = format!("{url}/containerLogs/shop/names-berth-it/main");
-    let start = Instant::now();
     // Follow the counter's log while it writes: the stream ends when the container does.
     let follow_url = format!("{url}/containerLogs/shop/names-berth-it/counter?follow=true");
     let follow = tokio::spawn(async move { get(&follow_url).await });
-    let mut log = String::new();
-    while !log.contains("options") && start.elapsed() < Duration::from_secs(10) {
-        log = get(&logs_url).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let log = wait_for_log(&url, "shop", "names", "main", "options").await;
     let ip = p["status"]["podIP"].as_str().unwrap_or("127.0.1.1");
     assert!(log.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"), "{log}");
     assert!(log.contains(&format!("{ip}\tweb-0.web.shop.svc.cluster.local\tweb-0\n")), "{log}");
@@ -500,13 +485,7 @@ async fn hosts_file_resolv_conf_log_follow_termination_messages_and_run_as_non_r
     let msg = container(&p, "image-user")["state"]["waiting"]["message"].as_str().unwrap().to_string();
     assert!(msg.contains("container has runAsNonRoot and image will run as root"), "{msg}");
     assert_eq!(phase(&p), "Pending");
-    let start = Instant::now();
-    let mut out = String::new();
-    while !out.contains("1000") && start.elapsed() < Duration::from_secs(10) {
-        out = get(&format!("{url}/containerLogs/default/nonroot-berth-it/explicit")).await;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(out, "1000\n");
+    assert_eq!(wait_for_log(&url, "default", "nonroot", "explicit", "1000").await, "1000\n");
 }
 
 /// A tiny HTTP(S) server on 127.0.0.1 that records each request's first line and X-Probe
@@ -637,11 +616,7 @@ spec:
     wait_for(&url, "hostprobes", "running again", Duration::from_secs(30), |p| container(p, "main")["state"]["running"].is_object()).await;
     let before = hooks.seen().iter().filter(|l| l.starts_with("GET /prestop")).count();
     std::fs::remove_file(d.manifests().join("hostprobes.yaml")).unwrap();
-    let start = Instant::now();
-    while pod(&url, "hostprobes").await.is_some() {
-        assert!(start.elapsed() < Duration::from_secs(30), "the pod was not removed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_gone(&url, "hostprobes").await;
     let prestops: Vec<String> = hooks.seen().into_iter().filter(|l| l.starts_with("GET /prestop")).collect();
     assert_eq!(prestops.len(), before + 1, "{prestops:?}");
     assert!(prestops.last().unwrap().ends_with(" bye"), "{prestops:?}");
@@ -678,22 +653,7 @@ async fn config_map_changes_reach_running_pods_and_fs_group_owns_volumes() {
     let url = d.kubelet_url().await;
     write(&d.manifests(), "watcher.yaml", &WATCHER.replace("COLOR", "blue"));
     wait_for(&url, "watcher", "running", Duration::from_secs(60), |p| container(p, "main")["state"]["running"].is_object()).await;
-    let logs_url = format!("{url}/containerLogs/default/watcher-berth-it/main");
-    let wait_log = |want: &'static str| {
-        let logs_url = logs_url.clone();
-        async move {
-            let start = Instant::now();
-            loop {
-                let log = get(&logs_url).await;
-                if log.contains(want) {
-                    return log;
-                }
-                assert!(start.elapsed() < Duration::from_secs(30), "no {want:?} in:\n{log}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
-    let log = wait_log("color=blue").await;
+    let log = wait_for_log(&url, "default", "watcher", "main", "color=blue").await;
     // fsGroup: a supplementary group, the emptyDir belongs to it (setgid, so new files
     // do too), and the configMap's files are in it.
     assert!(log.contains("groups=1000 2000") || log.contains("groups=0 2000"), "{log}");
@@ -702,7 +662,7 @@ async fn config_map_changes_reach_running_pods_and_fs_group_owns_volumes() {
     assert!(log.contains("cfg=2000 644"), "{log}");
     // The ConfigMap changes: the running container sees the new value, without a restart.
     write(&d.manifests(), "watcher.yaml", &WATCHER.replace("COLOR", "green"));
-    let log = wait_log("color=green").await;
+    let log = wait_for_log(&url, "default", "watcher", "main", "color=green").await;
     assert!(log.find("color=blue").unwrap() < log.find("color=green").unwrap());
     let p = pod(&url, "watcher").await.unwrap();
     assert_eq!(container(&p, "main")["restartCount"], 0);
@@ -825,14 +785,7 @@ async fn pod_spec_fields_reach_the_runtime() {
     let sidecar = &p["status"]["initContainerStatuses"][0];
     assert_eq!(sidecar["name"], "sidecar");
     assert!(sidecar["state"]["running"].is_object(), "{sidecar}");
-    let logs_url = format!("{url}/containerLogs/default/spec-berth-it/main");
-    let start = Instant::now();
-    let mut log = String::new();
-    while !log.contains("end\n") {
-        assert!(start.elapsed() < Duration::from_secs(20), "{log}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        log = get(&logs_url).await;
-    }
+    let log = wait_for_log(&url, "default", "spec", "main", "end\n").await;
     assert!(log.contains("cwd=/tmp\n"), "{log}");
     assert!(log.contains("sidecar-up\n"), "{log}");
     assert!(log.contains("CapEff:\t0000000000000400\n"), "only NET_BIND_SERVICE: {log}");
