@@ -109,9 +109,21 @@ fn evicted(p: &Value) -> bool {
 
 #[tokio::test]
 async fn memory_pressure_evicts_the_best_effort_pod_first() {
-    // A hard threshold 512 MiB below what is available now: a pod filling 1 GiB crosses it.
+    // Once under a hard threshold, once under a soft one with its grace period (one after
+    // the other: both fill memory).
+    eviction_scenario(false).await;
+    eviction_scenario(true).await;
+}
+
+async fn eviction_scenario(soft: bool) {
+    // A threshold 512 MiB below what is available now: a pod filling 1 GiB crosses it.
     let threshold_kib = (memory_available() - (512 << 20)) / 1024;
-    let config = format!("[eviction]\nhard = \"memory.available<{threshold_kib}Ki\"\nmonitoring_interval = \"1s\"\npressure_transition_period = \"60s\"\n");
+    let thresholds = if soft {
+        format!("hard = \"\"\nsoft = \"memory.available<{threshold_kib}Ki\"\nsoft_grace_period = \"memory.available=3s\"\nmax_pod_grace_period = 2\n")
+    } else {
+        format!("hard = \"memory.available<{threshold_kib}Ki\"\n")
+    };
+    let config = format!("[eviction]\n{thresholds}monitoring_interval = \"1s\"\npressure_transition_period = \"60s\"\n");
     let d = Daemon::start_node(&config).await;
     let url = d.kubelet_url().await;
     write(
@@ -170,6 +182,9 @@ spec:
     let log = d.log();
     let order: Vec<&str> = log.lines().filter(|l| l.contains("evicting:")).collect();
     assert!(order.len() >= 2 && order[0].contains("besteffort-berth-it") && order[1].contains("burstable-berth-it"), "{order:#?}");
+    // Hard: 1 s to stop; soft: the pod's 30 s capped by max_pod_grace_period.
+    let (hard, grace) = if soft { ("hard=false", "grace_seconds=2") } else { ("hard=true", "grace_seconds=1") };
+    assert!(order[0].contains(hard) && order[0].contains(grace), "{}", order[0]);
     // The evicted pod's memory-backed volume is gone, and with it the pressure's cause.
     assert!(!d.data_dir().join("pods").join(bu_uid).join("volumes/kubernetes.io~empty-dir/fill/data").exists());
     // Under MemoryPressure (kept for the transition period) a new BestEffort pod is refused.

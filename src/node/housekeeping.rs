@@ -235,7 +235,7 @@ impl Housekeeping {
         } else {
             own_grace
         };
-        tracing::warn!(pod = %super::manifest::full_name(pod), usage = victim.usage, request = victim.request, "evicting: {message}");
+        tracing::warn!(pod = %super::manifest::full_name(pod), usage = victim.usage, request = victim.request, hard = t.is_hard(), grace_seconds, "evicting: {message}");
         self.shared.evictions.lock().await.insert(victim.uid.clone(), Eviction { grace_seconds, message });
         // Wait for the pod to be gone before judging the pressure again.
         let deadline = Instant::now() + CLEANUP_TIMEOUT;
