@@ -858,3 +858,38 @@ async fn a_lost_sandbox_is_recreated_and_init_containers_run_again() {
     assert_eq!(ready.len(), 1, "{sandboxes:?}");
     assert_eq!(ready[0].metadata.as_ref().unwrap().attempt, 1);
 }
+
+#[tokio::test]
+async fn a_changed_manifest_recreates_the_pod() {
+    let d = Daemon::start_node("").await;
+    let url = d.kubelet_url().await;
+    let manifest = |v: u32| format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: versioned\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: BUSYBOX\n    command: ['sh', '-c', 'echo version-$V; exec sleep 3600']\n    env: [{{name: V, value: \"{v}\"}}]\n");
+    write(&d.manifests(), "versioned.yaml", &manifest(1));
+    let p1 = wait_for(&url, "versioned", "Running", Duration::from_secs(60), |p| container(p, "main")["state"]["running"].is_object()).await;
+    wait_for_log(&url, "default", "versioned", "main", "version-1").await;
+    let uid1 = p1["metadata"]["uid"].as_str().unwrap().to_string();
+    // The same file with another spec: a new pod (new UID from the new content), the old one gone.
+    write(&d.manifests(), "versioned.yaml", &manifest(2));
+    let p2 = wait_for(&url, "versioned", "recreated", Duration::from_secs(60), |p| {
+        p["metadata"]["uid"].as_str() != Some(uid1.as_str()) && container(p, "main")["state"]["running"].is_object()
+    })
+    .await;
+    assert_eq!(wait_for_log(&url, "default", "versioned", "main", "version-2").await, "version-2\n");
+    // The old pod stays listed only while it terminates.
+    let start = Instant::now();
+    while pods(&url).await.len() != 1 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the old pod is still listed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut rt = d.runtime().await;
+    let start = Instant::now();
+    loop {
+        let sbs = rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await.unwrap().into_inner().items;
+        if sbs.len() == 1 {
+            assert_eq!(sbs[0].labels.get("io.kubernetes.pod.uid").map(String::as_str), p2["metadata"]["uid"].as_str());
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "old sandbox left: {sbs:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
