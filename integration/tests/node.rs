@@ -149,8 +149,11 @@ async fn pods_keep_running_across_a_node_restart() {
     assert_eq!(p["status"]["qosClass"], "Guaranteed");
     let id = p["status"]["containerStatuses"][0]["containerID"].as_str().unwrap().to_string();
     let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
-    let limit = std::fs::read_to_string(format!("/sys/fs/cgroup/memory{}/pod{uid}/memory.limit_in_bytes", d.cgroup_root())).ok();
-    let _ = limit;
+    // Guaranteed pods sit right under the root, the pod cgroup limited to its containers' sum.
+    let limit = std::fs::read_to_string(format!("/sys/fs/cgroup/memory{}/pod{uid}/memory.limit_in_bytes", d.cgroup_root())).unwrap();
+    assert_eq!(limit.trim(), "67108864");
+    let quota = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu{}/pod{uid}/cpu.cfs_quota_us", d.cgroup_root())).unwrap();
+    assert_eq!(quota.trim(), "20000");
     d.kill9();
     d.restart_after_kill9().await;
     let url = d.kubelet_url().await;

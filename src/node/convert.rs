@@ -65,6 +65,34 @@ pub fn verify_non_root(pod: &Pod, c: &Container, image: Option<&cri::Image>) -> 
     Err(format!("container has runAsNonRoot and image will run as root (pod: \"{pod_name}\", container: {})", c.name))
 }
 
+/// The pod cgroup's resources, as the kubelet sets them: CPU shares from the sum of CPU
+/// requests (at least 2); a CPU quota and a memory limit only when every container has that
+/// limit (the sum of the app containers', or the largest init container's when more).
+pub fn pod_resources(spec: &PodSpec) -> cri::LinuxContainerResources {
+    let apps = &spec.containers;
+    let inits: Vec<&Container> = spec.init_containers.iter().flatten().collect();
+    let effective = |f: &dyn Fn(&Container) -> Option<i64>| -> Option<i64> {
+        let sum: Option<i64> = apps.iter().map(|c| f(c)).sum();
+        let max_init: Option<i64> = inits.iter().map(|c| f(c)).try_fold(0i64, |m, v| v.map(|v| m.max(v)));
+        Some(sum?.max(max_init?))
+    };
+    let cpu_req: i64 = {
+        let sum: i64 = apps.iter().map(|c| request(c, "cpu").and_then(|q| quantity::cpu_millis(&q)).unwrap_or(0)).sum();
+        let init = inits.iter().map(|c| request(c, "cpu").and_then(|q| quantity::cpu_millis(&q)).unwrap_or(0)).max().unwrap_or(0);
+        sum.max(init)
+    };
+    let cpu_lim = effective(&|c: &Container| resource(c, "limits", "cpu").and_then(|q| quantity::cpu_millis(&q)));
+    let mem_lim = effective(&|c: &Container| resource(c, "limits", "memory").and_then(|q| quantity::bytes(&q)));
+    let period = 100_000;
+    cri::LinuxContainerResources {
+        cpu_shares: (cpu_req * 1024 / 1000).max(2),
+        cpu_period: if cpu_lim.is_some() { period } else { 0 },
+        cpu_quota: cpu_lim.map(|m| (m * period / 1000).max(1000)).unwrap_or(0),
+        memory_limit_in_bytes: mem_lim.unwrap_or(0),
+        ..Default::default()
+    }
+}
+
 /// The pod's QoS class as Kubernetes defines it.
 pub fn qos_class(spec: &PodSpec) -> &'static str {
     let all: Vec<&Container> = spec.init_containers.iter().flatten().chain(spec.containers.iter()).collect();
@@ -451,6 +479,23 @@ mod tests {
     fn expands_variables_like_kubernetes() {
         let env = HashMap::from([("A".to_string(), "x".to_string())]);
         assert_eq!(expand("$(A)-$(B)-$$(A)-$", &env), "x-$(B)-$(A)-$");
+    }
+
+    #[test]
+    fn pod_cgroup_resources_sum_the_containers() {
+        let spec: PodSpec = serde_json::from_value(serde_json::json!({"containers": [
+            {"name": "a", "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "200m", "memory": "64Mi"}}},
+            {"name": "b", "resources": {"limits": {"cpu": "300m", "memory": "32Mi"}}}],
+            "initContainers": [{"name": "i", "resources": {"limits": {"cpu": "1", "memory": "16Mi"}}}]})).unwrap();
+        let r = pod_resources(&spec);
+        // Requests: a 100m + b 300m (its limit) = 400m; the init container's 1 CPU is more.
+        assert_eq!(r.cpu_shares, 1024);
+        assert_eq!((r.cpu_quota, r.cpu_period), (100_000, 100_000));
+        assert_eq!(r.memory_limit_in_bytes, 96 << 20);
+        let open: PodSpec = serde_json::from_value(serde_json::json!({"containers": [
+            {"name": "a", "resources": {"limits": {"memory": "64Mi"}}}, {"name": "b"}]})).unwrap();
+        let r = pod_resources(&open);
+        assert_eq!((r.cpu_shares, r.cpu_quota, r.memory_limit_in_bytes), (2, 0, 0), "a container without limits leaves the pod unlimited");
     }
 
     #[test]

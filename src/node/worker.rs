@@ -287,6 +287,24 @@ impl Worker {
         }
     }
 
+    /// The pod cgroup's own limits (the sum of its containers'), as the kubelet's pod
+    /// container manager sets them.
+    fn limit_pod_cgroup(&self) {
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        let wanted = convert::pod_resources(&spec);
+        let applied = crate::runtime::spec::resources(Some(&wanted), false)
+            .map_err(|e| e.to_string())
+            .and_then(|v| serde_json::from_value::<oci_spec::runtime::LinuxResources>(v).map_err(|e| e.to_string()))
+            .and_then(|r| {
+                let cg = crate::runtime::cgroups::Cgroup::open(&crate::runtime::state::CgroupSpec { path: self.cgroup_parent(), systemd: false }).map_err(|e| e.to_string())?;
+                cg.create().map_err(|e| e.to_string())?;
+                cg.apply(&r).map_err(|e| e.to_string())
+            });
+        if let Err(e) = applied {
+            tracing::warn!("pod cgroup limits: {e}");
+        }
+    }
+
     /// The kubelet-managed /etc/hosts of the pod's containers.
     fn write_hosts(&self) -> Result<std::path::PathBuf, String> {
         let ip = self.progress.pod_ips.first().map(String::as_str);
@@ -592,6 +610,7 @@ impl Worker {
             .pod_sandbox_id;
         self.progress.sandbox_id = id.clone();
         self.progress.init_done = false;
+        self.limit_pod_cgroup();
         let st = self.rt().pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: id, verbose: false }).await.map_err(err)?;
         let net = st.status.and_then(|s| s.network).unwrap_or_default();
         self.progress.pod_ips = std::iter::once(net.ip).chain(net.additional_ips.into_iter().map(|i| i.ip)).filter(|i| !i.is_empty()).collect();

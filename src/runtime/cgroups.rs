@@ -58,6 +58,41 @@ impl Cgroup {
         self.manager.add_task(nix029::unistd::Pid::from_raw(pid)).map_err(|e| err(&self.spec, e))
     }
 
+    /// Create the cgroup (cgroupfs paths) without moving a process into it: its directory
+    /// in every v1 hierarchy, or in the unified tree with the controllers enabled on the way.
+    pub fn create(&self) -> Result<(), CgroupError> {
+        if self.spec.systemd {
+            return Err(err(&self.spec, "creating a systemd unit without a process is not supported"));
+        }
+        let rel = self.spec.path.trim_start_matches('/');
+        match host_mode() {
+            CgroupMode::V1 => {
+                let hierarchies = std::fs::read_dir(CGROUP_ROOT).map_err(|e| err(&self.spec, e))?;
+                for h in hierarchies.flatten() {
+                    let name = h.file_name();
+                    if name == "unified" || !h.path().is_dir() {
+                        continue;
+                    }
+                    std::fs::create_dir_all(h.path().join(rel)).map_err(|e| err(&self.spec, e))?;
+                }
+            }
+            CgroupMode::V2 => {
+                let mut dir = PathBuf::from(CGROUP_ROOT);
+                for part in rel.split('/').filter(|p| !p.is_empty()) {
+                    if let Ok(available) = std::fs::read_to_string(dir.join("cgroup.controllers")) {
+                        let enable: Vec<String> = available.split_whitespace().map(|c| format!("+{c}")).collect();
+                        let _ = std::fs::write(dir.join("cgroup.subtree_control"), enable.join(" "));
+                    }
+                    dir = dir.join(part);
+                    if !dir.is_dir() {
+                        std::fs::create_dir(&dir).map_err(|e| err(&self.spec, e))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn apply(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
         let opt = ControllerOpt { resources, disable_oom_killer: false, oom_score_adj: None, freezer_state: None };
         self.manager.apply(&opt).map_err(|e| err(&self.spec, e))
