@@ -30,16 +30,31 @@ spec:
   containers:
   - name: main
     image: BUSYBOX
-    command: ['sh', '-c', 'dd if=/dev/zero of=/scratch/f bs=1M count=8; dd if=/dev/zero of=/ram/f bs=1M count=24; echo filled; i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; echo spun; exec sleep 3600']
+    command: ['sh', '-c', 'dd if=/dev/zero of=/scratch/f bs=1M count=8; dd if=/dev/zero of=/ram/f bs=1M count=24; echo filled; i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; echo spun; httpd -p 8080 -h /scratch; exec sleep 3600']
     volumeMounts: [{name: scratch, mountPath: /scratch}, {name: ram, mountPath: /ram}]
 "#;
 
 #[tokio::test]
 async fn stats_summary_reports_the_node_and_what_pods_use() {
-    let d = Daemon::start_node("").await;
+    // A private pod network (own bridge, subnet, IPAM dir) so the pod has an eth0 to count.
+    let net = TempDir::new("statsnet");
+    let bridge = format!("berths{}", std::process::id() % 10000);
+    let _guard = LinkGuard(bridge.clone());
+    let octet = 100 + std::process::id() % 150;
+    let conflist = serde_json::json!({"cniVersion": "1.0.0", "name": "berth-stats", "plugins": [{
+        "type": "berth-cni", "bridge": bridge, "isGateway": true, "ipMasq": false,
+        "ipam": {"ranges": [[{"subnet": format!("10.{octet}.98.0/24")}]], "dataDir": net.path().join("ipam")},
+    }]});
+    std::fs::create_dir_all(net.path().join("conf")).unwrap();
+    std::fs::write(net.path().join("conf/10-stats.conflist"), conflist.to_string()).unwrap();
+    let own = berth_bin().parent().unwrap().display().to_string();
+    let config = format!("[network]\nconf_dir = \"{}\"\nbin_dirs = [\"{own}\"]\n", net.path().join("conf").display());
+    let d = Daemon::start_node(&config).await;
     let url = d.kubelet_url().await;
     write(&d.manifests(), "stats.yaml", STATS);
     let p = wait_for(&url, "stats", "Running", Duration::from_secs(60), |p| phase(p) == "Running").await;
+    let pod_ip = p["status"]["podIP"].as_str().expect("the pod has an IP on the private bridge").to_string();
+    assert!(pod_ip.starts_with(&format!("10.{octet}.98.")), "{pod_ip}");
     let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
     // Wait until the container has filled its volumes and burnt some CPU.
     let log = d.data_dir().join("pod-logs").join(format!("default_stats-berth-it_{uid}/main/0.log"));
@@ -47,6 +62,10 @@ async fn stats_summary_reports_the_node_and_what_pods_use() {
     while !std::fs::read_to_string(&log).unwrap_or_default().contains("spun") {
         assert!(start.elapsed() < Duration::from_secs(60), "the container did not finish its work");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Traffic to the pod's own address (its httpd), to show up in its eth0 counters.
+    for _ in 0..5 {
+        let _ = tokio::process::Command::new("curl").args(["-s", "--max-time", "3", &format!("http://{pod_ip}:8080/f")]).arg("-o").arg("/dev/null").status().await;
     }
     let _first = summary(&url).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -91,9 +110,14 @@ async fn stats_summary_reports_the_node_and_what_pods_use() {
     assert!(u(&vol("ram")["capacityBytes"]) != u(&fs["capacityBytes"]));
     assert!(u(&ps["ephemeral-storage"]["usedBytes"]) >= 32 << 20);
     assert!(u(&ps["process_stats"]["process_count"]) >= 1);
-    if p["status"]["podIP"].is_string() {
-        assert!(ps["network"]["interfaces"].is_array(), "{}", ps["network"]);
-    }
+    // The pod's default interface: the 8 MiB file went out through it five times.
+    assert_eq!(ps["network"]["name"], "eth0", "{}", ps["network"]);
+    assert!(u(&ps["network"]["txBytes"]) > 5 * (8 << 20), "{}", ps["network"]);
+    assert!(u(&ps["network"]["rxBytes"]) > 0);
+    assert!(ps["network"]["interfaces"].as_array().unwrap().iter().any(|i| i["name"] == "eth0"));
+    // The node's interfaces (the default-route one first), without loopback.
+    let ifaces = node["network"]["interfaces"].as_array().unwrap();
+    assert!(!ifaces.is_empty() && ifaces.iter().all(|i| i["name"] != "lo" && i["rxBytes"].is_u64()), "{}", node["network"]);
 }
 
 /// memory.available as the node computes it (capacity minus the working set).
