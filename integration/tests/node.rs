@@ -753,7 +753,8 @@ spec:
   containers:
   - name: main
     image: BUSYBOX
-    command: ['sh', '-c', 'touch /tmp/ok; exec sleep 3600']
+    command: ['sh', '-c', 'echo ids=$(id -u):$(id -g); touch /tmp/ok; exec sleep 3600']
+    securityContext: {runAsGroup: 2000}
     readinessProbe:
       exec: {command: ['cat', '/tmp/ok']}
       initialDelaySeconds: 3
@@ -826,6 +827,9 @@ async fn pod_spec_fields_reach_the_runtime() {
     let secs = |t: &str| berth::logs::parse_rfc3339(t).unwrap() / 1_000_000_000;
     assert!(secs(&ready_at) - secs(&started) >= 4, "ready at {ready_at}, started {started}: {}", serde_json::to_string_pretty(&p["status"]).unwrap());
     assert_eq!(condition(&p, "Ready"), "True");
+    // runAsGroup without runAsUser: the image's user (root here), as the kubelet sends it.
+    let log = wait_for_log(&url, "default", "timing", "main", "ids=").await;
+    assert!(log.contains("ids=0:2000\n"), "{log}");
     wait_for(&url, "slowprobe", "slow restarted", Duration::from_secs(30), |p| container(p, "slow")["restartCount"].as_i64().unwrap_or(0) >= 1).await;
     let events = get(&format!("{url}/events")).await;
     assert!(events.contains("spec.containers{slow}") && events.contains("Liveness probe failed"), "{events}");

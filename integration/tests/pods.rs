@@ -500,6 +500,8 @@ async fn bad_input_gets_typed_errors_and_leaves_nothing() {
     let nf = rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: "feedface".into(), verbose: false }).await.unwrap_err();
     assert_eq!(nf.code(), Code::NotFound);
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: "feedface".into() }).await.expect("idempotent");
+    rt.stop_container(cri::StopContainerRequest { container_id: "feedface".into(), timeout: 1 }).await.expect("idempotent");
+    rt.remove_container(cri::RemoveContainerRequest { container_id: "feedface".into() }).await.expect("idempotent");
     assert_eq!(code(create(&mut rt, "feedface", &cfg, container_config("x", &["true"])).await), Code::NotFound);
 
     let first = create(&mut rt, &pod, &cfg, container_config("dup", &["true"])).await.unwrap();
@@ -518,6 +520,17 @@ async fn bad_input_gets_typed_errors_and_leaves_nothing() {
     let e = create(&mut rt, &pod, &cfg, with_security(container_config("badseccomp", &["true"]), sc)).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("seccomp"), "{}", e.message());
+
+    let group_only = cri::LinuxContainerSecurityContext { run_as_group: Some(cri::Int64Value { value: 1002 }), ..Default::default() };
+    let e = create(&mut rt, &pod, &cfg, with_security(container_config("grouponly", &["true"]), group_only)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("run_as_group"), "{}", e.message());
+
+    let mut image_volume = container_config("imagevol", &["true"]);
+    image_volume.mounts = vec![cri::Mount { container_path: "/img".into(), image: spec(&busybox()), readonly: true, ..Default::default() }];
+    let e = create(&mut rt, &pod, &cfg, image_volume).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented);
+    assert!(e.message().contains("mounts[0].image"), "{}", e.message());
 
     let mut neg = container_config("negative", &["true"]);
     neg.linux.as_mut().unwrap().resources = Some(cri::LinuxContainerResources { memory_limit_in_bytes: -1, ..Default::default() });
@@ -716,5 +729,102 @@ async fn pod_dns_sysctls_and_host_namespaces() {
     assert_eq!(lines[1], std::fs::read_link("/proc/self/ns/ipc").unwrap().to_string_lossy());
     let procs: usize = lines[2].parse().unwrap();
     assert!(procs > 20, "the host's processes are visible: {procs}");
+    remove_pod(&mut rt, &pod).await;
+}
+
+/// A host directory bind-mounted on itself with a propagation type, unmounted (with
+/// everything below it) when dropped, before its TempDir goes.
+struct PropagatedDir {
+    dir: TempDir,
+}
+
+impl PropagatedDir {
+    fn new(tag: &str, propagation: libc::c_ulong) -> PropagatedDir {
+        let dir = TempDir::new(tag);
+        std::fs::create_dir_all(dir.path().join("vol/from-host")).unwrap();
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/flag"), "host").unwrap();
+        let vol = std::ffi::CString::new(dir.path().join("vol").display().to_string()).unwrap();
+        let none = std::ptr::null::<libc::c_char>();
+        // SAFETY: plain mount(2) calls with valid NUL-terminated paths.
+        unsafe {
+            assert_eq!(libc::mount(vol.as_ptr(), vol.as_ptr(), none, libc::MS_BIND | libc::MS_REC, std::ptr::null()), 0, "bind the volume dir");
+            assert_eq!(libc::mount(none, vol.as_ptr(), none, propagation | libc::MS_REC, std::ptr::null()), 0, "set its propagation");
+        }
+        PropagatedDir { dir }
+    }
+    fn vol(&self) -> PathBuf {
+        self.dir.path().join("vol")
+    }
+    /// Mount the host's src dir on vol/from-host, as a host-side mount event.
+    fn mount_from_host(&self) {
+        let src = std::ffi::CString::new(self.dir.path().join("src").display().to_string()).unwrap();
+        let dst = std::ffi::CString::new(self.vol().join("from-host").display().to_string()).unwrap();
+        // SAFETY: as above.
+        let rc = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) };
+        assert_eq!(rc, 0, "host bind");
+    }
+}
+
+impl Drop for PropagatedDir {
+    fn drop(&mut self) {
+        for m in mounts_under(self.dir.path()) {
+            let p = std::ffi::CString::new(m.display().to_string()).unwrap();
+            // SAFETY: detaching a mount point this test made.
+            unsafe { libc::umount2(p.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+#[tokio::test]
+async fn mount_propagation_private_host_to_container_and_bidirectional() {
+    let (d, mut rt) = daemon().await;
+    let logs = TempDir::new("logs");
+    let cfg = pod_config(&unique("prop"), logs.path());
+    let pod = run_pod(&mut rt, &cfg).await;
+    let privileged = cri::LinuxContainerSecurityContext { privileged: true, ..Default::default() };
+    for (name, mode, host_prop) in [
+        ("private", cri::MountPropagation::PropagationPrivate, libc::MS_PRIVATE),
+        ("slave", cri::MountPropagation::PropagationHostToContainer, libc::MS_SHARED),
+        ("shared", cri::MountPropagation::PropagationBidirectional, libc::MS_SHARED),
+    ] {
+        let dir = PropagatedDir::new(&format!("prop-{name}"), host_prop);
+        let vol = dir.vol().display().to_string();
+        let mut c = with_security(container_config(name, &["sleep", "3600"]), privileged.clone());
+        c.mounts = vec![cri::Mount { container_path: "/vol".into(), host_path: vol.clone(), propagation: mode as i32, ..Default::default() }];
+        let id = create_and_start(&mut rt, &pod, &cfg, c).await;
+        let (st, _) = status(&mut rt, &id).await;
+        assert_eq!(st.mounts[0].propagation, mode as i32);
+        // The container's own mounts (proc, dev, its volumes) stay out of the host's view of
+        // its rootfs: there, only the overlay itself.
+        let rootfs = d.run_dir().join("containers").join(&id).join("rootfs");
+        assert_eq!(mounts_under(&rootfs), vec![rootfs.clone()], "{name}: container mounts leaked to the host");
+        // Host → container.
+        dir.mount_from_host();
+        let (_, seen, _) = exec(&mut rt, &id, &["sh", "-c", "cat /vol/from-host/flag 2>/dev/null || echo none"]).await;
+        let want = if mode == cri::MountPropagation::PropagationPrivate { "none" } else { "host" };
+        assert_eq!(seen.trim(), want, "{name}: host mount seen in the container");
+        // Container → host.
+        let (rc, _, err) = exec(&mut rt, &id, &["sh", "-c", "mkdir -p /vol/from-ctr && mount -t tmpfs berth-prop /vol/from-ctr && echo ctr > /vol/from-ctr/flag"]).await;
+        assert_eq!(rc, 0, "{err}");
+        let on_host = std::fs::read_to_string(dir.vol().join("from-ctr/flag")).unwrap_or_else(|_| "none".into());
+        let want = if mode == cri::MountPropagation::PropagationBidirectional { "ctr" } else { "none" };
+        assert_eq!(on_host.trim(), want, "{name}: container mount seen on the host");
+        rt.remove_container(cri::RemoveContainerRequest { container_id: id }).await.unwrap();
+        drop(dir);
+    }
+
+    // Bidirectional needs a shared source: a private one is refused, naming the field.
+    let plain = TempDir::new("prop-plain");
+    let mut c = with_security(container_config("refused", &["true"]), privileged);
+    c.mounts = vec![cri::Mount {
+        container_path: "/vol".into(),
+        host_path: plain.path().display().to_string(),
+        propagation: cri::MountPropagation::PropagationBidirectional as i32,
+        ..Default::default()
+    }];
+    let e = create(&mut rt, &pod, &cfg, c).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("mounts[0].propagation") && e.message().contains("not a shared mount"), "{}", e.message());
     remove_pod(&mut rt, &pod).await;
 }

@@ -32,13 +32,22 @@ impl Default for RegistryConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MirrorConfig {
     /// `scheme://host[:port][/path]`; without a scheme, https.
     pub endpoints: Vec<String>,
     /// Regex → replacement applied to the repository path on the mirrors.
     pub rewrite: BTreeMap<String, String>,
+    /// false: only the mirrors are asked, never the registry itself (an air-gapped node, or
+    /// containerd's hosts.toml `server` pointing at the mirror).
+    pub upstream: bool,
+}
+
+impl Default for MirrorConfig {
+    fn default() -> Self {
+        MirrorConfig { endpoints: vec![], rewrite: BTreeMap::new(), upstream: true }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -210,7 +219,8 @@ impl RegistryClient {
     /// The endpoints to try for registry `domain`, in order: mirrors, then the registry.
     pub fn endpoints_for(&self, domain: &str) -> Result<Vec<Endpoint>, RegistryError> {
         let mut out = vec![];
-        if let Some(m) = self.config.mirrors.get(domain).or_else(|| self.config.mirrors.get("*")) {
+        let mirror = self.config.mirrors.get(domain).or_else(|| self.config.mirrors.get("*"));
+        if let Some(m) = mirror {
             let rewrites = m
                 .rewrite
                 .iter()
@@ -237,6 +247,12 @@ impl RegistryClient {
                     fallback_http: false,
                     rewrites: rewrites.clone(),
                 });
+            }
+            if !m.upstream {
+                if out.is_empty() {
+                    return Err(RegistryError::InvalidConfig(format!("mirror for {domain:?}: upstream = false needs endpoints")));
+                }
+                return Ok(out);
             }
         }
         let host = if domain == "docker.io" { DOCKER_HUB_HOST.to_string() } else { domain.to_string() };
@@ -586,6 +602,7 @@ mod tests {
             MirrorConfig {
                 endpoints: vec!["http://127.0.0.1:5000/".into(), "mirror.example/v2".into()],
                 rewrite: [("^library/(.*)".to_string(), "lib/$1".to_string())].into(),
+                ..Default::default()
             },
         );
         let c = client(RegistryConfig { mirrors, ..Default::default() });
@@ -593,6 +610,13 @@ mod tests {
         assert_eq!(eps.iter().map(|e| e.base.as_str()).collect::<Vec<_>>(), ["http://127.0.0.1:5000", "https://mirror.example", "https://registry-1.docker.io"]);
         assert_eq!(eps[0].repository("library/busybox"), "lib/busybox");
         assert_eq!(eps[2].repository("library/busybox"), "library/busybox");
+        // upstream = false: the mirrors only, never the registry itself.
+        let only = [("gcr.io".to_string(), MirrorConfig { endpoints: vec!["http://127.0.0.1:5000".into()], upstream: false, ..Default::default() })].into();
+        let c = client(RegistryConfig { mirrors: only, ..Default::default() });
+        assert_eq!(c.endpoints_for("gcr.io").unwrap().iter().map(|e| e.base.as_str()).collect::<Vec<_>>(), ["http://127.0.0.1:5000"]);
+        let empty = [("gcr.io".to_string(), MirrorConfig { upstream: false, ..Default::default() })].into();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        assert!(RegistryClient::new(RegistryConfig { mirrors: empty, ..Default::default() }).is_err());
         let bad = [("docker.io".to_string(), MirrorConfig { endpoints: vec!["ftp://x".into()], ..Default::default() })].into();
         let _ = rustls::crypto::ring::default_provider().install_default();
         assert!(RegistryClient::new(RegistryConfig { mirrors: bad, ..Default::default() }).is_err());
@@ -733,7 +757,7 @@ mod tests {
         };
         let mirrors = [(
             "registry.berth.invalid".to_string(),
-            MirrorConfig { endpoints: vec![format!("http://{closed}"), format!("http://{addr}")], rewrite: [("^apps/(.*)".into(), "mirrored/$1".into())].into() },
+            MirrorConfig { endpoints: vec![format!("http://{closed}"), format!("http://{addr}")], rewrite: [("^apps/(.*)".into(), "mirrored/$1".into())].into(), ..Default::default() },
         )]
         .into();
         let c = client(RegistryConfig { mirrors, ..Default::default() });

@@ -36,6 +36,21 @@ pub fn pod_request_bytes(spec: &PodSpec, name: &str) -> u64 {
     apps.max(init)
 }
 
+/// As the kubelet: a container without runAsUser runs as its image's user, sent explicitly
+/// (the image's numeric uid, else its user name, else root), so a runAsGroup always comes
+/// with a user, as the CRI requires.
+pub fn default_user_from_image(config: &mut cri::ContainerConfig, image: Option<&cri::Image>) {
+    let Some(sc) = config.linux.as_mut().and_then(|l| l.security_context.as_mut()) else { return };
+    if sc.run_as_user.is_some() || !sc.run_as_username.is_empty() {
+        return;
+    }
+    match image {
+        Some(i) if i.uid.is_some() => sc.run_as_user = i.uid.clone(),
+        Some(i) if !i.username.is_empty() => sc.run_as_username = i.username.clone(),
+        _ => sc.run_as_user = Some(cri::Int64Value { value: 0 }),
+    }
+}
+
 /// runAsNonRoot against the user the container will run as: its runAsUser, else the
 /// image's user (a numeric one; a user name cannot be verified), as the kubelet checks it.
 pub fn verify_non_root(pod: &Pod, c: &Container, image: Option<&cri::Image>) -> Result<(), String> {

@@ -514,6 +514,7 @@ impl Worker {
             self.waiting(&name, "CreateContainerConfigError", &e);
             return Ok(());
         }
+        convert::default_user_from_image(&mut config, image_info.as_ref());
         let hosts = match super::pod_files::hosts_path(&self.pod_dir()) {
             p if p.exists() => p,
             _ => self.write_hosts()?,

@@ -334,9 +334,14 @@ impl Runtime {
         }
     }
 
-    /// StopContainer: the image's stop signal, `timeout` seconds, then SIGKILL.
+    /// StopContainer: the image's stop signal, `timeout` seconds, then SIGKILL. Idempotent, as
+    /// the CRI asks: a container that is already stopped, or unknown, is no error.
     pub async fn stop_container(&self, id: &str, timeout: i64) -> RtResult<()> {
-        let rec = self.container(id)?;
+        let rec = match self.container(id) {
+            Ok(r) => r,
+            Err(RuntimeError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let _guard = self.locks.lock(&rec.id).await;
         let obs = self.observe(&rec);
         let Some(run) = obs.run.clone().filter(|_| obs.state == ContainerState::Running) else { return Ok(()) };

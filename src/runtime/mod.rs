@@ -4,6 +4,7 @@
 //! re-executed helper processes.
 pub mod cgroups;
 pub mod container;
+pub mod mountinfo;
 pub mod process;
 pub mod records;
 pub mod sandbox;
@@ -32,6 +33,8 @@ pub enum RuntimeError {
     FailedPrecondition(String),
     #[error("{0}")]
     Internal(String),
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl RuntimeError {
@@ -42,13 +45,17 @@ impl RuntimeError {
             RuntimeError::Invalid(_) => tonic::Code::InvalidArgument,
             RuntimeError::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
             RuntimeError::Internal(_) => tonic::Code::Internal,
+            RuntimeError::Unsupported(_) => tonic::Code::Unimplemented,
         }
     }
 }
 
 impl From<spec::SpecError> for RuntimeError {
     fn from(e: spec::SpecError) -> Self {
-        RuntimeError::Invalid(e.to_string())
+        match e {
+            spec::SpecError::Unsupported { .. } => RuntimeError::Unsupported(e.to_string()),
+            spec::SpecError::Invalid { .. } => RuntimeError::Invalid(e.to_string()),
+        }
     }
 }
 

@@ -51,6 +51,8 @@ pub const DEFAULT_READONLY_PATHS: &[&str] =
 pub enum SpecError {
     #[error("invalid {field}: {message}")]
     Invalid { field: String, message: String },
+    #[error("{field}: {message}")]
+    Unsupported { field: String, message: String },
 }
 
 fn invalid(field: &str, message: impl Into<String>) -> SpecError {
@@ -171,6 +173,10 @@ fn user_of(input: &SpecInput, sc: &cri::LinuxContainerSecurityContext) -> Result
         image_user
     };
     let group = match &sc.run_as_group {
+        // CRI: the runtime must refuse a group without a user (the kubelet always sends one).
+        Some(_) if sc.run_as_user.is_none() && sc.run_as_username.is_empty() => {
+            return Err(invalid("security_context.run_as_group", "set without run_as_user or run_as_username"))
+        }
         Some(g) if g.value < 0 => return Err(invalid("security_context.run_as_group", "must not be negative")),
         Some(g) => Some(g.value as u32),
         None => None,
@@ -232,10 +238,36 @@ fn propagation(p: i32) -> &'static str {
     }
 }
 
+/// Propagation needs the host side to take part: a Bidirectional mount's source must sit on
+/// a shared mount, a HostToContainer one's on a shared or slave mount (else nothing would
+/// propagate and the container would silently see a private copy).
+fn check_propagation_source(i: usize, m: &cri::Mount) -> Result<(), SpecError> {
+    let mode = cri::MountPropagation::try_from(m.propagation).unwrap_or(cri::MountPropagation::PropagationPrivate);
+    if mode == cri::MountPropagation::PropagationPrivate {
+        return Ok(());
+    }
+    let field = format!("mounts[{i}].propagation");
+    let entry = super::mountinfo::current_mount_of(Path::new(&m.host_path))
+        .map_err(|e| invalid(&field, format!("reading the mount table: {e}")))?
+        .ok_or_else(|| invalid(&field, format!("no mount holds {}", m.host_path)))?;
+    let ok = match mode {
+        cri::MountPropagation::PropagationBidirectional => entry.shared,
+        _ => entry.shared || entry.slave,
+    };
+    if ok {
+        return Ok(());
+    }
+    let want = if mode == cri::MountPropagation::PropagationBidirectional { "a shared mount" } else { "a shared or slave mount" };
+    Err(invalid(&field, format!("{} is on mount {}, which is not {want}", m.host_path, entry.mount_point.display())))
+}
+
 fn mounts(input: &SpecInput, privileged: bool, readonly_root: bool) -> Result<Vec<Value>, SpecError> {
     let mut user_dests = BTreeSet::new();
     let mut user_mounts = Vec::new();
     for (i, m) in input.config.mounts.iter().enumerate() {
+        if m.image.as_ref().is_some_and(|img| !img.image.is_empty()) {
+            return Err(SpecError::Unsupported { field: format!("mounts[{i}].image"), message: "image volumes are not supported yet".into() });
+        }
         if !m.container_path.starts_with('/') {
             return Err(invalid(&format!("mounts[{i}].container_path"), format!("{:?} is not absolute", m.container_path)));
         }
@@ -247,6 +279,7 @@ fn mounts(input: &SpecInput, privileged: bool, readonly_root: bool) -> Result<Ve
             std::fs::create_dir_all(&m.host_path)
                 .map_err(|e| invalid(&format!("mounts[{i}].host_path"), format!("{}: {e}", m.host_path)))?;
         }
+        check_propagation_source(i, m)?;
         let mut opts = vec!["rbind", propagation(m.propagation)];
         opts.push(if m.readonly { "ro" } else { "rw" });
         user_dests.insert(m.container_path.trim_end_matches('/').to_string());
@@ -441,6 +474,11 @@ pub fn build(input: &SpecInput) -> Result<Spec, SpecError> {
     });
     if privileged {
         linux_json["devices"] = Value::Array(host_devices());
+    }
+    // A Bidirectional mount needs the container's mount namespace to stay a peer of the
+    // host's (as runc does with rootfsPropagation rshared); otherwise it starts as a slave.
+    if input.config.mounts.iter().any(|m| m.propagation == cri::MountPropagation::PropagationBidirectional as i32) {
+        linux_json["rootfsPropagation"] = json!("rshared");
     }
     if let Some(s) = seccomp {
         linux_json["seccomp"] = s;

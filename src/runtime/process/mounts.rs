@@ -108,7 +108,25 @@ pub fn parse_options(options: &[String]) -> MountOptions {
 
 /// Everything from the first mount to pivot_root: called in the container's new mount namespace.
 pub fn prepare_rootfs(spec: &Spec, rootfs: &Path, rep: &mut Reporter) -> SetupResult<()> {
-    mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_SLAVE, NONE).ctx(|| "make / rslave".into())?;
+    // Host mounts reach the container (rslave) unless the spec asks otherwise; with rshared
+    // (a Bidirectional volume), the namespace stays a peer of the host's, so the volume's
+    // bind joins its source's peer group and mounts made in it reach the host.
+    let root_propagation = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.rootfs_propagation().clone())
+        .map(|p| parse_options(&[p]).propagation)
+        .filter(|p| !p.is_empty())
+        .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
+    mount(NONE, "/", NONE, root_propagation | MsFlags::MS_REC, NONE).ctx(|| "root propagation".into())?;
+    if root_propagation.contains(MsFlags::MS_SHARED) {
+        // ... but the container's own mounts (proc, dev, the rootfs bind) stay out of the
+        // host: the mount holding the rootfs is made private here, and pivot_root needs that.
+        if let Some(holder) = super::super::mountinfo::current_mount_of(rootfs).ctx(|| "reading the mount table".into())? {
+            mount(NONE, &holder.mount_point, NONE, MsFlags::MS_PRIVATE, NONE)
+                .ctx(|| format!("make {} private", holder.mount_point.display()))?;
+        }
+    }
     mount(Some(rootfs), rootfs, NONE, MsFlags::MS_BIND | MsFlags::MS_REC, NONE)
         .ctx(|| format!("bind rootfs {}", rootfs.display()))?;
     let mut dev_is_tmpfs = false;
@@ -122,13 +140,12 @@ pub fn prepare_rootfs(spec: &Spec, rootfs: &Path, rep: &mut Reporter) -> SetupRe
         let devices = spec.linux().as_ref().and_then(|l| l.devices().clone()).unwrap_or_default();
         populate_dev(rootfs, &devices)?;
     }
-    if let Some(prop) = spec.linux().as_ref().and_then(|l| l.rootfs_propagation().clone()) {
-        let p = parse_options(&[prop]).propagation;
-        if !p.is_empty() {
-            mount(NONE, rootfs, NONE, p, NONE).ctx(|| "rootfs propagation".into())?;
-        }
-    }
     pivot_root(rootfs)?;
+    // The container's root gets the spec's propagation once it is the root (pivot_root
+    // refuses a shared new root).
+    if spec.linux().as_ref().and_then(|l| l.rootfs_propagation().clone()).is_some() {
+        mount(NONE, "/", NONE, root_propagation, NONE).ctx(|| "rootfs propagation".into())?;
+    }
     if let Some(linux) = spec.linux() {
         for p in linux.masked_paths().iter().flatten() {
             mask_path(Path::new(p))?;
@@ -295,12 +312,20 @@ fn make_device(path: &Path, typ: LinuxDeviceType, major: u64, minor: u64, mode: 
     }
 }
 
+/// Where the old root goes during pivot_root: a directory of its own, so that it can be made
+/// a slave without touching the container's mounts (a Bidirectional volume must stay a peer
+/// of the host's).
+const OLD_ROOT: &str = ".berth-old-root";
+
 fn pivot_root(rootfs: &Path) -> SetupResult<()> {
     nix::unistd::chdir(rootfs).ctx(|| format!("chdir {}", rootfs.display()))?;
-    nix::unistd::pivot_root(".", ".").ctx(|| "pivot_root".into())?;
-    // The old root is now stacked under "."; keep its unmount from reaching the host.
-    mount(NONE, ".", NONE, MsFlags::MS_SLAVE | MsFlags::MS_REC, NONE).ctx(|| "make old root rslave".into())?;
-    umount2(".", MntFlags::MNT_DETACH).ctx(|| "detach old root".into())?;
+    std::fs::create_dir(OLD_ROOT).ctx(|| format!("create {}/{OLD_ROOT}", rootfs.display()))?;
+    nix::unistd::pivot_root(".", OLD_ROOT).ctx(|| "pivot_root".into())?;
+    let old_root = Path::new("/").join(OLD_ROOT);
+    // Keep the old root's unmount from reaching the host.
+    mount(NONE, &old_root, NONE, MsFlags::MS_SLAVE | MsFlags::MS_REC, NONE).ctx(|| "make old root rslave".into())?;
+    umount2(&old_root, MntFlags::MNT_DETACH).ctx(|| "detach old root".into())?;
+    std::fs::remove_dir(&old_root).ctx(|| format!("remove {}", old_root.display()))?;
     nix::unistd::chdir("/").ctx(|| "chdir /".into())
 }
 
