@@ -46,6 +46,7 @@ P
 cat > "$base/etc/group" <<'G'
 root:x:0:
 berth:x:1000:
+staff:x:50:berth
 nogroup:x:65534:
 G
 chown -R 0:0 "$base"

@@ -659,7 +659,8 @@ async fn config_map_changes_reach_running_pods_and_fs_group_owns_volumes() {
     let log = wait_for_log(&url, "default", "watcher", "main", "color=blue").await;
     // fsGroup: a supplementary group, the emptyDir belongs to it (setgid, so new files
     // do too), and the configMap's files are in it.
-    assert!(log.contains("groups=1000 2000") || log.contains("groups=0 2000"), "{log}");
+    // (50: the image's /etc/group puts uid 1000 in staff.)
+    assert!(log.contains("groups=1000 50 2000\n"), "{log}");
     assert!(log.contains("scratch=2000 2777"), "{log}");
     assert!(log.contains("file=2000"), "{log}");
     assert!(log.contains("cfg=2000 644"), "{log}");
@@ -763,6 +764,17 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {name: strict}
+spec:
+  terminationGracePeriodSeconds: 1
+  securityContext: {runAsUser: 1000, supplementalGroups: [4000], supplementalGroupsPolicy: Strict}
+  containers:
+  - name: main
+    image: BUSYBOX
+    command: ['sh', '-c', 'echo groups=$(id -G); exec sleep 3600']
+---
+apiVersion: v1
+kind: Pod
 metadata: {name: slowprobe}
 spec:
   terminationGracePeriodSeconds: 1
@@ -830,6 +842,12 @@ async fn pod_spec_fields_reach_the_runtime() {
     // runAsGroup without runAsUser: the image's user (root here), as the kubelet sends it.
     let log = wait_for_log(&url, "default", "timing", "main", "ids=").await;
     assert!(log.contains("ids=0:2000\n"), "{log}");
+    // supplementalGroupsPolicy Strict: not the image's group memberships (staff, 50); the
+    // identity shows in the container status.
+    let log = wait_for_log(&url, "default", "strict", "main", "groups=").await;
+    assert_eq!(log, "groups=1000 4000\n");
+    let p = pod(&url, "strict").await.unwrap();
+    assert_eq!(container(&p, "main")["user"], serde_json::json!({"linux": {"uid": 1000, "gid": 1000, "supplementalGroups": [1000, 4000]}}));
     wait_for(&url, "slowprobe", "slow restarted", Duration::from_secs(30), |p| container(p, "slow")["restartCount"].as_i64().unwrap_or(0) >= 1).await;
     let events = get(&format!("{url}/events")).await;
     assert!(events.contains("spec.containers{slow}") && events.contains("Liveness probe failed"), "{events}");
@@ -899,4 +917,76 @@ async fn a_changed_manifest_recreates_the_pod() {
         assert!(start.elapsed() < Duration::from_secs(30), "old sandbox left: {sbs:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+const SUBPATHS: &str = r#"apiVersion: v1
+kind: ConfigMap
+metadata: {name: sub-config}
+data: {game: lives=3}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: subpaths}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: host
+    hostPath: {path: HOSTDIR, type: Directory}
+  - name: scratch
+    emptyDir: {}
+  - name: cm
+    configMap: {name: sub-config}
+  initContainers:
+  - name: plant
+    image: BUSYBOX
+    command: ['sh', '-c', 'ln -s / /scratch/root; mkdir -p /scratch/ok; echo inside > /scratch/ok/f']
+    volumeMounts: [{name: scratch, mountPath: /scratch}]
+  containers:
+  - name: main
+    image: BUSYBOX
+    env: [{name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]
+    command: ['sh', '-c', 'cat /data/file.txt /ok/f /game.conf; echo; touch /per-pod/w && echo wrote; exec sleep 3600']
+    volumeMounts:
+    - {name: host, mountPath: /data, subPath: data}
+    - {name: scratch, mountPath: /ok, subPath: ok}
+    - {name: cm, mountPath: /game.conf, subPath: game}
+    - {name: scratch, mountPath: /per-pod, subPathExpr: "logs/$(POD_NAME)"}
+  - name: escape
+    image: BUSYBOX
+    command: ['sleep', '3600']
+    volumeMounts:
+    - {name: scratch, mountPath: /evil, subPath: root/etc}
+"#;
+
+#[tokio::test]
+async fn sub_paths_stay_inside_their_volumes() {
+    let d = Daemon::start_node("").await;
+    let url = d.kubelet_url().await;
+    let host = TempDir::new("subpath-host");
+    std::fs::create_dir_all(host.path().join("data")).unwrap();
+    std::fs::write(host.path().join("data/file.txt"), "from-host\n").unwrap();
+    write(&d.manifests(), "subpaths.yaml", &SUBPATHS.replace("HOSTDIR", &host.path().display().to_string()));
+    let log = wait_for_log(&url, "default", "subpaths", "main", "wrote").await;
+    assert_eq!(log, "from-host\ninside\nlives=3\nwrote\n");
+    // The subPathExpr directory was made inside the emptyDir, named after the pod.
+    let p = pod(&url, "subpaths").await.unwrap();
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    let scratch = d.data_dir().join(format!("pods/{uid}/volumes/kubernetes.io~empty-dir/scratch"));
+    assert!(scratch.join("logs/subpaths-berth-it/w").is_file());
+    // A symlink a container planted in the volume does not lead the subPath out of it.
+    let p = wait_for(&url, "subpaths", "escape refused", Duration::from_secs(30), |p| container(p, "escape")["state"]["waiting"]["reason"] == "CreateContainerConfigError").await;
+    let msg = container(&p, "escape")["state"]["waiting"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(msg.contains("root/etc"), "{msg}");
+    // Removing the pod unmounts the subPath binds before its directory goes: the hostPath
+    // content is still there.
+    std::fs::remove_file(d.manifests().join("subpaths.yaml")).unwrap();
+    wait_gone(&url, "subpaths").await;
+    assert_eq!(std::fs::read_to_string(host.path().join("data/file.txt")).unwrap(), "from-host\n");
+    let pod_dir = d.data_dir().join(format!("pods/{uid}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pod_dir.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!pod_dir.exists(), "the pod directory is removed");
+    assert!(mounts_under(&d.data_dir()).is_empty(), "mounts left: {:?}", mounts_under(&d.data_dir()));
 }

@@ -828,3 +828,72 @@ async fn mount_propagation_private_host_to_container_and_bidirectional() {
     assert!(e.message().contains("mounts[0].propagation") && e.message().contains("not a shared mount"), "{}", e.message());
     remove_pod(&mut rt, &pod).await;
 }
+
+#[tokio::test]
+async fn supplemental_groups_policy_and_recursive_read_only_mounts() {
+    let (_d, mut rt) = daemon().await;
+    let st = rt.status(cri::StatusRequest { verbose: false }).await.unwrap().into_inner();
+    assert!(st.features.unwrap().supplemental_groups_policy);
+    assert!(st.runtime_handlers[0].features.unwrap().recursive_read_only_mounts, "kernel ≥ 5.12 here");
+    let logs = TempDir::new("logs");
+    let cfg = pod_config(&unique("groups"), logs.path());
+    let pod = run_pod(&mut rt, &cfg).await;
+
+    // uid 1000 is in group staff (50) in the image's /etc/group: Merge adds it, Strict does not.
+    for (policy, want) in [(cri::SupplementalGroupsPolicy::Merge, vec![1000, 50, 4000]), (cri::SupplementalGroupsPolicy::Strict, vec![1000, 4000])] {
+        let name = format!("groups-{}", policy.as_str_name().to_lowercase());
+        let sc = cri::LinuxContainerSecurityContext {
+            run_as_user: Some(cri::Int64Value { value: 1000 }),
+            supplemental_groups: vec![4000],
+            supplemental_groups_policy: policy as i32,
+            ..Default::default()
+        };
+        let id = create_and_start(&mut rt, &pod, &cfg, with_security(container_config(&name, &["sleep", "3600"]), sc)).await;
+        let (_, out, _) = exec(&mut rt, &id, &["id", "-G"]).await;
+        let mut got: Vec<i64> = out.split_whitespace().map(|g| g.parse().unwrap()).collect();
+        got.dedup();
+        assert_eq!(got, want, "{name}: id -G {out:?}");
+        let (st, _) = status(&mut rt, &id).await;
+        let user = st.user.unwrap().linux.unwrap();
+        assert_eq!((user.uid, user.gid, user.supplemental_groups), (1000, 1000, want), "{name}: ContainerStatus.user");
+        rt.remove_container(cri::RemoveContainerRequest { container_id: id }).await.unwrap();
+    }
+
+    // A read-only volume with a mount inside: plain ro leaves the inner mount writable,
+    // recursive_read_only makes it read-only too.
+    let vol = TempDir::new("rro");
+    std::fs::create_dir_all(vol.path().join("inner")).unwrap();
+    let inner = std::ffi::CString::new(vol.path().join("inner").display().to_string()).unwrap();
+    // SAFETY: a tmpfs mount on a directory this test made; unmounted below.
+    assert_eq!(unsafe { libc::mount(c"berth-rro".as_ptr(), inner.as_ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null()) }, 0);
+    let ro_mount = |recursive: bool| cri::Mount {
+        container_path: "/vol".into(),
+        host_path: vol.path().display().to_string(),
+        readonly: true,
+        recursive_read_only: recursive,
+        ..Default::default()
+    };
+    for (recursive, want) in [(false, "0"), (true, "1")] {
+        let mut c = container_config(&format!("rro-{recursive}"), &["sleep", "3600"]);
+        c.mounts = vec![ro_mount(recursive)];
+        let id = create_and_start(&mut rt, &pod, &cfg, c).await;
+        let (rc, _, _) = exec(&mut rt, &id, &["touch", "/vol/top"]).await;
+        assert_ne!(rc, 0, "the volume itself is read-only");
+        let (rc, _, _) = exec(&mut rt, &id, &["touch", "/vol/inner/file"]).await;
+        assert_eq!(if rc != 0 { "1" } else { "0" }, want, "recursive_read_only={recursive}: inner mount read-only");
+        rt.remove_container(cri::RemoveContainerRequest { container_id: id }).await.unwrap();
+    }
+    for (bad, field) in [
+        (cri::Mount { readonly: false, ..ro_mount(true) }, "needs readonly"),
+        (cri::Mount { propagation: cri::MountPropagation::PropagationHostToContainer as i32, ..ro_mount(true) }, "needs private propagation"),
+    ] {
+        let mut c = container_config("rro-bad", &["true"]);
+        c.mounts = vec![bad];
+        let e = create(&mut rt, &pod, &cfg, c).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains(field), "{}", e.message());
+    }
+    // SAFETY: unmounting the tmpfs made above.
+    unsafe { libc::umount2(inner.as_ptr(), libc::MNT_DETACH) };
+    remove_pod(&mut rt, &pod).await;
+}

@@ -249,7 +249,16 @@ impl RuntimeApi for CriRuntime {
             });
             info.insert("config".to_string(), v.to_string());
         }
-        Ok(cri::StatusResponse { status: Some(cri::RuntimeStatus { conditions }), info, ..Default::default() })
+        let handler_features = cri::RuntimeHandlerFeatures {
+            recursive_read_only_mounts: crate::runtime::process::mounts::recursive_readonly_supported(),
+            user_namespaces: false,
+        };
+        Ok(cri::StatusResponse {
+            status: Some(cri::RuntimeStatus { conditions }),
+            info,
+            runtime_handlers: vec![cri::RuntimeHandler { name: String::new(), features: Some(handler_features) }],
+            features: Some(cri::RuntimeFeatures { supplemental_groups_policy: true }),
+        })
     }
 
     async fn runtime_config(&self, _req: cri::RuntimeConfigRequest) -> CriResult<cri::RuntimeConfigResponse> {

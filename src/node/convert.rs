@@ -36,6 +36,23 @@ pub fn pod_request_bytes(spec: &PodSpec, name: &str) -> u64 {
     apps.max(init)
 }
 
+/// volumeMounts[].recursiveReadOnly: Enabled needs a read-only mount without propagation (and
+/// a kernel that can do it); IfPossible asks for it when those hold; Disabled (the default)
+/// leaves mounts below the volume writable.
+fn recursive_read_only(m: &k8s_openapi::api::core::v1::VolumeMount, readonly: bool, propagation: i32) -> Result<bool, String> {
+    let private = propagation == cri::MountPropagation::PropagationPrivate as i32;
+    let supported = crate::runtime::process::mounts::recursive_readonly_supported();
+    match m.recursive_read_only.as_deref() {
+        None | Some("Disabled") => Ok(false),
+        Some("IfPossible") => Ok(readonly && private && supported),
+        Some("Enabled") if !readonly => Err(format!("volumeMount {:?}: recursiveReadOnly Enabled needs readOnly", m.name)),
+        Some("Enabled") if !private => Err(format!("volumeMount {:?}: recursiveReadOnly Enabled needs mountPropagation None", m.name)),
+        Some("Enabled") if !supported => Err(format!("volumeMount {:?}: recursiveReadOnly Enabled: this kernel cannot make mounts recursively read-only", m.name)),
+        Some("Enabled") => Ok(true),
+        Some(other) => Err(format!("volumeMount {:?}: unknown recursiveReadOnly {other:?}", m.name)),
+    }
+}
+
 /// As the kubelet: a container without runAsUser runs as its image's user, sent explicitly
 /// (the image's numeric uid, else its user name, else root), so a runAsGroup always comes
 /// with a user, as the CRI requires.
@@ -300,6 +317,7 @@ pub fn container_config(
     objects: &super::volumes::Objects,
     fields: &FieldValues,
     seccomp_dir: &Path,
+    subpath_root: &Path,
 ) -> Result<cri::ContainerConfig, String> {
     let spec = pod.spec.clone().unwrap_or_default();
     // Env: in order, each entry may refer to the ones before it.
@@ -365,31 +383,33 @@ pub fn container_config(
     let command = c.command.clone().unwrap_or_default().iter().map(|a| expand(a, &known)).collect();
     let args = c.args.clone().unwrap_or_default().iter().map(|a| expand(a, &known)).collect();
     let mut mounts = Vec::new();
-    for m in c.volume_mounts.iter().flatten() {
+    for (i, m) in c.volume_mounts.iter().flatten().enumerate() {
         let host = volumes.get(&m.name).ok_or_else(|| format!("volumeMount {:?}: no such volume", m.name))?;
-        let host = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-            Some(sub) => {
-                if sub.starts_with('/') || sub.split('/').any(|p| p == "..") {
-                    return Err(format!("volumeMount {:?}: invalid subPath {sub:?}", m.name));
-                }
-                let p = host.join(sub);
-                if !p.exists() {
-                    std::fs::create_dir_all(&p).map_err(|e| format!("subPath {sub:?}: {e}"))?;
-                }
-                p
-            }
+        // subPathExpr expands the container's environment, as $(VAR) does in args.
+        let sub = match (m.sub_path.as_deref().filter(|s| !s.is_empty()), m.sub_path_expr.as_deref().filter(|s| !s.is_empty())) {
+            (Some(_), Some(_)) => return Err(format!("volumeMount {:?}: subPath and subPathExpr are mutually exclusive", m.name)),
+            (Some(sub), None) => Some(sub.to_string()),
+            (None, Some(expr)) => Some(expand(expr, &known)),
+            (None, None) => None,
+        };
+        let host = match sub.filter(|s| !s.is_empty()) {
+            Some(sub) => super::subpath::prepare(host, &sub, &subpath_root.join(&m.name).join(&c.name).join(i.to_string()))
+                .map_err(|e| format!("volumeMount {:?}: {e}", m.name))?,
             None => host.clone(),
+        };
+        // Volumes the node writes (configMap, secret, downwardAPI, projected) are read-only.
+        let readonly = m.read_only.unwrap_or(false) || super::volumes::is_node_written(pod, &m.name);
+        let propagation = match m.mount_propagation.as_deref() {
+            Some("HostToContainer") => cri::MountPropagation::PropagationHostToContainer as i32,
+            Some("Bidirectional") => cri::MountPropagation::PropagationBidirectional as i32,
+            _ => cri::MountPropagation::PropagationPrivate as i32,
         };
         mounts.push(cri::Mount {
             container_path: m.mount_path.clone(),
             host_path: host.display().to_string(),
-            // Volumes the node writes (configMap, secret, downwardAPI, projected) are read-only.
-            readonly: m.read_only.unwrap_or(false) || super::volumes::is_node_written(pod, &m.name),
-            propagation: match m.mount_propagation.as_deref() {
-                Some("HostToContainer") => cri::MountPropagation::PropagationHostToContainer as i32,
-                Some("Bidirectional") => cri::MountPropagation::PropagationBidirectional as i32,
-                _ => cri::MountPropagation::PropagationPrivate as i32,
-            },
+            readonly,
+            propagation,
+            recursive_read_only: recursive_read_only(m, readonly, propagation)?,
             ..Default::default()
         });
     }
@@ -443,7 +463,12 @@ pub fn container_config(
     if !spec.host_pid.unwrap_or(false) && !spec.share_process_namespace.unwrap_or(false) {
         ns.pid = cri::NamespaceMode::Container as i32;
     }
+    let supplemental_groups_policy = match psc.supplemental_groups_policy.as_deref() {
+        Some("Strict") => cri::SupplementalGroupsPolicy::Strict as i32,
+        _ => cri::SupplementalGroupsPolicy::Merge as i32,
+    };
     let sc = cri::LinuxContainerSecurityContext {
+        supplemental_groups_policy,
         capabilities: caps,
         privileged: csc.privileged.unwrap_or(false),
         namespace_options: Some(ns),

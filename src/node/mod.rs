@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod quantity;
 pub mod status;
+pub mod subpath;
 pub mod summary;
 pub mod volumes;
 pub mod worker;

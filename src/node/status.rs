@@ -77,6 +77,9 @@ fn container_status(c: &Container, progress: &PodProgress, observed: &BTreeMap<S
         restart_count: prog.restart_count as i32,
         state: Some(state),
         last_state,
+        user: obs.and_then(|o| o.user.as_ref()).and_then(|u| u.linux.as_ref()).map(|l| k8s_openapi::api::core::v1::ContainerUser {
+            linux: Some(k8s_openapi::api::core::v1::LinuxContainerUser { uid: l.uid, gid: l.gid, supplemental_groups: Some(l.supplemental_groups.clone()) }),
+        }),
         ..Default::default()
     }
 }

@@ -303,17 +303,32 @@ fn is_mount_point(p: &Path) -> bool {
     }
 }
 
-/// Remove the pod's volume directories (hostPath content is never touched).
+/// Remove the pod's volume directories (hostPath content is never touched). Every mount
+/// below the pod's directory (tmpfs volumes, subPath binds, which may show hostPath content)
+/// goes first, deepest first; if one cannot be unmounted, nothing is removed.
 pub fn teardown(root: &Path, uid: &str) {
-    for kind in ["empty-dir", "secret"] {
-        let dir = pod_dir(root, uid).join(format!("volumes/kubernetes.io~{kind}"));
-        if let Ok(rd) = std::fs::read_dir(&dir) {
-            for e in rd.flatten() {
-                if is_mount_point(&e.path()) {
-                    let _ = nix::mount::umount2(&e.path(), nix::mount::MntFlags::MNT_DETACH);
-                }
+    let dir = pod_dir(root, uid);
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut below: Vec<PathBuf> = crate::runtime::mountinfo::parse(&table).into_iter().map(|m| m.mount_point).filter(|m| m.starts_with(&dir)).collect();
+    below.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    below.dedup();
+    for m in &below {
+        // Mounts stacked on one point come off one at a time.
+        for _ in 0..16 {
+            if !is_listed(m) {
+                break;
+            }
+            if let Err(e) = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH) {
+                tracing::warn!(mount = %m.display(), "keeping the pod directory: unmount failed: {e}");
+                return;
             }
         }
     }
-    let _ = std::fs::remove_dir_all(pod_dir(root, uid));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Whether `path` is still a mount point in this mount namespace.
+fn is_listed(path: &Path) -> bool {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    crate::runtime::mountinfo::parse(&table).iter().any(|m| m.mount_point == path)
 }

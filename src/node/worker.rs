@@ -497,7 +497,7 @@ impl Worker {
                 return Ok(());
             }
         };
-        let mut config = match convert::container_config(&self.pod, c, attempt, &volumes, &objects, &fields, &self.shared.cfg.seccomp_dir) {
+        let mut config = match convert::container_config(&self.pod, c, attempt, &volumes, &objects, &fields, &self.shared.cfg.seccomp_dir, &self.pod_dir().join("volume-subpaths")) {
             Ok(cfg) => cfg,
             Err(e) => {
                 self.waiting(&name, "CreateContainerConfigError", &e);

@@ -188,7 +188,8 @@ fn user_of(input: &SpecInput, sc: &cri::LinuxContainerSecurityContext) -> Result
         }
         supplemental.push(*g as u32);
     }
-    user::resolve(input.rootfs, &user_spec, group, &supplemental).map_err(|e| invalid("user", e.to_string()))
+    let groups_from_image = sc.supplemental_groups_policy != cri::SupplementalGroupsPolicy::Strict as i32;
+    user::resolve(input.rootfs, &user_spec, group, &supplemental, groups_from_image).map_err(|e| invalid("user", e.to_string()))
 }
 
 #[allow(deprecated)] // seccomp_profile_path: older kubelets still send it
@@ -279,9 +280,22 @@ fn mounts(input: &SpecInput, privileged: bool, readonly_root: bool) -> Result<Ve
             std::fs::create_dir_all(&m.host_path)
                 .map_err(|e| invalid(&format!("mounts[{i}].host_path"), format!("{}: {e}", m.host_path)))?;
         }
-        check_propagation_source(i, m)?;
         let mut opts = vec!["rbind", propagation(m.propagation)];
         opts.push(if m.readonly { "ro" } else { "rw" });
+        if m.recursive_read_only {
+            let field = format!("mounts[{i}].recursive_read_only");
+            if !m.readonly {
+                return Err(invalid(&field, "needs readonly"));
+            }
+            if m.propagation != cri::MountPropagation::PropagationPrivate as i32 {
+                return Err(invalid(&field, "needs private propagation"));
+            }
+            if !super::process::mounts::recursive_readonly_supported() {
+                return Err(invalid(&field, "this kernel has no mount_setattr (Linux 5.12+)"));
+            }
+            opts.push("rro");
+        }
+        check_propagation_source(i, m)?;
         user_dests.insert(m.container_path.trim_end_matches('/').to_string());
         user_mounts.push(mount(&m.container_path, "bind", &m.host_path, &opts));
     }

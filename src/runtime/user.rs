@@ -76,6 +76,7 @@ pub fn resolve(
     user: &str,
     group_override: Option<u32>,
     supplemental: &[u32],
+    groups_from_image: bool,
 ) -> Result<ResolvedUser, UserError> {
     let passwd = read_passwd(rootfs);
     let (user_part, group_part) = match user.split_once(':') {
@@ -104,10 +105,12 @@ pub fn resolve(
     if let Some(g) = group_override {
         gid = g;
     }
-    let mut additional = Vec::new();
-    if let Some(e) = entry {
+    // The primary group first, then (unless the Strict policy says otherwise) the groups the
+    // image's /etc/group lists the user in, then the ones asked for.
+    let mut additional = vec![gid];
+    if let Some(e) = entry.filter(|_| groups_from_image) {
         for g in groups.iter().filter(|g| g.members.contains(&e.name)) {
-            if !additional.contains(&g.gid) && g.gid != gid {
+            if !additional.contains(&g.gid) {
                 additional.push(g.gid);
             }
         }
@@ -141,15 +144,18 @@ mod tests {
     #[test]
     fn resolves_names_numbers_and_groups() {
         let d = rootfs();
-        let u = resolve(d.path(), "web", None, &[]).unwrap();
-        assert_eq!((u.uid, u.gid, u.additional_gids.clone()), (1000, 1001, vec![2000]));
+        let u = resolve(d.path(), "web", None, &[], true).unwrap();
+        assert_eq!((u.uid, u.gid, u.additional_gids.clone()), (1000, 1001, vec![1001, 2000]));
         assert_eq!(u.home.as_deref(), Some("/home/web"));
-        let u = resolve(d.path(), "1234:5678", None, &[42]).unwrap();
-        assert_eq!((u.uid, u.gid, u.additional_gids), (1234, 5678, vec![42]));
-        let u = resolve(d.path(), "", Some(7), &[]).unwrap();
+        // SupplementalGroupsPolicy Strict: not the image's memberships.
+        let u = resolve(d.path(), "web", None, &[42], false).unwrap();
+        assert_eq!(u.additional_gids, vec![1001, 42]);
+        let u = resolve(d.path(), "1234:5678", None, &[42], true).unwrap();
+        assert_eq!((u.uid, u.gid, u.additional_gids), (1234, 5678, vec![5678, 42]));
+        let u = resolve(d.path(), "", Some(7), &[], true).unwrap();
         assert_eq!((u.uid, u.gid), (0, 7));
-        let u = resolve(d.path(), "root:webg", None, &[]).unwrap();
+        let u = resolve(d.path(), "root:webg", None, &[], true).unwrap();
         assert_eq!(u.gid, 1001);
-        assert_eq!(resolve(d.path(), "nobody", None, &[]), Err(UserError::UnknownUser("nobody".into())));
+        assert_eq!(resolve(d.path(), "nobody", None, &[], true), Err(UserError::UnknownUser("nobody".into())));
     }
 }

@@ -52,10 +52,12 @@ pub struct MountOptions {
     pub propagation: MsFlags,
     pub data: Vec<String>,
     pub bind: bool,
+    /// "rro": the mount and every mount below it read-only.
+    pub recursive_readonly: bool,
 }
 
 pub fn parse_options(options: &[String]) -> MountOptions {
-    let mut o = MountOptions { flags: MsFlags::empty(), clear: MsFlags::empty(), propagation: MsFlags::empty(), data: vec![], bind: false };
+    let mut o = MountOptions { flags: MsFlags::empty(), clear: MsFlags::empty(), propagation: MsFlags::empty(), data: vec![], bind: false, recursive_readonly: false };
     for opt in options {
         let (set, clear, prop) = match opt.as_str() {
             "ro" => (MsFlags::MS_RDONLY, MsFlags::empty(), MsFlags::empty()),
@@ -84,6 +86,10 @@ pub fn parse_options(options: &[String]) -> MountOptions {
             "rbind" => {
                 o.bind = true;
                 (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty(), MsFlags::empty())
+            }
+            "rro" => {
+                o.recursive_readonly = true;
+                (MsFlags::MS_RDONLY, MsFlags::empty(), MsFlags::empty())
             }
             "private" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_PRIVATE),
             "rprivate" => (MsFlags::empty(), MsFlags::empty(), MsFlags::MS_PRIVATE | MsFlags::MS_REC),
@@ -193,6 +199,9 @@ fn mount_one(rootfs: &Path, m: &Mount, rep: &mut Reporter) -> SetupResult<()> {
         mount(NONE, &dest, NONE, opts.propagation, NONE)
             .ctx(|| format!("propagation of {}", m.destination().display()))?;
     }
+    if opts.recursive_readonly {
+        recursive_readonly(&dest)?;
+    }
     Ok(())
 }
 
@@ -214,6 +223,17 @@ fn mount_cgroup(dest: &Path, typ: &str, opts: &MountOptions, rep: &mut Reporter)
         recursive_readonly(dest)?;
     }
     Ok(())
+}
+
+/// Whether this kernel has mount_setattr (Linux 5.12+), which recursive read-only mounts need.
+pub fn recursive_readonly_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        // SAFETY: a call with a bad descriptor and no attributes changes nothing; only the
+        // error tells whether the system call exists.
+        let rc = unsafe { libc::syscall(libc::SYS_mount_setattr, -1, c"".as_ptr(), 0, std::ptr::null::<u8>(), 0) };
+        rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS)
+    })
 }
 
 /// Make a mount and every mount below it read-only (mount_setattr, Linux 5.12+).
