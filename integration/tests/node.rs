@@ -690,7 +690,7 @@ async fn image_pull_failures_back_off() {
     // One pull so far; the second comes only after the 10 s back-off.
     let pulls = |events: &str| -> i64 {
         let v: Value = serde_json::from_str(events).unwrap();
-        v["items"].as_array().unwrap().iter().filter(|e| e["reason"] == "Failed").map(|e| e["count"].as_i64().unwrap()).sum()
+        v["items"].as_array().unwrap().iter().filter(|e| e["reason"] == "Pulling").map(|e| e["count"].as_i64().unwrap()).sum()
     };
     assert_eq!(pulls(&get(&format!("{url}/events")).await), 1);
     let start = Instant::now();
@@ -989,4 +989,123 @@ async fn sub_paths_stay_inside_their_volumes() {
     }
     assert!(!pod_dir.exists(), "the pod directory is removed");
     assert!(mounts_under(&d.data_dir()).is_empty(), "mounts left: {:?}", mounts_under(&d.data_dir()));
+}
+
+/// The Kubernetes documentation's liveness-exec example (timings shortened: 5 s instead of
+/// 30 s of health, a 2 s grace period), with the events `kubectl describe` shows for it.
+const LIVENESS_EXEC: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  labels:
+    test: liveness
+  name: liveness-exec
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: liveness
+    image: BUSYBOX
+    args:
+    - /bin/sh
+    - -c
+    - touch /tmp/healthy; sleep 5; rm -f /tmp/healthy; sleep 600
+    livenessProbe:
+      exec:
+        command:
+        - cat
+        - /tmp/healthy
+      initialDelaySeconds: 2
+      periodSeconds: 1
+"#;
+
+fn event_lines(events: &str) -> Vec<String> {
+    let v: Value = serde_json::from_str(events).expect("event list");
+    v["items"].as_array().unwrap().iter().map(|e| format!("{} {} {}: {}", e["type"].as_str().unwrap(), e["reason"].as_str().unwrap(), e["involvedObject"]["fieldPath"].as_str().unwrap_or("-"), e["message"].as_str().unwrap())).collect()
+}
+
+#[tokio::test]
+async fn the_documented_liveness_exec_example_restarts_with_its_events() {
+    let d = Daemon::start_node("").await;
+    let url = d.kubelet_url().await;
+    write(&d.manifests(), "liveness.yaml", LIVENESS_EXEC);
+    let p = wait_for(&url, "liveness-exec", "restarted", Duration::from_secs(60), |p| container(p, "liveness")["restartCount"].as_i64() >= Some(1)).await;
+    let last = &container(&p, "liveness")["lastState"]["terminated"];
+    // sh as PID 1 ignores SIGTERM: killed after the grace period.
+    assert_eq!((last["exitCode"].as_i64(), last["reason"].as_str()), (Some(137), Some("Error")), "{last}");
+    let lines = event_lines(&get(&format!("{url}/events")).await);
+    let at = |want: &str| lines.iter().position(|l| l.starts_with(want)).unwrap_or_else(|| panic!("no event {want:?} in {lines:#?}"));
+    let f = "spec.containers{liveness}";
+    let pulled = at(&format!("Normal Pulled {f}: "));
+    let created = at(&format!("Normal Created {f}: Created container: liveness"));
+    let started = at(&format!("Normal Started {f}: Started container liveness"));
+    let unhealthy = at(&format!("Warning Unhealthy {f}: Liveness probe failed: cat: can't open '/tmp/healthy': No such file or directory"));
+    let killing = at(&format!("Normal Killing {f}: Container liveness failed liveness probe, will be restarted"));
+    assert!(pulled < created && created < started && started < unhealthy && unhealthy < killing, "{lines:#?}");
+}
+
+/// The documentation's myapp-pod, its init containers waiting on files the test creates
+/// (instead of services, which need the control plane): the status while they wait, as
+/// `kubectl describe` shows it on a kubelet.
+const MYAPP_GATED: &str = r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: myapp-gated
+  labels: {app.kubernetes.io/name: MyApp}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes: [{name: gate, hostPath: {path: GATE}}]
+  containers:
+  - name: myapp-container
+    image: BUSYBOX
+    command: ['sh', '-c', 'echo The app is running! && sleep 3600']
+  initContainers:
+  - name: init-myservice
+    image: BUSYBOX
+    command: ['sh', '-c', "until [ -f /gate/myservice ]; do echo waiting for myservice; sleep 0.3; done"]
+    volumeMounts: [{name: gate, mountPath: /gate}]
+  - name: init-mydb
+    image: BUSYBOX
+    command: ['sh', '-c', "until [ -f /gate/mydb ]; do echo waiting for mydb; sleep 0.3; done"]
+    volumeMounts: [{name: gate, mountPath: /gate}]
+"#;
+
+fn state_of(s: &Value) -> String {
+    let st = s["state"].as_object().unwrap();
+    let (k, v) = st.iter().next().unwrap();
+    format!("{k}:{}", v["reason"].as_str().unwrap_or(""))
+}
+
+fn conditions(p: &Value) -> Vec<String> {
+    p["status"]["conditions"].as_array().unwrap().iter().map(|c| format!("{}={} {} {}", c["type"].as_str().unwrap(), c["status"].as_str().unwrap(), c["reason"].as_str().unwrap_or("-"), c["message"].as_str().unwrap_or("-"))).collect()
+}
+
+#[tokio::test]
+async fn the_documented_init_container_example_reports_its_progress() {
+    let d = Daemon::start_node("").await;
+    let url = d.kubelet_url().await;
+    let gate = TempDir::new("gate");
+    write(&d.manifests(), "myapp.yaml", &MYAPP_GATED.replace("GATE", &gate.path().display().to_string()));
+    let inits = |p: &Value| p["status"]["initContainerStatuses"].as_array().unwrap().iter().map(state_of).collect::<Vec<_>>();
+    let p = wait_for(&url, "myapp-gated", "first init running", Duration::from_secs(60), |p| inits(p).first().map(String::as_str) == Some("running:")).await;
+    assert_eq!(phase(&p), "Pending");
+    assert_eq!(inits(&p), ["running:", "waiting:PodInitializing"]);
+    assert_eq!(state_of(&container(&p, "myapp-container")), "waiting:PodInitializing");
+    assert_eq!(
+        conditions(&p),
+        [
+            "PodReadyToStartContainers=True - -",
+            "Initialized=False ContainersNotInitialized containers with incomplete status: [init-myservice init-mydb]",
+            "Ready=False ContainersNotReady containers with unready status: [myapp-container]",
+            "ContainersReady=False ContainersNotReady containers with unready status: [myapp-container]",
+            "PodScheduled=True - -",
+        ]
+    );
+    let log = wait_for_log(&url, "default", "myapp-gated", "init-myservice", "waiting for myservice\n").await;
+    assert!(log.starts_with("waiting for myservice\n"), "{log}");
+    std::fs::write(gate.path().join("myservice"), "").unwrap();
+    let p = wait_for(&url, "myapp-gated", "second init running", Duration::from_secs(30), |p| inits(p) == ["terminated:Completed", "running:"]).await;
+    assert!(conditions(&p)[1].ends_with("containers with incomplete status: [init-mydb]"), "{:?}", conditions(&p));
+    std::fs::write(gate.path().join("mydb"), "").unwrap();
+    let p = wait_for(&url, "myapp-gated", "Running", Duration::from_secs(30), |p| phase(p) == "Running" && condition(p, "Ready") == "True").await;
+    assert_eq!(conditions(&p).iter().map(|c| c.split(' ').next().unwrap().to_string()).collect::<Vec<_>>(), ["PodReadyToStartContainers=True", "Initialized=True", "Ready=True", "ContainersReady=True", "PodScheduled=True"]);
+    wait_for_log(&url, "default", "myapp-gated", "myapp-container", "The app is running!\n").await;
 }

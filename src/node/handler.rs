@@ -67,7 +67,9 @@ pub async fn exec(a: &ExecAction, t: &Target, timeout: Duration) -> Result<(), S
     } else {
         let mut out = String::from_utf8_lossy(&r.stdout).to_string();
         out.push_str(&String::from_utf8_lossy(&r.stderr));
-        Err(format!("command exited with {}: {}", r.exit_code, out.trim()))
+        // The command's output is the message, as the kubelet reports it.
+        let out = out.trim();
+        Err(if out.is_empty() { format!("command exited with {}", r.exit_code) } else { out.to_string() })
     }
 }
 

@@ -29,7 +29,7 @@ fn terminated(st: &cri::ContainerStatus) -> ContainerStateTerminated {
     }
 }
 
-fn container_status(c: &Container, progress: &PodProgress, observed: &BTreeMap<String, Observed>, init: bool, pod_initialized: bool) -> ContainerStatus {
+fn container_status(c: &Container, progress: &PodProgress, observed: &BTreeMap<String, Observed>, init: bool, pod_has_init: bool) -> ContainerStatus {
     let prog = progress.containers.get(&c.name).cloned().unwrap_or_default();
     let obs = observed.get(&c.name).map(|o| &o.status);
     let waiting = |reason: &str, message: Option<String>| ContainerState {
@@ -48,7 +48,9 @@ fn container_status(c: &Container, progress: &PodProgress, observed: &BTreeMap<S
             (ContainerState { terminated: Some(terminated(o)), ..Default::default() }, false)
         }
         _ => {
-            let reason = if init || pod_initialized { "ContainerCreating" } else { "PodInitializing" };
+            // As the kubelet: a container not made yet waits in PodInitializing when the pod
+            // has init containers (kubectl shows Init:N/M), else in ContainerCreating.
+            let reason = if pod_has_init { "PodInitializing" } else { "ContainerCreating" };
             (waiting(reason, None), false)
         }
     };
@@ -113,6 +115,55 @@ pub fn phase(pod: &Pod, progress: &PodProgress, observed: &BTreeMap<String, Obse
     }
 }
 
+/// "[a b]": names as the kubelet lists them in condition messages.
+fn name_list(names: &[String]) -> String {
+    format!("[{}]", names.join(" "))
+}
+
+/// Initialized: every init container done (a sidecar started), with the kubelet's reason and
+/// message while some are not.
+fn initialized_condition(spec: &k8s_openapi::api::core::v1::PodSpec, init_statuses: &[ContainerStatus], progress: &PodProgress, phase: &str) -> PodCondition {
+    if progress.init_done {
+        let mut c = condition("Initialized", progress, true);
+        c.reason = (phase == "Succeeded" && !spec.init_containers.as_ref().is_none_or(|v| v.is_empty())).then(|| "PodCompleted".into());
+        return c;
+    }
+    let incomplete: Vec<String> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .zip(init_statuses)
+        .filter(|(c, st)| {
+            let sidecar = c.restart_policy.as_deref() == Some("Always");
+            let terminated_ok = st.state.as_ref().and_then(|s| s.terminated.as_ref()).is_some_and(|t| t.exit_code == 0);
+            if sidecar { !st.started.unwrap_or(false) } else { !terminated_ok }
+        })
+        .map(|(c, _)| c.name.clone())
+        .collect();
+    PodCondition {
+        reason: Some("ContainersNotInitialized".into()),
+        message: Some(format!("containers with incomplete status: {}", name_list(&incomplete))),
+        ..condition("Initialized", progress, false)
+    }
+}
+
+/// ContainersReady (and Ready, which follows it for a pod without readiness gates): every app
+/// container and sidecar ready; PodCompleted once the pod has succeeded.
+fn readiness_conditions(statuses: &[ContainerStatus], init_statuses: &[ContainerStatus], spec: &k8s_openapi::api::core::v1::PodSpec, progress: &PodProgress, phase: &str) -> [PodCondition; 2] {
+    let sidecars = spec.init_containers.iter().flatten().zip(init_statuses).filter(|(c, _)| c.restart_policy.as_deref() == Some("Always")).map(|(_, st)| st);
+    let unready: Vec<String> = sidecars.chain(statuses).filter(|s| !s.ready).map(|s| s.name.clone()).collect();
+    let ready = unready.is_empty() && progress.init_done;
+    let (reason, message) = if phase == "Succeeded" {
+        (Some("PodCompleted".to_string()), None)
+    } else if !ready {
+        (Some("ContainersNotReady".to_string()), Some(format!("containers with unready status: {}", name_list(&unready))))
+    } else {
+        (None, None)
+    };
+    let ready = ready && phase != "Succeeded";
+    ["Ready", "ContainersReady"].map(|kind| PodCondition { reason: reason.clone(), message: message.clone(), ..condition(kind, progress, ready) })
+}
+
 fn condition(kind: &str, progress: &PodProgress, value: bool) -> PodCondition {
     let since = progress.conditions.get(kind).filter(|c| c.0 == value).map(|c| c.1).unwrap_or(progress.start_time_ns);
     PodCondition {
@@ -125,16 +176,18 @@ fn condition(kind: &str, progress: &PodProgress, value: bool) -> PodCondition {
 
 pub fn pod_status(pod: &Pod, progress: &PodProgress, observed: &BTreeMap<String, Observed>, node_ip: &str) -> PodStatus {
     let spec = pod.spec.clone().unwrap_or_default();
+    let has_init = !spec.init_containers.as_ref().is_none_or(|v| v.is_empty());
     let init_statuses: Vec<ContainerStatus> =
-        spec.init_containers.iter().flatten().map(|c| container_status(c, progress, observed, true, progress.init_done)).collect();
-    let statuses: Vec<ContainerStatus> = spec.containers.iter().map(|c| container_status(c, progress, observed, false, progress.init_done)).collect();
-    let containers_ready = statuses.iter().all(|s| s.ready);
+        spec.init_containers.iter().flatten().map(|c| container_status(c, progress, observed, true, has_init)).collect();
+    let statuses: Vec<ContainerStatus> = spec.containers.iter().map(|c| container_status(c, progress, observed, false, has_init)).collect();
+    let phase = if progress.phase.is_empty() { "Pending".to_string() } else { progress.phase.clone() };
     let sandbox_ready = progress.conditions.get("PodReadyToStartContainers").map(|c| c.0).unwrap_or(false);
+    let [ready, containers_ready] = readiness_conditions(&statuses, &init_statuses, &spec, progress, &phase);
     let mut conditions = vec![
         condition("PodReadyToStartContainers", progress, sandbox_ready),
-        condition("Initialized", progress, progress.init_done),
-        condition("Ready", progress, containers_ready && progress.init_done),
-        condition("ContainersReady", progress, containers_ready && progress.init_done),
+        initialized_condition(&spec, &init_statuses, progress, &phase),
+        ready,
+        containers_ready,
         condition("PodScheduled", progress, true),
     ];
     // Evicted by the node: the disruption is recorded as the kubelet records it.
@@ -146,7 +199,7 @@ pub fn pod_status(pod: &Pod, progress: &PodProgress, observed: &BTreeMap<String,
         });
     }
     PodStatus {
-        phase: Some(if progress.phase.is_empty() { "Pending".into() } else { progress.phase.clone() }),
+        phase: Some(phase),
         conditions: Some(conditions),
         container_statuses: Some(statuses),
         init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),

@@ -422,6 +422,9 @@ impl Worker {
             let secs = prog.backoff.delay_secs / 2;
             let secs = if secs == 0 { super::backoff::INITIAL_SECS } else { secs };
             prog.waiting = Some(("CrashLoopBackOff".into(), format!("back-off {secs}s restarting failed container={} pod={}", c.name, self.pod.metadata.name.clone().unwrap_or_default())));
+            let md = &self.pod.metadata;
+            let pod = format!("{}_{}({})", md.name.as_deref().unwrap_or(""), md.namespace.as_deref().unwrap_or("default"), md.uid.as_deref().unwrap_or(""));
+            self.event("Warning", "BackOff", &format!("Back-off restarting failed container {} in pod {pod}", c.name), Some(&c.name));
             return Ok(());
         }
         prog.restart_count += 1;
@@ -454,7 +457,7 @@ impl Worker {
             "Always" => true,
             "Never" => {
                 if !present {
-                    self.waiting(&name, "ErrImageNeverPull", &format!("image {image:?} is not present with pull policy of Never"));
+                    self.waiting(&name, "ErrImageNeverPull", &format!("Container image {image:?} is not present with pull policy of Never"));
                     return Ok(());
                 }
                 false
@@ -468,9 +471,14 @@ impl Worker {
             if now < prog.next_pull_ns {
                 let msg = format!("Back-off pulling image {image:?}: ErrImagePull: {}", prog.pull_error);
                 prog.waiting = Some(("ImagePullBackOff".into(), msg));
+                self.event("Normal", "BackOff", &format!("Back-off pulling image {image:?}"), Some(&name));
+                self.event("Warning", "Failed", "Error: ImagePullBackOff", Some(&name));
                 return Ok(());
             }
+            self.event("Normal", "Pulling", &format!("Pulling image {image:?}"), Some(&name));
+            let pull_start = std::time::Instant::now();
             let pulled = self.images().pull_image(cri::PullImageRequest { image: Some(cri::ImageSpec { image: image.clone(), ..Default::default() }), ..Default::default() }).await;
+            let took = pull_start.elapsed().as_secs_f64();
             let prog = self.progress.containers.entry(name.clone()).or_default();
             match pulled {
                 Err(e) => {
@@ -485,8 +493,12 @@ impl Worker {
                     prog.pull_delay_secs = 0;
                     prog.next_pull_ns = 0;
                     prog.pull_error.clear();
+                    let size = self.image_size(&image).await;
+                    self.event("Normal", "Pulled", &format!("Successfully pulled image {image:?} in {took:.3}s ({took:.3}s including waiting). Image size: {size} bytes."), Some(&name));
                 }
             }
+        } else if present {
+            self.event("Normal", "Pulled", &format!("Container image {image:?} already present on machine"), Some(&name));
         }
         let fields = self.field_values();
         let objects = self.shared.objects.read().await.clone();
@@ -533,10 +545,12 @@ impl Worker {
                 return Ok(());
             }
         };
+        self.event("Normal", "Created", &format!("Created container: {name}"), Some(&name));
         if let Err(e) = self.rt().start_container(cri::StartContainerRequest { container_id: id.clone() }).await {
             self.waiting(&name, "RunContainerError", &e.message);
             return Ok(());
         }
+        self.event("Normal", "Started", &format!("Started container {name}"), Some(&name));
         if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
             let target = self.target(c, &id).await;
             if let Err(msg) = run_hook(hook, &target, self.grace_seconds()).await {
@@ -551,9 +565,17 @@ impl Worker {
         Ok(())
     }
 
+    /// The container cannot start now: it waits with `reason`, and a Failed event says why (as
+    /// the kubelet words it: the reason for image errors, the message for the others).
     fn waiting(&mut self, name: &str, reason: &str, message: &str) {
-        tracing::warn!(container = name, reason, "{message}");
         self.progress.containers.entry(name.to_string()).or_default().waiting = Some((reason.to_string(), message.to_string()));
+        let said = if reason.starts_with("ErrImage") { format!("Error: {reason}") } else { format!("Error: {message}") };
+        self.event("Warning", "Failed", &said, Some(name));
+    }
+
+    async fn image_size(&self, image: &str) -> u64 {
+        let req = cri::ImageStatusRequest { image: Some(cri::ImageSpec { image: image.to_string(), ..Default::default() }), verbose: false };
+        self.images().image_status(req).await.ok().and_then(|r| r.image).map(|i| i.size).unwrap_or(0)
     }
 
     fn cgroup_parent(&self) -> String {
@@ -672,6 +694,7 @@ impl Worker {
                 let name = o.status.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
                 let Some(c) = all.iter().find(|c| c.name == name).cloned() else { continue };
                 let target = self.target(&c, &o.status.id).await;
+                self.event("Normal", "Killing", &format!("Stopping container {name}"), Some(&name));
                 stops.push(stop_with_pre_stop(target, c, grace));
             }
             futures_util::future::join_all(stops).await;
@@ -705,7 +728,8 @@ impl Worker {
     /// Record an event (repeats of the same one are counted, as the kubelet's recorder does).
     fn event(&mut self, kind: &str, reason: &str, message: &str, container: Option<&str>) {
         let now = now_ns();
-        let field_path = container.map(|c| format!("spec.containers{{{c}}}"));
+        let is_init = |c: &str| self.pod.spec.as_ref().and_then(|s| s.init_containers.as_ref()).is_some_and(|v| v.iter().any(|i| i.name == c));
+        let field_path = container.map(|c| if is_init(c) { format!("spec.initContainers{{{c}}}") } else { format!("spec.containers{{{c}}}") });
         match kind {
             "Warning" => tracing::warn!(reason, container, "{message}"),
             _ => tracing::info!(reason, container, "{message}"),
