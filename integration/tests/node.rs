@@ -154,12 +154,23 @@ async fn pods_keep_running_across_a_node_restart() {
     assert_eq!(limit.trim(), "67108864");
     let quota = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu{}/pod{uid}/cpu.cfs_quota_us", d.cgroup_root())).unwrap();
     assert_eq!(quota.trim(), "20000");
+    // A crash-looping pod, restarted twice and now held back 20 s.
+    write(&d.manifests(), "crashing.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: crashing\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: BUSYBOX\n    command: ['sh', '-c', 'exit 1']\n");
+    let back_off_20 = |p: &Value| {
+        container(p, "main")["restartCount"] == 2 && container(p, "main")["state"]["waiting"]["message"].as_str().is_some_and(|m| m.contains("back-off 20s"))
+    };
+    wait_for(&url, "crashing", "second back-off", Duration::from_secs(60), back_off_20).await;
     d.kill9();
     d.restart_after_kill9().await;
     let url = d.kubelet_url().await;
     let p = wait_for(&url, "steady", "Running again", Duration::from_secs(60), |p| phase(p) == "Running").await;
     assert_eq!(p["status"]["containerStatuses"][0]["containerID"].as_str().unwrap(), id, "the same container, not a new one");
     assert_eq!(p["status"]["containerStatuses"][0]["restartCount"], 0);
+    // The restart count and the back-off survived: still 2 restarts, still held back 20 s.
+    let p = pod(&url, "crashing").await.unwrap();
+    assert!(back_off_20(&p), "{}", p["status"]);
+    assert_eq!(container(&p, "main")["state"]["waiting"]["reason"], "CrashLoopBackOff");
+    assert_eq!(container(&p, "main")["lastState"]["terminated"]["exitCode"], 1);
 }
 
 const PROBES: &str = r#"apiVersion: v1
