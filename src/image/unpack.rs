@@ -9,7 +9,7 @@
 use crate::util::digest::HashingReader;
 use std::ffi::{CString, OsStr};
 use std::io::{self, BufRead, BufReader, Read};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -160,24 +160,7 @@ fn open_dir(p: &Path) -> Result<OwnedFd, UnpackError> {
 
 /// openat2(root, path, O_PATH|O_DIRECTORY, RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS).
 fn open_in_root(root: &OwnedFd, rel: &str) -> io::Result<OwnedFd> {
-    let path = if rel.is_empty() { "." } else { rel };
-    let c = CString::new(path).map_err(|_| io::Error::other("NUL in path"))?;
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    crate::util::openat2::open(root, rel, libc::O_PATH | libc::O_DIRECTORY, libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS)
 }
 
 /// Open directory `rel` (components inside the layer), creating missing ones (0755, root).

@@ -5,7 +5,7 @@
 //! later change inside the volume cannot redirect it to somewhere on the host.
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,18 +30,7 @@ pub fn components(sub: &str) -> Result<Vec<&str>, SubPathError> {
 
 /// openat2(root, rel, O_PATH, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS).
 fn open_beneath(root: &OwnedFd, rel: &str) -> io::Result<OwnedFd> {
-    let c = CString::new(if rel.is_empty() { "." } else { rel }).map_err(|_| io::Error::other("NUL in path"))?;
-    // SAFETY: open_how is plain data; zeroed is a valid start.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: openat2 with a valid dirfd, a NUL-terminated path and an open_how of the given size.
-    let fd = unsafe { libc::syscall(libc::SYS_openat2, root.as_raw_fd(), c.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>()) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd was just returned by openat2 and is owned by nothing else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    crate::util::openat2::open(root, rel, libc::O_PATH, libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS)
 }
 
 /// Open `sub` beneath `volume`, making missing directories (0755) on the way.

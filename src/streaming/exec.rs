@@ -199,20 +199,7 @@ fn open_container_ptmx(pid: i32) -> io::Result<OwnedFd> {
         .read(true)
         .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
         .open(format!("/proc/{pid}/root"))?;
-    // SAFETY: open_how is plain data; zeroed is a valid start.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    let path = c"dev/pts/ptmx";
-    // SAFETY: openat2 with a valid dirfd, NUL-terminated path and open_how of the given size.
-    let fd = unsafe {
-        libc::syscall(libc::SYS_openat2, root.as_raw_fd(), path.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>())
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd was just returned by openat2 and is owned by nothing else.
-    let f = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let f = crate::util::openat2::open(&root, "dev/pts/ptmx", libc::O_RDWR | libc::O_NOCTTY, libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS)?;
     let st = nix::sys::stat::fstat(&f).map_err(io::Error::from)?;
     let is_ptmx = (st.st_mode & libc::S_IFMT) == libc::S_IFCHR && libc::major(st.st_rdev) == 5 && libc::minor(st.st_rdev) == 2;
     if !is_ptmx {

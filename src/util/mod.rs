@@ -4,3 +4,4 @@ pub mod digest;
 pub mod keyed_lock;
 pub mod tls;
 pub mod netns;
+pub mod openat2;
