@@ -313,3 +313,36 @@ async fn image_garbage_collection_frees_space_and_keeps_images_in_use() {
     let running = rt.list_containers(cri::ListContainersRequest { filter: None }).await.unwrap().into_inner().containers;
     assert!(running.iter().any(|c| c.state == cri::ContainerState::ContainerRunning as i32), "{running:?}\n{p}\n{}", d.log());
 }
+
+#[tokio::test]
+async fn metrics_cadvisor_serves_the_runtime_metrics_as_prometheus_text() {
+    let d = Daemon::start_node("").await;
+    let url = d.kubelet_url().await;
+    write(
+        &d.manifests(),
+        "cadvisor.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: cadvisor\n  namespace: metrics-ns\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: BUSYBOX\n    command: ['sh', '-c', 'while true; do :; done']\n",
+    );
+    wait_for(&url, "cadvisor", "running", Duration::from_secs(60), |p| container(p, "main")["state"]["running"].is_object()).await;
+    let series_of = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("container_cpu_usage_seconds_total{") && l.contains("container=\"main\"") && l.contains("pod=\"cadvisor-berth-it\""))
+            .map(str::to_string)
+    };
+    let start = Instant::now();
+    let (text, series) = loop {
+        let text = get(&format!("{url}/metrics/cadvisor")).await;
+        if let Some(s) = series_of(&text) {
+            break (text, s);
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "no CPU series for the pod's container:\n{text}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(text.contains("# TYPE container_cpu_usage_seconds_total counter\n"), "{text}");
+    assert!(text.contains("# HELP container_memory_working_set_bytes "), "{text}");
+    assert!(series.contains("namespace=\"metrics-ns\"") && series.contains("cpu=\"total\""), "{series}");
+    // name{labels} value timestamp_ms
+    let fields: Vec<&str> = series.rsplitn(3, ' ').collect();
+    assert!(fields.len() == 3 && fields[0].parse::<u64>().is_ok() && fields[1].parse::<u64>().is_ok(), "{series}");
+    assert!(text.lines().any(|l| l.starts_with("container_memory_working_set_bytes{") && l.contains("pod=\"cadvisor-berth-it\"")), "{text}");
+}

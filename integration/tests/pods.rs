@@ -897,3 +897,101 @@ async fn supplemental_groups_policy_and_recursive_read_only_mounts() {
     unsafe { libc::umount2(inner.as_ptr(), libc::MNT_DETACH) };
     remove_pod(&mut rt, &pod).await;
 }
+
+/// The cAdvisor-named metrics ListMetricDescriptors must offer.
+const CADVISOR_METRICS: &[&str] = &[
+    "container_blkio_device_usage_total", "container_cpu_cfs_periods_total", "container_cpu_cfs_throttled_periods_total",
+    "container_cpu_cfs_throttled_seconds_total", "container_cpu_system_seconds_total", "container_cpu_usage_seconds_total",
+    "container_cpu_user_seconds_total", "container_file_descriptors", "container_fs_inodes_free", "container_fs_inodes_total",
+    "container_fs_limit_bytes", "container_fs_reads_bytes_total", "container_fs_reads_total", "container_fs_usage_bytes",
+    "container_fs_writes_bytes_total", "container_fs_writes_total", "container_last_seen", "container_memory_cache",
+    "container_memory_failcnt", "container_memory_failures_total", "container_memory_kernel_usage", "container_memory_mapped_file",
+    "container_memory_max_usage_bytes", "container_memory_rss", "container_memory_swap", "container_memory_usage_bytes",
+    "container_memory_working_set_bytes", "container_network_receive_bytes_total", "container_network_receive_errors_total",
+    "container_network_receive_packets_dropped_total", "container_network_receive_packets_total", "container_network_transmit_bytes_total",
+    "container_network_transmit_errors_total", "container_network_transmit_packets_dropped_total", "container_network_transmit_packets_total",
+    "container_oom_events_total", "container_processes", "container_sockets", "container_spec_cpu_period", "container_spec_cpu_quota",
+    "container_spec_cpu_shares", "container_spec_memory_limit_bytes", "container_spec_memory_reservation_limit_bytes",
+    "container_spec_memory_swap_limit_bytes", "container_start_time_seconds", "container_threads", "container_threads_max",
+    "container_ulimits_soft",
+];
+
+async fn pod_metrics(rt: &mut Rt, pod: &str) -> cri::PodSandboxMetrics {
+    let all = rt.list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {}).await.expect("list pod sandbox metrics").into_inner().pod_metrics;
+    all.into_iter().find(|p| p.pod_sandbox_id == pod).unwrap_or_else(|| panic!("no metrics for pod {pod}"))
+}
+
+/// The value of a container metric (the first series of that name).
+fn metric_value(c: &cri::ContainerMetrics, name: &str) -> u64 {
+    c.metrics.iter().find(|m| m.name == name).and_then(|m| m.value.as_ref()).map(|v| v.value).unwrap_or_else(|| panic!("no {name} series"))
+}
+
+#[tokio::test]
+async fn cri_metrics_report_what_the_container_uses() {
+    let (_d, mut rt) = daemon().await;
+    let logs = TempDir::new("logs");
+    let name = unique("metrics");
+    let cfg = pod_config(&name, logs.path());
+    let pod = run_pod(&mut rt, &cfg).await;
+    // 20 MiB in the pod's shm tmpfs (charged to the container's memory cgroup), then a busy loop.
+    let c = container_config("burn", &["sh", "-c", "dd if=/dev/zero of=/dev/shm/x bs=1M count=20; while true; do :; done"]);
+    let cid = create_and_start(&mut rt, &pod, &cfg, c).await;
+
+    let descriptors = rt.list_metric_descriptors(cri::ListMetricDescriptorsRequest {}).await.expect("list metric descriptors").into_inner().descriptors;
+    let keys: HashMap<&str, usize> = descriptors.iter().map(|d| (d.name.as_str(), d.label_keys.len())).collect();
+    for d in &descriptors {
+        assert!(!d.help.is_empty() && !d.label_keys.is_empty() && d.label_keys.iter().all(|k| !k.is_empty()), "{d:?}");
+    }
+    for name in CADVISOR_METRICS {
+        assert!(keys.contains_key(name), "no descriptor for {name}");
+    }
+
+    // CPU seconds are whole seconds: wait until the loop has burnt one and dd has finished.
+    let start = Instant::now();
+    let (first_cpu, ws) = loop {
+        let p = pod_metrics(&mut rt, &pod).await;
+        let c = p.container_metrics.iter().find(|c| c.container_id == cid).expect("the container's metrics");
+        let (cpu, ws) = (metric_value(c, "container_cpu_usage_seconds_total"), metric_value(c, "container_memory_working_set_bytes"));
+        if cpu > 0 && ws >= 20 << 20 {
+            break (cpu, ws);
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "cpu {cpu} s, working set {ws} after 30 s");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(ws < 200 << 20, "working set {ws}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let p = pod_metrics(&mut rt, &pod).await;
+    let c = p.container_metrics.iter().find(|c| c.container_id == cid).expect("the container's metrics");
+    let cpu = metric_value(c, "container_cpu_usage_seconds_total");
+    assert!(cpu > first_cpu, "CPU time grows: {first_cpu} s then {cpu} s");
+    assert!(metric_value(c, "container_processes") >= 1);
+    assert!(metric_value(c, "container_threads") >= 1);
+    assert!(metric_value(c, "container_start_time_seconds") > 0);
+
+    // Every series pairs its values with its descriptor's keys, and every metric has one.
+    let all: Vec<&cri::Metric> = p.metrics.iter().chain(p.container_metrics.iter().flat_map(|c| &c.metrics)).collect();
+    for m in &all {
+        let n = keys.get(m.name.as_str()).unwrap_or_else(|| panic!("{} has no descriptor", m.name));
+        assert_eq!(m.label_values.len(), *n, "{m:?}");
+        assert!(m.timestamp > 0, "{m:?}");
+    }
+    for name in CADVISOR_METRICS {
+        assert!(all.iter().any(|m| m.name == *name), "no {name} series");
+    }
+    // The base labels as cAdvisor names them: container, id, image, name, namespace, pod.
+    let cpu_series = c.metrics.iter().find(|m| m.name == "container_cpu_usage_seconds_total").unwrap();
+    assert_eq!(cpu_series.label_values[0], "burn");
+    assert_eq!(cpu_series.label_values[3], cid);
+    assert_eq!((cpu_series.label_values[4].as_str(), cpu_series.label_values[5].as_str()), ("default", name.as_str()));
+    assert_eq!(cpu_series.label_values[6], "total");
+    // Pod-level network series, by interface.
+    let desc = |n: &str| descriptors.iter().find(|d| d.name == n).unwrap();
+    for n in ["container_network_receive_bytes_total", "container_network_transmit_bytes_total"] {
+        let at = desc(n).label_keys.iter().position(|k| k == "interface").expect("an interface label");
+        let series: Vec<_> = p.metrics.iter().filter(|m| m.name == n).collect();
+        assert!(!series.is_empty() && series.iter().all(|m| !m.label_values[at].is_empty()), "{n}: {series:?}");
+    }
+    remove_pod(&mut rt, &pod).await;
+    let after = rt.list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {}).await.unwrap().into_inner().pod_metrics;
+    assert!(after.iter().all(|p| p.pod_sandbox_id != pod));
+}

@@ -80,4 +80,6 @@ pub trait RuntimeApi: Send + Sync + 'static {
     async fn pod_sandbox_stats(&self, req: cri::PodSandboxStatsRequest) -> CriResult<cri::PodSandboxStatsResponse>;
     async fn list_pod_sandbox_stats(&self, req: cri::ListPodSandboxStatsRequest) -> CriResult<cri::ListPodSandboxStatsResponse>;
     async fn update_runtime_config(&self, req: cri::UpdateRuntimeConfigRequest) -> CriResult<cri::UpdateRuntimeConfigResponse>;
+    async fn list_metric_descriptors(&self, req: cri::ListMetricDescriptorsRequest) -> CriResult<cri::ListMetricDescriptorsResponse>;
+    async fn list_pod_sandbox_metrics(&self, req: cri::ListPodSandboxMetricsRequest) -> CriResult<cri::ListPodSandboxMetricsResponse>;
 }

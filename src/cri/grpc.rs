@@ -97,8 +97,8 @@ impl<T: RuntimeApi> RuntimeService for RuntimeGrpc<T> {
     delegate!(list_pod_sandbox_stats, cri::ListPodSandboxStatsRequest, cri::ListPodSandboxStatsResponse);
     delegate!(update_runtime_config, cri::UpdateRuntimeConfigRequest, cri::UpdateRuntimeConfigResponse);
     unserved!(checkpoint_container, cri::CheckpointContainerRequest, cri::CheckpointContainerResponse);
-    unserved!(list_metric_descriptors, cri::ListMetricDescriptorsRequest, cri::ListMetricDescriptorsResponse);
-    unserved!(list_pod_sandbox_metrics, cri::ListPodSandboxMetricsRequest, cri::ListPodSandboxMetricsResponse);
+    delegate!(list_metric_descriptors, cri::ListMetricDescriptorsRequest, cri::ListMetricDescriptorsResponse);
+    delegate!(list_pod_sandbox_metrics, cri::ListPodSandboxMetricsRequest, cri::ListPodSandboxMetricsResponse);
 
     type GetContainerEventsStream =
         std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;

@@ -3,7 +3,7 @@
 use super::api::{CriError, CriResult, RuntimeApi};
 use crate::runtime::container::{ContainerState, Observed};
 use crate::runtime::records::{self, ContainerRecord, SandboxRecord};
-use crate::runtime::{stats, Runtime};
+use crate::runtime::{metrics, stats, Runtime};
 use crate::streaming::{StreamRequest, StreamingServer, TokenError};
 use k8s_cri::v1 as cri;
 use std::collections::HashMap;
@@ -500,5 +500,22 @@ impl RuntimeApi for CriRuntime {
             self.rt.network().set_pod_cidr(&cidr);
         }
         Ok(cri::UpdateRuntimeConfigResponse {})
+    }
+
+    async fn list_metric_descriptors(&self, _req: cri::ListMetricDescriptorsRequest) -> CriResult<cri::ListMetricDescriptorsResponse> {
+        let span = tracing::info_span!("metrics", rpc = "list_metric_descriptors");
+        Ok(span.in_scope(|| cri::ListMetricDescriptorsResponse { descriptors: metrics::descriptors() }))
+    }
+
+    async fn list_pod_sandbox_metrics(&self, _req: cri::ListPodSandboxMetricsRequest) -> CriResult<cri::ListPodSandboxMetricsResponse> {
+        let span = tracing::info_span!("metrics", rpc = "list_pod_sandbox_metrics", pods = tracing::field::Empty);
+        let rt = self.rt.clone();
+        // The walk reads /proc, cgroup files and whole writable layers: off the async threads.
+        let worker = span.clone();
+        let pod_metrics = tokio::task::spawn_blocking(move || worker.in_scope(|| rt.pod_sandbox_metrics()))
+            .await
+            .map_err(|e| CriError::new(tonic::Code::Internal, format!("collecting pod metrics: {e}")))?;
+        span.record("pods", pod_metrics.len());
+        Ok(cri::ListPodSandboxMetricsResponse { pod_metrics })
     }
 }

@@ -1,11 +1,13 @@
 //! The kubelet HTTP API on HTTPS (a self-signed certificate kept in the state dir until the
-//! control plane issues one): /healthz and /pods (a v1 PodList with full statuses).
+//! control plane issues one): /healthz and /pods (a v1 PodList with full statuses),
+//! /metrics and /metrics/cadvisor (Prometheus text), /stats/summary, /events, /containerLogs.
 use super::NodeShared;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use k8s_cri::v1 as cri;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -172,6 +174,21 @@ async fn metrics(State(shared): State<Arc<NodeShared>>) -> Response {
     (StatusCode::OK, [("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
 
+/// /metrics/cadvisor: the runtime's container and pod metrics, fetched through the CRI
+/// (ListMetricDescriptors, ListPodSandboxMetrics) as a kubelet does with
+/// PodAndContainerStatsFromCRI, in the Prometheus text format.
+async fn metrics_cadvisor(State(shared): State<Arc<NodeShared>>) -> Response {
+    let descriptors = match shared.runtime.list_metric_descriptors(cri::ListMetricDescriptorsRequest {}).await {
+        Ok(r) => r.descriptors,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("listing metric descriptors: {e}")),
+    };
+    let pods = match shared.runtime.list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {}).await {
+        Ok(r) => r.pod_metrics,
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("listing pod metrics: {e}")),
+    };
+    (StatusCode::OK, [("content-type", "text/plain; version=0.0.4")], super::metrics::cri_metrics_text(&descriptors, &pods)).into_response()
+}
+
 /// The Summary API: node and pod CPU, memory, network and filesystems.
 async fn stats_summary(State(shared): State<Arc<NodeShared>>) -> Response {
     let body = super::summary::summary(&shared).await;
@@ -184,6 +201,7 @@ pub fn router(shared: Arc<NodeShared>) -> Router {
         .route("/pods", get(pods))
         .route("/events", get(events))
         .route("/metrics", get(metrics))
+        .route("/metrics/cadvisor", get(metrics_cadvisor))
         .route("/stats/summary", get(stats_summary))
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
         .with_state(shared)

@@ -1,5 +1,7 @@
 //! Node metrics in the Prometheus text format (/metrics): pod start latency, running pods
-//! and containers, probe results, under the names the kubelet uses.
+//! and containers, probe results, under the names the kubelet uses; and the runtime's CRI
+//! container metrics (/metrics/cadvisor) in the same format.
+use k8s_cri::v1 as cri;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -71,9 +73,90 @@ impl Metrics {
     }
 }
 
+/// A HELP text in the text format: backslash and newline escaped (quotes stay).
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+fn type_name(metric_type: i32) -> &'static str {
+    match cri::MetricType::try_from(metric_type) {
+        Ok(cri::MetricType::Counter) => "counter",
+        _ => "gauge",
+    }
+}
+
+/// One sample line: name{key="value",...} value [timestamp in ms]. A series whose label
+/// values do not pair up with its descriptor's keys is left out (the CRI leaves it undefined).
+fn write_sample(out: &mut String, desc: &cri::MetricDescriptor, m: &cri::Metric) {
+    if m.label_values.len() != desc.label_keys.len() {
+        return;
+    }
+    let labels: Vec<String> =
+        desc.label_keys.iter().zip(&m.label_values).map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+    let value = m.value.as_ref().map(|v| v.value).unwrap_or(0);
+    let _ = write!(out, "{}{{{}}} {value}", desc.name, labels.join(","));
+    if m.timestamp > 0 {
+        let _ = write!(out, " {}", m.timestamp / 1_000_000);
+    }
+    out.push('\n');
+}
+
+/// The text exposition of the CRI metrics: one family per descriptor that has series, its
+/// pod-level and container-level samples together.
+pub fn cri_metrics_text(descriptors: &[cri::MetricDescriptor], pods: &[cri::PodSandboxMetrics]) -> String {
+    let mut by_name: std::collections::HashMap<&str, Vec<&cri::Metric>> = std::collections::HashMap::new();
+    for pod in pods {
+        for m in pod.metrics.iter().chain(pod.container_metrics.iter().flat_map(|c| &c.metrics)) {
+            by_name.entry(m.name.as_str()).or_default().push(m);
+        }
+    }
+    let mut out = String::new();
+    for desc in descriptors {
+        let Some(samples) = by_name.get(desc.name.as_str()) else { continue };
+        out.push_str(&format!("# HELP {} {}\n", desc.name, escape_help(&desc.help)));
+        out.push_str(&format!("# TYPE {} {}\n", desc.name, type_name(samples[0].metric_type)));
+        for m in samples {
+            write_sample(&mut out, desc, m);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cri_metrics_render_as_cri_metrics_text() {
+        let descriptors = vec![
+            cri::MetricDescriptor { name: "container_cpu_usage_seconds_total".into(), help: "CPU \\ time\nin s".into(), label_keys: vec!["pod".into(), "cpu".into()] },
+            cri::MetricDescriptor { name: "container_threads".into(), help: "Threads".into(), label_keys: vec!["pod".into()] },
+        ];
+        let metric = |name: &str, values: &[&str], value: u64, metric_type: cri::MetricType| cri::Metric {
+            name: name.into(),
+            timestamp: 1_700_000_000_123_456_789,
+            metric_type: metric_type as i32,
+            label_values: values.iter().map(|v| v.to_string()).collect(),
+            value: Some(cri::UInt64Value { value }),
+        };
+        let pods = vec![cri::PodSandboxMetrics {
+            pod_sandbox_id: "p".into(),
+            metrics: vec![],
+            container_metrics: vec![cri::ContainerMetrics {
+                container_id: "c".into(),
+                metrics: vec![
+                    metric("container_cpu_usage_seconds_total", &["a\"b\\c\nd", "total"], 7, cri::MetricType::Counter),
+                    metric("container_cpu_usage_seconds_total", &["short"], 1, cri::MetricType::Counter),
+                ],
+            }],
+        }];
+        let t = cri_metrics_text(&descriptors, &pods);
+        assert_eq!(
+            t,
+            "# HELP container_cpu_usage_seconds_total CPU \\\\ time\\nin s\n# TYPE container_cpu_usage_seconds_total counter\n\
+             container_cpu_usage_seconds_total{pod=\"a\\\"b\\\\c\\nd\",cpu=\"total\"} 7 1700000000123\n"
+        );
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative() {

@@ -4,6 +4,7 @@
 //! re-executed helper processes.
 pub mod cgroups;
 pub mod container;
+pub mod metrics;
 pub mod mountinfo;
 pub mod process;
 pub mod records;

@@ -1,0 +1,172 @@
+//! /proc and the writable layer's filesystem as the metrics read them: processes,
+//! descriptors, limits, pod network counters, usage and inodes.
+use super::*;
+
+/// "Threads:" of /proc/<pid>/status.
+pub fn status_threads(text: &str) -> u64 {
+    text.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+/// The soft limits of /proc/<pid>/limits, by snake_case name ("Max open files" →
+/// "max_open_files"); "unlimited" is RLIM_INFINITY.
+pub fn parse_limits(text: &str) -> Vec<(String, u64)> {
+    // The kernel prints the name left-aligned in 25 columns and a space ("%-25s ").
+    const NAME_WIDTH: usize = 26;
+    text.lines()
+        .skip(1)
+        .filter(|l| l.len() > NAME_WIDTH && l.is_char_boundary(NAME_WIDTH))
+        .filter_map(|l| {
+            let (name, rest) = l.split_at(NAME_WIDTH);
+            let soft = rest.split_whitespace().next()?;
+            let value = if soft == "unlimited" { u64::MAX } else { soft.parse().ok()? };
+            let key = name.trim().to_ascii_lowercase().replace(' ', "_");
+            (!key.is_empty()).then_some((key, value))
+        })
+        .collect()
+}
+
+/// Open descriptors of a process, and how many of them are sockets.
+pub(super) fn fd_counts(pid: i32) -> (u64, u64) {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return (0, 0) };
+    let mut fds = 0;
+    let mut sockets = 0;
+    for e in rd.flatten() {
+        fds += 1;
+        if std::fs::read_link(e.path()).map(|t| t.to_string_lossy().starts_with("socket:")).unwrap_or(false) {
+            sockets += 1;
+        }
+    }
+    (fds, sockets)
+}
+
+/// Process, thread and descriptor counts of `pids`, limits of `main_pid`. A process that
+/// exits while it is read counts for nothing.
+pub(super) fn process_stats(pids: &[i32], main_pid: i32) -> ProcessStats {
+    let mut stats = ProcessStats { processes: pids.len() as u64, ..Default::default() };
+    for &pid in pids {
+        stats.threads += status_threads(&std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default());
+        let (fds, sockets) = fd_counts(pid);
+        stats.fds += fds;
+        stats.sockets += sockets;
+    }
+    let root = if main_pid > 0 { main_pid } else { pids.first().copied().unwrap_or(0) };
+    if root > 0 {
+        stats.ulimits = parse_limits(&std::fs::read_to_string(format!("/proc/{root}/limits")).unwrap_or_default());
+    }
+    stats
+}
+
+/// /proc/net/dev: two header lines, then "name: 8 receive counters 8 transmit counters".
+pub fn parse_net_dev(text: &str) -> Vec<InterfaceStats> {
+    text.lines()
+        .skip(2)
+        .filter_map(|line| {
+            let (name, rest) = line.split_once(':')?;
+            let f: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            if f.len() < 16 {
+                return None;
+            }
+            Some(InterfaceStats {
+                name: name.trim().to_string(),
+                rx_bytes: f[0],
+                rx_packets: f[1],
+                rx_errors: f[2],
+                rx_dropped: f[3],
+                tx_bytes: f[8],
+                tx_packets: f[9],
+                tx_errors: f[10],
+                tx_dropped: f[11],
+            })
+        })
+        .collect()
+}
+
+/// /proc/net/dev as seen inside a network namespace, from a short-lived thread that joins
+/// it (setns changes only the calling thread, so the daemon's own threads stay put).
+pub(super) fn net_dev_in(netns: &Path) -> Option<String> {
+    let path = netns.to_path_buf();
+    std::thread::spawn(move || -> Option<String> {
+        let f = std::fs::File::open(&path).ok()?;
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
+        std::fs::read_to_string("/proc/thread-self/net/dev").ok()
+    })
+    .join()
+    .ok()?
+}
+
+/// The pod's interfaces as cAdvisor counts them: without loopback, unless loopback is all
+/// the pod has (no CNI network), so that such a pod still has its network series.
+pub(super) fn pod_interfaces(netns: &Path) -> Vec<InterfaceStats> {
+    let all = net_dev_in(netns).map(|t| parse_net_dev(&t)).unwrap_or_default();
+    let (lo, others): (Vec<_>, Vec<_>) = all.into_iter().partition(|i| i.name == "lo");
+    if others.is_empty() { lo } else { others }
+}
+
+// ---------------------------------------------------------------------------------------
+// The filesystem of the writable layer.
+
+/// The mount source (e.g. /dev/vda1) of the filesystem with device `major:minor`, from
+/// mountinfo's third field; the number itself when no mount lists it.
+pub fn mount_source(mountinfo: &str, major: u64, minor: u64) -> String {
+    let wanted = format!("{major}:{minor}");
+    mountinfo
+        .lines()
+        .filter(|l| l.split(' ').nth(2) == Some(wanted.as_str()))
+        // After the " - " separator: filesystem type, then source.
+        .find_map(|l| l.split(" - ").nth(1)?.split(' ').nth(1).map(str::to_string))
+        .unwrap_or(wanted)
+}
+
+pub(super) fn fs_stats(upper: &Path, usage: (u64, u64)) -> FsStats {
+    use std::os::unix::fs::MetadataExt;
+    let mut fs = FsStats { usage_bytes: usage.0, ..Default::default() };
+    if let Ok(md) = std::fs::metadata(upper) {
+        let dev = md.dev();
+        fs.major = nix::sys::stat::major(dev);
+        fs.minor = nix::sys::stat::minor(dev);
+        fs.device = mount_source(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(), fs.major, fs.minor);
+    }
+    if let Ok(s) = nix::sys::statvfs::statvfs(upper) {
+        fs.limit_bytes = s.blocks() as u64 * s.fragment_size() as u64;
+        fs.inodes_total = s.files() as u64;
+        fs.inodes_free = s.files_free() as u64;
+    }
+    fs
+}
+
+/// The kernel's name of a block device (/sys/dev/block/MAJ:MIN/uevent DEVNAME) as a /dev path.
+pub(super) fn block_device_name(major: u64, minor: u64) -> String {
+    let uevent = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent")).unwrap_or_default();
+    uevent
+        .lines()
+        .find_map(|l| l.strip_prefix("DEVNAME="))
+        .map(|n| format!("/dev/{n}"))
+        .unwrap_or_else(|| format!("{major}:{minor}"))
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_files() {
+        assert_eq!(status_threads("Name:\tsh\nState:\tS (sleeping)\nThreads:\t3\nSigQ:\t0/1\n"), 3);
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+Max cpu time              unlimited            unlimited            seconds   \n\
+Max open files            1024                 1048576              files     \n\
+Max realtime timeout      unlimited            unlimited            us        \n";
+        assert_eq!(parse_limits(limits), vec![("max_cpu_time".to_string(), u64::MAX), ("max_open_files".to_string(), 1024), ("max_realtime_timeout".to_string(), u64::MAX)]);
+        let dev = "Inter-|   Receive                                                |  Transmit\n \
+face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
+lo:     100       2    0    0    0     0          0         0      100       2    0    0    0     0       0          0\n  \
+eth0:    5000      40    1    2    0     0          0         0     7000      50    3    4    0     0       0          0\n";
+        let i = parse_net_dev(dev);
+        assert_eq!(i.len(), 2);
+        assert_eq!(i[1], InterfaceStats { name: "eth0".into(), rx_bytes: 5000, rx_packets: 40, rx_errors: 1, rx_dropped: 2, tx_bytes: 7000, tx_packets: 50, tx_errors: 3, tx_dropped: 4 });
+        let mountinfo = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n30 22 0:25 / /run rw shared:5 - tmpfs tmpfs rw\n";
+        assert_eq!(mount_source(mountinfo, 8, 1), "/dev/sda1");
+        assert_eq!(mount_source(mountinfo, 0, 25), "tmpfs");
+        assert_eq!(mount_source(mountinfo, 9, 9), "9:9");
+    }
+}
