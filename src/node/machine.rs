@@ -130,26 +130,8 @@ impl CpuSampler {
     }
 }
 
-/// One network interface's counters.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Interface {
-    pub name: String,
-    pub rx_bytes: u64,
-    pub rx_errors: u64,
-    pub tx_bytes: u64,
-    pub tx_errors: u64,
-}
-
-pub fn parse_net_dev(text: &str) -> Vec<Interface> {
-    text.lines()
-        .skip(2)
-        .filter_map(|line| {
-            let (name, rest) = line.split_once(':')?;
-            let f: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-            (f.len() >= 16).then(|| Interface { name: name.trim().to_string(), rx_bytes: f[0], rx_errors: f[2], tx_bytes: f[8], tx_errors: f[10] })
-        })
-        .collect()
-}
+pub use crate::util::net_dev::InterfaceCounters as Interface;
+use crate::util::net_dev::parse as parse_net_dev;
 
 /// The host's interfaces, the one carrying the default route first.
 pub fn host_interfaces() -> Vec<Interface> {
@@ -220,7 +202,7 @@ mod tests {
     fn net_dev_lines_parse() {
         let text = "Inter-|   Receive |  Transmit\n face |bytes packets errs drop fifo frame compressed multicast|bytes packets errs drop fifo colls carrier compressed\n  eth0: 100 2 3 0 0 0 0 0 200 4 5 0 0 0 0 0\n    lo: 1 1 0 0 0 0 0 0 1 1 0 0 0 0 0 0\n";
         let i = parse_net_dev(text);
-        assert_eq!(i[0], Interface { name: "eth0".into(), rx_bytes: 100, rx_errors: 3, tx_bytes: 200, tx_errors: 5 });
+        assert_eq!(i[0], Interface { name: "eth0".into(), rx_bytes: 100, rx_packets: 2, rx_errors: 3, tx_bytes: 200, tx_packets: 4, tx_errors: 5, ..Default::default() });
         assert_eq!(i.len(), 2);
     }
 }

@@ -127,7 +127,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cri_metrics_render_as_cri_metrics_text() {
+    fn cri_metrics_render_as_prometheus_text() {
         let descriptors = vec![
             cri::MetricDescriptor { name: "container_cpu_usage_seconds_total".into(), help: "CPU \\ time\nin s".into(), label_keys: vec!["pod".into(), "cpu".into()] },
             cri::MetricDescriptor { name: "container_threads".into(), help: "Threads".into(), label_keys: vec!["pod".into()] },

@@ -59,34 +59,15 @@ impl Runtime {
     }
 }
 
-/// Interface counters of a network namespace, read from /proc/<pid>/net/dev of a process
-/// inside it, or from a helper thread that joins the pinned namespace file.
+/// Interface counters of the network namespace pinned at `netns`, the default interface (eth0,
+/// else the first that is not loopback) apart.
 pub fn network_usage(netns: &std::path::Path) -> Option<cri::NetworkUsage> {
-    let path = netns.to_path_buf();
-    let text = std::thread::spawn(move || -> Option<String> {
-        let f = std::fs::File::open(&path).ok()?;
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
-        std::fs::read_to_string("/proc/thread-self/net/dev").ok()
-    })
-    .join()
-    .ok()??;
+    let text = crate::util::net_dev::read_in_netns(netns)?;
     let now = state::now_ns();
-    let mut interfaces = Vec::new();
-    for line in text.lines().skip(2) {
-        let Some((name, rest)) = line.split_once(':') else { continue };
-        let name = name.trim();
-        let f: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-        if f.len() < 16 {
-            continue;
-        }
-        interfaces.push(cri::NetworkInterfaceUsage {
-            name: name.to_string(),
-            rx_bytes: v(f[0]),
-            rx_errors: v(f[2]),
-            tx_bytes: v(f[8]),
-            tx_errors: v(f[10]),
-        });
-    }
+    let interfaces: Vec<cri::NetworkInterfaceUsage> = crate::util::net_dev::parse(&text)
+        .into_iter()
+        .map(|i| cri::NetworkInterfaceUsage { name: i.name, rx_bytes: v(i.rx_bytes), rx_errors: v(i.rx_errors), tx_bytes: v(i.tx_bytes), tx_errors: v(i.tx_errors) })
+        .collect();
     let default = interfaces.iter().find(|i| i.name == "eth0").or_else(|| interfaces.iter().find(|i| i.name != "lo")).cloned();
     let others = interfaces.into_iter().filter(|i| Some(&i.name) != default.as_ref().map(|d| &d.name)).collect();
     Some(cri::NetworkUsage { timestamp: now, default_interface: default, interfaces: others })

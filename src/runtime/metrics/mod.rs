@@ -197,18 +197,7 @@ pub struct FsStats {
     pub inodes_free: u64,
 }
 
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct InterfaceStats {
-    pub name: String,
-    pub rx_bytes: u64,
-    pub rx_packets: u64,
-    pub rx_errors: u64,
-    pub rx_dropped: u64,
-    pub tx_bytes: u64,
-    pub tx_packets: u64,
-    pub tx_errors: u64,
-    pub tx_dropped: u64,
-}
+pub use crate::util::net_dev::InterfaceCounters as InterfaceStats;
 
 /// Everything one container reports at one moment.
 #[derive(Debug, Default, Clone)]

@@ -56,48 +56,10 @@ pub(super) fn process_stats(pids: &[i32], main_pid: i32) -> ProcessStats {
     stats
 }
 
-/// /proc/net/dev: two header lines, then "name: 8 receive counters 8 transmit counters".
-pub fn parse_net_dev(text: &str) -> Vec<InterfaceStats> {
-    text.lines()
-        .skip(2)
-        .filter_map(|line| {
-            let (name, rest) = line.split_once(':')?;
-            let f: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-            if f.len() < 16 {
-                return None;
-            }
-            Some(InterfaceStats {
-                name: name.trim().to_string(),
-                rx_bytes: f[0],
-                rx_packets: f[1],
-                rx_errors: f[2],
-                rx_dropped: f[3],
-                tx_bytes: f[8],
-                tx_packets: f[9],
-                tx_errors: f[10],
-                tx_dropped: f[11],
-            })
-        })
-        .collect()
-}
-
-/// /proc/net/dev as seen inside a network namespace, from a short-lived thread that joins
-/// it (setns changes only the calling thread, so the daemon's own threads stay put).
-pub(super) fn net_dev_in(netns: &Path) -> Option<String> {
-    let path = netns.to_path_buf();
-    std::thread::spawn(move || -> Option<String> {
-        let f = std::fs::File::open(&path).ok()?;
-        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).ok()?;
-        std::fs::read_to_string("/proc/thread-self/net/dev").ok()
-    })
-    .join()
-    .ok()?
-}
-
 /// The pod's interfaces as cAdvisor counts them: without loopback, unless loopback is all
 /// the pod has (no CNI network), so that such a pod still has its network series.
 pub(super) fn pod_interfaces(netns: &Path) -> Vec<InterfaceStats> {
-    let all = net_dev_in(netns).map(|t| parse_net_dev(&t)).unwrap_or_default();
+    let all = crate::util::net_dev::read_in_netns(netns).map(|t| crate::util::net_dev::parse(&t)).unwrap_or_default();
     let (lo, others): (Vec<_>, Vec<_>) = all.into_iter().partition(|i| i.name == "lo");
     if others.is_empty() { lo } else { others }
 }
@@ -157,13 +119,6 @@ Max cpu time              unlimited            unlimited            seconds   \n
 Max open files            1024                 1048576              files     \n\
 Max realtime timeout      unlimited            unlimited            us        \n";
         assert_eq!(parse_limits(limits), vec![("max_cpu_time".to_string(), u64::MAX), ("max_open_files".to_string(), 1024), ("max_realtime_timeout".to_string(), u64::MAX)]);
-        let dev = "Inter-|   Receive                                                |  Transmit\n \
-face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
-lo:     100       2    0    0    0     0          0         0      100       2    0    0    0     0       0          0\n  \
-eth0:    5000      40    1    2    0     0          0         0     7000      50    3    4    0     0       0          0\n";
-        let i = parse_net_dev(dev);
-        assert_eq!(i.len(), 2);
-        assert_eq!(i[1], InterfaceStats { name: "eth0".into(), rx_bytes: 5000, rx_packets: 40, rx_errors: 1, rx_dropped: 2, tx_bytes: 7000, tx_packets: 50, tx_errors: 3, tx_dropped: 4 });
         let mountinfo = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n30 22 0:25 / /run rw shared:5 - tmpfs tmpfs rw\n";
         assert_eq!(mount_source(mountinfo, 8, 1), "/dev/sda1");
         assert_eq!(mount_source(mountinfo, 0, 25), "tmpfs");
