@@ -4,7 +4,11 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
+    /// The filesystem's device number (major:minor).
+    pub device: (u64, u64),
     pub mount_point: PathBuf,
+    /// The mount source (a device path, or the filesystem's name for virtual ones).
+    pub source: String,
     /// Member of a peer group (`shared:N`): mounts below it propagate to the peers.
     pub shared: bool,
     /// Receives propagation from a peer group (`master:N`).
@@ -32,12 +36,16 @@ fn unescape(field: &str) -> String {
 /// One mountinfo line: `id parent major:minor root mount-point options optional... - type source super`.
 fn parse_line(line: &str) -> Option<MountEntry> {
     let mut fields = line.split(' ');
-    let mount_point = unescape(fields.nth(4)?);
+    let (major, minor) = fields.nth(2)?.split_once(':')?;
+    let device = (major.parse().ok()?, minor.parse().ok()?);
+    let mount_point = unescape(fields.nth(1)?);
     let _options = fields.next()?;
     let (mut shared, mut slave) = (false, false);
-    for f in fields {
+    while let Some(f) = fields.next() {
         if f == "-" {
-            return Some(MountEntry { mount_point: PathBuf::from(mount_point), shared, slave });
+            let _fstype = fields.next()?;
+            let source = unescape(fields.next()?);
+            return Some(MountEntry { device, mount_point: PathBuf::from(mount_point), source, shared, slave });
         }
         shared |= f.starts_with("shared:");
         slave |= f.starts_with("master:");
@@ -85,6 +93,7 @@ mod tests {
         let t = parse(TABLE);
         assert_eq!(t.len(), 5);
         assert_eq!(t[2].mount_point, PathBuf::from("/run/my dir"));
+        assert_eq!((t[0].device, t[0].source.as_str()), ((8, 1), "/dev/sda1"));
         let run = mount_of(&t, Path::new("/run/berth-none/x")).unwrap();
         assert_eq!((run.mount_point.as_path(), run.shared, run.slave), (Path::new("/run"), true, false));
         let mine = mount_of(&t, Path::new("/run/my dir/a")).unwrap();

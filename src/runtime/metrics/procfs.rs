@@ -67,16 +67,10 @@ pub(super) fn pod_interfaces(netns: &Path) -> Vec<InterfaceStats> {
 // ---------------------------------------------------------------------------------------
 // The filesystem of the writable layer.
 
-/// The mount source (e.g. /dev/vda1) of the filesystem with device `major:minor`, from
-/// mountinfo's third field; the number itself when no mount lists it.
-pub fn mount_source(mountinfo: &str, major: u64, minor: u64) -> String {
-    let wanted = format!("{major}:{minor}");
-    mountinfo
-        .lines()
-        .filter(|l| l.split(' ').nth(2) == Some(wanted.as_str()))
-        // After the " - " separator: filesystem type, then source.
-        .find_map(|l| l.split(" - ").nth(1)?.split(' ').nth(1).map(str::to_string))
-        .unwrap_or(wanted)
+/// The mount source (e.g. /dev/vda1) of the filesystem with device `major:minor`; the number
+/// itself when no mount lists it.
+pub fn mount_source(mounts: &[crate::runtime::mountinfo::MountEntry], major: u64, minor: u64) -> String {
+    mounts.iter().find(|m| m.device == (major, minor)).map(|m| m.source.clone()).unwrap_or_else(|| format!("{major}:{minor}"))
 }
 
 pub(super) fn fs_stats(upper: &Path, usage: (u64, u64)) -> FsStats {
@@ -86,7 +80,8 @@ pub(super) fn fs_stats(upper: &Path, usage: (u64, u64)) -> FsStats {
         let dev = md.dev();
         fs.major = nix::sys::stat::major(dev);
         fs.minor = nix::sys::stat::minor(dev);
-        fs.device = mount_source(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default(), fs.major, fs.minor);
+        let table = crate::runtime::mountinfo::parse(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default());
+        fs.device = mount_source(&table, fs.major, fs.minor);
     }
     if let Ok(s) = nix::sys::statvfs::statvfs(upper) {
         fs.limit_bytes = s.blocks() as u64 * s.fragment_size() as u64;
@@ -120,8 +115,9 @@ Max open files            1024                 1048576              files     \n
 Max realtime timeout      unlimited            unlimited            us        \n";
         assert_eq!(parse_limits(limits), vec![("max_cpu_time".to_string(), u64::MAX), ("max_open_files".to_string(), 1024), ("max_realtime_timeout".to_string(), u64::MAX)]);
         let mountinfo = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n30 22 0:25 / /run rw shared:5 - tmpfs tmpfs rw\n";
-        assert_eq!(mount_source(mountinfo, 8, 1), "/dev/sda1");
-        assert_eq!(mount_source(mountinfo, 0, 25), "tmpfs");
-        assert_eq!(mount_source(mountinfo, 9, 9), "9:9");
+        let table = crate::runtime::mountinfo::parse(mountinfo);
+        assert_eq!(mount_source(&table, 8, 1), "/dev/sda1");
+        assert_eq!(mount_source(&table, 0, 25), "tmpfs");
+        assert_eq!(mount_source(&table, 9, 9), "9:9");
     }
 }
