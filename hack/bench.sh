@@ -9,8 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "hack/bench.sh: run as root" >&2; exit 1; }
 hack/deps.sh
-cargo build --release --bin berth --bin berth-cni -p berth -p berth-cni
-cargo build --release -p berth-integration --bin berth-bench
+hack/build.sh --release
 export BERTH_BIN=$PWD/target/release/berth BERTH_QUIET=1
 export BERTH_REGISTRY_DIR=${BERTH_REGISTRY_DIR:-/tmp/berth-registry}
 export BERTH_TEST_REGISTRY=127.0.0.1:5000 BERTH_TEST_AUTH_REGISTRY=127.0.0.1:5001

@@ -103,10 +103,13 @@ case "${1:-}" in
     stop_one plain; stop_one auth; stop_one token
     rm -rf "$DIR"
     ;;
-  status)
-    up plain 5000 200 && echo "127.0.0.1:5000 up" || echo "127.0.0.1:5000 down"
-    up auth 5001 401 && echo "127.0.0.1:5001 up" || echo "127.0.0.1:5001 down"
-    up token 5002 401 && echo "127.0.0.1:5002 up" || echo "127.0.0.1:5002 down"
+  status) # exits 0 only when all three answer
+    rc=0
+    for r in "plain 5000 200" "auth 5001 401" "token 5002 401"; do
+      set -- $r
+      if up "$1" "$2" "$3"; then echo "127.0.0.1:$2 up"; else echo "127.0.0.1:$2 down"; rc=1; fi
+    done
+    exit $rc
     ;;
   *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
 esac

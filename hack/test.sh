@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "hack/test.sh: the tests run real mounts and processes: run as root" >&2; exit 1; }
 hack/deps.sh
-cargo build --workspace --tests --bins
+hack/build.sh
 export BERTH_BIN=$PWD/target/debug/berth
 export BERTH_REGISTRY_DIR=${BERTH_REGISTRY_DIR:-/tmp/berth-registry}
 export BERTH_TEST_REGISTRY=127.0.0.1:5000 BERTH_TEST_AUTH_REGISTRY=127.0.0.1:5001

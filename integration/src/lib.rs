@@ -236,17 +236,7 @@ impl Daemon {
     }
 
     pub async fn channel(&self) -> Channel {
-        let path = self.socket();
-        Endpoint::try_from("http://berth.sock")
-            .expect("endpoint")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-                }
-            }))
-            .await
-            .expect("connect to berth")
+        connect_unix(&self.socket()).await.expect("connect to berth")
     }
 
     pub async fn images(&self) -> ImageServiceClient<Channel> {
@@ -397,6 +387,18 @@ fn remove_cgroup_dir(dir: &Path) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A gRPC channel to a CRI socket.
+pub async fn connect_unix(socket: &Path) -> Result<Channel, tonic::transport::Error> {
+    let path = socket.to_path_buf();
+    Endpoint::try_from("http://berth.sock")
+        .expect("endpoint")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move { Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(path).await?)) }
+        }))
+        .await
 }
 
 /// Mount points at or below `dir`, deepest first.

@@ -309,11 +309,17 @@ async fn parallel_pods(plugins: Plugins) {
 }
 
 #[tokio::test]
-async fn a_pod_cidr_writes_the_default_berth_cni_config() {
+async fn a_pod_cidr_writes_a_default_config_debian_plugins_can_run() {
     let dir = TempDir::new("defconf");
     let own = berth_bin().parent().unwrap().display().to_string();
     let conf_dir = dir.path().join("net.d");
-    let cfg = format!("[network]\nconf_dir = \"{}\"\nbin_dirs = [\"{own}\"]\nmasquerade = false\n", conf_dir.display());
+    let bridge = format!("berthd{}", std::process::id() % 10000);
+    let _guard = LinkGuard(bridge.clone());
+    // Debian's portmap (containernetworking-plugins 1.1.1) speaks CNI up to 1.0.0.
+    let cfg = format!(
+        "[network]\nconf_dir = \"{}\"\nbin_dirs = [\"{own}\", \"/usr/lib/cni\"]\nmasquerade = false\nbridge = \"{bridge}\"\n",
+        conf_dir.display()
+    );
     let d = Daemon::start(&cfg).await;
     let mut rt = d.runtime().await;
     assert!(!network_ready(&mut rt).await, "no config and no pod CIDR yet");
@@ -324,22 +330,77 @@ async fn a_pod_cidr_writes_the_default_berth_cni_config() {
     })
     .await
     .unwrap();
-    assert!(network_ready(&mut rt).await);
+    assert!(network_ready(&mut rt).await, "{}", d.log());
     let written: serde_json::Value = serde_json::from_slice(&std::fs::read(conf_dir.join("10-berth.conflist")).unwrap()).unwrap();
+    assert_eq!(written["cniVersion"], "1.0.0", "the newest version berth-cni and Debian's portmap share: {written}");
     assert_eq!(written["plugins"][0]["type"], "berth-cni");
+    assert_eq!(written["plugins"][0]["bridge"], bridge.as_str());
+    assert_eq!(written["plugins"][1]["type"], "portmap");
     assert_eq!(written["plugins"][0]["ipam"]["ranges"][0][0]["subnet"], cidr);
-    // Keep the default bridge name out of this machine: use the config with a private bridge
-    // and IPAM dir, as an operator would edit it.
+    // Keep IPAM state out of the host's /var/lib/cni: only the data dir is edited.
     let mut edited = written.clone();
-    let bridge = format!("berthd{}", std::process::id() % 10000);
-    let _guard = LinkGuard(bridge.clone());
-    edited["plugins"][0]["bridge"] = serde_json::json!(bridge);
     edited["plugins"][0]["ipam"]["dataDir"] = serde_json::json!(dir.path().join("ipam"));
     std::fs::write(conf_dir.join("10-berth.conflist"), edited.to_string()).unwrap();
     let logs = TempDir::new("logs");
     let (pod, ip) = run_pod(&mut rt, &pod_config("berth-defcidr", logs.path())).await;
     assert!(ip.starts_with(&format!("10.{octet}.99.")), "{ip}");
     remove_pod(&mut rt, &pod).await;
+    assert_eq!(veths(&bridge), 0);
+}
+
+async fn network_reason(rt: &mut Rt) -> String {
+    let st = rt.status(cri::StatusRequest { verbose: false }).await.unwrap().into_inner();
+    let c = st.status.unwrap().conditions.into_iter().find(|c| c.r#type == "NetworkReady").unwrap();
+    assert!(!c.status, "network unexpectedly ready");
+    format!("{}: {}", c.reason, c.message)
+}
+
+#[tokio::test]
+async fn a_config_its_plugins_cannot_speak_is_reported_not_run() {
+    let dir = TempDir::new("badver");
+    let conf_dir = dir.path().join("net.d");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let list = serde_json::json!({"cniVersion": "1.1.0", "name": "berth-badver", "plugins": [
+        {"type": "loopback"}, {"type": "portmap", "capabilities": {"portMappings": true}}]});
+    std::fs::write(conf_dir.join("10-x.conflist"), list.to_string()).unwrap();
+    let cfg = format!("[network]\nconf_dir = \"{}\"\nbin_dirs = [\"/usr/lib/cni\"]\n", conf_dir.display());
+    let d = Daemon::start(&cfg).await;
+    let mut rt = d.runtime().await;
+    let reason = network_reason(&mut rt).await;
+    assert!(reason.starts_with("NetworkPluginNotReady: "), "{reason}");
+    assert!(reason.contains("\"loopback\"") && reason.contains("\"1.1.0\"") && reason.contains("1.0.0"), "{reason}");
+    // A pod fails at once with the same reason, before any plugin runs ADD.
+    let logs = TempDir::new("logs");
+    let err = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(pod_config("berth-badver", logs.path())), runtime_handler: String::new() })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("does not support cniVersion \"1.1.0\""), "{err:?}");
+    assert!(!d.log().contains("ADD failed"), "{}", d.log());
+    // Fixing the file fixes the network without a restart.
+    let mut fixed = list.clone();
+    fixed["cniVersion"] = serde_json::json!("1.0.0");
+    std::fs::write(conf_dir.join("10-x.conflist"), fixed.to_string()).unwrap();
+    assert!(network_ready(&mut rt).await, "{}", d.log());
+}
+
+#[tokio::test]
+async fn an_unparsable_config_is_reported_with_its_file() {
+    let net = Net::new(Plugins::Berth { version: "1.0.0" });
+    // Sorted first, so it is the config in force: the valid one after it must not stand in.
+    std::fs::write(net.dir.path().join("conf/05-broken.conflist"), "{\"cniVersion\": ").unwrap();
+    let d = Daemon::start(&net.config()).await;
+    let mut rt = d.runtime().await;
+    let reason = network_reason(&mut rt).await;
+    assert!(reason.contains("05-broken.conflist") && reason.contains("failed to load CNI config"), "{reason}");
+    assert!(d.log().contains("WARN") && d.log().contains("05-broken.conflist"), "{}", d.log());
+    let logs = TempDir::new("logs");
+    let err = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(pod_config("berth-broken", logs.path())), runtime_handler: String::new() })
+        .await
+        .unwrap_err();
+    assert!(err.message().contains("05-broken.conflist"), "{err:?}");
+    assert_eq!(veths(&net.bridge), 0);
 }
 
 #[tokio::test]

@@ -237,7 +237,10 @@ impl RuntimeApi for CriRuntime {
     async fn status(&self, req: cri::StatusRequest) -> CriResult<cri::StatusResponse> {
         let network = match self.rt.network().status().await {
             Ok(()) => condition("NetworkReady", true, "", ""),
-            Err(e) => condition("NetworkReady", false, "NetworkPluginNotReady", &format!("{e} (pods get loopback only)")),
+            Err(e @ crate::network::NetworkError::NotConfigured(_)) => {
+                condition("NetworkReady", false, "NetworkPluginNotReady", &format!("{e} (pods get loopback only)"))
+            }
+            Err(e) => condition("NetworkReady", false, "NetworkPluginNotReady", &e.to_string()),
         };
         let conditions = vec![condition("RuntimeReady", true, "", ""), network];
         let mut info = HashMap::new();
@@ -497,7 +500,7 @@ impl RuntimeApi for CriRuntime {
     async fn update_runtime_config(&self, req: cri::UpdateRuntimeConfigRequest) -> CriResult<cri::UpdateRuntimeConfigResponse> {
                 if let Some(cidr) = req.runtime_config.and_then(|c| c.network_config).map(|n| n.pod_cidr).filter(|c| !c.is_empty()) {
             tracing::info!(pod_cidr = %cidr, "pod CIDR updated");
-            self.rt.network().set_pod_cidr(&cidr);
+            self.rt.network().set_pod_cidr(&cidr).await;
         }
         Ok(cri::UpdateRuntimeConfigResponse {})
     }

@@ -74,20 +74,18 @@ pub fn candidates(dir: &Path) -> Vec<(PathBuf, Option<SystemTime>)> {
     files
 }
 
-/// Load the first valid config of `dir`; invalid files are skipped with a log line.
+/// Load the first config of `dir` by name. A file that cannot be read or parsed is an error
+/// naming it (as containerd's CNI loader does), not skipped: the network it was meant to
+/// configure would otherwise be silently replaced by the next file or by none.
 pub fn load(dir: &Path) -> Result<NetConfList, ConfError> {
-    for (path, _) in candidates(dir) {
-        let parsed = std::fs::read(&path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| e.to_string()))
-            .map_err(|message| ConfError::Invalid { path: path.clone(), message })
-            .and_then(|v| NetConfList::from_value(&path, v));
-        match parsed {
-            Ok(list) => return Ok(list),
-            Err(e) => tracing::warn!("skipping CNI config: {e}"),
-        }
-    }
-    Err(ConfError::Missing(dir.to_path_buf()))
+    let Some((path, _)) = candidates(dir).into_iter().next() else {
+        return Err(ConfError::Missing(dir.to_path_buf()));
+    };
+    let v = std::fs::read(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(|e| e.to_string()))
+        .map_err(|message| ConfError::Invalid { path: path.clone(), message: format!("failed to load CNI config: {message}") })?;
+    NetConfList::from_value(&path, v)
 }
 
 #[cfg(test)]
@@ -97,7 +95,6 @@ mod tests {
     #[test]
     fn loads_lowest_name_first_and_wraps_single_confs() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("05-broken.conflist"), "{not json").unwrap();
         std::fs::write(d.path().join("10-one.conf"), r#"{"cniVersion":"1.0.0","name":"one","type":"bridge","bridge":"b0"}"#).unwrap();
         std::fs::write(d.path().join("20-two.conflist"), r#"{"cniVersion":"1.1.0","name":"two","plugins":[{"type":"x"}]}"#).unwrap();
         let l = load(d.path()).unwrap();
@@ -106,5 +103,15 @@ mod tests {
         assert!(l.plugins[0].get("name").is_none());
         let e = NetConfList::from_value(Path::new("x"), json!({"name": "n", "plugins": [{"bridge": "b"}]})).unwrap_err();
         assert!(e.to_string().contains("type"));
+    }
+
+    #[test]
+    fn an_unparsable_first_file_is_an_error_naming_it() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("05-broken.conflist"), "{not json").unwrap();
+        std::fs::write(d.path().join("10-one.conf"), r#"{"cniVersion":"1.0.0","name":"one","type":"bridge"}"#).unwrap();
+        let e = load(d.path()).unwrap_err().to_string();
+        assert!(e.contains("05-broken.conflist") && e.contains("failed to load CNI config"), "{e}");
+        assert!(matches!(load(&d.path().join("none")), Err(ConfError::Missing(_))));
     }
 }

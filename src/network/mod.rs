@@ -4,6 +4,7 @@
 //! daemon restart and after the netns is gone.
 pub mod conf;
 pub mod plugin;
+pub mod versions;
 
 use crate::util::atomic;
 use conf::NetConfList;
@@ -26,6 +27,8 @@ pub struct NetworkConfig {
     pub conf_dir: PathBuf,
     /// Where CNI plugin binaries are looked for, in order.
     pub bin_dirs: Vec<PathBuf>,
+    /// The bridge of the default berth-cni config.
+    pub bridge: String,
     /// The pod CIDR for the default berth-cni config (also `--pod-cidr` or UpdateRuntimeConfig).
     pub pod_cidr: Option<String>,
     /// Whether the default config masquerades pod traffic leaving the node.
@@ -39,6 +42,7 @@ impl Default for NetworkConfig {
         NetworkConfig {
             conf_dir: DEFAULT_CONF_DIR.into(),
             bin_dirs: DEFAULT_BIN_DIRS.iter().map(PathBuf::from).collect(),
+            bridge: "berth0".into(),
             pod_cidr: None,
             masquerade: true,
             plugin_timeout: 30,
@@ -46,8 +50,12 @@ impl Default for NetworkConfig {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum NetworkError {
+    /// No network config at all: pods get loopback only.
+    #[error("no pod network: {0}")]
+    NotConfigured(String),
+    /// A config exists but cannot be used.
     #[error("pod network not ready: {0}")]
     NotReady(String),
     #[error(transparent)]
@@ -93,8 +101,9 @@ struct CachedAttachment {
 #[derive(Default)]
 struct Loaded {
     stamp: Vec<(PathBuf, Option<SystemTime>)>,
-    list: Option<NetConfList>,
-    error: Option<String>,
+    result: Option<Result<NetConfList, NetworkError>>,
+    /// The last version check's failure, logged once when it changes.
+    version_error: Option<String>,
 }
 
 pub struct Network {
@@ -102,12 +111,13 @@ pub struct Network {
     cache_dir: PathBuf,
     pod_cidr: Mutex<Option<String>>,
     loaded: Mutex<Loaded>,
+    versions: versions::VersionCache,
 }
 
 impl Network {
     pub fn new(cfg: NetworkConfig, cache_dir: PathBuf) -> Network {
         let cidr = cfg.pod_cidr.clone();
-        Network { cfg, cache_dir, pod_cidr: Mutex::new(cidr), loaded: Mutex::new(Loaded::default()) }
+        Network { cfg, cache_dir, pod_cidr: Mutex::new(cidr), loaded: Mutex::new(Loaded::default()), versions: versions::VersionCache::default() }
     }
 
     fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -115,57 +125,133 @@ impl Network {
     }
 
     /// A pod CIDR from UpdateRuntimeConfig: used for the default config if there is none.
-    pub fn set_pod_cidr(&self, cidr: &str) {
+    pub async fn set_pod_cidr(&self, cidr: &str) {
         *Self::lock(&self.pod_cidr) = Some(cidr.to_string());
-        self.current_list().ok();
+        if let Err(e) = self.current_list().await {
+            tracing::warn!("pod network: {e}");
+        }
     }
 
-    /// The network config in force, reloaded when the conf dir changed.
-    pub fn current_list(&self) -> Result<NetConfList, String> {
+    /// The network config in force, reloaded when the conf dir changed. No config at all is
+    /// `NotConfigured`; a config that cannot be used (unparsable, a plugin missing or not
+    /// speaking the config's version) is `NotReady` with the reason.
+    pub async fn current_list(&self) -> Result<NetConfList, NetworkError> {
         let mut stamp = conf::candidates(&self.cfg.conf_dir);
         if stamp.is_empty() {
-            if let Some(cidr) = Self::lock(&self.pod_cidr).clone() {
-                match self.write_default(&cidr) {
+            let cidr = Self::lock(&self.pod_cidr).clone();
+            if let Some(cidr) = cidr {
+                match self.write_default(&cidr).await {
                     Ok(()) => stamp = conf::candidates(&self.cfg.conf_dir),
                     Err(e) => tracing::warn!("writing the default CNI config: {e}"),
                 }
             }
         }
-        let mut loaded = Self::lock(&self.loaded);
-        if loaded.stamp != stamp || (loaded.list.is_none() && loaded.error.is_none()) {
-            match conf::load(&self.cfg.conf_dir) {
+        let reload = {
+            let loaded = Self::lock(&self.loaded);
+            loaded.stamp != stamp || loaded.result.is_none()
+        };
+        if reload {
+            let result = match conf::load(&self.cfg.conf_dir) {
                 Ok(list) => {
-                    tracing::info!(path = %list.path.display(), network = %list.name, "CNI config loaded");
-                    loaded.list = Some(list);
-                    loaded.error = None;
+                    tracing::info!(path = %list.path.display(), network = %list.name, version = %list.cni_version, "CNI config loaded");
+                    Ok(list)
                 }
+                Err(e @ conf::ConfError::Missing(_)) => Err(NetworkError::NotConfigured(e.to_string())),
                 Err(e) => {
-                    loaded.list = None;
-                    loaded.error = Some(e.to_string());
+                    tracing::warn!("pod network: {e}");
+                    Err(NetworkError::NotReady(e.to_string()))
                 }
-            }
+            };
+            let mut loaded = Self::lock(&self.loaded);
             loaded.stamp = stamp;
+            loaded.result = Some(result);
+            loaded.version_error = None;
         }
-        loaded.list.clone().ok_or_else(|| loaded.error.clone().unwrap_or_else(|| "no network config".into()))
+        let list = {
+            let loaded = Self::lock(&self.loaded);
+            match &loaded.result {
+                Some(Ok(list)) => list.clone(),
+                Some(Err(e)) => return Err(e.clone()),
+                None => return Err(NetworkError::NotConfigured("no network config".into())),
+            }
+        };
+        // Checked on every call (the plugins' answers are cached): a plugin can be replaced
+        // without the config changing.
+        let checked = self.check_versions(&list).await;
+        let mut loaded = Self::lock(&self.loaded);
+        if checked.as_ref().err() != loaded.version_error.as_ref() {
+            if let Err(e) = &checked {
+                tracing::warn!("pod network: {e}");
+            }
+            loaded.version_error = checked.clone().err();
+        }
+        checked.map(|()| list).map_err(NetworkError::NotReady)
     }
 
-    fn write_default(&self, cidr: &str) -> std::io::Result<()> {
+    /// Every plugin of the chain is installed and speaks the chain's cniVersion.
+    async fn check_versions(&self, list: &NetConfList) -> Result<(), String> {
+        for p in &list.plugins {
+            let kind = p["type"].as_str().unwrap_or_default();
+            let inv = self.invocation("VERSION", "", "", "");
+            let supported = match self.versions.supported(kind, &inv).await {
+                Ok(v) => v,
+                Err(PluginError::NotFound { path, .. }) => {
+                    return Err(format!("CNI plugin {kind:?} of network {:?} ({}) is not installed in {path}", list.name, list.path.display()))
+                }
+                Err(e) => return Err(format!("network {:?} ({}): {e}", list.name, list.path.display())),
+            };
+            if !supported.iter().any(|v| v == &list.cni_version) {
+                return Err(format!(
+                    "CNI plugin {kind:?} does not support cniVersion {:?} of network {:?} ({}): it supports {}",
+                    list.cni_version,
+                    list.name,
+                    list.path.display(),
+                    supported.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Write the default config (berth-cni, then portmap when installed) at the newest CNI
+    /// version every installed plugin of the chain speaks; a plugin sharing no version with
+    /// berth-cni is left out with a warning.
+    async fn write_default(&self, cidr: &str) -> std::io::Result<()> {
         let mut plugins = vec![json!({
             "type": "berth-cni",
-            "bridge": "berth0",
+            "bridge": self.cfg.bridge,
             "isGateway": true,
             "ipMasq": self.cfg.masquerade,
             "hairpinMode": true,
-            "ipam": {"ranges": [[{"subnet": cidr}]]},
+            "ipam": {"ranges": [[{"subnet": cidr}]], "dataDir": self.cache_dir.join("ipam")},
         })];
-        if plugin::find_plugin("portmap", &self.cfg.bin_dirs).is_some() {
-            plugins.push(json!({"type": "portmap", "capabilities": {"portMappings": true}}));
+        let inv = self.invocation("VERSION", "", "", "");
+        let mut chain_versions = vec![];
+        match self.versions.supported("berth-cni", &inv).await {
+            Ok(v) => chain_versions.push(v),
+            Err(e) => tracing::warn!("default CNI config: {e}"),
         }
-        let list = json!({"cniVersion": "1.1.0", "name": "berth", "plugins": plugins});
+        if plugin::find_plugin("portmap", &self.cfg.bin_dirs).is_some() {
+            match self.versions.supported("portmap", &inv).await {
+                Ok(v) => {
+                    let mut with_portmap = chain_versions.clone();
+                    with_portmap.push(v.clone());
+                    if versions::newest_common(&with_portmap).is_some() {
+                        chain_versions = with_portmap;
+                        plugins.push(json!({"type": "portmap", "capabilities": {"portMappings": true}}));
+                    } else {
+                        tracing::warn!(supported = %v.join(", "), "default CNI config: leaving out portmap, which shares no CNI version with berth-cni: pods get no host ports");
+                    }
+                }
+                Err(e) => tracing::warn!("default CNI config: leaving out portmap: {e}"),
+            }
+        }
+        let version = versions::newest_common(&chain_versions).unwrap_or("1.0.0");
+        let list = json!({"cniVersion": version, "name": "berth", "plugins": plugins});
         std::fs::create_dir_all(&self.cfg.conf_dir)?;
         let data = serde_json::to_vec_pretty(&list).map_err(std::io::Error::other)?;
         atomic::write_file(&self.cfg.conf_dir.join(DEFAULT_CONFLIST), &data)?;
-        tracing::info!(pod_cidr = cidr, "wrote the default CNI config");
+        tracing::info!(pod_cidr = cidr, cni_version = version, "wrote the default CNI config");
         Ok(())
     }
 
@@ -181,19 +267,14 @@ impl Network {
         }
     }
 
-    /// NetworkReady: a config exists, its plugins are installed, and (CNI ≥ 1.1.0) STATUS passes.
-    pub async fn status(&self) -> Result<(), String> {
-        let list = self.current_list()?;
-        for p in &list.plugins {
-            let kind = p["type"].as_str().unwrap_or_default();
-            if plugin::find_plugin(kind, &self.cfg.bin_dirs).is_none() {
-                return Err(format!("CNI plugin {kind:?} of network {:?} is not installed", list.name));
-            }
-        }
+    /// NetworkReady: a usable config exists (its plugins installed and speaking its version)
+    /// and, from CNI 1.1.0, every plugin's STATUS passes.
+    pub async fn status(&self) -> Result<(), NetworkError> {
+        let list = self.current_list().await?;
         if plugin::version_at_least(&list.cni_version, "1.1.0") {
             for p in &list.plugins {
                 let input = plugin::plugin_input(p, &list.name, &list.cni_version, None, &Value::Null);
-                plugin::run(&input, &self.invocation("STATUS", "", "", "")).await.map_err(|e| e.to_string())?;
+                plugin::run(&input, &self.invocation("STATUS", "", "", "")).await?;
             }
         }
         Ok(())
@@ -214,7 +295,7 @@ impl Network {
 
     /// ADD the pod to the network; on any failure what was added is deleted again.
     pub async fn setup(&self, req: &PodNetworkRequest) -> Result<PodAddresses, NetworkError> {
-        let list = self.current_list().map_err(NetworkError::NotReady)?;
+        let list = self.current_list().await?;
         let args = format!(
             "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID={}",
             req.pod_namespace, req.pod_name, req.sandbox_id, req.pod_uid
@@ -317,7 +398,7 @@ impl Network {
 
     /// CNI ≥ 1.1.0 GC: plugins release whatever belongs to attachments not in `valid`.
     pub async fn gc(&self, valid: &[String]) -> Result<(), NetworkError> {
-        let list = self.current_list().map_err(NetworkError::NotReady)?;
+        let list = self.current_list().await?;
         if !plugin::version_at_least(&list.cni_version, "1.1.0") {
             return Ok(());
         }

@@ -38,7 +38,7 @@ pub fn find_plugin(kind: &str, bin_dirs: &[PathBuf]) -> Option<PathBuf> {
     bin_dirs.iter().map(|d| d.join(kind)).find(|p| p.is_file())
 }
 
-fn path_list(dirs: &[PathBuf]) -> String {
+pub fn path_list(dirs: &[PathBuf]) -> String {
     dirs.iter().map(|d| d.to_string_lossy().to_string()).collect::<Vec<_>>().join(":")
 }
 

@@ -283,9 +283,9 @@ impl Runtime {
         };
         let addrs = match self.network.setup(&req).await {
             Ok(a) => a,
-            // No usable CNI config: the pod gets loopback only (Status says NetworkReady=false).
-            Err(NetworkError::NotReady(m)) => {
-                tracing::debug!(sandbox = %rec.id, "no pod network: {m}");
+            // No CNI config at all: the pod gets loopback only (Status says NetworkReady=false).
+            Err(NetworkError::NotConfigured(m)) => {
+                tracing::info!(sandbox = %rec.id, "no pod network, loopback only: {m}");
                 return Ok(());
             }
             Err(e) => return Err(RuntimeError::Internal(format!("setting up the pod network: {e}"))),

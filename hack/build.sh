@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The one build invocation every script uses, so that each builds the same `berth` binary
+# (a build of one package and of the whole workspace unify dependency features differently,
+# and each switch relinks the binary).
+#   hack/build.sh            debug: every binary and test of the workspace (what the tests run)
+#   hack/build.sh --release  release: every binary of the workspace (berth, berth-cni, berth-bench)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--release" ]; then
+  cargo build --release --workspace --bins
+else
+  cargo build --workspace --bins --tests
+fi

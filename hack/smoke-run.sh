@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# CI's check of the README's run command: `hack/run.sh` exactly as the README gives it (it
+# installs packages, builds and installs the release binaries and runs `berth runtime` with a
+# pod CIDR and the default CNI config it writes), but on private data/run dirs, a private CNI
+# conf dir and bridge, and no masquerade rules, so the host is left as it was. With Debian's
+# CNI plugins installed it runs one pod with one container through the CRI (berth-smoke),
+# checks its address and log, removes it, stops the daemon and checks that nothing is left.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "hack/smoke-run.sh: run as root" >&2; exit 1; }
+T=$(mktemp -d /tmp/berth-smoke.XXXXXX)
+BRIDGE=berthsmk$(( $$ % 10000000 ))
+CIDR=10.88.77.0/24
+PID=""
+started_registry=0
+fail() { echo "hack/smoke-run.sh: FAIL: $*" >&2; [ -f "$T/run.log" ] && tail -n 50 "$T/run.log" >&2; exit 1; }
+cleanup() {
+  if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then kill "$PID"; wait "$PID" 2>/dev/null || true; fi
+  ip link del "$BRIDGE" 2>/dev/null || true
+  findmnt -rn -o TARGET | grep "^$T" | sort -r | while read -r m; do umount -l "$m" || true; done
+  rm -rf "$T"
+  if [ "$started_registry" = 1 ]; then hack/registry.sh stop; fi
+}
+trap cleanup EXIT
+
+if ! hack/registry.sh status >/dev/null; then hack/registry.sh start; started_registry=1; fi
+hack/images.sh >/dev/null
+cat > "$T/config.toml" <<TOML
+[network]
+conf_dir = "$T/net.d"
+bridge = "$BRIDGE"
+masquerade = false
+TOML
+
+# The README's run command, with private directories.
+BERTH_POD_CIDR=$CIDR hack/run.sh --config "$T/config.toml" --data-dir "$T/data" --run-dir "$T/run" > "$T/run.log" 2>&1 &
+PID=$!
+echo "hack/smoke-run.sh: hack/run.sh started (pid $PID), waiting for the socket (the release build comes first)"
+SECONDS=0
+until [ -S "$T/run/berth.sock" ]; do
+  kill -0 "$PID" 2>/dev/null || fail "hack/run.sh exited before serving"
+  [ $SECONDS -lt 3600 ] || fail "no socket after an hour"
+  sleep 1
+done
+echo "hack/smoke-run.sh: serving after ${SECONDS} s"
+[ "$(readlink "/proc/$PID/exe")" = /usr/local/bin/berth ] || fail "pid $PID is not the installed berth"
+[ -x /opt/cni/bin/berth-cni ] || fail "berth-cni was not installed"
+
+target/release/berth-smoke "$T/run/berth.sock" 127.0.0.1:5000/berth/busybox:latest "$CIDR" || fail "berth-smoke"
+grep -q '"cniVersion": "1.0.0"' "$T/net.d/10-berth.conflist" || fail "default CNI config: $(cat "$T/net.d/10-berth.conflist")"
+
+kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+left=$(ip -o link show master "$BRIDGE" 2>/dev/null | grep -c veth || true)
+[ "$left" = 0 ] || fail "$left veths left on $BRIDGE"
+[ -z "$(findmnt -rn -o TARGET | grep "^$T" || true)" ] || fail "mounts left under $T"
+for d in /sys/fs/cgroup/*/berth /sys/fs/cgroup/berth; do
+  [ -d "$d" ] && [ -n "$(find "$d" -mindepth 1 -type d 2>/dev/null)" ] && fail "cgroups left under $d"
+done
+pgrep -f "$T" >/dev/null && fail "processes left: $(pgrep -af "$T")"
+ls "$T/data/network/ipam/berth" 2>/dev/null | grep -q '^10\.' && fail "addresses left: $(ls "$T/data/network/ipam/berth")"
+echo "hack/smoke-run.sh: ok"
