@@ -120,7 +120,11 @@ fn human(bytes: u64) -> String {
         v /= 1000.0;
         i += 1;
     }
-    if i == 0 { format!("{bytes}B") } else { format!("{v:.3}{}", units[i]) }
+    if i == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.3}{}", units[i])
+    }
 }
 
 async fn list(mut c: ImageServiceClient<Channel>) -> Result<()> {
@@ -210,10 +214,7 @@ async fn remove(mut c: ImageServiceClient<Channel>, images: Vec<String>) -> Resu
 
 async fn import(mut c: TransferClient<Channel>, file: PathBuf, name: Option<String>) -> Result<()> {
     let path = std::fs::canonicalize(&file).with_context(|| format!("{}", file.display()))?;
-    let resp = c
-        .import(proto::ImportRequest { path: path.display().to_string(), name: name.unwrap_or_default() })
-        .await?
-        .into_inner();
+    let resp = c.import(proto::ImportRequest { path: path.display().to_string(), name: name.unwrap_or_default() }).await?.into_inner();
     for i in resp.images {
         println!("imported {} {}", i.id, i.repo_tags.join(" "));
     }

@@ -2,9 +2,9 @@
 pub mod config;
 pub mod cri;
 pub mod image;
-pub mod util;
-pub mod runtime;
-pub mod network;
 pub mod logs;
+pub mod network;
 pub mod node;
+pub mod runtime;
 pub mod streaming;
+pub mod util;

@@ -291,10 +291,30 @@ mod tests {
         let line = |i: u32| format!("2016-10-06T00:17:09.{i:09}Z stdout F n{i}\n");
         std::fs::write(&path, (0..10).map(line).collect::<String>()).unwrap();
         let mut got = Vec::new();
-        read_logs(&path, &LogOptions { tail: Some(3), ..Default::default() }, |l| { got.push(String::from_utf8_lossy(&l.content).to_string()); true }, || async { false }).await.unwrap();
+        read_logs(
+            &path,
+            &LogOptions { tail: Some(3), ..Default::default() },
+            |l| {
+                got.push(String::from_utf8_lossy(&l.content).to_string());
+                true
+            },
+            || async { false },
+        )
+        .await
+        .unwrap();
         assert_eq!(got, vec!["n7\n", "n8\n", "n9\n"]);
         let mut n = 0;
-        read_logs(&path, &LogOptions { limit_bytes: Some(7), ..Default::default() }, |_| { n += 1; true }, || async { false }).await.unwrap();
+        read_logs(
+            &path,
+            &LogOptions { limit_bytes: Some(7), ..Default::default() },
+            |_| {
+                n += 1;
+                true
+            },
+            || async { false },
+        )
+        .await
+        .unwrap();
         assert_eq!(n, 2);
         // Follow while a writer rotates the file twice.
         let p2 = path.clone();
@@ -315,10 +335,18 @@ mod tests {
         let d2 = done.clone();
         let mut seen = Vec::new();
         let follow_opts = LogOptions { follow: true, ..Default::default() };
-        let follow = read_logs(&path, &follow_opts, |l| { seen.push(String::from_utf8_lossy(&l.content).trim().to_string()); true }, move || {
-            let d = d2.clone();
-            async move { !d.load(std::sync::atomic::Ordering::SeqCst) }
-        });
+        let follow = read_logs(
+            &path,
+            &follow_opts,
+            |l| {
+                seen.push(String::from_utf8_lossy(&l.content).trim().to_string());
+                true
+            },
+            move || {
+                let d = d2.clone();
+                async move { !d.load(std::sync::atomic::Ordering::SeqCst) }
+            },
+        );
         let stopper = async {
             writer.await.unwrap();
             tokio::time::sleep(Duration::from_millis(300)).await;

@@ -149,11 +149,7 @@ fn init_logging(verbose: u8) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},h2=info,hyper=info,tower=info,rustls=info")));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init();
 }
 
 fn main() -> Result<()> {
@@ -190,8 +186,8 @@ async fn run_runtime(mut cfg: config::Config, flags: RuntimeFlags, node: Option<
     if let Some(a) = flags.streaming_address {
         cfg.streaming.address = a;
     }
-    let store = ImageStore::open(&cfg.image_dir(), cfg.registry.clone())
-        .with_context(|| format!("opening the image store in {}", cfg.image_dir().display()))?;
+    let store =
+        ImageStore::open(&cfg.image_dir(), cfg.registry.clone()).with_context(|| format!("opening the image store in {}", cfg.image_dir().display()))?;
     let store = Arc::new(store);
     let images = Arc::new(CriImages::new(store.clone(), &cfg.pinned_images())?);
     let systemd_cgroup = cfg.cgroup_driver == config::CgroupDriver::Systemd;
@@ -262,9 +258,7 @@ async fn start_node(
     images: Arc<CriImages>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>> {
-    let node_name = args
-        .node_name
-        .unwrap_or_else(|| nix::unistd::gethostname().map(|h| h.to_string_lossy().to_string()).unwrap_or_else(|_| "berth".into()));
+    let node_name = args.node_name.unwrap_or_else(|| nix::unistd::gethostname().map(|h| h.to_string_lossy().to_string()).unwrap_or_else(|_| "berth".into()));
     let mut eviction = cfg.eviction.clone();
     eviction.hard = args.eviction_hard.or(eviction.hard);
     eviction.soft = args.eviction_soft.or(eviction.soft);

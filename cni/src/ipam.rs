@@ -69,7 +69,13 @@ impl Range {
         let end = match end {
             Some(e) => inside(e, "rangeEnd")?,
             // IPv4 keeps the broadcast address out.
-            None => if v6 { last } else { last - 1 },
+            None => {
+                if v6 {
+                    last
+                } else {
+                    last - 1
+                }
+            }
         };
         if start > end {
             return Err(bad(format!("rangeStart is after rangeEnd in {subnet}")));
@@ -237,11 +243,7 @@ impl Store {
     /// Release the container's addresses; returns how many.
     pub fn release(&self, id: &str, ifname: &str) -> usize {
         let owner = Self::owner_text(id, ifname);
-        self.entries()
-            .into_iter()
-            .filter(|(_, o)| *o == owner)
-            .filter(|(ip, _)| std::fs::remove_file(self.dir.join(ip.to_string())).is_ok())
-            .count()
+        self.entries().into_iter().filter(|(_, o)| *o == owner).filter(|(ip, _)| std::fs::remove_file(self.dir.join(ip.to_string())).is_ok()).count()
     }
 
     /// The container's current addresses.
@@ -253,11 +255,7 @@ impl Store {
     /// Release every allocation whose (container, interface) is not in `valid`.
     pub fn gc(&self, valid: &[(String, String)]) -> usize {
         let keep: Vec<String> = valid.iter().map(|(c, i)| Self::owner_text(c, i)).collect();
-        self.entries()
-            .into_iter()
-            .filter(|(_, o)| !keep.contains(o))
-            .filter(|(ip, _)| std::fs::remove_file(self.dir.join(ip.to_string())).is_ok())
-            .count()
+        self.entries().into_iter().filter(|(_, o)| !keep.contains(o)).filter(|(ip, _)| std::fs::remove_file(self.dir.join(ip.to_string())).is_ok()).count()
     }
 }
 

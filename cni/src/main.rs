@@ -16,10 +16,7 @@ fn main() {
     let env = Env::from_env();
     let mut stdin = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut stdin);
-    let version = serde_json::from_slice::<Value>(&stdin)
-        .ok()
-        .and_then(|v| v["cniVersion"].as_str().map(String::from))
-        .unwrap_or_else(|| "1.1.0".into());
+    let version = serde_json::from_slice::<Value>(&stdin).ok().and_then(|v| v["cniVersion"].as_str().map(String::from)).unwrap_or_else(|| "1.1.0".into());
     let outcome = run(&env, &stdin);
     let mut out = std::io::stdout();
     match outcome {
@@ -97,10 +94,8 @@ fn wire(env: &Env, conf: &NetConf, allocs: &[Allocation]) -> Result<Value, CniEr
         }
     })?;
     let default_route = conf.is_gateway || conf.is_default_gateway;
-    let pod_addrs: Vec<(IpAddr, u8, Option<IpAddr>)> = allocs
-        .iter()
-        .map(|a| (a.ip, a.range.prefix, default_route.then(|| from_u128(a.range.gateway, a.range.v6))))
-        .collect();
+    let pod_addrs: Vec<(IpAddr, u8, Option<IpAddr>)> =
+        allocs.iter().map(|a| (a.ip, a.range.prefix, default_route.then(|| from_u128(a.range.gateway, a.range.v6)))).collect();
     let ifname = env.ifname.clone();
     let pod_link = link::in_netns(&env.netns, move || link::with_handle(|h| async move { link::configure_pod_side(&h, &peer, &ifname, &pod_addrs).await }))?;
     if conf.ip_masq {
@@ -117,7 +112,8 @@ fn result(env: &Env, conf: &NetConf, allocs: &[Allocation], bridge_mac: &str, ho
     let ips: Vec<Value> = allocs
         .iter()
         .map(|a| {
-            let mut ip = json!({"address": format!("{}/{}", a.ip, a.range.prefix), "gateway": from_u128(a.range.gateway, a.range.v6).to_string(), "interface": 2});
+            let mut ip =
+                json!({"address": format!("{}/{}", a.ip, a.range.prefix), "gateway": from_u128(a.range.gateway, a.range.v6).to_string(), "interface": 2});
             if old {
                 ip["version"] = json!(if a.range.v6 { "6" } else { "4" });
             }
@@ -125,10 +121,7 @@ fn result(env: &Env, conf: &NetConf, allocs: &[Allocation], bridge_mac: &str, ho
         })
         .collect();
     let routes: Vec<Value> = if default_route {
-        allocs
-            .iter()
-            .map(|a| json!({"dst": if a.range.v6 { "::/0" } else { "0.0.0.0/0" }, "gw": from_u128(a.range.gateway, a.range.v6).to_string()}))
-            .collect()
+        allocs.iter().map(|a| json!({"dst": if a.range.v6 { "::/0" } else { "0.0.0.0/0" }, "gw": from_u128(a.range.gateway, a.range.v6).to_string()})).collect()
     } else {
         vec![]
     };
@@ -208,8 +201,7 @@ fn status(conf: &NetConf) -> Result<(), CniError> {
 }
 
 fn gc(conf: &NetConf) -> Result<(), CniError> {
-    let valid: Vec<(String, String)> =
-        conf.valid_attachments.iter().flatten().map(|a| (a.container_id.clone(), a.ifname.clone())).collect();
+    let valid: Vec<(String, String)> = conf.valid_attachments.iter().flatten().map(|a| (a.container_id.clone(), a.ifname.clone())).collect();
     let store = Store::open(conf.ipam.data_dir.as_deref(), &conf.name)?;
     store.gc(&valid);
     Ok(())

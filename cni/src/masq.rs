@@ -12,13 +12,26 @@ fn rule(network: &str, id: &str, a: &Allocation) -> Vec<String> {
     let subnet = format!("{}/{}", from_u128(a.range.network, a.range.v6), a.range.prefix);
     let host = if a.range.v6 { 128 } else { 32 };
     vec![
-        "-s".into(), format!("{}/{host}", a.ip), "!".into(), "-d".into(), subnet,
-        "-m".into(), "comment".into(), "--comment".into(), comment(network, id), "-j".into(), "MASQUERADE".into(),
+        "-s".into(),
+        format!("{}/{host}", a.ip),
+        "!".into(),
+        "-d".into(),
+        subnet,
+        "-m".into(),
+        "comment".into(),
+        "--comment".into(),
+        comment(network, id),
+        "-j".into(),
+        "MASQUERADE".into(),
     ]
 }
 
 fn tool(v6: bool) -> &'static str {
-    if v6 { "ip6tables" } else { "iptables" }
+    if v6 {
+        "ip6tables"
+    } else {
+        "iptables"
+    }
 }
 
 pub fn add(network: &str, id: &str, a: &Allocation) -> Result<(), CniError> {

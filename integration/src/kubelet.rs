@@ -45,7 +45,13 @@ pub fn phase(p: &Value) -> &str {
 }
 
 pub fn condition(p: &Value, kind: &str) -> String {
-    p["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == kind).map(|c| c["status"].as_str().unwrap_or("").to_string()).unwrap_or_default()
+    p["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == kind)
+        .map(|c| c["status"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
 }
 
 pub async fn get(url: &str) -> String {
@@ -56,7 +62,6 @@ pub async fn get(url: &str) -> String {
 pub fn container<'a>(p: &'a Value, name: &str) -> &'a Value {
     p["status"]["containerStatuses"].as_array().and_then(|a| a.iter().find(|c| c["name"] == name)).unwrap_or(&Value::Null)
 }
-
 
 /// Poll /containerLogs/{ns}/{pod}-berth-it/{container} until it contains `want`; returns the log.
 pub async fn wait_for_log(url: &str, ns: &str, pod: &str, container: &str, want: &str) -> String {

@@ -20,9 +20,7 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// The berth binary under test.
 pub fn berth_bin() -> PathBuf {
-    std::env::var_os("BERTH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/berth"))
+    std::env::var_os("BERTH_BIN").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/berth"))
 }
 
 /// A unique directory under /tmp named berth-it-*, removed on drop.
@@ -165,11 +163,7 @@ impl Daemon {
     }
 
     async fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("berth.log"))
-            .expect("open log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("berth.log")).expect("open log");
         // Tests log at debug level; benchmarks (BERTH_QUIET=1) at the default level.
         let verbosity: &[&str] = if std::env::var_os("BERTH_QUIET").is_some() { &[] } else { &["-v"] };
         let child = Command::new(berth_bin())
@@ -253,11 +247,7 @@ impl Daemon {
         let (head, tail) = args.split_at(1.min(args.len()));
         cmd.args(head).args(self.args()).args(tail);
         let out = cmd.output().expect("run berth");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
     }
 }
 
@@ -308,7 +298,8 @@ impl Daemon {
                 }
                 let Ok(list) = rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await else { return };
                 for pod in list.into_inner().items {
-                    let _ = tokio::time::timeout(Duration::from_secs(30), rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.id.clone() })).await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(30), rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod.id.clone() })).await;
                     let _ = tokio::time::timeout(Duration::from_secs(30), rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod.id })).await;
                 }
             });
@@ -341,10 +332,7 @@ impl Daemon {
 
 fn meta_files(dir: &Path) -> Vec<serde_json::Value> {
     let Ok(rd) = std::fs::read_dir(dir) else { return vec![] };
-    rd.flatten()
-        .filter_map(|e| std::fs::read(e.path().join("meta.json")).ok())
-        .filter_map(|b| serde_json::from_slice(&b).ok())
-        .collect()
+    rd.flatten().filter_map(|e| std::fs::read(e.path().join("meta.json")).ok()).filter_map(|b| serde_json::from_slice(&b).ok()).collect()
 }
 
 /// Kill every process in a cgroupfs cgroup (all v1 controllers, or v2) and remove it, children first.
@@ -404,12 +392,8 @@ pub async fn connect_unix(socket: &Path) -> Result<Channel, tonic::transport::Er
 /// Mount points at or below `dir`, deepest first.
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut out: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(m.replace("\\040", " ")))
-        .filter(|m| m.starts_with(dir))
-        .collect();
+    let mut out: Vec<PathBuf> =
+        info.lines().filter_map(|l| l.split(' ').nth(4)).map(|m| PathBuf::from(m.replace("\\040", " "))).filter(|m| m.starts_with(dir)).collect();
     out.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
     out.dedup();
     out
@@ -425,30 +409,16 @@ pub async fn pull(c: &mut ImageServiceClient<Channel>, image: &str) -> Result<St
     pull_with(c, image, None).await
 }
 
-pub async fn pull_with(
-    c: &mut ImageServiceClient<Channel>,
-    image: &str,
-    auth: Option<cri::AuthConfig>,
-) -> Result<String, tonic::Status> {
-    c.pull_image(cri::PullImageRequest { image: spec(image), auth, sandbox_config: None })
-        .await
-        .map(|r| r.into_inner().image_ref)
+pub async fn pull_with(c: &mut ImageServiceClient<Channel>, image: &str, auth: Option<cri::AuthConfig>) -> Result<String, tonic::Status> {
+    c.pull_image(cri::PullImageRequest { image: spec(image), auth, sandbox_config: None }).await.map(|r| r.into_inner().image_ref)
 }
 
 pub async fn status(c: &mut ImageServiceClient<Channel>, image: &str) -> Option<cri::Image> {
-    c.image_status(cri::ImageStatusRequest { image: spec(image), verbose: false })
-        .await
-        .expect("image status")
-        .into_inner()
-        .image
+    c.image_status(cri::ImageStatusRequest { image: spec(image), verbose: false }).await.expect("image status").into_inner().image
 }
 
 pub async fn verbose_info(c: &mut ImageServiceClient<Channel>, image: &str) -> serde_json::Value {
-    let resp = c
-        .image_status(cri::ImageStatusRequest { image: spec(image), verbose: true })
-        .await
-        .expect("image status")
-        .into_inner();
+    let resp = c.image_status(cri::ImageStatusRequest { image: spec(image), verbose: true }).await.expect("image status").into_inner();
     serde_json::from_str(resp.info.get("info").expect("verbose info")).expect("info is JSON")
 }
 
@@ -458,14 +428,9 @@ pub async fn list(c: &mut ImageServiceClient<Channel>) -> Vec<cri::Image> {
 
 /// The digests `hack/images.sh` recorded for the pushed test images.
 pub fn image_digest(key: &str) -> String {
-    let path = std::env::var("BERTH_TEST_IMAGES_ENV")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../hack/build/images.env").to_string());
+    let path = std::env::var("BERTH_TEST_IMAGES_ENV").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../hack/build/images.env").to_string());
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e} (run hack/images.sh)"));
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
-        .unwrap_or_else(|| panic!("{key} missing in {path}"))
-        .trim()
-        .to_string()
+    text.lines().find_map(|l| l.strip_prefix(&format!("{key}="))).unwrap_or_else(|| panic!("{key} missing in {path}")).trim().to_string()
 }
 
 /// The plain test registry (127.0.0.1:5000 unless BERTH_TEST_REGISTRY says otherwise).
@@ -481,12 +446,7 @@ pub fn auth_registry() -> String {
 /// Entries below `dir` whose names start with `prefix` (to spot leftovers).
 pub fn entries_with_prefix(dir: &Path, prefix: &str) -> Vec<String> {
     std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().to_string())
-                .filter(|n| n.starts_with(prefix))
-                .collect()
-        })
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().to_string()).filter(|n| n.starts_with(prefix)).collect())
         .unwrap_or_default()
 }
 

@@ -49,10 +49,7 @@ fn authed(r: reqwest::RequestBuilder, auth: Option<&str>) -> reqwest::RequestBui
 pub async fn push_blob_as(registry: &str, repo: &str, data: &[u8], auth: Option<&str>) -> String {
     let d = digest(data);
     let c = client();
-    let r = authed(c.post(format!("http://{registry}/v2/{repo}/blobs/uploads/")), auth)
-        .send()
-        .await
-        .expect("start upload");
+    let r = authed(c.post(format!("http://{registry}/v2/{repo}/blobs/uploads/")), auth).send().await.expect("start upload");
     assert_eq!(r.status().as_u16(), 202, "start upload: {:?}", r.text().await);
     let loc = r.headers().get("location").expect("upload location").to_str().expect("location").to_string();
     let url = if loc.starts_with("http") { loc } else { format!("http://{registry}{loc}") };

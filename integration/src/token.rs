@@ -30,8 +30,7 @@ impl Signer {
         let dir = std::env::var("BERTH_REGISTRY_DIR").unwrap_or_else(|_| "/tmp/berth-registry".into());
         let pk8 = std::fs::read(format!("{dir}/token/key.pk8")).expect("token key (hack/registry.sh start)");
         let cert_der = std::fs::read(format!("{dir}/token/cert.der")).expect("token cert");
-        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pk8, &ring::rand::SystemRandom::new())
-            .expect("P-256 key");
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pk8, &ring::rand::SystemRandom::new()).expect("P-256 key");
         Signer { key, cert_der }
     }
 
@@ -118,10 +117,8 @@ impl TokenServer {
                     }
                     let head_end = buf[..n].windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(n) + 4;
                     let req = String::from_utf8_lossy(&buf[..head_end.min(n)]).to_string();
-                    let length: usize = req
-                        .lines()
-                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
-                        .unwrap_or(0);
+                    let length: usize =
+                        req.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))).unwrap_or(0);
                     let mut body = buf[head_end.min(n)..n].to_vec();
                     while body.len() < length {
                         let mut more = vec![0u8; length - body.len()];
@@ -147,15 +144,10 @@ impl TokenServer {
                     } else {
                         count.fetch_add(1, Ordering::SeqCst);
                         let scope = query_param(&target, "scope").unwrap_or_default();
-                        (
-                            "200 OK",
-                            serde_json::json!({"token": signer.token(&scope), "expires_in": 300}).to_string(),
-                        )
+                        ("200 OK", serde_json::json!({"token": signer.token(&scope), "expires_in": 300}).to_string())
                     };
-                    let resp = format!(
-                        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
+                    let resp =
+                        format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
                     let _ = s.write_all(resp.as_bytes()).await;
                 });
             }

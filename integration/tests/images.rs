@@ -45,14 +45,8 @@ async fn pull_by_tag_list_status_and_verbose_info() {
     assert!(status(&mut c, &format!("{}/berth/nothere:latest", reg())).await.is_none());
 
     // the filter of ListImages
-    let filtered = c
-        .list_images(k8s_cri::v1::ListImagesRequest {
-            filter: Some(k8s_cri::v1::ImageFilter { image: spec(&image) }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
+    let filtered =
+        c.list_images(k8s_cri::v1::ListImagesRequest { filter: Some(k8s_cri::v1::ImageFilter { image: spec(&image) }) }).await.unwrap().into_inner().images;
     assert_eq!(filtered.len(), 1);
 
     let info = verbose_info(&mut c, &image).await;
@@ -129,11 +123,7 @@ impl Overlay {
         let target = dir.path().join("merged");
         std::fs::create_dir_all(&target).unwrap();
         let lowers = lower.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
-        let status = std::process::Command::new("mount")
-            .args(["-t", "overlay", "overlay", "-o", &format!("lowerdir={lowers}")])
-            .arg(&target)
-            .status()
-            .unwrap();
+        let status = std::process::Command::new("mount").args(["-t", "overlay", "overlay", "-o", &format!("lowerdir={lowers}")]).arg(&target).status().unwrap();
         assert!(status.success(), "mount overlay");
         Overlay { target, _dir: dir }
     }
@@ -388,11 +378,7 @@ async fn hostile_layers_are_rejected() {
     push_image(&r, "berth/hostile-digest", &format!("t{n}"), &[layer]).await;
     let hex = &blob_digest[7..];
     let storage = std::env::var("BERTH_REGISTRY_DIR").unwrap_or_else(|_| "/tmp/berth-registry".into());
-    let data = PathBuf::from(&storage)
-        .join("plain/storage/docker/registry/v2/blobs/sha256")
-        .join(&hex[..2])
-        .join(hex)
-        .join("data");
+    let data = PathBuf::from(&storage).join("plain/storage/docker/registry/v2/blobs/sha256").join(&hex[..2]).join(hex).join("data");
     let good = std::fs::read(&data).unwrap_or_else(|e| panic!("{}: {e}", data.display()));
     let mut bad = good.clone();
     let last = bad.len() - 30;
@@ -404,10 +390,7 @@ async fn hostile_layers_are_rejected() {
 
     // nothing recorded, nothing half-made, nothing outside
     let images = list(&mut c).await;
-    assert!(
-        images.iter().all(|i| i.repo_tags.iter().all(|t| !t.contains("hostile") || t.contains("hostile-symlink"))),
-        "{images:?}"
-    );
+    assert!(images.iter().all(|i| i.repo_tags.iter().all(|t| !t.contains("hostile") || t.contains("hostile-symlink"))), "{images:?}");
     let store = d.data_dir().join("images");
     assert!(entries_with_prefix(&store.join("snapshots"), "tmp-").is_empty());
     assert!(entries_with_prefix(&store.join("content/ingest"), "").is_empty());
@@ -432,10 +415,7 @@ async fn cli_pull_ls_rm_and_import() {
         (format!("oci-archive:{}:berth.test/imported/oci:v1", oci.display()), ()),
         (format!("docker-archive:{}:berth.test/imported/docker:v2", docker.display()), ()),
     ] {
-        let st = std::process::Command::new("skopeo")
-            .args(["copy", "--src-tls-verify=false", &format!("docker://{image}"), &dest])
-            .status()
-            .expect("skopeo");
+        let st = std::process::Command::new("skopeo").args(["copy", "--src-tls-verify=false", &format!("docker://{image}"), &dest]).status().expect("skopeo");
         assert!(st.success(), "skopeo copy to {dest}");
     }
     let (ok, out, err) = d.cli(&["images", "import", oci.to_str().unwrap()]);
@@ -509,10 +489,7 @@ async fn interrupted_download_resumes_from_the_partial_blob() {
     // the registry served the rest with a range request (206 in its access log)
     let dir = std::env::var("BERTH_REGISTRY_DIR").unwrap_or_else(|_| "/tmp/berth-registry".into());
     let log = std::fs::read_to_string(format!("{dir}/plain/registry.log")).unwrap_or_default();
-    assert!(
-        log.lines().any(|l| l.contains(&blob_digest) && l.contains("\" 206 ")),
-        "no ranged blob request in the registry log"
-    );
+    assert!(log.lines().any(|l| l.contains(&blob_digest) && l.contains("\" 206 ")), "no ranged blob request in the registry log");
 }
 
 #[tokio::test]
@@ -581,9 +558,6 @@ async fn bearer_token_flow_against_a_token_auth_registry() {
     let mut c3 = d3.images().await;
     let wrong = k8s_cri::v1::AuthConfig { identity_token: "not-the-token".into(), ..Default::default() };
     assert_eq!(pull_with(&mut c3, &image, Some(wrong)).await.unwrap_err().code(), Code::Unauthenticated);
-    let identity = k8s_cri::v1::AuthConfig {
-        identity_token: berth_integration::token::IDENTITY_TOKEN.into(),
-        ..Default::default()
-    };
+    let identity = k8s_cri::v1::AuthConfig { identity_token: berth_integration::token::IDENTITY_TOKEN.into(), ..Default::default() };
     pull_with(&mut c3, &image, Some(identity)).await.expect("pull with an identity token");
 }

@@ -179,7 +179,7 @@ async fn two_pods_talk(plugins: Plugins) {
     let mut rt = d.runtime().await;
     assert!(network_ready(&mut rt).await);
     let logs = TempDir::new("logs");
-        let cfg_a = pod_config(&format!("berth-web-{}", net.subnet_octet), logs.path());
+    let cfg_a = pod_config(&format!("berth-web-{}", net.subnet_octet), logs.path());
     let cfg_b = pod_config(&format!("berth-client-{}", net.subnet_octet), logs.path());
     let (a, ip_a) = run_pod(&mut rt, &cfg_a).await;
     let (b, ip_b) = run_pod(&mut rt, &cfg_b).await;
@@ -215,7 +215,7 @@ async fn delete_after_a_daemon_restart_and_without_config() {
     let mut d = Daemon::start(&net.config()).await;
     let mut rt = d.runtime().await;
     let logs = TempDir::new("logs");
-        let cfg = pod_config(&format!("berth-restart-{}", net.subnet_octet), logs.path());
+    let cfg = pod_config(&format!("berth-restart-{}", net.subnet_octet), logs.path());
     let (pod, ip) = run_pod(&mut rt, &cfg).await;
     assert!(!ip.is_empty());
     assert_eq!(net.ipam_files().len(), 1);
@@ -316,10 +316,8 @@ async fn a_pod_cidr_writes_a_default_config_debian_plugins_can_run() {
     let bridge = format!("berthd{}", std::process::id() % 10000);
     let _guard = LinkGuard(bridge.clone());
     // Debian's portmap (containernetworking-plugins 1.1.1) speaks CNI up to 1.0.0.
-    let cfg = format!(
-        "[network]\nconf_dir = \"{}\"\nbin_dirs = [\"{own}\", \"/usr/lib/cni\"]\nmasquerade = false\nbridge = \"{bridge}\"\n",
-        conf_dir.display()
-    );
+    let cfg =
+        format!("[network]\nconf_dir = \"{}\"\nbin_dirs = [\"{own}\", \"/usr/lib/cni\"]\nmasquerade = false\nbridge = \"{bridge}\"\n", conf_dir.display());
     let d = Daemon::start(&cfg).await;
     let mut rt = d.runtime().await;
     assert!(!network_ready(&mut rt).await, "no config and no pod CIDR yet");

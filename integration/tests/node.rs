@@ -208,7 +208,8 @@ async fn probes_gate_readiness_and_restart_unhealthy_containers() {
     let url = d.kubelet_url().await;
     write(&d.manifests(), "probes.yaml", PROBES);
     // Running but not ready: the readiness file does not exist yet, the startup probe's port is closed.
-    let p = wait_for(&url, "probes", "running", Duration::from_secs(60), |p| phase(p) == "Running" && container(p, "web")["state"]["running"].is_object()).await;
+    let p =
+        wait_for(&url, "probes", "running", Duration::from_secs(60), |p| phase(p) == "Running" && container(p, "web")["state"]["running"].is_object()).await;
     assert_eq!(container(&p, "web")["ready"], false, "{}", p["status"]);
     assert_eq!(container(&p, "live")["started"], false, "{}", p["status"]);
     assert_eq!(condition(&p, "Ready"), "False");
@@ -223,7 +224,8 @@ async fn probes_gate_readiness_and_restart_unhealthy_containers() {
     assert!(container(&p, "live")["lastState"]["terminated"].is_object(), "{}", p["status"]);
     // Events say why.
     let events: Value = serde_json::from_str(&get(&format!("{url}/events")).await).expect("event list");
-    let msgs: Vec<String> = events["items"].as_array().unwrap().iter().map(|e| format!("{} {}", e["reason"].as_str().unwrap(), e["message"].as_str().unwrap())).collect();
+    let msgs: Vec<String> =
+        events["items"].as_array().unwrap().iter().map(|e| format!("{} {}", e["reason"].as_str().unwrap(), e["message"].as_str().unwrap())).collect();
     assert!(msgs.iter().any(|m| m.starts_with("Unhealthy Readiness probe failed: HTTP probe failed with statuscode: 404")), "{msgs:?}");
     assert!(msgs.iter().any(|m| m.starts_with("Unhealthy Liveness probe failed")), "{msgs:?}");
     assert!(msgs.iter().any(|m| m == "Killing Container live failed liveness probe, will be restarted"), "{msgs:?}");
@@ -380,7 +382,10 @@ async fn config_map_secret_downward_api_and_projected_volumes() {
     let logs = wait_for_log(&url, "default", "vols", "main", "PASSWORD").await;
     let want = "lives=3\n600\ns3cr3tadmin\n400\ntier=\"backend\"vols-berth-it67108864\ncolor=blueadmindefault\nread-only\n1\nCFG_game.properties=lives=3\nCFG_ui.properties=color=blue\nPASSWORD=s3cr3t\n";
     assert_eq!(logs, want);
-    let p = wait_for(&url, "missing-cm", "config error", Duration::from_secs(30), |p| container(p, "main")["state"]["waiting"]["reason"] == "CreateContainerConfigError").await;
+    let p = wait_for(&url, "missing-cm", "config error", Duration::from_secs(30), |p| {
+        container(p, "main")["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    })
+    .await;
     let msg = container(&p, "main")["state"]["waiting"]["message"].as_str().unwrap_or_default().to_string();
     assert!(msg.contains("does-not-exist") && msg.contains("not found"), "{msg}");
 }
@@ -530,7 +535,11 @@ impl Recorder {
                 let Ok((tcp, _)) = listener.accept().await else { continue };
                 let (s, f, tls) = (s.clone(), f.clone(), tls.clone());
                 tokio::spawn(async move {
-                    async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut io: S, s: std::sync::Arc<std::sync::Mutex<Vec<String>>>, fail: bool) {
+                    async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+                        mut io: S,
+                        s: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+                        fail: bool,
+                    ) {
                         let mut buf = Vec::new();
                         let mut chunk = [0u8; 1024];
                         while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -578,7 +587,9 @@ async fn https_and_grpc_probes_and_http_hooks_on_the_host_network() {
     reporter.set_service_status("berth.test", tonic_health::ServingStatus::Serving).await;
     let grpc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let grpc_port = grpc_listener.local_addr().unwrap().port();
-    let grpc = tokio::spawn(tonic::transport::Server::builder().add_service(health).serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener)));
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder().add_service(health).serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc_listener)),
+    );
 
     let d = Daemon::start_node("").await;
     let url = d.kubelet_url().await;
@@ -690,12 +701,16 @@ async fn image_pull_failures_back_off() {
     write(
         &d.manifests(),
         "nopull.yaml",
-        &format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: nopull\nspec:\n  containers:\n  - name: main\n    image: {}/berth/does-not-exist:v1\n", test_registry()),
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: nopull\nspec:\n  containers:\n  - name: main\n    image: {}/berth/does-not-exist:v1\n",
+            test_registry()
+        ),
     );
     let p = wait_for(&url, "nopull", "ErrImagePull", Duration::from_secs(30), |p| container(p, "main")["state"]["waiting"]["reason"] == "ErrImagePull").await;
     assert_eq!(phase(&p), "Pending");
     let first = Instant::now();
-    let p = wait_for(&url, "nopull", "ImagePullBackOff", Duration::from_secs(10), |p| container(p, "main")["state"]["waiting"]["reason"] == "ImagePullBackOff").await;
+    let p = wait_for(&url, "nopull", "ImagePullBackOff", Duration::from_secs(10), |p| container(p, "main")["state"]["waiting"]["reason"] == "ImagePullBackOff")
+        .await;
     let msg = container(&p, "main")["state"]["waiting"]["message"].as_str().unwrap().to_string();
     assert!(msg.starts_with(&format!("Back-off pulling image \"{}/berth/does-not-exist:v1\"", test_registry())), "{msg}");
     // One pull so far; the second comes only after the 10 s back-off.
@@ -839,14 +854,17 @@ async fn pod_spec_fields_reach_the_runtime() {
     assert_eq!(read("cpu", "cpu.shares"), "102");
 
     // imagePullPolicy Never with the image absent.
-    let p = wait_for(&url, "never", "ErrImageNeverPull", Duration::from_secs(30), |p| container(p, "main")["state"]["waiting"]["reason"] == "ErrImageNeverPull").await;
+    let p =
+        wait_for(&url, "never", "ErrImageNeverPull", Duration::from_secs(30), |p| container(p, "main")["state"]["waiting"]["reason"] == "ErrImageNeverPull")
+            .await;
     assert_eq!(phase(&p), "Pending");
 
     // initialDelaySeconds 3 and successThreshold 3 (period 1 s): ready no sooner than 5 s
     // after the start; a 1 s timeoutSeconds fails a 5 s exec liveness probe.
     let p = wait_for(&url, "timing", "ready", Duration::from_secs(30), |p| container(p, "main")["ready"] == true).await;
     let started = container(&p, "main")["state"]["running"]["startedAt"].as_str().unwrap().to_string();
-    let ready_at = p["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap()["lastTransitionTime"].as_str().unwrap().to_string();
+    let ready_at =
+        p["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap()["lastTransitionTime"].as_str().unwrap().to_string();
     let secs = |t: &str| berth::logs::parse_rfc3339(t).unwrap() / 1_000_000_000;
     assert!(secs(&ready_at) - secs(&started) >= 4, "ready at {ready_at}, started {started}: {}", serde_json::to_string_pretty(&p["status"]).unwrap());
     assert_eq!(condition(&p, "Ready"), "True");
@@ -899,7 +917,9 @@ async fn a_lost_sandbox_is_recreated_and_init_containers_run_again() {
 async fn a_changed_manifest_recreates_the_pod() {
     let d = Daemon::start_node("").await;
     let url = d.kubelet_url().await;
-    let manifest = |v: u32| format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: versioned\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: BUSYBOX\n    command: ['sh', '-c', 'echo version-$V; exec sleep 3600']\n    env: [{{name: V, value: \"{v}\"}}]\n");
+    let manifest = |v: u32| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: versioned\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: main\n    image: BUSYBOX\n    command: ['sh', '-c', 'echo version-$V; exec sleep 3600']\n    env: [{{name: V, value: \"{v}\"}}]\n")
+    };
     write(&d.manifests(), "versioned.yaml", &manifest(1));
     let p1 = wait_for(&url, "versioned", "Running", Duration::from_secs(60), |p| container(p, "main")["state"]["running"].is_object()).await;
     wait_for_log(&url, "default", "versioned", "main", "version-1").await;
@@ -985,7 +1005,10 @@ async fn sub_paths_stay_inside_their_volumes() {
     let scratch = d.data_dir().join(format!("pods/{uid}/volumes/kubernetes.io~empty-dir/scratch"));
     assert!(scratch.join("logs/subpaths-berth-it/w").is_file());
     // A symlink a container planted in the volume does not lead the subPath out of it.
-    let p = wait_for(&url, "subpaths", "escape refused", Duration::from_secs(30), |p| container(p, "escape")["state"]["waiting"]["reason"] == "CreateContainerConfigError").await;
+    let p = wait_for(&url, "subpaths", "escape refused", Duration::from_secs(30), |p| {
+        container(p, "escape")["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    })
+    .await;
     let msg = container(&p, "escape")["state"]["waiting"]["message"].as_str().unwrap_or_default().to_string();
     assert!(msg.contains("root/etc"), "{msg}");
     // Removing the pod unmounts the subPath binds before its directory goes: the hostPath
@@ -1030,7 +1053,20 @@ spec:
 
 fn event_lines(events: &str) -> Vec<String> {
     let v: Value = serde_json::from_str(events).expect("event list");
-    v["items"].as_array().unwrap().iter().map(|e| format!("{} {} {}: {}", e["type"].as_str().unwrap(), e["reason"].as_str().unwrap(), e["involvedObject"]["fieldPath"].as_str().unwrap_or("-"), e["message"].as_str().unwrap())).collect()
+    v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {}: {}",
+                e["type"].as_str().unwrap(),
+                e["reason"].as_str().unwrap(),
+                e["involvedObject"]["fieldPath"].as_str().unwrap_or("-"),
+                e["message"].as_str().unwrap()
+            )
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -1086,7 +1122,20 @@ fn state_of(s: &Value) -> String {
 }
 
 fn conditions(p: &Value) -> Vec<String> {
-    p["status"]["conditions"].as_array().unwrap().iter().map(|c| format!("{}={} {} {}", c["type"].as_str().unwrap(), c["status"].as_str().unwrap(), c["reason"].as_str().unwrap_or("-"), c["message"].as_str().unwrap_or("-"))).collect()
+    p["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{}={} {} {}",
+                c["type"].as_str().unwrap(),
+                c["status"].as_str().unwrap(),
+                c["reason"].as_str().unwrap_or("-"),
+                c["message"].as_str().unwrap_or("-")
+            )
+        })
+        .collect()
 }
 
 #[tokio::test]
@@ -1117,6 +1166,9 @@ async fn the_documented_init_container_example_reports_its_progress() {
     assert!(conditions(&p)[1].ends_with("containers with incomplete status: [init-mydb]"), "{:?}", conditions(&p));
     std::fs::write(gate.path().join("mydb"), "").unwrap();
     let p = wait_for(&url, "myapp-gated", "Running", Duration::from_secs(30), |p| phase(p) == "Running" && condition(p, "Ready") == "True").await;
-    assert_eq!(conditions(&p).iter().map(|c| c.split(' ').next().unwrap().to_string()).collect::<Vec<_>>(), ["PodReadyToStartContainers=True", "Initialized=True", "Ready=True", "ContainersReady=True", "PodScheduled=True"]);
+    assert_eq!(
+        conditions(&p).iter().map(|c| c.split(' ').next().unwrap().to_string()).collect::<Vec<_>>(),
+        ["PodReadyToStartContainers=True", "Initialized=True", "Ready=True", "ContainersReady=True", "PodScheduled=True"]
+    );
     wait_for_log(&url, "default", "myapp-gated", "myapp-container", "The app is running!\n").await;
 }

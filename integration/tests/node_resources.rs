@@ -65,7 +65,8 @@ async fn stats_summary_reports_the_node_and_what_pods_use() {
     }
     // Traffic to the pod's own address (its httpd), to show up in its eth0 counters.
     for _ in 0..5 {
-        let _ = tokio::process::Command::new("curl").args(["-s", "--max-time", "3", &format!("http://{pod_ip}:8080/f")]).arg("-o").arg("/dev/null").status().await;
+        let _ =
+            tokio::process::Command::new("curl").args(["-s", "--max-time", "3", &format!("http://{pod_ip}:8080/f")]).arg("-o").arg("/dev/null").status().await;
     }
     let _first = summary(&url).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -212,7 +213,11 @@ spec:
     // The evicted pod's memory-backed volume is gone, and with it the pressure's cause.
     assert!(!d.data_dir().join("pods").join(bu_uid).join("volumes/kubernetes.io~empty-dir/fill/data").exists());
     // Under MemoryPressure (kept for the transition period) a new BestEffort pod is refused.
-    write(&d.manifests(), "late.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: late\nspec:\n  containers:\n  - name: main\n    image: BUSYBOX\n    command: ['sleep', '3600']\n");
+    write(
+        &d.manifests(),
+        "late.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: late\nspec:\n  containers:\n  - name: main\n    image: BUSYBOX\n    command: ['sleep', '3600']\n",
+    );
     let late = wait_for(&url, "late", "refused", Duration::from_secs(30), evicted).await;
     assert_eq!(late["status"]["message"], "The node had condition: [MemoryPressure]. ");
     let events = get(&format!("{url}/events")).await;
@@ -250,11 +255,7 @@ async fn push_big_image(repo: &str, mib: usize, seed: u64) -> String {
 
 #[tokio::test]
 async fn image_garbage_collection_frees_space_and_keeps_images_in_use() {
-    let big = [
-        push_big_image("berth/gc-one", 12, 1).await,
-        push_big_image("berth/gc-two", 12, 2).await,
-        push_big_image("berth/gc-three", 12, 3).await,
-    ];
+    let big = [push_big_image("berth/gc-one", 12, 1).await, push_big_image("berth/gc-two", 12, 2).await, push_big_image("berth/gc-three", 12, 3).await];
     // The image store on a 128 MiB tmpfs; collection above 50 %, down to 20 %; the second
     // image is pinned.
     let config = format!("[images]\npinned = [\"{}\"]\n[eviction]\nhard = \"\"\n[image_gc]\nhigh_threshold_percent = 50\nlow_threshold_percent = 20\nminimum_age = \"0s\"\nperiod = \"1s\"\n", big[1]);

@@ -33,12 +33,7 @@ async fn daemon() -> (Daemon, Rt) {
 
 fn pod_config(name: &str, logs: &Path) -> cri::PodSandboxConfig {
     cri::PodSandboxConfig {
-        metadata: Some(cri::PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "default".into(),
-            attempt: 0,
-        }),
+        metadata: Some(cri::PodSandboxMetadata { name: name.into(), uid: format!("uid-{name}"), namespace: "default".into(), attempt: 0 }),
         hostname: "berthpod".into(),
         log_directory: logs.display().to_string(),
         labels: HashMap::from([("app".to_string(), name.to_string())]),
@@ -73,13 +68,9 @@ async fn run_pod(rt: &mut Rt, config: &cri::PodSandboxConfig) -> String {
 }
 
 async fn create(rt: &mut Rt, pod: &str, pod_cfg: &cri::PodSandboxConfig, c: cri::ContainerConfig) -> Result<String, tonic::Status> {
-    rt.create_container(cri::CreateContainerRequest {
-        pod_sandbox_id: pod.into(),
-        config: Some(c),
-        sandbox_config: Some(pod_cfg.clone()),
-    })
-    .await
-    .map(|r| r.into_inner().container_id)
+    rt.create_container(cri::CreateContainerRequest { pod_sandbox_id: pod.into(), config: Some(c), sandbox_config: Some(pod_cfg.clone()) })
+        .await
+        .map(|r| r.into_inner().container_id)
 }
 
 async fn create_and_start(rt: &mut Rt, pod: &str, pod_cfg: &cri::PodSandboxConfig, c: cri::ContainerConfig) -> String {
@@ -89,11 +80,7 @@ async fn create_and_start(rt: &mut Rt, pod: &str, pod_cfg: &cri::PodSandboxConfi
 }
 
 async fn status(rt: &mut Rt, id: &str) -> (cri::ContainerStatus, serde_json::Value) {
-    let r = rt
-        .container_status(cri::ContainerStatusRequest { container_id: id.into(), verbose: true })
-        .await
-        .expect("container status")
-        .into_inner();
+    let r = rt.container_status(cri::ContainerStatusRequest { container_id: id.into(), verbose: true }).await.expect("container status").into_inner();
     let info = r.info.get("info").map(|s| serde_json::from_str(s).expect("info json")).unwrap_or_default();
     (r.status.expect("status"), info)
 }
@@ -228,9 +215,7 @@ async fn pod_and_container_lifecycle() {
 
     // ExecSync honours its timeout and kills what it started.
     let started = Instant::now();
-    let r = rt
-        .exec_sync(cri::ExecSyncRequest { container_id: cid.clone(), cmd: vec!["sleep".into(), "60".into()], timeout: 1 })
-        .await;
+    let r = rt.exec_sync(cri::ExecSyncRequest { container_id: cid.clone(), cmd: vec!["sleep".into(), "60".into()], timeout: 1 }).await;
     assert!(started.elapsed() < Duration::from_secs(20));
     if let Ok(r) = r {
         assert_ne!(r.into_inner().exit_code, 0);
@@ -286,14 +271,18 @@ async fn security_context_matrix() {
     let mut c = container_config("ids", &["sh", "-c", "echo $FOO; pwd; id -u; id -g; id -G"]);
     c.envs = vec![cri::KeyValue { key: "FOO".into(), value: "bar".into() }];
     c.working_dir = "/tmp/work".into();
-    let c = with_security(c, cri::LinuxContainerSecurityContext { run_as_user: id(1234), run_as_group: id(5678), supplemental_groups: vec![4000], ..Default::default() });
+    let c = with_security(
+        c,
+        cri::LinuxContainerSecurityContext { run_as_user: id(1234), run_as_group: id(5678), supplemental_groups: vec![4000], ..Default::default() },
+    );
     let (st, lines) = run_to_end(&mut rt, &pod, &cfg, logs.path(), c).await;
     assert_eq!(st.exit_code, 0, "{lines:?}");
     assert_eq!(lines[..4], ["bar", "/tmp/work", "1234", "5678"]);
     assert!(lines[4].split(' ').any(|g| g == "4000"), "{lines:?}");
 
     // A user name from the image's /etc/passwd.
-    let c = with_security(container_config("named", &["id", "-u"]), cri::LinuxContainerSecurityContext { run_as_username: "nobody".into(), ..Default::default() });
+    let c =
+        with_security(container_config("named", &["id", "-u"]), cri::LinuxContainerSecurityContext { run_as_username: "nobody".into(), ..Default::default() });
     let (_, lines) = run_to_end(&mut rt, &pod, &cfg, logs.path(), c).await;
     assert_eq!(lines, ["65534"]);
 
@@ -320,19 +309,28 @@ async fn security_context_matrix() {
     assert_eq!(cap_eff(&lines), default & !1);
 
     // Read-only rootfs.
-    let c = with_security(container_config("rofs", &["sh", "-c", "touch /x && echo wrote || echo refused"]), cri::LinuxContainerSecurityContext { readonly_rootfs: true, ..Default::default() });
+    let c = with_security(
+        container_config("rofs", &["sh", "-c", "touch /x && echo wrote || echo refused"]),
+        cri::LinuxContainerSecurityContext { readonly_rootfs: true, ..Default::default() },
+    );
     let (_, lines) = run_to_end(&mut rt, &pod, &cfg, logs.path(), c).await;
     assert!(lines.contains(&"refused".to_string()), "{lines:?}");
 
     // Privileged: every capability the host gives, host devices, writable /sys.
-    let c = with_security(container_config("priv", &["sh", "-c", "grep CapEff /proc/self/status; ls /dev | wc -l"]), cri::LinuxContainerSecurityContext { privileged: true, ..Default::default() });
+    let c = with_security(
+        container_config("priv", &["sh", "-c", "grep CapEff /proc/self/status; ls /dev | wc -l"]),
+        cri::LinuxContainerSecurityContext { privileged: true, ..Default::default() },
+    );
     let (_, lines) = run_to_end(&mut rt, &pod, &cfg, logs.path(), c).await;
     assert_ne!(cap_eff(&lines) & SYS_ADMIN, 0);
     let devs: usize = lines.last().unwrap().trim().parse().unwrap();
     assert!(devs > 20, "privileged containers see the host's devices: {devs}");
 
     // no_new_privs.
-    let c = with_security(container_config("nnp", &["grep", "NoNewPrivs", "/proc/self/status"]), cri::LinuxContainerSecurityContext { no_new_privs: true, ..Default::default() });
+    let c = with_security(
+        container_config("nnp", &["grep", "NoNewPrivs", "/proc/self/status"]),
+        cri::LinuxContainerSecurityContext { no_new_privs: true, ..Default::default() },
+    );
     let (_, lines) = run_to_end(&mut rt, &pod, &cfg, logs.path(), c).await;
     assert!(lines[0].ends_with('1'), "{lines:?}");
 
@@ -354,9 +352,11 @@ async fn security_context_matrix() {
     // seccomp Localhost: a profile that refuses mkdir.
     let dir = TempDir::new("seccomp");
     let profile = dir.path().join("no-mkdir.json");
-    std::fs::write(&profile, r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#).unwrap();
+    std::fs::write(&profile, r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#)
+        .unwrap();
     let mut sc = cri::LinuxContainerSecurityContext::default();
-    sc.seccomp = Some(cri::SecurityProfile { profile_type: cri::security_profile::ProfileType::Localhost as i32, localhost_ref: profile.display().to_string() });
+    sc.seccomp =
+        Some(cri::SecurityProfile { profile_type: cri::security_profile::ProfileType::Localhost as i32, localhost_ref: profile.display().to_string() });
     let c = with_security(container_config("seccomp-local", &["sh", "-c", "mkdir /tmp/x 2>&1; touch /tmp/y && echo touched"]), sc);
     let (_, lines) = run_to_end(&mut rt, &pod, &cfg, logs.path(), c).await;
     assert!(lines.iter().any(|l| l.contains("Operation not permitted")), "{lines:?}");
@@ -373,9 +373,13 @@ async fn resources_reach_the_cgroup_and_oom_is_reported() {
     // made from a thread and its cgroup appears with the first container.
     let mut cfg = pod_config(&unique("res"), logs.path());
     let per_container = cri::NamespaceOption { pid: cri::NamespaceMode::Container as i32, ..Default::default() };
-    cfg.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext { namespace_options: Some(per_container.clone()), ..Default::default() });
+    cfg.linux.as_mut().unwrap().security_context =
+        Some(cri::LinuxSandboxSecurityContext { namespace_options: Some(per_container.clone()), ..Default::default() });
     let pod = run_pod(&mut rt, &cfg).await;
-    let mut c = with_security(container_config("limited", &["sleep", "3600"]), cri::LinuxContainerSecurityContext { namespace_options: Some(per_container), ..Default::default() });
+    let mut c = with_security(
+        container_config("limited", &["sleep", "3600"]),
+        cri::LinuxContainerSecurityContext { namespace_options: Some(per_container), ..Default::default() },
+    );
     c.linux.as_mut().unwrap().resources = Some(cri::LinuxContainerResources {
         memory_limit_in_bytes: 64 << 20,
         cpu_shares: 512,
@@ -516,7 +520,10 @@ async fn bad_input_gets_typed_errors_and_leaves_nothing() {
     assert!(e.message().contains("container_path"), "{}", e.message());
 
     let mut sc = cri::LinuxContainerSecurityContext::default();
-    sc.seccomp = Some(cri::SecurityProfile { profile_type: cri::security_profile::ProfileType::Localhost as i32, localhost_ref: "/nonexistent/berth-profile.json".into() });
+    sc.seccomp = Some(cri::SecurityProfile {
+        profile_type: cri::security_profile::ProfileType::Localhost as i32,
+        localhost_ref: "/nonexistent/berth-profile.json".into(),
+    });
     let e = create(&mut rt, &pod, &cfg, with_security(container_config("badseccomp", &["true"]), sc)).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("seccomp"), "{}", e.message());
@@ -666,7 +673,9 @@ async fn half_created_objects_are_cleaned_up_at_start() {
 
 #[tokio::test]
 async fn configured_rlimits_apply_and_a_denied_raise_only_warns() {
-    let d = Daemon::start("[containers]\nrlimits = [{ type = \"RLIMIT_NOFILE\", soft = 1000, hard = 1000 }, { type = \"RLIMIT_RTPRIO\", soft = 50, hard = 99 }]\n").await;
+    let d =
+        Daemon::start("[containers]\nrlimits = [{ type = \"RLIMIT_NOFILE\", soft = 1000, hard = 1000 }, { type = \"RLIMIT_RTPRIO\", soft = 50, hard = 99 }]\n")
+            .await;
     let mut images = d.images().await;
     pull(&mut images, &busybox()).await.unwrap();
     let mut rt = d.runtime().await;
@@ -691,7 +700,15 @@ async fn configured_rlimits_apply_and_a_denied_raise_only_warns() {
     let bad = TempDir::new("badcfg");
     std::fs::write(bad.path().join("c.toml"), "[containers]\nrlimits = [{ type = \"RLIMIT_BOGUS\", soft = 1, hard = 1 }]\n").unwrap();
     let out = std::process::Command::new(berth_bin())
-        .args(["--config", &bad.path().join("c.toml").to_string_lossy(), "runtime", "--data-dir", &bad.path().join("d").to_string_lossy(), "--run-dir", &bad.path().join("r").to_string_lossy()])
+        .args([
+            "--config",
+            &bad.path().join("c.toml").to_string_lossy(),
+            "runtime",
+            "--data-dir",
+            &bad.path().join("d").to_string_lossy(),
+            "--run-dir",
+            &bad.path().join("r").to_string_lossy(),
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -710,7 +727,10 @@ async fn pod_dns_sysctls_and_host_namespaces() {
     });
     cfg.linux.as_mut().unwrap().sysctls = HashMap::from([("net.ipv4.ip_unprivileged_port_start".to_string(), "80".to_string())]);
     let pod = run_pod(&mut rt, &cfg).await;
-    let c = container_config("look", &["sh", "-c", "cat /etc/resolv.conf; cat /proc/sys/net/ipv4/ip_unprivileged_port_start; cat /etc/hostname; grep -c localhost /etc/hosts"]);
+    let c = container_config(
+        "look",
+        &["sh", "-c", "cat /etc/resolv.conf; cat /proc/sys/net/ipv4/ip_unprivileged_port_start; cat /etc/hostname; grep -c localhost /etc/hosts"],
+    );
     let (_, lines) = run_to_end(&mut rt, &pod, &cfg, logs.path(), c).await;
     assert_eq!(lines[..6], ["search default.svc.cluster.local svc.cluster.local", "nameserver 10.96.0.10", "options ndots:5", "80", "berthpod", "2"]);
     let host_value = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
@@ -723,7 +743,10 @@ async fn pod_dns_sysctls_and_host_namespaces() {
     let ns = cri::NamespaceOption { network: node, pid: node, ipc: node, ..Default::default() };
     cfg.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext { namespace_options: Some(ns.clone()), ..Default::default() });
     let pod = run_pod(&mut rt, &cfg).await;
-    let c = with_security(container_config("hostns", &["sh", "-c", "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; ls /proc 2>/dev/null | grep -c '^[0-9]'"]), cri::LinuxContainerSecurityContext { namespace_options: Some(ns), ..Default::default() });
+    let c = with_security(
+        container_config("hostns", &["sh", "-c", "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; ls /proc 2>/dev/null | grep -c '^[0-9]'"]),
+        cri::LinuxContainerSecurityContext { namespace_options: Some(ns), ..Default::default() },
+    );
     let (_, lines) = run_to_end(&mut rt, &pod, &cfg, logs.path(), c).await;
     assert_eq!(lines[0], std::fs::read_link("/proc/self/ns/net").unwrap().to_string_lossy());
     assert_eq!(lines[1], std::fs::read_link("/proc/self/ns/ipc").unwrap().to_string_lossy());
@@ -805,7 +828,8 @@ async fn mount_propagation_private_host_to_container_and_bidirectional() {
         let want = if mode == cri::MountPropagation::PropagationPrivate { "none" } else { "host" };
         assert_eq!(seen.trim(), want, "{name}: host mount seen in the container");
         // Container → host.
-        let (rc, _, err) = exec(&mut rt, &id, &["sh", "-c", "mkdir -p /vol/from-ctr && mount -t tmpfs berth-prop /vol/from-ctr && echo ctr > /vol/from-ctr/flag"]).await;
+        let (rc, _, err) =
+            exec(&mut rt, &id, &["sh", "-c", "mkdir -p /vol/from-ctr && mount -t tmpfs berth-prop /vol/from-ctr && echo ctr > /vol/from-ctr/flag"]).await;
         assert_eq!(rc, 0, "{err}");
         let on_host = std::fs::read_to_string(dir.vol().join("from-ctr/flag")).unwrap_or_else(|_| "none".into());
         let want = if mode == cri::MountPropagation::PropagationBidirectional { "ctr" } else { "none" };
@@ -900,19 +924,53 @@ async fn supplemental_groups_policy_and_recursive_read_only_mounts() {
 
 /// The cAdvisor-named metrics ListMetricDescriptors must offer.
 const CADVISOR_METRICS: &[&str] = &[
-    "container_blkio_device_usage_total", "container_cpu_cfs_periods_total", "container_cpu_cfs_throttled_periods_total",
-    "container_cpu_cfs_throttled_seconds_total", "container_cpu_system_seconds_total", "container_cpu_usage_seconds_total",
-    "container_cpu_user_seconds_total", "container_file_descriptors", "container_fs_inodes_free", "container_fs_inodes_total",
-    "container_fs_limit_bytes", "container_fs_reads_bytes_total", "container_fs_reads_total", "container_fs_usage_bytes",
-    "container_fs_writes_bytes_total", "container_fs_writes_total", "container_last_seen", "container_memory_cache",
-    "container_memory_failcnt", "container_memory_failures_total", "container_memory_kernel_usage", "container_memory_mapped_file",
-    "container_memory_max_usage_bytes", "container_memory_rss", "container_memory_swap", "container_memory_usage_bytes",
-    "container_memory_working_set_bytes", "container_network_receive_bytes_total", "container_network_receive_errors_total",
-    "container_network_receive_packets_dropped_total", "container_network_receive_packets_total", "container_network_transmit_bytes_total",
-    "container_network_transmit_errors_total", "container_network_transmit_packets_dropped_total", "container_network_transmit_packets_total",
-    "container_oom_events_total", "container_processes", "container_sockets", "container_spec_cpu_period", "container_spec_cpu_quota",
-    "container_spec_cpu_shares", "container_spec_memory_limit_bytes", "container_spec_memory_reservation_limit_bytes",
-    "container_spec_memory_swap_limit_bytes", "container_start_time_seconds", "container_threads", "container_threads_max",
+    "container_blkio_device_usage_total",
+    "container_cpu_cfs_periods_total",
+    "container_cpu_cfs_throttled_periods_total",
+    "container_cpu_cfs_throttled_seconds_total",
+    "container_cpu_system_seconds_total",
+    "container_cpu_usage_seconds_total",
+    "container_cpu_user_seconds_total",
+    "container_file_descriptors",
+    "container_fs_inodes_free",
+    "container_fs_inodes_total",
+    "container_fs_limit_bytes",
+    "container_fs_reads_bytes_total",
+    "container_fs_reads_total",
+    "container_fs_usage_bytes",
+    "container_fs_writes_bytes_total",
+    "container_fs_writes_total",
+    "container_last_seen",
+    "container_memory_cache",
+    "container_memory_failcnt",
+    "container_memory_failures_total",
+    "container_memory_kernel_usage",
+    "container_memory_mapped_file",
+    "container_memory_max_usage_bytes",
+    "container_memory_rss",
+    "container_memory_swap",
+    "container_memory_usage_bytes",
+    "container_memory_working_set_bytes",
+    "container_network_receive_bytes_total",
+    "container_network_receive_errors_total",
+    "container_network_receive_packets_dropped_total",
+    "container_network_receive_packets_total",
+    "container_network_transmit_bytes_total",
+    "container_network_transmit_errors_total",
+    "container_network_transmit_packets_dropped_total",
+    "container_network_transmit_packets_total",
+    "container_oom_events_total",
+    "container_processes",
+    "container_sockets",
+    "container_spec_cpu_period",
+    "container_spec_cpu_quota",
+    "container_spec_cpu_shares",
+    "container_spec_memory_limit_bytes",
+    "container_spec_memory_reservation_limit_bytes",
+    "container_spec_memory_swap_limit_bytes",
+    "container_start_time_seconds",
+    "container_threads",
+    "container_threads_max",
     "container_ulimits_soft",
 ];
 

@@ -37,7 +37,12 @@ async fn fixture_with(name: &str, config: &str) -> Fixture {
     let mut rt = d.runtime().await;
     let logs = TempDir::new("stream-logs");
     let pod_cfg = cri::PodSandboxConfig {
-        metadata: Some(cri::PodSandboxMetadata { name: format!("berth-{name}"), uid: format!("uid-{name}-{}", std::process::id()), namespace: "default".into(), attempt: 0 }),
+        metadata: Some(cri::PodSandboxMetadata {
+            name: format!("berth-{name}"),
+            uid: format!("uid-{name}-{}", std::process::id()),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
         hostname: "berthstream".into(),
         log_directory: logs.path().display().to_string(),
         linux: Some(cri::LinuxPodSandboxConfig::default()),
@@ -86,12 +91,7 @@ impl Fixture {
     }
 
     async fn attach_url(&mut self, id: &str, stdin: bool, tty: bool) -> String {
-        self.rt
-            .attach(cri::AttachRequest { container_id: id.into(), stdin, tty, stdout: true, stderr: !tty })
-            .await
-            .expect("attach")
-            .into_inner()
-            .url
+        self.rt.attach(cri::AttachRequest { container_id: id.into(), stdin, tty, stdout: true, stderr: !tty }).await.expect("attach").into_inner().url
     }
 
     async fn state(&mut self, id: &str) -> i32 {
@@ -395,14 +395,18 @@ async fn tokens_are_single_use_and_bad_requests_get_clear_errors() {
 async fn logs_follow_through_size_rotation_without_losing_lines() {
     let mut f = fixture_with("logs", "[containers]\nlog_max_size = \"4Ki\"\nlog_max_files = 3\n").await;
     let id = f
-        .container("counter", &["sh", "-c", "sleep 1; i=0; while [ $i -lt 600 ]; do i=$((i+1)); echo line-$i; [ $((i % 50)) = 0 ] && echo warn-$i >&2; sleep 0.002; done"], false, false, false)
+        .container(
+            "counter",
+            &["sh", "-c", "sleep 1; i=0; while [ $i -lt 600 ]; do i=$((i+1)); echo line-$i; [ $((i % 50)) = 0 ] && echo warn-$i >&2; sleep 0.002; done"],
+            false,
+            false,
+            false,
+        )
         .await;
     let args = f.d.args();
     let follow = {
         let id = id.clone();
-        tokio::task::spawn_blocking(move || {
-            std::process::Command::new(berth_bin()).arg("logs").args(&args).args(["-f", &id]).output().expect("berth logs -f")
-        })
+        tokio::task::spawn_blocking(move || std::process::Command::new(berth_bin()).arg("logs").args(&args).args(["-f", &id]).output().expect("berth logs -f"))
     };
     let out = tokio::time::timeout(Duration::from_secs(60), follow).await.expect("logs -f ends with the container").unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -472,7 +476,15 @@ async fn real_crictl_exec_attach_and_port_forward() {
         return;
     };
     let mut f = fixture("crictl").await;
-    let id = f.container("httpd", &["sh", "-c", "mkdir -p /www && echo crictl-ok > /www/index.html && httpd -p 8080 -h /www && while true; do echo tick; sleep 0.2; done"], false, false, false).await;
+    let id = f
+        .container(
+            "httpd",
+            &["sh", "-c", "mkdir -p /www && echo crictl-ok > /www/index.html && httpd -p 8080 -h /www && while true; do echo tick; sleep 0.2; done"],
+            false,
+            false,
+            false,
+        )
+        .await;
     let endpoint = format!("unix://{}", f.d.socket().display());
     let run = |args: &[&str]| {
         std::process::Command::new(&bin)

@@ -100,13 +100,9 @@ impl<T: RuntimeApi> RuntimeService for RuntimeGrpc<T> {
     delegate!(list_metric_descriptors, cri::ListMetricDescriptorsRequest, cri::ListMetricDescriptorsResponse);
     delegate!(list_pod_sandbox_metrics, cri::ListPodSandboxMetricsRequest, cri::ListPodSandboxMetricsResponse);
 
-    type GetContainerEventsStream =
-        std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
+    type GetContainerEventsStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
 
-    async fn get_container_events(
-        &self,
-        _request: Request<cri::GetEventsRequest>,
-    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+    async fn get_container_events(&self, _request: Request<cri::GetEventsRequest>) -> Result<Response<Self::GetContainerEventsStream>, Status> {
         Err(Status::unimplemented("get_container_events: container events are not served by this build yet"))
     }
 }

@@ -31,12 +31,7 @@ impl CriImages {
     }
 
     fn to_cri(&self, rec: &ImageRecord) -> cri::Image {
-        let user = self
-            .store
-            .config(rec)
-            .ok()
-            .and_then(|c| c.config().as_ref().and_then(|cc| cc.user().clone()))
-            .unwrap_or_default();
+        let user = self.store.config(rec).ok().and_then(|c| c.config().as_ref().and_then(|cc| cc.user().clone())).unwrap_or_default();
         let (uid, username) = split_user(&user);
         cri::Image {
             id: rec.id.to_string(),
@@ -51,8 +46,8 @@ impl CriImages {
     }
 
     fn verbose_info(&self, rec: &ImageRecord) -> CriResult<String> {
-        let config: serde_json::Value = serde_json::from_slice(&self.store.config_json(rec)?)
-            .map_err(|e| CriError::new(tonic::Code::Internal, e.to_string()))?;
+        let config: serde_json::Value =
+            serde_json::from_slice(&self.store.config_json(rec)?).map_err(|e| CriError::new(tonic::Code::Internal, e.to_string()))?;
         let info = serde_json::json!({
             "id": rec.id,
             "manifestDigest": rec.manifest_digest,
@@ -87,20 +82,11 @@ fn image_name(spec: &Option<cri::ImageSpec>) -> CriResult<&str> {
 
 fn credentials(auth: Option<cri::AuthConfig>) -> Credentials {
     let a = auth.unwrap_or_default();
-    Credentials {
-        username: a.username,
-        password: a.password,
-        auth: a.auth,
-        identity_token: a.identity_token,
-        registry_token: a.registry_token,
-    }
+    Credentials { username: a.username, password: a.password, auth: a.auth, identity_token: a.identity_token, registry_token: a.registry_token }
 }
 
 fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
 #[tonic::async_trait]

@@ -104,25 +104,22 @@ impl CriRuntime {
             _ => (0, 0, String::new(), String::new()),
         };
         let spec = self.rt.container_spec(&rec.id);
-        let resources = spec
-            .as_ref()
-            .and_then(|s| s.linux().as_ref().and_then(|l| l.resources().clone()))
-            .map(|r| {
-                let cpu = r.cpu().clone().unwrap_or_default();
-                cri::ContainerResources {
-                    linux: Some(cri::LinuxContainerResources {
-                        cpu_period: cpu.period().unwrap_or(0) as i64,
-                        cpu_quota: cpu.quota().unwrap_or(0),
-                        cpu_shares: cpu.shares().unwrap_or(0) as i64,
-                        memory_limit_in_bytes: r.memory().as_ref().and_then(|m| m.limit()).unwrap_or(0),
-                        cpuset_cpus: cpu.cpus().clone().unwrap_or_default(),
-                        cpuset_mems: cpu.mems().clone().unwrap_or_default(),
-                        oom_score_adj: spec.as_ref().and_then(|s| s.process().as_ref().and_then(|p| p.oom_score_adj())).unwrap_or(0) as i64,
-                        ..Default::default()
-                    }),
-                    windows: None,
-                }
-            });
+        let resources = spec.as_ref().and_then(|s| s.linux().as_ref().and_then(|l| l.resources().clone())).map(|r| {
+            let cpu = r.cpu().clone().unwrap_or_default();
+            cri::ContainerResources {
+                linux: Some(cri::LinuxContainerResources {
+                    cpu_period: cpu.period().unwrap_or(0) as i64,
+                    cpu_quota: cpu.quota().unwrap_or(0),
+                    cpu_shares: cpu.shares().unwrap_or(0) as i64,
+                    memory_limit_in_bytes: r.memory().as_ref().and_then(|m| m.limit()).unwrap_or(0),
+                    cpuset_cpus: cpu.cpus().clone().unwrap_or_default(),
+                    cpuset_mems: cpu.mems().clone().unwrap_or_default(),
+                    oom_score_adj: spec.as_ref().and_then(|s| s.process().as_ref().and_then(|p| p.oom_score_adj())).unwrap_or(0) as i64,
+                    ..Default::default()
+                }),
+                windows: None,
+            }
+        });
         let user = spec.as_ref().and_then(|s| s.process().clone()).map(|p| cri::ContainerUser {
             linux: Some(cri::LinuxContainerUser {
                 uid: p.user().uid() as i64,
@@ -212,10 +209,7 @@ impl CriRuntime {
                 cpu: usage.as_ref().map(|u| u.cpu.clone()),
                 memory: usage.as_ref().map(|u| u.memory.clone()),
                 network,
-                process: usage.as_ref().map(|u| cri::ProcessUsage {
-                    timestamp: u.cpu.timestamp,
-                    process_count: Some(cri::UInt64Value { value: u.processes }),
-                }),
+                process: usage.as_ref().map(|u| cri::ProcessUsage { timestamp: u.cpu.timestamp, process_count: Some(cri::UInt64Value { value: u.processes }) }),
                 containers: container_stats,
             }),
             windows: None,
@@ -252,10 +246,8 @@ impl RuntimeApi for CriRuntime {
             });
             info.insert("config".to_string(), v.to_string());
         }
-        let handler_features = cri::RuntimeHandlerFeatures {
-            recursive_read_only_mounts: crate::runtime::process::mounts::recursive_readonly_supported(),
-            user_namespaces: false,
-        };
+        let handler_features =
+            cri::RuntimeHandlerFeatures { recursive_read_only_mounts: crate::runtime::process::mounts::recursive_readonly_supported(), user_namespaces: false };
         Ok(cri::StatusResponse {
             status: Some(cri::RuntimeStatus { conditions }),
             info,
@@ -402,10 +394,7 @@ impl RuntimeApi for CriRuntime {
         Ok(cri::ContainerStatusResponse { status: Some(self.container_status_of(&obs)), info })
     }
 
-    async fn update_container_resources(
-        &self,
-        req: cri::UpdateContainerResourcesRequest,
-    ) -> CriResult<cri::UpdateContainerResourcesResponse> {
+    async fn update_container_resources(&self, req: cri::UpdateContainerResourcesRequest) -> CriResult<cri::UpdateContainerResourcesResponse> {
         let res = req.linux.ok_or_else(|| CriError::invalid("linux resources are required"))?;
         self.rt.update_resources(&req.container_id, res).await?;
         Ok(cri::UpdateContainerResourcesResponse {})
@@ -426,14 +415,8 @@ impl RuntimeApi for CriRuntime {
             return Err(CriError::invalid("cmd must not be empty"));
         }
         let container_id = self.check_stream_target(&req.container_id, req.tty, req.stdin, req.stdout, req.stderr)?;
-        let url = self.stream_url(StreamRequest::Exec {
-            container_id,
-            cmd: req.cmd,
-            tty: req.tty,
-            stdin: req.stdin,
-            stdout: req.stdout,
-            stderr: req.stderr,
-        })?;
+        let url =
+            self.stream_url(StreamRequest::Exec { container_id, cmd: req.cmd, tty: req.tty, stdin: req.stdin, stdout: req.stdout, stderr: req.stderr })?;
         Ok(cri::ExecResponse { url })
     }
 
@@ -498,7 +481,7 @@ impl RuntimeApi for CriRuntime {
     }
 
     async fn update_runtime_config(&self, req: cri::UpdateRuntimeConfigRequest) -> CriResult<cri::UpdateRuntimeConfigResponse> {
-                if let Some(cidr) = req.runtime_config.and_then(|c| c.network_config).map(|n| n.pod_cidr).filter(|c| !c.is_empty()) {
+        if let Some(cidr) = req.runtime_config.and_then(|c| c.network_config).map(|n| n.pod_cidr).filter(|c| !c.is_empty()) {
             tracing::info!(pod_cidr = %cidr, "pod CIDR updated");
             self.rt.network().set_pod_cidr(&cidr).await;
         }

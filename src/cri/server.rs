@@ -50,16 +50,8 @@ pub async fn serve<I: ImageApi, R: RuntimeApi>(
 ) -> Result<(), ServeError> {
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let result = tonic::transport::Server::builder()
-        .add_service(
-            ImageServiceServer::new(ImageGrpc(images))
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
-        )
-        .add_service(
-            RuntimeServiceServer::new(RuntimeGrpc(runtime))
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
-        )
+        .add_service(ImageServiceServer::new(ImageGrpc(images)).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE))
+        .add_service(RuntimeServiceServer::new(RuntimeGrpc(runtime)).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE))
         .add_service(TransferServer::new(transfer))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;

@@ -26,9 +26,7 @@ impl TransferService {
 fn to_proto(ev: PullEvent) -> proto::PullEvent {
     use proto::pull_event::Event;
     let event = match ev {
-        PullEvent::Resolved { layers, total } => {
-            Event::Resolved(proto::Resolved { layers: layers as u32, total_bytes: total })
-        }
+        PullEvent::Resolved { layers, total } => Event::Resolved(proto::Resolved { layers: layers as u32, total_bytes: total }),
         PullEvent::Layer { digest, done, total, state } => Event::Layer(proto::LayerProgress {
             digest,
             done,
@@ -104,10 +102,7 @@ impl Transfer for TransferService {
                 Status::from(e)
             })?;
             Ok(Response::new(proto::ImportResponse {
-                images: recs
-                    .into_iter()
-                    .map(|r| proto::ImportedImage { id: r.id.to_string(), repo_tags: r.repo_tags })
-                    .collect(),
+                images: recs.into_iter().map(|r| proto::ImportedImage { id: r.id.to_string(), repo_tags: r.repo_tags }).collect(),
             }))
         }
         .instrument(span)

@@ -129,9 +129,7 @@ impl ContentStore {
     /// hashes to `expected`; returns its size.
     pub fn ingest_file(&self, expected: &Digest, from: &Path) -> Result<u64, ContentError> {
         let f = fs::File::open(from).map_err(io_err(from))?;
-        let (actual, size) = crate::util::digest::HashingReader::new(io::BufReader::new(f))
-            .finish()
-            .map_err(io_err(from))?;
+        let (actual, size) = crate::util::digest::HashingReader::new(io::BufReader::new(f)).finish().map_err(io_err(from))?;
         if &actual != expected {
             return Err(ContentError::DigestMismatch { expected: expected.clone(), actual });
         }

@@ -46,9 +46,7 @@ impl ImageError {
     /// The gRPC status code for this error.
     pub fn code(&self) -> Code {
         match self {
-            ImageError::InvalidReference(_) | ImageError::InvalidArgument(_) | ImageError::Document(_) => {
-                Code::InvalidArgument
-            }
+            ImageError::InvalidReference(_) | ImageError::InvalidArgument(_) | ImageError::Document(_) => Code::InvalidArgument,
             ImageError::NotFound(_) | ImageError::NoMatchingPlatform(_) => Code::NotFound,
             ImageError::InUse { .. } => Code::FailedPrecondition,
             ImageError::Registry { source, .. } => match source {
@@ -59,9 +57,7 @@ impl ImageError {
                 RegistryError::DigestMismatch { .. } => Code::DataLoss,
                 _ => Code::Unknown,
             },
-            ImageError::Unpack { .. } | ImageError::DigestMismatch { .. } | ImageError::SizeMismatch { .. } => {
-                Code::DataLoss
-            }
+            ImageError::Unpack { .. } | ImageError::DigestMismatch { .. } | ImageError::SizeMismatch { .. } => Code::DataLoss,
             ImageError::Content(ContentError::DigestMismatch { .. }) => Code::DataLoss,
             ImageError::Content(_) | ImageError::Io { .. } | ImageError::Internal(_) => Code::Internal,
         }

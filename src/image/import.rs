@@ -42,11 +42,7 @@ impl Staged {
                 Some(target) => name = target.clone(),
                 None => {
                     let p = self.dir.join(&name);
-                    return if p.is_file() {
-                        Ok(p)
-                    } else {
-                        Err(ImageError::InvalidArgument(format!("archive has no file {name:?}")))
-                    };
+                    return if p.is_file() { Ok(p) } else { Err(ImageError::InvalidArgument(format!("archive has no file {name:?}"))) };
                 }
             }
         }
@@ -86,11 +82,8 @@ fn clean_name(name: &str) -> Result<String, ImageError> {
 /// Resolve a symlink target relative to the link's directory, staying inside the archive.
 fn link_target(link: &str, target: &str) -> Result<String, ImageError> {
     let base = Path::new(link).parent().unwrap_or(Path::new(""));
-    let mut parts: Vec<String> = if target.starts_with('/') {
-        vec![]
-    } else {
-        base.components().map(|c| c.as_os_str().to_string_lossy().to_string()).collect()
-    };
+    let mut parts: Vec<String> =
+        if target.starts_with('/') { vec![] } else { base.components().map(|c| c.as_os_str().to_string_lossy().to_string()).collect() };
     for c in Path::new(target).components() {
         match c {
             Component::Normal(p) => parts.push(p.to_string_lossy().to_string()),
@@ -148,9 +141,7 @@ impl ImageStore {
         let _gc = self.gc_lock.read().await;
         let me = self.clone();
         let archive = archive.to_path_buf();
-        let out = tokio::task::spawn_blocking(move || me.import_blocking(&archive, name.as_deref()))
-            .await
-            .map_err(|e| ImageError::Internal(e.to_string()))?;
+        let out = tokio::task::spawn_blocking(move || me.import_blocking(&archive, name.as_deref())).await.map_err(|e| ImageError::Internal(e.to_string()))?;
         self.invalidate_usage();
         out
     }
@@ -165,9 +156,7 @@ impl ImageStore {
         } else if staged.file("manifest.json").is_ok() {
             self.import_docker_archive(&staged)
         } else {
-            Err(ImageError::InvalidArgument(
-                "not an image archive: neither an OCI layout (oci-layout, index.json) nor a docker archive (manifest.json)".into(),
-            ))
+            Err(ImageError::InvalidArgument("not an image archive: neither an OCI layout (oci-layout, index.json) nor a docker archive (manifest.json)".into()))
         }
     }
 
@@ -185,22 +174,16 @@ impl ImageStore {
                 Document::Manifest(m) => (m, top.clone()),
                 Document::Index(idx) => {
                     let want = oci::host_platform();
-                    let d = oci::select_platform(&idx, &want).ok_or_else(|| {
-                        ImageError::NoMatchingPlatform(format!("{}/{}", want.os, want.architecture))
-                    })?;
+                    let d = oci::select_platform(&idx, &want).ok_or_else(|| ImageError::NoMatchingPlatform(format!("{}/{}", want.os, want.architecture)))?;
                     let md = Digest::parse(&d.digest).map_err(|e| ImageError::InvalidArgument(e.to_string()))?;
                     match oci::parse_document(&self.ingest_document(staged, &md)?, &d.media_type)? {
                         Document::Manifest(m) => (m, md),
-                        Document::Index(_) => {
-                            return Err(ImageError::InvalidArgument("nested image indexes are not supported".into()))
-                        }
+                        Document::Index(_) => return Err(ImageError::InvalidArgument("nested image indexes are not supported".into())),
                     }
                 }
             };
             let repo_digests = reference.iter().map(|r| r.digested(top.as_str())).collect();
-            let rec = self.import_manifest(staged, &manifest, manifest_digest, reference.as_ref(), repo_digests, |d| {
-                Staged::blob_name(d)
-            })?;
+            let rec = self.import_manifest(staged, &manifest, manifest_digest, reference.as_ref(), repo_digests, |d| Staged::blob_name(d))?;
             out.push(rec);
         }
         Ok(out)
@@ -215,8 +198,8 @@ impl ImageStore {
             repo_tags: Option<Vec<String>>,
             layers: Vec<String>,
         }
-        let entries: Vec<Entry> = serde_json::from_slice(&staged.read("manifest.json")?)
-            .map_err(|e| ImageError::InvalidArgument(format!("malformed manifest.json: {e}")))?;
+        let entries: Vec<Entry> =
+            serde_json::from_slice(&staged.read("manifest.json")?).map_err(|e| ImageError::InvalidArgument(format!("malformed manifest.json: {e}")))?;
         let mut out = vec![];
         for e in entries {
             let config = staged.read(&e.config)?;
@@ -228,11 +211,9 @@ impl ImageStore {
                 let f = fs::File::open(&p).map_err(ImageError::io(&p))?;
                 let mut head = [0u8; 4];
                 let got = io::BufReader::new(f).read(&mut head).map_err(ImageError::io(&p))?;
-                let (digest, size) = crate::util::digest::HashingReader::new(io::BufReader::new(
-                    fs::File::open(&p).map_err(ImageError::io(&p))?,
-                ))
-                .finish()
-                .map_err(ImageError::io(&p))?;
+                let (digest, size) = crate::util::digest::HashingReader::new(io::BufReader::new(fs::File::open(&p).map_err(ImageError::io(&p))?))
+                    .finish()
+                    .map_err(ImageError::io(&p))?;
                 let media_type = if got >= 2 && head[..2] == [0x1f, 0x8b] {
                     "application/vnd.oci.image.layer.v1.tar+gzip"
                 } else if got == 4 && head == [0x28, 0xb5, 0x2f, 0xfd] {
@@ -246,22 +227,27 @@ impl ImageStore {
             let manifest = Manifest {
                 schema_version: 2,
                 media_type: Some(oci::OCI_MANIFEST.into()),
-                config: Descriptor { media_type: oci::OCI_CONFIG.into(), digest: config_digest.to_string(), size: config.len() as i64, platform: None, annotations: None },
+                config: Descriptor {
+                    media_type: oci::OCI_CONFIG.into(),
+                    digest: config_digest.to_string(),
+                    size: config.len() as i64,
+                    platform: None,
+                    annotations: None,
+                },
                 layers,
             };
             let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| ImageError::Internal(e.to_string()))?;
             let manifest_digest = Digest::of(&manifest_bytes);
             self.content.write_verified(&manifest_digest, &manifest_bytes)?;
             self.content.write_verified(&config_digest, &config)?;
-            let tags: Vec<Reference> = e
-                .repo_tags
-                .unwrap_or_default()
-                .iter()
-                .map(|t| t.parse::<Reference>())
-                .collect::<Result<_, _>>()?;
+            let tags: Vec<Reference> = e.repo_tags.unwrap_or_default().iter().map(|t| t.parse::<Reference>()).collect::<Result<_, _>>()?;
             let config_name = e.config.clone();
             let mut rec = self.import_manifest(staged, &manifest, manifest_digest, tags.first(), vec![], |d| {
-                if d == &config_digest { config_name.clone() } else { paths.get(d).cloned().unwrap_or_default() }
+                if d == &config_digest {
+                    config_name.clone()
+                } else {
+                    paths.get(d).cloned().unwrap_or_default()
+                }
             })?;
             for t in tags.iter().skip(1) {
                 let mut more = rec.clone();
@@ -301,9 +287,8 @@ impl ImageStore {
         let mut layers = vec![];
         for (desc, diff_id) in manifest.layers.iter().zip(diff_ids) {
             let digest = parse("layer digest", &desc.digest)?;
-            let compression = Compression::from_media_type(&desc.media_type).ok_or_else(|| {
-                ImageError::InvalidArgument(format!("layer {digest}: unsupported media type {:?}", desc.media_type))
-            })?;
+            let compression = Compression::from_media_type(&desc.media_type)
+                .ok_or_else(|| ImageError::InvalidArgument(format!("layer {digest}: unsupported media type {:?}", desc.media_type)))?;
             if !self.content.has(&digest) {
                 let from = staged.file(&name_of(&digest))?;
                 self.content.ingest_file(&digest, &from)?;
@@ -331,14 +316,10 @@ impl ImageStore {
         let path = self.content.blob_path(digest);
         let tmp = self.snapshots.prepare().map_err(ImageError::io(self.root.join("snapshots")))?;
         let f = fs::File::open(&path).map_err(ImageError::io(&path))?;
-        let unpacked = unpack_layer(io::BufReader::new(f), compression, &tmp.fs())
-            .map_err(|source| ImageError::Unpack { digest: digest.to_string(), source })?;
+        let unpacked =
+            unpack_layer(io::BufReader::new(f), compression, &tmp.fs()).map_err(|source| ImageError::Unpack { digest: digest.to_string(), source })?;
         if unpacked.diff_id != diff_id.as_str() {
-            return Err(ImageError::DigestMismatch {
-                what: format!("layer {digest} (uncompressed)"),
-                expected: diff_id.to_string(),
-                actual: unpacked.diff_id,
-            });
+            return Err(ImageError::DigestMismatch { what: format!("layer {digest} (uncompressed)"), expected: diff_id.to_string(), actual: unpacked.diff_id });
         }
         self.snapshots.commit(tmp, diff_id).map_err(ImageError::io(self.snapshots.path(diff_id)))
     }
@@ -361,9 +342,9 @@ fn layout_reference(desc: &Descriptor, name: Option<&str>) -> Result<Option<Refe
             Ok(Some(format!("{base}:{tag}").parse()?))
         }
         (None, Some(base)) => Ok(Some(base.parse()?)),
-        (Some(tag), None) => Err(ImageError::InvalidArgument(format!(
-            "the layout names its image only by tag {tag:?}: give a name (berth images import --name REPO FILE)"
-        ))),
+        (Some(tag), None) => {
+            Err(ImageError::InvalidArgument(format!("the layout names its image only by tag {tag:?}: give a name (berth images import --name REPO FILE)")))
+        }
         (None, None) => Ok(None),
     }
 }

@@ -50,9 +50,9 @@ impl MetaDb {
     pub fn open(root: &Path) -> io::Result<Self> {
         let path = root.join("images.json");
         let images = match std::fs::read(&path) {
-            Ok(data) => serde_json::from_slice::<MetaFile>(&data)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?
-                .images,
+            Ok(data) => {
+                serde_json::from_slice::<MetaFile>(&data).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?.images
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => vec![],
             Err(e) => return Err(e),
         };

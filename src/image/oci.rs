@@ -74,8 +74,7 @@ pub enum DocumentError {
 /// Parse a manifest or index. `media_type` is the Content-Type the registry gave (may be empty);
 /// the document's own mediaType field wins when present.
 pub fn parse_document(bytes: &[u8], media_type: &str) -> Result<Document, DocumentError> {
-    let v: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| DocumentError::Malformed(e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| DocumentError::Malformed(e.to_string()))?;
     let declared = v.get("mediaType").and_then(|m| m.as_str()).unwrap_or(media_type);
     if v.get("schemaVersion").and_then(|s| s.as_u64()) == Some(1) || declared == DOCKER_SCHEMA1 {
         return Err(DocumentError::Schema1);
@@ -106,21 +105,13 @@ pub fn host_platform() -> Platform {
         "powerpc64" => ("ppc64le", None),
         other => (other, None),
     };
-    Platform {
-        architecture: architecture.to_string(),
-        os: "linux".to_string(),
-        variant: variant.map(str::to_string),
-    }
+    Platform { architecture: architecture.to_string(), os: "linux".to_string(), variant: variant.map(str::to_string) }
 }
 
 /// Pick the manifest for `want` from an index: same os and architecture; a matching variant
 /// is preferred, an entry without a variant is accepted (arm64 images rarely state "v8").
 pub fn select_platform<'a>(index: &'a Index, want: &Platform) -> Option<&'a Descriptor> {
-    let candidates = index.manifests.iter().filter(|d| {
-        d.platform
-            .as_ref()
-            .is_some_and(|p| p.os == want.os && p.architecture == want.architecture)
-    });
+    let candidates = index.manifests.iter().filter(|d| d.platform.as_ref().is_some_and(|p| p.os == want.os && p.architecture == want.architecture));
     let mut fallback = None;
     for d in candidates {
         let variant = d.platform.as_ref().and_then(|p| p.variant.clone());
@@ -162,10 +153,7 @@ mod tests {
     #[test]
     fn rejects_schema1_and_unknown() {
         assert!(matches!(parse_document(br#"{"schemaVersion":1}"#, ""), Err(DocumentError::Schema1)));
-        assert!(matches!(
-            parse_document(br#"{"schemaVersion":2,"mediaType":"text/html"}"#, ""),
-            Err(DocumentError::UnsupportedMediaType(_))
-        ));
+        assert!(matches!(parse_document(br#"{"schemaVersion":2,"mediaType":"text/html"}"#, ""), Err(DocumentError::UnsupportedMediaType(_))));
         assert!(matches!(parse_document(b"not json", ""), Err(DocumentError::Malformed(_))));
     }
 }

@@ -57,12 +57,7 @@ fn parse_digest(what: &str, d: &str) -> Result<Digest, ImageError> {
 impl ImageStore {
     /// Pull `image` and record it; returns the image record.
     #[tracing::instrument(skip(self, creds, progress))]
-    pub async fn pull(
-        &self,
-        image: &str,
-        creds: &Credentials,
-        progress: Option<ProgressTx>,
-    ) -> Result<ImageRecord, ImageError> {
+    pub async fn pull(&self, image: &str, creds: &Credentials, progress: Option<ProgressTx>) -> Result<ImageRecord, ImageError> {
         let r: Reference = image.parse()?;
         let (src, top) = self.registry.fetch_manifest(&r, creds).await.map_err(registry_err(&r))?;
         let top_digest = parse_digest("manifest digest", &top.digest)?;
@@ -70,15 +65,11 @@ impl ImageStore {
             Document::Manifest(m) => (m, top_digest.clone(), top.bytes.clone()),
             Document::Index(idx) => {
                 let want = oci::host_platform();
-                let d = oci::select_platform(&idx, &want).ok_or_else(|| {
-                    ImageError::NoMatchingPlatform(format!("{}/{}", want.os, want.architecture))
-                })?;
+                let d = oci::select_platform(&idx, &want).ok_or_else(|| ImageError::NoMatchingPlatform(format!("{}/{}", want.os, want.architecture)))?;
                 let m = self.registry.fetch_manifest_by_digest(&src, &d.digest).await.map_err(registry_err(&r))?;
                 match oci::parse_document(&m.bytes, &m.media_type)? {
                     Document::Manifest(mm) => (mm, parse_digest("manifest digest", &m.digest)?, m.bytes),
-                    Document::Index(_) => {
-                        return Err(ImageError::InvalidArgument("nested image indexes are not supported".into()))
-                    }
+                    Document::Index(_) => return Err(ImageError::InvalidArgument("nested image indexes are not supported".into())),
                 }
             }
         };
@@ -94,16 +85,8 @@ impl ImageStore {
 
         let total: u64 = manifest.layers.iter().map(|l| l.size.max(0) as u64).sum();
         send(&progress, PullEvent::Resolved { layers: manifest.layers.len(), total });
-        let work: Vec<_> = manifest
-            .layers
-            .iter()
-            .zip(diff_ids)
-            .map(|(desc, diff_id)| self.ensure_layer(&r, &src, desc, diff_id, progress.clone()))
-            .collect();
-        let layers: Vec<LayerRecord> = futures_util::stream::iter(work)
-            .buffered(LAYER_CONCURRENCY)
-            .try_collect()
-            .await?;
+        let work: Vec<_> = manifest.layers.iter().zip(diff_ids).map(|(desc, diff_id)| self.ensure_layer(&r, &src, desc, diff_id, progress.clone())).collect();
+        let layers: Vec<LayerRecord> = futures_util::stream::iter(work).buffered(LAYER_CONCURRENCY).try_collect().await?;
 
         let rec = ImageRecord {
             id: config_digest,
@@ -121,13 +104,7 @@ impl ImageStore {
         Ok(rec)
     }
 
-    async fn fetch_config(
-        &self,
-        r: &Reference,
-        src: &Source,
-        desc: &Descriptor,
-        digest: &Digest,
-    ) -> Result<Vec<u8>, ImageError> {
+    async fn fetch_config(&self, r: &Reference, src: &Source, desc: &Descriptor, digest: &Digest) -> Result<Vec<u8>, ImageError> {
         if self.content.has(digest) {
             return Ok(self.content.read(digest)?);
         }
@@ -143,11 +120,7 @@ impl ImageStore {
             }
         }
         if data.len() as u64 != desc.size as u64 {
-            return Err(ImageError::SizeMismatch {
-                what: format!("config {digest}"),
-                expected: desc.size as u64,
-                actual: data.len() as u64,
-            });
+            return Err(ImageError::SizeMismatch { what: format!("config {digest}"), expected: desc.size as u64, actual: data.len() as u64 });
         }
         self.content.write_verified(digest, &data)?;
         Ok(data)
@@ -164,9 +137,8 @@ impl ImageStore {
         progress: Option<ProgressTx>,
     ) -> Result<LayerRecord, ImageError> {
         let digest = parse_digest("layer digest", &desc.digest)?;
-        let compression = Compression::from_media_type(&desc.media_type).ok_or_else(|| {
-            ImageError::InvalidArgument(format!("layer {digest}: unsupported media type {:?}", desc.media_type))
-        })?;
+        let compression = Compression::from_media_type(&desc.media_type)
+            .ok_or_else(|| ImageError::InvalidArgument(format!("layer {digest}: unsupported media type {:?}", desc.media_type)))?;
         if desc.size < 0 {
             return Err(ImageError::InvalidArgument(format!("layer {digest}: negative size")));
         }
@@ -185,11 +157,7 @@ impl ImageStore {
         };
         if unpacked.diff_id != diff_id.as_str() {
             self.content.discard_ingest(&digest);
-            return Err(ImageError::DigestMismatch {
-                what: format!("layer {digest} (uncompressed)"),
-                expected: diff_id.to_string(),
-                actual: unpacked.diff_id,
-            });
+            return Err(ImageError::DigestMismatch { what: format!("layer {digest} (uncompressed)"), expected: diff_id.to_string(), actual: unpacked.diff_id });
         }
         if !self.content.has(&digest) {
             self.content.commit_ingest(&digest)?;
@@ -200,18 +168,13 @@ impl ImageStore {
     }
 
     /// Unpack a blob that is already in the content store.
-    async fn unpack_stored(
-        &self,
-        digest: &Digest,
-        compression: Compression,
-    ) -> Result<(TempSnapshot, UnpackedLayer), ImageError> {
+    async fn unpack_stored(&self, digest: &Digest, compression: Compression) -> Result<(TempSnapshot, UnpackedLayer), ImageError> {
         let path = self.content.blob_path(digest);
         let tmp = self.snapshots.prepare().map_err(ImageError::io(self.root.join("snapshots")))?;
         let d = digest.to_string();
         tokio::task::spawn_blocking(move || {
             let f = std::fs::File::open(&path).map_err(ImageError::io(&path))?;
-            let unpacked = unpack_layer(io::BufReader::new(f), compression, &tmp.fs())
-                .map_err(|source| ImageError::Unpack { digest: d, source })?;
+            let unpacked = unpack_layer(io::BufReader::new(f), compression, &tmp.fs()).map_err(|source| ImageError::Unpack { digest: d, source })?;
             Ok((tmp, unpacked))
         })
         .await
@@ -289,11 +252,7 @@ impl ImageStore {
         if &actual != digest || n != size {
             self.content.discard_ingest(digest);
             if &actual != digest {
-                return Err(ImageError::DigestMismatch {
-                    what: format!("layer {digest}"),
-                    expected: digest.to_string(),
-                    actual: actual.to_string(),
-                });
+                return Err(ImageError::DigestMismatch { what: format!("layer {digest}"), expected: digest.to_string(), actual: actual.to_string() });
             }
             return Err(ImageError::SizeMismatch { what: format!("layer {digest}"), expected: size, actual: n });
         }
@@ -321,12 +280,10 @@ fn spawn_unpacker(
             Box::new(io::empty())
         };
         let mut hashing = HashingReader::new(prefix.chain(ChannelReader { rx, current: Bytes::new() }));
-        let unpacked = unpack_layer(&mut hashing, compression, &tmp.fs())
-            .map_err(|source| ImageError::Unpack { digest: digest.clone(), source })?;
-        let (actual, n) = hashing.finish().map_err(|e| ImageError::Unpack {
-            digest,
-            source: super::unpack::UnpackError::Io { path: PathBuf::from("<download>"), source: e },
-        })?;
+        let unpacked = unpack_layer(&mut hashing, compression, &tmp.fs()).map_err(|source| ImageError::Unpack { digest: digest.clone(), source })?;
+        let (actual, n) = hashing
+            .finish()
+            .map_err(|e| ImageError::Unpack { digest, source: super::unpack::UnpackError::Io { path: PathBuf::from("<download>"), source: e } })?;
         Ok((tmp, unpacked, actual, n))
     })
 }
@@ -362,20 +319,13 @@ pub(super) fn diff_ids(config: &[u8], layers: usize) -> Result<Vec<Digest>, Imag
     struct Config {
         rootfs: RootFs,
     }
-    let c: Config = serde_json::from_slice(config)
-        .map_err(|e| ImageError::InvalidArgument(format!("malformed image config: {e}")))?;
+    let c: Config = serde_json::from_slice(config).map_err(|e| ImageError::InvalidArgument(format!("malformed image config: {e}")))?;
     if c.rootfs.diff_ids.len() != layers {
-        return Err(ImageError::InvalidArgument(format!(
-            "image config lists {} diff IDs for {layers} layers",
-            c.rootfs.diff_ids.len()
-        )));
+        return Err(ImageError::InvalidArgument(format!("image config lists {} diff IDs for {layers} layers", c.rootfs.diff_ids.len())));
     }
     c.rootfs.diff_ids.iter().map(|d| parse_digest("diff ID", d)).collect()
 }
 
 pub(super) fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }

@@ -91,12 +91,7 @@ fn valid_domain(d: &str) -> bool {
         return host[1..host.len() - 1].parse::<std::net::Ipv6Addr>().is_ok();
     }
     !host.is_empty()
-        && host.split('.').all(|l| {
-            !l.is_empty()
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|x| x.is_ascii_alphanumeric() || x == b'-')
-        })
+        && host.split('.').all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-') && l.bytes().all(|x| x.is_ascii_alphanumeric() || x == b'-'))
 }
 
 impl Reference {
@@ -129,9 +124,7 @@ impl Reference {
             return Err(ReferenceError::BadRepository(s.to_string()));
         }
         let (domain, path) = match name.split_once('/') {
-            Some((first, path))
-                if first.contains('.') || first.contains(':') || first == "localhost" || first.bytes().any(|b| b.is_ascii_uppercase()) =>
-            {
+            Some((first, path)) if first.contains('.') || first.contains(':') || first == "localhost" || first.bytes().any(|b| b.is_ascii_uppercase()) => {
                 (first.to_string(), path.to_string())
             }
             _ => (DEFAULT_DOMAIN.to_string(), name.to_string()),
@@ -139,11 +132,8 @@ impl Reference {
         if !valid_domain(&domain) {
             return Err(ReferenceError::BadDomain(s.to_string()));
         }
-        let domain = if domain.eq_ignore_ascii_case(LEGACY_DOMAIN) || domain.eq_ignore_ascii_case(DEFAULT_DOMAIN) {
-            DEFAULT_DOMAIN.to_string()
-        } else {
-            domain
-        };
+        let domain =
+            if domain.eq_ignore_ascii_case(LEGACY_DOMAIN) || domain.eq_ignore_ascii_case(DEFAULT_DOMAIN) { DEFAULT_DOMAIN.to_string() } else { domain };
         if path.is_empty() || !path.split('/').all(valid_component) {
             return Err(ReferenceError::BadRepository(s.to_string()));
         }

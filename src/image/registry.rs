@@ -203,12 +203,7 @@ fn build_client(skip_verify: bool) -> Result<reqwest::Client, RegistryError> {
 
 impl RegistryClient {
     pub fn new(config: RegistryConfig) -> Result<Self, RegistryError> {
-        let c = RegistryClient {
-            http: build_client(false)?,
-            http_unverified: build_client(true)?,
-            config,
-            tokens: Mutex::new(HashMap::new()),
-        };
+        let c = RegistryClient { http: build_client(false)?, http_unverified: build_client(true)?, config, tokens: Mutex::new(HashMap::new()) };
         // Check mirror URLs and rewrites now, not at the first pull.
         for host in c.config.mirrors.keys() {
             c.endpoints_for(host)?;
@@ -224,9 +219,7 @@ impl RegistryClient {
             let rewrites = m
                 .rewrite
                 .iter()
-                .map(|(from, to)| {
-                    Regex::new(from).map(|re| (re, to.clone())).map_err(|e| RegistryError::InvalidConfig(format!("rewrite {from:?}: {e}")))
-                })
+                .map(|(from, to)| Regex::new(from).map(|re| (re, to.clone())).map_err(|e| RegistryError::InvalidConfig(format!("rewrite {from:?}: {e}"))))
                 .collect::<Result<Vec<_>, _>>()?;
             for url in &m.endpoints {
                 let (scheme, rest) = match url.split_once("://") {
@@ -273,7 +266,9 @@ impl RegistryClient {
             return given.clone();
         }
         match self.config.configs.get(&ep.host).and_then(|h| h.auth.clone()) {
-            Some(a) => Credentials { username: a.username, password: a.password, auth: a.auth, identity_token: a.identity_token, registry_token: String::new() },
+            Some(a) => {
+                Credentials { username: a.username, password: a.password, auth: a.auth, identity_token: a.identity_token, registry_token: String::new() }
+            }
             None => Credentials::default(),
         }
     }
@@ -356,7 +351,11 @@ impl RegistryClient {
                         skip -= n as u64;
                         let _ = b.split_to(n);
                     }
-                    if b.is_empty() { None } else { Some(Ok(b)) }
+                    if b.is_empty() {
+                        None
+                    } else {
+                        Some(Ok(b))
+                    }
                 }
             };
             std::future::ready(out)
@@ -402,7 +401,15 @@ impl RegistryClient {
         tokens.get(key).filter(|(_, exp)| *exp > Instant::now()).map(|(h, _)| h.clone())
     }
 
-    async fn send(&self, src: &Source, base: &str, url: &str, accept: Option<&str>, range: Option<u64>, auth: Option<&str>) -> Result<reqwest::Response, RegistryError> {
+    async fn send(
+        &self,
+        src: &Source,
+        base: &str,
+        url: &str,
+        accept: Option<&str>,
+        range: Option<u64>,
+        auth: Option<&str>,
+    ) -> Result<reqwest::Response, RegistryError> {
         let client = if src.endpoint.skip_verify { &self.http_unverified } else { &self.http };
         let mut req = client.get(url);
         if let Some(a) = accept {
@@ -491,8 +498,12 @@ fn transport_error(e: reqwest::Error, base: &str) -> RegistryError {
         msg.push_str(&format!(": {s}"));
         src = s.source();
     }
-    if base.starts_with("https://") && (msg.contains("InvalidContentType") || msg.contains("corrupt message") || msg.contains("record overflow") || msg.contains("tls")) {
-        msg.push_str(" (the server may speak plain HTTP: it gave an HTTP response to an HTTPS client; allow plain HTTP for this registry with registry.insecure)");
+    if base.starts_with("https://")
+        && (msg.contains("InvalidContentType") || msg.contains("corrupt message") || msg.contains("record overflow") || msg.contains("tls"))
+    {
+        msg.push_str(
+            " (the server may speak plain HTTP: it gave an HTTP response to an HTTPS client; allow plain HTTP for this registry with registry.insecure)",
+        );
     }
     RegistryError::Unavailable(msg)
 }
@@ -607,7 +618,10 @@ mod tests {
         );
         let c = client(RegistryConfig { mirrors, ..Default::default() });
         let eps = c.endpoints_for("docker.io").unwrap();
-        assert_eq!(eps.iter().map(|e| e.base.as_str()).collect::<Vec<_>>(), ["http://127.0.0.1:5000", "https://mirror.example", "https://registry-1.docker.io"]);
+        assert_eq!(
+            eps.iter().map(|e| e.base.as_str()).collect::<Vec<_>>(),
+            ["http://127.0.0.1:5000", "https://mirror.example", "https://registry-1.docker.io"]
+        );
         assert_eq!(eps[0].repository("library/busybox"), "lib/busybox");
         assert_eq!(eps[2].repository("library/busybox"), "library/busybox");
         // upstream = false: the mirrors only, never the registry itself.
@@ -634,9 +648,13 @@ mod tests {
                     let mut n = 0;
                     loop {
                         let Ok(m) = s.read(&mut buf[n..]).await else { return };
-                        if m == 0 { return; }
+                        if m == 0 {
+                            return;
+                        }
                         n += m;
-                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") { break; }
+                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
                     }
                     let req = String::from_utf8_lossy(&buf[..n]).to_string();
                     let resp = handler(&req);
@@ -757,7 +775,11 @@ mod tests {
         };
         let mirrors = [(
             "registry.berth.invalid".to_string(),
-            MirrorConfig { endpoints: vec![format!("http://{closed}"), format!("http://{addr}")], rewrite: [("^apps/(.*)".into(), "mirrored/$1".into())].into(), ..Default::default() },
+            MirrorConfig {
+                endpoints: vec![format!("http://{closed}"), format!("http://{addr}")],
+                rewrite: [("^apps/(.*)".into(), "mirrored/$1".into())].into(),
+                ..Default::default()
+            },
         )]
         .into();
         let c = client(RegistryConfig { mirrors, ..Default::default() });

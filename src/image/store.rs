@@ -52,8 +52,7 @@ impl ImageStore {
         let content = ContentStore::open(&root.join("content"))?;
         let snapshots = SnapshotStore::open(&root.join("snapshots")).map_err(ImageError::io(root.join("snapshots")))?;
         let meta = MetaDb::open(root).map_err(ImageError::io(root.join("images.json")))?;
-        let registry =
-            RegistryClient::new(registry).map_err(|e| ImageError::InvalidArgument(format!("registry config: {e}")))?;
+        let registry = RegistryClient::new(registry).map_err(|e| ImageError::InvalidArgument(format!("registry config: {e}")))?;
         Ok(ImageStore {
             root: root.to_path_buf(),
             content,
@@ -100,11 +99,7 @@ impl ImageStore {
                 return Ok(Some(found[0].clone()));
             }
             if image.starts_with("sha256:") || found.len() > 1 {
-                return if found.len() > 1 {
-                    Err(ImageError::InvalidArgument(format!("image ID prefix {image:?} is ambiguous")))
-                } else {
-                    Ok(None)
-                };
+                return if found.len() > 1 { Err(ImageError::InvalidArgument(format!("image ID prefix {image:?} is ambiguous"))) } else { Ok(None) };
             }
         }
         let r: Reference = image.parse()?;

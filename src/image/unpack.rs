@@ -31,8 +31,7 @@ impl Compression {
             | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
             | "application/vnd.docker.image.rootfs.diff.tar.gzip"
             | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Some(Compression::Gzip),
-            "application/vnd.oci.image.layer.v1.tar+zstd"
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Some(Compression::Zstd),
+            "application/vnd.oci.image.layer.v1.tar+zstd" | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd" => Some(Compression::Zstd),
             _ => None,
         }
     }
@@ -92,8 +91,7 @@ pub fn unpack_layer<R: Read>(reader: R, compression: Compression, dest: &Path) -
         Compression::None => Box::new(input),
         Compression::Gzip => Box::new(TagErrors(flate2::bufread::MultiGzDecoder::new(input))),
         Compression::Zstd => {
-            let d = zstd::stream::read::Decoder::with_buffer(input)
-                .map_err(|e| UnpackError::Decompress(e.to_string()))?;
+            let d = zstd::stream::read::Decoder::with_buffer(input).map_err(|e| UnpackError::Decompress(e.to_string()))?;
             Box::new(TagErrors(d))
         }
     };
@@ -147,10 +145,7 @@ fn check(ret: libc::c_int) -> io::Result<()> {
 }
 
 fn open_dir(p: &Path) -> Result<OwnedFd, UnpackError> {
-    let c = CString::new(p.as_os_str().as_bytes()).map_err(|_| UnpackError::Io {
-        path: p.to_path_buf(),
-        source: io::Error::other("NUL in path"),
-    })?;
+    let c = CString::new(p.as_os_str().as_bytes()).map_err(|_| UnpackError::Io { path: p.to_path_buf(), source: io::Error::other("NUL in path") })?;
     let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
     if fd < 0 {
         return Err(UnpackError::Io { path: p.to_path_buf(), source: io::Error::last_os_error() });
@@ -183,10 +178,7 @@ fn ensure_dir(root: &OwnedFd, comps: &[String], entry: &str) -> Result<OwnedFd, 
                     let err = io::Error::last_os_error();
                     if err.raw_os_error() == Some(libc::EEXIST) {
                         // exists yet does not resolve: a dangling symlink
-                        return Err(UnpackError::Unsafe {
-                            path: entry.into(),
-                            reason: format!("parent {sub:?} is a dangling symlink"),
-                        });
+                        return Err(UnpackError::Unsafe { path: entry.into(), reason: format!("parent {sub:?} is a dangling symlink") });
                     }
                     return Err(UnpackError::Io { path: PathBuf::from(entry), source: err });
                 }
@@ -206,10 +198,7 @@ fn components(raw: &Path) -> Result<Vec<String>, UnpackError> {
             Component::Normal(p) => out.push(p.to_string_lossy().into_owned()),
             Component::ParentDir => {
                 if out.pop().is_none() {
-                    return Err(UnpackError::Unsafe {
-                        path: raw.display().to_string(),
-                        reason: "path climbs out of the layer with ..".into(),
-                    });
+                    return Err(UnpackError::Unsafe { path: raw.display().to_string(), reason: "path climbs out of the layer with ..".into() });
                 }
             }
             Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
@@ -236,9 +225,7 @@ fn is_dir(st: &libc::stat) -> bool {
 fn remove_at(dir: &OwnedFd, name: &CString) -> io::Result<()> {
     let Some(st) = stat_at(dir, name)? else { return Ok(()) };
     if is_dir(&st) {
-        let fd = unsafe {
-            libc::openat(dir.as_raw_fd(), name.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        };
+        let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -314,8 +301,7 @@ fn apply_entry<R: Read>(root: &OwnedFd, entry: &mut tar::Entry<R>, dir_times: &m
         }
         let c = cstr(OsStr::new(deleted))?;
         remove_at(&parent, &c).map_err(io_at(&shown))?;
-        return check(unsafe { libc::mknodat(parent.as_raw_fd(), c.as_ptr(), libc::S_IFCHR, libc::makedev(0, 0)) })
-            .map_err(io_at(&shown));
+        return check(unsafe { libc::mknodat(parent.as_raw_fd(), c.as_ptr(), libc::S_IFCHR, libc::makedev(0, 0)) }).map_err(io_at(&shown));
     }
 
     let parent = ensure_dir(root, &comps, &shown)?;
@@ -339,9 +325,7 @@ fn apply_entry<R: Read>(root: &OwnedFd, entry: &mut tar::Entry<R>, dir_times: &m
         }
         tar::EntryType::Regular | tar::EntryType::Continuous => {
             remove_at(&parent, &cname).map_err(io_at(&shown))?;
-            let fd = unsafe {
-                libc::openat(p, cname.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o600)
-            };
+            let fd = unsafe { libc::openat(p, cname.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o600) };
             if fd < 0 {
                 return Err(UnpackError::Io { path: raw.clone(), source: io::Error::last_os_error() });
             }
@@ -355,24 +339,19 @@ fn apply_entry<R: Read>(root: &OwnedFd, entry: &mut tar::Entry<R>, dir_times: &m
             check(unsafe { libc::symlinkat(t.as_ptr(), p, cname.as_ptr()) }).map_err(io_at(&shown))?;
         }
         tar::EntryType::Link => {
-            let target = entry.link_name().map_err(|e| UnpackError::Tar(e.to_string()))?
+            let target = entry
+                .link_name()
+                .map_err(|e| UnpackError::Tar(e.to_string()))?
                 .ok_or_else(|| UnpackError::Tar(format!("{shown}: hard link without target")))?
                 .into_owned();
             let mut tcomps = components(&target)?;
             let tname = tcomps.pop().ok_or_else(|| UnpackError::Unsafe { path: shown.clone(), reason: "hard link to the root".into() })?;
-            let tparent = open_in_root(root, &tcomps.join("/")).map_err(|_| UnpackError::Unsafe {
-                path: shown.clone(),
-                reason: format!("hard link target {} is not in this layer", target.display()),
-            })?;
+            let tparent = open_in_root(root, &tcomps.join("/"))
+                .map_err(|_| UnpackError::Unsafe { path: shown.clone(), reason: format!("hard link target {} is not in this layer", target.display()) })?;
             let tc = cstr(OsStr::new(&tname))?;
             match stat_at(&tparent, &tc).map_err(io_at(&shown))? {
                 Some(st) if !is_dir(&st) => {}
-                _ => {
-                    return Err(UnpackError::Unsafe {
-                        path: shown,
-                        reason: format!("hard link target {} is not a file of this layer", target.display()),
-                    })
-                }
+                _ => return Err(UnpackError::Unsafe { path: shown, reason: format!("hard link target {} is not a file of this layer", target.display()) }),
             }
             remove_at(&parent, &cname).map_err(io_at(&shown))?;
             check(unsafe { libc::linkat(tparent.as_raw_fd(), tc.as_ptr(), p, cname.as_ptr(), 0) }).map_err(io_at(&shown))?;
@@ -387,12 +366,9 @@ fn apply_entry<R: Read>(root: &OwnedFd, entry: &mut tar::Entry<R>, dir_times: &m
                 _ => libc::S_IFIFO,
             };
             remove_at(&parent, &cname).map_err(io_at(&shown))?;
-            check(unsafe { libc::mknodat(p, cname.as_ptr(), ftype | 0o600, libc::makedev(major, minor)) })
-                .map_err(io_at(&shown))?;
+            check(unsafe { libc::mknodat(p, cname.as_ptr(), ftype | 0o600, libc::makedev(major, minor)) }).map_err(io_at(&shown))?;
         }
-        tar::EntryType::GNUSparse => {
-            return Err(UnpackError::Unsupported { path: shown, what: "GNU sparse file".into() })
-        }
+        tar::EntryType::GNUSparse => return Err(UnpackError::Unsupported { path: shown, what: "GNU sparse file".into() }),
         _ => return Ok(()), // pax/GNU meta headers are consumed by the tar reader; others carry no file
     }
 

@@ -344,8 +344,11 @@ impl Network {
     }
 
     async fn delete_with(&self, cached: &CachedAttachment) -> Result<(), PluginError> {
-        let list = NetConfList::from_value(Path::new("cache"), cached.list.clone())
-            .map_err(|e| PluginError::Exec { plugin: "-".into(), command: "DEL".into(), message: e.to_string() })?;
+        let list = NetConfList::from_value(Path::new("cache"), cached.list.clone()).map_err(|e| PluginError::Exec {
+            plugin: "-".into(),
+            command: "DEL".into(),
+            message: e.to_string(),
+        })?;
         let mut first_err = None;
         for p in list.plugins.iter().rev() {
             let input = plugin::plugin_input(p, &list.name, &list.cni_version, Some(&cached.result), &cached.runtime_config);
@@ -391,9 +394,7 @@ impl Network {
     /// Pods with a cached attachment.
     pub fn attached(&self) -> Vec<String> {
         let Ok(rd) = std::fs::read_dir(&self.cache_dir) else { return vec![] };
-        rd.flatten()
-            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".json")).map(String::from))
-            .collect()
+        rd.flatten().filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".json")).map(String::from)).collect()
     }
 
     /// CNI ≥ 1.1.0 GC: plugins release whatever belongs to attachments not in `valid`.
@@ -414,13 +415,8 @@ impl Network {
 
 /// IP addresses (without prefix length) from a CNI result, IPv4 first.
 pub fn addresses(result: &Value) -> PodAddresses {
-    let mut ips: Vec<String> = result["ips"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|ip| ip["address"].as_str())
-        .map(|a| a.split('/').next().unwrap_or(a).to_string())
-        .collect();
+    let mut ips: Vec<String> =
+        result["ips"].as_array().into_iter().flatten().filter_map(|ip| ip["address"].as_str()).map(|a| a.split('/').next().unwrap_or(a).to_string()).collect();
     ips.sort_by_key(|ip| ip.contains(':'));
     PodAddresses { ips }
 }

@@ -47,8 +47,7 @@ pub fn path_list(dirs: &[PathBuf]) -> String {
 pub async fn run(config: &Value, inv: &Invocation<'_>) -> Result<Value, PluginError> {
     let kind = config["type"].as_str().unwrap_or_default().to_string();
     let exec_err = |message: String| PluginError::Exec { plugin: kind.clone(), command: inv.command.into(), message };
-    let binary = find_plugin(&kind, inv.bin_dirs)
-        .ok_or_else(|| PluginError::NotFound { plugin: kind.clone(), path: path_list(inv.bin_dirs) })?;
+    let binary = find_plugin(&kind, inv.bin_dirs).ok_or_else(|| PluginError::NotFound { plugin: kind.clone(), path: path_list(inv.bin_dirs) })?;
     let mut child = tokio::process::Command::new(&binary)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into()))

@@ -19,8 +19,8 @@ pub struct VersionCache {
 impl VersionCache {
     /// The versions the plugin `kind` supports, from the cache or by asking it.
     pub async fn supported(&self, kind: &str, inv: &Invocation<'_>) -> Result<Vec<String>, PluginError> {
-        let binary = plugin::find_plugin(kind, inv.bin_dirs)
-            .ok_or_else(|| PluginError::NotFound { plugin: kind.to_string(), path: plugin::path_list(inv.bin_dirs) })?;
+        let binary =
+            plugin::find_plugin(kind, inv.bin_dirs).ok_or_else(|| PluginError::NotFound { plugin: kind.to_string(), path: plugin::path_list(inv.bin_dirs) })?;
         let mtime = modified(&binary);
         if let Some((stamp, versions)) = self.lock().get(&binary) {
             if *stamp == mtime && mtime.is_some() {

@@ -57,7 +57,9 @@ pub fn write(dir: &Path, files: &[Payload], gid: Option<u32>) -> io::Result<bool
     let wanted: BTreeMap<String, (Vec<u8>, u32)> = files.iter().map(|f| (f.path.clone(), (f.data.clone(), f.mode & 0o7777))).collect();
     if let Some(cur) = current(dir) {
         let same = cur.len() == wanted.len()
-            && cur.iter().all(|(p, (data, mode, g))| wanted.get(p).map(|(d, m)| d == data && m == mode && gid.map(|x| x == *g).unwrap_or(true)).unwrap_or(false));
+            && cur
+                .iter()
+                .all(|(p, (data, mode, g))| wanted.get(p).map(|(d, m)| d == data && m == mode && gid.map(|x| x == *g).unwrap_or(true)).unwrap_or(false));
         if same {
             return Ok(false);
         }
@@ -122,7 +124,8 @@ mod tests {
         assert!(write(&dir, &[f("a", "3")], None).unwrap());
         assert_eq!(std::fs::read_to_string(dir.join("a")).unwrap(), "3");
         assert!(!dir.join("conf").exists(), "a key that went is gone");
-        let hidden: Vec<String> = std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).filter(|n| n.starts_with("..")).collect();
+        let hidden: Vec<String> =
+            std::fs::read_dir(&dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).filter(|n| n.starts_with("..")).collect();
         assert_eq!(hidden.len(), 2, "..data and one timestamped dir: {hidden:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }

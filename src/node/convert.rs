@@ -47,7 +47,9 @@ fn recursive_read_only(m: &k8s_openapi::api::core::v1::VolumeMount, readonly: bo
         Some("IfPossible") => Ok(readonly && private && supported),
         Some("Enabled") if !readonly => Err(format!("volumeMount {:?}: recursiveReadOnly Enabled needs readOnly", m.name)),
         Some("Enabled") if !private => Err(format!("volumeMount {:?}: recursiveReadOnly Enabled needs mountPropagation None", m.name)),
-        Some("Enabled") if !supported => Err(format!("volumeMount {:?}: recursiveReadOnly Enabled: this kernel cannot make mounts recursively read-only", m.name)),
+        Some("Enabled") if !supported => {
+            Err(format!("volumeMount {:?}: recursiveReadOnly Enabled: this kernel cannot make mounts recursively read-only", m.name))
+        }
         Some("Enabled") => Ok(true),
         Some(other) => Err(format!("volumeMount {:?}: unknown recursiveReadOnly {other:?}", m.name)),
     }
@@ -91,7 +93,10 @@ pub fn verify_non_root(pod: &Pod, c: &Container, image: Option<&cri::Image>) -> 
         return Ok(());
     }
     if !image.username.is_empty() {
-        return Err(format!("container has runAsNonRoot and image has non-numeric user ({}), cannot verify user is non-root (pod: \"{pod_name}\", container: {})", image.username, c.name));
+        return Err(format!(
+            "container has runAsNonRoot and image has non-numeric user ({}), cannot verify user is non-root (pod: \"{pod_name}\", container: {})",
+            image.username, c.name
+        ));
     }
     // No user in the image: it runs as root.
     Err(format!("container has runAsNonRoot and image will run as root (pod: \"{pod_name}\", container: {})", c.name))
@@ -128,9 +133,7 @@ pub fn pod_resources(spec: &PodSpec) -> cri::LinuxContainerResources {
 /// The pod's QoS class as Kubernetes defines it.
 pub fn qos_class(spec: &PodSpec) -> &'static str {
     let all: Vec<&Container> = spec.init_containers.iter().flatten().chain(spec.containers.iter()).collect();
-    let any = all.iter().any(|c| {
-        ["cpu", "memory"].iter().any(|r| resource(c, "requests", r).is_some() || resource(c, "limits", r).is_some())
-    });
+    let any = all.iter().any(|c| ["cpu", "memory"].iter().any(|r| resource(c, "requests", r).is_some() || resource(c, "limits", r).is_some()));
     if !any {
         return QOS_BESTEFFORT;
     }
@@ -362,7 +365,10 @@ pub fn container_config(
                 field_ref(pod, &f.field_path, fields)?
             } else if let Some(r) = &from.resource_field_ref {
                 resource_field(c, &r.resource)?
-            } else if let Some(r) = from.config_map_key_ref.as_ref().map(|r| (format!("configmap {:?}", r.name), cm_data(&r.name), &r.key, r.optional))
+            } else if let Some(r) = from
+                .config_map_key_ref
+                .as_ref()
+                .map(|r| (format!("configmap {:?}", r.name), cm_data(&r.name), &r.key, r.optional))
                 .or_else(|| from.secret_key_ref.as_ref().map(|r| (format!("secret {:?}", r.name), secret_data(&r.name), &r.key, r.optional)))
             {
                 let (what, data, key, optional) = r;
@@ -526,14 +532,16 @@ mod tests {
         let spec: PodSpec = serde_json::from_value(serde_json::json!({"containers": [
             {"name": "a", "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "200m", "memory": "64Mi"}}},
             {"name": "b", "resources": {"limits": {"cpu": "300m", "memory": "32Mi"}}}],
-            "initContainers": [{"name": "i", "resources": {"limits": {"cpu": "1", "memory": "16Mi"}}}]})).unwrap();
+            "initContainers": [{"name": "i", "resources": {"limits": {"cpu": "1", "memory": "16Mi"}}}]}))
+        .unwrap();
         let r = pod_resources(&spec);
         // Requests: a 100m + b 300m (its limit) = 400m; the init container's 1 CPU is more.
         assert_eq!(r.cpu_shares, 1024);
         assert_eq!((r.cpu_quota, r.cpu_period), (100_000, 100_000));
         assert_eq!(r.memory_limit_in_bytes, 96 << 20);
         let open: PodSpec = serde_json::from_value(serde_json::json!({"containers": [
-            {"name": "a", "resources": {"limits": {"memory": "64Mi"}}}, {"name": "b"}]})).unwrap();
+            {"name": "a", "resources": {"limits": {"memory": "64Mi"}}}, {"name": "b"}]}))
+        .unwrap();
         let r = pod_resources(&open);
         assert_eq!((r.cpu_shares, r.cpu_quota, r.memory_limit_in_bytes), (2, 0, 0), "a container without limits leaves the pod unlimited");
     }
@@ -541,10 +549,12 @@ mod tests {
     #[test]
     fn qos_classes() {
         let pod: Pod = serde_json::from_value(serde_json::json!({"spec": {"containers": [
-            {"name": "a", "image": "i", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}})).unwrap();
+            {"name": "a", "image": "i", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]}}))
+        .unwrap();
         assert_eq!(qos_class(pod.spec.as_ref().unwrap()), QOS_GUARANTEED);
         let pod: Pod = serde_json::from_value(serde_json::json!({"spec": {"containers": [
-            {"name": "a", "image": "i", "resources": {"requests": {"cpu": "100m"}}}]}})).unwrap();
+            {"name": "a", "image": "i", "resources": {"requests": {"cpu": "100m"}}}]}}))
+        .unwrap();
         assert_eq!(qos_class(pod.spec.as_ref().unwrap()), QOS_BURSTABLE);
         let pod: Pod = serde_json::from_value(serde_json::json!({"spec": {"containers": [{"name": "a", "image": "i"}]}})).unwrap();
         assert_eq!(qos_class(pod.spec.as_ref().unwrap()), QOS_BESTEFFORT);

@@ -115,7 +115,9 @@ mod tests {
         assert_eq!(resolver(&pod(serde_json::json!({"containers": []})), false), (Resolver::Host, true));
         // Host network: ClusterFirst is the host's; ClusterFirstWithHostNet the cluster's.
         assert!(dns_config(&pod(serde_json::json!({"containers": [], "hostNetwork": true})), &dns, "cluster.local", HOST).is_none());
-        let c = dns_config(&pod(serde_json::json!({"containers": [], "hostNetwork": true, "dnsPolicy": "ClusterFirstWithHostNet"})), &dns, "cluster.local", HOST).unwrap();
+        let c =
+            dns_config(&pod(serde_json::json!({"containers": [], "hostNetwork": true, "dnsPolicy": "ClusterFirstWithHostNet"})), &dns, "cluster.local", HOST)
+                .unwrap();
         assert_eq!(c.servers, ["10.96.0.10"]);
         // Default with dnsConfig merges into the host's.
         let c = dns_config(
@@ -125,8 +127,17 @@ mod tests {
             HOST,
         )
         .unwrap();
-        assert_eq!((c.servers, c.searches, c.options), (vec!["192.0.2.53".to_string(), "1.1.1.1".into()], vec!["corp.example".to_string()], vec!["edns0".to_string(), "ndots:2".into()]));
-        let c = dns_config(&pod(serde_json::json!({"containers": [], "dnsPolicy": "None", "dnsConfig": {"nameservers": ["1.1.1.1"], "searches": ["a", "a"]}})), &dns, "cluster.local", HOST).unwrap();
+        assert_eq!(
+            (c.servers, c.searches, c.options),
+            (vec!["192.0.2.53".to_string(), "1.1.1.1".into()], vec!["corp.example".to_string()], vec!["edns0".to_string(), "ndots:2".into()])
+        );
+        let c = dns_config(
+            &pod(serde_json::json!({"containers": [], "dnsPolicy": "None", "dnsConfig": {"nameservers": ["1.1.1.1"], "searches": ["a", "a"]}})),
+            &dns,
+            "cluster.local",
+            HOST,
+        )
+        .unwrap();
         assert_eq!((c.servers, c.searches, c.options), (vec!["1.1.1.1".to_string()], vec!["a".to_string()], vec![]));
     }
 }

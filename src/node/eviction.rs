@@ -96,7 +96,9 @@ impl Threshold {
 pub enum ThresholdError {
     #[error("eviction threshold {0:?}: expected <signal><<quantity or percentage>, like memory.available<100Mi")]
     Syntax(String),
-    #[error("unknown eviction signal {0:?} (known: memory.available, nodefs.available, nodefs.inodesFree, imagefs.available, imagefs.inodesFree, pid.available)")]
+    #[error(
+        "unknown eviction signal {0:?} (known: memory.available, nodefs.available, nodefs.inodesFree, imagefs.available, imagefs.inodesFree, pid.available)"
+    )]
     Signal(String),
     #[error("eviction threshold {0:?}: bad quantity")]
     Quantity(String),

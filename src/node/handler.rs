@@ -57,11 +57,7 @@ pub async fn exec(a: &ExecAction, t: &Target, timeout: Duration) -> Result<(), S
         return Err("exec: no command".into());
     }
     let secs = timeout.as_secs().max(1) as i64;
-    let r = t
-        .runtime
-        .exec_sync(cri::ExecSyncRequest { container_id: t.container_id.clone(), cmd, timeout: secs })
-        .await
-        .map_err(|e| e.message)?;
+    let r = t.runtime.exec_sync(cri::ExecSyncRequest { container_id: t.container_id.clone(), cmd, timeout: secs }).await.map_err(|e| e.message)?;
     if r.exit_code == 0 {
         Ok(())
     } else {
@@ -76,10 +72,7 @@ pub async fn exec(a: &ExecAction, t: &Target, timeout: Duration) -> Result<(), S
 pub async fn tcp(a: &TCPSocketAction, t: &Target, timeout: Duration) -> Result<(), String> {
     let port = resolve_port(&a.port, &t.container)?;
     let ip = host_addr(a.host.as_deref(), t)?;
-    crate::util::netns::connect(t.netns.clone(), vec![SocketAddr::new(ip, port)], timeout)
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("dial tcp {ip}:{port}: {e}"))
+    crate::util::netns::connect(t.netns.clone(), vec![SocketAddr::new(ip, port)], timeout).await.map(|_| ()).map_err(|e| format!("dial tcp {ip}:{port}: {e}"))
 }
 
 pub async fn sleep(seconds: i64) -> Result<(), String> {
@@ -88,11 +81,18 @@ pub async fn sleep(seconds: i64) -> Result<(), String> {
 }
 
 /// One HTTP/1.1 GET over a connection made in the pod's namespace; returns (status, location).
-async fn http_once(t: &Target, https: bool, ip: IpAddr, port: u16, host_header: &str, path: &str, headers: &[(String, String)], timeout: Duration) -> Result<(u16, Option<String>), String> {
+async fn http_once(
+    t: &Target,
+    https: bool,
+    ip: IpAddr,
+    port: u16,
+    host_header: &str,
+    path: &str,
+    headers: &[(String, String)],
+    timeout: Duration,
+) -> Result<(u16, Option<String>), String> {
     use http_body_util::{BodyExt, Empty};
-    let tcp = crate::util::netns::connect(t.netns.clone(), vec![SocketAddr::new(ip, port)], timeout)
-        .await
-        .map_err(|e| format!("dial tcp {ip}:{port}: {e}"))?;
+    let tcp = crate::util::netns::connect(t.netns.clone(), vec![SocketAddr::new(ip, port)], timeout).await.map_err(|e| format!("dial tcp {ip}:{port}: {e}"))?;
     let mut req = hyper::Request::get(path).header("host", host_header).header("user-agent", USER_AGENT).header("accept", "*/*");
     for (k, v) in headers {
         req = req.header(k.as_str(), v.as_str());
@@ -135,11 +135,13 @@ pub async fn http(a: &HTTPGetAction, t: &Target, timeout: Duration) -> Result<()
     let ip = host_addr(a.host.as_deref(), t)?;
     let https = a.scheme.as_deref().map(|s| s.eq_ignore_ascii_case("HTTPS")).unwrap_or(false);
     let mut headers: Vec<(String, String)> = a.http_headers.iter().flatten().map(|h| (h.name.clone(), h.value.clone())).collect();
-    let host_header = headers
-        .iter()
-        .position(|(k, _)| k.eq_ignore_ascii_case("host"))
-        .map(|i| headers.remove(i).1)
-        .unwrap_or_else(|| if ip.is_ipv6() { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") });
+    let host_header = headers.iter().position(|(k, _)| k.eq_ignore_ascii_case("host")).map(|i| headers.remove(i).1).unwrap_or_else(|| {
+        if ip.is_ipv6() {
+            format!("[{ip}]:{port}")
+        } else {
+            format!("{ip}:{port}")
+        }
+    });
     let mut path = a.path.clone().filter(|p| !p.is_empty()).unwrap_or_else(|| "/".into());
     if !path.starts_with('/') {
         path.insert(0, '/');

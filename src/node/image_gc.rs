@@ -125,13 +125,7 @@ impl ImageGc {
 
     /// Remove unused images until `want` bytes are freed (all of them when `want` is None).
     /// Returns the bytes freed and the images removed.
-    pub async fn free(
-        &mut self,
-        runtime: &dyn RuntimeApi,
-        images: &dyn ImageApi,
-        want: Option<u64>,
-        min_age: Duration,
-    ) -> Result<(u64, Vec<String>), String> {
+    pub async fn free(&mut self, runtime: &dyn RuntimeApi, images: &dyn ImageApi, want: Option<u64>, min_age: Duration) -> Result<(u64, Vec<String>), String> {
         let mut freed = 0u64;
         let mut removed = Vec::new();
         for c in self.candidates(runtime, images, min_age).await? {

@@ -106,7 +106,11 @@ pub fn parse_cpu_ns(stat: &str) -> Option<u64> {
 fn clock_ticks() -> u64 {
     // SAFETY: sysconf only reads a system value.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz > 0 { hz as u64 } else { 100 }
+    if hz > 0 {
+        hz as u64
+    } else {
+        100
+    }
 }
 
 /// A counter sampled now and then, to turn cumulative CPU time into a rate.
@@ -130,8 +134,8 @@ impl CpuSampler {
     }
 }
 
-pub use crate::util::net_dev::InterfaceCounters as Interface;
 use crate::util::net_dev::parse as parse_net_dev;
+pub use crate::util::net_dev::InterfaceCounters as Interface;
 
 /// The host's interfaces, the one carrying the default route first.
 pub fn host_interfaces() -> Vec<Interface> {
@@ -202,7 +206,10 @@ mod tests {
     fn net_dev_lines_parse() {
         let text = "Inter-|   Receive |  Transmit\n face |bytes packets errs drop fifo frame compressed multicast|bytes packets errs drop fifo colls carrier compressed\n  eth0: 100 2 3 0 0 0 0 0 200 4 5 0 0 0 0 0\n    lo: 1 1 0 0 0 0 0 0 1 1 0 0 0 0 0 0\n";
         let i = parse_net_dev(text);
-        assert_eq!(i[0], Interface { name: "eth0".into(), rx_bytes: 100, rx_packets: 2, rx_errors: 3, tx_bytes: 200, tx_packets: 4, tx_errors: 5, ..Default::default() });
+        assert_eq!(
+            i[0],
+            Interface { name: "eth0".into(), rx_bytes: 100, rx_packets: 2, rx_errors: 3, tx_bytes: 200, tx_packets: 4, tx_errors: 5, ..Default::default() }
+        );
         assert_eq!(i.len(), 2);
     }
 }

@@ -72,10 +72,7 @@ pub fn read_dir(dir: &Path, node_name: &str) -> Snapshot {
                 for p in content.pods {
                     let uid = p.pod.metadata.uid.clone().unwrap_or_default();
                     if let Some(other) = snap.pods.values().find(|o| same_name(&o.pod, &p.pod)) {
-                        snap.errors.insert(
-                            path.clone(),
-                            format!("pod {} is also declared in {}", full_name(&p.pod), other.file.display()),
-                        );
+                        snap.errors.insert(path.clone(), format!("pod {} is also declared in {}", full_name(&p.pod), other.file.display()));
                         continue;
                     }
                     snap.pods.insert(uid, p);

@@ -91,8 +91,7 @@ fn write_sample(out: &mut String, desc: &cri::MetricDescriptor, m: &cri::Metric)
     if m.label_values.len() != desc.label_keys.len() {
         return;
     }
-    let labels: Vec<String> =
-        desc.label_keys.iter().zip(&m.label_values).map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
+    let labels: Vec<String> = desc.label_keys.iter().zip(&m.label_values).map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
     let value = m.value.as_ref().map(|v| v.value).unwrap_or(0);
     let _ = write!(out, "{}{{{}}} {value}", desc.name, labels.join(","));
     if m.timestamp > 0 {
@@ -129,7 +128,11 @@ mod tests {
     #[test]
     fn cri_metrics_render_as_prometheus_text() {
         let descriptors = vec![
-            cri::MetricDescriptor { name: "container_cpu_usage_seconds_total".into(), help: "CPU \\ time\nin s".into(), label_keys: vec!["pod".into(), "cpu".into()] },
+            cri::MetricDescriptor {
+                name: "container_cpu_usage_seconds_total".into(),
+                help: "CPU \\ time\nin s".into(),
+                label_keys: vec!["pod".into(), "cpu".into()],
+            },
             cri::MetricDescriptor { name: "container_threads".into(), help: "Threads".into(), label_keys: vec!["pod".into()] },
         ];
         let metric = |name: &str, values: &[&str], value: u64, metric_type: cri::MetricType| cri::Metric {

@@ -11,10 +11,10 @@ pub mod handler;
 pub mod housekeeping;
 pub mod image_gc;
 pub mod machine;
-pub mod pod_files;
-pub mod probe;
 pub mod manifest;
 pub mod metrics;
+pub mod pod_files;
+pub mod probe;
 pub mod quantity;
 pub mod status;
 pub mod subpath;
@@ -115,7 +115,14 @@ impl Node {
         for d in [&cfg.state_dir, &cfg.pods_dir, &cfg.log_dir, &cfg.manifest_dir] {
             std::fs::create_dir_all(d)?;
         }
-        let shared = Arc::new(NodeShared { runtime, images, cfg, statuses: RwLock::new(BTreeMap::new()), errors: RwLock::new(BTreeMap::new()), details: RwLock::new(BTreeMap::new()), objects: RwLock::new(Default::default()),
+        let shared = Arc::new(NodeShared {
+            runtime,
+            images,
+            cfg,
+            statuses: RwLock::new(BTreeMap::new()),
+            errors: RwLock::new(BTreeMap::new()),
+            details: RwLock::new(BTreeMap::new()),
+            objects: RwLock::new(Default::default()),
             metrics: Default::default(),
             pressure: RwLock::new(Vec::new()),
             evictions: Default::default(),

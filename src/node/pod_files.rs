@@ -138,10 +138,15 @@ pub fn read_message(path: &Path) -> String {
 pub async fn log_tail(log: &Path) -> String {
     let opts = crate::logs::LogOptions { follow: false, tail: Some(FALLBACK_LINES), since_ns: None, timestamps: false, limit_bytes: None };
     let mut out: Vec<u8> = Vec::new();
-    let _ = crate::logs::read_logs(log, &opts, |l| {
-        out.extend_from_slice(&l.content);
-        true
-    }, || async { false })
+    let _ = crate::logs::read_logs(
+        log,
+        &opts,
+        |l| {
+            out.extend_from_slice(&l.content);
+            true
+        },
+        || async { false },
+    )
     .await;
     let start = out.len().saturating_sub(FALLBACK_BYTES);
     String::from_utf8_lossy(&out[start..]).to_string()

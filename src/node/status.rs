@@ -4,8 +4,8 @@ use super::convert;
 use super::worker::{Observed, PodProgress};
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{
-    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, HostIP, Pod,
-    PodCondition, PodIP, PodStatus,
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP,
+    PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::BTreeMap;
@@ -20,7 +20,15 @@ pub fn time(ns: i64) -> Option<Time> {
 fn terminated(st: &cri::ContainerStatus) -> ContainerStateTerminated {
     ContainerStateTerminated {
         exit_code: st.exit_code,
-        reason: Some(if st.reason.is_empty() { if st.exit_code == 0 { "Completed".into() } else { "Error".into() } } else { st.reason.clone() }),
+        reason: Some(if st.reason.is_empty() {
+            if st.exit_code == 0 {
+                "Completed".into()
+            } else {
+                "Error".into()
+            }
+        } else {
+            st.reason.clone()
+        }),
         message: (!st.message.is_empty()).then(|| st.message.clone()),
         started_at: time(st.started_at),
         finished_at: time(st.finished_at),
@@ -40,10 +48,9 @@ fn container_status(c: &Container, progress: &PodProgress, observed: &BTreeMap<S
         (_, Some((reason, msg))) if obs.map(|o| o.state != cri::ContainerState::ContainerRunning as i32).unwrap_or(true) => {
             (waiting(reason, Some(msg.clone())), false)
         }
-        (Some(o), _) if o.state == cri::ContainerState::ContainerRunning as i32 => (
-            ContainerState { running: Some(ContainerStateRunning { started_at: time(o.started_at) }), ..Default::default() },
-            true,
-        ),
+        (Some(o), _) if o.state == cri::ContainerState::ContainerRunning as i32 => {
+            (ContainerState { running: Some(ContainerStateRunning { started_at: time(o.started_at) }), ..Default::default() }, true)
+        }
         (Some(o), _) if o.state == cri::ContainerState::ContainerExited as i32 => {
             (ContainerState { terminated: Some(terminated(o)), ..Default::default() }, false)
         }
@@ -136,7 +143,11 @@ fn initialized_condition(spec: &k8s_openapi::api::core::v1::PodSpec, init_status
         .filter(|(c, st)| {
             let sidecar = c.restart_policy.as_deref() == Some("Always");
             let terminated_ok = st.state.as_ref().and_then(|s| s.terminated.as_ref()).is_some_and(|t| t.exit_code == 0);
-            if sidecar { !st.started.unwrap_or(false) } else { !terminated_ok }
+            if sidecar {
+                !st.started.unwrap_or(false)
+            } else {
+                !terminated_ok
+            }
         })
         .map(|(c, _)| c.name.clone())
         .collect();
@@ -149,7 +160,13 @@ fn initialized_condition(spec: &k8s_openapi::api::core::v1::PodSpec, init_status
 
 /// ContainersReady (and Ready, which follows it for a pod without readiness gates): every app
 /// container and sidecar ready; PodCompleted once the pod has succeeded.
-fn readiness_conditions(statuses: &[ContainerStatus], init_statuses: &[ContainerStatus], spec: &k8s_openapi::api::core::v1::PodSpec, progress: &PodProgress, phase: &str) -> [PodCondition; 2] {
+fn readiness_conditions(
+    statuses: &[ContainerStatus],
+    init_statuses: &[ContainerStatus],
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    progress: &PodProgress,
+    phase: &str,
+) -> [PodCondition; 2] {
     let sidecars = spec.init_containers.iter().flatten().zip(init_statuses).filter(|(c, _)| c.restart_policy.as_deref() == Some("Always")).map(|(_, st)| st);
     let unready: Vec<String> = sidecars.chain(statuses).filter(|s| !s.ready).map(|s| s.name.clone()).collect();
     let ready = unready.is_empty() && progress.init_done;
@@ -166,19 +183,13 @@ fn readiness_conditions(statuses: &[ContainerStatus], init_statuses: &[Container
 
 fn condition(kind: &str, progress: &PodProgress, value: bool) -> PodCondition {
     let since = progress.conditions.get(kind).filter(|c| c.0 == value).map(|c| c.1).unwrap_or(progress.start_time_ns);
-    PodCondition {
-        type_: kind.into(),
-        status: if value { "True".into() } else { "False".into() },
-        last_transition_time: time(since),
-        ..Default::default()
-    }
+    PodCondition { type_: kind.into(), status: if value { "True".into() } else { "False".into() }, last_transition_time: time(since), ..Default::default() }
 }
 
 pub fn pod_status(pod: &Pod, progress: &PodProgress, observed: &BTreeMap<String, Observed>, node_ip: &str) -> PodStatus {
     let spec = pod.spec.clone().unwrap_or_default();
     let has_init = !spec.init_containers.as_ref().is_none_or(|v| v.is_empty());
-    let init_statuses: Vec<ContainerStatus> =
-        spec.init_containers.iter().flatten().map(|c| container_status(c, progress, observed, true, has_init)).collect();
+    let init_statuses: Vec<ContainerStatus> = spec.init_containers.iter().flatten().map(|c| container_status(c, progress, observed, true, has_init)).collect();
     let statuses: Vec<ContainerStatus> = spec.containers.iter().map(|c| container_status(c, progress, observed, false, has_init)).collect();
     let phase = if progress.phase.is_empty() { "Pending".to_string() } else { progress.phase.clone() };
     let sandbox_ready = progress.conditions.get("PodReadyToStartContainers").map(|c| c.0).unwrap_or(false);

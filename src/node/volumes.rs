@@ -27,9 +27,12 @@ pub struct Objects {
 
 /// Whether a volume's content comes from the node (and is mounted read-only).
 pub fn is_node_written(pod: &Pod, volume: &str) -> bool {
-    pod.spec.as_ref().and_then(|s| s.volumes.as_ref()).into_iter().flatten().any(|v| {
-        v.name == volume && (v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some() || v.projected.is_some())
-    })
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|v| v.name == volume && (v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some() || v.projected.is_some()))
 }
 
 /// One file to write into a node-written volume.
@@ -85,9 +88,7 @@ fn downward_files(pod: &Pod, items: &[k8s_openapi::api::core::v1::DownwardAPIVol
         check_rel(&it.path)?;
         let value = if let Some(f) = &it.field_ref {
             let md = &pod.metadata;
-            let map_lines = |m: Option<&BTreeMap<String, String>>| {
-                m.into_iter().flatten().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join("\n")
-            };
+            let map_lines = |m: Option<&BTreeMap<String, String>>| m.into_iter().flatten().map(|(k, v)| format!("{k}={v:?}")).collect::<Vec<_>>().join("\n");
             match f.field_path.as_str() {
                 "metadata.labels" => map_lines(md.labels.as_ref()),
                 "metadata.annotations" => map_lines(md.annotations.as_ref()),
@@ -95,7 +96,12 @@ fn downward_files(pod: &Pod, items: &[k8s_openapi::api::core::v1::DownwardAPIVol
             }
         } else if let Some(r) = &it.resource_field_ref {
             let cname = r.container_name.clone().unwrap_or_default();
-            let c = spec.containers.iter().chain(spec.init_containers.iter().flatten()).find(|c| c.name == cname).ok_or_else(|| format!("resourceFieldRef: no container {cname:?}"))?;
+            let c = spec
+                .containers
+                .iter()
+                .chain(spec.init_containers.iter().flatten())
+                .find(|c| c.name == cname)
+                .ok_or_else(|| format!("resourceFieldRef: no container {cname:?}"))?;
             convert::resource_field(c, &r.resource)?
         } else {
             return Err(format!("downwardAPI item {:?} has neither fieldRef nor resourceFieldRef", it.path));
@@ -107,7 +113,13 @@ fn downward_files(pod: &Pod, items: &[k8s_openapi::api::core::v1::DownwardAPIVol
 
 /// The files of a ConfigMap or Secret source: its keys (or items), nothing when it is
 /// missing but optional, an error when it is missing and required.
-fn object_files(what: &str, data: Option<BTreeMap<String, Vec<u8>>>, items: Option<&Vec<KeyToPath>>, mode: u32, optional: bool) -> Result<Vec<FileOut>, String> {
+fn object_files(
+    what: &str,
+    data: Option<BTreeMap<String, Vec<u8>>>,
+    items: Option<&Vec<KeyToPath>>,
+    mode: u32,
+    optional: bool,
+) -> Result<Vec<FileOut>, String> {
     match data {
         Some(d) => project(what, &d, items, mode, optional),
         None if optional => Ok(vec![]),
@@ -166,7 +178,15 @@ fn fs_group(pod: &Pod) -> Option<u32> {
 }
 
 fn node_written_dir(root: &Path, uid: &str, v: &k8s_openapi::api::core::v1::Volume) -> PathBuf {
-    let kind = if v.secret.is_some() { "secret" } else if v.config_map.is_some() { "configmap" } else if v.downward_api.is_some() { "downward-api" } else { "projected" };
+    let kind = if v.secret.is_some() {
+        "secret"
+    } else if v.config_map.is_some() {
+        "configmap"
+    } else if v.downward_api.is_some() {
+        "downward-api"
+    } else {
+        "projected"
+    };
     pod_dir(root, uid).join(format!("volumes/kubernetes.io~{kind}")).join(&v.name)
 }
 
@@ -226,8 +246,14 @@ pub fn setup(root: &Path, pod: &Pod, objects: &Objects, fields: &FieldValues) ->
             std::fs::create_dir_all(&dir).map_err(|e| format!("volume {:?}: {e}", v.name))?;
             // Secrets never touch the disk: a small tmpfs per volume, as the kubelet does.
             if v.secret.is_some() && !is_mount_point(&dir) {
-                nix::mount::mount(Some("tmpfs"), &dir, Some("tmpfs"), nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV, Some("size=16m,mode=0755"))
-                    .map_err(|e| format!("volume {:?}: mounting tmpfs: {e}", v.name))?;
+                nix::mount::mount(
+                    Some("tmpfs"),
+                    &dir,
+                    Some("tmpfs"),
+                    nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+                    Some("size=16m,mode=0755"),
+                )
+                .map_err(|e| format!("volume {:?}: mounting tmpfs: {e}", v.name))?;
             }
             super::atomic_writer::write(&dir, &files, fs_group(pod)).map_err(|e| format!("volume {:?}: {e}", v.name))?;
             dir

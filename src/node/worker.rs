@@ -3,9 +3,9 @@
 //! restarts by policy with back-off — and keeps the pod's status. Its progress is persisted
 //! so a restarted node carries on where it left off.
 use super::backoff::Backoff;
+use super::convert::{self, FieldValues};
 use super::handler::{self, Target};
 use super::probe;
-use super::convert::{self, FieldValues};
 use super::status;
 use super::volumes;
 use super::NodeShared;
@@ -296,7 +296,8 @@ impl Worker {
             .map_err(|e| e.to_string())
             .and_then(|v| serde_json::from_value::<oci_spec::runtime::LinuxResources>(v).map_err(|e| e.to_string()))
             .and_then(|r| {
-                let cg = crate::runtime::cgroups::Cgroup::open(&crate::runtime::state::CgroupSpec { path: self.cgroup_parent(), systemd: false }).map_err(|e| e.to_string())?;
+                let cg = crate::runtime::cgroups::Cgroup::open(&crate::runtime::state::CgroupSpec { path: self.cgroup_parent(), systemd: false })
+                    .map_err(|e| e.to_string())?;
                 cg.create().map_err(|e| e.to_string())?;
                 cg.apply(&r).map_err(|e| e.to_string())
             });
@@ -398,7 +399,8 @@ impl Worker {
         let observed = self.observe().await?;
         self.run_probes(&observed).await;
         self.progress.phase = status::phase(&self.pod, &self.progress, &observed);
-        let all_running = spec.containers.iter().all(|c| observed.get(&c.name).map(|o| o.status.state == cri::ContainerState::ContainerRunning as i32).unwrap_or(false));
+        let all_running =
+            spec.containers.iter().all(|c| observed.get(&c.name).map(|o| o.status.state == cri::ContainerState::ContainerRunning as i32).unwrap_or(false));
         if all_running && !self.progress.start_recorded {
             self.progress.start_recorded = true;
             let secs = (now_ns() - self.progress.start_time_ns) as f64 / 1e9;
@@ -421,7 +423,10 @@ impl Worker {
         if now < prog.next_start_ns {
             let secs = prog.backoff.delay_secs / 2;
             let secs = if secs == 0 { super::backoff::INITIAL_SECS } else { secs };
-            prog.waiting = Some(("CrashLoopBackOff".into(), format!("back-off {secs}s restarting failed container={} pod={}", c.name, self.pod.metadata.name.clone().unwrap_or_default())));
+            prog.waiting = Some((
+                "CrashLoopBackOff".into(),
+                format!("back-off {secs}s restarting failed container={} pod={}", c.name, self.pod.metadata.name.clone().unwrap_or_default()),
+            ));
             let md = &self.pod.metadata;
             let pod = format!("{}_{}({})", md.name.as_deref().unwrap_or(""), md.namespace.as_deref().unwrap_or("default"), md.uid.as_deref().unwrap_or(""));
             self.event("Warning", "BackOff", &format!("Back-off restarting failed container {} in pod {pod}", c.name), Some(&c.name));
@@ -443,7 +448,11 @@ impl Worker {
         let image = c.image.clone().unwrap_or_default();
         let policy = c.image_pull_policy.clone().unwrap_or_else(|| {
             let tag_latest = !image.contains('@') && image.rsplit('/').next().map(|last| !last.contains(':') || last.ends_with(":latest")).unwrap_or(true);
-            if tag_latest { "Always".into() } else { "IfNotPresent".into() }
+            if tag_latest {
+                "Always".into()
+            } else {
+                "IfNotPresent".into()
+            }
         });
         let present = self
             .images()
@@ -477,12 +486,16 @@ impl Worker {
             }
             self.event("Normal", "Pulling", &format!("Pulling image {image:?}"), Some(&name));
             let pull_start = std::time::Instant::now();
-            let pulled = self.images().pull_image(cri::PullImageRequest { image: Some(cri::ImageSpec { image: image.clone(), ..Default::default() }), ..Default::default() }).await;
+            let pulled = self
+                .images()
+                .pull_image(cri::PullImageRequest { image: Some(cri::ImageSpec { image: image.clone(), ..Default::default() }), ..Default::default() })
+                .await;
             let took = pull_start.elapsed().as_secs_f64();
             let prog = self.progress.containers.entry(name.clone()).or_default();
             match pulled {
                 Err(e) => {
-                    prog.pull_delay_secs = if prog.pull_delay_secs == 0 { super::backoff::INITIAL_SECS } else { (prog.pull_delay_secs * 2).min(super::backoff::MAX_SECS) };
+                    prog.pull_delay_secs =
+                        if prog.pull_delay_secs == 0 { super::backoff::INITIAL_SECS } else { (prog.pull_delay_secs * 2).min(super::backoff::MAX_SECS) };
                     prog.next_pull_ns = now_ns() + prog.pull_delay_secs * 1_000_000_000;
                     prog.pull_error = e.message.clone();
                     self.event("Warning", "Failed", &format!("Failed to pull image {image:?}: {}", e.message), Some(&name));
@@ -494,7 +507,12 @@ impl Worker {
                     prog.next_pull_ns = 0;
                     prog.pull_error.clear();
                     let size = self.image_size(&image).await;
-                    self.event("Normal", "Pulled", &format!("Successfully pulled image {image:?} in {took:.3}s ({took:.3}s including waiting). Image size: {size} bytes."), Some(&name));
+                    self.event(
+                        "Normal",
+                        "Pulled",
+                        &format!("Successfully pulled image {image:?} in {took:.3}s ({took:.3}s including waiting). Image size: {size} bytes."),
+                        Some(&name),
+                    );
                 }
             }
         } else if present {
@@ -509,7 +527,16 @@ impl Worker {
                 return Ok(());
             }
         };
-        let mut config = match convert::container_config(&self.pod, c, attempt, &volumes, &objects, &fields, &self.shared.cfg.seccomp_dir, &self.pod_dir().join("volume-subpaths")) {
+        let mut config = match convert::container_config(
+            &self.pod,
+            c,
+            attempt,
+            &volumes,
+            &objects,
+            &fields,
+            &self.shared.cfg.seccomp_dir,
+            &self.pod_dir().join("volume-subpaths"),
+        ) {
             Ok(cfg) => cfg,
             Err(e) => {
                 self.waiting(&name, "CreateContainerConfigError", &e);
@@ -536,7 +563,11 @@ impl Worker {
         let sandbox_config = self.sandbox_config();
         let created = self
             .rt()
-            .create_container(cri::CreateContainerRequest { pod_sandbox_id: self.progress.sandbox_id.clone(), config: Some(config), sandbox_config: Some(sandbox_config) })
+            .create_container(cri::CreateContainerRequest {
+                pod_sandbox_id: self.progress.sandbox_id.clone(),
+                config: Some(config),
+                sandbox_config: Some(sandbox_config),
+            })
             .await;
         let id = match created {
             Ok(r) => r.container_id,
@@ -585,16 +616,18 @@ impl Worker {
 
     fn log_dir(&self) -> std::path::PathBuf {
         let md = &self.pod.metadata;
-        self.shared.cfg.log_dir.join(format!(
-            "{}_{}_{}",
-            md.namespace.clone().unwrap_or_default(),
-            md.name.clone().unwrap_or_default(),
-            self.uid()
-        ))
+        self.shared.cfg.log_dir.join(format!("{}_{}_{}", md.namespace.clone().unwrap_or_default(), md.name.clone().unwrap_or_default(), self.uid()))
     }
 
     fn sandbox_config(&self) -> cri::PodSandboxConfig {
-        convert::sandbox_config(&self.pod, self.progress.sandbox_attempt, &self.log_dir(), &self.cgroup_parent(), &self.shared.cfg.cluster_domain, &self.shared.cfg.cluster_dns)
+        convert::sandbox_config(
+            &self.pod,
+            self.progress.sandbox_attempt,
+            &self.log_dir(),
+            &self.cgroup_parent(),
+            &self.shared.cfg.cluster_domain,
+            &self.shared.cfg.cluster_dns,
+        )
     }
 
     /// A ready sandbox, created (again) when missing; a new sandbox re-runs init containers.
@@ -789,7 +822,8 @@ impl Worker {
                     *entry = (id.clone(), probe::Track::default());
                 }
             }
-            let started = c.startup_probe.is_none() || self.probes.get(&(c.name.clone(), probe::Kind::Startup)).map(|(_, t)| t.result == Some(true)).unwrap_or(false);
+            let started =
+                c.startup_probe.is_none() || self.probes.get(&(c.name.clone(), probe::Kind::Startup)).map(|(_, t)| t.result == Some(true)).unwrap_or(false);
             let kinds: &[probe::Kind] = if started { &[probe::Kind::Liveness, probe::Kind::Readiness] } else { &[probe::Kind::Startup] };
             for &kind in kinds {
                 let Some(p) = probe::probe_of(c, kind) else { continue };

@@ -1,10 +1,7 @@
 //! Container and pod cgroups through libcgroups (v1, v2 and the systemd driver), plus the
 //! few things libcgroups does not answer: the OOM-kill counter and the host path of a cgroup.
 use crate::runtime::state::CgroupSpec;
-use libcgroups::common::{
-    create_cgroup_manager, get_cgroup_setup, AnyCgroupManager, CgroupConfig, CgroupManager, CgroupSetup,
-    ControllerOpt,
-};
+use libcgroups::common::{create_cgroup_manager, get_cgroup_setup, AnyCgroupManager, CgroupConfig, CgroupManager, CgroupSetup, ControllerOpt};
 use libcgroups::stats::Stats;
 use oci_spec::runtime::LinuxResources;
 use std::path::PathBuf;
@@ -140,9 +137,7 @@ pub fn all_fs_paths(spec: &CgroupSpec) -> Vec<PathBuf> {
         CgroupMode::V2 => vec![fs_path(spec, "")],
         CgroupMode::V1 => {
             let rel = spec.path.trim_start_matches('/');
-            std::fs::read_dir(CGROUP_ROOT)
-                .map(|rd| rd.flatten().map(|e| e.path().join(rel)).filter(|p| p.is_dir()).collect())
-                .unwrap_or_default()
+            std::fs::read_dir(CGROUP_ROOT).map(|rd| rd.flatten().map(|e| e.path().join(rel)).filter(|p| p.is_dir()).collect()).unwrap_or_default()
         }
     }
 }
@@ -184,9 +179,7 @@ pub fn oom_kills(spec: &CgroupSpec) -> u64 {
         CgroupMode::V2 => ("memory.events", fs_path(spec, "memory")),
     };
     let text = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix("oom_kill ").and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0)
+    text.lines().find_map(|l| l.strip_prefix("oom_kill ").and_then(|v| v.trim().parse().ok())).unwrap_or(0)
 }
 
 #[cfg(test)]

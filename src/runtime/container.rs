@@ -73,8 +73,7 @@ impl Runtime {
     }
 
     fn save_container(&self, rec: &ContainerRecord) -> RtResult<()> {
-        atomic::write_json(&self.container_data_dir(&rec.id).join(records::META_FILE), rec)
-            .map_err(|e| internal("writing the container record", e))?;
+        atomic::write_json(&self.container_data_dir(&rec.id).join(records::META_FILE), rec).map_err(|e| internal("writing the container record", e))?;
         self.index().containers.insert(rec.id.clone(), rec.clone());
         Ok(())
     }
@@ -150,12 +149,7 @@ impl Runtime {
     }
 
     /// CreateContainer.
-    pub async fn create_container(
-        &self,
-        sandbox_id: &str,
-        config: cri::ContainerConfig,
-        _sandbox_config: Option<cri::PodSandboxConfig>,
-    ) -> RtResult<String> {
+    pub async fn create_container(&self, sandbox_id: &str, config: cri::ContainerConfig, _sandbox_config: Option<cri::PodSandboxConfig>) -> RtResult<String> {
         let sb = self.sandbox(sandbox_id)?;
         if sb.stopped {
             return Err(RuntimeError::FailedPrecondition(format!("sandbox {} is not ready", sb.id)));
@@ -184,12 +178,7 @@ impl Runtime {
                 PathBuf::from(&sandbox_config.log_directory).join(p)
             }
         });
-        let stop_signal = image_config
-            .config()
-            .as_ref()
-            .and_then(|c| c.stop_signal().clone())
-            .and_then(|s| signal_number(&s))
-            .unwrap_or(libc::SIGTERM);
+        let stop_signal = image_config.config().as_ref().and_then(|c| c.stop_signal().clone()).and_then(|s| signal_number(&s)).unwrap_or(libc::SIGTERM);
         let mut rec = ContainerRecord {
             id: id.clone(),
             sandbox_id: sb.id.clone(),
@@ -218,7 +207,14 @@ impl Runtime {
             rec.rootfs_mounted = true;
             let pod = self.pod_view(&sb);
             let rootfs = self.container_rootfs(&id);
-            let spec = spec::build(&SpecInput { config: &config, pod: &pod, image: &image_config, rootfs: &rootfs, cgroup_path: &rec.cgroup.path, rlimits: &self.cfg.rlimits })?;
+            let spec = spec::build(&SpecInput {
+                config: &config,
+                pod: &pod,
+                image: &image_config,
+                rootfs: &rootfs,
+                cgroup_path: &rec.cgroup.path,
+                rlimits: &self.cfg.rlimits,
+            })?;
             if let Some(p) = spec.process() {
                 let cwd = super::process::mounts::secure_join(&rootfs, p.cwd()).map_err(|e| internal("working dir", e))?;
                 std::fs::create_dir_all(&cwd).map_err(|e| internal("creating the working dir", e))?;
@@ -269,16 +265,11 @@ impl Runtime {
         if lower.is_empty() {
             return Err(RuntimeError::FailedPrecondition("the image has no layers".into()));
         }
-        let opts = format!(
-            "lowerdir={lower},upperdir={},workdir={}",
-            data.join("upper").display(),
-            data.join("work").display()
-        );
+        let opts = format!("lowerdir={lower},upperdir={},workdir={}", data.join("upper").display(), data.join("work").display());
         if opts.len() > 4000 {
             return Err(RuntimeError::FailedPrecondition(format!("the image has too many layers ({}) for one overlay mount", lowers.len())));
         }
-        mount(Some("overlay"), &target, Some("overlay"), MsFlags::empty(), Some(opts.as_str()))
-            .map_err(|e| internal("mounting the container's rootfs", e))
+        mount(Some("overlay"), &target, Some("overlay"), MsFlags::empty(), Some(opts.as_str())).map_err(|e| internal("mounting the container's rootfs", e))
     }
 
     /// StartContainer: run the monitor and wait until the container's process has exec'd.
@@ -498,12 +489,10 @@ impl Runtime {
                 command.stdin(Stdio::from(dup(&slave)?)).stdout(Stdio::from(dup(&slave)?)).stderr(Stdio::from(slave));
             }
         }
-        command
-            .spawn()
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&file);
-                internal("starting exec", e)
-            })
+        command.spawn().map_err(|e| {
+            let _ = std::fs::remove_file(&file);
+            internal("starting exec", e)
+        })
     }
 
     /// The state directory of a running container whose monitor serves attach clients.
@@ -524,12 +513,9 @@ impl Runtime {
         let mut spec = Spec::load(&spec_path).map_err(|e| internal("reading the spec", e))?;
         let privileged = spec.linux().as_ref().and_then(|l| l.devices().as_ref()).is_some();
         let res_json = spec::resources(Some(&resources), privileged)?;
-        let res: oci_spec::runtime::LinuxResources =
-            serde_json::from_value(res_json).map_err(|e| RuntimeError::Invalid(format!("resources: {e}")))?;
+        let res: oci_spec::runtime::LinuxResources = serde_json::from_value(res_json).map_err(|e| RuntimeError::Invalid(format!("resources: {e}")))?;
         if self.observe(&rec).state == ContainerState::Running {
-            Cgroup::open(&rec.cgroup)
-                .and_then(|cg| cg.apply(&res))
-                .map_err(|e| RuntimeError::Invalid(format!("applying resources: {e}")))?;
+            Cgroup::open(&rec.cgroup).and_then(|cg| cg.apply(&res)).map_err(|e| RuntimeError::Invalid(format!("applying resources: {e}")))?;
         }
         if let Some(linux) = spec.linux_mut() {
             linux.set_resources(Some(res));
@@ -550,8 +536,7 @@ impl Runtime {
         if !state::process_alive(run.monitor_pid, run.monitor_start_time) {
             return Err(RuntimeError::FailedPrecondition("the container's monitor is gone".into()));
         }
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.monitor_pid), Signal::SIGUSR1)
-            .map_err(|e| internal("signalling the monitor", e))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.monitor_pid), Signal::SIGUSR1).map_err(|e| internal("signalling the monitor", e))?;
         if let Some(path) = &rec.log_path {
             let start = Instant::now();
             while !path.exists() && start.elapsed() < Duration::from_secs(2) {

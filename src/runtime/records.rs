@@ -74,11 +74,7 @@ pub fn encode(msg: &impl prost::Message) -> String {
 }
 
 pub fn decode<M: prost::Message + Default>(s: &str) -> M {
-    base64::engine::general_purpose::STANDARD
-        .decode(s)
-        .ok()
-        .and_then(|b| M::decode(&b[..]).ok())
-        .unwrap_or_default()
+    base64::engine::general_purpose::STANDARD.decode(s).ok().and_then(|b| M::decode(&b[..]).ok()).unwrap_or_default()
 }
 
 /// A new random 64-hex-digit ID.

@@ -20,7 +20,10 @@ const NONE: Option<&str> = None;
 pub fn sysctl_is_namespaced(key: &str) -> bool {
     key.starts_with("net.")
         || key.starts_with("fs.mqueue.")
-        || matches!(key, "kernel.shmmax" | "kernel.shmall" | "kernel.shmmni" | "kernel.shm_rmid_forced" | "kernel.msgmax" | "kernel.msgmnb" | "kernel.msgmni" | "kernel.sem")
+        || matches!(
+            key,
+            "kernel.shmmax" | "kernel.shmall" | "kernel.shmmni" | "kernel.shm_rmid_forced" | "kernel.msgmax" | "kernel.msgmnb" | "kernel.msgmni" | "kernel.sem"
+        )
 }
 
 fn resolv_conf(dns: Option<&cri::DnsConfig>) -> std::io::Result<String> {
@@ -137,8 +140,7 @@ impl Runtime {
     }
 
     fn save_sandbox(&self, rec: &SandboxRecord) -> RtResult<()> {
-        atomic::write_json(&self.sandbox_data_dir(&rec.id).join(records::META_FILE), rec)
-            .map_err(|e| internal("writing the sandbox record", e))?;
+        atomic::write_json(&self.sandbox_data_dir(&rec.id).join(records::META_FILE), rec).map_err(|e| internal("writing the sandbox record", e))?;
         self.index().sandboxes.insert(rec.id.clone(), rec.clone());
         Ok(())
     }
@@ -316,9 +318,7 @@ impl Runtime {
         let joined = tokio::task::spawn_blocking(move || worker.join()).await.map_err(|e| internal("namespace thread", e))?;
         match joined {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                return Err(if e.starts_with("sysctl") { RuntimeError::Invalid(e) } else { internal("creating the pod's namespaces", e) })
-            }
+            Ok(Err(e)) => return Err(if e.starts_with("sysctl") { RuntimeError::Invalid(e) } else { internal("creating the pod's namespaces", e) }),
             Err(_) => return Err(internal("creating the pod's namespaces", "the worker thread panicked")),
         }
         rec.net_ns = cfg.new_net.then(|| paths.ns("net"));
@@ -345,8 +345,7 @@ impl Runtime {
         stdin.write_all(&line).await.map_err(|e| internal("sandbox helper", e))?;
         let mut reply = String::new();
         BufReader::new(stdout).read_line(&mut reply).await.map_err(|e| internal("sandbox helper", e))?;
-        let report: SandboxInitReport = serde_json::from_str(&reply)
-            .map_err(|e| internal("sandbox helper", format!("no report ({e}); see the daemon log")))?;
+        let report: SandboxInitReport = serde_json::from_str(&reply).map_err(|e| internal("sandbox helper", format!("no report ({e}); see the daemon log")))?;
         if let Some(e) = report.error {
             let _ = child.wait().await;
             return Err(if e.starts_with("sysctl") { RuntimeError::Invalid(e) } else { internal("creating the pod's namespaces", e) });
@@ -355,8 +354,7 @@ impl Runtime {
             let target = paths.ns(name);
             std::fs::File::create(&target).map_err(|e| internal(&format!("creating {}", target.display()), e))?;
             let src = PathBuf::from(format!("/proc/{pid}/ns/{name}"));
-            mount(Some(&src), &target, NONE, MsFlags::MS_BIND, NONE)
-                .map_err(|e| internal(&format!("pinning the {name} namespace"), e))?;
+            mount(Some(&src), &target, NONE, MsFlags::MS_BIND, NONE).map_err(|e| internal(&format!("pinning the {name} namespace"), e))?;
             Ok(target)
         };
         if cfg.new_net {

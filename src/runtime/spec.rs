@@ -44,8 +44,7 @@ pub const DEFAULT_MASKED_PATHS: &[&str] = &[
     "/sys/devices/virtual/powercap",
 ];
 
-pub const DEFAULT_READONLY_PATHS: &[&str] =
-    &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
+pub const DEFAULT_READONLY_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -87,11 +86,7 @@ pub struct SpecInput<'a> {
 /// Kubernetes' rule: command replaces ENTRYPOINT (and drops CMD); args replace CMD.
 pub fn command_line(config: &cri::ContainerConfig, image: &ImageConfiguration) -> Result<Vec<String>, SpecError> {
     let ic = image.config().clone().unwrap_or_default();
-    let mut argv: Vec<String> = if !config.command.is_empty() {
-        config.command.clone()
-    } else {
-        ic.entrypoint().clone().unwrap_or_default()
-    };
+    let mut argv: Vec<String> = if !config.command.is_empty() { config.command.clone() } else { ic.entrypoint().clone().unwrap_or_default() };
     if !config.args.is_empty() {
         argv.extend(config.args.iter().cloned());
     } else if config.command.is_empty() {
@@ -218,10 +213,8 @@ fn seccomp_profile(sc: &cri::LinuxContainerSecurityContext, caps: &[String]) -> 
         "unconfined" => return Ok(None),
         "runtime/default" => seccomp::runtime_default_for_caps(&caps_ref),
         _ => {
-            let data = std::fs::read(&path)
-                .map_err(|e| invalid("security_context.seccomp.localhost_ref", format!("{path}: {e}")))?;
-            seccomp::parse_profile(&data, &caps_ref)
-                .map_err(|e| invalid("security_context.seccomp.localhost_ref", format!("{path}: {e}")))?
+            let data = std::fs::read(&path).map_err(|e| invalid("security_context.seccomp.localhost_ref", format!("{path}: {e}")))?;
+            seccomp::parse_profile(&data, &caps_ref).map_err(|e| invalid("security_context.seccomp.localhost_ref", format!("{path}: {e}")))?
         }
     };
     serde_json::to_value(profile).map(Some).map_err(|e| invalid("seccomp", e.to_string()))
@@ -277,8 +270,7 @@ fn mounts(input: &SpecInput, privileged: bool, readonly_root: bool) -> Result<Ve
         }
         if std::fs::symlink_metadata(&m.host_path).is_err() {
             // As the kubelet expects: a missing host directory is created.
-            std::fs::create_dir_all(&m.host_path)
-                .map_err(|e| invalid(&format!("mounts[{i}].host_path"), format!("{}: {e}", m.host_path)))?;
+            std::fs::create_dir_all(&m.host_path).map_err(|e| invalid(&format!("mounts[{i}].host_path"), format!("{}: {e}", m.host_path)))?;
         }
         let mut opts = vec!["rbind", propagation(m.propagation)];
         opts.push(if m.readonly { "ro" } else { "rw" });
@@ -314,10 +306,7 @@ fn mounts(input: &SpecInput, privileged: bool, readonly_root: bool) -> Result<Ve
         mount("/etc/hosts", "bind", &pod.hosts.to_string_lossy(), file_opts),
         mount("/etc/resolv.conf", "bind", &pod.resolv_conf.to_string_lossy(), file_opts),
     ];
-    let mut all: Vec<Value> = defaults
-        .into_iter()
-        .filter(|m| !user_dests.contains(m["destination"].as_str().unwrap_or_default()))
-        .collect();
+    let mut all: Vec<Value> = defaults.into_iter().filter(|m| !user_dests.contains(m["destination"].as_str().unwrap_or_default())).collect();
     all.extend(user_mounts);
     Ok(all)
 }
@@ -363,11 +352,7 @@ fn host_devices() -> Vec<Value> {
 
 /// CRI resources as OCI LinuxResources JSON; negative values are refused.
 pub fn resources(r: Option<&cri::LinuxContainerResources>, privileged: bool) -> Result<Value, SpecError> {
-    let devices = if privileged {
-        json!([{"allow": true, "access": "rwm"}])
-    } else {
-        json!([{"allow": false, "access": "rwm"}])
-    };
+    let devices = if privileged { json!([{"allow": true, "access": "rwm"}]) } else { json!([{"allow": false, "access": "rwm"}]) };
     let mut out = json!({ "devices": devices });
     let Some(r) = r else { return Ok(out) };
     for (name, v) in [
@@ -408,8 +393,7 @@ pub fn resources(r: Option<&cri::LinuxContainerResources>, privileged: bool) -> 
         out["memory"] = mem;
     }
     if !r.hugepage_limits.is_empty() {
-        out["hugepageLimits"] =
-            r.hugepage_limits.iter().map(|h| json!({"pageSize": h.page_size, "limit": h.limit})).collect();
+        out["hugepageLimits"] = r.hugepage_limits.iter().map(|h| json!({"pageSize": h.page_size, "limit": h.limit})).collect();
     }
     if !r.unified.is_empty() {
         out["unified"] = json!(r.unified);
@@ -554,17 +538,10 @@ mod tests {
     #[test]
     fn env_overrides_and_caps() {
         let img = image(&["/ep"], &[]);
-        let c = cri::ContainerConfig {
-            envs: vec![cri::KeyValue { key: "A".into(), value: "2".into() }],
-            ..Default::default()
-        };
+        let c = cri::ContainerConfig { envs: vec![cri::KeyValue { key: "A".into(), value: "2".into() }], ..Default::default() };
         assert_eq!(environment(&c, &img, None), vec!["PATH=/bin", "A=2"]);
         let sc = cri::LinuxContainerSecurityContext {
-            capabilities: Some(cri::Capability {
-                add_capabilities: vec!["SYS_ADMIN".into()],
-                drop_capabilities: vec!["ALL".into()],
-                ..Default::default()
-            }),
+            capabilities: Some(cri::Capability { add_capabilities: vec!["SYS_ADMIN".into()], drop_capabilities: vec!["ALL".into()], ..Default::default() }),
             ..Default::default()
         };
         assert_eq!(capabilities(&sc).unwrap(), vec!["CAP_SYS_ADMIN"]);

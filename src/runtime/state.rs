@@ -92,10 +92,7 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> std::io::Result
 
 /// Unix time now in nanoseconds.
 pub fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
 /// Start time of a process in clock ticks since boot, None if it does not exist.

@@ -34,11 +34,8 @@ impl Runtime {
         let get = |k: &str| m.stats.get(k).copied().unwrap_or(0);
         let inactive_file = if m.stats.contains_key("total_inactive_file") { get("total_inactive_file") } else { get("inactive_file") };
         let rss = if m.stats.contains_key("total_rss") { get("total_rss") } else { get("anon") };
-        let (pgfault, pgmajfault) = if m.stats.contains_key("total_pgfault") {
-            (get("total_pgfault"), get("total_pgmajfault"))
-        } else {
-            (get("pgfault"), get("pgmajfault"))
-        };
+        let (pgfault, pgmajfault) =
+            if m.stats.contains_key("total_pgfault") { (get("total_pgfault"), get("total_pgmajfault")) } else { (get("pgfault"), get("pgmajfault")) };
         let usage_bytes = m.memory.usage;
         let limit = m.memory.limit;
         let working_set = usage_bytes.saturating_sub(inactive_file);
@@ -66,7 +63,13 @@ pub fn network_usage(netns: &std::path::Path) -> Option<cri::NetworkUsage> {
     let now = state::now_ns();
     let interfaces: Vec<cri::NetworkInterfaceUsage> = crate::util::net_dev::parse(&text)
         .into_iter()
-        .map(|i| cri::NetworkInterfaceUsage { name: i.name, rx_bytes: v(i.rx_bytes), rx_errors: v(i.rx_errors), tx_bytes: v(i.tx_bytes), tx_errors: v(i.tx_errors) })
+        .map(|i| cri::NetworkInterfaceUsage {
+            name: i.name,
+            rx_bytes: v(i.rx_bytes),
+            rx_errors: v(i.rx_errors),
+            tx_bytes: v(i.tx_bytes),
+            tx_errors: v(i.tx_errors),
+        })
         .collect();
     let default = interfaces.iter().find(|i| i.name == "eth0").or_else(|| interfaces.iter().find(|i| i.name != "lo")).cloned();
     let others = interfaces.into_iter().filter(|i| Some(&i.name) != default.as_ref().map(|d| &d.name)).collect();

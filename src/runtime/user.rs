@@ -53,11 +53,7 @@ fn read_group(rootfs: &Path) -> Vec<GroupEntry> {
             if f.len() < 4 {
                 return None;
             }
-            Some(GroupEntry {
-                name: f[0].to_string(),
-                gid: f[2].parse().ok()?,
-                members: f[3].split(',').filter(|m| !m.is_empty()).map(String::from).collect(),
-            })
+            Some(GroupEntry { name: f[0].to_string(), gid: f[2].parse().ok()?, members: f[3].split(',').filter(|m| !m.is_empty()).map(String::from).collect() })
         })
         .collect()
 }
@@ -71,13 +67,7 @@ fn read_in_root(rootfs: &Path, path: &str) -> String {
 
 /// The user spec: "", "uid", "name", "uid:gid", "name:group" (image USER or run_as_username),
 /// with an explicit gid and supplemental groups from the CRI on top.
-pub fn resolve(
-    rootfs: &Path,
-    user: &str,
-    group_override: Option<u32>,
-    supplemental: &[u32],
-    groups_from_image: bool,
-) -> Result<ResolvedUser, UserError> {
+pub fn resolve(rootfs: &Path, user: &str, group_override: Option<u32>, supplemental: &[u32], groups_from_image: bool) -> Result<ResolvedUser, UserError> {
     let passwd = read_passwd(rootfs);
     let (user_part, group_part) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
@@ -86,9 +76,7 @@ pub fn resolve(
     let user_part = if user_part.is_empty() { "0" } else { user_part };
     let entry = match user_part.parse::<u32>() {
         Ok(uid) => passwd.iter().find(|p| p.uid == uid),
-        Err(_) => Some(
-            passwd.iter().find(|p| p.name == user_part).ok_or_else(|| UserError::UnknownUser(user_part.to_string()))?,
-        ),
+        Err(_) => Some(passwd.iter().find(|p| p.name == user_part).ok_or_else(|| UserError::UnknownUser(user_part.to_string()))?),
     };
     let uid = match user_part.parse::<u32>() {
         Ok(uid) => uid,
@@ -120,13 +108,7 @@ pub fn resolve(
             additional.push(*g);
         }
     }
-    Ok(ResolvedUser {
-        uid,
-        gid,
-        additional_gids: additional,
-        username: entry.map(|e| e.name.clone()),
-        home: entry.map(|e| e.home.clone()),
-    })
+    Ok(ResolvedUser { uid, gid, additional_gids: additional, username: entry.map(|e| e.name.clone()), home: entry.map(|e| e.home.clone()) })
 }
 
 #[cfg(test)]

@@ -195,10 +195,7 @@ fn open_pty(pid: Option<i32>) -> io::Result<(OwnedFd, OwnedFd)> {
 /// container could have planted out of it, and make sure it is the ptmx device.
 fn open_container_ptmx(pid: i32) -> io::Result<OwnedFd> {
     use std::os::unix::fs::OpenOptionsExt;
-    let root = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(format!("/proc/{pid}/root"))?;
+    let root = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC).open(format!("/proc/{pid}/root"))?;
     let f = crate::util::openat2::open(&root, "dev/pts/ptmx", libc::O_RDWR | libc::O_NOCTTY, libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS)?;
     let st = nix::sys::stat::fstat(&f).map_err(io::Error::from)?;
     let is_ptmx = (st.st_mode & libc::S_IFMT) == libc::S_IFCHR && libc::major(st.st_rdev) == 5 && libc::minor(st.st_rdev) == 2;

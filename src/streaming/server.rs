@@ -48,14 +48,7 @@ fn plain(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
 
 /// Every value of a header, split at commas and trimmed.
 fn header_values(headers: &HeaderMap, name: &str) -> Vec<String> {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
+    headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
 }
 
 fn has_token(headers: &HeaderMap, name: hyper::header::HeaderName, token: &str) -> bool {
@@ -65,9 +58,7 @@ fn has_token(headers: &HeaderMap, name: hyper::header::HeaderName, token: &str) 
 impl StreamingServer {
     /// Bind the listener and start serving; the URLs handed out point at the bound address.
     pub async fn start(cfg: &StreamingConfig, data_dir: &std::path::Path, runtime: Arc<Runtime>) -> Result<Arc<StreamingServer>, StreamingError> {
-        let listener = tokio::net::TcpListener::bind(&cfg.address)
-            .await
-            .map_err(|source| StreamingError::Listen { addr: cfg.address.clone(), source })?;
+        let listener = tokio::net::TcpListener::bind(&cfg.address).await.map_err(|source| StreamingError::Listen { addr: cfg.address.clone(), source })?;
         let local = listener.local_addr().map_err(|source| StreamingError::Listen { addr: cfg.address.clone(), source })?;
         let tls = if cfg.tls {
             let cert = cfg.tls_cert_file.clone().unwrap_or_else(|| data_dir.join("streaming.crt"));
@@ -158,7 +149,10 @@ impl StreamingServer {
             _ => SPDY_PROTOCOLS,
         };
         let Some(protocol) = offered.iter().find(|p| supported.contains(&p.as_str())).cloned() else {
-            let mut r = plain(StatusCode::FORBIDDEN, format!("unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server supports {supported:?}"));
+            let mut r = plain(
+                StatusCode::FORBIDDEN,
+                format!("unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server supports {supported:?}"),
+            );
             if let Ok(v) = HeaderValue::from_str(&supported.join(", ")) {
                 r.headers_mut().insert("x-accepted-stream-protocol-versions", v);
             }
@@ -268,9 +262,7 @@ fn wanted_of(req: &StreamRequest) -> (Wanted, String) {
         StreamRequest::Exec { cmd, tty, stdin, stdout, stderr, .. } => {
             (Wanted { stdin: *stdin, stdout: *stdout, stderr: *stderr, tty: *tty }, format!("[{}]", cmd.join(" ")))
         }
-        StreamRequest::Attach { tty, stdin, stdout, stderr, .. } => {
-            (Wanted { stdin: *stdin, stdout: *stdout, stderr: *stderr, tty: *tty }, "attach".into())
-        }
+        StreamRequest::Attach { tty, stdin, stdout, stderr, .. } => (Wanted { stdin: *stdin, stdout: *stdout, stderr: *stderr, tty: *tty }, "attach".into()),
         StreamRequest::PortForward { .. } => (Wanted { stdin: false, stdout: false, stderr: false, tty: false }, String::new()),
     }
 }

@@ -69,7 +69,11 @@ where
     let mut stderr = None;
     let mut resize = None;
     let complete = |e: &Option<Stream>, i: &Option<Stream>, o: &Option<Stream>, r: &Option<Stream>, x: &Option<Stream>| {
-        e.is_some() && (!wanted.stdin || i.is_some()) && (!wanted.stdout || o.is_some()) && (!(wanted.stderr && !wanted.tty) || x.is_some()) && (!wanted.tty || r.is_some())
+        e.is_some()
+            && (!wanted.stdin || i.is_some())
+            && (!wanted.stdout || o.is_some())
+            && (!(wanted.stderr && !wanted.tty) || x.is_some())
+            && (!wanted.tty || r.is_some())
     };
     let deadline = tokio::time::Instant::now() + STREAM_CREATION_TIMEOUT;
     while !complete(&error, &stdin, &stdout, &resize, &stderr) {
@@ -104,13 +108,7 @@ where
     let (out_tx, out_task) = stdout.map(spdy_sink).unzip();
     let (err_tx, err_task) = stderr.map(spdy_sink).unzip();
     let stdin_rx = stdin.map(|s| s.data);
-    let io = CommandIo {
-        stdin: stdin_rx,
-        stdout: out_tx,
-        stderr: err_tx,
-        resize: resize.map(|r| resize_channel(r.data)),
-        gone: session.closed(),
-    };
+    let io = CommandIo { stdin: stdin_rx, stdout: out_tx, stderr: err_tx, resize: resize.map(|r| resize_channel(r.data)), gone: session.closed() };
     let outcome = run(io).await;
     for t in [out_task, err_task].into_iter().flatten() {
         let _ = t.await;
@@ -234,13 +232,7 @@ where
     };
     let (out_tx, out_task) = wanted.stdout.then(|| forward(CH_STDOUT)).unzip();
     let (err_tx, err_task) = (wanted.stderr && !wanted.tty).then(|| forward(CH_STDERR)).unzip();
-    let io = CommandIo {
-        stdin: wanted.stdin.then_some(stdin_rx),
-        stdout: out_tx,
-        stderr: err_tx,
-        resize: wanted.tty.then_some(resize_rx),
-        gone: gone.clone(),
-    };
+    let io = CommandIo { stdin: wanted.stdin.then_some(stdin_rx), stdout: out_tx, stderr: err_tx, resize: wanted.tty.then_some(resize_rx), gone: gone.clone() };
     let outcome = run(io).await;
     for t in [out_task, err_task].into_iter().flatten() {
         let _ = t.await;

@@ -23,10 +23,7 @@ pub fn write_json_volatile<T: serde::Serialize>(path: &Path, value: &T) -> io::R
 
 fn replace(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
     let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent"))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| io::Error::other("path has no file name"))?
-        .to_string_lossy();
+    let name = path.file_name().ok_or_else(|| io::Error::other("path has no file name"))?.to_string_lossy();
     // Unique per call: concurrent writers of the same file must not share a temp file.
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -2,7 +2,7 @@
 pub mod atomic;
 pub mod digest;
 pub mod keyed_lock;
-pub mod tls;
 pub mod net_dev;
 pub mod netns;
 pub mod openat2;
+pub mod tls;

@@ -63,6 +63,19 @@ lo:     100       2    0    0    0     0          0         0      100       2  
 eth0:    5000      40    1    2    0     0          0         0     7000      50    3    4    0     0       0          0\n";
         let i = parse(dev);
         assert_eq!(i.len(), 2);
-        assert_eq!(i[1], InterfaceCounters { name: "eth0".into(), rx_bytes: 5000, rx_packets: 40, rx_errors: 1, rx_dropped: 2, tx_bytes: 7000, tx_packets: 50, tx_errors: 3, tx_dropped: 4 });
+        assert_eq!(
+            i[1],
+            InterfaceCounters {
+                name: "eth0".into(),
+                rx_bytes: 5000,
+                rx_packets: 40,
+                rx_errors: 1,
+                rx_dropped: 2,
+                tx_bytes: 7000,
+                tx_packets: 50,
+                tx_errors: 3,
+                tx_dropped: 4
+            }
+        );
     }
 }

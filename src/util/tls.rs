@@ -18,9 +18,7 @@ pub fn server_config(cert_path: &Path, key_path: &Path, names: Vec<String>, gene
         crate::util::atomic::write_file(key_path, ck.signing_key.serialize_pem().as_bytes()).map_err(|e| err(e.to_string()))?;
         crate::util::atomic::write_file(cert_path, ck.cert.pem().as_bytes()).map_err(|e| err(e.to_string()))?;
     }
-    let certs = rustls::pki_types::CertificateDer::pem_file_iter(cert_path)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| err(e.to_string()))?;
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(cert_path).and_then(|i| i.collect::<Result<Vec<_>, _>>()).map_err(|e| err(e.to_string()))?;
     let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key_path).map_err(|e| err(e.to_string()))?;
     let mut cfg = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).map_err(|e| err(e.to_string()))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];

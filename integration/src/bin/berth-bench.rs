@@ -113,10 +113,7 @@ fn all_pids() -> Vec<(i32, String, PathBuf, i32)> {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
         let cmd = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).replace('\0', " ");
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-        let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| s[s.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok())
-            .unwrap_or(0);
+        let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| s[s.rfind(')')? + 2..].split(' ').nth(1)?.parse().ok()).unwrap_or(0);
         out.push((pid, cmd, exe, ppid));
     }
     out
@@ -219,7 +216,12 @@ async fn start_pod(rt: &mut Rt, name: &str, logs: &Path) -> (String, String, Dur
 async fn start_pod_phases(rt: &mut Rt, name: &str, logs: &Path) -> (String, String, [Duration; 3]) {
     let cfg = pod_config(name, logs);
     let t = Instant::now();
-    let pod = rt.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(cfg.clone()), runtime_handler: String::new() }).await.expect("runp").into_inner().pod_sandbox_id;
+    let pod = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(cfg.clone()), runtime_handler: String::new() })
+        .await
+        .expect("runp")
+        .into_inner()
+        .pod_sandbox_id;
     let c = cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata { name: "sleep".into(), attempt: 0 }),
         image: spec(&busybox()),
@@ -302,7 +304,8 @@ async fn measure(t: &mut dyn Target, c: &mut Clients, o: &Opts, start_time: Dura
     let mut ex = vec![];
     for _ in 0..execs {
         let t0 = Instant::now();
-        let resp = c.rt.exec_sync(cri::ExecSyncRequest { container_id: pods[0].1.clone(), cmd: vec!["true".into()], timeout: 10 }).await.expect("exec").into_inner();
+        let resp =
+            c.rt.exec_sync(cri::ExecSyncRequest { container_id: pods[0].1.clone(), cmd: vec!["true".into()], timeout: 10 }).await.expect("exec").into_inner();
         assert_eq!(resp.exit_code, 0);
         ex.push(ms(t0.elapsed()));
     }
@@ -424,19 +427,44 @@ fn version(cmd: &str, arg: &str) -> String {
 
 fn report(o: &Opts, b: &Value, c: &Value, seq: usize) {
     let rows: Vec<(&str, f64, f64, &str)> = vec![
-        ("pod start, sequential (median ms)", b["pod_start_sequential_ms"]["median"].as_f64().unwrap(), c["pod_start_sequential_ms"]["median"].as_f64().unwrap(), "≤ 0.3"),
+        (
+            "pod start, sequential (median ms)",
+            b["pod_start_sequential_ms"]["median"].as_f64().unwrap(),
+            c["pod_start_sequential_ms"]["median"].as_f64().unwrap(),
+            "≤ 0.3",
+        ),
         ("  RunPodSandbox (median ms)", b["run_pod_sandbox_ms"]["median"].as_f64().unwrap(), c["run_pod_sandbox_ms"]["median"].as_f64().unwrap(), ""),
         ("  CreateContainer (median ms)", b["create_container_ms"]["median"].as_f64().unwrap(), c["create_container_ms"]["median"].as_f64().unwrap(), ""),
         ("  StartContainer (median ms)", b["start_container_ms"]["median"].as_f64().unwrap(), c["start_container_ms"]["median"].as_f64().unwrap(), ""),
         ("pod start, sequential (p99 ms)", b["pod_start_sequential_ms"]["p99"].as_f64().unwrap(), c["pod_start_sequential_ms"]["p99"].as_f64().unwrap(), ""),
-        ("pod start, 10 parallel (median ms)", b["pod_start_parallel_ms"]["median"].as_f64().unwrap(), c["pod_start_parallel_ms"]["median"].as_f64().unwrap(), ""),
+        (
+            "pod start, 10 parallel (median ms)",
+            b["pod_start_parallel_ms"]["median"].as_f64().unwrap(),
+            c["pod_start_parallel_ms"]["median"].as_f64().unwrap(),
+            "",
+        ),
         ("pod start, 10 parallel (p99 ms)", b["pod_start_parallel_ms"]["p99"].as_f64().unwrap(), c["pod_start_parallel_ms"]["p99"].as_f64().unwrap(), ""),
         ("pod stop+remove (median ms)", b["pod_stop_remove_ms"]["median"].as_f64().unwrap(), c["pod_stop_remove_ms"]["median"].as_f64().unwrap(), ""),
         ("pod stop+remove (p99 ms)", b["pod_stop_remove_ms"]["p99"].as_f64().unwrap(), c["pod_stop_remove_ms"]["p99"].as_f64().unwrap(), ""),
-        ("daemon RSS idle (MB)", b["memory_0_pods"]["daemon_rss_kb"].as_f64().unwrap() / 1024.0, c["memory_0_pods"]["daemon_rss_kb"].as_f64().unwrap() / 1024.0, "≤ 0.5"),
+        (
+            "daemon RSS idle (MB)",
+            b["memory_0_pods"]["daemon_rss_kb"].as_f64().unwrap() / 1024.0,
+            c["memory_0_pods"]["daemon_rss_kb"].as_f64().unwrap() / 1024.0,
+            "≤ 0.5",
+        ),
         ("runtime PSS, 0 pods (MB)", b["memory_0_pods"]["pss_kb"].as_f64().unwrap() / 1024.0, c["memory_0_pods"]["pss_kb"].as_f64().unwrap() / 1024.0, ""),
-        ("runtime PSS, 10 pods (MB)", b["memory_10_pods"]["pss_kb"].as_f64().unwrap_or(0.0) / 1024.0, c["memory_10_pods"]["pss_kb"].as_f64().unwrap_or(0.0) / 1024.0, ""),
-        ("runtime PSS, 50 pods (MB)", b[format!("memory_{seq}_pods")]["pss_kb"].as_f64().unwrap() / 1024.0, c[format!("memory_{seq}_pods")]["pss_kb"].as_f64().unwrap() / 1024.0, ""),
+        (
+            "runtime PSS, 10 pods (MB)",
+            b["memory_10_pods"]["pss_kb"].as_f64().unwrap_or(0.0) / 1024.0,
+            c["memory_10_pods"]["pss_kb"].as_f64().unwrap_or(0.0) / 1024.0,
+            "",
+        ),
+        (
+            "runtime PSS, 50 pods (MB)",
+            b[format!("memory_{seq}_pods")]["pss_kb"].as_f64().unwrap() / 1024.0,
+            c[format!("memory_{seq}_pods")]["pss_kb"].as_f64().unwrap() / 1024.0,
+            "",
+        ),
         ("per-pod overhead (MB PSS)", per_pod_kb(b, seq) / 1024.0, per_pod_kb(c, seq) / 1024.0, "≤ 0.2"),
         ("pull+unpack 200 MB image (s)", b["pull_big_image_s"].as_f64().unwrap(), c["pull_big_image_s"].as_f64().unwrap(), "≤ 0.67"),
         ("unpack throughput (MB/s)", b["unpack_mb_per_s"].as_f64().unwrap(), c["unpack_mb_per_s"].as_f64().unwrap(), "≥ 1.5"),

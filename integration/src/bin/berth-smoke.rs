@@ -28,10 +28,7 @@ async fn main() -> Result<(), Error> {
     let channel = connect_unix(Path::new(socket)).await?;
     let mut images = ImageServiceClient::new(channel.clone());
     let mut rt = RuntimeServiceClient::new(channel);
-    let spec = Some(cri::ImageSpec {
-        image: image.clone(),
-        ..Default::default()
-    });
+    let spec = Some(cri::ImageSpec { image: image.clone(), ..Default::default() });
 
     let status = rt.status(cri::StatusRequest { verbose: false }).await?.into_inner();
     for c in status.status.map(|s| s.conditions).unwrap_or_default() {
@@ -40,12 +37,7 @@ async fn main() -> Result<(), Error> {
             return Err(format!("{} is false: {}", c.r#type, c.message).into());
         }
     }
-    images
-        .pull_image(cri::PullImageRequest {
-            image: spec.clone(),
-            ..Default::default()
-        })
-        .await?;
+    images.pull_image(cri::PullImageRequest { image: spec.clone(), ..Default::default() }).await?;
     println!("pulled {image}");
 
     let logs = PathBuf::from(socket).with_file_name("berth-smoke-logs");
@@ -61,24 +53,10 @@ async fn main() -> Result<(), Error> {
         linux: Some(cri::LinuxPodSandboxConfig::default()),
         ..Default::default()
     };
-    let pod_id = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod.clone()),
-            runtime_handler: String::new(),
-        })
-        .await?
-        .into_inner()
-        .pod_sandbox_id;
+    let pod_id = rt.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(pod.clone()), runtime_handler: String::new() }).await?.into_inner().pod_sandbox_id;
     let result = check_pod(&mut rt, &pod_id, &pod, spec, cidr, &logs).await;
-    let _ = rt
-        .stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: pod_id.clone(),
-        })
-        .await;
-    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-        pod_sandbox_id: pod_id.clone(),
-    })
-    .await?;
+    let _ = rt.stop_pod_sandbox(cri::StopPodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await;
+    rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: pod_id.clone() }).await?;
     let _ = std::fs::remove_dir_all(&logs);
     result?;
     let left = rt.list_pod_sandbox(cri::ListPodSandboxRequest::default()).await?.into_inner().items;
@@ -97,23 +75,14 @@ async fn check_pod(
     cidr: &str,
     logs: &Path,
 ) -> Result<(), Error> {
-    let st = rt
-        .pod_sandbox_status(cri::PodSandboxStatusRequest {
-            pod_sandbox_id: pod_id.into(),
-            verbose: false,
-        })
-        .await?
-        .into_inner();
+    let st = rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: pod_id.into(), verbose: false }).await?.into_inner();
     let ip = st.status.and_then(|s| s.network).map(|n| n.ip).unwrap_or_default();
     println!("pod {pod_id} has address {ip:?}");
     if !in_cidr(&ip, cidr) {
         return Err(format!("pod address {ip:?} is not in {cidr}").into());
     }
     let ctr = cri::ContainerConfig {
-        metadata: Some(cri::ContainerMetadata {
-            name: "hello".into(),
-            attempt: 0,
-        }),
+        metadata: Some(cri::ContainerMetadata { name: "hello".into(), attempt: 0 }),
         image,
         command: vec!["sh".into(), "-c".into(), "echo hello from berth; ip -4 -o addr show eth0".into()],
         log_path: "hello.log".into(),
@@ -121,24 +90,14 @@ async fn check_pod(
         ..Default::default()
     };
     let cid = rt
-        .create_container(cri::CreateContainerRequest {
-            pod_sandbox_id: pod_id.into(),
-            config: Some(ctr),
-            sandbox_config: Some(pod.clone()),
-        })
+        .create_container(cri::CreateContainerRequest { pod_sandbox_id: pod_id.into(), config: Some(ctr), sandbox_config: Some(pod.clone()) })
         .await?
         .into_inner()
         .container_id;
     rt.start_container(cri::StartContainerRequest { container_id: cid.clone() }).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let st = rt
-            .container_status(cri::ContainerStatusRequest {
-                container_id: cid.clone(),
-                verbose: false,
-            })
-            .await?
-            .into_inner();
+        let st = rt.container_status(cri::ContainerStatusRequest { container_id: cid.clone(), verbose: false }).await?.into_inner();
         let st = st.status.ok_or("no container status")?;
         if st.state == cri::ContainerState::ContainerExited as i32 {
             if st.exit_code != 0 {

@@ -3,7 +3,6 @@
 use super::*;
 use std::collections::HashMap;
 
-
 /// "key value" lines (cpu.stat, memory.stat, memory.events, cpuacct.stat, oom_control).
 pub fn flat_keyed(text: &str) -> HashMap<&str, u64> {
     text.lines()
@@ -179,7 +178,14 @@ pub mod v1 {
         let dir = |c: &str| cgroups::fs_path(spec, c);
         let (cpuacct, cpu_dir, mem, pids, blkio) = (dir("cpuacct"), dir("cpu"), dir("memory"), dir("pids"), dir("blkio"));
         let usage = std::fs::read_to_string(cpuacct.join("cpuacct.usage")).ok()?;
-        let cpu = cpu(&usage, &read(&cpuacct, "cpuacct.usage_user"), &read(&cpuacct, "cpuacct.usage_sys"), &read(&cpuacct, "cpuacct.stat"), &read(&cpu_dir, "cpu.stat"), clock_ticks());
+        let cpu = cpu(
+            &usage,
+            &read(&cpuacct, "cpuacct.usage_user"),
+            &read(&cpuacct, "cpuacct.usage_sys"),
+            &read(&cpuacct, "cpuacct.stat"),
+            &read(&cpu_dir, "cpu.stat"),
+            clock_ticks(),
+        );
         let memory = memory(&MemoryFiles {
             stat: &read(&mem, "memory.stat"),
             usage: &read(&mem, "memory.usage_in_bytes"),
@@ -205,7 +211,11 @@ pub mod v1 {
     fn clock_ticks() -> u64 {
         // SAFETY: sysconf only reads a system constant.
         let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        if t > 0 { t as u64 } else { 100 }
+        if t > 0 {
+            t as u64
+        } else {
+            100
+        }
     }
 }
 
@@ -372,7 +382,8 @@ total_inactive_file 1048576\ntotal_active_file 0\n";
         assert_eq!((m.max_usage, m.failcnt, m.kernel, m.oom_kills), (30000000, 2, 65536, 1));
         assert_eq!((m.pgfault, m.pgmajfault, m.hierarchy_pgfault, m.hierarchy_pgmajfault), (10, 1, 300, 3));
         // Without swap accounting there is no memsw file and swap comes from memory.stat.
-        let no_memsw = v1::memory(&v1::MemoryFiles { stat: V1_MEMORY_STAT, usage: "10", max_usage: "", failcnt: "", memsw_usage: "", kmem_usage: "", oom_control: "" });
+        let no_memsw =
+            v1::memory(&v1::MemoryFiles { stat: V1_MEMORY_STAT, usage: "10", max_usage: "", failcnt: "", memsw_usage: "", kmem_usage: "", oom_control: "" });
         assert_eq!((no_memsw.swap, no_memsw.working_set, no_memsw.oom_kills), (0, 0, 0));
     }
 
@@ -380,7 +391,17 @@ total_inactive_file 1048576\ntotal_active_file 0\n";
     fn v1_cpu_prefers_nanoseconds_and_falls_back_to_ticks() {
         let stat = "nr_periods 40\nnr_throttled 4\nthrottled_time 2500000000\nnr_bursts 0\n";
         let c = v1::cpu("3500000000\n", "3000000000\n", "500000000\n", "user 1\nsystem 1\n", stat, 100);
-        assert_eq!(c, CpuStats { usage_ns: 3_500_000_000, user_ns: 3_000_000_000, system_ns: 500_000_000, periods: 40, throttled_periods: 4, throttled_ns: 2_500_000_000 });
+        assert_eq!(
+            c,
+            CpuStats {
+                usage_ns: 3_500_000_000,
+                user_ns: 3_000_000_000,
+                system_ns: 500_000_000,
+                periods: 40,
+                throttled_periods: 4,
+                throttled_ns: 2_500_000_000
+            }
+        );
         let old_kernel = v1::cpu("3500000000\n", "", "", "user 250\nsystem 50\n", "", 100);
         assert_eq!((old_kernel.user_ns, old_kernel.system_ns), (2_500_000_000, 500_000_000));
     }
@@ -388,7 +409,10 @@ total_inactive_file 1048576\ntotal_active_file 0\n";
     #[test]
     fn v1_limits_treat_unset_as_zero() {
         let l = v1::limits("100000\n", "-1\n", "1024\n", "9223372036854771712\n", "9223372036854771712\n", "", "max\n");
-        assert_eq!(l, CgroupLimits { cpu_period_us: 100000, cpu_quota_us: 0, cpu_shares: 1024, memory_limit: 0, memory_reservation: 0, swap_limit: 0, pids_max: 0 });
+        assert_eq!(
+            l,
+            CgroupLimits { cpu_period_us: 100000, cpu_quota_us: 0, cpu_shares: 1024, memory_limit: 0, memory_reservation: 0, swap_limit: 0, pids_max: 0 }
+        );
         let set = v1::limits("100000", "50000", "512", "268435456", "134217728", "536870912", "100");
         assert_eq!((set.cpu_quota_us, set.memory_limit, set.memory_reservation, set.swap_limit, set.pids_max), (50000, 268435456, 134217728, 536870912, 100));
     }
@@ -406,13 +430,26 @@ total_inactive_file 1048576\ntotal_active_file 0\n";
 
     #[test]
     fn v2_cpu_stat_is_in_microseconds() {
-        let c = v2::cpu("usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\nnr_periods 10\nnr_throttled 3\nthrottled_usec 1500000\nnr_bursts 0\nburst_usec 0\n");
-        assert_eq!(c, CpuStats { usage_ns: 2_500_000_000, user_ns: 2_000_000_000, system_ns: 500_000_000, periods: 10, throttled_periods: 3, throttled_ns: 1_500_000_000 });
+        let c = v2::cpu(
+            "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\nnr_periods 10\nnr_throttled 3\nthrottled_usec 1500000\nnr_bursts 0\nburst_usec 0\n",
+        );
+        assert_eq!(
+            c,
+            CpuStats {
+                usage_ns: 2_500_000_000,
+                user_ns: 2_000_000_000,
+                system_ns: 500_000_000,
+                periods: 10,
+                throttled_periods: 3,
+                throttled_ns: 1_500_000_000
+            }
+        );
     }
 
     #[test]
     fn v2_memory_from_stat_current_and_events() {
-        let stat = "anon 1048576\nfile 20971520\nkernel 262144\nkernel_stack 16384\nfile_mapped 8192\nshmem 20971520\ninactive_file 4096\npgfault 100\npgmajfault 2\n";
+        let stat =
+            "anon 1048576\nfile 20971520\nkernel 262144\nkernel_stack 16384\nfile_mapped 8192\nshmem 20971520\ninactive_file 4096\npgfault 100\npgmajfault 2\n";
         let m = v2::memory(&v2::MemoryFiles {
             stat,
             current: "22282240\n",
@@ -425,7 +462,13 @@ total_inactive_file 1048576\ntotal_active_file 0\n";
         assert_eq!((m.failcnt, m.oom_kills, m.max_usage), (7, 1, 30000000));
         assert_eq!((m.pgfault, m.hierarchy_pgfault, m.pgmajfault, m.hierarchy_pgmajfault), (100, 100, 2, 2));
         // Before Linux 5.18 there is no "kernel" key.
-        let old = v2::memory(&v2::MemoryFiles { stat: "kernel_stack 16384\npagetables 4096\npercpu 80\nslab 1000\n", current: "", peak: "", events: "", swap_current: "" });
+        let old = v2::memory(&v2::MemoryFiles {
+            stat: "kernel_stack 16384\npagetables 4096\npercpu 80\nslab 1000\n",
+            current: "",
+            peak: "",
+            events: "",
+            swap_current: "",
+        });
         assert_eq!(old.kernel, 16384 + 4096 + 80 + 1000);
     }
 
@@ -437,7 +480,10 @@ total_inactive_file 1048576\ntotal_active_file 0\n";
         assert_eq!(v2::weight_to_shares(10000), 262144);
         assert_eq!(v2::weight_to_shares(39), 998, "shares 1024 written as weight 39 reads back near 1024");
         let l = v2::limits("max 100000\n", "100\n", "max\n", "0\n", "max\n", "max\n");
-        assert_eq!(l, CgroupLimits { cpu_period_us: 100000, cpu_quota_us: 0, cpu_shares: 2597, memory_limit: 0, memory_reservation: 0, swap_limit: 0, pids_max: 0 });
+        assert_eq!(
+            l,
+            CgroupLimits { cpu_period_us: 100000, cpu_quota_us: 0, cpu_shares: 2597, memory_limit: 0, memory_reservation: 0, swap_limit: 0, pids_max: 0 }
+        );
         let set = v2::limits("25000 100000", "50", "268435456", "1048576", "0", "64");
         assert_eq!((set.cpu_quota_us, set.memory_limit, set.memory_reservation, set.pids_max), (25000, 268435456, 1048576, 64));
     }

@@ -61,7 +61,11 @@ pub(super) fn process_stats(pids: &[i32], main_pid: i32) -> ProcessStats {
 pub(super) fn pod_interfaces(netns: &Path) -> Vec<InterfaceStats> {
     let all = crate::util::net_dev::read_in_netns(netns).map(|t| crate::util::net_dev::parse(&t)).unwrap_or_default();
     let (lo, others): (Vec<_>, Vec<_>) = all.into_iter().partition(|i| i.name == "lo");
-    if others.is_empty() { lo } else { others }
+    if others.is_empty() {
+        lo
+    } else {
+        others
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -94,13 +98,8 @@ pub(super) fn fs_stats(upper: &Path, usage: (u64, u64)) -> FsStats {
 /// The kernel's name of a block device (/sys/dev/block/MAJ:MIN/uevent DEVNAME) as a /dev path.
 pub(super) fn block_device_name(major: u64, minor: u64) -> String {
     let uevent = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent")).unwrap_or_default();
-    uevent
-        .lines()
-        .find_map(|l| l.strip_prefix("DEVNAME="))
-        .map(|n| format!("/dev/{n}"))
-        .unwrap_or_else(|| format!("{major}:{minor}"))
+    uevent.lines().find_map(|l| l.strip_prefix("DEVNAME=")).map(|n| format!("/dev/{n}")).unwrap_or_else(|| format!("{major}:{minor}"))
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -113,7 +112,10 @@ mod tests {
 Max cpu time              unlimited            unlimited            seconds   \n\
 Max open files            1024                 1048576              files     \n\
 Max realtime timeout      unlimited            unlimited            us        \n";
-        assert_eq!(parse_limits(limits), vec![("max_cpu_time".to_string(), u64::MAX), ("max_open_files".to_string(), 1024), ("max_realtime_timeout".to_string(), u64::MAX)]);
+        assert_eq!(
+            parse_limits(limits),
+            vec![("max_cpu_time".to_string(), u64::MAX), ("max_open_files".to_string(), 1024), ("max_realtime_timeout".to_string(), u64::MAX)]
+        );
         let mountinfo = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n30 22 0:25 / /run rw shared:5 - tmpfs tmpfs rw\n";
         let table = crate::runtime::mountinfo::parse(mountinfo);
         assert_eq!(mount_source(&table, 8, 1), "/dev/sda1");

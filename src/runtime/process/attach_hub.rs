@@ -87,9 +87,7 @@ impl AttachHub {
         if let Some(f) = &stdin {
             set_nonblocking(f.as_raw_fd());
         }
-        let listener = bind(dir)
-            .map_err(|e| eprintln!("warning: attach socket in {}: {e}", dir.display()))
-            .ok();
+        let listener = bind(dir).map_err(|e| eprintln!("warning: attach socket in {}: {e}", dir.display())).ok();
         AttachHub { listener, clients: Vec::new(), stdin, stdin_buf: Vec::new(), stdin_once, pty }
     }
 
@@ -99,11 +97,7 @@ impl AttachHub {
         let fd_of = |o: Option<RawFd>| o.unwrap_or(-1);
         fds.push(libc::pollfd { fd: fd_of(self.listener.as_ref().map(|l| l.as_raw_fd())), events: libc::POLLIN, revents: 0 });
         let want_stdin_out = !self.stdin_buf.is_empty();
-        fds.push(libc::pollfd {
-            fd: if want_stdin_out { fd_of(self.stdin.as_ref().map(|f| f.as_raw_fd())) } else { -1 },
-            events: libc::POLLOUT,
-            revents: 0,
-        });
+        fds.push(libc::pollfd { fd: if want_stdin_out { fd_of(self.stdin.as_ref().map(|f| f.as_raw_fd())) } else { -1 }, events: libc::POLLOUT, revents: 0 });
         let read_clients = self.stdin_buf.len() < MAX_STDIN_BACKLOG;
         for c in &self.clients {
             let mut events = 0;

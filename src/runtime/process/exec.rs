@@ -46,9 +46,7 @@ fn run(dir: &std::path::Path, process_file: &std::path::Path, timeout: u64) -> S
     }
     let spec = Spec::load(cfg.bundle.join(state::SPEC_FILE)).map_err(|e| SetupError::Invalid(format!("spec: {e}")))?;
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
-    Cgroup::open(&cfg.cgroup)
-        .and_then(|cg| cg.add(std::process::id() as i32))
-        .map_err(|e| SetupError::Invalid(e.to_string()))?;
+    Cgroup::open(&cfg.cgroup).and_then(|cg| cg.add(std::process::id() as i32)).map_err(|e| SetupError::Invalid(e.to_string()))?;
     // Open every namespace first: once in the container's mount namespace, /proc is its own.
     let mut namespaces = Vec::new();
     for (name, flag) in [

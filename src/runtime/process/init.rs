@@ -48,11 +48,7 @@ pub fn run(spec: &Spec, console: Option<&std::os::fd::OwnedFd>, rep: &mut Report
             nix::unistd::sethostname(h).ctx(|| "sethostname".into())?;
         }
     }
-    let rootfs = spec
-        .root()
-        .as_ref()
-        .map(|r| r.path().clone())
-        .ok_or_else(|| SetupError::Invalid("the spec has no root".into()))?;
+    let rootfs = spec.root().as_ref().map(|r| r.path().clone()).ok_or_else(|| SetupError::Invalid("the spec has no root".into()))?;
     mounts::prepare_rootfs(spec, &rootfs, rep)?;
     if let Some(c) = console {
         super::console::setup_in_container(c)?;
@@ -171,9 +167,7 @@ fn switch_user(process: &Process) -> SetupResult<()> {
     nix::unistd::setresgid(gid, gid, gid).ctx(|| format!("setgid {}", user.gid()))?;
     nix::unistd::setresuid(uid, uid, uid).ctx(|| format!("setuid {}", user.uid()))?;
     nix::sys::prctl::set_keepcaps(false).ctx(|| "clear keepcaps".into())?;
-    let set = |set: CapSet, v: &CapsHashSet, name: &str| {
-        caps::set(None, set, v).map_err(|e| SetupError::Invalid(format!("set {name} capabilities: {e}")))
-    };
+    let set = |set: CapSet, v: &CapsHashSet, name: &str| caps::set(None, set, v).map_err(|e| SetupError::Invalid(format!("set {name} capabilities: {e}")));
     // Only what this process holds can be kept (the host may withhold some, e.g.
     // CAP_SYS_RESOURCE); shrink effective before permitted so it always stays a subset.
     let held = caps::read(None, CapSet::Permitted).unwrap_or_default();
@@ -192,10 +186,7 @@ pub fn find_program(arg0: &str, env: &[String]) -> Option<PathBuf> {
     if arg0.contains('/') {
         return Some(PathBuf::from(arg0));
     }
-    let path = env
-        .iter()
-        .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     path.split(':').map(|dir| Path::new(dir).join(arg0)).find(|p| is_executable(p))
 }
 
@@ -205,19 +196,15 @@ fn is_executable(p: &Path) -> bool {
 }
 
 fn cstrings(v: &[String]) -> SetupResult<Vec<CString>> {
-    v.iter()
-        .map(|s| CString::new(s.as_bytes()).map_err(|_| SetupError::Invalid(format!("NUL byte in {s:?}"))))
-        .collect()
+    v.iter().map(|s| CString::new(s.as_bytes()).map_err(|_| SetupError::Invalid(format!("NUL byte in {s:?}")))).collect()
 }
 
 fn exec(process: &Process) -> SetupResult<Infallible> {
     let args = process.args().clone().unwrap_or_default();
     let env = process.env().clone().unwrap_or_default();
     let arg0 = args.first().ok_or_else(|| SetupError::Invalid("no command to run".into()))?;
-    let program = find_program(arg0, &env)
-        .ok_or_else(|| SetupError::Invalid(format!("exec: \"{arg0}\": executable file not found in $PATH")))?;
-    let program_c = CString::new(program.as_os_str().as_encoded_bytes())
-        .map_err(|_| SetupError::Invalid("NUL byte in program path".into()))?;
+    let program = find_program(arg0, &env).ok_or_else(|| SetupError::Invalid(format!("exec: \"{arg0}\": executable file not found in $PATH")))?;
+    let program_c = CString::new(program.as_os_str().as_encoded_bytes()).map_err(|_| SetupError::Invalid("NUL byte in program path".into()))?;
     let argv = cstrings(&args)?;
     let envp = cstrings(&env)?;
     match nix::unistd::execve(&program_c, &argv, &envp) {

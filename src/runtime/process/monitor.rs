@@ -95,12 +95,7 @@ fn make_stdio(cfg: &MonitorConfig) -> SetupResult<Stdio> {
     } else {
         (OwnedFd::from(File::open("/dev/null").ctx(|| "open /dev/null".into())?), None)
     };
-    Ok(Stdio {
-        child_fds: Some([child_in, out_w.into(), err_w.into()]),
-        outputs: vec![("stdout", out_r), ("stderr", err_r)],
-        stdin_keep: keep,
-        console: None,
-    })
+    Ok(Stdio { child_fds: Some([child_in, out_w.into(), err_w.into()]), outputs: vec![("stdout", out_r), ("stderr", err_r)], stdin_keep: keep, console: None })
 }
 
 fn run(cfg: &MonitorConfig) -> SetupResult<()> {
@@ -215,9 +210,7 @@ fn container_child(spec: &Spec, stdio: &Stdio, go: &mut File, err_w: File) -> i3
     let _ = SigSet::all().thread_unblock();
     let _ = nix::unistd::setsid();
     if let Some([i, o, e]) = &stdio.child_fds {
-        let wired = nix::unistd::dup2_stdin(i.as_fd())
-            .and_then(|_| nix::unistd::dup2_stdout(o.as_fd()))
-            .and_then(|_| nix::unistd::dup2_stderr(e.as_fd()));
+        let wired = nix::unistd::dup2_stdin(i.as_fd()).and_then(|_| nix::unistd::dup2_stdout(o.as_fd())).and_then(|_| nix::unistd::dup2_stderr(e.as_fd()));
         if let Err(e) = wired {
             rep.fail(&format!("wiring stdio: {e}"));
             return 127;
@@ -250,11 +243,8 @@ fn pump(child: Pid, mut outputs: Vec<(&'static str, File)>, mut hub: AttachHub, 
                 break;
             }
         }
-        let mut fds: Vec<libc::pollfd> = outputs
-            .iter()
-            .zip(&open)
-            .map(|((_, f), o)| libc::pollfd { fd: if *o { f.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 })
-            .collect();
+        let mut fds: Vec<libc::pollfd> =
+            outputs.iter().zip(&open).map(|((_, f), o)| libc::pollfd { fd: if *o { f.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 }).collect();
         fds.push(libc::pollfd { fd: sfd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
         let hub_at = fds.len();
         hub.poll_fds(&mut fds);
@@ -315,4 +305,3 @@ fn reap(child: Pid, status: &mut Option<WaitStatus>, exited_at: &mut Option<Inst
         }
     }
 }
-

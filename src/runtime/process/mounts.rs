@@ -57,7 +57,8 @@ pub struct MountOptions {
 }
 
 pub fn parse_options(options: &[String]) -> MountOptions {
-    let mut o = MountOptions { flags: MsFlags::empty(), clear: MsFlags::empty(), propagation: MsFlags::empty(), data: vec![], bind: false, recursive_readonly: false };
+    let mut o =
+        MountOptions { flags: MsFlags::empty(), clear: MsFlags::empty(), propagation: MsFlags::empty(), data: vec![], bind: false, recursive_readonly: false };
     for opt in options {
         let (set, clear, prop) = match opt.as_str() {
             "ro" => (MsFlags::MS_RDONLY, MsFlags::empty(), MsFlags::empty()),
@@ -129,12 +130,10 @@ pub fn prepare_rootfs(spec: &Spec, rootfs: &Path, rep: &mut Reporter) -> SetupRe
         // ... but the container's own mounts (proc, dev, the rootfs bind) stay out of the
         // host: the mount holding the rootfs is made private here, and pivot_root needs that.
         if let Some(holder) = super::super::mountinfo::current_mount_of(rootfs).ctx(|| "reading the mount table".into())? {
-            mount(NONE, &holder.mount_point, NONE, MsFlags::MS_PRIVATE, NONE)
-                .ctx(|| format!("make {} private", holder.mount_point.display()))?;
+            mount(NONE, &holder.mount_point, NONE, MsFlags::MS_PRIVATE, NONE).ctx(|| format!("make {} private", holder.mount_point.display()))?;
         }
     }
-    mount(Some(rootfs), rootfs, NONE, MsFlags::MS_BIND | MsFlags::MS_REC, NONE)
-        .ctx(|| format!("bind rootfs {}", rootfs.display()))?;
+    mount(Some(rootfs), rootfs, NONE, MsFlags::MS_BIND | MsFlags::MS_REC, NONE).ctx(|| format!("bind rootfs {}", rootfs.display()))?;
     let mut dev_is_tmpfs = false;
     for m in spec.mounts().iter().flatten() {
         if m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("tmpfs") {
@@ -161,8 +160,7 @@ pub fn prepare_rootfs(spec: &Spec, rootfs: &Path, rep: &mut Reporter) -> SetupRe
         }
     }
     if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
-        mount(NONE, "/", NONE, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, NONE)
-            .ctx(|| "remount rootfs read-only".into())?;
+        mount(NONE, "/", NONE, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, NONE).ctx(|| "remount rootfs read-only".into())?;
     }
     Ok(())
 }
@@ -180,8 +178,7 @@ fn mount_one(rootfs: &Path, m: &Mount, rep: &mut Reporter) -> SetupResult<()> {
         let src_is_dir = std::fs::metadata(&source).map(|md| md.is_dir()).ctx(|| format!("mount source {}", source.display()))?;
         create_target(&dest, src_is_dir)?;
         let base = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
-        mount(Some(&source), &dest, NONE, base, NONE)
-            .ctx(|| format!("bind {} on {}", source.display(), m.destination().display()))?;
+        mount(Some(&source), &dest, NONE, base, NONE).ctx(|| format!("bind {} on {}", source.display(), m.destination().display()))?;
         let extra = opts.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
         if !extra.is_empty() {
             mount(NONE, &dest, NONE, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra, NONE)
@@ -192,12 +189,10 @@ fn mount_one(rootfs: &Path, m: &Mount, rep: &mut Reporter) -> SetupResult<()> {
         let data = opts.data.join(",");
         let data = if data.is_empty() { None } else { Some(data.as_str()) };
         let src = if source.as_os_str().is_empty() { PathBuf::from(&typ) } else { source.clone() };
-        mount(Some(&src), &dest, Some(typ.as_str()), opts.flags, data)
-            .ctx(|| format!("mount {typ} on {}", m.destination().display()))?;
+        mount(Some(&src), &dest, Some(typ.as_str()), opts.flags, data).ctx(|| format!("mount {typ} on {}", m.destination().display()))?;
     }
     if !opts.propagation.is_empty() {
-        mount(NONE, &dest, NONE, opts.propagation, NONE)
-            .ctx(|| format!("propagation of {}", m.destination().display()))?;
+        mount(NONE, &dest, NONE, opts.propagation, NONE).ctx(|| format!("propagation of {}", m.destination().display()))?;
     }
     if opts.recursive_readonly {
         recursive_readonly(&dest)?;
@@ -217,8 +212,7 @@ fn mount_cgroup(dest: &Path, typ: &str, opts: &MountOptions, rep: &mut Reporter)
         }
         return Ok(());
     }
-    mount(Some("/sys/fs/cgroup"), dest, NONE, MsFlags::MS_BIND | MsFlags::MS_REC, NONE)
-        .ctx(|| "bind the cgroup hierarchies".into())?;
+    mount(Some("/sys/fs/cgroup"), dest, NONE, MsFlags::MS_BIND | MsFlags::MS_REC, NONE).ctx(|| "bind the cgroup hierarchies".into())?;
     if !ro.is_empty() {
         recursive_readonly(dest)?;
     }
@@ -247,8 +241,7 @@ fn recursive_readonly(path: &Path) -> SetupResult<()> {
     }
     const MOUNT_ATTR_RDONLY: u64 = 0x1;
     const AT_RECURSIVE: libc::c_uint = 0x8000;
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|_| SetupError::Invalid("NUL in path".into()))?;
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| SetupError::Invalid("NUL in path".into()))?;
     let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
     // SAFETY: mount_setattr reads a valid path and a MountAttr of the size we pass.
     let rc = unsafe {
@@ -275,8 +268,7 @@ fn create_target(dest: &Path, dir: bool) -> SetupResult<()> {
 }
 
 /// The device nodes every container gets on its /dev tmpfs: (path, major, minor).
-const DEFAULT_DEVICES: &[(&str, u64, u64)] =
-    &[("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
+const DEFAULT_DEVICES: &[(&str, u64, u64)] = &[("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
 
 fn populate_dev(rootfs: &Path, extra: &[LinuxDevice]) -> SetupResult<()> {
     let dev = secure_join(rootfs, Path::new("/dev"))?;
@@ -291,13 +283,9 @@ fn populate_dev(rootfs: &Path, extra: &[LinuxDevice]) -> SetupResult<()> {
         let mode = d.file_mode().unwrap_or(0o666);
         make_device(&path, d.typ(), d.major() as u64, d.minor() as u64, mode, d.uid().unwrap_or(0), d.gid().unwrap_or(0))?;
     }
-    for (link, target) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-        ("core", "/proc/kcore"),
-    ] {
+    for (link, target) in
+        [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"), ("core", "/proc/kcore")]
+    {
         let _ = symlink(target, dev.join(link));
     }
     if dev.join("pts/ptmx").exists() {
@@ -318,8 +306,7 @@ fn make_device(path: &Path, typ: LinuxDeviceType, major: u64, minor: u64, mode: 
     let _ = std::fs::remove_file(path);
     match mknod(path, kind, Mode::from_bits_truncate(mode & 0o7777), makedev(major, minor)) {
         Ok(()) => {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))
-                .ctx(|| format!("chmod {}", path.display()))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777)).ctx(|| format!("chmod {}", path.display()))?;
             nix::unistd::chown(path, Some(uid.into()), Some(gid.into())).ctx(|| format!("chown {}", path.display()))
         }
         // Without the right to make nodes (user namespaces), bind the host's node instead.
@@ -354,11 +341,8 @@ fn mask_path(p: &Path) -> SetupResult<()> {
         Ok(md) => md,
         Err(_) => return Ok(()),
     };
-    let res = if md.is_dir() {
-        mount(Some("tmpfs"), p, Some("tmpfs"), MsFlags::MS_RDONLY, NONE)
-    } else {
-        mount(Some("/dev/null"), p, NONE, MsFlags::MS_BIND, NONE)
-    };
+    let res =
+        if md.is_dir() { mount(Some("tmpfs"), p, Some("tmpfs"), MsFlags::MS_RDONLY, NONE) } else { mount(Some("/dev/null"), p, NONE, MsFlags::MS_BIND, NONE) };
     res.ctx(|| format!("mask {}", p.display()))
 }
 

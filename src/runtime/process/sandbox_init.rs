@@ -174,11 +174,13 @@ fn pod_init() {
     let _ = set.thread_block();
     loop {
         match set.wait() {
-            Ok(Signal::SIGCHLD) => while let Ok(ws) = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(-1), Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-                if ws == nix::sys::wait::WaitStatus::StillAlive {
-                    break;
+            Ok(Signal::SIGCHLD) => {
+                while let Ok(ws) = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(-1), Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                    if ws == nix::sys::wait::WaitStatus::StillAlive {
+                        break;
+                    }
                 }
-            },
+            }
             Ok(_) => return,
             Err(_) => {}
         }

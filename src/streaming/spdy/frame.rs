@@ -50,18 +50,52 @@ pub fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    Data { stream: u32, fin: bool, data: Bytes },
-    SynStream { stream: u32, associated: u32, priority: u8, flags: u8, headers: Headers },
-    SynReply { stream: u32, fin: bool, headers: Headers },
-    RstStream { stream: u32, status: u32 },
+    Data {
+        stream: u32,
+        fin: bool,
+        data: Bytes,
+    },
+    SynStream {
+        stream: u32,
+        associated: u32,
+        priority: u8,
+        flags: u8,
+        headers: Headers,
+    },
+    SynReply {
+        stream: u32,
+        fin: bool,
+        headers: Headers,
+    },
+    RstStream {
+        stream: u32,
+        status: u32,
+    },
     /// (flags, id, value) entries.
-    Settings { flags: u8, entries: Vec<(u8, u32, u32)> },
-    Ping { id: u32 },
-    GoAway { last_good: u32, status: u32 },
-    Headers { stream: u32, fin: bool, headers: Headers },
-    WindowUpdate { stream: u32, delta: u32 },
+    Settings {
+        flags: u8,
+        entries: Vec<(u8, u32, u32)>,
+    },
+    Ping {
+        id: u32,
+    },
+    GoAway {
+        last_good: u32,
+        status: u32,
+    },
+    Headers {
+        stream: u32,
+        fin: bool,
+        headers: Headers,
+    },
+    WindowUpdate {
+        stream: u32,
+        delta: u32,
+    },
     /// A control frame of a type this end does not know: the draft says to ignore it.
-    Unknown { kind: u16 },
+    Unknown {
+        kind: u16,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,9 +165,7 @@ impl FrameCodec {
                 out.reserve(out.capacity().max(256));
             }
             let before = self.deflate.total_in();
-            self.deflate
-                .compress_vec(input, &mut out, FlushCompress::Sync)
-                .map_err(|e| FrameError::Headers(format!("compressing: {e}")))?;
+            self.deflate.compress_vec(input, &mut out, FlushCompress::Sync).map_err(|e| FrameError::Headers(format!("compressing: {e}")))?;
             let used = (self.deflate.total_in() - before) as usize;
             input = &input[used..];
             // A sync flush is complete when all input is taken and output space was left over.

@@ -144,10 +144,7 @@ impl Session {
         let (rd, wr) = tokio::io::split(io);
         let (out_tx, out_rx) = mpsc::channel(256);
         let (in_tx, in_rx) = mpsc::channel(64);
-        let shared = Arc::new(Mutex::new(Shared {
-            next_local: if role == Role::Client { 1 } else { 2 },
-            ..Default::default()
-        }));
+        let shared = Arc::new(Mutex::new(Shared { next_local: if role == Role::Client { 1 } else { 2 }, ..Default::default() }));
         let closed = CancellationToken::new();
         let session = Session { role, out: out_tx, shared, closed, reader: Arc::new(Mutex::new(None)) };
         tokio::spawn(write_loop(FramedWrite::new(wr, FrameCodec::new()), out_rx));
