@@ -98,6 +98,8 @@ struct NodeArgs {
     minimum_image_ttl_duration: Option<String>,
 }
 
+// Parsed once at start-up: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the CRI runtime daemon (what an upstream kubelet or crictl talks to).

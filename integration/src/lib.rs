@@ -127,7 +127,7 @@ impl Daemon {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             let log = self.log();
-            if let Some(line) = log.lines().filter(|l| l.contains("serving the kubelet API")).last() {
+            if let Some(line) = log.lines().rfind(|l| l.contains("serving the kubelet API")) {
                 if let Some(addr) = line.split("address=").nth(1) {
                     return format!("https://{}", addr.split_whitespace().next().unwrap_or_default());
                 }

@@ -155,10 +155,10 @@ fn add_check_del_and_running_out_of_addresses() {
     assert!(ok, "{e}");
     let links = |b: &str| String::from_utf8_lossy(&Command::new("ip").args(["-o", "link", "show", "master", b]).output().unwrap().stdout).lines().count();
     assert_eq!(links(&bridge), 5);
-    for i in 0..5 {
-        let (ok, e) = cni("DEL", &format!("c{i}"), namespaces[i].path(), &c);
+    for (i, ns) in namespaces.iter().enumerate() {
+        let (ok, e) = cni("DEL", &format!("c{i}"), ns.path(), &c);
         assert!(ok, "{e}");
-        let (ok, _) = cni("DEL", &format!("c{i}"), namespaces[i].path(), &c);
+        let (ok, _) = cni("DEL", &format!("c{i}"), ns.path(), &c);
         assert!(ok, "DEL twice");
     }
     assert_eq!(links(&bridge), 0);

@@ -160,7 +160,7 @@ async fn layered_image_whiteouts_links_and_owners() {
     assert_eq!(std::fs::read_link(root.join("data/link")).unwrap(), Path::new("b"));
     let owned = std::fs::metadata(root.join("data/owned")).unwrap();
     assert_eq!((owned.uid(), owned.gid(), owned.mode() & 0o7777), (1000, 1000, 0o640));
-    assert_eq!(std::fs::read_to_string(root.join("data/sub/c")).is_ok(), true);
+    assert!(std::fs::read_to_string(root.join("data/sub/c")).is_ok());
 }
 
 #[tokio::test]

@@ -1148,7 +1148,7 @@ async fn the_documented_init_container_example_reports_its_progress() {
     let p = wait_for(&url, "myapp-gated", "first init running", Duration::from_secs(60), |p| inits(p).first().map(String::as_str) == Some("running:")).await;
     assert_eq!(phase(&p), "Pending");
     assert_eq!(inits(&p), ["running:", "waiting:PodInitializing"]);
-    assert_eq!(state_of(&container(&p, "myapp-container")), "waiting:PodInitializing");
+    assert_eq!(state_of(container(&p, "myapp-container")), "waiting:PodInitializing");
     assert_eq!(
         conditions(&p),
         [

@@ -354,9 +354,13 @@ async fn security_context_matrix() {
     let profile = dir.path().join("no-mkdir.json");
     std::fs::write(&profile, r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}"#)
         .unwrap();
-    let mut sc = cri::LinuxContainerSecurityContext::default();
-    sc.seccomp =
-        Some(cri::SecurityProfile { profile_type: cri::security_profile::ProfileType::Localhost as i32, localhost_ref: profile.display().to_string() });
+    let sc = cri::LinuxContainerSecurityContext {
+        seccomp: Some(cri::SecurityProfile {
+            profile_type: cri::security_profile::ProfileType::Localhost as i32,
+            localhost_ref: profile.display().to_string(),
+        }),
+        ..Default::default()
+    };
     let c = with_security(container_config("seccomp-local", &["sh", "-c", "mkdir /tmp/x 2>&1; touch /tmp/y && echo touched"]), sc);
     let (_, lines) = run_to_end(&mut rt, &pod, &cfg, logs.path(), c).await;
     assert!(lines.iter().any(|l| l.contains("Operation not permitted")), "{lines:?}");
@@ -519,11 +523,13 @@ async fn bad_input_gets_typed_errors_and_leaves_nothing() {
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("container_path"), "{}", e.message());
 
-    let mut sc = cri::LinuxContainerSecurityContext::default();
-    sc.seccomp = Some(cri::SecurityProfile {
-        profile_type: cri::security_profile::ProfileType::Localhost as i32,
-        localhost_ref: "/nonexistent/berth-profile.json".into(),
-    });
+    let sc = cri::LinuxContainerSecurityContext {
+        seccomp: Some(cri::SecurityProfile {
+            profile_type: cri::security_profile::ProfileType::Localhost as i32,
+            localhost_ref: "/nonexistent/berth-profile.json".into(),
+        }),
+        ..Default::default()
+    };
     let e = create(&mut rt, &pod, &cfg, with_security(container_config("badseccomp", &["true"]), sc)).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("seccomp"), "{}", e.message());

@@ -180,8 +180,8 @@ impl CriRuntime {
                 labels: config.labels.clone(),
                 annotations: config.annotations.clone(),
             }),
-            cpu: usage.as_ref().map(|u| u.cpu.clone()),
-            memory: usage.as_ref().map(|u| u.memory.clone()),
+            cpu: usage.as_ref().map(|u| u.cpu),
+            memory: usage.as_ref().map(|u| u.memory),
             writable_layer: Some(cri::FilesystemUsage {
                 timestamp: now,
                 fs_id: Some(cri::FilesystemIdentifier { mountpoint: self.rt.config().data_dir.join("containers").to_string_lossy().to_string() }),
@@ -206,8 +206,8 @@ impl CriRuntime {
                 annotations: config.annotations.clone(),
             }),
             linux: Some(cri::LinuxPodSandboxStats {
-                cpu: usage.as_ref().map(|u| u.cpu.clone()),
-                memory: usage.as_ref().map(|u| u.memory.clone()),
+                cpu: usage.as_ref().map(|u| u.cpu),
+                memory: usage.as_ref().map(|u| u.memory),
                 network,
                 process: usage.as_ref().map(|u| cri::ProcessUsage { timestamp: u.cpu.timestamp, process_count: Some(cri::UInt64Value { value: u.processes }) }),
                 containers: container_stats,

@@ -105,6 +105,24 @@ impl ContentStore {
     }
 }
 
+impl ContentStore {
+    /// Move the file at `from` (on the same filesystem) into the store after checking that it
+    /// hashes to `expected`; returns its size.
+    pub fn ingest_file(&self, expected: &Digest, from: &Path) -> Result<u64, ContentError> {
+        let f = fs::File::open(from).map_err(io_err(from))?;
+        let (actual, size) = crate::util::digest::HashingReader::new(io::BufReader::new(f)).finish().map_err(io_err(from))?;
+        if &actual != expected {
+            return Err(ContentError::DigestMismatch { expected: expected.clone(), actual });
+        }
+        if !self.has(expected) {
+            let to = self.blob_path(expected);
+            fs::rename(from, &to).map_err(io_err(&to))?;
+            atomic::sync_dir(&self.root.join("blobs/sha256")).map_err(io_err(&to))?;
+        }
+        Ok(size)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,23 +139,5 @@ mod tests {
         assert!(matches!(s.write_verified(&wrong, b"abc"), Err(ContentError::DigestMismatch { .. })));
         assert!(!s.has(&wrong));
         assert_eq!(s.list().unwrap(), vec![good]);
-    }
-}
-
-impl ContentStore {
-    /// Move the file at `from` (on the same filesystem) into the store after checking that it
-    /// hashes to `expected`; returns its size.
-    pub fn ingest_file(&self, expected: &Digest, from: &Path) -> Result<u64, ContentError> {
-        let f = fs::File::open(from).map_err(io_err(from))?;
-        let (actual, size) = crate::util::digest::HashingReader::new(io::BufReader::new(f)).finish().map_err(io_err(from))?;
-        if &actual != expected {
-            return Err(ContentError::DigestMismatch { expected: expected.clone(), actual });
-        }
-        if !self.has(expected) {
-            let to = self.blob_path(expected);
-            fs::rename(from, &to).map_err(io_err(&to))?;
-            atomic::sync_dir(&self.root.join("blobs/sha256")).map_err(io_err(&to))?;
-        }
-        Ok(size)
     }
 }

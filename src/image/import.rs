@@ -87,10 +87,8 @@ fn link_target(link: &str, target: &str) -> Result<String, ImageError> {
     for c in Path::new(target).components() {
         match c {
             Component::Normal(p) => parts.push(p.to_string_lossy().to_string()),
-            Component::ParentDir => {
-                if parts.pop().is_none() {
-                    return Err(ImageError::InvalidArgument(format!("link {link:?} points outside the archive")));
-                }
+            Component::ParentDir if parts.pop().is_none() => {
+                return Err(ImageError::InvalidArgument(format!("link {link:?} points outside the archive")));
             }
             _ => {}
         }
@@ -183,7 +181,7 @@ impl ImageStore {
                 }
             };
             let repo_digests = reference.iter().map(|r| r.digested(top.as_str())).collect();
-            let rec = self.import_manifest(staged, &manifest, manifest_digest, reference.as_ref(), repo_digests, |d| Staged::blob_name(d))?;
+            let rec = self.import_manifest(staged, &manifest, manifest_digest, reference.as_ref(), repo_digests, Staged::blob_name)?;
             out.push(rec);
         }
         Ok(out)

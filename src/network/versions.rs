@@ -11,9 +11,12 @@ use std::time::SystemTime;
 /// Versions Berth itself can drive a chain at, newest first.
 pub const RUNTIME_VERSIONS: &[&str] = &["1.1.0", "1.0.0", "0.4.0", "0.3.1", "0.3.0"];
 
+/// Plugin binary → (its modification time when asked, the versions it answered).
+type Answers = HashMap<PathBuf, (Option<SystemTime>, Vec<String>)>;
+
 #[derive(Default)]
 pub struct VersionCache {
-    known: Mutex<HashMap<PathBuf, (Option<SystemTime>, Vec<String>)>>,
+    known: Mutex<Answers>,
 }
 
 impl VersionCache {
@@ -44,7 +47,7 @@ impl VersionCache {
         Ok(versions)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, (Option<SystemTime>, Vec<String>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Answers> {
         self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -17,8 +17,11 @@ pub struct Payload {
     pub mode: u32,
 }
 
+/// Relative path → (content, mode, group).
+type FileSet = BTreeMap<String, (Vec<u8>, u32, u32)>;
+
 /// The files under the current `..data`, with modes and group, by relative path.
-fn current(dir: &Path) -> Option<BTreeMap<String, (Vec<u8>, u32, u32)>> {
+fn current(dir: &Path) -> Option<FileSet> {
     let target = std::fs::read_link(dir.join(DATA_LINK)).ok()?;
     let root = dir.join(target);
     let mut out = BTreeMap::new();

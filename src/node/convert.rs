@@ -64,7 +64,7 @@ pub fn default_user_from_image(config: &mut cri::ContainerConfig, image: Option<
         return;
     }
     match image {
-        Some(i) if i.uid.is_some() => sc.run_as_user = i.uid.clone(),
+        Some(i) if i.uid.is_some() => sc.run_as_user = i.uid,
         Some(i) if !i.username.is_empty() => sc.run_as_username = i.username.clone(),
         _ => sc.run_as_user = Some(cri::Int64Value { value: 0 }),
     }
@@ -109,7 +109,7 @@ pub fn pod_resources(spec: &PodSpec) -> cri::LinuxContainerResources {
     let apps = &spec.containers;
     let inits: Vec<&Container> = spec.init_containers.iter().flatten().collect();
     let effective = |f: &dyn Fn(&Container) -> Option<i64>| -> Option<i64> {
-        let sum: Option<i64> = apps.iter().map(|c| f(c)).sum();
+        let sum: Option<i64> = apps.iter().map(f).sum();
         let max_init: Option<i64> = inits.iter().map(|c| f(c)).try_fold(0i64, |m, v| v.map(|v| m.max(v)));
         Some(sum?.max(max_init?))
     };
@@ -312,16 +312,19 @@ pub fn resource_field(c: &Container, field: &str) -> Result<String, String> {
     })
 }
 
-pub fn container_config(
-    pod: &Pod,
-    c: &Container,
-    attempt: u32,
-    volumes: &VolumePaths,
-    objects: &super::volumes::Objects,
-    fields: &FieldValues,
-    seccomp_dir: &Path,
-    subpath_root: &Path,
-) -> Result<cri::ContainerConfig, String> {
+/// What a container's config is built from besides the pod and the container.
+pub struct ContainerInputs<'a> {
+    pub volumes: &'a VolumePaths,
+    pub objects: &'a super::volumes::Objects,
+    pub fields: &'a FieldValues,
+    /// Where localhost seccomp profiles live.
+    pub seccomp_dir: &'a Path,
+    /// Where subPath bind mounts are made.
+    pub subpath_root: &'a Path,
+}
+
+pub fn container_config(pod: &Pod, c: &Container, attempt: u32, inputs: &ContainerInputs<'_>) -> Result<cri::ContainerConfig, String> {
+    let ContainerInputs { volumes, objects, fields, seccomp_dir, subpath_root } = *inputs;
     let spec = pod.spec.clone().unwrap_or_default();
     // Env: in order, each entry may refer to the ones before it.
     let mut env: Vec<(String, String)> = Vec::new();

@@ -81,16 +81,18 @@ pub async fn sleep(seconds: i64) -> Result<(), String> {
 }
 
 /// One HTTP/1.1 GET over a connection made in the pod's namespace; returns (status, location).
-async fn http_once(
-    t: &Target,
+/// Where an HTTP handler sends its requests.
+struct HttpEndpoint {
     https: bool,
     ip: IpAddr,
     port: u16,
-    host_header: &str,
-    path: &str,
-    headers: &[(String, String)],
-    timeout: Duration,
-) -> Result<(u16, Option<String>), String> {
+    host_header: String,
+    headers: Vec<(String, String)>,
+}
+
+async fn http_once(t: &Target, e: &HttpEndpoint, path: &str, timeout: Duration) -> Result<(u16, Option<String>), String> {
+    let HttpEndpoint { https, ip, port, host_header, headers } = e;
+    let (https, ip, port) = (*https, *ip, *port);
     use http_body_util::{BodyExt, Empty};
     let tcp = crate::util::netns::connect(t.netns.clone(), vec![SocketAddr::new(ip, port)], timeout).await.map_err(|e| format!("dial tcp {ip}:{port}: {e}"))?;
     let mut req = hyper::Request::get(path).header("host", host_header).header("user-agent", USER_AGENT).header("accept", "*/*");
@@ -146,11 +148,13 @@ pub async fn http(a: &HTTPGetAction, t: &Target, timeout: Duration) -> Result<()
     if !path.starts_with('/') {
         path.insert(0, '/');
     }
+    let endpoint = HttpEndpoint { https, ip, port, host_header, headers };
+    let host_header = &endpoint.host_header;
     for _ in 0..=MAX_REDIRECTS {
-        let (status, location) = http_once(t, https, ip, port, &host_header, &path, &headers, timeout).await?;
+        let (status, location) = http_once(t, &endpoint, &path, timeout).await?;
         if (300..400).contains(&status) {
             if let Some(loc) = location {
-                match same_host_path(&loc, &host_header) {
+                match same_host_path(&loc, host_header) {
                     Some(p) => {
                         path = p;
                         continue;

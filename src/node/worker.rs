@@ -527,16 +527,15 @@ impl Worker {
                 return Ok(());
             }
         };
-        let mut config = match convert::container_config(
-            &self.pod,
-            c,
-            attempt,
-            &volumes,
-            &objects,
-            &fields,
-            &self.shared.cfg.seccomp_dir,
-            &self.pod_dir().join("volume-subpaths"),
-        ) {
+        let subpath_root = self.pod_dir().join("volume-subpaths");
+        let inputs = convert::ContainerInputs {
+            volumes: &volumes,
+            objects: &objects,
+            fields: &fields,
+            seccomp_dir: &self.shared.cfg.seccomp_dir,
+            subpath_root: &subpath_root,
+        };
+        let mut config = match convert::container_config(&self.pod, c, attempt, &inputs) {
             Ok(cfg) => cfg,
             Err(e) => {
                 self.waiting(&name, "CreateContainerConfigError", &e);

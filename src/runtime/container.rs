@@ -399,7 +399,7 @@ impl Runtime {
     }
 
     pub(super) fn teardown_container(&self, rec: &ContainerRecord) {
-        if let Some(run) = state::read_json::<RunState>(&self.container_run_dir(&rec.id).join(state::STATE_FILE)).ok() {
+        if let Ok(run) = state::read_json::<RunState>(&self.container_run_dir(&rec.id).join(state::STATE_FILE)) {
             self.kill_all(rec, &run);
         }
         if let Ok(cg) = Cgroup::open(&rec.cgroup) {

@@ -274,10 +274,5 @@ impl ImageUsers for Runtime {
 
 /// Unmount `path` (lazily) if something is mounted there; missing paths are fine.
 pub fn unmount(path: &std::path::Path) {
-    loop {
-        match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
-            Ok(()) => continue,
-            Err(_) => break,
-        }
-    }
+    while nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH).is_ok() {}
 }

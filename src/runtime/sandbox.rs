@@ -467,24 +467,6 @@ impl Runtime {
     }
 }
 
-/// Remove a directory tree without ever descending into another filesystem: should an
-/// unmount have failed, what is mounted below stays untouched.
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bandwidth_annotations_become_the_cni_capability() {
-        let a = std::collections::HashMap::from([("kubernetes.io/ingress-bandwidth".to_string(), "10M".to_string())]);
-        let v = bandwidth_from_annotations(&a).unwrap();
-        assert_eq!(v["ingressRate"], 10_000_000u64);
-        assert!(v.get("egressRate").is_none());
-        assert_eq!(parse_quantity("1Gi"), Some(1 << 30));
-        assert_eq!(parse_quantity("fast"), None);
-        assert!(bandwidth_from_annotations(&Default::default()).is_none());
-    }
-}
-
 fn remove_dir(p: &Path) {
     use std::os::unix::fs::MetadataExt;
     let Ok(root) = std::fs::symlink_metadata(p) else { return };
@@ -511,4 +493,22 @@ fn remove_same_fs(p: &Path, dev: u64) -> std::io::Result<()> {
 
 pub(super) fn remove_dir_logged(p: &Path) {
     remove_dir(p)
+}
+
+/// Remove a directory tree without ever descending into another filesystem: should an
+/// unmount have failed, what is mounted below stays untouched.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bandwidth_annotations_become_the_cni_capability() {
+        let a = std::collections::HashMap::from([("kubernetes.io/ingress-bandwidth".to_string(), "10M".to_string())]);
+        let v = bandwidth_from_annotations(&a).unwrap();
+        assert_eq!(v["ingressRate"], 10_000_000u64);
+        assert!(v.get("egressRate").is_none());
+        assert_eq!(parse_quantity("1Gi"), Some(1 << 30));
+        assert_eq!(parse_quantity("fast"), None);
+        assert!(bandwidth_from_annotations(&Default::default()).is_none());
+    }
 }

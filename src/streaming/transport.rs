@@ -72,7 +72,7 @@ where
         e.is_some()
             && (!wanted.stdin || i.is_some())
             && (!wanted.stdout || o.is_some())
-            && (!(wanted.stderr && !wanted.tty) || x.is_some())
+            && (!wanted.stderr || wanted.tty || x.is_some())
             && (!wanted.tty || r.is_some())
     };
     let deadline = tokio::time::Instant::now() + STREAM_CREATION_TIMEOUT;
@@ -262,10 +262,8 @@ where
     tokio::spawn(async move {
         while let Some(Ok(msg)) = source.next().await {
             match msg {
-                Message::Binary(b) => {
-                    if wr.write_all(&b).await.is_err() {
-                        break;
-                    }
+                Message::Binary(b) if wr.write_all(&b).await.is_err() => {
+                    break;
                 }
                 Message::Close(_) => break,
                 _ => {}

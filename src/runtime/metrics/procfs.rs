@@ -88,9 +88,9 @@ pub(super) fn fs_stats(upper: &Path, usage: (u64, u64)) -> FsStats {
         fs.device = mount_source(&table, fs.major, fs.minor);
     }
     if let Ok(s) = nix::sys::statvfs::statvfs(upper) {
-        fs.limit_bytes = s.blocks() as u64 * s.fragment_size() as u64;
-        fs.inodes_total = s.files() as u64;
-        fs.inodes_free = s.files_free() as u64;
+        fs.limit_bytes = s.blocks() * s.fragment_size();
+        fs.inodes_total = s.files();
+        fs.inodes_free = s.files_free();
     }
     fs
 }

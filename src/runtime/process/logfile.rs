@@ -208,8 +208,8 @@ mod tests {
         s.finish(&mut emit);
         assert_eq!(out[0], (false, b"one".to_vec()));
         assert_eq!(out[1], (false, b"two".to_vec()));
-        assert_eq!(out[2].0, true);
-        assert_eq!(out[3].0, true);
+        assert!(out[2].0);
+        assert!(out[3].0);
         assert_eq!(out[4], (false, vec![b'a'; 10]));
         assert_eq!(out[5], (false, b"end".to_vec()));
         assert_eq!(out.len(), 6);
