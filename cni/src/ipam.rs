@@ -252,6 +252,11 @@ impl Store {
         self.entries().into_iter().filter(|(_, o)| *o == owner).map(|(ip, _)| ip).collect()
     }
 
+    /// Every address held in the network.
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        self.entries().into_iter().map(|(ip, _)| ip).collect()
+    }
+
     /// Release every allocation whose (container, interface) is not in `valid`.
     pub fn gc(&self, valid: &[(String, String)]) -> usize {
         let keep: Vec<String> = valid.iter().map(|(c, i)| Self::owner_text(c, i)).collect();

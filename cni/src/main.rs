@@ -3,6 +3,7 @@
 mod ipam;
 mod link;
 mod masq;
+mod nft;
 mod types;
 
 use ipam::{from_u128, range_sets, Allocation, Store};
@@ -66,7 +67,8 @@ fn add(env: &Env, conf: &NetConf) -> Result<Value, CniError> {
         Ok(v) => Ok(v),
         Err(e) => {
             // Roll back: nothing of a failed ADD stays.
-            let _ = unwire(env, conf);
+            let ips: Vec<IpAddr> = allocs.iter().map(|a| a.ip).collect();
+            let _ = unwire(env, conf, &ips);
             if let Ok(store) = Store::open(conf.ipam.data_dir.as_deref(), &conf.name) {
                 store.release(&env.container_id, &env.ifname);
             }
@@ -93,17 +95,33 @@ fn wire(env: &Env, conf: &NetConf, allocs: &[Allocation]) -> Result<Value, CniEr
             Ok((br, hl))
         }
     })?;
+    if conf.is_gateway {
+        // The bridge routes the pods' traffic: the host must forward it (as CNI's bridge does).
+        for v6 in [false, true] {
+            if allocs.iter().any(|a| a.range.v6 == v6) {
+                enable_forwarding(v6)?;
+            }
+        }
+    }
     let default_route = conf.is_gateway || conf.is_default_gateway;
     let pod_addrs: Vec<(IpAddr, u8, Option<IpAddr>)> =
         allocs.iter().map(|a| (a.ip, a.range.prefix, default_route.then(|| from_u128(a.range.gateway, a.range.v6)))).collect();
     let ifname = env.ifname.clone();
     let pod_link = link::in_netns(&env.netns, move || link::with_handle(|h| async move { link::configure_pod_side(&h, &peer, &ifname, &pod_addrs).await }))?;
     if conf.ip_masq {
-        for a in allocs {
-            masq::add(&conf.name, &env.container_id, a)?;
-        }
+        let ranges: Vec<ipam::Range> = range_sets(&conf.ipam)?.into_iter().flatten().collect();
+        let ips: Vec<IpAddr> = allocs.iter().map(|a| a.ip).collect();
+        masq::add(&conf.name, &ranges, &ips)?;
     }
     Ok(result(env, conf, allocs, &link::mac_of(&bridge), &host, &link::mac_of(&host_link), &link::mac_of(&pod_link), default_route))
+}
+
+fn enable_forwarding(v6: bool) -> Result<(), CniError> {
+    let path = if v6 { "/proc/sys/net/ipv6/conf/all/forwarding" } else { "/proc/sys/net/ipv4/ip_forward" };
+    if std::fs::read_to_string(path).map(|v| v.trim() == "1").unwrap_or(false) {
+        return Ok(());
+    }
+    std::fs::write(path, "1").map_err(|e| CniError::io(format!("enabling forwarding ({path}): {e}")))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -138,12 +156,13 @@ fn result(env: &Env, conf: &NetConf, allocs: &[Allocation], bridge_mac: &str, ho
     })
 }
 
-/// Remove the veth (from the host side; the pod side goes with it) and masquerade rules.
-fn unwire(env: &Env, conf: &NetConf) -> Result<(), CniError> {
+/// Remove the veth (from the host side; the pod side goes with it) and stop masquerading
+/// the pod's addresses `ips`.
+fn unwire(env: &Env, conf: &NetConf, ips: &[IpAddr]) -> Result<(), CniError> {
     let host = host_veth(&env.container_id, &env.ifname);
     link::with_handle(|h| async move { link::delete_link(&h, &host).await })?;
     if conf.ip_masq {
-        masq::remove(&conf.name, &env.container_id);
+        masq::remove(&conf.name, ips)?;
     }
     Ok(())
 }
@@ -157,9 +176,10 @@ fn del(env: &Env, conf: &NetConf) -> Result<(), CniError> {
     }
     // DEL must succeed for unknown containers and gone namespaces: each step tolerates absence.
     let store = Store::open(conf.ipam.data_dir.as_deref(), &conf.name)?;
+    let ips = store.addresses_of(&env.container_id, &env.ifname);
+    unwire(env, conf, &ips)?;
     store.release(&env.container_id, &env.ifname);
-    drop(store);
-    unwire(env, conf)
+    Ok(())
 }
 
 fn check(env: &Env, conf: &NetConf) -> Result<(), CniError> {
@@ -204,5 +224,8 @@ fn gc(conf: &NetConf) -> Result<(), CniError> {
     let valid: Vec<(String, String)> = conf.valid_attachments.iter().flatten().map(|a| (a.container_id.clone(), a.ifname.clone())).collect();
     let store = Store::open(conf.ipam.data_dir.as_deref(), &conf.name)?;
     store.gc(&valid);
+    if conf.ip_masq {
+        masq::retain(&conf.name, &store.addresses())?;
+    }
     Ok(())
 }

@@ -53,14 +53,22 @@ pub struct Daemon {
     mode: Vec<String>,
     /// Cgroup trees the daemon's pods live under that are removed after the test.
     cgroup_roots: Vec<String>,
+    /// Environment variables set for the daemon.
+    env: Vec<(String, String)>,
 }
 
 impl Daemon {
     /// Start a daemon with `config` (TOML) as its config file.
     pub async fn start(config: &str) -> Daemon {
+        Daemon::start_with_env(config, &[]).await
+    }
+
+    /// `start` with more environment variables for the daemon (PATH, say).
+    pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
         let dir = TempDir::new("daemon");
         std::fs::write(dir.path().join("config.toml"), config).expect("write config");
-        let mut d = Daemon { dir, child: None, mode: vec!["runtime".into()], cgroup_roots: vec![] };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut d = Daemon { dir, child: None, mode: vec!["runtime".into()], cgroup_roots: vec![], env };
         d.spawn().await;
         d
     }
@@ -109,7 +117,7 @@ impl Daemon {
             mode.extend(["--eviction-hard".to_string(), "memory.available<100Mi".to_string()]);
         }
         mode.extend(extra.iter().map(|a| a.to_string()));
-        let mut d = Daemon { dir, child: None, mode, cgroup_roots: vec![cgroup_root] };
+        let mut d = Daemon { dir, child: None, mode, cgroup_roots: vec![cgroup_root], env: vec![] };
         d.spawn().await;
         d
     }
@@ -170,6 +178,7 @@ impl Daemon {
             .args(verbosity)
             .args(&self.mode)
             .args(self.args())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -457,5 +466,42 @@ pub struct LinkGuard(pub String);
 impl Drop for LinkGuard {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+    }
+}
+
+/// The berth-cni nftables objects of network `network` (`nft -j list table ip berth-cni`):
+/// (the set's elements, the chain's rule count); None when the table or set is missing.
+pub fn masq_state(network: &str) -> Option<(Vec<String>, usize)> {
+    let h = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(network.as_bytes()));
+    let (set, chain) = (format!("pods-{}", &h[..12]), format!("masq-{}", &h[..12]));
+    let out = Command::new("nft").args(["-j", "list", "table", "ip", "berth-cni"]).output().unwrap();
+    if !out.status.success() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let items = v["nftables"].as_array().cloned().unwrap_or_default();
+    let s = items.iter().find(|i| i["set"]["name"] == set.as_str())?;
+    let elems = s["set"]["elem"].as_array().cloned().unwrap_or_default().iter().filter_map(|e| e.as_str().map(String::from)).collect();
+    let rules = items.iter().filter(|i| i["rule"]["chain"] == chain.as_str()).count();
+    Some((elems, rules))
+}
+
+/// Removes one network's chain and set from the shared berth-cni table (and the table when
+/// nothing else is left in it).
+pub struct MasqGuard(pub String);
+
+impl Drop for MasqGuard {
+    fn drop(&mut self) {
+        let h = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(self.0.as_bytes()));
+        let _ = Command::new("nft").args(["delete", "chain", "ip", "berth-cni", &format!("masq-{}", &h[..12])]).output();
+        let _ = Command::new("nft").args(["delete", "set", "ip", "berth-cni", &format!("pods-{}", &h[..12])]).output();
+        let left = Command::new("nft").args(["-j", "list", "table", "ip", "berth-cni"]).output();
+        if let Ok(out) = left {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            let others = v["nftables"].as_array().map(|a| a.iter().filter(|i| i.get("set").is_some() || i.get("chain").is_some()).count()).unwrap_or(0);
+            if others == 0 {
+                let _ = Command::new("nft").args(["delete", "table", "ip", "berth-cni"]).output();
+            }
+        }
     }
 }

@@ -202,3 +202,44 @@ fn dual_stack_pods_get_both_families() {
     let (ok, _) = cni("DEL", "dual", ns.path(), &c);
     assert!(ok);
 }
+
+#[test]
+fn masquerade_follows_add_del_and_gc() {
+    let dir = TempDir::new("cni-masq");
+    let bridge = format!("berthm{}", std::process::id() % 10000);
+    let _guard = LinkGuard(bridge.clone());
+    let mut c = conf(dir.path(), &bridge, "10.253.10.0/29");
+    let network = format!("berth-masq-{}", std::process::id());
+    c["name"] = json!(network);
+    c["ipMasq"] = json!(true);
+    let _masq = MasqGuard(network.clone());
+    let namespaces: Vec<Netns> = (0..3).map(|_| Netns::new()).collect();
+    let mut ips = vec![];
+    for (i, ns) in namespaces.iter().enumerate() {
+        let (ok, r) = cni("ADD", &format!("m{i}"), ns.path(), &c);
+        assert!(ok, "{r}");
+        ips.push(r["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_string());
+    }
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(masq_state(&network).map(|(e, r)| (sorted(e), r)), Some((sorted(ips.clone()), 1)), "one rule, every pod");
+    let (ok, e) = cni("DEL", "m0", namespaces[0].path(), &c);
+    assert!(ok, "{e}");
+    assert_eq!(masq_state(&network).map(|(e, _)| sorted(e)), Some(sorted(ips[1..].to_vec())));
+    // DEL of an address that is already gone is fine.
+    let (ok, e) = cni("DEL", "m0", namespaces[0].path(), &c);
+    assert!(ok, "{e}");
+    // GC keeps only the live attachments' addresses.
+    let mut gc = c.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "m2", "ifname": "eth0"}]);
+    let (ok, e) = cni("GC", "", "", &gc);
+    assert!(ok, "{e}");
+    assert_eq!(masq_state(&network).map(|(e, _)| e), Some(vec![ips[2].clone()]));
+    for (i, ns) in namespaces.iter().enumerate() {
+        let (ok, e) = cni("DEL", &format!("m{i}"), ns.path(), &c);
+        assert!(ok, "{e}");
+    }
+    assert_eq!(masq_state(&network).map(|(e, _)| e), Some(vec![]));
+}

@@ -433,3 +433,90 @@ async fn containerd_runs_pods_with_berth_cni() {
     assert_eq!(veths(&net.bridge), 0);
     assert!(net.ipam_files().is_empty(), "{:?}", net.ipam_files());
 }
+
+/// An "outside" host: a network namespace behind a veth pair from the root namespace, with no
+/// route back to the pod network, so only masqueraded pod traffic gets answers. Removed on drop.
+struct OutsideHost {
+    netns: String,
+    host_link: String,
+    server: Option<std::process::Child>,
+}
+
+impl OutsideHost {
+    fn new(octet: u32) -> OutsideHost {
+        let id = std::process::id() % 100_000;
+        let o = OutsideHost { netns: format!("berthext{id}"), host_link: format!("bxh{id}"), server: None };
+        let peer = format!("bxp{id}");
+        let run = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().unwrap();
+            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        run(&["netns", "add", &o.netns]);
+        run(&["link", "add", &o.host_link, "type", "veth", "peer", "name", &peer]);
+        run(&["link", "set", &peer, "netns", &o.netns]);
+        run(&["addr", "add", &format!("10.{octet}.8.1/24"), "dev", &o.host_link]);
+        run(&["link", "set", &o.host_link, "up"]);
+        run(&["-n", &o.netns, "addr", "add", &format!("10.{octet}.8.2/24"), "dev", &peer]);
+        run(&["-n", &o.netns, "link", "set", &peer, "up"]);
+        run(&["-n", &o.netns, "link", "set", "lo", "up"]);
+        o
+    }
+
+    fn serve(&mut self, dir: &Path) {
+        std::fs::write(dir.join("index.html"), "from-outside\n").unwrap();
+        let child = Command::new("ip").args(["netns", "exec", &self.netns, "busybox", "httpd", "-f", "-p", "8080", "-h"]).arg(dir).spawn().unwrap();
+        self.server = Some(child);
+    }
+}
+
+impl Drop for OutsideHost {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.server.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip").args(["link", "del", &self.host_link]).output();
+        let _ = Command::new("ip").args(["netns", "del", &self.netns]).output();
+    }
+}
+
+#[tokio::test]
+async fn pods_are_masqueraded_through_nftables_without_iptables() {
+    let net = Net::new(Plugins::Berth { version: "1.0.0" });
+    let conf_path = net.dir.path().join("conf/10-test.conflist");
+    let mut list: serde_json::Value = serde_json::from_slice(&std::fs::read(&conf_path).unwrap()).unwrap();
+    list["plugins"][0]["ipMasq"] = serde_json::json!(true);
+    std::fs::write(&conf_path, list.to_string()).unwrap();
+    let network = list["name"].as_str().unwrap().to_string();
+    let _masq = MasqGuard(network.clone());
+    let mut outside = OutsideHost::new(net.subnet_octet);
+    let www = TempDir::new("www");
+    outside.serve(www.path());
+    // A host without iptables (or nft): the daemon and its plugins find no binaries on PATH.
+    let empty = TempDir::new("empty-path");
+    let d = Daemon::start_with_env(&net.config(), &[("PATH", &empty.path().display().to_string())]).await;
+    let mut rt = d.runtime().await;
+    pull(&mut d.images().await, &busybox()).await.expect("pull busybox");
+    let logs = TempDir::new("logs");
+    let cfg = pod_config(&format!("berth-masq-{}", net.subnet_octet), logs.path());
+    let (pod, ip) = run_pod(&mut rt, &cfg).await;
+    let (elems, rules) = masq_state(&network).expect("berth-cni table and set");
+    assert_eq!((elems, rules), (vec![ip.clone()], 1));
+    let client = start(&mut rt, &pod, &cfg, "client", &["sleep", "3600"]).await;
+    let url = format!("http://10.{}.8.2:8080/index.html", net.subnet_octet);
+    // The outside host has no route to the pod network: only masqueraded requests get answers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (code, out) = loop {
+        let (code, out) = exec(&mut rt, &client, &["wget", "-q", "-O", "-", &url]).await;
+        if code == 0 || std::time::Instant::now() > deadline {
+            break (code, out);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let ruleset = String::from_utf8_lossy(&Command::new("nft").args(["list", "table", "ip", "berth-cni"]).output().unwrap().stdout).to_string();
+    assert_eq!((code, out.trim()), (0, "from-outside"), "{ruleset}");
+    remove_pod(&mut rt, &pod).await;
+    let (elems, _) = masq_state(&network).expect("set kept for the network");
+    assert!(elems.is_empty(), "pod address still masqueraded: {elems:?}");
+    assert!(!d.log().contains("iptables"), "{}", d.log());
+}
