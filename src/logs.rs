@@ -97,6 +97,8 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
 pub struct LogDecoder {
     pending: Vec<u8>,
     partial: [Vec<u8>; 2],
+    /// Timestamp of the last partial entry per stream.
+    partial_ts: [String; 2],
 }
 
 impl LogDecoder {
@@ -129,6 +131,19 @@ impl LogDecoder {
             let mut content = std::mem::take(&mut self.partial[idx]);
             content.push(b'\n');
             out(LogLine { timestamp: ts.to_string(), stream, content });
+        } else {
+            self.partial_ts[idx] = ts.to_string();
+        }
+    }
+
+    /// At the end of the log: partial entries never completed are handed out as they are,
+    /// without a newline (the container wrote none).
+    pub fn finish(&mut self, out: &mut dyn FnMut(LogLine)) {
+        for (idx, stream) in [(0, LogStream::Stdout), (1, LogStream::Stderr)] {
+            let content = std::mem::take(&mut self.partial[idx]);
+            if !content.is_empty() {
+                out(LogLine { timestamp: std::mem::take(&mut self.partial_ts[idx]), stream, content });
+            }
         }
     }
 }
@@ -170,6 +185,9 @@ where
     file.read_to_end(&mut initial)?;
     let mut lines = Vec::new();
     dec.feed(&initial, &mut |l| lines.push(l));
+    if !opts.follow {
+        dec.finish(&mut |l| lines.push(l));
+    }
     // A tail longer than the current file reaches back into the rotated ones, newest first.
     if let Some(n) = opts.tail {
         for older in crate::runtime::process::logfile::rotated_files(path).iter().rev() {
@@ -215,6 +233,7 @@ where
             }
         }
         if idle_checks_done {
+            dec.finish(&mut |l| emit(l, &mut stopped));
             return Ok(());
         }
         if !running().await {
@@ -274,6 +293,10 @@ mod tests {
         assert_eq!(out[1].content, b"hello world\n");
         assert_eq!(out[1].timestamp, "2016-10-06T00:17:09.3Z");
         assert_eq!(out[1].render(true), b"2016-10-06T00:17:09.3Z hello world\n");
+        d.feed(b"2016-10-06T00:17:09.4Z stdout P DO\n2016-10-06T00:17:09.5Z stdout P NE\n", &mut |l| out.push(l));
+        assert_eq!(out.len(), 2, "partials wait for the rest of their line");
+        d.finish(&mut |l| out.push(l));
+        assert_eq!((out[2].content.as_slice(), out[2].timestamp.as_str()), (&b"DONE"[..], "2016-10-06T00:17:09.5Z"), "no newline added");
     }
 
     #[test]

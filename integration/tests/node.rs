@@ -439,6 +439,10 @@ spec:
     image: BUSYBOX
     terminationMessagePolicy: FallbackToLogsOnError
     command: ['sh', '-c', 'echo from-log; echo -n from-file > /dev/termination-log; exit 1']
+  - name: no-newline
+    image: BUSYBOX
+    terminationMessagePolicy: FallbackToLogsOnError
+    command: ['sh', '-c', 'printf DONE; exit 1']
 "#;
 
 const NON_ROOT: &str = r#"apiVersion: v1
@@ -495,6 +499,12 @@ async fn hosts_file_resolv_conf_log_follow_termination_messages_and_run_as_non_r
     assert_eq!(fallback, expected, "the last 80 lines of the log");
     assert!(term("fallback-ok")["message"].is_null(), "{}", term("fallback-ok"));
     assert_eq!(term("both")["message"], "from-file", "the file wins over the log");
+    // Output without a final newline stays without one: a partial entry in the log.
+    assert_eq!(term("no-newline")["message"], "DONE");
+    let pod_logs = std::fs::read_dir(d.data_dir().join("pod-logs")).unwrap().flatten().map(|e| e.path());
+    let log_path = pod_logs.filter(|p| p.to_string_lossy().contains("_endings-")).map(|p| p.join("no-newline/0.log")).next().unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.ends_with(" stdout P DONE\n") && log.lines().count() == 1, "{log_path:?}: {log:?}");
 
     // runAsNonRoot: the image runs as root (no USER) and is refused; runAsUser 1000 runs.
     let p = wait_for(&url, "nonroot", "explicit running", Duration::from_secs(60), |p| {

@@ -60,10 +60,11 @@ impl LineSplitter {
         }
     }
 
-    /// At end of stream: what is left is the final piece of its line.
+    /// At end of stream: what is left never got its newline, so it is written as a partial
+    /// entry (a reader adds no newline the container did not write).
     pub fn finish(&mut self, emit: &mut dyn FnMut(bool, &[u8])) {
         if !self.buf.is_empty() {
-            emit(false, &self.buf);
+            emit(true, &self.buf);
             self.buf.clear();
         }
     }
@@ -211,7 +212,7 @@ mod tests {
         assert!(out[2].0);
         assert!(out[3].0);
         assert_eq!(out[4], (false, vec![b'a'; 10]));
-        assert_eq!(out[5], (false, b"end".to_vec()));
+        assert_eq!(out[5], (true, b"end".to_vec()), "no newline was written after it");
         assert_eq!(out.len(), 6);
     }
 
