@@ -63,7 +63,11 @@ impl Signer {
 pub struct TokenServer {
     pub issued: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
+    /// Its port is fixed (the test registry's config names it): one at a time per process.
+    _port: tokio::sync::MutexGuard<'static, ()>,
 }
+
+static PORT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 impl Drop for TokenServer {
     fn drop(&mut self) {
@@ -98,7 +102,18 @@ fn query_param(target: &str, key: &str) -> Option<String> {
 
 impl TokenServer {
     pub async fn start(signer: Arc<Signer>) -> TokenServer {
-        let listener = tokio::net::TcpListener::bind(TOKEN_ADDR).await.expect("bind the token service port 5003");
+        let port = PORT.lock().await;
+        // The previous server's listener closes when its (aborted) task is dropped.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let listener = loop {
+            match tokio::net::TcpListener::bind(TOKEN_ADDR).await {
+                Ok(l) => break l,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await
+                }
+                Err(e) => panic!("bind the token service port 5003: {e}"),
+            }
+        };
         let issued = Arc::new(AtomicUsize::new(0));
         let count = issued.clone();
         let task = tokio::spawn(async move {
@@ -152,6 +167,6 @@ impl TokenServer {
                 });
             }
         });
-        TokenServer { issued, task }
+        TokenServer { issued, task, _port: port }
     }
 }

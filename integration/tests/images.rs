@@ -561,3 +561,97 @@ async fn bearer_token_flow_against_a_token_auth_registry() {
     let identity = k8s_cri::v1::AuthConfig { identity_token: berth_integration::token::IDENTITY_TOKEN.into(), ..Default::default() };
     pull_with(&mut c3, &image, Some(identity)).await.expect("pull with an identity token");
 }
+
+/// A TLS front for the plain test registry on a free loopback port, with a generated
+/// self-signed certificate for 127.0.0.1 (written to `dir`/cert.pem). Stops when dropped.
+struct TlsRegistry {
+    port: u16,
+    cert: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsRegistry {
+    async fn start(dir: &Path) -> TlsRegistry {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let cert = dir.join("cert.pem");
+        let cfg = berth::util::tls::server_config(&cert, &dir.join("key.pem"), vec!["127.0.0.1".into()], true).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let upstream = reg();
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let Ok(mut plain) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        });
+        TlsRegistry { port, cert, task }
+    }
+}
+
+impl Drop for TlsRegistry {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_host_without_ca_certificates_starts_and_says_why_https_fails() {
+    let certs = TempDir::new("tlsreg");
+    let front = TlsRegistry::start(certs.path()).await;
+    let host = format!("127.0.0.1:{}", front.port);
+    // No CA bundle: what a minimal Debian without ca-certificates looks like to the daemon.
+    let no_roots = [("SSL_CERT_FILE", "/nonexistent/berth-ca.pem"), ("SSL_CERT_DIR", "/nonexistent/berth-ca")];
+    let cfg = "[registry]\nplain_http_localhost = false\ninsecure = []\n".to_string();
+    let d = Daemon::start_with_env(&cfg, &no_roots).await;
+    assert!(d.log().contains("no CA certificates found on this host"), "{}", d.log());
+    let mut c = d.images().await;
+    let err = pull(&mut c, &format!("{host}/berth/busybox:latest")).await.unwrap_err();
+    assert!(err.message().contains("no CA certificates were found on this host") && err.message().contains("ca_file"), "{}", err.message());
+    drop(c);
+    drop(d);
+
+    // The registry's own CA in the config: the pull goes through over HTTPS.
+    let cfg = format!("[registry]\nplain_http_localhost = false\n[registry.configs.\"{host}\".tls]\nca_file = \"{}\"\n", front.cert.display());
+    let d = Daemon::start_with_env(&cfg, &no_roots).await;
+    let mut c = d.images().await;
+    let id = pull(&mut c, &format!("{host}/berth/busybox:latest")).await.expect("pull over HTTPS with the configured CA");
+    assert!(id.starts_with("sha256:"));
+
+    // Plain-HTTP registries never needed a CA.
+    let d = Daemon::start_with_env(&base_config(), &no_roots).await;
+    let mut c = d.images().await;
+    pull(&mut c, &format!("{}/berth/busybox:latest", reg())).await.expect("plain HTTP pull without CA certificates");
+}
+
+#[tokio::test]
+async fn a_token_is_only_reused_by_the_credentials_that_earned_it() {
+    use berth_integration::registry::push_image_as;
+    use berth_integration::token::{Signer, TokenServer};
+    let signer = std::sync::Arc::new(Signer::from_registry_dir());
+    let _server = TokenServer::start(signer.clone()).await;
+    let registry = std::env::var("BERTH_TEST_TOKEN_REGISTRY").unwrap_or_else(|_| "127.0.0.1:5002".into());
+    let tar = TarBuilder::new().dir("etc/").file("etc/secret-image", b"for user A").finish();
+    let push_auth = format!("Bearer {}", signer.token("repository:berth/secret:pull,push"));
+    push_image_as(&registry, "berth/secret", "v1", &[Layer::gzip_tar(&tar)], Some(&push_auth)).await;
+    let image = format!("{registry}/berth/secret:v1");
+
+    let d = Daemon::start(&base_config()).await;
+    let mut c = d.images().await;
+    let user_a = k8s_cri::v1::AuthConfig { username: "berth".into(), password: "berth-secret".into(), ..Default::default() };
+    pull_with(&mut c, &image, Some(user_a.clone())).await.expect("user A pulls with its own token");
+    let removed = c.remove_image(k8s_cri::v1::RemoveImageRequest { image: spec(&image) }).await;
+    assert!(removed.is_ok(), "{removed:?}");
+    // The token user A earned is still valid, but nobody else may ride on it.
+    let anonymous = pull(&mut c, &image).await.unwrap_err();
+    assert_eq!(anonymous.code(), Code::Unauthenticated, "anonymous: {anonymous}");
+    let user_b = k8s_cri::v1::AuthConfig { username: "berth".into(), password: "not-berths-password".into(), ..Default::default() };
+    let b = pull_with(&mut c, &image, Some(user_b)).await.unwrap_err();
+    assert_eq!(b.code(), Code::Unauthenticated, "user B: {b}");
+    assert!(status(&mut c, &image).await.is_none(), "nothing was pulled for them");
+    pull_with(&mut c, &image, Some(user_a)).await.expect("user A again");
+}

@@ -2,6 +2,7 @@
 //! imports. The CRI layer (`crate::cri::images`) serves these over the ImageService.
 pub mod content;
 pub mod error;
+pub mod http_clients;
 pub mod import;
 pub mod meta;
 pub mod oci;

@@ -54,6 +54,26 @@ impl Default for MirrorConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HostConfig {
     pub auth: Option<AuthEntry>,
+    /// Same as `tls.insecure_skip_verify`.
+    pub insecure_skip_verify: bool,
+    pub tls: Option<HostTls>,
+}
+
+impl HostConfig {
+    pub fn skip_verify(&self) -> bool {
+        self.insecure_skip_verify || self.tls.as_ref().is_some_and(|t| t.insecure_skip_verify)
+    }
+}
+
+/// `[registry.configs."host".tls]`, as containerd's CRI config spells it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostTls {
+    /// PEM CA certificate(s) the registry's certificate is verified against (with the host's).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// A PEM client certificate and its key, for registries that ask for one.
+    pub cert_file: Option<std::path::PathBuf>,
+    pub key_file: Option<std::path::PathBuf>,
     pub insecure_skip_verify: bool,
 }
 
@@ -80,6 +100,16 @@ pub struct Credentials {
 impl Credentials {
     fn is_empty(&self) -> bool {
         self.username.is_empty() && self.password.is_empty() && self.auth.is_empty() && self.identity_token.is_empty() && self.registry_token.is_empty()
+    }
+
+    /// A digest of every field: equal for the same credentials, revealing nothing of them.
+    fn fingerprint(&self) -> String {
+        let mut h = Sha256::new();
+        for part in [&self.username, &self.password, &self.auth, &self.identity_token, &self.registry_token] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        hex::encode(h.finalize())
     }
 
     fn user_pass(&self) -> Option<(String, String)> {
@@ -174,12 +204,15 @@ pub struct FetchedManifest {
 
 pub type BlobStream = Pin<Box<dyn Stream<Item = Result<Bytes, RegistryError>> + Send>>;
 
+/// Which Authorization value may be reused: the endpoint, the repository, and a fingerprint
+/// of the credentials that earned it, so a pull never rides on a token it did not earn.
+type TokenKey = (String, String, String);
+
 pub struct RegistryClient {
     config: RegistryConfig,
-    http: reqwest::Client,
-    http_unverified: reqwest::Client,
-    /// Authorization header values by (endpoint base, repository), with their expiry.
-    tokens: Mutex<HashMap<(String, String), (String, Instant)>>,
+    http: super::http_clients::HttpClients,
+    /// Authorization header values, with their expiry.
+    tokens: Mutex<HashMap<TokenKey, (String, Instant)>>,
 }
 
 fn host_is_loopback(host: &str) -> bool {
@@ -191,19 +224,10 @@ fn host_is_loopback(host: &str) -> bool {
     h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-fn build_client(skip_verify: bool) -> Result<reqwest::Client, RegistryError> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .read_timeout(Duration::from_secs(60))
-        .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-        .tls_danger_accept_invalid_certs(skip_verify)
-        .build()
-        .map_err(|e| RegistryError::InvalidConfig(format!("HTTP client: {e}")))
-}
-
 impl RegistryClient {
     pub fn new(config: RegistryConfig) -> Result<Self, RegistryError> {
-        let c = RegistryClient { http: build_client(false)?, http_unverified: build_client(true)?, config, tokens: Mutex::new(HashMap::new()) };
+        let http = super::http_clients::HttpClients::new(&config.configs)?;
+        let c = RegistryClient { http, config, tokens: Mutex::new(HashMap::new()) };
         // Check mirror URLs and rewrites now, not at the first pull.
         for host in c.config.mirrors.keys() {
             c.endpoints_for(host)?;
@@ -235,7 +259,7 @@ impl RegistryClient {
                 }
                 out.push(Endpoint {
                     base: format!("{scheme}://{rest}"),
-                    skip_verify: self.config.configs.get(&host).is_some_and(|h| h.insecure_skip_verify),
+                    skip_verify: self.config.configs.get(&host).is_some_and(|h| h.skip_verify()),
                     host,
                     fallback_http: false,
                     rewrites: rewrites.clone(),
@@ -253,7 +277,7 @@ impl RegistryClient {
         let insecure = self.config.insecure.iter().any(|h| h == domain || h == &host);
         out.push(Endpoint {
             base: format!("{}://{host}", if plain { "http" } else { "https" }),
-            skip_verify: self.config.configs.get(domain).is_some_and(|h| h.insecure_skip_verify),
+            skip_verify: self.config.configs.get(domain).is_some_and(|h| h.skip_verify()),
             host: domain.to_string(),
             fallback_http: insecure && !plain,
             rewrites: vec![],
@@ -379,7 +403,7 @@ impl RegistryClient {
 
     async fn get_from(&self, src: &Source, base: &str, suffix: &str, accept: Option<&str>, range: Option<u64>) -> Result<reqwest::Response, RegistryError> {
         let url = format!("{base}/v2/{}/{suffix}", src.repository);
-        let key = (base.to_string(), src.repository.clone());
+        let key = (base.to_string(), src.repository.clone(), src.creds.fingerprint());
         let mut auth = self.cached_token(&key);
         for attempt in 0..2 {
             let resp = self.send(src, base, &url, accept, range, auth.as_deref()).await?;
@@ -396,7 +420,7 @@ impl RegistryClient {
         Err(RegistryError::Unauthorized(format!("{url}: credentials rejected")))
     }
 
-    fn cached_token(&self, key: &(String, String)) -> Option<String> {
+    fn cached_token(&self, key: &TokenKey) -> Option<String> {
         let tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         tokens.get(key).filter(|(_, exp)| *exp > Instant::now()).map(|(h, _)| h.clone())
     }
@@ -410,7 +434,7 @@ impl RegistryClient {
         range: Option<u64>,
         auth: Option<&str>,
     ) -> Result<reqwest::Response, RegistryError> {
-        let client = if src.endpoint.skip_verify { &self.http_unverified } else { &self.http };
+        let client = self.http.for_host(&src.endpoint.host, src.endpoint.skip_verify);
         let mut req = client.get(url);
         if let Some(a) = accept {
             req = req.header(reqwest::header::ACCEPT, a);
@@ -421,7 +445,13 @@ impl RegistryClient {
         if let Some(a) = auth {
             req = req.header(reqwest::header::AUTHORIZATION, a);
         }
-        req.send().await.map_err(|e| transport_error(e, base))
+        req.send().await.map_err(|e| {
+            let hint = if base.starts_with("https://") { self.http.missing_roots_hint(&src.endpoint.host) } else { None };
+            match transport_error(e, base) {
+                RegistryError::Unavailable(m) if hint.is_some() => RegistryError::Unavailable(m + &hint.unwrap_or_default()),
+                other => other,
+            }
+        })
     }
 
     /// Answer a WWW-Authenticate challenge: returns the Authorization header value to use.
@@ -458,8 +488,9 @@ impl RegistryClient {
             #[serde(default)]
             expires_in: Option<u64>,
         }
+        let client = self.http.for_url(realm, &self.config.configs);
         let req = if !creds.identity_token.is_empty() {
-            self.http.post(realm).form(&[
+            client.post(realm).form(&[
                 ("grant_type", "refresh_token"),
                 ("refresh_token", creds.identity_token.as_str()),
                 ("service", service),
@@ -467,7 +498,7 @@ impl RegistryClient {
                 ("client_id", "berth"),
             ])
         } else {
-            let mut r = self.http.get(realm).query(&[("service", service), ("scope", scope)]);
+            let mut r = client.get(realm).query(&[("service", service), ("scope", scope)]);
             if let Some((u, p)) = creds.user_pass() {
                 r = r.basic_auth(u, Some(p));
             }
