@@ -46,15 +46,17 @@ echo "hack/smoke-run.sh: serving after ${SECONDS} s"
 [ "$(readlink "/proc/$PID/exe")" = /usr/local/bin/berth ] || fail "pid $PID is not the installed berth"
 [ -x /opt/cni/bin/berth-cni ] || fail "berth-cni was not installed"
 
-target/release/berth-smoke "$T/run/berth.sock" 127.0.0.1:5000/berth/busybox:latest "$CIDR" || fail "berth-smoke"
+target/release/berth-smoke "$T/run/berth.sock" 127.0.0.1:5000/berth/busybox:latest "$CIDR" | tee "$T/smoke.out" || fail "berth-smoke"
+POD=$(sed -n 's/^pod \([0-9a-f]*\) has address.*/\1/p' "$T/smoke.out")
+[ -n "$POD" ] || fail "berth-smoke printed no pod ID"
 grep -q '"cniVersion": "1.0.0"' "$T/net.d/10-berth.conflist" || fail "default CNI config: $(cat "$T/net.d/10-berth.conflist")"
 
 kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
 left=$(ip -o link show master "$BRIDGE" 2>/dev/null | grep -c veth || true)
 [ "$left" = 0 ] || fail "$left veths left on $BRIDGE"
 [ -z "$(findmnt -rn -o TARGET | grep "^$T" || true)" ] || fail "mounts left under $T"
-for d in /sys/fs/cgroup/*/berth /sys/fs/cgroup/berth; do
-  [ -d "$d" ] && [ -n "$(find "$d" -mindepth 1 -type d 2>/dev/null)" ] && fail "cgroups left under $d"
+for d in /sys/fs/cgroup/*/berth/"$POD" /sys/fs/cgroup/berth/"$POD"; do
+  [ -d "$d" ] && fail "the pod's cgroup is left: $d"
 done
 pgrep -f "$T" >/dev/null && fail "processes left: $(pgrep -af "$T")"
 ls "$T/data/network/ipam/berth" 2>/dev/null | grep -q '^10\.' && fail "addresses left: $(ls "$T/data/network/ipam/berth")"
