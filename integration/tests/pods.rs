@@ -1059,3 +1059,33 @@ async fn cri_metrics_report_what_the_container_uses() {
     let after = rt.list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {}).await.unwrap().into_inner().pod_metrics;
     assert!(after.iter().all(|p| p.pod_sandbox_id != pod));
 }
+
+#[tokio::test]
+async fn a_debug_container_joins_its_targets_pid_namespace() {
+    let (_d, mut rt) = daemon().await;
+    let logs = TempDir::new("logs");
+    let mut cfg = pod_config(&unique("debug-target"), logs.path());
+    // shareProcessNamespace: false, as a kubelet sends it: every container its own PID namespace.
+    let own = cri::NamespaceOption { pid: cri::NamespaceMode::Container as i32, ..Default::default() };
+    cfg.linux.as_mut().unwrap().security_context = Some(cri::LinuxSandboxSecurityContext { namespace_options: Some(own.clone()), ..Default::default() });
+    let pod = run_pod(&mut rt, &cfg).await;
+    let sec = |ns: cri::NamespaceOption| cri::LinuxContainerSecurityContext { namespace_options: Some(ns), ..Default::default() };
+    let app = create_and_start(&mut rt, &pod, &cfg, with_security(container_config("app", &["sleep", "31337"]), sec(own.clone()))).await;
+    let other = create_and_start(&mut rt, &pod, &cfg, with_security(container_config("other", &["sleep", "4242"]), sec(own.clone()))).await;
+    // `kubectl debug --target=app`: an ephemeral container with PID namespace mode TARGET.
+    let target = cri::NamespaceOption { pid: cri::NamespaceMode::Target as i32, target_id: app.clone(), ..Default::default() };
+    let debug = create_and_start(&mut rt, &pod, &cfg, with_security(container_config("debugger", &["sleep", "3600"]), sec(target))).await;
+    let (code, out, err) = exec(&mut rt, &debug, &["ps", "-o", "args"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("sleep 31337"), "the target's processes are visible: {out}");
+    assert!(!out.contains("sleep 4242"), "only the target's: {out}");
+    // A target that is not running, not in this pod, or unknown is refused.
+    rt.stop_container(cri::StopContainerRequest { container_id: other.clone(), timeout: 0 }).await.unwrap();
+    let not_running = cri::NamespaceOption { pid: cri::NamespaceMode::Target as i32, target_id: other.clone(), ..Default::default() };
+    let e = create(&mut rt, &pod, &cfg, with_security(container_config("late", &["true"]), sec(not_running))).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let unknown = cri::NamespaceOption { pid: cri::NamespaceMode::Target as i32, target_id: "nope".into(), ..Default::default() };
+    let e = create(&mut rt, &pod, &cfg, with_security(container_config("lost", &["true"]), sec(unknown))).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    remove_pod(&mut rt, &pod).await;
+}

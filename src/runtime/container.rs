@@ -118,6 +118,26 @@ impl Runtime {
         Observed { rec: rec.clone(), state, run, exit }
     }
 
+    /// PID namespace mode TARGET (what `kubectl debug --target` sends): the PID namespace of
+    /// the target container, which must be a running container of the same pod.
+    fn target_pid_ns(&self, sb: &SandboxRecord, config: &cri::ContainerConfig) -> RtResult<Option<PathBuf>> {
+        let field = "linux.security_context.namespace_options.target_id";
+        let ns = config.linux.as_ref().and_then(|l| l.security_context.as_ref()).and_then(|s| s.namespace_options.as_ref());
+        let Some(ns) = ns.filter(|n| n.pid == cri::NamespaceMode::Target as i32) else { return Ok(None) };
+        if ns.target_id.is_empty() {
+            return Err(RuntimeError::Invalid(format!("{field} is required with PID namespace mode TARGET")));
+        }
+        let target = self.container(&ns.target_id).map_err(|_| RuntimeError::NotFound(format!("target container {:?} not found", ns.target_id)))?;
+        if target.sandbox_id != sb.id {
+            return Err(RuntimeError::Invalid(format!("{field}: container {} is not in pod sandbox {}", target.id, sb.id)));
+        }
+        let seen = self.observe(&target);
+        match (&seen.state, seen.run.as_ref()) {
+            (ContainerState::Running, Some(run)) if run.pid > 0 => Ok(Some(PathBuf::from(format!("/proc/{}/ns/pid", run.pid)))),
+            _ => Err(RuntimeError::FailedPrecondition(format!("target container {} is not running", target.id))),
+        }
+    }
+
     fn pod_view(&self, sb: &SandboxRecord) -> PodView {
         let paths = self.sandbox_paths(&sb.id);
         let config: cri::PodSandboxConfig = records::decode(&sb.config);
@@ -206,6 +226,7 @@ impl Runtime {
             self.mount_rootfs(&id, &lowers)?;
             rec.rootfs_mounted = true;
             let pod = self.pod_view(&sb);
+            let target_pid_ns = self.target_pid_ns(&sb, &config)?;
             let rootfs = self.container_rootfs(&id);
             let spec = spec::build(&SpecInput {
                 config: &config,
@@ -214,6 +235,7 @@ impl Runtime {
                 rootfs: &rootfs,
                 cgroup_path: &rec.cgroup.path,
                 rlimits: &self.cfg.rlimits,
+                target_pid_ns: target_pid_ns.as_deref(),
             })?;
             if let Some(p) = spec.process() {
                 let cwd = super::process::mounts::secure_join(&rootfs, p.cwd()).map_err(|e| internal("working dir", e))?;

@@ -81,6 +81,8 @@ pub struct SpecInput<'a> {
     pub rootfs: &'a Path,
     pub cgroup_path: &'a str,
     pub rlimits: &'a [crate::config::Rlimit],
+    /// For PID namespace mode TARGET: the target container's PID namespace.
+    pub target_pid_ns: Option<&'a Path>,
 }
 
 /// Kubernetes' rule: command replaces ENTRYPOINT (and drops CMD); args replace CMD.
@@ -441,6 +443,10 @@ pub fn build(input: &SpecInput) -> Result<Spec, SpecError> {
         if let Some(p) = &pod.pid_ns {
             namespaces.push(json!({"type": "pid", "path": p}));
         }
+    } else if pid_mode == cri::NamespaceMode::Target as i32 {
+        // `kubectl debug --target`: the ephemeral container sees the target's processes.
+        let p = input.target_pid_ns.ok_or_else(|| invalid("linux.security_context.namespace_options.target_id", "the target's PID namespace is unknown"))?;
+        namespaces.push(json!({"type": "pid", "path": p}));
     } else if pid_mode != cri::NamespaceMode::Node as i32 {
         namespaces.push(json!({"type": "pid"}));
     }
