@@ -24,6 +24,8 @@ pub struct FileConfig {
     pub eviction: crate::node::eviction::EvictionConfig,
     /// Image garbage collection (`berth node`).
     pub image_gc: crate::node::image_gc::ImageGcConfig,
+    /// Runtime handlers by name (`[runtimes.NAME]`).
+    pub runtimes: std::collections::BTreeMap<String, crate::runtime::handlers::HandlerOptions>,
 }
 
 /// Defaults every container gets.
@@ -109,6 +111,7 @@ pub struct Config {
     pub streaming: crate::streaming::StreamingConfig,
     pub eviction: crate::node::eviction::EvictionConfig,
     pub image_gc: crate::node::image_gc::ImageGcConfig,
+    pub runtimes: std::collections::BTreeMap<String, crate::runtime::handlers::HandlerOptions>,
 }
 
 impl Config {
@@ -156,6 +159,7 @@ impl FileConfig {
             streaming: self.streaming,
             eviction: self.eviction,
             image_gc: self.image_gc,
+            runtimes: self.runtimes,
         }
     }
 }

@@ -206,6 +206,7 @@ async fn run_runtime(mut cfg: config::Config, flags: RuntimeFlags, node: Option<
         systemd_cgroup,
         rlimits: cfg.containers.rlimits.clone(),
         log_rotation: cfg.containers.log_rotation(node.is_some()).map_err(|e| anyhow::anyhow!("config: {e}"))?,
+        handlers: berth::runtime::handlers::Handlers::new(cfg.runtimes.clone()).map_err(|e| anyhow::anyhow!("config: {e}"))?,
     };
     let mut net_cfg = cfg.network.clone();
     if let Some(cidr) = pod_cidr {

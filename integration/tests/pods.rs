@@ -134,10 +134,10 @@ async fn remove_pod(rt: &mut Rt, id: &str) {
     rt.remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id.into() }).await.expect("remove pod");
 }
 
-fn cgroup_file(pid: i32, controller: &str, file: &str) -> String {
+/// The process's cgroup path in a v1 controller's hierarchy.
+fn cgroup_of(pid: i32, controller: &str) -> String {
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("proc cgroup");
-    let path = cg
-        .lines()
+    cg.lines()
         .find_map(|l| {
             let mut f = l.splitn(3, ':');
             let _ = f.next();
@@ -145,7 +145,11 @@ fn cgroup_file(pid: i32, controller: &str, file: &str) -> String {
             let p = f.next()?;
             ctrls.split(',').any(|c| c == controller).then(|| p.to_string())
         })
-        .unwrap_or_else(|| panic!("no {controller} cgroup in {cg}"));
+        .unwrap_or_else(|| panic!("no {controller} cgroup in {cg}"))
+}
+
+fn cgroup_file(pid: i32, controller: &str, file: &str) -> String {
+    let path = cgroup_of(pid, controller);
     std::fs::read_to_string(format!("/sys/fs/cgroup/{controller}{path}/{file}")).expect("cgroup file").trim().to_string()
 }
 
@@ -1088,4 +1092,56 @@ async fn a_debug_container_joins_its_targets_pid_namespace() {
     let e = create(&mut rt, &pod, &cfg, with_security(container_config("lost", &["true"]), sec(unknown))).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
     remove_pod(&mut rt, &pod).await;
+}
+
+#[tokio::test]
+async fn configured_runtime_handlers_run_pods_with_their_options() {
+    let parent = format!("/berth-it-handler-{}", std::process::id());
+    let cfg = format!("[runtimes.test-handler]\ncgroup_parent = \"{parent}\"\nunset_seccomp_profile = \"runtime/default\"\n");
+    let d = Daemon::start(&cfg).await;
+    pull(&mut d.images().await, &busybox()).await.expect("pull busybox");
+    let mut rt = d.runtime().await;
+    let st = rt.status(cri::StatusRequest { verbose: false }).await.unwrap().into_inner();
+    let names: Vec<String> = st.runtime_handlers.iter().map(|h| h.name.clone()).collect();
+    assert_eq!(names, vec!["".to_string(), "test-handler".to_string()]);
+
+    let logs = TempDir::new("logs");
+    let seccomp_of = |pid: i32| -> String {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status.lines().find_map(|l| l.strip_prefix("Seccomp:")).unwrap_or_default().trim().to_string()
+    };
+    let mut ids = vec![];
+    for handler in ["test-handler", ""] {
+        let pcfg = pod_config(&unique(if handler.is_empty() { "default-handler" } else { handler }), logs.path());
+        let pod = rt
+            .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(pcfg.clone()), runtime_handler: handler.into() })
+            .await
+            .expect("run pod")
+            .into_inner()
+            .pod_sandbox_id;
+        let ps = rt.pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: pod.clone(), verbose: false }).await.unwrap().into_inner();
+        assert_eq!(ps.status.unwrap().runtime_handler, handler);
+        let c = create_and_start(&mut rt, &pod, &pcfg, container_config("main", &["sleep", "3600"])).await;
+        let (_, info) = status(&mut rt, &c).await;
+        let pid = info["pid"].as_i64().expect("pid") as i32;
+        if handler == "test-handler" {
+            // The handler's cgroup parent and its seccomp profile for containers asking none.
+            assert!(cgroup_of(pid, "memory").starts_with(&format!("{parent}/{pod}")), "{}", cgroup_of(pid, "memory"));
+            assert_eq!(seccomp_of(pid), "2", "runtime/default filter for a container that asked for no profile");
+        } else {
+            assert!(cgroup_of(pid, "memory").starts_with(&format!("/berth/{pod}")), "{}", cgroup_of(pid, "memory"));
+            assert_eq!(seccomp_of(pid), "0", "unconfined by default");
+        }
+        ids.push(pod);
+    }
+    let e = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(pod_config(&unique("nohandler"), logs.path())), runtime_handler: "nope".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("\"nope\"") && e.message().contains("test-handler"), "{}", e.message());
+    for pod in ids {
+        remove_pod(&mut rt, &pod).await;
+    }
+    assert!(!std::path::Path::new(&format!("/sys/fs/cgroup/memory{parent}")).exists(), "the handler's cgroup parent goes with its last pod");
 }

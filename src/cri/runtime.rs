@@ -251,7 +251,14 @@ impl RuntimeApi for CriRuntime {
         Ok(cri::StatusResponse {
             status: Some(cri::RuntimeStatus { conditions }),
             info,
-            runtime_handlers: vec![cri::RuntimeHandler { name: String::new(), features: Some(handler_features) }],
+            runtime_handlers: self
+                .rt
+                .config()
+                .handlers
+                .names()
+                .into_iter()
+                .map(|name| cri::RuntimeHandler { name, features: Some(handler_features) })
+                .collect(),
             features: Some(cri::RuntimeFeatures { supplemental_groups_policy: true }),
         })
     }

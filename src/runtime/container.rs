@@ -227,6 +227,10 @@ impl Runtime {
             rec.rootfs_mounted = true;
             let pod = self.pod_view(&sb);
             let target_pid_ns = self.target_pid_ns(&sb, &config)?;
+            let handler = self.cfg.handlers.get(&sb.runtime_handler).cloned().unwrap_or_else(|| {
+                tracing::warn!(sandbox = %sb.id, handler = %sb.runtime_handler, "the pod's runtime handler is no longer configured: using the default's options");
+                Default::default()
+            });
             let rootfs = self.container_rootfs(&id);
             let spec = spec::build(&SpecInput {
                 config: &config,
@@ -236,6 +240,7 @@ impl Runtime {
                 cgroup_path: &rec.cgroup.path,
                 rlimits: &self.cfg.rlimits,
                 target_pid_ns: target_pid_ns.as_deref(),
+                handler: &handler,
             })?;
             if let Some(p) = spec.process() {
                 let cwd = super::process::mounts::secure_join(&rootfs, p.cwd()).map_err(|e| internal("working dir", e))?;

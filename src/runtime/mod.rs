@@ -4,6 +4,7 @@
 //! re-executed helper processes.
 pub mod cgroups;
 pub mod container;
+pub mod handlers;
 pub mod metrics;
 pub mod mountinfo;
 pub mod process;
@@ -75,6 +76,8 @@ pub struct RuntimeConfig {
     pub rlimits: Vec<crate::config::Rlimit>,
     /// Size-based rotation of container logs by their monitors.
     pub log_rotation: process::logfile::Rotation,
+    /// The runtime handlers pods may ask for.
+    pub handlers: handlers::Handlers,
 }
 
 #[derive(Default)]

@@ -2,6 +2,7 @@
 //! tiny init only when the pod shares one PID namespace), its hostname, hosts and
 //! resolv.conf files, its /dev/shm and its cgroup.
 use super::cgroups::Cgroup;
+use super::handlers::HandlerOptions;
 use super::process::sandbox_init::{SandboxInitConfig, SandboxInitReport};
 use super::records::{self, Phase, SandboxRecord};
 use super::state::{self, CgroupSpec};
@@ -145,13 +146,14 @@ impl Runtime {
         Ok(())
     }
 
-    fn pod_cgroup(&self, config: &cri::PodSandboxConfig, id: &str) -> (CgroupSpec, bool) {
+    fn pod_cgroup(&self, config: &cri::PodSandboxConfig, id: &str, handler: &HandlerOptions) -> (CgroupSpec, bool) {
         let parent = config.linux.as_ref().map(|l| l.cgroup_parent.clone()).unwrap_or_default();
         let systemd = self.cfg.systemd_cgroup;
+        let own = handler.cgroup_parent.as_deref();
         match (parent.is_empty(), systemd) {
             (false, _) => (CgroupSpec { path: parent, systemd }, false),
-            (true, false) => (CgroupSpec { path: format!("/berth/{id}"), systemd }, true),
-            (true, true) => (CgroupSpec { path: format!("berth.slice:berth-pod:{id}"), systemd }, true),
+            (true, false) => (CgroupSpec { path: format!("{}/{id}", own.unwrap_or("/berth").trim_end_matches('/')), systemd }, true),
+            (true, true) => (CgroupSpec { path: format!("{}:berth-pod:{id}", own.unwrap_or("berth.slice")), systemd }, true),
         }
     }
 
@@ -161,9 +163,12 @@ impl Runtime {
         if md.name.is_empty() {
             return Err(RuntimeError::Invalid("metadata.name is required".into()));
         }
-        if !runtime_handler.is_empty() && runtime_handler != "berth" && runtime_handler != "runc" {
-            return Err(RuntimeError::Invalid(format!("unknown runtime handler {runtime_handler:?}")));
-        }
+        let Some(handler) = self.cfg.handlers.get(&runtime_handler).cloned() else {
+            let known = self.cfg.handlers.names().iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ");
+            return Err(RuntimeError::Invalid(format!(
+                "no runtime handler {runtime_handler:?} is configured (known: {known}; add [runtimes.{runtime_handler}])"
+            )));
+        };
         let linux = config.linux.clone().unwrap_or_default();
         for key in linux.sysctls.keys() {
             if !sysctl_is_namespaced(key) {
@@ -176,7 +181,7 @@ impl Runtime {
         let name = format!("{}_{}_{}_{}", md.name, md.namespace, md.uid, md.attempt);
         self.reserve_name(&name, &id)?;
         let _guard = self.locks.lock(&id).await;
-        let (cgroup, owns_cgroup) = self.pod_cgroup(&config, &id);
+        let (cgroup, owns_cgroup) = self.pod_cgroup(&config, &id, &handler);
         let mut rec = SandboxRecord {
             id: id.clone(),
             name: name.clone(),
@@ -447,9 +452,12 @@ impl Runtime {
                 }
             }
             if !rec.cgroup.systemd {
-                // The shared /berth parent goes with its last pod (rmdir fails while others use it).
-                for dir in super::cgroups::all_fs_paths(&CgroupSpec { path: "/berth".into(), systemd: false }) {
-                    let _ = std::fs::remove_dir(dir);
+                // The shared parent (/berth, or a handler's) goes with its last pod (rmdir
+                // fails while others use it).
+                if let Some((parent, _)) = rec.cgroup.path.rsplit_once('/').filter(|(p, _)| !p.is_empty()) {
+                    for dir in super::cgroups::all_fs_paths(&CgroupSpec { path: parent.into(), systemd: false }) {
+                        let _ = std::fs::remove_dir(dir);
+                    }
                 }
             }
         }

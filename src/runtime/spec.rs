@@ -83,6 +83,8 @@ pub struct SpecInput<'a> {
     pub rlimits: &'a [crate::config::Rlimit],
     /// For PID namespace mode TARGET: the target container's PID namespace.
     pub target_pid_ns: Option<&'a Path>,
+    /// The options of the pod's runtime handler.
+    pub handler: &'a super::handlers::HandlerOptions,
 }
 
 /// Kubernetes' rule: command replaces ENTRYPOINT (and drops CMD); args replace CMD.
@@ -190,7 +192,7 @@ fn user_of(input: &SpecInput, sc: &cri::LinuxContainerSecurityContext) -> Result
 }
 
 #[allow(deprecated)] // seccomp_profile_path: older kubelets still send it
-fn seccomp_profile(sc: &cri::LinuxContainerSecurityContext, caps: &[String]) -> Result<Option<Value>, SpecError> {
+fn seccomp_profile(sc: &cri::LinuxContainerSecurityContext, caps: &[String], unset: Option<&str>) -> Result<Option<Value>, SpecError> {
     if sc.privileged {
         return Ok(None);
     }
@@ -203,7 +205,13 @@ fn seccomp_profile(sc: &cri::LinuxContainerSecurityContext, caps: &[String]) -> 
             Err(_) => return Err(invalid("security_context.seccomp.profile_type", format!("unknown type {}", p.profile_type))),
         },
         None => match sc.seccomp_profile_path.as_str() {
-            "" | "unconfined" => ("unconfined", String::new()),
+            // Nothing asked: the runtime handler's unset_seccomp_profile, else unconfined.
+            "" => match unset {
+                Some("runtime/default") => ("runtime/default", String::new()),
+                Some(path) if path.starts_with('/') => ("localhost", path.to_string()),
+                _ => ("unconfined", String::new()),
+            },
+            "unconfined" => ("unconfined", String::new()),
             "runtime/default" | "docker/default" => ("runtime/default", String::new()),
             other => match other.strip_prefix("localhost/") {
                 Some(p) => ("localhost", p.to_string()),
@@ -422,7 +430,7 @@ pub fn build(input: &SpecInput) -> Result<Spec, SpecError> {
         return Err(invalid("working_dir", format!("{cwd:?} is not absolute")));
     }
     let caps = capabilities(&sc)?;
-    let seccomp = seccomp_profile(&sc, &caps)?;
+    let seccomp = seccomp_profile(&sc, &caps, input.handler.unset_seccomp_profile.as_deref())?;
     let res = linux.resources.as_ref();
     let oom_score_adj = res.map(|r| r.oom_score_adj).filter(|v| *v != 0);
     if let Some(v) = oom_score_adj {
@@ -476,7 +484,7 @@ pub fn build(input: &SpecInput) -> Result<Spec, SpecError> {
         "maskedPaths": masked,
         "readonlyPaths": readonly,
     });
-    if privileged {
+    if privileged && !input.handler.privileged_without_host_devices {
         linux_json["devices"] = Value::Array(host_devices());
     }
     // A Bidirectional mount needs the container's mount namespace to stay a peer of the
