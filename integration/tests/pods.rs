@@ -1145,3 +1145,46 @@ async fn configured_runtime_handlers_run_pods_with_their_options() {
     }
     assert!(!std::path::Path::new(&format!("/sys/fs/cgroup/memory{parent}")).exists(), "the handler's cgroup parent goes with its last pod");
 }
+
+#[tokio::test]
+async fn a_caller_that_gives_up_mid_create_leaves_nothing_and_a_retry_succeeds() {
+    let (d, mut rt) = daemon().await;
+    let logs = TempDir::new("logs");
+    let cfg = pod_config(&unique("cancel"), logs.path());
+    let name_of = |s: &cri::PodSandbox| s.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
+    let want = cfg.metadata.as_ref().unwrap().name.clone();
+    for ms in [1u64, 5, 20, 60] {
+        // The client cancels after `ms` (its deadline reaches the server too).
+        let mut req = tonic::Request::new(cri::RunPodSandboxRequest { config: Some(cfg.clone()), runtime_handler: String::new() });
+        req.set_timeout(Duration::from_millis(ms));
+        if let Ok(Ok(done)) = tokio::time::timeout(Duration::from_millis(ms), rt.run_pod_sandbox(req)).await {
+            remove_pod(&mut rt, &done.into_inner().pod_sandbox_id).await;
+        }
+        // The same name again: it waits for the abandoned create to be undone, then works.
+        let id = run_pod(&mut rt, &cfg).await;
+        let listed: Vec<cri::PodSandbox> =
+            rt.list_pod_sandbox(cri::ListPodSandboxRequest::default()).await.unwrap().into_inner().items.into_iter().filter(|s| name_of(s) == want).collect();
+        assert_eq!(listed.len(), 1, "after a {ms} ms deadline: {listed:?}");
+        assert_eq!((listed[0].id.as_str(), listed[0].state), (id.as_str(), cri::PodSandboxState::SandboxReady as i32));
+
+        // The same for a container.
+        let c = container_config("app", &["sleep", "3600"]);
+        let mut req =
+            tonic::Request::new(cri::CreateContainerRequest { pod_sandbox_id: id.clone(), config: Some(c.clone()), sandbox_config: Some(cfg.clone()) });
+        req.set_timeout(Duration::from_millis(ms));
+        if let Ok(Ok(done)) = tokio::time::timeout(Duration::from_millis(ms), rt.create_container(req)).await {
+            let cid = done.into_inner().container_id;
+            rt.remove_container(cri::RemoveContainerRequest { container_id: cid }).await.unwrap();
+        }
+        let cid = create(&mut rt, &id, &cfg, c).await.unwrap_or_else(|e| panic!("the retry creates the container: {e:?}\n{}", d.log()));
+        let containers = rt.list_containers(cri::ListContainersRequest::default()).await.unwrap().into_inner().containers;
+        assert_eq!(containers.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), vec![cid], "after a {ms} ms deadline");
+        remove_pod(&mut rt, &id).await;
+    }
+    // Nothing of the abandoned attempts is left.
+    assert!(rt.list_pod_sandbox(cri::ListPodSandboxRequest::default()).await.unwrap().into_inner().items.is_empty());
+    for dir in [d.data_dir().join("sandboxes"), d.data_dir().join("containers"), d.run_dir().join("sandboxes"), d.run_dir().join("containers")] {
+        assert!(entries_with_prefix(&dir, "").is_empty(), "{} has {:?}", dir.display(), entries_with_prefix(&dir, ""));
+    }
+    assert!(mounts_under(d.dir.path()).is_empty(), "{:?}", mounts_under(d.dir.path()));
+}

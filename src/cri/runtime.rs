@@ -269,7 +269,7 @@ impl RuntimeApi for CriRuntime {
 
     async fn run_pod_sandbox(&self, req: cri::RunPodSandboxRequest) -> CriResult<cri::RunPodSandboxResponse> {
         let config = req.config.ok_or_else(|| CriError::invalid("config is required"))?;
-        let id = self.rt.run_sandbox(config, req.runtime_handler).await?;
+        let id = self.rt.run_sandbox_detached(config, req.runtime_handler).await?;
         Ok(cri::RunPodSandboxResponse { pod_sandbox_id: id })
     }
 
@@ -334,7 +334,7 @@ impl RuntimeApi for CriRuntime {
 
     async fn create_container(&self, req: cri::CreateContainerRequest) -> CriResult<cri::CreateContainerResponse> {
         let config = req.config.ok_or_else(|| CriError::invalid("config is required"))?;
-        let id = self.rt.create_container(&req.pod_sandbox_id, config, req.sandbox_config).await?;
+        let id = self.rt.create_container_detached(req.pod_sandbox_id, config, req.sandbox_config).await?;
         Ok(cri::CreateContainerResponse { container_id: id })
     }
 

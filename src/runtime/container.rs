@@ -62,14 +62,28 @@ fn signal_number(name: &str) -> Option<i32> {
 }
 
 impl Runtime {
+    /// A container whose creation finished; one still being made is not found.
     pub fn container(&self, id_or_prefix: &str) -> RtResult<ContainerRecord> {
         let idx = self.index();
-        let id = Self::find_id(idx.containers.keys(), id_or_prefix, "container")?;
+        let ready = idx.containers.iter().filter(|(_, c)| c.phase == Phase::Ready).map(|(k, _)| k);
+        let id = Self::find_id(ready, id_or_prefix, "container")?;
         Ok(idx.containers[&id].clone())
     }
 
+    /// The created, never started container holding `name` when it was made from exactly
+    /// this config.
+    fn same_container(&self, name: &str, config: &cri::ContainerConfig) -> Option<String> {
+        let rec = {
+            let idx = self.index();
+            idx.names.get(name).and_then(|id| idx.containers.get(id)).filter(|c| c.phase == Phase::Ready).cloned()?
+        };
+        let same = records::decode::<cri::ContainerConfig>(&rec.config) == *config && self.observe(&rec).state == ContainerState::Created;
+        same.then_some(rec.id)
+    }
+
+    /// The containers whose creation finished.
     pub fn containers(&self) -> Vec<ContainerRecord> {
-        self.index().containers.values().cloned().collect()
+        self.index().containers.values().filter(|c| c.phase == Phase::Ready).cloned().collect()
     }
 
     fn save_container(&self, rec: &ContainerRecord) -> RtResult<()> {
@@ -187,6 +201,11 @@ impl Runtime {
         let image_config = self.images.config(&image).map_err(|e| internal("reading the image config", e))?;
         let id = records::new_id();
         let name = format!("{}_{}_{}_{}", sb.id, md.name, md.attempt, "c");
+        if let Some(existing) = self.same_container(&name, &config) {
+            // A retry of a create whose answer the caller never got: the same container.
+            tracing::info!(container = %existing, "CreateContainer repeated with an identical config: answering with the container made before");
+            return Ok(existing);
+        }
         self.reserve_name(&name, &id)?;
         let _guard = self.locks.lock(&id).await;
         let sandbox_config: cri::PodSandboxConfig = records::decode(&sb.config);

@@ -4,6 +4,7 @@
 //! re-executed helper processes.
 pub mod cgroups;
 pub mod container;
+pub mod detached;
 pub mod handlers;
 pub mod metrics;
 pub mod mountinfo;

@@ -130,14 +130,26 @@ impl Runtime {
         SandboxPaths { run_dir: self.sandbox_run_dir(id) }
     }
 
+    /// A sandbox whose creation finished; one still being made is not found.
     pub fn sandbox(&self, id_or_prefix: &str) -> RtResult<SandboxRecord> {
         let idx = self.index();
-        let id = Self::find_id(idx.sandboxes.keys(), id_or_prefix, "sandbox")?;
+        let ready = idx.sandboxes.iter().filter(|(_, s)| s.phase == Phase::Ready).map(|(k, _)| k);
+        let id = Self::find_id(ready, id_or_prefix, "sandbox")?;
         Ok(idx.sandboxes[&id].clone())
     }
 
+    /// The ready sandbox holding `name` when it was made from exactly this request.
+    fn same_sandbox(&self, name: &str, config: &cri::PodSandboxConfig, handler: &str) -> Option<String> {
+        let idx = self.index();
+        let rec = idx.names.get(name).and_then(|id| idx.sandboxes.get(id))?;
+        let same =
+            rec.phase == Phase::Ready && !rec.stopped && rec.runtime_handler == handler && records::decode::<cri::PodSandboxConfig>(&rec.config) == *config;
+        same.then(|| rec.id.clone())
+    }
+
+    /// The sandboxes whose creation finished.
     pub fn sandboxes(&self) -> Vec<SandboxRecord> {
-        self.index().sandboxes.values().cloned().collect()
+        self.index().sandboxes.values().filter(|s| s.phase == Phase::Ready).cloned().collect()
     }
 
     fn save_sandbox(&self, rec: &SandboxRecord) -> RtResult<()> {
@@ -178,7 +190,13 @@ impl Runtime {
         let ns = linux.security_context.as_ref().and_then(|s| s.namespace_options.clone()).unwrap_or_default();
         let node = cri::NamespaceMode::Node as i32;
         let id = records::new_id();
-        let name = format!("{}_{}_{}_{}", md.name, md.namespace, md.uid, md.attempt);
+        let name = sandbox_name(&config);
+        if let Some(existing) = self.same_sandbox(&name, &config, &runtime_handler) {
+            // A retry of a create whose answer the caller never got (it gave up just as the
+            // create finished): the same request gets the same pod.
+            tracing::info!(sandbox = %existing, "RunPodSandbox repeated with an identical config: answering with the pod made before");
+            return Ok(existing);
+        }
         self.reserve_name(&name, &id)?;
         let _guard = self.locks.lock(&id).await;
         let (cgroup, owns_cgroup) = self.pod_cgroup(&config, &id, &handler);
@@ -473,6 +491,12 @@ impl Runtime {
         remove_dir(&paths.run_dir);
         remove_dir(&self.sandbox_data_dir(id));
     }
+}
+
+/// The name a sandbox reserves: name_namespace_uid_attempt of its metadata.
+pub fn sandbox_name(config: &cri::PodSandboxConfig) -> String {
+    let md = config.metadata.clone().unwrap_or_default();
+    format!("{}_{}_{}_{}", md.name, md.namespace, md.uid, md.attempt)
 }
 
 fn remove_dir(p: &Path) {
