@@ -181,8 +181,11 @@ impl EmbeddedStore {
         let signal = Arc::new(CheckpointSignal::default());
         let hook_signal = signal.clone();
         let threshold = config.checkpoint_pages.max(1) as i32;
+        let wal_pages = Arc::new(AtomicI64::new(0));
+        let hook_pages = wal_pages.clone();
         writer_conn
             .wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
+                hook_pages.store(i64::from(pages), Ordering::Relaxed);
                 hook_signal.committed(pages >= threshold);
                 Ok(())
             }))
@@ -193,7 +196,9 @@ impl EmbeddedStore {
             conn: writer_conn,
             shared: shared.clone(),
             rx,
+            wal_pages,
             tuning: WriterTuning {
+                wal_hard_limit: 4 * i64::from(threshold),
                 max_batch: config.max_batch,
                 max_batch_bytes: 32 << 20,
                 compaction_step: config.compaction_step,

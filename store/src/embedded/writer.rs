@@ -12,7 +12,7 @@
 //! callers. A failed transaction is rolled back as a whole and every caller in it gets the error;
 //! revisions are only taken by committed writes, so they stay gapless.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,6 +77,8 @@ pub(crate) struct Request {
 /// Tuning of the writer.
 #[derive(Debug, Clone)]
 pub(crate) struct WriterTuning {
+    /// Past this many pages in the log, the writer checkpoints between two transactions.
+    pub wal_hard_limit: i64,
     pub max_batch: usize,
     pub max_batch_bytes: usize,
     pub compaction_step: i64,
@@ -90,6 +92,8 @@ pub(crate) struct Writer {
     pub shared: Arc<Shared>,
     pub rx: Receiver<Request>,
     pub tuning: WriterTuning,
+    /// Pages in the write-ahead log after the last commit (set by the WAL hook).
+    pub wal_pages: Arc<AtomicI64>,
 }
 
 /// The row found for a key.
@@ -206,6 +210,9 @@ impl Writer {
                     std::thread::sleep(Duration::from_millis(100));
                 }
             }
+            if self.wal_pages.load(Ordering::Relaxed) > self.tuning.wal_hard_limit {
+                self.restart_log();
+            }
             let done: Vec<Reply> = drain_finished(&mut waiters, meta.compacted_through);
             for reply in done {
                 let _ = reply.send(Ok(Outcome::Compacted));
@@ -215,6 +222,24 @@ impl Writer {
             let _ = reply.send(Err(StoreError::Unavailable("the store was closed".into())));
         }
         self.shared.hub.close();
+    }
+
+    /// Under a steady stream of commits the checkpointer never quite catches up with the end
+    /// of the log, so the log never starts over. Past the hard limit the writer checkpoints
+    /// itself between two transactions (only what the checkpointer has not copied yet, without
+    /// waiting for anyone); its next transaction then starts the log over.
+    fn restart_log(&mut self) {
+        match self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        }) {
+            Ok((busy, log, done)) => {
+                tracing::debug!(busy, log, done, "cluster store: writer checkpoint");
+                if busy == 0 && log == done {
+                    self.wal_pages.store(0, Ordering::Relaxed);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cluster store: writer checkpoint postponed"),
+        }
     }
 
     /// One transaction: the callers' ops in order, then one slice of background work.

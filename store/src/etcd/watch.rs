@@ -120,6 +120,10 @@ pub(crate) async fn run(
                     } else {
                         let mut top = cursor;
                         for ev in resp.events() {
+                            let revision = ev.kv().map_or(0, |kv| kv.mod_revision());
+                            if revision <= cursor {
+                                continue;
+                            }
                             let event = match convert(ev) {
                                 Ok(e) => e,
                                 Err(e) => {
@@ -127,10 +131,6 @@ pub(crate) async fn run(
                                     return;
                                 }
                             };
-                            let revision = event.revision();
-                            if revision <= cursor {
-                                continue;
-                            }
                             top = top.max(revision);
                             if !deliver(&out, Ok(event)).await {
                                 return;
