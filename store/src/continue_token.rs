@@ -26,22 +26,14 @@ pub(crate) fn encode(revision: Revision, last_key: &str) -> String {
 /// Decodes a token given for a list of `prefix`; refuses one this store did not make or one for
 /// a key outside the prefix.
 pub(crate) fn decode(token: &str, prefix: &str) -> Result<Continue> {
-    let invalid = |reason: &str| StoreError::InvalidContinue {
-        reason: reason.to_string(),
-    };
-    let raw = URL_SAFE_NO_PAD
-        .decode(token)
-        .map_err(|_| invalid("not base64"))?;
+    let invalid = |reason: &str| StoreError::InvalidContinue { reason: reason.to_string() };
+    let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid("not base64"))?;
     let text = String::from_utf8(raw).map_err(|_| invalid("not UTF-8"))?;
     let mut parts = text.splitn(3, '\n');
     if parts.next() != Some(VERSION) {
         return Err(invalid("unknown token version"));
     }
-    let revision: Revision = parts
-        .next()
-        .and_then(|r| r.parse().ok())
-        .filter(|r| *r > 0)
-        .ok_or_else(|| invalid("bad revision"))?;
+    let revision: Revision = parts.next().and_then(|r| r.parse().ok()).filter(|r| *r > 0).ok_or_else(|| invalid("bad revision"))?;
     let last_key = parts.next().ok_or_else(|| invalid("no key"))?.to_string();
     if !last_key.starts_with(prefix) {
         return Err(invalid("the token belongs to another prefix"));
@@ -56,13 +48,7 @@ mod tests {
     #[test]
     fn tokens_round_trip() {
         let t = encode(42, "/registry/pods/a");
-        assert_eq!(
-            decode(&t, "/registry/pods/").unwrap(),
-            Continue {
-                revision: 42,
-                last_key: "/registry/pods/a".into()
-            }
-        );
+        assert_eq!(decode(&t, "/registry/pods/").unwrap(), Continue { revision: 42, last_key: "/registry/pods/a".into() });
     }
 
     #[test]

@@ -21,26 +21,16 @@ pub enum StoreError {
     /// A compare-and-swap lost: the key's mod revision is not the expected one. `current` is the
     /// value that won, so a caller can retry without reading again.
     #[error("conflict on key {key:?}: expected mod revision {expected}, current mod revision is {}", current.mod_revision)]
-    Conflict {
-        key: String,
-        expected: Revision,
-        current: Box<KeyValue>,
-    },
+    Conflict { key: String, expected: Revision, current: Box<KeyValue> },
 
     /// The revision asked for is older than the oldest one kept (`compact_revision`): the caller
     /// must list again (the apiserver answers 410 Gone).
     #[error("revision {requested} has been compacted (the oldest revision kept is {compact_revision})")]
-    Compacted {
-        requested: Revision,
-        compact_revision: Revision,
-    },
+    Compacted { requested: Revision, compact_revision: Revision },
 
     /// The revision asked for has not been written yet.
     #[error("revision {requested} is in the future (the current revision is {current})")]
-    FutureRevision {
-        requested: Revision,
-        current: Revision,
-    },
+    FutureRevision { requested: Revision, current: Revision },
 
     /// The key (or list/watch prefix) is not one this store accepts.
     #[error("invalid key {key:?}: {reason}")]
@@ -48,11 +38,7 @@ pub enum StoreError {
 
     /// The value is over the store's size limit (1.5 MiB by default, as etcd's request limit).
     #[error("value of key {key:?} is {size} bytes, over the limit of {limit} bytes")]
-    ValueTooLarge {
-        key: String,
-        size: usize,
-        limit: usize,
-    },
+    ValueTooLarge { key: String, size: usize, limit: usize },
 
     /// A list continue token that this store did not issue, or issued for another prefix.
     #[error("invalid continue token: {reason}")]
@@ -79,9 +65,6 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn invalid_key(key: &str, reason: impl Into<String>) -> Self {
-        StoreError::InvalidKey {
-            key: key.to_string(),
-            reason: reason.into(),
-        }
+        StoreError::InvalidKey { key: key.to_string(), reason: reason.into() }
     }
 }

@@ -22,12 +22,7 @@ pub fn etcd_binary() -> std::io::Result<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join("etcd"))
         .find(|p| p.is_file())
-        .ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "etcd not found: install Debian's etcd-server (hack/deps.sh) or set BERTH_ETCD_BIN",
-            )
-        })
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "etcd not found: install Debian's etcd-server (hack/deps.sh) or set BERTH_ETCD_BIN"))
 }
 
 /// One running etcd member.
@@ -82,6 +77,18 @@ impl Drop for EtcdMember {
     }
 }
 
+/// Certificates for a member serving its clients over TLS and requiring client certificates.
+#[derive(Debug, Clone)]
+pub struct EtcdServerTls {
+    /// The CA that signed both the server and the client certificates (PEM file).
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    /// A client certificate the readiness check uses.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
 /// A running etcd cluster (one member or more).
 pub struct EtcdCluster {
     pub members: Vec<EtcdMember>,
@@ -95,10 +102,19 @@ impl EtcdCluster {
 
     /// Starts `n` members forming one cluster and waits until each answers.
     pub async fn start(n: usize, extra_args: &[&str]) -> std::io::Result<Self> {
+        Self::start_with(n, extra_args, None).await
+    }
+
+    /// Starts a single member serving https:// with client certificate authentication.
+    pub async fn single_tls(extra_args: &[&str], tls: &EtcdServerTls) -> std::io::Result<Self> {
+        Self::start_with(1, extra_args, Some(tls)).await
+    }
+
+    async fn start_with(n: usize, extra_args: &[&str], tls: Option<&EtcdServerTls>) -> std::io::Result<Self> {
         let mut last_err = None;
         // A port picked as free can be taken before etcd binds it: try again with new ones.
         for _ in 0..3 {
-            match Self::start_once(n, extra_args).await {
+            match Self::start_once(n, extra_args, tls).await {
                 Ok(c) => return Ok(c),
                 Err(e) => last_err = Some(e),
             }
@@ -106,34 +122,32 @@ impl EtcdCluster {
         Err(last_err.unwrap_or_else(|| std::io::Error::other("etcd did not start")))
     }
 
-    async fn start_once(n: usize, extra_args: &[&str]) -> std::io::Result<Self> {
+    async fn start_once(n: usize, extra_args: &[&str], tls: Option<&EtcdServerTls>) -> std::io::Result<Self> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let bin = etcd_binary()?;
-        let token = format!(
-            "berth-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::SeqCst)
-        );
+        let token = format!("berth-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
         let mut members = Vec::new();
         for i in 0..n {
             let dir = std::env::temp_dir().join(format!("{token}-etcd{i}"));
             std::fs::create_dir_all(&dir)?;
             members.push(EtcdMember {
                 name: format!("{token}-m{i}"),
-                client_url: format!("http://127.0.0.1:{}", free_port()?),
+                client_url: format!("{scheme}://127.0.0.1:{}", free_port()?),
                 peer_url: format!("http://127.0.0.1:{}", free_port()?),
                 dir,
                 child: None,
             });
         }
-        let initial: Vec<String> = members
-            .iter()
-            .map(|m| format!("{}={}", m.name, m.peer_url))
-            .collect();
+        let initial: Vec<String> = members.iter().map(|m| format!("{}={}", m.name, m.peer_url)).collect();
         let initial = initial.join(",");
         for m in &mut members {
             let log = std::fs::File::create(m.dir.join("etcd.log"))?;
-            let child = Command::new(&bin)
+            let mut cmd = Command::new(&bin);
+            if let Some(t) = tls {
+                cmd.arg("--cert-file").arg(&t.server_cert).arg("--key-file").arg(&t.server_key).arg("--trusted-ca-file").arg(&t.ca).arg("--client-cert-auth");
+            }
+            let child = cmd
                 .arg("--name")
                 .arg(&m.name)
                 .arg("--data-dir")
@@ -154,18 +168,14 @@ impl EtcdCluster {
         }
         let cluster = EtcdCluster { members };
         for m in &cluster.members {
-            wait_ready(m).await?;
+            wait_ready(m, tls).await?;
         }
         Ok(cluster)
     }
 
     /// The client URLs of the members still running.
     pub fn endpoints(&self) -> Vec<String> {
-        self.members
-            .iter()
-            .filter(|m| m.child.is_some())
-            .map(|m| m.client_url.clone())
-            .collect()
+        self.members.iter().filter(|m| m.child.is_some()).map(|m| m.client_url.clone()).collect()
     }
 
     /// The first member (the only one of a single-member cluster).
@@ -175,12 +185,22 @@ impl EtcdCluster {
 }
 
 /// Waits until the member answers a read.
-async fn wait_ready(m: &EtcdMember) -> std::io::Result<()> {
+async fn wait_ready(m: &EtcdMember, tls: Option<&EtcdServerTls>) -> std::io::Result<()> {
+    let options = match tls {
+        None => None,
+        Some(t) => Some(
+            etcd_client::ConnectOptions::new().with_tls(
+                etcd_client::TlsOptions::new()
+                    .ca_certificate(etcd_client::Certificate::from_pem(std::fs::read(&t.ca)?))
+                    .identity(etcd_client::Identity::from_pem(std::fs::read(&t.client_cert)?, std::fs::read(&t.client_key)?)),
+            ),
+        ),
+    };
     let deadline = Instant::now() + READY_WITHIN;
     let mut last = String::from("no answer yet");
     while Instant::now() < deadline {
         let attempt = async {
-            let mut client = etcd_client::Client::connect([m.client_url.as_str()], None).await?;
+            let mut client = etcd_client::Client::connect([m.client_url.as_str()], options.clone()).await?;
             client.get("berth-ready-probe", None).await
         };
         match tokio::time::timeout(Duration::from_secs(2), attempt).await {
@@ -193,12 +213,7 @@ async fn wait_ready(m: &EtcdMember) -> std::io::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Err(std::io::Error::other(format!(
-        "etcd member {} at {} is not ready ({last}); its log ends with:\n{}",
-        m.name,
-        m.client_url,
-        m.log_tail()
-    )))
+    Err(std::io::Error::other(format!("etcd member {} at {} is not ready ({last}); its log ends with:\n{}", m.name, m.client_url, m.log_tail())))
 }
 
 fn exited(m: &EtcdMember) -> bool {
@@ -217,11 +232,7 @@ pub fn free_port() -> std::io::Result<u16> {
 /// Resident memory of a process, from /proc/PID/status.
 pub fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kib| kib * 1024)
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()).map(|kib| kib * 1024)
 }
 
 /// The total size of the files under `dir`.

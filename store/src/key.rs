@@ -18,10 +18,7 @@ pub const DEFAULT_PREFIX: &str = "/registry/";
 pub fn normalize_prefix(prefix: &str) -> Result<String> {
     let trimmed = prefix.trim_end_matches('/');
     if !prefix.starts_with('/') || trimmed.is_empty() {
-        return Err(StoreError::invalid_key(
-            prefix,
-            "the store prefix must be an absolute path below '/', like /registry",
-        ));
+        return Err(StoreError::invalid_key(prefix, "the store prefix must be an absolute path below '/', like /registry"));
     }
     check_chars(prefix)?;
     check_segments(prefix, &trimmed[1..])?;
@@ -35,31 +32,16 @@ pub fn check_key(store_prefix: &str, key: &str) -> Result<()> {
         return Err(StoreError::invalid_key(key, "empty key"));
     }
     if !key.starts_with(store_prefix) {
-        return Err(StoreError::invalid_key(
-            key,
-            format!("outside the store prefix {store_prefix:?}"),
-        ));
+        return Err(StoreError::invalid_key(key, format!("outside the store prefix {store_prefix:?}")));
     }
     if key.len() == store_prefix.len() {
-        return Err(StoreError::invalid_key(
-            key,
-            "names no object below the store prefix",
-        ));
+        return Err(StoreError::invalid_key(key, "names no object below the store prefix"));
     }
     if key.len() > MAX_KEY_BYTES {
-        return Err(StoreError::invalid_key(
-            short(key),
-            format!(
-                "{} bytes long, over the limit of {MAX_KEY_BYTES}",
-                key.len()
-            ),
-        ));
+        return Err(StoreError::invalid_key(short(key), format!("{} bytes long, over the limit of {MAX_KEY_BYTES}", key.len())));
     }
     if key.ends_with('/') {
-        return Err(StoreError::invalid_key(
-            key,
-            "ends with '/' (that is a prefix, not a key)",
-        ));
+        return Err(StoreError::invalid_key(key, "ends with '/' (that is a prefix, not a key)"));
     }
     check_chars(key)?;
     check_segments(key, &key[1..])
@@ -72,16 +54,10 @@ pub fn check_prefix(store_prefix: &str, prefix: &str) -> Result<()> {
         return Err(StoreError::invalid_key(prefix, "empty prefix"));
     }
     if !prefix.starts_with(store_prefix) && prefix != store_prefix.trim_end_matches('/') {
-        return Err(StoreError::invalid_key(
-            prefix,
-            format!("outside the store prefix {store_prefix:?}"),
-        ));
+        return Err(StoreError::invalid_key(prefix, format!("outside the store prefix {store_prefix:?}")));
     }
     if prefix.len() > MAX_KEY_BYTES {
-        return Err(StoreError::invalid_key(
-            short(prefix),
-            format!("{} bytes long, over the limit of {MAX_KEY_BYTES}", prefix.len()),
-        ));
+        return Err(StoreError::invalid_key(short(prefix), format!("{} bytes long, over the limit of {MAX_KEY_BYTES}", prefix.len())));
     }
     check_chars(prefix)?;
     check_segments(prefix, prefix[1..].trim_end_matches('/'))
@@ -90,11 +66,7 @@ pub fn check_prefix(store_prefix: &str, prefix: &str) -> Result<()> {
 /// Checks a value's size against the limit.
 pub fn check_value(key: &str, size: usize, limit: usize) -> Result<()> {
     if size > limit {
-        return Err(StoreError::ValueTooLarge {
-            key: key.to_string(),
-            size,
-            limit,
-        });
+        return Err(StoreError::ValueTooLarge { key: key.to_string(), size, limit });
     }
     Ok(())
 }
@@ -134,12 +106,7 @@ fn check_segments(key: &str, path: &str) -> Result<()> {
     for segment in path.split('/') {
         match segment {
             "" => return Err(StoreError::invalid_key(key, "contains an empty path segment")),
-            "." | ".." => {
-                return Err(StoreError::invalid_key(
-                    key,
-                    "contains a '.' or '..' path segment",
-                ))
-            }
+            "." | ".." => return Err(StoreError::invalid_key(key, "contains a '.' or '..' path segment")),
             _ => {}
         }
     }
@@ -211,9 +178,6 @@ mod tests {
     #[test]
     fn values_over_the_limit_are_refused() {
         check_value("/registry/a", 10, 10).unwrap();
-        assert!(matches!(
-            check_value("/registry/a", 11, 10),
-            Err(StoreError::ValueTooLarge { size: 11, limit: 10, .. })
-        ));
+        assert!(matches!(check_value("/registry/a", 11, 10), Err(StoreError::ValueTooLarge { size: 11, limit: 10, .. })));
     }
 }

@@ -22,11 +22,6 @@ mod types;
 pub use embedded::{EmbeddedConfig, EmbeddedStore};
 pub use error::{Result, StoreError};
 pub use etcd::{EtcdConfig, EtcdStore, EtcdTls};
-pub use key::{
-    check_key, check_prefix, normalize_prefix, prefix_end, DEFAULT_MAX_VALUE_BYTES,
-    DEFAULT_PREFIX, MAX_KEY_BYTES,
-};
+pub use key::{check_key, check_prefix, normalize_prefix, prefix_end, DEFAULT_MAX_VALUE_BYTES, DEFAULT_PREFIX, MAX_KEY_BYTES};
 pub use store::Store;
-pub use types::{
-    Deleted, KeyValue, ListOptions, ListResponse, Revision, WatchEvent, WatchOptions, WatchStream,
-};
+pub use types::{Deleted, KeyValue, ListOptions, ListResponse, Revision, WatchEvent, WatchOptions, WatchStream};

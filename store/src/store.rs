@@ -9,9 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::error::Result;
-use crate::types::{
-    Deleted, KeyValue, ListOptions, ListResponse, Revision, WatchOptions, WatchStream,
-};
+use crate::types::{Deleted, KeyValue, ListOptions, ListResponse, Revision, WatchOptions, WatchStream};
 
 /// A revisioned key-value store with watch.
 ///
@@ -43,13 +41,7 @@ pub trait Store: Send + Sync {
     /// Replaces the value if the key's mod revision is still `expected_mod_revision`
     /// (compare-and-swap). `NotFound` if the key is gone, `Conflict` with the current value if
     /// it changed. `ttl` replaces the key's TTL; None clears it.
-    async fn update(
-        &self,
-        key: &str,
-        value: Bytes,
-        expected_mod_revision: Revision,
-        ttl: Option<Duration>,
-    ) -> Result<KeyValue>;
+    async fn update(&self, key: &str, value: Bytes, expected_mod_revision: Revision, ttl: Option<Duration>) -> Result<KeyValue>;
 
     /// Deletes the key, only if its mod revision is `expected_mod_revision` when given
     /// (`Conflict` with the current value otherwise). `NotFound` if it does not exist.
@@ -67,8 +59,7 @@ pub trait Store: Send + Sync {
     /// Events arrive in revision order with their previous values, with no gap and no
     /// duplicate. If `after` is below the compaction point the watch fails with `Compacted`,
     /// either here or as the stream's first item.
-    async fn watch(&self, prefix: &str, after: Revision, options: WatchOptions)
-        -> Result<WatchStream>;
+    async fn watch(&self, prefix: &str, after: Revision, options: WatchOptions) -> Result<WatchStream>;
 
     /// Forgets the history before `revision`: reads at older revisions then fail with
     /// `Compacted`. Compacting to a revision at or below the current compaction point does

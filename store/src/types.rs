@@ -71,11 +71,7 @@ pub enum WatchEvent {
     /// The key was updated; `prev` is its value just before.
     Updated { kv: KeyValue, prev: KeyValue },
     /// The key was deleted at `revision`; `prev` is its last value.
-    Deleted {
-        key: String,
-        revision: Revision,
-        prev: KeyValue,
-    },
+    Deleted { key: String, revision: Revision, prev: KeyValue },
     /// A bookmark: every change under the watched prefix up to `revision` has been delivered.
     Progress { revision: Revision },
 }
@@ -155,9 +151,6 @@ impl std::fmt::Debug for WatchStream {
 }
 
 /// Sends `item` to a watch's reader; false when the reader has gone.
-pub(crate) async fn deliver(
-    tx: &mpsc::Sender<Result<WatchEvent>>,
-    item: Result<WatchEvent, StoreError>,
-) -> bool {
+pub(crate) async fn deliver(tx: &mpsc::Sender<Result<WatchEvent>>, item: Result<WatchEvent, StoreError>) -> bool {
     tx.send(item).await.is_ok()
 }

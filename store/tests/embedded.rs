@@ -164,10 +164,7 @@ async fn file_stays_bounded_when_the_same_keys_are_rewritten() {
     eprintln!("live {live} B, largest file {max_db} B, largest log {max_wal} B after {} rewrites", KEYS * 5 * ROUNDS);
     // One round of history is kept, a second one is written before the next compaction.
     let round_history = (KEYS * 5 * 1050) as u64;
-    assert!(
-        max_db <= 2 * live + 3 * round_history,
-        "the file stays proportional to the live data plus the kept history: {max_db}"
-    );
+    assert!(max_db <= 2 * live + 3 * round_history, "the file stays proportional to the live data plus the kept history: {max_db}");
     assert!(max_wal <= 8 << 20, "the write-ahead log stays bounded: {max_wal}");
     s.compact(s.current_revision().await.unwrap()).await.unwrap();
     let bound = 2 * live + (64 << 10);
@@ -196,12 +193,7 @@ fn parse_ack(line: &str) -> Option<Ack> {
     if parts.next()? != "ack" {
         return None;
     }
-    Some(Ack {
-        revision: parts.next()?.parse().ok()?,
-        delete: parts.next()? == "del",
-        key: parts.next()?.to_string(),
-        value: parts.next()?.to_string(),
-    })
+    Some(Ack { revision: parts.next()?.parse().ok()?, delete: parts.next()? == "del", key: parts.next()?.to_string(), value: parts.next()?.to_string() })
 }
 
 /// Kills the writer by pid if the test fails before it does.
@@ -217,11 +209,7 @@ impl Drop for ChildGuard {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_points_loses_no_acknowledged_write() {
     let dir = temp_dir();
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
     eprintln!("crash test seed {seed}");
     let mut rng = seed;
     let mut next = move || {
@@ -259,10 +247,7 @@ async fn kill_9_at_random_points_loses_no_acknowledged_write() {
         reader.join().unwrap();
         let round_acks: Vec<Ack> = lines.lock().unwrap().iter().filter_map(|l| parse_ack(l)).collect();
         assert!(round_acks.len() >= target);
-        assert!(
-            round_acks.iter().all(|a| a.revision > committed),
-            "round {round} reused a revision at or below {committed}"
-        );
+        assert!(round_acks.iter().all(|a| a.revision > committed), "round {round} reused a revision at or below {committed}");
         acked.extend(round_acks);
         committed = verify_after_crash(dir.path(), &acked).await;
         eprintln!("round {round}: killed after {target}+ acks, {} acked in all, revision {committed}", acked.len());

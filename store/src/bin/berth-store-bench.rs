@@ -21,10 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_store::etcd_process::{dir_bytes, rss_bytes, EtcdCluster};
-use berth_store::{
-    EmbeddedConfig, EmbeddedStore, EtcdConfig, EtcdStore, KeyValue, ListOptions, Store,
-    StoreError, WatchEvent, WatchOptions,
-};
+use berth_store::{EmbeddedConfig, EmbeddedStore, EtcdConfig, EtcdStore, KeyValue, ListOptions, Store, StoreError, WatchEvent, WatchOptions};
 use bytes::Bytes;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -107,10 +104,7 @@ async fn run_embedded(s: &Settings) -> Result<Results, Error> {
     let mut config = EmbeddedConfig::new(&dir.0);
     config.compaction_interval = None;
     let store = EmbeddedStore::open(config).await?;
-    let mut r = Results {
-        name: "embedded".into(),
-        ..Default::default()
-    };
+    let mut r = Results { name: "embedded".into(), ..Default::default() };
     phases(&store, s, &mut r).await?;
     store.close().await;
 
@@ -141,10 +135,7 @@ async fn run_embedded(s: &Settings) -> Result<Results, Error> {
 
 async fn run_etcd(s: &Settings) -> Result<Results, Error> {
     let version = etcd_version();
-    let mut r = Results {
-        name: format!("etcd {version}"),
-        ..Default::default()
-    };
+    let mut r = Results { name: format!("etcd {version}"), ..Default::default() };
     {
         let cluster = EtcdCluster::single(&[]).await?;
         let store = connect(&cluster).await?;
@@ -287,12 +278,7 @@ async fn fill<S: Store + Clone + 'static>(store: &S, prefix: &str, n: usize) -> 
 }
 
 /// `writers` tasks update their own keys (compare-and-swap) for `window`; writes/s and p99.
-async fn concurrent_writes<S: Store + Clone + 'static>(
-    store: &S,
-    prefix: &str,
-    writers: usize,
-    window: Duration,
-) -> Result<(f64, Duration), Error> {
+async fn concurrent_writes<S: Store + Clone + 'static>(store: &S, prefix: &str, writers: usize, window: Duration) -> Result<(f64, Duration), Error> {
     let kvs = fill(store, prefix, writers * 4).await?;
     let start = Instant::now();
     let deadline = start + window;
@@ -324,12 +310,7 @@ async fn concurrent_writes<S: Store + Clone + 'static>(
 
 /// `watchers` watches on one prefix; `writes` updates, one at a time, each waited for until
 /// every watcher has it. Latency from the start of the write to each watcher's receipt.
-async fn watch_delivery<S: Store + Clone + 'static>(
-    store: &S,
-    prefix: &str,
-    watchers: usize,
-    writes: usize,
-) -> Result<(Duration, Duration), Error> {
+async fn watch_delivery<S: Store + Clone + 'static>(store: &S, prefix: &str, watchers: usize, writes: usize) -> Result<(Duration, Duration), Error> {
     let key = format!("{prefix}key");
     let mut kv = store.create(&key, value(0), None).await?;
     let from = kv.mod_revision;
@@ -340,8 +321,7 @@ async fn watch_delivery<S: Store + Clone + 'static>(
     let mut tasks = Vec::new();
     for _ in 0..watchers {
         let mut w = store.watch(prefix, from, WatchOptions::default()).await?;
-        let (started, received, latencies, notify) =
-            (started.clone(), received.clone(), latencies.clone(), notify.clone());
+        let (started, received, latencies, notify) = (started.clone(), received.clone(), latencies.clone(), notify.clone());
         tasks.push(tokio::spawn(async move {
             let mut got = 0;
             while got < writes {
@@ -465,16 +445,12 @@ fn print_table(s: &Settings, all: &[Results]) {
     };
     row("sequential create p50 / p99 (ms)", &|r| format!("{} / {}", ms(r.create_p50), ms(r.create_p99)));
     for (i, w) in [1, 16, 64].iter().enumerate() {
-        row(&format!("writes/s, {w} writer{}", if *w > 1 { "s" } else { "" }), &|r| {
-            r.writes.get(i).map(|x| format!("{:.0}", x.1)).unwrap_or_default()
-        });
+        row(&format!("writes/s, {w} writer{}", if *w > 1 { "s" } else { "" }), &|r| r.writes.get(i).map(|x| format!("{:.0}", x.1)).unwrap_or_default());
     }
     row("write p99 at 16 writers (ms)", &|r| r.writes.get(1).map(|x| ms(x.2)).unwrap_or_default());
     row("get p50 / p99 (ms)", &|r| format!("{} / {}", ms(r.get_p50), ms(r.get_p99)));
     row("list 1000 keys p50 / p99 (ms)", &|r| format!("{} / {}", ms(r.list_p50), ms(r.list_p99)));
-    row(&format!("watch delivery, {} watchers, p50 / p99 (ms)", s.watchers), &|r| {
-        format!("{} / {}", ms(r.watch_p50), ms(r.watch_p99))
-    });
+    row(&format!("watch delivery, {} watchers, p50 / p99 (ms)", s.watchers), &|r| format!("{} / {}", ms(r.watch_p50), ms(r.watch_p99)));
     row(&format!("updates/s during {} updates (64 writers)", s.updates), &|r| format!("{:.0}", r.churn_rate));
     row("live data after the updates", &|r| mib(r.live_bytes));
     row("file after compaction", &|r| format!("{} (+ {} log)", mib(r.file_bytes), mib(r.log_bytes)));
@@ -487,9 +463,7 @@ fn print_table(s: &Settings, all: &[Results]) {
         }
     });
     let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
-    let cols: Vec<usize> = (0..all.len())
-        .map(|i| rows.iter().map(|r| r.1[i].len()).chain([all[i].name.len()]).max().unwrap_or(0))
-        .collect();
+    let cols: Vec<usize> = (0..all.len()).map(|i| rows.iter().map(|r| r.1[i].len()).chain([all[i].name.len()]).max().unwrap_or(0)).collect();
     let mut header = format!("| {:width$} |", "");
     let mut rule = format!("|{}|", "-".repeat(width + 2));
     for (i, r) in all.iter().enumerate() {
@@ -511,11 +485,7 @@ fn print_table(s: &Settings, all: &[Results]) {
         let p99d = d.writes.get(1).map_or(Duration::ZERO, |x| x.2);
         let ratio = e.file_bytes as f64 / e.live_bytes.max(1) as f64;
         println!();
-        println!(
-            "target: embedded >= 3x etcd writes/s at 16 writers: {:.1}x {}",
-            e16 / d16.max(1.0),
-            verdict(e16 >= 3.0 * d16)
-        );
+        println!("target: embedded >= 3x etcd writes/s at 16 writers: {:.1}x {}", e16 / d16.max(1.0), verdict(e16 >= 3.0 * d16));
         println!(
             "target: embedded write p99 <= etcd's (sequential {} vs {} ms, 16 writers {} vs {} ms): {}",
             ms(e.create_p99),

@@ -44,9 +44,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         });
     }
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|t| tokio::spawn(write_forever(store.clone(), round, t)))
-        .collect();
+    let tasks: Vec<_> = (0..TASKS).map(|t| tokio::spawn(write_forever(store.clone(), round, t))).collect();
     for t in tasks {
         t.await??;
     }
@@ -80,9 +78,7 @@ async fn write_forever(store: EmbeddedStore, round: u64, task: usize) -> Result<
                 known.insert(key, None);
             }
             Some(kv) => {
-                let kv = store
-                    .update(&key, Bytes::from(value.clone()), kv.mod_revision, None)
-                    .await?;
+                let kv = store.update(&key, Bytes::from(value.clone()), kv.mod_revision, None).await?;
                 println!("ack {} put {key} {value}", kv.mod_revision);
                 known.insert(key, Some(kv));
             }

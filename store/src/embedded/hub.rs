@@ -31,13 +31,7 @@ struct HubInner {
 impl Hub {
     pub fn new(capacity: usize, revision: Revision) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(1));
-        Hub {
-            inner: Mutex::new(HubInner {
-                tx: Some(tx),
-                published: revision,
-            }),
-            capacity: capacity.max(1),
-        }
+        Hub { inner: Mutex::new(HubInner { tx: Some(tx), published: revision }), capacity: capacity.max(1) }
     }
 
     pub fn capacity(&self) -> usize {
@@ -86,13 +80,7 @@ pub(crate) struct WatchSource {
 
 /// The body of one watch: replay from the file while far behind, join the ring, then forward
 /// the prefix's events (and bookmarks when idle) until the reader goes away or an error ends it.
-pub(crate) async fn run_watch(
-    source: WatchSource,
-    prefix: String,
-    after: Revision,
-    options: WatchOptions,
-    out: mpsc::Sender<Result<WatchEvent>>,
-) {
+pub(crate) async fn run_watch(source: WatchSource, prefix: String, after: Revision, options: WatchOptions, out: mpsc::Sender<Result<WatchEvent>>) {
     let ring = source.hub.capacity() as Revision;
     let mut cursor = after;
     // Far behind: catch up from the file without holding a place in the ring.
@@ -111,11 +99,7 @@ pub(crate) async fn run_watch(
         }
     }
     let Some((mut rx, head)) = source.hub.subscribe() else {
-        deliver(
-            &out,
-            Err(StoreError::Unavailable("the store was closed".into())),
-        )
-        .await;
+        deliver(&out, Err(StoreError::Unavailable("the store was closed".into()))).await;
         return;
     };
     if head > cursor {
@@ -185,20 +169,11 @@ async fn tick(ticker: &mut Option<Interval>) {
 
 /// Sends the prefix's events in (`from`, `to`] from the file. Returns how far it got, or None
 /// if the reader went away.
-async fn replay(
-    source: &WatchSource,
-    prefix: &str,
-    from: Revision,
-    to: Revision,
-    out: &mpsc::Sender<Result<WatchEvent>>,
-) -> Result<Option<Revision>> {
+async fn replay(source: &WatchSource, prefix: &str, from: Revision, to: Revision, out: &mpsc::Sender<Result<WatchEvent>>) -> Result<Option<Revision>> {
     let mut cursor = from;
     while cursor < to {
         let p = prefix.to_string();
-        let page = source
-            .reads
-            .run(move |conn| read::replay(conn, &p, cursor, to, REPLAY_PAGE))
-            .await?;
+        let page = source.reads.run(move |conn| read::replay(conn, &p, cursor, to, REPLAY_PAGE)).await?;
         for event in page.events {
             if !deliver(out, Ok(event)).await {
                 return Ok(None);

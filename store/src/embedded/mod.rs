@@ -51,9 +51,7 @@ use crate::continue_token;
 use crate::error::{Result, StoreError};
 use crate::key::{check_key, check_prefix, check_value, normalize_prefix};
 use crate::store::Store;
-use crate::types::{
-    Deleted, KeyValue, ListOptions, ListResponse, Revision, WatchOptions, WatchStream, WATCH_BUFFER,
-};
+use crate::types::{Deleted, KeyValue, ListOptions, ListResponse, Revision, WatchOptions, WatchStream, WATCH_BUFFER};
 
 /// Settings of the embedded store. [`EmbeddedConfig::new`] gives the defaults.
 #[derive(Debug, Clone)]
@@ -152,21 +150,11 @@ impl EmbeddedStore {
     pub async fn open(config: EmbeddedConfig) -> Result<Self> {
         let prefix = normalize_prefix(&config.prefix)?;
         if config.readers == 0 || config.max_batch == 0 || config.compaction_step <= 0 {
-            return Err(StoreError::InvalidArgument(
-                "readers, max_batch and compaction_step must be above zero".into(),
-            ));
+            return Err(StoreError::InvalidArgument("readers, max_batch and compaction_step must be above zero".into()));
         }
         let cfg = config.clone();
-        let opened = tokio::task::spawn_blocking(move || open_files(&cfg))
-            .await
-            .map_err(|e| StoreError::Internal(format!("open task failed: {e}")))??;
-        let OpenFiles {
-            lock,
-            mut writer_conn,
-            readers,
-            checkpointer,
-            meta,
-        } = opened;
+        let opened = tokio::task::spawn_blocking(move || open_files(&cfg)).await.map_err(|e| StoreError::Internal(format!("open task failed: {e}")))??;
+        let OpenFiles { lock, mut writer_conn, readers, checkpointer, meta } = opened;
 
         let hub = Arc::new(Hub::new(config.watch_ring, meta.revision));
         let reads = Arc::new(ReadPool::new(readers));
@@ -201,8 +189,9 @@ impl EmbeddedStore {
                 wal_hard_limit: 4 * i64::from(threshold),
                 max_batch: config.max_batch,
                 max_batch_bytes: 32 << 20,
+                linger: Duration::from_micros(200),
                 compaction_step: config.compaction_step,
-                vacuum_step_pages: 512,
+                vacuum_step_pages: 128,
                 ttl_sweep_interval: config.ttl_sweep_interval,
                 ttl_sweep_batch: 256,
             },
@@ -233,9 +222,7 @@ impl EmbeddedStore {
             compactor: Mutex::new(None),
         });
         if let Some(every) = config.compaction_interval {
-            let task = crate::compactor::spawn(Arc::downgrade(&inner), every, |inner| EmbeddedStore {
-                inner,
-            });
+            let task = crate::compactor::spawn(Arc::downgrade(&inner), every, |inner| EmbeddedStore { inner });
             if let Ok(mut c) = inner.compactor.lock() {
                 *c = Some(task);
             }
@@ -271,10 +258,7 @@ pub fn disk_usage(dir: &Path) -> std::io::Result<DiskUsage> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
         Err(e) => Err(e),
     };
-    Ok(DiskUsage {
-        db_bytes: size(schema::DB_FILE)?,
-        wal_bytes: size(&format!("{}-wal", schema::DB_FILE))?,
-    })
+    Ok(DiskUsage { db_bytes: size(schema::DB_FILE)?, wal_bytes: size(&format!("{}-wal", schema::DB_FILE))? })
 }
 
 struct OpenFiles {
@@ -286,38 +270,20 @@ struct OpenFiles {
 }
 
 fn open_files(config: &EmbeddedConfig) -> Result<OpenFiles> {
-    let io = |what: &str, e: std::io::Error| {
-        StoreError::Unavailable(format!("{what} {}: {e}", config.dir.display()))
-    };
+    let io = |what: &str, e: std::io::Error| StoreError::Unavailable(format!("{what} {}: {e}", config.dir.display()));
     std::fs::create_dir_all(&config.dir).map_err(|e| io("cannot create the data dir", e))?;
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(config.dir.join(schema::LOCK_FILE))
-        .map_err(|e| io("cannot open the lock file in", e))?;
+    let lock =
+        File::options().create(true).truncate(false).write(true).open(config.dir.join(schema::LOCK_FILE)).map_err(|e| io("cannot open the lock file in", e))?;
     if let Err(e) = lock.try_lock() {
-        return Err(StoreError::Unavailable(format!(
-            "the store in {} is in use by another process or store ({e})",
-            config.dir.display()
-        )));
+        return Err(StoreError::Unavailable(format!("the store in {} is in use by another process or store ({e})", config.dir.display())));
     }
     let path = config.dir.join(schema::DB_FILE);
     let journal_limit = u64::from(config.checkpoint_pages.max(1)) * 4096 * 4;
     let writer_conn = schema::open_writer(&path, journal_limit)?;
     let meta = schema::read_meta(&writer_conn).map_err(read::db_err)?;
-    let readers = (0..config.readers)
-        .map(|_| schema::open_reader(&path, 8192))
-        .collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(read::db_err)?;
+    let readers = (0..config.readers).map(|_| schema::open_reader(&path, 8192)).collect::<rusqlite::Result<Vec<_>>>().map_err(read::db_err)?;
     let checkpointer = schema::open_reader(&path, 2048).map_err(read::db_err)?;
-    Ok(OpenFiles {
-        lock,
-        writer_conn,
-        readers,
-        checkpointer,
-        meta,
-    })
+    Ok(OpenFiles { lock, writer_conn, readers, checkpointer, meta })
 }
 
 fn ttl_deadline(ttl: Option<Duration>) -> Result<Option<i64>> {
@@ -352,11 +318,7 @@ impl Store for EmbeddedStore {
     async fn create(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<KeyValue> {
         check_key(self.prefix(), key)?;
         check_value(key, value.len(), self.max_value_bytes())?;
-        let op = Op::Create {
-            key: key.to_string(),
-            value,
-            expires_at_ms: ttl_deadline(ttl)?,
-        };
+        let op = Op::Create { key: key.to_string(), value, expires_at_ms: ttl_deadline(ttl)? };
         match submit(self.sender(), op).await? {
             Outcome::Written(kv) => Ok(kv),
             o => Err(unexpected(o)),
@@ -366,28 +328,13 @@ impl Store for EmbeddedStore {
     async fn get(&self, key: &str, revision: Option<Revision>) -> Result<Option<KeyValue>> {
         check_key(self.prefix(), key)?;
         let key = key.to_string();
-        self.inner
-            .shared
-            .reads
-            .run(move |conn| read::get(conn, &key, revision))
-            .await
+        self.inner.shared.reads.run(move |conn| read::get(conn, &key, revision)).await
     }
 
-    async fn update(
-        &self,
-        key: &str,
-        value: Bytes,
-        expected_mod_revision: Revision,
-        ttl: Option<Duration>,
-    ) -> Result<KeyValue> {
+    async fn update(&self, key: &str, value: Bytes, expected_mod_revision: Revision, ttl: Option<Duration>) -> Result<KeyValue> {
         check_key(self.prefix(), key)?;
         check_value(key, value.len(), self.max_value_bytes())?;
-        let op = Op::Update {
-            key: key.to_string(),
-            value,
-            expected: expected_mod_revision,
-            expires_at_ms: ttl_deadline(ttl)?,
-        };
+        let op = Op::Update { key: key.to_string(), value, expected: expected_mod_revision, expires_at_ms: ttl_deadline(ttl)? };
         match submit(self.sender(), op).await? {
             Outcome::Written(kv) => Ok(kv),
             o => Err(unexpected(o)),
@@ -396,10 +343,7 @@ impl Store for EmbeddedStore {
 
     async fn delete(&self, key: &str, expected_mod_revision: Option<Revision>) -> Result<Deleted> {
         check_key(self.prefix(), key)?;
-        let op = Op::Delete {
-            key: key.to_string(),
-            expected: expected_mod_revision,
-        };
+        let op = Op::Delete { key: key.to_string(), expected: expected_mod_revision };
         match submit(self.sender(), op).await? {
             Outcome::Deleted(d) => Ok(d),
             o => Err(unexpected(o)),
@@ -411,9 +355,7 @@ impl Store for EmbeddedStore {
         let (revision, start_after) = match &options.continue_token {
             Some(token) => {
                 if options.revision.is_some() {
-                    return Err(StoreError::InvalidContinue {
-                        reason: "a continue token cannot be combined with a revision".into(),
-                    });
+                    return Err(StoreError::InvalidContinue { reason: "a continue token cannot be combined with a revision".into() });
                 }
                 let c = continue_token::decode(token, prefix)?;
                 (Some(c.revision), Some(c.last_key))
@@ -423,76 +365,43 @@ impl Store for EmbeddedStore {
         let limit = options.limit.unwrap_or(0);
         let count_remaining = options.count_remaining;
         let p = prefix.to_string();
-        let page = self
-            .inner
-            .shared
-            .reads
-            .run(move |conn| {
-                read::list(conn, &p, start_after.as_deref(), revision, limit, count_remaining)
-            })
-            .await?;
+        let page = self.inner.shared.reads.run(move |conn| read::list(conn, &p, start_after.as_deref(), revision, limit, count_remaining)).await?;
         let continue_token = match (page.more, page.kvs.last()) {
             (true, Some(last)) => Some(continue_token::encode(page.revision, &last.key)),
             _ => None,
         };
-        Ok(ListResponse {
-            kvs: page.kvs,
-            revision: page.revision,
-            continue_token,
-            remaining: page.remaining,
-        })
+        Ok(ListResponse { kvs: page.kvs, revision: page.revision, continue_token, remaining: page.remaining })
     }
 
     async fn count(&self, prefix: &str) -> Result<u64> {
         check_prefix(self.prefix(), prefix)?;
         let p = prefix.to_string();
-        self.inner
-            .shared
-            .reads
-            .run(move |conn| read::count(conn, &p))
-            .await
+        self.inner.shared.reads.run(move |conn| read::count(conn, &p)).await
     }
 
-    async fn watch(
-        &self,
-        prefix: &str,
-        after: Revision,
-        options: WatchOptions,
-    ) -> Result<WatchStream> {
+    async fn watch(&self, prefix: &str, after: Revision, options: WatchOptions) -> Result<WatchStream> {
         check_prefix(self.prefix(), prefix)?;
         if after < 0 {
-            return Err(StoreError::InvalidArgument(format!(
-                "watch revision {after} is negative"
-            )));
+            return Err(StoreError::InvalidArgument(format!("watch revision {after} is negative")));
         }
         if self.sender().is_none() {
             return Err(StoreError::Unavailable("the store is closed".into()));
         }
         let compact_revision = self.compact_revision();
         if after < compact_revision {
-            return Err(StoreError::Compacted {
-                requested: after,
-                compact_revision,
-            });
+            return Err(StoreError::Compacted { requested: after, compact_revision });
         }
         let shared = &self.inner.shared;
-        let source = WatchSource {
-            hub: shared.hub.clone(),
-            reads: shared.reads.clone(),
-        };
+        let source = WatchSource { hub: shared.hub.clone(), reads: shared.reads.clone() };
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         let span = tracing::debug_span!("store-watch", prefix, after);
-        let task = tokio::spawn(
-            hub::run_watch(source, prefix.to_string(), after, options, tx).instrument(span),
-        );
+        let task = tokio::spawn(hub::run_watch(source, prefix.to_string(), after, options, tx).instrument(span));
         Ok(WatchStream::new(rx, task))
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {
         if revision < 0 {
-            return Err(StoreError::InvalidArgument(format!(
-                "compaction revision {revision} is negative"
-            )));
+            return Err(StoreError::InvalidArgument(format!("compaction revision {revision} is negative")));
         }
         match submit(self.sender(), Op::Compact { revision }).await? {
             Outcome::Compacted => Ok(()),
@@ -510,12 +419,7 @@ impl Store for EmbeddedStore {
         if let Some(sender) = sender {
             let _ = submit(Some(sender), Op::Shutdown).await;
         }
-        let threads: Vec<_> = self
-            .inner
-            .threads
-            .lock()
-            .map(|mut t| t.drain(..).collect())
-            .unwrap_or_default();
+        let threads: Vec<_> = self.inner.threads.lock().map(|mut t| t.drain(..).collect()).unwrap_or_default();
         self.inner.checkpoint.stop();
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {

@@ -24,10 +24,7 @@ pub(crate) struct ReadPool {
 impl ReadPool {
     pub fn new(conns: Vec<Connection>) -> Self {
         let n = conns.len();
-        ReadPool {
-            conns: Mutex::new(conns),
-            permits: Arc::new(Semaphore::new(n)),
-        }
+        ReadPool { conns: Mutex::new(conns), permits: Arc::new(Semaphore::new(n)) }
     }
 
     /// Runs `f` on a free connection on a blocking thread.
@@ -36,12 +33,7 @@ impl ReadPool {
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+        let permit = self.permits.clone().acquire_owned().await.map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
         let pool = self.clone();
         tokio::task::spawn_blocking(move || {
             let conn = pool.conns.lock().ok().and_then(|mut c| c.pop());
@@ -76,17 +68,9 @@ pub(crate) fn db_err(e: rusqlite::Error) -> StoreError {
 fn read_revision(meta: &Meta, requested: Option<Revision>) -> Result<Revision> {
     match requested {
         None => Ok(meta.revision),
-        Some(r) if r < 0 => Err(StoreError::InvalidArgument(format!(
-            "revision {r} is negative"
-        ))),
-        Some(r) if r > meta.revision => Err(StoreError::FutureRevision {
-            requested: r,
-            current: meta.revision,
-        }),
-        Some(r) if r < meta.compact_revision => Err(StoreError::Compacted {
-            requested: r,
-            compact_revision: meta.compact_revision,
-        }),
+        Some(r) if r < 0 => Err(StoreError::InvalidArgument(format!("revision {r} is negative"))),
+        Some(r) if r > meta.revision => Err(StoreError::FutureRevision { requested: r, current: meta.revision }),
+        Some(r) if r < meta.compact_revision => Err(StoreError::Compacted { requested: r, compact_revision: meta.compact_revision }),
         Some(r) => Ok(r),
     }
 }
@@ -96,11 +80,7 @@ fn key_string(raw: Vec<u8>) -> Result<String> {
 }
 
 /// A key's value at a revision (the latest when None).
-pub(crate) fn get(
-    conn: &mut Connection,
-    key: &str,
-    at: Option<Revision>,
-) -> Result<Option<KeyValue>> {
+pub(crate) fn get(conn: &mut Connection, key: &str, at: Option<Revision>) -> Result<Option<KeyValue>> {
     let tx = conn.transaction().map_err(db_err)?;
     let meta = read_meta(&tx).map_err(db_err)?;
     let revision = read_revision(&meta, at)?;
@@ -110,23 +90,13 @@ pub(crate) fn get(
              WHERE key = ?1 AND revision <= ?2 ORDER BY revision DESC LIMIT 1",
         )
         .map_err(db_err)?
-        .query_row((key.as_bytes(), revision), |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, Option<Vec<u8>>>(3)?,
-            ))
-        })
+        .query_row((key.as_bytes(), revision), |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, Option<Vec<u8>>>(3)?)))
         .optional()
         .map_err(db_err)?;
     Ok(match row {
-        Some((mod_revision, create_revision, 0, value)) => Some(KeyValue {
-            key: key.to_string(),
-            value: Bytes::from(value.unwrap_or_default()),
-            create_revision,
-            mod_revision,
-        }),
+        Some((mod_revision, create_revision, 0, value)) => {
+            Some(KeyValue { key: key.to_string(), value: Bytes::from(value.unwrap_or_default()), create_revision, mod_revision })
+        }
         _ => None,
     })
 }
@@ -142,14 +112,7 @@ pub(crate) struct Page {
 /// Lists the live keys of `prefix` at a revision, after `start_after` if given, at most `limit`
 /// (0: all). Walks the key index in key order taking each key's newest row at or below the
 /// revision; only live rows are read from the table.
-pub(crate) fn list(
-    conn: &mut Connection,
-    prefix: &str,
-    start_after: Option<&str>,
-    at: Option<Revision>,
-    limit: usize,
-    count_remaining: bool,
-) -> Result<Page> {
+pub(crate) fn list(conn: &mut Connection, prefix: &str, start_after: Option<&str>, at: Option<Revision>, limit: usize, count_remaining: bool) -> Result<Page> {
     let tx = conn.transaction().map_err(db_err)?;
     let meta = read_meta(&tx).map_err(db_err)?;
     let revision = read_revision(&meta, at)?;
@@ -171,9 +134,7 @@ pub(crate) fn list(
     let mut kvs = Vec::new();
     let mut more = false;
     let mut remaining = 0u64;
-    let mut fetch = tx
-        .prepare_cached("SELECT create_revision, value FROM rev WHERE revision = ?1")
-        .map_err(db_err)?;
+    let mut fetch = tx.prepare_cached("SELECT create_revision, value FROM rev WHERE revision = ?1").map_err(db_err)?;
     while let Some(row) = rows.next().map_err(db_err)? {
         let deleted: i64 = row.get(2).map_err(db_err)?;
         if deleted != 0 {
@@ -189,35 +150,17 @@ pub(crate) fn list(
         }
         let key = key_string(row.get(0).map_err(db_err)?)?;
         let mod_revision: i64 = row.get(1).map_err(db_err)?;
-        let (create_revision, value) = fetch
-            .query_row([mod_revision], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))
-            })
-            .map_err(db_err)?;
-        kvs.push(KeyValue {
-            key,
-            value: Bytes::from(value.unwrap_or_default()),
-            create_revision,
-            mod_revision,
-        });
+        let (create_revision, value) = fetch.query_row([mod_revision], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Option<Vec<u8>>>(1)?))).map_err(db_err)?;
+        kvs.push(KeyValue { key, value: Bytes::from(value.unwrap_or_default()), create_revision, mod_revision });
     }
-    Ok(Page {
-        kvs,
-        revision,
-        more,
-        remaining: count_remaining.then_some(remaining),
-    })
+    Ok(Page { kvs, revision, more, remaining: count_remaining.then_some(remaining) })
 }
 
 /// How many live keys start with `prefix` now.
 pub(crate) fn count(conn: &mut Connection, prefix: &str) -> Result<u64> {
     let tx = conn.transaction().map_err(db_err)?;
     let end = range_end(prefix);
-    let mut stmt = tx
-        .prepare_cached(
-            "SELECT MAX(revision), deleted FROM rev WHERE key >= ?1 AND key < ?2 GROUP BY key",
-        )
-        .map_err(db_err)?;
+    let mut stmt = tx.prepare_cached("SELECT MAX(revision), deleted FROM rev WHERE key >= ?1 AND key < ?2 GROUP BY key").map_err(db_err)?;
     let mut rows = stmt.query((prefix.as_bytes(), &end[..])).map_err(db_err)?;
     let mut n = 0;
     while let Some(row) = rows.next().map_err(db_err)? {
@@ -237,20 +180,11 @@ pub(crate) struct Replay {
 
 /// The events of `prefix` with revisions in (`after`, `to`], looking at no more than
 /// `max_rows` revisions. Fails with Compacted if history after `after` is gone.
-pub(crate) fn replay(
-    conn: &mut Connection,
-    prefix: &str,
-    after: Revision,
-    to: Revision,
-    max_rows: usize,
-) -> Result<Replay> {
+pub(crate) fn replay(conn: &mut Connection, prefix: &str, after: Revision, to: Revision, max_rows: usize) -> Result<Replay> {
     let tx = conn.transaction().map_err(db_err)?;
     let meta = read_meta(&tx).map_err(db_err)?;
     if after < meta.compact_revision {
-        return Err(StoreError::Compacted {
-            requested: after,
-            compact_revision: meta.compact_revision,
-        });
+        return Err(StoreError::Compacted { requested: after, compact_revision: meta.compact_revision });
     }
     let mut stmt = tx
         .prepare_cached(
@@ -258,9 +192,7 @@ pub(crate) fn replay(
              WHERE revision > ?1 AND revision <= ?2 ORDER BY revision LIMIT ?3",
         )
         .map_err(db_err)?;
-    let mut rows = stmt
-        .query((after, to, max_rows as i64))
-        .map_err(db_err)?;
+    let mut rows = stmt.query((after, to, max_rows as i64)).map_err(db_err)?;
     let mut events = Vec::new();
     let mut seen = 0;
     let mut last = after;
@@ -276,48 +208,24 @@ pub(crate) fn replay(
         let create_revision: i64 = row.get(3).map_err(db_err)?;
         let prev_revision: i64 = row.get(4).map_err(db_err)?;
         let prev = if prev_revision > 0 {
-            Some(row_at(&tx, prev_revision)?.ok_or_else(|| {
-                StoreError::Internal(format!(
-                    "revision {last} of {key:?} replaced revision {prev_revision}, which is missing"
-                ))
-            })?)
+            Some(
+                row_at(&tx, prev_revision)?
+                    .ok_or_else(|| StoreError::Internal(format!("revision {last} of {key:?} replaced revision {prev_revision}, which is missing")))?,
+            )
         } else {
             None
         };
         let event = match (deleted != 0, prev) {
-            (true, Some(prev)) => WatchEvent::Deleted {
-                key,
-                revision: last,
-                prev,
-            },
+            (true, Some(prev)) => WatchEvent::Deleted { key, revision: last, prev },
             (false, None) => {
                 let value: Option<Vec<u8>> = row.get(5).map_err(db_err)?;
-                WatchEvent::Created {
-                    kv: KeyValue {
-                        key,
-                        value: Bytes::from(value.unwrap_or_default()),
-                        create_revision,
-                        mod_revision: last,
-                    },
-                }
+                WatchEvent::Created { kv: KeyValue { key, value: Bytes::from(value.unwrap_or_default()), create_revision, mod_revision: last } }
             }
             (false, Some(prev)) => {
                 let value: Option<Vec<u8>> = row.get(5).map_err(db_err)?;
-                WatchEvent::Updated {
-                    kv: KeyValue {
-                        key,
-                        value: Bytes::from(value.unwrap_or_default()),
-                        create_revision,
-                        mod_revision: last,
-                    },
-                    prev,
-                }
+                WatchEvent::Updated { kv: KeyValue { key, value: Bytes::from(value.unwrap_or_default()), create_revision, mod_revision: last }, prev }
             }
-            (true, None) => {
-                return Err(StoreError::Internal(format!(
-                    "deletion at revision {last} of {key:?} replaced nothing"
-                )))
-            }
+            (true, None) => return Err(StoreError::Internal(format!("deletion at revision {last} of {key:?} replaced nothing"))),
         };
         events.push(event);
     }
@@ -329,22 +237,11 @@ fn row_at(tx: &Transaction<'_>, revision: Revision) -> Result<Option<KeyValue>> 
     let row = tx
         .prepare_cached("SELECT key, create_revision, value FROM rev WHERE revision = ?1")
         .map_err(db_err)?
-        .query_row([revision], |r| {
-            Ok((
-                r.get::<_, Vec<u8>>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Option<Vec<u8>>>(2)?,
-            ))
-        })
+        .query_row([revision], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<Vec<u8>>>(2)?)))
         .optional()
         .map_err(db_err)?;
     row.map(|(key, create_revision, value)| {
-        Ok(KeyValue {
-            key: key_string(key)?,
-            value: Bytes::from(value.unwrap_or_default()),
-            create_revision,
-            mod_revision: revision,
-        })
+        Ok(KeyValue { key: key_string(key)?, value: Bytes::from(value.unwrap_or_default()), create_revision, mod_revision: revision })
     })
     .transpose()
 }

@@ -88,20 +88,13 @@ impl From<rusqlite::Error> for OpenError {
 }
 
 fn open_writer_inner(path: &Path, journal_size_limit: u64) -> Result<Connection, OpenError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     // Only effective before the first table exists: a new file gets incremental vacuum.
     conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(OpenError::Refused(format!(
-            "the database refused WAL mode (journal_mode is {mode})"
-        )));
+        return Err(OpenError::Refused(format!("the database refused WAL mode (journal_mode is {mode})")));
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -111,26 +104,17 @@ fn open_writer_inner(path: &Path, journal_size_limit: u64) -> Result<Connection,
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
     match version {
         0 => {
-            conn.execute_batch(&format!(
-                "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-            ))?;
+            conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"))?;
         }
         SCHEMA_VERSION => {}
-        other => {
-            return Err(OpenError::Refused(format!(
-                "the file has schema version {other}, this build knows {SCHEMA_VERSION}"
-            )))
-        }
+        other => return Err(OpenError::Refused(format!("the file has schema version {other}, this build knows {SCHEMA_VERSION}"))),
     }
     Ok(conn)
 }
 
 /// Opens a connection for reads (or for the checkpointer): it never writes rows.
 pub(crate) fn open_reader(path: &Path, cache_kib: i64) -> rusqlite::Result<Connection> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "cache_size", -cache_kib)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
@@ -140,25 +124,18 @@ pub(crate) fn open_reader(path: &Path, cache_kib: i64) -> rusqlite::Result<Conne
 
 /// Reads the meta record (inside the caller's transaction, so it matches the rows it reads).
 pub(crate) fn read_meta(conn: &Connection) -> rusqlite::Result<Meta> {
-    conn.prepare_cached(
-        "SELECT revision, compact_revision, compacted_through FROM meta WHERE id = 1",
-    )?
-    .query_row([], |r| {
-        Ok(Meta {
-            revision: r.get(0)?,
-            compact_revision: r.get(1)?,
-            compacted_through: r.get(2)?,
-        })
-    })
-    .optional()?
-    .ok_or(rusqlite::Error::QueryReturnedNoRows)
+    conn.prepare_cached("SELECT revision, compact_revision, compacted_through FROM meta WHERE id = 1")?
+        .query_row([], |r| Ok(Meta { revision: r.get(0)?, compact_revision: r.get(1)?, compacted_through: r.get(2)? }))
+        .optional()?
+        .ok_or(rusqlite::Error::QueryReturnedNoRows)
 }
 
 /// Writes the meta record (inside the writer's transaction).
 pub(crate) fn write_meta(conn: &Connection, meta: &Meta) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "UPDATE meta SET revision = ?1, compact_revision = ?2, compacted_through = ?3 WHERE id = 1",
-    )?
-    .execute((meta.revision, meta.compact_revision, meta.compacted_through))?;
+    conn.prepare_cached("UPDATE meta SET revision = ?1, compact_revision = ?2, compacted_through = ?3 WHERE id = 1")?.execute((
+        meta.revision,
+        meta.compact_revision,
+        meta.compacted_through,
+    ))?;
     Ok(())
 }

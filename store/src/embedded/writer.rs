@@ -26,6 +26,9 @@ use super::Shared;
 use crate::error::{Result, StoreError};
 use crate::types::{Deleted, KeyValue, Revision, WatchEvent};
 
+/// How long without writes before background work gets transactions of its own.
+const IDLE_AFTER: Duration = Duration::from_millis(20);
+
 /// A write asked of the writer thread.
 pub(crate) enum Op {
     Create {
@@ -44,7 +47,9 @@ pub(crate) enum Op {
         expected: Option<Revision>,
     },
     /// Move the compaction point; answered once the old rows are gone.
-    Compact { revision: Revision },
+    Compact {
+        revision: Revision,
+    },
     /// Finish the queued writes, then stop.
     Shutdown,
 }
@@ -81,6 +86,8 @@ pub(crate) struct WriterTuning {
     pub wal_hard_limit: i64,
     pub max_batch: usize,
     pub max_batch_bytes: usize,
+    /// How long a group commit may wait for the writers of the previous one.
+    pub linger: Duration,
     pub compaction_step: i64,
     pub vacuum_step_pages: u32,
     pub ttl_sweep_interval: Duration,
@@ -130,13 +137,19 @@ impl Writer {
         let mut next_sweep = Instant::now();
         let mut vacuum = false;
         let mut stop = false;
+        let mut last_batch = 0usize;
+        let mut last_write = Instant::now();
         while !stop {
+            // Background work (compaction, vacuum) gets transactions of its own only once no
+            // write has come for a moment; under load compaction rides along with the writes.
             let background = meta.compacted_through < meta.compact_revision || vacuum;
-            let wait = if background {
-                Duration::ZERO
-            } else {
-                next_sweep.saturating_duration_since(Instant::now())
-            };
+            let now = Instant::now();
+            let idle_at = last_write + IDLE_AFTER;
+            let mut until = next_sweep;
+            if background {
+                until = until.min(idle_at);
+            }
+            let wait = until.saturating_duration_since(now);
             let mut batch: Vec<Request> = Vec::new();
             match self.rx.recv_timeout(wait) {
                 Ok(r) => batch.push(r),
@@ -144,14 +157,34 @@ impl Writer {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             let mut bytes = batch.first().map_or(0, |r| r.op.size());
+            // Group commit: take everything queued; if fewer writers than last time are back
+            // yet, linger a moment for the others (they are answering their last write).
+            let linger_until = Instant::now() + self.tuning.linger;
             while batch.len() < self.tuning.max_batch && bytes < self.tuning.max_batch_bytes {
-                match self.rx.try_recv() {
-                    Ok(r) => {
+                let next = match self.rx.try_recv() {
+                    Ok(r) => Some(r),
+                    Err(_) if !batch.is_empty() && batch.len() < last_batch => {
+                        let left = linger_until.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            None
+                        } else {
+                            self.rx.recv_timeout(left).ok()
+                        }
+                    }
+                    Err(_) => None,
+                };
+                match next {
+                    Some(r) => {
                         bytes += r.op.size();
                         batch.push(r);
                     }
-                    Err(_) => break,
+                    None => break,
                 }
+            }
+            last_batch = batch.len();
+            let idle = batch.is_empty() && Instant::now() >= last_write + IDLE_AFTER;
+            if !batch.is_empty() {
+                last_write = Instant::now();
             }
             let sweep = Instant::now() >= next_sweep;
             let mut requests = Vec::with_capacity(batch.len());
@@ -165,14 +198,15 @@ impl Writer {
                     requests.push(r.reply);
                 }
             }
-            let vacuum_now = vacuum && meta.compacted_through >= meta.compact_revision;
+            let vacuum_now = vacuum && idle && meta.compacted_through >= meta.compact_revision;
+            if ops.is_empty() && !sweep && !idle {
+                continue;
+            }
             match self.transaction(meta, ops, sweep, vacuum_now) {
                 Ok((batch, answers, more_expired, freelist)) => {
                     let revision_moved = batch.meta.revision != meta.revision;
                     meta = batch.meta;
-                    self.shared
-                        .compact_revision
-                        .store(meta.compact_revision, Ordering::SeqCst);
+                    self.shared.compact_revision.store(meta.compact_revision, Ordering::SeqCst);
                     if revision_moved {
                         self.shared.hub.publish(batch.events, meta.revision);
                         self.shared.revision.store(meta.revision, Ordering::SeqCst);
@@ -186,18 +220,10 @@ impl Writer {
                         }
                     }
                     if sweep {
-                        next_sweep = if more_expired {
-                            Instant::now()
-                        } else {
-                            Instant::now() + self.tuning.ttl_sweep_interval
-                        };
+                        next_sweep = if more_expired { Instant::now() } else { Instant::now() + self.tuning.ttl_sweep_interval };
                     }
                     if let Some((free, total)) = freelist {
-                        vacuum = if vacuum_now {
-                            free > 0
-                        } else {
-                            worth_vacuum(free, total)
-                        };
+                        vacuum = if vacuum_now { free > 0 } else { worth_vacuum(free, total) };
                     }
                 }
                 Err(e) => {
@@ -229,9 +255,7 @@ impl Writer {
     /// itself between two transactions (only what the checkpointer has not copied yet, without
     /// waiting for anyone); its next transaction then starts the log over.
     fn restart_log(&mut self) {
-        match self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-        }) {
+        match self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))) {
             Ok((busy, log, done)) => {
                 tracing::debug!(busy, log, done, "cluster store: writer checkpoint");
                 if busy == 0 && log == done {
@@ -246,20 +270,13 @@ impl Writer {
     /// Returns the new state, one answer per op, whether more keys have expired than one sweep
     /// removes, and (after a vacuum-relevant step) the free and total page counts.
     #[allow(clippy::type_complexity)]
-    fn transaction(
-        &mut self,
-        meta: Meta,
-        ops: Vec<Op>,
-        sweep: bool,
-        vacuum: bool,
-    ) -> rusqlite::Result<(Batch, Vec<Answer>, bool, Option<(i64, i64)>)> {
-        let mut batch = Batch {
-            meta,
-            events: Vec::new(),
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+    fn transaction(&mut self, meta: Meta, ops: Vec<Op>, sweep: bool, vacuum: bool) -> rusqlite::Result<(Batch, Vec<Answer>, bool, Option<(i64, i64)>)> {
+        let mut batch = Batch { meta, events: Vec::new() };
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let idle = ops.is_empty();
+        // Under load a compaction slice matches the batch (so it keeps up without slowing the
+        // batch much); when idle it is larger.
+        let step = if idle { 4 * self.tuning.compaction_step } else { self.tuning.compaction_step.min(4 * (ops.len() as i64).max(16)) };
         let mut answers = Vec::with_capacity(ops.len());
         for op in ops {
             answers.push(apply(&tx, &mut batch, op)?);
@@ -270,15 +287,13 @@ impl Writer {
         }
         let mut freelist = None;
         if batch.meta.compacted_through < batch.meta.compact_revision {
-            compact_step(&tx, &mut batch, self.tuning.compaction_step)?;
+            compact_step(&tx, &mut batch, step)?;
             if batch.meta.compacted_through >= batch.meta.compact_revision {
                 freelist = Some(page_counts(&tx)?);
             }
         } else if vacuum {
-            tx.execute_batch(&format!(
-                "PRAGMA incremental_vacuum({})",
-                self.tuning.vacuum_step_pages
-            ))?;
+            // Giving pages back moves pages: only when the store is idle.
+            tx.execute_batch(&format!("PRAGMA incremental_vacuum({})", self.tuning.vacuum_step_pages))?;
             freelist = Some(page_counts(&tx)?);
         }
         if batch.meta != meta {
@@ -317,11 +332,7 @@ fn page_counts(tx: &Transaction<'_>) -> rusqlite::Result<(i64, i64)> {
 /// database failures abort the transaction.
 fn apply(tx: &Transaction<'_>, batch: &mut Batch, op: Op) -> rusqlite::Result<Answer> {
     Ok(match op {
-        Op::Create {
-            key,
-            value,
-            expires_at_ms,
-        } => {
+        Op::Create { key, value, expires_at_ms } => {
             if let Some(l) = latest(tx, &key)? {
                 if !l.deleted {
                     return Ok(Answer::Now(Err(StoreError::AlreadyExists { key })));
@@ -331,55 +342,25 @@ fn apply(tx: &Transaction<'_>, batch: &mut Batch, op: Op) -> rusqlite::Result<An
             insert(tx, revision, &key, false, revision, 0, Some(&value))?;
             set_expiry(tx, &key, expires_at_ms)?;
             batch.meta.revision = revision;
-            let kv = KeyValue {
-                key,
-                value,
-                create_revision: revision,
-                mod_revision: revision,
-            };
+            let kv = KeyValue { key, value, create_revision: revision, mod_revision: revision };
             batch.events.push(WatchEvent::Created { kv: kv.clone() });
             Answer::Now(Ok(Outcome::Written(kv)))
         }
-        Op::Update {
-            key,
-            value,
-            expected,
-            expires_at_ms,
-        } => {
+        Op::Update { key, value, expected, expires_at_ms } => {
             let l = match latest(tx, &key)? {
                 Some(l) if !l.deleted => l,
                 _ => return Ok(Answer::Now(Err(StoreError::NotFound { key }))),
             };
             let prev = row_value(tx, &key, &l)?;
             if l.revision != expected {
-                return Ok(Answer::Now(Err(StoreError::Conflict {
-                    key,
-                    expected,
-                    current: Box::new(prev),
-                })));
+                return Ok(Answer::Now(Err(StoreError::Conflict { key, expected, current: Box::new(prev) })));
             }
             let revision = batch.meta.revision + 1;
-            insert(
-                tx,
-                revision,
-                &key,
-                false,
-                l.create_revision,
-                l.revision,
-                Some(&value),
-            )?;
+            insert(tx, revision, &key, false, l.create_revision, l.revision, Some(&value))?;
             set_expiry(tx, &key, expires_at_ms)?;
             batch.meta.revision = revision;
-            let kv = KeyValue {
-                key,
-                value,
-                create_revision: l.create_revision,
-                mod_revision: revision,
-            };
-            batch.events.push(WatchEvent::Updated {
-                kv: kv.clone(),
-                prev,
-            });
+            let kv = KeyValue { key, value, create_revision: l.create_revision, mod_revision: revision };
+            batch.events.push(WatchEvent::Updated { kv: kv.clone(), prev });
             Answer::Now(Ok(Outcome::Written(kv)))
         }
         Op::Delete { key, expected } => match delete(tx, batch, key, expected)? {
@@ -388,10 +369,7 @@ fn apply(tx: &Transaction<'_>, batch: &mut Batch, op: Op) -> rusqlite::Result<An
         },
         Op::Compact { revision } => {
             if revision > batch.meta.revision {
-                Answer::Now(Err(StoreError::FutureRevision {
-                    requested: revision,
-                    current: batch.meta.revision,
-                }))
+                Answer::Now(Err(StoreError::FutureRevision { requested: revision, current: batch.meta.revision }))
             } else if revision <= batch.meta.compact_revision {
                 if revision <= batch.meta.compacted_through {
                     Answer::Now(Ok(Outcome::Compacted))
@@ -407,12 +385,7 @@ fn apply(tx: &Transaction<'_>, batch: &mut Batch, op: Op) -> rusqlite::Result<An
     })
 }
 
-fn delete(
-    tx: &Transaction<'_>,
-    batch: &mut Batch,
-    key: String,
-    expected: Option<Revision>,
-) -> rusqlite::Result<Result<Deleted>> {
+fn delete(tx: &Transaction<'_>, batch: &mut Batch, key: String, expected: Option<Revision>) -> rusqlite::Result<Result<Deleted>> {
     let l = match latest(tx, &key)? {
         Some(l) if !l.deleted => l,
         _ => return Ok(Err(StoreError::NotFound { key })),
@@ -420,36 +393,21 @@ fn delete(
     let prev = row_value(tx, &key, &l)?;
     if let Some(expected) = expected {
         if l.revision != expected {
-            return Ok(Err(StoreError::Conflict {
-                key,
-                expected,
-                current: Box::new(prev),
-            }));
+            return Ok(Err(StoreError::Conflict { key, expected, current: Box::new(prev) }));
         }
     }
     let revision = batch.meta.revision + 1;
     insert(tx, revision, &key, true, l.create_revision, l.revision, None)?;
     set_expiry(tx, &key, None)?;
     batch.meta.revision = revision;
-    batch.events.push(WatchEvent::Deleted {
-        key,
-        revision,
-        prev: prev.clone(),
-    });
+    batch.events.push(WatchEvent::Deleted { key, revision, prev: prev.clone() });
     Ok(Ok(Deleted { prev, revision }))
 }
 
 /// Deletes up to `limit` expired keys; true if more are due.
-fn expire(
-    tx: &Transaction<'_>,
-    batch: &mut Batch,
-    now_ms: i64,
-    limit: usize,
-) -> rusqlite::Result<bool> {
+fn expire(tx: &Transaction<'_>, batch: &mut Batch, now_ms: i64, limit: usize) -> rusqlite::Result<bool> {
     let keys: Vec<Vec<u8>> = tx
-        .prepare_cached(
-            "SELECT key FROM expiry WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2",
-        )?
+        .prepare_cached("SELECT key FROM expiry WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2")?
         .query_map((now_ms, limit as i64), |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     let more = keys.len() >= limit;
@@ -463,8 +421,7 @@ fn expire(
                 }
             }
             Err(e) => {
-                tx.prepare_cached("DELETE FROM expiry WHERE key = ?1")?
-                    .execute([e.as_bytes()])?;
+                tx.prepare_cached("DELETE FROM expiry WHERE key = ?1")?.execute([e.as_bytes()])?;
             }
         }
     }
@@ -481,9 +438,7 @@ fn compact_step(tx: &Transaction<'_>, batch: &mut Batch, step: i64) -> rusqlite:
     let from = batch.meta.compacted_through;
     let to = (from + step).min(batch.meta.compact_revision);
     let replaced: Vec<i64> = tx
-        .prepare_cached(
-            "SELECT prev_revision FROM rev WHERE revision > ?1 AND revision <= ?2 AND prev_revision > 0",
-        )?
+        .prepare_cached("SELECT prev_revision FROM rev WHERE revision > ?1 AND revision <= ?2 AND prev_revision > 0")?
         .query_map((from, to), |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     {
@@ -492,36 +447,20 @@ fn compact_step(tx: &Transaction<'_>, batch: &mut Batch, step: i64) -> rusqlite:
             del.execute([revision])?;
         }
     }
-    tx.prepare_cached("DELETE FROM rev WHERE revision > ?1 AND revision <= ?2 AND deleted = 1")?
-        .execute((from, to))?;
+    tx.prepare_cached("DELETE FROM rev WHERE revision > ?1 AND revision <= ?2 AND deleted = 1")?.execute((from, to))?;
     batch.meta.compacted_through = to;
     Ok(())
 }
 
 fn latest(tx: &Transaction<'_>, key: &str) -> rusqlite::Result<Option<Latest>> {
-    tx.prepare_cached(
-        "SELECT revision, create_revision, deleted FROM rev WHERE key = ?1 ORDER BY revision DESC LIMIT 1",
-    )?
-    .query_row([key.as_bytes()], |r| {
-        Ok(Latest {
-            revision: r.get(0)?,
-            create_revision: r.get(1)?,
-            deleted: r.get::<_, i64>(2)? != 0,
-        })
-    })
-    .optional()
+    tx.prepare_cached("SELECT revision, create_revision, deleted FROM rev WHERE key = ?1 ORDER BY revision DESC LIMIT 1")?
+        .query_row([key.as_bytes()], |r| Ok(Latest { revision: r.get(0)?, create_revision: r.get(1)?, deleted: r.get::<_, i64>(2)? != 0 }))
+        .optional()
 }
 
 fn row_value(tx: &Transaction<'_>, key: &str, l: &Latest) -> rusqlite::Result<KeyValue> {
-    let value: Option<Vec<u8>> = tx
-        .prepare_cached("SELECT value FROM rev WHERE revision = ?1")?
-        .query_row([l.revision], |r| r.get(0))?;
-    Ok(KeyValue {
-        key: key.to_string(),
-        value: Bytes::from(value.unwrap_or_default()),
-        create_revision: l.create_revision,
-        mod_revision: l.revision,
-    })
+    let value: Option<Vec<u8>> = tx.prepare_cached("SELECT value FROM rev WHERE revision = ?1")?.query_row([l.revision], |r| r.get(0))?;
+    Ok(KeyValue { key: key.to_string(), value: Bytes::from(value.unwrap_or_default()), create_revision: l.create_revision, mod_revision: l.revision })
 }
 
 fn insert(
@@ -533,10 +472,7 @@ fn insert(
     prev_revision: Revision,
     value: Option<&[u8]>,
 ) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO rev (revision, key, deleted, create_revision, prev_revision, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute((
+    tx.prepare_cached("INSERT INTO rev (revision, key, deleted, create_revision, prev_revision, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute((
         revision,
         key.as_bytes(),
         deleted as i64,
@@ -550,29 +486,20 @@ fn insert(
 fn set_expiry(tx: &Transaction<'_>, key: &str, expires_at_ms: Option<i64>) -> rusqlite::Result<()> {
     match expires_at_ms {
         Some(at) => tx
-            .prepare_cached(
-                "INSERT INTO expiry (key, expires_at) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at",
-            )?
+            .prepare_cached("INSERT INTO expiry (key, expires_at) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at")?
             .execute((key.as_bytes(), at))?,
-        None => tx
-            .prepare_cached("DELETE FROM expiry WHERE key = ?1")?
-            .execute([key.as_bytes()])?,
+        None => tx.prepare_cached("DELETE FROM expiry WHERE key = ?1")?.execute([key.as_bytes()])?,
     };
     Ok(())
 }
 
 /// Milliseconds since the Unix epoch (TTLs are wall-clock deadlines, kept across restarts).
 pub(crate) fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Asks the writer for `op` and waits for the answer.
-pub(crate) async fn submit(
-    sender: Option<std::sync::mpsc::Sender<Request>>,
-    op: Op,
-) -> Result<Outcome> {
+pub(crate) async fn submit(sender: Option<std::sync::mpsc::Sender<Request>>, op: Op) -> Result<Outcome> {
     let closed = || StoreError::Unavailable("the store is closed".into());
     let sender = sender.ok_or_else(closed)?;
     let (reply, answer) = oneshot::channel();

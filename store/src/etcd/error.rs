@@ -32,15 +32,12 @@ pub(crate) fn classify(e: &etcd_client::Error) -> Failure {
                 Failure::Compacted
             } else if msg.contains("required revision is a future revision") {
                 Failure::Future
-            } else if msg.contains("request is too large") || s.code() == Code::ResourceExhausted
-            {
+            } else if msg.contains("request is too large") || s.code() == Code::ResourceExhausted {
                 Failure::TooLarge
             } else if msg.contains("requested lease not found") {
                 Failure::LeaseNotFound
-            } else if matches!(
-                s.code(),
-                Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::Cancelled
-            ) || msg.contains("leader changed")
+            } else if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::Cancelled)
+                || msg.contains("leader changed")
                 || msg.contains("no leader")
                 || msg.contains("request timed out")
                 || msg.contains("too many requests")
@@ -61,10 +58,7 @@ pub(crate) fn classify(e: &etcd_client::Error) -> Failure {
 pub(crate) fn plain(f: Failure) -> StoreError {
     match f {
         Failure::Unavailable(m) => StoreError::Unavailable(m),
-        Failure::Compacted => StoreError::Compacted {
-            requested: 0,
-            compact_revision: 0,
-        },
+        Failure::Compacted => StoreError::Compacted { requested: 0, compact_revision: 0 },
         Failure::Future => StoreError::InvalidArgument("revision is in the future".into()),
         Failure::TooLarge => StoreError::InvalidArgument("request too large for etcd".into()),
         Failure::LeaseNotFound => StoreError::Internal("etcd lost a lease in use".into()),

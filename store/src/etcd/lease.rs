@@ -21,11 +21,7 @@ pub(crate) struct Leases {
 
 impl Leases {
     pub fn new(client: LeaseClient, timeout: Duration) -> Self {
-        Leases {
-            client,
-            cache: Mutex::new(HashMap::new()),
-            timeout,
-        }
+        Leases { client, cache: Mutex::new(HashMap::new()), timeout }
     }
 
     /// A lease that expires between `ttl` and `ttl` plus the reuse window from now.

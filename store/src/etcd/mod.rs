@@ -26,9 +26,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, CompactionOptions, ConnectOptions, DeleteOptions,
-    GetOptions, Identity, KvClient, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse,
-    TxnResponse, WatchClient,
+    Certificate, Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, Identity, KvClient, PutOptions, TlsOptions, Txn,
+    TxnOp, TxnOpResponse, TxnResponse, WatchClient,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -40,9 +39,7 @@ use crate::continue_token;
 use crate::error::{Result, StoreError};
 use crate::key::{check_key, check_prefix, check_value, normalize_prefix, prefix_end};
 use crate::store::Store;
-use crate::types::{
-    Deleted, KeyValue, ListOptions, ListResponse, Revision, WatchOptions, WatchStream, WATCH_BUFFER,
-};
+use crate::types::{Deleted, KeyValue, ListOptions, ListResponse, Revision, WatchOptions, WatchStream, WATCH_BUFFER};
 
 /// The largest gRPC message accepted from etcd (a page of big values; the apiserver sets the
 /// same ceiling).
@@ -133,9 +130,7 @@ impl EtcdStore {
         for e in &config.endpoints {
             let https = e.starts_with("https://");
             if !https && !e.starts_with("http://") {
-                return Err(StoreError::InvalidArgument(format!(
-                    "etcd endpoint {e:?} is not an http:// or https:// URL"
-                )));
+                return Err(StoreError::InvalidArgument(format!("etcd endpoint {e:?} is not an http:// or https:// URL")));
             }
             if https != config.tls.is_some() {
                 return Err(StoreError::InvalidArgument(format!(
@@ -151,31 +146,19 @@ impl EtcdStore {
         if let Some(tls) = &config.tls {
             options = options.with_tls(tls_options(tls).await?);
         }
-        let client = tokio::time::timeout(
-            config.dial_timeout,
-            Client::connect(&config.endpoints, Some(options)),
-        )
-        .await
-        .map_err(|_| timed_out(config.dial_timeout))?
-        .map_err(|e| plain(classify(&e)))?;
-        let progress_requests = match tokio::time::timeout(
-            config.request_timeout,
-            client.maintenance_client().status(),
-        )
-        .await
-        {
+        let client = tokio::time::timeout(config.dial_timeout, Client::connect(&config.endpoints, Some(options)))
+            .await
+            .map_err(|_| timed_out(config.dial_timeout))?
+            .map_err(|e| plain(classify(&e)))?;
+        let progress_requests = match tokio::time::timeout(config.request_timeout, client.maintenance_client().status()).await {
             Ok(Ok(status)) => progress_requests_ordered(status.version()),
             Ok(Err(e)) => return Err(plain(classify(&e))),
             Err(_) => return Err(timed_out(config.request_timeout)),
         };
         let inner = Arc::new(Inner {
             prefix,
-            kv: client
-                .kv_client()
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
-            watch: client
-                .watch_client()
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            kv: client.kv_client().max_decoding_message_size(MAX_MESSAGE_BYTES),
+            watch: client.watch_client().max_decoding_message_size(MAX_MESSAGE_BYTES),
             leases: Leases::new(client.lease_client(), config.request_timeout),
             progress_requests,
             closed: AtomicBool::new(false),
@@ -183,9 +166,7 @@ impl EtcdStore {
             config,
         });
         if let Some(every) = inner.config.compaction_interval {
-            let task = crate::compactor::spawn(Arc::downgrade(&inner), every, |inner| EtcdStore {
-                inner,
-            });
+            let task = crate::compactor::spawn(Arc::downgrade(&inner), every, |inner| EtcdStore { inner });
             if let Ok(mut c) = inner.compactor.lock() {
                 *c = Some(task);
             }
@@ -208,10 +189,7 @@ impl EtcdStore {
     }
 
     /// Runs a request with the request timeout.
-    async fn call<T>(
-        &self,
-        fut: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
-    ) -> Result<T, Failure> {
+    async fn call<T>(&self, fut: impl std::future::Future<Output = std::result::Result<T, etcd_client::Error>>) -> Result<T, Failure> {
         match tokio::time::timeout(self.timeout(), fut).await {
             Ok(Ok(t)) => Ok(t),
             Ok(Err(e)) => Err(classify(&e)),
@@ -242,14 +220,8 @@ impl EtcdStore {
     /// The error for a read at `requested` that etcd refused as compacted or future.
     async fn revision_error(&self, f: Failure, requested: Revision) -> StoreError {
         match f {
-            Failure::Compacted => StoreError::Compacted {
-                requested,
-                compact_revision: self.compact_point().await.unwrap_or(requested + 1),
-            },
-            Failure::Future => StoreError::FutureRevision {
-                requested,
-                current: self.current_revision().await.unwrap_or(requested - 1),
-            },
+            Failure::Compacted => StoreError::Compacted { requested, compact_revision: self.compact_point().await.unwrap_or(requested + 1) },
+            Failure::Future => StoreError::FutureRevision { requested, current: self.current_revision().await.unwrap_or(requested - 1) },
             f => plain(f),
         }
     }
@@ -258,9 +230,7 @@ impl EtcdStore {
     async fn compact_point(&self) -> Option<Revision> {
         let setup = self.watch_setup(self.inner.prefix.clone(), WatchOptions::default());
         match watch::open(&setup, 1).await {
-            Err(StoreError::Compacted {
-                compact_revision, ..
-            }) => Some(compact_revision),
+            Err(StoreError::Compacted { compact_revision, .. }) => Some(compact_revision),
             Ok((_, mut responses)) => {
                 // etcd reports compaction of a new watch shortly after creating it.
                 let wait = tokio::time::timeout(Duration::from_secs(2), responses.message()).await;
@@ -274,13 +244,7 @@ impl EtcdStore {
     }
 
     fn watch_setup(&self, prefix: String, options: WatchOptions) -> watch::WatchSetup {
-        watch::WatchSetup {
-            client: self.inner.watch.clone(),
-            prefix,
-            options,
-            progress_requests: self.inner.progress_requests,
-            timeout: self.timeout(),
-        }
+        watch::WatchSetup { client: self.inner.watch.clone(), prefix, options, progress_requests: self.inner.progress_requests, timeout: self.timeout() }
     }
 
     async fn lease(&self, ttl: Option<Duration>) -> Result<Option<i64>> {
@@ -292,11 +256,7 @@ impl EtcdStore {
 
     /// Runs a write transaction; a put whose shared lease etcd has dropped is retried once
     /// with a new lease (the put was refused, so nothing was written).
-    async fn write_txn(
-        &self,
-        ttl: Option<Duration>,
-        build: impl Fn(Option<i64>) -> Txn,
-    ) -> Result<TxnResponse> {
+    async fn write_txn(&self, ttl: Option<Duration>, build: impl Fn(Option<i64>) -> Txn) -> Result<TxnResponse> {
         let mut lease = self.lease(ttl).await?;
         for _ in 0..2 {
             let mut kv = self.kv()?;
@@ -319,11 +279,7 @@ impl EtcdStore {
 /// 3.4.25 and 3.5.8, etcd issue 15220).
 fn progress_requests_ordered(version: &str) -> bool {
     let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor, patch) = (
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-        parts.next().unwrap_or(0),
-    );
+    let (major, minor, patch) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     match (major, minor) {
         (3, 4) => patch >= 25,
         (3, 5) => patch >= 8,
@@ -334,9 +290,7 @@ fn progress_requests_ordered(version: &str) -> bool {
 
 async fn tls_options(tls: &EtcdTls) -> Result<TlsOptions> {
     async fn read(path: &std::path::Path) -> Result<Vec<u8>> {
-        tokio::fs::read(path).await.map_err(|e| {
-            StoreError::InvalidArgument(format!("cannot read {}: {e}", path.display()))
-        })
+        tokio::fs::read(path).await.map_err(|e| StoreError::InvalidArgument(format!("cannot read {}: {e}", path.display())))
     }
     let mut options = TlsOptions::new();
     if let Some(ca) = &tls.ca_file {
@@ -347,25 +301,18 @@ async fn tls_options(tls: &EtcdTls) -> Result<TlsOptions> {
             options = options.identity(Identity::from_pem(read(cert).await?, read(key).await?));
         }
         (None, None) => {}
-        _ => {
-            return Err(StoreError::InvalidArgument(
-                "an etcd client certificate needs both the certificate and its key".into(),
-            ))
-        }
+        _ => return Err(StoreError::InvalidArgument("an etcd client certificate needs both the certificate and its key".into())),
     }
     Ok(options)
 }
 
 fn header_revision(h: Option<&etcd_client::ResponseHeader>) -> Result<Revision> {
-    h.map(|h| h.revision())
-        .ok_or_else(|| StoreError::Internal("etcd answered without a header".into()))
+    h.map(|h| h.revision()).ok_or_else(|| StoreError::Internal("etcd answered without a header".into()))
 }
 
 fn read_revision(revision: Option<Revision>) -> Result<Option<Revision>> {
     match revision {
-        Some(r) if r < 0 => Err(StoreError::InvalidArgument(format!(
-            "revision {r} is negative"
-        ))),
+        Some(r) if r < 0 => Err(StoreError::InvalidArgument(format!("revision {r} is negative"))),
         Some(0) | None => Ok(None),
         Some(r) => Ok(Some(r)),
     }
@@ -375,9 +322,7 @@ fn read_revision(revision: Option<Revision>) -> Result<Option<Revision>> {
 fn current_of(resp: &TxnResponse) -> Result<Option<KeyValue>> {
     match resp.op_responses().into_iter().next() {
         Some(TxnOpResponse::Get(g)) => g.kvs().first().map(watch::key_value).transpose(),
-        _ => Err(StoreError::Internal(
-            "etcd answered a failed transaction without the key".into(),
-        )),
+        _ => Err(StoreError::Internal("etcd answered a failed transaction without the key".into())),
     }
 }
 
@@ -392,13 +337,7 @@ impl Store for EtcdStore {
     }
 
     async fn current_revision(&self) -> Result<Revision> {
-        let resp = self
-            .range(
-                self.inner.prefix.as_bytes().to_vec(),
-                GetOptions::new().with_count_only(),
-            )
-            .await
-            .map_err(plain)?;
+        let resp = self.range(self.inner.prefix.as_bytes().to_vec(), GetOptions::new().with_count_only()).await.map_err(plain)?;
         header_revision(resp.header())
     }
 
@@ -407,28 +346,19 @@ impl Store for EtcdStore {
         check_value(key, value.len(), self.max_value_bytes())?;
         let resp = self
             .write_txn(ttl, |lease| {
-                Txn::new()
-                    .when([Compare::create_revision(key, CompareOp::Equal, 0)])
-                    .and_then([TxnOp::put(
-                        key,
-                        value.to_vec(),
-                        lease.map(|id| PutOptions::new().with_lease(id)),
-                    )])
+                Txn::new().when([Compare::create_revision(key, CompareOp::Equal, 0)]).and_then([TxnOp::put(
+                    key,
+                    value.to_vec(),
+                    lease.map(|id| PutOptions::new().with_lease(id)),
+                )])
             })
             .await
             .map_err(|e| too_large(e, key, value.len(), self.max_value_bytes()))?;
         if !resp.succeeded() {
-            return Err(StoreError::AlreadyExists {
-                key: key.to_string(),
-            });
+            return Err(StoreError::AlreadyExists { key: key.to_string() });
         }
         let revision = header_revision(resp.header())?;
-        Ok(KeyValue {
-            key: key.to_string(),
-            value,
-            create_revision: revision,
-            mod_revision: revision,
-        })
+        Ok(KeyValue { key: key.to_string(), value, create_revision: revision, mod_revision: revision })
     }
 
     async fn get(&self, key: &str, revision: Option<Revision>) -> Result<Option<KeyValue>> {
@@ -444,13 +374,7 @@ impl Store for EtcdStore {
         }
     }
 
-    async fn update(
-        &self,
-        key: &str,
-        value: Bytes,
-        expected_mod_revision: Revision,
-        ttl: Option<Duration>,
-    ) -> Result<KeyValue> {
+    async fn update(&self, key: &str, value: Bytes, expected_mod_revision: Revision, ttl: Option<Duration>) -> Result<KeyValue> {
         check_key(self.prefix(), key)?;
         check_value(key, value.len(), self.max_value_bytes())?;
         let resp = self
@@ -460,11 +384,7 @@ impl Store for EtcdStore {
                     put = put.with_lease(id);
                 }
                 Txn::new()
-                    .when([Compare::mod_revision(
-                        key,
-                        CompareOp::Equal,
-                        expected_mod_revision,
-                    )])
+                    .when([Compare::mod_revision(key, CompareOp::Equal, expected_mod_revision)])
                     .and_then([TxnOp::put(key, value.to_vec(), Some(put))])
                     .or_else([TxnOp::get(key, None)])
             })
@@ -472,14 +392,8 @@ impl Store for EtcdStore {
             .map_err(|e| too_large(e, key, value.len(), self.max_value_bytes()))?;
         if !resp.succeeded() {
             return Err(match current_of(&resp)? {
-                None => StoreError::NotFound {
-                    key: key.to_string(),
-                },
-                Some(current) => StoreError::Conflict {
-                    key: key.to_string(),
-                    expected: expected_mod_revision,
-                    current: Box::new(current),
-                },
+                None => StoreError::NotFound { key: key.to_string() },
+                Some(current) => StoreError::Conflict { key: key.to_string(), expected: expected_mod_revision, current: Box::new(current) },
             });
         }
         let revision = header_revision(resp.header())?;
@@ -488,26 +402,16 @@ impl Store for EtcdStore {
             _ => None,
         }
         .ok_or_else(|| StoreError::Internal("etcd's put did not return the previous key".into()))?;
-        Ok(KeyValue {
-            key: key.to_string(),
-            value,
-            create_revision,
-            mod_revision: revision,
-        })
+        Ok(KeyValue { key: key.to_string(), value, create_revision, mod_revision: revision })
     }
 
     async fn delete(&self, key: &str, expected_mod_revision: Option<Revision>) -> Result<Deleted> {
         check_key(self.prefix(), key)?;
-        let not_found = || StoreError::NotFound {
-            key: key.to_string(),
-        };
+        let not_found = || StoreError::NotFound { key: key.to_string() };
         let (prev, revision) = match expected_mod_revision {
             None => {
                 let mut kv = self.kv()?;
-                let resp = self
-                    .call(kv.delete(key, Some(DeleteOptions::new().with_prev_key())))
-                    .await
-                    .map_err(plain)?;
+                let resp = self.call(kv.delete(key, Some(DeleteOptions::new().with_prev_key()))).await.map_err(plain)?;
                 let prev = resp.prev_kvs().first().map(watch::key_value).transpose()?;
                 (prev, header_revision(resp.header())?)
             }
@@ -516,27 +420,18 @@ impl Store for EtcdStore {
                     .write_txn(None, |_| {
                         Txn::new()
                             .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
-                            .and_then([TxnOp::delete(
-                                key,
-                                Some(DeleteOptions::new().with_prev_key()),
-                            )])
+                            .and_then([TxnOp::delete(key, Some(DeleteOptions::new().with_prev_key()))])
                             .or_else([TxnOp::get(key, None)])
                     })
                     .await?;
                 if !resp.succeeded() {
                     return Err(match current_of(&resp)? {
                         None => not_found(),
-                        Some(current) => StoreError::Conflict {
-                            key: key.to_string(),
-                            expected,
-                            current: Box::new(current),
-                        },
+                        Some(current) => StoreError::Conflict { key: key.to_string(), expected, current: Box::new(current) },
                     });
                 }
                 let prev = match resp.op_responses().into_iter().next() {
-                    Some(TxnOpResponse::Delete(d)) => {
-                        d.prev_kvs().first().map(watch::key_value).transpose()?
-                    }
+                    Some(TxnOpResponse::Delete(d)) => d.prev_kvs().first().map(watch::key_value).transpose()?,
                     _ => None,
                 };
                 (prev, header_revision(resp.header())?)
@@ -551,9 +446,7 @@ impl Store for EtcdStore {
         let (at, start) = match &options.continue_token {
             Some(token) => {
                 if options.revision.is_some() {
-                    return Err(StoreError::InvalidContinue {
-                        reason: "a continue token cannot be combined with a revision".into(),
-                    });
+                    return Err(StoreError::InvalidContinue { reason: "a continue token cannot be combined with a revision".into() });
                 }
                 let c = continue_token::decode(token, prefix)?;
                 let mut start = c.last_key.into_bytes();
@@ -579,50 +472,26 @@ impl Store for EtcdStore {
             Some(r) => r,
             None => header_revision(resp.header())?,
         };
-        let kvs = resp
-            .kvs()
-            .iter()
-            .map(watch::key_value)
-            .collect::<Result<Vec<_>>>()?;
+        let kvs = resp.kvs().iter().map(watch::key_value).collect::<Result<Vec<_>>>()?;
         let continue_token = match (resp.more(), kvs.last()) {
             (true, Some(last)) => Some(continue_token::encode(revision, &last.key)),
             _ => None,
         };
-        let remaining = options
-            .count_remaining
-            .then(|| (resp.count() as u64).saturating_sub(kvs.len() as u64));
-        Ok(ListResponse {
-            kvs,
-            revision,
-            continue_token,
-            remaining,
-        })
+        let remaining = options.count_remaining.then(|| (resp.count() as u64).saturating_sub(kvs.len() as u64));
+        Ok(ListResponse { kvs, revision, continue_token, remaining })
     }
 
     async fn count(&self, prefix: &str) -> Result<u64> {
         check_prefix(self.prefix(), prefix)?;
         let end = prefix_end(prefix.as_bytes()).unwrap_or_default();
-        let resp = self
-            .range(
-                prefix.as_bytes().to_vec(),
-                GetOptions::new().with_range(end).with_count_only(),
-            )
-            .await
-            .map_err(plain)?;
+        let resp = self.range(prefix.as_bytes().to_vec(), GetOptions::new().with_range(end).with_count_only()).await.map_err(plain)?;
         Ok(resp.count() as u64)
     }
 
-    async fn watch(
-        &self,
-        prefix: &str,
-        after: Revision,
-        options: WatchOptions,
-    ) -> Result<WatchStream> {
+    async fn watch(&self, prefix: &str, after: Revision, options: WatchOptions) -> Result<WatchStream> {
         check_prefix(self.prefix(), prefix)?;
         if after < 0 {
-            return Err(StoreError::InvalidArgument(format!(
-                "watch revision {after} is negative"
-            )));
+            return Err(StoreError::InvalidArgument(format!("watch revision {after} is negative")));
         }
         self.kv()?;
         let setup = self.watch_setup(prefix.to_string(), options);
@@ -635,18 +504,13 @@ impl Store for EtcdStore {
 
     async fn compact(&self, revision: Revision) -> Result<()> {
         if revision < 0 {
-            return Err(StoreError::InvalidArgument(format!(
-                "compaction revision {revision} is negative"
-            )));
+            return Err(StoreError::InvalidArgument(format!("compaction revision {revision} is negative")));
         }
         if revision == 0 {
             return Ok(());
         }
         let mut kv = self.kv()?;
-        match self
-            .call(kv.compact(revision, Some(CompactionOptions::new().with_physical())))
-            .await
-        {
+        match self.call(kv.compact(revision, Some(CompactionOptions::new().with_physical()))).await {
             Ok(_) | Err(Failure::Compacted) => Ok(()),
             Err(f @ Failure::Future) => Err(self.revision_error(f, revision).await),
             Err(f) => Err(plain(f)),
@@ -666,11 +530,9 @@ impl Store for EtcdStore {
 /// etcd's "request is too large" as the store's typed error for the value.
 fn too_large(e: StoreError, key: &str, size: usize, limit: usize) -> StoreError {
     match e {
-        StoreError::InvalidArgument(m) if m.contains("too large") => StoreError::ValueTooLarge {
-            key: key.to_string(),
-            size,
-            limit: limit.min(size.saturating_sub(1)),
-        },
+        StoreError::InvalidArgument(m) if m.contains("too large") => {
+            StoreError::ValueTooLarge { key: key.to_string(), size, limit: limit.min(size.saturating_sub(1)) }
+        }
         e => e,
     }
 }

@@ -40,19 +40,12 @@ pub(crate) async fn open(setup: &WatchSetup, after: Revision) -> Result<Streams>
     let end = prefix_end(setup.prefix.as_bytes()).unwrap_or_default();
     // start at `after` itself (its events are skipped) so etcd refuses the watch exactly when
     // reads at `after` are gone: the previous values of the events after it are then still kept.
-    let options = EtcdWatchOptions::new()
-        .with_range(end)
-        .with_prev_key()
-        .with_progress_notify()
-        .with_start_revision(after.max(1));
+    let options = EtcdWatchOptions::new().with_range(end).with_prev_key().with_progress_notify().with_start_revision(after.max(1));
     let mut client = setup.client.clone();
-    let stream = tokio::time::timeout(
-        setup.timeout,
-        client.watch(setup.prefix.as_bytes(), Some(options)),
-    )
-    .await
-    .map_err(|_| super::error::timed_out(setup.timeout))?
-    .map_err(|e| plain(classify(&e)))?;
+    let stream = tokio::time::timeout(setup.timeout, client.watch(setup.prefix.as_bytes(), Some(options)))
+        .await
+        .map_err(|_| super::error::timed_out(setup.timeout))?
+        .map_err(|e| plain(classify(&e)))?;
     let (sender, mut responses) = stream.split();
     loop {
         let msg = tokio::time::timeout(setup.timeout, responses.message())
@@ -73,10 +66,7 @@ pub(crate) async fn open(setup: &WatchSetup, after: Revision) -> Result<Streams>
 
 fn cancelled(after: Revision, resp: &etcd_client::WatchResponse) -> StoreError {
     if resp.compact_revision() > 0 {
-        StoreError::Compacted {
-            requested: after,
-            compact_revision: resp.compact_revision(),
-        }
+        StoreError::Compacted { requested: after, compact_revision: resp.compact_revision() }
     } else {
         StoreError::Unavailable(format!("etcd cancelled the watch: {}", resp.cancel_reason()))
     }
@@ -84,12 +74,7 @@ fn cancelled(after: Revision, resp: &etcd_client::WatchResponse) -> StoreError {
 
 /// The watch's body: forward events after `cursor`, bookmark when idle, re-establish the stream
 /// when it breaks.
-pub(crate) async fn run(
-    setup: WatchSetup,
-    mut cursor: Revision,
-    streams: Streams,
-    out: mpsc::Sender<Result<WatchEvent>>,
-) {
+pub(crate) async fn run(setup: WatchSetup, mut cursor: Revision, streams: Streams, out: mpsc::Sender<Result<WatchEvent>>) {
     let (mut sender, mut responses) = streams;
     let mut ticker = setup.options.progress_interval.map(|every| {
         let mut t = tokio::time::interval_at(Instant::now() + every, every);
@@ -167,11 +152,7 @@ pub(crate) async fn run(
 
 /// Re-establishes the watch after `cursor`, retrying with back-off; None when it gave up (the
 /// reason was delivered) or the reader left.
-async fn reopen(
-    setup: &WatchSetup,
-    cursor: Revision,
-    out: &mpsc::Sender<Result<WatchEvent>>,
-) -> Option<Streams> {
+async fn reopen(setup: &WatchSetup, cursor: Revision, out: &mpsc::Sender<Result<WatchEvent>>) -> Option<Streams> {
     let deadline = Instant::now() + RECONNECT_FOR;
     let mut pause = Duration::from_millis(50);
     loop {
@@ -208,8 +189,7 @@ async fn tick(ticker: &mut Option<tokio::time::Interval>) {
 
 pub(crate) fn key_value(kv: &etcd_client::KeyValue) -> Result<KeyValue> {
     Ok(KeyValue {
-        key: String::from_utf8(kv.key().to_vec())
-            .map_err(|_| StoreError::Internal("etcd returned a key that is not UTF-8".into()))?,
+        key: String::from_utf8(kv.key().to_vec()).map_err(|_| StoreError::Internal("etcd returned a key that is not UTF-8".into()))?,
         value: Bytes::copy_from_slice(kv.value()),
         create_revision: kv.create_revision(),
         mod_revision: kv.mod_revision(),
@@ -219,25 +199,13 @@ pub(crate) fn key_value(kv: &etcd_client::KeyValue) -> Result<KeyValue> {
 /// An etcd event as a store event; a missing previous value (compacted under a slow watch)
 /// ends the watch with Compacted.
 fn convert(ev: &etcd_client::Event) -> Result<WatchEvent> {
-    let kv = ev
-        .kv()
-        .ok_or_else(|| StoreError::Internal("etcd sent an event without a key".into()))?;
+    let kv = ev.kv().ok_or_else(|| StoreError::Internal("etcd sent an event without a key".into()))?;
     let prev = ev.prev_kv().map(key_value).transpose()?;
     let revision = kv.mod_revision();
-    let lost = || StoreError::Compacted {
-        requested: revision - 1,
-        compact_revision: revision,
-    };
+    let lost = || StoreError::Compacted { requested: revision - 1, compact_revision: revision };
     Ok(match ev.event_type() {
         EventType::Put if kv.version() == 1 => WatchEvent::Created { kv: key_value(kv)? },
-        EventType::Put => WatchEvent::Updated {
-            kv: key_value(kv)?,
-            prev: prev.ok_or_else(lost)?,
-        },
-        EventType::Delete => WatchEvent::Deleted {
-            key: key_value(kv)?.key,
-            revision,
-            prev: prev.ok_or_else(lost)?,
-        },
+        EventType::Put => WatchEvent::Updated { kv: key_value(kv)?, prev: prev.ok_or_else(lost)? },
+        EventType::Delete => WatchEvent::Deleted { key: key_value(kv)?.key, revision, prev: prev.ok_or_else(lost)? },
     })
 }

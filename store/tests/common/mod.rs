@@ -7,10 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_store::etcd_process::EtcdCluster;
-use berth_store::{
-    EmbeddedConfig, EmbeddedStore, EtcdConfig, EtcdStore, Store, StoreError, WatchEvent,
-    WatchStream,
-};
+use berth_store::{EmbeddedConfig, EmbeddedStore, EtcdConfig, EtcdStore, Store, StoreError, WatchEvent, WatchStream};
 use bytes::Bytes;
 
 /// etcd flags for tests: frequent progress notifications (etcd's default is 10 minutes).
@@ -33,10 +30,7 @@ impl Fixture {
 }
 
 pub fn temp_dir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("berth-store-test-")
-        .tempdir()
-        .expect("temp dir")
+    tempfile::Builder::new().prefix("berth-store-test-").tempdir().expect("temp dir")
 }
 
 /// The embedded defaults for tests: no periodic compaction.
@@ -52,30 +46,16 @@ pub async fn embedded() -> Fixture {
 
 pub async fn embedded_with(tune: impl FnOnce(EmbeddedConfig) -> EmbeddedConfig) -> Fixture {
     let dir = temp_dir();
-    let store = EmbeddedStore::open(tune(embedded_config(dir.path())))
-        .await
-        .expect("open the embedded store");
-    Fixture {
-        store: Arc::new(store.clone()),
-        embedded: Some(store),
-        etcd: None,
-        dir: Some(dir),
-    }
+    let store = EmbeddedStore::open(tune(embedded_config(dir.path()))).await.expect("open the embedded store");
+    Fixture { store: Arc::new(store.clone()), embedded: Some(store), etcd: None, dir: Some(dir) }
 }
 
 pub async fn etcd() -> Fixture {
-    let cluster = EtcdCluster::single(TEST_ETCD_ARGS)
-        .await
-        .expect("start etcd (install etcd-server: hack/deps.sh)");
+    let cluster = EtcdCluster::single(TEST_ETCD_ARGS).await.expect("start etcd (install etcd-server: hack/deps.sh)");
     let mut config = EtcdConfig::new(cluster.endpoints());
     config.compaction_interval = None;
     let store = EtcdStore::connect(config).await.expect("connect to etcd");
-    Fixture {
-        store: Arc::new(store),
-        embedded: None,
-        etcd: Some(cluster),
-        dir: None,
-    }
+    Fixture { store: Arc::new(store), embedded: None, etcd: Some(cluster), dir: None }
 }
 
 pub fn b(s: &str) -> Bytes {
