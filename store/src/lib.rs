@@ -19,7 +19,7 @@ mod key;
 mod store;
 mod types;
 
-pub use embedded::{EmbeddedConfig, EmbeddedStore};
+pub use embedded::{DiskUsage, EmbeddedConfig, EmbeddedStore};
 pub use error::{Result, StoreError};
 pub use etcd::{EtcdConfig, EtcdStore, EtcdTls};
 pub use key::{check_key, check_prefix, normalize_prefix, prefix_end, DEFAULT_MAX_VALUE_BYTES, DEFAULT_PREFIX, MAX_KEY_BYTES};

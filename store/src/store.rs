@@ -35,7 +35,8 @@ pub trait Store: Send + Sync {
     /// by the store once it has not been written for that long (the apiserver's Events).
     async fn create(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<KeyValue>;
 
-    /// The key's value at the latest revision or at `revision`; None when it does not exist.
+    /// The key's value at the latest revision or at `revision` (0 also means the latest, as in
+    /// etcd); None when it does not exist.
     async fn get(&self, key: &str, revision: Option<Revision>) -> Result<Option<KeyValue>>;
 
     /// Replaces the value if the key's mod revision is still `expected_mod_revision`

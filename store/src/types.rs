@@ -29,8 +29,8 @@ pub struct KeyValue {
 /// Options of [`Store::list`](crate::Store::list).
 #[derive(Debug, Clone, Default)]
 pub struct ListOptions {
-    /// List the prefix as it was at this revision (None: the latest). Not allowed together with
-    /// a continue token, which carries its own revision.
+    /// List the prefix as it was at this revision (None or 0: the latest). Not allowed together
+    /// with a continue token, which carries its own revision.
     pub revision: Option<Revision>,
     /// At most this many items (None or 0: all).
     pub limit: Option<usize>,

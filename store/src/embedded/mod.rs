@@ -21,12 +21,16 @@
 //!   compaction has left much of the file free, incremental vacuum gives it back;
 //! - a query per event per watcher: one in-memory fan-out ([`hub`]) serves every watcher.
 //!
+//! The writer thread also asks the kernel for short scheduling slices ([`latency`]), so that on
+//! a busy machine it runs as soon as its fsync completes rather than at the next tick.
+//!
 //! Crash safety: `synchronous=FULL` makes every commit durable before any caller hears of it;
 //! revisions are taken only by committed transactions, so they stay gapless after a `kill -9`.
 //! A lock file keeps a second process (or store) off the same data dir.
 
 mod checkpoint;
 mod hub;
+mod latency;
 mod read;
 mod schema;
 mod writer;
@@ -206,6 +210,7 @@ impl EmbeddedStore {
             .name("store-writer".into())
             .spawn(move || {
                 let _span = tracing::info_span!("store-writer").entered();
+                latency::prefer_short_slices();
                 writer.run();
                 stop_signal.stop();
                 // The data dir stays locked until the writer's connection is gone.

@@ -64,10 +64,11 @@ pub(crate) fn db_err(e: rusqlite::Error) -> StoreError {
     StoreError::Internal(format!("database: {e}"))
 }
 
-/// The revision a read at `requested` sees, checked against the snapshot's meta record.
+/// The revision a read at `requested` sees (0 or None: the latest), checked against the
+/// snapshot's meta record.
 fn read_revision(meta: &Meta, requested: Option<Revision>) -> Result<Revision> {
     match requested {
-        None => Ok(meta.revision),
+        None | Some(0) => Ok(meta.revision),
         Some(r) if r < 0 => Err(StoreError::InvalidArgument(format!("revision {r} is negative"))),
         Some(r) if r > meta.revision => Err(StoreError::FutureRevision { requested: r, current: meta.revision }),
         Some(r) if r < meta.compact_revision => Err(StoreError::Compacted { requested: r, compact_revision: meta.compact_revision }),

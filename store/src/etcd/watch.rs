@@ -4,8 +4,8 @@
 //! change), so a watch survives the loss of one member of a cluster; it ends with `Compacted`
 //! only if etcd has compacted past that revision meanwhile.
 //!
-//! Bookmarks: etcd's own periodic progress notifications (sent only to watchers that have been
-//! sent every event, so always safe) are always requested; on etcd versions whose answer to an
+//! Bookmarks, when asked for: etcd's own periodic progress notifications (sent only to watchers
+//! that have been sent every event, so always safe) are requested; on etcd versions whose answer to an
 //! explicit progress request is ordered with the events (3.4.25+, 3.5.8+), the watch also asks
 //! for one whenever it has been idle for the chosen interval.
 
@@ -40,7 +40,10 @@ pub(crate) async fn open(setup: &WatchSetup, after: Revision) -> Result<Streams>
     let end = prefix_end(setup.prefix.as_bytes()).unwrap_or_default();
     // start at `after` itself (its events are skipped) so etcd refuses the watch exactly when
     // reads at `after` are gone: the previous values of the events after it are then still kept.
-    let options = EtcdWatchOptions::new().with_range(end).with_prev_key().with_progress_notify().with_start_revision(after.max(1));
+    let mut options = EtcdWatchOptions::new().with_range(end).with_prev_key().with_start_revision(after.max(1));
+    if setup.options.progress_interval.is_some() {
+        options = options.with_progress_notify();
+    }
     let mut client = setup.client.clone();
     let stream = tokio::time::timeout(setup.timeout, client.watch(setup.prefix.as_bytes(), Some(options)))
         .await
