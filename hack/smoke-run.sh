@@ -15,9 +15,10 @@ PID=""
 started_registry=0
 fail() { echo "hack/smoke-run.sh: FAIL: $*" >&2; [ -f "$T/run.log" ] && tail -n 50 "$T/run.log" >&2; exit 1; }
 cleanup() {
+  set +e  # every step runs, whatever the one before did
   if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then kill "$PID"; wait "$PID" 2>/dev/null || true; fi
   ip link del "$BRIDGE" 2>/dev/null || true
-  findmnt -rn -o TARGET | grep "^$T" | sort -r | while read -r m; do umount -l "$m" || true; done
+  findmnt -rn -o TARGET | grep "^$T" | sort -r | while read -r m; do umount -l "$m"; done
   rm -rf "$T"
   if [ "$started_registry" = 1 ]; then hack/registry.sh stop; fi
 }

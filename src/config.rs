@@ -47,7 +47,11 @@ impl ContainersConfig {
     /// The rotation the monitors apply; `node` says whether Berth is its own kubelet.
     pub fn log_rotation(&self, node: bool) -> Result<crate::runtime::process::logfile::Rotation, String> {
         let size = match &self.log_max_size {
-            Some(q) => crate::node::quantity::bytes(q).filter(|b| *b >= 0).ok_or_else(|| format!("containers.log_max_size: {q:?} is not a size"))? as u64,
+            Some(q) => match crate::util::quantity::Quantity::parse(q) {
+                Ok(v) if !v.is_negative() => v.value() as u64,
+                Ok(_) => return Err(format!("containers.log_max_size: {q:?} is negative")),
+                Err(e) => return Err(format!("containers.log_max_size: {q:?}: {e}")),
+            },
             None if node => 10 << 20,
             None => 0,
         };

@@ -251,20 +251,13 @@ where
     Ok(())
 }
 
-/// Parse `--since`: a duration like 10s, 5m, 2h (before now) or an RFC 3339 time.
+/// Parse `--since`: a duration in Go's grammar (10s, 1m30s, 2h; before now) or an RFC 3339 time.
 pub fn parse_since(s: &str, now_ns: i64) -> Option<i64> {
     if let Some(t) = parse_rfc3339(s) {
         return Some(t);
     }
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
-    let n: i64 = num.parse().ok()?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => return None,
-    };
-    Some(now_ns - secs * 1_000_000_000)
+    let d = crate::util::duration::parse(s).ok()?;
+    Some(now_ns - i64::try_from(d.as_nanos()).ok()?)
 }
 
 #[cfg(test)]
@@ -303,6 +296,7 @@ mod tests {
     fn since_accepts_durations_and_times() {
         assert_eq!(parse_since("10s", 100_000_000_000), Some(90_000_000_000));
         assert_eq!(parse_since("2m", 200_000_000_000), Some(80_000_000_000));
+        assert_eq!(parse_since("1m30s", 200_000_000_000), Some(110_000_000_000));
         assert_eq!(parse_since("1970-01-01T00:00:05Z", 0), Some(5_000_000_000));
         assert_eq!(parse_since("soon", 0), None);
     }

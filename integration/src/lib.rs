@@ -55,6 +55,8 @@ pub struct Daemon {
     cgroup_roots: Vec<String>,
     /// Environment variables set for the daemon.
     env: Vec<(String, String)>,
+    /// The binary the daemon is started from (default: the one under test).
+    pub exe: PathBuf,
 }
 
 impl Daemon {
@@ -68,7 +70,7 @@ impl Daemon {
         let dir = TempDir::new("daemon");
         std::fs::write(dir.path().join("config.toml"), config).expect("write config");
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut d = Daemon { dir, child: None, mode: vec!["runtime".into()], cgroup_roots: vec![], env };
+        let mut d = Daemon { dir, child: None, mode: vec!["runtime".into()], cgroup_roots: vec![], env, exe: berth_bin() };
         d.spawn().await;
         d
     }
@@ -117,7 +119,7 @@ impl Daemon {
             mode.extend(["--eviction-hard".to_string(), "memory.available<100Mi".to_string()]);
         }
         mode.extend(extra.iter().map(|a| a.to_string()));
-        let mut d = Daemon { dir, child: None, mode, cgroup_roots: vec![cgroup_root], env: vec![] };
+        let mut d = Daemon { dir, child: None, mode, cgroup_roots: vec![cgroup_root], env: vec![], exe: berth_bin() };
         d.spawn().await;
         d
     }
@@ -174,7 +176,7 @@ impl Daemon {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("berth.log")).expect("open log");
         // Tests log at debug level; benchmarks (BERTH_QUIET=1) at the default level.
         let verbosity: &[&str] = if std::env::var_os("BERTH_QUIET").is_some() { &[] } else { &["-v"] };
-        let child = Command::new(berth_bin())
+        let child = Command::new(&self.exe)
             .args(verbosity)
             .args(&self.mode)
             .args(self.args())

@@ -1182,3 +1182,105 @@ async fn the_documented_init_container_example_reports_its_progress() {
     );
     wait_for_log(&url, "default", "myapp-gated", "myapp-container", "The app is running!\n").await;
 }
+
+const HOSTILE: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: escape-container}
+spec:
+  containers: [{name: "../../../tmp/berth-escape", image: BUSYBOX}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: escape-namespace, namespace: "../../etc"}
+spec:
+  containers: [{name: app, image: BUSYBOX}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: escape-volume}
+spec:
+  containers: [{name: app, image: BUSYBOX}]
+  volumes: [{name: "nul\0name", emptyDir: {}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: escape-item}
+spec:
+  containers: [{name: app, image: BUSYBOX}]
+  volumes: [{name: cfg, configMap: {name: cm, items: [{key: k, path: "../../../../root/.ssh/authorized_keys"}]}}]
+"#;
+
+const BAD_QUANTITY: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: megabytes}
+spec:
+  containers:
+  - name: app
+    image: BUSYBOX
+    command: ['sleep', '3600']
+    resources: {limits: {memory: 512MB, cpu: "1"}, requests: {memory: 512MB, cpu: "1"}}
+"#;
+
+const SPELLED_DIFFERENTLY: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: guaranteed}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: BUSYBOX
+    command: ['sleep', '3600']
+    resources: {limits: {memory: 64Mi, cpu: "1"}, requests: {memory: "67108864", cpu: 1000m}}
+"#;
+
+#[tokio::test]
+async fn names_that_would_be_paths_and_bad_quantities_are_refused_before_anything_is_made() {
+    let d = Daemon::start_node("").await;
+    let url = d.kubelet_url().await;
+    write(&d.manifests(), "hostile.yaml", HOSTILE);
+    write(&d.manifests(), "quantity.yaml", BAD_QUANTITY);
+    write(&d.manifests(), "good.yaml", SPELLED_DIFFERENTLY);
+    // Equal quantities spelled differently are equal: the pod is Guaranteed (by parsed value).
+    let p = wait_for(&url, "guaranteed", "Running", Duration::from_secs(60), |p| phase(p) == "Running").await;
+    assert_eq!(p["status"]["qosClass"], "Guaranteed");
+    let errors_path = d.data_dir().join("node/manifest-errors.json");
+    let errors: Value = serde_json::from_slice(&std::fs::read(&errors_path).unwrap()).unwrap();
+    let of = |file: &str| errors.as_object().unwrap().iter().find(|(f, _)| f.ends_with(file)).map(|(_, m)| m.as_str().unwrap().to_string()).unwrap_or_default();
+    assert!(of("hostile.yaml").contains("spec.containers[0].name: Invalid value: \"../../../tmp/berth-escape\": a lowercase RFC 1123 label"), "{errors}");
+    assert!(
+        of("quantity.yaml").contains("spec.containers[0].resources.limits[memory]: Invalid value: \"512MB\": quantities must match the regular expression"),
+        "{errors}"
+    );
+    // Each hostile document alone is refused with its field.
+    for (doc, field) in [
+        (1, "metadata.namespace: Invalid value: \"../../etc\""),
+        (2, "spec.volumes[0].name: Invalid value: \"nul\\x00name\""),
+        (3, "spec.volumes[0].configMap.items[0].path"),
+    ] {
+        let one = HOSTILE.split("---\n").nth(doc).unwrap();
+        write(&d.manifests(), "hostile.yaml", one);
+        let start = Instant::now();
+        loop {
+            let e: Value = serde_json::from_slice(&std::fs::read(&errors_path).unwrap_or_default()).unwrap_or_default();
+            let msg = e
+                .as_object()
+                .and_then(|m| m.iter().find(|(f, _)| f.ends_with("hostile.yaml")))
+                .map(|(_, m)| m.as_str().unwrap_or_default().to_string())
+                .unwrap_or_default();
+            if msg.contains(field) {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "document {doc}: {field} not reported: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Nothing of the refused pods exists: only the good pod has a sandbox, pod dir and logs.
+    let mut rt = d.runtime().await;
+    let sandboxes = rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await.unwrap().into_inner().items;
+    let names: Vec<String> = sandboxes.iter().map(|s| s.metadata.as_ref().unwrap().name.clone()).collect();
+    assert_eq!(names, vec!["guaranteed-berth-it".to_string()]);
+    assert_eq!(entries_with_prefix(&d.data_dir().join("pods"), "").len(), 1);
+    let logs = entries_with_prefix(&d.data_dir().join("pod-logs"), "");
+    assert!(logs.len() == 1 && logs[0].starts_with("default_guaranteed-berth-it_"), "{logs:?}");
+    assert!(!Path::new("/tmp/berth-escape").exists());
+}

@@ -517,9 +517,16 @@ async fn bad_input_gets_typed_errors_and_leaves_nothing() {
     assert_eq!(code(create(&mut rt, "feedface", &cfg, container_config("x", &["true"])).await), Code::NotFound);
 
     let first = create(&mut rt, &pod, &cfg, container_config("dup", &["true"])).await.unwrap();
-    assert_eq!(code(create(&mut rt, &pod, &cfg, container_config("dup", &["true"])).await), Code::AlreadyExists);
-    let dup_pod = rt.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(cfg.clone()), runtime_handler: String::new() }).await.unwrap_err();
+    // The same name with another config is refused; an identical request is a retry whose
+    // answer was lost, and gets the object made before.
+    assert_eq!(code(create(&mut rt, &pod, &cfg, container_config("dup", &["false"])).await), Code::AlreadyExists);
+    assert_eq!(create(&mut rt, &pod, &cfg, container_config("dup", &["true"])).await.unwrap(), first);
+    let mut other = cfg.clone();
+    other.hostname = "another-host".into();
+    let dup_pod = rt.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(other), runtime_handler: String::new() }).await.unwrap_err();
     assert_eq!(dup_pod.code(), Code::AlreadyExists);
+    let again = rt.run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(cfg.clone()), runtime_handler: String::new() }).await.unwrap();
+    assert_eq!(again.into_inner().pod_sandbox_id, pod);
 
     let mut rel = container_config("relmount", &["true"]);
     rel.mounts = vec![cri::Mount { container_path: "relative/path".into(), host_path: "/tmp".into(), ..Default::default() }];
@@ -1187,4 +1194,55 @@ async fn a_caller_that_gives_up_mid_create_leaves_nothing_and_a_retry_succeeds()
         assert!(entries_with_prefix(&dir, "").is_empty(), "{} has {:?}", dir.display(), entries_with_prefix(&dir, ""));
     }
     assert!(mounts_under(d.dir.path()).is_empty(), "{:?}", mounts_under(d.dir.path()));
+}
+
+/// Install `from` at `to` the way a package upgrade does: the old file is unlinked first,
+/// so the running daemon's binary exists only as "(deleted)".
+fn install_over(from: &Path, to: &Path) {
+    std::fs::remove_file(to).unwrap();
+    std::fs::copy(from, to).unwrap();
+}
+
+#[tokio::test]
+async fn a_binary_replaced_under_the_daemon_keeps_working_and_a_restart_adopts_its_pods() {
+    let bin = TempDir::new("bin");
+    let exe = bin.path().join("berth");
+    std::fs::copy(berth_bin(), &exe).unwrap();
+    let mut d = Daemon::start("").await;
+    d.stop();
+    d.exe = exe.clone();
+    d.restart().await;
+    pull(&mut d.images().await, &busybox()).await.expect("pull busybox");
+    let mut rt = d.runtime().await;
+    let logs = TempDir::new("logs");
+    let start_pod = |tag: &'static str| {
+        let cfg = pod_config(&unique(tag), logs.path());
+        async move { cfg }
+    };
+    let cfg_a = start_pod("before-upgrade").await;
+    let a = run_pod(&mut rt, &cfg_a).await;
+    let ca = create_and_start(&mut rt, &a, &cfg_a, container_config("app", &["sleep", "3600"])).await;
+
+    // The upgrade: the file the daemon runs is replaced on disk while it runs.
+    install_over(&berth_bin(), &exe);
+    assert!(std::fs::read_link(format!("/proc/{}/exe", d.pid().unwrap())).unwrap().to_string_lossy().ends_with("(deleted)"));
+    let cfg_b = start_pod("during-upgrade").await;
+    let b = run_pod(&mut rt, &cfg_b).await;
+    let cb = create_and_start(&mut rt, &b, &cfg_b, container_config("app", &["sleep", "3600"])).await;
+    let (code, out, _) = exec(&mut rt, &cb, &["echo", "exec-works"]).await;
+    assert_eq!((code, out.trim()), (0, "exec-works"));
+
+    // systemd restarts it with the new binary: both pods are adopted, running, and new ones start.
+    d.restart().await;
+    let mut rt = d.runtime().await;
+    for c in [&ca, &cb] {
+        let (st, _) = status(&mut rt, c).await;
+        assert_eq!(st.state, cri::ContainerState::ContainerRunning as i32, "{c} after the restart");
+    }
+    let cfg_c = start_pod("after-upgrade").await;
+    let c = run_pod(&mut rt, &cfg_c).await;
+    create_and_start(&mut rt, &c, &cfg_c, container_config("app", &["sleep", "3600"])).await;
+    for p in [a, b, c] {
+        remove_pod(&mut rt, &p).await;
+    }
 }

@@ -1,8 +1,8 @@
 //! A Kubernetes Pod as CRI configs: the sandbox config (namespaces, DNS, ports, cgroup parent
 //! by QoS class) and each container's config (command, env with $(VAR) expansion and
 //! fieldRefs, mounts, resources, security context), the way the kubelet builds them.
-use super::quantity;
 use super::volumes::VolumePaths;
+use crate::util::quantity::Quantity;
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use std::collections::HashMap;
@@ -12,20 +12,22 @@ pub const QOS_GUARANTEED: &str = "Guaranteed";
 pub const QOS_BURSTABLE: &str = "Burstable";
 pub const QOS_BESTEFFORT: &str = "BestEffort";
 
-fn resource(c: &Container, which: &str, name: &str) -> Option<String> {
+/// A container's limit or request of a resource. Unparsable quantities never get here: the
+/// node refuses such pods at its door (`node::validation`).
+fn resource(c: &Container, which: &str, name: &str) -> Option<Quantity> {
     let r = c.resources.as_ref()?;
     let map = if which == "limits" { r.limits.as_ref() } else { r.requests.as_ref() }?;
-    map.get(name).map(|q| q.0.clone())
+    map.get(name).and_then(|q| Quantity::parse(&q.0).ok())
 }
 
 /// Requests default to limits when only limits are given.
-fn request(c: &Container, name: &str) -> Option<String> {
+fn request(c: &Container, name: &str) -> Option<Quantity> {
     resource(c, "requests", name).or_else(|| resource(c, "limits", name))
 }
 
 /// A container's request of a resource in bytes (0 when it has none).
 pub fn container_request_bytes(c: &Container, name: &str) -> u64 {
-    request(c, name).and_then(|q| super::quantity::bytes(&q)).map(|b| b.max(0) as u64).unwrap_or(0)
+    request(c, name).map(|q| q.value().max(0) as u64).unwrap_or(0)
 }
 
 /// The pod's effective request of a resource in bytes: the sum over its app containers, or
@@ -114,12 +116,12 @@ pub fn pod_resources(spec: &PodSpec) -> cri::LinuxContainerResources {
         Some(sum?.max(max_init?))
     };
     let cpu_req: i64 = {
-        let sum: i64 = apps.iter().map(|c| request(c, "cpu").and_then(|q| quantity::cpu_millis(&q)).unwrap_or(0)).sum();
-        let init = inits.iter().map(|c| request(c, "cpu").and_then(|q| quantity::cpu_millis(&q)).unwrap_or(0)).max().unwrap_or(0);
+        let sum: i64 = apps.iter().map(|c| request(c, "cpu").map(|q| q.milli_value()).unwrap_or(0)).sum();
+        let init = inits.iter().map(|c| request(c, "cpu").map(|q| q.milli_value()).unwrap_or(0)).max().unwrap_or(0);
         sum.max(init)
     };
-    let cpu_lim = effective(&|c: &Container| resource(c, "limits", "cpu").and_then(|q| quantity::cpu_millis(&q)));
-    let mem_lim = effective(&|c: &Container| resource(c, "limits", "memory").and_then(|q| quantity::bytes(&q)));
+    let cpu_lim = effective(&|c: &Container| resource(c, "limits", "cpu").map(|q| q.milli_value()));
+    let mem_lim = effective(&|c: &Container| resource(c, "limits", "memory").map(|q| q.value()));
     let period = 100_000;
     cri::LinuxContainerResources {
         cpu_shares: (cpu_req * 1024 / 1000).max(2),
@@ -133,13 +135,15 @@ pub fn pod_resources(spec: &PodSpec) -> cri::LinuxContainerResources {
 /// The pod's QoS class as Kubernetes defines it.
 pub fn qos_class(spec: &PodSpec) -> &'static str {
     let all: Vec<&Container> = spec.init_containers.iter().flatten().chain(spec.containers.iter()).collect();
-    let any = all.iter().any(|c| ["cpu", "memory"].iter().any(|r| resource(c, "requests", r).is_some() || resource(c, "limits", r).is_some()));
+    // Zero quantities count as unset, as Kubernetes computes the class.
+    let set = |q: Option<Quantity>| q.is_some_and(|q| !q.is_zero());
+    let any = all.iter().any(|c| ["cpu", "memory"].iter().any(|r| set(resource(c, "requests", r)) || set(resource(c, "limits", r))));
     if !any {
         return QOS_BESTEFFORT;
     }
     let guaranteed = all.iter().all(|c| {
         ["cpu", "memory"].iter().all(|r| match (resource(c, "limits", r), request(c, r)) {
-            (Some(l), Some(q)) => l == q,
+            (Some(l), Some(q)) => l == q && !l.is_zero(),
             _ => false,
         })
     });
@@ -307,8 +311,8 @@ pub fn resource_field(c: &Container, field: &str) -> Result<String, String> {
     };
     let v = resource(c, which, name).unwrap_or_default();
     Ok(match name {
-        "cpu" => quantity::cpu_millis(&v).map(|m| ((m + 999) / 1000).to_string()).unwrap_or_else(|| "0".into()),
-        _ => quantity::bytes(&v).map(|b| b.to_string()).unwrap_or_else(|| "0".into()),
+        "cpu" => ((v.milli_value() + 999) / 1000).to_string(),
+        _ => v.value().to_string(),
     })
 }
 
@@ -423,10 +427,10 @@ pub fn container_config(pod: &Pod, c: &Container, attempt: u32, inputs: &Contain
         });
     }
     let qos = qos_class(&spec);
-    let cpu_req = request(c, "cpu").and_then(|q| quantity::cpu_millis(&q));
-    let cpu_lim = resource(c, "limits", "cpu").and_then(|q| quantity::cpu_millis(&q));
-    let mem_req = request(c, "memory").and_then(|q| quantity::bytes(&q));
-    let mem_lim = resource(c, "limits", "memory").and_then(|q| quantity::bytes(&q));
+    let cpu_req = request(c, "cpu").map(|q| q.milli_value());
+    let cpu_lim = resource(c, "limits", "cpu").map(|q| q.milli_value());
+    let mem_req = request(c, "memory").map(|q| q.value());
+    let mem_lim = resource(c, "limits", "memory").map(|q| q.value());
     let shares = cpu_req.map(|m| (m * 1024 / 1000).max(2)).unwrap_or(2);
     let period = 100_000;
     let oom_score_adj = match qos {

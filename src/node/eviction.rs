@@ -122,8 +122,8 @@ pub fn parse_thresholds(s: &str) -> Result<Vec<(Signal, Amount)>, ThresholdError
             }
             Amount::Percent(p)
         } else {
-            let q = super::quantity::bytes(value).filter(|v| *v >= 0).ok_or_else(|| ThresholdError::Quantity(item.into()))?;
-            Amount::Absolute(q as u64)
+            let q = crate::util::quantity::Quantity::parse(value).ok().filter(|q| !q.is_negative()).ok_or_else(|| ThresholdError::Quantity(item.into()))?;
+            Amount::Absolute(q.value() as u64)
         };
         out.retain(|(s, _)| *s != signal);
         out.push((signal, amount));
@@ -131,33 +131,9 @@ pub fn parse_thresholds(s: &str) -> Result<Vec<(Signal, Amount)>, ThresholdError
     Ok(out)
 }
 
-/// A Go-style duration: 1m30s, 10s, 500ms, 1h.
+/// A Go-style duration (1m30s, 10s, 500ms, 1h), through the one duration parser.
 pub fn parse_duration(s: &str) -> Result<Duration, ThresholdError> {
-    let bad = || ThresholdError::Duration(s.into());
-    let mut rest = s.trim();
-    if rest == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut total = Duration::ZERO;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
-        let n: f64 = rest[..end].parse().map_err(|_| bad())?;
-        rest = &rest[end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
-        let secs = match &rest[..unit_end] {
-            "ms" => n / 1000.0,
-            "s" => n,
-            "m" => n * 60.0,
-            "h" => n * 3600.0,
-            _ => return Err(bad()),
-        };
-        total += Duration::from_secs_f64(secs);
-        rest = &rest[unit_end..];
-    }
-    Ok(total)
+    crate::util::duration::parse(s.trim()).map_err(|_| ThresholdError::Duration(s.into()))
 }
 
 /// `memory.available=1m30s,nodefs.available=2m` into grace periods by signal.

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 /// How long the evictor waits for an evicted pod to stop before it looks again, as the
 /// kubelet's pod cleanup timeout.
@@ -61,8 +62,10 @@ impl Housekeeping {
     }
 
     async fn round(&mut self) {
-        let span = tracing::info_span!("housekeeping");
-        let _e = span.enter();
+        self.round_inner().instrument(tracing::info_span!("housekeeping")).await
+    }
+
+    async fn round_inner(&mut self) {
         if self.last_gc.map(|t| t.elapsed() >= self.gc_settings.period).unwrap_or(true) {
             self.last_gc = Some(Instant::now());
             if let Err(e) = self.gc.collect(self.shared.runtime.as_ref(), self.shared.images.as_ref(), &self.gc_settings).await {

@@ -130,7 +130,9 @@ pub fn read_file(path: &Path, node_name: &str) -> Result<FileContent, String> {
         }
         let content = serde_json::to_vec(&doc).unwrap_or_default();
         let mut pod: Pod = serde_json::from_value(doc).map_err(|e| format!("document {i}: {e}"))?;
-        validate(&pod).map_err(|e| format!("document {i}: {e}"))?;
+        if pod.metadata.name.as_deref().unwrap_or_default().is_empty() {
+            return Err(format!("document {i}: metadata.name: Required value"));
+        }
         let md = &mut pod.metadata;
         md.namespace.get_or_insert_with(|| "default".into());
         // Static pods are named <name>-<node>, as the kubelet names their mirror pods.
@@ -144,6 +146,11 @@ pub fn read_file(path: &Path, node_name: &str) -> Result<FileContent, String> {
         let annotations = md.annotations.get_or_insert_with(Default::default);
         annotations.insert("kubernetes.io/config.source".into(), "file".into());
         annotations.insert("kubernetes.io/config.hash".into(), hex[..32].to_string());
+        // What the apiserver would refuse, checked on the pod as the node will run it.
+        let errs = super::validation::pod_errors(&pod);
+        if !errs.is_empty() {
+            return Err(format!("document {i}: invalid pod: {}", errs.join("; ")));
+        }
         out.pods.push(SourcePod { pod, file: path.to_path_buf() });
     }
     Ok(out)
@@ -160,39 +167,6 @@ fn named_object<T: serde::de::DeserializeOwned>(
         return Err(format!("document {i}: metadata.name is required"));
     }
     Ok(obj)
-}
-
-/// What the apiserver would refuse before a kubelet ever saw the pod.
-fn validate(p: &Pod) -> Result<(), String> {
-    let name = p.metadata.name.as_deref().unwrap_or_default();
-    if name.is_empty() {
-        return Err("metadata.name is required".into());
-    }
-    if name.len() > 253 || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.') {
-        return Err(format!("metadata.name {name:?} is not a DNS subdomain"));
-    }
-    let spec = p.spec.as_ref().ok_or("spec is required")?;
-    if spec.containers.is_empty() {
-        return Err("spec.containers must not be empty".into());
-    }
-    let mut names = std::collections::HashSet::new();
-    for c in spec.init_containers.iter().flatten().chain(spec.containers.iter()) {
-        if c.name.is_empty() {
-            return Err("every container needs a name".into());
-        }
-        if !names.insert(c.name.clone()) {
-            return Err(format!("container name {:?} is used twice", c.name));
-        }
-        if c.image.as_deref().unwrap_or_default().is_empty() {
-            return Err(format!("container {:?} has no image", c.name));
-        }
-    }
-    if let Some(p) = spec.restart_policy.as_deref() {
-        if !matches!(p, "Always" | "OnFailure" | "Never") {
-            return Err(format!("spec.restartPolicy {p:?} is not Always, OnFailure or Never"));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -15,10 +15,10 @@ pub mod manifest;
 pub mod metrics;
 pub mod pod_files;
 pub mod probe;
-pub mod quantity;
 pub mod status;
 pub mod subpath;
 pub mod summary;
+pub mod validation;
 pub mod volumes;
 pub mod worker;
 
@@ -176,6 +176,12 @@ impl Node {
         }
         for (uid, sp) in snap.pods {
             if self.workers.get(&uid).map(|w| !w.task.is_finished()).unwrap_or(false) {
+                continue;
+            }
+            // The node's own door, whatever the source checked: nothing of an invalid pod is made.
+            let errs = validation::pod_errors(&sp.pod);
+            if !errs.is_empty() {
+                tracing::warn!(pod = %manifest::full_name(&sp.pod), "refusing an invalid pod: {}", errs.join("; "));
                 continue;
             }
             tracing::info!(pod = %manifest::full_name(&sp.pod), file = %sp.file.display(), "pod added");

@@ -231,7 +231,7 @@ pub fn setup(root: &Path, pod: &Pod, objects: &Objects, fields: &FieldValues) ->
             let dir = pod_dir(root, &uid).join("volumes/kubernetes.io~empty-dir").join(&v.name);
             std::fs::create_dir_all(&dir).map_err(|e| format!("volume {:?}: {e}", v.name))?;
             if e.medium.as_deref() == Some("Memory") && !is_mount_point(&dir) {
-                let size = e.size_limit.as_ref().and_then(|q| super::quantity::bytes(&q.0));
+                let size = e.size_limit.as_ref().and_then(|q| crate::util::quantity::Quantity::parse(&q.0).ok()).map(|q| q.value());
                 let data = size.map(|s| format!("size={s}")).unwrap_or_default();
                 nix::mount::mount(Some("tmpfs"), &dir, Some("tmpfs"), nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV, Some(data.as_str()))
                     .map_err(|e| format!("volume {:?}: mounting tmpfs: {e}", v.name))?;

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::watch;
+use tracing::Instrument;
 
 /// Per-container progress.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -135,9 +136,12 @@ impl Worker {
     }
 
     /// Run until told to stop, then tear the pod down.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self, stop: watch::Receiver<bool>) {
         let span = tracing::info_span!("pod", pod = %super::manifest::full_name(&self.pod));
-        let _e = span.enter();
+        self.run_inner(stop).instrument(span).await
+    }
+
+    async fn run_inner(mut self, mut stop: watch::Receiver<bool>) {
         if self.progress.start_time_ns == 0 {
             self.progress.start_time_ns = now_ns();
             self.progress.phase = "Pending".into();

@@ -337,9 +337,8 @@ impl Runtime {
             }
         }
         let dir = self.container_run_dir(&rec.id);
-        let exe = std::env::current_exe().map_err(|e| internal("finding our own binary", e))?;
         let monitor_log = std::fs::File::create(dir.join("monitor.log")).map_err(|e| internal("monitor log", e))?;
-        let mut child = tokio::process::Command::new(exe)
+        let mut child = crate::util::self_exe::command()
             .arg(super::process::MONITOR_ARG)
             .arg(&dir)
             .stdin(Stdio::null())
@@ -523,8 +522,7 @@ impl Runtime {
         let dir = self.container_run_dir(&rec.id);
         let file = dir.join(format!("exec-{}.json", &records::new_id()[..16]));
         atomic::write_json_volatile(&file, &process).map_err(|e| internal("exec", e))?;
-        let exe = std::env::current_exe().map_err(|e| internal("finding our own binary", e))?;
-        let mut command = tokio::process::Command::new(exe);
+        let mut command = crate::util::self_exe::command();
         command.arg(super::process::EXEC_ARG).arg(&dir).arg(&file).arg(timeout.max(0).to_string()).kill_on_drop(true);
         match stdio {
             ExecStdio::Piped { stdin } => {

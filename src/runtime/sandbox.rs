@@ -82,24 +82,9 @@ pub fn bandwidth_from_annotations(annotations: &std::collections::HashMap<String
     Some(serde_json::Value::Object(v))
 }
 
-/// A Kubernetes quantity ("100M", "1Gi", "500k") as an integer.
+/// A Kubernetes quantity ("100M", "1Gi", "500k") as a non-negative integer.
 fn parse_quantity(q: &str) -> Option<u64> {
-    let q = q.trim();
-    let split = q.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult: f64 = match suffix {
-        "" => 1.0,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        _ => return None,
-    };
-    Some((n * mult) as u64)
+    crate::util::quantity::Quantity::parse(q.trim()).ok().filter(|v| !v.is_negative()).map(|v| v.value() as u64)
 }
 
 /// The pod's files and namespace paths, as containers see them.
@@ -352,8 +337,7 @@ impl Runtime {
 
     /// Run the namespace helper, pin its namespaces, put its init in the pod cgroup.
     async fn start_sandbox_init_process(&self, rec: &mut SandboxRecord, cfg: &SandboxInitConfig, paths: &SandboxPaths) -> RtResult<()> {
-        let exe = std::env::current_exe().map_err(|e| internal("finding our own binary", e))?;
-        let mut child = tokio::process::Command::new(exe)
+        let mut child = crate::util::self_exe::command()
             .arg(super::process::SANDBOX_INIT_ARG)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
