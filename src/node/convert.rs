@@ -3,7 +3,7 @@
 //! fieldRefs, mounts, resources, security context), the way the kubelet builds them.
 use super::quantity;
 use super::volumes::VolumePaths;
-use k8s_cri::v1 as cri;
+use crate::cri::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use std::collections::HashMap;
 use std::path::Path;
@@ -499,7 +499,7 @@ pub fn container_config(pod: &Pod, c: &Container, attempt: u32, inputs: &Contain
         command,
         args,
         working_dir: c.working_dir.clone().unwrap_or_default(),
-        envs: env.into_iter().map(|(key, value)| cri::KeyValue { key, value }).collect(),
+        envs: env.into_iter().map(|(key, value)| cri::KeyValue { key, value: value.into_bytes() }).collect(),
         mounts,
         labels,
         annotations,
