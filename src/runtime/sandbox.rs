@@ -531,6 +531,10 @@ pub fn sandbox_name(config: &cri::PodSandboxConfig) -> String {
 /// containers leave unset stays unset: overhead never makes an unlimited pod limited.
 fn pod_resources(overhead: Option<&cri::LinuxContainerResources>, resources: Option<&cri::LinuxContainerResources>) -> cri::LinuxContainerResources {
     let mut pod = resources.cloned().unwrap_or_default();
+    // Older kubelets subtract the overhead from an unlimited quota too (-1 - overhead).
+    if pod.cpu_quota < 0 {
+        pod.cpu_quota = -1;
+    }
     let Some(o) = overhead else { return pod };
     pod.cpu_shares = pod.cpu_shares.saturating_add(o.cpu_shares);
     if pod.cpu_period == 0 {
@@ -614,6 +618,7 @@ mod tests {
         // An unlimited pod stays unlimited; shares still grow.
         let pod = pod_resources(Some(&overhead), Some(&r(2, -1, 0)));
         assert_eq!((pod.cpu_shares, pod.cpu_quota, pod.memory_limit_in_bytes), (104, -1, 0));
+        assert_eq!(pod_resources(Some(&overhead), Some(&r(2, -1 - 25_000, 0))).cpu_quota, -1);
         assert_eq!(pod_resources(None, Some(&r(512, 50_000, 1 << 30))), r(512, 50_000, 1 << 30));
     }
 }
