@@ -3,6 +3,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A fixed-address executable: its relocated tables (vtables, GOT) are resolved at link
     // time, so every monitor shares those pages with the daemon instead of dirtying its own.
     println!("cargo:rustc-link-arg-bin=berth=-no-pie");
-    tonic_prost_build::configure().compile_protos(&["proto/berth/images/v1/images.proto"], &["proto"])?;
+    tonic_prost_build::configure()
+        // Registry secrets: src/cri/mod.rs writes a Debug that redacts them.
+        .skip_debug([".runtime.v1.AuthConfig"])
+        .compile_protos(&["proto/runtime/v1/api.proto", "proto/berth/images/v1/images.proto"], &["proto"])?;
     Ok(())
 }

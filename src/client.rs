@@ -1,9 +1,9 @@
 //! `berth images`: a client of the daemon's CRI ImageService and Transfer service.
 use anyhow::{bail, Context, Result};
 use berth::cri::transfer::proto::{self, pull_event::Event, transfer_client::TransferClient};
+use berth::cri::v1 as cri;
+use berth::cri::v1::image_service_client::ImageServiceClient;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -56,7 +56,7 @@ pub struct LogsArgs {
 
 /// `berth logs`: find the container's log through the CRI and read it.
 pub async fn logs(socket: &Path, args: LogsArgs) -> Result<()> {
-    use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+    use berth::cri::v1::runtime_service_client::RuntimeServiceClient;
     use std::io::Write;
     let rt = RuntimeServiceClient::new(connect(socket).await?);
     let status = |mut rt: RuntimeServiceClient<Channel>, id: String| async move {

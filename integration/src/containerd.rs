@@ -1,8 +1,8 @@
 //! Debian's containerd (with runc) on private directories and a private socket, for tests
 //! that check berth-cni under another runtime and for side-by-side comparisons.
 use crate::TempDir;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use berth::cri::v1 as cri;
+use berth::cri::v1::runtime_service_client::RuntimeServiceClient;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -120,8 +120,8 @@ state = "{state}"
         RuntimeServiceClient::new(channel(self.socket()).await)
     }
 
-    pub async fn images(&self) -> k8s_cri::v1::image_service_client::ImageServiceClient<Channel> {
-        k8s_cri::v1::image_service_client::ImageServiceClient::new(channel(self.socket()).await)
+    pub async fn images(&self) -> berth::cri::v1::image_service_client::ImageServiceClient<Channel> {
+        berth::cri::v1::image_service_client::ImageServiceClient::new(channel(self.socket()).await)
     }
 
     /// PIDs of the shims serving this containerd.

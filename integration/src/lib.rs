@@ -1,9 +1,9 @@
 //! Test harness: start the real `berth` binary on private directories and talk to it over
 //! its CRI socket with the generated CRI client. Everything a daemon creates is removed when
 //! the `Daemon` is dropped, also when the test fails.
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use berth::cri::v1 as cri;
+use berth::cri::v1::image_service_client::ImageServiceClient;
+use berth::cri::v1::runtime_service_client::RuntimeServiceClient;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -45,8 +45,12 @@ async fn pull_by_tag_list_status_and_verbose_info() {
     assert!(status(&mut c, &format!("{}/berth/nothere:latest", reg())).await.is_none());
 
     // the filter of ListImages
-    let filtered =
-        c.list_images(k8s_cri::v1::ListImagesRequest { filter: Some(k8s_cri::v1::ImageFilter { image: spec(&image) }) }).await.unwrap().into_inner().images;
+    let filtered = c
+        .list_images(berth::cri::v1::ListImagesRequest { filter: Some(berth::cri::v1::ImageFilter { image: spec(&image) }) })
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
     assert_eq!(filtered.len(), 1);
 
     let info = verbose_info(&mut c, &image).await;
@@ -170,15 +174,15 @@ async fn auth_registry_needs_credentials() {
     let image = format!("{}/berth/busybox:latest", auth_registry());
     let err = pull(&mut c, &image).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err}");
-    let wrong = k8s_cri::v1::AuthConfig { username: "berth".into(), password: "wrong".into(), ..Default::default() };
+    let wrong = berth::cri::v1::AuthConfig { username: "berth".into(), password: "wrong".into(), ..Default::default() };
     assert_eq!(pull_with(&mut c, &image, Some(wrong)).await.unwrap_err().code(), Code::Unauthenticated);
-    let good = k8s_cri::v1::AuthConfig { username: "berth".into(), password: "berth-secret".into(), ..Default::default() };
+    let good = berth::cri::v1::AuthConfig { username: "berth".into(), password: "berth-secret".into(), ..Default::default() };
     pull_with(&mut c, &image, Some(good)).await.expect("pull with username/password");
 
     // the base64 `auth` field
     let d2 = Daemon::start(&base_config()).await;
     let mut c2 = d2.images().await;
-    let auth = k8s_cri::v1::AuthConfig { auth: "YmVydGg6YmVydGgtc2VjcmV0".into(), ..Default::default() };
+    let auth = berth::cri::v1::AuthConfig { auth: "YmVydGg6YmVydGgtc2VjcmV0".into(), ..Default::default() };
     pull_with(&mut c2, &image, Some(auth)).await.expect("pull with auth field");
 
     // credentials from the config file
@@ -274,21 +278,21 @@ async fn remove_by_tag_id_and_digest_and_collect_garbage() {
     pull(&mut c, &layered).await.unwrap();
     pull(&mut c, &multi).await.unwrap();
 
-    c.remove_image(k8s_cri::v1::RemoveImageRequest { image: spec(&busybox) }).await.expect("remove by tag");
+    c.remove_image(berth::cri::v1::RemoveImageRequest { image: spec(&busybox) }).await.expect("remove by tag");
     assert!(status(&mut c, &id).await.is_none());
     // removing again is not an error
-    c.remove_image(k8s_cri::v1::RemoveImageRequest { image: spec(&busybox) }).await.expect("idempotent");
+    c.remove_image(berth::cri::v1::RemoveImageRequest { image: spec(&busybox) }).await.expect("idempotent");
     let lid = status(&mut c, &layered).await.unwrap().id;
-    c.remove_image(k8s_cri::v1::RemoveImageRequest { image: spec(&lid) }).await.expect("remove by id");
+    c.remove_image(berth::cri::v1::RemoveImageRequest { image: spec(&lid) }).await.expect("remove by id");
     let by_digest = format!("{}/berth/multiarch@{}", reg(), image_digest("MULTIARCH_DIGEST"));
-    c.remove_image(k8s_cri::v1::RemoveImageRequest { image: spec(&by_digest) }).await.expect("remove by digest");
+    c.remove_image(berth::cri::v1::RemoveImageRequest { image: spec(&by_digest) }).await.expect("remove by digest");
     assert!(list(&mut c).await.is_empty());
     // nothing left behind: no blobs, no snapshots
     let images = d.data_dir().join("images");
     assert!(entries_with_prefix(&images.join("content/blobs/sha256"), "").is_empty(), "blobs collected");
     assert!(entries_with_prefix(&images.join("snapshots"), "").is_empty(), "snapshots collected");
 
-    let err = c.remove_image(k8s_cri::v1::RemoveImageRequest { image: spec("Not A Ref") }).await.unwrap_err();
+    let err = c.remove_image(berth::cri::v1::RemoveImageRequest { image: spec("Not A Ref") }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
 }
 
@@ -296,12 +300,12 @@ async fn remove_by_tag_id_and_digest_and_collect_garbage() {
 async fn image_fs_info_reports_real_usage() {
     let d = Daemon::start(&base_config()).await;
     let mut c = d.images().await;
-    let before = c.image_fs_info(k8s_cri::v1::ImageFsInfoRequest {}).await.unwrap().into_inner();
+    let before = c.image_fs_info(berth::cri::v1::ImageFsInfoRequest {}).await.unwrap().into_inner();
     let fs = &before.image_filesystems[0];
     assert!(fs.fs_id.as_ref().unwrap().mountpoint.starts_with(&d.data_dir().display().to_string()));
     let used_before = fs.used_bytes.as_ref().unwrap().value;
     pull(&mut c, &format!("{}/berth/busybox:latest", reg())).await.unwrap();
-    let after = c.image_fs_info(k8s_cri::v1::ImageFsInfoRequest {}).await.unwrap().into_inner();
+    let after = c.image_fs_info(berth::cri::v1::ImageFsInfoRequest {}).await.unwrap().into_inner();
     let fs = &after.image_filesystems[0];
     assert!(fs.used_bytes.as_ref().unwrap().value > used_before + 1_000_000, "pull grew usage");
     assert!(fs.inodes_used.as_ref().unwrap().value > 10);
@@ -443,9 +447,9 @@ async fn cli_pull_ls_rm_and_import() {
 async fn runtime_version_and_status() {
     let d = Daemon::start(&base_config()).await;
     let mut r = d.runtime().await;
-    let v = r.version(k8s_cri::v1::VersionRequest { version: "v1".into() }).await.unwrap().into_inner();
+    let v = r.version(berth::cri::v1::VersionRequest { version: "v1".into() }).await.unwrap().into_inner();
     assert_eq!((v.runtime_name.as_str(), v.runtime_api_version.as_str()), ("berth", "v1"));
-    let s = r.status(k8s_cri::v1::StatusRequest { verbose: false }).await.unwrap().into_inner();
+    let s = r.status(berth::cri::v1::StatusRequest { verbose: false }).await.unwrap().into_inner();
     let conds = s.status.unwrap().conditions;
     assert!(conds.iter().any(|c| c.r#type == "NetworkReady" && !c.status && !c.reason.is_empty()));
 }
@@ -508,7 +512,7 @@ async fn crash_mid_pull_leaves_a_consistent_store() {
             }))
             .await
             .unwrap();
-        let mut c = k8s_cri::v1::image_service_client::ImageServiceClient::new(ch);
+        let mut c = berth::cri::v1::image_service_client::ImageServiceClient::new(ch);
         let _ = pull(&mut c, &img).await;
     });
     let snaps = d.data_dir().join("images/snapshots");
@@ -543,7 +547,7 @@ async fn bearer_token_flow_against_a_token_auth_registry() {
     let image = format!("{registry}/berth/private:v1");
     let err = pull(&mut c, &image).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "anonymous: {err}");
-    let creds = k8s_cri::v1::AuthConfig { username: "berth".into(), password: "berth-secret".into(), ..Default::default() };
+    let creds = berth::cri::v1::AuthConfig { username: "berth".into(), password: "berth-secret".into(), ..Default::default() };
     pull_with(&mut c, &image, Some(creds)).await.expect("pull with a token from the token service");
     assert!(server.issued.load(std::sync::atomic::Ordering::SeqCst) > issued_before, "a token was issued");
     let dirs = snapshot_dirs(&verbose_info(&mut c, &image).await);
@@ -551,14 +555,14 @@ async fn bearer_token_flow_against_a_token_auth_registry() {
     // a registry token handed over by the caller is used as is
     let d2 = Daemon::start(&base_config()).await;
     let mut c2 = d2.images().await;
-    let direct = k8s_cri::v1::AuthConfig { registry_token: signer.token("repository:berth/private:pull"), ..Default::default() };
+    let direct = berth::cri::v1::AuthConfig { registry_token: signer.token("repository:berth/private:pull"), ..Default::default() };
     pull_with(&mut c2, &image, Some(direct)).await.expect("pull with a registry token");
     // an identity token is exchanged for an access token with an OAuth2 refresh grant
     let d3 = Daemon::start(&base_config()).await;
     let mut c3 = d3.images().await;
-    let wrong = k8s_cri::v1::AuthConfig { identity_token: "not-the-token".into(), ..Default::default() };
+    let wrong = berth::cri::v1::AuthConfig { identity_token: "not-the-token".into(), ..Default::default() };
     assert_eq!(pull_with(&mut c3, &image, Some(wrong)).await.unwrap_err().code(), Code::Unauthenticated);
-    let identity = k8s_cri::v1::AuthConfig { identity_token: berth_integration::token::IDENTITY_TOKEN.into(), ..Default::default() };
+    let identity = berth::cri::v1::AuthConfig { identity_token: berth_integration::token::IDENTITY_TOKEN.into(), ..Default::default() };
     pull_with(&mut c3, &image, Some(identity)).await.expect("pull with an identity token");
 }
 
@@ -642,14 +646,14 @@ async fn a_token_is_only_reused_by_the_credentials_that_earned_it() {
 
     let d = Daemon::start(&base_config()).await;
     let mut c = d.images().await;
-    let user_a = k8s_cri::v1::AuthConfig { username: "berth".into(), password: "berth-secret".into(), ..Default::default() };
+    let user_a = berth::cri::v1::AuthConfig { username: "berth".into(), password: "berth-secret".into(), ..Default::default() };
     pull_with(&mut c, &image, Some(user_a.clone())).await.expect("user A pulls with its own token");
-    let removed = c.remove_image(k8s_cri::v1::RemoveImageRequest { image: spec(&image) }).await;
+    let removed = c.remove_image(berth::cri::v1::RemoveImageRequest { image: spec(&image) }).await;
     assert!(removed.is_ok(), "{removed:?}");
     // The token user A earned is still valid, but nobody else may ride on it.
     let anonymous = pull(&mut c, &image).await.unwrap_err();
     assert_eq!(anonymous.code(), Code::Unauthenticated, "anonymous: {anonymous}");
-    let user_b = k8s_cri::v1::AuthConfig { username: "berth".into(), password: "not-berths-password".into(), ..Default::default() };
+    let user_b = berth::cri::v1::AuthConfig { username: "berth".into(), password: "not-berths-password".into(), ..Default::default() };
     let b = pull_with(&mut c, &image, Some(user_b)).await.unwrap_err();
     assert_eq!(b.code(), Code::Unauthenticated, "user B: {b}");
     assert!(status(&mut c, &image).await.is_none(), "nothing was pulled for them");

@@ -1,8 +1,8 @@
 //! Pod networking through CNI with Debian's containernetworking-plugins (bridge, host-local,
 //! loopback, portmap) run by Berth's CNI runner. All traffic stays on a bridge the test owns.
+use berth::cri::v1 as cri;
+use berth::cri::v1::runtime_service_client::RuntimeServiceClient;
 use berth_integration::*;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;

@@ -1,8 +1,8 @@
 //! `berth node`: Pod manifests in a directory run as on a kubelet, seen through the kubelet
 //! API (/pods) and the CRI.
+use berth::cri::v1 as cri;
 use berth_integration::kubelet::*;
 use berth_integration::*;
-use k8s_cri::v1 as cri;
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};

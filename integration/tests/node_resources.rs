@@ -1,10 +1,10 @@
 //! `berth node` and the machine's resources: the Summary API (/stats/summary) against what
 //! the pods really use, node-pressure eviction under a memory.available threshold, and image
 //! garbage collection on a small image filesystem.
+use berth::cri::v1 as cri;
 use berth_integration::kubelet::*;
 use berth_integration::registry::{push_image, Layer, TarBuilder};
 use berth_integration::*;
-use k8s_cri::v1 as cri;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 

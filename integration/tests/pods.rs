@@ -1,8 +1,8 @@
 //! CRI RuntimeService end to end: real pods and containers run by the real daemon on this
 //! machine's namespaces, overlayfs and cgroups, with images from the local registry.
+use berth::cri::v1 as cri;
+use berth::cri::v1::runtime_service_client::RuntimeServiceClient;
 use berth_integration::*;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -2,10 +2,10 @@
 //! without a terminal over SPDY/3.1 and WebSocket, attach from two clients, port-forward
 //! with concurrent connections and a 10 MiB transfer, single-use tokens, and the real
 //! crictl when this machine has one.
+use berth::cri::v1 as cri;
+use berth::cri::v1::runtime_service_client::RuntimeServiceClient;
 use berth_integration::streaming::*;
 use berth_integration::*;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use sha2::Digest;
 use std::time::Duration;
 use tonic::transport::Channel;

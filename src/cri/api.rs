@@ -1,6 +1,8 @@
 //! The node's one door: the CRI services as Rust traits over the CRI message types.
-//! The gRPC server adapts these to the wire; in-process callers use them directly.
-use k8s_cri::v1 as cri;
+//! The gRPC server adapts these to the wire; in-process callers use them directly. The Stream*
+//! calls are provided: the List result, cut into chunks (`chunks`).
+use super::chunks::chunks;
+use crate::cri::v1 as cri;
 
 /// An error with the gRPC code a CRI client expects.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,12 @@ pub trait ImageApi: Send + Sync + 'static {
     async fn pull_image(&self, req: cri::PullImageRequest) -> CriResult<cri::PullImageResponse>;
     async fn remove_image(&self, req: cri::RemoveImageRequest) -> CriResult<cri::RemoveImageResponse>;
     async fn image_fs_info(&self, req: cri::ImageFsInfoRequest) -> CriResult<cri::ImageFsInfoResponse>;
+
+    /// StreamImages: ListImages in chunks, one message each.
+    async fn stream_images(&self, req: cri::StreamImagesRequest) -> CriResult<Vec<cri::StreamImagesResponse>> {
+        let images = self.list_images(cri::ListImagesRequest { filter: req.filter }).await?.images;
+        Ok(chunks(images).into_iter().map(|images| cri::StreamImagesResponse { images }).collect())
+    }
 }
 
 /// The CRI RuntimeService.
@@ -82,4 +90,35 @@ pub trait RuntimeApi: Send + Sync + 'static {
     async fn update_runtime_config(&self, req: cri::UpdateRuntimeConfigRequest) -> CriResult<cri::UpdateRuntimeConfigResponse>;
     async fn list_metric_descriptors(&self, req: cri::ListMetricDescriptorsRequest) -> CriResult<cri::ListMetricDescriptorsResponse>;
     async fn list_pod_sandbox_metrics(&self, req: cri::ListPodSandboxMetricsRequest) -> CriResult<cri::ListPodSandboxMetricsResponse>;
+    async fn update_pod_sandbox_resources(&self, req: cri::UpdatePodSandboxResourcesRequest) -> CriResult<cri::UpdatePodSandboxResourcesResponse>;
+
+    /// StreamPodSandboxes: ListPodSandbox in chunks, one message each.
+    async fn stream_pod_sandboxes(&self, req: cri::StreamPodSandboxesRequest) -> CriResult<Vec<cri::StreamPodSandboxesResponse>> {
+        let items = self.list_pod_sandbox(cri::ListPodSandboxRequest { filter: req.filter }).await?.items;
+        Ok(chunks(items).into_iter().map(|pod_sandboxes| cri::StreamPodSandboxesResponse { pod_sandboxes }).collect())
+    }
+
+    /// StreamContainers: ListContainers in chunks.
+    async fn stream_containers(&self, req: cri::StreamContainersRequest) -> CriResult<Vec<cri::StreamContainersResponse>> {
+        let containers = self.list_containers(cri::ListContainersRequest { filter: req.filter }).await?.containers;
+        Ok(chunks(containers).into_iter().map(|containers| cri::StreamContainersResponse { containers }).collect())
+    }
+
+    /// StreamContainerStats: ListContainerStats in chunks.
+    async fn stream_container_stats(&self, req: cri::StreamContainerStatsRequest) -> CriResult<Vec<cri::StreamContainerStatsResponse>> {
+        let stats = self.list_container_stats(cri::ListContainerStatsRequest { filter: req.filter }).await?.stats;
+        Ok(chunks(stats).into_iter().map(|container_stats| cri::StreamContainerStatsResponse { container_stats }).collect())
+    }
+
+    /// StreamPodSandboxStats: ListPodSandboxStats in chunks.
+    async fn stream_pod_sandbox_stats(&self, req: cri::StreamPodSandboxStatsRequest) -> CriResult<Vec<cri::StreamPodSandboxStatsResponse>> {
+        let stats = self.list_pod_sandbox_stats(cri::ListPodSandboxStatsRequest { filter: req.filter }).await?.stats;
+        Ok(chunks(stats).into_iter().map(|pod_sandbox_stats| cri::StreamPodSandboxStatsResponse { pod_sandbox_stats }).collect())
+    }
+
+    /// StreamPodSandboxMetrics: ListPodSandboxMetrics in chunks.
+    async fn stream_pod_sandbox_metrics(&self, _req: cri::StreamPodSandboxMetricsRequest) -> CriResult<Vec<cri::StreamPodSandboxMetricsResponse>> {
+        let metrics = self.list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {}).await?.pod_metrics;
+        Ok(chunks(metrics).into_iter().map(|pod_sandbox_metrics| cri::StreamPodSandboxMetricsResponse { pod_sandbox_metrics }).collect())
+    }
 }

@@ -1,9 +1,9 @@
 //! Thin gRPC adapters: each RPC opens a tracing span, calls the CRI trait, and maps the
 //! error to a gRPC status. No logic lives here.
 use super::api::{ImageApi, RuntimeApi};
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_server::ImageService;
-use k8s_cri::v1::runtime_service_server::RuntimeService;
+use crate::cri::v1 as cri;
+use crate::cri::v1::image_service_server::ImageService;
+use crate::cri::v1::runtime_service_server::RuntimeService;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
@@ -43,19 +43,51 @@ macro_rules! delegate {
     };
 }
 
-/// An RPC of the runtime side that this build does not serve yet.
-macro_rules! unserved {
-    ($name:ident, $req:ty, $resp:ty) => {
+/// The messages of a server-streaming RPC, each sent as it is.
+type Chunks<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+/// One server-streaming RPC delegated to the trait, which returns every message of the stream.
+macro_rules! chunked {
+    ($name:ident, $stream:ident, $req:ty, $resp:ty) => {
+        type $stream = Chunks<$resp>;
+
+        fn $name<'a, 'async_trait>(&'a self, request: Request<$req>) -> RpcFuture<'async_trait, Self::$stream>
+        where
+            'a: 'async_trait,
+            Self: 'async_trait,
+        {
+            let span = tracing::info_span!("cri", rpc = stringify!($name));
+            Box::pin(async move {
+                let req = request.into_inner();
+                tracing::debug!(?req, "request");
+                match self.0.$name(req).await {
+                    Ok(messages) => {
+                        tracing::debug!(messages = messages.len(), "streaming");
+                        let stream: Chunks<$resp> = Box::pin(tokio_stream::iter(messages.into_iter().map(Ok)));
+                        Ok(Response::new(stream))
+                    }
+                    Err(e) => {
+                        tracing::warn!(code = ?e.code, error = %e.message, "failed");
+                        Err(e.into())
+                    }
+                }
+            }
+            .instrument(span))
+        }
+    };
+}
+
+/// An RPC Berth does not support: Unimplemented, with the reason.
+macro_rules! unsupported {
+    ($name:ident, $req:ty, $resp:ty, $why:literal) => {
         fn $name<'a, 'async_trait>(&'a self, _request: Request<$req>) -> RpcFuture<'async_trait, $resp>
         where
             'a: 'async_trait,
             Self: 'async_trait,
         {
             let _span = tracing::info_span!("cri", rpc = stringify!($name)).entered();
-            Box::pin(std::future::ready(Err(Status::unimplemented(concat!(
-                stringify!($name),
-                ": pod sandboxes and containers are not served by this build yet"
-            )))))
+            tracing::debug!($why);
+            Box::pin(std::future::ready(Err(Status::unimplemented($why))))
         }
     };
 }
@@ -67,6 +99,7 @@ impl<T: ImageApi> ImageService for ImageGrpc<T> {
     delegate!(pull_image, cri::PullImageRequest, cri::PullImageResponse);
     delegate!(remove_image, cri::RemoveImageRequest, cri::RemoveImageResponse);
     delegate!(image_fs_info, cri::ImageFsInfoRequest, cri::ImageFsInfoResponse);
+    chunked!(stream_images, StreamImagesStream, cri::StreamImagesRequest, cri::StreamImagesResponse);
 }
 
 #[tonic::async_trait]
@@ -96,9 +129,17 @@ impl<T: RuntimeApi> RuntimeService for RuntimeGrpc<T> {
     delegate!(pod_sandbox_stats, cri::PodSandboxStatsRequest, cri::PodSandboxStatsResponse);
     delegate!(list_pod_sandbox_stats, cri::ListPodSandboxStatsRequest, cri::ListPodSandboxStatsResponse);
     delegate!(update_runtime_config, cri::UpdateRuntimeConfigRequest, cri::UpdateRuntimeConfigResponse);
-    unserved!(checkpoint_container, cri::CheckpointContainerRequest, cri::CheckpointContainerResponse);
     delegate!(list_metric_descriptors, cri::ListMetricDescriptorsRequest, cri::ListMetricDescriptorsResponse);
     delegate!(list_pod_sandbox_metrics, cri::ListPodSandboxMetricsRequest, cri::ListPodSandboxMetricsResponse);
+    delegate!(update_pod_sandbox_resources, cri::UpdatePodSandboxResourcesRequest, cri::UpdatePodSandboxResourcesResponse);
+    chunked!(stream_pod_sandboxes, StreamPodSandboxesStream, cri::StreamPodSandboxesRequest, cri::StreamPodSandboxesResponse);
+    chunked!(stream_containers, StreamContainersStream, cri::StreamContainersRequest, cri::StreamContainersResponse);
+    chunked!(stream_container_stats, StreamContainerStatsStream, cri::StreamContainerStatsRequest, cri::StreamContainerStatsResponse);
+    chunked!(stream_pod_sandbox_stats, StreamPodSandboxStatsStream, cri::StreamPodSandboxStatsRequest, cri::StreamPodSandboxStatsResponse);
+    chunked!(stream_pod_sandbox_metrics, StreamPodSandboxMetricsStream, cri::StreamPodSandboxMetricsRequest, cri::StreamPodSandboxMetricsResponse);
+    unsupported!(checkpoint_container, cri::CheckpointContainerRequest, cri::CheckpointContainerResponse, "checkpointing is not supported by berth");
+    unsupported!(checkpoint_pod, cri::CheckpointPodRequest, cri::CheckpointPodResponse, "checkpointing is not supported by berth");
+    unsupported!(restore_pod, cri::RestorePodRequest, cri::RestorePodResponse, "checkpointing is not supported by berth");
 
     type GetContainerEventsStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
 

@@ -1,11 +1,11 @@
 //! The CRI ImageService over the image store: CRI messages in, store operations, CRI
 //! messages out.
 use super::api::{CriError, CriResult, ImageApi};
+use crate::cri::v1 as cri;
 use crate::image::meta::ImageRecord;
 use crate::image::reference::Reference;
 use crate::image::registry::Credentials;
 use crate::image::store::ImageStore;
-use k8s_cri::v1 as cri;
 use std::sync::Arc;
 
 pub struct CriImages {

@@ -1,11 +1,11 @@
 //! The CRI RuntimeService over Berth's runtime: CRI messages in, runtime operations, CRI
 //! messages out. No mechanism lives here; that is `crate::runtime`.
 use super::api::{CriError, CriResult, RuntimeApi};
+use crate::cri::v1 as cri;
 use crate::runtime::container::{ContainerState, Observed};
 use crate::runtime::records::{self, ContainerRecord, SandboxRecord};
 use crate::runtime::{metrics, stats, Runtime};
 use crate::streaming::{StreamRequest, StreamingServer, TokenError};
-use k8s_cri::v1 as cri;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -146,6 +146,7 @@ impl CriRuntime {
             resources,
             image_id: rec.image_id.clone(),
             user,
+            stop_signal: crate::runtime::container::cri_signal(rec.stop_signal) as i32,
         }
     }
 
@@ -189,6 +190,7 @@ impl CriRuntime {
                 inodes_used: Some(cri::UInt64Value { value: inodes }),
             }),
             swap: None,
+            io: None,
         }
     }
 
@@ -211,6 +213,7 @@ impl CriRuntime {
                 network,
                 process: usage.as_ref().map(|u| cri::ProcessUsage { timestamp: u.cpu.timestamp, process_count: Some(cri::UInt64Value { value: u.processes }) }),
                 containers: container_stats,
+                io: None,
             }),
             windows: None,
         }
@@ -259,7 +262,7 @@ impl RuntimeApi for CriRuntime {
                 .into_iter()
                 .map(|name| cri::RuntimeHandler { name, features: Some(handler_features) })
                 .collect(),
-            features: Some(cri::RuntimeFeatures { supplemental_groups_policy: true }),
+            features: Some(cri::RuntimeFeatures { supplemental_groups_policy: true, user_namespaces_host_network: false, mount_options: true }),
         })
     }
 
@@ -493,6 +496,11 @@ impl RuntimeApi for CriRuntime {
             self.rt.network().set_pod_cidr(&cidr).await;
         }
         Ok(cri::UpdateRuntimeConfigResponse {})
+    }
+
+    async fn update_pod_sandbox_resources(&self, req: cri::UpdatePodSandboxResourcesRequest) -> CriResult<cri::UpdatePodSandboxResourcesResponse> {
+        self.rt.update_sandbox_resources(&req.pod_sandbox_id, req.overhead, req.resources).await?;
+        Ok(cri::UpdatePodSandboxResourcesResponse {})
     }
 
     async fn list_metric_descriptors(&self, _req: cri::ListMetricDescriptorsRequest) -> CriResult<cri::ListMetricDescriptorsResponse> {

@@ -3,8 +3,8 @@
 use super::api::{ImageApi, RuntimeApi};
 use super::grpc::{ImageGrpc, RuntimeGrpc};
 use super::transfer::{proto::transfer_server::TransferServer, TransferService};
-use k8s_cri::v1::image_service_server::ImageServiceServer;
-use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+use crate::cri::v1::image_service_server::ImageServiceServer;
+use crate::cri::v1::runtime_service_server::RuntimeServiceServer;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -2,12 +2,12 @@
 //! control plane issues one): /healthz and /pods (a v1 PodList with full statuses),
 //! /metrics and /metrics/cadvisor (Prometheus text), /stats/summary, /events, /containerLogs.
 use super::NodeShared;
+use crate::cri::v1 as cri;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use k8s_cri::v1 as cri;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::net::TcpListener;

@@ -2,8 +2,8 @@
 //! by QoS class) and each container's config (command, env with $(VAR) expansion and
 //! fieldRefs, mounts, resources, security context), the way the kubelet builds them.
 use super::volumes::VolumePaths;
+use crate::cri::v1 as cri;
 use crate::util::quantity::Quantity;
-use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use std::collections::HashMap;
 use std::path::Path;
@@ -503,7 +503,7 @@ pub fn container_config(pod: &Pod, c: &Container, attempt: u32, inputs: &Contain
         command,
         args,
         working_dir: c.working_dir.clone().unwrap_or_default(),
-        envs: env.into_iter().map(|(key, value)| cri::KeyValue { key, value }).collect(),
+        envs: env.into_iter().map(|(key, value)| cri::KeyValue { key, value: value.into_bytes() }).collect(),
         mounts,
         labels,
         annotations,

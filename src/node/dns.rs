@@ -2,7 +2,7 @@
 //! ClusterFirst uses the cluster DNS servers with the namespace's search path (and falls
 //! back to the host's resolver when the node has no cluster DNS), Default uses the host's,
 //! None only the pod's dnsConfig; dnsConfig is merged into the others.
-use k8s_cri::v1 as cri;
+use crate::cri::v1 as cri;
 use k8s_openapi::api::core::v1::Pod;
 
 /// The kubelet's limits: 3 nameservers, 32 search domains.

@@ -2,7 +2,7 @@
 //! a TCP connect, a gRPC health check (to the pod's IP, made from inside the pod's network
 //! namespace), or a sleep. Each returns Ok on success, else why it failed.
 use crate::cri::api::RuntimeApi;
-use k8s_cri::v1 as cri;
+use crate::cri::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, ExecAction, GRPCAction, HTTPGetAction, TCPSocketAction};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

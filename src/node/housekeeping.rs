@@ -5,7 +5,7 @@
 use super::eviction::{self, EvictionSettings, Monitor, Observation, PodFacts, Signal, Threshold};
 use super::image_gc::{ImageGc, ImageGcSettings};
 use super::{machine, NodeShared};
-use k8s_cri::v1 as cri;
+use crate::cri::v1 as cri;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

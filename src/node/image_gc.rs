@@ -4,8 +4,8 @@
 //! usage is down to the low threshold. Under disk pressure every unused image may go.
 use super::eviction::parse_duration;
 use crate::cri::api::{ImageApi, RuntimeApi};
+use crate::cri::v1 as cri;
 use crate::runtime::state::now_ns;
-use k8s_cri::v1 as cri;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

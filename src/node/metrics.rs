@@ -1,7 +1,7 @@
 //! Node metrics in the Prometheus text format (/metrics): pod start latency, running pods
 //! and containers, probe results, under the names the kubelet uses; and the runtime's CRI
 //! container metrics (/metrics/cadvisor) in the same format.
-use k8s_cri::v1 as cri;
+use crate::cri::v1 as cri;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 

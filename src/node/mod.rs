@@ -23,8 +23,8 @@ pub mod volumes;
 pub mod worker;
 
 use crate::cri::api::{ImageApi, RuntimeApi};
+use crate::cri::v1 as cri;
 use crate::util::atomic;
-use k8s_cri::v1 as cri;
 use k8s_openapi::api::core::v1::Pod;
 use std::collections::BTreeMap;
 use std::path::PathBuf;

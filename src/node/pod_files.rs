@@ -2,7 +2,7 @@
 //! under its hostname or FQDN, and the hostAliases), and one termination message file per
 //! container start, read back when the container ends (with FallbackToLogsOnError, the end
 //! of the log stands in for an empty message).
-use k8s_cri::v1 as cri;
+use crate::cri::v1 as cri;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;

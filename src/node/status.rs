@@ -2,7 +2,7 @@
 //! phase, conditions, container statuses with state, last state and restart counts.
 use super::convert;
 use super::worker::{Observed, PodProgress};
-use k8s_cri::v1 as cri;
+use crate::cri::v1 as cri;
 use k8s_openapi::api::core::v1::{
     Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, HostIP, Pod, PodCondition, PodIP,
     PodStatus,

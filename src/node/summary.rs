@@ -3,8 +3,8 @@
 //! memory, network, root filesystem, logs and volumes from the runtime's stats.
 use super::machine::{self, Fs};
 use super::NodeShared;
+use crate::cri::v1 as cri;
 use crate::runtime::state::now_ns;
-use k8s_cri::v1 as cri;
 use serde_json::{json, Map, Value};
 use std::path::Path;
 

@@ -6,8 +6,8 @@ use super::records::{self, ContainerRecord, Phase, SandboxRecord};
 use super::spec::{self, PodView, SpecInput};
 use super::state::{self, CgroupSpec, ExitRecord, MonitorConfig, MonitorReport, PidNamespace, RunState};
 use super::{internal, unmount, RtResult, Runtime, RuntimeError};
+use crate::cri::v1 as cri;
 use crate::util::atomic;
-use k8s_cri::v1 as cri;
 use nix::mount::{mount, MsFlags};
 use nix::sys::signal::Signal;
 use oci_spec::runtime::Spec;
@@ -52,13 +52,47 @@ impl Observed {
     }
 }
 
+/// A signal by number or name: "15", "TERM", "SIGTERM", real-time ones as "SIGRTMIN+3" (image
+/// configs) or "SIGRTMINPLUS3" (CRI names), and the aliases SIGIOT, SIGCLD, SIGPOLL.
 fn signal_number(name: &str) -> Option<i32> {
     let n = name.trim().to_ascii_uppercase();
     if let Ok(num) = n.parse::<i32>() {
         return Some(num);
     }
     let n = if n.starts_with("SIG") { n } else { format!("SIG{n}") };
+    let offset = |rest: &str, sign: char, word: &str| -> Option<i32> {
+        if rest.is_empty() {
+            return Some(0);
+        }
+        rest.strip_prefix(sign).or_else(|| rest.strip_prefix(word))?.parse().ok()
+    };
+    let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());
+    let rt = if let Some(rest) = n.strip_prefix("SIGRTMIN") {
+        Some(offset(rest, '+', "PLUS").map(|k| min + k))
+    } else {
+        n.strip_prefix("SIGRTMAX").map(|rest| offset(rest, '-', "MINUS").map(|k| max - k))
+    };
+    if let Some(rt) = rt {
+        return rt.filter(|s| (min..=max).contains(s));
+    }
+    let n = match n.as_str() {
+        "SIGIOT" => "SIGABRT",
+        "SIGCLD" => "SIGCHLD",
+        "SIGPOLL" => "SIGIO",
+        other => other,
+    };
     n.parse::<Signal>().ok().map(|s| s as i32)
+}
+
+/// The signal a CRI stop signal names; None for SIGNAL_RUNTIME_DEFAULT (and unknown values).
+pub fn cri_signal_number(signal: i32) -> Option<i32> {
+    let name = cri::Signal::try_from(signal).ok()?.as_str_name().strip_prefix("SIGNAL_")?;
+    (name != "RUNTIME_DEFAULT").then(|| signal_number(name)).flatten()
+}
+
+/// The CRI name of a signal number, as ContainerStatus reports the stop signal.
+pub fn cri_signal(number: i32) -> cri::Signal {
+    (1..).map_while(|i| cri::Signal::try_from(i).ok()).find(|s| cri_signal_number(*s as i32) == Some(number)).unwrap_or(cri::Signal::RuntimeDefault)
 }
 
 impl Runtime {
@@ -217,7 +251,10 @@ impl Runtime {
                 PathBuf::from(&sandbox_config.log_directory).join(p)
             }
         });
-        let stop_signal = image_config.config().as_ref().and_then(|c| c.stop_signal().clone()).and_then(|s| signal_number(&s)).unwrap_or(libc::SIGTERM);
+        // The pod's stop signal (lifecycle.stopSignal), else the image's, else SIGTERM.
+        let stop_signal = cri_signal_number(config.stop_signal)
+            .or_else(|| image_config.config().as_ref().and_then(|c| c.stop_signal().clone()).and_then(|s| signal_number(&s)))
+            .unwrap_or(libc::SIGTERM);
         let mut rec = ContainerRecord {
             id: id.clone(),
             sandbox_id: sb.id.clone(),
@@ -381,11 +418,10 @@ impl Runtime {
         let _guard = self.locks.lock(&rec.id).await;
         let obs = self.observe(&rec);
         let Some(run) = obs.run.clone().filter(|_| obs.state == ContainerState::Running) else { return Ok(()) };
-        let pid = nix::unistd::Pid::from_raw(run.pid);
         if timeout > 0 && state::process_alive(run.pid, run.pid_start_time) {
-            if let Ok(sig) = Signal::try_from(rec.stop_signal) {
-                let _ = nix::sys::signal::kill(pid, sig);
-            }
+            // libc's kill: nix's Signal has no real-time signals (SIGRTMIN+3 stops systemd).
+            // SAFETY: kill(2) on a pid checked alive just now; no memory is involved.
+            let _ = unsafe { libc::kill(run.pid, rec.stop_signal) };
             if self.wait_exit(&rec, Duration::from_secs(timeout as u64)).await {
                 return Ok(());
             }
@@ -556,8 +592,7 @@ impl Runtime {
         let spec_path = self.container_data_dir(&rec.id).join(state::SPEC_FILE);
         let mut spec = Spec::load(&spec_path).map_err(|e| internal("reading the spec", e))?;
         let privileged = spec.linux().as_ref().and_then(|l| l.devices().as_ref()).is_some();
-        let res_json = spec::resources(Some(&resources), privileged)?;
-        let res: oci_spec::runtime::LinuxResources = serde_json::from_value(res_json).map_err(|e| RuntimeError::Invalid(format!("resources: {e}")))?;
+        let res = spec::linux_resources(&resources, privileged)?;
         if self.observe(&rec).state == ContainerState::Running {
             Cgroup::open(&rec.cgroup).and_then(|cg| cg.apply(&res)).map_err(|e| RuntimeError::Invalid(format!("applying resources: {e}")))?;
         }
@@ -616,4 +651,35 @@ fn du(p: &Path) -> (u64, u64) {
         }
     }
     (bytes, inodes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_signals_by_name_number_and_cri_enum() {
+        assert_eq!(signal_number("SIGTERM"), Some(libc::SIGTERM));
+        assert_eq!(signal_number("quit"), Some(libc::SIGQUIT));
+        assert_eq!(signal_number("9"), Some(9));
+        assert_eq!(signal_number("SIGRTMIN+3"), Some(libc::SIGRTMIN() + 3));
+        assert_eq!(signal_number("SIGRTMAX-1"), Some(libc::SIGRTMAX() - 1));
+        assert_eq!(signal_number("SIGRTMIN+99"), None);
+        assert_eq!(signal_number("SIGCLD"), Some(libc::SIGCHLD));
+        assert_eq!(signal_number("SIGNOPE"), None);
+        assert_eq!(cri_signal_number(cri::Signal::RuntimeDefault as i32), None);
+        assert_eq!(cri_signal_number(cri::Signal::Sigusr1 as i32), Some(libc::SIGUSR1));
+        assert_eq!(cri_signal_number(cri::Signal::Sigrtminplus3 as i32), Some(libc::SIGRTMIN() + 3));
+        assert_eq!(cri_signal_number(cri::Signal::Sigrtmax as i32), Some(libc::SIGRTMAX()));
+        assert_eq!(cri_signal_number(999), None);
+        // Every CRI signal maps to a number and back (aliases to their first name).
+        for i in 1..=65 {
+            let s = cri::Signal::try_from(i).unwrap();
+            let n = cri_signal_number(i).unwrap_or_else(|| panic!("{s:?}"));
+            assert_eq!(cri_signal_number(cri_signal(n) as i32), Some(n), "{s:?}");
+        }
+        assert_eq!(cri_signal(libc::SIGTERM), cri::Signal::Sigterm);
+        assert_eq!(cri_signal(libc::SIGABRT), cri::Signal::Sigabrt);
+        assert_eq!(cri_signal(0), cri::Signal::RuntimeDefault);
+    }
 }

@@ -6,7 +6,7 @@
 //! learnt its ID. A retry with the same name waits for all of that (a per-name lock) and
 //! then finds the name free.
 use super::{RtResult, Runtime, RuntimeError};
-use k8s_cri::v1 as cri;
+use crate::cri::v1 as cri;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tracing::Instrument;

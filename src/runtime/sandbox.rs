@@ -7,9 +7,9 @@ use super::process::sandbox_init::{SandboxInitConfig, SandboxInitReport};
 use super::records::{self, Phase, SandboxRecord};
 use super::state::{self, CgroupSpec};
 use super::{internal, unmount, RtResult, Runtime, RuntimeError};
+use crate::cri::v1 as cri;
 use crate::network::{NetworkError, PodNetworkRequest};
 use crate::util::atomic;
-use k8s_cri::v1 as cri;
 use nix::mount::{mount, MsFlags};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -389,6 +389,34 @@ impl Runtime {
         Ok(())
     }
 
+    /// UpdatePodSandboxResources: size the pod cgroup to the containers' sum plus the overhead
+    /// and keep the sandbox config in step. Device rules stay the containers' business.
+    pub async fn update_sandbox_resources(
+        &self,
+        id: &str,
+        overhead: Option<cri::LinuxContainerResources>,
+        resources: Option<cri::LinuxContainerResources>,
+    ) -> RtResult<()> {
+        let rec = self.sandbox(id)?;
+        let _guard = self.locks.lock(&rec.id).await;
+        let mut rec = self.sandbox(&rec.id)?;
+        let mut res = super::spec::linux_resources(&pod_resources(overhead.as_ref(), resources.as_ref()), true)?;
+        res.set_devices(None);
+        if !rec.stopped {
+            // A pod whose namespaces wait for its first container has no cgroup yet.
+            Cgroup::open(&rec.cgroup)
+                .and_then(|cg| if rec.cgroup.systemd { Ok(cg) } else { cg.create().map(|()| cg) })
+                .and_then(|cg| cg.apply(&res))
+                .map_err(|e| RuntimeError::Invalid(format!("applying pod resources: {e}")))?;
+        }
+        let mut config: cri::PodSandboxConfig = records::decode(&rec.config);
+        let linux = config.linux.get_or_insert_with(Default::default);
+        linux.overhead = overhead;
+        linux.resources = resources;
+        rec.config = records::encode(&config);
+        self.save_sandbox(&rec)
+    }
+
     /// The sandbox, or None when it does not exist (stop and remove are idempotent).
     fn existing_sandbox(&self, id: &str) -> RtResult<Option<SandboxRecord>> {
         match self.sandbox(id) {
@@ -483,6 +511,36 @@ pub fn sandbox_name(config: &cri::PodSandboxConfig) -> String {
     format!("{}_{}_{}_{}", md.name, md.namespace, md.uid, md.attempt)
 }
 
+/// A pod cgroup's resources: the containers' sum plus the sandbox overhead. A limit the
+/// containers leave unset stays unset: overhead never makes an unlimited pod limited.
+fn pod_resources(overhead: Option<&cri::LinuxContainerResources>, resources: Option<&cri::LinuxContainerResources>) -> cri::LinuxContainerResources {
+    let mut pod = resources.cloned().unwrap_or_default();
+    // Older kubelets subtract the overhead from an unlimited quota too (-1 - overhead).
+    if pod.cpu_quota < 0 {
+        pod.cpu_quota = -1;
+    }
+    let Some(o) = overhead else { return pod };
+    pod.cpu_shares = pod.cpu_shares.saturating_add(o.cpu_shares);
+    if pod.cpu_period == 0 {
+        pod.cpu_period = o.cpu_period;
+    }
+    if pod.cpu_quota > 0 && o.cpu_quota > 0 {
+        pod.cpu_quota = pod.cpu_quota.saturating_add(o.cpu_quota);
+    }
+    if pod.memory_limit_in_bytes > 0 && o.memory_limit_in_bytes > 0 {
+        pod.memory_limit_in_bytes = pod.memory_limit_in_bytes.saturating_add(o.memory_limit_in_bytes);
+    }
+    if pod.memory_swap_limit_in_bytes > 0 && o.memory_swap_limit_in_bytes > 0 {
+        pod.memory_swap_limit_in_bytes = pod.memory_swap_limit_in_bytes.saturating_add(o.memory_swap_limit_in_bytes);
+    }
+    for h in &mut pod.hugepage_limits {
+        if let Some(extra) = o.hugepage_limits.iter().find(|x| x.page_size == h.page_size) {
+            h.limit = h.limit.saturating_add(extra.limit);
+        }
+    }
+    pod
+}
+
 fn remove_dir(p: &Path) {
     use std::os::unix::fs::MetadataExt;
     let Ok(root) = std::fs::symlink_metadata(p) else { return };
@@ -526,5 +584,25 @@ mod tests {
         assert_eq!(parse_quantity("1Gi"), Some(1 << 30));
         assert_eq!(parse_quantity("fast"), None);
         assert!(bandwidth_from_annotations(&Default::default()).is_none());
+    }
+
+    #[test]
+    fn pod_resources_add_the_overhead_to_set_limits_only() {
+        let r = |shares, quota, memory| cri::LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_shares: shares,
+            cpu_quota: quota,
+            memory_limit_in_bytes: memory,
+            ..Default::default()
+        };
+        let overhead = r(102, 25_000, 64 << 20);
+        let pod = pod_resources(Some(&overhead), Some(&r(512, 50_000, 256 << 20)));
+        assert_eq!((pod.cpu_shares, pod.cpu_quota, pod.memory_limit_in_bytes), (614, 75_000, 320 << 20));
+        assert_eq!(pod.cpu_period, 100_000);
+        // An unlimited pod stays unlimited; shares still grow.
+        let pod = pod_resources(Some(&overhead), Some(&r(2, -1, 0)));
+        assert_eq!((pod.cpu_shares, pod.cpu_quota, pod.memory_limit_in_bytes), (104, -1, 0));
+        assert_eq!(pod_resources(Some(&overhead), Some(&r(2, -1 - 25_000, 0))).cpu_quota, -1);
+        assert_eq!(pod_resources(None, Some(&r(512, 50_000, 1 << 30))), r(512, 50_000, 1 << 30));
     }
 }

@@ -3,7 +3,7 @@
 //! monitor runs exactly what it says, and `crictl inspect` shows it.
 use super::process::seccomp;
 use super::user::{self, ResolvedUser};
-use k8s_cri::v1 as cri;
+use crate::cri::v1 as cri;
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::Spec;
 use serde_json::{json, Value};
@@ -108,7 +108,8 @@ pub fn environment(config: &cri::ContainerConfig, image: &ImageConfiguration, ho
     for kv in &config.envs {
         let prefix = format!("{}=", kv.key);
         env.retain(|e| !e.starts_with(&prefix));
-        env.push(format!("{}={}", kv.key, kv.value));
+        // The OCI spec holds UTF-8 strings; bytes that are not UTF-8 become U+FFFD.
+        env.push(format!("{}={}", kv.key, String::from_utf8_lossy(&kv.value)));
     }
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, DEFAULT_PATH.to_string());
@@ -265,6 +266,24 @@ fn check_propagation_source(i: usize, m: &cri::Mount) -> Result<(), SpecError> {
     Err(invalid(&field, format!("{} is on mount {}, which is not {want}", m.host_path, entry.mount_point.display())))
 }
 
+/// What Mount.mount_options may add to a bind mount: per-mount flags a bind remount sets.
+const BIND_MOUNT_OPTIONS: &[&str] = &[
+    "nosuid",
+    "suid",
+    "nodev",
+    "dev",
+    "noexec",
+    "exec",
+    "noatime",
+    "atime",
+    "nodiratime",
+    "diratime",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "nostrictatime",
+];
+
 fn mounts(input: &SpecInput, privileged: bool, readonly_root: bool) -> Result<Vec<Value>, SpecError> {
     let mut user_dests = BTreeSet::new();
     let mut user_mounts = Vec::new();
@@ -296,6 +315,13 @@ fn mounts(input: &SpecInput, privileged: bool, readonly_root: bool) -> Result<Ve
                 return Err(invalid(&field, "this kernel has no mount_setattr (Linux 5.12+)"));
             }
             opts.push("rro");
+        }
+        for (j, o) in m.mount_options.iter().enumerate() {
+            if !BIND_MOUNT_OPTIONS.contains(&o.as_str()) {
+                let field = format!("mounts[{i}].mount_options[{j}]");
+                return Err(invalid(&field, format!("{o:?} is not one of {}", BIND_MOUNT_OPTIONS.join(", "))));
+            }
+            opts.push(o);
         }
         check_propagation_source(i, m)?;
         user_dests.insert(m.container_path.trim_end_matches('/').to_string());
@@ -409,6 +435,12 @@ pub fn resources(r: Option<&cri::LinuxContainerResources>, privileged: bool) -> 
         out["unified"] = json!(r.unified);
     }
     Ok(out)
+}
+
+/// CRI resources as the OCI LinuxResources a cgroup is given (UpdateContainerResources,
+/// UpdatePodSandboxResources).
+pub fn linux_resources(r: &cri::LinuxContainerResources, privileged: bool) -> Result<oci_spec::runtime::LinuxResources, SpecError> {
+    serde_json::from_value(resources(Some(r), privileged)?).map_err(|e| invalid("resources", e.to_string()))
 }
 
 /// Build the container's runtime spec.

@@ -3,7 +3,7 @@
 use super::cgroups::Cgroup;
 use super::state::{self, CgroupSpec};
 use super::Runtime;
-use k8s_cri::v1 as cri;
+use crate::cri::v1 as cri;
 
 fn v(x: u64) -> Option<cri::UInt64Value> {
     Some(cri::UInt64Value { value: x })
@@ -41,7 +41,7 @@ impl Runtime {
         let working_set = usage_bytes.saturating_sub(inactive_file);
         let available = if limit > 0 && limit < (1u64 << 62) { Some(limit.saturating_sub(working_set)) } else { None };
         Some(CgroupUsage {
-            cpu: cri::CpuUsage { timestamp: now, usage_core_nano_seconds: v(usage), usage_nano_cores: nano_cores.and_then(v) },
+            cpu: cri::CpuUsage { timestamp: now, usage_core_nano_seconds: v(usage), usage_nano_cores: nano_cores.and_then(v), psi: None },
             memory: cri::MemoryUsage {
                 timestamp: now,
                 working_set_bytes: v(working_set),
@@ -50,6 +50,7 @@ impl Runtime {
                 rss_bytes: v(rss),
                 page_faults: v(pgfault),
                 major_page_faults: v(pgmajfault),
+                psi: None,
             },
             processes: if stats.pids.current > 0 { stats.pids.current } else { cg.pids().len() as u64 },
         })

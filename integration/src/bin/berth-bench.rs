@@ -2,12 +2,12 @@
 //! the same CRI client on the same images from the local registry, with CNI on (berth-cni on
 //! a private bridge for each). Prints a table with medians, p99s and ratios and writes every
 //! figure to a JSON file. Run it through hack/bench.sh.
+use berth::cri::v1 as cri;
+use berth::cri::v1::image_service_client::ImageServiceClient;
+use berth::cri::v1::runtime_service_client::RuntimeServiceClient;
 use berth_integration::containerd::Containerd;
 use berth_integration::registry::{push_image, Layer};
 use berth_integration::*;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

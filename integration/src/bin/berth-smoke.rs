@@ -2,10 +2,10 @@
 //! end to end, then removed. CI runs it against the daemon that the README's run command
 //! (hack/run.sh) started (hack/smoke-run.sh), so the run command cannot silently break.
 //!   berth-smoke SOCKET IMAGE POD_CIDR
+use berth::cri::v1 as cri;
+use berth::cri::v1::image_service_client::ImageServiceClient;
+use berth::cri::v1::runtime_service_client::RuntimeServiceClient;
 use berth_integration::connect_unix;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

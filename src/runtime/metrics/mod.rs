@@ -12,7 +12,7 @@ use super::container::{ContainerState, Observed};
 use super::records::{self, ContainerRecord, SandboxRecord};
 use super::state::{self, CgroupSpec};
 use super::Runtime;
-use k8s_cri::v1 as cri;
+use crate::cri::v1 as cri;
 use std::path::{Path, PathBuf};
 
 mod cgroup_files;
