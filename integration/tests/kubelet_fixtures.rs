@@ -345,16 +345,8 @@ fn check(node: &Node, expect: &Value, outcome: Result<CriReply, tonic::Status>) 
                 }
             }
         }
-        CriReply::PullImage(r) => {
-            if r.image_ref.is_empty() {
-                return Err("empty image_ref".into());
-            }
-        }
-        CriReply::ImageFsInfo(r) => {
-            if want("nonempty").is_some() && r.image_filesystems.is_empty() {
-                return Err("no image filesystems".into());
-            }
-        }
+        CriReply::PullImage(r) if r.image_ref.is_empty() => return Err("empty image_ref".into()),
+        CriReply::ImageFsInfo(r) if want("nonempty").is_some() && r.image_filesystems.is_empty() => return Err("no image filesystems".into()),
         _ => {}
     }
     Ok(Some(reply))
