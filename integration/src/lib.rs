@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub mod containerd;
+pub mod cri_json;
 pub mod kubelet;
 pub mod registry;
 pub mod streaming;
