@@ -10,7 +10,7 @@
 // definition adds fields, and these builders must keep compiling against it.
 #![allow(clippy::needless_update)]
 
-pub use k8s_cri::v1 as cri;
+pub use berth::cri::v1 as cri;
 
 use cri::image_service_client::ImageServiceClient;
 use cri::runtime_service_client::RuntimeServiceClient;
@@ -334,7 +334,7 @@ fn container_config(mut o: Obj) -> Result<cri::ContainerConfig> {
         args: o.strings("args")?,
         working_dir: o.string("working_dir")?,
         envs: o.messages("envs", |mut o| {
-            let kv = cri::KeyValue { key: o.string("key")?, value: o.string("value")? };
+            let kv = cri::KeyValue { key: o.string("key")?, value: o.string("value")?.into_bytes() };
             o.done().map(|_| kv)
         })?,
         mounts: o.messages("mounts", mount)?,

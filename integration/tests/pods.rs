@@ -1246,3 +1246,34 @@ async fn a_binary_replaced_under_the_daemon_keeps_working_and_a_restart_adopts_i
         remove_pod(&mut rt, &p).await;
     }
 }
+
+#[tokio::test]
+async fn an_image_of_sixty_four_layers_runs() {
+    use berth_integration::registry::{push_image, Layer, TarBuilder};
+    // Layer 0: a shell; layers 1..63: one file each, the last one also replacing a file.
+    let busybox_bin = std::fs::read("/bin/busybox").expect("busybox-static on the host");
+    let mut layers = vec![Layer::gzip_tar(&TarBuilder::new().dir("bin/").executable("bin/busybox", &busybox_bin).symlink("bin/sh", "busybox").finish())];
+    for i in 1..64 {
+        let t = TarBuilder::new()
+            .dir("layers/")
+            .file(&format!("layers/{i:02}"), format!("{i}\n").as_bytes())
+            .file("layers/top", format!("{i}\n").as_bytes())
+            .finish();
+        layers.push(Layer::gzip_tar(&t));
+    }
+    let repo = format!("berth/layers64-{}", std::process::id());
+    push_image(&test_registry(), &repo, "v1", &layers).await;
+    let image = format!("{}/{repo}:v1", test_registry());
+    let d = Daemon::start("").await;
+    pull(&mut d.images().await, &image).await.expect("pull the 64-layer image");
+    let mut rt = d.runtime().await;
+    let logs = TempDir::new("logs");
+    let cfg = pod_config(&unique("layers64"), logs.path());
+    let pod = run_pod(&mut rt, &cfg).await;
+    let mut c = container_config("deep", &["/bin/busybox", "sh", "-c", "/bin/busybox ls /layers | /bin/busybox wc -l; /bin/busybox cat /layers/top"]);
+    c.image = Some(cri::ImageSpec { image: image.clone(), ..Default::default() });
+    let (st, lines) = run_to_end(&mut rt, &pod, &cfg, logs.path(), c).await;
+    assert_eq!(st.exit_code, 0, "{lines:?}");
+    assert_eq!(lines, vec!["64".to_string(), "63".to_string()], "63 files + top, and the topmost layer's top");
+    remove_pod(&mut rt, &pod).await;
+}

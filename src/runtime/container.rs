@@ -95,6 +95,11 @@ pub fn cri_signal(number: i32) -> cri::Signal {
     (1..).map_while(|i| cri::Signal::try_from(i).ok()).find(|s| cri_signal_number(*s as i32) == Some(number)).unwrap_or(cri::Signal::RuntimeDefault)
 }
 
+/// Lower layers one overlay mount can stack (OVL_MAX_STACK).
+const MAX_OVERLAY_LAYERS: usize = 500;
+/// Mount options must fit in one page (about 200 layers as /proc/self/fd/N names).
+const PAGE_LIMIT: usize = 4096;
+
 impl Runtime {
     /// A container whose creation finished; one still being made is not found.
     pub fn container(&self, id_or_prefix: &str) -> RtResult<ContainerRecord> {
@@ -341,18 +346,35 @@ impl Runtime {
         Ok(id)
     }
 
+    /// The container's rootfs: an overlay of the image's layers under its own writable
+    /// layer. Layers are named to the kernel as /proc/self/fd/N of directories opened for the
+    /// mount, so the option string stays short whatever the layers' paths: an image of many
+    /// layers (up to overlayfs' own limit of 500) fits in the one page mount options get.
     fn mount_rootfs(&self, id: &str, lowers: &[PathBuf]) -> RtResult<()> {
         let data = self.container_data_dir(id);
         let target = self.container_rootfs(id);
-        let lower = lowers.iter().map(|p| p.to_string_lossy().to_string()).collect::<Vec<_>>().join(":");
-        if lower.is_empty() {
+        if lowers.is_empty() {
             return Err(RuntimeError::FailedPrecondition("the image has no layers".into()));
         }
+        if lowers.len() > MAX_OVERLAY_LAYERS {
+            return Err(RuntimeError::FailedPrecondition(format!("the image has {} layers; overlayfs stacks at most {MAX_OVERLAY_LAYERS}", lowers.len())));
+        }
+        let mut fds = Vec::with_capacity(lowers.len());
+        for l in lowers {
+            let fd =
+                nix::fcntl::open(l, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+                    .map_err(|e| internal(&format!("opening layer {}", l.display()), e))?;
+            fds.push(fd);
+        }
+        use std::os::fd::AsRawFd;
+        let lower = fds.iter().map(|fd| format!("/proc/self/fd/{}", fd.as_raw_fd())).collect::<Vec<_>>().join(":");
         let opts = format!("lowerdir={lower},upperdir={},workdir={}", data.join("upper").display(), data.join("work").display());
-        if opts.len() > 4000 {
+        if opts.len() >= PAGE_LIMIT {
             return Err(RuntimeError::FailedPrecondition(format!("the image has too many layers ({}) for one overlay mount", lowers.len())));
         }
-        mount(Some("overlay"), &target, Some("overlay"), MsFlags::empty(), Some(opts.as_str())).map_err(|e| internal("mounting the container's rootfs", e))
+        let mounted = mount(Some("overlay"), &target, Some("overlay"), MsFlags::empty(), Some(opts.as_str()));
+        drop(fds);
+        mounted.map_err(|e| internal("mounting the container's rootfs", e))
     }
 
     /// StartContainer: run the monitor and wait until the container's process has exec'd.
