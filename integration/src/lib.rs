@@ -68,7 +68,18 @@ impl Daemon {
 
     /// `start` with more environment variables for the daemon (PATH, say).
     pub async fn start_with_env(config: &str, env: &[(&str, &str)]) -> Daemon {
+        Daemon::start_runtime(config, env, |_| {}).await
+    }
+
+    /// `start`, with `prepare` run on the daemon's directory first (to mount a filesystem of
+    /// some kind for its data, say; what is mounted under it is unmounted at the end).
+    pub async fn start_prepared(config: &str, prepare: impl FnOnce(&Path)) -> Daemon {
+        Daemon::start_runtime(config, &[], prepare).await
+    }
+
+    async fn start_runtime(config: &str, env: &[(&str, &str)], prepare: impl FnOnce(&Path)) -> Daemon {
         let dir = TempDir::new("daemon");
+        prepare(dir.path());
         std::fs::write(dir.path().join("config.toml"), config).expect("write config");
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let mut d = Daemon { dir, child: None, mode: vec!["runtime".into()], cgroup_roots: vec![], env, exe: berth_bin() };

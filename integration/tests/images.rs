@@ -659,3 +659,27 @@ async fn a_token_is_only_reused_by_the_credentials_that_earned_it() {
     assert!(status(&mut c, &image).await.is_none(), "nothing was pulled for them");
     pull_with(&mut c, &image, Some(user_a)).await.expect("user A again");
 }
+
+#[tokio::test]
+async fn an_opaque_directory_the_store_cannot_keep_fails_the_pull() {
+    // ramfs keeps no extended attributes, so it cannot mark a directory opaque.
+    let d = Daemon::start_prepared(&base_config(), |dir| {
+        let images = dir.join("data/images");
+        std::fs::create_dir_all(&images).unwrap();
+        let st = std::process::Command::new("mount").args(["-t", "ramfs", "berth-it-noxattr"]).arg(&images).status().unwrap();
+        assert!(st.success(), "mount ramfs");
+    })
+    .await;
+    let mut c = d.images().await;
+    // The layered test image deletes a directory's content with an opaque whiteout.
+    let image = format!("{}/berth/layered:latest", reg());
+    let err = pull(&mut c, &image).await.unwrap_err();
+    assert!(err.message().contains("an opaque directory on this filesystem") && err.message().contains("trusted.overlay.opaque"), "{}", err.message());
+    assert!(status(&mut c, &image).await.is_none(), "nothing half-pulled is listed");
+    // No half-unpacked layer stays (the layers below it are complete and reusable).
+    let snapshots = d.data_dir().join("images/snapshots");
+    assert!(entries_with_prefix(&snapshots, "tmp-").is_empty(), "{:?}", entries_with_prefix(&snapshots, ""));
+    assert!(entries_with_prefix(&snapshots, "").len() < 3, "{:?}", entries_with_prefix(&snapshots, ""));
+    // Images without opaque directories still pull there.
+    pull(&mut c, &format!("{}/berth/busybox:latest", reg())).await.expect("busybox has no opaque directory");
+}

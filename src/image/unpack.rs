@@ -279,6 +279,22 @@ fn set_xattr(dir: &OwnedFd, name: &CString, key: &str, value: &[u8], entry: &str
     Ok(())
 }
 
+/// An opaque directory hides the lower layers' content of the same directory. Unlike other
+/// xattrs this one is the layer's meaning: without it deleted files reappear, so a filesystem
+/// that cannot keep it fails the unpack.
+fn mark_opaque(dir: &OwnedFd, entry: &str) -> Result<(), UnpackError> {
+    let path = CString::new(format!("/proc/self/fd/{}", dir.as_raw_fd())).map_err(|_| UnpackError::Tar("cstring".into()))?;
+    let key = c"trusted.overlay.opaque";
+    if unsafe { libc::setxattr(path.as_ptr(), key.as_ptr(), b"y".as_ptr().cast(), 1, 0) } < 0 {
+        let e = io::Error::last_os_error();
+        return Err(UnpackError::Unsupported {
+            path: entry.into(),
+            what: format!("an opaque directory on this filesystem (setting trusted.overlay.opaque: {e}; the image store needs a filesystem with trusted xattrs, such as ext4, xfs, btrfs or tmpfs)"),
+        });
+    }
+    Ok(())
+}
+
 fn apply_entry<R: Read>(root: &OwnedFd, entry: &mut tar::Entry<R>, dir_times: &mut Vec<(Vec<String>, i64)>) -> Result<(), UnpackError> {
     let raw = entry.path().map_err(|e| UnpackError::Tar(e.to_string()))?.into_owned();
     let shown = raw.display().to_string();
@@ -290,8 +306,7 @@ fn apply_entry<R: Read>(root: &OwnedFd, entry: &mut tar::Entry<R>, dir_times: &m
     if let Some(deleted) = name.strip_prefix(".wh.") {
         let parent = ensure_dir(root, &comps, &shown)?;
         if deleted == ".wh..opq" {
-            let dot = CString::new(".").map_err(|_| UnpackError::Tar("cstring".into()))?;
-            return set_xattr(&parent, &dot, "trusted.overlay.opaque", b"y", &shown);
+            return mark_opaque(&parent, &shown);
         }
         if deleted.starts_with(".wh.") {
             return Ok(()); // aufs metadata (.wh..wh.plnk etc.)
