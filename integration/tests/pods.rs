@@ -1277,3 +1277,35 @@ async fn an_image_of_sixty_four_layers_runs() {
     assert_eq!(lines, vec!["64".to_string(), "63".to_string()], "63 files + top, and the topmost layer's top");
     remove_pod(&mut rt, &pod).await;
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap()
+}
+
+async fn cpu_samples_kept(rt: &mut Rt) -> u64 {
+    let st = rt.status(cri::StatusRequest { verbose: true }).await.unwrap().into_inner();
+    let info: serde_json::Value = serde_json::from_str(&st.info["config"]).unwrap();
+    info["cpuSamplesKept"].as_u64().expect("cpuSamplesKept in the verbose status")
+}
+
+#[tokio::test]
+async fn a_thousand_pods_come_and_go_without_the_daemon_growing() {
+    let (d, mut rt) = daemon().await;
+    let logs = TempDir::new("logs");
+    let pid = d.pid().unwrap();
+    let mut warm = 0;
+    for i in 0..1000 {
+        let cfg = pod_config(&unique("churn"), logs.path());
+        let pod = run_pod(&mut rt, &cfg).await;
+        // Stats keep a CPU sample per cgroup (for the usage rate): it must go with the pod.
+        rt.pod_sandbox_stats(cri::PodSandboxStatsRequest { pod_sandbox_id: pod.clone() }).await.unwrap();
+        remove_pod(&mut rt, &pod).await;
+        if i == 99 {
+            warm = rss_kib(pid);
+        }
+    }
+    assert_eq!(cpu_samples_kept(&mut rt).await, 0, "CPU samples of removed pods are kept");
+    let end = rss_kib(pid);
+    assert!(end <= warm + 8 * 1024, "daemon RSS grew from {warm} KiB (after 100 pods) to {end} KiB (after 1000)");
+}

@@ -168,55 +168,68 @@ impl CriRuntime {
             runtime_handler: rec.runtime_handler.clone(),
         }
     }
+}
 
-    fn container_stats_of(&self, rec: &ContainerRecord) -> cri::ContainerStats {
-        let config: cri::ContainerConfig = records::decode(&rec.config);
-        let usage = self.rt.cgroup_usage(&rec.cgroup);
-        let (bytes, inodes) = self.rt.writable_layer_usage(&rec.id);
-        let now = crate::runtime::state::now_ns();
-        cri::ContainerStats {
-            attributes: Some(cri::ContainerAttributes {
-                id: rec.id.clone(),
-                metadata: config.metadata.clone(),
-                labels: config.labels.clone(),
-                annotations: config.annotations.clone(),
-            }),
+impl CriRuntime {
+    /// Run filesystem work (cgroup files, directory walks, netns reads) on a blocking thread,
+    /// in the caller's span.
+    async fn blocking<T: Send + 'static>(&self, f: impl FnOnce(&Runtime) -> T + Send + 'static) -> CriResult<T> {
+        let rt = self.rt.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| f(&rt))).await.map_err(|e| CriError::new(tonic::Code::Internal, format!("stats task: {e}")))
+    }
+}
+
+/// A container's CRI stats: cgroup reads and a walk of its writable layer (blocking work:
+/// callers run it on a blocking thread).
+fn container_stats_of(rt: &Runtime, rec: &ContainerRecord) -> cri::ContainerStats {
+    let config: cri::ContainerConfig = records::decode(&rec.config);
+    let usage = rt.cgroup_usage(&rec.cgroup);
+    let (bytes, inodes) = rt.writable_layer_usage(&rec.id);
+    let now = crate::runtime::state::now_ns();
+    cri::ContainerStats {
+        attributes: Some(cri::ContainerAttributes {
+            id: rec.id.clone(),
+            metadata: config.metadata.clone(),
+            labels: config.labels.clone(),
+            annotations: config.annotations.clone(),
+        }),
+        cpu: usage.as_ref().map(|u| u.cpu),
+        memory: usage.as_ref().map(|u| u.memory),
+        writable_layer: Some(cri::FilesystemUsage {
+            timestamp: now,
+            fs_id: Some(cri::FilesystemIdentifier { mountpoint: rt.config().data_dir.join("containers").to_string_lossy().to_string() }),
+            used_bytes: Some(cri::UInt64Value { value: bytes }),
+            inodes_used: Some(cri::UInt64Value { value: inodes }),
+        }),
+        swap: None,
+        io: None,
+    }
+}
+
+/// A pod's CRI stats, its containers' included (blocking work, as above).
+fn sandbox_stats_of(rt: &Runtime, rec: &SandboxRecord) -> cri::PodSandboxStats {
+    let config: cri::PodSandboxConfig = records::decode(&rec.config);
+    let usage = rt.cgroup_usage(&rec.cgroup);
+    let containers = rt.containers().into_iter().filter(|c| c.sandbox_id == rec.id).collect::<Vec<_>>();
+    let container_stats = containers.iter().map(|c| container_stats_of(rt, c)).collect();
+    let network = if rec.stopped { None } else { rec.net_ns.as_deref().and_then(stats::network_usage) };
+    cri::PodSandboxStats {
+        attributes: Some(cri::PodSandboxAttributes {
+            id: rec.id.clone(),
+            metadata: config.metadata.clone(),
+            labels: config.labels.clone(),
+            annotations: config.annotations.clone(),
+        }),
+        linux: Some(cri::LinuxPodSandboxStats {
             cpu: usage.as_ref().map(|u| u.cpu),
             memory: usage.as_ref().map(|u| u.memory),
-            writable_layer: Some(cri::FilesystemUsage {
-                timestamp: now,
-                fs_id: Some(cri::FilesystemIdentifier { mountpoint: self.rt.config().data_dir.join("containers").to_string_lossy().to_string() }),
-                used_bytes: Some(cri::UInt64Value { value: bytes }),
-                inodes_used: Some(cri::UInt64Value { value: inodes }),
-            }),
-            swap: None,
+            network,
+            process: usage.as_ref().map(|u| cri::ProcessUsage { timestamp: u.cpu.timestamp, process_count: Some(cri::UInt64Value { value: u.processes }) }),
+            containers: container_stats,
             io: None,
-        }
-    }
-
-    fn sandbox_stats_of(&self, rec: &SandboxRecord) -> cri::PodSandboxStats {
-        let config: cri::PodSandboxConfig = records::decode(&rec.config);
-        let usage = self.rt.cgroup_usage(&rec.cgroup);
-        let containers = self.rt.containers().into_iter().filter(|c| c.sandbox_id == rec.id).collect::<Vec<_>>();
-        let container_stats = containers.iter().map(|c| self.container_stats_of(c)).collect();
-        let network = if rec.stopped { None } else { rec.net_ns.as_deref().and_then(stats::network_usage) };
-        cri::PodSandboxStats {
-            attributes: Some(cri::PodSandboxAttributes {
-                id: rec.id.clone(),
-                metadata: config.metadata.clone(),
-                labels: config.labels.clone(),
-                annotations: config.annotations.clone(),
-            }),
-            linux: Some(cri::LinuxPodSandboxStats {
-                cpu: usage.as_ref().map(|u| u.cpu),
-                memory: usage.as_ref().map(|u| u.memory),
-                network,
-                process: usage.as_ref().map(|u| cri::ProcessUsage { timestamp: u.cpu.timestamp, process_count: Some(cri::UInt64Value { value: u.processes }) }),
-                containers: container_stats,
-                io: None,
-            }),
-            windows: None,
-        }
+        }),
+        windows: None,
     }
 }
 
@@ -244,6 +257,7 @@ impl RuntimeApi for CriRuntime {
         if req.verbose {
             let v = serde_json::json!({
                 "cgroupMode": format!("{:?}", crate::runtime::cgroups::host_mode()),
+                "cpuSamplesKept": self.rt.cpu_samples_kept(),
                 "dataDir": self.rt.config().data_dir,
                 "runDir": self.rt.config().run_dir,
             });
@@ -453,40 +467,46 @@ impl RuntimeApi for CriRuntime {
 
     async fn container_stats(&self, req: cri::ContainerStatsRequest) -> CriResult<cri::ContainerStatsResponse> {
         let rec = self.rt.container(&req.container_id)?;
-        Ok(cri::ContainerStatsResponse { stats: Some(self.container_stats_of(&rec)) })
+        let stats = self.blocking(move |rt| container_stats_of(rt, &rec)).await?;
+        Ok(cri::ContainerStatsResponse { stats: Some(stats) })
     }
 
     async fn list_container_stats(&self, req: cri::ListContainerStatsRequest) -> CriResult<cri::ListContainerStatsResponse> {
         let filter = req.filter.unwrap_or_default();
         let stats = self
-            .rt
-            .containers()
-            .into_iter()
-            .filter(|c| filter.id.is_empty() || c.id.starts_with(&filter.id))
-            .filter(|c| filter.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&filter.pod_sandbox_id))
-            .filter(|c| labels_match(&filter.label_selector, &records::decode::<cri::ContainerConfig>(&c.config).labels))
-            .filter(|c| self.rt.observe(c).state == ContainerState::Running)
-            .map(|c| self.container_stats_of(&c))
-            .collect();
+            .blocking(move |rt| {
+                rt.containers()
+                    .into_iter()
+                    .filter(|c| filter.id.is_empty() || c.id.starts_with(&filter.id))
+                    .filter(|c| filter.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&filter.pod_sandbox_id))
+                    .filter(|c| labels_match(&filter.label_selector, &records::decode::<cri::ContainerConfig>(&c.config).labels))
+                    .filter(|c| rt.observe(c).state == ContainerState::Running)
+                    .map(|c| container_stats_of(rt, &c))
+                    .collect()
+            })
+            .await?;
         Ok(cri::ListContainerStatsResponse { stats })
     }
 
     async fn pod_sandbox_stats(&self, req: cri::PodSandboxStatsRequest) -> CriResult<cri::PodSandboxStatsResponse> {
         let rec = self.rt.sandbox(&req.pod_sandbox_id)?;
-        Ok(cri::PodSandboxStatsResponse { stats: Some(self.sandbox_stats_of(&rec)) })
+        let stats = self.blocking(move |rt| sandbox_stats_of(rt, &rec)).await?;
+        Ok(cri::PodSandboxStatsResponse { stats: Some(stats) })
     }
 
     async fn list_pod_sandbox_stats(&self, req: cri::ListPodSandboxStatsRequest) -> CriResult<cri::ListPodSandboxStatsResponse> {
         let filter = req.filter.unwrap_or_default();
         let stats = self
-            .rt
-            .sandboxes()
-            .into_iter()
-            .filter(|s| filter.id.is_empty() || s.id.starts_with(&filter.id))
-            .filter(|s| labels_match(&filter.label_selector, &records::decode::<cri::PodSandboxConfig>(&s.config).labels))
-            .filter(|s| !s.stopped)
-            .map(|s| self.sandbox_stats_of(&s))
-            .collect();
+            .blocking(move |rt| {
+                rt.sandboxes()
+                    .into_iter()
+                    .filter(|s| filter.id.is_empty() || s.id.starts_with(&filter.id))
+                    .filter(|s| labels_match(&filter.label_selector, &records::decode::<cri::PodSandboxConfig>(&s.config).labels))
+                    .filter(|s| !s.stopped)
+                    .map(|s| sandbox_stats_of(rt, &s))
+                    .collect()
+            })
+            .await?;
         Ok(cri::ListPodSandboxStatsResponse { stats })
     }
 

@@ -502,6 +502,7 @@ impl Runtime {
     }
 
     pub(super) fn teardown_container(&self, rec: &ContainerRecord) {
+        self.forget_cpu_sample(&rec.cgroup);
         if let Ok(run) = state::read_json::<RunState>(&self.container_run_dir(&rec.id).join(state::STATE_FILE)) {
             self.kill_all(rec, &run);
         }

@@ -475,6 +475,7 @@ impl Runtime {
     /// Undo whatever of a sandbox exists; safe on half-made sandboxes and repeated calls.
     pub(super) fn teardown_sandbox(&self, rec: &SandboxRecord) {
         self.kill_sandbox_init(rec);
+        self.forget_cpu_sample(&rec.cgroup);
         if rec.owns_cgroup {
             if let Ok(cg) = Cgroup::open(&rec.cgroup) {
                 if let Err(e) = cg.remove() {

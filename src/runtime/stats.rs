@@ -17,6 +17,16 @@ pub struct CgroupUsage {
 }
 
 impl Runtime {
+    /// Drop the last CPU sample of a cgroup that goes away.
+    pub(super) fn forget_cpu_sample(&self, spec: &CgroupSpec) {
+        self.cpu_samples.lock().unwrap_or_else(|p| p.into_inner()).remove(&spec.path);
+    }
+
+    /// How many cgroups have a CPU sample kept (reported in verbose Status).
+    pub fn cpu_samples_kept(&self) -> usize {
+        self.cpu_samples.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     pub fn cgroup_usage(&self, spec: &CgroupSpec) -> Option<CgroupUsage> {
         let cg = Cgroup::open(spec).ok()?;
         let stats = cg.stats().ok()?;
