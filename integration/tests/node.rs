@@ -1284,3 +1284,36 @@ async fn names_that_would_be_paths_and_bad_quantities_are_refused_before_anythin
     assert!(logs.len() == 1 && logs[0].starts_with("default_guaranteed-berth-it_"), "{logs:?}");
     assert!(!Path::new("/tmp/berth-escape").exists());
 }
+
+#[tokio::test]
+async fn a_pods_progress_is_written_when_it_changes_not_every_sync() {
+    use std::os::unix::fs::MetadataExt;
+    let d = Daemon::start_node("").await;
+    let url = d.kubelet_url().await;
+    write(
+        &d.manifests(),
+        "quiet.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: quiet\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: BUSYBOX\n    command: ['sleep', '3600']\n",
+    );
+    let p = wait_for(&url, "quiet", "Running and Ready", Duration::from_secs(60), |p| condition(p, "Ready") == "True").await;
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    let file = d.data_dir().join(format!("node/{uid}.json"));
+    let stamp = || std::fs::metadata(&file).map(|m| (m.ino(), m.mtime_nsec(), m.mtime())).unwrap();
+    let before = stamp();
+    // Several syncs (one a second) of a pod that does not change: nothing is rewritten.
+    // (Waiting here is the behaviour under test: the absence of writes over time.)
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(stamp(), before, "the progress file was rewritten without a change");
+    // A change (the container killed and restarted) is written.
+    let mut rt = d.runtime().await;
+    let c = container(&p, "app")["containerID"].as_str().unwrap().trim_start_matches("berth://").to_string();
+    rt.stop_container(cri::StopContainerRequest { container_id: c, timeout: 0 }).await.unwrap();
+    wait_for(&url, "quiet", "restarted", Duration::from_secs(60), |p| container(p, "app")["restartCount"].as_i64() == Some(1)).await;
+    let start = Instant::now();
+    while stamp() == before {
+        assert!(start.elapsed() < Duration::from_secs(10), "the restart was not written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert!(saved["containers"]["app"].is_object(), "{saved}");
+}

@@ -76,6 +76,10 @@ pub struct NodeShared {
     pub evictions: tokio::sync::Mutex<BTreeMap<String, housekeeping::Eviction>>,
     /// The node's CPU time at the last /stats/summary, for its usage rate.
     pub cpu: machine::CpuSampler,
+    /// Each pod's progress as last handed to disk, so unchanged progress is not rewritten.
+    saved_progress: std::sync::Mutex<BTreeMap<String, Vec<u8>>>,
+    /// Serialises a pod's progress writes (the newest content is what lands).
+    progress_writes: crate::util::keyed_lock::KeyedLock,
 }
 
 impl NodeShared {
@@ -87,13 +91,31 @@ impl NodeShared {
         crate::runtime::state::read_json(&self.progress_path(uid)).ok()
     }
 
-    pub fn save_progress(&self, uid: &str, p: &PodProgress) {
-        if let Err(e) = atomic::write_json(&self.progress_path(uid), p) {
-            tracing::warn!(uid, "saving pod progress: {e}");
+    /// Keep a pod's progress across node restarts: written (durably, on a blocking thread)
+    /// only when it changed since the last write.
+    pub async fn save_progress(&self, uid: &str, p: &PodProgress) {
+        let Ok(bytes) = serde_json::to_vec(p) else { return };
+        {
+            let mut saved = self.saved_progress.lock().unwrap_or_else(|e| e.into_inner());
+            if saved.get(uid) == Some(&bytes) {
+                return;
+            }
+            saved.insert(uid.to_string(), bytes);
+        }
+        let _one_writer = self.progress_writes.lock(uid).await;
+        // A later save may have come in meanwhile: write whatever is newest.
+        let Some(latest) = self.saved_progress.lock().unwrap_or_else(|e| e.into_inner()).get(uid).cloned() else { return };
+        let path = self.progress_path(uid);
+        let written = tokio::task::spawn_blocking(move || atomic::write_file(&path, &latest)).await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(uid, "saving pod progress: {e}"),
+            Err(e) => tracing::warn!(uid, "saving pod progress: {e}"),
         }
     }
 
     pub async fn forget(&self, uid: &str) {
+        self.saved_progress.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
         let _ = std::fs::remove_file(self.progress_path(uid));
         self.statuses.write().await.remove(uid);
         self.details.write().await.remove(uid);
@@ -127,6 +149,8 @@ impl Node {
             pressure: RwLock::new(Vec::new()),
             evictions: Default::default(),
             cpu: Default::default(),
+            saved_progress: Default::default(),
+            progress_writes: crate::util::keyed_lock::KeyedLock::new(),
         });
         Ok(Node { shared, workers: BTreeMap::new() })
     }

@@ -200,7 +200,7 @@ impl Worker {
         pod.status = Some(status);
         self.shared.statuses.write().await.insert(self.uid(), pod);
         self.shared.details.write().await.insert(self.uid(), (self.progress.clone(), self.log_dir()));
-        self.shared.save_progress(&self.uid(), &self.progress);
+        self.shared.save_progress(&self.uid(), &self.progress).await;
     }
 
     /// Newest container of each name in the current sandbox.
@@ -675,7 +675,7 @@ impl Worker {
         self.progress.pod_ips = std::iter::once(net.ip).chain(net.additional_ips.into_iter().map(|i| i.ip)).filter(|i| !i.is_empty()).collect();
         self.write_hosts()?;
         self.set_condition("PodReadyToStartContainers", true);
-        self.shared.save_progress(&self.uid(), &self.progress);
+        self.shared.save_progress(&self.uid(), &self.progress).await;
         Ok(())
     }
 
