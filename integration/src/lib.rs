@@ -58,6 +58,8 @@ pub struct Daemon {
     env: Vec<(String, String)>,
     /// The binary the daemon is started from (default: the one under test).
     pub exe: PathBuf,
+    /// The bridge of the private pod network the harness gave it, removed at the end.
+    bridge: Option<String>,
 }
 
 impl Daemon {
@@ -82,7 +84,7 @@ impl Daemon {
         prepare(dir.path());
         std::fs::write(dir.path().join("config.toml"), config).expect("write config");
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut d = Daemon { dir, child: None, mode: vec!["runtime".into()], cgroup_roots: vec![], env, exe: berth_bin() };
+        let mut d = Daemon { dir, child: None, mode: vec!["runtime".into()], cgroup_roots: vec![], env, exe: berth_bin(), bridge: None };
         d.spawn().await;
         d
     }
@@ -107,9 +109,24 @@ impl Daemon {
     async fn start_node_full(config: &str, prepare: impl FnOnce(&Path), extra: &[&str]) -> Daemon {
         let dir = TempDir::new("node");
         prepare(dir.path());
-        std::fs::write(dir.path().join("config.toml"), config).expect("write config");
-        std::fs::create_dir_all(dir.path().join("manifests")).expect("manifests dir");
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        // A node runs pods only with a working pod network (as a kubelet): unless the test
+        // brings its own, a private one: berth-cni's default config on a bridge of its own.
+        let mut config = config.to_string();
+        let mut bridge = None;
+        if !config.contains("[network]") {
+            let name = format!("bn{}x{n}", std::process::id() % 100_000);
+            let own = berth_bin().parent().expect("bin dir").display().to_string();
+            config.push_str(&format!(
+                "\n[network]\nconf_dir = \"{}\"\nbin_dirs = [\"{own}\"]\nbridge = \"{name}\"\nmasquerade = false\npod_cidr = \"10.{}.{}.0/24\"\n",
+                dir.path().join("net.d").display(),
+                160 + std::process::id() % 60,
+                n % 250
+            ));
+            bridge = Some(name);
+        }
+        std::fs::write(dir.path().join("config.toml"), &config).expect("write config");
+        std::fs::create_dir_all(dir.path().join("manifests")).expect("manifests dir");
         let cgroup_root = format!("/berth-it-kubepods-{}-{n}", std::process::id());
         let mode = vec![
             "node".to_string(),
@@ -131,7 +148,7 @@ impl Daemon {
             mode.extend(["--eviction-hard".to_string(), "memory.available<100Mi".to_string()]);
         }
         mode.extend(extra.iter().map(|a| a.to_string()));
-        let mut d = Daemon { dir, child: None, mode, cgroup_roots: vec![cgroup_root], env: vec![], exe: berth_bin() };
+        let mut d = Daemon { dir, child: None, mode, cgroup_roots: vec![cgroup_root], env: vec![], exe: berth_bin(), bridge };
         d.spawn().await;
         d
     }
@@ -279,6 +296,9 @@ impl Drop for Daemon {
         self.remove_pods_through_the_daemon();
         self.stop();
         self.remove_leftovers();
+        if let Some(b) = &self.bridge {
+            let _ = Command::new("ip").args(["link", "del", b]).output();
+        }
     }
 }
 

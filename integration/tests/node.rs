@@ -1317,3 +1317,52 @@ async fn a_pods_progress_is_written_when_it_changes_not_every_sync() {
     let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert!(saved["containers"]["app"].is_object(), "{saved}");
 }
+
+#[tokio::test]
+async fn pods_wait_for_the_pod_network_and_host_network_pods_do_not() {
+    let net = TempDir::new("node-net");
+    let conf = net.path().join("net.d");
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::write(conf.join("10-broken.conflist"), "{\"cniVersion\": ").unwrap();
+    let own = berth_bin().parent().unwrap().display().to_string();
+    let bridge = format!("bnw{}", std::process::id() % 100_000);
+    let _bridge = LinkGuard(bridge.clone());
+    let config = format!("[network]\nconf_dir = \"{}\"\nbin_dirs = [\"{own}\"]\nbridge = \"{bridge}\"\nmasquerade = false\n", conf.display());
+    let d = Daemon::start_node(&config).await;
+    let url = d.kubelet_url().await;
+    write(
+        &d.manifests(),
+        "pods.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: needs-net\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: BUSYBOX\n    command: ['sleep', '3600']\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: host-net\nspec:\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: BUSYBOX\n    command: ['sleep', '3600']\n",
+    );
+    wait_for(&url, "host-net", "Running", Duration::from_secs(60), |p| phase(p) == "Running").await;
+    let events = wait_for_event(&url, "NetworkNotReady").await;
+    assert!(events.contains("network is not ready: container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady"), "{events}");
+    assert!(events.contains("10-broken.conflist"), "{events}");
+    let p = berth_integration::kubelet::pod(&url, "needs-net").await.expect("listed");
+    assert_eq!(phase(&p), "Pending");
+    let mut rt = d.runtime().await;
+    let sandboxes = rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await.unwrap().into_inner().items;
+    assert!(sandboxes.iter().all(|s| s.metadata.as_ref().unwrap().name != "needs-net-berth-it"), "no sandbox while the network is not ready");
+    // The network comes right: the pod starts, with an address on it.
+    std::fs::remove_file(conf.join("10-broken.conflist")).unwrap();
+    let list = serde_json::json!({"cniVersion": "1.0.0", "name": "berth-nodenet", "plugins": [{"type": "berth-cni", "bridge": bridge, "isGateway": true,
+        "ipam": {"ranges": [[{"subnet": format!("10.{}.200.0/24", 160 + std::process::id() % 60)}]], "dataDir": net.path().join("ipam")}}]});
+    std::fs::write(conf.join("10-good.conflist"), list.to_string()).unwrap();
+    let p = wait_for(&url, "needs-net", "Running", Duration::from_secs(60), |p| phase(p) == "Running").await;
+    let prefix = format!("10.{}.200.", 160 + std::process::id() % 60);
+    assert!(p["status"]["podIP"].as_str().unwrap_or_default().starts_with(&prefix), "{}", p["status"]);
+}
+
+/// The node's events (`/events`) once one with `reason` is there, as text.
+async fn wait_for_event(url: &str, reason: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let events = get(&format!("{url}/events")).await;
+        if events.contains(&format!("\"reason\":\"{reason}\"")) {
+            return events;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no {reason} event in {events}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -650,6 +650,15 @@ impl Worker {
             }
         }
         self.set_condition("PodReadyToStartContainers", false);
+        // As the kubelet: a pod that needs the pod network waits for it.
+        let host_network = self.pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+        if !host_network {
+            if let Some(why) = self.network_not_ready().await {
+                let message = format!("network is not ready: container runtime network not ready: {why}");
+                self.event("Warning", "NetworkNotReady", &message, None);
+                return Err(message);
+            }
+        }
         std::fs::create_dir_all(self.log_dir()).map_err(err)?;
         if super::dns::resolver(&self.pod, !self.shared.cfg.cluster_dns.is_empty()).1 {
             self.event(
@@ -677,6 +686,17 @@ impl Worker {
         self.set_condition("PodReadyToStartContainers", true);
         self.shared.save_progress(&self.uid(), &self.progress).await;
         Ok(())
+    }
+
+    /// Why the runtime's pod network is not ready, in the kubelet's words; None when it is.
+    async fn network_not_ready(&self) -> Option<String> {
+        let st = match self.rt().status(cri::StatusRequest { verbose: false }).await {
+            Ok(st) => st,
+            Err(e) => return Some(format!("runtime status: {}", e.message)),
+        };
+        let conditions = st.status.map(|s| s.conditions).unwrap_or_default();
+        let c = conditions.into_iter().find(|c| c.r#type == "NetworkReady")?;
+        (!c.status).then(|| format!("NetworkReady=false reason:{} message:{}", c.reason, c.message))
     }
 
     async fn stop_sandbox(&mut self) {
