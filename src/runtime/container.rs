@@ -8,7 +8,6 @@ use super::state::{self, CgroupSpec, ExitRecord, MonitorConfig, MonitorReport, P
 use super::{internal, unmount, RtResult, Runtime, RuntimeError};
 use crate::cri::v1 as cri;
 use crate::util::atomic;
-use nix::mount::{mount, MsFlags};
 use nix::sys::signal::Signal;
 use oci_spec::runtime::Spec;
 use std::path::{Path, PathBuf};
@@ -94,11 +93,6 @@ pub fn cri_signal_number(signal: i32) -> Option<i32> {
 pub fn cri_signal(number: i32) -> cri::Signal {
     (1..).map_while(|i| cri::Signal::try_from(i).ok()).find(|s| cri_signal_number(*s as i32) == Some(number)).unwrap_or(cri::Signal::RuntimeDefault)
 }
-
-/// Lower layers one overlay mount can stack (OVL_MAX_STACK).
-const MAX_OVERLAY_LAYERS: usize = 500;
-/// Mount options must fit in one page (about 200 layers as /proc/self/fd/N names).
-const PAGE_LIMIT: usize = 4096;
 
 impl Runtime {
     /// A container whose creation finished; one still being made is not found.
@@ -222,7 +216,7 @@ impl Runtime {
     }
 
     /// CreateContainer.
-    pub async fn create_container(&self, sandbox_id: &str, config: cri::ContainerConfig, _sandbox_config: Option<cri::PodSandboxConfig>) -> RtResult<String> {
+    pub async fn create_container(&self, sandbox_id: &str, config: cri::ContainerConfig, _sandbox_config: Option<cri::PodSandboxConfig>) -> RtResult<Made> {
         let sb = self.sandbox(sandbox_id)?;
         if sb.stopped {
             return Err(RuntimeError::FailedPrecondition(format!("sandbox {} is not ready", sb.id)));
@@ -243,7 +237,7 @@ impl Runtime {
         if let Some(existing) = self.same_container(&name, &config) {
             // A retry of a create whose answer the caller never got: the same container.
             tracing::info!(container = %existing, "CreateContainer repeated with an identical config: answering with the container made before");
-            return Ok(existing);
+            return Ok(Made { id: existing, fresh: false });
         }
         self.reserve_name(&name, &id)?;
         let _guard = self.locks.lock(&id).await;
@@ -275,6 +269,7 @@ impl Runtime {
             stop_signal,
             rootfs_mounted: false,
             start_error: None,
+            volume_images: vec![],
         };
         let created = async {
             let data = self.container_data_dir(&id);
@@ -288,6 +283,11 @@ impl Runtime {
             rec.rootfs_mounted = true;
             let pod = self.pod_view(&sb);
             let target_pid_ns = self.target_pid_ns(&sb, &config)?;
+            let image_volumes = self.prepare_image_volumes(&run, &config)?;
+            if !image_volumes.image_ids.is_empty() {
+                rec.volume_images = image_volumes.image_ids.clone();
+                self.save_container(&rec)?;
+            }
             let handler = self.cfg.handlers.get(&sb.runtime_handler).cloned().unwrap_or_else(|| {
                 tracing::warn!(sandbox = %sb.id, handler = %sb.runtime_handler, "the pod's runtime handler is no longer configured: using the default's options");
                 Default::default()
@@ -302,6 +302,7 @@ impl Runtime {
                 rlimits: &self.cfg.rlimits,
                 target_pid_ns: target_pid_ns.as_deref(),
                 handler: &handler,
+                image_volumes: &image_volumes.sources,
             })?;
             if let Some(p) = spec.process() {
                 let cwd = super::process::mounts::secure_join(&rootfs, p.cwd()).map_err(|e| internal("working dir", e))?;
@@ -343,38 +344,17 @@ impl Runtime {
             self.release_name(&name, &id);
             return Err(e);
         }
-        Ok(id)
+        Ok(Made { id, fresh: true })
     }
 
-    /// The container's rootfs: an overlay of the image's layers under its own writable
-    /// layer. Layers are named to the kernel as /proc/self/fd/N of directories opened for the
-    /// mount, so the option string stays short whatever the layers' paths: an image of many
-    /// layers (up to overlayfs' own limit of 500) fits in the one page mount options get.
+    /// The container's rootfs: an overlay of the image's layers under its own writable layer.
     fn mount_rootfs(&self, id: &str, lowers: &[PathBuf]) -> RtResult<()> {
         let data = self.container_data_dir(id);
-        let target = self.container_rootfs(id);
-        if lowers.is_empty() {
-            return Err(RuntimeError::FailedPrecondition("the image has no layers".into()));
-        }
-        if lowers.len() > MAX_OVERLAY_LAYERS {
-            return Err(RuntimeError::FailedPrecondition(format!("the image has {} layers; overlayfs stacks at most {MAX_OVERLAY_LAYERS}", lowers.len())));
-        }
-        let mut fds = Vec::with_capacity(lowers.len());
-        for l in lowers {
-            let fd =
-                nix::fcntl::open(l, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-                    .map_err(|e| internal(&format!("opening layer {}", l.display()), e))?;
-            fds.push(fd);
-        }
-        use std::os::fd::AsRawFd;
-        let lower = fds.iter().map(|fd| format!("/proc/self/fd/{}", fd.as_raw_fd())).collect::<Vec<_>>().join(":");
-        let opts = format!("lowerdir={lower},upperdir={},workdir={}", data.join("upper").display(), data.join("work").display());
-        if opts.len() >= PAGE_LIMIT {
-            return Err(RuntimeError::FailedPrecondition(format!("the image has too many layers ({}) for one overlay mount", lowers.len())));
-        }
-        let mounted = mount(Some("overlay"), &target, Some("overlay"), MsFlags::empty(), Some(opts.as_str()));
-        drop(fds);
-        mounted.map_err(|e| internal("mounting the container's rootfs", e))
+        let (upper, work) = (data.join("upper"), data.join("work"));
+        super::overlay::mount_layers(&self.container_rootfs(id), lowers, Some((&upper, &work))).map_err(|e| match e {
+            e @ (super::overlay::OverlayError::NoLayers | super::overlay::OverlayError::TooManyLayers(_)) => RuntimeError::FailedPrecondition(e.to_string()),
+            e => internal("mounting the container's rootfs", e),
+        })
     }
 
     /// StartContainer: run the monitor and wait until the container's process has exec'd.
@@ -516,6 +496,7 @@ impl Runtime {
 
     pub(super) fn teardown_container_dirs(&self, id: &str) {
         unmount(&self.container_rootfs(id));
+        super::image_volumes::teardown(&self.container_run_dir(id));
         super::sandbox::remove_dir_logged(&self.container_run_dir(id));
         super::sandbox::remove_dir_logged(&self.container_data_dir(id));
     }

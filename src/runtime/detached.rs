@@ -4,8 +4,11 @@
 //! CreateContainer run on a task of their own, to the end: success, or failure with its
 //! rollback. When the caller is gone by then, what was made is removed again, since nobody
 //! learnt its ID. A retry with the same name waits for all of that (a per-name lock) and
-//! then finds the name free.
-use super::{RtResult, Runtime, RuntimeError};
+//! then finds the name free. Only what the abandoned call made itself is removed: when it
+//! answered with the object of an identical earlier create (a retry that got the lock first),
+//! that object belongs to whoever got its ID. A call whose caller left before the name was
+//! free does not start at all.
+use super::{Made, RtResult, Runtime, RuntimeError};
 use crate::cri::v1 as cri;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -43,12 +46,15 @@ impl Runtime {
         let task = tokio::spawn(
             async move {
                 let _name = rt.locks.lock(&name_key).await;
+                if gone.load(Ordering::SeqCst) {
+                    return Err(RuntimeError::Cancelled("the caller left before RunPodSandbox started".into()));
+                }
                 let made = rt.run_sandbox(config, runtime_handler).await;
-                if let (Ok(id), true) = (&made, gone.load(Ordering::SeqCst)) {
+                if let (Ok(Made { id, fresh: true }), true) = (&made, gone.load(Ordering::SeqCst)) {
                     tracing::info!(sandbox = %id, "the caller left before RunPodSandbox finished: removing the pod");
                     rt.abandon_sandbox(id).await;
                 }
-                made
+                made.map(|m| m.id)
             }
             .in_current_span(),
         );
@@ -72,14 +78,17 @@ impl Runtime {
         let task = tokio::spawn(
             async move {
                 let _name = rt.locks.lock(&name_key).await;
+                if gone.load(Ordering::SeqCst) {
+                    return Err(RuntimeError::Cancelled("the caller left before CreateContainer started".into()));
+                }
                 let made = rt.create_container(&sandbox_id, config, sandbox_config).await;
-                if let (Ok(id), true) = (&made, gone.load(Ordering::SeqCst)) {
+                if let (Ok(Made { id, fresh: true }), true) = (&made, gone.load(Ordering::SeqCst)) {
                     tracing::info!(container = %id, "the caller left before CreateContainer finished: removing the container");
                     if let Err(e) = rt.remove_container(id).await {
                         tracing::warn!(container = %id, "removing an abandoned container: {e}");
                     }
                 }
-                made
+                made.map(|m| m.id)
             }
             .in_current_span(),
         );

@@ -6,8 +6,10 @@ pub mod cgroups;
 pub mod container;
 pub mod detached;
 pub mod handlers;
+pub mod image_volumes;
 pub mod metrics;
 pub mod mountinfo;
+pub mod overlay;
 pub mod process;
 pub mod records;
 pub mod sandbox;
@@ -38,6 +40,8 @@ pub enum RuntimeError {
     Internal(String),
     #[error("{0}")]
     Unsupported(String),
+    #[error("{0}")]
+    Cancelled(String),
 }
 
 impl RuntimeError {
@@ -49,6 +53,7 @@ impl RuntimeError {
             RuntimeError::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
             RuntimeError::Internal(_) => tonic::Code::Internal,
             RuntimeError::Unsupported(_) => tonic::Code::Unimplemented,
+            RuntimeError::Cancelled(_) => tonic::Code::Cancelled,
         }
     }
 }
@@ -63,6 +68,14 @@ impl From<spec::SpecError> for RuntimeError {
 }
 
 pub type RtResult<T> = Result<T, RuntimeError>;
+
+/// What a create answered with: the object's ID, and whether this call made it (false when an
+/// identical earlier create's object was handed out again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Made {
+    pub id: String,
+    pub fresh: bool,
+}
 
 pub fn internal(what: &str, e: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Internal(format!("{what}: {e}"))
@@ -272,7 +285,8 @@ fn load_records<T: serde::de::DeserializeOwned>(dir: &std::path::Path) -> Vec<(P
 
 impl ImageUsers for Runtime {
     fn containers_using(&self, id: &Digest) -> Vec<String> {
-        self.index().containers.values().filter(|c| c.image_id == id.as_str()).map(|c| c.id.clone()).collect()
+        let uses = |c: &&ContainerRecord| c.image_id == id.as_str() || c.volume_images.iter().any(|v| v == id.as_str());
+        self.index().containers.values().filter(uses).map(|c| c.id.clone()).collect()
     }
 }
 

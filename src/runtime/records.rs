@@ -67,6 +67,9 @@ pub struct ContainerRecord {
     pub rootfs_mounted: bool,
     /// Why the last StartContainer failed, if it did.
     pub start_error: Option<String>,
+    /// Images mounted as image volumes (kept from removal while the container exists).
+    #[serde(default)]
+    pub volume_images: Vec<String>,
 }
 
 pub fn encode(msg: &impl prost::Message) -> String {

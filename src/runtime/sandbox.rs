@@ -155,7 +155,7 @@ impl Runtime {
     }
 
     /// RunPodSandbox.
-    pub async fn run_sandbox(&self, config: cri::PodSandboxConfig, runtime_handler: String) -> RtResult<String> {
+    pub async fn run_sandbox(&self, config: cri::PodSandboxConfig, runtime_handler: String) -> RtResult<Made> {
         let md = config.metadata.clone().ok_or_else(|| RuntimeError::Invalid("metadata is required".into()))?;
         if md.name.is_empty() {
             return Err(RuntimeError::Invalid("metadata.name is required".into()));
@@ -180,7 +180,7 @@ impl Runtime {
             // A retry of a create whose answer the caller never got (it gave up just as the
             // create finished): the same request gets the same pod.
             tracing::info!(sandbox = %existing, "RunPodSandbox repeated with an identical config: answering with the pod made before");
-            return Ok(existing);
+            return Ok(Made { id: existing, fresh: false });
         }
         self.reserve_name(&name, &id)?;
         let _guard = self.locks.lock(&id).await;
@@ -226,7 +226,7 @@ impl Runtime {
             self.release_name(&name, &id);
             return Err(e);
         }
-        Ok(id)
+        Ok(Made { id, fresh: true })
     }
 
     async fn build_sandbox(&self, rec: &mut SandboxRecord, config: &cri::PodSandboxConfig) -> RtResult<()> {

@@ -85,6 +85,8 @@ pub struct SpecInput<'a> {
     pub target_pid_ns: Option<&'a Path>,
     /// The options of the pod's runtime handler.
     pub handler: &'a super::handlers::HandlerOptions,
+    /// Where each image mount's content is (by mount index), mounted by the runtime.
+    pub image_volumes: &'a std::collections::HashMap<usize, std::path::PathBuf>,
 }
 
 /// Kubernetes' rule: command replaces ENTRYPOINT (and drops CMD); args replace CMD.
@@ -288,11 +290,15 @@ fn mounts(input: &SpecInput, privileged: bool, readonly_root: bool) -> Result<Ve
     let mut user_dests = BTreeSet::new();
     let mut user_mounts = Vec::new();
     for (i, m) in input.config.mounts.iter().enumerate() {
-        if m.image.as_ref().is_some_and(|img| !img.image.is_empty()) {
-            return Err(SpecError::Unsupported { field: format!("mounts[{i}].image"), message: "image volumes are not supported yet".into() });
-        }
         if !m.container_path.starts_with('/') {
             return Err(invalid(&format!("mounts[{i}].container_path"), format!("{:?} is not absolute", m.container_path)));
+        }
+        if m.image.as_ref().is_some_and(|img| !img.image.is_empty()) {
+            // An image volume: its content, read-only, whatever the request says.
+            let source = input.image_volumes.get(&i).ok_or_else(|| invalid(&format!("mounts[{i}].image"), "the image volume was not prepared"))?;
+            user_dests.insert(m.container_path.trim_end_matches('/').to_string());
+            user_mounts.push(mount(&m.container_path, "bind", &source.to_string_lossy(), &["rbind", "rprivate", "ro", "nosuid", "nodev"]));
+            continue;
         }
         if !m.host_path.starts_with('/') {
             return Err(invalid(&format!("mounts[{i}].host_path"), format!("{:?} is not absolute", m.host_path)));
