@@ -14,4 +14,4 @@ export BERTH_TEST_IMAGES_ENV=$PWD/hack/build/images.env
 trap 'hack/registry.sh stop' EXIT
 hack/registry.sh start
 hack/images.sh
-cargo test --workspace "$@" -- --test-threads=4
+cargo test --workspace --no-fail-fast "$@" -- --test-threads=4

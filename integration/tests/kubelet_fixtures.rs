@@ -16,31 +16,6 @@ fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/kubelet")
 }
 
-/// True when this host has a hugetlb cgroup controller Berth can use (v1: mounted; v2: listed
-/// in the root's cgroup.controllers, which is the unified hierarchy on a v2 host).
-fn hugetlb_available() -> bool {
-    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        return std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default().split_whitespace().any(|c| c == "hugetlb");
-    }
-    std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default().lines().any(|l| {
-        let mut halves = l.splitn(2, " - ");
-        let (_, post) = (halves.next(), halves.next().unwrap_or_default());
-        let mut f = post.split_whitespace();
-        f.next() == Some("cgroup") && f.nth(1).is_some_and(|opts| opts.split(',').any(|o| o == "hugetlb"))
-    })
-}
-
-/// How a fixture is replayed.
-#[derive(Clone, Copy, PartialEq)]
-enum Replay {
-    /// Exactly as recorded.
-    AsRecorded,
-    /// As recorded, less `hugepage_limits` when the host has no usable hugetlb controller
-    /// (Berth fails such a start until issue 23 item 1 is fixed; the test named after that
-    /// fix replays them as recorded).
-    WithoutHugepagesOnHostsWithoutHugetlb,
-}
-
 /// A private CNI network (Berth's default config on its own bridge and pod CIDR) and a
 /// private cgroup root standing in for the kubelet's `--cgroup-root`; all removed on drop.
 struct Node {
@@ -131,25 +106,10 @@ impl Vars {
     }
 }
 
-/// Drop every `hugepage_limits` list in a request.
-fn strip_hugepages(v: &mut Value) -> usize {
-    match v {
-        Value::Object(m) => {
-            let mut n = usize::from(m.remove("hugepage_limits").is_some());
-            for x in m.values_mut() {
-                n += strip_hugepages(x);
-            }
-            n
-        }
-        Value::Array(a) => a.iter_mut().map(strip_hugepages).sum(),
-        _ => 0,
-    }
-}
-
 /// Replay the fixture `name`; panics naming the failing call, its error and the daemon's log.
 /// `pending` names fixes not yet in Berth whose checks (`expect_pending.<fix>` of a call) are
 /// added to the call's `expect`: the test named after a fix passes them, the others do not.
-async fn replay(name: &str, mode: Replay, pending: &[&str]) {
+async fn replay(name: &str, pending: &[&str]) {
     let path = fixture_dir().join(format!("{name}.json"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let fixture: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -165,19 +125,12 @@ async fn replay(name: &str, mode: Replay, pending: &[&str]) {
         std::fs::create_dir_all(p.parent().expect("file has a parent")).expect("create fixture file's dir");
         std::fs::write(&p, vars.expand_str(content.as_str().expect("file contents are strings"))).expect("write fixture file");
     }
-    let strip = mode == Replay::WithoutHugepagesOnHostsWithoutHugetlb && !hugetlb_available();
     let mut rt = node.daemon.runtime().await;
     let mut img = node.daemon.images().await;
     let calls = fixture["calls"].as_array().unwrap_or_else(|| panic!("{name}: no calls"));
     for (i, step) in calls.iter().enumerate() {
         let rpc = step["rpc"].as_str().unwrap_or_else(|| panic!("{name} call #{i}: no rpc"));
-        let mut request = vars.expand(&step["request"]);
-        if strip {
-            let n = strip_hugepages(&mut request);
-            if n > 0 {
-                eprintln!("{name} call #{i} {rpc}: hugepage_limits left out ({n}): no hugetlb controller on this host (see hugepage_limits_sent_when_hugetlb_is_unmounted)");
-            }
-        }
+        let request = vars.expand(&step["request"]);
         let mut expect = vars.expand(&step["expect"]);
         for fix in pending {
             if let Some(extra) = step["expect_pending"][*fix].as_object() {
@@ -390,37 +343,29 @@ fn ids_eq(got: impl Iterator<Item = String>, want: &Value) -> Result<(), String>
 
 #[tokio::test]
 async fn kubelet_node_startup() {
-    replay("node-startup", Replay::AsRecorded, &[]).await;
+    replay("node-startup", &[]).await;
 }
 
 #[tokio::test]
 async fn kubelet_oneshot_host_network_pod_exits_3() {
-    replay("oneshot-host-network", Replay::WithoutHugepagesOnHostsWithoutHugetlb, &[]).await;
+    replay("oneshot-host-network", &[]).await;
 }
 
+/// Also: the kubelet sends a hugepage limit of 0 for every page size in every container; a
+/// host without a mounted hugetlb controller (this one) still starts them, as containerd does.
 #[tokio::test]
 async fn kubelet_guaranteed_pod_with_exclusive_cpu_and_probes() {
-    replay("guaranteed", Replay::WithoutHugepagesOnHostsWithoutHugetlb, &[]).await;
+    replay("guaranteed", &[]).await;
 }
 
 #[tokio::test]
 async fn kubelet_secure_pod_runs_as_user_1000_read_only() {
-    replay("secure", Replay::WithoutHugepagesOnHostsWithoutHugetlb, &[]).await;
+    replay("secure", &[]).await;
 }
 
 #[tokio::test]
 async fn kubelet_burstable_pod_with_init_volumes_host_port_recreated_then_deleted() {
-    replay("burstable-recreate", Replay::WithoutHugepagesOnHostsWithoutHugetlb, &[]).await;
-}
-
-/// Issue 23 item 1: the kubelet sends a hugepage limit of 0 for every page size in every
-/// container; a host without a mounted hugetlb controller must still start them. Fails on
-/// such a host (this one) until that fix lands: StartContainer answers Internal "cgroup
-/// hugetlb is required to fulfill the request, but is not supported by this system".
-#[tokio::test]
-#[ignore = "pending issue 23 item 1 (hugepage limits without a hugetlb controller): StartContainer fails on hosts without one; run with --ignored"]
-async fn hugepage_limits_sent_when_hugetlb_is_unmounted() {
-    replay("guaranteed", Replay::AsRecorded, &[]).await;
+    replay("burstable-recreate", &[]).await;
 }
 
 /// The kubelet gives a Guaranteed container oom_score_adj -997 (Burstable ones 2..999,
@@ -428,7 +373,7 @@ async fn hugepage_limits_sent_when_hugetlb_is_unmounted() {
 /// gets -997, where not (this machine) the runtime says so in its log and starts it anyway.
 #[tokio::test]
 async fn oom_score_adj_of_a_guaranteed_container_is_applied() {
-    replay("guaranteed", Replay::WithoutHugepagesOnHostsWithoutHugetlb, &["oom-score-adj"]).await;
+    replay("guaranteed", &["oom-score-adj"]).await;
 }
 
 /// Whether this process may hold CAP_SYS_RESOURCE (bit 24 of its bounding set).

@@ -1309,3 +1309,62 @@ async fn a_thousand_pods_come_and_go_without_the_daemon_growing() {
     let end = rss_kib(pid);
     assert!(end <= warm + 8 * 1024, "daemon RSS grew from {warm} KiB (after 100 pods) to {end} KiB (after 1000)");
 }
+
+fn image_mount(container_path: &str, image: &str, sub_path: &str) -> cri::Mount {
+    cri::Mount { container_path: container_path.into(), image: spec(image), image_sub_path: sub_path.into(), ..Default::default() }
+}
+
+#[tokio::test]
+async fn image_volumes_mount_an_images_content_read_only_whole_or_a_sub_path() {
+    let (d, mut rt) = daemon().await;
+    let mut images = d.images().await;
+    let layered = format!("{}/berth/layered:latest", test_registry());
+    let logs = TempDir::new("logs");
+    let cfg = pod_config(&unique("imgvol"), logs.path());
+    let pod = run_pod(&mut rt, &cfg).await;
+
+    // Not pulled yet: NotFound naming the mount, and nothing is left of the attempt.
+    let mut c = container_config("early", &["true"]);
+    c.mounts = vec![image_mount("/img", &layered, "")];
+    let e = create(&mut rt, &pod, &cfg, c).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    assert!(e.message().contains("mounts[0].image"), "{}", e.message());
+    pull(&mut images, &layered).await.expect("pull the layered image");
+
+    // A sub path that leaves the image, or is absolute: InvalidArgument.
+    for bad in ["../../etc", "data/../../x", "/data"] {
+        let mut c = container_config("bad", &["true"]);
+        c.mounts = vec![image_mount("/sub", &layered, bad)];
+        let e = create(&mut rt, &pod, &cfg, c).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{bad}: {e:?}");
+        assert!(e.message().contains("image_sub_path"), "{}", e.message());
+    }
+    // A sub path missing in the image: InvalidArgument too.
+    let mut c = container_config("missing", &["true"]);
+    c.mounts = vec![image_mount("/sub", &layered, "no/such/dir")];
+    assert_eq!(create(&mut rt, &pod, &cfg, c).await.unwrap_err().code(), Code::InvalidArgument);
+
+    // The whole image (all its layers, whiteouts applied) and one directory of it; both
+    // read-only even though the mount does not ask for it.
+    let script = "cat /img/data/b /img/data/link /sub/c; ls /img/opaque; \
+                  test -e /img/data/a && echo whiteout-ignored; \
+                  touch /img/x 2>/dev/null && echo img-writable || echo img-read-only; \
+                  touch /sub/x 2>/dev/null && echo sub-writable || echo sub-read-only";
+    let mut c = container_config("reader", &["sh", "-c", script]);
+    c.mounts = vec![image_mount("/img", &layered, ""), image_mount("/sub", &layered, "data/sub")];
+    let cid = create(&mut rt, &pod, &cfg, c).await.expect("create with image volumes");
+    // The image is in use while the container exists.
+    let e = images.remove_image(cri::RemoveImageRequest { image: spec(&layered) }).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    rt.start_container(cri::StartContainerRequest { container_id: cid.clone() }).await.expect("start");
+    let st = wait_exited(&mut rt, &cid, Duration::from_secs(30)).await;
+    let lines: Vec<String> = log_entries(&logs.path().join("reader.log")).into_iter().map(|e| e.3).collect();
+    assert_eq!(st.exit_code, 0, "{lines:?}");
+    assert_eq!(lines, ["b", "b", "c", "new", "img-read-only", "sub-read-only"], "{lines:?}");
+
+    rt.remove_container(cri::RemoveContainerRequest { container_id: cid }).await.unwrap();
+    assert!(mounts_under(d.dir.path()).iter().all(|m| !m.to_string_lossy().contains("image-volumes")), "{:?}", mounts_under(d.dir.path()));
+    images.remove_image(cri::RemoveImageRequest { image: spec(&layered) }).await.expect("removable once unused");
+    remove_pod(&mut rt, &pod).await;
+    assert!(mounts_under(d.dir.path()).is_empty(), "{:?}", mounts_under(d.dir.path()));
+}

@@ -4,7 +4,10 @@ use crate::runtime::state::CgroupSpec;
 use libcgroups::common::{create_cgroup_manager, get_cgroup_setup, AnyCgroupManager, CgroupConfig, CgroupManager, CgroupSetup, ControllerOpt};
 use libcgroups::stats::Stats;
 use oci_spec::runtime::LinuxResources;
+use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
@@ -90,8 +93,12 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Apply limits. Limits for a controller the host lacks are dropped when they only say
+    /// "none" (the hugepage limits of 0 a kubelet sends for every page size), as containerd
+    /// does; a real request for it fails.
     pub fn apply(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
-        let opt = ControllerOpt { resources, disable_oom_killer: false, oom_score_adj: None, freezer_state: None };
+        let resources = applicable(resources, &host_controllers()).map_err(|message| CgroupError { path: self.spec.path.clone(), message })?;
+        let opt = ControllerOpt { resources: &resources, disable_oom_killer: false, oom_score_adj: None, freezer_state: None };
         self.manager.apply(&opt).map_err(|e| err(&self.spec, e))
     }
 
@@ -173,6 +180,66 @@ pub fn systemd_path(path: &str) -> String {
     out.join("/")
 }
 
+/// The controllers the host offers: v1, those with a mounted hierarchy; v2, those the root
+/// lists in cgroup.controllers. Read once.
+pub fn host_controllers() -> BTreeSet<String> {
+    static CONTROLLERS: OnceLock<BTreeSet<String>> = OnceLock::new();
+    CONTROLLERS
+        .get_or_init(|| match host_mode() {
+            CgroupMode::V2 => std::fs::read_to_string(PathBuf::from(CGROUP_ROOT).join("cgroup.controllers"))
+                .map(|t| t.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default(),
+            CgroupMode::V1 => v1_controllers(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()),
+        })
+        .clone()
+}
+
+/// The controllers of the v1 hierarchies in a mountinfo text (fstype "cgroup"; the
+/// controllers are among the super options).
+fn v1_controllers(mountinfo: &str) -> BTreeSet<String> {
+    const KNOWN: &[&str] =
+        &["blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "hugetlb", "memory", "net_cls", "net_prio", "perf_event", "pids", "rdma", "misc"];
+    let mut out = BTreeSet::new();
+    for line in mountinfo.lines() {
+        let Some((_, after)) = line.split_once(" - ") else { continue };
+        let mut fields = after.split_whitespace();
+        if fields.next() != Some("cgroup") {
+            continue;
+        }
+        let options = fields.nth(1).unwrap_or_default();
+        out.extend(options.split(',').filter(|o| KNOWN.contains(o)).map(str::to_string));
+    }
+    out
+}
+
+/// The controllers Berth sets limits in or reads from that the host lacks.
+pub fn missing_controllers() -> Vec<&'static str> {
+    let have = host_controllers();
+    let wanted: &[&'static str] = match host_mode() {
+        CgroupMode::V1 => &["cpu", "cpuacct", "cpuset", "memory", "pids", "blkio", "devices", "freezer", "hugetlb"],
+        CgroupMode::V2 => &["cpu", "cpuset", "memory", "pids", "io", "hugetlb"],
+    };
+    wanted.iter().copied().filter(|c| !have.contains(*c)).collect()
+}
+
+/// `resources` without what the host's controllers cannot take, or why it cannot be honoured.
+fn applicable<'a>(resources: &'a LinuxResources, controllers: &BTreeSet<String>) -> Result<Cow<'a, LinuxResources>, String> {
+    let Some(limits) = resources.hugepage_limits().as_ref().filter(|l| !l.is_empty()) else { return Ok(Cow::Borrowed(resources)) };
+    if controllers.contains("hugetlb") {
+        return Ok(Cow::Borrowed(resources));
+    }
+    if let Some(asked) = limits.iter().find(|l| l.limit() > 0) {
+        return Err(format!(
+            "hugepages of size {} requested (limit {} bytes), but this host has no hugetlb cgroup controller",
+            asked.page_size(),
+            asked.limit()
+        ));
+    }
+    let mut without = resources.clone();
+    without.set_hugepage_limits(None);
+    Ok(Cow::Owned(without))
+}
+
 pub fn oom_kills(spec: &CgroupSpec) -> u64 {
     let (file, dir) = match host_mode() {
         CgroupMode::V1 => ("memory.oom_control", fs_path(spec, "memory")),
@@ -193,5 +260,31 @@ mod tests {
             "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod12.slice/cri-berth-abc.scope"
         );
         assert_eq!(systemd_path("system.slice::x"), "system.slice/x.scope");
+    }
+
+    #[test]
+    fn v1_controllers_come_from_mounted_hierarchies() {
+        let mountinfo = "\
+30 25 0:26 / /sys/fs/cgroup/unified rw,nosuid - cgroup2 cgroup2 rw,nsdelegate
+31 25 0:27 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid - cgroup cgroup rw,cpu,cpuacct
+32 25 0:28 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory
+33 25 0:29 / /sys/fs/cgroup/systemd rw,nosuid - cgroup cgroup rw,xattr,name=systemd
+34 25 0:30 / /proc rw - proc proc rw";
+        let got: Vec<String> = v1_controllers(mountinfo).into_iter().collect();
+        assert_eq!(got, ["cpu", "cpuacct", "memory"]);
+    }
+
+    #[test]
+    fn zero_hugepage_limits_are_dropped_without_hugetlb_and_a_request_fails() {
+        use oci_spec::runtime::{LinuxHugepageLimitBuilder, LinuxResourcesBuilder};
+        let limit = |size: &str, bytes: i64| LinuxHugepageLimitBuilder::default().page_size(size).limit(bytes).build().unwrap();
+        let zeros = LinuxResourcesBuilder::default().hugepage_limits(vec![limit("2MB", 0), limit("1GB", 0)]).build().unwrap();
+        let without: BTreeSet<String> = ["cpu", "memory"].iter().map(|s| s.to_string()).collect();
+        let with: BTreeSet<String> = ["cpu", "memory", "hugetlb"].iter().map(|s| s.to_string()).collect();
+        assert!(applicable(&zeros, &without).unwrap().hugepage_limits().is_none());
+        assert_eq!(applicable(&zeros, &with).unwrap().hugepage_limits().as_ref().map(Vec::len), Some(2));
+        let asked = LinuxResourcesBuilder::default().hugepage_limits(vec![limit("2MB", 4 << 20)]).build().unwrap();
+        let e = applicable(&asked, &without).unwrap_err();
+        assert!(e.contains("2MB") && e.contains("no hugetlb"), "{e}");
     }
 }

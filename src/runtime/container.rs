@@ -5,7 +5,7 @@ use super::process::exec::{EXIT_SETUP_FAILED, EXIT_TIMEOUT};
 use super::records::{self, ContainerRecord, Phase, SandboxRecord};
 use super::spec::{self, PodView, SpecInput};
 use super::state::{self, CgroupSpec, ExitRecord, MonitorConfig, MonitorReport, PidNamespace, RunState};
-use super::{internal, unmount, RtResult, Runtime, RuntimeError};
+use super::{internal, unmount, Made, RtResult, Runtime, RuntimeError};
 use crate::cri::v1 as cri;
 use crate::util::atomic;
 use nix::sys::signal::Signal;

@@ -251,6 +251,11 @@ impl Runtime {
         }
         let idx = self.index();
         tracing::info!(sandboxes = idx.sandboxes.len(), containers = idx.containers.len(), "runtime state loaded");
+        let missing = cgroups::missing_controllers();
+        if !missing.is_empty() {
+            // Said once here; libcgroups' own per-operation notes about them are filtered out.
+            tracing::warn!(mode = ?cgroups::host_mode(), "cgroup controllers missing on this host: {}; their limits are not applied (hugepage limits of 0, which kubelets send for every page size, are dropped; a container that requests hugepages fails)", missing.join(", "));
+        }
     }
 }
 

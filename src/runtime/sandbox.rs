@@ -6,7 +6,7 @@ use super::handlers::HandlerOptions;
 use super::process::sandbox_init::{SandboxInitConfig, SandboxInitReport};
 use super::records::{self, Phase, SandboxRecord};
 use super::state::{self, CgroupSpec};
-use super::{internal, unmount, RtResult, Runtime, RuntimeError};
+use super::{internal, unmount, Made, RtResult, Runtime, RuntimeError};
 use crate::cri::v1 as cri;
 use crate::network::{NetworkError, PodNetworkRequest};
 use crate::util::atomic;
