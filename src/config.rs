@@ -34,7 +34,7 @@ pub struct FileConfig {
 pub struct ContainersConfig {
     /// Resource limits set in every container, e.g. `{ type = "RLIMIT_NOFILE", soft = 65536, hard = 65536 }`.
     /// Raising a hard limit needs CAP_SYS_RESOURCE; without it the limit is capped and a warning logged.
-    pub rlimits: Vec<Rlimit>,
+    pub rlimits: Vec<crate::runtime::rlimit::Rlimit>,
     /// Rotate a container's log when it reaches this size (a quantity like "10Mi"), as the
     /// kubelet's containerLogMaxSize. Unset: `berth runtime` leaves rotation to its kubelet
     /// (ReopenContainerLog), `berth node` rotates at 10Mi.
@@ -61,15 +61,6 @@ impl ContainersConfig {
         }
         Ok(crate::runtime::process::logfile::Rotation { max_size: size, max_files: files })
     }
-}
-
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rlimit {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub soft: u64,
-    pub hard: u64,
 }
 
 #[derive(Debug, Deserialize)]

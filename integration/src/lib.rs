@@ -539,3 +539,12 @@ impl Drop for MasqGuard {
         }
     }
 }
+
+/// Wait until `check` holds, polling it; panics naming `what` after `limit`.
+pub async fn wait_until(what: &str, limit: std::time::Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !check().await {
+        assert!(std::time::Instant::now() < deadline, "timed out after {limit:?} waiting until {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

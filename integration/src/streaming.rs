@@ -168,6 +168,13 @@ impl WsClient {
         self.ws.send(Message::Binary(v.into())).await.expect("ws send");
     }
 
+    /// Send, or false when the connection is closed.
+    pub async fn try_send(&mut self, channel: u8, data: &[u8]) -> bool {
+        let mut v = vec![channel];
+        v.extend_from_slice(data);
+        self.ws.send(Message::Binary(v.into())).await.is_ok()
+    }
+
     pub async fn send_base64(&mut self, channel: u8, data: &[u8]) {
         use base64::Engine;
         let s = format!("{}{}", (b'0' + channel) as char, base64::engine::general_purpose::STANDARD.encode(data));

@@ -143,6 +143,12 @@ async fn start(rt: &mut Rt, pod: &str, cfg: &cri::PodSandboxConfig, name: &str, 
     id
 }
 
+/// Wait until something in `container`'s network namespace listens on TCP `port`.
+async fn wait_listening(rt: &mut Rt, container: &str, port: u16) {
+    let probe = format!("netstat -ltn | grep -q ':{port} '");
+    wait_until(&format!("{container} listens on :{port}"), Duration::from_secs(20), async || exec(rt, container, &["sh", "-c", &probe]).await.0 == 0).await;
+}
+
 async fn exec(rt: &mut Rt, id: &str, cmd: &[&str]) -> (i32, String) {
     let r = rt
         .exec_sync(cri::ExecSyncRequest { container_id: id.into(), cmd: cmd.iter().map(|s| s.to_string()).collect(), timeout: 20 })
@@ -190,7 +196,7 @@ async fn two_pods_talk(plugins: Plugins) {
 
     let web = start(&mut rt, &a, &cfg_a, "web", &["sh", "-c", "mkdir -p /www && echo hello-from-a > /www/index.html && exec httpd -f -p 8080 -h /www"]).await;
     let client = start(&mut rt, &b, &cfg_b, "client", &["sleep", "3600"]).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_listening(&mut rt, &web, 8080).await;
     let url = format!("http://{ip_a}:8080/index.html");
     let (code, out) = exec(&mut rt, &client, &["wget", "-q", "-O", "-", &url]).await;
     assert_eq!((code, out.trim()), (0, "hello-from-a"), "pod B reaches pod A over TCP");
@@ -258,8 +264,8 @@ async fn host_ports_map_to_the_pod() {
     let host_port = 20000 + (std::process::id() % 10000) as i32;
     cfg.port_mappings = vec![cri::PortMapping { protocol: cri::Protocol::Tcp as i32, container_port: 8080, host_port, host_ip: String::new() }];
     let (pod, ip) = run_pod(&mut rt, &cfg).await;
-    start(&mut rt, &pod, &cfg, "web", &["sh", "-c", "mkdir -p /www && echo mapped > /www/index.html && exec httpd -f -p 8080 -h /www"]).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let web = start(&mut rt, &pod, &cfg, "web", &["sh", "-c", "mkdir -p /www && echo mapped > /www/index.html && exec httpd -f -p 8080 -h /www"]).await;
+    wait_listening(&mut rt, &web, 8080).await;
     // From the host, through the pod IP (on our bridge) and through the mapped host port.
     let direct = Command::new("busybox").args(["wget", "-q", "-O", "-", &format!("http://{ip}:8080/index.html")]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&direct.stdout).trim(), "mapped", "{}", String::from_utf8_lossy(&direct.stderr));
@@ -423,9 +429,9 @@ async fn containerd_runs_pods_with_berth_cni() {
     let (b, ip_b) = run_pod(&mut rt, &cfg_b).await;
     let prefix = format!("10.{}.7.", net.subnet_octet);
     assert!(ip_a.starts_with(&prefix) && ip_b.starts_with(&prefix) && ip_a != ip_b, "{ip_a} {ip_b}");
-    start(&mut rt, &a, &cfg_a, "web", &["sh", "-c", "mkdir -p /www && echo via-containerd > /www/index.html && exec httpd -f -p 8080 -h /www"]).await;
+    let web = start(&mut rt, &a, &cfg_a, "web", &["sh", "-c", "mkdir -p /www && echo via-containerd > /www/index.html && exec httpd -f -p 8080 -h /www"]).await;
     let client = start(&mut rt, &b, &cfg_b, "client", &["sleep", "3600"]).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_listening(&mut rt, &web, 8080).await;
     let (code, out) = exec(&mut rt, &client, &["wget", "-q", "-O", "-", &format!("http://{ip_a}:8080/index.html")]).await;
     assert_eq!((code, out.trim()), (0, "via-containerd"));
     remove_pod(&mut rt, &a).await;

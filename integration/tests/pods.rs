@@ -236,9 +236,10 @@ async fn pod_and_container_lifecycle() {
     assert_eq!(linux.containers.len(), 1);
 
     // A graceful stop: the shell traps TERM.
-    let graceful = container_config("graceful", &["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]);
+    let graceful = container_config("graceful", &["sh", "-c", "trap 'exit 0' TERM; echo trapped; while true; do sleep 0.1; done"]);
     let gid = create_and_start(&mut rt, &pod, &cfg, graceful).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let graceful_log = logs.path().join("graceful.log");
+    wait_until("the shell has set its TERM trap", Duration::from_secs(20), async || log_entries(&graceful_log).iter().any(|e| e.3 == "trapped")).await;
     rt.stop_container(cri::StopContainerRequest { container_id: gid.clone(), timeout: 10 }).await.unwrap();
     let (st, _) = status(&mut rt, &gid).await;
     assert_eq!((st.state, st.exit_code, st.reason.as_str()), (cri::ContainerState::ContainerExited as i32, 0, "Completed"));
@@ -458,12 +459,12 @@ async fn logs_use_the_cri_format_and_follow_reopen() {
     // Rotation: move the file away, ask for a reopen, new lines land in a new file.
     let c = container_config("ticker", &["sh", "-c", "i=0; while true; do echo tick$i; i=$((i+1)); sleep 0.1; done"]);
     let tid = create_and_start(&mut rt, &pod, &cfg, c).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let path = logs.path().join("ticker.log");
+    wait_until("the ticker has logged", Duration::from_secs(20), async || log_entries(&path).len() >= 3).await;
     std::fs::rename(&path, logs.path().join("ticker.log.1")).unwrap();
     rt.reopen_container_log(cri::ReopenContainerLogRequest { container_id: tid.clone() }).await.unwrap();
     assert!(path.exists());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until("ticks land in the reopened file", Duration::from_secs(20), async || !log_entries(&path).is_empty()).await;
     let fresh = log_entries(&path);
     assert!(!fresh.is_empty() && fresh.iter().all(|e| e.3.starts_with("tick")));
     let old = log_entries(&logs.path().join("ticker.log.1"));
@@ -482,7 +483,9 @@ async fn containers_survive_a_daemon_kill9() {
     let short = create_and_start(&mut rt, &pod, &cfg, container_config("short", &["sh", "-c", "echo before; sleep 2; echo after; exit 7"])).await;
     let pid = status(&mut rt, &long).await.1["pid"].as_i64().unwrap();
     d.kill9();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The short container ends while the daemon is down; its monitor records the exit.
+    let exit_file = d.run_dir().join("containers").join(&short).join("exit.json");
+    wait_until("the monitor recorded the exit with no daemon", Duration::from_secs(20), async || exit_file.exists()).await;
     d.restart_after_kill9().await;
     let mut rt = d.runtime().await;
     let (st, info) = status(&mut rt, &long).await;
@@ -549,12 +552,6 @@ async fn bad_input_gets_typed_errors_and_leaves_nothing() {
     let e = create(&mut rt, &pod, &cfg, with_security(container_config("grouponly", &["true"]), group_only)).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("run_as_group"), "{}", e.message());
-
-    let mut image_volume = container_config("imagevol", &["true"]);
-    image_volume.mounts = vec![cri::Mount { container_path: "/img".into(), image: spec(&busybox()), readonly: true, ..Default::default() }];
-    let e = create(&mut rt, &pod, &cfg, image_volume).await.unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented);
-    assert!(e.message().contains("mounts[0].image"), "{}", e.message());
 
     let mut neg = container_config("negative", &["true"]);
     neg.linux.as_mut().unwrap().resources = Some(cri::LinuxContainerResources { memory_limit_in_bytes: -1, ..Default::default() });
@@ -1034,11 +1031,15 @@ async fn cri_metrics_report_what_the_container_uses() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     assert!(ws < 200 << 20, "working set {ws}");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // CPU time (whole seconds in CRI metrics) grows while the container spins.
+    wait_until("CPU time grows", Duration::from_secs(30), async || {
+        let p = pod_metrics(&mut rt, &pod).await;
+        let cpu = p.container_metrics.iter().find(|c| c.container_id == cid).map(|c| metric_value(c, "container_cpu_usage_seconds_total")).unwrap_or(0);
+        cpu > first_cpu
+    })
+    .await;
     let p = pod_metrics(&mut rt, &pod).await;
     let c = p.container_metrics.iter().find(|c| c.container_id == cid).expect("the container's metrics");
-    let cpu = metric_value(c, "container_cpu_usage_seconds_total");
-    assert!(cpu > first_cpu, "CPU time grows: {first_cpu} s then {cpu} s");
     assert!(metric_value(c, "container_processes") >= 1);
     assert!(metric_value(c, "container_threads") >= 1);
     assert!(metric_value(c, "container_start_time_seconds") > 0);

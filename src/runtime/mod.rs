@@ -12,6 +12,7 @@ pub mod mountinfo;
 pub mod overlay;
 pub mod process;
 pub mod records;
+pub mod rlimit;
 pub mod sandbox;
 pub mod spec;
 pub mod state;
@@ -87,7 +88,7 @@ pub struct RuntimeConfig {
     pub run_dir: PathBuf,
     pub systemd_cgroup: bool,
     /// Resource limits every container gets (config `[containers] rlimits`).
-    pub rlimits: Vec<crate::config::Rlimit>,
+    pub rlimits: Vec<crate::runtime::rlimit::Rlimit>,
     /// Size-based rotation of container logs by their monitors.
     pub log_rotation: process::logfile::Rotation,
     /// The runtime handlers pods may ask for.

@@ -80,7 +80,7 @@ pub struct SpecInput<'a> {
     pub image: &'a ImageConfiguration,
     pub rootfs: &'a Path,
     pub cgroup_path: &'a str,
-    pub rlimits: &'a [crate::config::Rlimit],
+    pub rlimits: &'a [crate::runtime::rlimit::Rlimit],
     /// For PID namespace mode TARGET: the target container's PID namespace.
     pub target_pid_ns: Option<&'a Path>,
     /// The options of the pod's runtime handler.

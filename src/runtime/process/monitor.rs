@@ -189,9 +189,10 @@ fn run(cfg: &MonitorConfig) -> SetupResult<()> {
         started_at: state::now_ns(),
     };
     atomic::write_json_volatile(&cfg.state_dir.join(state::STATE_FILE), &run).ctx(|| "writing state.json".into())?;
-    report(&MonitorReport { state: Some(run), error: None, warnings: setup.warnings });
-
+    // The attach socket exists before StartContainer returns: an attach right after it
+    // (kubectl run -it, crictl attach) finds it.
     let hub = AttachHub::new(&cfg.state_dir, attach_stdin, pty, cfg.stdin_once);
+    report(&MonitorReport { state: Some(run), error: None, warnings: setup.warnings });
     let status = pump(child, outputs, hub, &sfd, &mut log);
     let (exit_code, signal) = match status {
         WaitStatus::Exited(_, code) => (code, None),
