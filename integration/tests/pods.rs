@@ -1369,3 +1369,25 @@ async fn image_volumes_mount_an_images_content_read_only_whole_or_a_sub_path() {
     remove_pod(&mut rt, &pod).await;
     assert!(mounts_under(d.dir.path()).is_empty(), "{:?}", mounts_under(d.dir.path()));
 }
+
+#[tokio::test]
+async fn missing_cgroup_controllers_are_named_once_not_per_operation() {
+    let (d, mut rt) = daemon().await;
+    let logs = TempDir::new("logs");
+    let cfg = pod_config(&unique("ctrlwarn"), logs.path());
+    let pod = run_pod(&mut rt, &cfg).await;
+    for i in 0..3 {
+        let id = create_and_start(&mut rt, &pod, &cfg, container_config(&format!("c{i}"), &["sleep", "3600"])).await;
+        rt.stop_container(cri::StopContainerRequest { container_id: id.clone(), timeout: 0 }).await.unwrap();
+        rt.remove_container(cri::RemoveContainerRequest { container_id: id }).await.unwrap();
+    }
+    remove_pod(&mut rt, &pod).await;
+    let log = d.log();
+    assert_eq!(log.matches("not supported on this system").count(), 0, "per-operation controller warnings:\n{log}");
+    let missing = berth::runtime::cgroups::missing_controllers();
+    let said = log.matches("cgroup controllers missing on this host").count();
+    assert_eq!(said, usize::from(!missing.is_empty()), "missing here: {missing:?}\n{log}");
+    if let Some(first) = missing.first() {
+        assert!(log.contains(first), "the warning names {first}");
+    }
+}
