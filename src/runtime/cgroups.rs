@@ -101,7 +101,7 @@ impl Cgroup {
 
     /// Every process in the cgroup; empty when it does not exist.
     pub fn pids(&self) -> Vec<i32> {
-        self.manager.get_all_pids().map(|v| v.into_iter().map(|p| p.as_raw()).collect()).unwrap_or_default()
+        pids_in(&self.spec)
     }
 
     /// Kill what is left in it and remove it; a cgroup that is already gone is fine.
@@ -142,6 +142,35 @@ pub fn all_fs_paths(spec: &CgroupSpec) -> Vec<PathBuf> {
     }
 }
 
+/// Every process in a cgroup and its descendants, from its cgroup.procs files (no systemd
+/// call); empty when it does not exist.
+pub fn pids_in(spec: &CgroupSpec) -> Vec<i32> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<i32>) {
+        if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            out.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    walk(&e.path(), out);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    // One v1 hierarchy knows every process: pids when mounted, else memory.
+    let dir = match host_mode() {
+        CgroupMode::V2 => fs_path(spec, ""),
+        CgroupMode::V1 => ["pids", "memory", "cpu,cpuacct", "cpuacct"].iter().map(|c| fs_path(spec, c)).find(|d| d.is_dir()).unwrap_or_default(),
+    };
+    if !dir.as_os_str().is_empty() {
+        walk(&dir, &mut out);
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// Expand a systemd cgroup path "parent.slice:prefix:name" to its place in the tree:
 /// "a-b-c.slice" lives under a.slice/a-b.slice/a-b-c.slice and the unit is prefix-name.scope.
 pub fn systemd_path(path: &str) -> String {
@@ -178,7 +207,11 @@ pub fn oom_kills(spec: &CgroupSpec) -> u64 {
         CgroupMode::V1 => ("memory.oom_control", fs_path(spec, "memory")),
         CgroupMode::V2 => ("memory.events", fs_path(spec, "memory")),
     };
-    let text = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+    parse_oom_kills(&std::fs::read_to_string(dir.join(file)).unwrap_or_default())
+}
+
+/// The "oom_kill N" line of memory.events (v2) or memory.oom_control (v1).
+pub fn parse_oom_kills(text: &str) -> u64 {
     text.lines().find_map(|l| l.strip_prefix("oom_kill ").and_then(|v| v.trim().parse().ok())).unwrap_or(0)
 }
 

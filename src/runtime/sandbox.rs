@@ -143,15 +143,9 @@ impl Runtime {
         Ok(())
     }
 
-    fn pod_cgroup(&self, config: &cri::PodSandboxConfig, id: &str, handler: &HandlerOptions) -> (CgroupSpec, bool) {
-        let parent = config.linux.as_ref().map(|l| l.cgroup_parent.clone()).unwrap_or_default();
-        let systemd = self.cfg.systemd_cgroup;
-        let own = handler.cgroup_parent.as_deref();
-        match (parent.is_empty(), systemd) {
-            (false, _) => (CgroupSpec { path: parent, systemd }, false),
-            (true, false) => (CgroupSpec { path: format!("{}/{id}", own.unwrap_or("/berth").trim_end_matches('/')), systemd }, true),
-            (true, true) => (CgroupSpec { path: format!("{}:berth-pod:{id}", own.unwrap_or("berth.slice")), systemd }, true),
-        }
+    fn pod_cgroup(&self, config: &cri::PodSandboxConfig, id: &str, handler: &HandlerOptions) -> RtResult<(CgroupSpec, bool)> {
+        let parent = config.linux.as_ref().map(|l| l.cgroup_parent.as_str()).unwrap_or_default();
+        super::cgroup_paths::pod_cgroup(self.cfg.systemd_cgroup, parent, handler.cgroup_parent.as_deref(), id).map_err(|e| RuntimeError::Invalid(e.to_string()))
     }
 
     /// RunPodSandbox.
@@ -182,9 +176,9 @@ impl Runtime {
             tracing::info!(sandbox = %existing, "RunPodSandbox repeated with an identical config: answering with the pod made before");
             return Ok(existing);
         }
+        let (cgroup, owns_cgroup) = self.pod_cgroup(&config, &id, &handler)?;
         self.reserve_name(&name, &id)?;
         let _guard = self.locks.lock(&id).await;
-        let (cgroup, owns_cgroup) = self.pod_cgroup(&config, &id, &handler);
         let mut rec = SandboxRecord {
             id: id.clone(),
             name: name.clone(),
@@ -378,10 +372,13 @@ impl Runtime {
             rec.init_pid = report.init_pid;
             rec.init_start_time = state::process_start_time(report.init_pid).unwrap_or(0);
         }
-        let cg = Cgroup::open(&rec.cgroup).map_err(|e| internal("pod cgroup", e))?;
-        cg.add(report.pid).map_err(|e| internal("pod cgroup", e))?;
-        if report.init_pid > 0 {
-            cg.add(report.init_pid).map_err(|e| internal("pod cgroup", e))?;
+        // A leaf of its own in the pod cgroup, as a pause container has: under cgroup v2 the
+        // pod cgroup delegates its controllers to the containers' cgroups, so it can hold no
+        // process itself.
+        let cg = Cgroup::open(&super::cgroup_paths::member(&rec.cgroup, &rec.id)).map_err(|e| internal("the sandbox helper's cgroup", e))?;
+        cg.add(report.pid).map_err(|e| internal("the sandbox helper's cgroup", e))?;
+        if report.init_pid > 0 && report.init_pid != report.pid {
+            cg.add(report.init_pid).map_err(|e| internal("the sandbox helper's cgroup", e))?;
         }
         let _ = stdin.write_all(b"G").await;
         drop(stdin);
@@ -476,6 +473,11 @@ impl Runtime {
     pub(super) fn teardown_sandbox(&self, rec: &SandboxRecord) {
         self.kill_sandbox_init(rec);
         self.forget_cpu_sample(&rec.cgroup);
+        if let Ok(cg) = Cgroup::open(&super::cgroup_paths::member(&rec.cgroup, &rec.id)) {
+            if let Err(e) = cg.remove() {
+                tracing::warn!(sandbox = %rec.id, "removing the sandbox helper's cgroup: {e}");
+            }
+        }
         if rec.owns_cgroup {
             if let Ok(cg) = Cgroup::open(&rec.cgroup) {
                 if let Err(e) = cg.remove() {
