@@ -154,7 +154,7 @@ fn init_logging(verbose: u8) {
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},h2=info,hyper=info,tower=info,rustls=info")));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},h2=info,hyper=info,tower=info,rustls=info,libcgroups=warn")));
     use std::io::IsTerminal;
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init();
 }

@@ -76,6 +76,9 @@ for t in $BERTH_VM_TESTS; do
   fi
 done
 
+# The whole journal of the run, for the host to look at.
+journalctl --no-pager -o short-monotonic > journal.txt 2>&1 || true
+
 # Nothing of the tests may stay behind.
 leftover=$(find /sys/fs/cgroup \( -name 'berth*' -o -name '*kubepods*' \) ! -name berth-vm-runner.service 2> /dev/null | head -n 20)
 if [ -n "$leftover" ]; then

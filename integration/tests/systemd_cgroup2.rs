@@ -64,7 +64,7 @@ fn run(program: &str, args: &[&str]) -> String {
 }
 
 fn systemctl(args: &[&str]) -> bool {
-    Command::new("systemctl").args(args).status().map(|s| s.success()).unwrap_or(false)
+    Command::new("systemctl").args(args).stderr(std::process::Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
 }
 
 /// One property of a unit (`systemctl show -P`).

@@ -92,7 +92,30 @@ impl Cgroup {
 
     pub fn apply(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
         let opt = ControllerOpt { resources, disable_oom_killer: false, oom_score_adj: None, freezer_state: None };
-        self.manager.apply(&opt).map_err(|e| err(&self.spec, e))
+        self.manager.apply(&opt).map_err(|e| err(&self.spec, e))?;
+        if !self.spec.systemd && host_mode() == CgroupMode::V2 {
+            self.no_swap_when_swap_is_the_limit(resources)?;
+        }
+        Ok(())
+    }
+
+    /// The runtime spec's memory.swap is memory and swap together (v1's memsw), so v2's
+    /// memory.swap.max is swap − limit. libcgroups writes that only when it is not 0, which
+    /// leaves "max" (unlimited swap) exactly when the caller asked for none: swap equal to the
+    /// limit, as the kubelet sends on a node without swap. The systemd driver is right already
+    /// (MemorySwapMax=0). A kernel without swap accounting has no such file: nothing to limit.
+    fn no_swap_when_swap_is_the_limit(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
+        let Some(m) = resources.memory() else { return Ok(()) };
+        match (m.limit(), m.swap()) {
+            (Some(limit), Some(swap)) if limit > 0 && swap == limit => {
+                let file = fs_path(&self.spec, "").join("memory.swap.max");
+                match std::fs::write(&file, "0") {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    r => r.map_err(|e| err(&self.spec, format!("writing {}: {e}", file.display()))),
+                }
+            }
+            _ => Ok(()),
+        }
     }
 
     pub fn stats(&self) -> Result<Stats, CgroupError> {
