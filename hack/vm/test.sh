@@ -8,7 +8,7 @@
 # Needs root, the Debian packages of hack/deps.sh and the test registry on 127.0.0.1:5000
 # (hack/test.sh runs it; alone, this script starts the registries itself when they are down
 # and stops them again). Extra arguments are a test name filter for every binary.
-# Env: BERTH_VM_KEEP=1 keeps the share (logs, console) of a failed run; BERTH_VM_TIMEOUT,
+# Env: BERTH_VM_KEEP=1 keeps the share (guest.log, journal.txt, console.log); BERTH_VM_TIMEOUT,
 #      BERTH_VM_MEM, BERTH_VM_CPUS, BERTH_VM_ACCEL, BERTH_VM_CONSOLE go to hack/vm/boot.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -39,7 +39,7 @@ cleanup() {
   local rc=$?
   if [ "$started_registry" = 1 ]; then hack/registry.sh stop > /dev/null 2>&1 || true; fi
   if [ -n "$share" ]; then
-    if [ "$rc" != 0 ] && [ "${BERTH_VM_KEEP:-0}" = 1 ]; then log "kept $share (guest.log, console.log)"; else rm -rf "$share"; fi
+    if [ "${BERTH_VM_KEEP:-0}" = 1 ]; then log "kept $share (guest.log, journal.txt, console.log)"; else rm -rf "$share"; fi
   fi
 }
 trap cleanup EXIT

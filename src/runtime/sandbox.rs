@@ -375,11 +375,20 @@ impl Runtime {
         // A leaf of its own in the pod cgroup, as a pause container has: under cgroup v2 the
         // pod cgroup delegates its controllers to the containers' cgroups, so it can hold no
         // process itself.
-        let cg = Cgroup::open(&super::cgroup_paths::member(&rec.cgroup, &rec.id)).map_err(|e| internal("the sandbox helper's cgroup", e))?;
-        cg.add(report.pid).map_err(|e| internal("the sandbox helper's cgroup", e))?;
-        if report.init_pid > 0 && report.init_pid != report.pid {
-            cg.add(report.init_pid).map_err(|e| internal("the sandbox helper's cgroup", e))?;
-        }
+        // On a blocking thread: under the systemd driver this starts a scope over D-Bus and
+        // waits for the processes to show up in it.
+        let leaf = super::cgroup_paths::member(&rec.cgroup, &rec.id);
+        let pids = [report.pid, report.init_pid];
+        let joined = tokio::task::spawn_blocking(move || {
+            let cg = Cgroup::open(&leaf)?;
+            for pid in pids.into_iter().filter(|p| *p > 0) {
+                cg.add(pid)?;
+            }
+            Ok::<(), super::cgroups::CgroupError>(())
+        })
+        .await
+        .map_err(|e| internal("the sandbox helper's cgroup", e))?;
+        joined.map_err(|e| internal("the sandbox helper's cgroup", e))?;
         let _ = stdin.write_all(b"G").await;
         drop(stdin);
         let _ = child.wait().await;
@@ -400,11 +409,15 @@ impl Runtime {
         let mut res = super::spec::linux_resources(&pod_resources(overhead.as_ref(), resources.as_ref()), true)?;
         res.set_devices(None);
         if !rec.stopped {
-            // A pod whose namespaces wait for its first container has no cgroup yet.
-            Cgroup::open(&rec.cgroup)
-                .and_then(|cg| if rec.cgroup.systemd { Ok(cg) } else { cg.create().map(|()| cg) })
-                .and_then(|cg| cg.apply(&res))
-                .map_err(|e| RuntimeError::Invalid(format!("applying pod resources: {e}")))?;
+            // A pod whose namespaces wait for its first container has no cgroup yet. On a
+            // blocking thread: cgroup files, or systemd over D-Bus.
+            let (spec, res) = (rec.cgroup.clone(), res.clone());
+            let applied = tokio::task::spawn_blocking(move || {
+                Cgroup::open(&spec).and_then(|cg| if spec.systemd { Ok(cg) } else { cg.create().map(|()| cg) }).and_then(|cg| cg.apply(&res))
+            })
+            .await
+            .map_err(|e| internal("applying pod resources", e))?;
+            applied.map_err(|e| RuntimeError::Invalid(format!("applying pod resources: {e}")))?;
         }
         let mut config: cri::PodSandboxConfig = records::decode(&rec.config);
         let linux = config.linux.get_or_insert_with(Default::default);
