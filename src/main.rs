@@ -153,8 +153,10 @@ fn init_logging(verbose: u8) {
         1 => "debug",
         _ => "trace",
     };
+    // libcgroups' own warnings are advisory (controllers it does not know, like rdma and misc;
+    // a slice systemd has not made yet); what fails comes back to Berth as an error.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},h2=info,hyper=info,tower=info,rustls=info,libcgroups=warn")));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},h2=info,hyper=info,tower=info,rustls=info,libcgroups=error")));
     use std::io::IsTerminal;
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init();
 }

@@ -473,10 +473,7 @@ fn cpu_usage_ns(dir: &Path) -> u64 {
 
 /// CRI stats agree with the v2 files read around them: CPU time in nanoseconds, memory
 /// working set (usage less inactive file pages), a CPU rate under the container's quota.
-#[tokio::test]
-#[ignore = "VM suite only (hack/vm/test.sh): installs and starts systemd services"]
-async fn cri_stats_match_the_v2_files() {
-    let driver = Driver::Systemd;
+async fn cri_stats_match_the_v2_files(driver: Driver) {
     let svc = Service::start("berth-runtime.service", driver, "", &[]).await;
     pull(&mut svc.images().await, &busybox()).await.expect("pull busybox");
     let mut rt = svc.rt().await;
@@ -519,6 +516,21 @@ async fn cri_stats_match_the_v2_files() {
     let pod_ws = ps.stats.and_then(|s| s.linux).and_then(|l| l.memory).and_then(|m| m.working_set_bytes).expect("pod working set").value;
     assert!(pod_ws >= 20 << 20, "pod working set {pod_ws}");
     remove_pod(&mut rt, &pod).await;
+    if driver == Driver::Cgroupfs {
+        remove_cgroup_tree("/kubepods");
+    }
+}
+
+#[tokio::test]
+#[ignore = "VM suite only (hack/vm/test.sh): installs and starts systemd services"]
+async fn systemd_driver_cri_stats_match_the_v2_files() {
+    cri_stats_match_the_v2_files(Driver::Systemd).await;
+}
+
+#[tokio::test]
+#[ignore = "VM suite only (hack/vm/test.sh): installs and starts systemd services"]
+async fn cgroupfs_driver_cri_stats_match_the_v2_files() {
+    cri_stats_match_the_v2_files(Driver::Cgroupfs).await;
 }
 
 /// Type=notify: `systemctl start` returns once the socket serves; the watchdog is pinged at
@@ -531,6 +543,9 @@ async fn runtime_unit_is_ready_when_serving_and_kept_alive_by_the_watchdog() {
     let mut rt = svc.rt().await;
     let v = rt.version(cri::VersionRequest { version: String::new() }).await.expect("Version right after start").into_inner();
     assert_eq!(v.runtime_name, "berth");
+    // The kubelet (1.28+) takes its cgroup driver from the runtime.
+    let rc = rt.runtime_config(cri::RuntimeConfigRequest {}).await.expect("RuntimeConfig").into_inner();
+    assert_eq!(rc.linux.map(|l| l.cgroup_driver), Some(cri::CgroupDriver::Systemd as i32));
     assert_eq!(show(svc.unit, "Type"), "notify");
     assert!(show(svc.unit, "StatusText").starts_with("serving CRI on /run/berth/berth.sock"), "{}", show(svc.unit, "StatusText"));
     assert_eq!(show(svc.unit, "WatchdogUSec"), "6s");
@@ -553,10 +568,7 @@ async fn runtime_unit_is_ready_when_serving_and_kept_alive_by_the_watchdog() {
 /// With pods running: `systemctl restart`, `systemctl stop` then start, and a crash (SIGKILL
 /// of the main process, restarted by systemd) all leave the container running; the new
 /// daemon adopts it (status, exec, stop).
-#[tokio::test]
-#[ignore = "VM suite only (hack/vm/test.sh): installs and starts systemd services"]
-async fn pods_survive_restart_stop_and_crash_and_are_adopted() {
-    let driver = Driver::Systemd;
+async fn pods_survive_restart_stop_and_crash(driver: Driver) {
     let svc = Service::start("berth-runtime.service", driver, "", &[]).await;
     pull(&mut svc.images().await, &busybox()).await.expect("pull busybox");
     let mut rt = svc.rt().await;
@@ -605,6 +617,21 @@ async fn pods_survive_restart_stop_and_crash_and_are_adopted() {
     assert!(matches!(st.exit_code, 137 | 143), "{st:?}");
     remove_pod(&mut rt, &pod).await;
     assert!(!member_dir(driver, &uid, &cid).exists());
+    if driver == Driver::Cgroupfs {
+        remove_cgroup_tree("/kubepods");
+    }
+}
+
+#[tokio::test]
+#[ignore = "VM suite only (hack/vm/test.sh): installs and starts systemd services"]
+async fn systemd_driver_pods_survive_restart_stop_and_crash_and_are_adopted() {
+    pods_survive_restart_stop_and_crash(Driver::Systemd).await;
+}
+
+#[tokio::test]
+#[ignore = "VM suite only (hack/vm/test.sh): installs and starts systemd services"]
+async fn cgroupfs_driver_pods_survive_restart_stop_and_crash_and_are_adopted() {
+    pods_survive_restart_stop_and_crash(Driver::Cgroupfs).await;
 }
 
 const STATIC_POD: &str = r#"apiVersion: v1
