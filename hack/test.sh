@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: install packages, build, start the local registries with the test images,
-# run every test (unit and integration, as root), and stop the registries whatever happens.
+# run every test (unit and integration, as root; then the VM suite on cgroup v2 + systemd), and
+# stop the registries whatever happens.
 # Extra arguments go to `cargo test` (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,3 +16,8 @@ trap 'hack/registry.sh stop' EXIT
 hack/registry.sh start
 hack/images.sh
 cargo test --workspace --no-fail-fast "$@" -- --test-threads=4
+# The same tree on cgroup v2 with systemd as PID 1, in a VM (hack/vm/test.sh): on a full run,
+# not on one narrowed by arguments (BERTH_VM_SUITE=1 runs it anyway, =0 skips it).
+if [ "${BERTH_VM_SUITE:-$([ $# -eq 0 ] && echo 1 || echo 0)}" = 1 ]; then
+  hack/vm/test.sh
+fi

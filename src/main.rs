@@ -7,6 +7,7 @@ use berth::image::store::ImageStore;
 use berth::network::Network;
 use berth::node::{Node, NodeConfig};
 use berth::runtime::{Runtime, RuntimeConfig};
+use berth::util::sd_notify::Notifier;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -66,6 +67,10 @@ struct NodeArgs {
     /// Root of the kubelet-style pod cgroup tree.
     #[arg(long, default_value = "/kubepods")]
     cgroup_root: String,
+    /// Most processes (tasks) a pod may run: pids.max of its pod cgroup, as the kubelet's
+    /// --pod-max-pids; -1 leaves it unlimited.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pod_max_pids: i64,
     /// Cluster DNS server IPs (comma-separated) for pods with dnsPolicy ClusterFirst.
     #[arg(long, value_delimiter = ',')]
     cluster_dns: Vec<String>,
@@ -148,8 +153,10 @@ fn init_logging(verbose: u8) {
         1 => "debug",
         _ => "trace",
     };
+    // libcgroups' own warnings are advisory (controllers it does not know, like rdma and misc;
+    // a slice systemd has not made yet); what fails comes back to Berth as an error.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},h2=info,hyper=info,tower=info,rustls=info,libcgroups::v1::manager=error")));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},h2=info,hyper=info,tower=info,rustls=info,libcgroups=error")));
     use std::io::IsTerminal;
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init();
 }
@@ -160,6 +167,9 @@ fn main() -> Result<()> {
     if let Some(code) = berth::runtime::process::dispatch() {
         std::process::exit(code);
     }
+    // Read (and taken out of the environment the daemon's children inherit) while this
+    // process still has one thread.
+    let notifier = berth::util::sd_notify::Notifier::from_env();
     let cli = Cli::parse();
     init_logging(cli.verbose);
     if rustls::crypto::ring::default_provider().install_default().is_err() {
@@ -168,8 +178,8 @@ fn main() -> Result<()> {
     let file = config::load_file(cli.config.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
-        Command::Runtime { dirs, flags } => rt.block_on(run_runtime(file.resolve(dirs.data_dir, dirs.run_dir), flags, None)),
-        Command::Node { dirs, flags, node } => rt.block_on(run_runtime(file.resolve(dirs.data_dir, dirs.run_dir), flags, Some(node))),
+        Command::Runtime { dirs, flags } => rt.block_on(run_runtime(file.resolve(dirs.data_dir, dirs.run_dir), flags, None, notifier)),
+        Command::Node { dirs, flags, node } => rt.block_on(run_runtime(file.resolve(dirs.data_dir, dirs.run_dir), flags, Some(node), notifier)),
         Command::Logs { socket, dirs, opts } => {
             let cfg = file.resolve(dirs.data_dir, dirs.run_dir);
             let socket = socket.unwrap_or_else(|| cfg.socket());
@@ -183,7 +193,8 @@ fn main() -> Result<()> {
     }
 }
 
-async fn run_runtime(mut cfg: config::Config, flags: RuntimeFlags, node: Option<NodeArgs>) -> Result<()> {
+async fn run_runtime(mut cfg: config::Config, flags: RuntimeFlags, node: Option<NodeArgs>, notifier: Notifier) -> Result<()> {
+    watchdog(&notifier);
     let pod_cidr = flags.pod_cidr;
     if let Some(a) = flags.streaming_address {
         cfg.streaming.address = a;
@@ -195,6 +206,12 @@ async fn run_runtime(mut cfg: config::Config, flags: RuntimeFlags, node: Option<
     let systemd_cgroup = cfg.cgroup_driver == config::CgroupDriver::Systemd;
     if systemd_cgroup && !std::path::Path::new("/run/systemd/system").exists() {
         bail!("cgroup_driver = \"systemd\" is configured but systemd is not running on this host: use cgroupfs");
+    }
+    if systemd_cgroup && berth::runtime::cgroups::host_mode() != berth::runtime::cgroups::CgroupMode::V2 {
+        bail!("cgroup_driver = \"systemd\" needs the unified cgroup v2 hierarchy, and this host mounts cgroup v1: use cgroupfs (or boot with systemd.unified_cgroup_hierarchy=1)");
+    }
+    if let Some(n) = &node {
+        berth::runtime::cgroup_paths::check_node_root(systemd_cgroup, &n.cgroup_root).map_err(|e| anyhow::anyhow!("--cgroup-root: {e}"))?;
     }
     for rl in &cfg.containers.rlimits {
         serde_json::from_value::<oci_spec::runtime::PosixRlimitType>(serde_json::Value::String(rl.kind.clone()))
@@ -225,6 +242,8 @@ async fn run_runtime(mut cfg: config::Config, flags: RuntimeFlags, node: Option<
     let socket = cfg.socket();
     let listener = server::bind(&socket).await?;
     tracing::info!(socket = %socket.display(), data_dir = %cfg.data_dir.display(), "serving CRI");
+    // Under a Type=notify unit: start-up is over once the socket takes connections.
+    notifier.say(&format!("READY=1\nSTATUS=serving CRI on {}", socket.display()));
     // Clients like the kubelet keep their connections open for good: after the signal, give
     // requests in flight a moment, then close whatever is left.
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -235,6 +254,7 @@ async fn run_runtime(mut cfg: config::Config, flags: RuntimeFlags, node: Option<
     tokio::select! {
         r = &mut serve => r?,
         _ = shutdown_signal() => {
+            notifier.say("STOPPING=1\nSTATUS=shutting down");
             let _ = stop_tx.send(true);
             match tokio::time::timeout(std::time::Duration::from_secs(2), &mut serve).await {
                 Ok(r) => r?,
@@ -281,6 +301,8 @@ async fn start_node(
         log_dir: cfg.data_dir.join("pod-logs"),
         seccomp_dir: cfg.data_dir.join("seccomp"),
         cgroup_root: args.cgroup_root,
+        systemd_cgroup: cfg.cgroup_driver == config::CgroupDriver::Systemd,
+        pod_max_pids: (args.pod_max_pids > 0).then_some(args.pod_max_pids),
         sync_period: std::time::Duration::from_secs(1),
         cluster_domain: args.cluster_domain,
         cluster_dns: args.cluster_dns,
@@ -292,6 +314,23 @@ async fn start_node(
     let (bound, _api) = berth::node::api::serve(node.shared(), &addr).await?;
     tracing::info!(address = %bound, "serving the kubelet API");
     Ok(tokio::spawn(node.run(stop)))
+}
+
+/// Under a unit with WatchdogSec=: "still alive" at half the interval, from a task of the
+/// daemon's runtime, so a daemon whose async threads are all stuck stops pinging and systemd
+/// restarts it.
+fn watchdog(notifier: &Notifier) {
+    let Some(every) = notifier.ping_interval() else { return };
+    tracing::info!(every_ms = every.as_millis() as u64, "pinging the systemd watchdog");
+    let n = notifier.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            n.say("WATCHDOG=1");
+        }
+    });
 }
 
 /// Resolves on SIGINT or SIGTERM.

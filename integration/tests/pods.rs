@@ -619,7 +619,7 @@ async fn hundred_sandboxes_leave_nothing_behind() {
     }
     assert!(mounts_under(d.dir.path()).is_empty(), "mounts left: {:?}", mounts_under(d.dir.path()));
     for cg in &cgroups {
-        assert!(!Path::new(cg).exists(), "cgroup left: {cg}");
+        assert!(!Path::new(cg).exists(), "cgroup left: {cg}\n{}", d.log());
     }
     assert!(entries_with_prefix(&d.run_dir().join("sandboxes"), "").is_empty());
     assert!(entries_with_prefix(&d.data_dir().join("sandboxes"), "").is_empty());

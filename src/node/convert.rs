@@ -8,9 +8,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use std::collections::HashMap;
 use std::path::Path;
 
-pub const QOS_GUARANTEED: &str = "Guaranteed";
-pub const QOS_BURSTABLE: &str = "Burstable";
-pub const QOS_BESTEFFORT: &str = "BestEffort";
+pub use crate::runtime::cgroup_paths::{QOS_BESTEFFORT, QOS_BURSTABLE, QOS_GUARANTEED};
 
 /// A container's limit or request of a resource. Unparsable quantities never get here: the
 /// node refuses such pods at its door (`node::validation`).
@@ -151,16 +149,6 @@ pub fn qos_class(spec: &PodSpec) -> &'static str {
         QOS_GUARANTEED
     } else {
         QOS_BURSTABLE
-    }
-}
-
-/// kubepods[/burstable|/besteffort]/pod<uid> under the node's cgroup root.
-pub fn pod_cgroup_parent(root: &str, qos: &str, uid: &str) -> String {
-    let root = root.trim_end_matches('/');
-    match qos {
-        QOS_GUARANTEED => format!("{root}/pod{uid}"),
-        QOS_BURSTABLE => format!("{root}/burstable/pod{uid}"),
-        _ => format!("{root}/besteffort/pod{uid}"),
     }
 }
 
@@ -565,6 +553,5 @@ mod tests {
         assert_eq!(qos_class(pod.spec.as_ref().unwrap()), QOS_BURSTABLE);
         let pod: Pod = serde_json::from_value(serde_json::json!({"spec": {"containers": [{"name": "a", "image": "i"}]}})).unwrap();
         assert_eq!(qos_class(pod.spec.as_ref().unwrap()), QOS_BESTEFFORT);
-        assert_eq!(pod_cgroup_parent("/kubepods", QOS_BURSTABLE, "u1"), "/kubepods/burstable/podu1");
     }
 }

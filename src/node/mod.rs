@@ -47,6 +47,10 @@ pub struct NodeConfig {
     pub seccomp_dir: PathBuf,
     /// Root of the kubelet-style cgroup tree (kubepods).
     pub cgroup_root: String,
+    /// Pod cgroups are systemd slices (the systemd cgroup driver), not cgroupfs directories.
+    pub systemd_cgroup: bool,
+    /// pids.max of every pod cgroup (--pod-max-pids); None: unlimited.
+    pub pod_max_pids: Option<i64>,
     pub sync_period: Duration,
     /// The cluster's DNS domain (pod FQDNs: hostname.subdomain.namespace.svc.<domain>).
     pub cluster_domain: String,
@@ -112,6 +116,30 @@ impl NodeShared {
             Ok(Err(e)) => tracing::warn!(uid, "saving pod progress: {e}"),
             Err(e) => tracing::warn!(uid, "saving pod progress: {e}"),
         }
+    }
+
+    /// The pod cgroup of a pod as this node names it (a slice under the systemd driver).
+    pub fn pod_cgroup(&self, qos: &str, uid: &str) -> Result<crate::runtime::state::CgroupSpec, String> {
+        let c = &self.cfg;
+        crate::runtime::cgroup_paths::node_pod_cgroup(c.systemd_cgroup, &c.cgroup_root, qos, uid).map_err(|e| e.to_string())
+    }
+
+    /// Remove a pod cgroup and whatever still runs in it (on a blocking thread: cgroup files,
+    /// or systemd over D-Bus); one that does not exist is fine.
+    pub async fn remove_pod_cgroup(&self, qos: &str, uid: &str) {
+        let Ok(spec) = self.pod_cgroup(qos, uid) else { return };
+        let uid = uid.to_string();
+        let removed = tokio::task::spawn_blocking(move || {
+            if spec.systemd && !crate::runtime::cgroups::fs_path(&spec, "").exists() {
+                return;
+            }
+            if let Ok(c) = crate::runtime::cgroups::Cgroup::open(&spec) {
+                if let Err(e) = c.remove() {
+                    tracing::warn!(pod_uid = uid, "removing the pod cgroup: {e}");
+                }
+            }
+        });
+        let _ = removed.await;
     }
 
     pub async fn forget(&self, uid: &str) {
@@ -232,10 +260,7 @@ impl Node {
             let _ = std::fs::remove_file(self.shared.progress_path(uid));
             volumes::teardown(&self.shared.cfg.pods_dir, uid);
             for qos in [convert::QOS_GUARANTEED, convert::QOS_BURSTABLE, convert::QOS_BESTEFFORT] {
-                let cg = crate::runtime::state::CgroupSpec { path: convert::pod_cgroup_parent(&self.shared.cfg.cgroup_root, qos, uid), systemd: false };
-                if let Ok(c) = crate::runtime::cgroups::Cgroup::open(&cg) {
-                    let _ = c.remove();
-                }
+                self.shared.remove_pod_cgroup(qos, uid).await;
             }
         }
     }

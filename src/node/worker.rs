@@ -292,19 +292,35 @@ impl Worker {
     }
 
     /// The pod cgroup's own limits (the sum of its containers'), as the kubelet's pod
-    /// container manager sets them.
-    fn limit_pod_cgroup(&self) {
+    /// container manager sets them. On a blocking thread: cgroup files, or systemd over D-Bus.
+    async fn limit_pod_cgroup(&self) {
         let spec = self.pod.spec.clone().unwrap_or_default();
         let wanted = convert::pod_resources(&spec);
-        let applied = crate::runtime::spec::resources(Some(&wanted), false)
-            .map_err(|e| e.to_string())
-            .and_then(|v| serde_json::from_value::<oci_spec::runtime::LinuxResources>(v).map_err(|e| e.to_string()))
-            .and_then(|r| {
-                let cg = crate::runtime::cgroups::Cgroup::open(&crate::runtime::state::CgroupSpec { path: self.cgroup_parent(), systemd: false })
-                    .map_err(|e| e.to_string())?;
+        let cgroup = self.shared.pod_cgroup(convert::qos_class(&spec), &self.uid());
+        let max_pids = self.shared.cfg.pod_max_pids;
+        let applied = tokio::task::spawn_blocking(move || {
+            let mut resources = crate::runtime::spec::resources(Some(&wanted), false)
+                .map_err(|e| e.to_string())
+                .and_then(|v| serde_json::from_value::<oci_spec::runtime::LinuxResources>(v).map_err(|e| e.to_string()))?;
+            // Device rules are the containers' business, as for UpdatePodSandboxResources.
+            resources.set_devices(None);
+            if let Some(limit) = max_pids {
+                let mut pids = oci_spec::runtime::LinuxPids::default();
+                pids.set_limit(limit);
+                resources.set_pids(Some(pids));
+            }
+            let cgroup = cgroup?;
+            let cg = crate::runtime::cgroups::Cgroup::open(&cgroup).map_err(|e| e.to_string())?;
+            // A slice comes into being with its first scope; systemd keeps the limits set
+            // before that and applies them then.
+            if !cgroup.systemd {
                 cg.create().map_err(|e| e.to_string())?;
-                cg.apply(&r).map_err(|e| e.to_string())
-            });
+            }
+            cg.apply(&resources).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
         if let Err(e) = applied {
             tracing::warn!("pod cgroup limits: {e}");
         }
@@ -614,7 +630,9 @@ impl Worker {
 
     fn cgroup_parent(&self) -> String {
         let spec = self.pod.spec.clone().unwrap_or_default();
-        convert::pod_cgroup_parent(&self.shared.cfg.cgroup_root, convert::qos_class(&spec), &self.uid())
+        let c = &self.shared.cfg;
+        // The root was checked for the driver at start-up.
+        crate::runtime::cgroup_paths::node_pod_parent(c.systemd_cgroup, &c.cgroup_root, convert::qos_class(&spec), &self.uid()).unwrap_or_default()
     }
 
     fn log_dir(&self) -> std::path::PathBuf {
@@ -670,6 +688,8 @@ impl Worker {
                 None,
             );
         }
+        // As the kubelet's pod container manager: the pod cgroup and its limits come first.
+        self.limit_pod_cgroup().await;
         let id = self
             .rt()
             .run_pod_sandbox(cri::RunPodSandboxRequest { config: Some(self.sandbox_config()), runtime_handler: String::new() })
@@ -678,7 +698,6 @@ impl Worker {
             .pod_sandbox_id;
         self.progress.sandbox_id = id.clone();
         self.progress.init_done = false;
-        self.limit_pod_cgroup();
         let st = self.rt().pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: id, verbose: false }).await.map_err(err)?;
         let net = st.status.and_then(|s| s.network).unwrap_or_default();
         self.progress.pod_ips = std::iter::once(net.ip).chain(net.additional_ips.into_iter().map(|i| i.ip)).filter(|i| !i.is_empty()).collect();
@@ -767,10 +786,8 @@ impl Worker {
                 tracing::warn!("removing the sandbox: {}", e.message);
             }
         }
-        let cg = crate::runtime::state::CgroupSpec { path: self.cgroup_parent(), systemd: false };
-        if let Ok(c) = crate::runtime::cgroups::Cgroup::open(&cg) {
-            let _ = c.remove();
-        }
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        self.shared.remove_pod_cgroup(convert::qos_class(&spec), &self.uid()).await;
         volumes::teardown(&self.shared.cfg.pods_dir, &self.uid());
         let _ = std::fs::remove_dir_all(self.log_dir());
         self.shared.forget(&self.uid()).await;

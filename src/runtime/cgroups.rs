@@ -11,6 +11,9 @@ use std::sync::OnceLock;
 
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
+/// How long `remove` waits for killed processes to leave the cgroup.
+const EMPTY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 #[error("cgroup {path}: {message}")]
 pub struct CgroupError {
@@ -99,7 +102,30 @@ impl Cgroup {
     pub fn apply(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
         let resources = applicable(resources, &host_controllers()).map_err(|message| CgroupError { path: self.spec.path.clone(), message })?;
         let opt = ControllerOpt { resources: &resources, disable_oom_killer: false, oom_score_adj: None, freezer_state: None };
-        self.manager.apply(&opt).map_err(|e| err(&self.spec, e))
+        self.manager.apply(&opt).map_err(|e| err(&self.spec, e))?;
+        if !self.spec.systemd && host_mode() == CgroupMode::V2 {
+            self.no_swap_when_swap_is_the_limit(&resources)?;
+        }
+        Ok(())
+    }
+
+    /// The runtime spec's memory.swap is memory and swap together (v1's memsw), so v2's
+    /// memory.swap.max is swap − limit. libcgroups writes that only when it is not 0, which
+    /// leaves "max" (unlimited swap) exactly when the caller asked for none: swap equal to the
+    /// limit, as the kubelet sends on a node without swap. The systemd driver is right already
+    /// (MemorySwapMax=0). A kernel without swap accounting has no such file: nothing to limit.
+    fn no_swap_when_swap_is_the_limit(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
+        let Some(m) = resources.memory() else { return Ok(()) };
+        match (m.limit(), m.swap()) {
+            (Some(limit), Some(swap)) if limit > 0 && swap == limit => {
+                let file = fs_path(&self.spec, "").join("memory.swap.max");
+                match std::fs::write(&file, "0") {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    r => r.map_err(|e| err(&self.spec, format!("writing {}: {e}", file.display()))),
+                }
+            }
+            _ => Ok(()),
+        }
     }
 
     pub fn stats(&self) -> Result<Stats, CgroupError> {
@@ -108,13 +134,26 @@ impl Cgroup {
 
     /// Every process in the cgroup; empty when it does not exist.
     pub fn pids(&self) -> Vec<i32> {
-        self.manager.get_all_pids().map(|v| v.into_iter().map(|p| p.as_raw()).collect()).unwrap_or_default()
+        pids_in(&self.spec)
     }
 
-    /// Kill what is left in it and remove it; a cgroup that is already gone is fine.
+    /// Kill what is left in it, wait until it is empty, and remove it; a cgroup that is
+    /// already gone is fine. Blocks (a killed process leaves its cgroup only once it has
+    /// exited, which takes longer than libcgroups' own short retries on a loaded host).
     pub fn remove(&self) -> Result<(), CgroupError> {
-        for pid in self.pids() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        let deadline = std::time::Instant::now() + EMPTY_WAIT;
+        loop {
+            let pids = self.pids();
+            if pids.is_empty() {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(err(&self.spec, format!("processes {pids:?} did not exit within {EMPTY_WAIT:?} of SIGKILL")));
+            }
+            for pid in pids {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
         self.manager.remove().map_err(|e| err(&self.spec, e))
     }
@@ -147,6 +186,35 @@ pub fn all_fs_paths(spec: &CgroupSpec) -> Vec<PathBuf> {
             std::fs::read_dir(CGROUP_ROOT).map(|rd| rd.flatten().map(|e| e.path().join(rel)).filter(|p| p.is_dir()).collect()).unwrap_or_default()
         }
     }
+}
+
+/// Every process in a cgroup and its descendants, from its cgroup.procs files (no systemd
+/// call); empty when it does not exist.
+pub fn pids_in(spec: &CgroupSpec) -> Vec<i32> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<i32>) {
+        if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            out.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    walk(&e.path(), out);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    // One v1 hierarchy knows every process: pids when mounted, else memory.
+    let dir = match host_mode() {
+        CgroupMode::V2 => fs_path(spec, ""),
+        CgroupMode::V1 => ["pids", "memory", "cpu,cpuacct", "cpuacct"].iter().map(|c| fs_path(spec, c)).find(|d| d.is_dir()).unwrap_or_default(),
+    };
+    if !dir.as_os_str().is_empty() {
+        walk(&dir, &mut out);
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// Expand a systemd cgroup path "parent.slice:prefix:name" to its place in the tree:
@@ -245,7 +313,11 @@ pub fn oom_kills(spec: &CgroupSpec) -> u64 {
         CgroupMode::V1 => ("memory.oom_control", fs_path(spec, "memory")),
         CgroupMode::V2 => ("memory.events", fs_path(spec, "memory")),
     };
-    let text = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+    parse_oom_kills(&std::fs::read_to_string(dir.join(file)).unwrap_or_default())
+}
+
+/// The "oom_kill N" line of memory.events (v2) or memory.oom_control (v1).
+pub fn parse_oom_kills(text: &str) -> u64 {
     text.lines().find_map(|l| l.strip_prefix("oom_kill ").and_then(|v| v.trim().parse().ok())).unwrap_or(0)
 }
 

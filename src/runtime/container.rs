@@ -207,12 +207,7 @@ impl Runtime {
     }
 
     fn container_cgroup(&self, sb: &SandboxRecord, id: &str) -> CgroupSpec {
-        if sb.cgroup.systemd {
-            let slice = sb.cgroup.path.split(':').next().unwrap_or("berth.slice");
-            CgroupSpec { path: format!("{slice}:berth:{id}"), systemd: true }
-        } else {
-            CgroupSpec { path: format!("{}/{id}", sb.cgroup.path.trim_end_matches('/')), systemd: false }
-        }
+        super::cgroup_paths::member(&sb.cgroup, id)
     }
 
     /// CreateContainer.

@@ -2,6 +2,7 @@
 //! monitor process per container. `Runtime` owns the in-memory index of records kept on
 //! disk; `sandbox` and `container` hold the operations, `process` the code that runs in the
 //! re-executed helper processes.
+pub mod cgroup_paths;
 pub mod cgroups;
 pub mod container;
 pub mod detached;

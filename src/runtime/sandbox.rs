@@ -143,15 +143,9 @@ impl Runtime {
         Ok(())
     }
 
-    fn pod_cgroup(&self, config: &cri::PodSandboxConfig, id: &str, handler: &HandlerOptions) -> (CgroupSpec, bool) {
-        let parent = config.linux.as_ref().map(|l| l.cgroup_parent.clone()).unwrap_or_default();
-        let systemd = self.cfg.systemd_cgroup;
-        let own = handler.cgroup_parent.as_deref();
-        match (parent.is_empty(), systemd) {
-            (false, _) => (CgroupSpec { path: parent, systemd }, false),
-            (true, false) => (CgroupSpec { path: format!("{}/{id}", own.unwrap_or("/berth").trim_end_matches('/')), systemd }, true),
-            (true, true) => (CgroupSpec { path: format!("{}:berth-pod:{id}", own.unwrap_or("berth.slice")), systemd }, true),
-        }
+    fn pod_cgroup(&self, config: &cri::PodSandboxConfig, id: &str, handler: &HandlerOptions) -> RtResult<(CgroupSpec, bool)> {
+        let parent = config.linux.as_ref().map(|l| l.cgroup_parent.as_str()).unwrap_or_default();
+        super::cgroup_paths::pod_cgroup(self.cfg.systemd_cgroup, parent, handler.cgroup_parent.as_deref(), id).map_err(|e| RuntimeError::Invalid(e.to_string()))
     }
 
     /// RunPodSandbox.
@@ -182,9 +176,9 @@ impl Runtime {
             tracing::info!(sandbox = %existing, "RunPodSandbox repeated with an identical config: answering with the pod made before");
             return Ok(Made { id: existing, fresh: false });
         }
+        let (cgroup, owns_cgroup) = self.pod_cgroup(&config, &id, &handler)?;
         self.reserve_name(&name, &id)?;
         let _guard = self.locks.lock(&id).await;
-        let (cgroup, owns_cgroup) = self.pod_cgroup(&config, &id, &handler);
         let mut rec = SandboxRecord {
             id: id.clone(),
             name: name.clone(),
@@ -378,11 +372,23 @@ impl Runtime {
             rec.init_pid = report.init_pid;
             rec.init_start_time = state::process_start_time(report.init_pid).unwrap_or(0);
         }
-        let cg = Cgroup::open(&rec.cgroup).map_err(|e| internal("pod cgroup", e))?;
-        cg.add(report.pid).map_err(|e| internal("pod cgroup", e))?;
-        if report.init_pid > 0 {
-            cg.add(report.init_pid).map_err(|e| internal("pod cgroup", e))?;
-        }
+        // A leaf of its own in the pod cgroup, as a pause container has: under cgroup v2 the
+        // pod cgroup delegates its controllers to the containers' cgroups, so it can hold no
+        // process itself.
+        // On a blocking thread: under the systemd driver this starts a scope over D-Bus and
+        // waits for the processes to show up in it.
+        let leaf = super::cgroup_paths::member(&rec.cgroup, &rec.id);
+        let pids = [report.pid, report.init_pid];
+        let joined = tokio::task::spawn_blocking(move || {
+            let cg = Cgroup::open(&leaf)?;
+            for pid in pids.into_iter().filter(|p| *p > 0) {
+                cg.add(pid)?;
+            }
+            Ok::<(), super::cgroups::CgroupError>(())
+        })
+        .await
+        .map_err(|e| internal("the sandbox helper's cgroup", e))?;
+        joined.map_err(|e| internal("the sandbox helper's cgroup", e))?;
         let _ = stdin.write_all(b"G").await;
         drop(stdin);
         let _ = child.wait().await;
@@ -403,11 +409,15 @@ impl Runtime {
         let mut res = super::spec::linux_resources(&pod_resources(overhead.as_ref(), resources.as_ref()), true)?;
         res.set_devices(None);
         if !rec.stopped {
-            // A pod whose namespaces wait for its first container has no cgroup yet.
-            Cgroup::open(&rec.cgroup)
-                .and_then(|cg| if rec.cgroup.systemd { Ok(cg) } else { cg.create().map(|()| cg) })
-                .and_then(|cg| cg.apply(&res))
-                .map_err(|e| RuntimeError::Invalid(format!("applying pod resources: {e}")))?;
+            // A pod whose namespaces wait for its first container has no cgroup yet. On a
+            // blocking thread: cgroup files, or systemd over D-Bus.
+            let (spec, res) = (rec.cgroup.clone(), res.clone());
+            let applied = tokio::task::spawn_blocking(move || {
+                Cgroup::open(&spec).and_then(|cg| if spec.systemd { Ok(cg) } else { cg.create().map(|()| cg) }).and_then(|cg| cg.apply(&res))
+            })
+            .await
+            .map_err(|e| internal("applying pod resources", e))?;
+            applied.map_err(|e| RuntimeError::Invalid(format!("applying pod resources: {e}")))?;
         }
         let mut config: cri::PodSandboxConfig = records::decode(&rec.config);
         let linux = config.linux.get_or_insert_with(Default::default);
@@ -466,7 +476,8 @@ impl Runtime {
         }
         let _guard = self.locks.lock(&rec.id).await;
         self.network.teardown(&rec.id).await.map_err(|e| internal("tearing down the pod network", e))?;
-        self.teardown_sandbox(&rec);
+        // Killing what is left and removing cgroups waits for processes: off the async threads.
+        tokio::task::block_in_place(|| self.teardown_sandbox(&rec));
         self.index().sandboxes.remove(&rec.id);
         self.release_name(&rec.name, &rec.id);
         Ok(())
@@ -476,6 +487,11 @@ impl Runtime {
     pub(super) fn teardown_sandbox(&self, rec: &SandboxRecord) {
         self.kill_sandbox_init(rec);
         self.forget_cpu_sample(&rec.cgroup);
+        if let Ok(cg) = Cgroup::open(&super::cgroup_paths::member(&rec.cgroup, &rec.id)) {
+            if let Err(e) = cg.remove() {
+                tracing::warn!(sandbox = %rec.id, "removing the sandbox helper's cgroup: {e}");
+            }
+        }
         if rec.owns_cgroup {
             if let Ok(cg) = Cgroup::open(&rec.cgroup) {
                 if let Err(e) = cg.remove() {

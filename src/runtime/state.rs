@@ -21,7 +21,7 @@ pub enum PidNamespace {
     Host,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CgroupSpec {
     pub path: String,
     pub systemd: bool,

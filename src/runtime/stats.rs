@@ -1,6 +1,5 @@
 //! CRI stats from cgroups: CPU time and rate, memory working set, RSS and page faults,
 //! process count, and pod network counters read inside the pod's network namespace.
-use super::cgroups::Cgroup;
 use super::state::{self, CgroupSpec};
 use super::Runtime;
 use crate::cri::v1 as cri;
@@ -27,11 +26,12 @@ impl Runtime {
         self.cpu_samples.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// From the cgroup's own files (v1 or v2, in the same units either way) through the
+    /// readers the metrics use, so CRI stats and /metrics/cadvisor agree.
     pub fn cgroup_usage(&self, spec: &CgroupSpec) -> Option<CgroupUsage> {
-        let cg = Cgroup::open(spec).ok()?;
-        let stats = cg.stats().ok()?;
+        let sample = super::metrics::cgroup_sample(spec)?;
         let now = state::now_ns();
-        let usage = stats.cpu.usage.usage_total;
+        let usage = sample.cpu.usage_ns;
         let nano_cores = {
             let mut samples = self.cpu_samples.lock().unwrap_or_else(|p| p.into_inner());
             let prev = samples.insert(spec.path.clone(), (now, usage));
@@ -40,30 +40,32 @@ impl Runtime {
                 _ => None,
             }
         };
-        let m = &stats.memory;
-        let get = |k: &str| m.stats.get(k).copied().unwrap_or(0);
-        let inactive_file = if m.stats.contains_key("total_inactive_file") { get("total_inactive_file") } else { get("inactive_file") };
-        let rss = if m.stats.contains_key("total_rss") { get("total_rss") } else { get("anon") };
-        let (pgfault, pgmajfault) =
-            if m.stats.contains_key("total_pgfault") { (get("total_pgfault"), get("total_pgmajfault")) } else { (get("pgfault"), get("pgmajfault")) };
-        let usage_bytes = m.memory.usage;
-        let limit = m.memory.limit;
-        let working_set = usage_bytes.saturating_sub(inactive_file);
-        let available = if limit > 0 && limit < (1u64 << 62) { Some(limit.saturating_sub(working_set)) } else { None };
+        let m = &sample.memory;
+        let limit = sample.limits.memory_limit;
+        let available = (limit > 0).then(|| limit.saturating_sub(m.working_set));
         Some(CgroupUsage {
             cpu: cri::CpuUsage { timestamp: now, usage_core_nano_seconds: v(usage), usage_nano_cores: nano_cores.and_then(v), psi: None },
             memory: cri::MemoryUsage {
                 timestamp: now,
-                working_set_bytes: v(working_set),
+                working_set_bytes: v(m.working_set),
                 available_bytes: available.and_then(v),
-                usage_bytes: v(usage_bytes),
-                rss_bytes: v(rss),
-                page_faults: v(pgfault),
-                major_page_faults: v(pgmajfault),
+                usage_bytes: v(m.usage),
+                rss_bytes: v(m.rss),
+                page_faults: v(m.hierarchy_pgfault),
+                major_page_faults: v(m.hierarchy_pgmajfault),
                 psi: None,
             },
-            processes: if stats.pids.current > 0 { stats.pids.current } else { cg.pids().len() as u64 },
+            processes: process_count(spec),
         })
+    }
+}
+
+/// pids.current when the pids controller counts for the cgroup, else its processes listed.
+fn process_count(spec: &CgroupSpec) -> u64 {
+    let file = super::cgroups::fs_path(spec, "pids").join("pids.current");
+    match std::fs::read_to_string(file).ok().and_then(|t| t.trim().parse::<u64>().ok()) {
+        Some(n) => n,
+        None => super::cgroups::pids_in(spec).len() as u64,
     }
 }
 

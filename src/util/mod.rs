@@ -8,5 +8,6 @@ pub mod net_dev;
 pub mod netns;
 pub mod openat2;
 pub mod quantity;
+pub mod sd_notify;
 pub mod self_exe;
 pub mod tls;

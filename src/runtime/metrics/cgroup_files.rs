@@ -245,13 +245,24 @@ pub mod v2 {
         (quota, period)
     }
 
-    /// cpu.weight (1..10000) back to v1 shares (2..262144): the inverse of the linear
-    /// mapping runc and the kubelet use to write a weight from shares.
+    /// cpu.weight (1..10000) back to v1 shares (2..262144): the inverse of the mapping the
+    /// weight was written with (libcgroups, runc ≥ 1.3.2, crun ≥ 1.23):
+    /// weight = ⌈10^((L² + 125·L)/612 − 7/34)⌉ with L = log2(shares), so that the default
+    /// shares 1024 is the default weight 100. Solving for L: L² + 125·L − 612·(log10(w) + 7/34) = 0.
     pub fn weight_to_shares(weight: u64) -> u64 {
         if weight == 0 {
             return 0;
         }
-        2 + (weight.clamp(1, 10000) - 1) * 262142 / 9999
+        let w = weight.clamp(1, 10000);
+        if w == 1 {
+            return 2;
+        }
+        if w == 10000 {
+            return 262_144;
+        }
+        let c = 612.0 * ((w as f64).log10() + 7.0 / 34.0);
+        let l = (-125.0 + (125.0f64 * 125.0 + 4.0 * c).sqrt()) / 2.0;
+        (2f64.powf(l).round() as u64).clamp(2, 262_144)
     }
 
     /// The memory controller's files, by name.
@@ -478,11 +489,18 @@ total_inactive_file 1048576\ntotal_active_file 0\n";
         assert_eq!(v2::cpu_max("50000 100000\n"), (50000, 100000));
         assert_eq!(v2::weight_to_shares(1), 2);
         assert_eq!(v2::weight_to_shares(10000), 262144);
-        assert_eq!(v2::weight_to_shares(39), 998, "shares 1024 written as weight 39 reads back near 1024");
+        assert_eq!(v2::weight_to_shares(100), 1024, "the default weight is the default shares");
+        // What libcgroups writes for a few shares reads back within the rounding of the weight.
+        for shares in [2u64, 102, 512, 1024, 2048, 100_000] {
+            let l = (shares as f64).log2();
+            let weight = 10f64.powf((l * l + 125.0 * l) / 612.0 - 7.0 / 34.0).ceil() as u64;
+            let back = v2::weight_to_shares(weight);
+            assert!(back.abs_diff(shares) * 100 <= shares * 6 + 100, "{shares} → weight {weight} → {back}");
+        }
         let l = v2::limits("max 100000\n", "100\n", "max\n", "0\n", "max\n", "max\n");
         assert_eq!(
             l,
-            CgroupLimits { cpu_period_us: 100000, cpu_quota_us: 0, cpu_shares: 2597, memory_limit: 0, memory_reservation: 0, swap_limit: 0, pids_max: 0 }
+            CgroupLimits { cpu_period_us: 100000, cpu_quota_us: 0, cpu_shares: 1024, memory_limit: 0, memory_reservation: 0, swap_limit: 0, pids_max: 0 }
         );
         let set = v2::limits("25000 100000", "50", "268435456", "1048576", "0", "64");
         assert_eq!((set.cpu_quota_us, set.memory_limit, set.memory_reservation, set.pids_max), (25000, 268435456, 1048576, 64));

@@ -363,6 +363,12 @@ fn container_labels(rec: &ContainerRecord, pod: &(String, String)) -> [String; 6
     [name, cgroup_id(&rec.cgroup), image, rec.id.clone(), pod.1.clone(), pod.0.clone()]
 }
 
+/// One cgroup's counters and limits from its v1 or v2 files (what CRI stats report too);
+/// None when it is gone.
+pub fn cgroup_sample(spec: &CgroupSpec) -> Option<CgroupSample> {
+    read_cgroup(cgroups::host_mode(), spec)
+}
+
 impl Runtime {
     /// ListPodSandboxMetrics: every ready pod with its network series, and its running
     /// containers with theirs. Blocking (walks /proc, cgroups and writable layers).
@@ -390,7 +396,7 @@ impl Runtime {
     fn container_metrics(&self, mode: CgroupMode, obs: &Observed, pod: &(String, String)) -> Option<cri::ContainerMetrics> {
         let rec = &obs.rec;
         let cgroup = read_cgroup(mode, &rec.cgroup)?;
-        let pids = cgroups::Cgroup::open(&rec.cgroup).map(|cg| cg.pids()).unwrap_or_default();
+        let pids = cgroups::pids_in(&rec.cgroup);
         let upper: PathBuf = self.container_data_dir(&rec.id).join("upper");
         let sample = ContainerSample {
             cgroup,

@@ -8,6 +8,7 @@ pub mod init;
 pub mod logfile;
 pub mod monitor;
 pub mod mounts;
+pub mod oom_watch;
 pub mod sandbox_init;
 pub mod seccomp;
 pub mod sync;

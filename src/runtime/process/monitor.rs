@@ -5,8 +5,9 @@
 use super::attach_hub::{AttachHub, KIND_STDERR, KIND_STDOUT};
 use super::console;
 use super::logfile::{CriLog, LineSplitter};
+use super::oom_watch::OomWatch;
 use super::sync::{self, Context, Reporter, SetupError, SetupResult};
-use crate::runtime::cgroups::{self, Cgroup};
+use crate::runtime::cgroups::Cgroup;
 use crate::runtime::state::{self, ExitRecord, MonitorConfig, MonitorReport, PidNamespace, RunState};
 use crate::util::atomic;
 use nix::sched::{setns, unshare, CloneFlags};
@@ -151,6 +152,7 @@ fn run(cfg: &MonitorConfig) -> SetupResult<()> {
         let _ = waitpid(child, None);
         return Err(SetupError::Invalid(e.to_string()));
     }
+    let mut oom = OomWatch::new(&cfg.cgroup);
     sync::send_byte(&mut go_w).ctx(|| "start the container".into())?;
     let setup = sync::read_report(&mut err_r);
     for w in &setup.warnings {
@@ -193,13 +195,14 @@ fn run(cfg: &MonitorConfig) -> SetupResult<()> {
     // (kubectl run -it, crictl attach) finds it.
     let hub = AttachHub::new(&cfg.state_dir, attach_stdin, pty, cfg.stdin_once);
     report(&MonitorReport { state: Some(run), error: None, warnings: setup.warnings });
-    let status = pump(child, outputs, hub, &sfd, &mut log);
+    let status = pump(child, outputs, hub, &sfd, &mut log, &mut oom);
     let (exit_code, signal) = match status {
         WaitStatus::Exited(_, code) => (code, None),
         WaitStatus::Signaled(_, sig, _) => (128 + sig as i32, Some(sig as i32)),
         _ => (255, None),
     };
-    let oom_killed = cgroups::oom_kills(&cfg.cgroup) > 0 && signal == Some(libc::SIGKILL);
+    oom.read();
+    let oom_killed = oom.kills() > 0 && signal == Some(libc::SIGKILL);
     let exit = ExitRecord { exit_code, signal, oom_killed, finished_at: state::now_ns() };
     atomic::write_json_volatile(&cfg.state_dir.join(state::EXIT_FILE), &exit).ctx(|| "writing exit.json".into())?;
     Ok(())
@@ -231,7 +234,7 @@ fn container_child(spec: &Spec, stdio: &Stdio, go: &mut File, err_w: File) -> i3
 }
 
 /// Copy output into the log until the container has exited and its output is drained.
-fn pump(child: Pid, mut outputs: Vec<(&'static str, File)>, mut hub: AttachHub, sfd: &SignalFd, log: &mut CriLog) -> WaitStatus {
+fn pump(child: Pid, mut outputs: Vec<(&'static str, File)>, mut hub: AttachHub, sfd: &SignalFd, log: &mut CriLog, oom: &mut OomWatch) -> WaitStatus {
     let mut splitters: Vec<LineSplitter> = outputs.iter().map(|_| LineSplitter::default()).collect();
     let mut open: Vec<bool> = outputs.iter().map(|_| true).collect();
     let mut status: Option<WaitStatus> = None;
@@ -247,6 +250,8 @@ fn pump(child: Pid, mut outputs: Vec<(&'static str, File)>, mut hub: AttachHub, 
         let mut fds: Vec<libc::pollfd> =
             outputs.iter().zip(&open).map(|((_, f), o)| libc::pollfd { fd: if *o { f.as_raw_fd() } else { -1 }, events: libc::POLLIN, revents: 0 }).collect();
         fds.push(libc::pollfd { fd: sfd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
+        let oom_at = fds.len();
+        fds.push(libc::pollfd { fd: oom.fd().unwrap_or(-1), events: libc::POLLIN, revents: 0 });
         let hub_at = fds.len();
         hub.poll_fds(&mut fds);
         let timeout = if exited_at.is_some() { 100 } else { -1 };
@@ -275,6 +280,10 @@ fn pump(child: Pid, mut outputs: Vec<(&'static str, File)>, mut hub: AttachHub, 
             }
         }
         hub.handle(&fds[hub_at..]);
+        // Before reaping: the counter is read while the cgroup is still there.
+        if fds[oom_at].revents != 0 {
+            oom.changed();
+        }
         while let Ok(Some(sig)) = sfd.read_signal() {
             match Signal::try_from(sig.ssi_signo as i32) {
                 Ok(Signal::SIGUSR1) => {
@@ -282,7 +291,10 @@ fn pump(child: Pid, mut outputs: Vec<(&'static str, File)>, mut hub: AttachHub, 
                         eprintln!("reopening the log: {e}");
                     }
                 }
-                Ok(Signal::SIGCHLD) => reap(child, &mut status, &mut exited_at),
+                Ok(Signal::SIGCHLD) => {
+                    oom.read();
+                    reap(child, &mut status, &mut exited_at)
+                }
                 _ => {}
             }
         }
