@@ -18,6 +18,16 @@ fn gv_path(group: &str, version: &str) -> String {
     }
 }
 
+/// /openapi/v2: an empty document in the protobuf form kubectl asks for. kubectl 1.27–1.29
+/// `apply` fails without one; with it empty, kubectl computes strategic merge patches from its
+/// compiled-in types (and leaves validation to the server, which says it does it in OpenAPI v3).
+pub fn v2() -> axum::response::Response {
+    use axum::http::{header, HeaderValue, StatusCode};
+    use axum::response::IntoResponse;
+    let ct = HeaderValue::from_static("application/com.github.proto-openapi.spec.v2.v1.0+protobuf");
+    (StatusCode::OK, [(header::CONTENT_TYPE, ct)], Vec::<u8>::new()).into_response()
+}
+
 /// /openapi/v3
 pub fn index(reg: &Registry) -> Value {
     let mut paths = serde_json::Map::new();

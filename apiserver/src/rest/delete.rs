@@ -36,6 +36,9 @@ impl Api {
     /// Deletes the object `name`; the answer is the object as it was deleted or as it is now
     /// marked for deletion.
     pub async fn delete(self: &Arc<Self>, res: &Arc<Resource>, ns: Option<&str>, name: &str, opts: &DeleteOptions) -> Result<Value, ApiError> {
+        if res.plural == "namespaces" && res.group.is_empty() && ["default", "kube-system", "kube-public"].contains(&name) {
+            return Err(ApiError::forbidden(res, name, "this namespace may not be deleted"));
+        }
         let key = res.key(&self.store_prefix, ns, name);
         let dry_run = opts.dry_run.as_ref().is_some_and(|d| d.iter().any(|x| x == "All"));
         for _ in 0..16 {

@@ -26,7 +26,6 @@ pub fn default_pod_spec(spec: &mut PodSpec) {
     spec.scheduler_name.get_or_insert_with(|| "default-scheduler".into());
     spec.termination_grace_period_seconds.get_or_insert(30);
     spec.security_context.get_or_insert_with(PodSecurityContext::default);
-    spec.enable_service_links.get_or_insert(true);
     for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
         default_container(c);
     }
@@ -233,6 +232,7 @@ impl Kind for Pods {
     fn default(&self, pod: &mut Pod) {
         let spec = pod.spec.get_or_insert_with(Default::default);
         default_pod_spec(spec);
+        spec.enable_service_links.get_or_insert(true);
         admit(spec);
     }
 

@@ -1,0 +1,328 @@
+//! `berth server` driven by the real kubectl (1.33 and 1.27, and every version in between for
+//! apply): create, get (table, wide, yaml, jsonpath), apply, label, annotate, scale, patch,
+//! delete, watch, discovery, conflicts and bad input, on the embedded store and on etcd.
+
+use berth_integration::apiserver::ApiServer;
+use serde_json::Value;
+
+const MANIFEST: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: NS
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: web-config
+  namespace: NS
+data:
+  greeting: hello
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: NS
+  labels: {app: web}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: nginx:1.27
+        ports:
+        - containerPort: 80
+        env:
+        - name: A
+          value: "1"
+        - name: B
+          value: "2"
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: NS
+spec:
+  selector: {app: web}
+  ports:
+  - port: 80
+    targetPort: 80
+"#;
+
+fn manifest(ns: &str) -> String {
+    MANIFEST.replace("NS", ns)
+}
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// The header line of a `kubectl get` table, words separated by single spaces.
+fn header(out: &str) -> String {
+    out.lines().next().unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn workflow(v: &str) {
+    let s = ApiServer::start(&format!("flow-{}", v.replace('.', "")));
+    let ns = "berth-flow";
+    let created = s.ok_in(v, &["create", "-f", "-"], Some(&manifest(ns)));
+    for line in ["namespace/berth-flow created", "configmap/web-config created", "deployment.apps/web created", "service/web created"] {
+        assert!(created.contains(line), "{created}");
+    }
+
+    let deploy = s.ok(v, &["-n", ns, "get", "deployments"]);
+    assert_eq!(header(&deploy), "NAME READY UP-TO-DATE AVAILABLE AGE");
+    assert!(deploy.lines().nth(1).is_some_and(|l| l.starts_with("web ") && l.contains("0/2")), "{deploy}");
+    let wide = s.ok(v, &["-n", ns, "get", "deploy", "-o", "wide"]);
+    assert_eq!(header(&wide), "NAME READY UP-TO-DATE AVAILABLE AGE CONTAINERS IMAGES SELECTOR");
+    assert!(wide.contains("nginx:1.27") && wide.contains("app=web"), "{wide}");
+    let svc = s.ok(v, &["-n", ns, "get", "svc", "-o", "wide"]);
+    assert_eq!(header(&svc), "NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE SELECTOR");
+    assert!(svc.contains("ClusterIP") && svc.contains("80/TCP") && svc.contains("<none>"), "{svc}");
+    assert_eq!(header(&s.ok(v, &["-n", ns, "get", "cm"])), "NAME DATA AGE");
+    assert_eq!(header(&s.ok(v, &["get", "ns"])), "NAME STATUS AGE");
+    let all = s.ok(v, &["-n", ns, "get", "all"]);
+    assert!(all.contains("service/web") && all.contains("deployment.apps/web"), "{all}");
+
+    let yaml = s.ok(v, &["-n", ns, "get", "deploy", "web", "-o", "yaml"]);
+    for want in
+        ["generation: 1", "revisionHistoryLimit: 10", "maxSurge: 25%", "imagePullPolicy: IfNotPresent", "terminationMessagePath: /dev/termination-log", "uid: "]
+    {
+        assert!(yaml.contains(want), "{want} missing in\n{yaml}");
+    }
+    let image = s.ok(v, &["-n", ns, "get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]);
+    assert_eq!(image, "nginx:1.27");
+
+    // apply twice: the second drops env B and changes the image; a third apply changes nothing
+    let applied = manifest("berth-apply");
+    s.ok_in(v, &["apply", "-f", "-"], Some(&applied));
+    let changed = applied.replace("nginx:1.27", "nginx:1.28").replace("        - name: B\n          value: \"2\"\n", "");
+    let out = s.ok_in(v, &["apply", "-f", "-"], Some(&changed));
+    assert!(out.contains("deployment.apps/web configured") && out.contains("configmap/web-config unchanged"), "{out}");
+    let d = json(&s.ok(v, &["-n", "berth-apply", "get", "deploy", "web", "-o", "json"]));
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["env"], serde_json::json!([{"name": "A", "value": "1"}]));
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1.28");
+    assert_eq!(d["metadata"]["generation"], 2);
+    let rv = d["metadata"]["resourceVersion"].clone();
+    let out = s.ok_in(v, &["apply", "-f", "-"], Some(&changed));
+    assert!(out.contains("deployment.apps/web unchanged"), "{out}");
+    let d = json(&s.ok(v, &["-n", "berth-apply", "get", "deploy", "web", "-o", "json"]));
+    assert_eq!(d["metadata"]["resourceVersion"], rv, "a no-op apply must not write");
+
+    // label, annotate, scale, patches
+    s.ok(v, &["-n", ns, "label", "deploy", "web", "tier=front"]);
+    s.ok(v, &["-n", ns, "annotate", "deploy", "web", "note=hi"]);
+    s.ok(v, &["-n", ns, "scale", "deploy", "web", "--replicas=5"]);
+    let d = json(&s.ok(v, &["-n", ns, "get", "deploy", "web", "-o", "json"]));
+    assert_eq!(d["metadata"]["labels"]["tier"], "front");
+    assert_eq!(d["metadata"]["annotations"]["note"], "hi");
+    assert_eq!(d["spec"]["replicas"], 5);
+    assert_eq!(d["metadata"]["generation"], 2, "scaling changes the spec: generation counts it");
+    let selected = s.ok(v, &["-n", ns, "get", "deploy", "-l", "tier in (front,back),app", "-o", "name"]);
+    assert_eq!(selected.trim(), "deployment.apps/web");
+    let none = s.ok(v, &["-n", ns, "get", "deploy", "-l", "tier!=front", "-o", "name"]);
+    assert_eq!(none.trim(), "");
+    s.ok(v, &["-n", ns, "patch", "deploy", "web", "--type", "merge", "-p", r#"{"spec":{"replicas":3}}"#]);
+    s.ok(v, &["-n", ns, "patch", "deploy", "web", "--type", "json", "-p", r#"[{"op":"replace","path":"/spec/replicas","value":4}]"#]);
+    s.ok(v, &["-n", ns, "patch", "deploy", "web", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"nginx:1.29"}]}}}}"#]);
+    s.ok(v, &["-n", ns, "set", "env", "deploy/web", "C=3"]);
+    let d = json(&s.ok(v, &["-n", ns, "get", "deploy", "web", "-o", "json"]));
+    assert_eq!(d["spec"]["replicas"], 4);
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "nginx:1.29");
+    assert_eq!(c["ports"][0]["containerPort"], 80, "a strategic merge keeps the other fields of the container");
+    assert!(c["env"].as_array().is_some_and(|e| e.len() == 3), "{c}");
+
+    // field selectors
+    let by_name = s.ok(v, &["-n", ns, "get", "cm", "--field-selector", "metadata.name=web-config", "-o", "name"]);
+    assert_eq!(by_name.trim(), "configmap/web-config");
+    let err = s.fails(v, &["-n", ns, "get", "cm", "--field-selector", "data.x=y"], None);
+    assert!(err.contains("field label not supported: data.x"), "{err}");
+
+    // delete: objects, then the namespace with what is left in it
+    let out = s.ok(v, &["-n", ns, "delete", "deploy", "web"]);
+    assert!(out.contains("deployment.apps \"web\" deleted"), "{out}");
+    let err = s.fails(v, &["-n", ns, "get", "deploy", "web"], None);
+    assert!(err.contains("deployments.apps \"web\" not found"), "{err}");
+    s.ok(v, &["delete", "ns", ns, "--wait=true"]);
+    let err = s.fails(v, &["get", "ns", ns], None);
+    assert!(err.contains(&format!("namespaces \"{ns}\" not found")), "{err}");
+    let err = s.fails(v, &["-n", ns, "get", "cm", "web-config"], None);
+    assert!(err.contains("not found"), "{err}");
+    let err = s.fails(v, &["delete", "ns", "default"], None);
+    assert!(err.contains("forbidden"), "{err}");
+}
+
+#[test]
+fn kubectl_1_33_creates_gets_applies_patches_and_deletes() {
+    workflow("1.33");
+}
+
+#[test]
+fn kubectl_1_27_creates_gets_applies_patches_and_deletes() {
+    workflow("1.27");
+}
+
+#[test]
+fn every_kubectl_version_applies_without_disabling_validation_and_unknown_fields_are_refused() {
+    let s = ApiServer::start("apply-all");
+    for v in ["1.27", "1.28", "1.29", "1.30", "1.31", "1.32", "1.33"] {
+        let ns = format!("berth-v{}", v.replace('.', ""));
+        let out = s.ok_in(v, &["apply", "-f", "-"], Some(&manifest(&ns)));
+        assert!(out.contains("deployment.apps/web created"), "{v}: {out}");
+        let bad = format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\n  namespace: {ns}\nbogus: 1\n");
+        let err = s.fails(v, &["apply", "-f", "-"], Some(&bad));
+        assert!(err.contains("unknown field \"bogus\""), "{v}: {err}");
+    }
+}
+
+#[test]
+fn get_watch_sees_changes_as_they_happen() {
+    let s = ApiServer::start("watch");
+    let mut watch = std::process::Command::new(berth_integration::apiserver::kubectl_bin("1.33"))
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .args(["-n", "default", "get", "cm", "-w", "-o", "jsonpath={.metadata.name}{\"\\n\"}", "--output-watch-events=false"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kubectl get -w");
+    let stdout = watch.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |want: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if l.trim() == want => return,
+                Ok(_) => {}
+                Err(_) => panic!("the watch did not show {want}"),
+            }
+        }
+    };
+    s.ok_in("1.33", &["create", "-f", "-"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: berth-w1\n  namespace: default\n"));
+    wait_for("berth-w1");
+    s.ok("1.33", &["-n", "default", "label", "cm", "berth-w1", "seen=yes"]);
+    wait_for("berth-w1");
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
+
+#[test]
+fn discovery_has_the_shape_of_a_real_cluster() {
+    let s = ApiServer::start("discovery");
+    for v in ["1.27", "1.33"] {
+        let out = s.ok(v, &["api-resources"]);
+        assert_eq!(header(&out), "NAME SHORTNAMES APIVERSION NAMESPACED KIND");
+        for line in [
+            "configmaps cm v1 true ConfigMap",
+            "namespaces ns v1 false Namespace",
+            "pods po v1 true Pod",
+            "secrets v1 true Secret",
+            "services svc v1 true Service",
+            "deployments deploy apps/v1 true Deployment",
+        ] {
+            assert!(out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>().join(" ") == line), "{v}: {line} missing in\n{out}");
+        }
+        let wide = s.ok(v, &["api-resources", "-o", "wide", "--api-group=apps"]);
+        let verbs = ["[create delete deletecollection get list patch update watch]", "create,delete,deletecollection,get,list,patch,update,watch"];
+        assert!(verbs.iter().any(|want| wide.contains(want)) && wide.contains("all"), "{wide}");
+        let versions = s.ok(v, &["api-versions"]);
+        assert_eq!(versions.split_whitespace().collect::<Vec<_>>(), vec!["apps/v1", "v1"]);
+    }
+    let aggregated = s.ok("1.33", &["get", "--raw", "/apis"]);
+    assert_eq!(json(&aggregated)["kind"], "APIGroupList");
+    let version = json(&s.ok("1.33", &["get", "--raw", "/version"]));
+    assert_eq!(version["major"], "1");
+}
+
+#[test]
+fn a_stale_update_is_a_409_conflict_in_upstream_words() {
+    let s = ApiServer::start("conflict");
+    s.ok_in("1.33", &["create", "-f", "-"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: berth-c\n  namespace: default\ndata: {a: '1'}\n"));
+    let old = s.ok("1.33", &["-n", "default", "get", "cm", "berth-c", "-o", "json"]);
+    s.ok("1.33", &["-n", "default", "label", "cm", "berth-c", "changed=yes"]);
+    let err = s.fails("1.33", &["replace", "-f", "-"], Some(&old));
+    assert!(
+        err.contains(r#"Operation cannot be fulfilled on configmaps "berth-c": the object has been modified; please apply your changes to the latest version and try again"#),
+        "{err}"
+    );
+    let err = s.fails("1.33", &["create", "-f", "-"], Some(&old));
+    assert!(err.contains(r#"configmaps "berth-c" already exists"#), "{err}");
+}
+
+#[test]
+fn bad_input_gets_400_422_and_404_as_upstream() {
+    let s = ApiServer::start("bad");
+    let dir = s.dir.path().to_path_buf();
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"#).expect("write");
+    let err = s.fails("1.33", &["create", "--raw", "/api/v1/namespaces/default/configmaps", "-f", bad.to_str().unwrap_or_default()], None);
+    assert!(err.contains("BadRequest") || err.contains("json parse error"), "{err}");
+    let err = s.fails("1.33", &["apply", "-f", "-"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Bad_Name\n  namespace: default\n"));
+    assert!(err.contains(r#"The ConfigMap "Bad_Name" is invalid: metadata.name: Invalid value: "Bad_Name": a lowercase RFC 1123 subdomain"#), "{err}");
+    let err = s.fails("1.27", &["create", "-f", "-"], Some("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\n  namespace: default\nspec:\n  selector: {matchLabels: {a: b}}\n  template:\n    metadata: {labels: {a: c}}\n    spec:\n      containers: [{name: c}]\n"));
+    assert!(err.contains("spec.template.metadata.labels: Invalid value") && err.contains("spec.template.spec.containers[0].image: Required value"), "{err}");
+    let err = s.fails("1.33", &["get", "--raw", "/api/v1/foos"], None);
+    assert!(err.contains("NotFound"), "{err}");
+    let err = s.fails("1.33", &["get", "foos"], None);
+    assert!(err.contains(r#"the server doesn't have a resource type "foos""#), "{err}");
+    let err = s.fails("1.33", &["-n", "berth-nowhere", "create", "-f", "-"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n"));
+    assert!(err.contains(r#"namespaces "berth-nowhere" not found"#), "{err}");
+}
+
+#[test]
+fn certificates_survive_a_restart_and_clients_without_one_are_unauthorized() {
+    let mut s = ApiServer::start("restart");
+    s.ok_in("1.33", &["create", "-f", "-"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: berth-keep\n  namespace: default\n"));
+    let ca = std::fs::read(s.dir.path().join("data/ca.crt")).expect("ca.crt");
+    s.restart();
+    assert_eq!(std::fs::read(s.dir.path().join("data/ca.crt")).expect("ca.crt"), ca, "the CA is reused");
+    s.ok("1.33", &["-n", "default", "get", "cm", "berth-keep"]);
+    // a kubeconfig with the CA but no client certificate
+    let kc = std::fs::read_to_string(&s.kubeconfig).expect("kubeconfig");
+    let anon: String = kc.lines().filter(|l| !l.contains("client-certificate-data") && !l.contains("client-key-data")).map(|l| format!("{l}\n")).collect();
+    let anon = anon.replace("  user:\n", "  user: {token: berth-not-a-token}\n");
+    let path = s.dir.path().join("anon.kubeconfig");
+    std::fs::write(&path, anon).expect("write kubeconfig");
+    let out = std::process::Command::new(berth_integration::apiserver::kubectl_bin("1.33"))
+        .arg("--kubeconfig")
+        .arg(&path)
+        .args(["get", "ns"])
+        .output()
+        .expect("kubectl");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Unauthorized"), "{err}");
+}
+
+#[test]
+fn runs_on_etcd() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let etcd = rt.block_on(berth_store::etcd_process::EtcdCluster::single(&["--experimental-watch-progress-notify-interval=500ms"])).expect("start etcd");
+    let endpoint = etcd.members[0].client_url.clone();
+    let s = ApiServer::start_with("etcd", vec!["--etcd-endpoints".into(), endpoint]);
+    let out = s.ok_in("1.33", &["apply", "-f", "-"], Some(&manifest("berth-etcd")));
+    assert!(out.contains("deployment.apps/web created"), "{out}");
+    s.ok("1.33", &["-n", "berth-etcd", "scale", "deploy", "web", "--replicas=3"]);
+    let replicas = s.ok("1.33", &["-n", "berth-etcd", "get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]);
+    assert_eq!(replicas, "3");
+    s.ok("1.33", &["delete", "ns", "berth-etcd"]);
+    drop(s);
+    drop(etcd);
+}
