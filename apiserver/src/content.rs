@@ -1,4 +1,4 @@
-//! Content negotiation: request bodies in JSON or YAML (protobuf is refused with 415 for now),
+//! Content negotiation: request bodies in JSON, YAML or the Kubernetes protobuf encoding,
 //! answers in JSON, Table when the Accept header asks for `as=Table;g=meta.k8s.io`, aggregated
 //! discovery when it asks for `as=APIGroupDiscoveryList;g=apidiscovery.k8s.io`.
 
@@ -31,6 +31,7 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> 
             let text = std::str::from_utf8(body).map_err(|e| ApiError::bad_request(format!("the body is not UTF-8: {e}")))?;
             serde_saphyr::from_str::<Value>(text).map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
         }
+        crate::protobuf::MEDIA_TYPE => crate::protobuf::decode(body).map_err(|e| ApiError::bad_request(format!("the protobuf body could not be decoded: {e}"))),
         _ => Err(ApiError::unsupported_media_type(&ct)),
     }
 }

@@ -12,6 +12,7 @@ pub mod meta;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
+pub mod protobuf;
 pub mod resources;
 pub mod rest;
 pub mod selector;

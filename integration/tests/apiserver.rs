@@ -326,3 +326,32 @@ fn runs_on_etcd() {
     drop(s);
     drop(etcd);
 }
+
+#[test]
+fn typed_create_commands_work_also_when_kubectl_sends_protobuf() {
+    let s = ApiServer::start("protobuf");
+    // kubectl 1.32+ sends these bodies as application/vnd.kubernetes.protobuf; 1.27 as JSON.
+    for v in ["1.27", "1.32", "1.33"] {
+        let ns = format!("berth-pb{}", v.replace('.', ""));
+        s.ok(v, &["create", "ns", &ns]);
+        s.ok(v, &["-n", &ns, "create", "configmap", "c1", "--from-literal=a=b", "--from-literal=c=d"]);
+        s.ok(v, &["-n", &ns, "create", "secret", "generic", "s1", "--from-literal=p=q"]);
+        s.ok(v, &["-n", &ns, "create", "deployment", "d1", "--image=nginx:1.27", "--replicas=3", "--port=80"]);
+        s.ok(v, &["-n", &ns, "create", "service", "clusterip", "s1", "--tcp=80:8080"]);
+        s.ok(v, &["-n", &ns, "create", "serviceaccount", "sa1"]);
+        s.ok(v, &["-n", &ns, "expose", "deployment", "d1", "--port=81", "--name=d1x"]);
+        let cm = json(&s.ok(v, &["-n", &ns, "get", "cm", "c1", "-o", "json"]));
+        assert_eq!(cm["data"], serde_json::json!({"a": "b", "c": "d"}));
+        assert_eq!(json(&s.ok(v, &["-n", &ns, "get", "secret", "s1", "-o", "json"]))["data"]["p"], "cQ==");
+        let d = json(&s.ok(v, &["-n", &ns, "get", "deploy", "d1", "-o", "json"]));
+        assert_eq!(d["spec"]["replicas"], 3);
+        assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"], 80);
+        assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "d1");
+        let svc = json(&s.ok(v, &["-n", &ns, "get", "svc", "s1", "-o", "json"]));
+        assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080);
+        let svc = json(&s.ok(v, &["-n", &ns, "get", "svc", "d1x", "-o", "json"]));
+        assert_eq!(svc["spec"]["selector"]["app"], "d1");
+        s.ok(v, &["-n", &ns, "create", "deployment", "zero", "--image=nginx", "--replicas=0"]);
+        assert_eq!(s.ok(v, &["-n", &ns, "get", "deploy", "zero", "-o", "jsonpath={.spec.replicas}"]), "0");
+    }
+}
