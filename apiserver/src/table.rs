@@ -130,6 +130,34 @@ pub fn table(res: &Resource, items: &[Value], meta: Value, include: IncludeObjec
     t
 }
 
+/// The Table of a Scale subresource (`kubectl get deploy x --subresource=scale`).
+pub fn scale_table(scale: &Value, include: IncludeObject) -> Value {
+    let cols = [
+        NAME_COLUMN,
+        Column { name: "Desired", kind: "integer", format: "", description: "desired number of instances for the scaled object.", priority: 0 },
+        Column { name: "Available", kind: "integer", format: "", description: "actual number of observed instances of the scaled object.", priority: 0 },
+    ];
+    let mut row = json!({"cells": [
+        scale.pointer("/metadata/name").cloned().unwrap_or(json!("")),
+        scale.pointer("/spec/replicas").cloned().unwrap_or(json!(0)),
+        scale.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+    ]});
+    match include {
+        IncludeObject::None => {}
+        IncludeObject::Metadata => {
+            row["object"] = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": scale["metadata"].clone()})
+        }
+        IncludeObject::Object => row["object"] = scale.clone(),
+    }
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {"resourceVersion": scale.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""))},
+        "columnDefinitions": cols.iter().map(column_json).collect::<Vec<_>>(),
+        "rows": [row],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -355,3 +355,106 @@ fn typed_create_commands_work_also_when_kubectl_sends_protobuf() {
         assert_eq!(s.ok(v, &["-n", &ns, "get", "deploy", "zero", "-o", "jsonpath={.spec.replicas}"]), "0");
     }
 }
+
+/// Runs a raw watch request in the background; its output once the server ends it.
+fn raw_watch(s: &ApiServer, path: &str) -> std::thread::JoinHandle<String> {
+    let child = std::process::Command::new(berth_integration::apiserver::kubectl_bin("1.33"))
+        .arg("--kubeconfig")
+        .arg(&s.kubeconfig)
+        .args(["get", "--raw", path])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kubectl get --raw");
+    std::thread::spawn(move || String::from_utf8_lossy(&child.wait_with_output().map(|o| o.stdout).unwrap_or_default()).to_string())
+}
+
+fn events(out: &str) -> Vec<(String, String)> {
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(json)
+        .map(|e| (e["type"].as_str().unwrap_or("").to_string(), e["object"]["metadata"]["name"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+#[test]
+fn watches_send_bookmarks_follow_selectors_end_on_time_and_410_when_too_old() {
+    let mut s = ApiServer::start("watchraw");
+    s.ok_in("1.33", &["create", "-f", "-"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: berth-b1\n  namespace: default\n"));
+    let started = std::time::Instant::now();
+    let all = raw_watch(&s, "/api/v1/namespaces/default/configmaps?watch=1&allowWatchBookmarks=true&timeoutSeconds=4");
+    let selected = raw_watch(&s, "/api/v1/namespaces/default/configmaps?watch=1&labelSelector=sel%3Dyes&timeoutSeconds=4");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    s.ok("1.33", &["-n", "default", "label", "cm", "berth-b1", "sel=yes"]);
+    s.ok("1.33", &["-n", "default", "label", "cm", "berth-b1", "sel-"]);
+    let all = events(&all.join().expect("watch"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "timeoutSeconds ends the watch");
+    assert_eq!(all[0], ("ADDED".to_string(), "berth-b1".to_string()), "{all:?}");
+    assert_eq!(all.iter().filter(|(t, _)| t == "MODIFIED").count(), 2, "{all:?}");
+    assert!(all.iter().any(|(t, _)| t == "BOOKMARK"), "{all:?}");
+    let selected = events(&selected.join().expect("watch"));
+    assert_eq!(selected, vec![("ADDED".to_string(), "berth-b1".to_string()), ("DELETED".to_string(), "berth-b1".to_string())]);
+
+    // After a restart the cache's history starts at the restart: older versions are gone.
+    s.restart();
+    let out = s.ok("1.33", &["get", "--raw", "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=1&timeoutSeconds=2"]);
+    let first = json(out.lines().next().unwrap_or("{}"));
+    assert_eq!(first["type"], "ERROR", "{out}");
+    assert_eq!(first["object"]["code"], 410);
+    assert_eq!(first["object"]["reason"], "Expired");
+    assert!(first["object"]["message"].as_str().unwrap_or("").starts_with("too old resource version: 1 ("), "{out}");
+}
+
+#[test]
+fn pods_events_nodes_and_scale_print_their_columns_and_status_is_a_subresource() {
+    let s = ApiServer::start("tables");
+    s.ok("1.33", &["-n", "default", "run", "berth-p1", "--image=nginx:1.27"]);
+    assert_eq!(header(&s.ok("1.33", &["-n", "default", "get", "pods"])), "NAME READY STATUS RESTARTS AGE");
+    let wide = s.ok("1.33", &["-n", "default", "get", "pods", "-o", "wide"]);
+    assert_eq!(header(&wide), "NAME READY STATUS RESTARTS AGE IP NODE NOMINATED NODE READINESS GATES");
+    assert!(wide.contains("0/1") && wide.contains("Pending"), "{wide}");
+    s.ok(
+        "1.33",
+        &["-n", "default", "patch", "pod", "berth-p1", "--subresource=status", "--type=merge", "-p", r#"{"status":{"phase":"Running","podIP":"10.1.2.3"}}"#],
+    );
+    s.ok("1.33", &["-n", "default", "patch", "pod", "berth-p1", "--type=merge", "-p", r#"{"status":{"phase":"Failed"}}"#]);
+    let wide = s.ok("1.33", &["-n", "default", "get", "pods", "-o", "wide"]);
+    assert!(wide.contains("Running") && wide.contains("10.1.2.3"), "status changes only through the status subresource:\n{wide}");
+    let err = s.fails("1.33", &["-n", "default", "set", "env", "pod/berth-p1", "X=1"], None);
+    assert!(err.contains("pod updates may not change fields other than"), "{err}");
+
+    let event = "apiVersion: v1\nkind: Event\nmetadata:\n  name: berth-p1.1\n  namespace: default\ninvolvedObject:\n  kind: Pod\n  name: berth-p1\n  namespace: default\nreason: Testing\nmessage: hello there\ntype: Normal\nsource:\n  component: berth-test\n";
+    s.ok_in("1.33", &["create", "-f", "-"], Some(event));
+    let ev = s.ok("1.33", &["-n", "default", "get", "events"]);
+    assert_eq!(header(&ev), "LAST SEEN TYPE REASON OBJECT MESSAGE");
+    assert!(ev.contains("pod/berth-p1") && ev.contains("hello there"), "{ev}");
+    let by_field = s.ok("1.33", &["-n", "default", "get", "events", "--field-selector", "involvedObject.name=berth-p1,reason=Testing", "-o", "name"]);
+    assert_eq!(by_field.trim(), "event/berth-p1.1");
+
+    s.ok_in(
+        "1.33",
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Node\nmetadata:\n  name: berth-n1\n  labels: {node-role.kubernetes.io/control-plane: \"\"}\n"),
+    );
+    let nodes = s.ok("1.33", &["get", "nodes", "-o", "wide"]);
+    assert_eq!(header(&nodes), "NAME STATUS ROLES AGE VERSION INTERNAL-IP EXTERNAL-IP OS-IMAGE KERNEL-VERSION CONTAINER-RUNTIME");
+    assert!(nodes.contains("control-plane"), "{nodes}");
+
+    s.ok("1.33", &["-n", "default", "create", "deployment", "berth-d", "--image=nginx", "--replicas=2"]);
+    let scale = s.ok("1.33", &["-n", "default", "get", "deploy", "berth-d", "--subresource=scale"]);
+    assert_eq!(header(&scale), "NAME DESIRED AVAILABLE");
+    let raw = json(&s.ok("1.33", &["get", "--raw", "/apis/apps/v1/namespaces/default/deployments/berth-d/scale"]));
+    assert_eq!(raw["kind"], "Scale");
+    assert_eq!(raw["status"]["selector"], "app=berth-d");
+
+    for i in 0..5 {
+        s.ok("1.33", &["-n", "default", "create", "cm", &format!("berth-chunk{i}")]);
+    }
+    let names = s.ok("1.33", &["-n", "default", "get", "cm", "--chunk-size=2", "-o", "name"]);
+    assert_eq!(names.lines().count(), 5, "{names}");
+    let page = json(&s.ok("1.33", &["get", "--raw", "/api/v1/namespaces/default/configmaps?limit=2"]));
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(2));
+    assert_eq!(page["metadata"]["remainingItemCount"], 3);
+    assert!(page["metadata"]["continue"].is_string());
+    s.ok("1.33", &["-n", "default", "delete", "pod", "berth-p1"]);
+}

@@ -232,7 +232,11 @@ impl Req {
     async fn get(&self, name: &str, sub: Subresource) -> Result<Response, ApiError> {
         let obj = self.api.get(&self.res, self.ns(), name, self.param("resourceVersion")).await?;
         if sub == Subresource::Scale {
-            return Ok(json_response(StatusCode::OK, &self.api.scale_of(&self.res, &obj)?));
+            let scale = self.api.scale_of(&self.res, &obj)?;
+            return Ok(match self.table()? {
+                Some(include) => json_response(StatusCode::OK, &table::scale_table(&scale, include)),
+                None => json_response(StatusCode::OK, &scale),
+            });
         }
         self.object(StatusCode::OK, &obj, &[])
     }
