@@ -23,7 +23,7 @@ pub mod strategy;
 pub mod table;
 
 pub use api::{Api, ApiConfig};
-pub use rest::http::router;
+pub use rest::http::{in_process, router};
 pub use server::{run, ServerError, ServerOptions};
 pub use status::ApiError;
 

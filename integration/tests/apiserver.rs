@@ -158,6 +158,9 @@ fn workflow(v: &str) {
     assert!(err.contains("not found"), "{err}");
     let err = s.fails(v, &["delete", "ns", "default"], None);
     assert!(err.contains("forbidden"), "{err}");
+    // a manifest with its namespace first: the namespace's objects are still there to delete
+    let out = s.ok_in(v, &["delete", "-f", "-"], Some(&changed));
+    assert_eq!(out.matches(" deleted").count(), 4, "{out}");
 }
 
 #[test]

@@ -15,6 +15,9 @@ use crate::meta;
 use crate::resources::Resource;
 use crate::status::ApiError;
 
+/// How long after a namespace is marked Terminating its objects start being removed.
+const NAMESPACE_FINALIZE_DELAY: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// The DeleteOptions a client may send.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -88,7 +91,13 @@ impl Api {
                         if is_namespace {
                             let me = self.clone();
                             let ns_name = name.to_string();
-                            tokio::spawn(async move { me.finalize_namespace(&ns_name).await });
+                            tokio::spawn(async move {
+                                // As upstream's namespace controller, start a moment later: a client
+                                // deleting the namespace's objects itself right after (`kubectl delete
+                                // -f` of a manifest with its namespace first) still finds them.
+                                tokio::time::sleep(NAMESPACE_FINALIZE_DELAY).await;
+                                me.finalize_namespace(&ns_name).await
+                            });
                         }
                         return Ok(marked);
                     }
