@@ -58,3 +58,38 @@ pub fn wants_aggregated(headers: &HeaderMap) -> Option<&'static str> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn bodies_decode_by_content_type() {
+        let yaml = headers(&[("content-type", "application/yaml")]);
+        assert_eq!(decode_body(&yaml, b"kind: ConfigMap\ndata:\n  a: '1'\n").unwrap(), serde_json::json!({"kind": "ConfigMap", "data": {"a": "1"}}));
+        let err = decode_body(&headers(&[("content-type", "application/json")]), b"{nope").unwrap_err();
+        assert_eq!(err.code, 400);
+        let err = decode_body(&headers(&[("content-type", "text/plain")]), b"x").unwrap_err();
+        assert_eq!(err.code, 415);
+    }
+
+    #[test]
+    fn accept_headers_choose_tables_and_aggregated_discovery() {
+        assert!(wants_table(&headers(&[(
+            "accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+        )])));
+        assert!(!wants_table(&headers(&[("accept", "application/json")])));
+        let h = headers(&[("accept", "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json")]);
+        assert_eq!(wants_aggregated(&h), Some("v2"));
+        assert_eq!(wants_aggregated(&headers(&[("accept", "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList")])), Some("v2beta1"));
+    }
+}

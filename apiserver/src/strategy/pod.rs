@@ -229,6 +229,11 @@ fn immutable_part(spec: &PodSpec) -> Value {
 impl Kind for Pods {
     type Object = Pod;
 
+    /// Pods count spec changes in metadata.generation since 1.33 (KEP-5067).
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+
     fn default(&self, pod: &mut Pod) {
         let spec = pod.spec.get_or_insert_with(Default::default);
         default_pod_spec(spec);
