@@ -54,6 +54,13 @@ pub fn generate_name(base: &str) -> String {
 pub fn validate(res: &Resource, obj: &Value) -> Vec<FieldError> {
     let mut errs = vec![];
     let name = name(obj);
+    if let Some(g) = get(obj, "generateName").filter(|g| !g.is_empty()) {
+        // The prefix is checked as a name would be, allowing the trailing '-' generated names get.
+        let trimmed = g.trim_end_matches('-');
+        if !trimmed.is_empty() && !res.strategy.name_grammar()(trimmed).is_empty() {
+            errs.extend(check_name("metadata.generateName", g, res.strategy.name_grammar()));
+        }
+    }
     if name.is_empty() {
         errs.push(FieldError::required("metadata.name", "name or generateName is required"));
     } else {

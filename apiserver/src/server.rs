@@ -32,6 +32,8 @@ pub enum ServerError {
     Tls(#[from] crate::serve::TlsError),
     #[error("starting the API: {0}")]
     Api(#[from] crate::status::ApiError),
+    #[error("certificate task failed: {0}")]
+    Join(String),
     #[error("listening on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
@@ -51,7 +53,9 @@ pub async fn run(opts: ServerOptions, shutdown: impl Future<Output = ()>) -> Res
         hosts.push(h);
     }
     let url_host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
-    let pki = crate::pki::ensure(&opts.data_dir, &hosts, &format!("https://{url_host}:{}", bound.port()))?;
+    let (dir, url) = (opts.data_dir.clone(), format!("https://{url_host}:{}", bound.port()));
+    // Key generation and fsyncs: off the async threads.
+    let pki = tokio::task::spawn_blocking(move || crate::pki::ensure(&dir, &hosts, &url)).await.map_err(|e| ServerError::Join(e.to_string()))??;
     let tls = crate::serve::tls_config(&pki)?;
     let api =
         Api::start(store.clone(), ApiConfig { bookmark_interval: opts.bookmark_interval, advertise_address: format!("{url_host}:{}", bound.port()) }).await?;

@@ -44,6 +44,19 @@ async fn in_process_callers_use_the_same_router_without_tcp() {
     assert_eq!(list["kind"], "ConfigMapList");
     assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
 
+    // generateName, then deletecollection by label selector
+    let gen = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "berth-gen-", "labels": {"batch": "x"}}});
+    for _ in 0..3 {
+        let (status, made) = call(&router, "POST", "/api/v1/namespaces/default/configmaps", "application/json", gen.clone()).await;
+        assert_eq!(status, StatusCode::CREATED, "{made}");
+        assert!(made["metadata"]["name"].as_str().is_some_and(|n| n.starts_with("berth-gen-") && n.len() == 15), "{made}");
+    }
+    let (status, deleted) = call(&router, "DELETE", "/api/v1/namespaces/default/configmaps?labelSelector=batch%3Dx", "application/json", Value::Null).await;
+    assert_eq!(status, StatusCode::OK, "{deleted}");
+    assert_eq!(deleted["items"].as_array().map(Vec::len), Some(3));
+    let (_, list) = call(&router, "GET", "/api/v1/namespaces/default/configmaps", "application/json", Value::Null).await;
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "only berth-inproc is left");
+
     // Without a user (what the TLS door does for a client with no certificate): 401.
     let (status, body) = call(&berth_apiserver::router(api), "GET", "/api/v1/configmaps", "application/json", Value::Null).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);

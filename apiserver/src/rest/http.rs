@@ -11,6 +11,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use super::delete::DeleteOptions;
 use super::read::ListMeta;
@@ -42,9 +43,15 @@ pub fn in_process(api: Arc<Api>, user: User) -> Router {
 }
 
 async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
-    match serve(api, req).await {
+    let span = tracing::debug_span!("request", method = %req.method(), path = %req.uri().path());
+    match serve(api, req).instrument(span).await {
         Ok(r) => r,
-        Err(e) => e.into_response(),
+        Err(e) => {
+            if e.code >= 500 {
+                tracing::warn!(code = e.code, message = %e.message, "request failed");
+            }
+            e.into_response()
+        }
     }
 }
 
