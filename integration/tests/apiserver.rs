@@ -461,3 +461,14 @@ fn pods_events_nodes_and_scale_print_their_columns_and_status_is_a_subresource()
     assert!(page["metadata"]["continue"].is_string());
     s.ok("1.33", &["-n", "default", "delete", "pod", "berth-p1"]);
 }
+
+#[test]
+fn kubectl_explain_reads_the_openapi_v3_schemas() {
+    let s = ApiServer::start("explain");
+    for v in ["1.27", "1.33"] {
+        let out = s.ok(v, &["explain", "pods.spec.containers.ports"]);
+        assert!(out.contains("KIND:") && out.contains("Pod") && out.contains("containerPort"), "{v}: {out}");
+        let out = s.ok(v, &["explain", "deployments.spec.strategy"]);
+        assert!(out.contains("Deployment") && out.contains("rollingUpdate"), "{v}: {out}");
+    }
+}

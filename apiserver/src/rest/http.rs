@@ -95,7 +95,7 @@ async fn serve(api: Arc<Api>, req: Request) -> Result<Response, ApiError> {
         ["apis", g, v] => return discovery::resource_list(reg, g, v).map_or(Err(ApiError::path_not_found()), ok),
         ["openapi", "v2"] => return Ok(openapi::v2()),
         ["openapi", "v3"] => return ok(openapi::index(reg)),
-        ["openapi", "v3", rest @ ..] => return openapi::group_version(reg, &rest.join("/")).map_or(Err(ApiError::path_not_found()), ok),
+        ["openapi", "v3", rest @ ..] => return openapi::group_version(reg, &rest.join("/")).map_or(Err(ApiError::path_not_found()), |d| ok((*d).clone())),
         _ => {}
     }
     let (group, version, rest) = match segs.as_slice() {

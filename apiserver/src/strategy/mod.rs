@@ -63,7 +63,7 @@ pub const AGE_COLUMN: Column = col(
 
 /// What a kind adds to the generic verbs, on its Rust type.
 pub trait Kind: Send + Sync + 'static {
-    type Object: Serialize + DeserializeOwned + Send + Default;
+    type Object: Serialize + DeserializeOwned + Send + Default + schemars::JsonSchema;
 
     /// The grammar of the kind's names (`berth_names::dns1123_subdomain` for most kinds).
     fn name_grammar(&self) -> fn(&str) -> Vec<String> {
@@ -115,6 +115,8 @@ pub trait Strategy: Send + Sync {
     fn fields(&self, obj: &Value) -> Vec<(&'static str, String)>;
     /// The names of the kind's selectable fields.
     fn field_names(&self) -> Vec<&'static str>;
+    /// Adds the kind's OpenAPI schema (and those it refers to) to `gen`; the reference to it.
+    fn schema(&self, gen: &mut schemars::SchemaGenerator) -> Value;
 }
 
 /// Adapts a typed [`Kind`] to [`Strategy`].
@@ -180,6 +182,9 @@ impl<K: Kind> Strategy for Typed<K> {
     }
     fn field_names(&self) -> Vec<&'static str> {
         self.0.fields(&K::Object::default()).into_iter().map(|(k, _)| k).collect()
+    }
+    fn schema(&self, gen: &mut schemars::SchemaGenerator) -> Value {
+        gen.subschema_for::<K::Object>().to_value()
     }
 }
 
