@@ -53,7 +53,7 @@ pub fn apply(kind: PatchType, original: &Value, patch: &Value) -> Result<Value, 
 
 /// How a list field merges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ListMerge {
+pub(crate) enum ListMerge {
     Replace,
     Key(&'static str),
     Set,
@@ -61,7 +61,7 @@ enum ListMerge {
 
 /// The patch strategy of the list `field` whose parent field is `parent` (the Kubernetes types'
 /// patchStrategy/patchMergeKey tags, for the kinds served).
-fn list_merge(parent: Option<&str>, field: &str) -> ListMerge {
+pub(crate) fn list_merge(parent: Option<&str>, field: &str) -> ListMerge {
     match field {
         "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes" | "imagePullSecrets" | "resourceClaims" | "schedulingGates" | "secrets" => {
             ListMerge::Key("name")

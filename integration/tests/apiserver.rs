@@ -472,3 +472,28 @@ fn kubectl_explain_reads_the_openapi_v3_schemas() {
         assert!(out.contains("Deployment") && out.contains("rollingUpdate"), "{v}: {out}");
     }
 }
+
+#[test]
+fn server_side_apply_merges_prunes_what_the_manager_dropped_and_records_managed_fields() {
+    let s = ApiServer::start("ssa");
+    for v in ["1.27", "1.33"] {
+        let ns = format!("berth-ssa{}", v.replace('.', ""));
+        let first = manifest(&ns);
+        let out = s.ok_in(v, &["apply", "--server-side", "-f", "-"], Some(&first));
+        assert!(out.contains("deployment.apps/web serverside-applied"), "{v}: {out}");
+        let second = first.replace("nginx:1.27", "nginx:1.28").replace("        - name: B\n          value: \"2\"\n", "");
+        s.ok_in(v, &["apply", "--server-side", "-f", "-"], Some(&second));
+        let d = json(&s.ok(v, &["-n", &ns, "get", "deploy", "web", "-o", "json", "--show-managed-fields"]));
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["image"], "nginx:1.28");
+        assert_eq!(c["env"], serde_json::json!([{"name": "A", "value": "1"}]), "env B was applied before and is not now: removed");
+        let entry = &d["metadata"]["managedFields"][0];
+        assert_eq!(entry["manager"], "kubectl");
+        assert_eq!(entry["operation"], "Apply");
+        assert!(entry["fieldsV1"]["f:spec"]["f:replicas"].is_object(), "{entry}");
+        let rv = d["metadata"]["resourceVersion"].clone();
+        s.ok_in(v, &["apply", "--server-side", "-f", "-"], Some(&second));
+        let d = json(&s.ok(v, &["-n", &ns, "get", "deploy", "web", "-o", "json"]));
+        assert_eq!(d["metadata"]["resourceVersion"], rv, "a no-op apply writes nothing");
+    }
+}

@@ -314,6 +314,12 @@ impl Req {
 
     async fn patch(&self, name: &str, sub: Subresource, body: &[u8]) -> Result<Response, ApiError> {
         let ct = content::content_type(&self.headers);
+        if ct.split(';').next().unwrap_or("").trim() == "application/apply-patch+yaml" {
+            let applied = content::decode_body(&self.headers, body)?;
+            let manager = self.param("fieldManager").unwrap_or("");
+            let w = self.api.apply(&self.res, self.ns(), name, &applied, manager, sub, &self.write_options()?).await?;
+            return self.sub_written(w, sub);
+        }
         let Some(kind) = PatchType::from_content_type(&ct) else {
             return Err(ApiError::unsupported_media_type(&ct));
         };
