@@ -41,7 +41,7 @@ impl Kind for Deployments {
     }
 
     fn prepare_for_create(&self, d: &mut Deployment) {
-        d.status = None;
+        d.status = Some(Default::default());
     }
 
     fn validate(&self, d: &Deployment) -> Vec<FieldError> {

@@ -54,7 +54,7 @@ impl Kind for Services {
     }
 
     fn prepare_for_create(&self, svc: &mut Service) {
-        svc.status = Some(Default::default());
+        svc.status = Some(k8s_openapi::api::core::v1::ServiceStatus { load_balancer: Some(Default::default()), ..Default::default() });
         let Some(spec) = svc.spec.as_mut() else { return };
         if spec.type_.as_deref() == Some("ExternalName") {
             return;
