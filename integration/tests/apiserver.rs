@@ -497,3 +497,33 @@ fn server_side_apply_merges_prunes_what_the_manager_dropped_and_records_managed_
         assert_eq!(d["metadata"]["resourceVersion"], rv, "a no-op apply writes nothing");
     }
 }
+
+#[test]
+fn a_cluster_ip_or_node_port_is_never_given_twice() {
+    let s = ApiServer::start("alloc");
+    let svc = |name: &str, extra: &str| {
+        format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  {extra}ports:\n  - port: 80\n")
+    };
+    s.ok_in("1.33", &["create", "-f", "-"], Some(&svc("berth-a", "clusterIP: 10.96.7.7\n  type: NodePort\n  ")));
+    let err = s.fails("1.33", &["create", "-f", "-"], Some(&svc("berth-b", "clusterIP: 10.96.7.7\n  ")));
+    assert!(
+        err.contains(r#"spec.clusterIPs: Invalid value: []string{"10.96.7.7"}: failed to allocate IP 10.96.7.7: provided IP is already allocated"#),
+        "{err}"
+    );
+    let port = s.ok("1.33", &["-n", "default", "get", "svc", "berth-a", "-o", "jsonpath={.spec.ports[0].nodePort}"]);
+    let err = s.fails(
+        "1.33",
+        &["create", "-f", "-"],
+        Some(&svc("berth-c", "type: NodePort\n  ").replace("- port: 80\n", &format!("- port: 80\n    nodePort: {port}\n"))),
+    );
+    assert!(err.contains(&format!("spec.ports[0].nodePort: Invalid value: {port}: provided port is already allocated")), "{err}");
+    for i in 0..20 {
+        s.ok_in("1.33", &["create", "-f", "-"], Some(&svc(&format!("berth-s{i}"), "")));
+    }
+    let ips = s.ok("1.33", &["-n", "default", "get", "svc", "-o", "jsonpath={.items[*].spec.clusterIP}"]);
+    let mut ips: Vec<&str> = ips.split_whitespace().collect();
+    let n = ips.len();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), n, "cluster IPs are unique");
+}

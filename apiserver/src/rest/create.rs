@@ -41,8 +41,30 @@ impl Api {
             meta::set(&mut obj, "generation", Value::Null);
         }
         let internal = |e: String| ApiError::internal(e);
-        res.strategy.prepare_for_create(&mut obj).map_err(internal)?;
-        res.strategy.default(&mut obj).map_err(internal)?;
+        let requested = res.strategy.unique_values(&obj);
+        let input = obj.clone();
+        for attempt in 0.. {
+            obj = input.clone();
+            res.strategy.prepare_for_create(&mut obj).map_err(internal)?;
+            res.strategy.default(&mut obj).map_err(internal)?;
+            let taken = self.taken_values(res, &obj)?;
+            let Some((field, value)) = taken else { break };
+            if requested.iter().any(|(_, v)| *v == value) || attempt >= 16 {
+                let name = meta::name(&obj).to_string();
+                let shown = value.split('/').next().unwrap_or(&value).to_string();
+                let err = if field.ends_with("nodePort") {
+                    crate::status::FieldError::invalid(
+                        field,
+                        shown.parse::<i64>().map(Value::from).unwrap_or(Value::from(shown.clone())),
+                        "provided port is already allocated",
+                    )
+                } else {
+                    let list = crate::status::go_raw(format!("[]string{{{}}}", berth_names::go_quote(&shown)));
+                    crate::status::FieldError::invalid(field, list, format!("failed to allocate IP {shown}: provided IP is already allocated"))
+                };
+                return Err(ApiError::invalid(res, &name, &[err]));
+            }
+        }
         let name = meta::name(&obj).to_string();
         let mut errs = meta::validate(res, &obj);
         errs.extend(res.strategy.validate(&obj));
@@ -59,6 +81,23 @@ impl Api {
         let kv = self.store.create(&key, to_bytes(&obj)?, res.ttl).await.map_err(|e| store_error(res, &name, e))?;
         meta::set(&mut obj, "resourceVersion", json!(kv.mod_revision.to_string()));
         Ok(Written { object: obj, warnings, created: true })
+    }
+
+    /// The first of `obj`'s unique values another object of the kind already has.
+    fn taken_values(&self, res: &Resource, obj: &Value) -> Result<Option<(String, String)>, ApiError> {
+        let mine = res.strategy.unique_values(obj);
+        if mine.is_empty() {
+            return Ok(None);
+        }
+        let (all, _) = self.cache(res)?.snapshot(&res.prefix(&self.store_prefix));
+        let same = |o: &Value| meta::name(o) == meta::name(obj) && meta::get(o, "namespace") == meta::get(obj, "namespace");
+        for other in all.iter().filter(|o| !same(o)) {
+            let theirs = res.strategy.unique_values(other);
+            if let Some(hit) = mine.iter().find(|(_, v)| theirs.iter().any(|(_, t)| t == v)) {
+                return Ok(Some(hit.clone()));
+            }
+        }
+        Ok(None)
     }
 
     /// Upstream's NamespaceLifecycle admission: no new objects in a missing or terminating namespace.

@@ -97,6 +97,12 @@ pub trait Kind: Send + Sync + 'static {
     fn fields(&self, _obj: &Self::Object) -> Vec<(&'static str, String)> {
         vec![]
     }
+    /// Values no two objects of the kind may share (a service's cluster IP, its node ports), by
+    /// the field that holds them. Create checks them against the watch cache: a value the server
+    /// allocated is allocated again, one the client chose is refused.
+    fn unique_values(&self, _obj: &Self::Object) -> Vec<(String, String)> {
+        vec![]
+    }
 }
 
 /// The object-safe strategy the generic layer calls, on JSON objects.
@@ -115,6 +121,7 @@ pub trait Strategy: Send + Sync {
     fn fields(&self, obj: &Value) -> Vec<(&'static str, String)>;
     /// The names of the kind's selectable fields.
     fn field_names(&self) -> Vec<&'static str>;
+    fn unique_values(&self, obj: &Value) -> Vec<(String, String)>;
     /// Adds the kind's OpenAPI schema (and those it refers to) to `gen`; the reference to it.
     fn schema(&self, gen: &mut schemars::SchemaGenerator) -> Value;
 }
@@ -182,6 +189,9 @@ impl<K: Kind> Strategy for Typed<K> {
     }
     fn field_names(&self) -> Vec<&'static str> {
         self.0.fields(&K::Object::default()).into_iter().map(|(k, _)| k).collect()
+    }
+    fn unique_values(&self, obj: &Value) -> Vec<(String, String)> {
+        decode(obj).map(|o| self.0.unique_values(&o)).unwrap_or_default()
     }
     fn schema(&self, gen: &mut schemars::SchemaGenerator) -> Value {
         gen.subschema_for::<K::Object>().to_value()

@@ -103,6 +103,20 @@ impl Kind for Services {
         }
     }
 
+    fn unique_values(&self, svc: &Service) -> Vec<(String, String)> {
+        let Some(spec) = &svc.spec else { return vec![] };
+        let mut out = vec![];
+        if let Some(ip) = spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty() && *ip != "None") {
+            out.push(("spec.clusterIPs".to_string(), ip.to_string()));
+        }
+        for (i, p) in spec.ports.iter().flatten().enumerate() {
+            if let Some(np) = p.node_port.filter(|n| *n != 0) {
+                out.push((format!("spec.ports[{i}].nodePort"), format!("{np}/{}", p.protocol.as_deref().unwrap_or("TCP"))));
+            }
+        }
+        out
+    }
+
     fn validate(&self, svc: &Service) -> Vec<FieldError> {
         let mut errs = vec![];
         let Some(spec) = &svc.spec else { return vec![FieldError::required("spec", "")] };
