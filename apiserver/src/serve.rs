@@ -1,4 +1,4 @@
-//! The HTTPS door: a TLS listener (rustls, client certificates verified against the cluster CA
+//! The HTTPS door: a TLS listener (rustls, HTTP/2 or HTTP/1.1 by ALPN, client certificates verified against the cluster CA
 //! and optional, so that requests without one get a 401 Status rather than a handshake failure)
 //! that turns each connection's verified certificate into a [`User`] and hands requests to the
 //! router. It owns no API logic.
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
@@ -41,7 +41,7 @@ pub fn tls_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>, TlsError> {
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)
         .map_err(|x| e(&x))?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
 
@@ -88,12 +88,10 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, router
                     }
                     router.clone().oneshot(req.map(Body::new))
                 });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(30))
-                    .serve_connection(TokioIo::new(tls), service)
-                    .with_upgrades();
-                if let Err(e) = conn.await {
+                let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+                builder.http2().timer(TokioTimer::new()).keep_alive_interval(Duration::from_secs(30));
+                if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
             }
