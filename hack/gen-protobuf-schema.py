@@ -106,7 +106,7 @@ for path in glob.glob(f"{PB}/src/**/mod.rs", recursive=True):
             attr = None
         i += 1
 
-roots = [m for m in messages if m.startswith(("api.core.v1.", "api.apps.v1.", "api.autoscaling.v1."))]
+roots = [m for m in messages if m.startswith("api.")]
 roots += ["apimachinery.pkg.apis.meta.v1.DeleteOptions", "apimachinery.pkg.runtime.Unknown"]
 wanted, todo = set(), list(roots)
 while todo:
