@@ -95,9 +95,17 @@ impl ApiServer {
         self.kubectl_in(version, args, None)
     }
 
-    pub fn kubectl_in(&self, version: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    /// A kubectl `version` command for this server, its discovery and HTTP caches in the test's
+    /// directory (not in $HOME/.kube).
+    pub fn command(&self, version: &str) -> Command {
         let mut cmd = Command::new(kubectl_bin(version));
-        cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig).arg("--cache-dir").arg(self.dir.path().join("kube-cache"));
+        cmd
+    }
+
+    pub fn kubectl_in(&self, version: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = self.command(version);
+        cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("run kubectl");
         if let Some(input) = stdin {
             child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");

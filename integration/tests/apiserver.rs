@@ -189,9 +189,8 @@ fn every_kubectl_version_applies_without_disabling_validation_and_unknown_fields
 #[test]
 fn get_watch_sees_changes_as_they_happen() {
     let s = ApiServer::start("watch");
-    let mut watch = std::process::Command::new(berth_integration::apiserver::kubectl_bin("1.33"))
-        .arg("--kubeconfig")
-        .arg(&s.kubeconfig)
+    let mut watch = s
+        .command("1.33")
         .args(["-n", "default", "get", "cm", "-w", "-o", "jsonpath={.metadata.name}{\"\\n\"}", "--output-watch-events=false"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -306,6 +305,8 @@ fn certificates_survive_a_restart_and_clients_without_one_are_unauthorized() {
     let out = std::process::Command::new(berth_integration::apiserver::kubectl_bin("1.33"))
         .arg("--kubeconfig")
         .arg(&path)
+        .arg("--cache-dir")
+        .arg(s.dir.path().join("kube-cache"))
         .args(["get", "ns"])
         .output()
         .expect("kubectl");
@@ -361,9 +362,8 @@ fn typed_create_commands_work_also_when_kubectl_sends_protobuf() {
 
 /// Runs a raw watch request in the background; its output once the server ends it.
 fn raw_watch(s: &ApiServer, path: &str) -> std::thread::JoinHandle<String> {
-    let child = std::process::Command::new(berth_integration::apiserver::kubectl_bin("1.33"))
-        .arg("--kubeconfig")
-        .arg(&s.kubeconfig)
+    let child = s
+        .command("1.33")
         .args(["get", "--raw", path])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
