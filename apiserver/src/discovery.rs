@@ -66,6 +66,7 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
             main["categories"] = json!(r.categories);
         }
         resources.push(main);
+        let first_sub = resources.len();
         for sub in r.subresources() {
             let mut s = json!({"name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": SUB_VERBS});
             if sub == "scale" {
@@ -75,6 +76,16 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
             }
             resources.push(s);
         }
+        for a in r.actions {
+            let mut s =
+                json!({"name": format!("{}/{}", r.plural, a.name), "singularName": "", "namespaced": r.namespaced, "kind": a.kind, "verbs": ["create"]});
+            if a.group != r.group || a.version != r.version {
+                s["group"] = json!(a.group);
+                s["version"] = json!(a.version);
+            }
+            resources.push(s);
+        }
+        resources[first_sub..].sort_by(|x, y| x["name"].as_str().cmp(&y["name"].as_str()));
     }
     if resources.is_empty() {
         return None;

@@ -24,6 +24,16 @@ pub struct ScaleSpec {
     pub selector: &'static str,
 }
 
+/// A POST-only subresource that acts on an object (pods/binding, pods/eviction).
+#[derive(Debug, Clone, Copy)]
+pub struct Action {
+    pub name: &'static str,
+    /// The group, version and kind of the body it takes (for discovery).
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+}
+
 /// One served resource.
 pub struct Resource {
     pub group: &'static str,
@@ -40,6 +50,8 @@ pub struct Resource {
     /// Has a `status` subresource (then updates of the main resource keep the stored status).
     pub status: bool,
     pub scale: Option<ScaleSpec>,
+    /// POST-only subresources, carried out by the strategy's `act`.
+    pub actions: &'static [Action],
     /// Objects expire this long after their last write (Events: one hour).
     pub ttl: Option<Duration>,
     /// A delete answers with the deleted object (pods, services) instead of a Success Status.

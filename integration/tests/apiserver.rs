@@ -527,3 +527,37 @@ fn a_cluster_ip_or_node_port_is_never_given_twice() {
     ips.dedup();
     assert_eq!(ips.len(), n, "cluster IPs are unique");
 }
+
+#[test]
+fn binding_places_a_pod_once_and_drain_evicts_it() {
+    let s = ApiServer::start("binding");
+    s.ok_in("1.33", &["apply", "-f", "-"], Some("apiVersion: v1\nkind: Node\nmetadata:\n  name: berth-n1\n"));
+    s.ok("1.33", &["-n", "default", "run", "berth-bound", "--image=nginx"]);
+    let binding = s.dir.path().join("binding.json");
+    std::fs::write(&binding, r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"berth-bound"},"target":{"kind":"Node","name":"berth-n1"}}"#)
+        .expect("write");
+    let path = "/api/v1/namespaces/default/pods/berth-bound/binding";
+    let out = json(&s.ok("1.33", &["create", "--raw", path, "-f", binding.to_str().unwrap_or_default()]));
+    assert_eq!(out["status"], "Success");
+    let pod = json(&s.ok("1.33", &["-n", "default", "get", "pod", "berth-bound", "-o", "json"]));
+    assert_eq!(pod["spec"]["nodeName"], "berth-n1");
+    assert_eq!(pod["status"]["conditions"][0]["type"], "PodScheduled");
+    let err = s.fails("1.33", &["create", "--raw", path, "-f", binding.to_str().unwrap_or_default()], None);
+    assert!(
+        err.contains(r#"pod berth-bound is already assigned to node \"berth-n1\""#)
+            || err.contains(r#"pod berth-bound is already assigned to node "berth-n1""#),
+        "{err}"
+    );
+    let resources = s.ok("1.33", &["api-resources", "--api-group=", "-o", "name"]);
+    assert!(resources.lines().any(|l| l == "pods"), "{resources}");
+    let raw = json(&s.ok("1.33", &["get", "--raw", "/api/v1"]));
+    let names: Vec<&str> = raw["resources"].as_array().into_iter().flatten().filter_map(|r| r["name"].as_str()).collect();
+    assert!(names.contains(&"pods/binding") && names.contains(&"pods/eviction") && names.contains(&"pods/status"), "{names:?}");
+
+    let out = s.ok("1.33", &["drain", "berth-n1", "--force", "--grace-period=0", "--timeout=20s"]);
+    assert!(out.contains("evicting pod default/berth-bound") || out.contains("pod/berth-bound evicted"), "{out}");
+    let err = s.fails("1.33", &["-n", "default", "get", "pod", "berth-bound"], None);
+    assert!(err.contains("not found"), "{err}");
+    let nodes = s.ok("1.33", &["get", "nodes"]);
+    assert!(nodes.contains("SchedulingDisabled"), "drain cordons the node: {nodes}");
+}

@@ -121,10 +121,19 @@ async fn serve(api: Arc<Api>, req: Request) -> Result<Response, ApiError> {
         None => Subresource::Main,
         Some("status") if res.status => Subresource::Status,
         Some("scale") if res.scale.is_some() => Subresource::Scale,
-        Some(_) => return Err(ApiError::path_not_found()),
+        Some(a) => match res.actions.iter().find(|x| x.name == a) {
+            Some(x) => Subresource::Action(x.name),
+            None => return Err(ApiError::path_not_found()),
+        },
     };
     let body = axum::body::to_bytes(req.into_body(), MAX_BODY).await.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
     let req = Req { api, res, ns, params, headers };
+    if let Subresource::Action(action) = sub {
+        return match (method, name) {
+            (Method::POST, Some(name)) => req.act(&name, action, &body).await,
+            (m, _) => Err(ApiError::method_not_allowed(m.as_str())),
+        };
+    }
     match (method, name) {
         (Method::GET, None) if flag(&req.params, "watch") => req.watch(),
         (Method::GET, None) => req.list().await,
@@ -286,6 +295,12 @@ impl Req {
             body,
         )
             .into_response())
+    }
+
+    async fn act(&self, name: &str, action: &str, body: &[u8]) -> Result<Response, ApiError> {
+        let body = content::decode_body(&self.headers, body)?;
+        let status = self.api.act(&self.res, self.ns(), name, action, &body).await?;
+        Ok(json_response(StatusCode::CREATED, &status))
     }
 
     async fn create(&self, body: &[u8]) -> Result<Response, ApiError> {

@@ -3,6 +3,7 @@
 //! [`Api`](crate::api::Api) on JSON objects (one file per verb family); a kind's differences come
 //! from its strategy. The HTTP adapter (`http.rs`) only parses requests and encodes answers.
 
+mod action;
 mod apply;
 mod create;
 mod delete;

@@ -23,6 +23,8 @@ pub enum Subresource {
     Main,
     Status,
     Scale,
+    /// A POST-only subresource (pods/binding).
+    Action(&'static str),
 }
 
 const SERVER_OWNED: &[&str] = &["name", "namespace", "uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds"];

@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::resources::{Resource, ScaleSpec, ALL_VERBS, NAMESPACE_VERBS};
+use crate::resources::{Action, Resource, ScaleSpec, ALL_VERBS, NAMESPACE_VERBS};
 use crate::status::FieldError;
 
 /// One Table column as upstream's printers define it.
@@ -61,6 +61,24 @@ pub const AGE_COLUMN: Column = col(
     "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata",
 );
 
+/// What an action (a POST-only subresource) does to its object.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Store the changed object (spec and status as the action left them).
+    Replace,
+    /// Delete the object (with the usual graceful deletion).
+    Delete,
+}
+
+/// Why an action was refused.
+#[derive(Debug)]
+pub enum Refusal {
+    /// 409: the object's state does not allow it.
+    Conflict(String),
+    /// 422: the request body is invalid.
+    Invalid(Vec<FieldError>),
+}
+
 /// What a kind adds to the generic verbs, on its Rust type.
 pub trait Kind: Send + Sync + 'static {
     type Object: Serialize + DeserializeOwned + Send + Default + schemars::JsonSchema;
@@ -97,6 +115,10 @@ pub trait Kind: Send + Sync + 'static {
     fn fields(&self, _obj: &Self::Object) -> Vec<(&'static str, String)> {
         vec![]
     }
+    /// Carries out the action `action` (a POST-only subresource) with request `body` on `obj`.
+    fn act(&self, action: &str, _obj: &mut Self::Object, _body: &Value) -> Result<Outcome, Refusal> {
+        Err(Refusal::Conflict(format!("{action} is not supported")))
+    }
     /// Values no two objects of the kind may share (a service's cluster IP, its node ports), by
     /// the field that holds them. Create checks them against the watch cache: a value the server
     /// allocated is allocated again, one the client chose is refused.
@@ -122,6 +144,8 @@ pub trait Strategy: Send + Sync {
     /// The names of the kind's selectable fields.
     fn field_names(&self) -> Vec<&'static str>;
     fn unique_values(&self, obj: &Value) -> Vec<(String, String)>;
+    /// Carries out an action on `obj` (changed in place when the outcome is Replace).
+    fn act(&self, action: &str, obj: &mut Value, body: &Value) -> Result<Outcome, Refusal>;
     /// Adds the kind's OpenAPI schema (and those it refers to) to `gen`; the reference to it.
     fn schema(&self, gen: &mut schemars::SchemaGenerator) -> Value;
 }
@@ -193,6 +217,12 @@ impl<K: Kind> Strategy for Typed<K> {
     fn unique_values(&self, obj: &Value) -> Vec<(String, String)> {
         decode(obj).map(|o| self.0.unique_values(&o)).unwrap_or_default()
     }
+    fn act(&self, action: &str, obj: &mut Value, body: &Value) -> Result<Outcome, Refusal> {
+        let mut typed: K::Object = decode(obj).map_err(Refusal::Conflict)?;
+        let outcome = self.0.act(action, &mut typed, body)?;
+        *obj = encode(&typed).map_err(Refusal::Conflict)?;
+        Ok(outcome)
+    }
     fn schema(&self, gen: &mut schemars::SchemaGenerator) -> Value {
         gen.subschema_for::<K::Object>().to_value()
     }
@@ -224,6 +254,7 @@ fn resource(
         storage,
         status,
         scale: None,
+        actions: &[],
         ttl: None,
         return_deleted: matches!(plural, "pods" | "services"),
         strategy,
@@ -239,12 +270,15 @@ pub fn builtin_resources() -> Vec<Resource> {
     let mut deployments =
         resource("apps", "Deployment", "deployments", "deployment", &["deploy"], &["all"], true, "deployments", true, Box::new(Typed(deployment::Deployments)));
     deployments.scale = Some(ScaleSpec { spec_replicas: "/spec/replicas", status_replicas: "/status/replicas", selector: "/spec/selector" });
+    let mut pods = resource("", "Pod", "pods", "pod", &["po"], &["all"], true, "pods", true, Box::new(Typed(pod::Pods)));
+    pods.actions =
+        &[Action { name: "binding", group: "", version: "v1", kind: "Binding" }, Action { name: "eviction", group: "policy", version: "v1", kind: "Eviction" }];
     vec![
         resource("", "ConfigMap", "configmaps", "configmap", &["cm"], &[], true, "configmaps", false, Box::new(Typed(configmap::ConfigMaps))),
         events,
         namespaces,
         resource("", "Node", "nodes", "node", &["no"], &[], false, "minions", true, Box::new(Typed(node::Nodes))),
-        resource("", "Pod", "pods", "pod", &["po"], &["all"], true, "pods", true, Box::new(Typed(pod::Pods))),
+        pods,
         resource("", "Secret", "secrets", "secret", &[], &[], true, "secrets", false, Box::new(Typed(secret::Secrets))),
         resource(
             "",

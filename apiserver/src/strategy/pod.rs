@@ -5,10 +5,11 @@
 use std::collections::BTreeSet;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Container, Pod, PodSecurityContext, PodSpec, PodStatus, Toleration};
+use k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodSecurityContext, PodSpec, PodStatus, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{json, Value};
 
-use super::{col, wide, Column, Kind, NAME_COLUMN};
+use super::{col, wide, Column, Kind, Outcome, Refusal, NAME_COLUMN};
 use crate::status::{check_name, FieldError};
 use crate::table::age;
 
@@ -264,6 +265,38 @@ impl Kind for Pods {
             }
         }
         errs
+    }
+
+    fn act(&self, action: &str, pod: &mut Pod, body: &Value) -> Result<Outcome, Refusal> {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        match action {
+            "binding" => {
+                let target = body.pointer("/target/name").and_then(Value::as_str).unwrap_or("");
+                if target.is_empty() {
+                    return Err(Refusal::Invalid(vec![FieldError::required("target.name", "")]));
+                }
+                if pod.metadata.deletion_timestamp.is_some() {
+                    return Err(Refusal::Conflict(format!("pod {name} is being deleted, cannot be assigned to a host")));
+                }
+                let spec = pod.spec.get_or_insert_with(Default::default);
+                if let Some(node) = spec.node_name.as_deref().filter(|n| !n.is_empty()) {
+                    return Err(Refusal::Conflict(format!("pod {name} is already assigned to node {}", berth_names::go_quote(node))));
+                }
+                spec.node_name = Some(target.to_string());
+                let status = pod.status.get_or_insert_with(Default::default);
+                let conditions = status.conditions.get_or_insert_with(Vec::new);
+                conditions.retain(|c| c.type_ != "PodScheduled");
+                conditions.push(PodCondition {
+                    type_: "PodScheduled".into(),
+                    status: "True".into(),
+                    last_transition_time: Some(Time(Timestamp::now())),
+                    ..Default::default()
+                });
+                Ok(Outcome::Replace)
+            }
+            "eviction" => Ok(Outcome::Delete),
+            other => Err(Refusal::Conflict(format!("{other} is not supported"))),
+        }
     }
 
     fn columns(&self) -> Vec<Column> {
