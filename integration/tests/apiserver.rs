@@ -561,3 +561,19 @@ fn binding_places_a_pod_once_and_drain_evicts_it() {
     let nodes = s.ok("1.33", &["get", "nodes"]);
     assert!(nodes.contains("SchedulingDisabled"), "drain cordons the node: {nodes}");
 }
+
+#[test]
+fn server_side_apply_conflicts_between_managers_unless_forced() {
+    let s = ApiServer::start("ssaconflict");
+    let cm = |value: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: berth-owned\n  namespace: default\ndata:\n  shared: \"{value}\"\n");
+    s.ok_in("1.33", &["apply", "--server-side", "--field-manager=berth-m1", "-f", "-"], Some(&cm("1")));
+    // the same value: shared ownership, no conflict
+    s.ok_in("1.33", &["apply", "--server-side", "--field-manager=berth-m2", "-f", "-"], Some(&cm("1")));
+    let err = s.fails("1.33", &["apply", "--server-side", "--field-manager=berth-m2", "-f", "-"], Some(&cm("2")));
+    assert!(err.contains(r#"Apply failed with 1 conflict: conflict with "berth-m1" using v1: .data.shared"#), "{err}");
+    s.ok_in("1.33", &["apply", "--server-side", "--field-manager=berth-m2", "--force-conflicts", "-f", "-"], Some(&cm("2")));
+    assert_eq!(s.ok("1.33", &["-n", "default", "get", "cm", "berth-owned", "-o", "jsonpath={.data.shared}"]), "2");
+    // berth-m1 lost the field: applying its old value now conflicts with berth-m2
+    let err = s.fails("1.33", &["apply", "--server-side", "--field-manager=berth-m1", "-f", "-"], Some(&cm("1")));
+    assert!(err.contains(r#"conflict with "berth-m2" using v1: .data.shared"#), "{err}");
+}

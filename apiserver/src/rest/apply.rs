@@ -2,8 +2,9 @@
 //! merged into the live object (maps by key, lists with a merge key element by element, other
 //! lists replaced), the fields the same field manager applied before and no longer applies are
 //! removed, and the manager's field set is recorded in `metadata.managedFields` (FieldsV1, as
-//! upstream writes it). An absent object is created. Not yet: conflicts between managers (every
-//! apply behaves as with `--force-conflicts`) and field sets of non-apply writers.
+//! upstream writes it). An absent object is created. Fields another applier owns and this apply
+//! would change are a 409 conflict, or with `force=true` change owner. Not yet: field sets of
+//! non-apply writers (update, patch), so they never conflict with an apply.
 
 use std::sync::Arc;
 
@@ -124,6 +125,85 @@ fn prune_list(items: &mut Vec<Value>, old: &Value, new: &Value) {
     }
 }
 
+/// The leaves both field sets name where the applied value differs from the live one: their
+/// printed paths (`.spec.replicas`, `.spec.containers[name="web"].image`) and set paths.
+fn conflicting<'a>(
+    mine: &Value,
+    theirs: &Value,
+    applied: Option<&'a Value>,
+    live: Option<&'a Value>,
+    printed: String,
+    keys: &mut Vec<String>,
+    out: &mut Vec<(String, Vec<String>)>,
+) {
+    let (Some(m), Some(t)) = (mine.as_object(), theirs.as_object()) else { return };
+    let leaf = |v: &serde_json::Map<String, Value>| v.keys().all(|k| k == ".");
+    if leaf(m) || leaf(t) {
+        if applied != live {
+            out.push((if printed.is_empty() { ".".into() } else { printed }, keys.clone()));
+        }
+        return;
+    }
+    for (k, mv) in m {
+        let Some(tv) = t.get(k) else { continue };
+        let (child_applied, child_live, child_printed) = if let Some(f) = k.strip_prefix("f:") {
+            (applied.and_then(|a| a.get(f)), live.and_then(|l| l.get(f)), format!("{printed}.{f}"))
+        } else if let Some(sel) = k.strip_prefix("k:") {
+            let want: serde_json::Map<String, Value> = serde_json::from_str(sel).unwrap_or_default();
+            fn find<'b>(list: Option<&'b Value>, want: &serde_json::Map<String, Value>) -> Option<&'b Value> {
+                list.and_then(Value::as_array).and_then(|l| l.iter().find(|i| want.iter().all(|(wk, wv)| i.get(wk) == Some(wv))))
+            }
+            let shown = want.iter().map(|(wk, wv)| format!("{wk}={wv}")).collect::<Vec<_>>().join(",");
+            (find(applied, &want), find(live, &want), format!("{printed}[{shown}]"))
+        } else {
+            continue;
+        };
+        keys.push(k.clone());
+        conflicting(mv, tv, child_applied, child_live, child_printed, keys, out);
+        keys.pop();
+    }
+}
+
+/// Removes the subtree at `path` (set keys) from a field set, and the parents it leaves empty
+/// (an empty map there would read as owning the parent as a whole).
+fn remove_path(set: &mut Value, path: &[String]) -> bool {
+    let Some((first, rest)) = path.split_first() else { return false };
+    let Some(m) = set.as_object_mut() else { return false };
+    let now_empty = if rest.is_empty() {
+        m.remove(first);
+        m.is_empty()
+    } else {
+        let Some(child) = m.get_mut(first) else { return false };
+        if remove_path(child, rest) {
+            m.remove(first);
+        }
+        m.is_empty()
+    };
+    now_empty
+}
+
+/// 409 in upstream's words: `Apply failed with 1 conflict: conflict with "m" using apps/v1: .spec.replicas`.
+fn conflict_error(res: &Resource, name: &str, conflicts: &[(String, String, Vec<String>)]) -> ApiError {
+    let total: usize = conflicts.iter().map(|c| c.2.len()).sum();
+    let mut causes = vec![];
+    let mut parts = vec![];
+    for (who, version, paths) in conflicts {
+        for p in paths {
+            causes.push(json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{who}\" using {version}"), "field": p}));
+        }
+        parts.push(match paths.as_slice() {
+            [one] => format!("conflict with \"{who}\" using {version}: {one}"),
+            many => format!("conflicts with \"{who}\" using {version}:\n{}", many.iter().map(|p| format!("- {p}")).collect::<Vec<_>>().join("\n")),
+        });
+    }
+    let plural = if total == 1 { "" } else { "s" };
+    let mut details = json!({"name": name, "kind": res.plural, "causes": causes});
+    if !res.group.is_empty() {
+        details["group"] = json!(res.group);
+    }
+    ApiError { code: 409, reason: "Conflict", message: format!("Apply failed with {total} conflict{plural}: {}", parts.join("\n")), details: Some(details) }
+}
+
 /// The managed-fields entry of one apply.
 fn entry(res: &Resource, manager: &str, set: Value) -> Value {
     json!({"manager": manager, "operation": "Apply", "apiVersion": res.api_version(), "time": meta::now(), "fieldsType": "FieldsV1", "fieldsV1": set})
@@ -151,6 +231,7 @@ impl Api {
         name: &str,
         applied: &Value,
         manager: &str,
+        force: bool,
         sub: Subresource,
         opts: &WriteOptions,
     ) -> Result<Written, ApiError> {
@@ -187,6 +268,34 @@ impl Api {
                 .unwrap_or(json!({}));
             let mut merged = patch::apply(PatchType::Strategic, &base, applied).map_err(ApiError::bad_request)?;
             meta::set(&mut merged, "resourceVersion", Value::Null);
+            // Fields another applier owns and this apply would change: a conflict, or with
+            // force, theirs no more.
+            let mut entries: Vec<Value> = merged.pointer("/metadata/managedFields").and_then(Value::as_array).cloned().unwrap_or_default();
+            let mut conflicts: Vec<(String, String, Vec<String>)> = vec![];
+            for e in entries.iter_mut().filter(|e| e["operation"] == "Apply" && e["manager"] != manager) {
+                let mut paths = vec![];
+                conflicting(&set, &e["fieldsV1"], Some(applied), Some(&base), String::new(), &mut vec![], &mut paths);
+                if paths.is_empty() {
+                    continue;
+                }
+                if force {
+                    for p in &paths {
+                        remove_path(&mut e["fieldsV1"], &p.1);
+                    }
+                    let emptied = e["fieldsV1"].as_object().is_some_and(|m| m.is_empty());
+                    if emptied {
+                        e["fieldsV1"] = json!({});
+                    }
+                } else {
+                    let who = e["manager"].as_str().unwrap_or("").to_string();
+                    let version = e["apiVersion"].as_str().unwrap_or("").to_string();
+                    conflicts.push((who, version, paths.into_iter().map(|p| p.0).collect()));
+                }
+            }
+            if !conflicts.is_empty() {
+                return Err(conflict_error(res, name, &conflicts));
+            }
+            meta::set(&mut merged, "managedFields", Value::Array(entries));
             prune(&mut merged, &old, &set);
             with_entry(&mut merged, res, manager, set.clone());
             Ok(merged)
@@ -215,5 +324,19 @@ mod tests {
         let c = &live["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(c["image"], "y");
         assert_eq!(c["env"], json!([{"name": "A", "value": "1"}]));
+    }
+
+    #[test]
+    fn conflicts_are_leaves_both_own_with_a_new_value_and_forced_ones_leave_no_empty_parents() {
+        let mine = field_set(&json!({"data": {"a": "2", "b": "1"}}));
+        let mut theirs = field_set(&json!({"data": {"a": "1", "b": "1"}}));
+        let live = json!({"data": {"a": "1", "b": "1"}});
+        let mut out = vec![];
+        conflicting(&mine, &theirs, Some(&json!({"data": {"a": "2", "b": "1"}})), Some(&live), String::new(), &mut vec![], &mut out);
+        assert_eq!(out, vec![(".data.a".to_string(), vec!["f:data".to_string(), "f:a".to_string()])]);
+        remove_path(&mut theirs, &out[0].1);
+        assert_eq!(theirs, json!({"f:data": {"f:b": {}}}));
+        remove_path(&mut theirs, &["f:data".to_string(), "f:b".to_string()]);
+        assert_eq!(theirs, json!({}));
     }
 }

@@ -332,7 +332,8 @@ impl Req {
         if ct.split(';').next().unwrap_or("").trim() == "application/apply-patch+yaml" {
             let applied = content::decode_body(&self.headers, body)?;
             let manager = self.param("fieldManager").unwrap_or("");
-            let w = self.api.apply(&self.res, self.ns(), name, &applied, manager, sub, &self.write_options()?).await?;
+            let force = flag(&self.params, "force");
+            let w = self.api.apply(&self.res, self.ns(), name, &applied, manager, force, sub, &self.write_options()?).await?;
             return self.sub_written(w, sub);
         }
         let Some(kind) = PatchType::from_content_type(&ct) else {
