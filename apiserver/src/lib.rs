@@ -8,6 +8,7 @@ pub mod api;
 pub mod cache;
 pub mod content;
 pub mod discovery;
+pub mod managed;
 pub mod meta;
 pub mod openapi;
 pub mod patch;

@@ -577,3 +577,29 @@ fn server_side_apply_conflicts_between_managers_unless_forced() {
     let err = s.fails("1.33", &["apply", "--server-side", "--field-manager=berth-m1", "-f", "-"], Some(&cm("1")));
     assert!(err.contains(r#"conflict with "berth-m2" using v1: .data.shared"#), "{err}");
 }
+
+#[test]
+fn updates_own_what_they_change_so_an_apply_over_them_conflicts() {
+    let s = ApiServer::start("owners");
+    s.ok("1.33", &["-n", "default", "create", "deployment", "berth-mf", "--image=nginx", "--replicas=2"]);
+    s.ok("1.33", &["-n", "default", "scale", "deployment", "berth-mf", "--replicas=4"]);
+    let d = json(&s.ok("1.33", &["-n", "default", "get", "deploy", "berth-mf", "-o", "json", "--show-managed-fields"]));
+    let entries = d["metadata"]["managedFields"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries[0]["manager"], "kubectl-create");
+    assert_eq!(entries[0]["operation"], "Update");
+    assert!(entries[0]["fieldsV1"]["f:spec"].get("f:replicas").is_none(), "scaling took replicas from the creator: {entries:?}");
+    assert!(entries[1]["fieldsV1"]["f:spec"]["f:replicas"].is_object(), "{entries:?}");
+    let manifest = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: berth-mf\n  namespace: default\nspec:\n  replicas: 3\n  selector: {matchLabels: {app: berth-mf}}\n  template:\n    metadata: {labels: {app: berth-mf}}\n    spec:\n      containers: [{name: nginx, image: nginx}]\n";
+    let err = s.fails("1.33", &["apply", "--server-side", "-f", "-"], Some(manifest));
+    assert!(err.contains("Apply failed with 1 conflict: conflict with") && err.contains(".spec.replicas"), "{err}");
+    s.ok_in("1.33", &["apply", "--server-side", "--force-conflicts", "-f", "-"], Some(manifest));
+    assert_eq!(s.ok("1.33", &["-n", "default", "get", "deploy", "berth-mf", "-o", "jsonpath={.spec.replicas}"]), "3");
+    let d = json(&s.ok("1.33", &["-n", "default", "get", "deploy", "berth-mf", "-o", "json", "--show-managed-fields"]));
+    let managers: Vec<String> = d["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| format!("{}/{}", e["manager"].as_str().unwrap_or(""), e["operation"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(managers, vec!["kubectl-create/Update", "kubectl/Apply"], "the scaler lost its only field to the forced apply");
+}

@@ -3,8 +3,8 @@
 //! lists replaced), the fields the same field manager applied before and no longer applies are
 //! removed, and the manager's field set is recorded in `metadata.managedFields` (FieldsV1, as
 //! upstream writes it). An absent object is created. Fields another applier owns and this apply
-//! would change are a 409 conflict, or with `force=true` change owner. Not yet: field sets of
-//! non-apply writers (update, patch), so they never conflict with an apply.
+//! would change (an applier's or an updater's, see `managed.rs`) are a 409 conflict, or with
+//! `force=true` change owner.
 
 use std::sync::Arc;
 
@@ -54,7 +54,7 @@ fn fields_of(v: &Value, parent: Option<&str>) -> Value {
     Value::Object(out)
 }
 
-fn fields_of_field(parent: Option<&str>, name: &str, v: &Value) -> Value {
+pub(crate) fn fields_of_field(parent: Option<&str>, name: &str, v: &Value) -> Value {
     match v {
         Value::Object(_) => fields_of(v, Some(name)),
         Value::Array(items) => match list_merge(parent, name) {
@@ -246,6 +246,8 @@ impl Api {
             return Err(ApiError::bad_request(format!("the name of the object ({body_name}) does not match the name on the URL ({name})")));
         }
         let set = field_set(applied);
+        // This apply records its own Apply entry: the inner create and update record none.
+        let opts = &WriteOptions { field_manager: None, ..opts.clone() };
         let key = res.key(&self.store_prefix, ns, name);
         if self.store.get(&key, None).await.map_err(|e| super::store_error(res, name, e))?.is_none() {
             let mut obj = applied.clone();
@@ -272,7 +274,7 @@ impl Api {
             // force, theirs no more.
             let mut entries: Vec<Value> = merged.pointer("/metadata/managedFields").and_then(Value::as_array).cloned().unwrap_or_default();
             let mut conflicts: Vec<(String, String, Vec<String>)> = vec![];
-            for e in entries.iter_mut().filter(|e| e["operation"] == "Apply" && e["manager"] != manager) {
+            for e in entries.iter_mut().filter(|e| !(e["operation"] == "Apply" && e["manager"] == manager)) {
                 let mut paths = vec![];
                 conflicting(&set, &e["fieldsV1"], Some(applied), Some(&base), String::new(), &mut vec![], &mut paths);
                 if paths.is_empty() {
@@ -295,6 +297,7 @@ impl Api {
             if !conflicts.is_empty() {
                 return Err(conflict_error(res, name, &conflicts));
             }
+            entries.retain(|e| e["fieldsV1"].as_object().is_some_and(|m| !m.is_empty()));
             meta::set(&mut merged, "managedFields", Value::Array(entries));
             prune(&mut merged, &old, &set);
             with_entry(&mut merged, res, manager, set.clone());

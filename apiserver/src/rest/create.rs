@@ -65,6 +65,9 @@ impl Api {
                 return Err(ApiError::invalid(res, &name, &[err]));
             }
         }
+        if let Some(manager) = &opts.field_manager {
+            crate::managed::record_update(&mut obj, None, manager, &res.api_version(), crate::managed::Scope::Main);
+        }
         let name = meta::name(&obj).to_string();
         let mut errs = meta::validate(res, &obj);
         errs.extend(res.strategy.validate(&obj));

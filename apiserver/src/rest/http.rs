@@ -192,7 +192,12 @@ impl Req {
             Some("All") => true,
             Some(other) => return Err(ApiError::bad_request(format!("Invalid dry run value: {other:?}: supported values: \"All\""))),
         };
-        Ok(WriteOptions { dry_run, field_validation: FieldValidation::parse(self.param("fieldValidation"))? })
+        let user_agent = self.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let field_manager = match self.param("fieldManager").filter(|m| !m.is_empty()) {
+            Some(m) => Some(m.to_string()),
+            None => Some(crate::managed::manager_from_user_agent(user_agent)).filter(|m| !m.is_empty()),
+        };
+        Ok(WriteOptions { dry_run, field_validation: FieldValidation::parse(self.param("fieldValidation"))?, field_manager })
     }
 
     fn list_options(&self) -> Result<ListOptions, ApiError> {

@@ -4,7 +4,7 @@
 //! from its strategy. The HTTP adapter (`http.rs`) only parses requests and encodes answers.
 
 mod action;
-mod apply;
+pub(crate) mod apply;
 mod create;
 mod delete;
 pub(crate) mod http;
@@ -46,6 +46,8 @@ impl FieldValidation {
 pub struct WriteOptions {
     pub dry_run: bool,
     pub field_validation: FieldValidation,
+    /// Who is writing, for `metadata.managedFields` (None: not recorded, as for the server's own writes).
+    pub field_manager: Option<String>,
 }
 
 /// The answer of a writing verb.

@@ -191,6 +191,14 @@ impl Api {
             let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
             meta::set(&mut new, "generation", json!(generation));
         }
+        if new.pointer("/metadata/managedFields").is_none() {
+            // A write that does not mention managedFields keeps them (upstream's rule).
+            meta::set(&mut new, "managedFields", current.pointer("/metadata/managedFields").cloned().unwrap_or(Value::Null));
+        }
+        if let Some(manager) = &opts.field_manager {
+            let scope = if sub == Subresource::Status { crate::managed::Scope::Status } else { crate::managed::Scope::Main };
+            crate::managed::record_update(&mut new, Some(current), manager, &res.api_version(), scope);
+        }
         let mut errs = meta::validate(res, &new);
         errs.extend(res.strategy.validate_update(&new, current));
         if !errs.is_empty() {
