@@ -1,5 +1,6 @@
-//! The berth binary: `berth runtime` (the CRI runtime daemon) and `berth images` (a client
-//! for the daemon's image services).
+//! The berth binary: `berth runtime` (the CRI runtime daemon), `berth node` (runtime plus
+//! kubelet), `berth server` (the Kubernetes API over HTTPS) and `berth images`/`berth logs`
+//! (clients of the daemon).
 use anyhow::{bail, Context, Result};
 use berth::config;
 use berth::cri::{images::CriImages, runtime::CriRuntime, server, transfer::TransferService};
@@ -103,6 +104,27 @@ struct NodeArgs {
     minimum_image_ttl_duration: Option<String>,
 }
 
+#[derive(clap::Args, Clone)]
+struct ServerArgs {
+    /// Where the store, the certificates and admin.kubeconfig live.
+    #[arg(long, default_value = "/var/lib/berth/server")]
+    data_dir: PathBuf,
+    /// Address of the HTTPS listener.
+    #[arg(long, default_value = "0.0.0.0:6443")]
+    listen: std::net::SocketAddr,
+    /// etcd members (http://host:port, comma-separated); default: the embedded store.
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// How often watches that allow bookmarks get one.
+    #[arg(long, default_value = "60s", value_parser = parse_seconds)]
+    watch_bookmark_interval: std::time::Duration,
+}
+
+fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
+    let n = s.strip_suffix('s').unwrap_or(s);
+    n.parse::<u64>().map(std::time::Duration::from_secs).map_err(|_| format!("{s:?} is not a number of seconds like 60s"))
+}
+
 // Parsed once at start-up: the size of the largest variant does not matter.
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
@@ -134,6 +156,12 @@ enum Command {
         dirs: Dirs,
         #[command(flatten)]
         opts: client::LogsArgs,
+    },
+    /// Serve the Kubernetes API over HTTPS from the cluster store; writes a CA, a serving
+    /// certificate and admin.kubeconfig into the data dir on first start.
+    Server {
+        #[command(flatten)]
+        args: ServerArgs,
     },
     /// Manage images through a running daemon.
     Images {
@@ -180,6 +208,7 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Runtime { dirs, flags } => rt.block_on(run_runtime(file.resolve(dirs.data_dir, dirs.run_dir), flags, None, notifier)),
         Command::Node { dirs, flags, node } => rt.block_on(run_runtime(file.resolve(dirs.data_dir, dirs.run_dir), flags, Some(node), notifier)),
+        Command::Server { args } => rt.block_on(run_server(args)),
         Command::Logs { socket, dirs, opts } => {
             let cfg = file.resolve(dirs.data_dir, dirs.run_dir);
             let socket = socket.unwrap_or_else(|| cfg.socket());
@@ -269,6 +298,19 @@ async fn run_runtime(mut cfg: config::Config, flags: RuntimeFlags, node: Option<
     if let Some(t) = node_task {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
     }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The control plane: the Kubernetes API over the cluster store.
+async fn run_server(args: ServerArgs) -> Result<()> {
+    let opts = berth_apiserver::ServerOptions {
+        data_dir: args.data_dir,
+        listen: args.listen,
+        etcd_endpoints: args.etcd_endpoints,
+        bookmark_interval: args.watch_bookmark_interval,
+    };
+    berth_apiserver::run(opts, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint, Uri};
 
+pub mod apiserver;
 pub mod containerd;
 pub mod cri_json;
 pub mod kubelet;

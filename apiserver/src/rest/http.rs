@@ -1,0 +1,398 @@
+//! The HTTP adapter: parses a request (API path, query, headers, body), calls the verb on
+//! [`Api`], and encodes the answer (object, list, Table, watch stream, Status). Everything a
+//! Kubernetes client sends comes through [`router`], over TLS or in-process.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde_json::{json, Value};
+use tracing::Instrument;
+
+use super::delete::DeleteOptions;
+use super::read::ListMeta;
+use super::watch::WatchRequest;
+use super::{FieldValidation, ListOptions, Subresource, WriteOptions, Written};
+use crate::api::Api;
+use crate::content::{self, json_response};
+use crate::patch::PatchType;
+use crate::resources::Resource;
+use crate::status::ApiError;
+use crate::table::{self, IncludeObject};
+use crate::{discovery, openapi, User};
+
+/// The largest request body accepted (etcd's request limit plus room).
+const MAX_BODY: usize = 3 * 1024 * 1024;
+/// How long a watch lasts when the client does not say (upstream: 30 to 60 minutes).
+const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// The router of the whole API. Requests must carry an authenticated [`User`] extension
+/// (the TLS listener adds it from the client certificate; in-process callers add their own).
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new().fallback(dispatch).with_state(api)
+}
+
+/// The router for an in-process caller (controllers, scheduler, the local node agent): the
+/// same door as HTTPS, every request made as `user`, no TCP.
+pub fn in_process(api: Arc<Api>, user: User) -> Router {
+    router(api).layer(axum::Extension(user))
+}
+
+async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
+    let span = tracing::debug_span!("request", method = %req.method(), path = %req.uri().path());
+    match serve(api, req).instrument(span).await {
+        Ok(r) => r,
+        Err(e) => {
+            if e.code >= 500 {
+                tracing::warn!(code = e.code, message = %e.message, "request failed");
+            }
+            e.into_response()
+        }
+    }
+}
+
+type Params = HashMap<String, String>;
+
+fn text(code: StatusCode, body: &'static str) -> Response {
+    (code, [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))], body).into_response()
+}
+
+async fn serve(api: Arc<Api>, req: Request) -> Result<Response, ApiError> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    if ["/healthz", "/livez", "/readyz"].iter().any(|p| path == *p || path.starts_with(&format!("{p}/"))) {
+        return Ok(text(StatusCode::OK, "ok"));
+    }
+    if req.extensions().get::<User>().is_none() {
+        return Err(ApiError::unauthorized());
+    }
+    let params: Params = Query::<Params>::try_from_uri(req.uri()).map(|q| q.0).unwrap_or_default();
+    let headers = req.headers().clone();
+    let method = req.method().clone();
+    let aggregated = content::wants_aggregated(&headers);
+    let reg = api.registry();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let ok = |v: Value| Ok(json_response(StatusCode::OK, &v));
+    match segs.as_slice() {
+        ["version"] => return ok(discovery::version()),
+        ["api"] => {
+            return match aggregated {
+                Some(v) => Ok(aggregated_response(discovery::aggregated(reg, true, v), v)),
+                None => ok(discovery::api_versions(&api.config.advertise_address)),
+            }
+        }
+        ["apis"] => {
+            return match aggregated {
+                Some(v) => Ok(aggregated_response(discovery::aggregated(reg, false, v), v)),
+                None => ok(discovery::api_group_list(reg)),
+            }
+        }
+        ["api", v] => return discovery::resource_list(reg, "", v).map_or(Err(ApiError::path_not_found()), ok),
+        ["apis", g] => return discovery::api_group(reg, g).map_or(Err(ApiError::path_not_found()), ok),
+        ["apis", g, v] => return discovery::resource_list(reg, g, v).map_or(Err(ApiError::path_not_found()), ok),
+        ["openapi", "v2"] => return Ok(openapi::v2()),
+        ["openapi", "v3"] => return ok(openapi::index(reg)),
+        ["openapi", "v3", rest @ ..] => return openapi::group_version(reg, &rest.join("/")).map_or(Err(ApiError::path_not_found()), |d| ok((*d).clone())),
+        _ => {}
+    }
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Err(ApiError::path_not_found()),
+    };
+    let (ns, rest) = match rest {
+        ["namespaces", ns, tail @ ..] if !(tail.is_empty() || tail.len() == 1 && matches!(tail[0], "status" | "finalize")) => (Some(ns.to_string()), tail),
+        other => (None, other),
+    };
+    let (plural, name, sub) = match rest {
+        [p] => (*p, None, None),
+        [p, n] => (*p, Some(n.to_string()), None),
+        [p, n, s] => (*p, Some(n.to_string()), Some(*s)),
+        _ => return Err(ApiError::path_not_found()),
+    };
+    let res = reg.lookup(group, version, plural).cloned().ok_or_else(ApiError::path_not_found)?;
+    if ns.is_some() && !res.namespaced {
+        return Err(ApiError::path_not_found());
+    }
+    let sub = match sub {
+        None => Subresource::Main,
+        Some("status") if res.status => Subresource::Status,
+        Some("scale") if res.scale.is_some() => Subresource::Scale,
+        Some(a) => match res.actions.iter().find(|x| x.name == a) {
+            Some(x) => Subresource::Action(x.name),
+            None => return Err(ApiError::path_not_found()),
+        },
+    };
+    let body = axum::body::to_bytes(req.into_body(), MAX_BODY).await.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+    let req = Req { api, res, ns, params, headers };
+    if let Subresource::Action(action) = sub {
+        return match (method, name) {
+            (Method::POST, Some(name)) => req.act(&name, action, &body).await,
+            (m, _) => Err(ApiError::method_not_allowed(m.as_str())),
+        };
+    }
+    match (method, name) {
+        (Method::GET, None) if flag(&req.params, "watch") => req.watch(),
+        (Method::GET, None) => req.list().await,
+        (Method::GET, Some(name)) => req.get(&name, sub).await,
+        (Method::POST, None) => req.create(&body).await,
+        (Method::PUT, Some(name)) => req.update(&name, sub, &body).await,
+        (Method::PATCH, Some(name)) => req.patch(&name, sub, &body).await,
+        (Method::DELETE, Some(name)) if sub == Subresource::Main => req.delete(&name, &body).await,
+        (Method::DELETE, None) => req.delete_collection(&body).await,
+        (m, _) => Err(ApiError::method_not_allowed(m.as_str())),
+    }
+}
+
+fn flag(params: &Params, key: &str) -> bool {
+    params.get(key).is_some_and(|v| v == "true" || v == "1")
+}
+
+fn aggregated_response(body: Value, version: &str) -> Response {
+    let ct = format!("application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList");
+    let mut r = json_response(StatusCode::OK, &body);
+    if let Ok(v) = HeaderValue::from_str(&ct) {
+        r.headers_mut().insert(header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+/// One parsed resource request.
+struct Req {
+    api: Arc<Api>,
+    res: Arc<Resource>,
+    ns: Option<String>,
+    params: Params,
+    headers: HeaderMap,
+}
+
+impl Req {
+    fn ns(&self) -> Option<&str> {
+        self.ns.as_deref()
+    }
+
+    fn param(&self, k: &str) -> Option<&str> {
+        self.params.get(k).map(String::as_str)
+    }
+
+    fn table(&self) -> Result<Option<IncludeObject>, ApiError> {
+        if content::wants_table(&self.headers) {
+            IncludeObject::parse(self.param("includeObject")).map(Some).map_err(ApiError::bad_request)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn write_options(&self) -> Result<WriteOptions, ApiError> {
+        let dry_run = match self.param("dryRun") {
+            None | Some("") => false,
+            Some("All") => true,
+            Some(other) => return Err(ApiError::bad_request(format!("Invalid dry run value: {other:?}: supported values: \"All\""))),
+        };
+        let user_agent = self.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let field_manager = match self.param("fieldManager").filter(|m| !m.is_empty()) {
+            Some(m) => Some(m.to_string()),
+            None => Some(crate::managed::manager_from_user_agent(user_agent)).filter(|m| !m.is_empty()),
+        };
+        Ok(WriteOptions { dry_run, field_validation: FieldValidation::parse(self.param("fieldValidation"))?, field_manager })
+    }
+
+    fn list_options(&self) -> Result<ListOptions, ApiError> {
+        let mut opts = ListOptions::new(&self.res, self.param("labelSelector"), self.param("fieldSelector"))?;
+        opts.limit = match self.param("limit") {
+            None | Some("") | Some("0") => None,
+            Some(l) => Some(l.parse::<usize>().map_err(|_| ApiError::bad_request(format!("invalid limit: {l:?}")))?),
+        };
+        opts.continue_token = self.param("continue").filter(|c| !c.is_empty()).map(String::from);
+        opts.resource_version = self.param("resourceVersion").filter(|c| !c.is_empty()).map(String::from);
+        if opts.continue_token.is_some() && opts.resource_version.as_deref().is_some_and(|rv| rv != "0") {
+            return Err(ApiError::bad_request("specifying resource version is not allowed when using continue"));
+        }
+        Ok(opts)
+    }
+
+    /// An object answer (Table when asked for).
+    fn object(&self, code: StatusCode, obj: &Value, warnings: &[String]) -> Result<Response, ApiError> {
+        let mut r = match self.table()? {
+            Some(include) => {
+                let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
+                json_response(code, &table::table(&self.res, std::slice::from_ref(obj), json!({"resourceVersion": rv}), include, true))
+            }
+            None => json_response(code, obj),
+        };
+        for w in warnings {
+            if let Ok(v) = HeaderValue::from_str(&format!("299 - {}", serde_json::Value::String(w.clone()))) {
+                r.headers_mut().append(header::WARNING, v);
+            }
+        }
+        Ok(r)
+    }
+
+    fn list_answer(&self, items: Vec<Value>, meta: ListMeta) -> Result<Response, ApiError> {
+        let mut m = json!({"resourceVersion": meta.resource_version.to_string()});
+        if let Some(c) = meta.continue_token {
+            m["continue"] = json!(c);
+        }
+        if let Some(n) = meta.remaining {
+            m["remainingItemCount"] = json!(n);
+        }
+        if let Some(include) = self.table()? {
+            return Ok(json_response(StatusCode::OK, &table::table(&self.res, &items, m, include, true)));
+        }
+        let items: Vec<Value> = items
+            .into_iter()
+            .map(|mut o| {
+                if let Some(map) = o.as_object_mut() {
+                    map.remove("kind");
+                    map.remove("apiVersion");
+                }
+                o
+            })
+            .collect();
+        let list = json!({"kind": format!("{}List", self.res.kind), "apiVersion": self.res.api_version(), "metadata": m, "items": items});
+        Ok(json_response(StatusCode::OK, &list))
+    }
+
+    async fn get(&self, name: &str, sub: Subresource) -> Result<Response, ApiError> {
+        let obj = self.api.get(&self.res, self.ns(), name, self.param("resourceVersion")).await?;
+        if sub == Subresource::Scale {
+            let scale = self.api.scale_of(&self.res, &obj)?;
+            return Ok(match self.table()? {
+                Some(include) => json_response(StatusCode::OK, &table::scale_table(&scale, include)),
+                None => json_response(StatusCode::OK, &scale),
+            });
+        }
+        self.object(StatusCode::OK, &obj, &[])
+    }
+
+    async fn list(&self) -> Result<Response, ApiError> {
+        let opts = self.list_options()?;
+        let (items, meta) = self.api.list(&self.res, self.ns(), &opts).await?;
+        self.list_answer(items, meta)
+    }
+
+    fn watch(&self) -> Result<Response, ApiError> {
+        let list = self.list_options()?;
+        let from = match self.param("resourceVersion") {
+            None | Some("") | Some("0") => None,
+            Some(rv) => Some(rv.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid resource version: {rv:?}")))?),
+        };
+        let timeout = match self.param("timeoutSeconds") {
+            Some(t) => Duration::from_secs(t.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {t:?}")))?),
+            None => DEFAULT_WATCH_TIMEOUT,
+        };
+        let req = WatchRequest {
+            res: self.res.clone(),
+            namespace: self.ns.clone(),
+            list,
+            from,
+            bookmarks: flag(&self.params, "allowWatchBookmarks"),
+            timeout,
+            table: self.table()?,
+        };
+        let body = self.api.watch_body(req)?;
+        Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json")), (header::CACHE_CONTROL, HeaderValue::from_static("no-cache"))],
+            body,
+        )
+            .into_response())
+    }
+
+    async fn act(&self, name: &str, action: &str, body: &[u8]) -> Result<Response, ApiError> {
+        let body = content::decode_body(&self.headers, body)?;
+        let status = self.api.act(&self.res, self.ns(), name, action, &body).await?;
+        Ok(json_response(StatusCode::CREATED, &status))
+    }
+
+    async fn create(&self, body: &[u8]) -> Result<Response, ApiError> {
+        let obj = content::decode_body(&self.headers, body)?;
+        let w = self.api.create(&self.res, self.ns(), obj, &self.write_options()?).await?;
+        self.written(w)
+    }
+
+    fn written(&self, w: Written) -> Result<Response, ApiError> {
+        let code = if w.created { StatusCode::CREATED } else { StatusCode::OK };
+        self.object(code, &w.object, &w.warnings)
+    }
+
+    async fn update(&self, name: &str, sub: Subresource, body: &[u8]) -> Result<Response, ApiError> {
+        let obj = content::decode_body(&self.headers, body)?;
+        let w = self.api.update(&self.res, self.ns(), name, obj, sub, &self.write_options()?).await?;
+        self.sub_written(w, sub)
+    }
+
+    fn sub_written(&self, w: Written, sub: Subresource) -> Result<Response, ApiError> {
+        if sub == Subresource::Scale {
+            return Ok(json_response(StatusCode::OK, &self.api.scale_of(&self.res, &w.object)?));
+        }
+        self.written(w)
+    }
+
+    async fn patch(&self, name: &str, sub: Subresource, body: &[u8]) -> Result<Response, ApiError> {
+        let ct = content::content_type(&self.headers);
+        if ct.split(';').next().unwrap_or("").trim() == "application/apply-patch+yaml" {
+            let applied = content::decode_body(&self.headers, body)?;
+            let manager = self.param("fieldManager").unwrap_or("");
+            let force = flag(&self.params, "force");
+            let w = self.api.apply(&self.res, self.ns(), name, &applied, manager, force, sub, &self.write_options()?).await?;
+            return self.sub_written(w, sub);
+        }
+        let Some(kind) = PatchType::from_content_type(&ct) else {
+            return Err(ApiError::unsupported_media_type(&ct));
+        };
+        let patch = content::decode_body(&self.headers, body)?;
+        let w = self.api.patch(&self.res, self.ns(), name, kind, &patch, sub, &self.write_options()?).await?;
+        self.sub_written(w, sub)
+    }
+
+    fn delete_options(&self, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+        let mut opts: DeleteOptions = if body.iter().all(u8::is_ascii_whitespace) {
+            DeleteOptions::default()
+        } else {
+            let v = content::decode_body(&self.headers, body)?;
+            serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+        };
+        if let Some(g) = self.param("gracePeriodSeconds") {
+            opts.grace_period_seconds = Some(g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g:?}")))?);
+        }
+        if let Some(p) = self.param("propagationPolicy") {
+            opts.propagation_policy = Some(p.to_string());
+        }
+        if self.param("dryRun") == Some("All") {
+            opts.dry_run = Some(vec!["All".into()]);
+        }
+        Ok(opts)
+    }
+
+    async fn delete(&self, name: &str, body: &[u8]) -> Result<Response, ApiError> {
+        let opts = self.delete_options(body)?;
+        let obj = self.api.delete(&self.res, self.ns(), name, &opts).await?;
+        let pending = obj.pointer("/metadata/deletionTimestamp").is_some() && opts.dry_run.is_none();
+        if pending {
+            return Ok(json_response(StatusCode::ACCEPTED, &obj));
+        }
+        if self.res.return_deleted {
+            return Ok(json_response(StatusCode::OK, &obj));
+        }
+        let mut details = json!({"name": name, "kind": self.res.plural, "uid": obj.pointer("/metadata/uid").cloned().unwrap_or(json!(""))});
+        if !self.res.group.is_empty() {
+            details["group"] = json!(self.res.group);
+        }
+        Ok(json_response(StatusCode::OK, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})))
+    }
+
+    async fn delete_collection(&self, body: &[u8]) -> Result<Response, ApiError> {
+        if !self.res.verbs.contains(&"deletecollection") {
+            return Err(ApiError::method_not_allowed("deletecollection"));
+        }
+        let opts = self.delete_options(body)?;
+        let list = self.list_options()?;
+        let items = self.api.delete_collection(&self.res, self.ns(), &list, &opts).await?;
+        let rv = self.api.store.current_revision().await.map_err(|e| ApiError::unavailable(e.to_string()))?;
+        self.list_answer(items, ListMeta { resource_version: rv, ..Default::default() })
+    }
+}

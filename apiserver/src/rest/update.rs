@@ -1,0 +1,261 @@
+//! update, patch and the status and scale subresources: one guaranteed-update loop (read the
+//! current object, compute the new one, compare-and-swap on its mod revision, retry when a
+//! concurrent writer won and the caller gave no resourceVersion, 409 when it did). Update keeps
+//! what the server owns (uid, creationTimestamp, the status of kinds with a status subresource),
+//! bumps generation only when the spec changed, and does not write when nothing changed.
+
+use std::sync::Arc;
+
+use berth_store::StoreError;
+use serde_json::{json, Value};
+
+use super::{admit_body, store_error, to_bytes, WriteOptions, Written};
+use crate::api::Api;
+use crate::cache::decode_kv;
+use crate::meta;
+use crate::patch::{self, PatchType};
+use crate::resources::Resource;
+use crate::status::{ApiError, FieldError};
+
+/// Which part of an object a write addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subresource {
+    Main,
+    Status,
+    Scale,
+    /// A POST-only subresource (pods/binding).
+    Action(&'static str),
+}
+
+const SERVER_OWNED: &[&str] = &["name", "namespace", "uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds"];
+
+/// Everything but metadata and status: what generation counts.
+fn spec_part(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.as_object_mut() {
+        for k in ["metadata", "status", "apiVersion", "kind"] {
+            m.remove(k);
+        }
+    }
+    o
+}
+
+fn without_rv(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    meta::set(&mut o, "resourceVersion", Value::Null);
+    o
+}
+
+impl Api {
+    /// Replaces the object `name` with `obj` (PUT).
+    pub async fn update(
+        &self,
+        res: &Arc<Resource>,
+        ns: Option<&str>,
+        name: &str,
+        obj: Value,
+        sub: Subresource,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        if sub == Subresource::Scale {
+            return self.guaranteed_update(res, ns, name, Subresource::Main, opts, |current| self.apply_scale(res, current, &obj)).await;
+        }
+        self.guaranteed_update(res, ns, name, sub, opts, |_| Ok(obj.clone())).await
+    }
+
+    /// Applies a patch of type `kind` to the object `name`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn patch(
+        &self,
+        res: &Arc<Resource>,
+        ns: Option<&str>,
+        name: &str,
+        kind: PatchType,
+        body: &Value,
+        sub: Subresource,
+        opts: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        let write_sub = if sub == Subresource::Scale { Subresource::Main } else { sub };
+        self.guaranteed_update(res, ns, name, write_sub, opts, |current| {
+            let view = if sub == Subresource::Scale { self.scale_of(res, current)? } else { without_rv(current) };
+            let patched = patch::apply(kind, &view, body).map_err(|e| ApiError { code: 422, reason: "Invalid", message: e, details: None })?;
+            if sub == Subresource::Scale {
+                self.apply_scale(res, current, &patched)
+            } else {
+                Ok(patched)
+            }
+        })
+        .await
+    }
+
+    /// The read-modify-write loop every update goes through.
+    pub(crate) async fn guaranteed_update(
+        &self,
+        res: &Arc<Resource>,
+        ns: Option<&str>,
+        name: &str,
+        sub: Subresource,
+        opts: &WriteOptions,
+        compute: impl Fn(&Value) -> Result<Value, ApiError>,
+    ) -> Result<Written, ApiError> {
+        let key = res.key(&self.store_prefix, ns, name);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let kv = self.store.get(&key, None).await.map_err(|e| store_error(res, name, e))?.ok_or_else(|| ApiError::not_found(res, name))?;
+            let current = decode_kv(&kv).map_err(ApiError::internal)?;
+            let input = compute(&current)?;
+            let precondition = super::parse_rv(meta::get(&input, "resourceVersion"))?;
+            if precondition.is_some_and(|rv| rv != kv.mod_revision) {
+                return Err(ApiError::conflict(res, name));
+            }
+            let (mut new, warnings) = self.prepare_update(res, ns, name, &current, input, sub, opts)?;
+            if without_rv(&new) == without_rv(&current) {
+                return Ok(Written { object: current, warnings, created: false });
+            }
+            if opts.dry_run {
+                return Ok(Written { object: new, warnings, created: false });
+            }
+            let finalized =
+                meta::get(&new, "deletionTimestamp").is_some() && new.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty());
+            let result = if finalized {
+                self.store.delete(&key, Some(kv.mod_revision)).await.map(|d| d.revision)
+            } else {
+                self.store.update(&key, to_bytes(&new)?, kv.mod_revision, res.ttl).await.map(|kv| kv.mod_revision)
+            };
+            match result {
+                Ok(rev) => {
+                    meta::set(&mut new, "resourceVersion", json!(rev.to_string()));
+                    return Ok(Written { object: new, warnings, created: false });
+                }
+                Err(StoreError::Conflict { .. }) if precondition.is_none() && attempt < 16 => continue,
+                Err(e) => return Err(store_error(res, name, e)),
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn prepare_update(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        name: &str,
+        current: &Value,
+        input: Value,
+        sub: Subresource,
+        opts: &WriteOptions,
+    ) -> Result<(Value, Vec<String>), ApiError> {
+        let (mut new, warnings) = admit_body(res, input, opts)?;
+        let body_name = meta::name(&new);
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(format!("the name of the object ({body_name}) does not match the name on the URL ({name})")));
+        }
+        if let (Some(n), Some(ns)) = (meta::get(&new, "namespace").filter(|n| !n.is_empty()), ns.filter(|_| res.namespaced)) {
+            if n != ns {
+                return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+            }
+        }
+        if let (Some(u), Some(cu)) = (meta::get(&new, "uid").filter(|u| !u.is_empty()), meta::get(current, "uid")) {
+            if u != cu {
+                return Err(ApiError::conflict_because(res, name, &format!("Precondition failed: UID in precondition: {u}, UID in object meta: {cu}")));
+            }
+        }
+        for field in SERVER_OWNED {
+            meta::set(&mut new, field, current.pointer(&format!("/metadata/{field}")).cloned().unwrap_or(Value::Null));
+        }
+        match sub {
+            Subresource::Status => {
+                let status = new.get("status").cloned();
+                let rv = meta::get(&new, "resourceVersion").map(String::from);
+                new = current.clone();
+                match status {
+                    Some(s) => new["status"] = s,
+                    None => {
+                        new.as_object_mut().map(|m| m.remove("status"));
+                    }
+                }
+                meta::set(&mut new, "resourceVersion", rv.map(Value::from).unwrap_or(Value::Null));
+            }
+            Subresource::Main | Subresource::Scale if res.status => match current.get("status") {
+                Some(s) => new["status"] = s.clone(),
+                None => {
+                    new.as_object_mut().map(|m| m.remove("status"));
+                }
+            },
+            _ => {}
+        }
+        let internal = |e: String| ApiError::internal(e);
+        res.strategy.prepare_for_update(&mut new, current).map_err(internal)?;
+        res.strategy.default(&mut new).map_err(internal)?;
+        if res.strategy.tracks_generation() && spec_part(&new) != spec_part(current) {
+            let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+            meta::set(&mut new, "generation", json!(generation));
+        }
+        if new.pointer("/metadata/managedFields").is_none() {
+            // A write that does not mention managedFields keeps them (upstream's rule).
+            meta::set(&mut new, "managedFields", current.pointer("/metadata/managedFields").cloned().unwrap_or(Value::Null));
+        }
+        if let Some(manager) = &opts.field_manager {
+            let scope = if sub == Subresource::Status { crate::managed::Scope::Status } else { crate::managed::Scope::Main };
+            crate::managed::record_update(&mut new, Some(current), manager, &res.api_version(), scope);
+        }
+        let mut errs = meta::validate(res, &new);
+        errs.extend(res.strategy.validate_update(&new, current));
+        if !errs.is_empty() {
+            return Err(ApiError::invalid(res, name, &errs));
+        }
+        Ok((new, warnings))
+    }
+
+    /// The autoscaling/v1 Scale of an object with a scale subresource.
+    pub(crate) fn scale_of(&self, res: &Resource, obj: &Value) -> Result<Value, ApiError> {
+        let spec = res.scale.ok_or_else(ApiError::path_not_found)?;
+        let selector = match obj.pointer(spec.selector) {
+            Some(s) => serde_json::from_value(s.clone()).map(|s| crate::selector::format_label_selector(&s)).unwrap_or_default(),
+            None => String::new(),
+        };
+        let selector = if selector == "<none>" { String::new() } else { selector };
+        let m = obj.get("metadata").cloned().unwrap_or(json!({}));
+        let mut metadata = json!({});
+        for k in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
+            if let Some(v) = m.get(k) {
+                metadata[k] = v.clone();
+            }
+        }
+        Ok(json!({
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": metadata,
+            "spec": {"replicas": obj.pointer(spec.spec_replicas).cloned().unwrap_or(json!(0))},
+            "status": {"replicas": obj.pointer(spec.status_replicas).cloned().unwrap_or(json!(0)), "selector": selector},
+        }))
+    }
+
+    /// The object `current` with the replicas of `scale` (a Scale body), keeping its precondition.
+    fn apply_scale(&self, res: &Resource, current: &Value, scale: &Value) -> Result<Value, ApiError> {
+        let spec = res.scale.ok_or_else(ApiError::path_not_found)?;
+        let name = meta::name(current).to_string();
+        let replicas = scale.pointer("/spec/replicas").cloned().unwrap_or(json!(0));
+        match replicas.as_i64() {
+            Some(r) if r >= 0 => {}
+            _ => {
+                return Err(ApiError::invalid_kind(
+                    "Scale",
+                    "autoscaling",
+                    &name,
+                    &[FieldError::invalid("spec.replicas", replicas, "must be greater than or equal to 0")],
+                ))
+            }
+        }
+        let mut new = without_rv(current);
+        if let Some(slot) = new.pointer_mut(spec.spec_replicas) {
+            *slot = replicas;
+        } else if let Some(s) = new.get_mut("spec").and_then(Value::as_object_mut) {
+            s.insert("replicas".into(), replicas);
+        }
+        if let Some(rv) = meta::get(scale, "resourceVersion").filter(|r| !r.is_empty()) {
+            meta::set(&mut new, "resourceVersion", json!(rv));
+        }
+        Ok(new)
+    }
+}

@@ -1,0 +1,146 @@
+//! watch: a stream of JSON lines (`{"type": ..., "object": ...}`) from the resource's watch
+//! cache, starting with the current objects (resourceVersion "" or "0") or with the changes after
+//! a resourceVersion (an ERROR event with a 410 Expired Status when that is too old), filtered by
+//! namespace and selectors (an object that stops matching is sent as DELETED, one that starts
+//! matching as ADDED), with BOOKMARK events when asked for, ending after timeoutSeconds.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, mpsc};
+use tracing::Instrument;
+
+use super::ListOptions;
+use crate::api::Api;
+use crate::cache::{CacheEvent, EventType};
+use crate::resources::Resource;
+use crate::table::{self, IncludeObject};
+
+/// What a watch request asks for.
+pub struct WatchRequest {
+    pub res: Arc<Resource>,
+    pub namespace: Option<String>,
+    pub list: ListOptions,
+    pub from: Option<i64>,
+    pub bookmarks: bool,
+    pub timeout: Duration,
+    /// Send Tables (kubectl get -w) with rows carrying this much of the object.
+    pub table: Option<IncludeObject>,
+}
+
+struct Encoder {
+    res: Arc<Resource>,
+    table: Option<IncludeObject>,
+    first: bool,
+}
+
+impl Encoder {
+    fn line(&mut self, kind: &str, obj: &Value) -> Bytes {
+        let object = match self.table {
+            Some(include) if kind != "BOOKMARK" && kind != "ERROR" => {
+                let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
+                let t = table::table(&self.res, std::slice::from_ref(obj), json!({"resourceVersion": rv}), include, self.first);
+                self.first = false;
+                t
+            }
+            _ => {
+                let mut o = obj.clone();
+                if kind != "ERROR" {
+                    o["kind"] = json!(self.res.kind);
+                    o["apiVersion"] = json!(self.res.api_version());
+                }
+                o
+            }
+        };
+        let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+        line.push(b'\n');
+        Bytes::from(line)
+    }
+}
+
+/// The event to send for a cache event, after selectors (None: nothing to send).
+fn selected(req: &WatchRequest, prefix: &str, ev: &CacheEvent) -> Option<&'static str> {
+    if !ev.key.starts_with(prefix) {
+        return None;
+    }
+    let now = req.list.matches(&req.res, &ev.object);
+    let before = ev.prev.as_ref().is_some_and(|p| req.list.matches(&req.res, p));
+    match ev.kind {
+        EventType::Added => now.then_some("ADDED"),
+        EventType::Deleted => now.then_some("DELETED"),
+        EventType::Modified => match (before, now) {
+            (true, true) => Some("MODIFIED"),
+            (false, true) => Some("ADDED"),
+            (true, false) => Some("DELETED"),
+            (false, false) => None,
+        },
+    }
+}
+
+impl Api {
+    /// The body of a watch response.
+    pub(crate) fn watch_body(self: &Arc<Self>, req: WatchRequest) -> Result<Body, crate::status::ApiError> {
+        let cache = self.cache(&req.res)?.clone();
+        let prefix = req.res.list_prefix(&self.store_prefix, req.namespace.as_deref());
+        let (tx, rx) = mpsc::channel::<Bytes>(64);
+        let mut enc = Encoder { res: req.res.clone(), table: req.table, first: true };
+        let subscription = cache.subscribe(req.from, &prefix);
+        let interval = self.config.bookmark_interval;
+        let span = tracing::debug_span!("watch", resource = %req.res.qualified(), namespace = ?req.namespace);
+        tokio::spawn(
+            async move {
+                let mut sub = match subscription {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = tx.send(enc.line("ERROR", &e.status())).await;
+                        return;
+                    }
+                };
+                let mut last_rv = sub.after;
+                for ev in std::mem::take(&mut sub.initial) {
+                    if let Some(kind) = selected(&req, &prefix, &ev) {
+                        if tx.send(enc.line(kind, &ev.object)).await.is_err() {
+                            return;
+                        }
+                    }
+                    last_rv = last_rv.max(ev.revision);
+                }
+                let deadline = tokio::time::sleep(req.timeout);
+                tokio::pin!(deadline);
+                let mut bookmarks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+                loop {
+                    tokio::select! {
+                        _ = &mut deadline => return,
+                        _ = tx.closed() => return,
+                        _ = bookmarks.tick(), if req.bookmarks => {
+                            last_rv = last_rv.max(cache.revision());
+                            let bookmark = json!({"metadata": {"resourceVersion": last_rv.to_string()}});
+                            if tx.send(enc.line("BOOKMARK", &bookmark)).await.is_err() {
+                                return;
+                            }
+                        }
+                        ev = sub.live.recv() => match ev {
+                            Ok(ev) if ev.revision <= sub.after => {}
+                            Ok(ev) => {
+                                last_rv = last_rv.max(ev.revision);
+                                if let Some(kind) = selected(&req, &prefix, &ev) {
+                                    if tx.send(enc.line(kind, &ev.object)).await.is_err() {
+                                        return;
+                                    }
+                                }
+                            }
+                            Err(broadcast::error::RecvError::Lagged(_)) | Err(broadcast::error::RecvError::Closed) => return,
+                        }
+                    }
+                }
+            }
+            .instrument(span),
+        );
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (Ok::<Bytes, Infallible>(b), rx)) });
+        Ok(Body::from_stream(stream))
+    }
+}

@@ -1,0 +1,308 @@
+//! Strategies: what differs between kinds — defaulting, validation, what create and update may
+//! set, generation tracking, Table columns and selectable fields. Each kind implements the typed
+//! [`Kind`] trait on its k8s-openapi type in its own file; [`Typed`] adapts it to the object-safe
+//! [`Strategy`] the generic REST layer calls with JSON values. This module also holds the table of
+//! built-in resources ([`builtin_resources`]).
+
+mod configmap;
+mod deployment;
+mod event;
+mod namespace;
+mod node;
+pub(crate) mod pod;
+mod secret;
+mod service;
+mod serviceaccount;
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::resources::{Action, Resource, ScaleSpec, ALL_VERBS, NAMESPACE_VERBS};
+use crate::status::FieldError;
+
+/// One Table column as upstream's printers define it.
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    pub name: &'static str,
+    pub kind: &'static str,
+    pub format: &'static str,
+    pub description: &'static str,
+    /// 0: shown by `kubectl get`; 1: only with `-o wide`.
+    pub priority: u8,
+}
+
+/// A column shown by default.
+pub const fn col(name: &'static str, kind: &'static str, description: &'static str) -> Column {
+    Column { name, kind, format: "", description, priority: 0 }
+}
+
+/// A column shown only with `-o wide`.
+pub const fn wide(name: &'static str, kind: &'static str, description: &'static str) -> Column {
+    Column { name, kind, format: "", description, priority: 1 }
+}
+
+/// The `Name` column (format "name").
+pub const NAME_COLUMN: Column = Column {
+    name: "Name",
+    kind: "string",
+    format: "name",
+    description: "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names",
+    priority: 0,
+};
+
+/// The `Age` column.
+pub const AGE_COLUMN: Column = col(
+    "Age",
+    "string",
+    "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata",
+);
+
+/// What an action (a POST-only subresource) does to its object.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Store the changed object (spec and status as the action left them).
+    Replace,
+    /// Delete the object (with the usual graceful deletion).
+    Delete,
+}
+
+/// Why an action was refused.
+#[derive(Debug)]
+pub enum Refusal {
+    /// 409: the object's state does not allow it.
+    Conflict(String),
+    /// 422: the request body is invalid.
+    Invalid(Vec<FieldError>),
+}
+
+/// What a kind adds to the generic verbs, on its Rust type.
+pub trait Kind: Send + Sync + 'static {
+    type Object: Serialize + DeserializeOwned + Send + Default + schemars::JsonSchema;
+
+    /// The grammar of the kind's names (`berth_names::dns1123_subdomain` for most kinds).
+    fn name_grammar(&self) -> fn(&str) -> Vec<String> {
+        berth_names::dns1123_subdomain
+    }
+    /// Whether metadata.generation counts spec changes.
+    fn tracks_generation(&self) -> bool {
+        false
+    }
+    /// Fills the defaults upstream's defaulting functions fill.
+    fn default(&self, _obj: &mut Self::Object) {}
+    /// Resets what a client may not set on create (status).
+    fn prepare_for_create(&self, _obj: &mut Self::Object) {}
+    /// Carries over what an update may not clear (a service's allocated cluster IP).
+    fn prepare_for_update(&self, _new: &mut Self::Object, _old: &Self::Object) {}
+    fn validate(&self, _obj: &Self::Object) -> Vec<FieldError> {
+        vec![]
+    }
+    fn validate_update(&self, new: &Self::Object, _old: &Self::Object) -> Vec<FieldError> {
+        self.validate(new)
+    }
+    /// All Table columns, Name included (empty: the default table).
+    fn columns(&self) -> Vec<Column> {
+        vec![]
+    }
+    /// The cells of [`Kind::columns`].
+    fn cells(&self, _obj: &Self::Object, _now: Timestamp) -> Vec<Value> {
+        vec![]
+    }
+    /// Field-selectable fields besides metadata.name and metadata.namespace.
+    fn fields(&self, _obj: &Self::Object) -> Vec<(&'static str, String)> {
+        vec![]
+    }
+    /// Carries out the action `action` (a POST-only subresource) with request `body` on `obj`.
+    fn act(&self, action: &str, _obj: &mut Self::Object, _body: &Value) -> Result<Outcome, Refusal> {
+        Err(Refusal::Conflict(format!("{action} is not supported")))
+    }
+    /// Values no two objects of the kind may share (a service's cluster IP, its node ports), by
+    /// the field that holds them. Create checks them against the watch cache: a value the server
+    /// allocated is allocated again, one the client chose is refused.
+    fn unique_values(&self, _obj: &Self::Object) -> Vec<(String, String)> {
+        vec![]
+    }
+}
+
+/// The object-safe strategy the generic layer calls, on JSON objects.
+pub trait Strategy: Send + Sync {
+    /// Decodes into the kind's type and back: wrong types fail, unknown fields are dropped.
+    fn normalize(&self, obj: &Value) -> Result<Value, String>;
+    fn default(&self, obj: &mut Value) -> Result<(), String>;
+    fn prepare_for_create(&self, obj: &mut Value) -> Result<(), String>;
+    fn prepare_for_update(&self, new: &mut Value, old: &Value) -> Result<(), String>;
+    fn validate(&self, obj: &Value) -> Vec<FieldError>;
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError>;
+    fn name_grammar(&self) -> fn(&str) -> Vec<String>;
+    fn tracks_generation(&self) -> bool;
+    fn columns(&self) -> Vec<Column>;
+    fn cells(&self, obj: &Value, now: Timestamp) -> Vec<Value>;
+    fn fields(&self, obj: &Value) -> Vec<(&'static str, String)>;
+    /// The names of the kind's selectable fields.
+    fn field_names(&self) -> Vec<&'static str>;
+    fn unique_values(&self, obj: &Value) -> Vec<(String, String)>;
+    /// Carries out an action on `obj` (changed in place when the outcome is Replace).
+    fn act(&self, action: &str, obj: &mut Value, body: &Value) -> Result<Outcome, Refusal>;
+    /// Adds the kind's OpenAPI schema (and those it refers to) to `gen`; the reference to it.
+    fn schema(&self, gen: &mut schemars::SchemaGenerator) -> Value;
+}
+
+/// Adapts a typed [`Kind`] to [`Strategy`].
+pub struct Typed<K>(pub K);
+
+fn decode<T: DeserializeOwned>(obj: &Value) -> Result<T, String> {
+    serde_json::from_value(obj.clone()).map_err(|e| e.to_string())
+}
+
+fn encode<T: Serialize>(obj: &T) -> Result<Value, String> {
+    serde_json::to_value(obj).map_err(|e| e.to_string())
+}
+
+impl<K: Kind> Typed<K> {
+    fn edit(&self, obj: &mut Value, f: impl FnOnce(&mut K::Object)) -> Result<(), String> {
+        let mut typed: K::Object = decode(obj)?;
+        f(&mut typed);
+        *obj = encode(&typed)?;
+        Ok(())
+    }
+}
+
+impl<K: Kind> Strategy for Typed<K> {
+    fn normalize(&self, obj: &Value) -> Result<Value, String> {
+        encode(&decode::<K::Object>(obj)?)
+    }
+    fn default(&self, obj: &mut Value) -> Result<(), String> {
+        self.edit(obj, |o| self.0.default(o))
+    }
+    fn prepare_for_create(&self, obj: &mut Value) -> Result<(), String> {
+        self.edit(obj, |o| self.0.prepare_for_create(o))
+    }
+    fn prepare_for_update(&self, new: &mut Value, old: &Value) -> Result<(), String> {
+        let old: K::Object = decode(old)?;
+        self.edit(new, |n| self.0.prepare_for_update(n, &old))
+    }
+    fn validate(&self, obj: &Value) -> Vec<FieldError> {
+        match decode(obj) {
+            Ok(o) => self.0.validate(&o),
+            Err(e) => vec![FieldError::invalid("", "", e)],
+        }
+    }
+    fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError> {
+        match (decode(new), decode(old)) {
+            (Ok(n), Ok(o)) => self.0.validate_update(&n, &o),
+            (Err(e), _) | (_, Err(e)) => vec![FieldError::invalid("", "", e)],
+        }
+    }
+    fn name_grammar(&self) -> fn(&str) -> Vec<String> {
+        self.0.name_grammar()
+    }
+    fn tracks_generation(&self) -> bool {
+        self.0.tracks_generation()
+    }
+    fn columns(&self) -> Vec<Column> {
+        self.0.columns()
+    }
+    fn cells(&self, obj: &Value, now: Timestamp) -> Vec<Value> {
+        decode(obj).map(|o| self.0.cells(&o, now)).unwrap_or_default()
+    }
+    fn fields(&self, obj: &Value) -> Vec<(&'static str, String)> {
+        decode(obj).map(|o| self.0.fields(&o)).unwrap_or_default()
+    }
+    fn field_names(&self) -> Vec<&'static str> {
+        self.0.fields(&K::Object::default()).into_iter().map(|(k, _)| k).collect()
+    }
+    fn unique_values(&self, obj: &Value) -> Vec<(String, String)> {
+        decode(obj).map(|o| self.0.unique_values(&o)).unwrap_or_default()
+    }
+    fn act(&self, action: &str, obj: &mut Value, body: &Value) -> Result<Outcome, Refusal> {
+        let mut typed: K::Object = decode(obj).map_err(Refusal::Conflict)?;
+        let outcome = self.0.act(action, &mut typed, body)?;
+        *obj = encode(&typed).map_err(Refusal::Conflict)?;
+        Ok(outcome)
+    }
+    fn schema(&self, gen: &mut schemars::SchemaGenerator) -> Value {
+        gen.subschema_for::<K::Object>().to_value()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn resource(
+    group: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    short_names: &'static [&'static str],
+    categories: &'static [&'static str],
+    namespaced: bool,
+    storage: &'static str,
+    status: bool,
+    strategy: Box<dyn Strategy>,
+) -> Resource {
+    Resource {
+        group,
+        version: "v1",
+        kind,
+        plural,
+        singular,
+        short_names,
+        categories,
+        namespaced,
+        verbs: ALL_VERBS,
+        storage,
+        status,
+        scale: None,
+        actions: &[],
+        ttl: None,
+        return_deleted: matches!(plural, "pods" | "services"),
+        strategy,
+    }
+}
+
+/// The built-in kinds, in discovery order (upstream lists resources alphabetically).
+pub fn builtin_resources() -> Vec<Resource> {
+    let mut events = resource("", "Event", "events", "event", &["ev"], &[], true, "events", false, Box::new(Typed(event::Events)));
+    events.ttl = Some(Duration::from_secs(3600));
+    let mut namespaces = resource("", "Namespace", "namespaces", "namespace", &["ns"], &[], false, "namespaces", true, Box::new(Typed(namespace::Namespaces)));
+    namespaces.verbs = NAMESPACE_VERBS;
+    let mut deployments =
+        resource("apps", "Deployment", "deployments", "deployment", &["deploy"], &["all"], true, "deployments", true, Box::new(Typed(deployment::Deployments)));
+    deployments.scale = Some(ScaleSpec { spec_replicas: "/spec/replicas", status_replicas: "/status/replicas", selector: "/spec/selector" });
+    let mut pods = resource("", "Pod", "pods", "pod", &["po"], &["all"], true, "pods", true, Box::new(Typed(pod::Pods)));
+    pods.actions =
+        &[Action { name: "binding", group: "", version: "v1", kind: "Binding" }, Action { name: "eviction", group: "policy", version: "v1", kind: "Eviction" }];
+    vec![
+        resource("", "ConfigMap", "configmaps", "configmap", &["cm"], &[], true, "configmaps", false, Box::new(Typed(configmap::ConfigMaps))),
+        events,
+        namespaces,
+        resource("", "Node", "nodes", "node", &["no"], &[], false, "minions", true, Box::new(Typed(node::Nodes))),
+        pods,
+        resource("", "Secret", "secrets", "secret", &[], &[], true, "secrets", false, Box::new(Typed(secret::Secrets))),
+        resource(
+            "",
+            "ServiceAccount",
+            "serviceaccounts",
+            "serviceaccount",
+            &["sa"],
+            &[],
+            true,
+            "serviceaccounts",
+            false,
+            Box::new(Typed(serviceaccount::ServiceAccounts)),
+        ),
+        resource("", "Service", "services", "service", &["svc"], &["all"], true, "services/specs", true, Box::new(Typed(service::Services))),
+        deployments,
+    ]
+}
+
+/// Field errors of a map of labels (`metadata.labels`, selectors).
+pub fn validate_labels(path: &str, labels: Option<&std::collections::BTreeMap<String, String>>) -> Vec<FieldError> {
+    let mut errs = vec![];
+    for (k, v) in labels.into_iter().flatten() {
+        errs.extend(berth_names::qualified_name(k).into_iter().map(|r| FieldError::invalid(path, k.as_str(), r)));
+        errs.extend(berth_names::label_value(v).into_iter().map(|r| FieldError::invalid(path, v.as_str(), r)));
+    }
+    errs
+}

@@ -1,0 +1,50 @@
+//! Namespaces: DNS-1123 label names, the `kubernetes` finalizer and phase Active on create, the
+//! `kubernetes.io/metadata.name` label upstream keeps equal to the name, Table columns. Deleting
+//! one is handled by the REST layer's namespace finalizer.
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Namespace, NamespaceSpec, NamespaceStatus};
+use serde_json::{json, Value};
+
+use super::{col, Column, Kind, AGE_COLUMN, NAME_COLUMN};
+use crate::table::age;
+
+pub struct Namespaces;
+
+/// The label upstream sets on every namespace to its name.
+pub const NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+impl Kind for Namespaces {
+    type Object = Namespace;
+
+    fn name_grammar(&self) -> fn(&str) -> Vec<String> {
+        berth_names::dns1123_label
+    }
+
+    fn default(&self, ns: &mut Namespace) {
+        if let Some(name) = ns.metadata.name.clone() {
+            ns.metadata.labels.get_or_insert_with(Default::default).insert(NAME_LABEL.into(), name);
+        }
+        let spec = ns.spec.get_or_insert_with(NamespaceSpec::default);
+        spec.finalizers.get_or_insert_with(|| vec!["kubernetes".into()]);
+        ns.status.get_or_insert_with(NamespaceStatus::default).phase.get_or_insert_with(|| "Active".into());
+    }
+
+    fn prepare_for_create(&self, ns: &mut Namespace) {
+        ns.status = Some(NamespaceStatus { phase: Some("Active".into()), ..Default::default() });
+        ns.spec = Some(NamespaceSpec { finalizers: Some(vec!["kubernetes".into()]) });
+    }
+
+    fn columns(&self) -> Vec<Column> {
+        vec![NAME_COLUMN, col("Status", "string", "The status of the namespace"), AGE_COLUMN]
+    }
+
+    fn cells(&self, ns: &Namespace, now: Timestamp) -> Vec<Value> {
+        let phase = ns.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        vec![json!(ns.metadata.name.clone().unwrap_or_default()), json!(phase), json!(age(ns.metadata.creation_timestamp.as_ref(), now))]
+    }
+
+    fn fields(&self, ns: &Namespace) -> Vec<(&'static str, String)> {
+        vec![("status.phase", ns.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default())]
+    }
+}

@@ -1,0 +1,141 @@
+//! Harness for the apiserver tests: a real `berth server` on 127.0.0.1 with a port of its own
+//! choosing, a private data dir (embedded store) or an etcd member, and the real kubectl of a
+//! given version. The process (only the one started here) and every directory are removed on drop.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{berth_bin, TempDir};
+
+/// The kubectl binary of `version` ("1.33").
+pub fn kubectl_bin(version: &str) -> PathBuf {
+    PathBuf::from(format!("/usr/lib/google-cloud-sdk/bin/kubectl.{version}"))
+}
+
+pub struct ApiServer {
+    pub dir: TempDir,
+    child: Option<Child>,
+    pub kubeconfig: PathBuf,
+    extra: Vec<String>,
+}
+
+impl ApiServer {
+    /// Starts `berth server` on the embedded store.
+    pub fn start(tag: &str) -> ApiServer {
+        Self::start_with(tag, vec![])
+    }
+
+    /// Starts `berth server` with more flags (`--etcd-endpoints ...`).
+    pub fn start_with(tag: &str, extra: Vec<String>) -> ApiServer {
+        let dir = TempDir::new(&format!("api-{tag}"));
+        let kubeconfig = dir.path().join("data/admin.kubeconfig");
+        let mut s = ApiServer { dir, child: None, kubeconfig, extra };
+        s.launch();
+        s
+    }
+
+    fn launch(&mut self) {
+        let data = self.dir.path().join("data");
+        let log = std::fs::File::create(self.dir.path().join("server.log")).expect("server log");
+        let _ = std::fs::remove_file(&self.kubeconfig);
+        let child = Command::new(berth_bin())
+            .arg("server")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen", "127.0.0.1:0", "--watch-bookmark-interval", "1s"])
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start berth server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if self.kubeconfig.exists() && self.kubectl("1.33", &["get", "--raw", "/readyz"]).status.success() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("berth server exited with {status}: {}", self.log());
+            }
+            assert!(Instant::now() < deadline, "berth server did not get ready: {}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server (SIGTERM, then SIGKILL) and starts it again on the same data dir.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on the pid of a child this harness started and has not reaped.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while c.try_wait().ok().flatten().is_none() {
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Runs kubectl `version` against the server.
+    pub fn kubectl(&self, version: &str, args: &[&str]) -> Output {
+        self.kubectl_in(version, args, None)
+    }
+
+    /// A kubectl `version` command for this server, its discovery and HTTP caches in the test's
+    /// directory (not in $HOME/.kube).
+    pub fn command(&self, version: &str) -> Command {
+        let mut cmd = Command::new(kubectl_bin(version));
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig).arg("--cache-dir").arg(self.dir.path().join("kube-cache"));
+        cmd
+    }
+
+    pub fn kubectl_in(&self, version: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = self.command(version);
+        cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("run kubectl");
+        if let Some(input) = stdin {
+            child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// kubectl that must succeed; its stdout.
+    pub fn ok(&self, version: &str, args: &[&str]) -> String {
+        self.ok_in(version, args, None)
+    }
+
+    pub fn ok_in(&self, version: &str, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_in(version, args, stdin);
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
+        assert!(out.status.success(), "kubectl {version} {args:?} failed: {stderr}\n{stdout}\nserver log:\n{}", self.log());
+        stdout
+    }
+
+    /// kubectl that must fail; its stderr.
+    pub fn fails(&self, version: &str, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_in(version, args, stdin);
+        assert!(!out.status.success(), "kubectl {version} {args:?} should have failed: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).to_string()
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
