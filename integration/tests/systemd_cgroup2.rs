@@ -700,7 +700,9 @@ async fn node_static_pod(driver: Driver) {
     let ps = summary["pods"].as_array().into_iter().flatten().find(|p| p["podRef"]["uid"] == uid.as_str()).expect("the pod in the summary");
     let ws = ps["containers"][0]["memory"]["workingSetBytes"].as_u64().expect("container working set");
     assert!(ws + (4 << 20) >= expected && ws <= expected + (4 << 20), "summary working set {ws} vs the cgroup's {expected}");
-    assert!(ps["memory"]["workingSetBytes"].as_u64().unwrap_or(0) >= ws, "the pod's working set covers its container's");
+    // Read a moment apart (and the shell forks a sleep every second): within a few MiB.
+    let pod_ws = ps["memory"]["workingSetBytes"].as_u64().unwrap_or(0);
+    assert!(pod_ws + (4 << 20) >= ws, "the pod's working set {pod_ws} covers its container's {ws}");
     assert!(summary["node"]["memory"]["availableBytes"].as_u64().unwrap_or(0) > 0);
     let metrics = get("/metrics/cadvisor");
     let id = match driver {
@@ -773,7 +775,7 @@ fn mem_available() -> u64 {
 }
 
 /// Node-pressure eviction under the systemd driver: a memory.available threshold 160 MiB
-/// below what is free now; a Burstable pod holding about 240 MiB (far over its 16Mi request)
+/// below what is free now; a Burstable pod growing to 240 MiB (far over its 16Mi request)
 /// crosses it and is evicted, the figure in the eviction message being its container's
 /// working set as read from its scope's v2 files.
 #[tokio::test]
@@ -815,6 +817,8 @@ spec:
         .and_then(|rest| rest.split("Ki").next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no usage of the container in {msg:?}"));
-    assert!((200 << 10..=600 << 10).contains(&used_kib), "the container's working set as evicted: {used_kib}Ki ({msg})");
+    // Eviction comes while the string grows: somewhere past the 160 MiB that crossed the
+    // threshold, in KiB (not µs, not pages, not bytes).
+    assert!((140 << 10..=600 << 10).contains(&used_kib), "the container's working set as evicted: {used_kib}Ki ({msg})");
     assert!(msg.contains("request is 16384Ki"), "{msg}");
 }

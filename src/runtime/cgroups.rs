@@ -359,4 +359,11 @@ mod tests {
         let e = applicable(&asked, &without).unwrap_err();
         assert!(e.contains("2MB") && e.contains("no hugetlb"), "{e}");
     }
+
+    #[test]
+    fn oom_kills_from_memory_events_and_oom_control() {
+        assert_eq!(parse_oom_kills("low 0\nhigh 0\nmax 17\noom 2\noom_kill 1\noom_group_kill 0\n"), 1);
+        assert_eq!(parse_oom_kills("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"), 3);
+        assert_eq!(parse_oom_kills(""), 0);
+    }
 }
