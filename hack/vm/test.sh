@@ -21,14 +21,13 @@ log() { echo "hack/vm/test.sh: $*" >&2; }
 img=$(hack/vm/image.sh)
 log "guest image $img ($((SECONDS - t0))s)"
 
-# The binaries as hack/test.sh builds them (debug), and the test binaries the guest runs.
-cargo build --bin berth --bin berth-cni -p berth -p berth-cni
+# The binaries and test binaries as hack/test.sh builds them (debug, the whole workspace in
+# one invocation, so nothing is rebuilt with other features), then the two the guest runs.
+hack/build.sh
 tests=(systemd_cgroup2 kubelet_fixtures)
-test_args=()
-for t in "${tests[@]}"; do test_args+=(--test "$t"); done
-cargo test -p berth-integration "${test_args[@]}" --no-run
-mapfile -t executables < <(cargo test -p berth-integration "${test_args[@]}" --no-run --message-format=json 2> /dev/null |
-  jq -r 'select(.reason == "compiler-artifact" and .executable != null and .target.kind == ["test"]) | .executable')
+mapfile -t executables < <(cargo test --workspace --no-run --message-format=json 2> /dev/null |
+  jq -r --argjson want "$(printf '%s\n' "${tests[@]}" | jq -R . | jq -s .)" \
+    'select(.reason == "compiler-artifact" and .executable != null and .target.kind == ["test"] and (.target.name as $n | $want | index($n))) | .executable')
 [ ${#executables[@]} -eq ${#tests[@]} ] || { log "expected ${#tests[@]} test binaries, cargo built: ${executables[*]:-none}"; exit 1; }
 log "built ($((SECONDS - t0))s)"
 
