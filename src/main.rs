@@ -112,17 +112,29 @@ struct ServerArgs {
     /// Address of the HTTPS listener.
     #[arg(long, default_value = "0.0.0.0:6443")]
     listen: std::net::SocketAddr,
-    /// etcd members (http://host:port, comma-separated); default: the embedded store.
+    /// etcd members (http(s)://host:port, comma-separated), as k3s takes them; default: the
+    /// embedded store in the data dir.
     #[arg(long, value_delimiter = ',')]
-    etcd_endpoints: Vec<String>,
-    /// How often watches that allow bookmarks get one.
-    #[arg(long, default_value = "60s", value_parser = parse_seconds)]
+    datastore_endpoint: Vec<String>,
+    /// The CA of etcd's serving certificate (https endpoints).
+    #[arg(long)]
+    datastore_cafile: Option<PathBuf>,
+    /// Client certificate for etcd (when it runs with --client-cert-auth).
+    #[arg(long)]
+    datastore_certfile: Option<PathBuf>,
+    /// The client certificate's key.
+    #[arg(long)]
+    datastore_keyfile: Option<PathBuf>,
+    /// Key prefix in etcd.
+    #[arg(long, default_value = "/registry/")]
+    datastore_prefix: String,
+    /// How often watches that allow bookmarks get one (a Go duration: 60s, 1m30s).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
     watch_bookmark_interval: std::time::Duration,
 }
 
-fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
-    let n = s.strip_suffix('s').unwrap_or(s);
-    n.parse::<u64>().map(std::time::Duration::from_secs).map_err(|_| format!("{s:?} is not a number of seconds like 60s"))
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    berth::util::duration::parse(s).map_err(|e| e.to_string())
 }
 
 // Parsed once at start-up: the size of the largest variant does not matter.
@@ -307,7 +319,14 @@ async fn run_server(args: ServerArgs) -> Result<()> {
     let opts = berth_apiserver::ServerOptions {
         data_dir: args.data_dir,
         listen: args.listen,
-        etcd_endpoints: args.etcd_endpoints,
+        etcd: (!args.datastore_endpoint.is_empty()).then(|| {
+            let mut etcd = berth_store::EtcdConfig::new(args.datastore_endpoint);
+            etcd.prefix = args.datastore_prefix;
+            if args.datastore_cafile.is_some() || args.datastore_certfile.is_some() {
+                etcd.tls = Some(berth_store::EtcdTls { ca_file: args.datastore_cafile, cert_file: args.datastore_certfile, key_file: args.datastore_keyfile });
+            }
+            etcd
+        }),
         bookmark_interval: args.watch_bookmark_interval,
     };
     berth_apiserver::run(opts, shutdown_signal()).await?;

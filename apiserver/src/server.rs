@@ -17,8 +17,8 @@ use crate::api::{Api, ApiConfig};
 pub struct ServerOptions {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
-    /// etcd members (`http://host:port`); empty: the embedded store in `<data_dir>/store`.
-    pub etcd_endpoints: Vec<String>,
+    /// The etcd cluster to keep objects in; None: the embedded store in `<data_dir>/store`.
+    pub etcd: Option<EtcdConfig>,
     pub bookmark_interval: Duration,
 }
 
@@ -40,10 +40,9 @@ pub enum ServerError {
 
 /// Runs the apiserver until `shutdown` resolves.
 pub async fn run(opts: ServerOptions, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-    let store: Arc<dyn Store> = if opts.etcd_endpoints.is_empty() {
-        Arc::new(EmbeddedStore::open(EmbeddedConfig::new(opts.data_dir.join("store"))).await?)
-    } else {
-        Arc::new(EtcdStore::connect(EtcdConfig::new(opts.etcd_endpoints.clone())).await?)
+    let store: Arc<dyn Store> = match &opts.etcd {
+        None => Arc::new(EmbeddedStore::open(EmbeddedConfig::new(opts.data_dir.join("store"))).await?),
+        Some(etcd) => Arc::new(EtcdStore::connect(etcd.clone()).await?),
     };
     let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|source| ServerError::Listen { addr: opts.listen, source })?;
     let bound = listener.local_addr().map_err(|source| ServerError::Listen { addr: opts.listen, source })?;

@@ -27,7 +27,7 @@ impl ApiServer {
         Self::start_with(tag, vec![])
     }
 
-    /// Starts `berth server` with more flags (`--etcd-endpoints ...`).
+    /// Starts `berth server` with more flags (`--datastore-endpoint ...`).
     pub fn start_with(tag: &str, extra: Vec<String>) -> ApiServer {
         let dir = TempDir::new(&format!("api-{tag}"));
         let kubeconfig = dir.path().join("data/admin.kubeconfig");

@@ -320,7 +320,7 @@ fn runs_on_etcd() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let etcd = rt.block_on(berth_store::etcd_process::EtcdCluster::single(&["--experimental-watch-progress-notify-interval=500ms"])).expect("start etcd");
     let endpoint = etcd.members[0].client_url.clone();
-    let s = ApiServer::start_with("etcd", vec!["--etcd-endpoints".into(), endpoint]);
+    let s = ApiServer::start_with("etcd", vec!["--datastore-endpoint".into(), endpoint]);
     let out = s.ok_in("1.33", &["apply", "-f", "-"], Some(&manifest("berth-etcd")));
     assert!(out.contains("deployment.apps/web created"), "{out}");
     s.ok("1.33", &["-n", "berth-etcd", "scale", "deploy", "web", "--replicas=3"]);
