@@ -92,7 +92,7 @@ impl NodeShared {
     }
 
     pub fn load_progress(&self, uid: &str) -> Option<PodProgress> {
-        crate::runtime::state::read_json(&self.progress_path(uid)).ok()
+        crate::util::atomic::read_json(&self.progress_path(uid)).ok()
     }
 
     /// Keep a pod's progress across node restarts: written (durably, on a blocking thread)

@@ -11,7 +11,7 @@ use super::volumes;
 use super::NodeShared;
 use crate::cri::api::{ImageApi, RuntimeApi};
 use crate::cri::v1 as cri;
-use crate::runtime::state::now_ns;
+use crate::util::time::now_ns;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
