@@ -22,7 +22,7 @@ pub mod validation;
 pub mod volumes;
 pub mod worker;
 
-use crate::cri::api::{ImageApi, RuntimeApi};
+use crate::cri::api::{ImageApi, NodeRuntimeApi, RuntimeApi};
 use crate::cri::v1 as cri;
 use crate::util::atomic;
 use k8s_openapi::api::core::v1::Pod;
@@ -45,10 +45,9 @@ pub struct NodeConfig {
     /// Container logs: <log_dir>/<namespace>_<name>_<uid>/<container>/<attempt>.log
     pub log_dir: PathBuf,
     pub seccomp_dir: PathBuf,
-    /// Root of the kubelet-style cgroup tree (kubepods).
+    /// Root of the kubelet-style cgroup tree (kubepods); the runtime's cgroup driver names
+    /// the pod cgroups under it.
     pub cgroup_root: String,
-    /// Pod cgroups are systemd slices (the systemd cgroup driver), not cgroupfs directories.
-    pub systemd_cgroup: bool,
     /// pids.max of every pod cgroup (--pod-max-pids); None: unlimited.
     pub pod_max_pids: Option<i64>,
     pub sync_period: Duration,
@@ -64,6 +63,8 @@ pub struct NodeConfig {
 pub struct NodeShared {
     pub runtime: Arc<dyn RuntimeApi>,
     pub images: Arc<dyn ImageApi>,
+    /// Pod cgroups and pod netns: what the node needs of the runtime beyond CRI.
+    pub host: Arc<dyn NodeRuntimeApi>,
     pub cfg: NodeConfig,
     /// Pods with their current status, by UID.
     pub statuses: RwLock<BTreeMap<String, Pod>>,
@@ -118,28 +119,17 @@ impl NodeShared {
         }
     }
 
-    /// The pod cgroup of a pod as this node names it (a slice under the systemd driver).
-    pub fn pod_cgroup(&self, qos: &str, uid: &str) -> Result<crate::runtime::state::CgroupSpec, String> {
-        let c = &self.cfg;
-        crate::runtime::cgroup_paths::node_pod_cgroup(c.systemd_cgroup, &c.cgroup_root, qos, uid).map_err(|e| e.to_string())
+    /// The cgroup parent of a pod (a slice under the systemd driver), as the runtime names it.
+    pub fn pod_cgroup_parent(&self, qos: &str, uid: &str) -> Result<String, String> {
+        self.host.pod_cgroup_parent(&self.cfg.cgroup_root, qos, uid).map_err(|e| e.message)
     }
 
-    /// Remove a pod cgroup and whatever still runs in it (on a blocking thread: cgroup files,
-    /// or systemd over D-Bus); one that does not exist is fine.
+    /// Remove a pod cgroup and whatever still runs in it; one that does not exist is fine.
     pub async fn remove_pod_cgroup(&self, qos: &str, uid: &str) {
-        let Ok(spec) = self.pod_cgroup(qos, uid) else { return };
-        let uid = uid.to_string();
-        let removed = tokio::task::spawn_blocking(move || {
-            if spec.systemd && !crate::runtime::cgroups::fs_path(&spec, "").exists() {
-                return;
-            }
-            if let Ok(c) = crate::runtime::cgroups::Cgroup::open(&spec) {
-                if let Err(e) = c.remove() {
-                    tracing::warn!(pod_uid = uid, "removing the pod cgroup: {e}");
-                }
-            }
-        });
-        let _ = removed.await;
+        let Ok(parent) = self.pod_cgroup_parent(qos, uid) else { return };
+        if let Err(e) = self.host.remove_pod_cgroup(&parent).await {
+            tracing::warn!(pod_uid = uid, "removing the pod cgroup: {}", e.message);
+        }
     }
 
     pub async fn forget(&self, uid: &str) {
@@ -161,13 +151,14 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(cfg: NodeConfig, runtime: Arc<dyn RuntimeApi>, images: Arc<dyn ImageApi>) -> std::io::Result<Node> {
+    pub fn new(cfg: NodeConfig, runtime: Arc<dyn RuntimeApi>, images: Arc<dyn ImageApi>, host: Arc<dyn NodeRuntimeApi>) -> std::io::Result<Node> {
         for d in [&cfg.state_dir, &cfg.pods_dir, &cfg.log_dir, &cfg.manifest_dir] {
             std::fs::create_dir_all(d)?;
         }
         let shared = Arc::new(NodeShared {
             runtime,
             images,
+            host,
             cfg,
             statuses: RwLock::new(BTreeMap::new()),
             errors: RwLock::new(BTreeMap::new()),

@@ -9,7 +9,7 @@ use super::probe;
 use super::status;
 use super::volumes;
 use super::NodeShared;
-use crate::cri::api::{ImageApi, RuntimeApi};
+use crate::cri::api::{ImageApi, PodCgroupLimits, RuntimeApi};
 use crate::cri::v1 as cri;
 use crate::util::time::now_ns;
 use k8s_openapi::api::core::v1::{Container, Pod};
@@ -110,6 +110,8 @@ pub struct Worker {
     messages: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// The ConfigMaps and Secrets the pod's volumes were last brought up to date with.
     applied_objects: Option<volumes::Objects>,
+    /// The runtime's recursive read-only mount feature, once asked.
+    rro_mounts: Option<bool>,
 }
 
 fn err<E: std::fmt::Display>(e: E) -> String {
@@ -120,7 +122,7 @@ impl Worker {
     pub fn new(pod: Pod, shared: Arc<NodeShared>) -> Worker {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let progress = shared.load_progress(&uid).unwrap_or_default();
-        Worker { pod, shared, progress, probes: Default::default(), netns: None, messages: Default::default(), applied_objects: None }
+        Worker { pod, shared, progress, probes: Default::default(), netns: None, messages: Default::default(), applied_objects: None, rro_mounts: None }
     }
 
     fn uid(&self) -> String {
@@ -291,36 +293,15 @@ impl Worker {
         }
     }
 
-    /// The pod cgroup's own limits (the sum of its containers'), as the kubelet's pod
-    /// container manager sets them. On a blocking thread: cgroup files, or systemd over D-Bus.
+    /// The pod cgroup and its own limits (the sum of its containers'), as the kubelet's pod
+    /// container manager sets them.
     async fn limit_pod_cgroup(&self) {
         let spec = self.pod.spec.clone().unwrap_or_default();
-        let wanted = convert::pod_resources(&spec);
-        let cgroup = self.shared.pod_cgroup(convert::qos_class(&spec), &self.uid());
-        let max_pids = self.shared.cfg.pod_max_pids;
-        let applied = tokio::task::spawn_blocking(move || {
-            let mut resources = crate::runtime::spec::resources(Some(&wanted), false)
-                .map_err(|e| e.to_string())
-                .and_then(|v| serde_json::from_value::<oci_spec::runtime::LinuxResources>(v).map_err(|e| e.to_string()))?;
-            // Device rules are the containers' business, as for UpdatePodSandboxResources.
-            resources.set_devices(None);
-            if let Some(limit) = max_pids {
-                let mut pids = oci_spec::runtime::LinuxPids::default();
-                pids.set_limit(limit);
-                resources.set_pids(Some(pids));
-            }
-            let cgroup = cgroup?;
-            let cg = crate::runtime::cgroups::Cgroup::open(&cgroup).map_err(|e| e.to_string())?;
-            // A slice comes into being with its first scope; systemd keeps the limits set
-            // before that and applies them then.
-            if !cgroup.systemd {
-                cg.create().map_err(|e| e.to_string())?;
-            }
-            cg.apply(&resources).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r);
+        let limits = PodCgroupLimits { resources: convert::pod_resources(&spec), max_pids: self.shared.cfg.pod_max_pids };
+        let applied = match self.shared.pod_cgroup_parent(convert::qos_class(&spec), &self.uid()) {
+            Ok(parent) => self.shared.host.ensure_pod_cgroup(&parent, limits).await.map_err(|e| e.message),
+            Err(e) => Err(e),
+        };
         if let Err(e) = applied {
             tracing::warn!("pod cgroup limits: {e}");
         }
@@ -548,12 +529,14 @@ impl Worker {
             }
         };
         let subpath_root = self.pod_dir().join("volume-subpaths");
+        let recursive_read_only_mounts = self.recursive_read_only_mounts().await;
         let inputs = convert::ContainerInputs {
             volumes: &volumes,
             objects: &objects,
             fields: &fields,
             seccomp_dir: &self.shared.cfg.seccomp_dir,
             subpath_root: &subpath_root,
+            recursive_read_only_mounts,
         };
         let mut config = match convert::container_config(&self.pod, c, attempt, &inputs) {
             Ok(cfg) => cfg,
@@ -630,9 +613,8 @@ impl Worker {
 
     fn cgroup_parent(&self) -> String {
         let spec = self.pod.spec.clone().unwrap_or_default();
-        let c = &self.shared.cfg;
         // The root was checked for the driver at start-up.
-        crate::runtime::cgroup_paths::node_pod_parent(c.systemd_cgroup, &c.cgroup_root, convert::qos_class(&spec), &self.uid()).unwrap_or_default()
+        self.shared.pod_cgroup_parent(convert::qos_class(&spec), &self.uid()).unwrap_or_default()
     }
 
     fn log_dir(&self) -> std::path::PathBuf {
@@ -819,18 +801,28 @@ impl Worker {
         }
     }
 
-    /// The pod's network namespace, from the sandbox's verbose status.
+    /// The pod's network namespace, as the runtime pinned it.
     async fn pod_netns(&mut self) -> Option<std::path::PathBuf> {
         if let Some((id, ns)) = &self.netns {
             if *id == self.progress.sandbox_id {
                 return ns.clone();
             }
         }
-        let st = self.rt().pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: self.progress.sandbox_id.clone(), verbose: true }).await.ok()?;
-        let info: serde_json::Value = st.info.get("info").and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
-        let ns = info["netns"].as_str().map(std::path::PathBuf::from);
+        let ns = self.shared.host.pod_netns(&self.progress.sandbox_id).await.ok()?;
         self.netns = Some((self.progress.sandbox_id.clone(), ns.clone()));
         ns
+    }
+
+    /// Whether the runtime's default handler makes mounts recursively read-only, as its CRI
+    /// Status says (asked once).
+    async fn recursive_read_only_mounts(&mut self) -> bool {
+        if let Some(known) = self.rro_mounts {
+            return known;
+        }
+        let Ok(st) = self.rt().status(cri::StatusRequest { verbose: false }).await else { return false };
+        let known = st.runtime_handlers.iter().find(|h| h.name.is_empty()).and_then(|h| h.features).is_some_and(|f| f.recursive_read_only_mounts);
+        self.rro_mounts = Some(known);
+        known
     }
 
     async fn target(&mut self, c: &Container, container_id: &str) -> Target {

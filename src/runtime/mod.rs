@@ -12,6 +12,7 @@ pub mod metrics;
 /// The mount table parser lives in `util` (the node reads it too).
 pub use crate::util::mountinfo;
 pub mod overlay;
+pub mod pod_cgroups;
 pub mod process;
 pub mod records;
 pub mod rlimit;
