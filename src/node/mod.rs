@@ -7,6 +7,8 @@ pub mod backoff;
 pub mod convert;
 pub mod dns;
 pub mod eviction;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod handler;
 pub mod housekeeping;
 pub mod image_gc;
@@ -59,12 +61,18 @@ pub struct NodeConfig {
     pub image_gc: image_gc::ImageGcSettings,
 }
 
+/// A source of Unix time in nanoseconds.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
 /// What workers share: the runtime doors, the config and the published statuses.
 pub struct NodeShared {
     pub runtime: Arc<dyn RuntimeApi>,
     pub images: Arc<dyn ImageApi>,
     /// Pod cgroups and pod netns: what the node needs of the runtime beyond CRI.
     pub host: Arc<dyn NodeRuntimeApi>,
+    /// Wall-clock time in ns for the workers' decisions (back-off, probes, events); tests
+    /// set their own.
+    pub clock: Clock,
     pub cfg: NodeConfig,
     /// Pods with their current status, by UID.
     pub statuses: RwLock<BTreeMap<String, Pod>>,
@@ -159,6 +167,7 @@ impl Node {
             runtime,
             images,
             host,
+            clock: Arc::new(crate::util::time::now_ns),
             cfg,
             statuses: RwLock::new(BTreeMap::new()),
             errors: RwLock::new(BTreeMap::new()),

@@ -11,7 +11,6 @@ use super::volumes;
 use super::NodeShared;
 use crate::cri::api::{ImageApi, PodCgroupLimits, RuntimeApi};
 use crate::cri::v1 as cri;
-use crate::util::time::now_ns;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -125,6 +124,11 @@ impl Worker {
         Worker { pod, shared, progress, probes: Default::default(), netns: None, messages: Default::default(), applied_objects: None, rro_mounts: None }
     }
 
+    /// Wall-clock time (ns) as the node's clock tells it.
+    fn now(&self) -> i64 {
+        (self.shared.clock)()
+    }
+
     fn uid(&self) -> String {
         self.pod.metadata.uid.clone().unwrap_or_default()
     }
@@ -145,7 +149,7 @@ impl Worker {
 
     async fn run_inner(mut self, mut stop: watch::Receiver<bool>) {
         if self.progress.start_time_ns == 0 {
-            self.progress.start_time_ns = now_ns();
+            self.progress.start_time_ns = self.now();
             self.progress.phase = "Pending".into();
         }
         self.admit().await;
@@ -174,7 +178,7 @@ impl Worker {
     }
 
     fn set_condition(&mut self, kind: &str, value: bool) {
-        let now = now_ns();
+        let now = self.now();
         let e = self.progress.conditions.entry(kind.to_string()).or_insert((value, now));
         if e.0 != value {
             *e = (value, now);
@@ -404,7 +408,7 @@ impl Worker {
             spec.containers.iter().all(|c| observed.get(&c.name).map(|o| o.status.state == cri::ContainerState::ContainerRunning as i32).unwrap_or(false));
         if all_running && !self.progress.start_recorded {
             self.progress.start_recorded = true;
-            let secs = (now_ns() - self.progress.start_time_ns) as f64 / 1e9;
+            let secs = (self.now() - self.progress.start_time_ns) as f64 / 1e9;
             if let Ok(mut m) = self.shared.metrics.lock() {
                 m.observe_pod_start(secs);
             }
@@ -416,14 +420,15 @@ impl Worker {
     }
 
     async fn restart_with_backoff(&mut self, c: &Container, st: &cri::ContainerStatus) -> Result<(), String> {
-        let now = now_ns();
+        let now = self.now();
         let prog = self.progress.containers.entry(c.name.clone()).or_default();
         if prog.next_start_ns == 0 || prog.next_start_ns < st.finished_at {
             prog.next_start_ns = prog.backoff.next_restart(st.started_at, st.finished_at);
         }
         if now < prog.next_start_ns {
-            let secs = prog.backoff.delay_secs / 2;
-            let secs = if secs == 0 { super::backoff::INITIAL_SECS } else { secs };
+            // The wait this exit got (at the cap the delay no longer doubles: half of it is not the wait).
+            let secs = (prog.next_start_ns - st.finished_at) / 1_000_000_000;
+            let secs = if secs <= 0 { super::backoff::INITIAL_SECS } else { secs };
             prog.waiting = Some((
                 "CrashLoopBackOff".into(),
                 format!("back-off {secs}s restarting failed container={} pod={}", c.name, self.pod.metadata.name.clone().unwrap_or_default()),
@@ -476,7 +481,7 @@ impl Worker {
         };
         if need_pull {
             // After a failed pull, the next waits 10 s, doubling to 300 s, as on a kubelet.
-            let now = now_ns();
+            let now = self.now();
             let prog = self.progress.containers.entry(name.clone()).or_default();
             if now < prog.next_pull_ns {
                 let msg = format!("Back-off pulling image {image:?}: ErrImagePull: {}", prog.pull_error);
@@ -492,12 +497,13 @@ impl Worker {
                 .pull_image(cri::PullImageRequest { image: Some(cri::ImageSpec { image: image.clone(), ..Default::default() }), ..Default::default() })
                 .await;
             let took = pull_start.elapsed().as_secs_f64();
+            let pulled_at = self.now();
             let prog = self.progress.containers.entry(name.clone()).or_default();
             match pulled {
                 Err(e) => {
                     prog.pull_delay_secs =
                         if prog.pull_delay_secs == 0 { super::backoff::INITIAL_SECS } else { (prog.pull_delay_secs * 2).min(super::backoff::MAX_SECS) };
-                    prog.next_pull_ns = now_ns() + prog.pull_delay_secs * 1_000_000_000;
+                    prog.next_pull_ns = pulled_at + prog.pull_delay_secs * 1_000_000_000;
                     prog.pull_error = e.message.clone();
                     self.event("Warning", "Failed", &format!("Failed to pull image {image:?}: {}", e.message), Some(&name));
                     self.waiting(&name, "ErrImagePull", &e.message);
@@ -782,7 +788,7 @@ impl Worker {
 
     /// Record an event (repeats of the same one are counted, as the kubelet's recorder does).
     fn event(&mut self, kind: &str, reason: &str, message: &str, container: Option<&str>) {
-        let now = now_ns();
+        let now = self.now();
         let is_init = |c: &str| self.pod.spec.as_ref().and_then(|s| s.init_containers.as_ref()).is_some_and(|v| v.iter().any(|i| i.name == c));
         let field_path = container.map(|c| if is_init(c) { format!("spec.initContainers{{{c}}}") } else { format!("spec.containers{{{c}}}") });
         match kind {
@@ -838,7 +844,7 @@ impl Worker {
     /// One round of probes for the running app containers; acts on what they decide.
     async fn run_probes(&mut self, observed: &BTreeMap<String, Observed>) {
         let spec = self.pod.spec.clone().unwrap_or_default();
-        let now = now_ns();
+        let now = self.now();
         let mut jobs = Vec::new();
         let mut running = Vec::new();
         for c in &spec.containers {
@@ -940,3 +946,7 @@ async fn stop_with_pre_stop(t: Target, c: Container, grace: i64) {
     let left = (grace - start.elapsed().as_secs() as i64).max(0);
     let _ = t.runtime.stop_container(cri::StopContainerRequest { container_id: t.container_id.clone(), timeout: left }).await;
 }
+
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod tests;
