@@ -524,6 +524,18 @@ mod tests {
     }
 
     #[test]
+    fn recursive_read_only_follows_the_runtimes_feature() {
+        let m = |rro: &str| k8s_openapi::api::core::v1::VolumeMount { name: "data".into(), recursive_read_only: Some(rro.into()), ..Default::default() };
+        let private = cri::MountPropagation::PropagationPrivate as i32;
+        assert_eq!(recursive_read_only(&m("IfPossible"), true, private, true), Ok(true));
+        assert_eq!(recursive_read_only(&m("IfPossible"), true, private, false), Ok(false), "IfPossible: not when the runtime cannot");
+        assert_eq!(recursive_read_only(&m("Enabled"), true, private, true), Ok(true));
+        assert!(recursive_read_only(&m("Enabled"), true, private, false).unwrap_err().contains("cannot make mounts recursively read-only"));
+        assert!(recursive_read_only(&m("Enabled"), false, private, true).is_err(), "Enabled needs readOnly");
+        assert_eq!(recursive_read_only(&m("Disabled"), true, private, true), Ok(false));
+    }
+
+    #[test]
     fn pod_cgroup_resources_sum_the_containers() {
         let spec: PodSpec = serde_json::from_value(serde_json::json!({"containers": [
             {"name": "a", "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "200m", "memory": "64Mi"}}},
