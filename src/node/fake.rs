@@ -4,9 +4,11 @@
 //! moves. Nothing here touches the host: no root, no processes, no cgroups.
 use crate::cri::api::{CriError, CriResult, ImageApi, NodeRuntimeApi, PodCgroupLimits, RuntimeApi};
 use crate::cri::v1 as cri;
+use crate::node::{eviction, image_gc, NodeConfig, NodeShared};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 pub const SECOND: i64 = 1_000_000_000;
 
@@ -363,4 +365,56 @@ impl NodeRuntimeApi for FakeRuntime {
     async fn pod_netns(&self, _sandbox_id: &str) -> CriResult<Option<std::path::PathBuf>> {
         Ok(None)
     }
+}
+
+/// A node's shared state over a fake runtime, its directories in a temporary one.
+pub struct Harness {
+    pub rt: Arc<FakeRuntime>,
+    pub clock: FakeClock,
+    pub shared: Arc<NodeShared>,
+    /// Removed (with everything the worker wrote) when the harness goes.
+    _dir: tempfile::TempDir,
+}
+
+pub fn harness() -> Harness {
+    let dir = tempfile::Builder::new().prefix("berth-worker-test").tempdir().expect("a temporary directory");
+    let clock = FakeClock::new();
+    let rt = Arc::new(FakeRuntime::new(clock.clone()));
+    let cfg = NodeConfig {
+        node_name: "berth-test-node".into(),
+        node_ip: "127.0.0.1".into(),
+        manifest_dir: dir.path().join("manifests"),
+        state_dir: dir.path().join("state"),
+        pods_dir: dir.path().join("pods"),
+        log_dir: dir.path().join("logs"),
+        seccomp_dir: dir.path().join("seccomp"),
+        cgroup_root: "/kubepods".into(),
+        pod_max_pids: Some(1024),
+        sync_period: Duration::from_secs(1),
+        cluster_domain: "cluster.local".into(),
+        cluster_dns: vec![],
+        eviction: eviction::EvictionConfig::default().settings().expect("default eviction settings"),
+        image_gc: image_gc::ImageGcConfig::default().settings().expect("default image GC settings"),
+    };
+    for d in [&cfg.state_dir, &cfg.pods_dir, &cfg.log_dir] {
+        std::fs::create_dir_all(d).expect("a node directory");
+    }
+    let shared = Arc::new(NodeShared {
+        runtime: rt.clone(),
+        images: rt.clone(),
+        host: rt.clone(),
+        clock: clock.as_node_clock(),
+        cfg,
+        statuses: Default::default(),
+        errors: Default::default(),
+        details: Default::default(),
+        objects: Default::default(),
+        metrics: Default::default(),
+        pressure: Default::default(),
+        evictions: Default::default(),
+        cpu: Default::default(),
+        saved_progress: Default::default(),
+        progress_writes: crate::util::keyed_lock::KeyedLock::new(),
+    });
+    Harness { rt, clock, shared, _dir: dir }
 }

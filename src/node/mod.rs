@@ -265,3 +265,35 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::fake::harness;
+    use super::*;
+
+    #[tokio::test]
+    async fn orphan_sandboxes_go_with_their_pod_cgroups_and_desired_ones_stay() {
+        let h = harness();
+        let sandbox = |uid: &str| cri::RunPodSandboxRequest {
+            config: Some(cri::PodSandboxConfig { labels: [("io.kubernetes.pod.uid".to_string(), uid.to_string())].into(), ..Default::default() }),
+            runtime_handler: String::new(),
+        };
+        let gone = h.shared.runtime.run_pod_sandbox(sandbox("berth-gone")).await.expect("a sandbox").pod_sandbox_id;
+        let manifest = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "berth-kept", "namespace": "default", "uid": "berth-kept"},
+            "spec": {"containers": [{"name": "main", "image": "registry.local/app:1"}]},
+        });
+        std::fs::create_dir_all(&h.shared.cfg.manifest_dir).expect("the manifest directory");
+        std::fs::write(h.shared.cfg.manifest_dir.join("kept.json"), manifest.to_string()).expect("a manifest");
+        let desired = manifest::read_dir(&h.shared.cfg.manifest_dir, &h.shared.cfg.node_name);
+        let kept_uid = desired.pods.keys().next().cloned().expect("the manifest's pod");
+        let kept = h.shared.runtime.run_pod_sandbox(sandbox(&kept_uid)).await.expect("a sandbox").pod_sandbox_id;
+        let node = Node { shared: h.shared.clone(), workers: BTreeMap::new() };
+        node.remove_orphans().await;
+        let st = h.rt.state();
+        assert!(!st.sandboxes.contains_key(&gone), "the orphan's sandbox is removed");
+        assert!(st.sandboxes.contains_key(&kept), "a desired pod's sandbox stays");
+        assert_eq!(st.removed_cgroups, ["/kubepods/podberth-gone", "/kubepods/burstable/podberth-gone", "/kubepods/besteffort/podberth-gone"]);
+    }
+}

@@ -2,59 +2,7 @@
 //! CrashLoopBackOff, init container order, probe outcomes and the pod cgroup. No root: the
 //! worker's files go to a temporary directory, its clock is the test's.
 use super::*;
-use crate::node::fake::{FakeClock, FakeRuntime, SECOND};
-use crate::node::{eviction, image_gc, NodeConfig};
-use std::time::Duration;
-
-struct Harness {
-    rt: Arc<FakeRuntime>,
-    clock: FakeClock,
-    shared: Arc<NodeShared>,
-    _dir: tempfile::TempDir,
-}
-
-fn harness() -> Harness {
-    let dir = tempfile::Builder::new().prefix("berth-worker-test").tempdir().expect("a temporary directory");
-    let clock = FakeClock::new();
-    let rt = Arc::new(FakeRuntime::new(clock.clone()));
-    let cfg = NodeConfig {
-        node_name: "berth-test-node".into(),
-        node_ip: "127.0.0.1".into(),
-        manifest_dir: dir.path().join("manifests"),
-        state_dir: dir.path().join("state"),
-        pods_dir: dir.path().join("pods"),
-        log_dir: dir.path().join("logs"),
-        seccomp_dir: dir.path().join("seccomp"),
-        cgroup_root: "/kubepods".into(),
-        pod_max_pids: Some(1024),
-        sync_period: Duration::from_secs(1),
-        cluster_domain: "cluster.local".into(),
-        cluster_dns: vec![],
-        eviction: eviction::EvictionConfig::default().settings().expect("default eviction settings"),
-        image_gc: image_gc::ImageGcConfig::default().settings().expect("default image GC settings"),
-    };
-    for d in [&cfg.state_dir, &cfg.pods_dir, &cfg.log_dir] {
-        std::fs::create_dir_all(d).expect("a node directory");
-    }
-    let shared = Arc::new(NodeShared {
-        runtime: rt.clone(),
-        images: rt.clone(),
-        host: rt.clone(),
-        clock: clock.as_node_clock(),
-        cfg,
-        statuses: Default::default(),
-        errors: Default::default(),
-        details: Default::default(),
-        objects: Default::default(),
-        metrics: Default::default(),
-        pressure: Default::default(),
-        evictions: Default::default(),
-        cpu: Default::default(),
-        saved_progress: Default::default(),
-        progress_writes: crate::util::keyed_lock::KeyedLock::new(),
-    });
-    Harness { rt, clock, shared, _dir: dir }
-}
+use crate::node::fake::{harness, Harness, SECOND};
 
 /// A pod with these containers (JSON), under a restart policy.
 fn pod(policy: &str, init: serde_json::Value, containers: serde_json::Value) -> Pod {
