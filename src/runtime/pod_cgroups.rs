@@ -42,7 +42,7 @@ impl Runtime {
         })
         .await
         .map_err(|e| internal("the pod cgroup", e))?;
-        applied.map_err(|e| RuntimeError::Invalid(format!("pod cgroup limits: {e}")))
+        applied.map_err(|e| RuntimeError::Invalid(e.to_string()))
     }
 
     /// Remove the pod cgroup `parent` and whatever still runs in it; one that does not exist
