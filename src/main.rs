@@ -362,7 +362,6 @@ async fn start_node(
         log_dir: cfg.data_dir.join("pod-logs"),
         seccomp_dir: cfg.data_dir.join("seccomp"),
         cgroup_root: args.cgroup_root,
-        systemd_cgroup: cfg.cgroup_driver == config::CgroupDriver::Systemd,
         pod_max_pids: (args.pod_max_pids > 0).then_some(args.pod_max_pids),
         sync_period: std::time::Duration::from_secs(1),
         cluster_domain: args.cluster_domain,
@@ -370,7 +369,7 @@ async fn start_node(
         eviction: eviction.settings().context("eviction settings")?,
         image_gc: image_gc.settings().context("image garbage collection settings")?,
     };
-    let node = Node::new(node_cfg, runtime, images).context("preparing the node's directories")?;
+    let node = Node::new(node_cfg, runtime.clone(), images, runtime).context("preparing the node's directories")?;
     let addr = format!("{}:{}", args.kubelet_address, args.kubelet_port);
     let (bound, _api) = berth::node::api::serve(node.shared(), &addr).await?;
     tracing::info!(address = %bound, "serving the kubelet API");

@@ -1,6 +1,8 @@
 //! The node's one door: the CRI services as Rust traits over the CRI message types.
 //! The gRPC server adapts these to the wire; in-process callers use them directly. The Stream*
-//! calls are provided: the List result, cut into chunks (`chunks`).
+//! calls are provided: the List result, cut into chunks (`chunks`). Next to them, the little
+//! the node agent needs of the runtime that CRI does not carry (`NodeRuntimeApi`): the pod
+//! cgroups the kubelet's pod container manager owns, and the pod's network namespace.
 use super::chunks::chunks;
 use crate::cri::v1 as cri;
 
@@ -43,6 +45,18 @@ impl From<crate::image::error::ImageError> for CriError {
 }
 
 pub type CriResult<T> = Result<T, CriError>;
+
+/// The QoS classes as the kubelet names them (and their pod cgroups).
+pub use crate::runtime::cgroup_paths::{QOS_BESTEFFORT, QOS_BURSTABLE, QOS_GUARANTEED};
+
+/// The limits of a pod cgroup: the sum of its containers' resources (device rules are the
+/// containers' business and are ignored), and the pod's pids.max.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PodCgroupLimits {
+    pub resources: cri::LinuxContainerResources,
+    /// pids.max; None: unlimited.
+    pub max_pids: Option<i64>,
+}
 
 /// The CRI ImageService.
 #[tonic::async_trait]
@@ -121,4 +135,21 @@ pub trait RuntimeApi: Send + Sync + 'static {
         let metrics = self.list_pod_sandbox_metrics(cri::ListPodSandboxMetricsRequest {}).await?.pod_metrics;
         Ok(chunks(metrics).into_iter().map(|pod_sandbox_metrics| cri::StreamPodSandboxMetricsResponse { pod_sandbox_metrics }).collect())
     }
+}
+
+/// What a node agent needs of the runtime beyond the CRI services. Upstream's kubelet does
+/// the first three itself (its pod container manager); here the runtime's cgroup layer does
+/// them, under the runtime's cgroup driver (cgroupfs or systemd), so the node names no path.
+#[tonic::async_trait]
+pub trait NodeRuntimeApi: Send + Sync + 'static {
+    /// The cgroup parent a pod's sandbox gets (`linux.cgroup_parent`), named as the kubelet
+    /// names it for the runtime's driver: under the node's cgroup `root`, per QoS class.
+    fn pod_cgroup_parent(&self, root: &str, qos: &str, uid: &str) -> CriResult<String>;
+    /// Make the pod cgroup `parent` (a systemd slice comes into being with its first scope
+    /// and keeps the limits set before) and apply `limits` to it.
+    async fn ensure_pod_cgroup(&self, parent: &str, limits: PodCgroupLimits) -> CriResult<()>;
+    /// Remove the pod cgroup `parent` and whatever still runs in it; one that does not exist is fine.
+    async fn remove_pod_cgroup(&self, parent: &str) -> CriResult<()>;
+    /// The sandbox's network namespace (for probes and hooks); None for a host-network pod.
+    async fn pod_netns(&self, sandbox_id: &str) -> CriResult<Option<std::path::PathBuf>>;
 }

@@ -6,6 +6,7 @@ pub mod api;
 mod chunks;
 pub mod grpc;
 pub mod images;
+pub mod node_runtime;
 pub mod runtime;
 pub mod server;
 pub mod transfer;

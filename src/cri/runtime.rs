@@ -25,6 +25,11 @@ impl CriRuntime {
         CriRuntime { rt, cgroup_driver, streaming }
     }
 
+    /// The runtime underneath (for the node agent's door, `node_runtime`).
+    pub(super) fn runtime(&self) -> &Runtime {
+        &self.rt
+    }
+
     fn stream_url(&self, req: StreamRequest) -> CriResult<String> {
         self.streaming.url_for(req).map_err(|e| match e {
             TokenError::Exhausted => CriError::new(tonic::Code::ResourceExhausted, e.to_string()),

@@ -112,7 +112,7 @@ async fn container_logs(
     if !path.exists() {
         return text(StatusCode::BAD_REQUEST, format!("container \"{container}\" in pod \"{pod_name}\" is waiting to start"));
     }
-    let now = crate::runtime::state::now_ns();
+    let now = crate::util::time::now_ns();
     let since_ns = match (q.since_seconds, &q.since_time) {
         (Some(s), _) => Some(now - s.max(0) * 1_000_000_000),
         (None, Some(t)) => match crate::logs::parse_rfc3339(t) {

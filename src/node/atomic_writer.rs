@@ -68,7 +68,7 @@ pub fn write(dir: &Path, files: &[Payload], gid: Option<u32>) -> io::Result<bool
         }
     }
     let old = std::fs::read_link(dir.join(DATA_LINK)).ok();
-    let stamp = format!("..{}", crate::runtime::state::now_ns());
+    let stamp = format!("..{}", crate::util::time::now_ns());
     let new_dir = dir.join(&stamp);
     std::fs::create_dir(&new_dir)?;
     std::fs::set_permissions(&new_dir, std::fs::Permissions::from_mode(0o755))?;

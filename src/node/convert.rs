@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use std::collections::HashMap;
 use std::path::Path;
 
-pub use crate::runtime::cgroup_paths::{QOS_BESTEFFORT, QOS_BURSTABLE, QOS_GUARANTEED};
+pub use crate::cri::api::{QOS_BESTEFFORT, QOS_BURSTABLE, QOS_GUARANTEED};
 
 /// A container's limit or request of a resource. Unparsable quantities never get here: the
 /// node refuses such pods at its door (`node::validation`).
@@ -37,11 +37,10 @@ pub fn pod_request_bytes(spec: &PodSpec, name: &str) -> u64 {
 }
 
 /// volumeMounts[].recursiveReadOnly: Enabled needs a read-only mount without propagation (and
-/// a kernel that can do it); IfPossible asks for it when those hold; Disabled (the default)
-/// leaves mounts below the volume writable.
-fn recursive_read_only(m: &k8s_openapi::api::core::v1::VolumeMount, readonly: bool, propagation: i32) -> Result<bool, String> {
+/// a runtime that can do it: `supported`, from its handler's features); IfPossible asks for
+/// it when those hold; Disabled (the default) leaves mounts below the volume writable.
+fn recursive_read_only(m: &k8s_openapi::api::core::v1::VolumeMount, readonly: bool, propagation: i32, supported: bool) -> Result<bool, String> {
     let private = propagation == cri::MountPropagation::PropagationPrivate as i32;
-    let supported = crate::runtime::process::mounts::recursive_readonly_supported();
     match m.recursive_read_only.as_deref() {
         None | Some("Disabled") => Ok(false),
         Some("IfPossible") => Ok(readonly && private && supported),
@@ -313,10 +312,12 @@ pub struct ContainerInputs<'a> {
     pub seccomp_dir: &'a Path,
     /// Where subPath bind mounts are made.
     pub subpath_root: &'a Path,
+    /// The runtime handler can make mounts recursively read-only (CRI Status' handler features).
+    pub recursive_read_only_mounts: bool,
 }
 
 pub fn container_config(pod: &Pod, c: &Container, attempt: u32, inputs: &ContainerInputs<'_>) -> Result<cri::ContainerConfig, String> {
-    let ContainerInputs { volumes, objects, fields, seccomp_dir, subpath_root } = *inputs;
+    let ContainerInputs { volumes, objects, fields, seccomp_dir, subpath_root, recursive_read_only_mounts } = *inputs;
     let spec = pod.spec.clone().unwrap_or_default();
     // Env: in order, each entry may refer to the ones before it.
     let mut env: Vec<(String, String)> = Vec::new();
@@ -410,7 +411,7 @@ pub fn container_config(pod: &Pod, c: &Container, attempt: u32, inputs: &Contain
             host_path: host.display().to_string(),
             readonly,
             propagation,
-            recursive_read_only: recursive_read_only(m, readonly, propagation)?,
+            recursive_read_only: recursive_read_only(m, readonly, propagation, recursive_read_only_mounts)?,
             ..Default::default()
         });
     }
@@ -520,6 +521,18 @@ mod tests {
     fn expands_variables_like_kubernetes() {
         let env = HashMap::from([("A".to_string(), "x".to_string())]);
         assert_eq!(expand("$(A)-$(B)-$$(A)-$", &env), "x-$(B)-$(A)-$");
+    }
+
+    #[test]
+    fn recursive_read_only_follows_the_runtimes_feature() {
+        let m = |rro: &str| k8s_openapi::api::core::v1::VolumeMount { name: "data".into(), recursive_read_only: Some(rro.into()), ..Default::default() };
+        let private = cri::MountPropagation::PropagationPrivate as i32;
+        assert_eq!(recursive_read_only(&m("IfPossible"), true, private, true), Ok(true));
+        assert_eq!(recursive_read_only(&m("IfPossible"), true, private, false), Ok(false), "IfPossible: not when the runtime cannot");
+        assert_eq!(recursive_read_only(&m("Enabled"), true, private, true), Ok(true));
+        assert!(recursive_read_only(&m("Enabled"), true, private, false).unwrap_err().contains("cannot make mounts recursively read-only"));
+        assert!(recursive_read_only(&m("Enabled"), false, private, true).is_err(), "Enabled needs readOnly");
+        assert_eq!(recursive_read_only(&m("Disabled"), true, private, true), Ok(false));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use super::eviction::parse_duration;
 use crate::cri::api::{ImageApi, RuntimeApi};
 use crate::cri::v1 as cri;
-use crate::runtime::state::now_ns;
+use crate::util::time::now_ns;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

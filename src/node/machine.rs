@@ -123,7 +123,7 @@ impl CpuSampler {
     /// (cumulative ns, nano-cores since the previous sample).
     pub fn sample(&self) -> Option<(u64, Option<u64>)> {
         let total = parse_cpu_ns(&std::fs::read_to_string("/proc/stat").ok()?)?;
-        let now = crate::runtime::state::now_ns();
+        let now = crate::util::time::now_ns();
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let rate = match *last {
             Some((t, u)) if now > t && total >= u => Some(((total - u) as u128 * 1_000_000_000 / (now - t) as u128) as u64),

@@ -7,6 +7,8 @@ pub mod backoff;
 pub mod convert;
 pub mod dns;
 pub mod eviction;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod handler;
 pub mod housekeeping;
 pub mod image_gc;
@@ -22,7 +24,7 @@ pub mod validation;
 pub mod volumes;
 pub mod worker;
 
-use crate::cri::api::{ImageApi, RuntimeApi};
+use crate::cri::api::{ImageApi, NodeRuntimeApi, RuntimeApi};
 use crate::cri::v1 as cri;
 use crate::util::atomic;
 use k8s_openapi::api::core::v1::Pod;
@@ -45,10 +47,9 @@ pub struct NodeConfig {
     /// Container logs: <log_dir>/<namespace>_<name>_<uid>/<container>/<attempt>.log
     pub log_dir: PathBuf,
     pub seccomp_dir: PathBuf,
-    /// Root of the kubelet-style cgroup tree (kubepods).
+    /// Root of the kubelet-style cgroup tree (kubepods); the runtime's cgroup driver names
+    /// the pod cgroups under it.
     pub cgroup_root: String,
-    /// Pod cgroups are systemd slices (the systemd cgroup driver), not cgroupfs directories.
-    pub systemd_cgroup: bool,
     /// pids.max of every pod cgroup (--pod-max-pids); None: unlimited.
     pub pod_max_pids: Option<i64>,
     pub sync_period: Duration,
@@ -60,10 +61,18 @@ pub struct NodeConfig {
     pub image_gc: image_gc::ImageGcSettings,
 }
 
+/// A source of Unix time in nanoseconds.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
 /// What workers share: the runtime doors, the config and the published statuses.
 pub struct NodeShared {
     pub runtime: Arc<dyn RuntimeApi>,
     pub images: Arc<dyn ImageApi>,
+    /// Pod cgroups and pod netns: what the node needs of the runtime beyond CRI.
+    pub host: Arc<dyn NodeRuntimeApi>,
+    /// Wall-clock time in ns for the workers' decisions (back-off, probes, events); tests
+    /// set their own.
+    pub clock: Clock,
     pub cfg: NodeConfig,
     /// Pods with their current status, by UID.
     pub statuses: RwLock<BTreeMap<String, Pod>>,
@@ -92,7 +101,7 @@ impl NodeShared {
     }
 
     pub fn load_progress(&self, uid: &str) -> Option<PodProgress> {
-        crate::runtime::state::read_json(&self.progress_path(uid)).ok()
+        crate::util::atomic::read_json(&self.progress_path(uid)).ok()
     }
 
     /// Keep a pod's progress across node restarts: written (durably, on a blocking thread)
@@ -118,28 +127,17 @@ impl NodeShared {
         }
     }
 
-    /// The pod cgroup of a pod as this node names it (a slice under the systemd driver).
-    pub fn pod_cgroup(&self, qos: &str, uid: &str) -> Result<crate::runtime::state::CgroupSpec, String> {
-        let c = &self.cfg;
-        crate::runtime::cgroup_paths::node_pod_cgroup(c.systemd_cgroup, &c.cgroup_root, qos, uid).map_err(|e| e.to_string())
+    /// The cgroup parent of a pod (a slice under the systemd driver), as the runtime names it.
+    pub fn pod_cgroup_parent(&self, qos: &str, uid: &str) -> Result<String, String> {
+        self.host.pod_cgroup_parent(&self.cfg.cgroup_root, qos, uid).map_err(|e| e.message)
     }
 
-    /// Remove a pod cgroup and whatever still runs in it (on a blocking thread: cgroup files,
-    /// or systemd over D-Bus); one that does not exist is fine.
+    /// Remove a pod cgroup and whatever still runs in it; one that does not exist is fine.
     pub async fn remove_pod_cgroup(&self, qos: &str, uid: &str) {
-        let Ok(spec) = self.pod_cgroup(qos, uid) else { return };
-        let uid = uid.to_string();
-        let removed = tokio::task::spawn_blocking(move || {
-            if spec.systemd && !crate::runtime::cgroups::fs_path(&spec, "").exists() {
-                return;
-            }
-            if let Ok(c) = crate::runtime::cgroups::Cgroup::open(&spec) {
-                if let Err(e) = c.remove() {
-                    tracing::warn!(pod_uid = uid, "removing the pod cgroup: {e}");
-                }
-            }
-        });
-        let _ = removed.await;
+        let Ok(parent) = self.pod_cgroup_parent(qos, uid) else { return };
+        if let Err(e) = self.host.remove_pod_cgroup(&parent).await {
+            tracing::warn!(pod_uid = uid, "removing the pod cgroup: {}", e.message);
+        }
     }
 
     pub async fn forget(&self, uid: &str) {
@@ -161,13 +159,15 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(cfg: NodeConfig, runtime: Arc<dyn RuntimeApi>, images: Arc<dyn ImageApi>) -> std::io::Result<Node> {
+    pub fn new(cfg: NodeConfig, runtime: Arc<dyn RuntimeApi>, images: Arc<dyn ImageApi>, host: Arc<dyn NodeRuntimeApi>) -> std::io::Result<Node> {
         for d in [&cfg.state_dir, &cfg.pods_dir, &cfg.log_dir, &cfg.manifest_dir] {
             std::fs::create_dir_all(d)?;
         }
         let shared = Arc::new(NodeShared {
             runtime,
             images,
+            host,
+            clock: Arc::new(crate::util::time::now_ns),
             cfg,
             statuses: RwLock::new(BTreeMap::new()),
             errors: RwLock::new(BTreeMap::new()),
@@ -263,5 +263,37 @@ impl Node {
                 self.shared.remove_pod_cgroup(qos, uid).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::harness;
+    use super::*;
+
+    #[tokio::test]
+    async fn orphan_sandboxes_go_with_their_pod_cgroups_and_desired_ones_stay() {
+        let h = harness();
+        let sandbox = |uid: &str| cri::RunPodSandboxRequest {
+            config: Some(cri::PodSandboxConfig { labels: [("io.kubernetes.pod.uid".to_string(), uid.to_string())].into(), ..Default::default() }),
+            runtime_handler: String::new(),
+        };
+        let gone = h.shared.runtime.run_pod_sandbox(sandbox("berth-gone")).await.expect("a sandbox").pod_sandbox_id;
+        let manifest = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "berth-kept", "namespace": "default", "uid": "berth-kept"},
+            "spec": {"containers": [{"name": "main", "image": "registry.local/app:1"}]},
+        });
+        std::fs::create_dir_all(&h.shared.cfg.manifest_dir).expect("the manifest directory");
+        std::fs::write(h.shared.cfg.manifest_dir.join("kept.json"), manifest.to_string()).expect("a manifest");
+        let desired = manifest::read_dir(&h.shared.cfg.manifest_dir, &h.shared.cfg.node_name);
+        let kept_uid = desired.pods.keys().next().cloned().expect("the manifest's pod");
+        let kept = h.shared.runtime.run_pod_sandbox(sandbox(&kept_uid)).await.expect("a sandbox").pod_sandbox_id;
+        let node = Node { shared: h.shared.clone(), workers: BTreeMap::new() };
+        node.remove_orphans().await;
+        let st = h.rt.state();
+        assert!(!st.sandboxes.contains_key(&gone), "the orphan's sandbox is removed");
+        assert!(st.sandboxes.contains_key(&kept), "a desired pod's sandbox stays");
+        assert_eq!(st.removed_cgroups, ["/kubepods/podberth-gone", "/kubepods/burstable/podberth-gone", "/kubepods/besteffort/podberth-gone"]);
     }
 }

@@ -4,7 +4,7 @@
 use super::machine::{self, Fs};
 use super::NodeShared;
 use crate::cri::v1 as cri;
-use crate::runtime::state::now_ns;
+use crate::util::time::now_ns;
 use serde_json::{json, Map, Value};
 use std::path::Path;
 

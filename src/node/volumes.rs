@@ -335,7 +335,7 @@ fn is_mount_point(p: &Path) -> bool {
 pub fn teardown(root: &Path, uid: &str) {
     let dir = pod_dir(root, uid);
     let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut below: Vec<PathBuf> = crate::runtime::mountinfo::parse(&table).into_iter().map(|m| m.mount_point).filter(|m| m.starts_with(&dir)).collect();
+    let mut below: Vec<PathBuf> = crate::util::mountinfo::parse(&table).into_iter().map(|m| m.mount_point).filter(|m| m.starts_with(&dir)).collect();
     below.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
     below.dedup();
     for m in &below {
@@ -356,5 +356,5 @@ pub fn teardown(root: &Path, uid: &str) {
 /// Whether `path` is still a mount point in this mount namespace.
 fn is_listed(path: &Path) -> bool {
     let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    crate::runtime::mountinfo::parse(&table).iter().any(|m| m.mount_point == path)
+    crate::util::mountinfo::parse(&table).iter().any(|m| m.mount_point == path)
 }

@@ -9,9 +9,8 @@ use super::probe;
 use super::status;
 use super::volumes;
 use super::NodeShared;
-use crate::cri::api::{ImageApi, RuntimeApi};
+use crate::cri::api::{ImageApi, PodCgroupLimits, RuntimeApi};
 use crate::cri::v1 as cri;
-use crate::runtime::state::now_ns;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -110,6 +109,8 @@ pub struct Worker {
     messages: std::sync::Mutex<std::collections::HashMap<String, String>>,
     /// The ConfigMaps and Secrets the pod's volumes were last brought up to date with.
     applied_objects: Option<volumes::Objects>,
+    /// The runtime's recursive read-only mount feature, once asked.
+    rro_mounts: Option<bool>,
 }
 
 fn err<E: std::fmt::Display>(e: E) -> String {
@@ -120,7 +121,12 @@ impl Worker {
     pub fn new(pod: Pod, shared: Arc<NodeShared>) -> Worker {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let progress = shared.load_progress(&uid).unwrap_or_default();
-        Worker { pod, shared, progress, probes: Default::default(), netns: None, messages: Default::default(), applied_objects: None }
+        Worker { pod, shared, progress, probes: Default::default(), netns: None, messages: Default::default(), applied_objects: None, rro_mounts: None }
+    }
+
+    /// Wall-clock time (ns) as the node's clock tells it.
+    fn now(&self) -> i64 {
+        (self.shared.clock)()
     }
 
     fn uid(&self) -> String {
@@ -143,7 +149,7 @@ impl Worker {
 
     async fn run_inner(mut self, mut stop: watch::Receiver<bool>) {
         if self.progress.start_time_ns == 0 {
-            self.progress.start_time_ns = now_ns();
+            self.progress.start_time_ns = self.now();
             self.progress.phase = "Pending".into();
         }
         self.admit().await;
@@ -172,7 +178,7 @@ impl Worker {
     }
 
     fn set_condition(&mut self, kind: &str, value: bool) {
-        let now = now_ns();
+        let now = self.now();
         let e = self.progress.conditions.entry(kind.to_string()).or_insert((value, now));
         if e.0 != value {
             *e = (value, now);
@@ -291,36 +297,15 @@ impl Worker {
         }
     }
 
-    /// The pod cgroup's own limits (the sum of its containers'), as the kubelet's pod
-    /// container manager sets them. On a blocking thread: cgroup files, or systemd over D-Bus.
+    /// The pod cgroup and its own limits (the sum of its containers'), as the kubelet's pod
+    /// container manager sets them.
     async fn limit_pod_cgroup(&self) {
         let spec = self.pod.spec.clone().unwrap_or_default();
-        let wanted = convert::pod_resources(&spec);
-        let cgroup = self.shared.pod_cgroup(convert::qos_class(&spec), &self.uid());
-        let max_pids = self.shared.cfg.pod_max_pids;
-        let applied = tokio::task::spawn_blocking(move || {
-            let mut resources = crate::runtime::spec::resources(Some(&wanted), false)
-                .map_err(|e| e.to_string())
-                .and_then(|v| serde_json::from_value::<oci_spec::runtime::LinuxResources>(v).map_err(|e| e.to_string()))?;
-            // Device rules are the containers' business, as for UpdatePodSandboxResources.
-            resources.set_devices(None);
-            if let Some(limit) = max_pids {
-                let mut pids = oci_spec::runtime::LinuxPids::default();
-                pids.set_limit(limit);
-                resources.set_pids(Some(pids));
-            }
-            let cgroup = cgroup?;
-            let cg = crate::runtime::cgroups::Cgroup::open(&cgroup).map_err(|e| e.to_string())?;
-            // A slice comes into being with its first scope; systemd keeps the limits set
-            // before that and applies them then.
-            if !cgroup.systemd {
-                cg.create().map_err(|e| e.to_string())?;
-            }
-            cg.apply(&resources).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r);
+        let limits = PodCgroupLimits { resources: convert::pod_resources(&spec), max_pids: self.shared.cfg.pod_max_pids };
+        let applied = match self.shared.pod_cgroup_parent(convert::qos_class(&spec), &self.uid()) {
+            Ok(parent) => self.shared.host.ensure_pod_cgroup(&parent, limits).await.map_err(|e| e.message),
+            Err(e) => Err(e),
+        };
         if let Err(e) = applied {
             tracing::warn!("pod cgroup limits: {e}");
         }
@@ -423,7 +408,7 @@ impl Worker {
             spec.containers.iter().all(|c| observed.get(&c.name).map(|o| o.status.state == cri::ContainerState::ContainerRunning as i32).unwrap_or(false));
         if all_running && !self.progress.start_recorded {
             self.progress.start_recorded = true;
-            let secs = (now_ns() - self.progress.start_time_ns) as f64 / 1e9;
+            let secs = (self.now() - self.progress.start_time_ns) as f64 / 1e9;
             if let Ok(mut m) = self.shared.metrics.lock() {
                 m.observe_pod_start(secs);
             }
@@ -435,14 +420,15 @@ impl Worker {
     }
 
     async fn restart_with_backoff(&mut self, c: &Container, st: &cri::ContainerStatus) -> Result<(), String> {
-        let now = now_ns();
+        let now = self.now();
         let prog = self.progress.containers.entry(c.name.clone()).or_default();
         if prog.next_start_ns == 0 || prog.next_start_ns < st.finished_at {
             prog.next_start_ns = prog.backoff.next_restart(st.started_at, st.finished_at);
         }
         if now < prog.next_start_ns {
-            let secs = prog.backoff.delay_secs / 2;
-            let secs = if secs == 0 { super::backoff::INITIAL_SECS } else { secs };
+            // The wait this exit got (at the cap the delay no longer doubles: half of it is not the wait).
+            let secs = (prog.next_start_ns - st.finished_at) / 1_000_000_000;
+            let secs = if secs <= 0 { super::backoff::INITIAL_SECS } else { secs };
             prog.waiting = Some((
                 "CrashLoopBackOff".into(),
                 format!("back-off {secs}s restarting failed container={} pod={}", c.name, self.pod.metadata.name.clone().unwrap_or_default()),
@@ -495,7 +481,7 @@ impl Worker {
         };
         if need_pull {
             // After a failed pull, the next waits 10 s, doubling to 300 s, as on a kubelet.
-            let now = now_ns();
+            let now = self.now();
             let prog = self.progress.containers.entry(name.clone()).or_default();
             if now < prog.next_pull_ns {
                 let msg = format!("Back-off pulling image {image:?}: ErrImagePull: {}", prog.pull_error);
@@ -511,12 +497,13 @@ impl Worker {
                 .pull_image(cri::PullImageRequest { image: Some(cri::ImageSpec { image: image.clone(), ..Default::default() }), ..Default::default() })
                 .await;
             let took = pull_start.elapsed().as_secs_f64();
+            let pulled_at = self.now();
             let prog = self.progress.containers.entry(name.clone()).or_default();
             match pulled {
                 Err(e) => {
                     prog.pull_delay_secs =
                         if prog.pull_delay_secs == 0 { super::backoff::INITIAL_SECS } else { (prog.pull_delay_secs * 2).min(super::backoff::MAX_SECS) };
-                    prog.next_pull_ns = now_ns() + prog.pull_delay_secs * 1_000_000_000;
+                    prog.next_pull_ns = pulled_at + prog.pull_delay_secs * 1_000_000_000;
                     prog.pull_error = e.message.clone();
                     self.event("Warning", "Failed", &format!("Failed to pull image {image:?}: {}", e.message), Some(&name));
                     self.waiting(&name, "ErrImagePull", &e.message);
@@ -548,12 +535,14 @@ impl Worker {
             }
         };
         let subpath_root = self.pod_dir().join("volume-subpaths");
+        let recursive_read_only_mounts = self.recursive_read_only_mounts().await;
         let inputs = convert::ContainerInputs {
             volumes: &volumes,
             objects: &objects,
             fields: &fields,
             seccomp_dir: &self.shared.cfg.seccomp_dir,
             subpath_root: &subpath_root,
+            recursive_read_only_mounts,
         };
         let mut config = match convert::container_config(&self.pod, c, attempt, &inputs) {
             Ok(cfg) => cfg,
@@ -630,9 +619,8 @@ impl Worker {
 
     fn cgroup_parent(&self) -> String {
         let spec = self.pod.spec.clone().unwrap_or_default();
-        let c = &self.shared.cfg;
         // The root was checked for the driver at start-up.
-        crate::runtime::cgroup_paths::node_pod_parent(c.systemd_cgroup, &c.cgroup_root, convert::qos_class(&spec), &self.uid()).unwrap_or_default()
+        self.shared.pod_cgroup_parent(convert::qos_class(&spec), &self.uid()).unwrap_or_default()
     }
 
     fn log_dir(&self) -> std::path::PathBuf {
@@ -800,7 +788,7 @@ impl Worker {
 
     /// Record an event (repeats of the same one are counted, as the kubelet's recorder does).
     fn event(&mut self, kind: &str, reason: &str, message: &str, container: Option<&str>) {
-        let now = now_ns();
+        let now = self.now();
         let is_init = |c: &str| self.pod.spec.as_ref().and_then(|s| s.init_containers.as_ref()).is_some_and(|v| v.iter().any(|i| i.name == c));
         let field_path = container.map(|c| if is_init(c) { format!("spec.initContainers{{{c}}}") } else { format!("spec.containers{{{c}}}") });
         match kind {
@@ -819,18 +807,28 @@ impl Worker {
         }
     }
 
-    /// The pod's network namespace, from the sandbox's verbose status.
+    /// The pod's network namespace, as the runtime pinned it.
     async fn pod_netns(&mut self) -> Option<std::path::PathBuf> {
         if let Some((id, ns)) = &self.netns {
             if *id == self.progress.sandbox_id {
                 return ns.clone();
             }
         }
-        let st = self.rt().pod_sandbox_status(cri::PodSandboxStatusRequest { pod_sandbox_id: self.progress.sandbox_id.clone(), verbose: true }).await.ok()?;
-        let info: serde_json::Value = st.info.get("info").and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
-        let ns = info["netns"].as_str().map(std::path::PathBuf::from);
+        let ns = self.shared.host.pod_netns(&self.progress.sandbox_id).await.ok()?;
         self.netns = Some((self.progress.sandbox_id.clone(), ns.clone()));
         ns
+    }
+
+    /// Whether the runtime's default handler makes mounts recursively read-only, as its CRI
+    /// Status says (asked once).
+    async fn recursive_read_only_mounts(&mut self) -> bool {
+        if let Some(known) = self.rro_mounts {
+            return known;
+        }
+        let Ok(st) = self.rt().status(cri::StatusRequest { verbose: false }).await else { return false };
+        let known = st.runtime_handlers.iter().find(|h| h.name.is_empty()).and_then(|h| h.features).is_some_and(|f| f.recursive_read_only_mounts);
+        self.rro_mounts = Some(known);
+        known
     }
 
     async fn target(&mut self, c: &Container, container_id: &str) -> Target {
@@ -846,7 +844,7 @@ impl Worker {
     /// One round of probes for the running app containers; acts on what they decide.
     async fn run_probes(&mut self, observed: &BTreeMap<String, Observed>) {
         let spec = self.pod.spec.clone().unwrap_or_default();
-        let now = now_ns();
+        let now = self.now();
         let mut jobs = Vec::new();
         let mut running = Vec::new();
         for c in &spec.containers {
@@ -948,3 +946,7 @@ async fn stop_with_pre_stop(t: Target, c: Container, grace: i64) {
     let left = (grace - start.elapsed().as_secs() as i64).max(0);
     let _ = t.runtime.stop_container(cri::StopContainerRequest { container_id: t.container_id.clone(), timeout: left }).await;
 }
+
+#[cfg(test)]
+#[path = "worker_tests.rs"]
+mod tests;

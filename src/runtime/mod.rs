@@ -9,8 +9,10 @@ pub mod detached;
 pub mod handlers;
 pub mod image_volumes;
 pub mod metrics;
-pub mod mountinfo;
+/// The mount table parser lives in `util` (the node reads it too).
+pub use crate::util::mountinfo;
 pub mod overlay;
+pub mod pod_cgroups;
 pub mod process;
 pub mod records;
 pub mod rlimit;

@@ -2,7 +2,7 @@
 //! run (monitor.json), what it reports once the container runs (state.json) and how the
 //! container ended (exit.json). All are written atomically.
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub const MONITOR_CONFIG: &str = "monitor.json";
 pub const STATE_FILE: &str = "state.json";
@@ -85,15 +85,8 @@ impl MonitorReport {
     }
 }
 
-pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> std::io::Result<T> {
-    let data = std::fs::read(path)?;
-    serde_json::from_slice(&data).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-}
-
-/// Unix time now in nanoseconds.
-pub fn now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
-}
+pub use crate::util::atomic::read_json;
+pub use crate::util::time::now_ns;
 
 /// Start time of a process in clock ticks since boot, None if it does not exist.
 pub fn process_start_time(pid: i32) -> Option<u64> {
