@@ -1,6 +1,6 @@
 //! The API core that every door calls: the store, the resource table and one watch cache per
 //! resource, plus start-up (watch caches primed, the default namespaces and the `kubernetes`
-//! service created, terminating namespaces finalized). The verbs themselves live in `rest/`;
+//! service and the system priority classes created, terminating namespaces finalized). The verbs themselves live in `rest/`;
 //! HTTP is an adapter over them (`router`).
 
 use std::collections::HashMap;
@@ -100,6 +100,15 @@ impl Api {
         match self.create(&services, Some("default"), kubernetes, &WriteOptions::default()).await {
             Ok(_) | Err(ApiError { code: 409, .. }) => {}
             Err(e) => return Err(e),
+        }
+        let classes = self.resource("scheduling.k8s.io", "priorityclasses")?;
+        for (name, value, description) in crate::strategy::priorityclass::SYSTEM_PRIORITY_CLASSES {
+            let obj =
+                json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name}, "value": value, "description": description});
+            match self.create(&classes, None, obj, &WriteOptions::default()).await {
+                Ok(_) | Err(ApiError { code: 409, .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         self.finalize_terminating_namespaces().await;
         Ok(())

@@ -211,6 +211,10 @@ impl Api {
     pub(crate) fn scale_of(&self, res: &Resource, obj: &Value) -> Result<Value, ApiError> {
         let spec = res.scale.ok_or_else(ApiError::path_not_found)?;
         let selector = match obj.pointer(spec.selector) {
+            // a replication controller's selector is a plain label map
+            Some(Value::Object(m)) if !m.is_empty() && m.values().all(Value::is_string) => {
+                m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(",")
+            }
             Some(s) => serde_json::from_value(s.clone()).map(|s| crate::selector::format_label_selector(&s)).unwrap_or_default(),
             None => String::new(),
         };
