@@ -101,7 +101,13 @@ fn validate_binding(role_ref: &RoleRef, subjects: Option<&Vec<Subject>>, namespa
 
 fn role_ref_immutable(new: &RoleRef, old: &RoleRef) -> Vec<FieldError> {
     if new != old {
-        vec![FieldError::invalid("roleRef", json!(new), "cannot change roleRef")]
+        let shown = format!(
+            "rbac.RoleRef{{APIGroup:{}, Kind:{}, Name:{}}}",
+            berth_names::go_quote(&new.api_group),
+            berth_names::go_quote(&new.kind),
+            berth_names::go_quote(&new.name)
+        );
+        vec![FieldError::invalid("roleRef", crate::status::go_raw(shown), "cannot change roleRef")]
     } else {
         vec![]
     }
