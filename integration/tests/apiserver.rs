@@ -245,7 +245,22 @@ fn discovery_has_the_shape_of_a_real_cluster() {
         let verbs = ["[create delete deletecollection get list patch update watch]", "create,delete,deletecollection,get,list,patch,update,watch"];
         assert!(verbs.iter().any(|want| wide.contains(want)) && wide.contains("all"), "{wide}");
         let versions = s.ok(v, &["api-versions"]);
-        assert_eq!(versions.split_whitespace().collect::<Vec<_>>(), vec!["apps/v1", "v1"]);
+        assert_eq!(
+            versions.split_whitespace().collect::<Vec<_>>(),
+            [
+                "apps/v1",
+                "autoscaling/v1",
+                "autoscaling/v2",
+                "batch/v1",
+                "coordination.k8s.io/v1",
+                "discovery.k8s.io/v1",
+                "events.k8s.io/v1",
+                "policy/v1",
+                "rbac.authorization.k8s.io/v1",
+                "scheduling.k8s.io/v1",
+                "v1"
+            ]
+        );
     }
     let aggregated = s.ok("1.33", &["get", "--raw", "/apis"]);
     assert_eq!(json(&aggregated)["kind"], "APIGroupList");
@@ -725,6 +740,32 @@ fn every_workload_storage_policy_and_rbac_kind_prints_its_columns_scales_and_val
     let bad_pvc = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: berth-bad}\nspec:\n  accessModes: [ReadWriteSometimes]\n";
     let err = s.fails(v, &["-n", ns, "create", "-f", "-"], Some(bad_pvc));
     assert!(err.contains(r#"spec.accessModes: Unsupported value: "ReadWriteSometimes""#) && err.contains("spec.resources[storage]: Required value"), "{err}");
+
+    // autoscaling/v1 over the v2 objects: kubectl 1.27 autoscales with v1
+    s.ok("1.27", &["-n", ns, "autoscale", "rs", "rs1", "--max=4", "--cpu-percent=60", "--name=hpa-v1"]);
+    let v1 = json(&s.ok(v, &["get", "--raw", &format!("/apis/autoscaling/v1/namespaces/{ns}/horizontalpodautoscalers/hpa-v1")]));
+    assert_eq!((v1["apiVersion"].as_str(), v1["spec"]["targetCPUUtilizationPercentage"].as_i64()), (Some("autoscaling/v1"), Some(60)));
+    s.ok(
+        v,
+        &["-n", ns, "patch", "horizontalpodautoscalers.v1.autoscaling", "hpa-v1", "--type=merge", "-p", r#"{"spec":{"targetCPUUtilizationPercentage":70}}"#],
+    );
+    let v2 = json(&s.ok(v, &["-n", ns, "get", "hpa", "hpa-v1", "-o", "json"]));
+    assert_eq!(v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 70, "{v2}");
+    let listed = json(&s.ok(v, &["get", "--raw", &format!("/apis/autoscaling/v1/namespaces/{ns}/horizontalpodautoscalers")]));
+    assert!(listed["items"].as_array().is_some_and(|i| i.iter().all(|h| h["spec"].get("metrics").is_none())), "{listed}");
+
+    // events.k8s.io/v1 over the core events
+    let ev = "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: berth-ev1}\neventTime: \"2026-12-02T17:00:00.000000Z\"\nreportingController: berth.io/test\nreportingInstance: berth-1\naction: Testing\nreason: Tested\ntype: Normal\nnote: hello from events.k8s.io\nregarding: {kind: Pod, name: p1}\n";
+    s.ok_in(v, &["-n", ns, "create", "-f", "-"], Some(ev));
+    let core = json(&s.ok(v, &["get", "--raw", &format!("/api/v1/namespaces/{ns}/events/berth-ev1")]));
+    assert_eq!((core["message"].as_str(), core["involvedObject"]["name"].as_str()), (Some("hello from events.k8s.io"), Some("p1")));
+    let new = json(&s.ok(v, &["get", "--raw", &format!("/apis/events.k8s.io/v1/namespaces/{ns}/events/berth-ev1")]));
+    assert_eq!(
+        (new["apiVersion"].as_str(), new["note"].as_str(), new["regarding"]["kind"].as_str()),
+        (Some("events.k8s.io/v1"), Some("hello from events.k8s.io"), Some("Pod"))
+    );
+    let events = s.ok(v, &["-n", ns, "get", "events.v1.events.k8s.io"]);
+    assert!(events.contains("pod/p1") && events.contains("Tested"), "{events}");
 
     // kubectl 1.27 applies the same manifest
     s.ok_in("1.27", &["apply", "-f", "-"], Some(&KINDS.replace("NS", "berth-kinds127")));

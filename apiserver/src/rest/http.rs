@@ -221,7 +221,7 @@ impl Req {
                 let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
                 json_response(code, &table::table(&self.res, std::slice::from_ref(obj), json!({"resourceVersion": rv}), include, true))
             }
-            None => json_response(code, obj),
+            None => json_response(code, &self.res.served(obj.clone())),
         };
         for w in warnings {
             if let Ok(v) = HeaderValue::from_str(&format!("299 - {}", serde_json::Value::String(w.clone()))) {
@@ -244,7 +244,8 @@ impl Req {
         }
         let items: Vec<Value> = items
             .into_iter()
-            .map(|mut o| {
+            .map(|o| {
+                let mut o = self.res.served(o);
                 if let Some(map) = o.as_object_mut() {
                     map.remove("kind");
                     map.remove("apiVersion");
@@ -336,6 +337,7 @@ impl Req {
         let ct = content::content_type(&self.headers);
         if ct.split(';').next().unwrap_or("").trim() == "application/apply-patch+yaml" {
             let applied = content::decode_body(&self.headers, body)?;
+            let applied = if sub == Subresource::Scale { applied } else { self.res.stored(applied) };
             let manager = self.param("fieldManager").unwrap_or("");
             let force = flag(&self.params, "force");
             let w = self.api.apply(&self.res, self.ns(), name, &applied, manager, force, sub, &self.write_options()?).await?;
@@ -373,10 +375,10 @@ impl Req {
         let obj = self.api.delete(&self.res, self.ns(), name, &opts).await?;
         let pending = obj.pointer("/metadata/deletionTimestamp").is_some() && opts.dry_run.is_none();
         if pending {
-            return Ok(json_response(StatusCode::ACCEPTED, &obj));
+            return Ok(json_response(StatusCode::ACCEPTED, &self.res.served(obj)));
         }
         if self.res.return_deleted {
-            return Ok(json_response(StatusCode::OK, &obj));
+            return Ok(json_response(StatusCode::OK, &self.res.served(obj)));
         }
         let mut details = json!({"name": name, "kind": self.res.plural, "uid": obj.pointer("/metadata/uid").cloned().unwrap_or(json!(""))});
         if !self.res.group.is_empty() {

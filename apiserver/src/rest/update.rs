@@ -77,12 +77,12 @@ impl Api {
     ) -> Result<Written, ApiError> {
         let write_sub = if sub == Subresource::Scale { Subresource::Main } else { sub };
         self.guaranteed_update(res, ns, name, write_sub, opts, |current| {
-            let view = if sub == Subresource::Scale { self.scale_of(res, current)? } else { without_rv(current) };
+            let view = if sub == Subresource::Scale { self.scale_of(res, current)? } else { res.served(without_rv(current)) };
             let patched = patch::apply(kind, &view, body).map_err(|e| ApiError { code: 422, reason: "Invalid", message: e, details: None })?;
             if sub == Subresource::Scale {
                 self.apply_scale(res, current, &patched)
             } else {
-                Ok(patched)
+                Ok(res.stored(patched))
             }
         })
         .await

@@ -272,6 +272,7 @@ fn resource(
         actions: &[],
         ttl: None,
         return_deleted: matches!(plural, "pods" | "services"),
+        view: None,
         strategy,
     }
 }
@@ -333,6 +334,22 @@ pub fn builtin_resources() -> Vec<Resource> {
         Box::new(Typed(hpa::HorizontalPodAutoscalers)),
     );
     hpa.version = "v2";
+    let mut hpa_v1 = resource(
+        "autoscaling",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        &["hpa"],
+        &["all"],
+        true,
+        "horizontalpodautoscalers",
+        true,
+        Box::new(Typed(hpa::HorizontalPodAutoscalers)),
+    );
+    hpa_v1.view = Some(&crate::convert::HpaV1);
+    let mut events_v1 = resource("events.k8s.io", "Event", "events", "event", &["ev"], &[], true, "events", false, Box::new(Typed(event::Events)));
+    events_v1.ttl = Some(Duration::from_secs(3600));
+    events_v1.view = Some(&crate::convert::EventsV1);
     vec![
         resource("", "ConfigMap", "configmaps", "configmap", &["cm"], &[], true, "configmaps", false, Box::new(Typed(configmap::ConfigMaps))),
         resource("", "Endpoints", "endpoints", "endpoints", &["ep"], &[], true, "services/endpoints", false, Box::new(Typed(endpoints::EndpointsKind))),
@@ -398,7 +415,9 @@ pub fn builtin_resources() -> Vec<Resource> {
         deployments,
         rss,
         sts,
+        events_v1,
         hpa,
+        hpa_v1,
         resource("batch", "CronJob", "cronjobs", "cronjob", &["cj"], &["all"], true, "cronjobs", true, Box::new(Typed(job::CronJobs))),
         resource("batch", "Job", "jobs", "job", &[], &["all"], true, "jobs", true, Box::new(Typed(job::Jobs))),
         resource(
