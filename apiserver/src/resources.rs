@@ -58,6 +58,8 @@ pub struct Resource {
     pub return_deleted: bool,
     /// Served from another version's storage (the strategy is the stored kind's): the conversion.
     pub view: Option<&'static dyn crate::convert::View>,
+    /// The warning every request to a deprecated resource gets (v1 Endpoints since 1.33).
+    pub deprecation: Option<&'static str>,
     pub strategy: Box<dyn Strategy>,
 }
 

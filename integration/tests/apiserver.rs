@@ -692,6 +692,14 @@ fn every_workload_storage_policy_and_rbac_kind_prints_its_columns_scales_and_val
     let rs = s.ok(v, &["-n", ns, "get", "rs", "rs1"]);
     assert!(rs.lines().nth(1).is_some_and(|l| l.split_whitespace().take(4).collect::<Vec<_>>() == ["rs1", "4", "4", "3"]), "{rs}");
 
+    let by_field = s.ok(v, &["-n", ns, "get", "rs", "--field-selector", "status.replicas=4", "-o", "name"]);
+    assert_eq!(by_field.trim(), "replicaset.apps/rs1");
+    let by_field = s.ok(v, &["-n", ns, "get", "jobs", "--field-selector", "status.successful=0", "-o", "name"]);
+    assert_eq!(by_field.trim(), "job.batch/job1");
+    let out = s.kubectl(v, &["-n", ns, "get", "endpoints"]);
+    let warned = String::from_utf8_lossy(&out.stderr);
+    assert!(warned.contains("v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice"), "{warned}");
+
     // defaults
     let ds = json(&s.ok(v, &["-n", ns, "get", "ds", "ds1", "-o", "json"]));
     assert_eq!(ds["spec"]["updateStrategy"]["rollingUpdate"], serde_json::json!({"maxSurge": 0, "maxUnavailable": 1}));

@@ -127,23 +127,37 @@ async fn serve(api: Arc<Api>, req: Request) -> Result<Response, ApiError> {
         },
     };
     let body = axum::body::to_bytes(req.into_body(), MAX_BODY).await.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+    let deprecation = res.deprecation;
     let req = Req { api, res, ns, params, headers };
-    if let Subresource::Action(action) = sub {
-        return match (method, name) {
-            (Method::POST, Some(name)) => req.act(&name, action, &body).await,
-            (m, _) => Err(ApiError::method_not_allowed(m.as_str())),
-        };
+    let mut answer = req.answer(method, name, sub, &body).await;
+    if let (Some(w), Ok(r)) = (deprecation, answer.as_mut()) {
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - {}", Value::String(w.to_string()))) {
+            r.headers_mut().append(header::WARNING, v);
+        }
     }
-    match (method, name) {
-        (Method::GET, None) if flag(&req.params, "watch") => req.watch(),
-        (Method::GET, None) => req.list().await,
-        (Method::GET, Some(name)) => req.get(&name, sub).await,
-        (Method::POST, None) => req.create(&body).await,
-        (Method::PUT, Some(name)) => req.update(&name, sub, &body).await,
-        (Method::PATCH, Some(name)) => req.patch(&name, sub, &body).await,
-        (Method::DELETE, Some(name)) if sub == Subresource::Main => req.delete(&name, &body).await,
-        (Method::DELETE, None) => req.delete_collection(&body).await,
-        (m, _) => Err(ApiError::method_not_allowed(m.as_str())),
+    answer
+}
+
+impl Req {
+    /// The answer to a request for a resource (or one of its objects or subresources).
+    async fn answer(&self, method: Method, name: Option<String>, sub: Subresource, body: &[u8]) -> Result<Response, ApiError> {
+        if let Subresource::Action(action) = sub {
+            return match (method, name) {
+                (Method::POST, Some(name)) => self.act(&name, action, body).await,
+                (m, _) => Err(ApiError::method_not_allowed(m.as_str())),
+            };
+        }
+        match (method, name) {
+            (Method::GET, None) if flag(&self.params, "watch") => self.watch(),
+            (Method::GET, None) => self.list().await,
+            (Method::GET, Some(name)) => self.get(&name, sub).await,
+            (Method::POST, None) => self.create(body).await,
+            (Method::PUT, Some(name)) => self.update(&name, sub, body).await,
+            (Method::PATCH, Some(name)) => self.patch(&name, sub, body).await,
+            (Method::DELETE, Some(name)) if sub == Subresource::Main => self.delete(&name, body).await,
+            (Method::DELETE, None) => self.delete_collection(body).await,
+            (m, _) => Err(ApiError::method_not_allowed(m.as_str())),
+        }
     }
 }
 

@@ -166,6 +166,10 @@ impl Kind for Jobs {
             json!(spec.selector.as_ref().map(format_label_selector).unwrap_or_else(|| "<none>".into())),
         ]
     }
+
+    fn fields(&self, j: &Job) -> Vec<(&'static str, String)> {
+        vec![("status.successful", j.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0).to_string())]
+    }
 }
 
 /// Field errors of a cron schedule: five fields or a `@` macro, with an optional TZ= prefix refused.

@@ -273,6 +273,7 @@ fn resource(
         ttl: None,
         return_deleted: matches!(plural, "pods" | "services"),
         view: None,
+        deprecation: None,
         strategy,
     }
 }
@@ -350,9 +351,12 @@ pub fn builtin_resources() -> Vec<Resource> {
     let mut events_v1 = resource("events.k8s.io", "Event", "events", "event", &["ev"], &[], true, "events", false, Box::new(Typed(event::Events)));
     events_v1.ttl = Some(Duration::from_secs(3600));
     events_v1.view = Some(&crate::convert::EventsV1);
+    let mut endpoints =
+        resource("", "Endpoints", "endpoints", "endpoints", &["ep"], &[], true, "services/endpoints", false, Box::new(Typed(endpoints::EndpointsKind)));
+    endpoints.deprecation = Some("v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice");
     vec![
         resource("", "ConfigMap", "configmaps", "configmap", &["cm"], &[], true, "configmaps", false, Box::new(Typed(configmap::ConfigMaps))),
-        resource("", "Endpoints", "endpoints", "endpoints", &["ep"], &[], true, "services/endpoints", false, Box::new(Typed(endpoints::EndpointsKind))),
+        endpoints,
         events,
         resource("", "LimitRange", "limitranges", "limitrange", &["limits"], &[], true, "limitranges", false, Box::new(Typed(quota::LimitRanges))),
         namespaces,

@@ -87,6 +87,10 @@ impl Kind for ReplicaSets {
             json!(format_label_selector(&spec.selector)),
         ]
     }
+
+    fn fields(&self, rs: &ReplicaSet) -> Vec<(&'static str, String)> {
+        vec![("status.replicas", rs.status.as_ref().map_or(0, |s| s.replicas).to_string())]
+    }
 }
 
 pub struct ReplicationControllers;
@@ -156,5 +160,9 @@ impl Kind for ReplicationControllers {
             images,
             json!(format_labels(spec.selector.as_ref())),
         ]
+    }
+
+    fn fields(&self, rc: &ReplicationController) -> Vec<(&'static str, String)> {
+        vec![("status.replicas", rc.status.as_ref().map_or(0, |s| s.replicas).to_string())]
     }
 }
