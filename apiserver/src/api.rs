@@ -1,6 +1,6 @@
 //! The API core that every door calls: the store, the resource table and one watch cache per
 //! resource, plus start-up (watch caches primed, the default namespaces and the `kubernetes`
-//! service created, terminating namespaces finalized). The verbs themselves live in `rest/`;
+//! service and the system priority classes created, terminating namespaces finalized). The verbs themselves live in `rest/`;
 //! HTTP is an adapter over them (`router`).
 
 use std::collections::HashMap;
@@ -47,10 +47,11 @@ impl Api {
         let registry = Registry::builtin();
         let store_prefix = store.prefix().to_string();
         let mut caches = HashMap::new();
-        for r in registry.all() {
+        // one cache per stored kind: a version served from another's storage shares its cache
+        for r in registry.all().iter().filter(|r| r.view.is_none()) {
             let cache = WatchCache::new(r.clone(), &store_prefix);
             cache.start(store.clone());
-            caches.insert(r.qualified(), cache);
+            caches.insert(r.storage.to_string(), cache);
         }
         let api = Arc::new(Api { store, registry, caches, config, store_prefix });
         let now = api.store.current_revision().await.map_err(|e| ApiError::unavailable(e.to_string()))?;
@@ -68,14 +69,14 @@ impl Api {
     }
 
     pub(crate) fn cache(&self, res: &Resource) -> Result<&Arc<WatchCache>, ApiError> {
-        self.caches.get(&res.qualified()).ok_or_else(|| ApiError::internal(format!("no watch cache for {}", res.qualified())))
+        self.caches.get(res.storage).ok_or_else(|| ApiError::internal(format!("no watch cache for {}", res.qualified())))
     }
 
     pub(crate) fn resource(&self, group: &str, plural: &str) -> Result<Arc<Resource>, ApiError> {
         self.registry
             .all()
             .iter()
-            .find(|r| r.group == group && r.plural == plural)
+            .find(|r| r.group == group && r.plural == plural && r.view.is_none())
             .cloned()
             .ok_or_else(|| ApiError::internal(format!("{plural} is not served")))
     }
@@ -100,6 +101,15 @@ impl Api {
         match self.create(&services, Some("default"), kubernetes, &WriteOptions::default()).await {
             Ok(_) | Err(ApiError { code: 409, .. }) => {}
             Err(e) => return Err(e),
+        }
+        let classes = self.resource("scheduling.k8s.io", "priorityclasses")?;
+        for (name, value, description) in crate::strategy::priorityclass::SYSTEM_PRIORITY_CLASSES {
+            let obj =
+                json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": name}, "value": value, "description": description});
+            match self.create(&classes, None, obj, &WriteOptions::default()).await {
+                Ok(_) | Err(ApiError { code: 409, .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         self.finalize_terminating_namespaces().await;
         Ok(())

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod cache;
 pub mod content;
+pub mod convert;
 pub mod discovery;
 pub mod managed;
 pub mod meta;

@@ -79,7 +79,10 @@ fn build_group_version(reg: &Registry, path: &str) -> Option<Value> {
     let mut gen = schemars::generate::SchemaSettings::openapi3().into_generator();
     let mut kinds = vec![];
     for r in reg.of(&g, &v) {
-        let reference = r.strategy.schema(&mut gen);
+        let reference = match r.view {
+            Some(view) => view.schema(&mut gen),
+            None => r.strategy.schema(&mut gen),
+        };
         if let Some(name) = reference.get("$ref").and_then(Value::as_str).and_then(|s| s.rsplit('/').next()) {
             kinds.push((name.to_string(), json!([{"group": r.group, "kind": r.kind, "version": r.version}])));
         }

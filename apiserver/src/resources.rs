@@ -56,6 +56,10 @@ pub struct Resource {
     pub ttl: Option<Duration>,
     /// A delete answers with the deleted object (pods, services) instead of a Success Status.
     pub return_deleted: bool,
+    /// Served from another version's storage (the strategy is the stored kind's): the conversion.
+    pub view: Option<&'static dyn crate::convert::View>,
+    /// The warning every request to a deprecated resource gets (v1 Endpoints since 1.33).
+    pub deprecation: Option<&'static str>,
     pub strategy: Box<dyn Strategy>,
 }
 
@@ -96,6 +100,22 @@ impl Resource {
         match namespace {
             Some(ns) if self.namespaced => format!("{store_prefix}{}/{ns}/{name}", self.storage),
             _ => format!("{store_prefix}{}/{name}", self.storage),
+        }
+    }
+
+    /// A request body in the stored form.
+    pub fn stored(&self, obj: serde_json::Value) -> serde_json::Value {
+        match self.view {
+            Some(v) => v.stored(obj),
+            None => obj,
+        }
+    }
+
+    /// A stored object in the served form.
+    pub fn served(&self, obj: serde_json::Value) -> serde_json::Value {
+        match self.view {
+            Some(v) => v.served(obj),
+            None => obj,
         }
     }
 

@@ -245,7 +245,22 @@ fn discovery_has_the_shape_of_a_real_cluster() {
         let verbs = ["[create delete deletecollection get list patch update watch]", "create,delete,deletecollection,get,list,patch,update,watch"];
         assert!(verbs.iter().any(|want| wide.contains(want)) && wide.contains("all"), "{wide}");
         let versions = s.ok(v, &["api-versions"]);
-        assert_eq!(versions.split_whitespace().collect::<Vec<_>>(), vec!["apps/v1", "v1"]);
+        assert_eq!(
+            versions.split_whitespace().collect::<Vec<_>>(),
+            [
+                "apps/v1",
+                "autoscaling/v1",
+                "autoscaling/v2",
+                "batch/v1",
+                "coordination.k8s.io/v1",
+                "discovery.k8s.io/v1",
+                "events.k8s.io/v1",
+                "policy/v1",
+                "rbac.authorization.k8s.io/v1",
+                "scheduling.k8s.io/v1",
+                "v1"
+            ]
+        );
     }
     let aggregated = s.ok("1.33", &["get", "--raw", "/apis"]);
     assert_eq!(json(&aggregated)["kind"], "APIGroupList");
@@ -602,4 +617,165 @@ fn updates_own_what_they_change_so_an_apply_over_them_conflicts() {
         .map(|e| format!("{}/{}", e["manager"].as_str().unwrap_or(""), e["operation"].as_str().unwrap_or("")))
         .collect();
     assert_eq!(managers, vec!["kubectl-create/Update", "kubectl/Apply"], "the scaler lost its only field to the forced apply");
+}
+
+/// One object of every kind of issue 15 beyond the first slice (namespace `NS`).
+const KINDS: &str = include_str!("fixtures/kinds.yaml");
+
+#[test]
+fn every_workload_storage_policy_and_rbac_kind_prints_its_columns_scales_and_validates() {
+    let s = ApiServer::start("kinds");
+    let (v, ns) = ("1.33", "berth-kinds");
+    s.ok_in(v, &["apply", "-f", "-"], Some(&KINDS.replace("NS", ns)));
+    let wide = |r: &str| s.ok(v, &["-n", ns, "get", r, "-o", "wide"]);
+    let headers = [
+        ("endpoints", "NAME ENDPOINTS AGE", "10.0.0.1:80,10.0.0.2:80"),
+        ("pvc", "NAME STATUS VOLUME CAPACITY ACCESS MODES STORAGECLASS VOLUMEATTRIBUTESCLASS AGE VOLUMEMODE", "Pending"),
+        ("pv", "NAME CAPACITY ACCESS MODES RECLAIM POLICY STATUS CLAIM STORAGECLASS VOLUMEATTRIBUTESCLASS REASON AGE VOLUMEMODE", "RWO,ROX"),
+        ("quota", "NAME AGE REQUEST LIMIT", "quota1"),
+        ("limits", "NAME CREATED AT", "limits1"),
+        ("podtemplates", "NAME CONTAINERS IMAGES POD LABELS", "app=pt"),
+        ("rc", "NAME DESIRED CURRENT READY AGE CONTAINERS IMAGES SELECTOR", "app=rc1"),
+        ("rs", "NAME DESIRED CURRENT READY AGE CONTAINERS IMAGES SELECTOR", "app=rs1"),
+        ("sts", "NAME READY AGE CONTAINERS IMAGES", "0/2"),
+        ("ds", "NAME DESIRED CURRENT READY UP-TO-DATE AVAILABLE NODE SELECTOR AGE CONTAINERS IMAGES SELECTOR", "kubernetes.io/os=linux"),
+        ("controllerrevisions", "NAME CONTROLLER REVISION AGE", "statefulset.apps/sts1"),
+        ("jobs", "NAME STATUS COMPLETIONS DURATION AGE CONTAINERS IMAGES SELECTOR", "batch.kubernetes.io/controller-uid="),
+        ("cj", "NAME SCHEDULE TIMEZONE SUSPEND ACTIVE LAST SCHEDULE AGE CONTAINERS IMAGES SELECTOR", "*/5 * * * *"),
+        ("hpa", "NAME REFERENCE TARGETS MINPODS MAXPODS REPLICAS AGE", "cpu: <unknown>/50%"),
+        ("leases", "NAME HOLDER AGE", "berth-node"),
+        ("endpointslices", "NAME ADDRESSTYPE PORTS ENDPOINTS AGE", "10.0.0.1,10.0.0.2"),
+        ("pc", "NAME VALUE GLOBAL-DEFAULT AGE PREEMPTIONPOLICY", "system-node-critical"),
+        ("pdb", "NAME MIN AVAILABLE MAX UNAVAILABLE ALLOWED DISRUPTIONS AGE", "N/A"),
+        ("roles", "NAME CREATED AT", "reader"),
+        ("rolebindings", "NAME ROLE AGE USERS GROUPS SERVICEACCOUNTS", "berth-kinds/default"),
+        ("clusterroles", "NAME CREATED AT", "berth-kinds:reader"),
+        ("clusterrolebindings", "NAME ROLE AGE USERS GROUPS SERVICEACCOUNTS", "ClusterRole/berth-kinds:reader"),
+    ];
+    for (r, want, cell) in headers {
+        let out = wide(r);
+        assert_eq!(header(&out), want, "{r}:\n{out}");
+        assert!(out.contains(cell), "{r} lacks {cell}:\n{out}");
+    }
+    let job = s.ok(v, &["-n", ns, "get", "job", "job1"]);
+    assert!(job.contains("Running") && job.contains("0/1"), "{job}");
+    assert!(s.ok(v, &["get", "pc"]).contains("2000000000"), "the system priority classes exist from the start");
+
+    // `get all` lists what the `all` category holds on a real cluster
+    let all = s.ok(v, &["-n", ns, "get", "all", "-o", "name"]);
+    for want in [
+        "replicationcontroller/rc1",
+        "daemonset.apps/ds1",
+        "replicaset.apps/rs1",
+        "statefulset.apps/sts1",
+        "horizontalpodautoscaler.autoscaling/hpa1",
+        "cronjob.batch/cj1",
+        "job.batch/job1",
+    ] {
+        assert!(all.contains(want), "{want} missing in get all:\n{all}");
+    }
+    assert!(!all.contains("lease") && !all.contains("endpoints"), "{all}");
+
+    // scale subresources (a replication controller's selector is a label map)
+    for r in ["rc/rc1", "rs/rs1", "sts/sts1"] {
+        s.ok(v, &["-n", ns, "scale", r, "--replicas=4"]);
+    }
+    let scale = json(&s.ok(v, &["get", "--raw", &format!("/api/v1/namespaces/{ns}/replicationcontrollers/rc1/scale")]));
+    assert_eq!((scale["spec"]["replicas"].as_i64(), scale["status"]["selector"].as_str()), (Some(4), Some("app=rc1")));
+    let sts = json(&s.ok(v, &["-n", ns, "get", "sts", "sts1", "-o", "json"]));
+    assert_eq!((sts["spec"]["replicas"].as_i64(), sts["metadata"]["generation"].as_i64()), (Some(4), Some(2)));
+    assert_eq!(sts["spec"]["podManagementPolicy"], "OrderedReady");
+    assert_eq!(sts["spec"]["updateStrategy"]["rollingUpdate"]["partition"], 0);
+    // status only through the status subresource
+    s.ok(v, &["-n", ns, "patch", "rs", "rs1", "--subresource=status", "--type=merge", "-p", r#"{"status":{"replicas":4,"readyReplicas":3}}"#]);
+    s.ok(v, &["-n", ns, "patch", "rs", "rs1", "--type=merge", "-p", r#"{"status":{"readyReplicas":1}}"#]);
+    let rs = s.ok(v, &["-n", ns, "get", "rs", "rs1"]);
+    assert!(rs.lines().nth(1).is_some_and(|l| l.split_whitespace().take(4).collect::<Vec<_>>() == ["rs1", "4", "4", "3"]), "{rs}");
+
+    let by_field = s.ok(v, &["-n", ns, "get", "rs", "--field-selector", "status.replicas=4", "-o", "name"]);
+    assert_eq!(by_field.trim(), "replicaset.apps/rs1");
+    let by_field = s.ok(v, &["-n", ns, "get", "jobs", "--field-selector", "status.successful=0", "-o", "name"]);
+    assert_eq!(by_field.trim(), "job.batch/job1");
+    let out = s.kubectl(v, &["-n", ns, "get", "endpoints"]);
+    let warned = String::from_utf8_lossy(&out.stderr);
+    assert!(warned.contains("v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice"), "{warned}");
+
+    // defaults
+    let ds = json(&s.ok(v, &["-n", ns, "get", "ds", "ds1", "-o", "json"]));
+    assert_eq!(ds["spec"]["updateStrategy"]["rollingUpdate"], serde_json::json!({"maxSurge": 0, "maxUnavailable": 1}));
+    let lr = json(&s.ok(v, &["-n", ns, "get", "limits", "limits1", "-o", "json"]));
+    assert_eq!(lr["spec"]["limits"][0]["defaultRequest"], serde_json::json!({"cpu": "1", "memory": "10Mi"}));
+    let cj = json(&s.ok(v, &["-n", ns, "get", "cj", "cj1", "-o", "json"]));
+    assert_eq!((cj["spec"]["concurrencyPolicy"].as_str(), cj["spec"]["successfulJobsHistoryLimit"].as_i64()), (Some("Allow"), Some(3)));
+
+    // typed create commands: JSON from 1.27, protobuf from 1.33
+    for v in ["1.27", "1.33"] {
+        let ns = format!("berth-typed{}", v.replace('.', ""));
+        let n = ns.as_str();
+        s.ok(v, &["create", "ns", n]);
+        s.ok(v, &["-n", n, "create", "job", "j2", "--image=busybox", "--", "true"]);
+        s.ok(v, &["-n", n, "create", "cronjob", "c2", "--image=busybox", "--schedule=@hourly"]);
+        s.ok(v, &["-n", n, "create", "role", "r2", "--verb=get", "--resource=pods"]);
+        s.ok(v, &["-n", n, "create", "rolebinding", "rb2", "--role=r2", "--user=bob", "--serviceaccount=default:x"]);
+        s.ok(v, &["create", "clusterrole", &format!("{n}-cr"), "--verb=get", "--resource=nodes"]);
+        s.ok(v, &["create", "clusterrolebinding", &format!("{n}-crb"), &format!("--clusterrole={n}-cr"), "--group=devs"]);
+        s.ok(v, &["create", "priorityclass", &format!("{n}-pc"), "--value=10"]);
+        s.ok(v, &["-n", n, "create", "pdb", "pdb2", "--selector=app=x", "--max-unavailable=1"]);
+        s.ok(v, &["-n", n, "create", "quota", "q2", "--hard=pods=3"]);
+        let job = json(&s.ok(v, &["-n", n, "get", "job", "j2", "-o", "json"]));
+        assert_eq!(job["spec"]["backoffLimit"], 6);
+        let rb = s.ok(v, &["-n", n, "get", "rolebinding", "rb2", "-o", "wide"]);
+        assert!(rb.contains("Role/r2") && rb.contains("bob") && rb.contains("default/x"), "{rb}");
+    }
+
+    // bad input: the field and the reason, as upstream words them
+    let bad_job =
+        "apiVersion: batch/v1\nkind: Job\nmetadata: {name: berth-bad}\nspec:\n  template:\n    spec:\n      containers: [{name: c, image: busybox}]\n";
+    let err = s.fails(v, &["-n", ns, "create", "-f", "-"], Some(bad_job));
+    assert!(err.contains(r#"spec.template.spec.restartPolicy: Required value: valid values: "OnFailure", "Never""#), "{err}");
+    let bad_sts = "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: berth-bad}\nspec:\n  selector: {matchLabels: {app: a}}\n  template:\n    metadata: {labels: {app: b}}\n    spec:\n      containers: [{name: c, image: busybox}]\n";
+    let err = s.fails(v, &["-n", ns, "create", "-f", "-"], Some(bad_sts));
+    assert!(
+        err.contains("spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"b\"}: `selector` does not match template `labels`"),
+        "{err}"
+    );
+    let err = s.fails(v, &["create", "priorityclass", "system-berth", "--value=1"], None);
+    assert!(err.contains("priority class names with 'system-' prefix are reserved"), "{err}");
+    let err = s.fails(v, &["-n", ns, "patch", "rolebinding", "reader", "--type=merge", "-p", r#"{"roleRef":{"name":"other"}}"#], None);
+    assert!(err.contains("cannot change roleRef"), "{err}");
+    let err = s.fails(v, &["patch", "pc", "berth-kinds-high", "--type=merge", "-p", r#"{"value":5}"#], None);
+    assert!(err.contains("value: Forbidden: may not be changed in an update."), "{err}");
+    let bad_pvc = "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: berth-bad}\nspec:\n  accessModes: [ReadWriteSometimes]\n";
+    let err = s.fails(v, &["-n", ns, "create", "-f", "-"], Some(bad_pvc));
+    assert!(err.contains(r#"spec.accessModes: Unsupported value: "ReadWriteSometimes""#) && err.contains("spec.resources[storage]: Required value"), "{err}");
+
+    // autoscaling/v1 over the v2 objects: kubectl 1.27 autoscales with v1
+    s.ok("1.27", &["-n", ns, "autoscale", "rs", "rs1", "--max=4", "--cpu-percent=60", "--name=hpa-v1"]);
+    let v1 = json(&s.ok(v, &["get", "--raw", &format!("/apis/autoscaling/v1/namespaces/{ns}/horizontalpodautoscalers/hpa-v1")]));
+    assert_eq!((v1["apiVersion"].as_str(), v1["spec"]["targetCPUUtilizationPercentage"].as_i64()), (Some("autoscaling/v1"), Some(60)));
+    s.ok(
+        v,
+        &["-n", ns, "patch", "horizontalpodautoscalers.v1.autoscaling", "hpa-v1", "--type=merge", "-p", r#"{"spec":{"targetCPUUtilizationPercentage":70}}"#],
+    );
+    let v2 = json(&s.ok(v, &["-n", ns, "get", "hpa", "hpa-v1", "-o", "json"]));
+    assert_eq!(v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 70, "{v2}");
+    let listed = json(&s.ok(v, &["get", "--raw", &format!("/apis/autoscaling/v1/namespaces/{ns}/horizontalpodautoscalers")]));
+    assert!(listed["items"].as_array().is_some_and(|i| i.iter().all(|h| h["spec"].get("metrics").is_none())), "{listed}");
+
+    // events.k8s.io/v1 over the core events
+    let ev = "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: berth-ev1}\neventTime: \"2026-12-02T17:00:00.000000Z\"\nreportingController: berth.io/test\nreportingInstance: berth-1\naction: Testing\nreason: Tested\ntype: Normal\nnote: hello from events.k8s.io\nregarding: {kind: Pod, name: p1}\n";
+    s.ok_in(v, &["-n", ns, "create", "-f", "-"], Some(ev));
+    let core = json(&s.ok(v, &["get", "--raw", &format!("/api/v1/namespaces/{ns}/events/berth-ev1")]));
+    assert_eq!((core["message"].as_str(), core["involvedObject"]["name"].as_str()), (Some("hello from events.k8s.io"), Some("p1")));
+    let new = json(&s.ok(v, &["get", "--raw", &format!("/apis/events.k8s.io/v1/namespaces/{ns}/events/berth-ev1")]));
+    assert_eq!(
+        (new["apiVersion"].as_str(), new["note"].as_str(), new["regarding"]["kind"].as_str()),
+        (Some("events.k8s.io/v1"), Some("hello from events.k8s.io"), Some("Pod"))
+    );
+    let events = s.ok(v, &["-n", ns, "get", "events.v1.events.k8s.io"]);
+    assert!(events.contains("pod/p1") && events.contains("Tested"), "{events}");
+
+    // kubectl 1.27 applies the same manifest
+    s.ok_in("1.27", &["apply", "-f", "-"], Some(&KINDS.replace("NS", "berth-kinds127")));
+    s.ok("1.33", &["delete", "ns", "berth-kinds", "berth-kinds127", "berth-typed127", "berth-typed133", "--wait=false"]);
 }

@@ -145,6 +145,25 @@ pub fn check(path: &str, value: &str, check: fn(&str) -> Vec<String>) -> Vec<Str
     check(value).iter().map(|r| invalid(path, value, r)).collect()
 }
 
+/// The reasons `s` is not a path segment name (RBAC objects: `system:node` is one): not `.` or
+/// `..`, no `/` or `%` (upstream's `path.ValidatePathSegmentName`), and here also no NUL. Such
+/// names are for API objects only: they may hold ':' and so never become file or cgroup names.
+pub fn path_segment_name(s: &str) -> Vec<String> {
+    let mut errs = vec![];
+    if s == "." || s == ".." {
+        errs.push(format!("may not be '{s}'"));
+    }
+    for bad in ["/", "%"] {
+        if s.contains(bad) {
+            errs.push(format!("may not contain '{bad}'"));
+        }
+    }
+    if s.contains('\0') {
+        errs.push("may not contain NUL".into());
+    }
+    errs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

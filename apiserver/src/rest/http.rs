@@ -127,23 +127,37 @@ async fn serve(api: Arc<Api>, req: Request) -> Result<Response, ApiError> {
         },
     };
     let body = axum::body::to_bytes(req.into_body(), MAX_BODY).await.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+    let deprecation = res.deprecation;
     let req = Req { api, res, ns, params, headers };
-    if let Subresource::Action(action) = sub {
-        return match (method, name) {
-            (Method::POST, Some(name)) => req.act(&name, action, &body).await,
-            (m, _) => Err(ApiError::method_not_allowed(m.as_str())),
-        };
+    let mut answer = req.answer(method, name, sub, &body).await;
+    if let (Some(w), Ok(r)) = (deprecation, answer.as_mut()) {
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - {}", Value::String(w.to_string()))) {
+            r.headers_mut().append(header::WARNING, v);
+        }
     }
-    match (method, name) {
-        (Method::GET, None) if flag(&req.params, "watch") => req.watch(),
-        (Method::GET, None) => req.list().await,
-        (Method::GET, Some(name)) => req.get(&name, sub).await,
-        (Method::POST, None) => req.create(&body).await,
-        (Method::PUT, Some(name)) => req.update(&name, sub, &body).await,
-        (Method::PATCH, Some(name)) => req.patch(&name, sub, &body).await,
-        (Method::DELETE, Some(name)) if sub == Subresource::Main => req.delete(&name, &body).await,
-        (Method::DELETE, None) => req.delete_collection(&body).await,
-        (m, _) => Err(ApiError::method_not_allowed(m.as_str())),
+    answer
+}
+
+impl Req {
+    /// The answer to a request for a resource (or one of its objects or subresources).
+    async fn answer(&self, method: Method, name: Option<String>, sub: Subresource, body: &[u8]) -> Result<Response, ApiError> {
+        if let Subresource::Action(action) = sub {
+            return match (method, name) {
+                (Method::POST, Some(name)) => self.act(&name, action, body).await,
+                (m, _) => Err(ApiError::method_not_allowed(m.as_str())),
+            };
+        }
+        match (method, name) {
+            (Method::GET, None) if flag(&self.params, "watch") => self.watch(),
+            (Method::GET, None) => self.list().await,
+            (Method::GET, Some(name)) => self.get(&name, sub).await,
+            (Method::POST, None) => self.create(body).await,
+            (Method::PUT, Some(name)) => self.update(&name, sub, body).await,
+            (Method::PATCH, Some(name)) => self.patch(&name, sub, body).await,
+            (Method::DELETE, Some(name)) if sub == Subresource::Main => self.delete(&name, body).await,
+            (Method::DELETE, None) => self.delete_collection(body).await,
+            (m, _) => Err(ApiError::method_not_allowed(m.as_str())),
+        }
     }
 }
 
@@ -221,7 +235,7 @@ impl Req {
                 let rv = obj.pointer("/metadata/resourceVersion").cloned().unwrap_or(json!(""));
                 json_response(code, &table::table(&self.res, std::slice::from_ref(obj), json!({"resourceVersion": rv}), include, true))
             }
-            None => json_response(code, obj),
+            None => json_response(code, &self.res.served(obj.clone())),
         };
         for w in warnings {
             if let Ok(v) = HeaderValue::from_str(&format!("299 - {}", serde_json::Value::String(w.clone()))) {
@@ -244,7 +258,8 @@ impl Req {
         }
         let items: Vec<Value> = items
             .into_iter()
-            .map(|mut o| {
+            .map(|o| {
+                let mut o = self.res.served(o);
                 if let Some(map) = o.as_object_mut() {
                     map.remove("kind");
                     map.remove("apiVersion");
@@ -336,6 +351,7 @@ impl Req {
         let ct = content::content_type(&self.headers);
         if ct.split(';').next().unwrap_or("").trim() == "application/apply-patch+yaml" {
             let applied = content::decode_body(&self.headers, body)?;
+            let applied = if sub == Subresource::Scale { applied } else { self.res.stored(applied) };
             let manager = self.param("fieldManager").unwrap_or("");
             let force = flag(&self.params, "force");
             let w = self.api.apply(&self.res, self.ns(), name, &applied, manager, force, sub, &self.write_options()?).await?;
@@ -373,10 +389,10 @@ impl Req {
         let obj = self.api.delete(&self.res, self.ns(), name, &opts).await?;
         let pending = obj.pointer("/metadata/deletionTimestamp").is_some() && opts.dry_run.is_none();
         if pending {
-            return Ok(json_response(StatusCode::ACCEPTED, &obj));
+            return Ok(json_response(StatusCode::ACCEPTED, &self.res.served(obj)));
         }
         if self.res.return_deleted {
-            return Ok(json_response(StatusCode::OK, &obj));
+            return Ok(json_response(StatusCode::OK, &self.res.served(obj)));
         }
         let mut details = json!({"name": name, "kind": self.res.plural, "uid": obj.pointer("/metadata/uid").cloned().unwrap_or(json!(""))});
         if !self.res.group.is_empty() {

@@ -77,12 +77,12 @@ impl Api {
     ) -> Result<Written, ApiError> {
         let write_sub = if sub == Subresource::Scale { Subresource::Main } else { sub };
         self.guaranteed_update(res, ns, name, write_sub, opts, |current| {
-            let view = if sub == Subresource::Scale { self.scale_of(res, current)? } else { without_rv(current) };
+            let view = if sub == Subresource::Scale { self.scale_of(res, current)? } else { res.served(without_rv(current)) };
             let patched = patch::apply(kind, &view, body).map_err(|e| ApiError { code: 422, reason: "Invalid", message: e, details: None })?;
             if sub == Subresource::Scale {
                 self.apply_scale(res, current, &patched)
             } else {
-                Ok(patched)
+                Ok(res.stored(patched))
             }
         })
         .await
@@ -211,6 +211,10 @@ impl Api {
     pub(crate) fn scale_of(&self, res: &Resource, obj: &Value) -> Result<Value, ApiError> {
         let spec = res.scale.ok_or_else(ApiError::path_not_found)?;
         let selector = match obj.pointer(spec.selector) {
+            // a replication controller's selector is a plain label map
+            Some(Value::Object(m)) if !m.is_empty() && m.values().all(Value::is_string) => {
+                m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(",")
+            }
             Some(s) => serde_json::from_value(s.clone()).map(|s| crate::selector::format_label_selector(&s)).unwrap_or_default(),
             None => String::new(),
         };

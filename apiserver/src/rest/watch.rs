@@ -48,7 +48,7 @@ impl Encoder {
                 t
             }
             _ => {
-                let mut o = obj.clone();
+                let mut o = if kind == "ERROR" || kind == "BOOKMARK" { obj.clone() } else { self.res.served(obj.clone()) };
                 if kind != "ERROR" {
                     o["kind"] = json!(self.res.kind);
                     o["apiVersion"] = json!(self.res.api_version());

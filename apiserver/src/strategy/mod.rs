@@ -5,14 +5,29 @@
 //! built-in resources ([`builtin_resources`]).
 
 mod configmap;
+mod controllerrevision;
+mod daemonset;
 mod deployment;
+mod endpoints;
 mod event;
+mod hpa;
+mod job;
+mod lease;
 mod namespace;
 mod node;
+mod pdb;
 pub(crate) mod pod;
+mod podtemplate;
+pub(crate) mod priorityclass;
+mod quota;
+mod rbac;
+mod replicaset;
 mod secret;
 mod service;
 mod serviceaccount;
+mod statefulset;
+mod volume;
+mod workload;
 
 use std::time::Duration;
 
@@ -257,11 +272,16 @@ fn resource(
         actions: &[],
         ttl: None,
         return_deleted: matches!(plural, "pods" | "services"),
+        view: None,
+        deprecation: None,
         strategy,
     }
 }
 
-/// The built-in kinds, in discovery order (upstream lists resources alphabetically).
+/// The scale subresource of kinds whose replicas and selector sit where apps/v1 keeps them.
+const SPEC_SCALE: ScaleSpec = ScaleSpec { spec_replicas: "/spec/replicas", status_replicas: "/status/replicas", selector: "/spec/selector" };
+
+/// The built-in kinds, in discovery order (groups as upstream orders them, resources alphabetically).
 pub fn builtin_resources() -> Vec<Resource> {
     let mut events = resource("", "Event", "events", "event", &["ev"], &[], true, "events", false, Box::new(Typed(event::Events)));
     events.ttl = Some(Duration::from_secs(3600));
@@ -269,16 +289,106 @@ pub fn builtin_resources() -> Vec<Resource> {
     namespaces.verbs = NAMESPACE_VERBS;
     let mut deployments =
         resource("apps", "Deployment", "deployments", "deployment", &["deploy"], &["all"], true, "deployments", true, Box::new(Typed(deployment::Deployments)));
-    deployments.scale = Some(ScaleSpec { spec_replicas: "/spec/replicas", status_replicas: "/status/replicas", selector: "/spec/selector" });
+    deployments.scale = Some(SPEC_SCALE);
     let mut pods = resource("", "Pod", "pods", "pod", &["po"], &["all"], true, "pods", true, Box::new(Typed(pod::Pods)));
     pods.actions =
         &[Action { name: "binding", group: "", version: "v1", kind: "Binding" }, Action { name: "eviction", group: "policy", version: "v1", kind: "Eviction" }];
+    let mut rcs = resource(
+        "",
+        "ReplicationController",
+        "replicationcontrollers",
+        "replicationcontroller",
+        &["rc"],
+        &["all"],
+        true,
+        "controllers",
+        true,
+        Box::new(Typed(replicaset::ReplicationControllers)),
+    );
+    rcs.scale = Some(SPEC_SCALE);
+    let mut rss =
+        resource("apps", "ReplicaSet", "replicasets", "replicaset", &["rs"], &["all"], true, "replicasets", true, Box::new(Typed(replicaset::ReplicaSets)));
+    rss.scale = Some(SPEC_SCALE);
+    let mut sts = resource(
+        "apps",
+        "StatefulSet",
+        "statefulsets",
+        "statefulset",
+        &["sts"],
+        &["all"],
+        true,
+        "statefulsets",
+        true,
+        Box::new(Typed(statefulset::StatefulSets)),
+    );
+    sts.scale = Some(SPEC_SCALE);
+    let mut hpa = resource(
+        "autoscaling",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        &["hpa"],
+        &["all"],
+        true,
+        "horizontalpodautoscalers",
+        true,
+        Box::new(Typed(hpa::HorizontalPodAutoscalers)),
+    );
+    hpa.version = "v2";
+    let mut hpa_v1 = resource(
+        "autoscaling",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        &["hpa"],
+        &["all"],
+        true,
+        "horizontalpodautoscalers",
+        true,
+        Box::new(Typed(hpa::HorizontalPodAutoscalers)),
+    );
+    hpa_v1.view = Some(&crate::convert::HpaV1);
+    let mut events_v1 = resource("events.k8s.io", "Event", "events", "event", &["ev"], &[], true, "events", false, Box::new(Typed(event::Events)));
+    events_v1.ttl = Some(Duration::from_secs(3600));
+    events_v1.view = Some(&crate::convert::EventsV1);
+    let mut endpoints =
+        resource("", "Endpoints", "endpoints", "endpoints", &["ep"], &[], true, "services/endpoints", false, Box::new(Typed(endpoints::EndpointsKind)));
+    endpoints.deprecation = Some("v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice");
     vec![
         resource("", "ConfigMap", "configmaps", "configmap", &["cm"], &[], true, "configmaps", false, Box::new(Typed(configmap::ConfigMaps))),
+        endpoints,
         events,
+        resource("", "LimitRange", "limitranges", "limitrange", &["limits"], &[], true, "limitranges", false, Box::new(Typed(quota::LimitRanges))),
         namespaces,
         resource("", "Node", "nodes", "node", &["no"], &[], false, "minions", true, Box::new(Typed(node::Nodes))),
+        resource(
+            "",
+            "PersistentVolumeClaim",
+            "persistentvolumeclaims",
+            "persistentvolumeclaim",
+            &["pvc"],
+            &[],
+            true,
+            "persistentvolumeclaims",
+            true,
+            Box::new(Typed(volume::PersistentVolumeClaims)),
+        ),
+        resource(
+            "",
+            "PersistentVolume",
+            "persistentvolumes",
+            "persistentvolume",
+            &["pv"],
+            &[],
+            false,
+            "persistentvolumes",
+            true,
+            Box::new(Typed(volume::PersistentVolumes)),
+        ),
         pods,
+        resource("", "PodTemplate", "podtemplates", "podtemplate", &[], &[], true, "podtemplates", false, Box::new(Typed(podtemplate::PodTemplates))),
+        rcs,
+        resource("", "ResourceQuota", "resourcequotas", "resourcequota", &["quota"], &[], true, "resourcequotas", true, Box::new(Typed(quota::ResourceQuotas))),
         resource("", "Secret", "secrets", "secret", &[], &[], true, "secrets", false, Box::new(Typed(secret::Secrets))),
         resource(
             "",
@@ -293,7 +403,101 @@ pub fn builtin_resources() -> Vec<Resource> {
             Box::new(Typed(serviceaccount::ServiceAccounts)),
         ),
         resource("", "Service", "services", "service", &["svc"], &["all"], true, "services/specs", true, Box::new(Typed(service::Services))),
+        resource(
+            "apps",
+            "ControllerRevision",
+            "controllerrevisions",
+            "controllerrevision",
+            &[],
+            &[],
+            true,
+            "controllerrevisions",
+            false,
+            Box::new(Typed(controllerrevision::ControllerRevisions)),
+        ),
+        resource("apps", "DaemonSet", "daemonsets", "daemonset", &["ds"], &["all"], true, "daemonsets", true, Box::new(Typed(daemonset::DaemonSets))),
         deployments,
+        rss,
+        sts,
+        events_v1,
+        hpa,
+        hpa_v1,
+        resource("batch", "CronJob", "cronjobs", "cronjob", &["cj"], &["all"], true, "cronjobs", true, Box::new(Typed(job::CronJobs))),
+        resource("batch", "Job", "jobs", "job", &[], &["all"], true, "jobs", true, Box::new(Typed(job::Jobs))),
+        resource(
+            "policy",
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+            "poddisruptionbudget",
+            &["pdb"],
+            &[],
+            true,
+            "poddisruptionbudgets",
+            true,
+            Box::new(Typed(pdb::PodDisruptionBudgets)),
+        ),
+        resource(
+            "rbac.authorization.k8s.io",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            "clusterrolebinding",
+            &[],
+            &[],
+            false,
+            "clusterrolebindings",
+            false,
+            Box::new(Typed(rbac::ClusterRoleBindings)),
+        ),
+        resource(
+            "rbac.authorization.k8s.io",
+            "ClusterRole",
+            "clusterroles",
+            "clusterrole",
+            &[],
+            &[],
+            false,
+            "clusterroles",
+            false,
+            Box::new(Typed(rbac::ClusterRoles)),
+        ),
+        resource(
+            "rbac.authorization.k8s.io",
+            "RoleBinding",
+            "rolebindings",
+            "rolebinding",
+            &[],
+            &[],
+            true,
+            "rolebindings",
+            false,
+            Box::new(Typed(rbac::RoleBindings)),
+        ),
+        resource("rbac.authorization.k8s.io", "Role", "roles", "role", &[], &[], true, "roles", false, Box::new(Typed(rbac::Roles))),
+        resource(
+            "scheduling.k8s.io",
+            "PriorityClass",
+            "priorityclasses",
+            "priorityclass",
+            &["pc"],
+            &[],
+            false,
+            "priorityclasses",
+            false,
+            Box::new(Typed(priorityclass::PriorityClasses)),
+        ),
+        resource("coordination.k8s.io", "Lease", "leases", "lease", &[], &[], true, "leases", false, Box::new(Typed(lease::Leases))),
+        resource(
+            "discovery.k8s.io",
+            "EndpointSlice",
+            "endpointslices",
+            "endpointslice",
+            &[],
+            &[],
+            true,
+            "endpointslices",
+            false,
+            Box::new(Typed(endpoints::EndpointSlices)),
+        ),
     ]
 }
 
