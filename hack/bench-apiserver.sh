@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -z "${BERTH_BIN:-}" ]; then
-    cargo build --release --bin berth
+    hack/build.sh --release
     BERTH_BIN=target/release/berth
 fi
 dir=$(mktemp -d "${TMPDIR:-/tmp}/berth-bench-api.XXXXXX")
