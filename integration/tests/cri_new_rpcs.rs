@@ -183,6 +183,12 @@ async fn update_pod_sandbox_resources_sizes_the_pod_cgroup() {
         let devices = std::fs::read_to_string(format!("/sys/fs/cgroup/devices/{}/devices.list", cg.trim_start_matches('/'))).unwrap();
         assert!(devices.lines().any(|l| l == "a *:* rwm"), "the pod cgroup still allows all devices: {devices}");
         remove_pod(&mut rt, &pod).await;
+        if cgroup_parent.is_empty() {
+            // Berth's own pod cgroup is gone from every hierarchy (name=systemd included).
+            let left: Vec<_> =
+                std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten().map(|h| h.path().join(cg.trim_start_matches('/'))).filter(|p| p.exists()).collect();
+            assert!(left.is_empty(), "pod cgroup left in {left:?}");
+        }
     }
 
     let err =

@@ -70,10 +70,14 @@ impl Cgroup {
         let rel = self.spec.path.trim_start_matches('/');
         match host_mode() {
             CgroupMode::V1 => {
+                // Only the controllers' hierarchies, the ones `remove` (libcgroups) clears
+                // again: not name=systemd, not the hybrid unified tree.
+                let controllers = host_controllers();
                 let hierarchies = std::fs::read_dir(CGROUP_ROOT).map_err(|e| err(&self.spec, e))?;
                 for h in hierarchies.flatten() {
                     let name = h.file_name();
-                    if name == "unified" || !h.path().is_dir() {
+                    let managed = name.to_str().is_some_and(|n| n.split(',').any(|c| controllers.contains(c)));
+                    if !managed || !h.path().is_dir() {
                         continue;
                     }
                     std::fs::create_dir_all(h.path().join(rel)).map_err(|e| err(&self.spec, e))?;
