@@ -269,19 +269,12 @@ pub fn host_controllers() -> BTreeSet<String> {
 /// The controllers of the v1 hierarchies in a mountinfo text (fstype "cgroup"; the
 /// controllers are among the super options).
 fn v1_controllers(mountinfo: &str) -> BTreeSet<String> {
-    const KNOWN: &[&str] =
-        &["blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "hugetlb", "memory", "net_cls", "net_prio", "perf_event", "pids", "rdma", "misc"];
-    let mut out = BTreeSet::new();
-    for line in mountinfo.lines() {
-        let Some((_, after)) = line.split_once(" - ") else { continue };
-        let mut fields = after.split_whitespace();
-        if fields.next() != Some("cgroup") {
-            continue;
-        }
-        let options = fields.nth(1).unwrap_or_default();
-        out.extend(options.split(',').filter(|o| KNOWN.contains(o)).map(str::to_string));
-    }
-    out
+    const KNOWN: &[&str] = &["blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "hugetlb", "memory", "net_cls", "net_prio", "perf_event", "pids", "rdma", "misc"];
+    crate::util::mountinfo::parse(mountinfo)
+        .iter()
+        .filter(|m| m.fstype == "cgroup")
+        .flat_map(|m| m.super_options.split(',').filter(|o| KNOWN.contains(o)).map(str::to_string).collect::<Vec<_>>())
+        .collect()
 }
 
 /// The controllers Berth sets limits in or reads from that the host lacks.

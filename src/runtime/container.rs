@@ -470,7 +470,8 @@ impl Runtime {
             self.stop_container(&rec.id, 0).await?;
         }
         let _guard = self.locks.lock(&rec.id).await;
-        self.teardown_container(&rec);
+        // Removing the cgroup waits for its processes: off the async threads.
+        tokio::task::block_in_place(|| self.teardown_container(&rec));
         self.index().containers.remove(&rec.id);
         self.release_name(&rec.name, &rec.id);
         Ok(())

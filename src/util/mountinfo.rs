@@ -7,8 +7,12 @@ pub struct MountEntry {
     /// The filesystem's device number (major:minor).
     pub device: (u64, u64),
     pub mount_point: PathBuf,
+    /// The filesystem type (ext4, overlay, cgroup, ...).
+    pub fstype: String,
     /// The mount source (a device path, or the filesystem's name for virtual ones).
     pub source: String,
+    /// The superblock's options (for a cgroup v1 hierarchy: its controllers among them).
+    pub super_options: String,
     /// Member of a peer group (`shared:N`): mounts below it propagate to the peers.
     pub shared: bool,
     /// Receives propagation from a peer group (`master:N`).
@@ -43,9 +47,10 @@ fn parse_line(line: &str) -> Option<MountEntry> {
     let (mut shared, mut slave) = (false, false);
     while let Some(f) = fields.next() {
         if f == "-" {
-            let _fstype = fields.next()?;
+            let fstype = fields.next()?.to_string();
             let source = unescape(fields.next()?);
-            return Some(MountEntry { device, mount_point: PathBuf::from(mount_point), source, shared, slave });
+            let super_options = fields.next().unwrap_or_default().to_string();
+            return Some(MountEntry { device, mount_point: PathBuf::from(mount_point), fstype, source, super_options, shared, slave });
         }
         shared |= f.starts_with("shared:");
         slave |= f.starts_with("master:");
