@@ -269,7 +269,8 @@ pub fn host_controllers() -> BTreeSet<String> {
 /// The controllers of the v1 hierarchies in a mountinfo text (fstype "cgroup"; the
 /// controllers are among the super options).
 fn v1_controllers(mountinfo: &str) -> BTreeSet<String> {
-    const KNOWN: &[&str] = &["blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "hugetlb", "memory", "net_cls", "net_prio", "perf_event", "pids", "rdma", "misc"];
+    const KNOWN: &[&str] =
+        &["blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "hugetlb", "memory", "net_cls", "net_prio", "perf_event", "pids", "rdma", "misc"];
     crate::util::mountinfo::parse(mountinfo)
         .iter()
         .filter(|m| m.fstype == "cgroup")
