@@ -347,16 +347,16 @@ async fn port_forward_carries_concurrent_connections_and_ten_mebibytes_intact() 
             false,
         )
         .await;
+    // Ready once port 8080 listens (state 0A in /proc/net/tcp{,6}): that httpd starts only
+    // after /big is written whole, so its checksum is final by then.
+    let listening = "cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | grep -q ':1F90 [0-9A-F:]* 0A ' && sha256sum /www/big || true";
     let mut sum = String::new();
-    for _ in 0..100 {
-        let out = f.exec_sync(&id, &["sh", "-c", "test -s /www/big && pidof httpd >/dev/null && sha256sum /www/big || true"]).await;
-        if !out.is_empty() {
-            sum = out.split_whitespace().next().unwrap_or("").to_string();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(sum.len(), 64, "httpd did not come up");
+    berth_integration::wait_until("the pod's httpd listens on 8080", Duration::from_secs(20), async || {
+        let out = f.exec_sync(&id, &["sh", "-c", listening]).await;
+        sum = out.split_whitespace().next().unwrap_or("").to_string();
+        sum.len() == 64
+    })
+    .await;
     let pf_url = |rt: &mut Rt, pod: String| {
         let mut rt = rt.clone();
         async move { rt.port_forward(cri::PortForwardRequest { pod_sandbox_id: pod, port: vec![8080] }).await.expect("port forward").into_inner().url }
