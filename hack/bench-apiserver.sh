@@ -12,16 +12,16 @@ if [ -z "${BERTH_BIN:-}" ]; then
     BERTH_BIN=target/release/berth
 fi
 dir=$(mktemp -d "${TMPDIR:-/tmp}/berth-bench-api.XXXXXX")
-"$BERTH_BIN" server --data-dir "$dir/data" --listen 127.0.0.1:0 >/dev/null 2>"$dir/server.log" &
+"$BERTH_BIN" server --data-dir "$dir/data" --listen 127.0.0.1:0 --disable-agent >/dev/null 2>"$dir/server.log" &
 pid=$!
 trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
 for _ in $(seq 600); do
-    if [ -f "$dir/data/admin.kubeconfig" ]; then
-        url=$(sed -n 's/^ *server: //p' "$dir/data/admin.kubeconfig")
-        if [ -n "$url" ] && curl -sf --cacert "$dir/data/ca.crt" "$url/readyz" >/dev/null 2>&1; then break; fi
+    if [ -f "$dir/data/server/admin.kubeconfig" ]; then
+        url=$(sed -n 's/^ *server: //p' "$dir/data/server/admin.kubeconfig")
+        if [ -n "$url" ] && curl -sf --cacert "$dir/data/server/ca.crt" "$url/readyz" >/dev/null 2>&1; then break; fi
     fi
     kill -0 "$pid" 2>/dev/null || { cat "$dir/server.log" >&2; exit 1; }
     sleep 0.1
 done
 ulimit -n 65536 2>/dev/null || true
-python3 hack/bench-apiserver.py "$dir/data" "$url" "$pid" "$@"
+python3 hack/bench-apiserver.py "$dir/data/server" "$url" "$pid" "$@"

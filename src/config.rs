@@ -63,7 +63,7 @@ impl ContainersConfig {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImagesConfig {
     /// The image that pod sandboxes are built from; always pinned.
@@ -94,7 +94,7 @@ pub enum ConfigError {
 }
 
 /// The resolved configuration of one daemon.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
     pub run_dir: PathBuf,

@@ -1,19 +1,17 @@
 //! The berth binary: `berth runtime` (the CRI runtime daemon), `berth node` (runtime plus
-//! kubelet), `berth server` (the Kubernetes API over HTTPS) and `berth images`/`berth logs`
-//! (clients of the daemon).
+//! kubelet on static pods), `berth server` (a single-node cluster: the Kubernetes API, the
+//! scheduler and this machine as its node) and `berth images`/`berth logs` (clients of the
+//! daemon).
 use anyhow::{bail, Context, Result};
 use berth::config;
-use berth::cri::{images::CriImages, runtime::CriRuntime, server, transfer::TransferService};
-use berth::image::store::ImageStore;
-use berth::network::Network;
-use berth::node::{Node, NodeConfig};
-use berth::runtime::{Runtime, RuntimeConfig};
+use berth::node::Node;
 use berth::util::sd_notify::Notifier;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 mod client;
+mod daemon;
 
 #[derive(Parser)]
 #[command(name = "berth", version, about = "A Kubernetes node in one binary: kubelet and container runtime")]
@@ -104,11 +102,19 @@ struct NodeArgs {
     minimum_image_ttl_duration: Option<String>,
 }
 
+/// How a node agent registers its Node.
+#[derive(clap::Args, Clone)]
+struct AgentArgs {
+    /// Labels of the Node at registration (key=value, comma-separated), as the kubelet's flag.
+    #[arg(long, value_delimiter = ',')]
+    node_labels: Vec<String>,
+    /// Taints of the Node at registration (key=value:Effect, comma-separated), as the kubelet's flag.
+    #[arg(long, value_delimiter = ',')]
+    register_with_taints: Vec<String>,
+}
+
 #[derive(clap::Args, Clone)]
 struct ServerArgs {
-    /// Where the store, the certificates and admin.kubeconfig live.
-    #[arg(long, default_value = "/var/lib/berth/server")]
-    data_dir: PathBuf,
     /// Address of the HTTPS listener.
     #[arg(long, default_value = "0.0.0.0:6443")]
     listen: std::net::SocketAddr,
@@ -131,6 +137,36 @@ struct ServerArgs {
     /// How often watches that allow bookmarks get one (a Go duration: 60s, 1m30s).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     watch_bookmark_interval: std::time::Duration,
+    /// How often the store drops history older than the previous round (a Go duration; 0: never),
+    /// as kube-apiserver's flag of the same name.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    etcd_compaction_interval: std::time::Duration,
+    /// Resources encrypted at rest (an apiserver.config.k8s.io/v1 EncryptionConfiguration file:
+    /// aescbc, aesgcm, identity), as kube-apiserver's flag.
+    #[arg(long)]
+    encryption_provider_config: Option<PathBuf>,
+    /// Static bearer tokens, as kube-apiserver's flag: a CSV file of `token,user,uid,"group1,group2"`.
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
+    /// The issuer (`iss`) of service account tokens, as kube-apiserver's flag: given more than
+    /// once, the first issues tokens and all are accepted (default
+    /// https://kubernetes.default.svc.cluster.local).
+    #[arg(long)]
+    service_account_issuer: Vec<String>,
+    /// What tokens must be meant for (comma-separated), as kube-apiserver's flag (default: the
+    /// first service account issuer).
+    #[arg(long, value_delimiter = ',')]
+    api_audiences: Vec<String>,
+    /// Run the control plane only: no node agent in this server (no pods run on this machine).
+    #[arg(long)]
+    disable_agent: bool,
+    /// Do not run the scheduler in this server (another scheduler binds pods).
+    #[arg(long)]
+    disable_scheduler: bool,
+    /// The scheduler's KubeSchedulerConfiguration (kubescheduler.config.k8s.io/v1: profiles,
+    /// plugin weights, NodeResourcesFit's scoring strategy, percentageOfNodesToScore).
+    #[arg(long)]
+    scheduler_config: Option<PathBuf>,
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -169,9 +205,19 @@ enum Command {
         #[command(flatten)]
         opts: client::LogsArgs,
     },
-    /// Serve the Kubernetes API over HTTPS from the cluster store; writes a CA, a serving
-    /// certificate and admin.kubeconfig into the data dir on first start.
+    /// A single-node cluster: the Kubernetes API over HTTPS from the cluster store, the
+    /// scheduler, and a node agent (runtime and kubelet) that runs the pods bound to this
+    /// machine. Control-plane state lives in <data-dir>/server: a CA, a serving certificate
+    /// and admin.kubeconfig are written there on first start.
     Server {
+        #[command(flatten)]
+        dirs: Dirs,
+        #[command(flatten)]
+        flags: RuntimeFlags,
+        #[command(flatten)]
+        node: NodeArgs,
+        #[command(flatten)]
+        agent: AgentArgs,
         #[command(flatten)]
         args: ServerArgs,
     },
@@ -216,11 +262,16 @@ fn main() -> Result<()> {
         bail!("could not install the TLS crypto provider");
     }
     let file = config::load_file(cli.config.as_deref())?;
+    if matches!(cli.command, Command::Server { .. }) {
+        tune_malloc_for_server();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Runtime { dirs, flags } => rt.block_on(run_runtime(file.resolve(dirs.data_dir, dirs.run_dir), flags, None, notifier)),
         Command::Node { dirs, flags, node } => rt.block_on(run_runtime(file.resolve(dirs.data_dir, dirs.run_dir), flags, Some(node), notifier)),
-        Command::Server { args } => rt.block_on(run_server(args)),
+        Command::Server { dirs, flags, node, agent, args } => {
+            rt.block_on(run_server(file.resolve(dirs.data_dir, dirs.run_dir), flags, node, agent, args, notifier))
+        }
         Command::Logs { socket, dirs, opts } => {
             let cfg = file.resolve(dirs.data_dir, dirs.run_dir);
             let socket = socket.unwrap_or_else(|| cfg.socket());
@@ -234,78 +285,33 @@ fn main() -> Result<()> {
     }
 }
 
-async fn run_runtime(mut cfg: config::Config, flags: RuntimeFlags, node: Option<NodeArgs>, notifier: Notifier) -> Result<()> {
-    watchdog(&notifier);
-    let pod_cidr = flags.pod_cidr;
-    if let Some(a) = flags.streaming_address {
-        cfg.streaming.address = a;
-    }
-    let store =
-        ImageStore::open(&cfg.image_dir(), cfg.registry.clone()).with_context(|| format!("opening the image store in {}", cfg.image_dir().display()))?;
-    let store = Arc::new(store);
-    let images = Arc::new(CriImages::new(store.clone(), &cfg.pinned_images())?);
-    let systemd_cgroup = cfg.cgroup_driver == config::CgroupDriver::Systemd;
-    if systemd_cgroup && !std::path::Path::new("/run/systemd/system").exists() {
-        bail!("cgroup_driver = \"systemd\" is configured but systemd is not running on this host: use cgroupfs");
-    }
-    if systemd_cgroup && berth::runtime::cgroups::host_mode() != berth::runtime::cgroups::CgroupMode::V2 {
-        bail!("cgroup_driver = \"systemd\" needs the unified cgroup v2 hierarchy, and this host mounts cgroup v1: use cgroupfs (or boot with systemd.unified_cgroup_hierarchy=1)");
-    }
-    if let Some(n) = &node {
-        berth::runtime::cgroup_paths::check_node_root(systemd_cgroup, &n.cgroup_root).map_err(|e| anyhow::anyhow!("--cgroup-root: {e}"))?;
-    }
-    for rl in &cfg.containers.rlimits {
-        serde_json::from_value::<oci_spec::runtime::PosixRlimitType>(serde_json::Value::String(rl.kind.clone()))
-            .map_err(|_| anyhow::anyhow!("config: unknown rlimit type {:?} (expected e.g. RLIMIT_NOFILE)", rl.kind))?;
-    }
-    let rt_cfg = RuntimeConfig {
-        data_dir: cfg.data_dir.clone(),
-        run_dir: cfg.run_dir.clone(),
-        systemd_cgroup,
-        rlimits: cfg.containers.rlimits.clone(),
-        log_rotation: cfg.containers.log_rotation(node.is_some()).map_err(|e| anyhow::anyhow!("config: {e}"))?,
-        handlers: berth::runtime::handlers::Handlers::new(cfg.runtimes.clone()).map_err(|e| anyhow::anyhow!("config: {e}"))?,
-    };
-    let mut net_cfg = cfg.network.clone();
-    if let Some(cidr) = pod_cidr {
-        net_cfg.pod_cidr = Some(cidr);
-    }
-    let network = Arc::new(Network::new(net_cfg, cfg.data_dir.join("network")));
-    let rt = Runtime::open(rt_cfg, store.clone(), network).map_err(|e| anyhow::anyhow!("opening the runtime state: {e}"))?;
-    rt.reconcile_network().await;
-    let streaming = berth::streaming::StreamingServer::start(&cfg.streaming, &cfg.data_dir, rt.clone()).await?;
-    let runtime = Arc::new(CriRuntime::new(rt, streaming));
-    let (node_stop, node_stop_rx) = tokio::sync::watch::channel(false);
-    let node_task = match node {
-        Some(args) => Some(start_node(&cfg, args, runtime.clone(), images.clone(), node_stop_rx).await?),
-        None => None,
-    };
-    let socket = cfg.socket();
-    let listener = server::bind(&socket).await?;
-    tracing::info!(socket = %socket.display(), data_dir = %cfg.data_dir.display(), "serving CRI");
-    // Under a Type=notify unit: start-up is over once the socket takes connections.
-    notifier.say(&format!("READY=1\nSTATUS=serving CRI on {}", socket.display()));
-    // Clients like the kubelet keep their connections open for good: after the signal, give
-    // requests in flight a moment, then close whatever is left.
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let serve = server::serve(listener, &socket, images, runtime, TransferService::new(store), async move {
-        let _ = stop_rx.changed().await;
-    });
-    tokio::pin!(serve);
-    tokio::select! {
-        r = &mut serve => r?,
-        _ = shutdown_signal() => {
-            notifier.say("STOPPING=1\nSTATUS=shutting down");
-            let _ = stop_tx.send(true);
-            match tokio::time::timeout(std::time::Duration::from_secs(2), &mut serve).await {
-                Ok(r) => r?,
-                Err(_) => {
-                    tracing::info!("connections still open after 2 s: closing them");
-                    let _ = std::fs::remove_file(&socket);
-                }
-            }
+/// glibc malloc settings for the apiserver, set while the process has one thread. Its large
+/// short-lived buffers (list answers, a list's store rows) otherwise land in up to 8 arenas per
+/// core, which keep the freed memory: with 10,000 pods a few lists took the RSS from 60 to over
+/// 200 MiB. Two arenas, and buffers from 256 KiB up mapped on their own (given back to the
+/// kernel when freed), keep it near the live data.
+fn tune_malloc_for_server() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    for (param, value) in [(libc::M_ARENA_MAX, 2), (libc::M_MMAP_THRESHOLD, 256 << 10), (libc::M_TRIM_THRESHOLD, 1 << 20)] {
+        // SAFETY: mallopt only changes allocator parameters; no other thread exists yet.
+        if unsafe { libc::mallopt(param, value) } != 1 {
+            tracing::debug!(param, value, "mallopt refused a setting");
         }
     }
+}
+
+async fn run_runtime(mut cfg: config::Config, flags: RuntimeFlags, node: Option<NodeArgs>, notifier: Notifier) -> Result<()> {
+    watchdog(&notifier);
+    let parts = daemon::open(&mut cfg, flags, node.as_ref().map(|n| n.cgroup_root.as_str())).await?;
+    let (node_stop, node_stop_rx) = tokio::sync::watch::channel(false);
+    let node_task = match node {
+        Some(args) => {
+            let (node, _port) = daemon::node(&cfg, args, &parts).await?;
+            Some(tokio::spawn(node.run(node_stop_rx, None)))
+        }
+        None => None,
+    };
+    daemon::serve_cri(&cfg, &parts, Some(&notifier), shutdown_signal()).await?;
     let _ = node_stop.send(true);
     if let Some(t) = node_task {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), t).await;
@@ -314,10 +320,22 @@ async fn run_runtime(mut cfg: config::Config, flags: RuntimeFlags, node: Option<
     Ok(())
 }
 
-/// The control plane: the Kubernetes API over the cluster store.
-async fn run_server(args: ServerArgs) -> Result<()> {
+/// The node agent inside `berth server`, prepared before the API starts.
+struct LocalAgent {
+    node: Node,
+    node_name: String,
+    node_ip: String,
+    kubelet_port: u16,
+    labels: std::collections::BTreeMap<String, String>,
+    taints: Vec<k8s_openapi::api::core::v1::Taint>,
+}
+
+/// The cluster: the Kubernetes API over the cluster store, the scheduler, and (unless
+/// --disable-agent) this machine as its node.
+async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: NodeArgs, agent: AgentArgs, args: ServerArgs, notifier: Notifier) -> Result<()> {
+    watchdog(&notifier);
     let opts = berth_apiserver::ServerOptions {
-        data_dir: args.data_dir,
+        data_dir: cfg.data_dir.join("server"),
         listen: args.listen,
         etcd: (!args.datastore_endpoint.is_empty()).then(|| {
             let mut etcd = berth_store::EtcdConfig::new(args.datastore_endpoint);
@@ -328,52 +346,110 @@ async fn run_server(args: ServerArgs) -> Result<()> {
             etcd
         }),
         bookmark_interval: args.watch_bookmark_interval,
+        compaction_interval: Some(args.etcd_compaction_interval).filter(|d| !d.is_zero()),
+        encryption_config: args.encryption_provider_config,
+        token_auth_file: args.token_auth_file,
+        service_account_issuers: args.service_account_issuer,
+        api_audiences: args.api_audiences,
     };
-    berth_apiserver::run(opts, shutdown_signal()).await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let profiles = if args.disable_scheduler {
+        None
+    } else {
+        let profiles = match &args.scheduler_config {
+            Some(path) => berth_control::scheduler::config::load(path).with_context(|| format!("--scheduler-config {}", path.display()))?,
+            None => berth_control::scheduler::config::profiles(&Default::default()).context("the default scheduler profile")?,
+        };
+        Some(profiles.into_iter().map(Arc::new).collect::<Vec<_>>())
+    };
+    // The agent's runtime is open, and its CRI socket and kubelet API serve, before the API
+    // starts; it joins the cluster once the API is up.
+    let mut cri_task = None;
+    let local = if args.disable_agent {
+        None
+    } else {
+        if !nix::unistd::Uid::effective().is_root() {
+            bail!("berth server runs this machine as a node, which needs root (namespaces, mounts, cgroups); --disable-agent runs the control plane alone");
+        }
+        let labels = berth::node::cluster::flags::parse_labels(&agent.node_labels)?;
+        let taints = berth::node::cluster::flags::parse_taints(&agent.register_with_taints)?;
+        let parts = daemon::open(&mut cfg, flags, Some(&node_args.cgroup_root)).await?;
+        let node_ip = node_args.node_ip.clone();
+        let (node, kubelet_port) = daemon::node(&cfg, node_args, &parts).await?;
+        let node_name = node.shared().cfg.node_name.clone();
+        let cfg = cfg.clone();
+        let stop = stop.clone();
+        cri_task = Some(tokio::spawn(async move { daemon::serve_cri(&cfg, &parts, None, stop.cancelled()).await }));
+        Some(LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints })
+    };
+    let (node_stop, node_stop_rx) = tokio::sync::watch::channel(false);
+    let (node_task_tx, node_task_rx) = tokio::sync::oneshot::channel();
+    let on_started: berth_apiserver::OnStarted = {
+        let stop = stop.clone();
+        let notifier = notifier.clone();
+        Box::new(move |api| {
+            if let Some(profiles) = profiles {
+                start_scheduler(api.clone(), profiles, stop);
+            }
+            if let Some(agent) = local {
+                let _ = node_task_tx.send(start_agent(api, agent, node_stop_rx));
+            }
+            notifier.say("READY=1\nSTATUS=serving the Kubernetes API");
+        })
+    };
+    let signal = {
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            notifier.say("STOPPING=1\nSTATUS=shutting down");
+            stop.cancel();
+        }
+    };
+    let served = berth_apiserver::run_with(opts, signal, on_started).await;
+    stop.cancel();
+    let _ = node_stop.send(true);
+    if let Ok(task) = node_task_rx.await {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    }
+    if let Some(task) = cri_task {
+        task.await??;
+    }
+    served?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// The kubelet half: pod workers for the manifest directory and the kubelet API.
-async fn start_node(
-    cfg: &config::Config,
-    args: NodeArgs,
-    runtime: Arc<CriRuntime>,
-    images: Arc<CriImages>,
-    stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<tokio::task::JoinHandle<()>> {
-    let node_name = args.node_name.unwrap_or_else(|| nix::unistd::gethostname().map(|h| h.to_string_lossy().to_string()).unwrap_or_else(|_| "berth".into()));
-    let mut eviction = cfg.eviction.clone();
-    eviction.hard = args.eviction_hard.or(eviction.hard);
-    eviction.soft = args.eviction_soft.or(eviction.soft);
-    eviction.soft_grace_period = args.eviction_soft_grace_period.or(eviction.soft_grace_period);
-    eviction.max_pod_grace_period = args.eviction_max_pod_grace_period.or(eviction.max_pod_grace_period);
-    eviction.pressure_transition_period = args.eviction_pressure_transition_period.or(eviction.pressure_transition_period);
-    let mut image_gc = cfg.image_gc.clone();
-    image_gc.high_threshold_percent = args.image_gc_high_threshold.or(image_gc.high_threshold_percent);
-    image_gc.low_threshold_percent = args.image_gc_low_threshold.or(image_gc.low_threshold_percent);
-    image_gc.minimum_age = args.minimum_image_ttl_duration.or(image_gc.minimum_age);
-    let node_cfg = NodeConfig {
-        node_name,
-        node_ip: args.node_ip,
-        manifest_dir: args.pod_manifest_path,
-        state_dir: cfg.data_dir.join("node"),
-        pods_dir: cfg.data_dir.join("pods"),
-        log_dir: cfg.data_dir.join("pod-logs"),
-        seccomp_dir: cfg.data_dir.join("seccomp"),
-        cgroup_root: args.cgroup_root,
-        pod_max_pids: (args.pod_max_pids > 0).then_some(args.pod_max_pids),
-        sync_period: std::time::Duration::from_secs(1),
-        cluster_domain: args.cluster_domain,
-        cluster_dns: args.cluster_dns,
-        eviction: eviction.settings().context("eviction settings")?,
-        image_gc: image_gc.settings().context("image garbage collection settings")?,
+/// This machine as a node of the cluster, through the in-process API as system:node:<name>:
+/// registration, heartbeat, the pods bound to it.
+fn start_agent(api: Arc<berth_apiserver::Api>, agent: LocalAgent, stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    let user = berth_apiserver::User::new(format!("system:node:{}", agent.node_name), &["system:nodes", "system:authenticated"]);
+    let client = kube::Client::new(berth_apiserver::in_process(api, user), "default");
+    let cluster = berth::node::cluster::ClusterConfig {
+        client,
+        node_name: agent.node_name,
+        node_ip: agent.node_ip,
+        kubelet_port: agent.kubelet_port,
+        labels: agent.labels,
+        taints: agent.taints,
     };
-    let node = Node::new(node_cfg, runtime.clone(), images, runtime).context("preparing the node's directories")?;
-    let addr = format!("{}:{}", args.kubelet_address, args.kubelet_port);
-    let (bound, _api) = berth::node::api::serve(node.shared(), &addr).await?;
-    tracing::info!(address = %bound, "serving the kubelet API");
-    Ok(tokio::spawn(node.run(stop)))
+    let pods = berth::node::cluster::start(cluster, agent.node.shared(), stop.clone());
+    tokio::spawn(agent.node.run(stop, Some(pods)))
+}
+
+/// The scheduler inside `berth server`: the in-process API as user system:kube-scheduler, under
+/// leader election on the Lease kube-system/kube-scheduler (upstream's lock).
+fn start_scheduler(
+    api: Arc<berth_apiserver::Api>,
+    profiles: Vec<Arc<berth_control::scheduler::framework::Profile>>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let user = berth_apiserver::User::new("system:kube-scheduler", &["system:authenticated"]);
+    let client = kube::Client::new(berth_apiserver::in_process(api, user), "default");
+    let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().to_string()).unwrap_or_else(|_| "berth".into());
+    let identity = format!("{host}_{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    let cfg = berth_control::leader::ElectionConfig::new("kube-system", "kube-scheduler", identity.clone());
+    let elector = berth_control::leader::Elector::new(client.clone(), cfg);
+    tokio::spawn(elector.run(stop, move |token| berth_control::scheduler::run(client.clone(), profiles.clone(), identity.clone(), token)));
 }
 
 /// Under a unit with WatchdogSec=: "still alive" at half the interval, from a task of the

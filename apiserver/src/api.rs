@@ -1,10 +1,13 @@
 //! The API core that every door calls: the store, the resource table and one watch cache per
 //! resource, plus start-up (watch caches primed, the default namespaces and the `kubernetes`
-//! service and the system priority classes created, terminating namespaces finalized). The verbs themselves live in `rest/`;
+//! service and the system priority classes created, terminating namespaces finalized, the stored
+//! CRDs' custom resources served, the CRD controller and the legacy token controller started,
+//! then the controllers admission relies on). The table and the caches of
+//! custom resources change at run time (`crd::controller`). The verbs themselves live in `rest/`;
 //! HTTP is an adapter over them (`router`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use berth_store::Store;
@@ -22,11 +25,15 @@ pub struct ApiConfig {
     pub bookmark_interval: Duration,
     /// The address clients reach the apiserver at (discovery's serverAddressByClientCIDRs).
     pub advertise_address: String,
+    /// The cluster CA (PEM), published in every namespace as the `kube-root-ca.crt` ConfigMap.
+    pub ca_pem: Option<String>,
+    /// Token authenticators and the service account signing key.
+    pub authn: crate::authn::Config,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { bookmark_interval: Duration::from_secs(60), advertise_address: "127.0.0.1:6443".into() }
+        ApiConfig { bookmark_interval: Duration::from_secs(60), advertise_address: "127.0.0.1:6443".into(), ca_pem: None, authn: Default::default() }
     }
 }
 
@@ -35,45 +42,102 @@ pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"
 
 pub struct Api {
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) registry: Registry,
-    pub(crate) caches: HashMap<String, Arc<WatchCache>>,
+    /// The served table, swapped when CustomResourceDefinitions change.
+    registry: RwLock<Arc<Registry>>,
+    /// The watch caches by storage segment (those of custom resources come and go with their CRDs).
+    caches: RwLock<HashMap<String, Arc<WatchCache>>>,
+    /// What the CRD controller keeps between its passes.
+    pub(crate) crds: tokio::sync::Mutex<crate::crd::controller::State>,
     pub(crate) config: ApiConfig,
     pub(crate) store_prefix: String,
+    /// The admission plugins every write passes.
+    pub(crate) admission: crate::admission::Chain,
+    /// Who requests are from (`crate::authn`).
+    pub(crate) authn: crate::authn::Authn,
 }
 
 impl Api {
     /// The API over `store`, its watch caches started and primed.
     pub async fn start(store: Arc<dyn Store>, config: ApiConfig) -> Result<Arc<Self>, ApiError> {
         let registry = Registry::builtin();
+        let authn = crate::authn::Authn::new(config.authn.clone()).map_err(ApiError::internal)?;
         let store_prefix = store.prefix().to_string();
         let mut caches = HashMap::new();
         // one cache per stored kind: a version served from another's storage shares its cache
-        for r in registry.all().iter().filter(|r| r.view.is_none()) {
+        for r in registry.all().iter().filter(|r| r.view.is_none() && !r.review) {
             let cache = WatchCache::new(r.clone(), &store_prefix);
             cache.start(store.clone());
             caches.insert(r.storage.to_string(), cache);
         }
-        let api = Arc::new(Api { store, registry, caches, config, store_prefix });
+        let api = Arc::new(Api {
+            store,
+            registry: RwLock::new(Arc::new(registry)),
+            caches: RwLock::new(caches),
+            crds: Default::default(),
+            config,
+            store_prefix,
+            admission: Default::default(),
+            authn,
+        });
         let now = api.store.current_revision().await.map_err(|e| ApiError::unavailable(e.to_string()))?;
-        for cache in api.caches.values() {
+        let caches: Vec<Arc<WatchCache>> = api.caches.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        for cache in caches {
             if !cache.wait_for(now, Duration::from_secs(30)).await {
                 return Err(ApiError::unavailable(format!("the watch cache of {} did not start", cache.res.qualified())));
             }
         }
+        // the custom resources of the stored CRDs are served before the first request
+        crate::crd::controller::reconcile(&api).await;
+        crate::crd::controller::spawn(&api);
         api.bootstrap().await?;
+        crate::admission::spawn_controllers(&api);
+        crate::authn::legacy::spawn(&api);
         Ok(api)
     }
 
-    pub fn registry(&self) -> &Registry {
-        &self.registry
+    /// The table served now.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    pub(crate) fn cache(&self, res: &Resource) -> Result<&Arc<WatchCache>, ApiError> {
-        self.caches.get(res.storage).ok_or_else(|| ApiError::internal(format!("no watch cache for {}", res.qualified())))
+    /// Serves `registry` from now on.
+    pub(crate) fn set_registry(&self, registry: Registry) {
+        *self.registry.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(registry);
+    }
+
+    pub(crate) fn cache(&self, res: &Resource) -> Result<Arc<WatchCache>, ApiError> {
+        self.caches
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(res.storage)
+            .cloned()
+            .ok_or_else(|| ApiError::internal(format!("no watch cache for {}", res.qualified())))
+    }
+
+    /// Starts (and keeps) a watch cache for `res`'s storage; None when there is one already.
+    pub(crate) fn add_cache(&self, res: Arc<Resource>) -> Option<(Arc<WatchCache>, tokio::task::JoinHandle<()>)> {
+        let mut caches = self.caches.write().unwrap_or_else(|e| e.into_inner());
+        if caches.contains_key(res.storage) {
+            return None;
+        }
+        let storage = res.storage;
+        let cache = WatchCache::new(res, &self.store_prefix);
+        let task = cache.start(self.store.clone());
+        caches.insert(storage.to_string(), cache.clone());
+        Some((cache, task))
+    }
+
+    /// Drops the watch cache of storage segment `storage`.
+    pub(crate) fn remove_cache(&self, storage: &str) -> Option<Arc<WatchCache>> {
+        self.caches.write().unwrap_or_else(|e| e.into_inner()).remove(storage)
+    }
+
+    pub(crate) fn store_prefix(&self) -> &str {
+        &self.store_prefix
     }
 
     pub(crate) fn resource(&self, group: &str, plural: &str) -> Result<Arc<Resource>, ApiError> {
-        self.registry
+        self.registry()
             .all()
             .iter()
             .find(|r| r.group == group && r.plural == plural && r.view.is_none())

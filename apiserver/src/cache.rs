@@ -4,9 +4,13 @@
 //! watcher. A watch from before the window is 410 Gone, as upstream's cache answers. When the
 //! store watch fails (compaction, a slow reader, etcd trouble) the cache lists again and ends its
 //! watchers, which re-watch from the resourceVersion they last saw.
+//!
+//! Objects are kept as their JSON ([`Encoded`]), one copy per revision shared by the current
+//! objects, the event window and every watcher; what selectors look at (labels, selectable
+//! fields) is worked out from it the first time a selector asks.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use berth_store::{KeyValue, ListOptions, Revision, Store, WatchEvent, WatchOptions};
@@ -14,6 +18,7 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
 use tracing::Instrument;
 
+use crate::encoded::Encoded;
 use crate::resources::Resource;
 use crate::status::ApiError;
 
@@ -43,12 +48,65 @@ pub struct CacheEvent {
     pub kind: EventType,
     pub revision: Revision,
     pub key: String,
-    pub object: Arc<Value>,
-    pub prev: Option<Arc<Value>>,
+    pub object: Arc<CachedObject>,
+    pub prev: Option<Arc<CachedObject>>,
+}
+
+/// One revision of one object.
+#[derive(Debug)]
+pub struct CachedObject {
+    pub encoded: Encoded,
+    selectable: OnceLock<Option<Selectable>>,
+}
+
+/// What label and field selectors match an object on.
+#[derive(Debug, Default)]
+pub struct Selectable {
+    pub labels: BTreeMap<String, String>,
+    pub name: String,
+    pub namespace: String,
+    /// The kind's selectable fields (the strategy's).
+    pub fields: Vec<(&'static str, String)>,
+}
+
+impl Selectable {
+    pub fn of(res: &Resource, obj: &Value) -> Self {
+        Selectable {
+            labels: obj.pointer("/metadata/labels").and_then(|l| serde_json::from_value(l.clone()).ok()).unwrap_or_default(),
+            name: crate::meta::name(obj).to_string(),
+            namespace: crate::meta::get(obj, "namespace").unwrap_or("").to_string(),
+            fields: res.strategy.fields(obj),
+        }
+    }
+
+    /// The value of a selectable field (metadata.name and metadata.namespace included).
+    pub fn field(&self, field: &str) -> Option<String> {
+        match field {
+            "metadata.name" => Some(self.name.clone()),
+            "metadata.namespace" => Some(self.namespace.clone()),
+            other => self.fields.iter().find(|(k, _)| *k == other).map(|(_, v)| v.clone()),
+        }
+    }
+}
+
+impl CachedObject {
+    pub fn new(encoded: Encoded) -> Self {
+        CachedObject { encoded, selectable: OnceLock::new() }
+    }
+
+    /// The object as a Value (as `decode_kv` gives it).
+    pub fn value(&self) -> Result<Value, ApiError> {
+        self.encoded.value().map_err(ApiError::internal)
+    }
+
+    /// Labels and fields for selectors (None when the object cannot be decoded).
+    pub fn selectable(&self, res: &Resource) -> Option<&Selectable> {
+        self.selectable.get_or_init(|| self.encoded.value().ok().map(|v| Selectable::of(res, &v))).as_ref()
+    }
 }
 
 struct State {
-    objects: BTreeMap<String, Arc<Value>>,
+    objects: BTreeMap<String, Arc<CachedObject>>,
     revision: Revision,
     /// Every event after this revision is in `events`.
     window_start: Revision,
@@ -135,9 +193,9 @@ impl WatchCache {
         let revision = loop {
             let page = store.list(&self.prefix, opts.clone()).await?;
             for kv in &page.kvs {
-                match decode_kv(kv) {
+                match Encoded::from_kv(kv) {
                     Ok(o) => {
-                        objects.insert(kv.key.clone(), Arc::new(o));
+                        objects.insert(kv.key.clone(), Arc::new(CachedObject::new(o)));
                     }
                     Err(e) => tracing::error!(error = %e, "skipping an undecodable object"),
                 }
@@ -171,21 +229,21 @@ impl WatchCache {
                 return;
             }
             WatchEvent::Created { kv } | WatchEvent::Updated { kv, .. } => {
-                let Ok(obj) = decode_kv(&kv) else { return };
-                let obj = Arc::new(obj);
+                let Ok(obj) = Encoded::from_kv(&kv) else { return };
+                let obj = Arc::new(CachedObject::new(obj));
                 let prev = st.objects.insert(kv.key.clone(), obj.clone());
                 let kind = if prev.is_some() { EventType::Modified } else { EventType::Added };
                 CacheEvent { kind, revision: kv.mod_revision, key: kv.key, object: obj, prev }
             }
             WatchEvent::Deleted { key, revision, prev } => {
                 let old = st.objects.remove(&key);
-                let mut obj = match old.as_deref().cloned().map(Ok).unwrap_or_else(|| decode_kv(&prev)) {
-                    Ok(o) => o,
-                    Err(_) => return,
-                };
                 // The deleted object carries the revision of its deletion, as upstream's does.
-                crate::meta::set(&mut obj, "resourceVersion", json!(revision.to_string()));
-                CacheEvent { kind: EventType::Deleted, revision, key, object: Arc::new(obj), prev: old }
+                let obj = match &old {
+                    Some(o) => o.encoded.at_revision(revision),
+                    None => Encoded::new(&prev.value, revision),
+                };
+                let Ok(obj) = obj else { return };
+                CacheEvent { kind: EventType::Deleted, revision, key, object: Arc::new(CachedObject::new(obj)), prev: old }
             }
         };
         let event = Arc::new(event);
@@ -202,6 +260,17 @@ impl WatchCache {
         self.revision.send_replace(rev);
     }
 
+    /// Notices of the cache's progress (every event and progress notification).
+    pub fn changes(&self) -> watch::Receiver<Revision> {
+        self.revision.subscribe()
+    }
+
+    /// Ends every watch of this cache (its resource is no longer served).
+    pub fn close(&self) {
+        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        st.tx = broadcast::channel(WINDOW).0;
+    }
+
     /// The revision the cache has seen everything up to.
     pub fn revision(&self) -> Revision {
         *self.revision.borrow()
@@ -214,10 +283,15 @@ impl WatchCache {
     }
 
     /// The objects under `prefix` now, and the revision they are at.
-    pub fn snapshot(&self, prefix: &str) -> (Vec<Arc<Value>>, Revision) {
+    pub fn snapshot(&self, prefix: &str) -> (Vec<Arc<CachedObject>>, Revision) {
         let st = self.state.read().unwrap_or_else(|e| e.into_inner());
         let items = st.objects.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(_, v)| v.clone()).collect();
         (items, st.revision)
+    }
+
+    /// The object at `key` now.
+    pub fn get(&self, key: &str) -> Option<Arc<CachedObject>> {
+        self.state.read().unwrap_or_else(|e| e.into_inner()).objects.get(key).cloned()
     }
 
     /// Subscribes from `from`: None starts with the current objects as ADDED events (watch at

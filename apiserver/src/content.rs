@@ -1,5 +1,5 @@
 //! Content negotiation: request bodies in JSON, YAML or the Kubernetes protobuf encoding,
-//! answers in JSON, Table when the Accept header asks for `as=Table;g=meta.k8s.io`, aggregated
+//! answers in JSON (or protobuf when the client prefers it and the kind has a message), Table when the Accept header asks for `as=Table;g=meta.k8s.io`, aggregated
 //! discovery when it asks for `as=APIGroupDiscoveryList;g=apidiscovery.k8s.io`.
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -10,8 +10,12 @@ use crate::status::ApiError;
 
 /// A JSON answer.
 pub fn json_response(code: StatusCode, body: &Value) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    (code, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes).into_response()
+    json_bytes_response(code, serde_json::to_vec(body).unwrap_or_default())
+}
+
+/// A JSON answer already encoded.
+pub fn json_bytes_response(code: StatusCode, body: Vec<u8>) -> Response {
+    (code, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 
 /// The Content-Type of a request ("" when absent).
@@ -41,6 +45,39 @@ fn accepts(headers: &HeaderMap, needle: &[&str]) -> bool {
         let params: Vec<String> = media.split(';').map(|p| p.trim().replace(' ', "")).collect();
         needle.iter().all(|n| params.iter().any(|p| p == n))
     })
+}
+
+/// Whether the client prefers protobuf answers: the first media type of its Accept header that
+/// the server can give is `application/vnd.kubernetes.protobuf` (without `as=...`).
+pub fn wants_protobuf(headers: &HeaderMap) -> bool {
+    let first = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).find_map(|media| {
+        let mut parts = media.split(';').map(str::trim);
+        let base = parts.next().unwrap_or("").to_ascii_lowercase();
+        let converted = parts.any(|p| p.replace(' ', "").starts_with("as="));
+        match base.as_str() {
+            crate::protobuf::MEDIA_TYPE if !converted => Some(true),
+            "application/json" | "application/yaml" | "*/*" | "application/*" => Some(false),
+            _ => None,
+        }
+    });
+    first == Some(true)
+}
+
+/// Whether the Accept header names JSON and no protobuf form (absent: false).
+pub fn accepts_json_only(headers: &HeaderMap) -> bool {
+    let medias: Vec<String> = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|m| m.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .collect();
+    medias.iter().any(|m| m == "application/json") && !medias.iter().any(|m| m.contains("protobuf"))
+}
+
+/// A protobuf answer.
+pub fn protobuf_response(code: StatusCode, bytes: Vec<u8>) -> Response {
+    (code, [(header::CONTENT_TYPE, HeaderValue::from_static(crate::protobuf::MEDIA_TYPE))], bytes).into_response()
 }
 
 /// Whether the client asked for a meta.k8s.io Table.
@@ -91,5 +128,13 @@ mod tests {
         let h = headers(&[("accept", "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json")]);
         assert_eq!(wants_aggregated(&h), Some("v2"));
         assert_eq!(wants_aggregated(&headers(&[("accept", "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList")])), Some("v2beta1"));
+    }
+
+    #[test]
+    fn protobuf_answers_only_when_preferred() {
+        assert!(wants_protobuf(&headers(&[("accept", "application/vnd.kubernetes.protobuf,application/json")])));
+        assert!(!wants_protobuf(&headers(&[("accept", "application/json, application/vnd.kubernetes.protobuf")])));
+        assert!(!wants_protobuf(&headers(&[("accept", "application/vnd.kubernetes.protobuf;as=Table;v=v1;g=meta.k8s.io,application/json")])));
+        assert!(!wants_protobuf(&headers(&[])));
     }
 }

@@ -13,7 +13,7 @@ pub trait View: Send + Sync {
     /// A stored object in the served form.
     fn served(&self, obj: Value) -> Value;
     /// The apiVersion of the stored form.
-    fn stored_api_version(&self) -> &'static str;
+    fn stored_api_version(&self) -> &str;
     /// Adds the served kind's OpenAPI schema to `gen`; the reference to it.
     fn schema(&self, gen: &mut schemars::SchemaGenerator) -> Value;
 }
@@ -39,7 +39,7 @@ const EVENT_FIELDS: &[(&str, &str)] = &[
 ];
 
 impl View for EventsV1 {
-    fn stored_api_version(&self) -> &'static str {
+    fn stored_api_version(&self) -> &str {
         "v1"
     }
     fn schema(&self, gen: &mut schemars::SchemaGenerator) -> Value {
@@ -78,7 +78,7 @@ fn cpu_metric(metrics: Option<&Value>) -> Option<&Value> {
 }
 
 impl View for HpaV1 {
-    fn stored_api_version(&self) -> &'static str {
+    fn stored_api_version(&self) -> &str {
         "autoscaling/v2"
     }
     fn schema(&self, gen: &mut schemars::SchemaGenerator) -> Value {

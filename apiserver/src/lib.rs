@@ -2,13 +2,20 @@
 //! ([`resources`], each kind a [`strategy`]), a watch cache per resource in front of the store
 //! ([`cache`]), discovery and OpenAPI from the same table, and one door: [`router`], a tower
 //! service that the HTTPS listener ([`serve`]) adapts to TLS connections and that in-process
-//! callers use without TCP. Objects are the k8s-openapi types, stored as JSON in berth-store.
+//! callers use without TCP. The router authenticates every request from the network ([`authn`]);
+//! in-process callers bring their [`User`]. Objects are the k8s-openapi types, stored as JSON in
+//! berth-store.
 
+pub mod admission;
 pub mod api;
+pub mod authn;
 pub mod cache;
 pub mod content;
 pub mod convert;
+pub mod crd;
 pub mod discovery;
+pub mod encoded;
+pub mod encryption;
 pub mod managed;
 pub mod meta;
 pub mod openapi;
@@ -17,6 +24,7 @@ pub mod pki;
 pub mod protobuf;
 pub mod resources;
 pub mod rest;
+pub mod review;
 pub mod selector;
 pub mod serve;
 pub mod server;
@@ -26,12 +34,23 @@ pub mod table;
 
 pub use api::{Api, ApiConfig};
 pub use rest::http::{in_process, router};
-pub use server::{run, ServerError, ServerOptions};
+pub use server::{run, run_with, OnStarted, ServerError, ServerOptions};
 pub use status::ApiError;
 
-/// An authenticated user: what authentication found, what authorization will judge.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An authenticated user: what authentication found, what authorization and admission judge
+/// (upstream's user.Info).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct User {
     pub name: String,
+    /// Empty when the credential does not carry one (client certificates).
+    pub uid: String,
     pub groups: Vec<String>,
+    /// What the authenticator adds (a service account token's pod, a node's ...).
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl User {
+    pub fn new(name: impl Into<String>, groups: &[&str]) -> Self {
+        User { name: name.into(), groups: groups.iter().map(|g| g.to_string()).collect(), ..Default::default() }
+    }
 }

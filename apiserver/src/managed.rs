@@ -8,6 +8,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::meta;
+use crate::patch::ListRules;
 use crate::rest::apply::fields_of_field;
 
 /// Which part of an object a write owns.
@@ -32,8 +33,8 @@ const SERVER_METADATA: &[&str] = &[
     "selfLink",
 ];
 
-/// The field set of `obj` within `scope`.
-pub fn field_set(obj: &Value, scope: Scope) -> Value {
+/// The field set of `obj` within `scope`, lists keyed as `rules` say.
+pub fn field_set(obj: &Value, scope: Scope, rules: &dyn ListRules) -> Value {
     let mut top = Map::new();
     for (k, v) in obj.as_object().into_iter().flatten() {
         let keep = match scope {
@@ -52,7 +53,7 @@ pub fn field_set(obj: &Value, scope: Scope) -> Value {
                 continue;
             }
         }
-        top.insert(format!("f:{k}"), fields_of_field(None, k, &v));
+        top.insert(format!("f:{k}"), fields_of_field(&mut vec![], k, &v, rules));
     }
     Value::Object(top)
 }
@@ -144,11 +145,11 @@ pub fn union(a: &Value, b: &Value) -> Value {
 
 /// Records a write by `manager` that made `new` out of `old` (None: a create) in new's
 /// managedFields.
-pub fn record_update(new: &mut Value, old: Option<&Value>, manager: &str, api_version: &str, scope: Scope) {
-    let new_set = field_set(new, scope);
+pub fn record_update(new: &mut Value, old: Option<&Value>, manager: &str, api_version: &str, scope: Scope, rules: &dyn ListRules) {
+    let new_set = field_set(new, scope, rules);
     let (took, gone) = match old {
         None => (new_set.clone(), json!({})),
-        Some(o) => (changed(&new_set, Some(new), Some(o)), subtract(&field_set(o, scope), &new_set)),
+        Some(o) => (changed(&new_set, Some(new), Some(o)), subtract(&field_set(o, scope, rules), &new_set)),
     };
     if is_leaf(&took) && is_leaf(&gone) {
         return;
@@ -200,7 +201,7 @@ mod tests {
         ]}, "spec": {"replicas": 2, "paused": false}});
         let mut new = old.clone();
         new["spec"]["replicas"] = json!(5);
-        record_update(&mut new, Some(&old), "kubectl-scale", "apps/v1", Scope::Main);
+        record_update(&mut new, Some(&old), "kubectl-scale", "apps/v1", Scope::Main, &crate::patch::BuiltinLists);
         let mf = new["metadata"]["managedFields"].as_array().unwrap().clone();
         assert_eq!(mf[0]["fieldsV1"], json!({"f:spec": {"f:paused": {}}}), "the applier lost replicas");
         assert_eq!(mf[1]["manager"], "kubectl-scale");
@@ -208,20 +209,20 @@ mod tests {
         // the same write again changes nothing: the entries (and their times) stay
         let again_old = new.clone();
         let mut again = new.clone();
-        record_update(&mut again, Some(&again_old), "kubectl-scale", "apps/v1", Scope::Main);
+        record_update(&mut again, Some(&again_old), "kubectl-scale", "apps/v1", Scope::Main, &crate::patch::BuiltinLists);
         assert_eq!(again, again_old);
     }
 
     #[test]
     fn a_create_owns_what_it_set_and_status_writes_own_only_status() {
         let mut obj = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}, "status": {"phase": "Pending"}});
-        record_update(&mut obj, None, "kubectl-create", "v1", Scope::Main);
+        record_update(&mut obj, None, "kubectl-create", "v1", Scope::Main, &crate::patch::BuiltinLists);
         let set = &obj["metadata"]["managedFields"][0]["fieldsV1"];
         assert_eq!(set["f:spec"]["f:containers"]["k:{\"name\":\"c\"}"]["f:image"], json!({}));
         assert!(set.get("f:status").is_none());
         let old = obj.clone();
         obj["status"]["phase"] = json!("Running");
-        record_update(&mut obj, Some(&old), "kubelet", "v1", Scope::Status);
+        record_update(&mut obj, Some(&old), "kubelet", "v1", Scope::Status, &crate::patch::BuiltinLists);
         let kubelet = &obj["metadata"]["managedFields"][1];
         assert_eq!(kubelet["subresource"], "status");
         assert_eq!(kubelet["fieldsV1"], json!({"f:status": {"f:phase": {}}}));

@@ -84,6 +84,23 @@ pub fn validate(res: &Resource, obj: &Value) -> Vec<FieldError> {
     errs
 }
 
+/// Removes empty maps and lists from the metadata, as upstream's typed objects drop them when
+/// encoding (`omitempty`): a patch that sets `annotations: {}` leaves no `annotations`.
+pub fn drop_empty(obj: &mut Value) {
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        for field in ["labels", "annotations", "finalizers", "ownerReferences"] {
+            let empty = match m.get(field) {
+                Some(Value::Object(o)) => o.is_empty(),
+                Some(Value::Array(a)) => a.is_empty(),
+                _ => false,
+            };
+            if empty {
+                m.remove(field);
+            }
+        }
+    }
+}
+
 /// Paths of the fields in `input` that `known` (the same object through the kind's type) lost.
 pub fn unknown_fields(input: &Value, known: &Value) -> Vec<String> {
     let mut out = vec![];

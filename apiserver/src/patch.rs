@@ -3,6 +3,10 @@
 //! (containers by name, ports by containerPort/port, env, volumes, ...) merge element-wise,
 //! primitive sets union, and the directives kubectl sends: `$patch: replace|delete|merge`,
 //! `$setElementOrder/FIELD`, `$deleteFromPrimitiveList/FIELD`, `$retainKeys`.
+//!
+//! How a list merges comes from [`ListRules`]: for the built-in kinds the patch strategies of
+//! their Go types ([`BuiltinLists`]), for custom resources the `x-kubernetes-list-type` and
+//! `x-kubernetes-list-map-keys` of their schema (server-side apply merges with the same rules).
 
 use serde_json::{Map, Value};
 
@@ -25,8 +29,33 @@ impl PatchType {
     }
 }
 
-/// Applies `patch` (already parsed) to `original`.
+/// A failed JSON patch operation in the words of upstream's JSON patch library.
+fn json_patch_error(ops: &json_patch::Patch, e: &json_patch::PatchError) -> String {
+    use json_patch::{PatchErrorKind, PatchOperation};
+    let path = e.path.to_string();
+    let op = match ops.0.get(e.operation) {
+        Some(PatchOperation::Add(_)) => "add",
+        Some(PatchOperation::Remove(_)) => "remove",
+        Some(PatchOperation::Replace(_)) => "replace",
+        Some(PatchOperation::Move(_)) => "move",
+        Some(PatchOperation::Copy(_)) => "copy",
+        Some(PatchOperation::Test(_)) | None => "test",
+    };
+    match e.kind {
+        PatchErrorKind::TestFailed => format!("testing value {path} failed: test failed"),
+        PatchErrorKind::InvalidFromPointer => format!("{op} operation does not apply: doc is missing from path: {path}: missing value"),
+        PatchErrorKind::CannotMoveInsideItself => format!("{op} operation does not apply: cannot move {path} inside itself"),
+        _ => format!("{op} operation does not apply: doc is missing path: {path}: missing value"),
+    }
+}
+
+/// Applies `patch` (already parsed) to `original`, lists merging as the built-in kinds' do.
 pub fn apply(kind: PatchType, original: &Value, patch: &Value) -> Result<Value, String> {
+    apply_with(kind, original, patch, &BuiltinLists)
+}
+
+/// Applies `patch` to `original`, lists merging as `rules` say.
+pub fn apply_with(kind: PatchType, original: &Value, patch: &Value, rules: &dyn ListRules) -> Result<Value, String> {
     match kind {
         PatchType::Merge => {
             if !patch.is_object() {
@@ -39,54 +68,77 @@ pub fn apply(kind: PatchType, original: &Value, patch: &Value) -> Result<Value, 
         PatchType::Json => {
             let ops: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| format!("the JSON patch is not valid: {e}"))?;
             let mut doc = original.clone();
-            json_patch::patch(&mut doc, &ops).map_err(|e| e.to_string())?;
+            json_patch::patch(&mut doc, &ops).map_err(|e| json_patch_error(&ops, &e))?;
             Ok(doc)
         }
         PatchType::Strategic => {
             if !patch.is_object() {
                 return Err("strategic merge patch must be a JSON object".into());
             }
-            Ok(merge_map(original, patch, &mut vec![])?.unwrap_or(Value::Null))
+            Ok(merge_map(original, patch, &mut vec![], rules)?.unwrap_or(Value::Null))
         }
     }
 }
 
 /// How a list field merges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ListMerge {
+pub enum ListMerge {
+    /// Atomic: the patch's list replaces the list.
     Replace,
-    Key(&'static str),
+    /// A map keyed by these fields of its elements: elements merge one by one.
+    Keys(&'static [&'static str]),
+    /// A set of primitives: union.
     Set,
 }
 
-/// The patch strategy of the list `field` whose parent field is `parent` (the Kubernetes types'
-/// patchStrategy/patchMergeKey tags, for the kinds served).
-pub(crate) fn list_merge(parent: Option<&str>, field: &str) -> ListMerge {
+/// Where the merge strategies of a kind's lists come from.
+pub trait ListRules: Send + Sync {
+    /// The strategy of list `field` in the map at `path` (field names from the root; a list's
+    /// elements are at the list's path).
+    fn list_merge(&self, path: &[String], field: &str) -> ListMerge;
+}
+
+/// The built-in kinds' lists (the patchStrategy/patchMergeKey tags of their Go types).
+pub struct BuiltinLists;
+
+impl ListRules for BuiltinLists {
+    fn list_merge(&self, path: &[String], field: &str) -> ListMerge {
+        list_merge(path.last().map(String::as_str), field)
+    }
+}
+
+/// The patch strategy of the built-in kinds' list `field` whose parent field is `parent`.
+pub fn list_merge(parent: Option<&str>, field: &str) -> ListMerge {
     match field {
         "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes" | "imagePullSecrets" | "resourceClaims" | "schedulingGates" | "secrets" => {
-            ListMerge::Key("name")
+            ListMerge::Keys(&["name"])
         }
         "ports" => match parent {
-            Some("containers" | "initContainers" | "ephemeralContainers") => ListMerge::Key("containerPort"),
-            _ => ListMerge::Key("port"),
+            Some("containers" | "initContainers" | "ephemeralContainers") => ListMerge::Keys(&["containerPort"]),
+            _ => ListMerge::Keys(&["port"]),
         },
-        "volumeMounts" => ListMerge::Key("mountPath"),
-        "volumeDevices" => ListMerge::Key("devicePath"),
-        "hostAliases" | "podIPs" | "hostIPs" => ListMerge::Key("ip"),
-        "conditions" | "addresses" => ListMerge::Key("type"),
-        "ownerReferences" => ListMerge::Key("uid"),
-        "taints" => ListMerge::Key("key"),
-        "topologySpreadConstraints" => ListMerge::Key("topologyKey"),
+        "volumeMounts" => ListMerge::Keys(&["mountPath"]),
+        "volumeDevices" => ListMerge::Keys(&["devicePath"]),
+        "hostAliases" | "podIPs" | "hostIPs" => ListMerge::Keys(&["ip"]),
+        "conditions" | "addresses" => ListMerge::Keys(&["type"]),
+        "ownerReferences" => ListMerge::Keys(&["uid"]),
+        "taints" => ListMerge::Keys(&["key"]),
+        "topologySpreadConstraints" => ListMerge::Keys(&["topologyKey"]),
         "finalizers" => ListMerge::Set,
         _ => ListMerge::Replace,
     }
+}
+
+/// The values of `keys` in a list element (None when one is missing).
+pub fn key_values<'a>(item: &'a Value, keys: &[&str]) -> Option<Vec<&'a Value>> {
+    keys.iter().map(|k| key_of(item, k)).collect()
 }
 
 const SET_ORDER: &str = "$setElementOrder/";
 const DELETE_PRIMITIVE: &str = "$deleteFromPrimitiveList/";
 
 /// Merges patch map `patch` into `original`; None when the patch deletes the map.
-fn merge_map(original: &Value, patch: &Value, path: &mut Vec<String>) -> Result<Option<Value>, String> {
+fn merge_map(original: &Value, patch: &Value, path: &mut Vec<String>, rules: &dyn ListRules) -> Result<Option<Value>, String> {
     let Some(p) = patch.as_object() else { return Ok(Some(patch.clone())) };
     match p.get("$patch").and_then(Value::as_str) {
         Some("replace") => {
@@ -120,7 +172,7 @@ fn merge_map(original: &Value, patch: &Value, path: &mut Vec<String>) -> Result<
             }
             Value::Object(_) => {
                 path.push(k.clone());
-                let merged = merge_map(out.get(k).unwrap_or(&Value::Null), v, path)?;
+                let merged = merge_map(out.get(k).unwrap_or(&Value::Null), v, path, rules)?;
                 path.pop();
                 match merged {
                     Some(m) => out.insert(k.clone(), m),
@@ -128,8 +180,8 @@ fn merge_map(original: &Value, patch: &Value, path: &mut Vec<String>) -> Result<
                 };
             }
             Value::Array(items) => {
-                let parent = path.last().map(String::as_str);
-                let merged = merge_list(out.get(k), items, list_merge(parent, k), path, k)?;
+                let how = rules.list_merge(path, k);
+                let merged = merge_list(out.get(k), items, how, path, k, rules)?;
                 out.insert(k.clone(), merged);
             }
             other => {
@@ -142,9 +194,9 @@ fn merge_map(original: &Value, patch: &Value, path: &mut Vec<String>) -> Result<
         out.retain(|k, _| keep.contains(&k.as_str()) || p.contains_key(k));
     }
     for (field, order) in orders {
-        let parent = path.last().map(String::as_str);
+        let how = rules.list_merge(path, &field);
         if let (Some(Value::Array(list)), Some(order)) = (out.get_mut(&field), order.as_array()) {
-            reorder(list, order, list_merge(parent, &field));
+            reorder(list, order, how);
         }
     }
     Ok(Some(Value::Object(out)))
@@ -158,7 +210,7 @@ fn key_of<'a>(item: &'a Value, key: &str) -> Option<&'a Value> {
     item.as_object().and_then(|m| m.get(key))
 }
 
-fn merge_list(original: Option<&Value>, patch: &[Value], how: ListMerge, path: &mut Vec<String>, field: &str) -> Result<Value, String> {
+fn merge_list(original: Option<&Value>, patch: &[Value], how: ListMerge, path: &mut Vec<String>, field: &str, rules: &dyn ListRules) -> Result<Value, String> {
     if patch.iter().any(|i| key_of(i, "$patch").and_then(Value::as_str) == Some("replace")) {
         let items = patch.iter().filter(|i| key_of(i, "$patch").is_none()).cloned().collect();
         return Ok(Value::Array(items));
@@ -177,15 +229,16 @@ fn merge_list(original: Option<&Value>, patch: &[Value], how: ListMerge, path: &
             }
             Ok(Value::Array(out))
         }
-        ListMerge::Key(key) => {
+        ListMerge::Keys(keys) => {
             let mut out = orig;
             path.push(field.to_string());
             for item in patch {
-                let Some(k) = key_of(item, key).cloned() else {
+                let Some(k) = key_values(item, keys) else {
                     path.pop();
-                    return Err(format!("map: {item} does not contain declared merge key: {key}"));
+                    let missing = keys.iter().find(|k| key_of(item, k).is_none()).unwrap_or(&"");
+                    return Err(format!("map: {item} does not contain declared merge key: {missing}"));
                 };
-                let pos = out.iter().position(|o| key_of(o, key) == Some(&k));
+                let pos = out.iter().position(|o| key_values(o, keys).as_ref() == Some(&k));
                 if key_of(item, "$patch").and_then(Value::as_str) == Some("delete") {
                     if let Some(pos) = pos {
                         out.remove(pos);
@@ -193,14 +246,14 @@ fn merge_list(original: Option<&Value>, patch: &[Value], how: ListMerge, path: &
                     continue;
                 }
                 match pos {
-                    Some(pos) => match merge_map(&out[pos], item, path)? {
+                    Some(pos) => match merge_map(&out[pos], item, path, rules)? {
                         Some(m) => out[pos] = m,
                         None => {
                             out.remove(pos);
                         }
                     },
                     None => {
-                        if let Some(m) = merge_map(&Value::Null, item, path)? {
+                        if let Some(m) = merge_map(&Value::Null, item, path, rules)? {
                             out.push(m);
                         }
                     }
@@ -214,10 +267,10 @@ fn merge_list(original: Option<&Value>, patch: &[Value], how: ListMerge, path: &
 
 /// Orders `list` as `order` says (elements named there first, in that order; the rest after).
 fn reorder(list: &mut Vec<Value>, order: &[Value], how: ListMerge) {
-    let id = |v: &Value| -> Option<Value> {
+    let id = |v: &Value| -> Option<Vec<Value>> {
         match how {
-            ListMerge::Key(k) => key_of(v, k).cloned(),
-            _ => Some(v.clone()),
+            ListMerge::Keys(keys) => key_values(v, keys).map(|vs| vs.into_iter().cloned().collect()),
+            _ => Some(vec![v.clone()]),
         }
     };
     let mut rest = std::mem::take(list);

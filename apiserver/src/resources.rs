@@ -1,7 +1,8 @@
 //! The resource table: every kind the apiserver serves is one [`Resource`] entry (names, scope,
 //! storage key, subresources) plus its strategy. Discovery, routing, the REST verbs, the watch
 //! cache and Table output all read this table; adding a kind is one entry here and one strategy,
-//! never a new handler.
+//! never a new handler. The custom resources of CustomResourceDefinitions join the table at run
+//! time (`crd`): the API swaps in a new [`Registry`] when CRDs change.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,9 +58,17 @@ pub struct Resource {
     /// A delete answers with the deleted object (pods, services) instead of a Success Status.
     pub return_deleted: bool,
     /// Served from another version's storage (the strategy is the stored kind's): the conversion.
-    pub view: Option<&'static dyn crate::convert::View>,
+    pub view: Option<Arc<dyn crate::convert::View>>,
     /// The warning every request to a deprecated resource gets (v1 Endpoints since 1.33).
-    pub deprecation: Option<&'static str>,
+    /// Owned: a CRD's warning is free text that may change at any time (not interned).
+    pub deprecation: Option<Arc<str>>,
+    /// Served for a CustomResourceDefinition (no strategic merge patch; swapped out when CRDs change).
+    pub custom: bool,
+    /// Its CRD is being deleted: served until its objects are gone, but no creates.
+    pub terminating: bool,
+    /// A create-only kind nothing is stored for (TokenReview, SubjectAccessReview, ...): a POST
+    /// is answered by [`crate::review`], there is no watch cache and no other verb.
+    pub review: bool,
     pub strategy: Box<dyn Strategy>,
 }
 
@@ -105,7 +114,7 @@ impl Resource {
 
     /// A request body in the stored form.
     pub fn stored(&self, obj: serde_json::Value) -> serde_json::Value {
-        match self.view {
+        match &self.view {
             Some(v) => v.stored(obj),
             None => obj,
         }
@@ -113,7 +122,7 @@ impl Resource {
 
     /// A stored object in the served form.
     pub fn served(&self, obj: serde_json::Value) -> serde_json::Value {
-        match self.view {
+        match &self.view {
             Some(v) => v.served(obj),
             None => obj,
         }
@@ -132,15 +141,30 @@ impl Resource {
     }
 }
 
-/// The table of served resources.
+/// The table of served resources. A registry is immutable: when CustomResourceDefinitions come
+/// or go, the API swaps in a new one ([`Registry::with_custom`]), so a request works on one
+/// consistent table from start to end.
 pub struct Registry {
     resources: Vec<Arc<Resource>>,
+    /// Counts the tables of this process: documents built from a table (OpenAPI) are kept per epoch.
+    epoch: u64,
 }
 
 impl Registry {
     /// The kinds of this release.
     pub fn builtin() -> Self {
-        Registry { resources: strategy::builtin_resources().into_iter().map(Arc::new).collect() }
+        Registry { resources: strategy::builtin_resources().into_iter().map(Arc::new).collect(), epoch: 0 }
+    }
+
+    /// This table's built-in kinds followed by `custom` (the custom resources, in discovery order).
+    pub fn with_custom(&self, custom: Vec<Arc<Resource>>) -> Self {
+        let mut resources: Vec<Arc<Resource>> = self.resources.iter().filter(|r| !r.custom).cloned().collect();
+        resources.extend(custom);
+        Registry { resources, epoch: self.epoch + 1 }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     pub fn all(&self) -> &[Arc<Resource>] {

@@ -1,6 +1,8 @@
 //! The HTTPS door: a TLS listener (rustls, HTTP/2 or HTTP/1.1 by ALPN, client certificates verified against the cluster CA
-//! and optional, so that requests without one get a 401 Status rather than a handshake failure)
-//! that turns each connection's verified certificate into a [`User`] and hands requests to the
+//! and optional, so that requests without one reach the authenticator chain (a bearer token, or
+//! anonymous) rather than fail the handshake)
+//! that turns each connection's verified certificate into a [`User`], put on each request as
+//! [`crate::authn::ClientCertificate`] for the authenticator chain, and hands requests to the
 //! router. It owns no API logic.
 
 use std::future::Future;
@@ -45,14 +47,14 @@ pub fn tls_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     Ok(Arc::new(cfg))
 }
 
-/// The user a verified client certificate names: CN is the user, each O a group.
+/// The user a verified client certificate names: CN is the user, each O a group (the
+/// authenticator chain adds system:authenticated).
 pub fn user_of(cert: &CertificateDer<'_>) -> Option<User> {
     let (_, x509) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     let subject = x509.subject();
     let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
-    let mut groups: Vec<String> = subject.iter_organization().filter_map(|o| o.as_str().ok().map(String::from)).collect();
-    groups.push("system:authenticated".into());
-    Some(User { name, groups })
+    let groups: Vec<String> = subject.iter_organization().filter_map(|o| o.as_str().ok().map(String::from)).collect();
+    Some(User { name, groups, ..Default::default() })
 }
 
 /// Serves `router` over TLS on `listener` until `shutdown` resolves.
@@ -84,7 +86,7 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, router
                 let user = tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(user_of);
                 let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                     if let Some(u) = &user {
-                        req.extensions_mut().insert(u.clone());
+                        req.extensions_mut().insert(crate::authn::ClientCertificate(u.clone()));
                     }
                     router.clone().oneshot(req.map(Body::new))
                 });

@@ -1,6 +1,6 @@
 //! `berth server`'s control-plane half as a library call: open the store (embedded SQLite in the
-//! data dir, or etcd), make or reuse the certificates and the admin kubeconfig, start the API
-//! core and serve it over HTTPS until shutdown.
+//! data dir, or etcd), make or reuse the certificates, the admin kubeconfig, the service account
+//! signing key and the node join token, start the API core and serve it over HTTPS until shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,6 +20,17 @@ pub struct ServerOptions {
     /// The etcd cluster to keep objects in; None: the embedded store in `<data_dir>/store`.
     pub etcd: Option<EtcdConfig>,
     pub bookmark_interval: Duration,
+    /// How often the store compacts its history (None: never).
+    pub compaction_interval: Option<Duration>,
+    /// upstream's `--encryption-provider-config`: resources encrypted at rest.
+    pub encryption_config: Option<PathBuf>,
+    /// upstream's `--token-auth-file`: static bearer tokens (CSV `token,user,uid,"groups"`).
+    pub token_auth_file: Option<PathBuf>,
+    /// upstream's `--service-account-issuer`: the first issues tokens, all are accepted (empty:
+    /// https://kubernetes.default.svc.cluster.local).
+    pub service_account_issuers: Vec<String>,
+    /// upstream's `--api-audiences` (empty: the first issuer).
+    pub api_audiences: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,15 +45,53 @@ pub enum ServerError {
     Api(#[from] crate::status::ApiError),
     #[error("certificate task failed: {0}")]
     Join(String),
+    #[error("reading the token file {path}: {source}")]
+    TokenFile { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    StaticTokens(#[from] crate::authn::token_file::TokenFileError),
+    #[error("service account signing key: {0}")]
+    SigningKey(#[from] crate::authn::signing_key::SigningKeyError),
+    #[error("node token: {0}")]
+    NodeToken(#[from] crate::authn::node_token::NodeTokenError),
+    #[error("{path}: {source}")]
+    EncryptionConfig { path: PathBuf, source: crate::encryption::EncryptionError },
+    #[error("reading {path}: {source}")]
+    EncryptionConfigRead { path: PathBuf, source: std::io::Error },
     #[error("listening on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
 
+/// Called once with the API core when it is up (before the listener serves): where the binary
+/// starts its in-process components (the scheduler) without this crate knowing them.
+pub type OnStarted = Box<dyn FnOnce(Arc<Api>) + Send>;
+
 /// Runs the apiserver until `shutdown` resolves.
 pub async fn run(opts: ServerOptions, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    run_with(opts, shutdown, Box::new(|_| {})).await
+}
+
+/// [`run`], handing the API core to `on_started` once it is up.
+pub async fn run_with(opts: ServerOptions, shutdown: impl Future<Output = ()>, on_started: OnStarted) -> Result<(), ServerError> {
     let store: Arc<dyn Store> = match &opts.etcd {
-        None => Arc::new(EmbeddedStore::open(EmbeddedConfig::new(opts.data_dir.join("store"))).await?),
-        Some(etcd) => Arc::new(EtcdStore::connect(etcd.clone()).await?),
+        None => {
+            let mut config = EmbeddedConfig::new(opts.data_dir.join("store"));
+            config.compaction_interval = opts.compaction_interval;
+            Arc::new(EmbeddedStore::open(config).await?)
+        }
+        Some(etcd) => {
+            let mut config = etcd.clone();
+            config.compaction_interval = opts.compaction_interval;
+            Arc::new(EtcdStore::connect(config).await?)
+        }
+    };
+    // encryption at rest: read before anything is served, refused when wrong
+    let store: Arc<dyn Store> = match &opts.encryption_config {
+        None => store,
+        Some(path) => {
+            let text = tokio::fs::read_to_string(path).await.map_err(|source| ServerError::EncryptionConfigRead { path: path.clone(), source })?;
+            let config = crate::encryption::config::parse(&text).map_err(|source| ServerError::EncryptionConfig { path: path.clone(), source })?;
+            Arc::new(crate::encryption::EncryptedStore::new(store, config))
+        }
     };
     let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|source| ServerError::Listen { addr: opts.listen, source })?;
     let bound = listener.local_addr().map_err(|source| ServerError::Listen { addr: opts.listen, source })?;
@@ -52,13 +101,44 @@ pub async fn run(opts: ServerOptions, shutdown: impl Future<Output = ()>) -> Res
         hosts.push(h);
     }
     let url_host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
-    let (dir, url) = (opts.data_dir.clone(), format!("https://{url_host}:{}", bound.port()));
+    let server_url = format!("https://{url_host}:{}", bound.port());
+    let (dir, url) = (opts.data_dir.clone(), server_url.clone());
     // Key generation and fsyncs: off the async threads.
-    let pki = tokio::task::spawn_blocking(move || crate::pki::ensure(&dir, &hosts, &url)).await.map_err(|e| ServerError::Join(e.to_string()))??;
+    let (pki, signing_key) = tokio::task::spawn_blocking(move || -> Result<_, ServerError> {
+        let pki = crate::pki::ensure(&dir, &hosts, &url)?;
+        Ok((pki, crate::authn::signing_key::ensure(&dir)?))
+    })
+    .await
+    .map_err(|e| ServerError::Join(e.to_string()))??;
+    let static_tokens = match &opts.token_auth_file {
+        None => Default::default(),
+        Some(path) => {
+            let text = tokio::fs::read_to_string(path).await.map_err(|source| ServerError::TokenFile { path: path.clone(), source })?;
+            crate::authn::token_file::StaticTokens::parse(&path.display().to_string(), &text)?
+        }
+    };
     let tls = crate::serve::tls_config(&pki)?;
-    let api =
-        Api::start(store.clone(), ApiConfig { bookmark_interval: opts.bookmark_interval, advertise_address: format!("{url_host}:{}", bound.port()) }).await?;
+    let authn = crate::authn::Config {
+        static_tokens,
+        issuers: opts.service_account_issuers.clone(),
+        audiences: opts.api_audiences.clone(),
+        signing_key: Some(Arc::new(signing_key)),
+        root_ca: pki.ca_pem.clone(),
+    };
+    let api = Api::start(
+        store.clone(),
+        ApiConfig {
+            bookmark_interval: opts.bookmark_interval,
+            advertise_address: format!("{url_host}:{}", bound.port()),
+            ca_pem: Some(pki.ca_pem.clone()),
+            authn,
+        },
+    )
+    .await?;
+    crate::authn::node_token::ensure(&api, &opts.data_dir).await?;
+    tracing::info!("to join a node: berth agent --server {server_url} --token $(cat {})", opts.data_dir.join("node-token").display());
     tracing::info!(address = %bound, kubeconfig = %pki.kubeconfig_path().display(), "serving the Kubernetes API");
+    on_started(api.clone());
     crate::serve::serve(listener, tls, crate::router(api), shutdown).await;
     store.close().await;
     Ok(())

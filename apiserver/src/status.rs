@@ -163,10 +163,14 @@ impl IntoResponse for ApiError {
 pub enum FieldErrorKind {
     Required,
     Invalid(Value),
-    NotSupported(Value, Vec<&'static str>),
+    NotSupported(Value, Vec<String>),
     Duplicate(Value),
     NotFound(Value),
     Forbidden,
+    /// A string longer than allowed (upstream prints no value).
+    TooLong,
+    /// A list or map with too many entries (the count is the value).
+    TooMany(Value),
 }
 
 /// One field error: the field's path, what is wrong, and a detail.
@@ -185,7 +189,15 @@ impl FieldError {
         FieldError { field: field.into(), kind: FieldErrorKind::Invalid(value.into()), detail: detail.into() }
     }
     pub fn not_supported(field: impl Into<String>, value: impl Into<Value>, supported: &[&'static str]) -> Self {
-        FieldError { field: field.into(), kind: FieldErrorKind::NotSupported(value.into(), supported.to_vec()), detail: String::new() }
+        FieldError {
+            field: field.into(),
+            kind: FieldErrorKind::NotSupported(value.into(), supported.iter().map(|s| s.to_string()).collect()),
+            detail: String::new(),
+        }
+    }
+    /// NotSupported with values known only at run time (a schema's enum).
+    pub fn not_supported_of(field: impl Into<String>, value: impl Into<Value>, supported: Vec<String>) -> Self {
+        FieldError { field: field.into(), kind: FieldErrorKind::NotSupported(value.into(), supported), detail: String::new() }
     }
     pub fn duplicate(field: impl Into<String>, value: impl Into<Value>) -> Self {
         FieldError { field: field.into(), kind: FieldErrorKind::Duplicate(value.into()), detail: String::new() }
@@ -195,6 +207,15 @@ impl FieldError {
     }
     pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
         FieldError { field: field.into(), kind: FieldErrorKind::Forbidden, detail: detail.into() }
+    }
+    /// upstream's field.TooLong: `Too long: may not be more than N bytes`.
+    pub fn too_long(field: impl Into<String>, max: i64) -> Self {
+        let unit = if max == 1 { "byte" } else { "bytes" };
+        FieldError { field: field.into(), kind: FieldErrorKind::TooLong, detail: format!("may not be more than {max} {unit}") }
+    }
+    /// upstream's field.TooMany: `Too many: 4: must have at most 3 items`.
+    pub fn too_many(field: impl Into<String>, actual: usize, max: i64) -> Self {
+        FieldError { field: field.into(), kind: FieldErrorKind::TooMany(Value::from(actual)), detail: format!("must have at most {max} items") }
     }
 
     /// The error without its field, as in `details.causes[].message`.
@@ -210,6 +231,8 @@ impl FieldError {
             FieldErrorKind::Duplicate(v) => format!("Duplicate value: {}", go_value(v)),
             FieldErrorKind::NotFound(v) => format!("Not found: {}", go_value(v)),
             FieldErrorKind::Forbidden => with_detail("Forbidden".into()),
+            FieldErrorKind::TooLong => with_detail("Too long".into()),
+            FieldErrorKind::TooMany(v) => with_detail(format!("Too many: {}", go_value(v))),
         }
     }
 
@@ -221,6 +244,8 @@ impl FieldError {
             FieldErrorKind::Duplicate(_) => "FieldValueDuplicate",
             FieldErrorKind::NotFound(_) => "FieldValueNotFound",
             FieldErrorKind::Forbidden => "FieldValueForbidden",
+            FieldErrorKind::TooLong => "FieldValueTooLong",
+            FieldErrorKind::TooMany(_) => "FieldValueTooMany",
         }
     }
 

@@ -30,21 +30,21 @@ impl ApiServer {
     /// Starts `berth server` with more flags (`--datastore-endpoint ...`).
     pub fn start_with(tag: &str, extra: Vec<String>) -> ApiServer {
         let dir = TempDir::new(&format!("api-{tag}"));
-        let kubeconfig = dir.path().join("data/admin.kubeconfig");
+        let kubeconfig = dir.path().join("server/admin.kubeconfig");
         let mut s = ApiServer { dir, child: None, kubeconfig, extra };
         s.launch();
         s
     }
 
     fn launch(&mut self) {
-        let data = self.dir.path().join("data");
+        // The data dir is the test's directory: the control plane keeps its state in server/.
         let log = std::fs::File::create(self.dir.path().join("server.log")).expect("server log");
         let _ = std::fs::remove_file(&self.kubeconfig);
         let child = Command::new(berth_bin())
             .arg("server")
             .arg("--data-dir")
-            .arg(&data)
-            .args(["--listen", "127.0.0.1:0", "--watch-bookmark-interval", "1s"])
+            .arg(self.dir.path())
+            .args(["--listen", "127.0.0.1:0", "--watch-bookmark-interval", "1s", "--disable-agent"])
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)
@@ -68,6 +68,14 @@ impl ApiServer {
     pub fn restart(&mut self) {
         self.stop();
         self.launch();
+    }
+
+    /// Kills the server with SIGKILL (no shutdown: what a crash leaves behind).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     fn stop(&mut self) {

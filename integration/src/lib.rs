@@ -13,6 +13,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 pub mod apiserver;
 pub mod containerd;
 pub mod cri_json;
+pub mod fake_node;
 pub mod kubelet;
 pub mod registry;
 pub mod streaming;
@@ -23,6 +24,12 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// The berth binary under test.
 pub fn berth_bin() -> PathBuf {
     std::env::var_os("BERTH_BIN").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/berth"))
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// A unique directory under /tmp named berth-it-*, removed on drop.
@@ -107,8 +114,21 @@ impl Daemon {
         Daemon::start_node_full(config, |_| {}, extra).await
     }
 
+    /// `berth server`: a single-node cluster (the API on a free port of 127.0.0.1, the
+    /// scheduler, and the node agent set up as `start_node` sets up a node), with more flags.
+    /// Returns once the API answers; `kubectl` talks to it as the cluster admin.
+    pub async fn start_server(config: &str, extra: &[&str]) -> Daemon {
+        let mut flags = vec!["--listen", "127.0.0.1:0", "--watch-bookmark-interval", "1s"];
+        flags.extend_from_slice(extra);
+        Daemon::start_kind("server", config, |_| {}, &flags).await
+    }
+
     async fn start_node_full(config: &str, prepare: impl FnOnce(&Path), extra: &[&str]) -> Daemon {
-        let dir = TempDir::new("node");
+        Daemon::start_kind("node", config, prepare, extra).await
+    }
+
+    async fn start_kind(kind: &str, config: &str, prepare: impl FnOnce(&Path), extra: &[&str]) -> Daemon {
+        let dir = TempDir::new(kind);
         prepare(dir.path());
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         // A node runs pods only with a working pod network (as a kubelet): unless the test
@@ -130,7 +150,7 @@ impl Daemon {
         std::fs::create_dir_all(dir.path().join("manifests")).expect("manifests dir");
         let cgroup_root = format!("/berth-it-kubepods-{}-{n}", std::process::id());
         let mode = vec![
-            "node".to_string(),
+            kind.to_string(),
             "--pod-manifest-path".into(),
             dir.path().join("manifests").display().to_string(),
             "--kubelet-port".into(),
@@ -222,12 +242,64 @@ impl Daemon {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("berth exited early with {status}:\n{}", self.log());
             }
-            if tokio::net::UnixStream::connect(self.socket()).await.is_ok() {
+            if tokio::net::UnixStream::connect(self.socket()).await.is_ok() && (!self.is_server() || self.api_ready()) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("berth did not serve {} within 30 s:\n{}", self.socket().display(), self.log());
+    }
+
+    fn is_server(&self) -> bool {
+        self.mode.first().map(|m| m == "server").unwrap_or(false)
+    }
+
+    fn api_ready(&self) -> bool {
+        self.kubeconfig().exists() && self.kubectl(&["get", "--raw", "/readyz"]).status.success()
+    }
+
+    /// `berth server`'s admin kubeconfig.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir().join("server/admin.kubeconfig")
+    }
+
+    /// kubectl 1.33 against `berth server` (its caches in the test's directory).
+    pub fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        self.kubectl_version("1.33", args, None)
+    }
+
+    /// kubectl of `version` ("1.27") against `berth server`, with `stdin` fed to it.
+    pub fn kubectl_version(&self, version: &str, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+        use std::io::Write;
+        let mut child = Command::new(apiserver::kubectl_bin(version))
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("kube-cache"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        if let Some(input) = stdin {
+            child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+        }
+        drop(child.stdin.take());
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// kubectl 1.33 that must succeed: its stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        self.kubectl_ok_in(args, None)
+    }
+
+    /// kubectl 1.33 with `stdin` that must succeed: its stdout.
+    pub fn kubectl_ok_in(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_version("1.33", args, stdin);
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
+        assert!(out.status.success(), "kubectl {args:?} failed: {stderr}\n{stdout}\nserver log (tail):\n{}", tail(&self.log(), 60));
+        stdout
     }
 
     /// The daemon's process ID while it runs.
@@ -312,8 +384,12 @@ impl Daemon {
             return;
         }
         let socket = self.socket();
-        // A node recreates what its manifests declare: take them away first.
-        let node = self.mode.first().map(|m| m == "node").unwrap_or(false);
+        // A node recreates what its manifests declare, and what the cluster binds to it: take
+        // them away first.
+        let node = self.mode.first().map(|m| m == "node" || m == "server").unwrap_or(false);
+        if self.is_server() {
+            let _ = self.kubectl(&["delete", "pods", "--all", "--all-namespaces", "--force", "--grace-period=0", "--wait=false"]);
+        }
         if node {
             if let Ok(rd) = std::fs::read_dir(self.manifests()) {
                 for e in rd.flatten() {

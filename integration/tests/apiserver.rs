@@ -70,10 +70,14 @@ fn header(out: &str) -> String {
 }
 
 fn workflow(v: &str) {
-    let s = ApiServer::start(&format!("flow-{}", v.replace('.', "")));
-    let ns = "berth-flow";
+    workflow_on(&ApiServer::start(&format!("flow-{}", v.replace('.', ""))), v);
+}
+
+fn workflow_on(s: &ApiServer, v: &str) {
+    // One namespace per version: runs on one server do not wait for each other's deletion.
+    let ns = &format!("berth-flow-{}", v.replace('.', ""));
     let created = s.ok_in(v, &["create", "-f", "-"], Some(&manifest(ns)));
-    for line in ["namespace/berth-flow created", "configmap/web-config created", "deployment.apps/web created", "service/web created"] {
+    for line in [&format!("namespace/{ns} created")[..], "configmap/web-config created", "deployment.apps/web created", "service/web created"] {
         assert!(created.contains(line), "{created}");
     }
 
@@ -248,7 +252,10 @@ fn discovery_has_the_shape_of_a_real_cluster() {
         assert_eq!(
             versions.split_whitespace().collect::<Vec<_>>(),
             [
+                "apiextensions.k8s.io/v1",
                 "apps/v1",
+                "authentication.k8s.io/v1",
+                "authentication.k8s.io/v1beta1",
                 "autoscaling/v1",
                 "autoscaling/v2",
                 "batch/v1",
@@ -307,9 +314,9 @@ fn bad_input_gets_400_422_and_404_as_upstream() {
 fn certificates_survive_a_restart_and_clients_without_one_are_unauthorized() {
     let mut s = ApiServer::start("restart");
     s.ok_in("1.33", &["create", "-f", "-"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: berth-keep\n  namespace: default\n"));
-    let ca = std::fs::read(s.dir.path().join("data/ca.crt")).expect("ca.crt");
+    let ca = std::fs::read(s.dir.path().join("server/ca.crt")).expect("ca.crt");
     s.restart();
-    assert_eq!(std::fs::read(s.dir.path().join("data/ca.crt")).expect("ca.crt"), ca, "the CA is reused");
+    assert_eq!(std::fs::read(s.dir.path().join("server/ca.crt")).expect("ca.crt"), ca, "the CA is reused");
     s.ok("1.33", &["-n", "default", "get", "cm", "berth-keep"]);
     // a kubeconfig with the CA but no client certificate
     let kc = std::fs::read_to_string(&s.kubeconfig).expect("kubeconfig");
@@ -336,6 +343,9 @@ fn runs_on_etcd() {
     let etcd = rt.block_on(berth_store::etcd_process::EtcdCluster::single(&["--experimental-watch-progress-notify-interval=500ms"])).expect("start etcd");
     let endpoint = etcd.members[0].client_url.clone();
     let s = ApiServer::start_with("etcd", vec!["--datastore-endpoint".into(), endpoint]);
+    // The whole kubectl workflow the embedded store runs, oldest and newest kubectl.
+    workflow_on(&s, "1.27");
+    workflow_on(&s, "1.33");
     let out = s.ok_in("1.33", &["apply", "-f", "-"], Some(&manifest("berth-etcd")));
     assert!(out.contains("deployment.apps/web created"), "{out}");
     s.ok("1.33", &["-n", "berth-etcd", "scale", "deploy", "web", "--replicas=3"]);
@@ -468,11 +478,13 @@ fn pods_events_nodes_and_scale_print_their_columns_and_status_is_a_subresource()
     for i in 0..5 {
         s.ok("1.33", &["-n", "default", "create", "cm", &format!("berth-chunk{i}")]);
     }
+    // the five and the namespace's kube-root-ca.crt (the root CA publisher's, as upstream)
     let names = s.ok("1.33", &["-n", "default", "get", "cm", "--chunk-size=2", "-o", "name"]);
-    assert_eq!(names.lines().count(), 5, "{names}");
+    assert_eq!(names.lines().count(), 6, "{names}");
+    assert!(names.contains("configmap/kube-root-ca.crt"), "{names}");
     let page = json(&s.ok("1.33", &["get", "--raw", "/api/v1/namespaces/default/configmaps?limit=2"]));
     assert_eq!(page["items"].as_array().map(Vec::len), Some(2));
-    assert_eq!(page["metadata"]["remainingItemCount"], 3);
+    assert_eq!(page["metadata"]["remainingItemCount"], 4);
     assert!(page["metadata"]["continue"].is_string());
     s.ok("1.33", &["-n", "default", "delete", "pod", "berth-p1"]);
 }
@@ -739,6 +751,11 @@ fn every_workload_storage_policy_and_rbac_kind_prints_its_columns_scales_and_val
         err.contains("spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"b\"}: `selector` does not match template `labels`"),
         "{err}"
     );
+    let err = s.fails(v, &["-n", ns, "patch", "cj", "cj1", "--type=merge", "-p", r#"{"spec":{"timeZone":"Mars/Olympus_Mons"}}"#], None);
+    assert!(err.contains(r#"spec.timeZone: Invalid value: "Mars/Olympus_Mons": unknown time zone Mars/Olympus_Mons"#), "{err}");
+    s.ok(v, &["-n", ns, "patch", "cj", "cj1", "--type=merge", "-p", r#"{"spec":{"timeZone":"Europe/Berlin"}}"#]);
+    let err = s.fails(v, &["-n", ns, "set", "image", "job/job1", "*=busybox:2"], None);
+    assert!(err.contains("spec.template: Invalid value: ") && err.contains("field is immutable"), "{err}");
     let err = s.fails(v, &["create", "priorityclass", "system-berth", "--value=1"], None);
     assert!(err.contains("priority class names with 'system-' prefix are reserved"), "{err}");
     let err = s.fails(v, &["-n", ns, "patch", "rolebinding", "reader", "--type=merge", "-p", r#"{"roleRef":{"name":"other"}}"#], None);

@@ -152,4 +152,9 @@ pub trait NodeRuntimeApi: Send + Sync + 'static {
     async fn remove_pod_cgroup(&self, parent: &str) -> CriResult<()>;
     /// The sandbox's network namespace (for probes and hooks); None for a host-network pod.
     async fn pod_netns(&self, sandbox_id: &str) -> CriResult<Option<std::path::PathBuf>>;
+    /// The runtime's streaming server, for the kubelet API to hand exec, attach and
+    /// port-forward requests to in-process (None: the runtime streams nothing).
+    fn streaming(&self) -> Option<std::sync::Arc<crate::streaming::StreamingServer>> {
+        None
+    }
 }

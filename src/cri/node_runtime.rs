@@ -5,6 +5,10 @@ use super::runtime::CriRuntime;
 
 #[tonic::async_trait]
 impl NodeRuntimeApi for CriRuntime {
+    fn streaming(&self) -> Option<std::sync::Arc<crate::streaming::StreamingServer>> {
+        Some(self.streaming_server())
+    }
+
     fn pod_cgroup_parent(&self, root: &str, qos: &str, uid: &str) -> CriResult<String> {
         Ok(self.runtime().node_pod_parent(root, qos, uid)?)
     }

@@ -20,6 +20,11 @@ pub struct CriRuntime {
 }
 
 impl CriRuntime {
+    /// The streaming server the Exec, Attach and PortForward URLs point at.
+    pub fn streaming_server(&self) -> Arc<StreamingServer> {
+        self.streaming.clone()
+    }
+
     pub fn new(rt: Arc<Runtime>, streaming: Arc<StreamingServer>) -> Self {
         let cgroup_driver = if rt.config().systemd_cgroup { cri::CgroupDriver::Systemd } else { cri::CgroupDriver::Cgroupfs };
         CriRuntime { rt, cgroup_driver, streaming }

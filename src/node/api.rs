@@ -1,6 +1,7 @@
 //! The kubelet HTTP API on HTTPS (a self-signed certificate kept in the state dir until the
 //! control plane issues one): /healthz and /pods (a v1 PodList with full statuses),
-//! /metrics and /metrics/cadvisor (Prometheus text), /stats/summary, /events, /containerLogs.
+//! /metrics and /metrics/cadvisor (Prometheus text), /stats/summary, /events, /containerLogs,
+//! and the streams /exec, /attach and /portForward (`api_streams`).
 use super::NodeShared;
 use crate::cri::v1 as cri;
 use axum::extract::State;
@@ -204,6 +205,9 @@ pub fn router(shared: Arc<NodeShared>) -> Router {
         .route("/metrics/cadvisor", get(metrics_cadvisor))
         .route("/stats/summary", get(stats_summary))
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
+        .route("/exec/{namespace}/{pod}/{container}", get(super::api_streams::exec).post(super::api_streams::exec))
+        .route("/attach/{namespace}/{pod}/{container}", get(super::api_streams::attach).post(super::api_streams::attach))
+        .route("/portForward/{namespace}/{pod}", get(super::api_streams::port_forward).post(super::api_streams::port_forward))
         .with_state(shared)
 }
 
@@ -226,7 +230,7 @@ pub async fn serve(shared: Arc<NodeShared>, addr: &str) -> Result<(std::net::Soc
                     let app = app.clone();
                     async move { tower::ServiceExt::oneshot(app, req).await }
                 });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).with_upgrades().await;
             });
         }
     });

@@ -377,6 +377,12 @@ pub struct Harness {
 }
 
 pub fn harness() -> Harness {
+    harness_with(eviction::EvictionConfig::default())
+}
+
+/// A harness whose node evicts by `eviction` (tests that run housekeeping turn it off: it
+/// measures the real machine).
+pub fn harness_with(eviction: eviction::EvictionConfig) -> Harness {
     let dir = tempfile::Builder::new().prefix("berth-worker-test").tempdir().expect("a temporary directory");
     let clock = FakeClock::new();
     let rt = Arc::new(FakeRuntime::new(clock.clone()));
@@ -393,7 +399,7 @@ pub fn harness() -> Harness {
         sync_period: Duration::from_secs(1),
         cluster_domain: "cluster.local".into(),
         cluster_dns: vec![],
-        eviction: eviction::EvictionConfig::default().settings().expect("default eviction settings"),
+        eviction: eviction.settings().expect("eviction settings"),
         image_gc: image_gc::ImageGcConfig::default().settings().expect("default image GC settings"),
     };
     for d in [&cfg.state_dir, &cfg.pods_dir, &cfg.log_dir] {

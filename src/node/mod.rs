@@ -2,8 +2,10 @@
 //! same `Snapshot` of desired pods), one worker per pod that drives the runtime through the
 //! CRI trait, and the kubelet HTTP API.
 pub mod api;
+mod api_streams;
 pub mod atomic_writer;
 pub mod backoff;
+pub mod cluster;
 pub mod convert;
 pub mod dns;
 pub mod eviction;
@@ -187,16 +189,43 @@ impl Node {
         self.shared.clone()
     }
 
-    /// Follow the manifest directory until `stop` fires; then stop every worker (pods keep
-    /// running: a restarted node re-adopts them).
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        self.remove_orphans().await;
+    /// Follow the manifest directory, and the cluster's pods for this node when there is a
+    /// cluster, until `stop` fires; then stop every worker (pods keep running: a restarted node
+    /// re-adopts them).
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>, mut cluster: Option<watch::Receiver<cluster::ClusterPods>>) {
+        // Nothing is judged gone before the cluster's first full list of this node's pods.
+        let mut from_cluster: BTreeMap<String, Pod> = BTreeMap::new();
+        if let Some(c) = cluster.as_mut() {
+            loop {
+                if c.borrow_and_update().synced {
+                    from_cluster = c.borrow().pods.clone();
+                    break;
+                }
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    r = c.changed() => if r.is_err() { return },
+                }
+            }
+        }
+        self.remove_orphans(&from_cluster).await;
         let housekeeping = tokio::spawn(housekeeping::Housekeeping::new(self.shared.clone()).run(stop.clone()));
         let mut last_stamp = None;
+        let mut cluster_changed = cluster.is_some();
         loop {
             let stamp = manifest::stamp(&self.shared.cfg.manifest_dir);
-            if last_stamp.as_ref() != Some(&stamp) {
-                let snap = manifest::read_dir(&self.shared.cfg.manifest_dir, &self.shared.cfg.node_name);
+            if last_stamp.as_ref() != Some(&stamp) || cluster_changed {
+                cluster_changed = false;
+                let mut snap = manifest::read_dir(&self.shared.cfg.manifest_dir, &self.shared.cfg.node_name);
+                if let Some(c) = cluster.as_mut() {
+                    let pods = c.borrow_and_update().clone();
+                    // a pod whose deletion was asked for leaves the source: its worker stops it
+                    for (uid, pod) in pods.pods.into_iter().filter(|(_, p)| p.metadata.deletion_timestamp.is_none()) {
+                        snap.pods.insert(uid, manifest::SourcePod { pod, file: PathBuf::from("apiserver") });
+                    }
+                    snap.objects.config_maps.extend(pods.objects.config_maps);
+                    snap.objects.secrets.extend(pods.objects.secrets);
+                    snap.objects.tokens.extend(pods.objects.tokens);
+                }
                 for (file, e) in &snap.errors {
                     tracing::warn!(file = %file.display(), "bad manifest: {e}");
                 }
@@ -208,9 +237,16 @@ impl Node {
                 last_stamp = Some(stamp);
             }
             self.workers.retain(|_, w| !w.task.is_finished());
+            let cluster_change = async {
+                match cluster.as_mut() {
+                    Some(c) => c.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = stop.changed() => break,
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                ok = cluster_change => cluster_changed = ok,
             }
         }
         // Leave pods running; only the workers stop.
@@ -244,10 +280,13 @@ impl Node {
         }
     }
 
-    /// Sandboxes of pods this node no longer has (a manifest removed while the node was
-    /// down) are stopped and removed, as the kubelet does at start.
-    async fn remove_orphans(&self) {
-        let desired = manifest::read_dir(&self.shared.cfg.manifest_dir, &self.shared.cfg.node_name);
+    /// Sandboxes of pods this node no longer has (a manifest removed, a pod deleted, while
+    /// the node was down) are stopped and removed, as the kubelet does at start.
+    async fn remove_orphans(&self, from_cluster: &BTreeMap<String, Pod>) {
+        let mut desired = manifest::read_dir(&self.shared.cfg.manifest_dir, &self.shared.cfg.node_name);
+        for (uid, pod) in from_cluster {
+            desired.pods.insert(uid.clone(), manifest::SourcePod { pod: pod.clone(), file: PathBuf::from("apiserver") });
+        }
         let Ok(list) = self.shared.runtime.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }).await else { return };
         for sb in list.items {
             let Some(uid) = sb.labels.get("io.kubernetes.pod.uid") else { continue };
@@ -290,7 +329,7 @@ mod tests {
         let kept_uid = desired.pods.keys().next().cloned().expect("the manifest's pod");
         let kept = h.shared.runtime.run_pod_sandbox(sandbox(&kept_uid)).await.expect("a sandbox").pod_sandbox_id;
         let node = Node { shared: h.shared.clone(), workers: BTreeMap::new() };
-        node.remove_orphans().await;
+        node.remove_orphans(&BTreeMap::new()).await;
         let st = h.rt.state();
         assert!(!st.sandboxes.contains_key(&gone), "the orphan's sandbox is removed");
         assert!(st.sandboxes.contains_key(&kept), "a desired pod's sandbox stays");

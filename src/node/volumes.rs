@@ -23,6 +23,21 @@ pub fn pod_dir(root: &Path, uid: &str) -> PathBuf {
 pub struct Objects {
     pub config_maps: BTreeMap<(String, String), ConfigMap>,
     pub secrets: BTreeMap<(String, String), Secret>,
+    /// ServiceAccount tokens for serviceAccountToken projections (from the cluster's
+    /// TokenRequest API), by what they were asked for.
+    pub tokens: BTreeMap<TokenKey, String>,
+}
+
+/// A projected token: the pod's uid, the audience ("" for the apiserver's own) and the
+/// lifetime asked for in seconds.
+pub type TokenKey = (String, String, i64);
+
+/// The lifetime of a serviceAccountToken projection that names none (upstream's default).
+pub const DEFAULT_TOKEN_SECONDS: i64 = 3600;
+
+/// The token key of a projection in `pod`.
+pub fn token_key(pod: &Pod, p: &k8s_openapi::api::core::v1::ServiceAccountTokenProjection) -> TokenKey {
+    (pod.metadata.uid.clone().unwrap_or_default(), p.audience.clone().unwrap_or_default(), p.expiration_seconds.unwrap_or(DEFAULT_TOKEN_SECONDS))
 }
 
 /// Whether a volume's content comes from the node (and is mounted read-only).
@@ -158,8 +173,14 @@ fn node_written_files(pod: &Pod, v: &k8s_openapi::api::core::v1::Volume, objects
                 secret_files(&sp.name, sp.items.as_ref(), mode, sp.optional)
             } else if let Some(d) = &src.downward_api {
                 downward_files(pod, d.items.as_deref().unwrap_or(&[]), mode, fields)
-            } else if src.service_account_token.is_some() {
-                Err("serviceAccountToken projections need the control plane, which this node does not have yet".into())
+            } else if let Some(t) = &src.service_account_token {
+                match check_rel(&t.path) {
+                    Err(e) => Err(e),
+                    Ok(()) => match objects.tokens.get(&token_key(pod, t)) {
+                        Some(token) => Ok(vec![FileOut { path: t.path.clone(), data: token.clone().into_bytes(), mode }]),
+                        None => Err("the service account token is not issued yet".into()),
+                    },
+                }
             } else {
                 Err("projected source of an unsupported kind".into())
             };

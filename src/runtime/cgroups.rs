@@ -70,17 +70,8 @@ impl Cgroup {
         let rel = self.spec.path.trim_start_matches('/');
         match host_mode() {
             CgroupMode::V1 => {
-                // Only the controllers' hierarchies, the ones `remove` (libcgroups) clears
-                // again: not name=systemd, not the hybrid unified tree.
-                let controllers = host_controllers();
-                let hierarchies = std::fs::read_dir(CGROUP_ROOT).map_err(|e| err(&self.spec, e))?;
-                for h in hierarchies.flatten() {
-                    let name = h.file_name();
-                    let managed = name.to_str().is_some_and(|n| n.split(',').any(|c| controllers.contains(c)));
-                    if !managed || !h.path().is_dir() {
-                        continue;
-                    }
-                    std::fs::create_dir_all(h.path().join(rel)).map_err(|e| err(&self.spec, e))?;
+                for h in v1_hierarchies().map_err(|e| err(&self.spec, e))? {
+                    std::fs::create_dir_all(h.join(rel)).map_err(|e| err(&self.spec, e))?;
                 }
             }
             CgroupMode::V2 => {
@@ -166,6 +157,90 @@ impl Cgroup {
     pub fn oom_kills(&self) -> u64 {
         oom_kills(&self.spec)
     }
+}
+
+/// The directories of the v1 hierarchies that hold a controller Berth manages: the ones
+/// `Cgroup::create` makes a cgroup in and `remove` (libcgroups) clears again; not
+/// name=systemd, not the hybrid unified tree.
+fn v1_hierarchies() -> std::io::Result<Vec<PathBuf>> {
+    let controllers = host_controllers();
+    let mut out = Vec::new();
+    for h in std::fs::read_dir(CGROUP_ROOT)?.flatten() {
+        let name = h.file_name();
+        let managed = name.to_str().is_some_and(|n| n.split(',').any(|c| controllers.contains(c)));
+        if managed && h.path().is_dir() {
+            out.push(h.path());
+        }
+    }
+    Ok(out)
+}
+
+/// A cgroup that a single-threaded process moves itself into: the `tasks` file of each v1
+/// hierarchy, opened in advance.
+///
+/// Why: moving another process (a pid written to cgroup.procs) takes the kernel's global
+/// threadgroup lock for writing, which waits for an RCU grace period: 10-20 ms per container
+/// start and per exec on a v1 host, the largest part of StartContainer. A thread that writes
+/// "0" to `tasks` moves only itself, and the kernel (6.1+) skips that lock for it; for a
+/// process with one thread that is the whole process, and its later threads and children
+/// inherit the cgroup. Only cgroup v1 with the cgroupfs driver has such a file; elsewhere
+/// [`self_join`] answers None and the caller moves the process with [`Cgroup::add`].
+pub struct SelfJoin {
+    tasks: Vec<std::fs::File>,
+}
+
+impl SelfJoin {
+    /// Move the calling thread into the cgroup in every hierarchy. Call it only from a
+    /// process with one thread.
+    pub fn join(&self) -> std::io::Result<()> {
+        use std::io::Write;
+        for mut f in &self.tasks {
+            f.write_all(b"0")?;
+        }
+        Ok(())
+    }
+}
+
+/// Prepare a [`SelfJoin`] into `spec` (v1 + cgroupfs only, else None). `create` makes the
+/// cgroup first (a new container's); without it a cgroup that is gone is an error (an exec
+/// into a container whose cgroup was removed must not make it again). Cpusets without CPUs
+/// or memory nodes take no tasks, so empty ones on the way are filled from their parent, as
+/// libcgroups does when it adds a process.
+pub fn self_join(spec: &CgroupSpec, create: bool) -> Result<Option<SelfJoin>, CgroupError> {
+    if spec.systemd || host_mode() != CgroupMode::V1 {
+        return Ok(None);
+    }
+    let rel = spec.path.trim_start_matches('/');
+    let mut tasks = Vec::new();
+    for h in v1_hierarchies().map_err(|e| err(spec, e))? {
+        let dir = h.join(rel);
+        if create {
+            std::fs::create_dir_all(&dir).map_err(|e| err(spec, e))?;
+        }
+        if h.join("cpuset.cpus").exists() {
+            fill_empty_cpusets(&h, rel).map_err(|e| err(spec, e))?;
+        }
+        let file =
+            std::fs::OpenOptions::new().write(true).open(dir.join("tasks")).map_err(|e| err(spec, format!("opening {}: {e}", dir.join("tasks").display())))?;
+        tasks.push(file);
+    }
+    Ok(Some(SelfJoin { tasks }))
+}
+
+/// Give every cpuset from the hierarchy's root down to `rel` that has no CPUs or memory nodes
+/// its parent's.
+fn fill_empty_cpusets(root: &std::path::Path, rel: &str) -> std::io::Result<()> {
+    let mut dir = root.to_path_buf();
+    for part in rel.split('/').filter(|p| !p.is_empty()) {
+        let parent = dir.clone();
+        dir.push(part);
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            if std::fs::read_to_string(dir.join(file))?.trim().is_empty() {
+                std::fs::write(dir.join(file), std::fs::read_to_string(parent.join(file))?.trim())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn err(spec: &CgroupSpec, e: impl std::fmt::Display) -> CgroupError {
@@ -322,6 +397,27 @@ pub fn parse_oom_kills(text: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_cpusets_on_the_way_take_their_parents_cpus_and_nodes() {
+        let root = tempfile::tempdir().unwrap();
+        let (pod, ctr) = (root.path().join("berth/pod"), root.path().join("berth/pod/ctr"));
+        std::fs::create_dir_all(&ctr).unwrap();
+        let put = |dir: &std::path::Path, cpus: &str, mems: &str| {
+            std::fs::write(dir.join("cpuset.cpus"), cpus).unwrap();
+            std::fs::write(dir.join("cpuset.mems"), mems).unwrap();
+        };
+        put(root.path(), "0-1\n", "0\n");
+        put(&root.path().join("berth"), "\n", "\n");
+        put(&pod, "1\n", "\n");
+        put(&ctr, "", "");
+        fill_empty_cpusets(root.path(), "/berth/pod/ctr").unwrap();
+        let read = |dir: &std::path::Path, f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+        assert_eq!((read(&root.path().join("berth"), "cpuset.cpus"), read(&root.path().join("berth"), "cpuset.mems")), ("0-1".into(), "0".into()));
+        // A cpuset that has CPUs keeps them; its child inherits them, not the root's.
+        assert_eq!((read(&pod, "cpuset.cpus"), read(&pod, "cpuset.mems")), ("1\n".into(), "0".into()));
+        assert_eq!((read(&ctr, "cpuset.cpus"), read(&ctr, "cpuset.mems")), ("1".into(), "0".into()));
+    }
 
     #[test]
     fn systemd_paths_expand_like_systemd() {

@@ -155,10 +155,17 @@ impl Runtime {
         };
         let exit = match (state, exit, &run) {
             (ContainerState::Exited, None, Some(_)) => {
-                // Container and monitor are both gone without a record (e.g. the node rebooted).
-                let e = ExitRecord { exit_code: 255, signal: None, oom_killed: false, finished_at: state::now_ns() };
-                let _ = atomic::write_json_volatile(&dir.join(state::EXIT_FILE), &e);
-                Some(e)
+                // Both gone: the monitor may have written its record and exited between the
+                // first read and the liveness checks, so read it again; only without one
+                // (e.g. the node rebooted) is the exit unknown.
+                match state::read_json::<ExitRecord>(&dir.join(state::EXIT_FILE)) {
+                    Ok(recorded) => Some(recorded),
+                    Err(_) => {
+                        let e = ExitRecord { exit_code: 255, signal: None, oom_killed: false, finished_at: state::now_ns() };
+                        let _ = atomic::write_json_volatile(&dir.join(state::EXIT_FILE), &e);
+                        Some(e)
+                    }
+                }
             }
             (_, e, _) => e,
         };

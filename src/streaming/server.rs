@@ -9,7 +9,6 @@ use super::StreamingConfig;
 use crate::runtime::Runtime;
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::header::{HeaderMap, HeaderValue, CONNECTION, UPGRADE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -122,7 +121,15 @@ impl StreamingServer {
         }
     }
 
-    fn handle(self: &Arc<Self>, mut req: Request<Incoming>) -> Response<Body> {
+    /// Serves a request for a token URL handed out by [`Self::url_for`] that reached Berth
+    /// some other way than this server's listener (the kubelet API hands its exec, attach and
+    /// port-forward requests over in-process): the same answer, and the upgraded connection
+    /// served the same.
+    pub fn serve_request<B>(self: &Arc<Self>, req: Request<B>) -> Response<Body> {
+        self.handle(req)
+    }
+
+    fn handle<B>(self: &Arc<Self>, mut req: Request<B>) -> Response<Body> {
         if req.method() != Method::GET && req.method() != Method::POST {
             return plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and POST are served");
         }
@@ -174,7 +181,7 @@ impl StreamingServer {
         switching_protocols("SPDY/3.1", &[("x-stream-protocol-version", &protocol)])
     }
 
-    fn upgrade_websocket(self: &Arc<Self>, req: &mut Request<Incoming>, headers: &HeaderMap, request: StreamRequest, span: tracing::Span) -> Response<Body> {
+    fn upgrade_websocket<B>(self: &Arc<Self>, req: &mut Request<B>, headers: &HeaderMap, request: StreamRequest, span: tracing::Span) -> Response<Body> {
         let Some(key) = headers.get("sec-websocket-key").cloned() else {
             return plain(StatusCode::BAD_REQUEST, "websocket: missing Sec-WebSocket-Key");
         };
@@ -226,7 +233,7 @@ impl StreamingServer {
 }
 
 /// Once the 101 answer is out, run `session` on the upgraded connection.
-fn spawn_upgraded<F, Fut>(req: &mut Request<Incoming>, span: tracing::Span, what: &'static str, session: F)
+fn spawn_upgraded<B, F, Fut>(req: &mut Request<B>, span: tracing::Span, what: &'static str, session: F)
 where
     F: FnOnce(TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,

@@ -70,4 +70,10 @@ pub trait Store: Send + Sync {
     /// Stops the store's background work and releases its resources (the embedded store's file
     /// lock). Later calls fail with `Unavailable`.
     async fn close(&self);
+
+    /// Whether `kv`, as read, is stored in a form that should be written again even when an
+    /// update leaves it unchanged (a value encrypted with a key that is no longer the first).
+    fn needs_rewrite(&self, _kv: &KeyValue) -> bool {
+        false
+    }
 }

@@ -115,7 +115,7 @@ pub struct WatchStream {
 
 impl WatchStream {
     /// A stream fed by `task` through the sender paired with `rx`.
-    pub(crate) fn new(rx: mpsc::Receiver<Result<WatchEvent>>, task: JoinHandle<()>) -> Self {
+    pub fn new(rx: mpsc::Receiver<Result<WatchEvent>>, task: JoinHandle<()>) -> Self {
         WatchStream { rx, task }
     }
 

@@ -4,10 +4,15 @@
 //! generated table in `schema.rs` into the same JSON the object has in its JSON form. Special
 //! messages map to their JSON forms (Quantity and Time to strings, IntOrString to a number or a
 //! string, RawExtension to embedded JSON, bytes to base64). Zero values the Go encoder writes for
-//! every non-pointer field are dropped, as JSON's omitempty drops them; answers stay JSON.
+//! every non-pointer field are dropped, as JSON's omitempty drops them. Answers in protobuf (for
+//! clients that prefer it) are encoded by the same table (`encode.rs`).
 
+mod encode;
+pub mod openapi_v2;
 #[allow(clippy::all)]
 mod schema;
+
+pub use encode::{encode, has_message, watch_frame};
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -312,19 +317,8 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::encode::varint;
     use super::*;
-
-    fn varint(mut v: u64, out: &mut Vec<u8>) {
-        loop {
-            let b = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
-    }
 
     fn field(num: u32, bytes: &[u8], out: &mut Vec<u8>) {
         varint(u64::from(num) << 3 | 2, out);

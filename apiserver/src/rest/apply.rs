@@ -13,12 +13,12 @@ use serde_json::{json, Map, Value};
 use super::{Subresource, WriteOptions, Written};
 use crate::api::Api;
 use crate::meta;
-use crate::patch::{self, list_merge, ListMerge, PatchType};
+use crate::patch::{self, key_values, ListMerge, ListRules, PatchType};
 use crate::resources::Resource;
 use crate::status::ApiError;
 
-/// The field set (FieldsV1) of an applied configuration.
-pub(crate) fn field_set(obj: &Value) -> Value {
+/// The field set (FieldsV1) of an applied configuration, lists keyed as `rules` say.
+pub(crate) fn field_set(obj: &Value, rules: &dyn ListRules) -> Value {
     let mut top = Map::new();
     if let Some(m) = obj.as_object() {
         for (k, v) in m {
@@ -32,11 +32,11 @@ pub(crate) fn field_set(obj: &Value) -> Value {
                         }
                     }
                     if md.as_object().is_some_and(|m| !m.is_empty()) {
-                        top.insert("f:metadata".into(), fields_of(&md, None));
+                        top.insert("f:metadata".into(), fields_of(&md, &mut vec!["metadata".into()], rules));
                     }
                 }
                 _ => {
-                    top.insert(format!("f:{k}"), fields_of_field(None, k, v));
+                    top.insert(format!("f:{k}"), fields_of_field(&mut vec![], k, v, rules));
                 }
             }
         }
@@ -44,31 +44,41 @@ pub(crate) fn field_set(obj: &Value) -> Value {
     Value::Object(top)
 }
 
-fn fields_of(v: &Value, parent: Option<&str>) -> Value {
+/// The fields of the map `v` at `path`.
+fn fields_of(v: &Value, path: &mut Vec<String>, rules: &dyn ListRules) -> Value {
     let mut out = Map::new();
     if let Some(m) = v.as_object() {
         for (k, child) in m {
-            out.insert(format!("f:{k}"), fields_of_field(parent, k, child));
+            out.insert(format!("f:{k}"), fields_of_field(path, k, child, rules));
         }
     }
     Value::Object(out)
 }
 
-pub(crate) fn fields_of_field(parent: Option<&str>, name: &str, v: &Value) -> Value {
+/// The fields under field `name` (value `v`) of the map at `path`.
+pub(crate) fn fields_of_field(path: &mut Vec<String>, name: &str, v: &Value, rules: &dyn ListRules) -> Value {
     match v {
-        Value::Object(_) => fields_of(v, Some(name)),
-        Value::Array(items) => match list_merge(parent, name) {
-            ListMerge::Key(key) => {
+        Value::Object(_) => {
+            path.push(name.to_string());
+            let out = fields_of(v, path, rules);
+            path.pop();
+            out
+        }
+        Value::Array(items) => match rules.list_merge(path, name) {
+            ListMerge::Keys(keys) => {
                 let mut out = Map::new();
+                path.push(name.to_string());
                 for item in items {
-                    if let Some(k) = item.get(key) {
-                        let mut child = fields_of(item, Some(name));
+                    if let Some(values) = key_values(item, keys) {
+                        let mut child = fields_of(item, path, rules);
                         if let Some(c) = child.as_object_mut() {
                             c.insert(".".into(), json!({}));
                         }
-                        out.insert(format!("k:{}", json!({ key: k })), child);
+                        let key: Map<String, Value> = keys.iter().zip(values).map(|(k, v)| (k.to_string(), v.clone())).collect();
+                        out.insert(format!("k:{}", Value::Object(key)), child);
                     }
                 }
+                path.pop();
                 Value::Object(out)
             }
             ListMerge::Set => Value::Object(items.iter().map(|i| (format!("v:{i}"), json!({}))).collect()),
@@ -78,45 +88,45 @@ pub(crate) fn fields_of_field(parent: Option<&str>, name: &str, v: &Value) -> Va
     }
 }
 
-/// Removes from `obj` what `old` names and `new` does not.
-fn prune(obj: &mut Value, old: &Value, new: &Value) {
+/// Removes from `obj` what `old` names and neither `new` nor `others` (what the other managers
+/// own) does: a field another manager still owns part of loses only the rest.
+fn prune(obj: &mut Value, old: &Value, new: &Value, others: &Value) {
     let (Some(old), Some(o)) = (old.as_object(), obj.as_object_mut()) else { return };
+    let none = json!({});
     for (k, old_child) in old {
-        let new_child = new.get(k);
-        if let Some(field) = k.strip_prefix("f:") {
-            match new_child {
-                None => {
-                    o.remove(field);
-                }
-                Some(nc) => {
-                    if let Some(child) = o.get_mut(field) {
-                        match child {
-                            Value::Array(items) => prune_list(items, old_child, nc),
-                            _ => prune(child, old_child, nc),
-                        }
-                    }
-                }
+        let Some(field) = k.strip_prefix("f:") else { continue };
+        let (new_child, other_child) = (new.get(k), others.get(k));
+        if new_child.is_none() && other_child.is_none() {
+            o.remove(field);
+            continue;
+        }
+        if let Some(child) = o.get_mut(field) {
+            let (nc, oc) = (new_child.unwrap_or(&none), other_child.unwrap_or(&none));
+            match child {
+                Value::Array(items) => prune_list(items, old_child, nc, oc),
+                _ => prune(child, old_child, nc, oc),
             }
         }
     }
 }
 
-fn prune_list(items: &mut Vec<Value>, old: &Value, new: &Value) {
+fn prune_list(items: &mut Vec<Value>, old: &Value, new: &Value, others: &Value) {
     let Some(old) = old.as_object() else { return };
+    let none = json!({});
     for (k, old_child) in old {
         if let Some(key) = k.strip_prefix("k:") {
             let Ok(Value::Object(want)) = serde_json::from_str::<Value>(key) else { continue };
             let matches = |i: &Value| want.iter().all(|(wk, wv)| i.get(wk) == Some(wv));
-            match new.get(k) {
-                None => items.retain(|i| !matches(i)),
-                Some(nc) => {
+            match (new.get(k), others.get(k)) {
+                (None, None) => items.retain(|i| !matches(i)),
+                (nc, oc) => {
                     for i in items.iter_mut().filter(|i| matches(i)) {
-                        prune(i, old_child, nc);
+                        prune(i, old_child, nc.unwrap_or(&none), oc.unwrap_or(&none));
                     }
                 }
             }
         } else if let Some(v) = k.strip_prefix("v:") {
-            if new.get(k).is_none() {
+            if new.get(k).is_none() && others.get(k).is_none() {
                 if let Ok(val) = serde_json::from_str::<Value>(v) {
                     items.retain(|i| *i != val);
                 }
@@ -245,7 +255,8 @@ impl Api {
         if !body_name.is_empty() && body_name != name {
             return Err(ApiError::bad_request(format!("the name of the object ({body_name}) does not match the name on the URL ({name})")));
         }
-        let set = field_set(applied);
+        let rules = res.strategy.list_rules();
+        let set = field_set(applied, rules);
         // This apply records its own Apply entry: the inner create and update record none.
         let opts = &WriteOptions { field_manager: None, ..opts.clone() };
         let key = res.key(&self.store_prefix, ns, name);
@@ -258,8 +269,7 @@ impl Api {
                 other => return other,
             }
         }
-        let write_sub = if sub == Subresource::Scale { Subresource::Main } else { sub };
-        self.guaranteed_update(res, ns, name, write_sub, opts, |current| {
+        self.guaranteed_update(res, ns, name, sub, opts, |current| {
             let mut base = current.clone();
             meta::set(&mut base, "resourceVersion", Value::Null);
             let old = current
@@ -268,7 +278,7 @@ impl Api {
                 .and_then(|es| es.iter().find(|e| e["manager"] == manager && e["operation"] == "Apply"))
                 .map(|e| e["fieldsV1"].clone())
                 .unwrap_or(json!({}));
-            let mut merged = patch::apply(PatchType::Strategic, &base, applied).map_err(ApiError::bad_request)?;
+            let mut merged = patch::apply_with(PatchType::Strategic, &base, applied, rules).map_err(ApiError::bad_request)?;
             meta::set(&mut merged, "resourceVersion", Value::Null);
             // Fields another applier owns and this apply would change: a conflict, or with
             // force, theirs no more.
@@ -298,8 +308,12 @@ impl Api {
                 return Err(conflict_error(res, name, &conflicts));
             }
             entries.retain(|e| e["fieldsV1"].as_object().is_some_and(|m| !m.is_empty()));
+            let others = entries
+                .iter()
+                .filter(|e| !(e["operation"] == "Apply" && e["manager"] == manager))
+                .fold(json!({}), |all, e| crate::managed::union(&all, &e["fieldsV1"]));
             meta::set(&mut merged, "managedFields", Value::Array(entries));
-            prune(&mut merged, &old, &set);
+            prune(&mut merged, &old, &set, &others);
             with_entry(&mut merged, res, manager, set.clone());
             Ok(merged)
         })
@@ -315,13 +329,13 @@ mod tests {
     fn field_sets_name_keyed_elements_and_pruning_removes_what_was_dropped() {
         let a1 = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "labels": {"a": "1", "b": "2"}},
             "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "web", "image": "x", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}]}}}});
-        let s1 = field_set(&a1);
+        let s1 = field_set(&a1, &patch::BuiltinLists);
         assert!(s1["f:spec"]["f:template"]["f:spec"]["f:containers"]["k:{\"name\":\"web\"}"]["f:env"]["k:{\"name\":\"B\"}"].is_object(), "{s1}");
         assert!(s1["f:metadata"]["f:labels"]["f:b"].is_object());
         let a2 = json!({"metadata": {"name": "web", "labels": {"a": "1"}}, "spec": {"template": {"spec": {"containers": [{"name": "web", "image": "y", "env": [{"name": "A", "value": "1"}]}]}}}});
-        let s2 = field_set(&a2);
+        let s2 = field_set(&a2, &patch::BuiltinLists);
         let mut live = patch::apply(PatchType::Strategic, &a1, &a2).unwrap();
-        prune(&mut live, &s1, &s2);
+        prune(&mut live, &s1, &s2, &json!({}));
         assert_eq!(live["metadata"]["labels"], json!({"a": "1"}));
         assert!(live["spec"].get("replicas").is_none(), "replicas no longer applied: removed");
         let c = &live["spec"]["template"]["spec"]["containers"][0];
@@ -331,8 +345,8 @@ mod tests {
 
     #[test]
     fn conflicts_are_leaves_both_own_with_a_new_value_and_forced_ones_leave_no_empty_parents() {
-        let mine = field_set(&json!({"data": {"a": "2", "b": "1"}}));
-        let mut theirs = field_set(&json!({"data": {"a": "1", "b": "1"}}));
+        let mine = field_set(&json!({"data": {"a": "2", "b": "1"}}), &patch::BuiltinLists);
+        let mut theirs = field_set(&json!({"data": {"a": "1", "b": "1"}}), &patch::BuiltinLists);
         let live = json!({"data": {"a": "1", "b": "1"}});
         let mut out = vec![];
         conflicting(&mine, &theirs, Some(&json!({"data": {"a": "2", "b": "1"}})), Some(&live), String::new(), &mut vec![], &mut out);

@@ -1,12 +1,13 @@
-//! create: decode and check the body, fill what the server owns (name from generateName, uid,
-//! creationTimestamp, generation), the strategy's create preparation, defaults and validation,
-//! the namespace's lifecycle (it must exist and not be terminating), then create-if-absent.
+//! create: decode, check and default the body, fill what the server owns (name from generateName,
+//! uid, creationTimestamp, generation), mutating admission, the strategy's create preparation,
+//! defaults and validation, validating admission (`admission`), then create-if-absent.
 
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
 use super::{admit_body, store_error, to_bytes, WriteOptions, Written};
+use crate::admission::{Attributes, Operation};
 use crate::api::Api;
 use crate::meta;
 use crate::resources::Resource;
@@ -15,6 +16,14 @@ use crate::status::ApiError;
 impl Api {
     /// Creates `obj` as a `res` in namespace `ns` (None for cluster-scoped kinds).
     pub async fn create(&self, res: &Arc<Resource>, ns: Option<&str>, obj: Value, opts: &WriteOptions) -> Result<Written, ApiError> {
+        if res.terminating {
+            return Err(ApiError {
+                code: 405,
+                reason: "MethodNotAllowed",
+                message: "create not allowed while custom resource definition is terminating".into(),
+                details: Some(json!({"group": res.group, "kind": res.plural})),
+            });
+        }
         let (mut obj, warnings) = admit_body(res, obj, opts)?;
         if res.namespaced {
             let ns = ns.ok_or_else(|| ApiError::bad_request("the namespace of the object is required"))?;
@@ -25,6 +34,11 @@ impl Api {
                 _ => meta::set(&mut obj, "namespace", json!(ns)),
             }
         }
+        // admission names an object by its generateName until it has a name (upstream's order)
+        let admission_name = match meta::name(&obj) {
+            "" => meta::get(&obj, "generateName").unwrap_or("").to_string(),
+            n => n.to_string(),
+        };
         if meta::name(&obj).is_empty() {
             if let Some(base) = meta::get(&obj, "generateName").filter(|g| !g.is_empty()).map(String::from) {
                 meta::set(&mut obj, "name", json!(meta::generate_name(&base)));
@@ -41,6 +55,22 @@ impl Api {
             meta::set(&mut obj, "generation", Value::Null);
         }
         let internal = |e: String| ApiError::internal(e);
+        res.strategy.default(&mut obj).map_err(internal)?;
+        let mut attrs = Attributes {
+            operation: Operation::Create,
+            resource: res.clone(),
+            subresource: String::new(),
+            namespace: ns.filter(|_| res.namespaced).map(String::from),
+            name: admission_name,
+            object: Some(obj),
+            old_object: None,
+            user: opts.user.clone(),
+            dry_run: opts.dry_run,
+            warnings: vec![],
+            charged: vec![],
+        };
+        self.admission.admit(self, &mut attrs).await?;
+        let mut obj = attrs.object.take().ok_or_else(|| ApiError::internal("admission removed the object"))?;
         let requested = res.strategy.unique_values(&obj);
         let input = obj.clone();
         for attempt in 0.. {
@@ -66,7 +96,7 @@ impl Api {
             }
         }
         if let Some(manager) = &opts.field_manager {
-            crate::managed::record_update(&mut obj, None, manager, &res.api_version(), crate::managed::Scope::Main);
+            crate::managed::record_update(&mut obj, None, manager, &res.api_version(), crate::managed::Scope::Main, res.strategy.list_rules());
         }
         let name = meta::name(&obj).to_string();
         let mut errs = meta::validate(res, &obj);
@@ -74,14 +104,22 @@ impl Api {
         if !errs.is_empty() {
             return Err(ApiError::invalid(res, &name, &errs));
         }
-        if let Some(ns) = ns.filter(|_| res.namespaced) {
-            self.check_namespace_open(res, ns, &name).await?;
-        }
+        attrs.object = Some(obj);
+        self.admission.validate(self, &mut attrs).await?;
+        let mut obj = attrs.object.take().ok_or_else(|| ApiError::internal("admission removed the object"))?;
+        let mut warnings = warnings;
+        warnings.append(&mut attrs.warnings);
         if opts.dry_run {
             return Ok(Written { object: obj, warnings, created: true });
         }
         let key = res.key(&self.store_prefix, ns, &name);
-        let kv = self.store.create(&key, to_bytes(&obj)?, res.ttl).await.map_err(|e| store_error(res, &name, e))?;
+        let kv = match self.store.create(&key, to_bytes(&obj)?, res.ttl).await {
+            Ok(kv) => kv,
+            Err(e) => {
+                crate::admission::rollback(self, &mut attrs).await;
+                return Err(store_error(res, &name, e));
+            }
+        };
         meta::set(&mut obj, "resourceVersion", json!(kv.mod_revision.to_string()));
         Ok(Written { object: obj, warnings, created: true })
     }
@@ -94,25 +132,16 @@ impl Api {
         }
         let (all, _) = self.cache(res)?.snapshot(&res.prefix(&self.store_prefix));
         let same = |o: &Value| meta::name(o) == meta::name(obj) && meta::get(o, "namespace") == meta::get(obj, "namespace");
-        for other in all.iter().filter(|o| !same(o)) {
-            let theirs = res.strategy.unique_values(other);
+        for other in &all {
+            let other = other.value()?;
+            if same(&other) {
+                continue;
+            }
+            let theirs = res.strategy.unique_values(&other);
             if let Some(hit) = mine.iter().find(|(_, v)| theirs.iter().any(|(_, t)| t == v)) {
                 return Ok(Some(hit.clone()));
             }
         }
         Ok(None)
-    }
-
-    /// Upstream's NamespaceLifecycle admission: no new objects in a missing or terminating namespace.
-    async fn check_namespace_open(&self, res: &Resource, ns: &str, name: &str) -> Result<(), ApiError> {
-        let namespaces = self.resource("", "namespaces")?;
-        let key = namespaces.key(&self.store_prefix, None, ns);
-        let kv = self.store.get(&key, None).await.map_err(|e| store_error(&namespaces, ns, e))?;
-        let Some(kv) = kv else { return Err(ApiError::not_found(&namespaces, ns)) };
-        let obj: Value = serde_json::from_slice(&kv.value).map_err(ApiError::internal)?;
-        if obj.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") {
-            return Err(ApiError::forbidden(res, name, &format!("unable to create new content in namespace {ns} because it is being terminated")));
-        }
-        Ok(())
     }
 }

@@ -1,14 +1,17 @@
 //! delete and deletecollection: preconditions, finalizers (the object is marked with a
 //! deletionTimestamp and goes when its finalizers are gone), graceful deletion of pods bound to a
 //! node (the node agent finishes it), and namespaces: marked Terminating, then a finalizing step
-//! removes every object in them and finally the namespace itself.
+//! removes every object in them and finally the namespace itself. Dependents (ownerReferences)
+//! follow the propagation policy (`cascade.rs`).
 
 use std::sync::Arc;
 
 use berth_store::{ListOptions, StoreError};
 use serde_json::{json, Value};
 
+use super::cascade::{self, Propagation};
 use super::{store_error, WriteOptions};
+use crate::admission::{Attributes, Operation};
 use crate::api::Api;
 use crate::cache::decode_kv;
 use crate::meta;
@@ -25,7 +28,12 @@ pub struct DeleteOptions {
     pub grace_period_seconds: Option<i64>,
     pub preconditions: Option<Preconditions>,
     pub propagation_policy: Option<String>,
+    /// The deprecated form of the policy (true: Orphan).
+    pub orphan_dependents: Option<bool>,
     pub dry_run: Option<Vec<String>>,
+    /// The caller (None: the server's own deletes), for admission; never read from a body.
+    #[serde(skip)]
+    pub user: Option<crate::User>,
 }
 
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -39,11 +47,9 @@ impl Api {
     /// Deletes the object `name`; the answer is the object as it was deleted or as it is now
     /// marked for deletion.
     pub async fn delete(self: &Arc<Self>, res: &Arc<Resource>, ns: Option<&str>, name: &str, opts: &DeleteOptions) -> Result<Value, ApiError> {
-        if res.plural == "namespaces" && res.group.is_empty() && ["default", "kube-system", "kube-public"].contains(&name) {
-            return Err(ApiError::forbidden(res, name, "this namespace may not be deleted"));
-        }
         let key = res.key(&self.store_prefix, ns, name);
         let dry_run = opts.dry_run.as_ref().is_some_and(|d| d.iter().any(|x| x == "All"));
+        let policy = Propagation::of(opts)?;
         for _ in 0..16 {
             let kv = self.store.get(&key, None).await.map_err(|e| store_error(res, name, e))?.ok_or_else(|| ApiError::not_found(res, name))?;
             let current = decode_kv(&kv).map_err(ApiError::internal)?;
@@ -60,6 +66,21 @@ impl Api {
                     ));
                 }
             }
+            let mut attrs = Attributes {
+                operation: Operation::Delete,
+                resource: res.clone(),
+                subresource: String::new(),
+                namespace: ns.filter(|_| res.namespaced).map(String::from),
+                name: name.to_string(),
+                object: None,
+                old_object: Some(current.clone()),
+                user: opts.user.clone(),
+                dry_run,
+                warnings: vec![],
+                charged: vec![],
+            };
+            self.admission.admit(self, &mut attrs).await?;
+            self.admission.validate(self, &mut attrs).await?;
             if dry_run {
                 return Ok(current);
             }
@@ -69,7 +90,35 @@ impl Api {
                 && current.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty())
                 && opts.grace_period_seconds.or(current.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64)).unwrap_or(30) > 0;
             let is_namespace = res.plural == "namespaces" && res.group.is_empty();
-            if has_finalizers || graceful || is_namespace {
+            let dependents = if is_namespace { vec![] } else { self.dependents(res, &current) };
+            if policy == Propagation::Foreground && !graceful && !is_namespace && meta::get(&current, "deletionTimestamp").is_none() {
+                let mut marked = current.clone();
+                meta::set(&mut marked, "deletionTimestamp", json!(jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()));
+                meta::set(&mut marked, "deletionGracePeriodSeconds", json!(0));
+                let mut finalizers = marked.pointer("/metadata/finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
+                if !finalizers.contains(&json!(cascade::FOREGROUND)) {
+                    finalizers.push(json!(cascade::FOREGROUND));
+                }
+                meta::set(&mut marked, "finalizers", json!(finalizers));
+                match self.store.update(&key, super::to_bytes(&marked)?, kv.mod_revision, res.ttl).await {
+                    Ok(kv) => meta::set(&mut marked, "resourceVersion", json!(kv.mod_revision.to_string())),
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(store_error(res, name, e)),
+                }
+                if dependents.is_empty() {
+                    self.finish_foreground(res, &marked).await;
+                } else {
+                    let (me, res, owner) = (self.clone(), res.clone(), marked.clone());
+                    tokio::spawn(async move { me.finish_foreground(&res, &owner).await });
+                }
+                return Ok(marked);
+            }
+            if policy == Propagation::Orphan && !dependents.is_empty() {
+                self.orphan(&dependents, meta::get(&current, "uid").unwrap_or("")).await?;
+            }
+            // a CRD goes only after its custom resources (the CRD controller removes them)
+            let is_crd = crate::crd::is_crd_resource(res);
+            if has_finalizers || graceful || is_namespace || is_crd {
                 if meta::get(&current, "deletionTimestamp").is_some() {
                     return Ok(current);
                 }
@@ -84,6 +133,9 @@ impl Api {
                 meta::set(&mut marked, "deletionGracePeriodSeconds", json!(grace));
                 if is_namespace {
                     marked["status"] = json!({"phase": "Terminating"});
+                }
+                if is_crd {
+                    crate::crd::mark_terminating(&mut marked);
                 }
                 match self.store.update(&key, super::to_bytes(&marked)?, kv.mod_revision, res.ttl).await {
                     Ok(kv) => {
@@ -107,6 +159,9 @@ impl Api {
             }
             match self.store.delete(&key, Some(kv.mod_revision)).await {
                 Ok(d) => {
+                    if policy == Propagation::Background && !dependents.is_empty() {
+                        tokio::spawn(self.clone().delete_dependents(dependents, "Background"));
+                    }
                     let mut gone = current;
                     meta::set(&mut gone, "resourceVersion", json!(d.revision.to_string()));
                     return Ok(gone);
@@ -141,7 +196,10 @@ impl Api {
 
     /// Removes everything in a terminating namespace, then the namespace.
     pub(crate) async fn finalize_namespace(self: &Arc<Self>, ns: &str) {
-        for res in self.registry.all().iter().filter(|r| r.namespaced) {
+        let registry = self.registry();
+        let mut storages = std::collections::HashSet::new();
+        // each storage once (the versions of a kind share one)
+        for res in registry.all().iter().filter(|r| r.namespaced && !r.review && storages.insert(r.storage)) {
             let prefix = res.list_prefix(&self.store_prefix, Some(ns));
             loop {
                 let page = match self.store.list(&prefix, ListOptions { limit: Some(500), ..Default::default() }).await {
@@ -189,6 +247,6 @@ impl Api {
 
 impl From<&DeleteOptions> for WriteOptions {
     fn from(d: &DeleteOptions) -> Self {
-        WriteOptions { dry_run: d.dry_run.as_ref().is_some_and(|x| x.iter().any(|v| v == "All")), ..Default::default() }
+        WriteOptions { dry_run: d.dry_run.as_ref().is_some_and(|x| x.iter().any(|v| v == "All")), user: d.user.clone(), ..Default::default() }
     }
 }

@@ -5,8 +5,10 @@
 
 mod action;
 pub(crate) mod apply;
+mod cascade;
+mod connect;
 mod create;
-mod delete;
+pub(crate) mod delete;
 pub(crate) mod http;
 mod read;
 mod update;
@@ -48,6 +50,8 @@ pub struct WriteOptions {
     pub field_validation: FieldValidation,
     /// Who is writing, for `metadata.managedFields` (None: not recorded, as for the server's own writes).
     pub field_manager: Option<String>,
+    /// The caller (None: the server's own writes), for admission.
+    pub user: Option<crate::User>,
 }
 
 /// The answer of a writing verb.
@@ -88,7 +92,7 @@ pub(crate) fn admit_body(res: &Resource, mut input: Value, opts: &WriteOptions) 
         )));
     }
     let api_version = res.api_version();
-    let stored_version = res.view.map(|v| v.stored_api_version());
+    let stored_version = res.view.as_ref().map(|v| v.stored_api_version());
     match input.get("apiVersion").and_then(Value::as_str) {
         // a version served from another's storage: patches and applies come already converted
         Some(v) if Some(v) == stored_version => {}
@@ -106,7 +110,7 @@ pub(crate) fn admit_body(res: &Resource, mut input: Value, opts: &WriteOptions) 
         }
         _ => input["kind"] = json!(res.kind),
     }
-    let known = res
+    let mut known = res
         .strategy
         .normalize(&input)
         .map_err(|e| ApiError::bad_request(format!("{} in version {:?} cannot be handled as a {}: {e}", res.kind, res.version, res.kind)))?;
@@ -125,6 +129,7 @@ pub(crate) fn admit_body(res: &Resource, mut input: Value, opts: &WriteOptions) 
         }
         warnings = list;
     }
+    crate::meta::drop_empty(&mut known);
     Ok((known, warnings))
 }
 

@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use super::{parse_rv, store_error};
 use crate::api::Api;
-use crate::cache::decode_kv;
+use crate::cache::{decode_kv, CachedObject};
+use crate::encoded::Encoded;
 use crate::meta;
 use crate::resources::Resource;
 use crate::selector::{FieldSelector, LabelSelector};
@@ -46,6 +47,21 @@ impl ListOptions {
         Ok(ListOptions { label_selector, field_selector, ..Default::default() })
     }
 
+    /// Whether every object is selected.
+    pub fn selects_everything(&self) -> bool {
+        self.label_selector.is_empty() && self.field_selector.is_empty()
+    }
+
+    /// Whether a cached object is selected.
+    pub fn matches_cached(&self, res: &Resource, obj: &CachedObject) -> bool {
+        if self.selects_everything() {
+            return true;
+        }
+        let Some(s) = obj.selectable(res) else { return false };
+        (self.label_selector.is_empty() || self.label_selector.matches(&s.labels))
+            && (self.field_selector.is_empty() || self.field_selector.matches(|f| s.field(f)))
+    }
+
     /// Whether `obj` is selected.
     pub fn matches(&self, res: &Resource, obj: &Value) -> bool {
         if !self.label_selector.is_empty() {
@@ -71,8 +87,7 @@ impl Api {
     pub async fn get(&self, res: &Arc<Resource>, ns: Option<&str>, name: &str, resource_version: Option<&str>) -> Result<Value, ApiError> {
         let key = res.key(&self.store_prefix, ns, name);
         if resource_version == Some("0") {
-            let (items, _) = self.cache(res)?.snapshot(&key);
-            return items.into_iter().find(|o| meta::name(o) == name).map(|o| (*o).clone()).ok_or_else(|| ApiError::not_found(res, name));
+            return self.cache(res)?.get(&key).ok_or_else(|| ApiError::not_found(res, name))?.value();
         }
         let rev = parse_rv(resource_version)?;
         let kv = self.store.get(&key, rev).await.map_err(|e| store_error(res, name, e))?.ok_or_else(|| ApiError::not_found(res, name))?;
@@ -84,9 +99,43 @@ impl Api {
         let prefix = res.list_prefix(&self.store_prefix, ns);
         if opts.resource_version.as_deref() == Some("0") && opts.continue_token.is_none() {
             let (items, rev) = self.cache(res)?.snapshot(&prefix);
-            let items = items.into_iter().filter(|o| opts.matches(res, o)).map(|o| (*o).clone()).collect();
+            let items = items.iter().filter(|o| opts.matches_cached(res, o)).map(|o| o.value()).collect::<Result<_, _>>()?;
             return Ok((items, ListMeta { resource_version: rev, ..Default::default() }));
         }
+        self.list_store(res, &prefix, opts, |kv| {
+            let obj = decode_kv(kv).map_err(ApiError::internal)?;
+            Ok(opts.matches(res, &obj).then_some(obj))
+        })
+        .await
+    }
+
+    /// [`Api::list`] with the objects as JSON, for answers that send them as they are stored.
+    pub async fn list_encoded(&self, res: &Arc<Resource>, ns: Option<&str>, opts: &ListOptions) -> Result<(Vec<Arc<CachedObject>>, ListMeta), ApiError> {
+        let prefix = res.list_prefix(&self.store_prefix, ns);
+        if opts.resource_version.as_deref() == Some("0") && opts.continue_token.is_none() {
+            let (mut items, rev) = self.cache(res)?.snapshot(&prefix);
+            items.retain(|o| opts.matches_cached(res, o));
+            return Ok((items, ListMeta { resource_version: rev, ..Default::default() }));
+        }
+        self.list_store(res, &prefix, opts, |kv| {
+            let obj = Encoded::from_kv(kv).map_err(ApiError::internal)?;
+            if !opts.selects_everything() && !opts.matches(res, &obj.value().map_err(ApiError::internal)?) {
+                return Ok(None);
+            }
+            Ok(Some(Arc::new(CachedObject::new(obj))))
+        })
+        .await
+    }
+
+    /// A list from the store, paging until `opts.limit` selected objects (`select` says which,
+    /// in the form wanted) or the end.
+    async fn list_store<T>(
+        &self,
+        res: &Arc<Resource>,
+        prefix: &str,
+        opts: &ListOptions,
+        select: impl Fn(&berth_store::KeyValue) -> Result<Option<T>, ApiError>,
+    ) -> Result<(Vec<T>, ListMeta), ApiError> {
         let mut revision = if opts.continue_token.is_some() { None } else { parse_rv(opts.resource_version.as_deref())? };
         let mut token = opts.continue_token.clone();
         let mut items = vec![];
@@ -94,7 +143,7 @@ impl Api {
             let needed = opts.limit.map(|l| l.saturating_sub(items.len()));
             let page = self
                 .store
-                .list(&prefix, berth_store::ListOptions { revision, limit: needed, continue_token: token.take(), count_remaining: needed.is_some() })
+                .list(prefix, berth_store::ListOptions { revision, limit: needed, continue_token: token.take(), count_remaining: needed.is_some() })
                 .await
                 .map_err(|e| match e {
                     berth_store::StoreError::Compacted { .. } if opts.continue_token.is_some() => ApiError::gone("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter."),
@@ -102,9 +151,8 @@ impl Api {
                     e => store_error(res, "", e),
                 })?;
             for kv in &page.kvs {
-                let obj = decode_kv(kv).map_err(ApiError::internal)?;
-                if opts.matches(res, &obj) {
-                    items.push(obj);
+                if let Some(item) = select(kv)? {
+                    items.push(item);
                 }
             }
             let full = opts.limit.is_some_and(|l| items.len() >= l);

@@ -10,6 +10,7 @@ use berth_store::StoreError;
 use serde_json::{json, Value};
 
 use super::{admit_body, store_error, to_bytes, WriteOptions, Written};
+use crate::admission::{Attributes, Operation};
 use crate::api::Api;
 use crate::cache::decode_kv;
 use crate::meta;
@@ -25,6 +26,18 @@ pub enum Subresource {
     Scale,
     /// A POST-only subresource (pods/binding).
     Action(&'static str),
+}
+
+impl Subresource {
+    /// The subresource's name in a request path ("" for the main resource).
+    pub fn name(self) -> &'static str {
+        match self {
+            Subresource::Main => "",
+            Subresource::Status => "status",
+            Subresource::Scale => "scale",
+            Subresource::Action(a) => a,
+        }
+    }
 }
 
 const SERVER_OWNED: &[&str] = &["name", "namespace", "uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds"];
@@ -58,7 +71,8 @@ impl Api {
         opts: &WriteOptions,
     ) -> Result<Written, ApiError> {
         if sub == Subresource::Scale {
-            return self.guaranteed_update(res, ns, name, Subresource::Main, opts, |current| self.apply_scale(res, current, &obj)).await;
+            // written as the main resource, admitted as the scale subresource (upstream's attributes)
+            return self.guaranteed_update(res, ns, name, Subresource::Scale, opts, |current| self.apply_scale(res, current, &obj)).await;
         }
         self.guaranteed_update(res, ns, name, sub, opts, |_| Ok(obj.clone())).await
     }
@@ -75,8 +89,7 @@ impl Api {
         sub: Subresource,
         opts: &WriteOptions,
     ) -> Result<Written, ApiError> {
-        let write_sub = if sub == Subresource::Scale { Subresource::Main } else { sub };
-        self.guaranteed_update(res, ns, name, write_sub, opts, |current| {
+        self.guaranteed_update(res, ns, name, sub, opts, |current| {
             let view = if sub == Subresource::Scale { self.scale_of(res, current)? } else { res.served(without_rv(current)) };
             let patched = patch::apply(kind, &view, body).map_err(|e| ApiError { code: 422, reason: "Invalid", message: e, details: None })?;
             if sub == Subresource::Scale {
@@ -88,7 +101,8 @@ impl Api {
         .await
     }
 
-    /// The read-modify-write loop every update goes through.
+    /// The read-modify-write loop every update goes through. `sub` is what the write addresses
+    /// (Scale writes the main resource, and is admitted as the scale subresource).
     pub(crate) async fn guaranteed_update(
         &self,
         res: &Arc<Resource>,
@@ -109,8 +123,34 @@ impl Api {
             if precondition.is_some_and(|rv| rv != kv.mod_revision) {
                 return Err(ApiError::conflict(res, name));
             }
-            let (mut new, warnings) = self.prepare_update(res, ns, name, &current, input, sub, opts)?;
-            if without_rv(&new) == without_rv(&current) {
+            let (new, mut warnings) = self.prepare_update(res, ns, name, &current, input, sub, opts)?;
+            let mut attrs = Attributes {
+                operation: Operation::Update,
+                resource: res.clone(),
+                subresource: sub.name().to_string(),
+                namespace: ns.filter(|_| res.namespaced).map(String::from),
+                name: name.to_string(),
+                object: Some(new),
+                old_object: Some(current.clone()),
+                user: opts.user.clone(),
+                dry_run: opts.dry_run,
+                warnings: vec![],
+                charged: vec![],
+            };
+            self.admission.admit(self, &mut attrs).await?;
+            let mut new = attrs.object.take().ok_or_else(|| ApiError::internal("admission removed the object"))?;
+            res.strategy.default(&mut new).map_err(ApiError::internal)?;
+            let mut errs = meta::validate(res, &new);
+            errs.extend(res.strategy.validate_update(&new, &current));
+            if !errs.is_empty() {
+                return Err(ApiError::invalid(res, name, &errs));
+            }
+            attrs.object = Some(new);
+            self.admission.validate(self, &mut attrs).await?;
+            let mut new = attrs.object.take().ok_or_else(|| ApiError::internal("admission removed the object"))?;
+            warnings.append(&mut attrs.warnings);
+            if without_rv(&new) == without_rv(&current) && !self.store.needs_rewrite(&kv) {
+                crate::admission::rollback(self, &mut attrs).await;
                 return Ok(Written { object: current, warnings, created: false });
             }
             if opts.dry_run {
@@ -118,18 +158,25 @@ impl Api {
             }
             let finalized =
                 meta::get(&new, "deletionTimestamp").is_some() && new.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty());
+            let bytes = to_bytes(&new)?;
             let result = if finalized {
                 self.store.delete(&key, Some(kv.mod_revision)).await.map(|d| d.revision)
             } else {
-                self.store.update(&key, to_bytes(&new)?, kv.mod_revision, res.ttl).await.map(|kv| kv.mod_revision)
+                self.store.update(&key, bytes, kv.mod_revision, res.ttl).await.map(|kv| kv.mod_revision)
             };
             match result {
                 Ok(rev) => {
                     meta::set(&mut new, "resourceVersion", json!(rev.to_string()));
                     return Ok(Written { object: new, warnings, created: false });
                 }
-                Err(StoreError::Conflict { .. }) if precondition.is_none() && attempt < 16 => continue,
-                Err(e) => return Err(store_error(res, name, e)),
+                Err(e) => {
+                    // the write did not happen: what admission charged goes back
+                    crate::admission::rollback(self, &mut attrs).await;
+                    if matches!(e, StoreError::Conflict { .. }) && precondition.is_none() && attempt < 16 {
+                        continue;
+                    }
+                    return Err(store_error(res, name, e));
+                }
             }
         }
     }
@@ -197,12 +244,7 @@ impl Api {
         }
         if let Some(manager) = &opts.field_manager {
             let scope = if sub == Subresource::Status { crate::managed::Scope::Status } else { crate::managed::Scope::Main };
-            crate::managed::record_update(&mut new, Some(current), manager, &res.api_version(), scope);
-        }
-        let mut errs = meta::validate(res, &new);
-        errs.extend(res.strategy.validate_update(&new, current));
-        if !errs.is_empty() {
-            return Err(ApiError::invalid(res, name, &errs));
+            crate::managed::record_update(&mut new, Some(current), manager, &res.api_version(), scope, res.strategy.list_rules());
         }
         Ok((new, warnings))
     }
@@ -210,7 +252,9 @@ impl Api {
     /// The autoscaling/v1 Scale of an object with a scale subresource.
     pub(crate) fn scale_of(&self, res: &Resource, obj: &Value) -> Result<Value, ApiError> {
         let spec = res.scale.ok_or_else(ApiError::path_not_found)?;
-        let selector = match obj.pointer(spec.selector) {
+        let selector = match obj.pointer(spec.selector).filter(|_| !spec.selector.is_empty()) {
+            // a custom resource's labelSelectorPath names a selector in string form
+            Some(Value::String(s)) => s.clone(),
             // a replication controller's selector is a plain label map
             Some(Value::Object(m)) if !m.is_empty() && m.values().all(Value::is_string) => {
                 m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(",")

@@ -4,6 +4,7 @@
 //! [`Strategy`] the generic REST layer calls with JSON values. This module also holds the table of
 //! built-in resources ([`builtin_resources`]).
 
+mod authentication;
 mod configmap;
 mod controllerrevision;
 mod daemonset;
@@ -37,6 +38,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::resources::{Action, Resource, ScaleSpec, ALL_VERBS, NAMESPACE_VERBS};
+
+/// The verbs of a review kind.
+const CREATE_ONLY: &[&str] = &["create"];
 use crate::status::FieldError;
 
 /// One Table column as upstream's printers define it.
@@ -163,6 +167,10 @@ pub trait Strategy: Send + Sync {
     fn act(&self, action: &str, obj: &mut Value, body: &Value) -> Result<Outcome, Refusal>;
     /// Adds the kind's OpenAPI schema (and those it refers to) to `gen`; the reference to it.
     fn schema(&self, gen: &mut schemars::SchemaGenerator) -> Value;
+    /// How the kind's lists merge (strategic merge patch, server-side apply, field ownership).
+    fn list_rules(&self) -> &dyn crate::patch::ListRules {
+        &crate::patch::BuiltinLists
+    }
 }
 
 /// Adapts a typed [`Kind`] to [`Strategy`].
@@ -274,6 +282,9 @@ fn resource(
         return_deleted: matches!(plural, "pods" | "services"),
         view: None,
         deprecation: None,
+        custom: false,
+        terminating: false,
+        review: false,
         strategy,
     }
 }
@@ -347,13 +358,38 @@ pub fn builtin_resources() -> Vec<Resource> {
         true,
         Box::new(Typed(hpa::HorizontalPodAutoscalers)),
     );
-    hpa_v1.view = Some(&crate::convert::HpaV1);
+    hpa_v1.view = Some(std::sync::Arc::new(crate::convert::HpaV1));
     let mut events_v1 = resource("events.k8s.io", "Event", "events", "event", &["ev"], &[], true, "events", false, Box::new(Typed(event::Events)));
     events_v1.ttl = Some(Duration::from_secs(3600));
-    events_v1.view = Some(&crate::convert::EventsV1);
+    events_v1.view = Some(std::sync::Arc::new(crate::convert::EventsV1));
     let mut endpoints =
         resource("", "Endpoints", "endpoints", "endpoints", &["ep"], &[], true, "services/endpoints", false, Box::new(Typed(endpoints::EndpointsKind)));
-    endpoints.deprecation = Some("v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice");
+    endpoints.deprecation = Some("v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice".into());
+    let review = |kind: &'static str, plural: &'static str, singular: &'static str, version: &'static str, strategy: Box<dyn Strategy>| {
+        let mut r = resource("authentication.k8s.io", kind, plural, singular, &[], &[], false, plural, false, strategy);
+        r.version = version;
+        r.verbs = CREATE_ONLY;
+        r.review = true;
+        r
+    };
+    let self_subject_reviews =
+        review("SelfSubjectReview", "selfsubjectreviews", "selfsubjectreview", "v1", Box::new(Typed(authentication::SelfSubjectReviews)));
+    let token_reviews = review("TokenReview", "tokenreviews", "tokenreview", "v1", Box::new(Typed(authentication::TokenReviews)));
+    let self_subject_reviews_v1beta1 =
+        review("SelfSubjectReview", "selfsubjectreviews", "selfsubjectreview", "v1beta1", Box::new(Typed(authentication::SelfSubjectReviews)));
+    let mut service_accounts = resource(
+        "",
+        "ServiceAccount",
+        "serviceaccounts",
+        "serviceaccount",
+        &["sa"],
+        &[],
+        true,
+        "serviceaccounts",
+        false,
+        Box::new(Typed(serviceaccount::ServiceAccounts)),
+    );
+    service_accounts.actions = &[Action { name: "token", group: "authentication.k8s.io", version: "v1", kind: "TokenRequest" }];
     vec![
         resource("", "ConfigMap", "configmaps", "configmap", &["cm"], &[], true, "configmaps", false, Box::new(Typed(configmap::ConfigMaps))),
         endpoints,
@@ -390,18 +426,7 @@ pub fn builtin_resources() -> Vec<Resource> {
         rcs,
         resource("", "ResourceQuota", "resourcequotas", "resourcequota", &["quota"], &[], true, "resourcequotas", true, Box::new(Typed(quota::ResourceQuotas))),
         resource("", "Secret", "secrets", "secret", &[], &[], true, "secrets", false, Box::new(Typed(secret::Secrets))),
-        resource(
-            "",
-            "ServiceAccount",
-            "serviceaccounts",
-            "serviceaccount",
-            &["sa"],
-            &[],
-            true,
-            "serviceaccounts",
-            false,
-            Box::new(Typed(serviceaccount::ServiceAccounts)),
-        ),
+        service_accounts,
         resource("", "Service", "services", "service", &["svc"], &["all"], true, "services/specs", true, Box::new(Typed(service::Services))),
         resource(
             "apps",
@@ -420,6 +445,9 @@ pub fn builtin_resources() -> Vec<Resource> {
         rss,
         sts,
         events_v1,
+        self_subject_reviews,
+        token_reviews,
+        self_subject_reviews_v1beta1,
         hpa,
         hpa_v1,
         resource("batch", "CronJob", "cronjobs", "cronjob", &["cj"], &["all"], true, "cronjobs", true, Box::new(Typed(job::CronJobs))),
@@ -473,6 +501,7 @@ pub fn builtin_resources() -> Vec<Resource> {
             Box::new(Typed(rbac::RoleBindings)),
         ),
         resource("rbac.authorization.k8s.io", "Role", "roles", "role", &[], &[], true, "roles", false, Box::new(Typed(rbac::Roles))),
+        crate::crd::definition::resource(),
         resource(
             "scheduling.k8s.io",
             "PriorityClass",

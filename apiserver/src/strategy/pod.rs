@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodSecurityContext, PodSpec, PodStatus, Toleration};
+use k8s_openapi::api::core::v1::{Container, Pod, PodCondition, PodSecurityContext, PodSpec, PodStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{json, Value};
 
@@ -83,24 +83,12 @@ fn default_container(c: &mut Container) {
     }
 }
 
-/// What admission adds to every pod upstream (service account, priority, default tolerations).
-fn admit(spec: &mut PodSpec) {
-    let sa = spec.service_account_name.clone().or_else(|| spec.service_account.clone()).unwrap_or_else(|| "default".into());
-    spec.service_account_name = Some(sa.clone());
-    spec.service_account = Some(sa);
-    spec.priority.get_or_insert(0);
-    spec.preemption_policy.get_or_insert_with(|| "PreemptLowerPriority".into());
-    let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
-    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
-        if !tolerations.iter().any(|t| t.key.as_deref() == Some(key)) {
-            tolerations.push(Toleration {
-                key: Some(key.into()),
-                operator: Some("Exists".into()),
-                effect: Some("NoExecute".into()),
-                toleration_seconds: Some(300),
-                ..Default::default()
-            });
-        }
+/// The deprecated `serviceAccount` field mirrors `serviceAccountName` (upstream's v1 conversion);
+/// the default service account, priority and tolerations are admission's (`admission/`).
+fn mirror_service_account(spec: &mut PodSpec) {
+    if let Some(sa) = spec.service_account_name.clone().filter(|s| !s.is_empty()).or_else(|| spec.service_account.clone().filter(|s| !s.is_empty())) {
+        spec.service_account_name = Some(sa.clone());
+        spec.service_account = Some(sa);
     }
 }
 
@@ -224,7 +212,20 @@ fn immutable_part(spec: &PodSpec) -> Value {
     s.active_deadline_seconds = None;
     s.tolerations = None;
     s.termination_grace_period_seconds = None;
+    // gates may be removed (checked on their own)
+    s.scheduling_gates = None;
     serde_json::to_value(s).unwrap_or(Value::Null)
+}
+
+/// Upstream's rule for spec.schedulingGates on update: gates may only be removed.
+fn scheduling_gate_errors(new: &PodSpec, old: &PodSpec) -> Vec<FieldError> {
+    let old_gates: Vec<&str> = old.scheduling_gates.iter().flatten().map(|g| g.name.as_str()).collect();
+    new.scheduling_gates
+        .iter()
+        .flatten()
+        .filter(|g| !old_gates.contains(&g.name.as_str()))
+        .map(|g| FieldError::forbidden("spec.schedulingGates", format!("only deletion is allowed, but found new scheduling gate '{}'", g.name)))
+        .collect()
 }
 
 impl Kind for Pods {
@@ -238,8 +239,19 @@ impl Kind for Pods {
     fn default(&self, pod: &mut Pod) {
         let spec = pod.spec.get_or_insert_with(Default::default);
         default_pod_spec(spec);
+        // a pod's (not a template's) containers that set only limits request what they limit
+        for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+            if let Some(r) = c.resources.as_mut() {
+                if let Some(limits) = r.limits.clone() {
+                    let requests = r.requests.get_or_insert_with(Default::default);
+                    for (k, v) in limits {
+                        requests.entry(k).or_insert(v);
+                    }
+                }
+            }
+        }
         spec.enable_service_links.get_or_insert(true);
-        admit(spec);
+        mirror_service_account(spec);
     }
 
     fn prepare_for_create(&self, pod: &mut Pod) {
@@ -263,6 +275,7 @@ impl Kind for Pods {
                     "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)",
                 ));
             }
+            errs.extend(scheduling_gate_errors(n, o));
         }
         errs
     }

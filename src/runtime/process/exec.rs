@@ -3,7 +3,7 @@
 //! the process's user and privileges and exec. Exits with the process's exit code (128+N
 //! for signal N); on timeout the process group is killed and the exit code is 137.
 use super::sync::{self, Context, Reporter, SetupError, SetupResult};
-use crate::runtime::cgroups::Cgroup;
+use crate::runtime::cgroups::{self, Cgroup};
 use crate::runtime::state::{self, MonitorConfig, RunState};
 use nix::sched::{setns, CloneFlags};
 use nix::sys::signal::{SigSet, Signal};
@@ -46,7 +46,11 @@ fn run(dir: &std::path::Path, process_file: &std::path::Path, timeout: u64) -> S
     }
     let spec = Spec::load(cfg.bundle.join(state::SPEC_FILE)).map_err(|e| SetupError::Invalid(format!("spec: {e}")))?;
     let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
-    Cgroup::open(&cfg.cgroup).and_then(|cg| cg.add(std::process::id() as i32)).map_err(|e| SetupError::Invalid(e.to_string()))?;
+    // This helper has one thread: it moves itself, which is cheap where the host allows it.
+    match cgroups::self_join(&cfg.cgroup, false).map_err(|e| SetupError::Invalid(e.to_string()))? {
+        Some(join) => join.join().map_err(|e| SetupError::Invalid(format!("joining the container's cgroup: {e}")))?,
+        None => Cgroup::open(&cfg.cgroup).and_then(|cg| cg.add(std::process::id() as i32)).map_err(|e| SetupError::Invalid(e.to_string()))?,
+    }
     // Open every namespace first: once in the container's mount namespace, /proc is its own.
     let mut namespaces = Vec::new();
     for (name, flag) in [

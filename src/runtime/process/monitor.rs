@@ -7,7 +7,7 @@ use super::console;
 use super::logfile::{CriLog, LineSplitter};
 use super::oom_watch::OomWatch;
 use super::sync::{self, Context, Reporter, SetupError, SetupResult};
-use crate::runtime::cgroups::Cgroup;
+use crate::runtime::cgroups::{self, Cgroup, SelfJoin};
 use crate::runtime::state::{self, ExitRecord, MonitorConfig, MonitorReport, PidNamespace, RunState};
 use crate::util::atomic;
 use nix::sched::{setns, unshare, CloneFlags};
@@ -119,6 +119,14 @@ fn run(cfg: &MonitorConfig) -> SetupResult<()> {
     signals.thread_block().ctx(|| "block signals".into())?;
     let sfd = SignalFd::with_flags(&signals, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ctx(|| "signalfd".into())?;
 
+    // On a v1 cgroupfs host the container moves itself into its cgroup, which is made and
+    // limited first (see SelfJoin: no global lock); elsewhere the monitor moves it below.
+    let cgroup = Cgroup::open(&cfg.cgroup).map_err(|e| SetupError::Invalid(e.to_string()))?;
+    let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
+    let self_join = cgroups::self_join(&cfg.cgroup, true).map_err(|e| SetupError::Invalid(e.to_string()))?;
+    if let (Some(_), Some(res)) = (&self_join, &resources) {
+        cgroup.apply(res).map_err(|e| SetupError::Invalid(e.to_string()))?;
+    }
     let (mut go_r, mut go_w) = sync::pipe()?;
     let (mut err_r, err_w) = sync::pipe()?;
     // SAFETY: single-threaded process; the child only runs setup code and execs.
@@ -126,7 +134,7 @@ fn run(cfg: &MonitorConfig) -> SetupResult<()> {
         ForkResult::Child => {
             drop(go_w);
             drop(err_r);
-            let code = container_child(&spec, &stdio, &mut go_r, err_w);
+            let code = container_child(&spec, &stdio, self_join.as_ref(), &mut go_r, err_w);
             // SAFETY: leave without running destructors or atexit handlers of the monitor.
             unsafe { libc::_exit(code) }
         }
@@ -140,14 +148,14 @@ fn run(cfg: &MonitorConfig) -> SetupResult<()> {
         drop(theirs);
         ours
     });
-    let cgroup = Cgroup::open(&cfg.cgroup).and_then(|cg| {
-        cg.add(child.as_raw())?;
-        if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
-            cg.apply(res)?;
+    let moved = match self_join {
+        Some(join) => {
+            drop(join);
+            Ok(())
         }
-        Ok(cg)
-    });
-    if let Err(e) = cgroup {
+        None => cgroup.add(child.as_raw()).and_then(|()| resources.as_ref().map_or(Ok(()), |res| cgroup.apply(res))),
+    };
+    if let Err(e) = moved {
         let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
         let _ = waitpid(child, None);
         return Err(SetupError::Invalid(e.to_string()));
@@ -208,8 +216,9 @@ fn run(cfg: &MonitorConfig) -> SetupResult<()> {
     Ok(())
 }
 
-/// In the forked child: wire stdio, wait for the go-ahead (cgroup joined), set up and exec.
-fn container_child(spec: &Spec, stdio: &Stdio, go: &mut File, err_w: File) -> i32 {
+/// In the forked child: wire stdio, join the cgroup where the child does that itself, wait
+/// for the go-ahead (in its cgroup either way), set up and exec.
+fn container_child(spec: &Spec, stdio: &Stdio, self_join: Option<&SelfJoin>, go: &mut File, err_w: File) -> i32 {
     let mut rep = Reporter::new(err_w);
     let _ = SigSet::all().thread_unblock();
     let _ = nix::unistd::setsid();
@@ -220,7 +229,12 @@ fn container_child(spec: &Spec, stdio: &Stdio, go: &mut File, err_w: File) -> i3
             return 127;
         }
     }
+    let joined = self_join.map_or(Ok(()), SelfJoin::join);
     if !sync::wait_byte(go) {
+        return 127;
+    }
+    if let Err(e) = joined {
+        rep.fail(&format!("joining the container's cgroup: {e}"));
         return 127;
     }
     let console = stdio.console.as_ref().map(|(_, theirs)| theirs);

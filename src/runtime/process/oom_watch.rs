@@ -4,6 +4,12 @@
 //! systemd driver a scope's cgroup is removed as soon as its last process is gone, often
 //! before the monitor has reaped the container. Under cgroup v1 the counter is read from
 //! memory.oom_control (the cgroup stays until Berth removes it). It never kills or decides.
+//!
+//! The kernel rate-limits change notifications of a cgroup file (one per 10 ms), so the
+//! notice of the kill itself may come after systemd has already removed the scope. For that
+//! case the watch also keeps the parent's (the pod's) counter from the start: v2 counts
+//! events hierarchically, so a parent counter that grew while the container's cgroup vanished
+//! is this container's kill.
 use crate::runtime::cgroups::{self, CgroupMode};
 use crate::runtime::state::CgroupSpec;
 use std::ffi::CString;
@@ -16,20 +22,24 @@ pub struct OomWatch {
     inotify: Option<OwnedFd>,
     /// The highest oom_kill count seen.
     kills: u64,
+    /// The parent cgroup's memory.events and its oom_kill count when the watch began (v2).
+    parent: Option<(PathBuf, u64)>,
 }
 
 impl OomWatch {
     /// Watch the cgroup of `spec` (it must exist: call once the container is in it).
     pub fn new(spec: &CgroupSpec) -> OomWatch {
-        let (file, inotify) = match cgroups::host_mode() {
+        let (file, inotify, parent) = match cgroups::host_mode() {
             CgroupMode::V2 => {
-                let file = cgroups::fs_path(spec, "").join("memory.events");
+                let dir = cgroups::fs_path(spec, "");
+                let file = dir.join("memory.events");
                 let fd = watch_modifications(&file);
-                (file, fd)
+                let parent = dir.parent().map(|p| p.join("memory.events")).and_then(|p| read_kills(&p).map(|n| (p, n)));
+                (file, fd, parent)
             }
-            CgroupMode::V1 => (cgroups::fs_path(spec, "memory").join("memory.oom_control"), None),
+            CgroupMode::V1 => (cgroups::fs_path(spec, "memory").join("memory.oom_control"), None, None),
         };
-        let mut w = OomWatch { file, inotify, kills: 0 };
+        let mut w = OomWatch { file, inotify, kills: 0, parent };
         w.read();
         w
     }
@@ -49,10 +59,16 @@ impl OomWatch {
         self.read();
     }
 
-    /// Read the counter once more (a cgroup that is gone leaves what was seen before).
+    /// Read the counter once more. A cgroup that is gone leaves what was seen before, plus
+    /// what the parent counted since the start.
     pub fn read(&mut self) {
-        if let Ok(text) = std::fs::read_to_string(&self.file) {
-            self.kills = self.kills.max(cgroups::parse_oom_kills(&text));
+        match read_kills(&self.file) {
+            Some(n) => self.kills = self.kills.max(n),
+            None => {
+                if let Some(grown) = self.parent.as_ref().and_then(|(p, base)| read_kills(p).map(|n| n.saturating_sub(*base))) {
+                    self.kills = self.kills.max(grown);
+                }
+            }
         }
     }
 
@@ -60,6 +76,11 @@ impl OomWatch {
     pub fn kills(&self) -> u64 {
         self.kills
     }
+}
+
+/// The oom_kill counter of a memory.events or memory.oom_control file (None when unreadable).
+fn read_kills(file: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(file).ok().map(|t| cgroups::parse_oom_kills(&t))
 }
 
 /// An inotify descriptor (non-blocking) told of modifications of `file`; None when that fails.

@@ -37,6 +37,7 @@ pub(crate) fn classify(e: &etcd_client::Error) -> Failure {
             } else if msg.contains("requested lease not found") {
                 Failure::LeaseNotFound
             } else if matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::Cancelled)
+                || connection_lost(s)
                 || msg.contains("leader changed")
                 || msg.contains("no leader")
                 || msg.contains("request timed out")
@@ -54,6 +55,26 @@ pub(crate) fn classify(e: &etcd_client::Error) -> Failure {
     }
 }
 
+/// Whether a status stands for a connection that broke under a request (the member died or
+/// restarted). tonic reports that as `Unknown: transport error`, with the transport's error as
+/// the status's source; the request may or may not have been applied.
+fn connection_lost(s: &tonic::Status) -> bool {
+    if s.code() != Code::Unknown {
+        return false;
+    }
+    if s.message() == "transport error" {
+        return true;
+    }
+    let mut source = std::error::Error::source(s);
+    while let Some(e) = source {
+        if e.is::<tonic::transport::Error>() || e.is::<std::io::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// The error for a failure that has no richer mapping at the call site.
 pub(crate) fn plain(f: Failure) -> StoreError {
     match f {
@@ -68,4 +89,24 @@ pub(crate) fn plain(f: Failure) -> StoreError {
 
 pub(crate) fn timed_out(after: Duration) -> StoreError {
     StoreError::Unavailable(format!("etcd did not answer within {after:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_connection_is_unavailable() {
+        let s = tonic::Status::new(Code::Unknown, "transport error");
+        assert!(matches!(classify(&etcd_client::Error::GRpcStatus(s)), Failure::Unavailable(_)));
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let s = tonic::Status::from_error(Box::new(io));
+        assert!(matches!(classify(&etcd_client::Error::GRpcStatus(s)), Failure::Unavailable(_)));
+    }
+
+    #[test]
+    fn other_unknown_answers_stay_internal() {
+        let s = tonic::Status::new(Code::Unknown, "etcdserver: some new condition");
+        assert!(matches!(classify(&etcd_client::Error::GRpcStatus(s)), Failure::Other(_)));
+    }
 }

@@ -1,0 +1,167 @@
+//! Cascading deletion (`propagationPolicy`) until Berth has a garbage collector: what upstream's
+//! GC does after a delete, done by the delete itself. Dependents are the objects whose
+//! `ownerReferences` name the owner's uid (in the owner's namespace, or anywhere for a
+//! cluster-scoped owner).
+//!
+//! - Foreground: the owner is marked (deletionTimestamp and the `foregroundDeletion` finalizer,
+//!   one MODIFIED event as upstream), its dependents are deleted in the foreground too, and when
+//!   none is left the finalizer is removed, which deletes the owner. With no dependents that
+//!   happens at once: the state upstream's GC reaches a moment after the mark.
+//! - Orphan: the owner's reference is removed from every dependent, then the owner is deleted.
+//! - Background (the default): the owner is deleted, then its dependents.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::delete::DeleteOptions;
+use super::{Subresource, WriteOptions};
+use crate::api::Api;
+use crate::meta;
+use crate::resources::Resource;
+use crate::status::ApiError;
+
+/// The finalizer of an owner waiting for its dependents to go.
+pub const FOREGROUND: &str = "foregroundDeletion";
+/// How long a foreground deletion waits for dependents that go slowly (pods on a node).
+const DEPENDENTS_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The propagation policy of a delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    Orphan,
+    Background,
+    Foreground,
+}
+
+impl Propagation {
+    pub fn of(opts: &DeleteOptions) -> Result<Self, ApiError> {
+        match opts.propagation_policy.as_deref() {
+            None | Some("") if opts.orphan_dependents == Some(true) => Ok(Propagation::Orphan),
+            None | Some("") | Some("Background") => Ok(Propagation::Background),
+            Some("Foreground") => Ok(Propagation::Foreground),
+            Some("Orphan") => Ok(Propagation::Orphan),
+            Some(other) => Err(ApiError::invalid_kind(
+                "DeleteOptions",
+                "meta.k8s.io",
+                "",
+                &[crate::status::FieldError::not_supported("propagationPolicy", other, &["Foreground", "Background", "Orphan", "nil"])],
+            )),
+        }
+    }
+}
+
+/// One dependent: its resource, namespace and name.
+type Dependent = (Arc<Resource>, Option<String>, String);
+
+impl Api {
+    /// The objects that name `owner` (of `res`) in their ownerReferences.
+    pub(crate) fn dependents(&self, res: &Resource, owner: &Value) -> Vec<Dependent> {
+        let Some(uid) = meta::get(owner, "uid").filter(|u| !u.is_empty()) else { return vec![] };
+        let ns = if res.namespaced { meta::get(owner, "namespace") } else { None };
+        let mut out = vec![];
+        let registry = self.registry();
+        // each storage once (a custom resource's versions share one), by a resource that
+        // serves it as stored where there is one
+        let mut seen = std::collections::HashSet::new();
+        let stored = || registry.all().iter().filter(|r| !r.review);
+        let stored_first = stored().filter(|r| r.view.is_none()).chain(stored().filter(|r| r.view.is_some()));
+        for r in stored_first {
+            if !seen.insert(r.storage) {
+                continue;
+            }
+            let Ok(cache) = self.cache(r) else { continue };
+            let (items, _) = cache.snapshot(&r.list_prefix(&self.store_prefix, ns));
+            for cached in items {
+                // only objects whose JSON names the uid at all are decoded
+                if !cached.encoded.item().windows(uid.len()).any(|w| w == uid.as_bytes()) {
+                    continue;
+                }
+                let Ok(o) = cached.value() else { continue };
+                let owned = o.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|refs| refs.iter().any(|x| x["uid"] == uid));
+                if owned {
+                    out.push((r.clone(), meta::get(&o, "namespace").map(String::from), meta::name(&o).to_string()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes the reference to the owner `uid` from each dependent (Orphan).
+    pub(crate) async fn orphan(self: &Arc<Self>, dependents: &[Dependent], uid: &str) -> Result<(), ApiError> {
+        for (r, ns, name) in dependents {
+            let result = self
+                .guaranteed_update(r, ns.as_deref(), name, Subresource::Main, &WriteOptions::default(), |current| {
+                    let mut o = current.clone();
+                    if let Some(refs) = o.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
+                        refs.retain(|x| x["uid"] != uid);
+                    }
+                    Ok(o)
+                })
+                .await;
+            match result {
+                Ok(_) => {}
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes each dependent with `policy`, ignoring the ones already gone. A boxed future: a
+    /// dependent's delete may cascade again.
+    pub(crate) fn delete_dependents(self: Arc<Self>, dependents: Vec<Dependent>, policy: &'static str) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let opts = DeleteOptions { propagation_policy: Some(policy.to_string()), ..Default::default() };
+            for (r, ns, name) in dependents {
+                if let Err(e) = self.delete(&r, ns.as_deref(), &name, &opts).await {
+                    if e.code != 404 {
+                        tracing::warn!(resource = %r.qualified(), name, error = %e.message, "deleting a dependent failed");
+                    }
+                }
+            }
+        })
+    }
+
+    /// The rest of a foreground deletion of the marked `owner`: its dependents go first, then the
+    /// finalizer (and with it, when it was the last, the owner).
+    pub(crate) async fn finish_foreground(self: &Arc<Self>, res: &Arc<Resource>, owner: &Value) {
+        let deadline = tokio::time::Instant::now() + DEPENDENTS_TIMEOUT;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let dependents = self.dependents(res, owner);
+            if dependents.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                tracing::warn!(resource = %res.qualified(), name = meta::name(owner), "dependents still there; the owner keeps its foregroundDeletion finalizer");
+                return;
+            }
+            self.clone().delete_dependents(dependents, "Foreground").await;
+            // dependents that go gracefully (pods on a node) take a while
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+        let uid = meta::get(owner, "uid").unwrap_or("").to_string();
+        let result = self
+            .guaranteed_update(res, meta::get(owner, "namespace"), meta::name(owner), Subresource::Main, &WriteOptions::default(), |current| {
+                if meta::get(current, "uid") != Some(uid.as_str()) {
+                    return Err(ApiError::not_found(res, meta::name(owner)));
+                }
+                let mut o = current.clone();
+                if let Some(f) = o.pointer_mut("/metadata/finalizers").and_then(Value::as_array_mut) {
+                    f.retain(|x| x != &json!(FOREGROUND));
+                }
+                Ok(o)
+            })
+            .await;
+        if let Err(e) = result {
+            if e.code != 404 {
+                tracing::warn!(resource = %res.qualified(), name = meta::name(owner), error = %e.message, "removing the foregroundDeletion finalizer failed");
+            }
+        }
+    }
+}

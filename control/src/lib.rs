@@ -1,0 +1,10 @@
+//! Berth's control-plane components: programs that, like kube-scheduler and
+//! kube-controller-manager, see the cluster only through the Kubernetes API (a kube-rs client,
+//! in-process or over HTTPS) and never touch the store. Each runs under leader election so that
+//! several servers sharing one etcd run exactly one active copy.
+//!
+//! - [`leader`]: leader election on a coordination.k8s.io/v1 Lease, upstream's semantics.
+//! - [`scheduler`]: the default scheduler (queue, cache, filter/score plugins, binder).
+
+pub mod leader;
+pub mod scheduler;

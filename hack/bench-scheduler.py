@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""Load generator for the scheduler in `berth server`, through the HTTPS API: registers fake
+nodes (with a heartbeat thread patching their Ready condition, each node every 10 s), creates
+pods in bulk and follows a pod watch until all are bound. Prints one table row: nodes, pods,
+pods/s, p50 and p99 creation-to-binding latency in ms, server RSS in MiB. With --no-wait it only
+creates the objects and prints the RSS (the baseline without a scheduler). Standard library only;
+hack/bench-scheduler.sh starts the servers.
+
+usage: bench-scheduler.py DATA_DIR SERVER_URL PID --nodes N [--pods N] [--workers N] [--no-wait]
+"""
+import argparse
+import http.client
+import json
+import queue
+import ssl
+import threading
+import time
+import urllib.parse
+
+NS = "default"
+
+
+class Client:
+    """One keep-alive HTTPS connection with the admin's client certificate."""
+
+    def __init__(self, data, url, timeout=600):
+        ctx = ssl.create_default_context(cafile=f"{data}/ca.crt")
+        ctx.load_cert_chain(f"{data}/admin.crt", f"{data}/admin.key")
+        ctx.check_hostname = False
+        u = urllib.parse.urlparse(url)
+        self.conn = http.client.HTTPSConnection(u.hostname, u.port, context=ctx, timeout=timeout)
+
+    def call(self, method, path, body=None, ctype="application/json"):
+        data = json.dumps(body).encode() if body is not None else None
+        self.conn.request(method, path, body=data, headers={"Content-Type": ctype, "Accept": "application/json"})
+        r = self.conn.getresponse()
+        out = r.read()
+        if r.status >= 300:
+            raise RuntimeError(f"{method} {path}: {r.status} {out[:300]!r}")
+        return out
+
+
+def now():
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def node(i):
+    alloc = {"cpu": "32", "memory": "128Gi", "pods": "110"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": f"fake-{i:05d}", "labels": {"kubernetes.io/hostname": f"fake-{i:05d}", "topology.kubernetes.io/zone": f"zone-{i % 3}"}},
+        "status": {"capacity": alloc, "allocatable": alloc},
+    }
+
+
+def ready_patch():
+    t = now()
+    return {"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": t, "lastTransitionTime": t}]}}
+
+
+def pod(i):
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"bench-{i:05d}", "labels": {"app": "bench"}},
+        "spec": {"containers": [{"name": "c", "image": "registry.example/bench:1", "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}]},
+    }
+
+
+def parallel(args, jobs, fn):
+    q = queue.Queue()
+    for j in jobs:
+        q.put(j)
+    errs = []
+    lock = threading.Lock()
+
+    def work():
+        c = Client(args.data, args.url)
+        while True:
+            try:
+                j = q.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                fn(c, j)
+            except Exception as e:  # noqa: BLE001 - reported below
+                with lock:
+                    errs.append(str(e))
+
+    ts = [threading.Thread(target=work) for _ in range(args.workers)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errs:
+        raise SystemExit(f"{len(errs)} requests failed, first: {errs[0]}")
+
+
+def register_nodes(args):
+    def one(c, i):
+        c.call("POST", "/api/v1/nodes", node(i))
+        c.call("PATCH", f"/api/v1/nodes/fake-{i:05d}/status", ready_patch(), "application/strategic-merge-patch+json")
+
+    parallel(args, range(args.nodes), one)
+
+
+def heartbeats(args, stop):
+    """Each node's Ready condition refreshed every 10 s, spread over the interval."""
+    c = Client(args.data, args.url)
+    i = 0
+    gap = 10.0 / max(args.nodes, 1)
+    while not stop.is_set():
+        try:
+            c.call("PATCH", f"/api/v1/nodes/fake-{i % args.nodes:05d}/status", ready_patch(), "application/strategic-merge-patch+json")
+        except Exception:  # noqa: BLE001 - a missed heartbeat does not matter here
+            c = Client(args.data, args.url)
+        i += 1
+        stop.wait(gap)
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else float("nan")
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("data")
+    p.add_argument("url")
+    p.add_argument("pid", type=int)
+    p.add_argument("--nodes", type=int, required=True)
+    p.add_argument("--pods", type=int, default=10000)
+    p.add_argument("--workers", type=int, default=8)
+    p.add_argument("--no-wait", action="store_true")
+    args = p.parse_args()
+
+    register_nodes(args)
+    stop = threading.Event()
+    hb = threading.Thread(target=heartbeats, args=(args, stop), daemon=True)
+    hb.start()
+
+    created, bound = {}, {}
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def follow():
+        c = Client(args.data, args.url)
+        c.conn.request("GET", f"/api/v1/namespaces/{NS}/pods?watch=1&timeoutSeconds=3600", headers={"Accept": "application/json"})
+        r = c.conn.getresponse()
+        while not done.is_set():
+            line = r.readline()
+            if not line:
+                return
+            ev = json.loads(line)
+            o = ev.get("object", {})
+            name = o.get("metadata", {}).get("name", "")
+            if o.get("spec", {}).get("nodeName") and name not in bound:
+                with lock:
+                    bound[name] = time.perf_counter()
+                    if len(bound) >= args.pods:
+                        done.set()
+
+    if not args.no_wait:
+        threading.Thread(target=follow, daemon=True).start()
+        time.sleep(0.5)  # the watch is open before the first create
+
+    def create(c, i):
+        t = time.perf_counter()
+        c.call("POST", f"/api/v1/namespaces/{NS}/pods", pod(i))
+        with lock:
+            created[f"bench-{i:05d}"] = t
+
+    start = time.perf_counter()
+    parallel(args, range(args.pods), create)
+    if args.no_wait:
+        time.sleep(5)
+        print(f"{rss_mib(args.pid):.0f}")
+        stop.set()
+        return
+    if not done.wait(timeout=3600):
+        raise SystemExit(f"only {len(bound)} of {args.pods} pods bound")
+    end = max(bound.values())
+    lat = [(bound[n] - created[n]) * 1000 for n in created if n in bound]
+    rss = rss_mib(args.pid)
+    stop.set()
+    print(f"{args.nodes:<8} {args.pods:<8} {args.pods / (end - start):<12.0f} {pct(lat, 50):<12.1f} {pct(lat, 99):<12.1f} {rss:<14.0f}", end="")
+
+
+if __name__ == "__main__":
+    main()

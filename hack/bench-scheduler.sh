@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The scheduler benchmark (issue 18): for each node count (default 1,000 and 5,000) starts
+# `berth server` (embedded store, temp data dir, killed at the end), registers fake nodes
+# (Node objects only; hack/bench-scheduler.py keeps their Ready heartbeats going), creates
+# 10,000 pods in bulk through the HTTPS API and follows a pod watch until every one is bound:
+# pods scheduled per second (first create to last bind, as scheduler_perf counts), p50/p99
+# latency from each pod's creation to its binding, and the server's RSS with and without the
+# scheduler (the same nodes and pods on a server started with --disable-scheduler).
+#   hack/bench-scheduler.sh                                   release build, 1000 and 5000 nodes
+#   BERTH_BIN=target/debug/berth hack/bench-scheduler.sh --nodes 100 --pods 1000
+# Temp dirs go under $TMPDIR (default /tmp).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ -z "${BERTH_BIN:-}" ]; then
+    hack/build.sh --release
+    BERTH_BIN=target/release/berth
+fi
+node_counts=(1000 5000)
+pass=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --nodes) node_counts=("$2"); shift 2 ;;
+        *) pass+=("$1"); shift ;;
+    esac
+done
+
+# start_server DIR [FLAGS...]: sets $pid and $url.
+start_server() {
+    local dir=$1; shift
+    "$BERTH_BIN" server --data-dir "$dir/data" --listen 127.0.0.1:0 --disable-agent "$@" >/dev/null 2>"$dir/server.log" &
+    pid=$!
+    for _ in $(seq 600); do
+        if [ -f "$dir/data/server/admin.kubeconfig" ]; then
+            url=$(sed -n 's/^ *server: //p' "$dir/data/server/admin.kubeconfig")
+            if [ -n "$url" ] && curl -sf --cacert "$dir/data/server/ca.crt" "$url/readyz" >/dev/null 2>&1; then return 0; fi
+        fi
+        kill -0 "$pid" 2>/dev/null || { cat "$dir/server.log" >&2; exit 1; }
+        sleep 0.1
+    done
+    echo "server did not get ready" >&2
+    exit 1
+}
+
+ulimit -n 65536 2>/dev/null || true
+pids=()
+dirs=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "${dirs[@]}"' EXIT
+printf '%-8s %-8s %-12s %-12s %-12s %-14s %-14s\n' nodes pods "pods/s" "p50 ms" "p99 ms" "RSS MiB" "no-sched MiB"
+for n in "${node_counts[@]}"; do
+    dir=$(mktemp -d "${TMPDIR:-/tmp}/berth-bench-sched.XXXXXX"); dirs+=("$dir")
+    start_server "$dir"; pids+=("$pid")
+    result=$(python3 hack/bench-scheduler.py "$dir/data/server" "$url" "$pid" --nodes "$n" "${pass[@]}")
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    base=$(mktemp -d "${TMPDIR:-/tmp}/berth-bench-sched.XXXXXX"); dirs+=("$base")
+    start_server "$base" --disable-scheduler; pids+=("$pid")
+    baseline=$(python3 hack/bench-scheduler.py "$base/data/server" "$url" "$pid" --nodes "$n" --no-wait "${pass[@]}")
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    printf '%s %-14s\n' "$result" "$baseline"
+done

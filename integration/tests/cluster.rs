@@ -1,0 +1,289 @@
+//! `berth server` as a single-node cluster: the API, the scheduler and this machine as its
+//! node in one process, driven by the real kubectl. A Pod applied with kubectl is bound by
+//! the scheduler, run by the node agent (init container, readiness probe) and reported back
+//! through pods/status; a graceful delete is finished by the node; a server killed with
+//! SIGKILL comes back and adopts its running pods without restarting them.
+use berth_integration::kubelet::busybox;
+use berth_integration::{tail, Daemon};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+fn json(d: &Daemon, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&d.kubectl_ok(&all)).expect("kubectl json")
+}
+
+/// Polls `what` through kubectl until `check` holds (a condition, never a fixed sleep).
+fn wait_until(d: &Daemon, args: &[&str], limit: Duration, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let out = {
+            let mut all = args.to_vec();
+            all.extend(["-o", "json"]);
+            d.kubectl(&all)
+        };
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if check(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}; last:\n{v:#}\nserver log:\n{}", tail(&d.log(), 80));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn condition(obj: &Value, kind: &str) -> String {
+    obj["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == kind))
+        .map(|c| c["status"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default()
+}
+
+fn node_ready(d: &Daemon) -> Value {
+    wait_until(d, &["get", "node", "berth-it"], Duration::from_secs(60), "node berth-it Ready", |n| condition(n, "Ready") == "True")
+}
+
+fn pod_ready(d: &Daemon, name: &str) -> Value {
+    wait_until(d, &["get", "pod", name], Duration::from_secs(120), &format!("pod {name} Ready"), |p| condition(p, "Ready") == "True")
+}
+
+fn web_pod(name: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: web}}
+spec:
+  terminationGracePeriodSeconds: 20
+  initContainers:
+  - name: setup
+    image: {image}
+    command: ["sh", "-c", "echo prepared > /work/state"]
+    volumeMounts: [{{name: work, mountPath: /work}}]
+  containers:
+  - name: web
+    image: {image}
+    command: ["sh", "-c", "trap 'echo bye; exit 0' TERM; cat /work/state; touch /tmp/ready; while true; do sleep 1; done"]
+    readinessProbe:
+      exec: {{command: ["cat", "/tmp/ready"]}}
+      periodSeconds: 1
+    volumeMounts: [{{name: work, mountPath: /work}}]
+  volumes:
+  - name: work
+    emptyDir: {{}}
+"#,
+        image = busybox()
+    )
+}
+
+#[tokio::test]
+async fn server_runs_a_pod_applied_with_kubectl_and_finishes_its_graceful_deletion() {
+    let d = Daemon::start_server("", &[]).await;
+    let node = node_ready(&d);
+    assert_eq!(node["metadata"]["labels"]["kubernetes.io/hostname"], "berth-it");
+    assert!(node["status"]["nodeInfo"]["containerRuntimeVersion"].as_str().unwrap_or("").starts_with("berth://"), "{node:#}");
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_i64().unwrap_or(0);
+    assert!(d.kubelet_url().await.ends_with(&format!(":{port}")), "daemonEndpoints carries the kubelet API's port {port}");
+
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&web_pod("web")));
+    let pod = pod_ready(&d, "web");
+    assert_eq!(pod["spec"]["nodeName"], "berth-it", "bound by the scheduler");
+    assert_eq!(pod["status"]["phase"], "Running");
+    assert_eq!(pod["status"]["hostIP"], "127.0.0.1");
+    assert!(pod["status"]["podIP"].as_str().is_some_and(|ip| ip.starts_with("10.")), "a pod address from the node's CIDR: {pod:#}");
+    let init = &pod["status"]["initContainerStatuses"][0];
+    assert_eq!((init["name"].as_str(), init["state"]["terminated"]["reason"].as_str()), (Some("setup"), Some("Completed")), "{pod:#}");
+    let web = &pod["status"]["containerStatuses"][0];
+    assert_eq!((web["ready"].as_bool(), web["restartCount"].as_i64()), (Some(true), Some(0)), "{pod:#}");
+    assert!(web["containerID"].as_str().is_some_and(|id| id.starts_with("berth://")), "{pod:#}");
+    assert!(d.kubectl_ok(&["get", "pods", "-o", "wide"]).contains("berth-it"));
+
+    // the node's events, as a kubelet records them: kubectl describe shows them
+    let events = wait_until(&d, &["get", "events", "--field-selector", "involvedObject.name=web"], Duration::from_secs(30), "Started event", |l| {
+        l["items"].as_array().is_some_and(|items| items.iter().any(|e| e["reason"] == "Started" && e["involvedObject"]["fieldPath"] == "spec.containers{web}"))
+    });
+    let reasons: Vec<&str> = events["items"].as_array().into_iter().flatten().filter_map(|e| e["reason"].as_str()).collect();
+    for want in ["Pulled", "Created", "Started"] {
+        assert!(reasons.contains(&want), "{want} in {reasons:?}");
+    }
+    let started = events["items"].as_array().into_iter().flatten().find(|e| e["reason"] == "Started").cloned().unwrap_or_default();
+    assert_eq!((started["source"]["component"].as_str(), started["source"]["host"].as_str()), (Some("kubelet"), Some("berth-it")), "{started:#}");
+    assert_eq!(started["involvedObject"]["uid"], pod["metadata"]["uid"]);
+    let described = d.kubectl_ok(&["describe", "pod", "web"]);
+    assert!(described.contains("Started container web") && described.contains("kubelet"), "{described}");
+
+    // Graceful deletion: kubectl waits until the node has stopped the containers (the trap
+    // answers SIGTERM) and deleted the object for good.
+    let started = Instant::now();
+    d.kubectl_ok(&["delete", "pod", "web", "--timeout=60s"]);
+    assert!(started.elapsed() < Duration::from_secs(20), "the container exits on SIGTERM, long before the 20 s grace period");
+    let gone = d.kubectl(&["get", "pod", "web"]);
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"), "{}", String::from_utf8_lossy(&gone.stderr));
+    let mut rt = d.runtime().await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let sandboxes = rt.list_pod_sandbox(berth::cri::v1::ListPodSandboxRequest { filter: None }).await.expect("list sandboxes").into_inner().items;
+        let ready = sandboxes.iter().filter(|s| s.state == berth::cri::v1::PodSandboxState::SandboxReady as i32).count();
+        if ready == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pod's sandbox still runs after its deletion: {sandboxes:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn server_killed_with_sigkill_adopts_its_running_pods() {
+    let mut d = Daemon::start_server("", &[]).await;
+    node_ready(&d);
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&web_pod("kept")));
+    let before = pod_ready(&d, "kept");
+    let id = before["status"]["containerStatuses"][0]["containerID"].as_str().expect("container ID").to_string();
+
+    d.restart_after_kill9().await;
+    node_ready(&d);
+    let after = pod_ready(&d, "kept");
+    let web = &after["status"]["containerStatuses"][0];
+    assert_eq!(web["containerID"].as_str(), Some(id.as_str()), "the same container, not a new one: {after:#}");
+    assert_eq!(web["restartCount"].as_i64(), Some(0), "{after:#}");
+    assert_eq!(after["status"]["podIP"], before["status"]["podIP"]);
+    let pods = json(&d, &["get", "pods"]);
+    assert_eq!(pods["items"].as_array().map(Vec::len), Some(1), "{pods:#}");
+}
+
+/// A kubectl command started in the background (killed by pid on drop).
+struct Background(std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn kubectl_background(d: &Daemon, version: &str, args: &[&str]) -> Background {
+    let child = std::process::Command::new(berth_integration::apiserver::kubectl_bin(version))
+        .arg("--kubeconfig")
+        .arg(d.kubeconfig())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start kubectl");
+    Background(child)
+}
+
+/// Reads `child`'s stdout until a line satisfies `want` (within `limit`); returns that line.
+fn read_until(child: &mut Background, limit: Duration, want: impl Fn(&str) -> bool) -> String {
+    use std::io::BufRead;
+    let out = child.0.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + limit;
+    let mut seen = vec![];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if want(&line) => return line,
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no such line within {limit:?}; seen: {seen:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn kubectl_logs_exec_attach_port_forward_and_node_proxy_reach_the_pod_through_the_api() {
+    let d = Daemon::start_server("", &[]).await;
+    node_ready(&d);
+    let manifest = format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: shell
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: {image}
+    command: ["sh", "-c", "mkdir -p /www && echo hello-through-port-forward > /www/index.html && echo web started && exec httpd -f -p 8080 -h /www"]
+  - name: counter
+    image: {image}
+    command: ["sh", "-c", "i=0; while true; do i=$((i+1)); echo line $i; sleep 1; done"]
+  - name: talk
+    image: {image}
+    command: ["sh", "-c", "while read l; do echo got $l; done"]
+    stdin: true
+    stdinOnce: true
+"#,
+        image = busybox()
+    );
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&manifest));
+    pod_ready(&d, "shell");
+
+    // logs: a container's output, -c required with several containers (upstream's message)
+    assert_eq!(d.kubectl_ok(&["logs", "shell", "-c", "web"]), "web started\n");
+    let out = d.kubectl_version("1.33", &["logs", "shell", "--all-containers=false", "--prefix=false", "-c", "nope"], None);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("container nope is not valid for pod shell"), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut follow = kubectl_background(&d, "1.33", &["logs", "-f", "shell", "-c", "counter"]);
+    read_until(&mut follow, Duration::from_secs(30), |l| l == "line 3");
+    drop(follow);
+    let tail = d.kubectl_ok(&["logs", "shell", "-c", "counter", "--tail=1"]);
+    assert!(tail.starts_with("line ") && tail.lines().count() == 1, "{tail:?}");
+
+    // exec: WebSocket (1.33) and SPDY (1.27), exit codes, stdin
+    for v in ["1.33", "1.27"] {
+        let out = d.kubectl_version(v, &["exec", "shell", "-c", "web", "--", "cat", "/www/index.html"], None);
+        assert!(out.status.success(), "kubectl {v} exec: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "hello-through-port-forward\n", "kubectl {v}");
+        let out = d.kubectl_version(v, &["exec", "shell", "-c", "web", "--", "sh", "-c", "exit 7"], None);
+        assert_eq!(out.status.code(), Some(7), "kubectl {v}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = d.kubectl_version(v, &["exec", "-i", "shell", "-c", "web", "--", "tr", "a-z", "A-Z"], Some("piped through\n"));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "PIPED THROUGH\n", "kubectl {v}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = d.kubectl_version("1.33", &["exec", "shell", "-c", "missing", "--", "true"], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("container missing is not valid for pod shell"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // cp: tar through exec, both ways
+    let tmp = d.dir.path().join("cp");
+    std::fs::create_dir_all(&tmp).expect("cp dir");
+    std::fs::write(tmp.join("up.txt"), "uploaded\n").expect("file");
+    let up = format!("{}", tmp.join("up.txt").display());
+    d.kubectl_ok(&["cp", &up, "shell:/tmp/up.txt", "-c", "web"]);
+    assert_eq!(d.kubectl_ok(&["exec", "shell", "-c", "web", "--", "cat", "/tmp/up.txt"]), "uploaded\n");
+    let down = format!("{}", tmp.join("down.html").display());
+    d.kubectl_ok(&["cp", "shell:/www/index.html", &down, "-c", "web"]);
+    assert_eq!(std::fs::read_to_string(tmp.join("down.html")).expect("copied down"), "hello-through-port-forward\n");
+
+    // attach: what is typed reaches the container's stdin, its answer comes back (stdinOnce:
+    // the end of kubectl's input closes the container's, so it ends and so does attach)
+    let out = d.kubectl_version("1.33", &["attach", "-i", "shell", "-c", "talk"], Some("ping\n"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("got ping"),
+        "attach: {} / {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // port-forward: a local port of kubectl's choosing to the pod's 8080
+    for v in ["1.33", "1.27"] {
+        let mut pf = kubectl_background(&d, v, &["port-forward", "pod/shell", ":8080", "--address", "127.0.0.1"]);
+        let line = read_until(&mut pf, Duration::from_secs(30), |l| l.starts_with("Forwarding from 127.0.0.1:"));
+        let port = line.trim_start_matches("Forwarding from 127.0.0.1:").split_whitespace().next().expect("port").to_string();
+        let got = std::process::Command::new("curl").args(["-s", "--max-time", "10", &format!("http://127.0.0.1:{port}/index.html")]).output().expect("curl");
+        assert_eq!(String::from_utf8_lossy(&got.stdout), "hello-through-port-forward\n", "kubectl {v} port-forward");
+    }
+
+    // nodes/proxy: the kubelet API's stats summary through the apiserver
+    let summary: Value = serde_json::from_str(&d.kubectl_ok(&["get", "--raw", "/api/v1/nodes/berth-it/proxy/stats/summary"])).expect("summary json");
+    assert_eq!(summary["node"]["nodeName"], "berth-it", "{summary:#}");
+    assert!(summary["pods"].as_array().is_some_and(|p| p.iter().any(|p| p["podRef"]["name"] == "shell")), "{summary:#}");
+}
