@@ -113,6 +113,20 @@ struct AgentArgs {
     register_with_taints: Vec<String>,
 }
 
+/// Where a joining agent finds its cluster.
+#[derive(clap::Args, Clone)]
+struct JoinArgs {
+    /// The apiserver to join (https://HOST:6443).
+    #[arg(long)]
+    server: String,
+    /// The join token (`<id>.<secret>`: `<data-dir>/server/node-token` on the server).
+    #[arg(long, env = "BERTH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A file holding the join token (instead of --token).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
 #[derive(clap::Args, Clone)]
 struct ServerArgs {
     /// Address of the HTTPS listener.
@@ -157,6 +171,10 @@ struct ServerArgs {
     /// first service account issuer).
     #[arg(long, value_delimiter = ',')]
     api_audiences: Vec<String>,
+    /// More names or addresses for the serving certificate (comma-separated), as k3s's flag:
+    /// those agents reach the server at. Applies when the certificate is made (first start).
+    #[arg(long, value_delimiter = ',')]
+    tls_san: Vec<String>,
     /// Run the control plane only: no node agent in this server (no pods run on this machine).
     #[arg(long)]
     disable_agent: bool,
@@ -221,6 +239,21 @@ enum Command {
         #[command(flatten)]
         args: ServerArgs,
     },
+    /// Join a cluster as a node: TLS bootstrap with the join token (the CA from the server's
+    /// signed cluster-info, a client certificate from its signer, kept in <data-dir>/agent),
+    /// then the runtime and kubelet run the pods bound to this node.
+    Agent {
+        #[command(flatten)]
+        dirs: Dirs,
+        #[command(flatten)]
+        flags: RuntimeFlags,
+        #[command(flatten)]
+        node: NodeArgs,
+        #[command(flatten)]
+        agent: AgentArgs,
+        #[command(flatten)]
+        join: JoinArgs,
+    },
     /// Manage images through a running daemon.
     Images {
         /// The daemon's CRI socket (default <run-dir>/berth.sock).
@@ -271,6 +304,9 @@ fn main() -> Result<()> {
         Command::Node { dirs, flags, node } => rt.block_on(run_runtime(file.resolve(dirs.data_dir, dirs.run_dir), flags, Some(node), notifier)),
         Command::Server { dirs, flags, node, agent, args } => {
             rt.block_on(run_server(file.resolve(dirs.data_dir, dirs.run_dir), flags, node, agent, args, notifier))
+        }
+        Command::Agent { dirs, flags, node, agent, join } => {
+            rt.block_on(run_agent(file.resolve(dirs.data_dir, dirs.run_dir), flags, node, agent, join, notifier))
         }
         Command::Logs { socket, dirs, opts } => {
             let cfg = file.resolve(dirs.data_dir, dirs.run_dir);
@@ -351,6 +387,7 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
         token_auth_file: args.token_auth_file,
         service_account_issuers: args.service_account_issuer,
         api_audiences: args.api_audiences,
+        tls_sans: args.tls_san,
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let profiles = if args.disable_scheduler {
@@ -424,6 +461,11 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
 fn start_agent(api: Arc<berth_apiserver::Api>, agent: LocalAgent, stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
     let user = berth_apiserver::User::new(format!("system:node:{}", agent.node_name), &["system:nodes", "system:authenticated"]);
     let client = kube::Client::new(berth_apiserver::in_process(api, user), "default");
+    run_node_in_cluster(client, agent, stop)
+}
+
+/// The node following its cluster through `client`.
+fn run_node_in_cluster(client: kube::Client, agent: LocalAgent, stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
     let cluster = berth::node::cluster::ClusterConfig {
         client,
         node_name: agent.node_name,
@@ -434,6 +476,47 @@ fn start_agent(api: Arc<berth_apiserver::Api>, agent: LocalAgent, stop: tokio::s
     };
     let pods = berth::node::cluster::start(cluster, agent.node.shared(), stop.clone());
     tokio::spawn(agent.node.run(stop, Some(pods)))
+}
+
+/// A node of a remote cluster: joins it with the token (or the credentials of an earlier
+/// join), then runs like the server's own agent, over HTTPS.
+async fn run_agent(mut cfg: config::Config, flags: RuntimeFlags, node_args: NodeArgs, agent: AgentArgs, join: JoinArgs, notifier: Notifier) -> Result<()> {
+    watchdog(&notifier);
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("berth agent runs pods (namespaces, mounts, cgroups): run it as root");
+    }
+    let token = match (join.token, &join.token_file) {
+        (Some(t), None) => t,
+        (None, Some(path)) => tokio::fs::read_to_string(path).await.with_context(|| format!("--token-file {}", path.display()))?.trim().to_string(),
+        (Some(_), Some(_)) => bail!("give --token or --token-file, not both"),
+        (None, None) => bail!("berth agent needs the join token: --token (or BERTH_TOKEN) or --token-file"),
+    };
+    let labels = berth::node::cluster::flags::parse_labels(&agent.node_labels)?;
+    let taints = berth::node::cluster::flags::parse_taints(&agent.register_with_taints)?;
+    // Joined first: a node the cluster does not take runs nothing.
+    let node_name = daemon::node_name(node_args.node_name.as_deref());
+    let join = berth::node::cluster::join::Join { server: join.server, token, node_name: node_name.clone(), dir: cfg.data_dir.join("agent") };
+    let creds = berth::node::cluster::join::credentials(&join).await?;
+    let client = kube::Client::try_from(creds.client_config(&join.server)?).context("the cluster client")?;
+    let parts = daemon::open(&mut cfg, flags, Some(&node_args.cgroup_root)).await?;
+    let node_ip = node_args.node_ip.clone();
+    let (node, kubelet_port) = daemon::node(&cfg, node_args, &parts).await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let cri_task = {
+        let (cfg, stop) = (cfg.clone(), stop.clone());
+        tokio::spawn(async move { daemon::serve_cri(&cfg, &parts, None, stop.cancelled()).await })
+    };
+    let (node_stop, node_stop_rx) = tokio::sync::watch::channel(false);
+    let task = run_node_in_cluster(client, LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints }, node_stop_rx);
+    notifier.say("READY=1\nSTATUS=running the pods of this node");
+    shutdown_signal().await;
+    notifier.say("STOPPING=1\nSTATUS=shutting down");
+    stop.cancel();
+    let _ = node_stop.send(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    cri_task.await??;
+    tracing::info!("stopped");
+    Ok(())
 }
 
 /// The scheduler inside `berth server`: the in-process API as user system:kube-scheduler, under

@@ -29,11 +29,21 @@ pub struct ApiConfig {
     pub ca_pem: Option<String>,
     /// Token authenticators and the service account signing key.
     pub authn: crate::authn::Config,
+    /// The cluster CA as the signer of CertificateSigningRequests. With it the API also approves
+    /// node certificates and keeps kube-public/cluster-info (`crate::certificates`); without it
+    /// (tests of the API alone) requests stay pending.
+    pub signer: Option<Arc<crate::certificates::signer::Signer>>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { bookmark_interval: Duration::from_secs(60), advertise_address: "127.0.0.1:6443".into(), ca_pem: None, authn: Default::default() }
+        ApiConfig {
+            bookmark_interval: Duration::from_secs(60),
+            advertise_address: "127.0.0.1:6443".into(),
+            ca_pem: None,
+            authn: Default::default(),
+            signer: None,
+        }
     }
 }
 
@@ -92,6 +102,12 @@ impl Api {
         api.bootstrap().await?;
         crate::admission::spawn_controllers(&api);
         crate::authn::legacy::spawn(&api);
+        if let Some(signer) = api.config.signer.clone() {
+            crate::certificates::controller::spawn(&api, signer);
+            if let Some(ca) = api.config.ca_pem.clone() {
+                crate::certificates::cluster_info::spawn(&api, format!("https://{}", api.config.advertise_address), ca);
+            }
+        }
         Ok(api)
     }
 

@@ -10,6 +10,7 @@ pub mod admission;
 pub mod api;
 pub mod authn;
 pub mod cache;
+pub mod certificates;
 pub mod content;
 pub mod convert;
 pub mod crd;

@@ -28,6 +28,8 @@ pub const ADMIN_GROUP: &str = "system:masters";
 pub struct Pki {
     pub dir: PathBuf,
     pub ca_pem: String,
+    /// The CA's key: signs the certificates of joining nodes (`crate::certificates`).
+    pub ca_key_pem: String,
     pub serving_cert_pem: String,
     pub serving_key_pem: String,
 }
@@ -149,7 +151,7 @@ pub fn ensure(dir: &Path, hosts: &[String], server_url: &str) -> Result<Pki, Pki
         STANDARD.encode(&admin_key)
     );
     write_atomic(&p("admin.kubeconfig"), kubeconfig.as_bytes(), 0o600)?;
-    Ok(Pki { dir: dir.to_path_buf(), ca_pem, serving_cert_pem, serving_key_pem })
+    Ok(Pki { dir: dir.to_path_buf(), ca_pem, ca_key_pem, serving_cert_pem, serving_key_pem })
 }
 
 #[cfg(test)]

@@ -69,6 +69,9 @@ pub struct Resource {
     /// A create-only kind nothing is stored for (TokenReview, SubjectAccessReview, ...): a POST
     /// is answered by [`crate::review`], there is no watch cache and no other verb.
     pub review: bool,
+    /// Has an `approval` subresource (CertificateSigningRequests): it writes status.conditions
+    /// only, and the `status` subresource keeps the Approved/Denied conditions.
+    pub approval: bool,
     pub strategy: Box<dyn Strategy>,
 }
 
@@ -133,6 +136,9 @@ impl Resource {
         let mut v = vec![];
         if self.scale.is_some() {
             v.push("scale");
+        }
+        if self.approval {
+            v.push("approval");
         }
         if self.status {
             v.push("status");

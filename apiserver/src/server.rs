@@ -31,6 +31,9 @@ pub struct ServerOptions {
     pub service_account_issuers: Vec<String>,
     /// upstream's `--api-audiences` (empty: the first issuer).
     pub api_audiences: Vec<String>,
+    /// k3s's `--tls-san`: more names and addresses in the serving certificate (made on first
+    /// start) besides the listen address, the host name and the cluster's service names.
+    pub tls_sans: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +60,8 @@ pub enum ServerError {
     EncryptionConfig { path: PathBuf, source: crate::encryption::EncryptionError },
     #[error("reading {path}: {source}")]
     EncryptionConfigRead { path: PathBuf, source: std::io::Error },
+    #[error("the CSR signer: {0}")]
+    Signer(#[from] crate::certificates::signer::SignError),
     #[error("listening on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
@@ -97,6 +102,7 @@ pub async fn run_with(opts: ServerOptions, shutdown: impl Future<Output = ()>, o
     let bound = listener.local_addr().map_err(|source| ServerError::Listen { addr: opts.listen, source })?;
     let host = if bound.ip().is_unspecified() { "127.0.0.1".to_string() } else { bound.ip().to_string() };
     let mut hosts = vec![host.clone()];
+    hosts.extend(opts.tls_sans.iter().cloned());
     if let Ok(h) = nix_hostname() {
         hosts.push(h);
     }
@@ -132,6 +138,7 @@ pub async fn run_with(opts: ServerOptions, shutdown: impl Future<Output = ()>, o
             advertise_address: format!("{url_host}:{}", bound.port()),
             ca_pem: Some(pki.ca_pem.clone()),
             authn,
+            signer: Some(Arc::new(crate::certificates::signer::Signer::new(&pki.ca_pem, &pki.ca_key_pem, crate::certificates::signer::DEFAULT_MAX_DURATION)?)),
         },
     )
     .await?;

@@ -68,6 +68,8 @@ pub struct Daemon {
     pub exe: PathBuf,
     /// The bridge of the private pod network the harness gave it, removed at the end.
     bridge: Option<String>,
+    /// The network namespace (a /run/netns file) the daemon runs in (None: the test's own).
+    netns: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -92,7 +94,7 @@ impl Daemon {
         prepare(dir.path());
         std::fs::write(dir.path().join("config.toml"), config).expect("write config");
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut d = Daemon { dir, child: None, mode: vec!["runtime".into()], cgroup_roots: vec![], env, exe: berth_bin(), bridge: None };
+        let mut d = Daemon { dir, child: None, mode: vec!["runtime".into()], cgroup_roots: vec![], env, exe: berth_bin(), bridge: None, netns: None };
         d.spawn().await;
         d
     }
@@ -117,17 +119,28 @@ impl Daemon {
     /// `berth server`: a single-node cluster (the API on a free port of 127.0.0.1, the
     /// scheduler, and the node agent set up as `start_node` sets up a node), with more flags.
     /// Returns once the API answers; `kubectl` talks to it as the cluster admin.
+    /// (`--listen` in `extra` replaces the default 127.0.0.1:0; with `--disable-agent` there is no
+    /// node and no CRI socket.)
     pub async fn start_server(config: &str, extra: &[&str]) -> Daemon {
-        let mut flags = vec!["--listen", "127.0.0.1:0", "--watch-bookmark-interval", "1s"];
+        let mut flags = vec!["--watch-bookmark-interval", "1s"];
+        if !extra.contains(&"--listen") {
+            flags.extend(["--listen", "127.0.0.1:0"]);
+        }
         flags.extend_from_slice(extra);
-        Daemon::start_kind("server", config, |_| {}, &flags).await
+        Daemon::start_kind("server", config, |_| {}, &flags, None).await
+    }
+
+    /// `berth agent` (give it `--server` and the token) set up as `start_node` sets up a node,
+    /// running in network namespace `netns` (a /run/netns file) when given: a host of its own.
+    pub async fn start_agent(config: &str, netns: Option<&Path>, extra: &[&str]) -> Daemon {
+        Daemon::start_kind("agent", config, |_| {}, extra, netns.map(Path::to_path_buf)).await
     }
 
     async fn start_node_full(config: &str, prepare: impl FnOnce(&Path), extra: &[&str]) -> Daemon {
-        Daemon::start_kind("node", config, prepare, extra).await
+        Daemon::start_kind("node", config, prepare, extra, None).await
     }
 
-    async fn start_kind(kind: &str, config: &str, prepare: impl FnOnce(&Path), extra: &[&str]) -> Daemon {
+    async fn start_kind(kind: &str, config: &str, prepare: impl FnOnce(&Path), extra: &[&str], netns: Option<PathBuf>) -> Daemon {
         let dir = TempDir::new(kind);
         prepare(dir.path());
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -149,27 +162,21 @@ impl Daemon {
         std::fs::write(dir.path().join("config.toml"), &config).expect("write config");
         std::fs::create_dir_all(dir.path().join("manifests")).expect("manifests dir");
         let cgroup_root = format!("/berth-it-kubepods-{}-{n}", std::process::id());
-        let mode = vec![
-            kind.to_string(),
-            "--pod-manifest-path".into(),
-            dir.path().join("manifests").display().to_string(),
-            "--kubelet-port".into(),
-            "0".into(),
-            "--kubelet-address".into(),
-            "127.0.0.1".into(),
-            "--node-name".into(),
-            "berth-it".into(),
-            "--cgroup-root".into(),
-            cgroup_root.clone(),
-        ];
-        let mut mode = mode;
+        let mut mode = vec![kind.to_string(), "--pod-manifest-path".into(), dir.path().join("manifests").display().to_string()];
+        // defaults the test's own flags replace
+        for (flag, value) in [("--kubelet-port", "0"), ("--kubelet-address", "127.0.0.1"), ("--node-name", "berth-it")] {
+            if !extra.contains(&flag) {
+                mode.extend([flag.to_string(), value.to_string()]);
+            }
+        }
+        mode.extend(["--cgroup-root".to_string(), cgroup_root.clone()]);
         // The kubelet's default disk thresholds would evict test pods on a build machine
         // whose disk is mostly full of build output; tests not about eviction keep memory only.
         if !config.contains("[eviction]") {
             mode.extend(["--eviction-hard".to_string(), "memory.available<100Mi".to_string()]);
         }
         mode.extend(extra.iter().map(|a| a.to_string()));
-        let mut d = Daemon { dir, child: None, mode, cgroup_roots: vec![cgroup_root], env: vec![], exe: berth_bin(), bridge };
+        let mut d = Daemon { dir, child: None, mode, cgroup_roots: vec![cgroup_root], env: vec![], exe: berth_bin(), bridge, netns };
         d.spawn().await;
         d
     }
@@ -226,7 +233,22 @@ impl Daemon {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("berth.log")).expect("open log");
         // Tests log at debug level; benchmarks (BERTH_QUIET=1) at the default level.
         let verbosity: &[&str] = if std::env::var_os("BERTH_QUIET").is_some() { &[] } else { &["-v"] };
-        let child = Command::new(&self.exe)
+        let mut cmd = Command::new(&self.exe);
+        if let Some(ns) = &self.netns {
+            let file = std::fs::File::open(ns).expect("open the test host's netns");
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only setns(2) on an open descriptor runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    use std::os::fd::AsRawFd;
+                    if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .args(verbosity)
             .args(&self.mode)
             .args(self.args())
@@ -242,7 +264,8 @@ impl Daemon {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("berth exited early with {status}:\n{}", self.log());
             }
-            if tokio::net::UnixStream::connect(self.socket()).await.is_ok() && (!self.is_server() || self.api_ready()) {
+            let has_node = !self.mode.iter().any(|m| m == "--disable-agent");
+            if (!has_node || tokio::net::UnixStream::connect(self.socket()).await.is_ok()) && (!self.is_server() || self.api_ready()) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -386,7 +409,7 @@ impl Daemon {
         let socket = self.socket();
         // A node recreates what its manifests declare, and what the cluster binds to it: take
         // them away first.
-        let node = self.mode.first().map(|m| m == "node" || m == "server").unwrap_or(false);
+        let node = self.mode.first().map(|m| m == "node" || m == "server" || m == "agent").unwrap_or(false);
         if self.is_server() {
             let _ = self.kubectl(&["delete", "pods", "--all", "--all-namespaces", "--force", "--grace-period=0", "--wait=false"]);
         }

@@ -49,7 +49,7 @@ pub enum BootstrapError {
 }
 
 /// A Secret data value, decoded.
-fn data(secret: &Value, key: &str) -> Option<String> {
+pub(crate) fn data(secret: &Value, key: &str) -> Option<String> {
     let b64 = secret.pointer(&format!("/data/{key}"))?.as_str()?;
     String::from_utf8(STANDARD.decode(b64).ok()?).ok()
 }

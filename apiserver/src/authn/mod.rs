@@ -200,6 +200,12 @@ pub fn anonymous_may_read(path: &str) -> bool {
     )
 }
 
+/// Whether an anonymous request may `GET` `path`: kube-public/cluster-info, which a joining
+/// node reads before it trusts the server (its signatures prove the CA; `crate::certificates`).
+pub fn anonymous_may_get(path: &str) -> bool {
+    path == "/api/v1/namespaces/kube-public/configmaps/cluster-info"
+}
+
 /// The token of an `Authorization: Bearer T` header (other schemes are not a credential here).
 fn bearer(header: &str) -> Option<&str> {
     let mut parts = header.split_whitespace();

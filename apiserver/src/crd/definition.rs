@@ -81,6 +81,7 @@ pub fn resource() -> Resource {
         custom: false,
         terminating: false,
         review: false,
+        approval: false,
         strategy: Box::new(Typed(Definitions)),
     }
 }

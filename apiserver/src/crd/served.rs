@@ -110,6 +110,9 @@ impl Strategy for CustomStrategy {
         schema::default(&self.0.schema, obj);
         Ok(())
     }
+    fn record_requestor(&self, _obj: &mut Value, _user: &crate::User) -> Result<(), String> {
+        Ok(())
+    }
     fn prepare_for_create(&self, obj: &mut Value) -> Result<(), String> {
         if self.0.status {
             if let Some(m) = obj.as_object_mut() {
@@ -377,6 +380,7 @@ pub fn resources_of(crd: &Value) -> Vec<Resource> {
             custom: true,
             terminating,
             review: false,
+            approval: false,
             strategy: Box::new(CustomStrategy(version)),
         });
     }

@@ -76,6 +76,9 @@ impl Api {
         for attempt in 0.. {
             obj = input.clone();
             res.strategy.prepare_for_create(&mut obj).map_err(internal)?;
+            if let Some(user) = &opts.user {
+                res.strategy.record_requestor(&mut obj, user).map_err(internal)?;
+            }
             res.strategy.default(&mut obj).map_err(internal)?;
             let taken = self.taken_values(res, &obj)?;
             let Some((field, value)) = taken else { break };

@@ -72,6 +72,7 @@ async fn serve(api: Arc<Api>, req: Request) -> Result<Response, ApiError> {
             match api.authn.authenticate(&api, cert, authorization).await {
                 authn::Outcome::User(u) => u,
                 authn::Outcome::Anonymous if authn::anonymous_may_read(&path) => authn::anonymous(),
+                authn::Outcome::Anonymous if req.method() == Method::GET && authn::anonymous_may_get(&path) => authn::anonymous(),
                 authn::Outcome::Anonymous => return Err(ApiError::unauthorized()),
                 authn::Outcome::Failed(why) => {
                     tracing::debug!(%why, "authentication failed");
@@ -172,6 +173,7 @@ async fn serve(api: Arc<Api>, req: Request) -> Result<Response, ApiError> {
         None => Subresource::Main,
         Some("status") if res.status => Subresource::Status,
         Some("scale") if res.scale.is_some() => Subresource::Scale,
+        Some("approval") if res.approval => Subresource::Approval,
         Some(a) => match res.actions.iter().find(|x| x.name == a) {
             Some(x) => Subresource::Action(x.name),
             None => return Err(ApiError::path_not_found()),

@@ -24,6 +24,8 @@ pub enum Subresource {
     Main,
     Status,
     Scale,
+    /// A CSR's approval: status.conditions only.
+    Approval,
     /// A POST-only subresource (pods/binding).
     Action(&'static str),
 }
@@ -35,6 +37,7 @@ impl Subresource {
             Subresource::Main => "",
             Subresource::Status => "status",
             Subresource::Scale => "scale",
+            Subresource::Approval => "approval",
             Subresource::Action(a) => a,
         }
     }
@@ -221,6 +224,32 @@ impl Api {
                         new.as_object_mut().map(|m| m.remove("status"));
                     }
                 }
+                meta::set(&mut new, "resourceVersion", rv.map(Value::from).unwrap_or(Value::Null));
+                if res.approval {
+                    // the status subresource may not decide approval (upstream's csr status strategy)
+                    let approval = |o: &Value| -> Vec<Value> {
+                        let conds = o.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+                        conds.into_iter().filter(|c| matches!(c.get("type").and_then(Value::as_str), Some("Approved" | "Denied"))).collect()
+                    };
+                    let kept = approval(current);
+                    let mut conds: Vec<Value> = new.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+                    conds.retain(|c| !matches!(c.get("type").and_then(Value::as_str), Some("Approved" | "Denied")));
+                    let mut all = kept;
+                    all.extend(conds);
+                    if !new.get("status").is_some_and(Value::is_object) {
+                        new["status"] = json!({});
+                    }
+                    new["status"]["conditions"] = if all.is_empty() { Value::Null } else { Value::Array(all) };
+                }
+            }
+            Subresource::Approval => {
+                let conditions = new.pointer("/status/conditions").cloned();
+                let rv = meta::get(&new, "resourceVersion").map(String::from);
+                new = current.clone();
+                if !new.get("status").is_some_and(Value::is_object) {
+                    new["status"] = json!({});
+                }
+                new["status"]["conditions"] = conditions.unwrap_or(Value::Null);
                 meta::set(&mut new, "resourceVersion", rv.map(Value::from).unwrap_or(Value::Null));
             }
             Subresource::Main | Subresource::Scale if res.status => match current.get("status") {

@@ -7,6 +7,7 @@
 mod authentication;
 mod configmap;
 mod controllerrevision;
+pub mod csr;
 mod daemonset;
 mod deployment;
 mod endpoints;
@@ -114,6 +115,8 @@ pub trait Kind: Send + Sync + 'static {
     fn default(&self, _obj: &mut Self::Object) {}
     /// Resets what a client may not set on create (status).
     fn prepare_for_create(&self, _obj: &mut Self::Object) {}
+    /// Records who creates the object where the kind keeps it (a CSR's requestor).
+    fn record_requestor(&self, _obj: &mut Self::Object, _user: &crate::User) {}
     /// Carries over what an update may not clear (a service's allocated cluster IP).
     fn prepare_for_update(&self, _new: &mut Self::Object, _old: &Self::Object) {}
     fn validate(&self, _obj: &Self::Object) -> Vec<FieldError> {
@@ -152,6 +155,7 @@ pub trait Strategy: Send + Sync {
     fn normalize(&self, obj: &Value) -> Result<Value, String>;
     fn default(&self, obj: &mut Value) -> Result<(), String>;
     fn prepare_for_create(&self, obj: &mut Value) -> Result<(), String>;
+    fn record_requestor(&self, obj: &mut Value, user: &crate::User) -> Result<(), String>;
     fn prepare_for_update(&self, new: &mut Value, old: &Value) -> Result<(), String>;
     fn validate(&self, obj: &Value) -> Vec<FieldError>;
     fn validate_update(&self, new: &Value, old: &Value) -> Vec<FieldError>;
@@ -202,6 +206,9 @@ impl<K: Kind> Strategy for Typed<K> {
     }
     fn prepare_for_create(&self, obj: &mut Value) -> Result<(), String> {
         self.edit(obj, |o| self.0.prepare_for_create(o))
+    }
+    fn record_requestor(&self, obj: &mut Value, user: &crate::User) -> Result<(), String> {
+        self.edit(obj, |o| self.0.record_requestor(o, user))
     }
     fn prepare_for_update(&self, new: &mut Value, old: &Value) -> Result<(), String> {
         let old: K::Object = decode(old)?;
@@ -285,6 +292,7 @@ fn resource(
         custom: false,
         terminating: false,
         review: false,
+        approval: false,
         strategy,
     }
 }
@@ -296,6 +304,19 @@ const SPEC_SCALE: ScaleSpec = ScaleSpec { spec_replicas: "/spec/replicas", statu
 pub fn builtin_resources() -> Vec<Resource> {
     let mut events = resource("", "Event", "events", "event", &["ev"], &[], true, "events", false, Box::new(Typed(event::Events)));
     events.ttl = Some(Duration::from_secs(3600));
+    let mut csrs = resource(
+        "certificates.k8s.io",
+        "CertificateSigningRequest",
+        "certificatesigningrequests",
+        "certificatesigningrequest",
+        &["csr"],
+        &[],
+        false,
+        "certificatesigningrequests",
+        true,
+        Box::new(Typed(csr::CertificateSigningRequests)),
+    );
+    csrs.approval = true;
     let mut namespaces = resource("", "Namespace", "namespaces", "namespace", &["ns"], &[], false, "namespaces", true, Box::new(Typed(namespace::Namespaces)));
     namespaces.verbs = NAMESPACE_VERBS;
     let mut deployments =
@@ -514,6 +535,7 @@ pub fn builtin_resources() -> Vec<Resource> {
             false,
             Box::new(Typed(priorityclass::PriorityClasses)),
         ),
+        csrs,
         resource("coordination.k8s.io", "Lease", "leases", "lease", &[], &[], true, "leases", false, Box::new(Typed(lease::Leases))),
         resource(
             "discovery.k8s.io",

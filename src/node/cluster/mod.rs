@@ -10,12 +10,15 @@
 //! - [`tokens`]: ServiceAccount tokens for the pods' token projections, from the TokenRequest
 //!   API, renewed before they expire; published with the pods.
 //! - [`events`]: the pods' events as core/v1 Events, repeats counted, as the kubelet records them.
+//! - [`join`]: TLS bootstrap of a joining agent: the CA from kube-public/cluster-info checked
+//!   with the join token, then a client certificate from the kubelet client signer.
 //! - [`status_sync`]: what the workers publish goes back as pods/status patches, only when it
 //!   changed; a pod whose deletion was asked for is deleted for good (grace 0) once its
 //!   containers are stopped, as the kubelet finishes a graceful deletion.
 
 pub mod events;
 pub mod flags;
+pub mod join;
 pub mod pods;
 pub mod registration;
 pub mod status_sync;

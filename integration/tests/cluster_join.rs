@@ -1,0 +1,277 @@
+//! Nodes joining a `berth server` with its join token, as on several machines: each
+//! `berth agent` runs in a network namespace of its own (its own address on a bridge this test
+//! makes, its own data and run dirs and pod network), the server listens on the bridge.
+//! TLS bootstrap (the CA from the signed kube-public/cluster-info, a client certificate from a
+//! CSR the server approves and signs), pods bound to each node run there, kubectl logs/exec
+//! reach them through the apiserver, a restarted agent keeps its certificate, a stopped agent's
+//! Lease stops being renewed, and wrong or expired tokens do not join.
+use berth_integration::kubelet::busybox;
+use berth_integration::{tail, Daemon};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A bridge with this test's subnet and one network namespace per test host on it, removed
+/// at the end.
+struct TestNet {
+    bridge: String,
+    subnet: String,
+    hosts: Vec<String>,
+    /// socat forwarding <server ip>:<registry port> to the test registry on 127.0.0.1, so the
+    /// test hosts pull the test images (their own 127.0.0.1 is their own).
+    forward: Option<std::process::Child>,
+}
+
+impl TestNet {
+    fn new(hosts: usize) -> TestNet {
+        let pid = std::process::id();
+        let subnet = format!("10.{}.{}", 200 + pid % 50, (pid / 50) % 250);
+        let net = TestNet { bridge: format!("bj{}", pid % 100_000), subnet, hosts: vec![], forward: None };
+        ip(&["link", "add", &net.bridge, "type", "bridge"]);
+        let mut net = net;
+        ip(&["addr", "add", &format!("{}.1/24", net.subnet), "dev", &net.bridge]);
+        ip(&["link", "set", &net.bridge, "up"]);
+        for i in 0..hosts {
+            let name = format!("berth-j{pid}-{i}");
+            let (outer, inner) = (format!("vj{}h{i}", pid % 100_000), format!("vj{}p{i}", pid % 100_000));
+            ip(&["netns", "add", &name]);
+            net.hosts.push(name.clone());
+            ip(&["link", "add", &outer, "type", "veth", "peer", "name", &inner]);
+            ip(&["link", "set", &outer, "master", &net.bridge, "up"]);
+            ip(&["link", "set", &inner, "netns", &name]);
+            ip(&["-n", &name, "link", "set", &inner, "name", "eth0"]);
+            ip(&["-n", &name, "addr", "add", &format!("{}.{}/24", net.subnet, i + 2), "dev", "eth0"]);
+            ip(&["-n", &name, "link", "set", "eth0", "up"]);
+            ip(&["-n", &name, "link", "set", "lo", "up"]);
+        }
+        let registry = berth_integration::test_registry();
+        let port = registry.rsplit(':').next().unwrap().to_string();
+        use std::os::unix::process::CommandExt;
+        net.forward = Some(
+            Command::new("socat")
+                .arg(format!("TCP-LISTEN:{port},bind={}.1,fork,reuseaddr", net.subnet))
+                .arg(format!("TCP:{registry}"))
+                .process_group(0)
+                .spawn()
+                .expect("socat (hack/deps.sh installs it)"),
+        );
+        net
+    }
+
+    /// The agent config that pulls the test registry's images through the forward.
+    fn agent_config(&self) -> String {
+        let registry = berth_integration::test_registry();
+        let port = registry.rsplit(':').next().unwrap();
+        format!("[registry.mirrors.\"{registry}\"]\nendpoints = [\"http://{}.1:{port}\"]\nupstream = false\n", self.subnet)
+    }
+
+    fn server_ip(&self) -> String {
+        format!("{}.1", self.subnet)
+    }
+
+    fn host_ip(&self, i: usize) -> String {
+        format!("{}.{}", self.subnet, i + 2)
+    }
+
+    fn netns(&self, i: usize) -> PathBuf {
+        PathBuf::from("/run/netns").join(&self.hosts[i])
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        if let Some(mut f) = self.forward.take() {
+            // socat and the children it forked for connections: its own process group
+            unsafe { libc::kill(-(f.id() as i32), libc::SIGTERM) };
+            let _ = f.wait();
+        }
+        for h in &self.hosts {
+            let _ = Command::new("ip").args(["netns", "del", h]).output();
+        }
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
+    }
+}
+
+fn json(d: &Daemon, args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    serde_json::from_str(&d.kubectl_ok(&all)).expect("kubectl json")
+}
+
+fn wait_until(d: &Daemon, args: &[&str], limit: Duration, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let v: Value = serde_json::from_slice(&d.kubectl(&all).stdout).unwrap_or(Value::Null);
+        if check(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}; last:\n{v:#}\nserver log:\n{}", tail(&d.log(), 60));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn condition(obj: &Value, kind: &str) -> String {
+    obj["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == kind)).and_then(|c| c["status"].as_str()).unwrap_or("").to_string()
+}
+
+fn pod(name: &str, node: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeSelector: {{kubernetes.io/hostname: {node}}}\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: main\n    image: {}\n    command: ['sh', '-c', 'echo hello from {name}; while true; do sleep 1; done']\n",
+        busybox()
+    )
+}
+
+/// Runs `berth agent` in `netns` with `token` until it exits (it must, within 60 s): its status
+/// and output.
+fn failed_join(net: &TestNet, server: &str, token: &str) -> (std::process::ExitStatus, String) {
+    let dir = berth_integration::TempDir::new("joinbad");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &net.hosts[1], berth_integration::berth_bin().to_str().unwrap(), "agent", "--server", server, "--token", token]);
+    cmd.arg("--data-dir").arg(dir.path().join("data")).arg("--run-dir").arg(dir.path().join("run"));
+    cmd.args(["--node-name", "berth-join-bad", "--cgroup-root", &format!("/berth-it-join-bad-{}", std::process::id()), "--kubelet-port", "0"]);
+    let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("berth agent with a bad token did not give up");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status, String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agents_join_with_the_token_and_run_the_pods_bound_to_them() {
+    let net = TestNet::new(2);
+    let listen = format!("{}:0", net.server_ip());
+    let server = Daemon::start_server("", &["--disable-agent", "--listen", &listen, "--tls-san", &net.server_ip()]).await;
+    let kubeconfig = std::fs::read_to_string(server.kubeconfig()).unwrap();
+    let url = kubeconfig.lines().find_map(|l| l.trim().strip_prefix("server: ")).expect("server URL").to_string();
+    assert!(url.starts_with(&format!("https://{}:", net.server_ip())), "{url}");
+    let token_file = server.data_dir().join("server/node-token");
+    let token = std::fs::read_to_string(&token_file).unwrap().trim().to_string();
+
+    // Wrong tokens: an id the server does not know, a known id with a wrong secret.
+    let (status, err) = failed_join(&net, &url, "zzzzzz.0123456789abcdef");
+    assert!(!status.success());
+    assert!(err.contains("has no signature for token id zzzzzz"), "{err}");
+    let wrong_secret = format!("{}.0000000000000000", &token[..6]);
+    let (status, err) = failed_join(&net, &url, &wrong_secret);
+    assert!(!status.success());
+    assert!(err.contains("not signed by this token"), "{err}");
+    // An expired token: the server no longer signs cluster-info with it.
+    server.kubectl_ok_in(
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Secret\nmetadata: {name: bootstrap-token-oldtok, namespace: kube-system}\ntype: bootstrap.kubernetes.io/token\nstringData:\n  token-id: oldtok\n  token-secret: 0123456789abcdef\n  expiration: \"2020-01-01T00:00:00Z\"\n  usage-bootstrap-authentication: \"true\"\n  usage-bootstrap-signing: \"true\"\n"),
+    );
+    let (status, err) = failed_join(&net, &url, "oldtok.0123456789abcdef");
+    assert!(!status.success());
+    assert!(err.contains("has no signature for token id oldtok"), "{err}");
+
+    let token_arg = token_file.display().to_string();
+    let mut agents = vec![];
+    for i in 0..2 {
+        let (name, host) = (format!("berth-join-{i}"), net.host_ip(i));
+        let netns = net.netns(i);
+        let flags = [
+            "--server",
+            url.as_str(),
+            "--token-file",
+            token_arg.as_str(),
+            "--node-name",
+            name.as_str(),
+            "--node-ip",
+            host.as_str(),
+            "--kubelet-address",
+            host.as_str(),
+        ];
+        agents.push(Daemon::start_agent(&net.agent_config(), Some(&netns), &flags).await);
+    }
+    for (i, agent) in agents.iter().enumerate() {
+        let name = format!("berth-join-{i}");
+        let node = wait_until(&server, &["get", "node", &name], Duration::from_secs(60), &format!("node {name} Ready"), |n| condition(n, "Ready") == "True");
+        let addrs = node["status"]["addresses"].to_string();
+        assert!(addrs.contains(&net.host_ip(i)), "{addrs}");
+        // the credentials of the join, kept for the next start
+        let dir = agent.data_dir().join("agent");
+        for f in ["ca.crt", "kubelet-client.crt", "kubelet-client.key", "kubelet.kubeconfig"] {
+            assert!(dir.join(f).exists(), "{f} missing in {}", dir.display());
+        }
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(dir.join("kubelet-client.key")).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    // Each node's client certificate came from a CSR of its bootstrap token, approved and signed.
+    let csrs = json(&server, &["get", "csr"]);
+    let items = csrs["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{csrs:#}");
+    for c in items {
+        assert_eq!(c["spec"]["signerName"], "kubernetes.io/kube-apiserver-client-kubelet");
+        assert_eq!(c["spec"]["username"], format!("system:bootstrap:{}", &token[..6]));
+        assert_eq!(condition(c, "Approved"), "True");
+        assert!(c["status"]["certificate"].as_str().is_some_and(|s| !s.is_empty()));
+    }
+    let table = server.kubectl_ok(&["get", "csr"]);
+    assert!(table.contains("Approved,Issued"), "{table}");
+    // The nodes act as themselves: the API sees each as system:node:<name>.
+    let whoami = Command::new(berth_integration::apiserver::kubectl_bin("1.33"))
+        .arg("--kubeconfig")
+        .arg(agents[0].data_dir().join("agent/kubelet.kubeconfig"))
+        .args(["auth", "whoami", "-o", "jsonpath={.status.userInfo.username} {.status.userInfo.groups}"])
+        .output()
+        .unwrap();
+    let who = String::from_utf8_lossy(&whoami.stdout);
+    assert!(who.starts_with("system:node:berth-join-0 ") && who.contains("system:nodes"), "{who} {}", String::from_utf8_lossy(&whoami.stderr));
+
+    // Pods bound to each node run there; logs and exec reach them through the apiserver.
+    for i in 0..2 {
+        server.kubectl_ok_in(&["apply", "-f", "-"], Some(&pod(&format!("p{i}"), &format!("berth-join-{i}"))));
+    }
+    for i in 0..2 {
+        let p = wait_until(&server, &["get", "pod", &format!("p{i}")], Duration::from_secs(120), "pod Ready", |p| condition(p, "Ready") == "True");
+        assert_eq!(p["spec"]["nodeName"], format!("berth-join-{i}"));
+        assert_eq!(p["status"]["hostIP"], net.host_ip(i));
+        let logs = server.kubectl_ok(&["logs", &format!("p{i}")]);
+        assert!(logs.contains(&format!("hello from p{i}")), "{logs}");
+        let host = server.kubectl_ok(&["exec", &format!("p{i}"), "--", "hostname"]);
+        assert_eq!(host.trim(), format!("p{i}"));
+    }
+
+    // A restarted agent keeps its certificate (no new CSR) and its running pod.
+    let before = json(&server, &["get", "pod", "p0"]);
+    agents[0].restart().await;
+    wait_until(&server, &["get", "node", "berth-join-0"], Duration::from_secs(60), "node Ready again", |n| condition(n, "Ready") == "True");
+    assert_eq!(json(&server, &["get", "csr"])["items"].as_array().unwrap().len(), 2);
+    let after = wait_until(&server, &["get", "pod", "p0"], Duration::from_secs(60), "p0 Ready after the restart", |p| condition(p, "Ready") == "True");
+    assert_eq!(after["status"]["containerStatuses"][0]["containerID"], before["status"]["containerStatuses"][0]["containerID"]);
+    assert_eq!(after["status"]["containerStatuses"][0]["restartCount"], 0);
+
+    // A stopped agent's Lease is no longer renewed while the other's is.
+    server.kubectl_ok(&["delete", "pod", "p1", "--wait=true"]);
+    let renew = |name: &str| json(&server, &["get", "lease", "-n", "kube-node-lease", name])["spec"]["renewTime"].as_str().unwrap_or("").to_string();
+    agents[1].stop();
+    let stopped_at = renew("berth-join-1");
+    let first = renew("berth-join-0");
+    wait_until(&server, &["get", "lease", "-n", "kube-node-lease", "berth-join-0"], Duration::from_secs(40), "berth-join-0 renews twice", |l| {
+        l["spec"]["renewTime"].as_str().is_some_and(|t| t > first.as_str())
+    });
+    let second = renew("berth-join-0");
+    wait_until(&server, &["get", "lease", "-n", "kube-node-lease", "berth-join-0"], Duration::from_secs(40), "berth-join-0 renews again", |l| {
+        l["spec"]["renewTime"].as_str().is_some_and(|t| t > second.as_str())
+    });
+    assert_eq!(renew("berth-join-1"), stopped_at, "the stopped agent's Lease was renewed");
+
+    server.kubectl_ok(&["delete", "pods", "--all", "--wait=true"]);
+    drop(agents);
+    drop(server);
+    drop(net);
+}
