@@ -5,7 +5,7 @@ set -euo pipefail
 PKGS=(build-essential pkg-config protobuf-compiler ca-certificates curl jq iproute2 util-linux
       umoci skopeo docker-registry busybox-static apache2-utils zstd openssl libseccomp-dev containerd runc
       containernetworking-plugins iptables nftables etcd-server libprotobuf-dev
-      qemu-system-x86 debootstrap e2fsprogs socat)
+      qemu-system-x86 debootstrap e2fsprogs socat systemd)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -28,6 +28,9 @@ pub async fn open(cfg: &mut config::Config, flags: RuntimeFlags, cgroup_root: Op
     if let Some(a) = flags.streaming_address {
         cfg.streaming.address = a;
     }
+    if let Some(d) = flags.cgroup_driver {
+        cfg.cgroup_driver = d;
+    }
     let store =
         ImageStore::open(&cfg.image_dir(), cfg.registry.clone()).with_context(|| format!("opening the image store in {}", cfg.image_dir().display()))?;
     let store = Arc::new(store);

@@ -44,6 +44,11 @@ struct RuntimeFlags {
     /// Address of the streaming server (exec, attach, port-forward URLs); port 0 picks one.
     #[arg(long)]
     streaming_address: Option<String>,
+    /// How pod and container cgroups are made, as the kubelet's flag: `cgroupfs` (directly in
+    /// the cgroup filesystem) or `systemd` (transient units, for hosts booted with systemd on
+    /// cgroup v2). Overrides `cgroup_driver` of the config file (default cgroupfs).
+    #[arg(long, value_enum)]
+    cgroup_driver: Option<berth::config::CgroupDriver>,
 }
 
 #[derive(clap::Args, Clone)]
