@@ -72,7 +72,7 @@ pub async fn open(cfg: &mut config::Config, flags: RuntimeFlags, cgroup_root: Op
 /// The kubelet half, ready to run: the pod workers (for the manifest directory, and the
 /// cluster's pods when a cluster source is given to `run`) and the kubelet API, already
 /// serving. Returns the node and the API's port.
-pub async fn node(cfg: &config::Config, args: NodeArgs, parts: &Parts) -> Result<(Node, u16)> {
+pub async fn node(cfg: &config::Config, args: NodeArgs, parts: &Parts, auth: Arc<berth::node::api_auth::Auth>) -> Result<(Node, u16)> {
     let mut eviction = cfg.eviction.clone();
     eviction.hard = args.eviction_hard.or(eviction.hard);
     eviction.soft = args.eviction_soft.or(eviction.soft);
@@ -102,7 +102,7 @@ pub async fn node(cfg: &config::Config, args: NodeArgs, parts: &Parts) -> Result
     let runtime = parts.runtime.clone();
     let node = Node::new(node_cfg, runtime.clone(), parts.images.clone(), runtime).context("preparing the node's directories")?;
     let addr = format!("{}:{}", args.kubelet_address, args.kubelet_port);
-    let (bound, _api) = berth::node::api::serve(node.shared(), &addr).await?;
+    let (bound, _api) = berth::node::api::serve(node.shared(), &addr, auth).await?;
     tracing::info!(address = %bound, "serving the kubelet API");
     Ok((node, bound.port()))
 }

@@ -347,7 +347,8 @@ async fn run_runtime(mut cfg: config::Config, flags: RuntimeFlags, node: Option<
     let (node_stop, node_stop_rx) = tokio::sync::watch::channel(false);
     let node_task = match node {
         Some(args) => {
-            let (node, _port) = daemon::node(&cfg, args, &parts).await?;
+            // a standalone node: its API is open, as an upstream kubelet's with default flags
+            let (node, _port) = daemon::node(&cfg, args, &parts, berth::node::api_auth::Auth::open()).await?;
             Some(tokio::spawn(node.run(node_stop_rx, None)))
         }
         None => None,
@@ -369,6 +370,8 @@ struct LocalAgent {
     kubelet_port: u16,
     labels: std::collections::BTreeMap<String, String>,
     taints: Vec<k8s_openapi::api::core::v1::Taint>,
+    /// The kubelet API's gate, opened to the cluster's callers once the node has a client.
+    auth: Arc<berth::node::api_auth::Auth>,
 }
 
 /// The cluster: the Kubernetes API over the cluster store, the scheduler, and (unless
@@ -417,12 +420,13 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
         let taints = berth::node::cluster::flags::parse_taints(&agent.register_with_taints)?;
         let parts = daemon::open(&mut cfg, flags, Some(&node_args.cgroup_root)).await?;
         let node_ip = node_args.node_ip.clone();
-        let (node, kubelet_port) = daemon::node(&cfg, node_args, &parts).await?;
+        let auth = berth::node::api_auth::Auth::closed();
+        let (node, kubelet_port) = daemon::node(&cfg, node_args, &parts, auth.clone()).await?;
         let node_name = node.shared().cfg.node_name.clone();
         let cfg = cfg.clone();
         let stop = stop.clone();
         cri_task = Some(tokio::spawn(async move { daemon::serve_cri(&cfg, &parts, None, stop.cancelled()).await }));
-        Some(LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints })
+        Some(LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints, auth })
     };
     let (node_stop, node_stop_rx) = tokio::sync::watch::channel(false);
     let (node_task_tx, node_task_rx) = tokio::sync::oneshot::channel();
@@ -465,7 +469,16 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
 /// registration, heartbeat, the pods bound to it.
 fn start_agent(api: Arc<berth_apiserver::Api>, agent: LocalAgent, stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
     let user = berth_apiserver::User::new(format!("system:node:{}", agent.node_name), &["system:nodes", "system:authenticated"]);
+    let ca = api.ca_pem().map(String::from);
     let client = kube::Client::new(berth_apiserver::in_process(api, user), "default");
+    match ca {
+        Some(ca) => {
+            if let Err(e) = agent.auth.require(&ca, client.clone(), &agent.node_name) {
+                tracing::error!(error = %e, "the kubelet API cannot check its callers: it stays closed");
+            }
+        }
+        None => tracing::error!("the API has no CA: the kubelet API stays closed"),
+    }
     run_node_in_cluster(client, agent, stop)
 }
 
@@ -505,14 +518,16 @@ async fn run_agent(mut cfg: config::Config, flags: RuntimeFlags, node_args: Node
     let client = kube::Client::try_from(creds.client_config(&join.server)?).context("the cluster client")?;
     let parts = daemon::open(&mut cfg, flags, Some(&node_args.cgroup_root)).await?;
     let node_ip = node_args.node_ip.clone();
-    let (node, kubelet_port) = daemon::node(&cfg, node_args, &parts).await?;
+    let auth = berth::node::api_auth::Auth::closed();
+    auth.require(&creds.ca_pem, client.clone(), &node_name).map_err(|e| anyhow::anyhow!("the kubelet API's client certificate check: {e}"))?;
+    let (node, kubelet_port) = daemon::node(&cfg, node_args, &parts, auth.clone()).await?;
     let stop = tokio_util::sync::CancellationToken::new();
     let cri_task = {
         let (cfg, stop) = (cfg.clone(), stop.clone());
         tokio::spawn(async move { daemon::serve_cri(&cfg, &parts, None, stop.cancelled()).await })
     };
     let (node_stop, node_stop_rx) = tokio::sync::watch::channel(false);
-    let task = run_node_in_cluster(client, LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints }, node_stop_rx);
+    let task = run_node_in_cluster(client, LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints, auth }, node_stop_rx);
     notifier.say("READY=1\nSTATUS=running the pods of this node");
     shutdown_signal().await;
     notifier.say("STOPPING=1\nSTATUS=shutting down");

@@ -33,6 +33,9 @@ pub struct ApiConfig {
     /// node certificates and keeps kube-public/cluster-info (`crate::certificates`); without it
     /// (tests of the API alone) requests stay pending.
     pub signer: Option<Arc<crate::certificates::signer::Signer>>,
+    /// The TLS client of kubelet connections (logs, exec, nodes/proxy), with the apiserver's
+    /// kubelet client certificate (None: no client certificate).
+    pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ApiConfig {
@@ -43,6 +46,7 @@ impl Default for ApiConfig {
             ca_pem: None,
             authn: Default::default(),
             signer: None,
+            kubelet_tls: None,
         }
     }
 }
@@ -109,6 +113,11 @@ impl Api {
             }
         }
         Ok(api)
+    }
+
+    /// The cluster CA (PEM), when the API has one.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.config.ca_pem.as_deref()
     }
 
     /// The table served now.

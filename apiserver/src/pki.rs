@@ -22,6 +22,8 @@ pub enum PkiError {
 /// The cluster admin's user name and group in its client certificate.
 pub const ADMIN_USER: &str = "admin";
 pub const ADMIN_GROUP: &str = "system:masters";
+/// The apiserver's user towards kubelets.
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
 
 /// The PEM files of the apiserver.
 #[derive(Debug, Clone)]
@@ -32,6 +34,10 @@ pub struct Pki {
     pub ca_key_pem: String,
     pub serving_cert_pem: String,
     pub serving_key_pem: String,
+    /// The apiserver's client certificate for kubelets (CN kube-apiserver-kubelet-client, in
+    /// system:masters, as kubeadm makes it).
+    pub kubelet_client_cert_pem: String,
+    pub kubelet_client_key_pem: String,
 }
 
 impl Pki {
@@ -97,7 +103,7 @@ pub fn ensure(dir: &Path, hosts: &[String], server_url: &str) -> Result<Pki, Pki
             params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
             validity(&mut params, 3650);
             let cert = params.self_signed(&key).map_err(cert_err("CA"))?;
-            for leaf in ["serving.crt", "serving.key", "admin.crt", "admin.key"] {
+            for leaf in ["serving.crt", "serving.key", "admin.crt", "admin.key", "apiserver-kubelet-client.crt", "apiserver-kubelet-client.key"] {
                 let _ = std::fs::remove_file(p(leaf));
             }
             write_atomic(&p("ca.key"), key.serialize_pem().as_bytes(), 0o600)?;
@@ -144,6 +150,12 @@ pub fn ensure(dir: &Path, hosts: &[String], server_url: &str) -> Result<Pki, Pki
     admin.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     validity(&mut admin, 365);
     let (admin_cert, admin_key) = leaf("admin", admin, "admin client")?;
+    let mut kubelet_client = CertificateParams::default();
+    kubelet_client.distinguished_name = dn(KUBELET_CLIENT_USER, Some(ADMIN_GROUP));
+    kubelet_client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    kubelet_client.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    validity(&mut kubelet_client, 365);
+    let (kubelet_client_cert_pem, kubelet_client_key_pem) = leaf("apiserver-kubelet-client", kubelet_client, "kubelet client")?;
     let kubeconfig = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: berth\n  cluster:\n    server: {server_url}\n    certificate-authority-data: {}\nusers:\n- name: admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: berth\n  context:\n    cluster: berth\n    user: admin\ncurrent-context: berth\npreferences: {{}}\n",
         STANDARD.encode(&ca_pem),
@@ -151,7 +163,7 @@ pub fn ensure(dir: &Path, hosts: &[String], server_url: &str) -> Result<Pki, Pki
         STANDARD.encode(&admin_key)
     );
     write_atomic(&p("admin.kubeconfig"), kubeconfig.as_bytes(), 0o600)?;
-    Ok(Pki { dir: dir.to_path_buf(), ca_pem, ca_key_pem, serving_cert_pem, serving_key_pem })
+    Ok(Pki { dir: dir.to_path_buf(), ca_pem, ca_key_pem, serving_cert_pem, serving_key_pem, kubelet_client_cert_pem, kubelet_client_key_pem })
 }
 
 #[cfg(test)]

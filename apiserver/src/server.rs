@@ -60,6 +60,8 @@ pub enum ServerError {
     EncryptionConfig { path: PathBuf, source: crate::encryption::EncryptionError },
     #[error("reading {path}: {source}")]
     EncryptionConfigRead { path: PathBuf, source: std::io::Error },
+    #[error("the kubelet client certificate: {0}")]
+    KubeletClient(String),
     #[error("the CSR signer: {0}")]
     Signer(#[from] crate::certificates::signer::SignError),
     #[error("listening on {addr}: {source}")]
@@ -138,6 +140,10 @@ pub async fn run_with(opts: ServerOptions, shutdown: impl Future<Output = ()>, o
             advertise_address: format!("{url_host}:{}", bound.port()),
             ca_pem: Some(pki.ca_pem.clone()),
             authn,
+            kubelet_tls: Some(Arc::new(
+                crate::rest::connect::kubelet_client_config(Some((&pki.kubelet_client_cert_pem, &pki.kubelet_client_key_pem)))
+                    .map_err(ServerError::KubeletClient)?,
+            )),
             signer: Some(Arc::new(crate::certificates::signer::Signer::new(&pki.ca_pem, &pki.ca_key_pem, crate::certificates::signer::DEFAULT_MAX_DURATION)?)),
         },
     )

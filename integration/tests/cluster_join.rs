@@ -118,6 +118,16 @@ fn wait_until(d: &Daemon, args: &[&str], limit: Duration, what: &str, check: imp
     }
 }
 
+/// A kubeconfig file as JSON (as kubectl reads it).
+fn kubeconfig_json(path: &std::path::Path) -> Value {
+    let out = Command::new(berth_integration::apiserver::kubectl_bin("1.33"))
+        .args(["config", "view", "--raw", "-o", "json", "--kubeconfig"])
+        .arg(path)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn condition(obj: &Value, kind: &str) -> String {
     obj["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == kind)).and_then(|c| c["status"].as_str()).unwrap_or("").to_string()
 }
@@ -245,6 +255,40 @@ async fn agents_join_with_the_token_and_run_the_pods_bound_to_them() {
         let host = server.kubectl_ok(&["exec", &format!("p{i}"), "--", "hostname"]);
         assert_eq!(host.trim(), format!("p{i}"));
     }
+
+    // The kubelet API lets in only whom the cluster vouches for: nobody without credentials
+    // (401), the apiserver's and the admin's certificates (system:masters), not another node's
+    // certificate nor a service account's token (403: the apiserver does not authorize them).
+    let node0 = json(&server, &["get", "node", "berth-join-0"]);
+    let port = node0["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64().unwrap();
+    let kubelet = format!("https://{}:{port}/pods", net.host_ip(0));
+    let curl = |extra: &[&str]| -> (String, String) {
+        let out = Command::new("curl").args(["-sk", "-o", "-", "-w", "\n%{http_code}", "--max-time", "10"]).args(extra).arg(&kubelet).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+        (code.to_string(), body.to_string())
+    };
+    assert_eq!(curl(&[]), ("401".to_string(), "Unauthorized".to_string()));
+    let admin: Value = kubeconfig_json(&server.kubeconfig());
+    let pem = |key: &str, file: &str| {
+        use base64::Engine;
+        let data = base64::engine::general_purpose::STANDARD.decode(admin["users"][0]["user"][key].as_str().unwrap()).unwrap();
+        let path = server.dir.path().join(file);
+        std::fs::write(&path, data).unwrap();
+        path.display().to_string()
+    };
+    let (cert, key) = (pem("client-certificate-data", "admin.crt"), pem("client-key-data", "admin.key"));
+    let (code, body) = curl(&["--cert", &cert, "--key", &key]);
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("\"PodList\""), "{body}");
+    let other = agents[1].data_dir().join("agent");
+    let (code, body) = curl(&["--cert", other.join("kubelet-client.crt").to_str().unwrap(), "--key", other.join("kubelet-client.key").to_str().unwrap()]);
+    assert_eq!((code.as_str(), body.as_str()), ("403", "Forbidden (user=system:node:berth-join-1, verb=get, resource=nodes, subresource=proxy)"));
+    let token = server.kubectl_ok(&["create", "token", "default"]);
+    let (code, body) = curl(&["-H", &format!("Authorization: Bearer {}", token.trim())]);
+    assert_eq!((code.as_str(), body.as_str()), ("403", "Forbidden (user=system:serviceaccount:default:default, verb=get, resource=nodes, subresource=proxy)"));
+    let (code, _) = curl(&["-H", "Authorization: Bearer not-a-token"]);
+    assert_eq!(code, "401");
 
     // A restarted agent keeps its certificate (no new CSR) and its running pod.
     let before = json(&server, &["get", "pod", "p0"]);

@@ -2,6 +2,7 @@
 //! control plane issues one): /healthz and /pods (a v1 PodList with full statuses),
 //! /metrics and /metrics/cadvisor (Prometheus text), /stats/summary, /events, /containerLogs,
 //! and the streams /exec, /attach and /portForward (`api_streams`).
+use super::api_auth::Auth;
 use super::NodeShared;
 use crate::cri::v1 as cri;
 use axum::extract::State;
@@ -21,8 +22,9 @@ pub enum ApiError {
     Listen { addr: String, source: std::io::Error },
 }
 
-fn tls_config(dir: &Path, names: Vec<String>) -> Result<rustls::ServerConfig, ApiError> {
-    crate::util::tls::server_config(&dir.join("kubelet.crt"), &dir.join("kubelet.key"), names, true).map_err(|e| ApiError::Cert(e.to_string()))
+fn tls_config(dir: &Path, names: Vec<String>, auth: &Auth) -> Result<rustls::ServerConfig, ApiError> {
+    crate::util::tls::server_config_with(&dir.join("kubelet.crt"), &dir.join("kubelet.key"), names, true, Some(auth.client_certs()))
+        .map_err(|e| ApiError::Cert(e.to_string()))
 }
 
 async fn healthz() -> &'static str {
@@ -211,10 +213,11 @@ pub fn router(shared: Arc<NodeShared>) -> Router {
         .with_state(shared)
 }
 
-/// Bind the API; serving runs until the task is dropped.
-pub async fn serve(shared: Arc<NodeShared>, addr: &str) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), ApiError> {
+/// Bind the API; serving runs until the task is dropped. `auth` decides who may use it
+/// (`api_auth`).
+pub async fn serve(shared: Arc<NodeShared>, addr: &str, auth: Arc<Auth>) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), ApiError> {
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), shared.cfg.node_name.clone()];
-    let tls = Arc::new(tls_config(&shared.cfg.state_dir, names)?);
+    let tls = Arc::new(tls_config(&shared.cfg.state_dir, names, &auth)?);
     let listener = TcpListener::bind(addr).await.map_err(|source| ApiError::Listen { addr: addr.into(), source })?;
     let local = listener.local_addr().map_err(|source| ApiError::Listen { addr: addr.into(), source })?;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -224,11 +227,20 @@ pub async fn serve(shared: Arc<NodeShared>, addr: &str) -> Result<(std::net::Soc
             let Ok((tcp, _)) = listener.accept().await else { continue };
             let acceptor = acceptor.clone();
             let app = app.clone();
+            let auth = auth.clone();
             tokio::spawn(async move {
                 let Ok(stream) = acceptor.accept(tcp).await else { return };
-                let service = hyper::service::service_fn(move |req| {
-                    let app = app.clone();
-                    async move { tower::ServiceExt::oneshot(app, req).await }
+                let cert_user = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(super::api_auth::caller_of);
+                let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let (app, auth, cert_user) = (app.clone(), auth.clone(), cert_user.clone());
+                    async move {
+                        let authorization = req.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(String::from);
+                        if let Err(refusal) = auth.admit(req.method(), req.uri().path(), cert_user, authorization.as_deref()).await {
+                            let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::FORBIDDEN);
+                            return Ok((status, [("content-type", "text/plain; charset=utf-8")], refusal.body()).into_response());
+                        }
+                        tower::ServiceExt::oneshot(app, req).await
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), service).with_upgrades().await;
             });

@@ -2,6 +2,7 @@
 //! same `Snapshot` of desired pods), one worker per pod that drives the runtime through the
 //! CRI trait, and the kubelet HTTP API.
 pub mod api;
+pub mod api_auth;
 mod api_streams;
 pub mod atomic_writer;
 pub mod backoff;

@@ -11,6 +11,17 @@ pub struct TlsError {
 /// A rustls server config for `cert_path`/`key_path`; when both are missing and
 /// `generate` is set, a self-signed certificate for `names` is written there first.
 pub fn server_config(cert_path: &Path, key_path: &Path, names: Vec<String>, generate: bool) -> Result<rustls::ServerConfig, TlsError> {
+    server_config_with(cert_path, key_path, names, generate, None)
+}
+
+/// [`server_config`] whose clients are asked for certificates by `client_certs`.
+pub fn server_config_with(
+    cert_path: &Path,
+    key_path: &Path,
+    names: Vec<String>,
+    generate: bool,
+    client_certs: Option<std::sync::Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+) -> Result<rustls::ServerConfig, TlsError> {
     use rustls::pki_types::pem::PemObject;
     let err = |why: String| TlsError { path: cert_path.display().to_string(), why };
     if generate && !cert_path.exists() && !key_path.exists() {
@@ -20,7 +31,12 @@ pub fn server_config(cert_path: &Path, key_path: &Path, names: Vec<String>, gene
     }
     let certs = rustls::pki_types::CertificateDer::pem_file_iter(cert_path).and_then(|i| i.collect::<Result<Vec<_>, _>>()).map_err(|e| err(e.to_string()))?;
     let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key_path).map_err(|e| err(e.to_string()))?;
-    let mut cfg = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).map_err(|e| err(e.to_string()))?;
+    let builder = rustls::ServerConfig::builder();
+    let builder = match client_certs {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder.with_single_cert(certs, key).map_err(|e| err(e.to_string()))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(cfg)
 }

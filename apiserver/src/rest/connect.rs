@@ -84,7 +84,7 @@ pub async fn serve(api: &Arc<Api>, target: Target, req: Request) -> Result<Respo
         Target::Pod { ns, name, what } => pod_location(api, &ns, &name, what, &q, req.method()).await?,
     };
     let (host, port) = kubelet_address(api, &node).await?;
-    proxy(&host, port, &path, req).instrument(tracing::debug_span!("kubelet", node = %node)).await
+    proxy(api, &host, port, &path, req).instrument(tracing::debug_span!("kubelet", node = %node)).await
 }
 
 /// The node and the kubelet API path a pod's stream is at.
@@ -209,13 +209,13 @@ async fn kubelet_address(api: &Arc<Api>, node: &str) -> Result<(String, u16), Ap
 
 /// The request, sent on to the kubelet at `host:port` as `path`; its answer (or, for an
 /// upgrade, the two connections joined).
-async fn proxy(host: &str, port: u16, path: &str, mut req: Request) -> Result<Response, ApiError> {
+async fn proxy(api: &Api, host: &str, port: u16, path: &str, mut req: Request) -> Result<Response, ApiError> {
     let target = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
     let backend_error = |e: &dyn std::fmt::Display| ApiError::internal(format!("error dialing backend: {e}"));
     let tcp = tokio::net::TcpStream::connect(&target).await.map_err(|e| backend_error(&format!("dial tcp {target}: {e}")))?;
     let _ = tcp.set_nodelay(true);
     let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| backend_error(&e))?;
-    let tls = tokio_rustls::TlsConnector::from(kubelet_tls()).connect(name, tcp).await.map_err(|e| backend_error(&e))?;
+    let tls = tokio_rustls::TlsConnector::from(kubelet_tls(api)).connect(name, tcp).await.map_err(|e| backend_error(&e))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| backend_error(&e))?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
@@ -258,28 +258,36 @@ async fn proxy(host: &str, port: u16, path: &str, mut req: Request) -> Result<Re
     Ok(r)
 }
 
-/// The TLS client of kubelet connections (one per process).
-fn kubelet_tls() -> Arc<rustls::ClientConfig> {
+/// The TLS client of kubelet connections: the API's own (with the apiserver's kubelet client
+/// certificate) when it has one, else one without a client certificate (one per process).
+fn kubelet_tls(api: &Api) -> Arc<rustls::ClientConfig> {
+    if let Some(c) = &api.config.kubelet_tls {
+        return c.clone();
+    }
     static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let verifier = Arc::new(UnverifiedKubelet(provider.clone()));
-            let cfg = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map(|b| b.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth());
-            match cfg {
-                Ok(c) => Arc::new(c),
-                // the ring provider supports the default versions; never reached
-                Err(_) => Arc::new(
-                    rustls::ClientConfig::builder()
-                        .dangerous()
-                        .with_custom_certificate_verifier(Arc::new(UnverifiedKubelet(Arc::new(rustls::crypto::ring::default_provider()))))
-                        .with_no_client_auth(),
-                ),
-            }
-        })
-        .clone()
+    CONFIG.get_or_init(|| Arc::new(kubelet_client_config(None).unwrap_or_else(|_| unverified_builder().with_no_client_auth()))).clone()
+}
+
+fn unverified_builder() -> rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert> {
+    rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(UnverifiedKubelet(Arc::new(rustls::crypto::ring::default_provider()))))
+}
+
+/// A TLS client for kubelets presenting `identity` (certificate and key PEM) as its client
+/// certificate. Kubelet serving certificates are not verified (upstream's default without
+/// `--kubelet-certificate-authority`); the handshake's signatures are.
+pub fn kubelet_client_config(identity: Option<(&str, &str)>) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    let builder = unverified_builder();
+    match identity {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => {
+            let certs = rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| e.to_string())?;
+            builder.with_client_auth_cert(certs, key).map_err(|e| e.to_string())
+        }
+    }
 }
 
 /// Accepts any kubelet serving certificate (the handshake's signatures are still checked).

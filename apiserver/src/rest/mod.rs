@@ -6,7 +6,7 @@
 mod action;
 pub(crate) mod apply;
 mod cascade;
-mod connect;
+pub mod connect;
 mod create;
 pub(crate) mod delete;
 pub(crate) mod http;
