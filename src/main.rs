@@ -180,6 +180,13 @@ struct ServerArgs {
     /// those agents reach the server at. Applies when the certificate is made (first start).
     #[arg(long, value_delimiter = ',')]
     tls_san: Vec<String>,
+    /// The range pod CIDRs of nodes are allocated from (IPv4), as kube-controller-manager's
+    /// flag with --allocate-node-cidrs; a node registered with its own --pod-cidr keeps it.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    cluster_cidr: String,
+    /// The prefix length of each node's pod CIDR.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
     /// Run the control plane only: no node agent in this server (no pods run on this machine).
     #[arg(long)]
     disable_agent: bool,
@@ -372,6 +379,8 @@ struct LocalAgent {
     taints: Vec<k8s_openapi::api::core::v1::Taint>,
     /// The kubelet API's gate, opened to the cluster's callers once the node has a client.
     auth: Arc<berth::node::api_auth::Auth>,
+    /// The node's own pod CIDR (flag or config), registered as its spec.podCIDR.
+    pod_cidr: Option<String>,
 }
 
 /// The cluster: the Kubernetes API over the cluster store, the scheduler, and (unless
@@ -398,6 +407,7 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
         tls_sans: args.tls_san,
     };
     let stop = tokio_util::sync::CancellationToken::new();
+    let ipam = berth_control::nodeipam::Allocator::new(&args.cluster_cidr, args.node_cidr_mask_size)?;
     let profiles = if args.disable_scheduler {
         None
     } else {
@@ -418,6 +428,7 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
         }
         let labels = berth::node::cluster::flags::parse_labels(&agent.node_labels)?;
         let taints = berth::node::cluster::flags::parse_taints(&agent.register_with_taints)?;
+        let pod_cidr = flags.pod_cidr.clone().or_else(|| cfg.network.pod_cidr.clone());
         let parts = daemon::open(&mut cfg, flags, Some(&node_args.cgroup_root)).await?;
         let node_ip = node_args.node_ip.clone();
         let auth = berth::node::api_auth::Auth::closed();
@@ -426,7 +437,7 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
         let cfg = cfg.clone();
         let stop = stop.clone();
         cri_task = Some(tokio::spawn(async move { daemon::serve_cri(&cfg, &parts, None, stop.cancelled()).await }));
-        Some(LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints, auth })
+        Some(LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints, auth, pod_cidr })
     };
     let (node_stop, node_stop_rx) = tokio::sync::watch::channel(false);
     let (node_task_tx, node_task_rx) = tokio::sync::oneshot::channel();
@@ -434,6 +445,7 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
         let stop = stop.clone();
         let notifier = notifier.clone();
         Box::new(move |api| {
+            start_controllers(api.clone(), ipam, stop.clone());
             if let Some(profiles) = profiles {
                 start_scheduler(api.clone(), profiles, stop);
             }
@@ -491,6 +503,7 @@ fn run_node_in_cluster(client: kube::Client, agent: LocalAgent, stop: tokio::syn
         kubelet_port: agent.kubelet_port,
         labels: agent.labels,
         taints: agent.taints,
+        pod_cidr: agent.pod_cidr,
     };
     let pods = berth::node::cluster::start(cluster, agent.node.shared(), stop.clone());
     tokio::spawn(agent.node.run(stop, Some(pods)))
@@ -516,6 +529,7 @@ async fn run_agent(mut cfg: config::Config, flags: RuntimeFlags, node_args: Node
     let join = berth::node::cluster::join::Join { server: join.server, token, node_name: node_name.clone(), dir: cfg.data_dir.join("agent") };
     let creds = berth::node::cluster::join::credentials(&join).await?;
     let client = kube::Client::try_from(creds.client_config(&join.server)?).context("the cluster client")?;
+    let pod_cidr = flags.pod_cidr.clone().or_else(|| cfg.network.pod_cidr.clone());
     let parts = daemon::open(&mut cfg, flags, Some(&node_args.cgroup_root)).await?;
     let node_ip = node_args.node_ip.clone();
     let auth = berth::node::api_auth::Auth::closed();
@@ -527,7 +541,7 @@ async fn run_agent(mut cfg: config::Config, flags: RuntimeFlags, node_args: Node
         tokio::spawn(async move { daemon::serve_cri(&cfg, &parts, None, stop.cancelled()).await })
     };
     let (node_stop, node_stop_rx) = tokio::sync::watch::channel(false);
-    let task = run_node_in_cluster(client, LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints, auth }, node_stop_rx);
+    let task = run_node_in_cluster(client, LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints, auth, pod_cidr }, node_stop_rx);
     notifier.say("READY=1\nSTATUS=running the pods of this node");
     shutdown_signal().await;
     notifier.say("STOPPING=1\nSTATUS=shutting down");
@@ -537,6 +551,18 @@ async fn run_agent(mut cfg: config::Config, flags: RuntimeFlags, node_args: Node
     cri_task.await??;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The controllers inside `berth server` (node IPAM), as user system:kube-controller-manager
+/// under leader election on the Lease kube-system/kube-controller-manager (upstream's lock).
+fn start_controllers(api: Arc<berth_apiserver::Api>, ipam: berth_control::nodeipam::Allocator, stop: tokio_util::sync::CancellationToken) {
+    let user = berth_apiserver::User::new("system:kube-controller-manager", &["system:authenticated"]);
+    let client = kube::Client::new(berth_apiserver::in_process(api, user), "default");
+    let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().to_string()).unwrap_or_else(|_| "berth".into());
+    let identity = format!("{host}_{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    let cfg = berth_control::leader::ElectionConfig::new("kube-system", "kube-controller-manager", identity);
+    let elector = berth_control::leader::Elector::new(client.clone(), cfg);
+    tokio::spawn(elector.run(stop, move |token| berth_control::nodeipam::run(client.clone(), ipam.clone(), token)));
 }
 
 /// The scheduler inside `berth server`: the in-process API as user system:kube-scheduler, under

@@ -4,7 +4,9 @@
 //! several servers sharing one etcd run exactly one active copy.
 //!
 //! - [`leader`]: leader election on a coordination.k8s.io/v1 Lease, upstream's semantics.
+//! - [`nodeipam`]: pod CIDRs for nodes from the cluster CIDR.
 //! - [`scheduler`]: the default scheduler (queue, cache, filter/score plugins, binder).
 
 pub mod leader;
+pub mod nodeipam;
 pub mod scheduler;

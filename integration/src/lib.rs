@@ -146,7 +146,8 @@ impl Daemon {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         // A node runs pods only with a working pod network (as a kubelet): unless the test
         // brings its own, a private one: berth-cni's default config on a bridge of its own.
-        let mut config = config.to_string();
+        // `@DIR@` in the config is the daemon's own directory
+        let mut config = config.replace("@DIR@", &dir.path().display().to_string());
         let mut bridge = None;
         if !config.contains("[network]") {
             let name = format!("bn{}x{n}", std::process::id() % 100_000);

@@ -205,12 +205,28 @@ async fn agents_join_with_the_token_and_run_the_pods_bound_to_them() {
             "--kubelet-address",
             host.as_str(),
         ];
-        agents.push(Daemon::start_agent(&net.agent_config(), Some(&netns), &flags).await);
+        // agent 1 brings no pod CIDR of its own: it gets one from the server's node IPAM
+        let mut config = net.agent_config();
+        if i == 1 {
+            let own = berth_integration::berth_bin().parent().unwrap().display().to_string();
+            config.push_str(&format!(
+                "[network]\nconf_dir = \"@DIR@/net.d\"\nbin_dirs = [\"{own}\"]\nbridge = \"bjp{}\"\nmasquerade = false\n",
+                std::process::id() % 100_000
+            ));
+        }
+        agents.push(Daemon::start_agent(&config, Some(&netns), &flags).await);
     }
     for (i, agent) in agents.iter().enumerate() {
         let name = format!("berth-join-{i}");
         let node = wait_until(&server, &["get", "node", &name], Duration::from_secs(60), &format!("node {name} Ready"), |n| condition(n, "Ready") == "True");
         let addrs = node["status"]["addresses"].to_string();
+        let cidr = node["spec"]["podCIDR"].as_str().unwrap_or("").to_string();
+        if i == 1 {
+            assert_eq!(cidr, "10.42.0.0/24", "node IPAM's first block");
+        } else {
+            assert!(!cidr.is_empty() && !cidr.starts_with("10.42."), "the node's own --pod-cidr: {cidr}");
+        }
+        assert_eq!(node["spec"]["podCIDRs"][0], cidr);
         assert!(addrs.contains(&net.host_ip(i)), "{addrs}");
         // the credentials of the join, kept for the next start
         let dir = agent.data_dir().join("agent");
@@ -250,6 +266,9 @@ async fn agents_join_with_the_token_and_run_the_pods_bound_to_them() {
         let p = wait_until(&server, &["get", "pod", &format!("p{i}")], Duration::from_secs(120), "pod Ready", |p| condition(p, "Ready") == "True");
         assert_eq!(p["spec"]["nodeName"], format!("berth-join-{i}"));
         assert_eq!(p["status"]["hostIP"], net.host_ip(i));
+        if i == 1 {
+            assert!(p["status"]["podIP"].as_str().unwrap().starts_with("10.42.0."), "{}", p["status"]);
+        }
         let logs = server.kubectl_ok(&["logs", &format!("p{i}")]);
         assert!(logs.contains(&format!("hello from p{i}")), "{logs}");
         let host = server.kubectl_ok(&["exec", &format!("p{i}"), "--", "hostname"]);

@@ -44,6 +44,9 @@ pub struct ClusterConfig {
     /// Extra labels and taints of the Node at registration (`--node-labels`, `--register-with-taints`).
     pub labels: std::collections::BTreeMap<String, String>,
     pub taints: Vec<k8s_openapi::api::core::v1::Taint>,
+    /// The pod CIDR this node was given locally (`--pod-cidr`): registered as its
+    /// spec.podCIDR. Without one the node takes the CIDR the cluster allocates it.
+    pub pod_cidr: Option<String>,
 }
 
 /// Starts following the cluster: the pod watch (its snapshots on the returned channel), the

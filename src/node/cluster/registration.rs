@@ -151,7 +151,12 @@ pub fn node_object(cfg: &ClusterConfig, shared: &NodeShared) -> Node {
             annotations: Some([("volumes.kubernetes.io/controller-managed-attach-detach".to_string(), "true".to_string())].into()),
             ..Default::default()
         },
-        spec: Some(NodeSpec { taints: (!cfg.taints.is_empty()).then(|| cfg.taints.clone()), ..Default::default() }),
+        spec: Some(NodeSpec {
+            taints: (!cfg.taints.is_empty()).then(|| cfg.taints.clone()),
+            pod_cidr: cfg.pod_cidr.clone(),
+            pod_cidrs: cfg.pod_cidr.clone().map(|c| vec![c]),
+            ..Default::default()
+        }),
         status: Some(node_status(shared, &cfg.node_ip, cfg.kubelet_port)),
     }
 }
@@ -195,6 +200,7 @@ pub async fn run(cfg: ClusterConfig, shared: Arc<NodeShared>, mut stop: watch::R
         }
     };
     tracing::info!("node registered");
+    let mut cidr_applied = apply_pod_cidr(&nodes, &cfg.node_name, &shared).await;
     let leases: Api<Lease> = Api::namespaced(cfg.client.clone(), "kube-node-lease");
     let mut last_report = tokio::time::Instant::now();
     let mut renew = tokio::time::interval(LEASE_RENEW);
@@ -208,6 +214,9 @@ pub async fn run(cfg: ClusterConfig, shared: Arc<NodeShared>, mut stop: watch::R
                 }
             }
             _ = check.tick() => {
+                if !cidr_applied {
+                    cidr_applied = apply_pod_cidr(&nodes, &cfg.node_name, &shared).await;
+                }
                 let mut status = node_status(&shared, &cfg.node_ip, cfg.kubelet_port);
                 if comparable(&status) == comparable(&reported) && last_report.elapsed() < STATUS_REPORT {
                     continue;
@@ -221,6 +230,33 @@ pub async fn run(cfg: ClusterConfig, shared: Arc<NodeShared>, mut stop: watch::R
                     Err(e) => tracing::warn!(error = %e, "updating the node status"),
                 }
             }
+        }
+    }
+}
+
+/// Hands the Node's spec.podCIDR to the runtime (CRI UpdateRuntimeConfig, as the kubelet
+/// does): with no CNI config of its own it writes the default one for that range. Whether the
+/// node had one.
+async fn apply_pod_cidr(nodes: &Api<Node>, name: &str, shared: &NodeShared) -> bool {
+    let cidr = match nodes.get(name).await {
+        Ok(n) => n.spec.and_then(|s| s.pod_cidr).filter(|c| !c.is_empty()),
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the node's pod CIDR");
+            return false;
+        }
+    };
+    let Some(cidr) = cidr else { return false };
+    let req = crate::cri::v1::UpdateRuntimeConfigRequest {
+        runtime_config: Some(crate::cri::v1::RuntimeConfig { network_config: Some(crate::cri::v1::NetworkConfig { pod_cidr: cidr.clone() }) }),
+    };
+    match shared.runtime.update_runtime_config(req).await {
+        Ok(_) => {
+            tracing::info!(pod_cidr = cidr, "pod CIDR of the node");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "handing the pod CIDR to the runtime");
+            false
         }
     }
 }
