@@ -153,6 +153,41 @@ async fn server_killed_with_sigkill_adopts_its_running_pods() {
     assert_eq!(pods["items"].as_array().map(Vec::len), Some(1), "{pods:#}");
 }
 
+#[tokio::test]
+async fn static_pods_show_as_mirror_pods_that_come_back_when_deleted() {
+    let d = Daemon::start_server("", &[]).await;
+    let node = node_ready(&d);
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: static-web\n  labels: {{tier: static}}\nspec:\n  containers:\n  - name: web\n    image: {}\n    command: ['sh', '-c', 'while true; do sleep 1; done']\n",
+        busybox()
+    );
+    std::fs::write(d.manifests().join("static-web.yaml"), manifest).unwrap();
+    // the mirror pod: <name>-<node>, bound to the node and owned by it, with the static pod's status
+    let mirror = pod_ready(&d, "static-web-berth-it");
+    assert_eq!(mirror["spec"]["nodeName"], "berth-it");
+    let annotations = &mirror["metadata"]["annotations"];
+    assert_eq!(annotations["kubernetes.io/config.source"], "file");
+    assert_eq!(annotations["kubernetes.io/config.mirror"], annotations["kubernetes.io/config.hash"]);
+    let owner = &mirror["metadata"]["ownerReferences"][0];
+    assert_eq!((owner["kind"].as_str(), owner["name"].as_str()), (Some("Node"), Some("berth-it")));
+    assert_eq!(owner["uid"], node["metadata"]["uid"]);
+    assert_eq!(mirror["metadata"]["labels"]["tier"], "static");
+    let container = mirror["status"]["containerStatuses"][0]["containerID"].as_str().unwrap().to_string();
+    // deleting it stops nothing: the node makes it again, the container runs on
+    d.kubectl_ok(&["delete", "pod", "static-web-berth-it"]);
+    let again = wait_until(&d, &["get", "pod", "static-web-berth-it"], Duration::from_secs(60), "mirror pod made again", |p| {
+        p["metadata"]["uid"].is_string() && p["metadata"]["uid"] != mirror["metadata"]["uid"] && condition(p, "Ready") == "True"
+    });
+    assert_eq!(again["status"]["containerStatuses"][0]["containerID"].as_str(), Some(container.as_str()));
+    assert_eq!(again["status"]["containerStatuses"][0]["restartCount"], 0);
+    // only one pod runs for it (the mirror itself is never run)
+    let pods = json(&d, &["get", "pods"]);
+    assert_eq!(pods["items"].as_array().map(Vec::len), Some(1), "{pods:#}");
+    // its manifest removed: the mirror goes
+    std::fs::remove_file(d.manifests().join("static-web.yaml")).unwrap();
+    wait_until(&d, &["get", "pods"], Duration::from_secs(60), "mirror pod gone", |l| l["items"].as_array().is_some_and(Vec::is_empty));
+}
+
 /// A kubectl command started in the background (killed by pid on drop).
 struct Background(std::process::Child);
 

@@ -12,6 +12,8 @@
 //! - [`events`]: the pods' events as core/v1 Events, repeats counted, as the kubelet records them.
 //! - [`join`]: TLS bootstrap of a joining agent: the CA from kube-public/cluster-info checked
 //!   with the join token, then a client certificate from the kubelet client signer.
+//! - [`mirror`]: a mirror pod in the API for each static pod of the manifest directory, with
+//!   its status; made again when deleted, removed with its manifest.
 //! - [`status_sync`]: what the workers publish goes back as pods/status patches, only when it
 //!   changed; a pod whose deletion was asked for is deleted for good (grace 0) once its
 //!   containers are stopped, as the kubelet finishes a graceful deletion.
@@ -19,6 +21,7 @@
 pub mod events;
 pub mod flags;
 pub mod join;
+pub mod mirror;
 pub mod pods;
 pub mod registration;
 pub mod status_sync;
@@ -59,6 +62,7 @@ pub fn start(cfg: ClusterConfig, shared: Arc<NodeShared>, stop: watch::Receiver<
     tokio::spawn(tokens::run(cfg.client.clone(), raw_rx, tx, stop.clone()).instrument(span.clone()));
     tokio::spawn(registration::run(cfg.clone(), shared.clone(), stop.clone()).instrument(span.clone()));
     tokio::spawn(events::run(cfg.client.clone(), shared.clone(), rx.clone(), stop.clone()).instrument(span.clone()));
+    tokio::spawn(mirror::run(cfg.client.clone(), cfg.node_name.clone(), shared.clone(), rx.clone(), stop.clone()).instrument(span.clone()));
     tokio::spawn(status_sync::run(cfg.client.clone(), shared, rx.clone(), stop).instrument(span));
     rx
 }

@@ -18,8 +18,11 @@ use crate::node::volumes::Objects;
 pub struct ClusterPods {
     /// The first full list of pods has been seen.
     pub synced: bool,
-    /// Pods bound to this node, by UID.
+    /// Pods bound to this node, by UID (mirror pods excepted).
     pub pods: BTreeMap<String, Pod>,
+    /// The mirror pods of this node's static pods in the API, by (namespace, name): shown,
+    /// never run (`mirror`).
+    pub mirrors: BTreeMap<(String, String), Pod>,
     /// ConfigMaps and Secrets of the namespaces these pods run in.
     pub objects: Objects,
 }
@@ -60,7 +63,12 @@ pub async fn follow(client: kube::Client, node_name: String, tx: watch::Sender<C
         };
         match publish {
             Ok(true) => {
-                tx.send_replace(state.clone());
+                let mut out = state.clone();
+                let (mirrors, pods): (BTreeMap<_, _>, BTreeMap<_, _>) =
+                    std::mem::take(&mut out.pods).into_iter().partition(|(_, p)| super::mirror::is_mirror(p));
+                out.pods = pods;
+                out.mirrors = mirrors.into_values().map(|p| (key(&p.metadata), p)).collect();
+                tx.send_replace(out);
             }
             Ok(false) => {}
             Err(e) => {

@@ -97,7 +97,12 @@ pub async fn run(client: kube::Client, mut raw: watch::Receiver<ClusterPods>, tx
         issued.retain(|k, _| live.iter().any(|(_, l)| l == k));
         changed |= issued.len() != before;
         pods.objects.tokens = issued.iter().map(|(k, i)| (k.clone(), i.token.clone())).collect();
-        if changed || tx.borrow().pods != pods.pods || tx.borrow().synced != pods.synced || tx.borrow().objects != pods.objects {
+        if changed
+            || tx.borrow().pods != pods.pods
+            || tx.borrow().mirrors != pods.mirrors
+            || tx.borrow().synced != pods.synced
+            || tx.borrow().objects != pods.objects
+        {
             tx.send_replace(pods);
         }
     }
