@@ -141,7 +141,9 @@ async fn memory_pressure_evicts_the_best_effort_pod_first() {
 }
 
 async fn eviction_scenario(soft: bool) {
-    // A threshold 512 MiB below what is available now: a pod filling 1 GiB crosses it.
+    // A threshold 512 MiB below what is available now: a pod filling 2 GiB crosses it, with
+    // 1.5 GiB to spare for the page cache the kernel moves to the inactive list meanwhile
+    // (which counts as available: on a build machine that alone has been several hundred MiB).
     let threshold_kib = (memory_available() - (512 << 20)) / 1024;
     let thresholds = if soft {
         format!("hard = \"\"\nsoft = \"memory.available<{threshold_kib}Ki\"\nsoft_grace_period = \"memory.available=3s\"\nmax_pod_grace_period = 2\n")
@@ -156,7 +158,7 @@ async fn eviction_scenario(soft: bool) {
         "besteffort.yaml",
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: besteffort\nspec:\n  terminationGracePeriodSeconds: 30\n  containers:\n  - name: main\n    image: BUSYBOX\n    command: ['sh', '-c', 'trap \"exit 0\" TERM; while true; do sleep 1; done']\n",
     );
-    // Burstable, using 1 GiB of memory within its 1536Mi request once told to.
+    // Burstable, using 2 GiB of memory within its 2560Mi request once told to.
     write(
         &d.manifests(),
         "burstable.yaml",
@@ -172,8 +174,8 @@ spec:
   containers:
   - name: hog
     image: BUSYBOX
-    resources: {requests: {memory: 1536Mi, cpu: 10m}}
-    command: ['sh', '-c', 'until [ -f /fill/go ]; do sleep 0.2; done; dd if=/dev/zero of=/fill/data bs=1M count=1024; echo filled; exec sleep 3600']
+    resources: {requests: {memory: 2560Mi, cpu: 10m}}
+    command: ['sh', '-c', 'until [ -f /fill/go ]; do sleep 0.2; done; dd if=/dev/zero of=/fill/data bs=1M count=2048; echo filled; exec sleep 3600']
     volumeMounts: [{name: fill, mountPath: /fill}]
 "#,
     );
@@ -197,7 +199,7 @@ spec:
     // Its container was stopped by its TERM trap (exit 0) within the 1 s hard-eviction grace.
     let state = &container(&be, "main")["state"];
     assert!(state["terminated"].is_object(), "{state}");
-    // The pressure stays (the 1 GiB is still held), so the burstable pod follows; being
+    // The pressure stays (the 2 GiB are still held), so the burstable pod follows; being
     // within its request, its message names no container.
     let bu = wait_for(&url, "burstable", "evicted", Duration::from_secs(60), evicted).await;
     let msg = bu["status"]["message"].as_str().unwrap();
