@@ -309,6 +309,51 @@ async fn agents_join_with_the_token_and_run_the_pods_bound_to_them() {
     let (code, _) = curl(&["-H", "Authorization: Bearer not-a-token"]);
     assert_eq!(code, "401");
 
+    // One node's credentials cannot touch another node or its pods (NodeRestriction).
+    let as_node = |i: usize, args: &[&str], stdin: Option<&str>| -> std::process::Output {
+        use std::io::Write;
+        let mut child = Command::new(berth_integration::apiserver::kubectl_bin("1.33"))
+            .arg("--kubeconfig")
+            .arg(agents[i].data_dir().join("agent/kubelet.kubeconfig"))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = as_node(
+        1,
+        &["patch", "node", "berth-join-0", "--subresource=status", "--type=merge", "-p", r#"{"status":{"conditions":[{"type":"Ready","status":"False"}]}}"#],
+        None,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains(r#"nodes "berth-join-0" is forbidden: node "berth-join-1" is not allowed to modify node "berth-join-0""#),
+        "{err}"
+    );
+    let out = as_node(1, &["label", "node", "berth-join-1", "node-restriction.kubernetes.io/trusted=yes"], None);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("is not allowed to modify labels: node-restriction.kubernetes.io/trusted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = as_node(1, &["delete", "pod", "p0", "--wait=false"], None);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains(r#"node "berth-join-1" can only delete pods with spec.nodeName set to itself"#),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = as_node(1, &["apply", "-f", "-"], Some(&pod("sneaky", "berth-join-1")));
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("node \"berth-join-1\" can only create mirror pods"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(condition(&json(&server, &["get", "node", "berth-join-0"]), "Ready"), "True");
+
     // A restarted agent keeps its certificate (no new CSR) and its running pod.
     let before = json(&server, &["get", "pod", "p0"]);
     agents[0].restart().await;

@@ -17,6 +17,7 @@
 pub mod defaulttolerationseconds;
 pub mod limitranger;
 pub mod namespacelifecycle;
+pub mod noderestriction;
 pub mod podsecurity;
 pub mod priority;
 pub mod resourcequota;
@@ -117,6 +118,7 @@ impl Default for Chain {
                 Box::new(namespacelifecycle::NamespaceLifecycle),
                 Box::new(limitranger::LimitRanger),
                 Box::new(serviceaccount::ServiceAccount),
+                Box::new(noderestriction::NodeRestriction),
                 Box::new(priority::Priority),
                 Box::new(defaulttolerationseconds::DefaultTolerationSeconds),
                 Box::new(podsecurity::PodSecurity),
