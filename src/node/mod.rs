@@ -99,6 +99,17 @@ pub struct NodeShared {
 }
 
 impl NodeShared {
+    /// Why the runtime's pod network is not ready, in the kubelet's words; None when it is.
+    pub async fn network_not_ready(&self) -> Option<String> {
+        let st = match self.runtime.status(cri::StatusRequest { verbose: false }).await {
+            Ok(st) => st,
+            Err(e) => return Some(format!("runtime status: {}", e.message)),
+        };
+        let conditions = st.status.map(|s| s.conditions).unwrap_or_default();
+        let c = conditions.into_iter().find(|c| c.r#type == "NetworkReady")?;
+        (!c.status).then(|| format!("NetworkReady=false reason:{} message:{}", c.reason, c.message))
+    }
+
     fn progress_path(&self, uid: &str) -> PathBuf {
         self.cfg.state_dir.join(format!("{uid}.json"))
     }

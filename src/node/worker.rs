@@ -697,13 +697,7 @@ impl Worker {
 
     /// Why the runtime's pod network is not ready, in the kubelet's words; None when it is.
     async fn network_not_ready(&self) -> Option<String> {
-        let st = match self.rt().status(cri::StatusRequest { verbose: false }).await {
-            Ok(st) => st,
-            Err(e) => return Some(format!("runtime status: {}", e.message)),
-        };
-        let conditions = st.status.map(|s| s.conditions).unwrap_or_default();
-        let c = conditions.into_iter().find(|c| c.r#type == "NetworkReady")?;
-        (!c.status).then(|| format!("NetworkReady=false reason:{} message:{}", c.reason, c.message))
+        self.shared.network_not_ready().await
     }
 
     async fn stop_sandbox(&mut self) {

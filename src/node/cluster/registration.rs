@@ -217,7 +217,7 @@ pub async fn run(cfg: ClusterConfig, shared: Arc<NodeShared>, mut stop: watch::R
                 if !cidr_applied {
                     cidr_applied = apply_pod_cidr(&nodes, &cfg.node_name, &shared).await;
                 }
-                let mut status = node_status(&shared, &cfg.node_ip, cfg.kubelet_port);
+                let mut status = current_status(&shared, &cfg).await;
                 if comparable(&status) == comparable(&reported) && last_report.elapsed() < STATUS_REPORT {
                     continue;
                 }
@@ -232,6 +232,20 @@ pub async fn run(cfg: ClusterConfig, shared: Arc<NodeShared>, mut stop: watch::R
             }
         }
     }
+}
+
+/// The node's status now: [`node_status`], not Ready while the runtime's pod network is not
+/// (the kubelet's `container runtime network not ready: ...`), for pods could not start.
+async fn current_status(shared: &NodeShared, cfg: &ClusterConfig) -> NodeStatus {
+    let mut status = node_status(shared, &cfg.node_ip, cfg.kubelet_port);
+    if let Some(why) = shared.network_not_ready().await {
+        if let Some(ready) = status.conditions.iter_mut().flatten().find(|c| c.type_ == "Ready") {
+            ready.status = "False".into();
+            ready.reason = Some("KubeletNotReady".into());
+            ready.message = Some(format!("container runtime network not ready: {why}"));
+        }
+    }
+    status
 }
 
 /// Hands the Node's spec.podCIDR to the runtime (CRI UpdateRuntimeConfig, as the kubelet
@@ -264,7 +278,7 @@ async fn apply_pod_cidr(nodes: &Api<Node>, name: &str, shared: &NodeShared) -> b
 /// Creates the Node, or (registered before) brings its labels and status up to date.
 async fn register(nodes: &Api<Node>, cfg: &ClusterConfig, shared: &NodeShared) -> Result<NodeStatus, kube::Error> {
     let mut node = node_object(cfg, shared);
-    let mut status = node.status.clone().unwrap_or_default();
+    let mut status = current_status(shared, cfg).await;
     match nodes.get_opt(&cfg.node_name).await? {
         None => {
             stamp_conditions(&mut status, None);
