@@ -188,6 +188,24 @@ async fn static_pods_show_as_mirror_pods_that_come_back_when_deleted() {
     wait_until(&d, &["get", "pods"], Duration::from_secs(60), "mirror pod gone", |l| l["items"].as_array().is_some_and(Vec::is_empty));
 }
 
+#[tokio::test]
+async fn a_pod_bound_by_name_that_does_not_fit_is_rejected_by_the_node() {
+    let d = Daemon::start_server("", &[]).await;
+    node_ready(&d);
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: too-big\nspec:\n  nodeName: berth-it\n  containers:\n  - name: c\n    image: {}\n    command: ['sleep', '3600']\n    resources: {{requests: {{cpu: '1000'}}}}\n",
+        busybox()
+    );
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&manifest));
+    let p = wait_until(&d, &["get", "pod", "too-big"], Duration::from_secs(60), "pod rejected", |p| p["status"]["phase"] == "Failed");
+    assert_eq!(p["status"]["reason"], "OutOfcpu");
+    let msg = p["status"]["message"].as_str().unwrap();
+    assert!(msg.starts_with("Pod was rejected: Node didn't have enough resource: cpu, requested: 1000000, used: "), "{msg}");
+    assert!(p["status"]["containerStatuses"].is_null(), "nothing ran: {p:#}");
+    // a refused pod is deleted like any other
+    d.kubectl_ok(&["delete", "pod", "too-big", "--timeout=60s"]);
+}
+
 /// A kubectl command started in the background (killed by pid on drop).
 struct Background(std::process::Child);
 

@@ -1,6 +1,7 @@
 //! The kubelet half: pod sources (a manifest directory now; the apiserver later, through the
 //! same `Snapshot` of desired pods), one worker per pod that drives the runtime through the
 //! CRI trait, and the kubelet HTTP API.
+pub mod admission;
 pub mod api;
 pub mod api_auth;
 mod api_streams;
@@ -32,7 +33,7 @@ use crate::cri::v1 as cri;
 use crate::util::atomic;
 use k8s_openapi::api::core::v1::Pod;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, RwLock};
@@ -170,6 +171,8 @@ struct WorkerHandle {
 pub struct Node {
     shared: Arc<NodeShared>,
     workers: BTreeMap<String, WorkerHandle>,
+    /// Cluster pods this node refused (`admission`), by UID: failed, never run.
+    rejected: std::collections::BTreeSet<String>,
 }
 
 impl Node {
@@ -194,7 +197,7 @@ impl Node {
             saved_progress: Default::default(),
             progress_writes: crate::util::keyed_lock::KeyedLock::new(),
         });
-        Ok(Node { shared, workers: BTreeMap::new() })
+        Ok(Node { shared, workers: BTreeMap::new(), rejected: Default::default() })
     }
 
     pub fn shared(&self) -> Arc<NodeShared> {
@@ -245,7 +248,7 @@ impl Node {
                 let _ = atomic::write_json(&self.shared.cfg.state_dir.join("manifest-errors.json"), &report);
                 *self.shared.errors.write().await = snap.errors.clone();
                 *self.shared.objects.write().await = snap.objects.clone();
-                self.apply(snap);
+                self.apply(snap).await;
                 last_stamp = Some(stamp);
             }
             self.workers.retain(|_, w| !w.task.is_finished());
@@ -268,16 +271,45 @@ impl Node {
         housekeeping.abort();
     }
 
-    fn apply(&mut self, snap: manifest::Snapshot) {
+    async fn apply(&mut self, snap: manifest::Snapshot) {
         for (uid, w) in &self.workers {
             if !snap.pods.contains_key(uid) {
                 let _ = w.stop.send(true);
             }
         }
+        // refused pods that left the source (deleted): forget them, so their deletion finishes
+        let gone: Vec<String> = self.rejected.iter().filter(|u| !snap.pods.contains_key(*u)).cloned().collect();
+        for uid in gone {
+            self.rejected.remove(&uid);
+            self.shared.statuses.write().await.remove(&uid);
+        }
+        let mut running: Vec<Pod> =
+            snap.pods.iter().filter(|(u, _)| self.workers.get(*u).is_some_and(|w| !w.task.is_finished())).map(|(_, sp)| sp.pod.clone()).collect();
         for (uid, sp) in snap.pods {
-            if self.workers.get(&uid).map(|w| !w.task.is_finished()).unwrap_or(false) {
+            if self.workers.get(&uid).map(|w| !w.task.is_finished()).unwrap_or(false) || self.rejected.contains(&uid) {
                 continue;
             }
+            // a pod from the cluster must fit what the node has left (static pods always run)
+            let known = self.shared.statuses.read().await.contains_key(&uid);
+            if sp.file == Path::new("apiserver") && !known {
+                let allocatable = cluster::registration::node_status(&self.shared, "", 0).allocatable.unwrap_or_default();
+                let others: Vec<&Pod> = running.iter().collect();
+                if let Err(r) = admission::admit(&sp.pod, &others, &allocatable) {
+                    tracing::warn!(pod = %manifest::full_name(&sp.pod), reason = r.reason, "{}", r.message);
+                    let mut pod = sp.pod.clone();
+                    pod.status = Some(k8s_openapi::api::core::v1::PodStatus {
+                        phase: Some("Failed".into()),
+                        reason: Some(r.reason),
+                        message: Some(r.message),
+                        start_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now())),
+                        ..Default::default()
+                    });
+                    self.shared.statuses.write().await.insert(uid.clone(), pod);
+                    self.rejected.insert(uid);
+                    continue;
+                }
+            }
+            running.push(sp.pod.clone());
             // The node's own door, whatever the source checked: nothing of an invalid pod is made.
             let errs = validation::pod_errors(&sp.pod);
             if !errs.is_empty() {
@@ -340,7 +372,7 @@ mod tests {
         let desired = manifest::read_dir(&h.shared.cfg.manifest_dir, &h.shared.cfg.node_name);
         let kept_uid = desired.pods.keys().next().cloned().expect("the manifest's pod");
         let kept = h.shared.runtime.run_pod_sandbox(sandbox(&kept_uid)).await.expect("a sandbox").pod_sandbox_id;
-        let node = Node { shared: h.shared.clone(), workers: BTreeMap::new() };
+        let node = Node { shared: h.shared.clone(), workers: BTreeMap::new(), rejected: Default::default() };
         node.remove_orphans(&BTreeMap::new()).await;
         let st = h.rt.state();
         assert!(!st.sandboxes.contains_key(&gone), "the orphan's sandbox is removed");

@@ -45,6 +45,8 @@ async fn a_bound_pod_runs_reports_status_and_a_graceful_delete_is_finished_by_th
     let node_name = h.shared.cfg.node_name.clone();
     let user = User::new(format!("system:node:{node_name}"), &["system:nodes", "system:authenticated"]);
     let client = kube::Client::new(in_process(core.clone(), user), "default");
+    // what users do (create and delete pods) is done as the admin: NodeRestriction keeps nodes from it
+    let admin = kube::Client::new(in_process(core.clone(), User::new("admin", &["system:masters", "system:authenticated"])), "default");
     let cfg = ClusterConfig {
         client: client.clone(),
         node_name: node_name.clone(),
@@ -56,7 +58,7 @@ async fn a_bound_pod_runs_reports_status_and_a_graceful_delete_is_finished_by_th
     };
     let (stop_tx, stop) = watch::channel(false);
     let pods_rx = start(cfg.clone(), h.shared.clone(), stop.clone());
-    let node = Node { shared: h.shared.clone(), workers: Default::default() };
+    let node = Node { shared: h.shared.clone(), workers: Default::default(), rejected: Default::default() };
     let node_task = tokio::spawn(node.run(stop.clone(), Some(pods_rx)));
 
     // registered: Ready, with its labels, capacity and runtime; the Lease renewed
@@ -75,7 +77,7 @@ async fn a_bound_pod_runs_reports_status_and_a_graceful_delete_is_finished_by_th
     assert_eq!(lease.spec.and_then(|s| s.holder_identity), Some(node_name.clone()));
 
     // a pod bound to the node runs, and its status reaches the API
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
     let pod: Pod = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "berth-bound"},
         "spec": {"nodeName": node_name, "terminationGracePeriodSeconds": 1, "containers": [{"name": "app", "image": "registry.local/app:1"}]}
@@ -115,7 +117,7 @@ async fn a_bound_pod_runs_reports_status_and_a_graceful_delete_is_finished_by_th
     h.shared.statuses.write().await.clear(); // what a new process starts from
     let (stop_tx, stop) = watch::channel(false);
     let pods_rx = start(cfg.clone(), h.shared.clone(), stop.clone());
-    let node = Node { shared: h.shared.clone(), workers: Default::default() };
+    let node = Node { shared: h.shared.clone(), workers: Default::default(), rejected: Default::default() };
     let node_task = tokio::spawn(node.run(stop.clone(), Some(pods_rx)));
     until("the pod adopted", || async { h.shared.statuses.read().await.contains_key(&uid).then_some(()) }).await;
     assert_eq!(h.rt.calls("RunPodSandbox").len(), 1, "adopted, not run again");
