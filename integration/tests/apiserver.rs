@@ -259,6 +259,7 @@ fn discovery_has_the_shape_of_a_real_cluster() {
                 "autoscaling/v1",
                 "autoscaling/v2",
                 "batch/v1",
+                "certificates.k8s.io/v1",
                 "coordination.k8s.io/v1",
                 "discovery.k8s.io/v1",
                 "events.k8s.io/v1",

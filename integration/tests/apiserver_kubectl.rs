@@ -340,7 +340,11 @@ fn deprecated_watch_paths_and_streaming_lists() {
     assert_eq!(names("/api/v1/watch/namespaces/default?timeoutSeconds=1"), ["ADDED default"]);
     assert_eq!(raw.call("DELETE", "/api/v1/watch/namespaces/default/configmaps/a1", &[], None).code, 404);
 
-    // a streaming list: the objects as ADDED, then a bookmark that ends the initial events
+    // a streaming list: the objects as ADDED, then a bookmark that ends the initial events, at
+    // least as new as a consistent list made before it (the server's own controllers write
+    // leases meanwhile, so a list made after may be newer)
+    let list_rv: i64 =
+        raw.get(&format!("/api/v1/namespaces/{ns}/configmaps")).json()["metadata"]["resourceVersion"].as_str().unwrap_or("").parse().expect("rv");
     let stream = |query: &str| raw.get(&format!("/api/v1/namespaces/{ns}/configmaps?watch=1&timeoutSeconds=1&{query}")).text();
     let out = stream("sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true");
     let evs = events(&out);
@@ -352,8 +356,6 @@ fn deprecated_watch_paths_and_streaming_lists() {
     let end = json(out.lines().nth(3).unwrap_or("{}"));
     assert_eq!(end["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true", "{out}");
     assert_eq!(end["object"]["kind"], "ConfigMap");
-    let list_rv: i64 =
-        raw.get(&format!("/api/v1/namespaces/{ns}/configmaps")).json()["metadata"]["resourceVersion"].as_str().unwrap_or("").parse().expect("rv");
     let end_rv: i64 = end["object"]["metadata"]["resourceVersion"].as_str().unwrap_or("").parse().expect("bookmark rv");
     assert!(end_rv >= list_rv, "the initial state is as new as a consistent list: {end_rv} < {list_rv}");
     // from a given resourceVersion: the same state (not older), then the changes
