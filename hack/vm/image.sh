@@ -142,7 +142,8 @@ rm -rf "$k"/drivers/{gpu,media,infiniband,staging,iio,hid,usb,bluetooth,isdn,net
   "$k"/sound "$k"/net/{wireless,mac80211,bluetooth}
 chroot "$root" depmod "$kver"
 
-mkfs.ext4 -q -F -L berthvm -d "$root" "$work/rootfs.img" 3G
+# (-d lists every file it copies on stdout even with -q: stdout carries only the result here)
+mkfs.ext4 -q -F -L berthvm -d "$root" "$work/rootfs.img" 3G >> "$work/build.log"
 echo "$kver" > "$work/kernel"
 printf 'packages=%s\nmirror=%s\nbuilt=%s\n' "$packages" "$mirror" "$(date -u +%FT%TZ)" > "$work/about"
 rm -rf "$root"
