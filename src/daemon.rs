@@ -72,7 +72,13 @@ pub async fn open(cfg: &mut config::Config, flags: RuntimeFlags, cgroup_root: Op
 /// The kubelet half, ready to run: the pod workers (for the manifest directory, and the
 /// cluster's pods when a cluster source is given to `run`) and the kubelet API, already
 /// serving. Returns the node and the API's port.
-pub async fn node(cfg: &config::Config, args: NodeArgs, parts: &Parts, auth: Arc<berth::node::api_auth::Auth>) -> Result<(Node, u16)> {
+/// The node, the port of its kubelet API and that API's serving certificate (replaceable).
+pub async fn node(
+    cfg: &config::Config,
+    args: NodeArgs,
+    parts: &Parts,
+    auth: Arc<berth::node::api_auth::Auth>,
+) -> Result<(Node, u16, Arc<berth::util::tls::ServingCert>)> {
     let mut eviction = cfg.eviction.clone();
     eviction.hard = args.eviction_hard.or(eviction.hard);
     eviction.soft = args.eviction_soft.or(eviction.soft);
@@ -102,9 +108,9 @@ pub async fn node(cfg: &config::Config, args: NodeArgs, parts: &Parts, auth: Arc
     let runtime = parts.runtime.clone();
     let node = Node::new(node_cfg, runtime.clone(), parts.images.clone(), runtime).context("preparing the node's directories")?;
     let addr = format!("{}:{}", args.kubelet_address, args.kubelet_port);
-    let (bound, _api) = berth::node::api::serve(node.shared(), &addr, auth).await?;
+    let (bound, _api, serving) = berth::node::api::serve(node.shared(), &addr, auth).await?;
     tracing::info!(address = %bound, "serving the kubelet API");
-    Ok((node, bound.port()))
+    Ok((node, bound.port(), serving))
 }
 
 /// The node's name: the flag, else the host name (lower-cased, as the kubelet registers it).

@@ -355,7 +355,7 @@ async fn run_runtime(mut cfg: config::Config, flags: RuntimeFlags, node: Option<
     let node_task = match node {
         Some(args) => {
             // a standalone node: its API is open, as an upstream kubelet's with default flags
-            let (node, _port) = daemon::node(&cfg, args, &parts, berth::node::api_auth::Auth::open()).await?;
+            let (node, _port, _serving) = daemon::node(&cfg, args, &parts, berth::node::api_auth::Auth::open()).await?;
             Some(tokio::spawn(node.run(node_stop_rx, None)))
         }
         None => None,
@@ -432,7 +432,7 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
         let parts = daemon::open(&mut cfg, flags, Some(&node_args.cgroup_root)).await?;
         let node_ip = node_args.node_ip.clone();
         let auth = berth::node::api_auth::Auth::closed();
-        let (node, kubelet_port) = daemon::node(&cfg, node_args, &parts, auth.clone()).await?;
+        let (node, kubelet_port, _serving) = daemon::node(&cfg, node_args, &parts, auth.clone()).await?;
         let node_name = node.shared().cfg.node_name.clone();
         let cfg = cfg.clone();
         let stop = stop.clone();
@@ -534,13 +534,33 @@ async fn run_agent(mut cfg: config::Config, flags: RuntimeFlags, node_args: Node
     let node_ip = node_args.node_ip.clone();
     let auth = berth::node::api_auth::Auth::closed();
     auth.require(&creds.ca_pem, client.clone(), &node_name).map_err(|e| anyhow::anyhow!("the kubelet API's client certificate check: {e}"))?;
-    let (node, kubelet_port) = daemon::node(&cfg, node_args, &parts, auth.clone()).await?;
+    let (node, kubelet_port, serving) = daemon::node(&cfg, node_args, &parts, auth.clone()).await?;
     let stop = tokio_util::sync::CancellationToken::new();
     let cri_task = {
         let (cfg, stop) = (cfg.clone(), stop.clone());
         tokio::spawn(async move { daemon::serve_cri(&cfg, &parts, None, stop.cancelled()).await })
     };
     let (node_stop, node_stop_rx) = tokio::sync::watch::channel(false);
+    // The kubelet API's serving certificate from the cluster, once the Node (with the addresses
+    // the certificate names) is registered.
+    {
+        let (client, name, ip, dir) = (client.clone(), node_name.clone(), node_ip.clone(), join.dir.clone());
+        tokio::spawn(async move {
+            let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+            let registered =
+                |n: &k8s_openapi::api::core::v1::Node| n.status.as_ref().and_then(|s| s.addresses.as_ref()).is_some_and(|a| a.iter().any(|a| a.address == ip));
+            while !matches!(nodes.get_opt(&name).await, Ok(Some(n)) if registered(&n)) {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            match berth::node::cluster::join::serving_certificate(client, &name, &[ip, name.clone()], &dir).await {
+                Ok((cert, key)) => match serving.replace(cert.as_bytes(), key.as_bytes(), "the cluster's kubelet serving certificate") {
+                    Ok(()) => tracing::info!("the kubelet API serves the certificate the cluster signed"),
+                    Err(e) => tracing::warn!(error = %e, "the kubelet serving certificate"),
+                },
+                Err(e) => tracing::warn!(error = %e, "the kubelet serving certificate (the API keeps its self-signed one)"),
+            }
+        });
+    }
     let task = run_node_in_cluster(client, LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints, auth, pod_cidr }, node_stop_rx);
     notifier.say("READY=1\nSTATUS=running the pods of this node");
     shutdown_signal().await;

@@ -239,7 +239,8 @@ async fn agents_join_with_the_token_and_run_the_pods_bound_to_them() {
     }
     // Each node's client certificate came from a CSR of its bootstrap token, approved and signed.
     let csrs = json(&server, &["get", "csr"]);
-    let items = csrs["items"].as_array().unwrap();
+    let items: Vec<&Value> =
+        csrs["items"].as_array().unwrap().iter().filter(|c| c["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client-kubelet").collect();
     assert_eq!(items.len(), 2, "{csrs:#}");
     for c in items {
         assert_eq!(c["spec"]["signerName"], "kubernetes.io/kube-apiserver-client-kubelet");
@@ -300,6 +301,32 @@ async fn agents_join_with_the_token_and_run_the_pods_bound_to_them() {
     let (cert, key) = (pem("client-certificate-data", "admin.crt"), pem("client-key-data", "admin.key"));
     let (code, body) = curl(&["--cert", &cert, "--key", &key]);
     assert_eq!(code, "200", "{body}");
+    // the kubelet API's serving certificate comes from the cluster: a kubelet-serving CSR the
+    // server approved for the node's own addresses, verified against the cluster CA
+    wait_until(&server, &["get", "csr"], Duration::from_secs(90), "serving certificates issued", |l| {
+        l["items"].as_array().is_some_and(|a| {
+            a.iter()
+                .filter(|c| {
+                    c["spec"]["signerName"] == "kubernetes.io/kubelet-serving" && c["status"]["certificate"].is_string() && condition(c, "Approved") == "True"
+                })
+                .count()
+                == 2
+        })
+    });
+    let ca = agents[0].data_dir().join("agent/ca.crt");
+    let verified = || {
+        Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", "--cacert", ca.to_str().unwrap(), "--cert", &cert, "--key", &key])
+            .arg(&kubelet)
+            .output()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while String::from_utf8_lossy(&verified().stdout) != "200" {
+        assert!(Instant::now() < deadline, "the kubelet API does not present a certificate of the cluster CA");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(agents[0].data_dir().join("agent/kubelet-serving.crt").exists());
     assert!(body.contains("\"PodList\""), "{body}");
     let other = agents[1].data_dir().join("agent");
     let (code, body) = curl(&["--cert", other.join("kubelet-client.crt").to_str().unwrap(), "--key", other.join("kubelet-client.key").to_str().unwrap()]);
@@ -359,7 +386,8 @@ async fn agents_join_with_the_token_and_run_the_pods_bound_to_them() {
     let before = json(&server, &["get", "pod", "p0"]);
     agents[0].restart().await;
     wait_until(&server, &["get", "node", "berth-join-0"], Duration::from_secs(60), "node Ready again", |n| condition(n, "Ready") == "True");
-    assert_eq!(json(&server, &["get", "csr"])["items"].as_array().unwrap().len(), 2);
+    let csrs = json(&server, &["get", "csr"]);
+    assert_eq!(csrs["items"].as_array().unwrap().len(), 4, "no new CSR after the restart: {csrs:#}");
     let after = wait_until(&server, &["get", "pod", "p0"], Duration::from_secs(60), "p0 Ready after the restart", |p| condition(p, "Ready") == "True");
     assert_eq!(after["status"]["containerStatuses"][0]["containerID"], before["status"]["containerStatuses"][0]["containerID"]);
     assert_eq!(after["status"]["containerStatuses"][0]["restartCount"], 0);

@@ -5,6 +5,7 @@
 use super::api_auth::Auth;
 use super::NodeShared;
 use crate::cri::v1 as cri;
+use crate::util::tls::ServingCert;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -22,9 +23,17 @@ pub enum ApiError {
     Listen { addr: String, source: std::io::Error },
 }
 
-fn tls_config(dir: &Path, names: Vec<String>, auth: &Auth) -> Result<rustls::ServerConfig, ApiError> {
-    crate::util::tls::server_config_with(&dir.join("kubelet.crt"), &dir.join("kubelet.key"), names, true, Some(auth.client_certs()))
-        .map_err(|e| ApiError::Cert(e.to_string()))
+/// The kubelet API's TLS: the certificate in the state dir (self-signed, made on first start)
+/// until [`ServingCert::replace`] gives it the cluster's; clients asked for certificates by `auth`.
+fn tls_config(dir: &Path, names: Vec<String>, auth: &Auth) -> Result<(rustls::ServerConfig, Arc<ServingCert>), ApiError> {
+    let (crt, key) = (dir.join("kubelet.crt"), dir.join("kubelet.key"));
+    // made (when missing) and checked the usual way first
+    crate::util::tls::server_config(&crt, &key, names, true).map_err(|e| ApiError::Cert(e.to_string()))?;
+    let read = |p: &Path| std::fs::read(p).map_err(|e| ApiError::Cert(format!("{}: {e}", p.display())));
+    let serving = ServingCert::new(&read(&crt)?, &read(&key)?, &crt.display().to_string()).map_err(|e| ApiError::Cert(e.to_string()))?;
+    let mut cfg = rustls::ServerConfig::builder().with_client_cert_verifier(auth.client_certs()).with_cert_resolver(serving.clone());
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((cfg, serving))
 }
 
 async fn healthz() -> &'static str {
@@ -215,9 +224,14 @@ pub fn router(shared: Arc<NodeShared>) -> Router {
 
 /// Bind the API; serving runs until the task is dropped. `auth` decides who may use it
 /// (`api_auth`).
-pub async fn serve(shared: Arc<NodeShared>, addr: &str, auth: Arc<Auth>) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>), ApiError> {
+pub async fn serve(
+    shared: Arc<NodeShared>,
+    addr: &str,
+    auth: Arc<Auth>,
+) -> Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>, Arc<ServingCert>), ApiError> {
     let names = vec!["localhost".to_string(), "127.0.0.1".to_string(), shared.cfg.node_name.clone()];
-    let tls = Arc::new(tls_config(&shared.cfg.state_dir, names, &auth)?);
+    let (tls, serving) = tls_config(&shared.cfg.state_dir, names, &auth)?;
+    let tls = Arc::new(tls);
     let listener = TcpListener::bind(addr).await.map_err(|source| ApiError::Listen { addr: addr.into(), source })?;
     let local = listener.local_addr().map_err(|source| ApiError::Listen { addr: addr.into(), source })?;
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
@@ -246,5 +260,5 @@ pub async fn serve(shared: Arc<NodeShared>, addr: &str, auth: Arc<Auth>) -> Resu
             });
         }
     });
-    Ok((local, task))
+    Ok((local, task, serving))
 }

@@ -8,6 +8,40 @@ pub struct TlsError {
     pub why: String,
 }
 
+/// A server certificate that can be replaced while the server runs (a kubelet API that starts
+/// with its self-signed certificate and gets one from the cluster later).
+#[derive(Debug)]
+pub struct ServingCert(std::sync::RwLock<std::sync::Arc<rustls::sign::CertifiedKey>>);
+
+fn certified_key(cert_pem: &[u8], key_pem: &[u8], what: &str) -> Result<rustls::sign::CertifiedKey, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    let err = |why: String| TlsError { path: what.to_string(), why };
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem).collect::<Result<Vec<_>, _>>().map_err(|e| err(e.to_string()))?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| err(e.to_string()))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| err(e.to_string()))?;
+    Ok(rustls::sign::CertifiedKey::new(certs, signing))
+}
+
+impl ServingCert {
+    /// The certificate and key (PEM) `what` names in errors.
+    pub fn new(cert_pem: &[u8], key_pem: &[u8], what: &str) -> Result<std::sync::Arc<ServingCert>, TlsError> {
+        Ok(std::sync::Arc::new(ServingCert(std::sync::RwLock::new(std::sync::Arc::new(certified_key(cert_pem, key_pem, what)?)))))
+    }
+
+    /// Serves `cert_pem`/`key_pem` from the next handshake on.
+    pub fn replace(&self, cert_pem: &[u8], key_pem: &[u8], what: &str) -> Result<(), TlsError> {
+        let key = std::sync::Arc::new(certified_key(cert_pem, key_pem, what)?);
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = key;
+        Ok(())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServingCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<std::sync::Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+}
+
 /// A rustls server config for `cert_path`/`key_path`; when both are missing and
 /// `generate` is set, a self-signed certificate for `names` is written there first.
 pub fn server_config(cert_path: &Path, key_path: &Path, names: Vec<String>, generate: bool) -> Result<rustls::ServerConfig, TlsError> {

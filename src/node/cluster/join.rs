@@ -210,26 +210,100 @@ async fn discover_ca(server: &str, token: &str, id: &str) -> Result<String, Join
 
 /// A new key and a certificate for it from the server's kubelet client signer.
 async fn request_certificate(client: kube::Client, node_name: &str, ca_pem: &str) -> Result<Credentials, JoinError> {
+    let usages = ["digital signature", "client auth"];
+    let (cert_pem, key_pem) = request_signed(client, node_name, berth_apiserver::certificates::KUBELET_CLIENT, &usages, vec![]).await?;
+    Ok(Credentials { ca_pem: ca_pem.to_string(), cert_pem, key_pem })
+}
+
+/// The kubelet API's serving certificate from the cluster (signer kubernetes.io/kubelet-serving)
+/// for the node's `addresses` (IPs or names, as its Node lists them): the one kept in `dir`
+/// while a fifth of its life is left and it names them all, else a new one (the server
+/// approves a node's request for its own addresses). Certificate and key, PEM.
+pub async fn serving_certificate(client: kube::Client, node_name: &str, addresses: &[String], dir: &Path) -> Result<(String, String), JoinError> {
+    let (crt, key) = (dir.join("kubelet-serving.crt"), dir.join("kubelet-serving.key"));
+    let (c2, k2) = (crt.clone(), key.clone());
+    let kept = tokio::task::spawn_blocking(move || Some((std::fs::read_to_string(c2).ok()?, std::fs::read_to_string(k2).ok()?))).await.ok().flatten();
+    if let Some((cert, k)) = kept {
+        let names_all = |pem: &str| -> Option<bool> {
+            let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+            let c = block.parse_x509().ok()?;
+            let v = c.validity();
+            let (left, life) = (v.not_after.timestamp() - jiff::Timestamp::now().as_second(), v.not_after.timestamp() - v.not_before.timestamp());
+            let san = c.subject_alternative_name().ok()??;
+            let names: Vec<String> = san
+                .value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                    x509_parser::extensions::GeneralName::IPAddress(b) if b.len() == 4 => {
+                        Some(std::net::IpAddr::from(<[u8; 4]>::try_from(*b).ok()?).to_string())
+                    }
+                    x509_parser::extensions::GeneralName::IPAddress(b) if b.len() == 16 => {
+                        Some(std::net::IpAddr::from(<[u8; 16]>::try_from(*b).ok()?).to_string())
+                    }
+                    _ => None,
+                })
+                .collect();
+            Some(left > life / 5 && addresses.iter().all(|a| names.contains(a)))
+        };
+        if names_all(&cert) == Some(true) {
+            return Ok((cert, k));
+        }
+    }
+    let sans = addresses
+        .iter()
+        .map(|a| match a.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(rcgen::SanType::IpAddress(ip)),
+            Err(_) => a.clone().try_into().map(rcgen::SanType::DnsName).map_err(|e: rcgen::Error| JoinError::Key(e.to_string())),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let usages = ["digital signature", "server auth"];
+    let (cert, k) = request_signed(client, node_name, berth_apiserver::certificates::KUBELET_SERVING, &usages, sans).await?;
+    let (cert2, k2, d) = (cert.clone(), k.clone(), dir.to_path_buf());
+    tokio::task::spawn_blocking(move || -> Result<(), JoinError> {
+        let w = |name: &str, data: &str, mode: u32| {
+            berth_apiserver::pki::write_atomic(&d.join(name), data.as_bytes(), mode)
+                .map_err(|e| JoinError::Io { path: d.join(name), source: std::io::Error::other(e.to_string()) })
+        };
+        w("kubelet-serving.key", &k2, 0o600)?;
+        w("kubelet-serving.crt", &cert2, 0o644)
+    })
+    .await
+    .map_err(|e| JoinError::Io { path: crt.clone(), source: std::io::Error::other(e.to_string()) })??;
+    Ok((cert, k))
+}
+
+/// A new key and a certificate for `system:node:<node_name>` in `system:nodes` from `signer`
+/// with `usages` and `sans`, once the server signed it: certificate and key, PEM.
+async fn request_signed(
+    client: kube::Client,
+    node_name: &str,
+    signer: &str,
+    usages: &[&str],
+    sans: Vec<rcgen::SanType>,
+) -> Result<(String, String), JoinError> {
     let key = rcgen::KeyPair::generate().map_err(|e| JoinError::Key(e.to_string()))?;
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(rcgen::DnType::OrganizationName, "system:nodes");
     params.distinguished_name.push(rcgen::DnType::CommonName, format!("system:node:{node_name}"));
+    params.subject_alt_names = sans;
     let request = params.serialize_request(&key).and_then(|r| r.pem()).map_err(|e| JoinError::Key(e.to_string()))?;
     let csrs: Api<CertificateSigningRequest> = Api::all(client);
     let csr = CertificateSigningRequest {
         metadata: kube::api::ObjectMeta { generate_name: Some("node-csr-".into()), ..Default::default() },
         spec: CertificateSigningRequestSpec {
             request: ByteString(request.into_bytes()),
-            signer_name: berth_apiserver::certificates::KUBELET_CLIENT.into(),
-            usages: Some(vec!["digital signature".into(), "client auth".into()]),
+            signer_name: signer.into(),
+            usages: Some(usages.iter().map(|u| u.to_string()).collect()),
             ..Default::default()
         },
         ..Default::default()
     };
     let created = csrs.create(&PostParams::default(), &csr).await.map_err(|e| JoinError::Request(e.to_string()))?;
     let name = created.metadata.name.clone().unwrap_or_default();
-    tracing::info!(csr = name, "waiting for the client certificate");
+    tracing::info!(csr = name, signer, "waiting for the certificate");
     let wait = async {
         loop {
             let c = csrs.get(&name).await.map_err(|e| JoinError::Request(e.to_string()))?;
@@ -249,5 +323,5 @@ async fn request_certificate(client: kube::Client, node_name: &str, ca_pem: &str
     let cert_pem = tokio::time::timeout(ISSUE_TIMEOUT, wait.instrument(tracing::debug_span!("csr_wait")))
         .await
         .map_err(|_| JoinError::Timeout(name.clone(), ISSUE_TIMEOUT))??;
-    Ok(Credentials { ca_pem: ca_pem.to_string(), cert_pem, key_pem: key.serialize_pem() })
+    Ok((cert_pem, key.serialize_pem()))
 }
