@@ -577,12 +577,23 @@ async fn run_agent(mut cfg: config::Config, flags: RuntimeFlags, node_args: Node
 /// under leader election on the Lease kube-system/kube-controller-manager (upstream's lock).
 fn start_controllers(api: Arc<berth_apiserver::Api>, ipam: berth_control::nodeipam::Allocator, stop: tokio_util::sync::CancellationToken) {
     let user = berth_apiserver::User::new("system:kube-controller-manager", &["system:authenticated"]);
-    let client = kube::Client::new(berth_apiserver::in_process(api, user), "default");
+    let client = kube::Client::new(berth_apiserver::in_process(api.clone(), user), "default");
     let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().to_string()).unwrap_or_else(|_| "berth".into());
     let identity = format!("{host}_{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
     let cfg = berth_control::leader::ElectionConfig::new("kube-system", "kube-controller-manager", identity);
-    let elector = berth_control::leader::Elector::new(client.clone(), cfg);
-    tokio::spawn(elector.run(stop, move |token| berth_control::nodeipam::run(client.clone(), ipam.clone(), token)));
+    let elector = berth_control::leader::Elector::new(client, cfg);
+    // each controller as its own kube-system service account (upstream's
+    // --use-service-account-credentials), with the rights of its bootstrap role
+    let ipam_client = kube::Client::new(berth_apiserver::in_process(api, controller_user("node-controller")), "default");
+    tokio::spawn(elector.run(stop, move |token| berth_control::nodeipam::run(ipam_client.clone(), ipam.clone(), token)));
+}
+
+/// The user a controller of `berth server` acts as: the kube-system service account `name`.
+fn controller_user(name: &str) -> berth_apiserver::User {
+    berth_apiserver::User::new(
+        format!("system:serviceaccount:kube-system:{name}"),
+        &["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"],
+    )
 }
 
 /// The scheduler inside `berth server`: the in-process API as user system:kube-scheduler, under

@@ -68,14 +68,22 @@ pub struct Api {
     pub(crate) admission: crate::admission::Chain,
     /// Who requests are from (`crate::authn`).
     pub(crate) authn: crate::authn::Authn,
+    /// The revision of this server's last write per resource (the store goes through it).
+    pub(crate) writes: Arc<crate::written::WriteTracking>,
 }
 
 impl Api {
     /// The API over `store`, its watch caches started and primed.
     pub async fn start(store: Arc<dyn Store>, config: ApiConfig) -> Result<Arc<Self>, ApiError> {
+        let writes = Arc::new(crate::written::WriteTracking::new(store));
+        let store: Arc<dyn Store> = writes.clone();
         let registry = Registry::builtin();
         let authn = crate::authn::Authn::new(config.authn.clone()).map_err(ApiError::internal)?;
         let store_prefix = store.prefix().to_string();
+        // Taken before the caches list: each cache's first list is at least this new, so waiting
+        // for it needs no event (a quiet resource on etcd 3.4 may see none for minutes while
+        // another server writes elsewhere).
+        let now = store.current_revision().await.map_err(|e| ApiError::unavailable(e.to_string()))?;
         let mut caches = HashMap::new();
         // one cache per stored kind: a version served from another's storage shares its cache
         for r in registry.all().iter().filter(|r| r.view.is_none() && !r.review) {
@@ -92,8 +100,8 @@ impl Api {
             store_prefix,
             admission: Default::default(),
             authn,
+            writes,
         });
-        let now = api.store.current_revision().await.map_err(|e| ApiError::unavailable(e.to_string()))?;
         let caches: Vec<Arc<WatchCache>> = api.caches.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
         for cache in caches {
             if !cache.wait_for(now, Duration::from_secs(30)).await {
@@ -104,6 +112,8 @@ impl Api {
         crate::crd::controller::reconcile(&api).await;
         crate::crd::controller::spawn(&api);
         api.bootstrap().await?;
+        crate::authz::bootstrap::reconcile(&api).await?;
+        crate::authz::aggregation::spawn(&api);
         crate::admission::spawn_controllers(&api);
         crate::authn::legacy::spawn(&api);
         if let Some(signer) = api.config.signer.clone() {

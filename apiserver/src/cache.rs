@@ -57,6 +57,8 @@ pub struct CacheEvent {
 pub struct CachedObject {
     pub encoded: Encoded,
     selectable: OnceLock<Option<Selectable>>,
+    /// A reader's typed form of the object (RBAC's compiled roles), worked out once per revision.
+    typed: OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// What label and field selectors match an object on.
@@ -91,7 +93,22 @@ impl Selectable {
 
 impl CachedObject {
     pub fn new(encoded: Encoded) -> Self {
-        CachedObject { encoded, selectable: OnceLock::new() }
+        CachedObject { encoded, selectable: OnceLock::new(), typed: OnceLock::new() }
+    }
+
+    /// The object in a reader's typed form `T`, made by `make` the first time it is asked for
+    /// (None when the object cannot be decoded or `make` refuses it). One reader type per kind
+    /// is kept; another type is made afresh on every call.
+    pub fn typed<T: Send + Sync + 'static>(&self, make: impl FnOnce(Value) -> Option<T>) -> Option<Arc<T>> {
+        if let Some(kept) = self.typed.get() {
+            if let Ok(t) = kept.clone().downcast::<T>() {
+                return Some(t);
+            }
+            return make(self.encoded.value().ok()?).map(Arc::new);
+        }
+        let made: Arc<T> = Arc::new(make(self.encoded.value().ok()?)?);
+        let _ = self.typed.set(made.clone());
+        Some(made)
     }
 
     /// The object as a Value (as `decode_kv` gives it).

@@ -3,12 +3,13 @@
 //! ([`cache`]), discovery and OpenAPI from the same table, and one door: [`router`], a tower
 //! service that the HTTPS listener ([`serve`]) adapts to TLS connections and that in-process
 //! callers use without TCP. The router authenticates every request from the network ([`authn`]);
-//! in-process callers bring their [`User`]. Objects are the k8s-openapi types, stored as JSON in
+//! in-process callers bring their [`User`]; every request is then authorized ([`authz`]). Objects are the k8s-openapi types, stored as JSON in
 //! berth-store.
 
 pub mod admission;
 pub mod api;
 pub mod authn;
+pub mod authz;
 pub mod cache;
 pub mod certificates;
 pub mod content;
@@ -32,6 +33,7 @@ pub mod server;
 pub mod status;
 pub mod strategy;
 pub mod table;
+pub mod written;
 
 pub use api::{Api, ApiConfig};
 pub use rest::http::{in_process, router};

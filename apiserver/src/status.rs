@@ -93,6 +93,27 @@ impl ApiError {
         Self::new(403, "Forbidden", message).with_details(Self::object_details(res, name))
     }
 
+    /// 403 Forbidden for a group and resource that need not be served (upstream's NewForbidden:
+    /// `pods "p" is forbidden: why`, `deployments.apps is forbidden: why`, and `forbidden: why`
+    /// for a non-resource path), details with only what is known.
+    pub fn forbidden_resource(group: &str, resource: &str, name: &str, why: &str) -> Self {
+        let qualified = if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") };
+        let message = if qualified.is_empty() {
+            format!("forbidden: {why}")
+        } else if name.is_empty() {
+            format!("{qualified} is forbidden: {why}")
+        } else {
+            format!("{qualified} {} is forbidden: {why}", berth_names::go_quote(name))
+        };
+        let mut details = json!({});
+        for (k, v) in [("name", name), ("group", group), ("kind", resource)] {
+            if !v.is_empty() {
+                details[k] = json!(v);
+            }
+        }
+        Self::new(403, "Forbidden", message).with_details(details)
+    }
+
     /// 405 MethodNotAllowed.
     pub fn method_not_allowed(what: &str) -> Self {
         Self::new(405, "MethodNotAllowed", format!("the server does not allow this method on the requested resource ({what})")).with_details(json!({}))

@@ -138,7 +138,8 @@ fn attribute(table: &str, attribute: &str) -> String {
 /// follow the store within moments).
 fn refused_soon(s: &ApiServer, version: &str, token: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while as_token(s, version, token, &["get", "configmaps", "-n", "default"]).status.success() {
+    // (authenticated, the token's user may still be refused by RBAC: 403, not yet 401)
+    while !String::from_utf8_lossy(&as_token(s, version, token, &["get", "configmaps", "-n", "default"]).stderr).contains("You must be logged in") {
         assert!(std::time::Instant::now() < deadline, "the token still works: {}", s.log());
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
@@ -158,7 +159,7 @@ fn anonymous_callers_read_only_public_documents_and_static_tokens_authenticate()
     let tag = "authn-static";
     let tokens = berth_integration::TempDir::new(tag);
     let file = tokens.path().join("tokens.csv");
-    std::fs::write(&file, "s3cret-alice,alice,1001,\"dev,ops\"\ns3cret-bob,bob,1002\n").expect("token file");
+    std::fs::write(&file, "s3cret-alice,alice,1001,\"dev,ops\"\ns3cret-bob,bob,1002,system:masters\ns3cret-dave,dave,1003\n").expect("token file");
     let s = ApiServer::start_with(tag, vec!["--token-auth-file".into(), file.display().to_string()]);
     let curl = Curl::new(&s);
 
@@ -188,6 +189,13 @@ fn anonymous_callers_read_only_public_documents_and_static_tokens_authenticate()
         assert_eq!(attribute(&me, "Groups"), "[dev ops system:authenticated]", "{v}: {me}");
         let out = as_token(&s, v, "s3cret-bob", &["get", "namespaces", "-o", "name"]);
         assert!(String::from_utf8_lossy(&out.stdout).contains("namespace/kube-system"), "{v}: {}", String::from_utf8_lossy(&out.stderr));
+        // authenticated is not authorized: a user no role is bound to is refused (403, not 401)
+        let out = as_token(&s, v, "s3cret-dave", &["get", "namespaces", "-o", "name"]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim(),
+            r#"Error from server (Forbidden): namespaces is forbidden: User "dave" cannot list resource "namespaces" in API group "" at the cluster scope"#,
+            "{v}"
+        );
         refused(&s, v, "s3cret-carol");
         // the review kinds are in discovery, create-only, as upstream lists them
         let resources = s.ok(v, &["api-resources", "--api-group=authentication.k8s.io", "-o", "wide"]);

@@ -115,6 +115,8 @@ impl Default for Chain {
     fn default() -> Self {
         Chain {
             plugins: vec![
+                // RBAC's escalation check (upstream's role and binding storage), first
+                Box::new(crate::authz::escalation::Escalation),
                 Box::new(namespacelifecycle::NamespaceLifecycle),
                 Box::new(limitranger::LimitRanger),
                 Box::new(serviceaccount::ServiceAccount),

@@ -28,7 +28,7 @@ pub fn user_info(u: &User) -> Value {
 
 /// The posted object as the answer's base: its kind and version, its spec, metadata as upstream
 /// echoes it.
-fn answer_base(kind: &str, api_version: &str, body: &Value) -> Value {
+pub(crate) fn answer_base(kind: &str, api_version: &str, body: &Value) -> Value {
     let mut metadata = body.get("metadata").cloned().filter(Value::is_object).unwrap_or(json!({}));
     if metadata.get("creationTimestamp").is_none() {
         metadata["creationTimestamp"] = Value::Null;

@@ -23,7 +23,7 @@ use crate::patch::PatchType;
 use crate::resources::Resource;
 use crate::status::ApiError;
 use crate::table::{self, IncludeObject};
-use crate::{authn, discovery, openapi, User};
+use crate::{authn, authz, discovery, openapi, User};
 
 /// The largest request body accepted (etcd's request limit plus room).
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -63,21 +63,34 @@ fn text(code: StatusCode, body: &'static str) -> Response {
 
 async fn serve(api: Arc<Api>, req: Request) -> Result<Response, ApiError> {
     let path = req.uri().path().trim_end_matches('/').to_string();
+    // the anonymous user reads only what authentication lets it (no authorization after that)
+    let mut anonymous = false;
     let user = match req.extensions().get::<User>().cloned() {
         // in-process callers come with their user
         Some(u) => u,
         None => {
             let cert = req.extensions().get::<authn::ClientCertificate>().map(|c| c.0.clone());
             let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(String::from);
-            match api.authn.authenticate(&api, cert, authorization).await {
+            let user = match api.authn.authenticate(&api, cert, authorization).await {
                 authn::Outcome::User(u) => u,
-                authn::Outcome::Anonymous if authn::anonymous_may_read(&path) => authn::anonymous(),
-                authn::Outcome::Anonymous if req.method() == Method::GET && authn::anonymous_may_get(&path) => authn::anonymous(),
+                authn::Outcome::Anonymous if authn::anonymous_may_read(&path) => {
+                    anonymous = true;
+                    authn::anonymous()
+                }
+                authn::Outcome::Anonymous if req.method() == Method::GET && authn::anonymous_may_get(&path) => {
+                    anonymous = true;
+                    authn::anonymous()
+                }
                 authn::Outcome::Anonymous => return Err(ApiError::unauthorized()),
                 authn::Outcome::Failed(why) => {
                     tracing::debug!(%why, "authentication failed");
                     return Err(ApiError::unauthorized());
                 }
+            };
+            if !anonymous && authz::impersonation::requested(req.headers()) {
+                authz::impersonation::impersonate(&api, &user, req.headers()).await?
+            } else {
+                user
             }
         }
     };
@@ -85,6 +98,9 @@ async fn serve(api: Arc<Api>, req: Request) -> Result<Response, ApiError> {
         return Ok(text(StatusCode::OK, "ok"));
     }
     let params: Params = Query::<Params>::try_from_uri(req.uri()).map(|q| q.0).unwrap_or_default();
+    if !anonymous {
+        authorize(&api, &user, req.method(), &path, &params).await?;
+    }
     let headers = req.headers().clone();
     let method = req.method().clone();
     let aggregated = content::wants_aggregated(&headers);
@@ -231,6 +247,20 @@ impl Req {
             (m, _) => Err(ApiError::method_not_allowed(m.as_str())),
         }
     }
+}
+
+/// Authorizes a request before anything reads it. A WebSocket GET of pods/exec, attach or
+/// portforward also needs `create` there, as upstream checks since 1.30.
+async fn authorize(api: &Api, user: &User, method: &Method, path: &str, params: &Params) -> Result<(), ApiError> {
+    let attrs = authz::attributes::Attributes::of_request(user, method.as_str(), path, params);
+    authz::require(api, &attrs).await?;
+    if let Some(r) = attrs.resource_target() {
+        if attrs.verb == "get" && r.group.is_empty() && r.resource == "pods" && matches!(r.subresource.as_str(), "exec" | "attach" | "portforward") {
+            let create = authz::attributes::Attributes { verb: "create".into(), ..attrs.clone() };
+            authz::require(api, &create).await?;
+        }
+    }
+    Ok(())
 }
 
 fn flag(params: &Params, key: &str) -> bool {

@@ -5,6 +5,7 @@
 //! built-in resources ([`builtin_resources`]).
 
 mod authentication;
+mod authorization;
 mod configmap;
 mod controllerrevision;
 pub mod csr;
@@ -398,6 +399,36 @@ pub fn builtin_resources() -> Vec<Resource> {
     let token_reviews = review("TokenReview", "tokenreviews", "tokenreview", "v1", Box::new(Typed(authentication::TokenReviews)));
     let self_subject_reviews_v1beta1 =
         review("SelfSubjectReview", "selfsubjectreviews", "selfsubjectreview", "v1beta1", Box::new(Typed(authentication::SelfSubjectReviews)));
+    let access_review = |kind: &'static str, plural: &'static str, singular: &'static str, namespaced: bool, strategy: Box<dyn Strategy>| {
+        let mut r = resource("authorization.k8s.io", kind, plural, singular, &[], &[], namespaced, plural, false, strategy);
+        r.verbs = CREATE_ONLY;
+        r.review = true;
+        r
+    };
+    let [sar, ssar, lsar, ssrr] = [
+        access_review("SubjectAccessReview", "subjectaccessreviews", "subjectaccessreview", false, Box::new(Typed(authorization::SubjectAccessReviews))),
+        access_review(
+            "SelfSubjectAccessReview",
+            "selfsubjectaccessreviews",
+            "selfsubjectaccessreview",
+            false,
+            Box::new(Typed(authorization::SelfSubjectAccessReviews)),
+        ),
+        access_review(
+            "LocalSubjectAccessReview",
+            "localsubjectaccessreviews",
+            "localsubjectaccessreview",
+            true,
+            Box::new(Typed(authorization::LocalSubjectAccessReviews)),
+        ),
+        access_review(
+            "SelfSubjectRulesReview",
+            "selfsubjectrulesreviews",
+            "selfsubjectrulesreview",
+            false,
+            Box::new(Typed(authorization::SelfSubjectRulesReviews)),
+        ),
+    ];
     let mut service_accounts = resource(
         "",
         "ServiceAccount",
@@ -469,6 +500,10 @@ pub fn builtin_resources() -> Vec<Resource> {
         self_subject_reviews,
         token_reviews,
         self_subject_reviews_v1beta1,
+        sar,
+        ssar,
+        lsar,
+        ssrr,
         hpa,
         hpa_v1,
         resource("batch", "CronJob", "cronjobs", "cronjob", &["cj"], &["all"], true, "cronjobs", true, Box::new(Typed(job::CronJobs))),

@@ -1,15 +1,16 @@
-//! The pods bound to this node, and the ConfigMaps and Secrets in their namespaces, followed
-//! with kube-runtime watchers (list, then watch; a relist after a 410). Each change publishes a
+//! The pods bound to this node, and the ConfigMaps and Secrets they use, followed with
+//! kube-runtime watchers (list, then watch; a relist after a 410): the pods by
+//! `spec.nodeName`, each used object by name (all a node's credential may read). Each change publishes a
 //! new [`ClusterPods`]; `synced` says the first complete list of pods is in, before which the
 //! node must not treat missing pods as gone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::runtime::watcher::{self, Event};
 use kube::Api;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::node::volumes::Objects;
 
@@ -23,43 +24,142 @@ pub struct ClusterPods {
     /// The mirror pods of this node's static pods in the API, by (namespace, name): shown,
     /// never run (`mirror`).
     pub mirrors: BTreeMap<(String, String), Pod>,
-    /// ConfigMaps and Secrets of the namespaces these pods run in.
+    /// The ConfigMaps and Secrets these pods use.
     pub objects: Objects,
 }
 
 /// One change of a followed kind.
 enum Change {
     Pods(Box<Result<Event<Pod>, watcher::Error>>),
-    ConfigMaps(Result<Event<ConfigMap>, watcher::Error>),
-    Secrets(Result<Event<Secret>, watcher::Error>),
+    ConfigMap((String, String), Result<Event<ConfigMap>, watcher::Error>),
+    Secret((String, String), Result<Event<Secret>, watcher::Error>),
 }
 
 fn key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
     (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
 }
 
+/// The watches of single ConfigMaps and Secrets, one task each, feeding one channel. A node may
+/// read only what its pods use (the Node authorizer), so each object is watched by name
+/// (`metadata.name=` in its namespace), as the kubelet's watch-based object manager does.
+struct ObjectWatches {
+    client: kube::Client,
+    tx: mpsc::Sender<Change>,
+    config_maps: BTreeMap<(String, String), tokio::task::JoinHandle<()>>,
+    secrets: BTreeMap<(String, String), tokio::task::JoinHandle<()>>,
+}
+
+impl ObjectWatches {
+    /// Watches exactly `config_maps` and `secrets` from now on; returns the keys no longer
+    /// watched (their objects are dropped from the state).
+    fn follow(&mut self, config_maps: BTreeSet<(String, String)>, secrets: BTreeSet<(String, String)>) -> (Vec<(String, String)>, Vec<(String, String)>) {
+        let gone_cms = Self::retain(&mut self.config_maps, &config_maps);
+        let gone_secrets = Self::retain(&mut self.secrets, &secrets);
+        for k in config_maps {
+            if !self.config_maps.contains_key(&k) {
+                let task = self.watch::<ConfigMap>(&k, |k, e| Change::ConfigMap(k, e));
+                self.config_maps.insert(k, task);
+            }
+        }
+        for k in secrets {
+            if !self.secrets.contains_key(&k) {
+                let task = self.watch::<Secret>(&k, |k, e| Change::Secret(k, e));
+                self.secrets.insert(k, task);
+            }
+        }
+        (gone_cms, gone_secrets)
+    }
+
+    fn retain(tasks: &mut BTreeMap<(String, String), tokio::task::JoinHandle<()>>, keep: &BTreeSet<(String, String)>) -> Vec<(String, String)> {
+        let gone: Vec<_> = tasks.keys().filter(|k| !keep.contains(*k)).cloned().collect();
+        for k in &gone {
+            if let Some(t) = tasks.remove(k) {
+                t.abort();
+            }
+        }
+        gone
+    }
+
+    fn watch<K>(&self, key: &(String, String), wrap: fn((String, String), Result<Event<K>, watcher::Error>) -> Change) -> tokio::task::JoinHandle<()>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), &key.0);
+        let by_name = watcher::Config::default().fields(&format!("metadata.name={}", key.1));
+        let (tx, key) = (self.tx.clone(), key.clone());
+        tokio::spawn(async move {
+            let mut events = std::pin::pin!(watcher::watcher(api, by_name));
+            while let Some(e) = events.next().await {
+                if tx.send(wrap(key.clone(), e)).await.is_err() {
+                    return;
+                }
+            }
+        })
+    }
+}
+
+impl Drop for ObjectWatches {
+    fn drop(&mut self) {
+        for t in self.config_maps.values().chain(self.secrets.values()) {
+            t.abort();
+        }
+    }
+}
+
+/// The ConfigMaps and Secrets the pods use, by (namespace, name).
+fn used_objects(pods: &BTreeMap<String, Pod>) -> (BTreeSet<(String, String)>, BTreeSet<(String, String)>) {
+    let (mut cms, mut secrets) = (BTreeSet::new(), BTreeSet::new());
+    for p in pods.values().filter(|p| !super::mirror::is_mirror(p)) {
+        let refs = berth_apiserver::authz::node::pod_references(p);
+        cms.extend(refs.config_maps.iter().map(|n| (refs.namespace.clone(), n.clone())));
+        secrets.extend(refs.secrets.iter().map(|n| (refs.namespace.clone(), n.clone())));
+    }
+    (cms, secrets)
+}
+
 /// Follows the cluster until `stop` fires, publishing on `tx`.
 pub async fn follow(client: kube::Client, node_name: String, tx: watch::Sender<ClusterPods>, mut stop: watch::Receiver<bool>) {
     let by_node = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
     let pods = watcher::watcher(Api::<Pod>::all(client.clone()), by_node).map(|e| Change::Pods(Box::new(e)));
-    let cms = watcher::watcher(Api::<ConfigMap>::all(client.clone()), watcher::Config::default()).map(Change::ConfigMaps);
-    let secrets = watcher::watcher(Api::<Secret>::all(client), watcher::Config::default()).map(Change::Secrets);
-    let mut changes = std::pin::pin!(futures_util::stream::select(pods, futures_util::stream::select(cms, secrets)));
+    let mut pods = std::pin::pin!(pods);
+    let (objects_tx, mut objects_rx) = mpsc::channel(256);
+    let mut watches = ObjectWatches { client, tx: objects_tx, config_maps: BTreeMap::new(), secrets: BTreeMap::new() };
     let mut state = ClusterPods::default();
     // what a relist is building, kind by kind
-    let (mut pods_next, mut cms_next, mut secrets_next) = (None, None, None);
+    let mut pods_next = None;
+    // one watch per object: a relist of it starts afresh (the object or nothing)
+    let (mut cms_next, mut secrets_next) = (BTreeMap::new(), BTreeMap::new());
     loop {
         let change = tokio::select! {
             _ = stop.changed() => return,
-            c = changes.next() => match c {
+            c = pods.next() => match c {
                 Some(c) => c,
                 None => return,
             },
+            Some(c) = objects_rx.recv() => c,
         };
         let publish = match change {
-            Change::Pods(e) => apply(*e, &mut pods_next, &mut state.pods, |p: &Pod| p.metadata.uid.clone().unwrap_or_default(), &mut state.synced),
-            Change::ConfigMaps(e) => apply(e, &mut cms_next, &mut state.objects.config_maps, |c: &ConfigMap| key(&c.metadata), &mut false),
-            Change::Secrets(e) => apply(e, &mut secrets_next, &mut state.objects.secrets, |s: &Secret| key(&s.metadata), &mut false),
+            Change::Pods(e) => {
+                let r = apply(*e, &mut pods_next, &mut state.pods, |p: &Pod| p.metadata.uid.clone().unwrap_or_default(), &mut state.synced);
+                if matches!(r, Ok(true)) {
+                    let (cms, secrets) = used_objects(&state.pods);
+                    let (gone_cms, gone_secrets) = watches.follow(cms, secrets);
+                    for k in gone_cms {
+                        state.objects.config_maps.remove(&k);
+                        cms_next.remove(&k);
+                    }
+                    for k in gone_secrets {
+                        state.objects.secrets.remove(&k);
+                        secrets_next.remove(&k);
+                    }
+                }
+                r
+            }
+            // (an event of a watch just ended is late news)
+            Change::ConfigMap(k, _) if !watches.config_maps.contains_key(&k) => Ok(false),
+            Change::Secret(k, _) if !watches.secrets.contains_key(&k) => Ok(false),
+            Change::ConfigMap(k, e) => apply_one(e, &k, cms_next.entry(k.clone()).or_default(), &mut state.objects.config_maps),
+            Change::Secret(k, e) => apply_one(e, &k, secrets_next.entry(k.clone()).or_default(), &mut state.objects.secrets),
         };
         match publish {
             Ok(true) => {
@@ -80,6 +180,41 @@ pub async fn follow(client: kube::Client, node_name: String, tx: watch::Sender<C
             }
         }
     }
+}
+
+/// Folds one event of the watch of the single object `key` into `current`; `next` holds what a
+/// relist found so far (at most that object).
+fn apply_one<T>(
+    event: Result<Event<T>, watcher::Error>,
+    key: &(String, String),
+    next: &mut Option<T>,
+    current: &mut BTreeMap<(String, String), T>,
+) -> Result<bool, watcher::Error> {
+    Ok(match event? {
+        Event::Init => {
+            *next = None;
+            false
+        }
+        Event::InitApply(o) => {
+            *next = Some(o);
+            false
+        }
+        Event::InitDone => {
+            match next.take() {
+                Some(o) => current.insert(key.clone(), o),
+                None => current.remove(key),
+            };
+            true
+        }
+        Event::Apply(o) => {
+            current.insert(key.clone(), o);
+            true
+        }
+        Event::Delete(_) => {
+            current.remove(key);
+            true
+        }
+    })
 }
 
 /// Folds one watcher event into `current` (a relist collects into `next` first and replaces
