@@ -24,7 +24,7 @@ async fn in_process_callers_use_the_same_router_without_tcp() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).await.expect("store"));
     let api = Api::start(store.clone(), ApiConfig::default()).await.expect("api");
-    let user = User::new("system:kube-controller-manager", &["system:authenticated"]);
+    let user = User::new("system:apiserver", &["system:masters", "system:authenticated"]);
     let router = in_process(api.clone(), user);
 
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "berth-inproc"}, "data": {"a": "1"}});

@@ -17,7 +17,7 @@ async fn kube_rs_client_works_over_the_in_process_router() {
     let dir = tempfile::tempdir().expect("temp dir");
     let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).await.expect("store"));
     let api = Api::start(store.clone(), ApiConfig { bookmark_interval: Duration::from_millis(200), ..Default::default() }).await.expect("api");
-    let user = User::new("system:kube-controller-manager", &["system:authenticated"]);
+    let user = User::new("system:apiserver", &["system:masters", "system:authenticated"]);
     let client = kube::Client::new(in_process(api, user), "default");
 
     let cms: kube::Api<ConfigMap> = kube::Api::default_namespaced(client.clone());

@@ -122,6 +122,33 @@ impl ApiServer {
         child.wait_with_output().expect("kubectl output")
     }
 
+    /// kubectl `version` as the holder of bearer `token`: a kubeconfig with the server and its CA
+    /// and no client certificate.
+    pub fn as_token(&self, version: &str, token: &str, args: &[&str]) -> Output {
+        let kc = std::fs::read_to_string(&self.kubeconfig).expect("kubeconfig");
+        let field = |name: &str| {
+            kc.lines().find_map(|l| l.trim().strip_prefix(&format!("{name}: ")).map(|v| v.trim().to_string())).unwrap_or_else(|| panic!("{name} missing"))
+        };
+        // written each time: a restarted server listens on another port
+        let path = self.dir.path().join("token.kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: berth\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: nobody\n  user: {{}}\ncontexts:\n- name: berth\n  context:\n    cluster: berth\n    user: nobody\ncurrent-context: berth\n",
+            field("server"),
+            field("certificate-authority-data")
+        );
+        std::fs::write(&path, text).expect("token kubeconfig");
+        Command::new(kubectl_bin(version))
+            .arg("--kubeconfig")
+            .arg(&path)
+            .arg("--cache-dir")
+            .arg(self.dir.path().join("token-cache"))
+            .arg("--token")
+            .arg(token)
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    }
+
     /// kubectl that must succeed; its stdout.
     pub fn ok(&self, version: &str, args: &[&str]) -> String {
         self.ok_in(version, args, None)

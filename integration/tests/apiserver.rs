@@ -256,6 +256,7 @@ fn discovery_has_the_shape_of_a_real_cluster() {
                 "apps/v1",
                 "authentication.k8s.io/v1",
                 "authentication.k8s.io/v1beta1",
+                "authorization.k8s.io/v1",
                 "autoscaling/v1",
                 "autoscaling/v2",
                 "batch/v1",

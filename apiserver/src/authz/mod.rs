@@ -8,8 +8,8 @@
 //! The first authorizer that allows decides; when none does, the request is refused with 403 and
 //! upstream's message (`pods is forbidden: User "alice" cannot list resource "pods" in API group
 //! "" in the namespace "default"`, followed by the reasons the authorizers gave). Caches follow
-//! the store a moment behind it, so a refusal is checked once more after the caches have caught
-//! up with the store's current revision: a binding created just before still counts.
+//! the store a moment behind it, so a refusal is checked once more after the caches have seen
+//! this server's last writes to them (`crate::written`): a binding created just before counts.
 //!
 //! Also here: the bootstrap policy ([`bootstrap_policy`], reconciled at start by
 //! [`bootstrap`]), the ClusterRole aggregation controller ([`aggregation`]), the escalation check
