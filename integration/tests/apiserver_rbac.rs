@@ -266,7 +266,17 @@ fn aggregated_roles_pick_up_new_cluster_roles_and_bootstrap_roles_come_back() {
     bind_users(&s);
     // the bootstrap policy is there, labelled as upstream labels it
     let roles = s.ok("1.33", &["get", "clusterroles", "-o", "name"]);
-    for r in ["cluster-admin", "admin", "edit", "view", "system:basic-user", "system:discovery", "system:node", "system:kube-scheduler", "system:controller:node-controller"] {
+    for r in [
+        "cluster-admin",
+        "admin",
+        "edit",
+        "view",
+        "system:basic-user",
+        "system:discovery",
+        "system:node",
+        "system:kube-scheduler",
+        "system:controller:node-controller",
+    ] {
         assert!(roles.lines().any(|l| l == format!("clusterrole.rbac.authorization.k8s.io/{r}")), "{r} missing:\n{roles}");
     }
     let view = json(&s.ok("1.33", &["get", "clusterrole", "view", "-o", "json"]));
@@ -303,13 +313,17 @@ fn subject_access_reviews_and_a_nodes_credential() {
         "spec": {"user": "viewer", "resourceAttributes": {"namespace": NS, "verb": "list", "resource": "pods"}}
     });
     let answer = json(&s.ok_in("1.33", &["create", "-f", "-", "-o", "json"], Some(&sar.to_string())));
-    assert_eq!(answer["status"], json!({"allowed": true, "reason": "RBAC: allowed by RoleBinding \"viewer-view/rbac-a\" of ClusterRole \"view\" to User \"viewer\""}));
+    assert_eq!(
+        answer["status"],
+        json!({"allowed": true, "reason": "RBAC: allowed by RoleBinding \"viewer-view/rbac-a\" of ClusterRole \"view\" to User \"viewer\""})
+    );
     let mut denied = sar.clone();
     denied["spec"]["resourceAttributes"]["verb"] = json!("delete");
     let answer = json(&s.ok_in("1.33", &["create", "-f", "-", "-o", "json"], Some(&denied.to_string())));
     assert_eq!(answer["status"], json!({"allowed": false}));
     // neither a user nor groups: upstream's 422
-    let bad = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {"resourceAttributes": {"verb": "get", "resource": "pods"}}});
+    let bad =
+        json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": {"resourceAttributes": {"verb": "get", "resource": "pods"}}});
     let err = s.fails("1.33", &["create", "-f", "-"], Some(&bad.to_string()));
     assert!(err.contains("spec.user: Invalid value: \"\": at least one of user or group must be specified"), "{err}");
     // a namespaced review must ask about its own namespace
@@ -335,7 +349,13 @@ fn subject_access_reviews_and_a_nodes_credential() {
             &["-n", "rbac-n", "get", "secret", "for-n2"],
             r#"Error from server (Forbidden): secrets "for-n2" is forbidden: User "system:node:berth-n1" cannot get resource "secrets" in API group "" in the namespace "rbac-n": no relationship found between node 'berth-n1' and this object"#,
         );
-        refused_as(&s, v, "n1-token", &["-n", "rbac-n", "get", "secrets"], r#"User "system:node:berth-n1" cannot list resource "secrets" in API group "" in the namespace "rbac-n""#);
+        refused_as(
+            &s,
+            v,
+            "n1-token",
+            &["-n", "rbac-n", "get", "secrets"],
+            r#"User "system:node:berth-n1" cannot list resource "secrets" in API group "" in the namespace "rbac-n""#,
+        );
         ok_as(&s, v, "n1-token", &["get", "pods", "-A", "--field-selector", "spec.nodeName=berth-n1"]);
         refused_as(&s, v, "n1-token", &["get", "pods", "-A"], "can only list/watch pods with spec.nodeName field selector");
         refused_as(

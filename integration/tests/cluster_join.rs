@@ -354,7 +354,9 @@ async fn agents_join_with_the_token_and_run_the_pods_bound_to_them() {
     };
     let out = as_node(
         1,
-        &["patch", "node", "berth-join-0", "--subresource=status", "--type=merge", "-p", r#"{"status":{"conditions":[{"type":"Ready","status":"False"}]}}"#],
+        // (not --subresource=status: the system:node role has no get on nodes/status, so kubectl's
+        // read before the patch would be refused by RBAC, as on any cluster)
+        &["patch", "node", "berth-join-0", "--type=merge", "-p", r#"{"metadata":{"annotations":{"berth-test":"other-node"}}}"#],
         None,
     );
     let err = String::from_utf8_lossy(&out.stderr);

@@ -22,6 +22,7 @@ pub mod podsecurity;
 pub mod priority;
 pub mod resourcequota;
 pub mod serviceaccount;
+pub mod webhook;
 
 use std::sync::Arc;
 
@@ -124,6 +125,8 @@ impl Default for Chain {
                 Box::new(priority::Priority),
                 Box::new(defaulttolerationseconds::DefaultTolerationSeconds),
                 Box::new(podsecurity::PodSecurity),
+                Box::new(webhook::Webhooks { mutating: true }),
+                Box::new(webhook::Webhooks { mutating: false }),
                 Box::new(resourcequota::ResourceQuota),
             ],
         }

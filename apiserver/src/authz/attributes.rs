@@ -75,7 +75,8 @@ impl Attributes {
     /// The attributes of a request by `user`: its method, path (no trailing slash) and query.
     pub fn of_request(user: &User, method: &str, path: &str, query: &std::collections::HashMap<String, String>) -> Self {
         let path_verb = || method.to_ascii_lowercase();
-        let non_resource = || Attributes { user: user.clone(), verb: path_verb(), target: Target::Path(if path.is_empty() { "/".into() } else { path.into() }) };
+        let non_resource =
+            || Attributes { user: user.clone(), verb: path_verb(), target: Target::Path(if path.is_empty() { "/".into() } else { path.into() }) };
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
         let (group, version, mut rest) = match segs.as_slice() {
             ["api", v, rest @ ..] if !rest.is_empty() => ("", *v, rest),

@@ -4,7 +4,8 @@
 //! missing rules, or for an aggregated role the missing selectors, whose rules the aggregation
 //! controller fills; the missing subjects of a binding; the policy's labels and annotations).
 //! A binding whose roleRef differs is deleted and created again (a roleRef cannot change).
-//! Nothing a user added is taken away.
+//! Nothing a user added is taken away. Berth's own bindings for joining nodes by token
+//! ([`join_bindings`]) are reconciled the same way.
 
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ pub async fn reconcile(api: &Arc<Api>) -> Result<(), ApiError> {
     let kinds: [(&str, Vec<Value>); 4] = [
         ("clusterroles", super::bootstrap_policy::cluster_roles()),
         ("roles", super::bootstrap_policy::roles()),
-        ("clusterrolebindings", super::bootstrap_policy::cluster_role_bindings()),
+        ("clusterrolebindings", super::bootstrap_policy::cluster_role_bindings().into_iter().chain(join_bindings()).collect()),
         ("rolebindings", super::bootstrap_policy::role_bindings()),
     ];
     let mut changed = 0;
@@ -67,6 +68,29 @@ pub async fn reconcile(api: &Arc<Api>) -> Result<(), ApiError> {
     }
     tracing::info!(changed, "bootstrap RBAC policy reconciled");
     Ok(())
+}
+
+/// The bindings that let nodes join by token, as an installer adds them (kubeadm's
+/// `kubeadm:kubelet-bootstrap` and node-autoapprove bindings): bootstrap tokens may ask for a
+/// node client certificate and have it approved, nodes may renew their own.
+fn join_bindings() -> Vec<Value> {
+    let binding = |name: &str, role: &str, group: &str| {
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "berth"}, "annotations": {AUTOUPDATE: "true"}},
+            "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": GROUP, "kind": "Group", "name": group}]
+        })
+    };
+    vec![
+        binding("berth:kubelet-bootstrap", "system:node-bootstrapper", crate::authn::bootstrap::GROUP),
+        binding("berth:node-autoapprove-bootstrap", "system:certificates.k8s.io:certificatesigningrequests:nodeclient", crate::authn::bootstrap::GROUP),
+        binding(
+            "berth:node-autoapprove-certificate-rotation",
+            "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+            super::node::NODES_GROUP,
+        ),
+    ]
 }
 
 /// `current` with the policy's labels and annotations added.
@@ -140,7 +164,10 @@ mod tests {
         ]});
         let out = merged_role(&current, &expected);
         assert_eq!(out["metadata"]["labels"], json!({"mine": "x", "kubernetes.io/bootstrapping": "rbac-defaults"}));
-        assert_eq!(out["rules"], json!([{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}, {"verbs": ["list"], "apiGroups": [""], "resources": ["pods"]}]));
+        assert_eq!(
+            out["rules"],
+            json!([{"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]}, {"verbs": ["list"], "apiGroups": [""], "resources": ["pods"]}])
+        );
         assert_eq!(merged_role(&out, &expected), out, "a second pass changes nothing");
     }
 

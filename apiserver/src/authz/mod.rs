@@ -81,7 +81,9 @@ pub async fn authorize(api: &Api, a: &Attributes) -> Decision {
         return first;
     }
     let mut behind = false;
-    for (group, plural) in [(rbac::GROUP, "clusterrolebindings"), (rbac::GROUP, "rolebindings"), (rbac::GROUP, "clusterroles"), (rbac::GROUP, "roles"), ("", "pods")] {
+    for (group, plural) in
+        [(rbac::GROUP, "clusterrolebindings"), (rbac::GROUP, "rolebindings"), (rbac::GROUP, "clusterroles"), (rbac::GROUP, "roles"), ("", "pods")]
+    {
         let Ok(res) = api.resource(group, plural) else { continue };
         let Ok(cache) = api.cache(&res) else { continue };
         let written = api.writes.last(res.storage);
@@ -139,7 +141,14 @@ mod tests {
     use crate::User;
 
     fn attrs(verb: &str, group: &str, resource: &str, sub: &str, ns: &str, name: &str) -> Attributes {
-        let t = ResourceTarget { group: group.into(), resource: resource.into(), subresource: sub.into(), namespace: ns.into(), name: name.into(), ..Default::default() };
+        let t = ResourceTarget {
+            group: group.into(),
+            resource: resource.into(),
+            subresource: sub.into(),
+            namespace: ns.into(),
+            name: name.into(),
+            ..Default::default()
+        };
         Attributes::resource(&User::new("alice", &[]), verb, t)
     }
 

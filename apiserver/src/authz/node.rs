@@ -329,7 +329,13 @@ mod tests {
 
     #[test]
     fn leases_only_the_nodes_own_in_kube_node_lease() {
-        let t = |ns: &str, name: &str| ResourceTarget { group: "coordination.k8s.io".into(), resource: "leases".into(), namespace: ns.into(), name: name.into(), ..Default::default() };
+        let t = |ns: &str, name: &str| ResourceTarget {
+            group: "coordination.k8s.io".into(),
+            resource: "leases".into(),
+            namespace: ns.into(),
+            name: name.into(),
+            ..Default::default()
+        };
         assert_eq!(lease("n1", "update", &t("kube-node-lease", "n1")), Decision::Allow);
         assert_eq!(lease("n1", "create", &t("kube-node-lease", "")), Decision::Allow);
         assert!(matches!(lease("n1", "update", &t("kube-node-lease", "n2")), Decision::NoOpinion(_)));

@@ -27,8 +27,14 @@ fn target_of(spec: &Value) -> Result<(String, Target), Vec<FieldError>> {
     let res = spec.get("resourceAttributes").filter(|v| !v.is_null());
     let non = spec.get("nonResourceAttributes").filter(|v| !v.is_null());
     match (res, non) {
-        (Some(_), Some(n)) => Err(vec![FieldError::invalid("spec.nonResourceAttributes", n.clone(), "cannot be specified in combination with resourceAttributes")]),
-        (None, None) => Err(vec![FieldError::invalid("spec.resourceAttributes", Value::Null, "exactly one of nonResourceAttributes or resourceAttributes must be specified")]),
+        (Some(_), Some(n)) => {
+            Err(vec![FieldError::invalid("spec.nonResourceAttributes", n.clone(), "cannot be specified in combination with resourceAttributes")])
+        }
+        (None, None) => Err(vec![FieldError::invalid(
+            "spec.resourceAttributes",
+            Value::Null,
+            "exactly one of nonResourceAttributes or resourceAttributes must be specified",
+        )]),
         (Some(r), None) => Ok((
             text(r, "verb"),
             Target::Resource(ResourceTarget {
@@ -70,7 +76,10 @@ pub async fn subject_access_review(api: &Api, kind: &str, api_version: &str, nam
     }
     if let Some(ns) = namespace {
         if spec.get("nonResourceAttributes").is_some_and(|v| !v.is_null()) {
-            return Err(invalid(kind, vec![FieldError::invalid("spec.nonResourceAttributes", spec["nonResourceAttributes"].clone(), "disallowed on this kind of request")]));
+            return Err(invalid(
+                kind,
+                vec![FieldError::invalid("spec.nonResourceAttributes", spec["nonResourceAttributes"].clone(), "disallowed on this kind of request")],
+            ));
         }
         let asked = spec.pointer("/resourceAttributes/namespace").and_then(Value::as_str).unwrap_or("");
         if asked != ns {

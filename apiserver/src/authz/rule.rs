@@ -135,8 +135,12 @@ impl Rule {
     /// The rule as the API shows it (a PolicyRule, empty lists left out).
     pub fn to_json(&self) -> Value {
         let mut v = json!({"verbs": self.verbs});
-        for (k, l) in [("apiGroups", &self.api_groups), ("resources", &self.resources), ("resourceNames", &self.resource_names), ("nonResourceURLs", &self.non_resource_urls)]
-        {
+        for (k, l) in [
+            ("apiGroups", &self.api_groups),
+            ("resources", &self.resources),
+            ("resourceNames", &self.resource_names),
+            ("nonResourceURLs", &self.non_resource_urls),
+        ] {
             if !l.is_empty() {
                 v[k] = json!(l);
             }
@@ -157,9 +161,10 @@ pub fn compact(rules: Vec<Rule>) -> Vec<Rule> {
     for r in rules {
         let simple = r.api_groups.len() == 1 && r.resources.len() == 1 && r.resource_names.is_empty() && r.non_resource_urls.is_empty();
         if simple {
-            if let Some(prev) = out.iter_mut().find(|p| {
-                p.api_groups == r.api_groups && p.resources == r.resources && p.resource_names.is_empty() && p.non_resource_urls.is_empty()
-            }) {
+            if let Some(prev) = out
+                .iter_mut()
+                .find(|p| p.api_groups == r.api_groups && p.resources == r.resources && p.resource_names.is_empty() && p.non_resource_urls.is_empty())
+            {
                 for v in r.verbs {
                     if !prev.verbs.contains(&v) {
                         prev.verbs.push(v);
@@ -231,7 +236,10 @@ mod tests {
         let shown: Vec<String> = missing.iter().map(Rule::compact_string).collect();
         assert_eq!(
             shown,
-            vec![r#"{APIGroups:[""], Resources:["pods"], Verbs:["delete" "create"]}"#, r#"{APIGroups:[""], Resources:["secrets"], Verbs:["get" "delete" "create"]}"#]
+            vec![
+                r#"{APIGroups:[""], Resources:["pods"], Verbs:["delete" "create"]}"#,
+                r#"{APIGroups:[""], Resources:["secrets"], Verbs:["get" "delete" "create"]}"#
+            ]
         );
         let named = Rule { resource_names: vec!["x".into()], ..Rule::new(&["get"], &[""], &["configmaps"]) };
         assert!(uncovered(&[named.clone()], &[named.clone()]).is_empty());

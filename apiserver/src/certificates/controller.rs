@@ -84,7 +84,23 @@ async fn step(api: &Arc<Api>, signer: &Arc<Signer>, mut csr: CertificateSigningR
             Some(node) if csr.spec.signer_name == super::KUBELET_SERVING => node_addresses(api, node).await,
             _ => None,
         };
-        if let Decision::Approve(message) = approver::decide(&csr, &|sub| approver::default_may(&groups, sub), addresses.as_deref()) {
+        // upstream's SubjectAccessReview: may the requestor create the subresource
+        let requestor = crate::User {
+            name: csr.spec.username.clone().unwrap_or_default(),
+            uid: csr.spec.uid.clone().unwrap_or_default(),
+            groups,
+            extra: csr.spec.extra.clone().unwrap_or_default().into_iter().collect(),
+        };
+        let may = |sub: &str| {
+            let target = crate::authz::attributes::ResourceTarget {
+                group: "certificates.k8s.io".into(),
+                resource: "certificatesigningrequests".into(),
+                subresource: sub.into(),
+                ..Default::default()
+            };
+            crate::authz::decide(api, &crate::authz::attributes::Attributes::resource(&requestor, "create", target)).allowed()
+        };
+        if let Decision::Approve(message) = approver::decide(&csr, &may, addresses.as_deref()) {
             csr.status.get_or_insert_with(Default::default).conditions.get_or_insert_with(Vec::new).push(condition("Approved", approver::REASON, message));
             if write(api, &name, &csr, Subresource::Approval).await {
                 tracing::info!(csr = name, requestor = csr.spec.username.as_deref().unwrap_or(""), "approved");

@@ -4,6 +4,7 @@
 //! [`Strategy`] the generic REST layer calls with JSON values. This module also holds the table of
 //! built-in resources ([`builtin_resources`]).
 
+mod admissionregistration;
 mod authentication;
 mod authorization;
 mod configmap;
@@ -500,6 +501,30 @@ pub fn builtin_resources() -> Vec<Resource> {
         self_subject_reviews,
         token_reviews,
         self_subject_reviews_v1beta1,
+        resource(
+            "admissionregistration.k8s.io",
+            "ValidatingWebhookConfiguration",
+            "validatingwebhookconfigurations",
+            "validatingwebhookconfiguration",
+            &[],
+            &["api-extensions"],
+            false,
+            "validatingwebhookconfigurations",
+            false,
+            Box::new(Typed(admissionregistration::ValidatingWebhookConfigurations)),
+        ),
+        resource(
+            "admissionregistration.k8s.io",
+            "MutatingWebhookConfiguration",
+            "mutatingwebhookconfigurations",
+            "mutatingwebhookconfiguration",
+            &[],
+            &["api-extensions"],
+            false,
+            "mutatingwebhookconfigurations",
+            false,
+            Box::new(Typed(admissionregistration::MutatingWebhookConfigurations)),
+        ),
         sar,
         ssar,
         lsar,

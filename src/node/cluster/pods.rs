@@ -82,7 +82,12 @@ impl ObjectWatches {
 
     fn watch<K>(&self, key: &(String, String), wrap: fn((String, String), Result<Event<K>, watcher::Error>) -> Change) -> tokio::task::JoinHandle<()>
     where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + Send
+            + 'static,
     {
         let api: Api<K> = Api::namespaced(self.client.clone(), &key.0);
         let by_name = watcher::Config::default().fields(&format!("metadata.name={}", key.1));

@@ -1,0 +1,245 @@
+//! admissionregistration.k8s.io/v1 ValidatingWebhookConfiguration and
+//! MutatingWebhookConfiguration: cluster-scoped lists of webhooks the admission chain calls
+//! (`crate::admission::webhook`). Defaults as upstream's (failurePolicy Fail, matchPolicy
+//! Equivalent, empty selectors, timeoutSeconds 10, rule scope `*`, reinvocationPolicy Never);
+//! validation of what the caller needs to get right: unique qualified names, exactly one of url
+//! and service (an https URL without user info or fragment), sideEffects None or NoneOnDryRun,
+//! admissionReviewVersions naming v1 or v1beta1, timeouts of 1 to 30 seconds, rules with
+//! operations and resources. Columns: NAME WEBHOOKS AGE.
+
+use jiff::Timestamp;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use serde_json::{json, Value};
+
+use super::{col, Column, Kind, AGE_COLUMN, NAME_COLUMN};
+use crate::status::FieldError;
+use crate::table::age;
+
+fn columns() -> Vec<Column> {
+    vec![NAME_COLUMN, col("Webhooks", "integer", "Webhooks indicates the number of webhooks in the configuration."), AGE_COLUMN]
+}
+
+fn cells(m: &ObjectMeta, count: usize, now: Timestamp) -> Vec<Value> {
+    vec![json!(m.name.clone().unwrap_or_default()), json!(count), json!(age(m.creation_timestamp.as_ref(), now))]
+}
+
+/// The parts of a webhook both kinds share, for defaulting and validation.
+struct Common<'a> {
+    name: &'a str,
+    client: &'a WebhookClientConfig,
+    rules: Option<&'a Vec<RuleWithOperations>>,
+    side_effects: &'a str,
+    timeout: Option<i32>,
+    versions: &'a [String],
+    failure_policy: Option<&'a str>,
+    match_policy: Option<&'a str>,
+}
+
+fn default_rules(rules: Option<&mut Vec<RuleWithOperations>>) {
+    for r in rules.into_iter().flatten() {
+        if r.scope.is_none() {
+            r.scope = Some("*".into());
+        }
+    }
+}
+
+fn default_selector(sel: &mut Option<LabelSelector>) {
+    if sel.is_none() {
+        *sel = Some(LabelSelector::default());
+    }
+}
+
+fn default_service_port(client: &mut WebhookClientConfig) {
+    if let Some(s) = client.service.as_mut() {
+        if s.port.is_none() {
+            s.port = Some(443);
+        }
+    }
+}
+
+fn validate_common(i: usize, w: &Common, seen: &mut Vec<String>) -> Vec<FieldError> {
+    let p = format!("webhooks[{i}]");
+    let mut errs = vec![];
+    if w.name.is_empty() {
+        errs.push(FieldError::required(format!("{p}.name"), ""));
+    } else if !w.name.contains('.') || !berth_names::dns1123_subdomain(w.name).is_empty() {
+        errs.push(FieldError::invalid(format!("{p}.name"), json!(w.name), "should be a domain with at least three segments separated by dots"));
+    } else if seen.iter().any(|n| n == w.name) {
+        errs.push(FieldError::duplicate(format!("{p}.name"), json!(w.name)));
+    } else {
+        seen.push(w.name.to_string());
+    }
+    match (&w.client.url, &w.client.service) {
+        (Some(_), Some(_)) => errs.push(FieldError::required(format!("{p}.clientConfig"), "exactly one of url or service is required")),
+        (None, None) => errs.push(FieldError::required(format!("{p}.clientConfig"), "exactly one of url or service is required")),
+        (Some(u), None) => match url::Url::parse(u) {
+            Ok(parsed) if parsed.scheme() != "https" => {
+                errs.push(FieldError::invalid(format!("{p}.clientConfig.url"), json!(u), "'https' is the only allowed URL scheme"))
+            }
+            Ok(parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+                errs.push(FieldError::invalid(format!("{p}.clientConfig.url"), json!(u), "user information is not permitted in the URL"))
+            }
+            Ok(parsed) if parsed.fragment().is_some() => {
+                errs.push(FieldError::invalid(format!("{p}.clientConfig.url"), json!(u), "fragments are not permitted in the URL"))
+            }
+            Ok(parsed) if parsed.query().is_some() => {
+                errs.push(FieldError::invalid(format!("{p}.clientConfig.url"), json!(u), "query parameters are not permitted in the URL"))
+            }
+            Ok(_) => {}
+            Err(e) => errs.push(FieldError::invalid(format!("{p}.clientConfig.url"), json!(u), format!("host must be specified: {e}"))),
+        },
+        (None, Some(s)) => {
+            if s.name.is_empty() {
+                errs.push(FieldError::required(format!("{p}.clientConfig.service.name"), "service name is required"));
+            }
+            if s.namespace.is_empty() {
+                errs.push(FieldError::required(format!("{p}.clientConfig.service.namespace"), "service namespace is required"));
+            }
+        }
+    }
+    if !matches!(w.side_effects, "None" | "NoneOnDryRun") {
+        errs.push(FieldError::not_supported(format!("{p}.sideEffects"), w.side_effects, &["None", "NoneOnDryRun"]));
+    }
+    if let Some(t) = w.timeout {
+        if !(1..=30).contains(&t) {
+            errs.push(FieldError::invalid(format!("{p}.timeoutSeconds"), json!(t), "the timeout value must be between 1 and 30 seconds"));
+        }
+    }
+    if w.versions.is_empty() {
+        errs.push(FieldError::required(format!("{p}.admissionReviewVersions"), "must specify one of v1, v1beta1"));
+    } else if !w.versions.iter().any(|v| v == "v1" || v == "v1beta1") {
+        errs.push(FieldError::invalid(format!("{p}.admissionReviewVersions"), json!(w.versions), "must include at least one of v1, v1beta1"));
+    }
+    if let Some(f) = w.failure_policy {
+        if !matches!(f, "Fail" | "Ignore") {
+            errs.push(FieldError::not_supported(format!("{p}.failurePolicy"), f, &["Fail", "Ignore"]));
+        }
+    }
+    if let Some(m) = w.match_policy {
+        if !matches!(m, "Exact" | "Equivalent") {
+            errs.push(FieldError::not_supported(format!("{p}.matchPolicy"), m, &["Equivalent", "Exact"]));
+        }
+    }
+    for (j, r) in w.rules.into_iter().flatten().enumerate() {
+        let rp = format!("{p}.rules[{j}]");
+        if r.operations.as_ref().is_none_or(|o| o.is_empty()) {
+            errs.push(FieldError::required(format!("{rp}.operations"), ""));
+        }
+        for op in r.operations.iter().flatten() {
+            if !matches!(op.as_str(), "*" | "CREATE" | "UPDATE" | "DELETE" | "CONNECT") {
+                errs.push(FieldError::not_supported(format!("{rp}.operations"), op.as_str(), &["*", "CONNECT", "CREATE", "DELETE", "UPDATE"]));
+            }
+        }
+        if r.resources.as_ref().is_none_or(|o| o.is_empty()) {
+            errs.push(FieldError::required(format!("{rp}.resources"), ""));
+        }
+        if r.api_groups.as_ref().is_none_or(|o| o.is_empty()) {
+            errs.push(FieldError::required(format!("{rp}.apiGroups"), ""));
+        }
+        if r.api_versions.as_ref().is_none_or(|o| o.is_empty()) {
+            errs.push(FieldError::required(format!("{rp}.apiVersions"), ""));
+        }
+        if let Some(s) = r.scope.as_deref() {
+            if !matches!(s, "*" | "Cluster" | "Namespaced") {
+                errs.push(FieldError::not_supported(format!("{rp}.scope"), s, &["*", "Cluster", "Namespaced"]));
+            }
+        }
+    }
+    errs
+}
+
+pub struct ValidatingWebhookConfigurations;
+
+impl Kind for ValidatingWebhookConfigurations {
+    type Object = ValidatingWebhookConfiguration;
+
+    fn default(&self, c: &mut ValidatingWebhookConfiguration) {
+        for w in c.webhooks.iter_mut().flatten() {
+            default_webhook_fields(&mut w.failure_policy, &mut w.match_policy, &mut w.timeout_seconds);
+            default_selector(&mut w.namespace_selector);
+            default_selector(&mut w.object_selector);
+            default_rules(w.rules.as_mut());
+            default_service_port(&mut w.client_config);
+        }
+    }
+    fn validate(&self, c: &ValidatingWebhookConfiguration) -> Vec<FieldError> {
+        let mut seen = vec![];
+        c.webhooks.iter().flatten().enumerate().flat_map(|(i, w)| validate_common(i, &validating(w), &mut seen)).collect()
+    }
+    fn columns(&self) -> Vec<Column> {
+        columns()
+    }
+    fn cells(&self, c: &ValidatingWebhookConfiguration, now: Timestamp) -> Vec<Value> {
+        cells(&c.metadata, c.webhooks.as_ref().map_or(0, Vec::len), now)
+    }
+}
+
+fn validating(w: &ValidatingWebhook) -> Common<'_> {
+    Common {
+        name: &w.name,
+        client: &w.client_config,
+        rules: w.rules.as_ref(),
+        side_effects: &w.side_effects,
+        timeout: w.timeout_seconds,
+        versions: &w.admission_review_versions,
+        failure_policy: w.failure_policy.as_deref(),
+        match_policy: w.match_policy.as_deref(),
+    }
+}
+
+fn mutating(w: &MutatingWebhook) -> Common<'_> {
+    Common {
+        name: &w.name,
+        client: &w.client_config,
+        rules: w.rules.as_ref(),
+        side_effects: &w.side_effects,
+        timeout: w.timeout_seconds,
+        versions: &w.admission_review_versions,
+        failure_policy: w.failure_policy.as_deref(),
+        match_policy: w.match_policy.as_deref(),
+    }
+}
+
+fn default_webhook_fields(failure: &mut Option<String>, matching: &mut Option<String>, timeout: &mut Option<i32>) {
+    failure.get_or_insert_with(|| "Fail".into());
+    matching.get_or_insert_with(|| "Equivalent".into());
+    timeout.get_or_insert(10);
+}
+
+pub struct MutatingWebhookConfigurations;
+
+impl Kind for MutatingWebhookConfigurations {
+    type Object = MutatingWebhookConfiguration;
+
+    fn default(&self, c: &mut MutatingWebhookConfiguration) {
+        for w in c.webhooks.iter_mut().flatten() {
+            default_webhook_fields(&mut w.failure_policy, &mut w.match_policy, &mut w.timeout_seconds);
+            w.reinvocation_policy.get_or_insert_with(|| "Never".into());
+            default_selector(&mut w.namespace_selector);
+            default_selector(&mut w.object_selector);
+            default_rules(w.rules.as_mut());
+            default_service_port(&mut w.client_config);
+        }
+    }
+    fn validate(&self, c: &MutatingWebhookConfiguration) -> Vec<FieldError> {
+        let mut seen = vec![];
+        let mut errs: Vec<FieldError> = c.webhooks.iter().flatten().enumerate().flat_map(|(i, w)| validate_common(i, &mutating(w), &mut seen)).collect();
+        for (i, w) in c.webhooks.iter().flatten().enumerate() {
+            if let Some(r) = w.reinvocation_policy.as_deref() {
+                if !matches!(r, "Never" | "IfNeeded") {
+                    errs.push(FieldError::not_supported(format!("webhooks[{i}].reinvocationPolicy"), r, &["IfNeeded", "Never"]));
+                }
+            }
+        }
+        errs
+    }
+    fn columns(&self) -> Vec<Column> {
+        columns()
+    }
+    fn cells(&self, c: &MutatingWebhookConfiguration, now: Timestamp) -> Vec<Value> {
+        cells(&c.metadata, c.webhooks.as_ref().map_or(0, Vec::len), now)
+    }
+}

@@ -1,0 +1,194 @@
+//! Admission webhooks end to end: the real `berth server`, real kubectl and a real HTTPS webhook
+//! (served by this test on 127.0.0.1 with a certificate of its own CA, given as caBundle).
+//! A validating webhook denies with its message, a mutating one patches, one that answers too
+//! late fails the request under failurePolicy Fail and is skipped under Ignore, object
+//! selectors pick what is sent, and bad configurations are refused with 422.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use berth_integration::apiserver::ApiServer;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+
+/// The webhook server: answers /deny, /patch and /slow (after 3 s); stops with the test.
+struct WebhookServer {
+    port: u16,
+    ca_pem: String,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for WebhookServer {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn answer(path: &str, review: &Value) -> Value {
+    let uid = review["request"]["uid"].clone();
+    let name = review["request"]["name"].as_str().unwrap_or("");
+    match path {
+        "/deny" => json!({"uid": uid, "allowed": false, "status": {"code": 403, "reason": "Forbidden", "message": format!("configmap {name} is not welcome")}}),
+        "/patch" => {
+            let ops = json!([{"op": "add", "path": "/metadata/labels/patched-by", "value": "berth-webhook"}]);
+            let patch = base64::engine::general_purpose::STANDARD.encode(ops.to_string());
+            json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": patch, "warnings": ["patched by the test webhook"]})
+        }
+        _ => json!({"uid": uid, "allowed": true}),
+    }
+}
+
+async fn handle(req: Request<hyper::body::Incoming>) -> Result<Response<Full<bytes::Bytes>>, std::convert::Infallible> {
+    let path = req.uri().path().to_string();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let review: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    if path == "/slow" {
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    }
+    let out = json!({"apiVersion": review["apiVersion"], "kind": "AdmissionReview", "response": answer(&path, &review)});
+    Ok(Response::builder().header("content-type", "application/json").body(Full::new(bytes::Bytes::from(out.to_string()))).expect("response"))
+}
+
+fn start_webhook() -> WebhookServer {
+    let ca_key = rcgen::KeyPair::generate().expect("ca key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "berth-webhook-test-ca");
+    let ca = ca_params.self_signed(&ca_key).expect("ca");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let cert = params.signed_by(&key, &issuer).expect("cert");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("tls versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
+        .expect("tls config");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    runtime.spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tls), hyper::service::service_fn(handle)).await;
+            });
+        }
+    });
+    WebhookServer { port, ca_pem: ca.pem(), runtime: Some(runtime) }
+}
+
+fn webhook(hook: &WebhookServer, name: &str, path: &str, label: &str, extra: Value) -> Value {
+    let mut w = json!({
+        "name": name,
+        "clientConfig": {"url": format!("https://127.0.0.1:{}{path}", hook.port), "caBundle": base64::engine::general_purpose::STANDARD.encode(&hook.ca_pem)},
+        "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"]}],
+        "objectSelector": {"matchLabels": {"berth-webhook": label}},
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"]
+    });
+    if let Some(m) = extra.as_object() {
+        for (k, v) in m {
+            w[k] = v.clone();
+        }
+    }
+    w
+}
+
+fn configmap(name: &str, label: &str) -> String {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "default", "labels": {"berth-webhook": label}}, "data": {"a": "b"}})
+        .to_string()
+}
+
+#[test]
+fn webhooks_deny_patch_and_time_out_as_their_failure_policy_says() {
+    let s = ApiServer::start("webhooks");
+    let hook = start_webhook();
+    let validating = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration", "metadata": {"name": "berth-validating"},
+        "webhooks": [
+            webhook(&hook, "deny.berth.test", "/deny", "deny", json!({})),
+            webhook(&hook, "slow-fail.berth.test", "/slow", "slow-fail", json!({"timeoutSeconds": 1, "failurePolicy": "Fail"})),
+            webhook(&hook, "slow-ignore.berth.test", "/slow", "slow-ignore", json!({"timeoutSeconds": 1, "failurePolicy": "Ignore"}))
+        ]
+    });
+    s.ok_in("1.33", &["create", "-f", "-"], Some(&validating.to_string()));
+    let mutating = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration", "metadata": {"name": "berth-mutating"},
+        "webhooks": [webhook(&hook, "patch.berth.test", "/patch", "patch", json!({}))]
+    });
+    s.ok_in("1.33", &["create", "-f", "-"], Some(&mutating.to_string()));
+    // defaults as upstream's
+    let stored: Value = serde_json::from_str(&s.ok("1.33", &["get", "validatingwebhookconfiguration", "berth-validating", "-o", "json"])).expect("json");
+    let first = &stored["webhooks"][0];
+    assert_eq!(
+        (first["failurePolicy"].as_str(), first["matchPolicy"].as_str(), first["timeoutSeconds"].as_i64()),
+        (Some("Fail"), Some("Equivalent"), Some(10))
+    );
+    assert_eq!(first["rules"][0]["scope"], "*");
+    let table = s.ok("1.33", &["get", "validatingwebhookconfigurations"]);
+    assert!(table.lines().any(|l| l.starts_with("berth-validating") && l.split_whitespace().nth(1) == Some("3")), "{table}");
+
+    for v in ["1.33", "1.27"] {
+        let n = v.replace('.', "-");
+        // denied, with the webhook's message and code
+        let err = s.fails(v, &["create", "-f", "-"], Some(&configmap(&format!("denied-{n}"), "deny")));
+        assert!(
+            err.contains(&format!(r#"Error from server (Forbidden): error when creating "STDIN": admission webhook "deny.berth.test" denied the request: configmap denied-{n} is not welcome"#)),
+            "{v}: {err}"
+        );
+        // not selected: nothing is sent
+        s.ok_in(v, &["create", "-f", "-"], Some(&configmap(&format!("plain-{n}"), "none")));
+        // patched
+        s.ok_in(v, &["create", "-f", "-"], Some(&configmap(&format!("patched-{n}"), "patch")));
+        let label = s.ok(v, &["get", "configmap", &format!("patched-{n}"), "-o", "jsonpath={.metadata.labels.patched-by}"]);
+        assert_eq!(label, "berth-webhook", "{v}");
+        // too slow: Fail fails the request, Ignore lets it through
+        let err = s.fails(v, &["create", "-f", "-"], Some(&configmap(&format!("slow-fail-{n}"), "slow-fail")));
+        assert!(
+            err.contains(&format!(
+                r#"Internal error occurred: failed calling webhook "slow-fail.berth.test": failed to call webhook: Post "https://127.0.0.1:{}/slow?timeout=1s": context deadline exceeded"#,
+                hook.port
+            )),
+            "{v}: {err}"
+        );
+        s.ok_in(v, &["create", "-f", "-"], Some(&configmap(&format!("slow-ignore-{n}"), "slow-ignore")));
+    }
+    let names = s.ok("1.33", &["get", "configmaps", "-o", "name"]);
+    assert!(!names.contains("denied-") && !names.contains("slow-fail-"), "{names}");
+
+    // a webhook that cannot be reached fails the request under Fail
+    let gone = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration", "metadata": {"name": "berth-unreachable"},
+        "webhooks": [{"name": "gone.berth.test", "clientConfig": {"url": "https://127.0.0.1:1/x", "caBundle": base64::engine::general_purpose::STANDARD.encode(&hook.ca_pem)},
+            "rules": [{"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["configmaps"]}],
+            "objectSelector": {"matchLabels": {"berth-webhook": "gone"}}, "sideEffects": "None", "admissionReviewVersions": ["v1"]}]
+    });
+    s.ok_in("1.33", &["create", "-f", "-"], Some(&gone.to_string()));
+    let err = s.fails("1.33", &["create", "-f", "-"], Some(&configmap("unreachable", "gone")));
+    assert!(
+        err.contains(r#"failed calling webhook "gone.berth.test": failed to call webhook: Post "https://127.0.0.1:1/x?timeout=10s": dial tcp 127.0.0.1:1: connect: connection refused"#),
+        "{err}"
+    );
+
+    // bad configurations are refused
+    let bad = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration", "metadata": {"name": "berth-bad"},
+        "webhooks": [{"name": "bad.berth.test", "clientConfig": {"url": "http://127.0.0.1:1/x"}, "sideEffects": "Some", "admissionReviewVersions": ["v2"]}]
+    });
+    let err = s.fails("1.33", &["create", "-f", "-"], Some(&bad.to_string()));
+    for want in [
+        r#"webhooks[0].clientConfig.url: Invalid value: "http://127.0.0.1:1/x": 'https' is the only allowed URL scheme"#,
+        r#"webhooks[0].sideEffects: Unsupported value: "Some": supported values: "None", "NoneOnDryRun""#,
+        "webhooks[0].admissionReviewVersions: Invalid value",
+    ] {
+        assert!(err.contains(want), "{want} missing in {err}");
+    }
+}
