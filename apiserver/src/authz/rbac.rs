@@ -65,7 +65,7 @@ fn compile_binding(v: Value) -> Option<Binding> {
 pub fn applies_to(subject: &Subject, user: &User, namespace: &str) -> bool {
     match subject.kind.as_str() {
         "User" => subject.name == user.name,
-        "Group" => user.groups.iter().any(|g| *g == subject.name),
+        "Group" => user.groups.contains(&subject.name),
         "ServiceAccount" => {
             let ns = subject.namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(namespace);
             !ns.is_empty() && user.name == format!("system:serviceaccount:{ns}:{}", subject.name)

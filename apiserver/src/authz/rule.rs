@@ -51,7 +51,7 @@ impl Rule {
             Target::Resource(r) => {
                 has(&self.api_groups, &r.group)
                     && self.resource_matches(&r.combined(), &r.subresource)
-                    && (self.resource_names.is_empty() || self.resource_names.iter().any(|n| *n == r.name))
+                    && (self.resource_names.is_empty() || self.resource_names.contains(&r.name))
             }
             Target::Path(p) => self.url_matches(p),
         }
@@ -242,7 +242,7 @@ mod tests {
             ]
         );
         let named = Rule { resource_names: vec!["x".into()], ..Rule::new(&["get"], &[""], &["configmaps"]) };
-        assert!(uncovered(&[named.clone()], &[named.clone()]).is_empty());
+        assert!(uncovered(std::slice::from_ref(&named), std::slice::from_ref(&named)).is_empty());
         assert_eq!(uncovered(&[named], &[Rule::new(&["get"], &[""], &["configmaps"])]).len(), 1, "a named rule does not cover all objects");
         let url = Rule { verbs: vec!["get".into()], non_resource_urls: vec!["/metrics".into()], ..Default::default() };
         assert_eq!(uncovered(&owner, std::slice::from_ref(&url))[0].compact_string(), r#"{NonResourceURLs:["/metrics"], Verbs:["get"]}"#);

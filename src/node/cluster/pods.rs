@@ -35,7 +35,10 @@ enum Change {
     Secret((String, String), Result<Event<Secret>, watcher::Error>),
 }
 
-fn key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
+/// (namespace, name) of a namespaced object.
+type ObjectKey = (String, String);
+
+fn key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectKey {
     (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
 }
 
@@ -52,18 +55,18 @@ struct ObjectWatches {
 impl ObjectWatches {
     /// Watches exactly `config_maps` and `secrets` from now on; returns the keys no longer
     /// watched (their objects are dropped from the state).
-    fn follow(&mut self, config_maps: BTreeSet<(String, String)>, secrets: BTreeSet<(String, String)>) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    fn follow(&mut self, config_maps: BTreeSet<ObjectKey>, secrets: BTreeSet<ObjectKey>) -> (Vec<ObjectKey>, Vec<ObjectKey>) {
         let gone_cms = Self::retain(&mut self.config_maps, &config_maps);
         let gone_secrets = Self::retain(&mut self.secrets, &secrets);
         for k in config_maps {
             if !self.config_maps.contains_key(&k) {
-                let task = self.watch::<ConfigMap>(&k, |k, e| Change::ConfigMap(k, e));
+                let task = self.watch::<ConfigMap>(&k, Change::ConfigMap);
                 self.config_maps.insert(k, task);
             }
         }
         for k in secrets {
             if !self.secrets.contains_key(&k) {
-                let task = self.watch::<Secret>(&k, |k, e| Change::Secret(k, e));
+                let task = self.watch::<Secret>(&k, Change::Secret);
                 self.secrets.insert(k, task);
             }
         }
@@ -80,7 +83,7 @@ impl ObjectWatches {
         gone
     }
 
-    fn watch<K>(&self, key: &(String, String), wrap: fn((String, String), Result<Event<K>, watcher::Error>) -> Change) -> tokio::task::JoinHandle<()>
+    fn watch<K>(&self, key: &(String, String), wrap: fn(ObjectKey, Result<Event<K>, watcher::Error>) -> Change) -> tokio::task::JoinHandle<()>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
             + Clone
@@ -112,7 +115,7 @@ impl Drop for ObjectWatches {
 }
 
 /// The ConfigMaps and Secrets the pods use, by (namespace, name).
-fn used_objects(pods: &BTreeMap<String, Pod>) -> (BTreeSet<(String, String)>, BTreeSet<(String, String)>) {
+fn used_objects(pods: &BTreeMap<String, Pod>) -> (BTreeSet<ObjectKey>, BTreeSet<ObjectKey>) {
     let (mut cms, mut secrets) = (BTreeSet::new(), BTreeSet::new());
     for p in pods.values().filter(|p| !super::mirror::is_mirror(p)) {
         let refs = berth_apiserver::authz::node::pod_references(p);
