@@ -180,6 +180,19 @@ struct ServerArgs {
     /// those agents reach the server at. Applies when the certificate is made (first start).
     #[arg(long, value_delimiter = ',')]
     tls_san: Vec<String>,
+    /// The audit policy (an audit.k8s.io/v1 Policy file), as kube-apiserver's flag; with
+    /// --audit-log-path, requests are audited at the levels it gives.
+    #[arg(long, requires = "audit_log_path")]
+    audit_policy_file: Option<PathBuf>,
+    /// Where audit events go as JSON lines (`-`: standard output), as kube-apiserver's flag.
+    #[arg(long, requires = "audit_policy_file")]
+    audit_log_path: Option<PathBuf>,
+    /// Rotate the audit log when it reaches this many megabytes (0: never).
+    #[arg(long, default_value_t = 100)]
+    audit_log_maxsize: u64,
+    /// Rotated audit log files kept (0: all).
+    #[arg(long, default_value_t = 10)]
+    audit_log_maxbackup: usize,
     /// The range pod CIDRs of nodes are allocated from (IPv4), as kube-controller-manager's
     /// flag with --allocate-node-cidrs; a node registered with its own --pod-cidr keeps it.
     #[arg(long, default_value = "10.42.0.0/16")]
@@ -405,6 +418,12 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
         service_account_issuers: args.service_account_issuer,
         api_audiences: args.api_audiences,
         tls_sans: args.tls_san,
+        audit: match (args.audit_policy_file, args.audit_log_path) {
+            (Some(policy_file), Some(log_path)) => {
+                Some(berth_apiserver::audit::AuditConfig { policy_file, log_path, max_size_mb: args.audit_log_maxsize, max_backups: args.audit_log_maxbackup })
+            }
+            _ => None,
+        },
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let ipam = berth_control::nodeipam::Allocator::new(&args.cluster_cidr, args.node_cidr_mask_size)?;

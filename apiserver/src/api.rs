@@ -36,6 +36,8 @@ pub struct ApiConfig {
     /// The TLS client of kubelet connections (logs, exec, nodes/proxy), with the apiserver's
     /// kubelet client certificate (None: no client certificate).
     pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The audit log (None: no auditing).
+    pub audit: Option<Arc<crate::audit::Auditor>>,
 }
 
 impl Default for ApiConfig {
@@ -47,6 +49,7 @@ impl Default for ApiConfig {
             authn: Default::default(),
             signer: None,
             kubelet_tls: None,
+            audit: None,
         }
     }
 }

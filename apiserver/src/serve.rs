@@ -88,6 +88,7 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, router
                     if let Some(u) = &user {
                         req.extensions_mut().insert(crate::authn::ClientCertificate(u.clone()));
                     }
+                    req.extensions_mut().insert(Peer(peer));
                     router.clone().oneshot(req.map(Body::new))
                 });
                 let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -101,3 +102,7 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, router
         );
     }
 }
+
+/// The address a request came from (for the audit log's sourceIPs).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);

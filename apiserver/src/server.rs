@@ -34,6 +34,8 @@ pub struct ServerOptions {
     /// k3s's `--tls-san`: more names and addresses in the serving certificate (made on first
     /// start) besides the listen address, the host name and the cluster's service names.
     pub tls_sans: Vec<String>,
+    /// upstream's `--audit-policy-file` and `--audit-log-*`: the audit log (None: none).
+    pub audit: Option<crate::audit::AuditConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +66,8 @@ pub enum ServerError {
     KubeletClient(String),
     #[error("the CSR signer: {0}")]
     Signer(#[from] crate::certificates::signer::SignError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
     #[error("listening on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
@@ -126,6 +130,10 @@ pub async fn run_with(opts: ServerOptions, shutdown: impl Future<Output = ()>, o
         }
     };
     let tls = crate::serve::tls_config(&pki)?;
+    let audit = match &opts.audit {
+        Some(c) => Some(Arc::new(crate::audit::Auditor::open(c).await?)),
+        None => None,
+    };
     let authn = crate::authn::Config {
         static_tokens,
         issuers: opts.service_account_issuers.clone(),
@@ -145,6 +153,7 @@ pub async fn run_with(opts: ServerOptions, shutdown: impl Future<Output = ()>, o
                     .map_err(ServerError::KubeletClient)?,
             )),
             signer: Some(Arc::new(crate::certificates::signer::Signer::new(&pki.ca_pem, &pki.ca_key_pem, crate::certificates::signer::DEFAULT_MAX_DURATION)?)),
+            audit,
         },
     )
     .await?;

@@ -44,13 +44,39 @@ pub fn in_process(api: Arc<Api>, user: User) -> Router {
 
 async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
     let span = tracing::debug_span!("request", method = %req.method(), path = %req.uri().path());
-    match serve(api, req).instrument(span).await {
+    let mut audited = None;
+    let response = match serve(api.clone(), req, &mut audited).instrument(span).await {
         Ok(r) => r,
         Err(e) => {
             if e.code >= 500 {
                 tracing::warn!(code = e.code, message = %e.message, "request failed");
             }
             e.into_response()
+        }
+    };
+    match (audited, api.config.audit.as_ref()) {
+        (Some(entry), Some(auditor)) => audit_complete(auditor, entry, response).await,
+        _ => response,
+    }
+}
+
+/// Writes the audit line of a finished request (with its JSON answer when the level keeps it).
+async fn audit_complete(auditor: &crate::audit::Auditor, entry: crate::audit::Entry, response: Response) -> Response {
+    let code = response.status().as_u16();
+    let json = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| ct.starts_with("application/json"));
+    if !entry.wants_response() || entry.long_running() || code == 101 || !json {
+        auditor.complete(entry, code, None);
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(bytes) => {
+            auditor.complete(entry, code, serde_json::from_slice(&bytes).ok());
+            Response::from_parts(parts, axum::body::Body::from(bytes))
+        }
+        Err(e) => {
+            auditor.complete(entry, code, None);
+            ApiError::internal(format!("reading the answer: {e}")).into_response()
         }
     }
 }
@@ -61,10 +87,12 @@ fn text(code: StatusCode, body: &'static str) -> Response {
     (code, [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))], body).into_response()
 }
 
-async fn serve(api: Arc<Api>, req: Request) -> Result<Response, ApiError> {
+async fn serve(api: Arc<Api>, req: Request, audited: &mut Option<crate::audit::Entry>) -> Result<Response, ApiError> {
     let path = req.uri().path().trim_end_matches('/').to_string();
     // the anonymous user reads only what authentication lets it (no authorization after that)
     let mut anonymous = false;
+    // who asked to act as another user
+    let mut impersonator = None;
     let user = match req.extensions().get::<User>().cloned() {
         // in-process callers come with their user
         Some(u) => u,
@@ -88,20 +116,42 @@ async fn serve(api: Arc<Api>, req: Request) -> Result<Response, ApiError> {
                 }
             };
             if !anonymous && authz::impersonation::requested(req.headers()) {
-                authz::impersonation::impersonate(&api, &user, req.headers()).await?
+                let acting = authz::impersonation::impersonate(&api, &user, req.headers()).await?;
+                impersonator = Some(user);
+                acting
             } else {
                 user
             }
         }
     };
+    let params: Params = Query::<Params>::try_from_uri(req.uri()).map(|q| q.0).unwrap_or_default();
+    let attrs = authz::attributes::Attributes::of_request(&user, req.method().as_str(), &path, &params);
+    if let Some(auditor) = &api.config.audit {
+        let uri = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+        let user_agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let source_ip = req.extensions().get::<crate::serve::Peer>().map(|p| p.0.ip().to_string());
+        let (by, acting) = match &impersonator {
+            Some(i) => (i, Some(&user)),
+            None => (&user, None),
+        };
+        *audited = auditor.begin(crate::audit::Request { user: by, impersonated: acting, attrs: &attrs, uri: &uri, source_ip, user_agent });
+    }
     if ["/healthz", "/livez", "/readyz"].iter().any(|p| path == *p || path.starts_with(&format!("{p}/"))) {
         return Ok(text(StatusCode::OK, "ok"));
     }
-    let params: Params = Query::<Params>::try_from_uri(req.uri()).map(|q| q.0).unwrap_or_default();
     if !anonymous {
-        authorize(&api, &user, req.method(), &path, &params).await?;
+        if let Err(e) = authorize(&api, &attrs).await {
+            if let Some(a) = audited.as_mut() {
+                a.forbidden = true;
+            }
+            return Err(e);
+        }
     }
-    let headers = req.headers().clone();
+    let mut headers = req.headers().clone();
+    // an answer the audit log records whole is sent as JSON (what the client also accepts)
+    if audited.as_ref().is_some_and(|a| a.wants_response()) && content::wants_protobuf(&headers) {
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+    }
     let method = req.method().clone();
     let aggregated = content::wants_aggregated(&headers);
     let reg_arc = api.registry();
@@ -202,6 +252,9 @@ async fn serve(api: Arc<Api>, req: Request) -> Result<Response, ApiError> {
             ApiError::bad_request(format!("reading the request body: {e}"))
         }
     })?;
+    if let Some(a) = audited.as_mut().filter(|a| a.wants_request() && !body.is_empty()) {
+        a.request_object = content::decode_body(&headers, &body).ok();
+    }
     if res.review {
         return match (method, name, sub) {
             (Method::POST, None, Subresource::Main) => {
@@ -251,9 +304,8 @@ impl Req {
 
 /// Authorizes a request before anything reads it. A WebSocket GET of pods/exec, attach or
 /// portforward also needs `create` there, as upstream checks since 1.30.
-async fn authorize(api: &Api, user: &User, method: &Method, path: &str, params: &Params) -> Result<(), ApiError> {
-    let attrs = authz::attributes::Attributes::of_request(user, method.as_str(), path, params);
-    authz::require(api, &attrs).await?;
+async fn authorize(api: &Api, attrs: &authz::attributes::Attributes) -> Result<(), ApiError> {
+    authz::require(api, attrs).await?;
     if let Some(r) = attrs.resource_target() {
         if attrs.verb == "get" && r.group.is_empty() && r.resource == "pods" && matches!(r.subresource.as_str(), "exec" | "attach" | "portforward") {
             let create = authz::attributes::Attributes { verb: "create".into(), ..attrs.clone() };
