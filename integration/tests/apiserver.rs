@@ -252,6 +252,7 @@ fn discovery_has_the_shape_of_a_real_cluster() {
         assert_eq!(
             versions.split_whitespace().collect::<Vec<_>>(),
             [
+                "admissionregistration.k8s.io/v1",
                 "apiextensions.k8s.io/v1",
                 "apps/v1",
                 "authentication.k8s.io/v1",

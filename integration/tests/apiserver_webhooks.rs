@@ -192,3 +192,95 @@ fn webhooks_deny_patch_and_time_out_as_their_failure_policy_says() {
         assert!(err.contains(want), "{want} missing in {err}");
     }
 }
+
+#[test]
+fn validating_admission_policies_judge_with_cel_through_their_bindings() {
+    let s = ApiServer::start("vap");
+    s.ok("1.33", &["create", "namespace", "vap-test"]);
+    s.ok("1.33", &["label", "namespace", "vap-test", "environment=test"]);
+    s.ok("1.33", &["create", "namespace", "vap-other"]);
+    s.ok("1.33", &["-n", "vap-test", "create", "configmap", "limits", "--from-literal=maxReplicas=4"]);
+    let policy = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy", "metadata": {"name": "berth-replicas.example.com"},
+        "spec": {
+            "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+            "matchConstraints": {"resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"], "resources": ["deployments"]}]},
+            "variables": [{"name": "replicas", "expression": "object.spec.replicas"}],
+            "validations": [
+                {"expression": "variables.replicas <= 5"},
+                {"expression": "variables.replicas <= int(params.data.maxReplicas)", "messageExpression": "'at most ' + params.data.maxReplicas + ' replicas here, not ' + string(variables.replicas)", "reason": "Forbidden"}
+            ]
+        }
+    });
+    s.ok_in("1.33", &["create", "-f", "-"], Some(&policy.to_string()));
+    let binding = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": "berth-replicas-binding"},
+        "spec": {"policyName": "berth-replicas.example.com", "validationActions": ["Deny"],
+                 "paramRef": {"name": "limits", "parameterNotFoundAction": "Deny"},
+                 "matchResources": {"namespaceSelector": {"matchLabels": {"environment": "test"}}}}
+    });
+    s.ok_in("1.33", &["create", "-f", "-"], Some(&binding.to_string()));
+    let stored: Value = serde_json::from_str(&s.ok("1.33", &["get", "validatingadmissionpolicy", "berth-replicas.example.com", "-o", "json"])).expect("json");
+    assert_eq!(stored["spec"]["failurePolicy"], "Fail");
+    for v in ["1.33", "1.27"] {
+        let n = v.replace('.', "-");
+        let err = s.fails(v, &["-n", "vap-test", "create", "deployment", &format!("big-{n}"), "--image=busybox", "--replicas=7"], None);
+        assert!(
+            err.contains(&format!(
+                r#"deployments.apps "big-{n}" is forbidden: ValidatingAdmissionPolicy 'berth-replicas.example.com' with binding 'berth-replicas-binding' denied request: failed expression: variables.replicas <= 5"#
+            )),
+            "{v}: {err}"
+        );
+        // reason Invalid (422) with the message as a cause, as kubectl shows it for a manifest
+        let manifest = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": format!("big-file-{n}"), "namespace": "vap-test"},
+            "spec": {"replicas": 7, "selector": {"matchLabels": {"app": "x"}}, "template": {"metadata": {"labels": {"app": "x"}}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}});
+        let err = s.fails(v, &["create", "-f", "-"], Some(&manifest.to_string()));
+        assert!(
+            err.contains(&format!(
+                r#"The deployments "big-file-{n}" is invalid: : ValidatingAdmissionPolicy 'berth-replicas.example.com' with binding 'berth-replicas-binding' denied request: failed expression: variables.replicas <= 5"#
+            )),
+            "{v}: {err}"
+        );
+        // the second validation, with its message from params and its reason
+        let err = s.fails(v, &["-n", "vap-test", "create", "deployment", &format!("five-{n}"), "--image=busybox", "--replicas=5"], None);
+        assert!(
+            err.contains(&format!(
+                r#"Error from server (Forbidden): deployments.apps "five-{n}" is forbidden: ValidatingAdmissionPolicy 'berth-replicas.example.com' with binding 'berth-replicas-binding' denied request: at most 4 replicas here, not 5"#
+            )) || err.contains("denied request: at most 4 replicas here, not 5"),
+            "{v}: {err}"
+        );
+        s.ok(v, &["-n", "vap-test", "create", "deployment", &format!("small-{n}"), "--image=busybox", "--replicas=3"]);
+        // not selected by the binding's namespaceSelector
+        s.ok(v, &["-n", "vap-other", "create", "deployment", &format!("big-{n}"), "--image=busybox", "--replicas=7"]);
+    }
+    // without its params the binding denies (parameterNotFoundAction Deny)
+    s.ok("1.33", &["-n", "vap-test", "delete", "configmap", "limits"]);
+    let err = s.fails("1.33", &["-n", "vap-test", "create", "deployment", "no-params", "--image=busybox", "--replicas=1"], None);
+    assert!(err.contains("no params found for policy binding with `Deny` parameterNotFoundAction"), "{err}");
+    // Warn instead of Deny: allowed, with a warning
+    let warn = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": "berth-replicas-binding"},
+        "spec": {"policyName": "berth-replicas.example.com", "validationActions": ["Warn"], "paramRef": {"name": "limits", "parameterNotFoundAction": "Allow"},
+                 "matchResources": {"namespaceSelector": {"matchLabels": {"environment": "test"}}}}
+    });
+    s.ok_in("1.33", &["replace", "-f", "-"], Some(&warn.to_string()));
+    let out = s.kubectl("1.33", &["-n", "vap-test", "create", "deployment", "warned", "--image=busybox", "--replicas=9"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // (params missing and Allow: the binding does not apply at all, so no warning)
+    s.ok("1.33", &["-n", "vap-test", "create", "configmap", "limits", "--from-literal=maxReplicas=4"]);
+    let out = s.kubectl("1.33", &["-n", "vap-test", "create", "deployment", "warned-2", "--image=busybox", "--replicas=9"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Warning: Validation failed for ValidatingAdmissionPolicy 'berth-replicas.example.com' with binding 'berth-replicas-binding': failed expression: variables.replicas <= 5"),
+        "{stderr}"
+    );
+    // an expression that does not compile is refused
+    let bad = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy", "metadata": {"name": "berth-bad.example.com"},
+        "spec": {"matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}]},
+                 "validations": [{"expression": "object.spec.replicas <= "}]}
+    });
+    let err = s.fails("1.33", &["create", "-f", "-"], Some(&bad.to_string()));
+    assert!(err.contains(r#"spec.validations[0].expression: Invalid value: "object.spec.replicas <= ": compilation failed: "#), "{err}");
+}

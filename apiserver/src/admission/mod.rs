@@ -19,6 +19,7 @@ pub mod limitranger;
 pub mod namespacelifecycle;
 pub mod noderestriction;
 pub mod podsecurity;
+pub mod policy;
 pub mod priority;
 pub mod resourcequota;
 pub mod serviceaccount;
@@ -126,6 +127,7 @@ impl Default for Chain {
                 Box::new(defaulttolerationseconds::DefaultTolerationSeconds),
                 Box::new(podsecurity::PodSecurity),
                 Box::new(webhook::Webhooks { mutating: true }),
+                Box::new(policy::ValidatingAdmissionPolicies),
                 Box::new(webhook::Webhooks { mutating: false }),
                 Box::new(resourcequota::ResourceQuota),
             ],

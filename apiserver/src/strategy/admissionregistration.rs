@@ -5,11 +5,15 @@
 //! validation of what the caller needs to get right: unique qualified names, exactly one of url
 //! and service (an https URL without user info or fragment), sideEffects None or NoneOnDryRun,
 //! admissionReviewVersions naming v1 or v1beta1, timeouts of 1 to 30 seconds, rules with
-//! operations and resources. Columns: NAME WEBHOOKS AGE.
+//! operations and resources. Columns: NAME WEBHOOKS AGE. Also ValidatingAdmissionPolicy and
+//! ValidatingAdmissionPolicyBinding (their CEL expressions must compile; validationActions from
+//! Deny, Warn, Audit, not Deny with Warn; paramRef by name or selector), judged by
+//! `crate::admission::policy`.
 
 use jiff::Timestamp;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
+    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding, ValidatingWebhook,
+    ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde_json::{json, Value};
@@ -241,5 +245,164 @@ impl Kind for MutatingWebhookConfigurations {
     }
     fn cells(&self, c: &MutatingWebhookConfiguration, now: Timestamp) -> Vec<Value> {
         cells(&c.metadata, c.webhooks.as_ref().map_or(0, Vec::len), now)
+    }
+}
+
+/// A CEL expression that does not compile, as upstream reports it.
+fn check_expression(path: String, expression: &str, errs: &mut Vec<FieldError>) {
+    if expression.trim().is_empty() {
+        errs.push(FieldError::required(path, ""));
+    } else if let Err(e) = crate::admission::policy::expr::compile(expression) {
+        errs.push(FieldError::invalid(path, json!(expression), e));
+    }
+}
+
+pub struct ValidatingAdmissionPolicies;
+
+impl Kind for ValidatingAdmissionPolicies {
+    type Object = ValidatingAdmissionPolicy;
+
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+    fn default(&self, p: &mut ValidatingAdmissionPolicy) {
+        if let Some(spec) = p.spec.as_mut() {
+            spec.failure_policy.get_or_insert_with(|| "Fail".into());
+            if let Some(m) = spec.match_constraints.as_mut() {
+                default_match_resources(m);
+            }
+        }
+    }
+    fn validate(&self, p: &ValidatingAdmissionPolicy) -> Vec<FieldError> {
+        let mut errs = vec![];
+        let Some(spec) = &p.spec else { return vec![FieldError::required("spec", "")] };
+        if let Some(f) = spec.failure_policy.as_deref() {
+            if !matches!(f, "Fail" | "Ignore") {
+                errs.push(FieldError::not_supported("spec.failurePolicy", f, &["Fail", "Ignore"]));
+            }
+        }
+        match &spec.match_constraints {
+            None => errs.push(FieldError::required("spec.matchConstraints", "")),
+            Some(m) if m.resource_rules.as_ref().is_none_or(|r| r.is_empty()) => errs.push(FieldError::required("spec.matchConstraints.resourceRules", "")),
+            Some(_) => {}
+        }
+        let validations = spec.validations.as_deref().unwrap_or(&[]);
+        if validations.is_empty() && spec.audit_annotations.as_ref().is_none_or(|a| a.is_empty()) {
+            errs.push(FieldError::required("spec.validations", "validations or auditAnnotations must contain at least one item"));
+        }
+        for (i, v) in validations.iter().enumerate() {
+            check_expression(format!("spec.validations[{i}].expression"), &v.expression, &mut errs);
+            if let Some(m) = v.message_expression.as_deref() {
+                check_expression(format!("spec.validations[{i}].messageExpression"), m, &mut errs);
+            }
+            if let Some(r) = v.reason.as_deref() {
+                if !matches!(r, "Unauthorized" | "Forbidden" | "Invalid" | "RequestEntityTooLarge") {
+                    errs.push(FieldError::not_supported(
+                        format!("spec.validations[{i}].reason"),
+                        r,
+                        &["Forbidden", "Invalid", "RequestEntityTooLarge", "Unauthorized"],
+                    ));
+                }
+            }
+        }
+        for (i, c) in spec.match_conditions.iter().flatten().enumerate() {
+            check_expression(format!("spec.matchConditions[{i}].expression"), &c.expression, &mut errs);
+        }
+        for (i, v) in spec.variables.iter().flatten().enumerate() {
+            check_expression(format!("spec.variables[{i}].expression"), &v.expression, &mut errs);
+        }
+        errs
+    }
+    fn columns(&self) -> Vec<Column> {
+        vec![
+            NAME_COLUMN,
+            col("Validations", "integer", "Validations indicates the number of validation rules in the policy."),
+            col("ParamKind", "string", "ParamKind specifies the kind of resources used to parameterize this policy"),
+            AGE_COLUMN,
+        ]
+    }
+    fn cells(&self, p: &ValidatingAdmissionPolicy, now: Timestamp) -> Vec<Value> {
+        let spec = p.spec.as_ref();
+        let count = spec.and_then(|s| s.validations.as_ref()).map_or(0, Vec::len);
+        let param =
+            spec.and_then(|s| s.param_kind.as_ref()).map(|k| format!("{}/{}", k.api_version.clone().unwrap_or_default(), k.kind.clone().unwrap_or_default()));
+        vec![
+            json!(p.metadata.name.clone().unwrap_or_default()),
+            json!(count),
+            json!(param.unwrap_or_else(|| "<unset>".into())),
+            json!(age(p.metadata.creation_timestamp.as_ref(), now)),
+        ]
+    }
+}
+
+fn default_match_resources(m: &mut k8s_openapi::api::admissionregistration::v1::MatchResources) {
+    m.match_policy.get_or_insert_with(|| "Equivalent".into());
+    default_selector(&mut m.namespace_selector);
+    default_selector(&mut m.object_selector);
+    for r in m.resource_rules.iter_mut().flatten().chain(m.exclude_resource_rules.iter_mut().flatten()) {
+        r.scope.get_or_insert_with(|| "*".into());
+    }
+}
+
+pub struct ValidatingAdmissionPolicyBindings;
+
+impl Kind for ValidatingAdmissionPolicyBindings {
+    type Object = ValidatingAdmissionPolicyBinding;
+
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+    fn default(&self, b: &mut ValidatingAdmissionPolicyBinding) {
+        if let Some(spec) = b.spec.as_mut() {
+            if let Some(m) = spec.match_resources.as_mut() {
+                default_match_resources(m);
+            }
+            if let Some(p) = spec.param_ref.as_mut() {
+                p.parameter_not_found_action.get_or_insert_with(|| "Deny".into());
+            }
+        }
+    }
+    fn validate(&self, b: &ValidatingAdmissionPolicyBinding) -> Vec<FieldError> {
+        let mut errs = vec![];
+        let Some(spec) = &b.spec else { return vec![FieldError::required("spec", "")] };
+        if spec.policy_name.as_deref().is_none_or(str::is_empty) {
+            errs.push(FieldError::required("spec.policyName", ""));
+        }
+        let actions = spec.validation_actions.as_deref().unwrap_or(&[]);
+        if actions.is_empty() {
+            errs.push(FieldError::required("spec.validationActions", "at least one validation action is required"));
+        }
+        for (i, a) in actions.iter().enumerate() {
+            if !matches!(a.as_str(), "Deny" | "Warn" | "Audit") {
+                errs.push(FieldError::not_supported(format!("spec.validationActions[{i}]"), a.as_str(), &["Audit", "Deny", "Warn"]));
+            }
+        }
+        if actions.iter().any(|a| a == "Deny") && actions.iter().any(|a| a == "Warn") {
+            errs.push(FieldError::invalid("spec.validationActions", json!(actions), "Deny and Warn may not be used together"));
+        }
+        if let Some(p) = &spec.param_ref {
+            if p.name.is_some() == p.selector.is_some() {
+                errs.push(FieldError::invalid("spec.paramRef", json!(p.name), "one of name or selector must be set"));
+            }
+        }
+        errs
+    }
+    fn columns(&self) -> Vec<Column> {
+        vec![
+            NAME_COLUMN,
+            col("PolicyName", "string", "PolicyName references a ValidatingAdmissionPolicy name which the ValidatingAdmissionPolicyBinding binds to."),
+            col("ParamRef", "string", "ParamRef specifies the parameter resource used to configure the admission control policy."),
+            AGE_COLUMN,
+        ]
+    }
+    fn cells(&self, b: &ValidatingAdmissionPolicyBinding, now: Timestamp) -> Vec<Value> {
+        let spec = b.spec.as_ref();
+        let param = spec.and_then(|s| s.param_ref.as_ref()).and_then(|p| p.name.clone()).map(|n| format!("*/{n}"));
+        vec![
+            json!(b.metadata.name.clone().unwrap_or_default()),
+            json!(spec.and_then(|s| s.policy_name.clone()).unwrap_or_default()),
+            json!(param.unwrap_or_else(|| "<unset>".into())),
+            json!(age(b.metadata.creation_timestamp.as_ref(), now)),
+        ]
     }
 }

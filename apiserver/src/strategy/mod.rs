@@ -525,6 +525,34 @@ pub fn builtin_resources() -> Vec<Resource> {
             false,
             Box::new(Typed(admissionregistration::MutatingWebhookConfigurations)),
         ),
+        {
+            let mut r = resource(
+                "admissionregistration.k8s.io",
+                "ValidatingAdmissionPolicy",
+                "validatingadmissionpolicies",
+                "validatingadmissionpolicy",
+                &[],
+                &["api-extensions"],
+                false,
+                "validatingadmissionpolicies",
+                true,
+                Box::new(Typed(admissionregistration::ValidatingAdmissionPolicies)),
+            );
+            r.version = "v1";
+            r
+        },
+        resource(
+            "admissionregistration.k8s.io",
+            "ValidatingAdmissionPolicyBinding",
+            "validatingadmissionpolicybindings",
+            "validatingadmissionpolicybinding",
+            &[],
+            &["api-extensions"],
+            false,
+            "validatingadmissionpolicybindings",
+            false,
+            Box::new(Typed(admissionregistration::ValidatingAdmissionPolicyBindings)),
+        ),
         sar,
         ssar,
         lsar,

@@ -1,0 +1,133 @@
+//! CEL expressions of ValidatingAdmissionPolicies, on the `cel` crate (a maintained CEL parser
+//! and interpreter): compiled once per expression text and kept, evaluated against the request's
+//! variables (`object`, `oldObject`, `request`, `params`, `namespaceObject`, `variables`) given as
+//! JSON. The standard CEL functions and macros work (`has`, `size`, `all`, `exists`, `map`,
+//! `filter`, `startsWith`, `matches`, `in`, ...); Kubernetes' extension libraries (`quantity`,
+//! `url`, `authorizer`, ...) are not there, and expressions are not type-checked against the
+//! resource's schema (upstream's status.typeChecking is left empty).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde_json::Value;
+
+/// Programs kept at most (the cache is emptied when full).
+const KEEP: usize = 2048;
+
+fn cache() -> &'static Mutex<HashMap<String, Arc<cel::Program>>> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<cel::Program>>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// The compiled expression, or upstream's `compilation failed: ...` words.
+pub fn compile(expression: &str) -> Result<Arc<cel::Program>, String> {
+    if let Some(p) = cache().lock().unwrap_or_else(|e| e.into_inner()).get(expression) {
+        return Ok(p.clone());
+    }
+    let program = Arc::new(cel::Program::compile(expression).map_err(|e| format!("compilation failed: {}", one_line(&e.to_string())))?);
+    let mut c = cache().lock().unwrap_or_else(|e| e.into_inner());
+    if c.len() >= KEEP {
+        c.clear();
+    }
+    c.insert(expression.to_string(), program.clone());
+    Ok(program)
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The variables of one evaluation.
+#[derive(Default)]
+pub struct Bindings {
+    vars: Vec<(&'static str, Value)>,
+    /// The policy's `variables`, by name, in order.
+    named: serde_json::Map<String, Value>,
+}
+
+impl Bindings {
+    pub fn set(&mut self, name: &'static str, value: Value) {
+        self.vars.push((name, value));
+    }
+
+    /// Adds a policy variable (visible to later expressions as `variables.<name>`).
+    pub fn set_variable(&mut self, name: &str, value: Value) {
+        self.named.insert(name.to_string(), value);
+    }
+
+    fn context(&self) -> Result<cel::Context<'_>, String> {
+        let mut ctx = cel::Context::default();
+        for (k, v) in &self.vars {
+            ctx.add_variable_from_value(*k, to_cel(v));
+        }
+        ctx.add_variable_from_value("variables", to_cel(&Value::Object(self.named.clone())));
+        Ok(ctx)
+    }
+
+    /// Evaluates `expression` to a value.
+    pub fn eval(&self, expression: &str) -> Result<Value, String> {
+        let program = compile(expression)?;
+        let ctx = self.context()?;
+        let v = program.execute(&ctx).map_err(|e| e.to_string())?;
+        v.json().map_err(|e| e.to_string())
+    }
+
+    /// Evaluates `expression`, which must give a bool.
+    pub fn eval_bool(&self, expression: &str) -> Result<bool, String> {
+        match self.eval(expression)? {
+            Value::Bool(b) => Ok(b),
+            other => Err(format!("expected a bool, got {other}")),
+        }
+    }
+}
+
+/// A JSON value as CEL sees a Kubernetes object: integers are `int` (as upstream's schema-typed
+/// values are), only those beyond i64 `uint`.
+fn to_cel(v: &Value) -> cel::Value {
+    match v {
+        Value::Null => cel::Value::Null,
+        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => cel::Value::Int(i),
+            (None, Some(u)) => cel::Value::UInt(u),
+            _ => cel::Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => cel::Value::String(Arc::new(s.clone())),
+        Value::Array(a) => cel::Value::List(Arc::new(a.iter().map(to_cel).collect())),
+        Value::Object(m) => {
+            let map: HashMap<cel::objects::Key, cel::Value> = m.iter().map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), to_cel(v))).collect();
+            cel::Value::Map(cel::objects::Map { map: Arc::new(map) })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn expressions_see_the_object_request_and_variables() {
+        let mut b = Bindings::default();
+        b.set("object", json!({"metadata": {"name": "web", "labels": {"app": "x"}}, "spec": {"replicas": 7, "containers": [{"image": "a:1"}]}}));
+        b.set("request", json!({"operation": "CREATE"}));
+        b.set_variable("max", json!(5));
+        assert_eq!(b.eval_bool("object.spec.replicas <= variables.max"), Ok(false));
+        assert_eq!(b.eval_bool("has(object.metadata.labels) && object.metadata.labels.app == 'x'"), Ok(true));
+        assert_eq!(b.eval_bool("object.spec.containers.all(c, c.image.endsWith(':1'))"), Ok(true));
+        assert_eq!(b.eval_bool("request.operation in ['CREATE', 'UPDATE']"), Ok(true));
+        assert_eq!(b.eval("'too many: ' + string(object.spec.replicas)"), Ok(json!("too many: 7")));
+        b.set("params", json!({"data": {"max": "4"}}));
+        b.set_variable("replicas", json!(7));
+        assert_eq!(b.eval_bool("variables.replicas <= int(params.data.max)"), Ok(false), "JSON integers are CEL ints");
+        assert!(b.eval_bool("object.spec.missing > 1").is_err());
+        assert!(b.eval_bool("object.spec.replicas").is_err(), "not a bool");
+    }
+
+    #[test]
+    fn syntax_errors_are_compilation_failures() {
+        let e = compile("object.spec.replicas <= ").expect_err("error");
+        assert!(e.starts_with("compilation failed: "), "{e}");
+        assert!(!e.contains('\n'));
+    }
+}

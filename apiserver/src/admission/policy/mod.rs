@@ -1,0 +1,259 @@
+//! The ValidatingAdmissionPolicy plugin: ValidatingAdmissionPolicies (CEL validations, with
+//! matchConstraints, matchConditions, variables, paramKind, failurePolicy) applied through their
+//! ValidatingAdmissionPolicyBindings (policyName, matchResources, paramRef, validationActions),
+//! in the validating phase, as upstream:
+//! - a binding applies when its policy exists, the request matches the policy's
+//!   matchConstraints (resourceRules minus excludeResourceRules, namespace and object selectors)
+//!   and the binding's matchResources, and every matchCondition is true;
+//! - each validation's expression must be true; when it is false the binding's actions decide:
+//!   Deny fails the request (`ValidatingAdmissionPolicy 'p' with binding 'b' denied request:
+//!   <message>`, 422 Invalid by default, or the validation's reason), Warn adds a warning
+//!   (`Validation failed for ValidatingAdmissionPolicy 'p' with binding 'b': <message>`), Audit is
+//!   recorded only in the server's log;
+//! - the message is the validation's message, or its messageExpression's value, or `failed
+//!   expression: <expression>`; an expression that fails to evaluate is a failure under
+//!   failurePolicy Fail (the default) and ignored under Ignore;
+//! - params: the object paramRef names (by name, in its namespace or the request's) of the
+//!   policy's paramKind; none found → parameterNotFoundAction (Deny by default).
+//!
+//! The API's own writes (no user) and writes of admissionregistration objects are not judged.
+//! Expressions: [`expr`].
+
+pub mod expr;
+
+use std::collections::BTreeMap;
+
+use futures_util::future::BoxFuture;
+use k8s_openapi::api::admissionregistration::v1::{MatchResources, NamedRuleWithOperations, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
+use serde_json::{json, Value};
+
+use super::{cached, cached_one, Attributes, Plugin};
+use crate::api::Api;
+use crate::selector::LabelSelector;
+use crate::status::ApiError;
+
+const GROUP: &str = "admissionregistration.k8s.io";
+
+pub struct ValidatingAdmissionPolicies;
+
+impl Plugin for ValidatingAdmissionPolicies {
+    fn name(&self) -> &'static str {
+        "ValidatingAdmissionPolicy"
+    }
+
+    fn validate<'a>(&'a self, api: &'a Api, a: &'a mut Attributes) -> BoxFuture<'a, Result<(), ApiError>> {
+        Box::pin(async move {
+            if a.user.is_none() || a.resource.group == GROUP {
+                return Ok(());
+            }
+            run(api, a)
+        })
+    }
+}
+
+fn run(api: &Api, a: &mut Attributes) -> Result<(), ApiError> {
+    let bindings: Vec<ValidatingAdmissionPolicyBinding> =
+        cached(api, GROUP, "validatingadmissionpolicybindings", None).into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect();
+    if bindings.is_empty() {
+        return Ok(());
+    }
+    let namespace_object = if a.resource.namespaced { cached_one(api, "", "namespaces", None, a.namespace()) } else { None };
+    let namespace_labels = labels(namespace_object.as_ref());
+    let mut sorted = bindings;
+    sorted.sort_by(|x, y| x.metadata.name.cmp(&y.metadata.name));
+    for binding in &sorted {
+        let Some(spec) = &binding.spec else { continue };
+        let Some(policy_name) = spec.policy_name.as_deref() else { continue };
+        let Some(policy) =
+            cached_one(api, GROUP, "validatingadmissionpolicies", None, policy_name).and_then(|v| serde_json::from_value::<ValidatingAdmissionPolicy>(v).ok())
+        else {
+            continue;
+        };
+        let Some(pspec) = &policy.spec else { continue };
+        if !pspec.match_constraints.as_ref().is_some_and(|m| matches(m, a, &namespace_labels)) {
+            continue;
+        }
+        if spec.match_resources.as_ref().is_some_and(|m| !matches(m, a, &namespace_labels)) {
+            continue;
+        }
+        let binding_name = binding.metadata.name.clone().unwrap_or_default();
+        let fail = pspec.failure_policy.as_deref() != Some("Ignore");
+        let actions: Vec<String> = spec.validation_actions.clone().unwrap_or_default();
+        let judged = Judgement { policy: policy_name, binding: &binding_name, actions: &actions };
+        // params
+        let params = match (&pspec.param_kind, &spec.param_ref) {
+            (Some(kind), Some(r)) => match find_params(api, kind.api_version.as_deref().unwrap_or(""), kind.kind.as_deref().unwrap_or(""), r, a) {
+                Some(p) => p,
+                None if r.parameter_not_found_action.as_deref() == Some("Allow") => continue,
+                None => return Err(judged.deny_error(a, "no params found for policy binding with `Deny` parameterNotFoundAction", None)),
+            },
+            _ => Value::Null,
+        };
+        let mut b = expr::Bindings::default();
+        b.set("object", a.object.clone().unwrap_or(Value::Null));
+        b.set("oldObject", a.old_object.clone().unwrap_or(Value::Null));
+        b.set("request", request_of(a));
+        b.set("params", params);
+        b.set("namespaceObject", namespace_object.clone().unwrap_or(Value::Null));
+        // matchConditions: all true, or the binding does not apply
+        let mut applies = true;
+        for c in pspec.match_conditions.iter().flatten() {
+            match b.eval_bool(&c.expression) {
+                Ok(true) => {}
+                Ok(false) => {
+                    applies = false;
+                    break;
+                }
+                Err(e) if fail => return Err(judged.deny_error(a, &format!("expression '{}' resulted in error: {e}", c.expression), None)),
+                Err(_) => {
+                    applies = false;
+                    break;
+                }
+            }
+        }
+        if !applies {
+            continue;
+        }
+        for v in pspec.variables.iter().flatten() {
+            match b.eval(&v.expression) {
+                Ok(value) => b.set_variable(&v.name, value),
+                Err(e) => tracing::debug!(variable = %v.name, error = %e, "policy variable failed"),
+            }
+        }
+        for v in pspec.validations.iter().flatten() {
+            // why it failed: None for a false expression, the error of one that failed to run
+            let why = match b.eval_bool(&v.expression) {
+                Ok(true) => continue,
+                Ok(false) => None,
+                Err(e) if fail => Some(format!("expression '{}' resulted in error: {e}", v.expression)),
+                Err(_) => continue,
+            };
+            let message = match why {
+                Some(w) => w,
+                None => {
+                    let from_expression = v
+                        .message_expression
+                        .as_deref()
+                        .and_then(|m| b.eval(m).ok())
+                        .and_then(|m| m.as_str().map(String::from))
+                        .filter(|m| !m.trim().is_empty());
+                    from_expression
+                        .or_else(|| v.message.clone().filter(|m| !m.is_empty()))
+                        .unwrap_or_else(|| format!("failed expression: {}", v.expression.trim()))
+                }
+            };
+            judged.act(a, &message, v.reason.as_deref())?;
+        }
+    }
+    Ok(())
+}
+
+/// What a failed validation leads to, by the binding's actions.
+struct Judgement<'a> {
+    policy: &'a str,
+    binding: &'a str,
+    actions: &'a [String],
+}
+
+impl Judgement<'_> {
+    fn act(&self, a: &mut Attributes, message: &str, reason: Option<&str>) -> Result<(), ApiError> {
+        if self.actions.iter().any(|x| x == "Warn") {
+            a.warnings.push(format!("Validation failed for ValidatingAdmissionPolicy '{}' with binding '{}': {message}", self.policy, self.binding));
+        }
+        if self.actions.iter().any(|x| x == "Audit") {
+            tracing::info!(policy = self.policy, binding = self.binding, %message, "validation failed (audit)");
+        }
+        if self.actions.iter().any(|x| x == "Deny") {
+            return Err(self.deny_error(a, message, reason));
+        }
+        Ok(())
+    }
+
+    /// upstream's denial: admission's Forbidden message with the reason the validation gives
+    /// (Invalid, 422, by default) and the message also as a cause.
+    fn deny_error(&self, a: &Attributes, message: &str, reason: Option<&str>) -> ApiError {
+        let text = format!("ValidatingAdmissionPolicy '{}' with binding '{}' denied request: {message}", self.policy, self.binding);
+        let mut e = a.forbidden(&text);
+        (e.code, e.reason) = match reason.unwrap_or("Invalid") {
+            "Forbidden" => (403, "Forbidden"),
+            "Unauthorized" => (401, "Unauthorized"),
+            "RequestEntityTooLarge" => (413, "RequestEntityTooLarge"),
+            _ => (422, "Invalid"),
+        };
+        if let Some(d) = e.details.as_mut() {
+            d["causes"] = json!([{"message": text}]);
+        }
+        e
+    }
+}
+
+fn labels(v: Option<&Value>) -> BTreeMap<String, String> {
+    v.and_then(|v| v.pointer("/metadata/labels")).and_then(|l| serde_json::from_value(l.clone()).ok()).unwrap_or_default()
+}
+
+/// upstream's AdmissionRequest as the `request` variable.
+fn request_of(a: &Attributes) -> Value {
+    let res = &a.resource;
+    json!({
+        "kind": {"group": res.group, "version": res.version, "kind": res.kind},
+        "resource": {"group": res.group, "version": res.version, "resource": res.plural},
+        "subResource": a.subresource,
+        "requestKind": {"group": res.group, "version": res.version, "kind": res.kind},
+        "requestResource": {"group": res.group, "version": res.version, "resource": res.plural},
+        "name": a.name,
+        "namespace": a.namespace(),
+        "operation": a.operation.as_str(),
+        "userInfo": a.user.as_ref().map(crate::authn::review::user_info).unwrap_or(json!({})),
+        "dryRun": a.dry_run,
+    })
+}
+
+fn rule_matches(r: &NamedRuleWithOperations, a: &Attributes) -> bool {
+    let any = |list: Option<&Vec<String>>, x: &str| list.into_iter().flatten().any(|v| v == "*" || v == x);
+    let res = &a.resource;
+    let resource_ok = r.resources.iter().flatten().any(|x| match x.split_once('/') {
+        Some(("*", "*")) => true,
+        Some((rr, sub)) => (rr == "*" || rr == res.plural) && if sub == "*" { !a.subresource.is_empty() } else { sub == a.subresource },
+        None => a.subresource.is_empty() && (x == "*" || x == res.plural),
+    });
+    let names_ok = r.resource_names.as_ref().is_none_or(|n| n.is_empty() || n.contains(&a.name));
+    let scope_ok = match r.scope.as_deref().unwrap_or("*") {
+        "Cluster" => !res.namespaced,
+        "Namespaced" => res.namespaced,
+        _ => true,
+    };
+    any(r.operations.as_ref(), a.operation.as_str())
+        && any(r.api_groups.as_ref(), res.group)
+        && any(r.api_versions.as_ref(), res.version)
+        && resource_ok
+        && names_ok
+        && scope_ok
+}
+
+/// Whether the request is in `m` (rules, exclusions, selectors).
+fn matches(m: &MatchResources, a: &Attributes, namespace_labels: &BTreeMap<String, String>) -> bool {
+    let included = m.resource_rules.as_ref().is_none_or(|rules| rules.iter().any(|r| rule_matches(r, a)));
+    let excluded = m.exclude_resource_rules.iter().flatten().any(|r| rule_matches(r, a));
+    let selector = |sel: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>, labels: &BTreeMap<String, String>| {
+        sel.is_none_or(|s| LabelSelector::from_api(s).is_ok_and(|s| s.matches(labels)))
+    };
+    let ns_ok = !a.resource.namespaced || selector(m.namespace_selector.as_ref(), namespace_labels);
+    let obj_ok = selector(m.object_selector.as_ref(), &labels(a.object.as_ref()))
+        || (a.old_object.is_some() && selector(m.object_selector.as_ref(), &labels(a.old_object.as_ref())));
+    included && !excluded && ns_ok && obj_ok
+}
+
+/// The params object a binding names.
+fn find_params(api: &Api, api_version: &str, kind: &str, r: &k8s_openapi::api::admissionregistration::v1::ParamRef, a: &Attributes) -> Option<Value> {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let registry = api.registry();
+    let res = registry.all().iter().find(|x| x.group == group && x.version == version && x.kind == kind)?.clone();
+    let ns = if res.namespaced { Some(r.namespace.clone().filter(|n| !n.is_empty()).unwrap_or_else(|| a.namespace().to_string())) } else { None };
+    match &r.name {
+        Some(name) => cached_one(api, res.group, res.plural, ns.as_deref(), name),
+        None => {
+            let sel = r.selector.as_ref().and_then(|s| LabelSelector::from_api(s).ok())?;
+            cached(api, res.group, res.plural, ns.as_deref()).into_iter().find(|o| sel.matches(&labels(Some(o))))
+        }
+    }
+}
