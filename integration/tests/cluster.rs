@@ -204,6 +204,27 @@ async fn a_pod_bound_by_name_that_does_not_fit_is_rejected_by_the_node() {
     assert!(p["status"]["containerStatuses"].is_null(), "nothing ran: {p:#}");
     // a refused pod is deleted like any other
     d.kubectl_ok(&["delete", "pod", "too-big", "--timeout=60s"]);
+    // the node's labels and NoExecute taints are judged too (the scheduler was bypassed)
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: wrong-disk\nspec:\n  nodeName: berth-it\n  nodeSelector: {{disktype: ssd}}\n  containers:\n  - name: c\n    image: {}\n    command: ['sleep', '3600']\n",
+        busybox()
+    );
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&manifest));
+    let p = wait_until(&d, &["get", "pod", "wrong-disk"], Duration::from_secs(60), "pod rejected", |p| p["status"]["phase"] == "Failed");
+    assert_eq!(p["status"]["reason"], "NodeAffinity");
+    assert_eq!(p["status"]["message"], "Pod was rejected: Predicate NodeAffinity failed: node(s) didn't match Pod's node affinity/selector");
+    d.kubectl_ok(&["delete", "pod", "wrong-disk", "--timeout=60s"]);
+    d.kubectl_ok(&["taint", "node", "berth-it", "berth-test=only:NoExecute"]);
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: untolerated\nspec:\n  nodeName: berth-it\n  containers:\n  - name: c\n    image: {}\n    command: ['sleep', '3600']\n",
+        busybox()
+    );
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&manifest));
+    let p = wait_until(&d, &["get", "pod", "untolerated"], Duration::from_secs(60), "pod rejected", |p| p["status"]["phase"] == "Failed");
+    assert_eq!(p["status"]["reason"], "TaintToleration");
+    assert_eq!(p["status"]["message"], "Pod was rejected: Predicate TaintToleration failed: node(s) had taints that the pod didn't tolerate");
+    d.kubectl_ok(&["taint", "node", "berth-it", "berth-test=only:NoExecute-"]);
+    d.kubectl_ok(&["delete", "pod", "untolerated", "--timeout=60s"]);
 }
 
 /// A kubectl command started in the background (killed by pid on drop).

@@ -173,6 +173,8 @@ pub struct Node {
     workers: BTreeMap<String, WorkerHandle>,
     /// Cluster pods this node refused (`admission`), by UID: failed, never run.
     rejected: std::collections::BTreeSet<String>,
+    /// This node's Node object from the cluster (labels and taints, for admission).
+    cluster_node: Option<k8s_openapi::api::core::v1::Node>,
 }
 
 impl Node {
@@ -197,7 +199,7 @@ impl Node {
             saved_progress: Default::default(),
             progress_writes: crate::util::keyed_lock::KeyedLock::new(),
         });
-        Ok(Node { shared, workers: BTreeMap::new(), rejected: Default::default() })
+        Ok(Node { shared, workers: BTreeMap::new(), rejected: Default::default(), cluster_node: None })
     }
 
     pub fn shared(&self) -> Arc<NodeShared> {
@@ -233,6 +235,7 @@ impl Node {
                 let mut snap = manifest::read_dir(&self.shared.cfg.manifest_dir, &self.shared.cfg.node_name);
                 if let Some(c) = cluster.as_mut() {
                     let pods = c.borrow_and_update().clone();
+                    self.cluster_node = pods.node.clone();
                     // a pod whose deletion was asked for leaves the source: its worker stops it
                     for (uid, pod) in pods.pods.into_iter().filter(|(_, p)| p.metadata.deletion_timestamp.is_none()) {
                         snap.pods.insert(uid, manifest::SourcePod { pod, file: PathBuf::from("apiserver") });
@@ -294,7 +297,11 @@ impl Node {
             if sp.file == Path::new("apiserver") && !known {
                 let allocatable = cluster::registration::node_status(&self.shared, "", 0).allocatable.unwrap_or_default();
                 let others: Vec<&Pod> = running.iter().collect();
-                if let Err(r) = admission::admit(&sp.pod, &others, &allocatable) {
+                let admitted = match &self.cluster_node {
+                    Some(node) => admission::admit_on(&sp.pod, &others, &allocatable, node),
+                    None => admission::admit(&sp.pod, &others, &allocatable),
+                };
+                if let Err(r) = admitted {
                     tracing::warn!(pod = %manifest::full_name(&sp.pod), reason = r.reason, "{}", r.message);
                     let mut pod = sp.pod.clone();
                     pod.status = Some(k8s_openapi::api::core::v1::PodStatus {
@@ -372,7 +379,7 @@ mod tests {
         let desired = manifest::read_dir(&h.shared.cfg.manifest_dir, &h.shared.cfg.node_name);
         let kept_uid = desired.pods.keys().next().cloned().expect("the manifest's pod");
         let kept = h.shared.runtime.run_pod_sandbox(sandbox(&kept_uid)).await.expect("a sandbox").pod_sandbox_id;
-        let node = Node { shared: h.shared.clone(), workers: BTreeMap::new(), rejected: Default::default() };
+        let node = Node { shared: h.shared.clone(), workers: BTreeMap::new(), rejected: Default::default(), cluster_node: None };
         node.remove_orphans(&BTreeMap::new()).await;
         let st = h.rt.state();
         assert!(!st.sandboxes.contains_key(&gone), "the orphan's sandbox is removed");

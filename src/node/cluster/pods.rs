@@ -1,6 +1,7 @@
 //! The pods bound to this node, and the ConfigMaps and Secrets they use, followed with
 //! kube-runtime watchers (list, then watch; a relist after a 410): the pods by
-//! `spec.nodeName`, each used object by name (all a node's credential may read). Each change publishes a
+//! `spec.nodeName`, each used object by name (all a node's credential may read), and the
+//! node's own Node (its labels and taints judge the pods it is given). Each change publishes a
 //! new [`ClusterPods`]; `synced` says the first complete list of pods is in, before which the
 //! node must not treat missing pods as gone.
 
@@ -26,11 +27,14 @@ pub struct ClusterPods {
     pub mirrors: BTreeMap<(String, String), Pod>,
     /// The ConfigMaps and Secrets these pods use.
     pub objects: Objects,
+    /// This node's Node object (for admission: its labels and taints).
+    pub node: Option<k8s_openapi::api::core::v1::Node>,
 }
 
 /// One change of a followed kind.
 enum Change {
     Pods(Box<Result<Event<Pod>, watcher::Error>>),
+    Node(Box<Result<Event<k8s_openapi::api::core::v1::Node>, watcher::Error>>),
     ConfigMap((String, String), Result<Event<ConfigMap>, watcher::Error>),
     Secret((String, String), Result<Event<Secret>, watcher::Error>),
 }
@@ -129,7 +133,10 @@ fn used_objects(pods: &BTreeMap<String, Pod>) -> (BTreeSet<ObjectKey>, BTreeSet<
 pub async fn follow(client: kube::Client, node_name: String, tx: watch::Sender<ClusterPods>, mut stop: watch::Receiver<bool>) {
     let by_node = watcher::Config::default().fields(&format!("spec.nodeName={node_name}"));
     let pods = watcher::watcher(Api::<Pod>::all(client.clone()), by_node).map(|e| Change::Pods(Box::new(e)));
-    let mut pods = std::pin::pin!(pods);
+    let own = watcher::Config::default().fields(&format!("metadata.name={node_name}"));
+    let nodes = watcher::watcher(Api::<k8s_openapi::api::core::v1::Node>::all(client.clone()), own).map(|e| Change::Node(Box::new(e)));
+    let mut pods = std::pin::pin!(futures_util::stream::select(pods, nodes));
+    let mut node_next = None;
     let (objects_tx, mut objects_rx) = mpsc::channel(256);
     let mut watches = ObjectWatches { client, tx: objects_tx, config_maps: BTreeMap::new(), secrets: BTreeMap::new() };
     let mut state = ClusterPods::default();
@@ -164,6 +171,12 @@ pub async fn follow(client: kube::Client, node_name: String, tx: watch::Sender<C
                 r
             }
             // (an event of a watch just ended is late news)
+            Change::Node(e) => {
+                let mut one = state.node.take().map(|n| BTreeMap::from([(String::new(), n)])).unwrap_or_default();
+                let r = apply(*e, &mut node_next, &mut one, |_| String::new(), &mut false);
+                state.node = one.into_values().next();
+                r
+            }
             Change::ConfigMap(k, _) if !watches.config_maps.contains_key(&k) => Ok(false),
             Change::Secret(k, _) if !watches.secrets.contains_key(&k) => Ok(false),
             Change::ConfigMap(k, e) => apply_one(e, &k, cms_next.entry(k.clone()).or_default(), &mut state.objects.config_maps),

@@ -58,7 +58,7 @@ async fn a_bound_pod_runs_reports_status_and_a_graceful_delete_is_finished_by_th
     };
     let (stop_tx, stop) = watch::channel(false);
     let pods_rx = start(cfg.clone(), h.shared.clone(), stop.clone());
-    let node = Node { shared: h.shared.clone(), workers: Default::default(), rejected: Default::default() };
+    let node = Node { shared: h.shared.clone(), workers: Default::default(), rejected: Default::default(), cluster_node: None };
     let node_task = tokio::spawn(node.run(stop.clone(), Some(pods_rx)));
 
     // registered: Ready, with its labels, capacity and runtime; the Lease renewed
@@ -117,7 +117,7 @@ async fn a_bound_pod_runs_reports_status_and_a_graceful_delete_is_finished_by_th
     h.shared.statuses.write().await.clear(); // what a new process starts from
     let (stop_tx, stop) = watch::channel(false);
     let pods_rx = start(cfg.clone(), h.shared.clone(), stop.clone());
-    let node = Node { shared: h.shared.clone(), workers: Default::default(), rejected: Default::default() };
+    let node = Node { shared: h.shared.clone(), workers: Default::default(), rejected: Default::default(), cluster_node: None };
     let node_task = tokio::spawn(node.run(stop.clone(), Some(pods_rx)));
     until("the pod adopted", || async { h.shared.statuses.read().await.contains_key(&uid).then_some(()) }).await;
     assert_eq!(h.rt.calls("RunPodSandbox").len(), 1, "adopted, not run again");
