@@ -468,10 +468,14 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
             if let Some(profiles) = profiles {
                 start_scheduler(api.clone(), profiles, stop);
             }
-            if let Some(agent) = local {
-                let _ = node_task_tx.send(start_agent(api, agent, node_stop_rx));
+            match local {
+                Some(agent) => {
+                    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+                    let _ = node_task_tx.send(start_agent(api, agent, ready_tx, node_stop_rx));
+                    notify_when_ready(notifier, ready_rx, "READY=1\nSTATUS=serving the Kubernetes API; this node runs pods");
+                }
+                None => notifier.say("READY=1\nSTATUS=serving the Kubernetes API"),
             }
-            notifier.say("READY=1\nSTATUS=serving the Kubernetes API");
         })
     };
     let signal = {
@@ -498,7 +502,12 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
 
 /// This machine as a node of the cluster, through the in-process API as system:node:<name>:
 /// registration, heartbeat, the pods bound to it.
-fn start_agent(api: Arc<berth_apiserver::Api>, agent: LocalAgent, stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+fn start_agent(
+    api: Arc<berth_apiserver::Api>,
+    agent: LocalAgent,
+    ready: tokio::sync::watch::Sender<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     let user = berth_apiserver::User::new(format!("system:node:{}", agent.node_name), &["system:nodes", "system:authenticated"]);
     let ca = api.ca_pem().map(String::from);
     let client = kube::Client::new(berth_apiserver::in_process(api, user), "default");
@@ -510,11 +519,27 @@ fn start_agent(api: Arc<berth_apiserver::Api>, agent: LocalAgent, stop: tokio::s
         }
         None => tracing::error!("the API has no CA: the kubelet API stays closed"),
     }
-    run_node_in_cluster(client, agent, stop)
+    run_node_in_cluster(client, agent, ready, stop)
+}
+
+/// Tells systemd `message` (READY=1 ...) once the node reports itself Ready: a unit ordered
+/// after this one starts when pods can run here.
+fn notify_when_ready(notifier: Notifier, mut ready: tokio::sync::watch::Receiver<bool>, message: &'static str) {
+    tokio::spawn(async move {
+        if ready.wait_for(|r| *r).await.is_ok() {
+            tracing::info!("the node is Ready");
+            notifier.say(message);
+        }
+    });
 }
 
 /// The node following its cluster through `client`.
-fn run_node_in_cluster(client: kube::Client, agent: LocalAgent, stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+fn run_node_in_cluster(
+    client: kube::Client,
+    agent: LocalAgent,
+    ready: tokio::sync::watch::Sender<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     let cluster = berth::node::cluster::ClusterConfig {
         client,
         node_name: agent.node_name,
@@ -523,6 +548,7 @@ fn run_node_in_cluster(client: kube::Client, agent: LocalAgent, stop: tokio::syn
         labels: agent.labels,
         taints: agent.taints,
         pod_cidr: agent.pod_cidr,
+        ready,
     };
     let pods = berth::node::cluster::start(cluster, agent.node.shared(), stop.clone());
     tokio::spawn(agent.node.run(stop, Some(pods)))
@@ -580,8 +606,9 @@ async fn run_agent(mut cfg: config::Config, flags: RuntimeFlags, node_args: Node
             }
         });
     }
-    let task = run_node_in_cluster(client, LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints, auth, pod_cidr }, node_stop_rx);
-    notifier.say("READY=1\nSTATUS=running the pods of this node");
+    let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    let task = run_node_in_cluster(client, LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints, auth, pod_cidr }, ready_tx, node_stop_rx);
+    notify_when_ready(notifier.clone(), ready_rx, "READY=1\nSTATUS=running the pods of this node");
     shutdown_signal().await;
     notifier.say("STOPPING=1\nSTATUS=shutting down");
     stop.cancel();

@@ -122,25 +122,30 @@ impl Daemon {
     /// (`--listen` in `extra` replaces the default 127.0.0.1:0; with `--disable-agent` there is no
     /// node and no CRI socket.)
     pub async fn start_server(config: &str, extra: &[&str]) -> Daemon {
+        Daemon::start_server_env(config, extra, &[]).await
+    }
+
+    /// [`Daemon::start_server`] with more environment variables (`NOTIFY_SOCKET`).
+    pub async fn start_server_env(config: &str, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut flags = vec!["--watch-bookmark-interval", "1s"];
         if !extra.contains(&"--listen") {
             flags.extend(["--listen", "127.0.0.1:0"]);
         }
         flags.extend_from_slice(extra);
-        Daemon::start_kind("server", config, |_| {}, &flags, None).await
+        Daemon::start_kind("server", config, |_| {}, &flags, None, env).await
     }
 
     /// `berth agent` (give it `--server` and the token) set up as `start_node` sets up a node,
     /// running in network namespace `netns` (a /run/netns file) when given: a host of its own.
     pub async fn start_agent(config: &str, netns: Option<&Path>, extra: &[&str]) -> Daemon {
-        Daemon::start_kind("agent", config, |_| {}, extra, netns.map(Path::to_path_buf)).await
+        Daemon::start_kind("agent", config, |_| {}, extra, netns.map(Path::to_path_buf), &[]).await
     }
 
     async fn start_node_full(config: &str, prepare: impl FnOnce(&Path), extra: &[&str]) -> Daemon {
-        Daemon::start_kind("node", config, prepare, extra, None).await
+        Daemon::start_kind("node", config, prepare, extra, None, &[]).await
     }
 
-    async fn start_kind(kind: &str, config: &str, prepare: impl FnOnce(&Path), extra: &[&str], netns: Option<PathBuf>) -> Daemon {
+    async fn start_kind(kind: &str, config: &str, prepare: impl FnOnce(&Path), extra: &[&str], netns: Option<PathBuf>, env: &[(&str, &str)]) -> Daemon {
         let dir = TempDir::new(kind);
         prepare(dir.path());
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
@@ -177,7 +182,8 @@ impl Daemon {
             mode.extend(["--eviction-hard".to_string(), "memory.available<100Mi".to_string()]);
         }
         mode.extend(extra.iter().map(|a| a.to_string()));
-        let mut d = Daemon { dir, child: None, mode, cgroup_roots: vec![cgroup_root], env: vec![], exe: berth_bin(), bridge, netns };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut d = Daemon { dir, child: None, mode, cgroup_roots: vec![cgroup_root], env, exe: berth_bin(), bridge, netns };
         d.spawn().await;
         d
     }

@@ -361,3 +361,30 @@ spec:
     assert_eq!(summary["node"]["nodeName"], "berth-it", "{summary:#}");
     assert!(summary["pods"].as_array().is_some_and(|p| p.iter().any(|p| p["podRef"]["name"] == "shell")), "{summary:#}");
 }
+
+/// Under systemd (Type=notify) `berth server` says READY=1 only once its node reports Ready, so
+/// units ordered after it find a node that runs pods.
+#[tokio::test(flavor = "multi_thread")]
+async fn server_tells_systemd_ready_once_its_node_is_ready() {
+    let dir = berth_integration::TempDir::new("notify");
+    let path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).expect("bind the notify socket");
+    socket.set_read_timeout(Some(Duration::from_secs(1))).expect("timeout");
+    let d = Daemon::start_server_env("", &[], &[("NOTIFY_SOCKET", &path.display().to_string())]).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut buf = [0u8; 4096];
+    let ready = loop {
+        assert!(Instant::now() < deadline, "no READY=1 within 60 s:\n{}", tail(&d.log(), 40));
+        let Ok(n) = socket.recv(&mut buf) else { continue };
+        let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+        if msg.lines().any(|l| l == "READY=1") {
+            break msg;
+        }
+    };
+    // the node had reported Ready before the server said so: one read shows it (no waiting)
+    let out = d.kubectl(&["get", "node", "berth-it", "-o", "json"]);
+    let node: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(condition(&node, "Ready"), "True", "{node:#}");
+    assert!(ready.contains("STATUS=serving the Kubernetes API; this node runs pods"), "{ready}");
+    assert!(d.log().contains("the node is Ready"), "{}", tail(&d.log(), 40));
+}

@@ -50,6 +50,9 @@ pub struct ClusterConfig {
     /// The pod CIDR this node was given locally (`--pod-cidr`): registered as its
     /// spec.podCIDR. Without one the node takes the CIDR the cluster allocates it.
     pub pod_cidr: Option<String>,
+    /// Set to true once the node has reported itself Ready (and false if it stops being so):
+    /// what the systemd unit's READY=1 waits for.
+    pub ready: watch::Sender<bool>,
 }
 
 /// Starts following the cluster: the pod watch (its snapshots on the returned channel), the

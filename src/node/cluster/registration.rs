@@ -200,6 +200,7 @@ pub async fn run(cfg: ClusterConfig, shared: Arc<NodeShared>, mut stop: watch::R
         }
     };
     tracing::info!("node registered");
+    report_ready(&cfg, &reported);
     let mut cidr_applied = apply_pod_cidr(&nodes, &cfg.node_name, &shared).await;
     let leases: Api<Lease> = Api::namespaced(cfg.client.clone(), "kube-node-lease");
     let mut last_report = tokio::time::Instant::now();
@@ -224,6 +225,7 @@ pub async fn run(cfg: ClusterConfig, shared: Arc<NodeShared>, mut stop: watch::R
                 stamp_conditions(&mut status, Some(&reported));
                 match patch_status(&nodes, &cfg.node_name, &status).await {
                     Ok(()) => {
+                        report_ready(&cfg, &status);
                         reported = status;
                         last_report = tokio::time::Instant::now();
                     }
@@ -232,6 +234,12 @@ pub async fn run(cfg: ClusterConfig, shared: Arc<NodeShared>, mut stop: watch::R
             }
         }
     }
+}
+
+/// Tells whoever waits for the node (the systemd notification) whether `status` says Ready.
+fn report_ready(cfg: &ClusterConfig, status: &NodeStatus) {
+    let ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
+    cfg.ready.send_if_modified(|r| std::mem::replace(r, ready) != ready);
 }
 
 /// The node's status now: [`node_status`], not Ready while the runtime's pod network is not

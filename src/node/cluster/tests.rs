@@ -55,6 +55,7 @@ async fn a_bound_pod_runs_reports_status_and_a_graceful_delete_is_finished_by_th
         labels: Default::default(),
         taints: vec![],
         pod_cidr: None,
+        ready: watch::channel(false).0,
     };
     let (stop_tx, stop) = watch::channel(false);
     let pods_rx = start(cfg.clone(), h.shared.clone(), stop.clone());
