@@ -388,3 +388,35 @@ async fn server_tells_systemd_ready_once_its_node_is_ready() {
     assert!(ready.contains("STATUS=serving the Kubernetes API; this node runs pods"), "{ready}");
     assert!(d.log().contains("the node is Ready"), "{}", tail(&d.log(), 40));
 }
+
+/// A pod's imagePullSecrets (a `kubectl create secret docker-registry`) are used to pull from a
+/// registry that wants credentials; without them the pull is refused and backs off.
+#[tokio::test(flavor = "multi_thread")]
+async fn image_pull_secrets_authenticate_pulls() {
+    let d = Daemon::start_server("", &[]).await;
+    node_ready(&d);
+    let image = format!("{}/berth/busybox:latest", berth_integration::auth_registry());
+    let pod = |name: &str, secret: Option<&str>| {
+        let secrets = secret.map(|s| format!("  imagePullSecrets:\n  - name: {s}\n")).unwrap_or_default();
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{secrets}  containers:\n  - name: c\n    image: {image}\n    imagePullPolicy: Always\n    command: ['sleep', '3600']\n"
+        )
+    };
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&pod("no-creds", None)));
+    let p = wait_until(&d, &["get", "pod", "no-creds"], Duration::from_secs(60), "pull refused", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"].as_str().is_some_and(|r| r == "ErrImagePull" || r == "ImagePullBackOff")
+    });
+    assert!(p["status"]["containerStatuses"][0]["state"]["waiting"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{p:#}");
+    d.kubectl_ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "berth-regcred",
+        &format!("--docker-server={}", berth_integration::auth_registry()),
+        "--docker-username=berth",
+        "--docker-password=berth-secret",
+    ]);
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&pod("with-creds", Some("berth-regcred"))));
+    pod_ready(&d, "with-creds");
+    d.kubectl_ok(&["delete", "pod", "no-creds", "with-creds", "--timeout=60s"]);
+}

@@ -21,6 +21,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod pod_files;
 pub mod probe;
+pub mod pull_secrets;
 pub mod status;
 pub mod subpath;
 pub mod summary;

@@ -118,6 +118,29 @@ fn err<E: std::fmt::Display>(e: E) -> String {
 }
 
 impl Worker {
+    /// Pulls `image` with each credential the pod's imagePullSecrets give for its registry in
+    /// turn (the first that works), or without credentials when none applies, as the kubelet.
+    async fn pull(&self, image: &str) -> crate::cri::api::CriResult<cri::PullImageResponse> {
+        let spec = Some(cri::ImageSpec { image: image.to_string(), ..Default::default() });
+        let creds = {
+            let objects = self.shared.objects.read().await;
+            super::pull_secrets::credentials(&self.pod, &objects, image)
+        };
+        if creds.is_empty() {
+            return self.images().pull_image(cri::PullImageRequest { image: spec, ..Default::default() }).await;
+        }
+        let mut last = None;
+        for auth in creds {
+            match self.images().pull_image(cri::PullImageRequest { image: spec.clone(), auth: Some(auth), ..Default::default() }).await {
+                Ok(r) => return Ok(r),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| crate::cri::api::CriError::new(tonic::Code::Internal, "no credential was tried")))
+    }
+}
+
+impl Worker {
     pub fn new(pod: Pod, shared: Arc<NodeShared>) -> Worker {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let progress = shared.load_progress(&uid).unwrap_or_default();
@@ -492,10 +515,7 @@ impl Worker {
             }
             self.event("Normal", "Pulling", &format!("Pulling image {image:?}"), Some(&name));
             let pull_start = std::time::Instant::now();
-            let pulled = self
-                .images()
-                .pull_image(cri::PullImageRequest { image: Some(cri::ImageSpec { image: image.clone(), ..Default::default() }), ..Default::default() })
-                .await;
+            let pulled = self.pull(&image).await;
             let took = pull_start.elapsed().as_secs_f64();
             let pulled_at = self.now();
             let prog = self.progress.containers.entry(name.clone()).or_default();
