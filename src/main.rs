@@ -200,6 +200,13 @@ struct ServerArgs {
     /// The prefix length of each node's pod CIDR.
     #[arg(long, default_value_t = 24)]
     node_cidr_mask_size: u8,
+    /// How long a node's kubelet may be silent (no Lease renewal, no status) before its Node is
+    /// marked Unknown and tainted unreachable, as kube-controller-manager's flag.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    node_monitor_grace_period: std::time::Duration,
+    /// How often the node lifecycle controller checks the nodes.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    node_monitor_period: std::time::Duration,
     /// Run the control plane only: no node agent in this server (no pods run on this machine).
     #[arg(long)]
     disable_agent: bool,
@@ -427,6 +434,7 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let ipam = berth_control::nodeipam::Allocator::new(&args.cluster_cidr, args.node_cidr_mask_size)?;
+    let lifecycle = berth_control::nodelifecycle::Config { grace: args.node_monitor_grace_period, monitor_period: args.node_monitor_period };
     let profiles = if args.disable_scheduler {
         None
     } else {
@@ -464,7 +472,7 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
         let stop = stop.clone();
         let notifier = notifier.clone();
         Box::new(move |api| {
-            start_controllers(api.clone(), ipam, stop.clone());
+            start_controllers(api.clone(), ipam, lifecycle, stop.clone());
             if let Some(profiles) = profiles {
                 start_scheduler(api.clone(), profiles, stop);
             }
@@ -619,19 +627,30 @@ async fn run_agent(mut cfg: config::Config, flags: RuntimeFlags, node_args: Node
     Ok(())
 }
 
-/// The controllers inside `berth server` (node IPAM), as user system:kube-controller-manager
+/// The controllers inside `berth server` (node IPAM, node lifecycle), as user system:kube-controller-manager
 /// under leader election on the Lease kube-system/kube-controller-manager (upstream's lock).
-fn start_controllers(api: Arc<berth_apiserver::Api>, ipam: berth_control::nodeipam::Allocator, stop: tokio_util::sync::CancellationToken) {
+fn start_controllers(
+    api: Arc<berth_apiserver::Api>,
+    ipam: berth_control::nodeipam::Allocator,
+    lifecycle: berth_control::nodelifecycle::Config,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let user = berth_apiserver::User::new("system:kube-controller-manager", &["system:authenticated"]);
     let client = kube::Client::new(berth_apiserver::in_process(api.clone(), user), "default");
     let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().to_string()).unwrap_or_else(|_| "berth".into());
     let identity = format!("{host}_{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
     let cfg = berth_control::leader::ElectionConfig::new("kube-system", "kube-controller-manager", identity);
-    let elector = berth_control::leader::Elector::new(client, cfg);
+    let elector = berth_control::leader::Elector::new(client.clone(), cfg);
     // each controller as its own kube-system service account (upstream's
     // --use-service-account-credentials), with the rights of its bootstrap role
-    let ipam_client = kube::Client::new(berth_apiserver::in_process(api, controller_user("node-controller")), "default");
-    tokio::spawn(elector.run(stop, move |token| berth_control::nodeipam::run(ipam_client.clone(), ipam.clone(), token)));
+    let node_client = kube::Client::new(berth_apiserver::in_process(api, controller_user("node-controller")), "default");
+    tokio::spawn(elector.run(stop, move |token| {
+        let ipam = berth_control::nodeipam::run(node_client.clone(), ipam.clone(), token.clone());
+        let lifecycle = berth_control::nodelifecycle::run(client.clone(), node_client.clone(), lifecycle.clone(), token);
+        async move {
+            tokio::join!(ipam, lifecycle);
+        }
+    }));
 }
 
 /// The user a controller of `berth server` acts as: the kube-system service account `name`.

@@ -5,8 +5,10 @@
 //!
 //! - [`leader`]: leader election on a coordination.k8s.io/v1 Lease, upstream's semantics.
 //! - [`nodeipam`]: pod CIDRs for nodes from the cluster CIDR.
+//! - [`nodelifecycle`]: nodes whose kubelet went quiet: Unknown conditions, taints, evictions.
 //! - [`scheduler`]: the default scheduler (queue, cache, filter/score plugins, binder).
 
 pub mod leader;
 pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod scheduler;

@@ -4,7 +4,8 @@
 //! TLS bootstrap (the CA from the signed kube-public/cluster-info, a client certificate from a
 //! CSR the server approves and signs), pods bound to each node run there, kubectl logs/exec
 //! reach them through the apiserver, a restarted agent keeps its certificate, a stopped agent's
-//! Lease stops being renewed, and wrong or expired tokens do not join.
+//! Lease stops being renewed and its Node goes Unknown after the grace period, and wrong or
+//! expired tokens do not join.
 use berth_integration::kubelet::busybox;
 use berth_integration::{tail, Daemon};
 use serde_json::Value;
@@ -165,7 +166,7 @@ fn failed_join(net: &TestNet, server: &str, token: &str) -> (std::process::ExitS
 async fn agents_join_with_the_token_and_run_the_pods_bound_to_them() {
     let net = TestNet::new(2);
     let listen = format!("{}:0", net.server_ip());
-    let server = Daemon::start_server("", &["--disable-agent", "--listen", &listen, "--tls-san", &net.server_ip()]).await;
+    let server = Daemon::start_server("", &["--disable-agent", "--listen", &listen, "--tls-san", &net.server_ip(), "--node-monitor-grace-period", "20s"]).await;
     let kubeconfig = std::fs::read_to_string(server.kubeconfig()).unwrap();
     let url = kubeconfig.lines().find_map(|l| l.trim().strip_prefix("server: ")).expect("server URL").to_string();
     assert!(url.starts_with(&format!("https://{}:", net.server_ip())), "{url}");
@@ -408,6 +409,17 @@ async fn agents_join_with_the_token_and_run_the_pods_bound_to_them() {
         l["spec"]["renewTime"].as_str().is_some_and(|t| t > second.as_str())
     });
     assert_eq!(renew("berth-join-1"), stopped_at, "the stopped agent's Lease was renewed");
+    // ... and after the grace period (here 20 s) its Node is Unknown and tainted unreachable,
+    // while the running agent's stays Ready
+    wait_until(&server, &["get", "node", "berth-join-1"], Duration::from_secs(60), "berth-join-1 Unknown", |n| {
+        n["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "Unknown"))
+    });
+    wait_until(&server, &["get", "node", "berth-join-1"], Duration::from_secs(20), "berth-join-1 tainted", |n| {
+        n["spec"]["taints"].as_array().is_some_and(|ts| ts.iter().any(|t| t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == "NoExecute"))
+    });
+    let other = json(&server, &["get", "node", "berth-join-0"]);
+    let ready = other["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "Ready")).map(|c| c["status"].clone());
+    assert_eq!(ready, Some(serde_json::json!("True")), "{other:#}");
 
     server.kubectl_ok(&["delete", "pods", "--all", "--wait=true"]);
     drop(agents);
