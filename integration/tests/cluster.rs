@@ -420,3 +420,34 @@ async fn image_pull_secrets_authenticate_pulls() {
     pod_ready(&d, "with-creds");
     d.kubectl_ok(&["delete", "pod", "no-creds", "with-creds", "--timeout=60s"]);
 }
+
+/// A PersistentVolumeClaim bound to a hostPath PersistentVolume is mounted into the pod: what
+/// the container writes lands in the volume's directory on this machine.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claim_bound_to_a_host_path_volume_is_mounted() {
+    let d = Daemon::start_server("", &[]).await;
+    node_ready(&d);
+    let host = d.dir.path().join("berth-pv-data");
+    let pv = serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "berth-pv-1"},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                 "claimRef": {"namespace": "default", "name": "berth-claim"},
+                 "hostPath": {"path": host.display().to_string(), "type": "DirectoryOrCreate"}}});
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&pv.to_string()));
+    let pvc = serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "berth-claim", "namespace": "default"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": "berth-pv-1", "resources": {"requests": {"storage": "1Gi"}}}});
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&pvc.to_string()));
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: claimer\nspec:\n  nodeName: berth-it\n  containers:\n  - name: c\n    image: {}\n    command: ['sh', '-c', 'echo written-through-the-claim > /data/hello && sleep 3600']\n    volumeMounts:\n    - {{name: data, mountPath: /data}}\n  volumes:\n  - name: data\n    persistentVolumeClaim: {{claimName: berth-claim}}\n",
+        busybox()
+    );
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&pod));
+    pod_ready(&d, "claimer");
+    let file = host.join("hello");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !file.exists() {
+        assert!(Instant::now() < deadline, "nothing written to {}", file.display());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(std::fs::read_to_string(&file).expect("read").trim(), "written-through-the-claim");
+    d.kubectl_ok(&["delete", "pod", "claimer", "--timeout=60s"]);
+}

@@ -244,6 +244,7 @@ impl Node {
                     snap.objects.config_maps.extend(pods.objects.config_maps);
                     snap.objects.secrets.extend(pods.objects.secrets);
                     snap.objects.tokens.extend(pods.objects.tokens);
+                    snap.objects.claims.extend(pods.objects.claims);
                 }
                 for (file, e) in &snap.errors {
                     tracing::warn!(file = %file.display(), "bad manifest: {e}");

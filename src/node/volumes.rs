@@ -26,6 +26,17 @@ pub struct Objects {
     /// ServiceAccount tokens for serviceAccountToken projections (from the cluster's
     /// TokenRequest API), by what they were asked for.
     pub tokens: BTreeMap<TokenKey, String>,
+    /// PersistentVolumeClaims bound to a volume this node mounts (hostPath or local), by
+    /// (namespace, claim name).
+    pub claims: BTreeMap<(String, String), ClaimVolume>,
+}
+
+/// The PersistentVolume a claim is bound to, as the node mounts it: a path on this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimVolume {
+    pub path: String,
+    /// The hostPath type (`DirectoryOrCreate`, ...); `Directory` for a local volume.
+    pub kind: String,
 }
 
 /// A projected token: the pod's uid, the audience ("" for the apiserver's own) and the
@@ -261,6 +272,17 @@ pub fn setup(root: &Path, pod: &Pod, objects: &Objects, fields: &FieldValues) ->
             dir
         } else if let Some(h) = &v.host_path {
             host_path(&v.name, &h.path, h.type_.as_deref().unwrap_or(""))?
+        } else if let Some(c) = &v.persistent_volume_claim {
+            let key = (pod.metadata.namespace.clone().unwrap_or_default(), c.claim_name.clone());
+            match objects.claims.get(&key) {
+                Some(cv) => host_path(&v.name, &cv.path, &cv.kind)?,
+                None => {
+                    return Err(format!(
+                        "volume {:?}: persistentvolumeclaim {:?} is not bound to a volume this node can mount (hostPath or local)",
+                        v.name, c.claim_name
+                    ))
+                }
+            }
         } else if let Some(files) = node_written_files(pod, &v, objects, fields) {
             let files = files.map_err(|e| format!("volume {:?}: {e}", v.name))?;
             let dir = node_written_dir(root, &uid, &v);

@@ -1,7 +1,9 @@
 //! The pods bound to this node, and the ConfigMaps and Secrets they use, followed with
 //! kube-runtime watchers (list, then watch; a relist after a 410): the pods by
 //! `spec.nodeName`, each used object by name (all a node's credential may read), and the
-//! node's own Node (its labels and taints judge the pods it is given). Each change publishes a
+//! node's own Node (its labels and taints judge the pods it is given). PersistentVolumeClaims
+//! are read (not watched: a node may only get them) with the hostPath or local
+//! PersistentVolume they are bound to, again every 2 s while one is not bound yet. Each change publishes a
 //! new [`ClusterPods`]; `synced` says the first complete list of pods is in, before which the
 //! node must not treat missing pods as gone.
 
@@ -13,7 +15,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::Api;
 use tokio::sync::{mpsc, watch};
 
-use crate::node::volumes::Objects;
+use crate::node::volumes::{ClaimVolume, Objects};
 
 /// What the cluster asks of this node.
 #[derive(Debug, Clone, Default)]
@@ -118,15 +120,69 @@ impl Drop for ObjectWatches {
     }
 }
 
-/// The ConfigMaps and Secrets the pods use, by (namespace, name).
-fn used_objects(pods: &BTreeMap<String, Pod>) -> (BTreeSet<ObjectKey>, BTreeSet<ObjectKey>) {
-    let (mut cms, mut secrets) = (BTreeSet::new(), BTreeSet::new());
+/// What the pods use, by (namespace, name).
+#[derive(Default)]
+struct Used {
+    config_maps: BTreeSet<ObjectKey>,
+    secrets: BTreeSet<ObjectKey>,
+    claims: BTreeSet<ObjectKey>,
+}
+
+fn used_objects(pods: &BTreeMap<String, Pod>) -> Used {
+    let mut used = Used::default();
     for p in pods.values().filter(|p| !super::mirror::is_mirror(p)) {
         let refs = berth_apiserver::authz::node::pod_references(p);
-        cms.extend(refs.config_maps.iter().map(|n| (refs.namespace.clone(), n.clone())));
-        secrets.extend(refs.secrets.iter().map(|n| (refs.namespace.clone(), n.clone())));
+        used.config_maps.extend(refs.config_maps.iter().map(|n| (refs.namespace.clone(), n.clone())));
+        used.secrets.extend(refs.secrets.iter().map(|n| (refs.namespace.clone(), n.clone())));
+        used.claims.extend(refs.claims.iter().map(|n| (refs.namespace.clone(), n.clone())));
     }
-    (cms, secrets)
+    used
+}
+
+/// Keeps `have` to the claims in `wanted`, looking up (GET, as the kubelet's volume manager:
+/// a node may not watch claims) the PersistentVolume each unresolved one is bound to; whether
+/// anything changed.
+async fn resolve_claims(client: &kube::Client, wanted: &BTreeSet<ObjectKey>, have: &mut BTreeMap<ObjectKey, ClaimVolume>) -> bool {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    let before = have.len();
+    have.retain(|k, _| wanted.contains(k));
+    let mut changed = have.len() != before;
+    let missing: Vec<ObjectKey> = wanted.iter().filter(|k| !have.contains_key(*k)).cloned().collect();
+    for key in &missing {
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &key.0);
+        let volume_name = match claims.get_opt(&key.1).await {
+            Ok(Some(c)) => c.spec.and_then(|s| s.volume_name).filter(|v| !v.is_empty()),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(claim = %format!("{}/{}", key.0, key.1), error = %e, "reading the claim");
+                None
+            }
+        };
+        let Some(volume_name) = volume_name else { continue };
+        let volumes: Api<PersistentVolume> = Api::all(client.clone());
+        let spec = match volumes.get_opt(&volume_name).await {
+            Ok(Some(v)) => v.spec,
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(volume = %volume_name, error = %e, "reading the volume");
+                None
+            }
+        };
+        let Some(spec) = spec else { continue };
+        let found = match (spec.host_path, spec.local) {
+            (Some(h), _) => Some(ClaimVolume { path: h.path, kind: h.type_.unwrap_or_default() }),
+            (None, Some(l)) => Some(ClaimVolume { path: l.path, kind: "Directory".into() }),
+            _ => {
+                tracing::warn!(claim = %format!("{}/{}", key.0, key.1), volume = %volume_name, "the claim's volume is neither hostPath nor local: not mountable here");
+                None
+            }
+        };
+        if let Some(cv) = found {
+            have.insert(key.clone(), cv);
+            changed = true;
+        }
+    }
+    changed
 }
 
 /// Follows the cluster until `stop` fires, publishing on `tx`.
@@ -140,6 +196,8 @@ pub async fn follow(client: kube::Client, node_name: String, tx: watch::Sender<C
     let (objects_tx, mut objects_rx) = mpsc::channel(256);
     let mut watches = ObjectWatches { client, tx: objects_tx, config_maps: BTreeMap::new(), secrets: BTreeMap::new() };
     let mut state = ClusterPods::default();
+    let mut claims_wanted: BTreeSet<ObjectKey> = BTreeSet::new();
+    let mut claims_retry = tokio::time::interval(std::time::Duration::from_secs(2));
     // what a relist is building, kind by kind
     let mut pods_next = None;
     // one watch per object: a relist of it starts afresh (the object or nothing)
@@ -152,13 +210,22 @@ pub async fn follow(client: kube::Client, node_name: String, tx: watch::Sender<C
                 None => return,
             },
             Some(c) = objects_rx.recv() => c,
+            // claims not bound yet are looked up again
+            _ = claims_retry.tick(), if claims_wanted.len() > state.objects.claims.len() => {
+                if resolve_claims(&watches.client, &claims_wanted, &mut state.objects.claims).await {
+                    publish_state(&tx, &state);
+                }
+                continue;
+            }
         };
         let publish = match change {
             Change::Pods(e) => {
                 let r = apply(*e, &mut pods_next, &mut state.pods, |p: &Pod| p.metadata.uid.clone().unwrap_or_default(), &mut state.synced);
                 if matches!(r, Ok(true)) {
-                    let (cms, secrets) = used_objects(&state.pods);
-                    let (gone_cms, gone_secrets) = watches.follow(cms, secrets);
+                    let used = used_objects(&state.pods);
+                    claims_wanted = used.claims;
+                    resolve_claims(&watches.client, &claims_wanted, &mut state.objects.claims).await;
+                    let (gone_cms, gone_secrets) = watches.follow(used.config_maps, used.secrets);
                     for k in gone_cms {
                         state.objects.config_maps.remove(&k);
                         cms_next.remove(&k);
@@ -183,14 +250,7 @@ pub async fn follow(client: kube::Client, node_name: String, tx: watch::Sender<C
             Change::Secret(k, e) => apply_one(e, &k, secrets_next.entry(k.clone()).or_default(), &mut state.objects.secrets),
         };
         match publish {
-            Ok(true) => {
-                let mut out = state.clone();
-                let (mirrors, pods): (BTreeMap<_, _>, BTreeMap<_, _>) =
-                    std::mem::take(&mut out.pods).into_iter().partition(|(_, p)| super::mirror::is_mirror(p));
-                out.pods = pods;
-                out.mirrors = mirrors.into_values().map(|p| (key(&p.metadata), p)).collect();
-                tx.send_replace(out);
-            }
+            Ok(true) => publish_state(&tx, &state),
             Ok(false) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "watching the cluster (retrying)");
@@ -201,6 +261,15 @@ pub async fn follow(client: kube::Client, node_name: String, tx: watch::Sender<C
             }
         }
     }
+}
+
+/// Publishes `state`, the mirror pods apart.
+fn publish_state(tx: &watch::Sender<ClusterPods>, state: &ClusterPods) {
+    let mut out = state.clone();
+    let (mirrors, pods): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(&mut out.pods).into_iter().partition(|(_, p)| super::mirror::is_mirror(p));
+    out.pods = pods;
+    out.mirrors = mirrors.into_values().map(|p| (key(&p.metadata), p)).collect();
+    tx.send_replace(out);
 }
 
 /// Folds one event of the watch of the single object `key` into `current`; `next` holds what a
