@@ -581,7 +581,9 @@ async fn run_agent(mut cfg: config::Config, flags: RuntimeFlags, node_args: Node
     let node_name = daemon::node_name(node_args.node_name.as_deref());
     let join = berth::node::cluster::join::Join { server: join.server, token, node_name: node_name.clone(), dir: cfg.data_dir.join("agent") };
     let creds = berth::node::cluster::join::credentials(&join).await?;
-    let client = kube::Client::try_from(creds.client_config(&join.server)?).context("the cluster client")?;
+    // the client certificate is renewed in place while the agent runs
+    let identity = berth::node::cluster::rotation::Identity::new(&creds)?;
+    let client = berth::node::cluster::rotation::client(&join.server, &creds.ca_pem, identity.clone()).context("the cluster client")?;
     let pod_cidr = flags.pod_cidr.clone().or_else(|| cfg.network.pod_cidr.clone());
     let parts = daemon::open(&mut cfg, flags, Some(&node_args.cgroup_root)).await?;
     let node_ip = node_args.node_ip.clone();
@@ -615,6 +617,7 @@ async fn run_agent(mut cfg: config::Config, flags: RuntimeFlags, node_args: Node
         });
     }
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(berth::node::cluster::rotation::rotate(join.clone(), creds.clone(), identity, client.clone(), node_stop_rx.clone()));
     let task = run_node_in_cluster(client, LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints, auth, pod_cidr }, ready_tx, node_stop_rx);
     notify_when_ready(notifier.clone(), ready_rx, "READY=1\nSTATUS=running the pods of this node");
     shutdown_signal().await;

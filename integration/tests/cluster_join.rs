@@ -165,8 +165,11 @@ fn failed_join(net: &TestNet, server: &str, token: &str) -> (std::process::ExitS
 #[tokio::test(flavor = "multi_thread")]
 async fn agents_join_with_the_token_and_run_the_pods_bound_to_them() {
     let net = TestNet::new(2);
-    let listen = format!("{}:0", net.server_ip());
-    let server = Daemon::start_server("", &["--disable-agent", "--listen", &listen, "--tls-san", &net.server_ip(), "--node-monitor-grace-period", "20s"]).await;
+    // a fixed port on the test bridge's address (the test's own): the server comes back there
+    // after it is stopped below
+    let listen = format!("{}:6443", net.server_ip());
+    let mut server =
+        Daemon::start_server("", &["--disable-agent", "--listen", &listen, "--tls-san", &net.server_ip(), "--node-monitor-grace-period", "20s"]).await;
     let kubeconfig = std::fs::read_to_string(server.kubeconfig()).unwrap();
     let url = kubeconfig.lines().find_map(|l| l.trim().strip_prefix("server: ")).expect("server URL").to_string();
     assert!(url.starts_with(&format!("https://{}:", net.server_ip())), "{url}");
@@ -420,6 +423,51 @@ async fn agents_join_with_the_token_and_run_the_pods_bound_to_them() {
     let other = json(&server, &["get", "node", "berth-join-0"]);
     let ready = other["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "Ready")).map(|c| c["status"].clone());
     assert_eq!(ready, Some(serde_json::json!("True")), "{other:#}");
+
+    // The apiserver goes away: the agent's pods keep running, one finishes meanwhile, and when
+    // the apiserver is back the status catches up (the running pod untouched).
+    let pod = |name: &str, cmd: &str, restart: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: berth-join-0\n  restartPolicy: {restart}\n  containers:\n  - name: c\n    image: {}\n    command: ['sh', '-c', '{cmd}']\n",
+            busybox()
+        )
+    };
+    server.kubectl_ok_in(&["apply", "-f", "-"], Some(&pod("keeper", "sleep 3600", "Always")));
+    server.kubectl_ok_in(&["apply", "-f", "-"], Some(&pod("finisher", "sleep 6; exit 0", "Never")));
+    let running = |p: &Value| p["status"]["containerStatuses"][0]["state"]["running"].is_object();
+    let keeper = wait_until(&server, &["get", "pod", "keeper"], Duration::from_secs(90), "keeper running", running);
+    wait_until(&server, &["get", "pod", "finisher"], Duration::from_secs(90), "finisher running", running);
+    let keeper_id = keeper["status"]["containerStatuses"][0]["containerID"].as_str().unwrap_or("").to_string();
+    server.stop();
+    // the node goes on without it: the finisher's container exits, the keeper's runs
+    let mut cri = agents[0].runtime().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list = cri.list_containers(berth::cri::v1::ListContainersRequest::default()).await.expect("list containers").into_inner().containers;
+        let state = |pod: &str| list.iter().find(|c| c.labels.get("io.kubernetes.pod.name").map(String::as_str) == Some(pod)).map(|c| c.state);
+        let exited = state("finisher") == Some(berth::cri::v1::ContainerState::ContainerExited as i32);
+        if exited {
+            assert_eq!(state("keeper"), Some(berth::cri::v1::ContainerState::ContainerRunning as i32), "the keeper kept running");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the finisher did not finish while the apiserver was away: {list:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let out = server.kubectl(&["get", "pod", "finisher", "-o", "json"]);
+        let p: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if p["status"]["phase"] == "Succeeded" {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "the finisher's status did not catch up: {p:#}\nagent log:\n{}", tail(&agents[0].log(), 60));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(done["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"], 0);
+    let keeper = json(&server, &["get", "pod", "keeper"]);
+    assert_eq!(keeper["status"]["containerStatuses"][0]["containerID"].as_str(), Some(keeper_id.as_str()), "{keeper:#}");
+    assert_eq!(keeper["status"]["containerStatuses"][0]["restartCount"], 0);
 
     server.kubectl_ok(&["delete", "pods", "--all", "--wait=true"]);
     drop(agents);

@@ -12,6 +12,7 @@
 //!    directory, each written atomically, and `kubelet.kubeconfig` beside them for humans. On the
 //!    next start a certificate with more than a fifth of its life left is used as it is; an older
 //!    one is renewed with itself as the credential (the node's own `selfnodeclient` request).
+//!    While the agent runs, `rotation` renews it before it expires.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -88,6 +89,14 @@ impl Credentials {
         Ok(cfg)
     }
 
+    /// The certificate's notBefore and notAfter (unix seconds).
+    pub fn validity(&self) -> Option<(i64, i64)> {
+        let (_, block) = x509_parser::pem::parse_x509_pem(self.cert_pem.as_bytes()).ok()?;
+        let cert = block.parse_x509().ok()?;
+        let v = cert.validity();
+        Some((v.not_before.timestamp(), v.not_after.timestamp()))
+    }
+
     /// Seconds of validity left, and the certificate's whole life.
     fn life(&self) -> Option<(i64, i64)> {
         let (_, block) = x509_parser::pem::parse_x509_pem(self.cert_pem.as_bytes()).ok()?;
@@ -123,7 +132,7 @@ impl Credentials {
 }
 
 /// A client config for `server` that trusts `ca_pem` (no credential yet).
-fn base_config(server: &str, ca_pem: &str) -> Result<kube::Config, JoinError> {
+pub(crate) fn base_config(server: &str, ca_pem: &str) -> Result<kube::Config, JoinError> {
     use rustls::pki_types::pem::PemObject;
     let uri: http::Uri = server.parse().map_err(|e: http::uri::InvalidUri| JoinError::Server(server.into(), e.to_string()))?;
     let mut cfg = kube::Config::new(uri);
@@ -170,6 +179,14 @@ pub async fn credentials(join: &Join) -> Result<Credentials, JoinError> {
     store(&creds, join).await?;
     tracing::info!(dir = %join.dir.display(), "joined: the node's client certificate is signed");
     Ok(creds)
+}
+
+/// A new client certificate asked for through `client` (which presents the current one: the
+/// node's own renewal), stored before it is returned.
+pub async fn renew(join: &Join, current: &Credentials, client: kube::Client) -> Result<Credentials, JoinError> {
+    let fresh = request_certificate(client, &join.node_name, &current.ca_pem).await?;
+    store(&fresh, join).await?;
+    Ok(fresh)
 }
 
 /// Writes `creds` to the agent's directory (off the async threads).

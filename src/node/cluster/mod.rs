@@ -24,6 +24,7 @@ pub mod join;
 pub mod mirror;
 pub mod pods;
 pub mod registration;
+pub mod rotation;
 pub mod status_sync;
 pub mod tokens;
 
