@@ -451,3 +451,24 @@ async fn a_claim_bound_to_a_host_path_volume_is_mounted() {
     assert_eq!(std::fs::read_to_string(&file).expect("read").trim(), "written-through-the-claim");
     d.kubectl_ok(&["delete", "pod", "claimer", "--timeout=60s"]);
 }
+
+/// A node whose pod network cannot work (its CNI config names a plugin that is not there)
+/// reports Ready=False with the kubelet's reason and message, and the node lifecycle controller
+/// taints it not-ready, so nothing is scheduled there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_without_a_working_pod_network_is_not_ready() {
+    let net = berth_integration::TempDir::new("broken-net");
+    std::fs::write(net.path().join("10-broken.conflist"), r#"{"cniVersion": "1.0.0", "name": "broken", "plugins": [{"type": "berth-no-such-plugin"}]}"#)
+        .expect("conflist");
+    let bin = berth_integration::berth_bin();
+    let bin_dir = bin.parent().expect("bin dir").display().to_string();
+    let config = format!("[network]\nconf_dir = \"{}\"\nbin_dirs = [\"{bin_dir}\"]\nmasquerade = false\n", net.path().display());
+    let d = Daemon::start_server(&config, &[]).await;
+    let node = wait_until(&d, &["get", "node", "berth-it"], Duration::from_secs(60), "node reports Ready=False", |n| condition(n, "Ready") == "False");
+    let ready = node["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "Ready")).cloned().unwrap_or_default();
+    assert_eq!(ready["reason"], "KubeletNotReady", "{ready:#}");
+    assert!(ready["message"].as_str().is_some_and(|m| m.starts_with("container runtime network not ready: ")), "{ready:#}");
+    wait_until(&d, &["get", "node", "berth-it"], Duration::from_secs(30), "not-ready taint", |n| {
+        n["spec"]["taints"].as_array().is_some_and(|ts| ts.iter().any(|t| t["key"] == "node.kubernetes.io/not-ready" && t["effect"] == "NoSchedule"))
+    });
+}
