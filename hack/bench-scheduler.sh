@@ -44,7 +44,8 @@ start_server() {
 ulimit -n 65536 2>/dev/null || true
 pids=()
 dirs=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "${dirs[@]}"' EXIT
+# (each step may fail in the trap: a server already stopped; the directories go regardless)
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "${dirs[@]}"' EXIT
 printf '%-8s %-8s %-12s %-12s %-12s %-14s %-14s\n' nodes pods "pods/s" "p50 ms" "p99 ms" "RSS MiB" "no-sched MiB"
 for n in "${node_counts[@]}"; do
     dir=$(mktemp -d "${TMPDIR:-/tmp}/berth-bench-sched.XXXXXX"); dirs+=("$dir")
