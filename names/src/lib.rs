@@ -111,6 +111,11 @@ pub fn invalid(path: &str, value: &str, reason: &str) -> String {
 }
 
 /// A string quoted as Go's %q quotes it (the apiserver's messages are made that way).
+/// A list of strings as Go prints a `[]string` with `%q`: `["a" "b"]`.
+pub fn go_quote_list(items: &[String]) -> String {
+    format!("[{}]", items.iter().map(|s| go_quote(s)).collect::<Vec<_>>().join(" "))
+}
+
 pub fn go_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
@@ -169,6 +174,12 @@ pub fn path_segment_name(s: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lists_print_as_go_string_slices() {
+        assert_eq!(go_quote_list(&["a".into(), "b c".into()]), r#"["a" "b c"]"#);
+        assert_eq!(go_quote_list(&[]), "[]");
+    }
 
     #[test]
     fn labels_and_subdomains() {

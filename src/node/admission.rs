@@ -49,11 +49,7 @@ pub fn admit_on(pod: &Pod, running: &[&Pod], allocatable: &BTreeMap<String, Quan
         return Err(predicate("NodeName", "node(s) didn't match the requested node name"));
     }
     let held: Vec<_> = running.iter().flat_map(|p| berth_control::scheduler::cache::pod_host_ports(p)).collect();
-    let wild = |ip: &str| ip == "0.0.0.0" || ip == "::";
-    let clash = berth_control::scheduler::cache::pod_host_ports(pod)
-        .into_iter()
-        .any(|(proto, ip, port)| held.iter().any(|(p, i, n)| *p == proto && *n == port && (*i == ip || wild(i) || wild(&ip))));
-    if clash {
+    if node_ports::clashes(&berth_control::scheduler::cache::pod_host_ports(pod), &held) {
         return Err(predicate(node_ports::NAME, node_ports::REASON));
     }
     let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default();

@@ -102,10 +102,10 @@ fn confirm_held(api: &Api, a: &Attributes, user: &User, namespace: &str, wanted:
     let mut lines: Vec<String> = compact(missing).iter().map(Rule::compact_string).collect();
     lines.sort();
     lines.dedup();
-    let groups = format!("[{}]", user.groups.iter().map(|g| berth_names::go_quote(g)).collect::<Vec<_>>().join(" "));
     let mut msg = format!(
-        "user {} (groups={groups}) is attempting to grant RBAC permissions not currently held:\n{}",
+        "user {} (groups={}) is attempting to grant RBAC permissions not currently held:\n{}",
         berth_names::go_quote(&user.name),
+        berth_names::go_quote_list(&user.groups),
         lines.join("\n")
     );
     if !errors.is_empty() {

@@ -116,7 +116,6 @@ impl Rule {
 
     /// upstream's CompactString: the non-empty lists, Go-quoted.
     pub fn compact_string(&self) -> String {
-        let quoted = |l: &[String]| format!("[{}]", l.iter().map(|s| berth_names::go_quote(s)).collect::<Vec<_>>().join(" "));
         let mut parts = vec![];
         for (name, list) in [
             ("APIGroups", &self.api_groups),
@@ -126,7 +125,7 @@ impl Rule {
             ("Verbs", &self.verbs),
         ] {
             if !list.is_empty() {
-                parts.push(format!("{name}:{}", quoted(list)));
+                parts.push(format!("{name}:{}", berth_names::go_quote_list(list)));
             }
         }
         format!("{{{}}}", parts.join(", "))

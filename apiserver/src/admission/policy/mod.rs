@@ -27,6 +27,7 @@ use futures_util::future::BoxFuture;
 use k8s_openapi::api::admissionregistration::v1::{MatchResources, NamedRuleWithOperations, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
 use serde_json::{json, Value};
 
+use super::webhook::matching::{labels_of as labels, rule_names, selector_matches};
 use super::{cached, cached_one, Attributes, Plugin};
 use crate::api::Api;
 use crate::selector::LabelSelector;
@@ -187,10 +188,6 @@ impl Judgement<'_> {
     }
 }
 
-fn labels(v: Option<&Value>) -> BTreeMap<String, String> {
-    v.and_then(|v| v.pointer("/metadata/labels")).and_then(|l| serde_json::from_value(l.clone()).ok()).unwrap_or_default()
-}
-
 /// upstream's AdmissionRequest as the `request` variable.
 fn request_of(a: &Attributes) -> Value {
     let res = &a.resource;
@@ -209,37 +206,17 @@ fn request_of(a: &Attributes) -> Value {
 }
 
 fn rule_matches(r: &NamedRuleWithOperations, a: &Attributes) -> bool {
-    let any = |list: Option<&Vec<String>>, x: &str| list.into_iter().flatten().any(|v| v == "*" || v == x);
-    let res = &a.resource;
-    let resource_ok = r.resources.iter().flatten().any(|x| match x.split_once('/') {
-        Some(("*", "*")) => true,
-        Some((rr, sub)) => (rr == "*" || rr == res.plural) && if sub == "*" { !a.subresource.is_empty() } else { sub == a.subresource },
-        None => a.subresource.is_empty() && (x == "*" || x == res.plural),
-    });
     let names_ok = r.resource_names.as_ref().is_none_or(|n| n.is_empty() || n.contains(&a.name));
-    let scope_ok = match r.scope.as_deref().unwrap_or("*") {
-        "Cluster" => !res.namespaced,
-        "Namespaced" => res.namespaced,
-        _ => true,
-    };
-    any(r.operations.as_ref(), a.operation.as_str())
-        && any(r.api_groups.as_ref(), res.group)
-        && any(r.api_versions.as_ref(), res.version)
-        && resource_ok
-        && names_ok
-        && scope_ok
+    names_ok && rule_names(r.operations.as_ref(), r.api_groups.as_ref(), r.api_versions.as_ref(), r.resources.as_ref(), r.scope.as_deref(), a)
 }
 
 /// Whether the request is in `m` (rules, exclusions, selectors).
 fn matches(m: &MatchResources, a: &Attributes, namespace_labels: &BTreeMap<String, String>) -> bool {
     let included = m.resource_rules.as_ref().is_none_or(|rules| rules.iter().any(|r| rule_matches(r, a)));
     let excluded = m.exclude_resource_rules.iter().flatten().any(|r| rule_matches(r, a));
-    let selector = |sel: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>, labels: &BTreeMap<String, String>| {
-        sel.is_none_or(|s| LabelSelector::from_api(s).is_ok_and(|s| s.matches(labels)))
-    };
-    let ns_ok = !a.resource.namespaced || selector(m.namespace_selector.as_ref(), namespace_labels);
-    let obj_ok = selector(m.object_selector.as_ref(), &labels(a.object.as_ref()))
-        || (a.old_object.is_some() && selector(m.object_selector.as_ref(), &labels(a.old_object.as_ref())));
+    let ns_ok = !a.resource.namespaced || selector_matches(m.namespace_selector.as_ref(), namespace_labels);
+    let obj_ok = selector_matches(m.object_selector.as_ref(), &labels(a.object.as_ref()))
+        || (a.old_object.is_some() && selector_matches(m.object_selector.as_ref(), &labels(a.old_object.as_ref())));
     included && !excluded && ns_ok && obj_ok
 }
 

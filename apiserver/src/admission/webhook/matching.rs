@@ -1,7 +1,7 @@
 //! Which webhooks a request goes to: a webhook (mutating or validating, in one shape here)
 //! matches when one of its rules names the request's operation, group, version and resource
 //! (`*`, `res`, `res/sub`, `res/*`, `*/sub`) in its scope, and its namespace and object
-//! selectors match.
+//! selectors match. The rule and selector matching is shared with ValidatingAdmissionPolicy.
 
 use std::collections::BTreeMap;
 
@@ -79,36 +79,50 @@ fn resource_matches(list: Option<&Vec<String>>, resource: &str, sub: &str) -> bo
     })
 }
 
-fn selector_matches(sel: Option<&ApiSelector>, labels: &BTreeMap<String, String>) -> bool {
+/// Whether an admissionregistration rule (a webhook's, or a policy's resourceRules) names the
+/// request: operation, group, version, resource (with its subresource forms) and scope.
+pub fn rule_names(
+    operations: Option<&Vec<String>>,
+    groups: Option<&Vec<String>>,
+    versions: Option<&Vec<String>>,
+    resources: Option<&Vec<String>>,
+    scope: Option<&str>,
+    a: &Attributes,
+) -> bool {
+    let res = &a.resource;
+    let scope_ok = match scope.unwrap_or("*") {
+        "Cluster" => !res.namespaced,
+        "Namespaced" => res.namespaced,
+        _ => true,
+    };
+    any_or(operations, a.operation.as_str())
+        && any_or(groups, res.group)
+        && any_or(versions, res.version)
+        && resource_matches(resources, res.plural, &a.subresource)
+        && scope_ok
+}
+
+/// Whether a label selector (None: everything) matches `labels`.
+pub fn selector_matches(sel: Option<&ApiSelector>, labels: &BTreeMap<String, String>) -> bool {
     match sel {
         None => true,
         Some(s) => LabelSelector::from_api(s).is_ok_and(|s| s.matches(labels)),
     }
 }
 
-fn labels_of(v: Option<&Value>) -> Option<BTreeMap<String, String>> {
-    let v = v?;
-    Some(v.pointer("/metadata/labels").and_then(|l| serde_json::from_value(l.clone()).ok()).unwrap_or_default())
+/// An object's labels (empty when it has none).
+pub fn labels_of(v: Option<&Value>) -> BTreeMap<String, String> {
+    v.and_then(|v| v.pointer("/metadata/labels")).and_then(|l| serde_json::from_value(l.clone()).ok()).unwrap_or_default()
 }
 
 impl Webhook {
     /// Whether the request goes to this webhook; `namespace_labels` is None for a
     /// cluster-scoped object.
     pub fn matches(&self, a: &Attributes, namespace_labels: Option<&BTreeMap<String, String>>) -> bool {
-        let op = a.operation.as_str();
-        let res = &a.resource;
-        let rule_matches = self.rules.iter().any(|r| {
-            let scope_ok = match r.scope.as_deref().unwrap_or("*") {
-                "Cluster" => !res.namespaced,
-                "Namespaced" => res.namespaced,
-                _ => true,
-            };
-            any_or(r.operations.as_ref(), op)
-                && any_or(r.api_groups.as_ref(), res.group)
-                && any_or(r.api_versions.as_ref(), res.version)
-                && resource_matches(r.resources.as_ref(), res.plural, &a.subresource)
-                && scope_ok
-        });
+        let rule_matches = self
+            .rules
+            .iter()
+            .any(|r| rule_names(r.operations.as_ref(), r.api_groups.as_ref(), r.api_versions.as_ref(), r.resources.as_ref(), r.scope.as_deref(), a));
         if !rule_matches {
             return false;
         }
@@ -117,10 +131,8 @@ impl Webhook {
                 return false;
             }
         }
-        let (new, old) = (labels_of(a.object.as_ref()), labels_of(a.old_object.as_ref()));
-        let empty = BTreeMap::new();
-        selector_matches(self.object_selector.as_ref(), new.as_ref().unwrap_or(&empty))
-            || old.is_some_and(|o| selector_matches(self.object_selector.as_ref(), &o))
+        selector_matches(self.object_selector.as_ref(), &labels_of(a.object.as_ref()))
+            || (a.old_object.is_some() && selector_matches(self.object_selector.as_ref(), &labels_of(a.old_object.as_ref())))
     }
 }
 

@@ -29,7 +29,6 @@ use std::collections::BTreeMap;
 
 use futures_util::future::BoxFuture;
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
-use serde_json::Value;
 
 use super::{cached, cached_one, Attributes, Plugin};
 use crate::api::Api;
@@ -130,13 +129,11 @@ async fn run(api: &Api, a: &mut Attributes, mutating: bool) -> Result<(), ApiErr
 /// The labels of the request's namespace (of the Namespace itself when one is written); None
 /// for a cluster-scoped object.
 fn namespace_labels(api: &Api, a: &Attributes) -> Option<BTreeMap<String, String>> {
-    let labels =
-        |v: &Value| -> BTreeMap<String, String> { v.pointer("/metadata/labels").and_then(|l| serde_json::from_value(l.clone()).ok()).unwrap_or_default() };
     if a.resource.group.is_empty() && a.resource.plural == "namespaces" {
-        return a.object.as_ref().or(a.old_object.as_ref()).map(labels);
+        return a.object.as_ref().or(a.old_object.as_ref()).map(|o| matching::labels_of(Some(o)));
     }
     if !a.resource.namespaced {
         return None;
     }
-    Some(cached_one(api, "", "namespaces", None, a.namespace()).map(|n| labels(&n)).unwrap_or_default())
+    Some(matching::labels_of(cached_one(api, "", "namespaces", None, a.namespace()).as_ref()))
 }

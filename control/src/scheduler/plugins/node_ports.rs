@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::scheduler::cache::{pod_host_ports, NodeInfo};
+use crate::scheduler::cache::{pod_host_ports, HostPort, NodeInfo};
 use crate::scheduler::framework::{FilterPlugin, Rejection};
 
 pub const NAME: &str = "NodePorts";
@@ -17,15 +17,18 @@ impl FilterPlugin for NodePorts {
     }
 
     fn filter(&self, pod: &Pod, node: &NodeInfo) -> Result<(), Rejection> {
-        let wild = |ip: &str| ip == "0.0.0.0" || ip == "::";
-        for (proto, ip, port) in pod_host_ports(pod) {
-            let clash = node.used_ports.iter().any(|(p, i, n)| *p == proto && *n == port && (*i == ip || wild(i) || wild(&ip)));
-            if clash {
-                return Err(Rejection::resolvable(REASON));
-            }
+        if clashes(&pod_host_ports(pod), &node.used_ports) {
+            return Err(Rejection::resolvable(REASON));
         }
         Ok(())
     }
+}
+
+/// Whether any of `wanted` is held in `used` (same protocol and port, and the same host IP or
+/// either side on the wildcard address).
+pub fn clashes(wanted: &[HostPort], used: &[HostPort]) -> bool {
+    let wild = |ip: &str| ip == "0.0.0.0" || ip == "::";
+    wanted.iter().any(|(proto, ip, port)| used.iter().any(|(p, i, n)| p == proto && n == port && (i == ip || wild(i) || wild(ip))))
 }
 
 #[cfg(test)]
