@@ -34,6 +34,30 @@ for path in glob.glob(f"{OPENAPI}/src/**/*.rs", recursive=True):
         json_names.setdefault(re.sub(r"[^a-z0-9]", "", name.lower()), name)
 
 
+# The JSON fields of each Kubernetes 1.33 struct, keyed like the proto messages, lowercased:
+# api.core.v1.volume -> {name, projected, ...}. A message-typed proto field whose name is not
+# among its struct's JSON fields is an embedded struct (Go `json:",inline"`: Volume's
+# volumeSource, Probe's handler, the LocalObjectReference of ConfigMap and Secret references):
+# its fields sit in the parent's JSON object, and the table names it "".
+struct_fields = {}
+for path in glob.glob(f"{OPENAPI}/src/v1_33/**/*.rs", recursive=True):
+    text = open(path).read()
+    module = os.path.relpath(os.path.dirname(path), f"{OPENAPI}/src/v1_33").split(os.sep)
+    for struct in re.findall(r"^pub struct (\w+) \{", text, re.M):
+        struct_fields[".".join(module + [struct]).lower()] = set(re.findall(r'serialize_field\(&mut state, "([^"]+)"', text))
+
+
+def inline(message, name, sub):
+    """Whether the field `name` of `message`, of message type `sub`, is embedded: not a JSON
+    field of its struct, while the fields of `sub` are (most of them: fields newer than 1.33 are missing; a field newer than 1.33 is neither)."""
+    known = struct_fields.get(message.lower())
+    if not known or name in known:
+        return False
+    sub_names = [n for _, n, _, _ in messages.get(sub, [])]
+    present = [n for n in sub_names if n in known or n == ""]
+    return bool(sub_names) and len(present) * 5 >= len(sub_names) * 4
+
+
 def json_name(snake):
     snake = snake.removeprefix("r#")
     key = re.sub(r"[^a-z0-9]", "", snake.lower())
@@ -88,6 +112,7 @@ for path in glob.glob(f"{PB}/src/**/mod.rs", recursive=True):
             fname, typ = decl[4:].split(":", 1)
             kind, arg, label, tag = attr.groups()
             repeated = label == "repeated"
+            name = json_name(fname.strip())
             if kind == "message":
                 t = f'Msg("{resolve(module, typ)}")'
             elif kind == "btree_map":
@@ -102,9 +127,17 @@ for path in glob.glob(f"{PB}/src/**/mod.rs", recursive=True):
                 t = SCALARS[kind]
             else:
                 sys.exit(f"unknown field kind {kind} in {current}")
-            messages[current].append((int(tag), json_name(fname.strip()), t, repeated))
+            messages[current].append((int(tag), name, t, repeated))
             attr = None
         i += 1
+
+# embedded structs, innermost first (RuleWithOperations embeds Rule and is embedded itself)
+for _ in range(3):
+    for m, fields in messages.items():
+        for i, (tag, name, t, repeated) in enumerate(fields):
+            sub = re.findall(r'^Msg\("([^"]+)"\)$', t)
+            if name and sub and not repeated and inline(m, name, sub[0]):
+                fields[i] = (tag, "", t, repeated)
 
 roots = [m for m in messages if m.startswith("api.")]
 roots += ["apimachinery.pkg.apis.meta.v1.DeleteOptions", "apimachinery.pkg.runtime.Unknown"]

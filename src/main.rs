@@ -456,6 +456,7 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
         let labels = berth::node::cluster::flags::parse_labels(&agent.node_labels)?;
         let taints = berth::node::cluster::flags::parse_taints(&agent.register_with_taints)?;
         let pod_cidr = flags.pod_cidr.clone().or_else(|| cfg.network.pod_cidr.clone());
+        cfg.eviction.hard.get_or_insert_with(|| berth::node::eviction::CLUSTER_NODE_HARD.to_string());
         let parts = daemon::open(&mut cfg, flags, Some(&node_args.cgroup_root)).await?;
         let node_ip = node_args.node_ip.clone();
         let auth = berth::node::api_auth::Auth::closed();
@@ -585,6 +586,7 @@ async fn run_agent(mut cfg: config::Config, flags: RuntimeFlags, node_args: Node
     let identity = berth::node::cluster::rotation::Identity::new(&creds)?;
     let client = berth::node::cluster::rotation::client(&join.server, &creds.ca_pem, identity.clone()).context("the cluster client")?;
     let pod_cidr = flags.pod_cidr.clone().or_else(|| cfg.network.pod_cidr.clone());
+    cfg.eviction.hard.get_or_insert_with(|| berth::node::eviction::CLUSTER_NODE_HARD.to_string());
     let parts = daemon::open(&mut cfg, flags, Some(&node_args.cgroup_root)).await?;
     let node_ip = node_args.node_ip.clone();
     let auth = berth::node::api_auth::Auth::closed();

@@ -247,10 +247,38 @@ fn kubectl_suite(s: &ApiServer, v: &str) {
     let out = s.ok(v, &["-n", ns, "get", "pods", "-o", "jsonpath={range .items[*]}{.metadata.name}={.spec.containers[0].image}{\"\\n\"}{end}"]);
     assert_eq!(out, "p1=nginx:1.27\n", "{v}");
 
-    // describe: no error, the sections kubectl prints for each kind
+    // describe: no error, the sections kubectl prints for each kind. It reads in protobuf, where
+    // embedded structs (a volume's source, a probe's handler, a key reference's name) are nested
+    let probed = dir.join("probed.yaml");
+    std::fs::write(
+        &probed,
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p2\n  namespace: {ns}\nspec:\n  containers:\n  - name: c\n    image: nginx:1.27\n    \
+             livenessProbe:\n      exec:\n        command: [\"true\"]\n    env:\n    - name: E\n      valueFrom:\n        configMapKeyRef:\n          name: c1\n          key: a\n    \
+             volumeMounts:\n    - name: conf\n      mountPath: /conf\n  volumes:\n  - name: conf\n    configMap:\n      name: c1\n"
+        ),
+    )
+    .expect("write");
+    s.ok(v, &["create", "-f", probed.to_str().unwrap_or_default()]);
     for (what, sections) in [
         ("deployment/web", &["Name:", "Selector:", "Replicas:", "StrategyType:", "Pod Template:", "nginx:1.27"][..]),
-        ("pod/p1", &["Name:", "Status:", "Pending", "Containers:", "QoS Class:", "Tolerations:"][..]),
+        (
+            "pod/p1",
+            &[
+                "Name:",
+                "Status:",
+                "Pending",
+                "Containers:",
+                "QoS Class:",
+                "Tolerations:",
+                "Projected (a volume that contains injected data from multiple sources)",
+                "ConfigMapName:           kube-root-ca.crt",
+            ][..],
+        ),
+        (
+            "pod/p2",
+            &["Liveness:", "exec [true]", "<set to the key 'a' of config map 'c1'>", "ConfigMap (a volume populated by a ConfigMap)", "Name:      c1"][..],
+        ),
         ("service/web", &["Name:", "Type:", "ClusterIP", "IP:", "TargetPort:", "8080/TCP"][..]),
         ("configmap/c1", &["Name:", "Labels:", "tier=front", "Data", "edited"][..]),
     ] {

@@ -150,6 +150,11 @@ pub fn parse_grace_periods(s: &str) -> Result<BTreeMap<Signal, Duration>, Thresh
 /// The kubelet's default hard thresholds on Linux.
 pub const DEFAULT_HARD: &str = "memory.available<100Mi,nodefs.available<10%,imagefs.available<15%,nodefs.inodesFree<5%";
 
+/// The hard thresholds of a cluster node (`berth server`, `berth agent`), as k3s sets them:
+/// disk thresholds of 5%, so a node on a well-used disk still runs pods; the kubelet's memory
+/// and inode thresholds are kept. `--eviction-hard` or `[eviction] hard` replace them.
+pub const CLUSTER_NODE_HARD: &str = "memory.available<100Mi,nodefs.available<5%,imagefs.available<5%,nodefs.inodesFree<5%";
+
 /// `[eviction]` in the config file; the kubelet's flags of the same names override it.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]

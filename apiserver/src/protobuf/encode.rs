@@ -151,6 +151,11 @@ fn message(name: &str, v: &Value, out: &mut Vec<u8>) -> Result<(), String> {
     let schema: &[Field] = messages().get(name).ok_or_else(|| format!("no protobuf schema for {name}"))?;
     let Some(obj) = v.as_object() else { return Err(format!("{name}: {v} is not an object")) };
     for Field(num, fname, t, repeated) in schema {
+        if let (true, Type::Msg(m)) = (fname.is_empty(), t) {
+            // an embedded struct, written from the parent's fields (always, as Go does)
+            scalar(*num, Type::Msg(m), v, out).map_err(|e| format!("{name}: {e}"))?;
+            continue;
+        }
         let Some(value) = obj.get(*fname).filter(|x| !x.is_null()) else { continue };
         if *repeated {
             for item in value.as_array().ok_or_else(|| format!("{name}.{fname} is not a list"))? {
@@ -226,6 +231,24 @@ mod tests {
         assert_eq!(back, list);
         assert!(has_message("v1", "Status") && !has_message("example.com/v1", "Widget"));
         assert_eq!(duration_nanos("1h2m3.5s"), Some(3_723_500_000_000));
+    }
+
+    #[test]
+    fn embedded_structs_are_nested_in_protobuf_and_flat_in_json() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {
+            "volumes": [{"name": "token", "projected": {"defaultMode": 420, "sources": [{"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]}}],
+            "containers": [{"name": "c", "image": "busybox", "readinessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 3},
+                "env": [{"name": "E", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}]}});
+        let bytes = encode("v1", "Pod", &pod).unwrap();
+        assert_eq!(super::super::decode(&bytes).unwrap(), pod);
+        // Volume: name = 1, the embedded VolumeSource = 2 holding projected = 26
+        let mut volume = vec![];
+        message("api.core.v1.Volume", &pod["spec"]["volumes"][0], &mut volume).unwrap();
+        assert_eq!(&volume[..3], &[0x0a, 5, b't']);
+        assert_eq!(volume[7], 2 << 3 | 2, "the VolumeSource comes as field 2");
+        let mut source = vec![];
+        message("api.core.v1.VolumeSource", &pod["spec"]["volumes"][0], &mut source).unwrap();
+        assert_eq!(source[0], 26 << 3 | 2, "projected is field 26 of VolumeSource");
     }
 
     #[test]

@@ -41,7 +41,8 @@ pub enum Type {
     MapMsg(&'static str),
 }
 
-/// One field: number, JSON name, type, repeated.
+/// One field: number, JSON name, type, repeated. An empty name is an embedded struct (Go's
+/// `json:",inline"`, like Volume's VolumeSource): its fields are the parent's in JSON.
 #[derive(Debug, Clone, Copy)]
 pub struct Field(pub u32, pub &'static str, pub Type, pub bool);
 
@@ -228,6 +229,13 @@ fn message(name: &str, buf: &[u8]) -> Result<Value, String> {
     let mut out = Map::new();
     for (num, raw) in fields(buf)? {
         let Some(Field(_, fname, t, repeated)) = schema.iter().find(|f| f.0 == num) else { continue };
+        if let (true, Type::Msg(m), Raw::Bytes(b)) = (fname.is_empty(), t, &raw) {
+            // an embedded struct: its fields are the parent's in JSON
+            if let Value::Object(fields) = message(m, b)? {
+                out.extend(fields);
+            }
+            continue;
+        }
         let values: Vec<Value> = match (t, &raw) {
             (Type::Msg(m), Raw::Bytes(b)) => vec![message(m, b)?],
             (Type::MapStr | Type::MapBytes | Type::MapMsg(_), Raw::Bytes(b)) => {
