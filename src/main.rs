@@ -213,6 +213,11 @@ struct ServerArgs {
     /// Do not run the scheduler in this server (another scheduler binds pods).
     #[arg(long)]
     disable_scheduler: bool,
+    /// The controllers to run, as kube-controller-manager's flag: `*` for all, a name to turn
+    /// one on, `-name` to turn it off (deployment, nodeipam, nodelifecycle, replicaset,
+    /// replicationcontroller).
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    controllers: Vec<String>,
     /// The scheduler's KubeSchedulerConfiguration (kubescheduler.config.k8s.io/v1: profiles,
     /// plugin weights, NodeResourcesFit's scoring strategy, percentageOfNodesToScore).
     #[arg(long)]
@@ -435,6 +440,7 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
     let stop = tokio_util::sync::CancellationToken::new();
     let ipam = berth_control::nodeipam::Allocator::new(&args.cluster_cidr, args.node_cidr_mask_size)?;
     let lifecycle = berth_control::nodelifecycle::Config { grace: args.node_monitor_grace_period, monitor_period: args.node_monitor_period };
+    let controllers = berth_control::selection::Selection::parse(&args.controllers).context("--controllers")?;
     let profiles = if args.disable_scheduler {
         None
     } else {
@@ -473,7 +479,7 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
         let stop = stop.clone();
         let notifier = notifier.clone();
         Box::new(move |api| {
-            start_controllers(api.clone(), ipam, lifecycle, stop.clone());
+            start_controllers(api.clone(), ipam, lifecycle, controllers, stop.clone());
             if let Some(profiles) = profiles {
                 start_scheduler(api.clone(), profiles, stop);
             }
@@ -632,12 +638,13 @@ async fn run_agent(mut cfg: config::Config, flags: RuntimeFlags, node_args: Node
     Ok(())
 }
 
-/// The controllers inside `berth server` (node IPAM, node lifecycle), as user system:kube-controller-manager
+/// The controllers inside `berth server` (node IPAM, node lifecycle, the workload controllers), as user system:kube-controller-manager
 /// under leader election on the Lease kube-system/kube-controller-manager (upstream's lock).
 fn start_controllers(
     api: Arc<berth_apiserver::Api>,
     ipam: berth_control::nodeipam::Allocator,
     lifecycle: berth_control::nodelifecycle::Config,
+    selection: berth_control::selection::Selection,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let user = berth_apiserver::User::new("system:kube-controller-manager", &["system:authenticated"]);
@@ -648,12 +655,24 @@ fn start_controllers(
     let elector = berth_control::leader::Elector::new(client.clone(), cfg);
     // each controller as its own kube-system service account (upstream's
     // --use-service-account-credentials), with the rights of its bootstrap role
-    let node_client = kube::Client::new(berth_apiserver::in_process(api, controller_user("node-controller")), "default");
+    let node_client = kube::Client::new(berth_apiserver::in_process(api.clone(), controller_user("node-controller")), "default");
     tokio::spawn(elector.run(stop, move |token| {
-        let ipam = berth_control::nodeipam::run(node_client.clone(), ipam.clone(), token.clone());
-        let lifecycle = berth_control::nodelifecycle::run(client.clone(), node_client.clone(), lifecycle.clone(), token);
+        let (client, node_client, ipam, lifecycle, api, selection) =
+            (client.clone(), node_client.clone(), ipam.clone(), lifecycle.clone(), api.clone(), selection.clone());
         async move {
-            tokio::join!(ipam, lifecycle);
+            let ipam = async {
+                if selection.enabled("nodeipam") {
+                    berth_control::nodeipam::run(node_client.clone(), ipam, token.clone()).await
+                }
+            };
+            let lifecycle = async {
+                if selection.enabled("nodelifecycle") {
+                    berth_control::nodelifecycle::run(client.clone(), node_client.clone(), lifecycle, token.clone()).await
+                }
+            };
+            let client_for = move |name: &str| kube::Client::new(berth_apiserver::in_process(api.clone(), controller_user(name)), "default");
+            let workloads = berth_control::manager::run_workloads(client.clone(), client_for, &selection, token.clone());
+            tokio::join!(ipam, lifecycle, workloads);
         }
     }));
 }

@@ -7,8 +7,19 @@
 //! - [`nodeipam`]: pod CIDRs for nodes from the cluster CIDR.
 //! - [`nodelifecycle`]: nodes whose kubelet went quiet: Unknown conditions, taints, evictions.
 //! - [`scheduler`]: the default scheduler (queue, cache, filter/score plugins, binder).
+//! - [`manager`]: the workload controllers ([`replicaset`], [`deployment`]) on shared
+//!   [`informer`]s, with what they share in [`controller`], [`workqueue`] and [`recorder`].
 
+pub mod controller;
+pub mod cronjob;
+pub mod deployment;
+pub mod informer;
 pub mod leader;
+pub mod manager;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod recorder;
+pub mod replicaset;
 pub mod scheduler;
+pub mod selection;
+pub mod workqueue;

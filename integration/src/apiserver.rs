@@ -45,6 +45,13 @@ impl ApiServer {
             .arg("--data-dir")
             .arg(self.dir.path())
             .args(["--listen", "127.0.0.1:0", "--watch-bookmark-interval", "1s", "--disable-agent"])
+            // the API alone, as upstream's apiserver tests run it: no workload controller
+            // changes what a test writes (give --controllers to have them)
+            .args(if self.extra.iter().any(|a| a.starts_with("--controllers")) {
+                vec![]
+            } else {
+                vec!["--controllers=*,-replicaset,-replicationcontroller,-deployment"]
+            })
             .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)

@@ -319,6 +319,30 @@ impl Daemon {
         child.wait_with_output().expect("kubectl output")
     }
 
+    /// kubectl 1.33 `args -o json` that must succeed: the object or list.
+    pub fn kubectl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.kubectl_ok(&all)).expect("kubectl json")
+    }
+
+    /// Polls `args -o json` through kubectl until `check` holds (a condition, never a fixed
+    /// sleep); fails after `limit` with the last answer and the server's log.
+    pub fn kubectl_until(&self, args: &[&str], limit: Duration, what: &str, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + limit;
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        loop {
+            let out = self.kubectl(&all);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+            if check(&v) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{what}: not within {limit:?}; last:\n{v:#}\nserver log:\n{}", tail(&self.log(), 80));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// kubectl 1.33 that must succeed: its stdout.
     pub fn kubectl_ok(&self, args: &[&str]) -> String {
         self.kubectl_ok_in(args, None)
@@ -418,6 +442,8 @@ impl Daemon {
         // them away first.
         let node = self.mode.first().map(|m| m == "node" || m == "server" || m == "agent").unwrap_or(false);
         if self.is_server() {
+            // the controllers' objects first, or they make new pods
+            let _ = self.kubectl(&["delete", "deployments,replicasets,replicationcontrollers", "--all", "--all-namespaces", "--wait=false"]);
             let _ = self.kubectl(&["delete", "pods", "--all", "--all-namespaces", "--force", "--grace-period=0", "--wait=false"]);
         }
         if node {

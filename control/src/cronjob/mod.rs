@@ -1,0 +1,3 @@
+//! The CronJob controller's parts: the schedule grammar (`schedule`).
+
+pub mod schedule;

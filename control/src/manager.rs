@@ -1,0 +1,44 @@
+//! The workload controllers of the controller manager, on shared informers: one watch each of
+//! pods, ReplicaSets, ReplicationControllers and Deployments feeds every controller that reads
+//! them. Informers watch as the controller manager; each controller writes as its own
+//! kube-system service account (upstream's --use-service-account-credentials).
+
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Pod, ReplicationController};
+use tokio_util::sync::CancellationToken;
+
+use crate::informer::Informer;
+use crate::selection::Selection;
+use crate::{deployment, replicaset};
+
+/// Runs the workload controllers until `stop`. `client_for(name)` is the client of the
+/// controller's service account `name`.
+pub async fn run_workloads(informers: kube::Client, client_for: impl Fn(&str) -> kube::Client, selection: &Selection, stop: CancellationToken) {
+    let on = |name: &str| selection.enabled(name);
+    if !on("replicaset") && !on("replicationcontroller") && !on("deployment") {
+        return;
+    }
+    let pods: Arc<Informer<Pod>> = Informer::new();
+    let replicasets: Arc<Informer<ReplicaSet>> = Informer::new();
+    let controllers: Arc<Informer<ReplicationController>> = Informer::new();
+    let deployments: Arc<Informer<Deployment>> = Informer::new();
+    let rs = replicaset::Controller::new(client_for("replicaset-controller"), replicasets.clone(), pods.clone(), "replicaset-controller");
+    let rc = replicaset::Controller::new(client_for("replication-controller"), controllers.clone(), pods.clone(), "replication-controller");
+    let dc = deployment::Controller::new(client_for("deployment-controller"), deployments.clone(), replicasets.clone(), pods.clone());
+    let maybe = |enabled: bool, work: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| async move {
+        if enabled {
+            work.await
+        }
+    };
+    tokio::join!(
+        pods.run(kube::Api::all(informers.clone()), stop.clone()),
+        replicasets.run(kube::Api::all(informers.clone()), stop.clone()),
+        maybe(on("replicationcontroller"), Box::pin(controllers.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(on("deployment"), Box::pin(deployments.run(kube::Api::all(informers), stop.clone()))),
+        maybe(on("replicaset"), Box::pin(rs.run(stop.clone()))),
+        maybe(on("replicationcontroller"), Box::pin(rc.run(stop.clone()))),
+        maybe(on("deployment"), Box::pin(dc.run(stop))),
+    );
+}

@@ -1,0 +1,300 @@
+//! The workload controllers inside `berth server`, driven by the real kubectl as in the
+//! everyday tutorials: a Deployment rolled out, updated with `kubectl set image` replica set by
+//! replica set (the ScalingReplicaSet events in upstream's order for maxSurge=1,
+//! maxUnavailable=0), its history, undo to a revision, pause and resume, scale, a rollout stuck
+//! on a missing image past its progress deadline and scaled while stuck (proportionally); a
+//! Recreate rollout; a ReplicaSet adopting, releasing and replacing pods; a
+//! ReplicationController scaled.
+use berth_integration::kubelet::busybox;
+use berth_integration::{test_registry, Daemon};
+use serde_json::Value;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(180);
+
+fn deployment(name: &str, replicas: u32, strategy: &str, image: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: {name}}}
+  strategy: {strategy}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: {name}
+        image: {image}
+        command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
+"#
+    )
+}
+
+fn docker_busybox() -> String {
+    format!("{}/berth/busybox:docker", test_registry())
+}
+
+fn condition<'a>(obj: &'a Value, kind: &str) -> &'a Value {
+    obj["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == kind)).unwrap_or(&Value::Null)
+}
+
+fn items(v: &Value) -> Vec<Value> {
+    v["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// The ReplicaSets of deployment `name` by revision: (name, revision, spec replicas, image).
+fn replicasets(d: &Daemon, app: &str) -> Vec<(String, String, i64, String)> {
+    let mut out: Vec<(String, String, i64, String)> = items(&d.kubectl_json(&["get", "rs", "-l", &format!("app={app}")]))
+        .iter()
+        .map(|rs| {
+            (
+                rs["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"].as_str().unwrap_or("").to_string(),
+                rs["spec"]["replicas"].as_i64().unwrap_or(-1),
+                rs["spec"]["template"]["spec"]["containers"][0]["image"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    out.sort_by_key(|r| r.1.parse::<i64>().unwrap_or(0));
+    out
+}
+
+/// The messages of the ScalingReplicaSet events about deployment `name`, in the order they
+/// happened (event names carry the time they were recorded).
+fn scaling_events(d: &Daemon, name: &str) -> Vec<String> {
+    let mut events: Vec<(String, String)> = items(&d.kubectl_json(&["get", "events"]))
+        .iter()
+        .filter(|e| e["involvedObject"]["kind"] == "Deployment" && e["involvedObject"]["name"] == name && e["reason"] == "ScalingReplicaSet")
+        .map(|e| (e["metadata"]["name"].as_str().unwrap_or("").to_string(), e["message"].as_str().unwrap_or("").to_string()))
+        .collect();
+    events.sort();
+    events.into_iter().map(|(_, m)| m).collect()
+}
+
+fn rollout_ok(d: &Daemon, what: &str) {
+    let out = d.kubectl_ok(&["rollout", "status", what, "--timeout=180s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+}
+
+fn ready_pods(d: &Daemon, app: &str) -> Vec<Value> {
+    items(&d.kubectl_json(&["get", "pods", "-l", &format!("app={app}")]))
+        .into_iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null() && condition(p, "Ready")["status"] == "True")
+        .collect()
+}
+
+#[tokio::test]
+async fn deployment_rolls_out_updates_undoes_pauses_scales_and_times_out_as_upstream() {
+    let d = Daemon::start_server("", &[]).await;
+    d.kubectl_until(&["get", "node", "berth-it"], Duration::from_secs(60), "node Ready", |n| condition(n, "Ready")["status"] == "True");
+    let strategy = "{type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}";
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&deployment("web", 3, strategy, &busybox())));
+    rollout_ok(&d, "deployment/web");
+
+    // one ReplicaSet, revision 1, its pods owned by it
+    let rss = replicasets(&d, "web");
+    assert_eq!(rss.len(), 1, "{rss:?}");
+    let (first, _, _, _) = rss[0].clone();
+    let rs = d.kubectl_json(&["get", "rs", &first]);
+    let hash = rs["metadata"]["labels"]["pod-template-hash"].as_str().unwrap_or("").to_string();
+    assert_eq!(first, format!("web-{hash}"));
+    assert_eq!(rs["spec"]["selector"]["matchLabels"]["pod-template-hash"], hash.as_str());
+    assert_eq!(rs["metadata"]["annotations"]["deployment.kubernetes.io/desired-replicas"], "3");
+    assert_eq!(rs["metadata"]["annotations"]["deployment.kubernetes.io/max-replicas"], "4");
+    assert_eq!(rs["metadata"]["ownerReferences"][0]["kind"], "Deployment");
+    assert_eq!(
+        (rs["status"]["replicas"].as_i64(), rs["status"]["readyReplicas"].as_i64(), rs["status"]["availableReplicas"].as_i64()),
+        (Some(3), Some(3), Some(3))
+    );
+    let pods = ready_pods(&d, "web");
+    assert_eq!(pods.len(), 3);
+    for p in &pods {
+        assert_eq!(p["metadata"]["ownerReferences"][0]["name"], first.as_str(), "{p:#}");
+        assert!(p["metadata"]["name"].as_str().unwrap_or("").starts_with(&format!("{first}-")));
+    }
+    let dep = d.kubectl_json(&["get", "deploy", "web"]);
+    assert_eq!(dep["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "1");
+    let s = &dep["status"];
+    assert_eq!(
+        (s["replicas"].as_i64(), s["updatedReplicas"].as_i64(), s["readyReplicas"].as_i64(), s["availableReplicas"].as_i64()),
+        (Some(3), Some(3), Some(3), Some(3))
+    );
+    assert_eq!(condition(&dep, "Available")["reason"], "MinimumReplicasAvailable");
+    assert_eq!(condition(&dep, "Progressing")["reason"], "NewReplicaSetAvailable");
+    assert_eq!(condition(&dep, "Progressing")["message"], format!("ReplicaSet \"{first}\" has successfully progressed."));
+    let row = d.kubectl_ok(&["get", "deploy", "web", "--no-headers"]);
+    assert!(row.split_whitespace().take(4).eq(["web", "3/3", "3", "3"]), "{row}");
+
+    // set image: one new pod up, one old down, and so on (maxSurge 1, maxUnavailable 0)
+    d.kubectl_ok(&["set", "image", "deployment/web", &format!("web={}", docker_busybox())]);
+    // the change cause, as the tutorials record it: copied to the new ReplicaSet
+    d.kubectl_ok(&["annotate", "deployment/web", "kubernetes.io/change-cause=to the docker image"]);
+    rollout_ok(&d, "deployment/web");
+    d.kubectl_until(&["get", "rs", "-l", "app=web"], LIMIT, "the change cause on revision 2", |v| {
+        items(v).iter().any(|rs| {
+            let a = &rs["metadata"]["annotations"];
+            a["deployment.kubernetes.io/revision"] == "2" && a["kubernetes.io/change-cause"] == "to the docker image"
+        })
+    });
+    let rss = replicasets(&d, "web");
+    assert_eq!(rss.len(), 2, "{rss:?}");
+    let second = rss[1].0.clone();
+    assert_eq!((rss[0].1.as_str(), rss[0].2, rss[1].1.as_str(), rss[1].2), ("1", 0, "2", 3), "{rss:?}");
+    let want: Vec<String> = [
+        format!("Scaled up replica set {first} from 0 to 3"),
+        format!("Scaled up replica set {second} from 0 to 1"),
+        format!("Scaled down replica set {first} from 3 to 2"),
+        format!("Scaled up replica set {second} from 1 to 2"),
+        format!("Scaled down replica set {first} from 2 to 1"),
+        format!("Scaled up replica set {second} from 2 to 3"),
+        format!("Scaled down replica set {first} from 1 to 0"),
+    ]
+    .to_vec();
+    assert_eq!(scaling_events(&d, "web"), want);
+    assert!(ready_pods(&d, "web").iter().all(|p| p["spec"]["containers"][0]["image"] == docker_busybox().as_str()));
+
+    // history and undo to revision 1: the first ReplicaSet comes back as revision 3
+    let history = d.kubectl_ok(&["rollout", "history", "deployment/web"]);
+    let rows: Vec<String> = history.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).filter(|l| !l.is_empty()).collect();
+    assert_eq!(rows[1..], ["REVISION CHANGE-CAUSE", "1 <none>", "2 to the docker image"], "{history}");
+    let detail = d.kubectl_ok(&["rollout", "history", "deployment/web", "--revision=1"]);
+    assert!(detail.contains(&busybox()), "{detail}");
+    assert_eq!(d.kubectl_ok(&["rollout", "undo", "deployment/web", "--to-revision=1"]).trim(), "deployment.apps/web rolled back");
+    rollout_ok(&d, "deployment/web");
+    let rss = replicasets(&d, "web");
+    assert_eq!(rss.iter().map(|r| (r.0.as_str(), r.1.as_str(), r.2)).collect::<Vec<_>>(), [(second.as_str(), "2", 0), (first.as_str(), "3", 3)]);
+    let rs = d.kubectl_json(&["get", "rs", &first]);
+    assert_eq!(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"], "1");
+
+    // pause: a new template waits; resume: it rolls out
+    assert_eq!(d.kubectl_ok(&["rollout", "pause", "deployment/web"]).trim(), "deployment.apps/web paused");
+    d.kubectl_ok(&["set", "env", "deployment/web", "STAGE=paused"]);
+    let dep = d.kubectl_until(&["get", "deploy", "web"], LIMIT, "Progressing Unknown DeploymentPaused", |dep| {
+        condition(dep, "Progressing")["reason"] == "DeploymentPaused" && dep["status"]["observedGeneration"] == dep["metadata"]["generation"]
+    });
+    assert_eq!(condition(&dep, "Progressing")["status"], "Unknown");
+    assert_eq!(replicasets(&d, "web").len(), 2, "no new ReplicaSet while paused");
+    assert_eq!(d.kubectl_ok(&["rollout", "resume", "deployment/web"]).trim(), "deployment.apps/web resumed");
+    rollout_ok(&d, "deployment/web");
+    let rss = replicasets(&d, "web");
+    assert_eq!(rss.len(), 3, "{rss:?}");
+    assert_eq!((rss[2].1.as_str(), rss[2].2), ("4", 3));
+
+    // scale
+    d.kubectl_ok(&["scale", "deployment/web", "--replicas=5"]);
+    rollout_ok(&d, "deployment/web");
+    assert_eq!(ready_pods(&d, "web").len(), 5);
+
+    // a missing image: stuck, then past the progress deadline
+    d.kubectl_ok(&["patch", "deployment/web", "-p", r#"{"spec":{"progressDeadlineSeconds":10}}"#]);
+    d.kubectl_ok(&["set", "image", "deployment/web", &format!("web={}/berth/missing:1", test_registry())]);
+    let out = d.kubectl(&["rollout", "status", "deployment/web", "--timeout=120s"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("error: deployment \"web\" exceeded its progress deadline"), "{stderr}");
+    let dep = d.kubectl_json(&["get", "deploy", "web"]);
+    let progressing = condition(&dep, "Progressing");
+    assert_eq!((progressing["status"].as_str(), progressing["reason"].as_str()), (Some("False"), Some("ProgressDeadlineExceeded")), "{dep:#}");
+    assert!(progressing["message"].as_str().unwrap_or("").ends_with("has timed out progressing."), "{dep:#}");
+    assert_eq!(ready_pods(&d, "web").len(), 5, "maxUnavailable 0 keeps every old pod");
+
+    // scaled while stuck: 5+1 (max 6) grows to 10+1 in proportion: 9 old, 2 new
+    d.kubectl_ok(&["scale", "deployment/web", "--replicas=10"]);
+    d.kubectl_until(&["get", "rs", "-l", "app=web"], LIMIT, "proportional scaling", |v| {
+        let mut sizes: Vec<i64> = items(v).iter().map(|r| r["spec"]["replicas"].as_i64().unwrap_or(0)).filter(|n| *n > 0).collect();
+        sizes.sort();
+        sizes == [2, 9]
+    });
+
+    // undo the bad rollout: back to the working template, 10 replicas
+    d.kubectl_ok(&["rollout", "undo", "deployment/web"]);
+    rollout_ok(&d, "deployment/web");
+    assert_eq!(ready_pods(&d, "web").len(), 10);
+
+    // delete: the ReplicaSets and pods go with it
+    d.kubectl_ok(&["delete", "deployment", "web"]);
+    d.kubectl_until(&["get", "pods", "-l", "app=web"], LIMIT, "pods gone", |v| v["items"].as_array().is_some_and(Vec::is_empty));
+    assert!(replicasets(&d, "web").is_empty());
+}
+
+#[tokio::test]
+async fn recreate_stops_every_old_pod_before_the_new_ones() {
+    let d = Daemon::start_server("", &[]).await;
+    d.kubectl_until(&["get", "node", "berth-it"], Duration::from_secs(60), "node Ready", |n| condition(n, "Ready")["status"] == "True");
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&deployment("batch", 2, "{type: Recreate}", &busybox())));
+    rollout_ok(&d, "deployment/batch");
+    let old_pods: Vec<String> = ready_pods(&d, "batch").iter().map(|p| p["metadata"]["uid"].as_str().unwrap_or("").to_string()).collect();
+    d.kubectl_ok(&["set", "image", "deployment/batch", &format!("batch={}", docker_busybox())]);
+    rollout_ok(&d, "deployment/batch");
+    let rss = replicasets(&d, "batch");
+    let (first, second) = (rss[0].0.clone(), rss[1].0.clone());
+    assert_eq!(
+        scaling_events(&d, "batch"),
+        [
+            format!("Scaled up replica set {first} from 0 to 2"),
+            format!("Scaled down replica set {first} from 2 to 0"),
+            format!("Scaled up replica set {second} from 0 to 2"),
+        ]
+    );
+    let now = ready_pods(&d, "batch");
+    assert_eq!(now.len(), 2);
+    assert!(now.iter().all(|p| !old_pods.iter().any(|u| p["metadata"]["uid"] == u.as_str())));
+}
+
+#[tokio::test]
+async fn replicasets_adopt_release_and_replace_pods_and_replication_controllers_scale() {
+    let d = Daemon::start_server("", &[]).await;
+    d.kubectl_until(&["get", "node", "berth-it"], Duration::from_secs(60), "node Ready", |n| condition(n, "Ready")["status"] == "True");
+    let image = busybox();
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: orphan\n  labels: {{app: front}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {image}\n    command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; while true; do sleep 1; done\"]\n"
+    );
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&pod));
+    d.kubectl_until(&["get", "pod", "orphan"], LIMIT, "orphan Ready", |p| condition(p, "Ready")["status"] == "True");
+    let rs = format!(
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: front\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {{app: front}}\n  template:\n    metadata:\n      labels: {{app: front}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: c\n        image: {image}\n        command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; while true; do sleep 1; done\"]\n"
+    );
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&rs));
+    let rs = d.kubectl_until(&["get", "rs", "front"], LIMIT, "2 ready", |rs| rs["status"]["readyReplicas"] == 2);
+    let uid = rs["metadata"]["uid"].as_str().unwrap_or("").to_string();
+    let orphan = d.kubectl_json(&["get", "pod", "orphan"]);
+    assert_eq!(orphan["metadata"]["ownerReferences"][0]["uid"], uid.as_str(), "the orphan was adopted: {orphan:#}");
+    assert_eq!(orphan["metadata"]["ownerReferences"][0]["controller"], true);
+    assert_eq!(items(&d.kubectl_json(&["get", "pods", "-l", "app=front"])).len(), 2, "only one pod was created");
+    let rs_row = d.kubectl_ok(&["get", "rs", "front", "--no-headers"]);
+    assert!(rs_row.split_whitespace().take(4).eq(["front", "2", "2", "2"]), "{rs_row}");
+
+    // relabelled: released (no controller reference) and replaced
+    d.kubectl_ok(&["label", "pod", "orphan", "app=moved", "--overwrite"]);
+    d.kubectl_until(&["get", "pod", "orphan"], LIMIT, "orphan released", |p| p["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty));
+    d.kubectl_until(&["get", "rs", "front"], LIMIT, "replaced", |rs| rs["status"]["readyReplicas"] == 2 && rs["status"]["replicas"] == 2);
+
+    // a deleted pod is replaced; scaled to 1, one goes
+    let victim = items(&d.kubectl_json(&["get", "pods", "-l", "app=front"]))[0]["metadata"]["name"].as_str().unwrap_or("").to_string();
+    d.kubectl_ok(&["delete", "pod", &victim]);
+    d.kubectl_until(&["get", "pods", "-l", "app=front"], LIMIT, "a replacement", |v| {
+        let live: Vec<Value> =
+            items(v).into_iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null() && condition(p, "Ready")["status"] == "True").collect();
+        live.len() == 2 && live.iter().all(|p| p["metadata"]["name"] != victim.as_str())
+    });
+    d.kubectl_ok(&["scale", "rs", "front", "--replicas=1"]);
+    d.kubectl_until(&["get", "rs", "front"], LIMIT, "one replica", |rs| {
+        rs["status"]["replicas"] == 1 && rs["status"]["observedGeneration"] == rs["metadata"]["generation"]
+    });
+    let described = d.kubectl_ok(&["describe", "rs", "front"]);
+    assert!(described.contains("SuccessfulCreate") && described.contains("SuccessfulDelete") && described.contains("replicaset-controller"), "{described}");
+
+    // a ReplicationController
+    let rc = format!(
+        "apiVersion: v1\nkind: ReplicationController\nmetadata:\n  name: legacy\nspec:\n  replicas: 2\n  selector: {{app: legacy}}\n  template:\n    metadata:\n      labels: {{app: legacy}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: c\n        image: {image}\n        command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; while true; do sleep 1; done\"]\n"
+    );
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&rc));
+    d.kubectl_until(&["get", "rc", "legacy"], LIMIT, "2 ready", |rc| rc["status"]["readyReplicas"] == 2);
+    d.kubectl_ok(&["scale", "rc", "legacy", "--replicas=0"]);
+    d.kubectl_until(&["get", "pods", "-l", "app=legacy"], LIMIT, "no pods", |v| items(v).iter().all(|p| !p["metadata"]["deletionTimestamp"].is_null()));
+}
