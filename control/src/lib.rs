@@ -14,6 +14,7 @@ pub mod controller;
 pub mod cronjob;
 pub mod deployment;
 pub mod informer;
+pub mod job;
 pub mod leader;
 pub mod manager;
 pub mod nodeipam;

@@ -6,18 +6,19 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use tokio_util::sync::CancellationToken;
 
 use crate::informer::Informer;
 use crate::selection::Selection;
-use crate::{deployment, replicaset};
+use crate::{deployment, job, replicaset};
 
 /// Runs the workload controllers until `stop`. `client_for(name)` is the client of the
 /// controller's service account `name`.
 pub async fn run_workloads(informers: kube::Client, client_for: impl Fn(&str) -> kube::Client, selection: &Selection, stop: CancellationToken) {
     let on = |name: &str| selection.enabled(name);
-    if !on("replicaset") && !on("replicationcontroller") && !on("deployment") {
+    if !["replicaset", "replicationcontroller", "deployment", "job", "ttl-after-finished"].iter().any(|c| on(c)) {
         return;
     }
     let pods: Arc<Informer<Pod>> = Informer::new();
@@ -27,6 +28,9 @@ pub async fn run_workloads(informers: kube::Client, client_for: impl Fn(&str) ->
     let rs = replicaset::Controller::new(client_for("replicaset-controller"), replicasets.clone(), pods.clone(), "replicaset-controller");
     let rc = replicaset::Controller::new(client_for("replication-controller"), controllers.clone(), pods.clone(), "replication-controller");
     let dc = deployment::Controller::new(client_for("deployment-controller"), deployments.clone(), replicasets.clone(), pods.clone());
+    let jobs: Arc<Informer<Job>> = Informer::new();
+    let jc = job::Controller::new(client_for("job-controller"), jobs.clone(), pods.clone());
+    let ttl = job::ttl::Controller::new(client_for("ttl-after-finished-controller"), jobs.clone());
     let maybe = |enabled: bool, work: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| async move {
         if enabled {
             work.await
@@ -36,9 +40,12 @@ pub async fn run_workloads(informers: kube::Client, client_for: impl Fn(&str) ->
         pods.run(kube::Api::all(informers.clone()), stop.clone()),
         replicasets.run(kube::Api::all(informers.clone()), stop.clone()),
         maybe(on("replicationcontroller"), Box::pin(controllers.run(kube::Api::all(informers.clone()), stop.clone()))),
-        maybe(on("deployment"), Box::pin(deployments.run(kube::Api::all(informers), stop.clone()))),
+        maybe(on("deployment"), Box::pin(deployments.run(kube::Api::all(informers.clone()), stop.clone()))),
         maybe(on("replicaset"), Box::pin(rs.run(stop.clone()))),
         maybe(on("replicationcontroller"), Box::pin(rc.run(stop.clone()))),
-        maybe(on("deployment"), Box::pin(dc.run(stop))),
+        maybe(on("deployment"), Box::pin(dc.run(stop.clone()))),
+        maybe(on("job") || on("ttl-after-finished"), Box::pin(jobs.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(on("job"), Box::pin(jc.run(stop.clone()))),
+        maybe(on("ttl-after-finished"), Box::pin(ttl.run(stop))),
     );
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 /// The controllers Berth's controller manager has, by upstream's names.
-pub const KNOWN: &[&str] = &["deployment", "nodeipam", "nodelifecycle", "replicaset", "replicationcontroller"];
+pub const KNOWN: &[&str] = &["deployment", "job", "nodeipam", "nodelifecycle", "replicaset", "replicationcontroller", "ttl-after-finished"];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("\"{0}\" is not in the list of known controllers: {known}", known = KNOWN.join(", "))]

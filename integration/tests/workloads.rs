@@ -298,3 +298,104 @@ async fn replicasets_adopt_release_and_replace_pods_and_replication_controllers_
     d.kubectl_ok(&["scale", "rc", "legacy", "--replicas=0"]);
     d.kubectl_until(&["get", "pods", "-l", "app=legacy"], LIMIT, "no pods", |v| items(v).iter().all(|p| !p["metadata"]["deletionTimestamp"].is_null()));
 }
+
+fn job(name: &str, spec: &str, command: &str) -> String {
+    format!(
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\nspec:\n{spec}  template:\n    spec:\n      restartPolicy: Never\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: main\n        image: {image}\n        command: [\"sh\", \"-c\", {command:?}]\n",
+        image = busybox()
+    )
+}
+
+fn job_condition(d: &Daemon, name: &str, kind: &str) -> Value {
+    let j = d.kubectl_until(&["get", "job", name], LIMIT, &format!("job {name} {kind}"), |j| condition(j, kind)["status"] == "True");
+    j
+}
+
+#[tokio::test]
+async fn jobs_complete_fail_index_suspend_and_expire_as_upstream() {
+    let d = Daemon::start_server("", &[]).await;
+    d.kubectl_until(&["get", "node", "berth-it"], Duration::from_secs(60), "node Ready", |n| condition(n, "Ready")["status"] == "True");
+    let jobs = [
+        job("ok", "  completions: 3\n  parallelism: 2\n", "echo done"),
+        job("fails", "  backoffLimit: 1\n", "exit 3"),
+        job("indexed", "  completions: 3\n  parallelism: 3\n  completionMode: Indexed\n", "echo index=$JOB_COMPLETION_INDEX host=$(hostname)"),
+        job(
+            "policy",
+            "  backoffLimit: 6\n  podFailurePolicy:\n    rules:\n    - action: FailJob\n      onExitCodes: {containerName: main, operator: In, values: [42]}\n",
+            "exit 42",
+        ),
+        job("deadline", "  activeDeadlineSeconds: 2\n", "sleep 60"),
+        job("paused", "  suspend: true\n", "echo resumed"),
+        job("queue", "  parallelism: 2\n", "echo work"),
+        job("expires", "  ttlSecondsAfterFinished: 0\n", "echo bye"),
+    ];
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&jobs.join("---\n")));
+
+    // completions 3, 2 at a time
+    let ok = job_condition(&d, "ok", "Complete");
+    assert_eq!((ok["status"]["succeeded"].as_i64(), ok["status"]["active"].as_i64()), (Some(3), None), "{ok:#}");
+    assert_eq!(condition(&ok, "Complete")["reason"], "CompletionsReached");
+    assert_eq!(condition(&ok, "SuccessCriteriaMet")["message"], "Reached expected number of succeeded pods");
+    assert!(ok["status"]["completionTime"].is_string() && ok["status"]["startTime"].is_string());
+    assert_eq!(ok["status"]["uncountedTerminatedPods"], serde_json::json!({}), "{ok:#}");
+    let row = d.kubectl_ok(&["get", "job", "ok", "--no-headers"]);
+    assert!(row.split_whitespace().take(3).eq(["ok", "Complete", "3/3"]), "{row}");
+    let pods = items(&d.kubectl_json(&["get", "pods", "-l", "batch.kubernetes.io/job-name=ok"]));
+    assert_eq!(pods.len(), 3);
+    assert!(pods.iter().all(|p| p["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty) && p["status"]["phase"] == "Succeeded"), "{pods:#?}");
+
+    // back-off limit 1: two failed pods, then Failed
+    let fails = job_condition(&d, "fails", "Failed");
+    assert_eq!(condition(&fails, "Failed")["reason"], "BackoffLimitExceeded");
+    assert_eq!(condition(&fails, "Failed")["message"], "Job has reached the specified backoff limit");
+    assert_eq!(condition(&fails, "FailureTarget")["reason"], "BackoffLimitExceeded");
+    assert_eq!(fails["status"]["failed"], 2, "{fails:#}");
+    let row = d.kubectl_ok(&["get", "job", "fails", "--no-headers"]);
+    assert!(row.split_whitespace().take(3).eq(["fails", "Failed", "0/1"]), "{row}");
+
+    // Indexed: each index once, its number and hostname in the pod
+    let indexed = job_condition(&d, "indexed", "Complete");
+    assert_eq!(indexed["status"]["completedIndexes"], "0-2");
+    for i in 0..3 {
+        let pod = items(&d.kubectl_json(&["get", "pods", "-l", &format!("batch.kubernetes.io/job-name=indexed,batch.kubernetes.io/job-completion-index={i}")]));
+        assert_eq!(pod.len(), 1);
+        let name = pod[0]["metadata"]["name"].as_str().unwrap_or("");
+        assert!(name.starts_with(&format!("indexed-{i}-")), "{name}");
+        let log = d.kubectl_ok(&["logs", name]);
+        assert_eq!(log.trim(), format!("index={i} host=indexed-{i}"));
+    }
+
+    // a FailJob rule ends the Job at the first matching failure
+    let policy = job_condition(&d, "policy", "Failed");
+    assert_eq!(condition(&policy, "Failed")["reason"], "PodFailurePolicy");
+    let msg = condition(&policy, "Failed")["message"].as_str().unwrap_or("").to_string();
+    assert!(msg.starts_with("Container main for pod default/policy-") && msg.ends_with("failed with exit code 42 matching FailJob rule at index 0"), "{msg}");
+    assert_eq!(policy["status"]["failed"], 1);
+
+    // active longer than its deadline: its pod stopped, Failed
+    let deadline = job_condition(&d, "deadline", "Failed");
+    assert_eq!(condition(&deadline, "Failed")["reason"], "DeadlineExceeded");
+    assert_eq!(condition(&deadline, "Failed")["message"], "Job was active longer than specified deadline");
+
+    // suspended: no pods until resumed
+    let paused = job_condition(&d, "paused", "Suspended");
+    assert_eq!(condition(&paused, "Suspended")["reason"], "JobSuspended");
+    assert!(items(&d.kubectl_json(&["get", "pods", "-l", "batch.kubernetes.io/job-name=paused"])).is_empty());
+    assert!(paused["status"]["startTime"].is_null());
+    d.kubectl_ok(&["patch", "job", "paused", "--type=merge", "-p", r#"{"spec":{"suspend":false}}"#]);
+    let resumed = job_condition(&d, "paused", "Complete");
+    let suspended = resumed["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "Suspended").cloned()).unwrap_or_default();
+    assert_eq!((suspended["status"].as_str(), suspended["reason"].as_str()), (Some("False"), Some("JobResumed")));
+
+    // a work queue (no completions): done when one pod succeeded and none runs
+    let queue = job_condition(&d, "queue", "Complete");
+    assert!(queue["status"]["succeeded"].as_i64().unwrap_or(0) >= 1, "{queue:#}");
+
+    // deleted (with its pod) once finished, ttlSecondsAfterFinished 0
+    d.kubectl_until(&["get", "jobs"], LIMIT, "job expires deleted", |v| {
+        v["items"].as_array().is_some_and(|l| !l.is_empty() && l.iter().all(|j| j["metadata"]["name"] != "expires"))
+    });
+    d.kubectl_until(&["get", "pods", "-l", "batch.kubernetes.io/job-name=expires"], LIMIT, "its pod gone", |v| {
+        v["items"].as_array().is_some_and(Vec::is_empty)
+    });
+}
