@@ -236,12 +236,12 @@ def renew_leases(args, stop):
 
 
 class Watch:
-    """A list and then a watch of one collection from the list's resourceVersion (so nothing
-    between the two is missed, and no event after start() returns is), on its own thread and
-    connection; reconnects from the last resourceVersion when the server ends the watch. Each
-    object goes to handle(type, obj, t) under `cond`, with t the perf_counter when read, and
-    `cond` is notified. A failure (an ERROR event, a closed connection that cannot reopen) is
-    kept in `failure` and ends the waits."""
+    """A list and then a watch of one collection (by label selector) from the list's
+    resourceVersion, so that nothing between the two is missed, read on its own thread and
+    connection; opened again from the last resourceVersion when the server ends it. Each object
+    goes to handle(type, obj, t) under `cond`, t the perf_counter when it was read, and `cond` is
+    notified. A failure (an ERROR event such as 410 Gone, a broken connection) is kept in
+    `failure` and ends the waits."""
 
     def __init__(self, args, path, selector):
         self.args, self.path, self.selector = args, path, selector
@@ -250,7 +250,8 @@ class Watch:
         self.events = 0
 
     def start(self):
-        """Lists, then watches on a thread; returns once the list is handled."""
+        """Lists, handles the list and opens the watch; returns once the server has answered the
+        watch (its events are then read on a thread)."""
         q = urllib.parse.urlencode({"labelSelector": self.selector})
         listed = Client(self.args.data, self.args.url).call("GET", f"{self.path}?{q}")
         t = time.perf_counter()
@@ -258,30 +259,36 @@ class Watch:
             for o in listed.get("items", []):
                 self.handle("ADDED", o, t)
         self.rv = listed["metadata"]["resourceVersion"]
-        threading.Thread(target=self._run, daemon=True).start()
+        first = self._open()
+        threading.Thread(target=self._run, args=(first,), daemon=True).start()
 
-    def _run(self):
+    def _open(self):
+        """A watch from self.rv, on a new connection without a read timeout."""
+        q = urllib.parse.urlencode({"labelSelector": self.selector, "watch": "1", "resourceVersion": self.rv,
+                                    "allowWatchBookmarks": "true", "timeoutSeconds": "3600"})
+        return Client(self.args.data, self.args.url, timeout=None).stream(f"{self.path}?{q}")
+
+    def _run(self, r):
+        """Reads the watch's events (one JSON object a line) until the process ends; a watch the
+        server ended is opened again from the last resourceVersion."""
         try:
             while True:
-                q = urllib.parse.urlencode({"labelSelector": self.selector, "watch": "1", "resourceVersion": self.rv,
-                                            "allowWatchBookmarks": "true", "timeoutSeconds": "3600"})
-                r = Client(self.args.data, self.args.url, timeout=None).stream(f"{self.path}?{q}")
-                while True:
-                    line = r.readline()
-                    if not line:
-                        break  # the server ended the watch: again from self.rv
-                    ev = json.loads(line)
-                    o = ev.get("object", {})
-                    if ev.get("type") == "ERROR":
-                        raise RuntimeError(f"watch {self.path} ({self.selector}): {o}")
-                    self.rv = o.get("metadata", {}).get("resourceVersion", self.rv)
-                    if ev.get("type") == "BOOKMARK":
-                        continue
-                    t = time.perf_counter()
-                    with self.cond:
-                        self.events += 1
-                        self.handle(ev["type"], o, t)
-                        self.cond.notify_all()
+                line = r.readline()
+                if not line:
+                    r = self._open()  # the server ended the watch
+                    continue
+                ev = json.loads(line)
+                o = ev.get("object", {})
+                if ev.get("type") == "ERROR":
+                    raise RuntimeError(f"watch {self.path} ({self.selector}): {o}")
+                self.rv = o.get("metadata", {}).get("resourceVersion", self.rv)
+                if ev.get("type") == "BOOKMARK":
+                    continue
+                t = time.perf_counter()
+                with self.cond:
+                    self.events += 1
+                    self.handle(ev["type"], o, t)
+                    self.cond.notify_all()
         except Exception as e:  # noqa: BLE001 - ends the waits with the reason
             with self.cond:
                 self.failure = f"watch {self.path} ({self.selector}): {e!r}"
@@ -364,11 +371,6 @@ class Pods(Watch):
         elif not ready_condition(pod) and uid not in self.readied:
             self.readied.add(uid)
             self.pool.submit(mark_ready, name, uid)
-
-    def count(self, names, table):
-        """How many of `names` are in `table`, and the latest time there."""
-        ts = [table[n] for n in names if n in table]
-        return len(ts), max(ts, default=0.0)
 
     def describe(self):
         live = list(self.live.values())
@@ -489,8 +491,9 @@ def deploy(args, pool, server, n):
     made = c.call("POST", f"/apis/apps/v1/namespaces/{NS}/deployments", body)
     pods.wait(lambda: len(pods.seen) >= n, args.timeout, f"deploy {n}: {n} pods created", pool)
     pods.wait(lambda: len(pods.bound) >= n, args.timeout, f"deploy {n}: {n} pods bound", pool)
-    created = sorted(pods.seen.values())[n - 1] - t0
-    bound = sorted(pods.bound.values())[n - 1] - t0
+    with pods.cond:  # the watch thread adds to these
+        created = sorted(pods.seen.values())[n - 1] - t0
+        bound = sorted(pods.bound.values())[n - 1] - t0
     done = dep.wait(lambda: dep.rolled_out(made["metadata"].get("generation", 1)), args.timeout, f"deploy {n}: rolled out", pool) - t0
     cpu, rss = server.sample()
     log(f"deploy {n}: created {created:.2f} s, bound {bound:.2f} s, rolled out {done:.2f} s")
@@ -510,9 +513,10 @@ def rolling_update(args, pool, server, n, pods, dep):
     made = c.call("PATCH", f"/apis/apps/v1/namespaces/{NS}/deployments/{app}", patch, "application/strategic-merge-patch+json")
     what = f"rolling update {n}"
     pods.wait(lambda: len(pods.new) >= n, args.timeout, f"{what}: {n} new pods created", pool)
-    pods.wait(lambda: pods.count(pods.new, pods.bound)[0] >= n, args.timeout, f"{what}: {n} new pods bound", pool)
-    created = sorted(pods.seen[p] for p in pods.new)[n - 1] - t0
-    bound = sorted(pods.bound[p] for p in pods.new)[n - 1] - t0
+    pods.wait(lambda: sum(1 for p in pods.new if p in pods.bound) >= n, args.timeout, f"{what}: {n} new pods bound", pool)
+    with pods.cond:  # the watch thread adds to these
+        created = sorted(pods.seen[p] for p in pods.new)[n - 1] - t0
+        bound = sorted(pods.bound[p] for p in pods.new if p in pods.bound)[n - 1] - t0
     done = dep.wait(lambda: dep.rolled_out(made["metadata"]["generation"]), args.timeout, f"{what}: rolled out", pool) - t0
     log(f"{what}: created {created:.2f} s, bound {bound:.2f} s, rolled out {done:.2f} s")
     pods.wait(lambda: all(p in pods.new for p in pods.live), args.timeout, f"{what}: old pods gone", pool)
@@ -526,7 +530,6 @@ def baseline_case(args, pool, n):
     app = f"bench-{n}"
     pods = Pods(args, pool, app)
     pods.start()
-
     template = pod_template(app)
 
     def create(c, i):
@@ -550,8 +553,8 @@ def main():
     p.add_argument("--baseline", action="store_true")
     args = p.parse_args()
     cases = [int(x) for x in args.replicas.split()]
-    if not cases:
-        raise SystemExit("--replicas: no cases")
+    if not cases or len(set(cases)) != len(cases):
+        raise SystemExit(f"--replicas {args.replicas!r}: give one or more different replica counts (each names its Deployment)")
 
     pool = Pool(args)
     register_nodes(args, pool)

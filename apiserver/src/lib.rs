@@ -16,6 +16,7 @@ pub mod certificates;
 pub mod content;
 pub mod convert;
 pub mod crd;
+pub mod cron;
 pub mod discovery;
 pub mod encoded;
 pub mod encryption;

@@ -6,19 +6,19 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use tokio_util::sync::CancellationToken;
 
 use crate::informer::Informer;
 use crate::selection::Selection;
-use crate::{deployment, job, replicaset};
+use crate::{cronjob, deployment, job, replicaset};
 
 /// Runs the workload controllers until `stop`. `client_for(name)` is the client of the
 /// controller's service account `name`.
 pub async fn run_workloads(informers: kube::Client, client_for: impl Fn(&str) -> kube::Client, selection: &Selection, stop: CancellationToken) {
     let on = |name: &str| selection.enabled(name);
-    if !["replicaset", "replicationcontroller", "deployment", "job", "ttl-after-finished"].iter().any(|c| on(c)) {
+    if !["replicaset", "replicationcontroller", "deployment", "job", "ttl-after-finished", "cronjob"].iter().any(|c| on(c)) {
         return;
     }
     let pods: Arc<Informer<Pod>> = Informer::new();
@@ -31,6 +31,8 @@ pub async fn run_workloads(informers: kube::Client, client_for: impl Fn(&str) ->
     let jobs: Arc<Informer<Job>> = Informer::new();
     let jc = job::Controller::new(client_for("job-controller"), jobs.clone(), pods.clone());
     let ttl = job::ttl::Controller::new(client_for("ttl-after-finished-controller"), jobs.clone());
+    let cronjobs: Arc<Informer<CronJob>> = Informer::new();
+    let cjc = cronjob::Controller::new(client_for("cronjob-controller"), cronjobs.clone(), jobs.clone());
     let maybe = |enabled: bool, work: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| async move {
         if enabled {
             work.await
@@ -44,7 +46,9 @@ pub async fn run_workloads(informers: kube::Client, client_for: impl Fn(&str) ->
         maybe(on("replicaset"), Box::pin(rs.run(stop.clone()))),
         maybe(on("replicationcontroller"), Box::pin(rc.run(stop.clone()))),
         maybe(on("deployment"), Box::pin(dc.run(stop.clone()))),
-        maybe(on("job") || on("ttl-after-finished"), Box::pin(jobs.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(on("job") || on("ttl-after-finished") || on("cronjob"), Box::pin(jobs.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(on("cronjob"), Box::pin(cronjobs.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(on("cronjob"), Box::pin(cjc.run(stop.clone()))),
         maybe(on("job"), Box::pin(jc.run(stop.clone()))),
         maybe(on("ttl-after-finished"), Box::pin(ttl.run(stop))),
     );

@@ -68,6 +68,7 @@ pub async fn run(client: kube::Client, alloc: Allocator, stop: CancellationToken
     let (reader, writer) = reflector::store();
     let stream = reflector(writer, watcher(nodes.clone(), watcher::Config::default())).default_backoff().applied_objects();
     futures_util::pin_mut!(stream);
+    let mut handed: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
     loop {
         let node = tokio::select! {
             _ = stop.cancelled() => return,
@@ -85,15 +86,26 @@ pub async fn run(client: kube::Client, alloc: Allocator, stop: CancellationToken
         }
         let name = node.metadata.name.clone().unwrap_or_default();
         let all = reader.state();
-        let used =
-            alloc.used(all.iter().filter_map(|n| n.spec.as_ref()).flat_map(|s| s.pod_cidrs.iter().flatten().chain(s.pod_cidr.iter())).map(String::as_str));
+        // blocks handed out here stay taken until the watch shows them on their node (nodes
+        // registering together would otherwise get the same one)
+        handed.retain(|n, _| all.iter().any(|x| x.metadata.name.as_deref() == Some(n.as_str()) && x.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_none()));
+        let used = alloc.used(
+            all.iter()
+                .filter_map(|n| n.spec.as_ref())
+                .flat_map(|s| s.pod_cidrs.iter().flatten().chain(s.pod_cidr.iter()))
+                .map(String::as_str)
+                .chain(handed.values().map(String::as_str)),
+        );
         let Some(cidr) = alloc.next_free(&used) else {
             tracing::warn!(node = name, "CIDRNotAvailable: no pod CIDR is left in the cluster CIDR for this node");
             continue;
         };
         let patch = serde_json::json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
         match nodes.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await {
-            Ok(_) => tracing::info!(node = name, pod_cidr = cidr, "allocated the node's pod CIDR"),
+            Ok(_) => {
+                tracing::info!(node = name, pod_cidr = cidr, "allocated the node's pod CIDR");
+                handed.insert(name, cidr);
+            }
             Err(e) => tracing::warn!(node = name, error = %e, "setting the node's pod CIDR"),
         }
     }

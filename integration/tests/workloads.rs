@@ -399,3 +399,67 @@ async fn jobs_complete_fail_index_suspend_and_expire_as_upstream() {
         v["items"].as_array().is_some_and(Vec::is_empty)
     });
 }
+
+fn cronjob(name: &str, policy: &str, command: &str) -> String {
+    format!(
+        "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: {name}\nspec:\n  schedule: \"* * * * *\"\n  concurrencyPolicy: {policy}\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          terminationGracePeriodSeconds: 1\n          containers:\n          - name: main\n            image: {image}\n            command: [\"sh\", \"-c\", {command:?}]\n",
+        image = busybox()
+    )
+}
+
+fn events_of(d: &Daemon, kind: &str, name: &str) -> Vec<(String, String)> {
+    items(&d.kubectl_json(&["get", "events"]))
+        .iter()
+        .filter(|e| e["involvedObject"]["kind"] == kind && e["involvedObject"]["name"] == name)
+        .map(|e| (e["reason"].as_str().unwrap_or("").to_string(), e["message"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+/// The CronJobs' own Jobs, by name.
+fn jobs_of(d: &Daemon, cronjob: &str) -> Vec<String> {
+    let mut names: Vec<String> = items(&d.kubectl_json(&["get", "jobs"]))
+        .iter()
+        .filter(|j| j["metadata"]["ownerReferences"][0]["name"] == cronjob && j["metadata"]["deletionTimestamp"].is_null())
+        .map(|j| j["metadata"]["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn cronjobs_run_every_minute_with_forbid_and_replace() {
+    let d = Daemon::start_server("", &[]).await;
+    d.kubectl_until(&["get", "node", "berth-it"], Duration::from_secs(60), "node Ready", |n| condition(n, "Ready")["status"] == "True");
+    let all = [cronjob("hello", "Allow", "echo hello"), cronjob("forbid", "Forbid", "sleep 300"), cronjob("replace", "Replace", "sleep 300")];
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&all.join("---\n")));
+
+    // the first minute: one Job each, named by the scheduled minute
+    let cj = d.kubectl_until(&["get", "cronjob", "hello"], Duration::from_secs(90), "hello scheduled", |c| c["status"]["lastScheduleTime"].is_string());
+    let at: jiff::Timestamp = cj["status"]["lastScheduleTime"].as_str().unwrap_or("").parse().expect("time");
+    assert_eq!(at.as_second() % 60, 0);
+    let first = format!("hello-{}", at.as_second() / 60);
+    let job = job_condition(&d, &first, "Complete");
+    assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "CronJob");
+    assert!(job["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"].as_str().is_some_and(|t| t.ends_with("+00:00")), "{job:#}");
+    let cj = d.kubectl_until(&["get", "cronjob", "hello"], LIMIT, "hello succeeded", |c| {
+        c["status"]["lastSuccessfulTime"].is_string() && c["status"]["active"].is_null()
+    });
+    assert!(cj["status"]["lastSuccessfulTime"].is_string());
+    assert!(events_of(&d, "CronJob", "hello").contains(&("SuccessfulCreate".to_string(), format!("Created job {first}"))));
+    d.kubectl_until(&["get", "cronjob", "forbid"], LIMIT, "forbid running", |c| c["status"]["active"].as_array().is_some_and(|a| a.len() == 1));
+    d.kubectl_until(&["get", "cronjob", "replace"], LIMIT, "replace running", |c| c["status"]["active"].as_array().is_some_and(|a| a.len() == 1));
+    let forbid_first = jobs_of(&d, "forbid");
+    let replace_first = jobs_of(&d, "replace");
+    assert_eq!((forbid_first.len(), replace_first.len()), (1, 1));
+
+    // the next minute: Forbid skips it, Replace deletes the running Job and starts another
+    d.kubectl_until(&["get", "events"], LIMIT, "JobAlreadyActive", |_| events_of(&d, "CronJob", "forbid").iter().any(|(r, _)| r == "JobAlreadyActive"));
+    assert_eq!(jobs_of(&d, "forbid"), forbid_first, "no second job while the first runs");
+    d.kubectl_until(&["get", "cronjob", "replace"], LIMIT, "replaced", |_| {
+        let now = jobs_of(&d, "replace");
+        now.len() == 1 && now != replace_first
+    });
+    assert!(events_of(&d, "CronJob", "replace").contains(&("SuccessfulDelete".to_string(), format!("Deleted job {}", replace_first[0]))));
+    let row = d.kubectl_ok(&["get", "cronjob", "forbid", "--no-headers"]);
+    assert!(row.split_whitespace().take(4).eq(["forbid", "*", "*", "*"]), "{row}");
+}

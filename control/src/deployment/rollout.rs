@@ -212,6 +212,9 @@ impl Controller {
         if max_scaled_down <= 0 {
             return Ok((old_active, false));
         }
+        // an old ReplicaSet's status may still count pods it is about to delete: it will have
+        // at most its spec's replicas available (upstream trusts the status alone)
+        let available_of = |rs: &ReplicaSet| util::rs_status(rs).2.min(util::rs_replicas(rs));
         // unhealthy replicas of old ReplicaSets first (oldest first)
         let mut old = old_active;
         util::oldest_first(&mut old);
@@ -220,8 +223,8 @@ impl Controller {
             if cleaned >= max_scaled_down {
                 break;
             }
-            let (size, (_, _, available)) = (util::rs_replicas(rs), util::rs_status(rs));
-            let unhealthy = size - available;
+            let size = util::rs_replicas(rs);
+            let unhealthy = size - available_of(rs);
             if size == 0 || unhealthy <= 0 {
                 continue;
             }
@@ -230,7 +233,7 @@ impl Controller {
             cleaned += n;
         }
         // then available ones, keeping minAvailable
-        let available: i32 = old.iter().chain([new_rs]).map(|r| util::rs_status(r).2).sum();
+        let available: i32 = old.iter().map(|r| available_of(r)).sum::<i32>() + util::rs_status(new_rs).2;
         let mut scaled = 0;
         if available > min_available {
             let total = available - min_available;

@@ -1,4 +1,5 @@
-//! The schedule grammar of Kubernetes CronJobs: `spec.schedule` and `spec.timeZone`.
+//! The schedule grammar of Kubernetes CronJobs: `spec.schedule` and `spec.timeZone`, one parser
+//! for the validation of CronJobs and for the CronJob controller.
 //!
 //! Upstream's CronJob controller parses `spec.schedule` with robfig/cron v3's standard parser and
 //! asks its `Next` for activation times. This module follows both, quirks included:

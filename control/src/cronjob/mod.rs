@@ -1,3 +1,0 @@
-//! The CronJob controller's parts: the schedule grammar (`schedule`).
-
-pub mod schedule;
