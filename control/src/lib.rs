@@ -7,11 +7,13 @@
 //! - [`nodeipam`]: pod CIDRs for nodes from the cluster CIDR.
 //! - [`nodelifecycle`]: nodes whose kubelet went quiet: Unknown conditions, taints, evictions.
 //! - [`scheduler`]: the default scheduler (queue, cache, filter/score plugins, binder).
-//! - [`manager`]: the workload controllers ([`replicaset`], [`deployment`]) on shared
+//! - [`manager`]: the workload controllers ([`replicaset`], [`deployment`], [`daemonset`],
+//!   [`job`], [`cronjob`]) on shared
 //!   [`informer`]s, with what they share in [`controller`], [`workqueue`] and [`recorder`].
 
 pub mod controller;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod informer;
 pub mod job;

@@ -5,20 +5,20 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Pod, ReplicationController};
+use k8s_openapi::api::core::v1::{Node, Pod, ReplicationController};
 use tokio_util::sync::CancellationToken;
 
 use crate::informer::Informer;
 use crate::selection::Selection;
-use crate::{cronjob, deployment, job, replicaset};
+use crate::{cronjob, daemonset, deployment, job, replicaset};
 
 /// Runs the workload controllers until `stop`. `client_for(name)` is the client of the
 /// controller's service account `name`.
 pub async fn run_workloads(informers: kube::Client, client_for: impl Fn(&str) -> kube::Client, selection: &Selection, stop: CancellationToken) {
     let on = |name: &str| selection.enabled(name);
-    if !["replicaset", "replicationcontroller", "deployment", "job", "ttl-after-finished", "cronjob"].iter().any(|c| on(c)) {
+    if !["replicaset", "replicationcontroller", "deployment", "job", "ttl-after-finished", "cronjob", "daemonset"].iter().any(|c| on(c)) {
         return;
     }
     let pods: Arc<Informer<Pod>> = Informer::new();
@@ -33,6 +33,10 @@ pub async fn run_workloads(informers: kube::Client, client_for: impl Fn(&str) ->
     let ttl = job::ttl::Controller::new(client_for("ttl-after-finished-controller"), jobs.clone());
     let cronjobs: Arc<Informer<CronJob>> = Informer::new();
     let cjc = cronjob::Controller::new(client_for("cronjob-controller"), cronjobs.clone(), jobs.clone());
+    let daemonsets: Arc<Informer<DaemonSet>> = Informer::new();
+    let nodes: Arc<Informer<Node>> = Informer::new();
+    let revisions: Arc<Informer<ControllerRevision>> = Informer::new();
+    let dsc = daemonset::Controller::new(client_for("daemon-set-controller"), daemonsets.clone(), pods.clone(), nodes.clone(), revisions.clone());
     let maybe = |enabled: bool, work: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| async move {
         if enabled {
             work.await
@@ -49,6 +53,10 @@ pub async fn run_workloads(informers: kube::Client, client_for: impl Fn(&str) ->
         maybe(on("job") || on("ttl-after-finished") || on("cronjob"), Box::pin(jobs.run(kube::Api::all(informers.clone()), stop.clone()))),
         maybe(on("cronjob"), Box::pin(cronjobs.run(kube::Api::all(informers.clone()), stop.clone()))),
         maybe(on("cronjob"), Box::pin(cjc.run(stop.clone()))),
+        maybe(on("daemonset"), Box::pin(daemonsets.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(on("daemonset"), Box::pin(nodes.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(on("daemonset"), Box::pin(revisions.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(on("daemonset"), Box::pin(dsc.run(stop.clone()))),
         maybe(on("job"), Box::pin(jc.run(stop.clone()))),
         maybe(on("ttl-after-finished"), Box::pin(ttl.run(stop))),
     );

@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 
 /// The controllers Berth's controller manager has, by upstream's names (sorted).
-pub const KNOWN: &[&str] = &["cronjob", "deployment", "job", "nodeipam", "nodelifecycle", "replicaset", "replicationcontroller", "ttl-after-finished"];
+pub const KNOWN: &[&str] =
+    &["cronjob", "daemonset", "deployment", "job", "nodeipam", "nodelifecycle", "replicaset", "replicationcontroller", "ttl-after-finished"];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("\"{0}\" is not in the list of known controllers: {known}", known = KNOWN.join(", "))]

@@ -443,7 +443,13 @@ impl Daemon {
         let node = self.mode.first().map(|m| m == "node" || m == "server" || m == "agent").unwrap_or(false);
         if self.is_server() {
             // the controllers' objects first, or they make new pods
-            let _ = self.kubectl(&["delete", "cronjobs,jobs,deployments,replicasets,replicationcontrollers", "--all", "--all-namespaces", "--wait=false"]);
+            let _ = self.kubectl(&[
+                "delete",
+                "cronjobs,jobs,daemonsets,deployments,replicasets,replicationcontrollers",
+                "--all",
+                "--all-namespaces",
+                "--wait=false",
+            ]);
             let _ = self.kubectl(&["delete", "pods", "--all", "--all-namespaces", "--force", "--grace-period=0", "--wait=false"]);
         }
         if node {

@@ -463,3 +463,86 @@ async fn cronjobs_run_every_minute_with_forbid_and_replace() {
     let row = d.kubectl_ok(&["get", "cronjob", "forbid", "--no-headers"]);
     assert!(row.split_whitespace().take(4).eq(["forbid", "*", "*", "*"]), "{row}");
 }
+
+#[test]
+fn daemonsets_follow_nodes_labels_and_taints_and_roll_back() {
+    use berth_integration::apiserver::ApiServer;
+    use berth_integration::fake_node::{FakeNode, FakeNodes};
+    let api = ApiServer::start_with("daemonsets", vec!["--controllers=*".into()]);
+    let nodes = FakeNodes::start(&api);
+    nodes.add(&FakeNode::new("ds-a", "4", "8Gi").label("role", "worker"));
+    nodes.add(&FakeNode::new("ds-b", "4", "8Gi").label("role", "worker"));
+    nodes.add(&FakeNode::new("ds-db", "4", "8Gi").label("role", "db"));
+    let ds = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: agent\nspec:\n  selector:\n    matchLabels: {app: agent}\n  template:\n    metadata:\n      labels: {app: agent}\n    spec:\n      nodeSelector: {role: worker}\n      containers:\n      - name: agent\n        image: busybox:1\n";
+    api.ok_in("1.33", &["apply", "-f", "-"], Some(ds));
+    let placed = |want: &[&str]| {
+        let deadline = std::time::Instant::now() + LIMIT;
+        loop {
+            let v: Value = serde_json::from_str(&api.ok("1.33", &["get", "pods", "-l", "app=agent", "-o", "json"])).unwrap_or_default();
+            let mut on: Vec<String> = items(&v)
+                .iter()
+                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                .map(|p| p["spec"]["nodeName"].as_str().unwrap_or("-").to_string())
+                .collect();
+            on.sort();
+            if on == want {
+                return items(&v);
+            }
+            assert!(std::time::Instant::now() < deadline, "daemon pods on {on:?}, want {want:?}\n{}", berth_integration::tail(&api.log(), 40));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    // one pod per worker, bound by the scheduler through the node affinity the controller sets
+    let pods = placed(&["ds-a", "ds-b"]);
+    let p = &pods[0];
+    assert!(p["metadata"]["labels"]["controller-revision-hash"].is_string(), "{p:#}");
+    assert!(p["spec"]["tolerations"].as_array().is_some_and(|t| t.iter().any(|t| t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == "NoExecute")));
+    // a new worker, a relabelled node, a NoExecute taint
+    nodes.add(&FakeNode::new("ds-c", "4", "8Gi").label("role", "worker"));
+    placed(&["ds-a", "ds-b", "ds-c"]);
+    api.ok("1.33", &["label", "node", "ds-db", "role=worker", "--overwrite"]);
+    placed(&["ds-a", "ds-b", "ds-c", "ds-db"]);
+    api.ok("1.33", &["label", "node", "ds-a", "role=edge", "--overwrite"]);
+    placed(&["ds-b", "ds-c", "ds-db"]);
+    api.ok("1.33", &["taint", "node", "ds-b", "maintenance=yes:NoExecute"]);
+    placed(&["ds-c", "ds-db"]);
+    api.ok("1.33", &["delete", "node", "ds-c"]);
+    placed(&["ds-db"]);
+    let status: Value = serde_json::from_str(&api.ok("1.33", &["get", "ds", "agent", "-o", "json"])).unwrap_or_default();
+    let s = &status["status"];
+    assert_eq!(
+        (s["desiredNumberScheduled"].as_i64(), s["currentNumberScheduled"].as_i64(), s["numberMisscheduled"].as_i64()),
+        (Some(1), Some(1), Some(0)),
+        "{status:#}"
+    );
+
+    // a new template replaces the pod; history and undo through ControllerRevisions
+    api.ok("1.33", &["set", "image", "ds/agent", "agent=busybox:2"]);
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let pods = placed(&["ds-db"]);
+        if pods[0]["spec"]["containers"][0]["image"] == "busybox:2" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not replaced: {pods:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let history = api.ok("1.33", &["rollout", "history", "ds/agent"]);
+    let rows: Vec<String> = history.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).filter(|l| !l.is_empty()).collect();
+    assert_eq!(rows[1..], ["REVISION CHANGE-CAUSE", "1 <none>", "2 <none>"], "{history}");
+    api.ok("1.33", &["rollout", "undo", "ds/agent", "--to-revision=1"]);
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let pods = placed(&["ds-db"]);
+        if pods[0]["spec"]["containers"][0]["image"] == "busybox:1" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not rolled back: {pods:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let revisions: Value = serde_json::from_str(&api.ok("1.33", &["get", "controllerrevisions", "-o", "json"])).unwrap_or_default();
+    let mut numbers: Vec<i64> = items(&revisions).iter().map(|r| r["revision"].as_i64().unwrap_or(0)).collect();
+    numbers.sort();
+    assert_eq!(numbers, [2, 3], "the first template renumbered as revision 3");
+    drop(nodes);
+}
