@@ -19,7 +19,7 @@ pub mod indexes;
 mod pods;
 pub mod ttl;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,6 +63,10 @@ pub struct Controller {
     backoff: Mutex<HashMap<ObjectKey, Backoff>>,
     /// Failures per completion index (backoffLimitPerIndex).
     index_failures: Mutex<HashMap<ObjectKey, BTreeMap<i32, i32>>>,
+    /// Pods whose tracking finalizer this controller removed (they are counted), until the
+    /// informer shows it gone: a stale copy still carrying it must not be counted again
+    /// (upstream's finalizer expectations).
+    released: Mutex<HashSet<String>>,
 }
 
 fn spec(job: &Job) -> k8s_openapi::api::batch::v1::JobSpec {
@@ -139,6 +143,7 @@ impl Controller {
             recorder,
             backoff: Mutex::new(HashMap::new()),
             index_failures: Mutex::new(HashMap::new()),
+            released: Mutex::new(HashSet::new()),
         });
         let q = c.queue.clone();
         c.jobs.on_change(move |change| {
@@ -288,9 +293,19 @@ impl Controller {
         let mut fail_job: Option<(String, String)> = None;
         let mut to_release: Vec<Arc<Pod>> = vec![];
         let mut recorded = false;
+        let released_before: HashSet<String> = {
+            let mut r = self.released.lock().unwrap_or_else(|e| e.into_inner());
+            let all = self.pods.list_namespace(&k.0);
+            r.retain(|u| all.iter().any(|p| p.metadata.uid.as_deref() == Some(u.as_str()) && has_finalizer(p)));
+            r.clone()
+        };
         for pod in &owned {
             let Some(ok) = outcome(pod, now) else { continue };
             let puid = pod.metadata.uid.clone().unwrap_or_default();
+            if released_before.contains(&puid) {
+                // counted already; the informer has not shown the finalizer gone yet
+                continue;
+            }
             if !has_finalizer(pod) || unc_ok.contains(&puid) || unc_failed.contains(&puid) {
                 if has_finalizer(pod) {
                     to_release.push(pod.clone());
@@ -354,6 +369,7 @@ impl Controller {
             return Err(e);
         }
         let released_uids: BTreeSet<String> = to_release.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+        self.released.lock().unwrap_or_else(|e| e.into_inner()).extend(released_uids.iter().cloned());
         let still_held = |u: &String| owned.iter().any(|p| p.metadata.uid.as_ref() == Some(u) && has_finalizer(p) && !released_uids.contains(u));
         let (count_ok, keep_ok): (Vec<String>, Vec<String>) = unc_ok.into_iter().partition(|u| !still_held(u));
         let (count_failed, keep_failed): (Vec<String>, Vec<String>) = unc_failed.into_iter().partition(|u| !still_held(u));
