@@ -15,6 +15,7 @@ pub mod controller;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod informer;
 pub mod job;
 pub mod leader;

@@ -8,17 +8,18 @@ use std::sync::Arc;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Node, Pod, ReplicationController};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use tokio_util::sync::CancellationToken;
 
 use crate::informer::Informer;
 use crate::selection::Selection;
-use crate::{cronjob, daemonset, deployment, job, replicaset};
+use crate::{cronjob, daemonset, deployment, disruption, job, replicaset};
 
 /// Runs the workload controllers until `stop`. `client_for(name)` is the client of the
 /// controller's service account `name`.
 pub async fn run_workloads(informers: kube::Client, client_for: impl Fn(&str) -> kube::Client, selection: &Selection, stop: CancellationToken) {
     let on = |name: &str| selection.enabled(name);
-    if !["replicaset", "replicationcontroller", "deployment", "job", "ttl-after-finished", "cronjob", "daemonset"].iter().any(|c| on(c)) {
+    if !["replicaset", "replicationcontroller", "deployment", "job", "ttl-after-finished", "cronjob", "daemonset", "disruption"].iter().any(|c| on(c)) {
         return;
     }
     let pods: Arc<Informer<Pod>> = Informer::new();
@@ -36,6 +37,15 @@ pub async fn run_workloads(informers: kube::Client, client_for: impl Fn(&str) ->
     let daemonsets: Arc<Informer<DaemonSet>> = Informer::new();
     let nodes: Arc<Informer<Node>> = Informer::new();
     let revisions: Arc<Informer<ControllerRevision>> = Informer::new();
+    let budgets: Arc<Informer<PodDisruptionBudget>> = Informer::new();
+    let pdbc = disruption::Controller::new(
+        client_for("disruption-controller"),
+        budgets.clone(),
+        pods.clone(),
+        replicasets.clone(),
+        deployments.clone(),
+        controllers.clone(),
+    );
     let dsc = daemonset::Controller::new(client_for("daemon-set-controller"), daemonsets.clone(), pods.clone(), nodes.clone(), revisions.clone());
     let maybe = |enabled: bool, work: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| async move {
         if enabled {
@@ -45,8 +55,10 @@ pub async fn run_workloads(informers: kube::Client, client_for: impl Fn(&str) ->
     tokio::join!(
         pods.run(kube::Api::all(informers.clone()), stop.clone()),
         replicasets.run(kube::Api::all(informers.clone()), stop.clone()),
-        maybe(on("replicationcontroller"), Box::pin(controllers.run(kube::Api::all(informers.clone()), stop.clone()))),
-        maybe(on("deployment"), Box::pin(deployments.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(on("replicationcontroller") || on("disruption"), Box::pin(controllers.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(on("deployment") || on("disruption"), Box::pin(deployments.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(on("disruption"), Box::pin(budgets.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(on("disruption"), Box::pin(pdbc.run(stop.clone()))),
         maybe(on("replicaset"), Box::pin(rs.run(stop.clone()))),
         maybe(on("replicationcontroller"), Box::pin(rc.run(stop.clone()))),
         maybe(on("deployment"), Box::pin(dc.run(stop.clone()))),

@@ -546,3 +546,47 @@ fn daemonsets_follow_nodes_labels_and_taints_and_roll_back() {
     assert_eq!(numbers, [2, 3], "the first template renumbered as revision 3");
     drop(nodes);
 }
+
+#[tokio::test]
+async fn disruption_budgets_count_healthy_pods_and_block_evictions_with_429() {
+    let d = Daemon::start_server("", &[]).await;
+    d.kubectl_until(&["get", "node", "berth-it"], Duration::from_secs(60), "node Ready", |n| condition(n, "Ready")["status"] == "True");
+    let strategy = "{type: RollingUpdate}";
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&deployment("guarded", 2, strategy, &busybox())));
+    rollout_ok(&d, "deployment/guarded");
+    d.kubectl_ok(&["create", "poddisruptionbudget", "guard", "--selector=app=guarded", "--min-available=2"]);
+    let pdb =
+        d.kubectl_until(&["get", "pdb", "guard"], LIMIT, "budget processed", |p| p["status"]["observedGeneration"] == 1 && p["status"]["currentHealthy"] == 2);
+    let s = &pdb["status"];
+    assert_eq!((s["desiredHealthy"].as_i64(), s["expectedPods"].as_i64(), s["disruptionsAllowed"].as_i64()), (Some(2), Some(2), Some(0)), "{pdb:#}");
+    assert_eq!(condition(&pdb, "DisruptionAllowed")["reason"], "InsufficientPods");
+    let row = d.kubectl_ok(&["get", "pdb", "guard", "--no-headers"]);
+    assert!(row.split_whitespace().take(4).eq(["guard", "2", "N/A", "0"]), "{row}");
+
+    // an eviction would leave too few: 429 with upstream's message and cause
+    let victim = ready_pods(&d, "guarded")[0]["metadata"]["name"].as_str().unwrap_or("").to_string();
+    let eviction = format!(r#"{{"apiVersion":"policy/v1","kind":"Eviction","metadata":{{"name":"{victim}","namespace":"default"}}}}"#);
+    let path = format!("/api/v1/namespaces/default/pods/{victim}/eviction");
+    let out = d.kubectl_version("1.33", &["create", "--raw", &path, "-f", "-"], Some(&eviction));
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success() && err.contains("Cannot evict pod as it would violate the pod's disruption budget."), "{err}");
+    // kubectl drain retries and gives up at its timeout
+    let out = d.kubectl(&["drain", "berth-it", "--pod-selector=app=guarded", "--timeout=8s"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success() && err.contains("Cannot evict pod as it would violate the pod's disruption budget."), "{err}");
+    d.kubectl_ok(&["uncordon", "berth-it"]);
+    assert_eq!(ready_pods(&d, "guarded").len(), 2, "nothing was evicted");
+
+    // a third replica allows one disruption; the eviction spends it
+    d.kubectl_ok(&["scale", "deployment/guarded", "--replicas=3"]);
+    d.kubectl_until(&["get", "pdb", "guard"], LIMIT, "one disruption allowed", |p| p["status"]["disruptionsAllowed"] == 1 && p["status"]["expectedPods"] == 3);
+    let out = d.kubectl_version("1.33", &["create", "--raw", &path, "-f", "-"], Some(&eviction));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pdb = d.kubectl_json(&["get", "pdb", "guard"]);
+    assert!(pdb["status"]["disruptedPods"][victim.as_str()].is_string() || pdb["status"]["disruptionsAllowed"] == 0, "{pdb:#}");
+    d.kubectl_until(&["get", "pods", "-l", "app=guarded"], LIMIT, "the evicted pod replaced", |v| {
+        let live: Vec<Value> =
+            items(v).into_iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null() && condition(p, "Ready")["status"] == "True").collect();
+        live.len() == 3 && live.iter().all(|p| p["metadata"]["name"] != victim.as_str())
+    });
+}

@@ -69,6 +69,9 @@ impl Api {
                 }
                 Err(Refusal::Invalid(errs)) => return Err(ApiError::invalid(res, name, &errs)),
                 Ok(Outcome::Delete) => {
+                    if action == "eviction" && res.group.is_empty() && res.plural == "pods" {
+                        self.admit_eviction(ns.unwrap_or("default"), &current).await?;
+                    }
                     // An eviction carries the DeleteOptions to delete with.
                     let opts: DeleteOptions = body.get("deleteOptions").and_then(|d| serde_json::from_value(d.clone()).ok()).unwrap_or_default();
                     self.delete(res, ns, name, &opts).await?;

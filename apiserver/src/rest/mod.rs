@@ -9,6 +9,7 @@ mod cascade;
 pub mod connect;
 mod create;
 pub(crate) mod delete;
+mod eviction;
 pub(crate) mod http;
 mod read;
 mod update;
