@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 /// The controllers Berth's controller manager has, by upstream's names (sorted).
 pub const KNOWN: &[&str] =
-    &["cronjob", "daemonset", "deployment", "job", "nodeipam", "nodelifecycle", "replicaset", "replicationcontroller", "ttl-after-finished"];
+    &["cronjob", "daemonset", "deployment", "disruption", "job", "nodeipam", "nodelifecycle", "replicaset", "replicationcontroller", "ttl-after-finished"];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("\"{0}\" is not in the list of known controllers: {known}", known = KNOWN.join(", "))]
@@ -44,6 +44,7 @@ impl Selection {
     }
 
     pub fn enabled(&self, name: &str) -> bool {
+        debug_assert!(KNOWN.contains(&name), "controller {name} missing from selection::KNOWN");
         !self.off.contains(name) && (self.on.contains(name) || self.all)
     }
 }
