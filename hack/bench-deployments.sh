@@ -12,7 +12,7 @@
 #                        times from the PATCH, for the N pods of the new template
 # Each row also has the server's CPU seconds during the case (utime+stime) and its RSS after it,
 # and the RSS of a second server started with --controllers=*,-replicaset,-deployment,
-# -replicationcontroller,-job,-ttl-after-finished,-cronjob,-daemonset,-disruption that gets the same nodes and the same pods created directly (the
+# -replicationcontroller,-job,-ttl-after-finished,-cronjob,-daemonset,-disruption,-podgc that gets the same nodes and the same pods created directly (the
 # memory without the workload controllers).
 #   hack/bench-deployments.sh                                  release build, 100 nodes, 100 and 1000 replicas
 #   BERTH_BIN=target/debug/berth hack/bench-deployments.sh --nodes 10 --replicas "20 50"
@@ -86,7 +86,7 @@ result=$(python3 hack/bench-deployments.py "$dir/data/server" "$url" "$pid" --no
 stop_server
 
 base=$(mktemp -d "${TMPDIR:-/tmp}/berth-bench-deploy.XXXXXX"); dirs+=("$base")
-start_server "$base" '--controllers=*,-replicaset,-deployment,-replicationcontroller,-job,-ttl-after-finished,-cronjob,-daemonset,-disruption'; pids+=("$pid")
+start_server "$base" '--controllers=*,-replicaset,-deployment,-replicationcontroller,-job,-ttl-after-finished,-cronjob,-daemonset,-disruption,-podgc'; pids+=("$pid")
 baseline=$(python3 hack/bench-deployments.py "$base/data/server" "$url" "$pid" --nodes "$nodes" --replicas "$replicas" --baseline "${pass[@]}")
 stop_server
 

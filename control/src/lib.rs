@@ -22,6 +22,7 @@ pub mod leader;
 pub mod manager;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod podgc;
 pub mod recorder;
 pub mod replicaset;
 pub mod scheduler;

@@ -13,13 +13,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::informer::Informer;
 use crate::selection::Selection;
-use crate::{cronjob, daemonset, deployment, disruption, job, replicaset};
+use crate::{cronjob, daemonset, deployment, disruption, job, podgc, replicaset};
 
 /// Runs the workload controllers until `stop`. `client_for(name)` is the client of the
 /// controller's service account `name`.
 pub async fn run_workloads(informers: kube::Client, client_for: impl Fn(&str) -> kube::Client, selection: &Selection, stop: CancellationToken) {
     let on = |name: &str| selection.enabled(name);
-    if !["replicaset", "replicationcontroller", "deployment", "job", "ttl-after-finished", "cronjob", "daemonset", "disruption"].iter().any(|c| on(c)) {
+    if !["replicaset", "replicationcontroller", "deployment", "job", "ttl-after-finished", "cronjob", "daemonset", "disruption", "podgc"].iter().any(|c| on(c))
+    {
         return;
     }
     let pods: Arc<Informer<Pod>> = Informer::new();
@@ -46,6 +47,7 @@ pub async fn run_workloads(informers: kube::Client, client_for: impl Fn(&str) ->
         deployments.clone(),
         controllers.clone(),
     );
+    let gc = podgc::Collector::new(client_for("pod-garbage-collector"), pods.clone(), nodes.clone(), 12_500);
     let dsc = daemonset::Controller::new(client_for("daemon-set-controller"), daemonsets.clone(), pods.clone(), nodes.clone(), revisions.clone());
     let maybe = |enabled: bool, work: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| async move {
         if enabled {
@@ -66,7 +68,8 @@ pub async fn run_workloads(informers: kube::Client, client_for: impl Fn(&str) ->
         maybe(on("cronjob"), Box::pin(cronjobs.run(kube::Api::all(informers.clone()), stop.clone()))),
         maybe(on("cronjob"), Box::pin(cjc.run(stop.clone()))),
         maybe(on("daemonset"), Box::pin(daemonsets.run(kube::Api::all(informers.clone()), stop.clone()))),
-        maybe(on("daemonset"), Box::pin(nodes.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(on("daemonset") || on("podgc"), Box::pin(nodes.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(on("podgc"), Box::pin(gc.run(stop.clone()))),
         maybe(on("daemonset"), Box::pin(revisions.run(kube::Api::all(informers.clone()), stop.clone()))),
         maybe(on("daemonset"), Box::pin(dsc.run(stop.clone()))),
         maybe(on("job"), Box::pin(jc.run(stop.clone()))),

@@ -4,8 +4,19 @@
 use std::collections::BTreeSet;
 
 /// The controllers Berth's controller manager has, by upstream's names (sorted).
-pub const KNOWN: &[&str] =
-    &["cronjob", "daemonset", "deployment", "disruption", "job", "nodeipam", "nodelifecycle", "replicaset", "replicationcontroller", "ttl-after-finished"];
+pub const KNOWN: &[&str] = &[
+    "cronjob",
+    "daemonset",
+    "deployment",
+    "disruption",
+    "job",
+    "nodeipam",
+    "nodelifecycle",
+    "podgc",
+    "replicaset",
+    "replicationcontroller",
+    "ttl-after-finished",
+];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("\"{0}\" is not in the list of known controllers: {known}", known = KNOWN.join(", "))]

@@ -50,7 +50,7 @@ impl ApiServer {
             .args(if self.extra.iter().any(|a| a.starts_with("--controllers")) {
                 vec![]
             } else {
-                vec!["--controllers=*,-replicaset,-replicationcontroller,-deployment,-job,-ttl-after-finished,-cronjob,-daemonset,-disruption"]
+                vec!["--controllers=*,-replicaset,-replicationcontroller,-deployment,-job,-ttl-after-finished,-cronjob,-daemonset,-disruption,-podgc"]
             })
             .args(&self.extra)
             .stdout(Stdio::null())

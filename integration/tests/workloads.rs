@@ -590,3 +590,32 @@ async fn disruption_budgets_count_healthy_pods_and_block_evictions_with_429() {
         live.len() == 3 && live.iter().all(|p| p["metadata"]["name"] != victim.as_str())
     });
 }
+
+#[test]
+fn pods_of_a_deleted_node_are_garbage_collected() {
+    use berth_integration::apiserver::ApiServer;
+    use berth_integration::fake_node::{FakeNode, FakeNodes};
+    let api = ApiServer::start_with("podgc", vec!["--controllers=*".into()]);
+    let nodes = FakeNodes::start(&api);
+    nodes.add(&FakeNode::new("gc-node", "4", "8Gi"));
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: stranded\nspec:\n  nodeSelector: {kubernetes.io/hostname: gc-node}\n  containers:\n  - name: c\n    image: busybox:1\n";
+    api.ok_in("1.33", &["apply", "-f", "-"], Some(pod));
+    let deadline = std::time::Instant::now() + LIMIT;
+    while api.ok("1.33", &["get", "pod", "stranded", "-o", "jsonpath={.spec.nodeName}"]) != "gc-node" {
+        assert!(std::time::Instant::now() < deadline, "not bound");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    api.ok("1.33", &["delete", "node", "gc-node"]);
+    // gone within the collector's period and quarantine (20 s each)
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = api.kubectl("1.33", &["get", "pod", "stranded"]);
+        if String::from_utf8_lossy(&out.stderr).contains("not found") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the pod of the deleted node is still there\n{}", berth_integration::tail(&api.log(), 30));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(api.log().contains("garbage collected the pod"));
+    drop(nodes);
+}
