@@ -9,27 +9,12 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 
 fn json(d: &Daemon, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    serde_json::from_str(&d.kubectl_ok(&all)).expect("kubectl json")
+    d.kubectl_json(args)
 }
 
-/// Polls `what` through kubectl until `check` holds (a condition, never a fixed sleep).
+/// Polls `args` through kubectl until `check` holds (a condition, never a fixed sleep).
 fn wait_until(d: &Daemon, args: &[&str], limit: Duration, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let out = {
-            let mut all = args.to_vec();
-            all.extend(["-o", "json"]);
-            d.kubectl(&all)
-        };
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        if check(&v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}; last:\n{v:#}\nserver log:\n{}", tail(&d.log(), 80));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    d.kubectl_until(args, limit, what, check)
 }
 
 fn condition(obj: &Value, kind: &str) -> String {

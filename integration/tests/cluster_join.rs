@@ -101,23 +101,12 @@ impl Drop for TestNet {
 }
 
 fn json(d: &Daemon, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    serde_json::from_str(&d.kubectl_ok(&all)).expect("kubectl json")
+    d.kubectl_json(args)
 }
 
+/// Polls `args` through kubectl until `check` holds (a condition, never a fixed sleep).
 fn wait_until(d: &Daemon, args: &[&str], limit: Duration, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + limit;
-    loop {
-        let mut all = args.to_vec();
-        all.extend(["-o", "json"]);
-        let v: Value = serde_json::from_slice(&d.kubectl(&all).stdout).unwrap_or(Value::Null);
-        if check(&v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {limit:?}; last:\n{v:#}\nserver log:\n{}", tail(&d.log(), 60));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    d.kubectl_until(args, limit, what, check)
 }
 
 /// A kubeconfig file as JSON (as kubectl reads it).
