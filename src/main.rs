@@ -218,6 +218,10 @@ struct ServerArgs {
     /// replicationcontroller).
     #[arg(long, value_delimiter = ',', default_value = "*")]
     controllers: Vec<String>,
+    /// Finished (Succeeded or Failed) pods kept before the pod garbage collector deletes the
+    /// oldest; 0 keeps them all.
+    #[arg(long, default_value_t = 12500)]
+    terminated_pod_gc_threshold: usize,
     /// The scheduler's KubeSchedulerConfiguration (kubescheduler.config.k8s.io/v1: profiles,
     /// plugin weights, NodeResourcesFit's scoring strategy, percentageOfNodesToScore).
     #[arg(long)]
@@ -441,6 +445,7 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
     let ipam = berth_control::nodeipam::Allocator::new(&args.cluster_cidr, args.node_cidr_mask_size)?;
     let lifecycle = berth_control::nodelifecycle::Config { grace: args.node_monitor_grace_period, monitor_period: args.node_monitor_period };
     let controllers = berth_control::selection::Selection::parse(&args.controllers).context("--controllers")?;
+    let controller_options = berth_control::manager::Options { terminated_pod_gc_threshold: args.terminated_pod_gc_threshold };
     let profiles = if args.disable_scheduler {
         None
     } else {
@@ -479,7 +484,7 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
         let stop = stop.clone();
         let notifier = notifier.clone();
         Box::new(move |api| {
-            start_controllers(api.clone(), ipam, lifecycle, controllers, stop.clone());
+            start_controllers(api.clone(), ipam, lifecycle, controllers, controller_options, stop.clone());
             if let Some(profiles) = profiles {
                 start_scheduler(api.clone(), profiles, stop);
             }
@@ -645,6 +650,7 @@ fn start_controllers(
     ipam: berth_control::nodeipam::Allocator,
     lifecycle: berth_control::nodelifecycle::Config,
     selection: berth_control::selection::Selection,
+    options: berth_control::manager::Options,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let user = berth_apiserver::User::new("system:kube-controller-manager", &["system:authenticated"]);
@@ -657,8 +663,8 @@ fn start_controllers(
     // --use-service-account-credentials), with the rights of its bootstrap role
     let node_client = kube::Client::new(berth_apiserver::in_process(api.clone(), controller_user("node-controller")), "default");
     tokio::spawn(elector.run(stop, move |token| {
-        let (client, node_client, ipam, lifecycle, api, selection) =
-            (client.clone(), node_client.clone(), ipam.clone(), lifecycle.clone(), api.clone(), selection.clone());
+        let (client, node_client, ipam, lifecycle, api, selection, options) =
+            (client.clone(), node_client.clone(), ipam.clone(), lifecycle.clone(), api.clone(), selection.clone(), options.clone());
         async move {
             let ipam = async {
                 if selection.enabled("nodeipam") {
@@ -671,7 +677,7 @@ fn start_controllers(
                 }
             };
             let client_for = move |name: &str| kube::Client::new(berth_apiserver::in_process(api.clone(), controller_user(name)), "default");
-            let workloads = berth_control::manager::run_workloads(client.clone(), client_for, &selection, token.clone());
+            let workloads = berth_control::manager::run_workloads(client.clone(), client_for, &selection, &options, token.clone());
             tokio::join!(ipam, lifecycle, workloads);
         }
     }));

@@ -17,7 +17,26 @@ use crate::{cronjob, daemonset, deployment, disruption, job, podgc, replicaset};
 
 /// Runs the workload controllers until `stop`. `client_for(name)` is the client of the
 /// controller's service account `name`.
-pub async fn run_workloads(informers: kube::Client, client_for: impl Fn(&str) -> kube::Client, selection: &Selection, stop: CancellationToken) {
+/// Settings of the workload controllers (kube-controller-manager's flags of the same names).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// --terminated-pod-gc-threshold: finished pods kept before the oldest are deleted (0: all).
+    pub terminated_pod_gc_threshold: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { terminated_pod_gc_threshold: 12_500 }
+    }
+}
+
+pub async fn run_workloads(
+    informers: kube::Client,
+    client_for: impl Fn(&str) -> kube::Client,
+    selection: &Selection,
+    options: &Options,
+    stop: CancellationToken,
+) {
     let on = |name: &str| selection.enabled(name);
     if !["replicaset", "replicationcontroller", "deployment", "job", "ttl-after-finished", "cronjob", "daemonset", "disruption", "podgc"].iter().any(|c| on(c))
     {
@@ -47,7 +66,7 @@ pub async fn run_workloads(informers: kube::Client, client_for: impl Fn(&str) ->
         deployments.clone(),
         controllers.clone(),
     );
-    let gc = podgc::Collector::new(client_for("pod-garbage-collector"), pods.clone(), nodes.clone(), 12_500);
+    let gc = podgc::Collector::new(client_for("pod-garbage-collector"), pods.clone(), nodes.clone(), options.terminated_pod_gc_threshold);
     let dsc = daemonset::Controller::new(client_for("daemon-set-controller"), daemonsets.clone(), pods.clone(), nodes.clone(), revisions.clone());
     let maybe = |enabled: bool, work: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| async move {
         if enabled {

@@ -2,7 +2,7 @@
 //! that no longer exists (checked again with a read after the node has been missing for 20 s)
 //! get the DisruptionTarget condition (DeletionByPodGC) and phase Failed, then are deleted at
 //! once; pods being deleted that were never scheduled are deleted at once; finished pods
-//! beyond `--terminated-pod-gc-threshold` (12,500) are deleted, oldest first.
+//! beyond `--terminated-pod-gc-threshold` (12,500; 0 keeps all) are deleted, oldest first.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -82,7 +82,8 @@ impl Collector {
             if self.threshold > 0 {
                 let mut finished: Vec<&Arc<Pod>> = pods.iter().filter(|p| matches!(phase(p), "Succeeded" | "Failed")).collect();
                 if finished.len() > self.threshold {
-                    finished.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+                    // oldest first; pods of the same second by name
+                    finished.sort_by_key(|p| (p.metadata.creation_timestamp.as_ref().map(|t| t.0), p.metadata.name.clone()));
                     let extra = finished.len() - self.threshold;
                     for p in finished.into_iter().take(extra) {
                         self.force_delete(p).await;

@@ -595,9 +595,17 @@ async fn disruption_budgets_count_healthy_pods_and_block_evictions_with_429() {
 fn pods_of_a_deleted_node_are_garbage_collected() {
     use berth_integration::apiserver::ApiServer;
     use berth_integration::fake_node::{FakeNode, FakeNodes};
-    let api = ApiServer::start_with("podgc", vec!["--controllers=*".into()]);
+    let api = ApiServer::start_with("podgc", vec!["--controllers=*".into(), "--terminated-pod-gc-threshold=1".into()]);
     let nodes = FakeNodes::start(&api);
     nodes.add(&FakeNode::new("gc-node", "4", "8Gi"));
+    nodes.add(&FakeNode::new("gc-keep", "4", "8Gi"));
+    // two finished pods with a threshold of 1: the older (by creation, then name) goes
+    for name in ["done-1", "done-2"] {
+        let pod =
+            format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n  nodeName: gc-keep\n  containers:\n  - name: c\n    image: busybox:1\n");
+        api.ok_in("1.33", &["apply", "-f", "-"], Some(&pod));
+        api.ok("1.33", &["patch", "pod", name, "--subresource=status", "--type=merge", "-p", r#"{"status":{"phase":"Succeeded"}}"#]);
+    }
     let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: stranded\nspec:\n  nodeSelector: {kubernetes.io/hostname: gc-node}\n  containers:\n  - name: c\n    image: busybox:1\n";
     api.ok_in("1.33", &["apply", "-f", "-"], Some(pod));
     let deadline = std::time::Instant::now() + LIMIT;
@@ -617,5 +625,7 @@ fn pods_of_a_deleted_node_are_garbage_collected() {
         std::thread::sleep(Duration::from_millis(500));
     }
     assert!(api.log().contains("garbage collected the pod"));
+    let left = api.ok("1.33", &["get", "pods", "-o", "name"]);
+    assert_eq!(left.trim(), "pod/done-2", "the older finished pod is collected beyond the threshold");
     drop(nodes);
 }
