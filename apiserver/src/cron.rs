@@ -235,92 +235,11 @@ fn parse_descriptor(spec: &str) -> Result<Kind, ScheduleError> {
     let Some(duration) = spec.strip_prefix("@every ") else {
         return Err(ScheduleError::UnknownDescriptor(spec.to_string()));
     };
-    let nanos = parse_go_duration(duration).map_err(|reason| ScheduleError::InvalidDuration { descriptor: spec.to_string(), reason })?;
+    let nanos =
+        berth_names::duration::parse_nanos(duration).map_err(|e| ScheduleError::InvalidDuration { descriptor: spec.to_string(), reason: e.to_string() })?;
     // robfig raises anything under a second (zero and negative included) to one second and
     // drops the fraction of a second.
     Ok(Kind::Every(nanos.max(1_000_000_000) / 1_000_000_000))
-}
-
-/// Go's `time.ParseDuration`: `[-+]?([0-9]*(\.[0-9]*)?[a-z]+)+` or `0`, in nanoseconds;
-/// the error is Go's message.
-fn parse_go_duration(text: &str) -> Result<i64, String> {
-    const LIMIT: u64 = 1 << 63;
-    let invalid = || format!("time: invalid duration {text:?}");
-    let (negative, mut rest) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text.strip_prefix('+').unwrap_or(text)),
-    };
-    if rest == "0" {
-        return Ok(0);
-    }
-    if rest.is_empty() {
-        return Err(invalid());
-    }
-    let mut total: u64 = 0;
-    while !rest.is_empty() {
-        let (whole_digits, after) = split_digits(rest);
-        let whole = go_whole(whole_digits).ok_or_else(invalid)?;
-        let (fraction_digits, after) = match after.strip_prefix('.') {
-            Some(after) => split_digits(after),
-            None => ("", after),
-        };
-        if whole_digits.is_empty() && fraction_digits.is_empty() {
-            // No digits on either side of an optional '.', as in ".s" or "h".
-            return Err(invalid());
-        }
-        let unit_len = after.find(|c: char| c == '.' || c.is_ascii_digit()).unwrap_or(after.len());
-        if unit_len == 0 {
-            return Err(format!("time: missing unit in duration {text:?}"));
-        }
-        let (unit, after) = after.split_at(unit_len);
-        let unit_nanos: u64 = match unit {
-            "ns" => 1,
-            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            _ => return Err(format!("time: unknown unit {unit:?} in duration {text:?}")),
-        };
-        if whole > LIMIT / unit_nanos {
-            return Err(invalid());
-        }
-        let value = whole * unit_nanos + go_fraction(fraction_digits, unit_nanos);
-        total = total.checked_add(value).filter(|total| value <= LIMIT && *total <= LIMIT).ok_or_else(invalid)?;
-        rest = after;
-    }
-    if negative {
-        Ok(0i64.wrapping_sub_unsigned(total))
-    } else {
-        i64::try_from(total).map_err(|_| invalid())
-    }
-}
-
-/// The number `digits` spell, or `None` past 2^63 (Go's limit before the sign is applied).
-fn go_whole(digits: &str) -> Option<u64> {
-    digits.bytes().try_fold(0u64, |value, digit| value.checked_mul(10)?.checked_add(u64::from(digit - b'0')).filter(|value| *value <= 1 << 63))
-}
-
-/// The nanoseconds a fraction's digits add to one unit, computed as Go does: digits accumulate
-/// until they would overflow (the rest are ignored), then `digits * (unit / 10^count)` in `f64`.
-fn go_fraction(digits: &str, unit_nanos: u64) -> u64 {
-    let (mut value, mut scale) = (0u64, 1f64);
-    for digit in digits.bytes() {
-        if value > (u64::MAX >> 1) / 10 {
-            break;
-        }
-        let next = value * 10 + u64::from(digit - b'0');
-        if next > 1 << 63 {
-            break;
-        }
-        (value, scale) = (next, scale * 10.0);
-    }
-    (value as f64 * (unit_nanos as f64 / scale)) as u64
-}
-
-/// Splits `text` into its leading ASCII digits and the rest.
-fn split_digits(text: &str) -> (&str, &str) {
-    text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()))
 }
 
 impl Fields {

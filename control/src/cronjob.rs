@@ -19,7 +19,7 @@ use kube::api::{DeleteParams, PostParams, PropagationPolicy};
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::owner;
-use crate::informer::{key_of, Change, Informer, ObjectKey};
+use crate::informer::{key_of, Informer, ObjectKey};
 use crate::job::finished;
 use crate::recorder::{reference, Recorder, NORMAL, WARNING};
 use crate::workqueue::WorkQueue;
@@ -51,18 +51,12 @@ impl Controller {
         let c = Arc::new(Controller { client, cronjobs, jobs, queue: WorkQueue::new(), recorder });
         let q = c.queue.clone();
         c.cronjobs.on_change(move |change| {
-            let cj = match change {
-                Change::Added(o) | Change::Deleted(o) => o,
-                Change::Updated { new, .. } => new,
-            };
+            let cj = change.object();
             q.add(key_of(cj.as_ref()));
         });
         let q = c.queue.clone();
         c.jobs.on_change(move |change| {
-            let j = match change {
-                Change::Added(o) | Change::Deleted(o) => o,
-                Change::Updated { new, .. } => new,
-            };
+            let j = change.object();
             if let Some(r) = owner::controller_of(&j.metadata).filter(|r| r.kind == "CronJob") {
                 q.add((j.metadata.namespace.clone().unwrap_or_default(), r.name.clone()));
             }

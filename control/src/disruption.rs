@@ -56,10 +56,7 @@ impl Controller {
         let c = Arc::new(Controller { client, budgets, pods, replicasets, deployments, controllers, queue: WorkQueue::new() });
         let q = c.queue.clone();
         c.budgets.on_change(move |change| {
-            let b = match change {
-                Change::Added(o) | Change::Deleted(o) => o,
-                Change::Updated { new, .. } => new,
-            };
+            let b = change.object();
             q.add(key_of(b.as_ref()));
         });
         let weak = Arc::downgrade(&c);

@@ -29,6 +29,16 @@ pub enum Change<'a, K> {
     Deleted(&'a Arc<K>),
 }
 
+impl<K> Change<'_, K> {
+    /// The object as it is now (as it was last, when deleted).
+    pub fn object(&self) -> &Arc<K> {
+        match self {
+            Change::Added(o) | Change::Deleted(o) => o,
+            Change::Updated { new, .. } => new,
+        }
+    }
+}
+
 type Handler<K> = Box<dyn Fn(&Change<'_, K>) + Send + Sync>;
 
 /// The local copy of one kind and the handlers told of its changes.

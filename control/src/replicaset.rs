@@ -103,10 +103,7 @@ impl<K: Replicated> Controller<K> {
         let c = Arc::new(Controller { client, owners, pods, queue: WorkQueue::new(), expectations: Expectations::default(), recorder });
         let q = c.queue.clone();
         c.owners.on_change(move |change| {
-            let obj = match change {
-                Change::Added(o) | Change::Deleted(o) => o,
-                Change::Updated { new, .. } => new,
-            };
+            let obj = change.object();
             q.add(crate::informer::key_of(obj.as_ref()));
         });
         let weak = Arc::downgrade(&c);
@@ -185,20 +182,7 @@ impl<K: Replicated> Controller<K> {
         let uid = rs.meta().uid.clone().unwrap_or_default();
         let active: Vec<Arc<Pod>> = self.pods.list_namespace(&k.0).into_iter().filter(|p| controller::is_active(p)).collect();
         let claim = owner::claim(&uid, deleting, &selector, active);
-        let mut owned = claim.owned;
-        if !claim.adopt.is_empty() && self.still_current(rs.as_ref()).await? {
-            let owner_ref = owner::controller_ref(rs.as_ref());
-            for pod in claim.adopt {
-                match owner::adopt(&self.client, pod.as_ref(), owner_ref.clone()).await {
-                    Ok(adopted) => owned.push(Arc::new(adopted)),
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => return Err(format!("adopting a pod: {e}")),
-                }
-            }
-        }
-        for pod in claim.release {
-            owner::release(&self.client, pod.as_ref(), &uid).await.map_err(|e| format!("releasing a pod: {e}"))?;
-        }
+        let owned = owner::settle(&self.client, rs.as_ref(), claim).await?;
         let satisfied = self.expectations.satisfied(
             k,
             |name| self.pods.get(&k.0, name).is_some(),
@@ -218,17 +202,6 @@ impl<K: Replicated> Controller<K> {
         match failure {
             Some((_, msg)) => Err(msg),
             None => Ok(()),
-        }
-    }
-
-    /// A fresh read of the owner: still the same object and not being deleted (upstream
-    /// re-checks before adopting).
-    async fn still_current(&self, rs: &K) -> Result<bool, String> {
-        let api: kube::Api<K> = kube::Api::namespaced(self.client.clone(), rs.meta().namespace.as_deref().unwrap_or(""));
-        match api.get_opt(rs.meta().name.as_deref().unwrap_or("")).await {
-            Ok(Some(fresh)) => Ok(fresh.meta().uid == rs.meta().uid && fresh.meta().deletion_timestamp.is_none()),
-            Ok(None) => Ok(false),
-            Err(e) => Err(format!("re-reading the owner: {e}")),
         }
     }
 

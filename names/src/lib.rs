@@ -3,6 +3,7 @@
 //! live: the node and the apiserver both call it. Every name that becomes a file path, a cgroup name or a netns name goes
 //! through here first: a name that passes has no '/', no "..", no NUL and a bounded length.
 
+pub mod duration;
 pub mod quantity;
 
 pub const DNS1123_LABEL_MAX: usize = 63;

@@ -1,60 +1,20 @@
 //! Durations in Go's grammar (time.ParseDuration), as kubelet flags and config files write
 //! them: a sequence of decimal numbers, each with an optional fraction and a unit, like "300ms",
-//! "1.5h", "2h45m", "1m30s"; units ns, us (µs), ms, s, m, h; "0" alone needs no unit. The one
-//! duration parser of the code base. Negative durations are refused (nothing here wants one).
+//! "1.5h", "2h45m", "1m30s"; units ns, us (µs), ms, s, m, h; "0" alone needs no unit. Parsed by
+//! the one parser of the grammar (`berth_names::duration`); negative durations are refused
+//! (nothing here wants one).
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("time: invalid duration {0:?}")]
 pub struct DurationError(pub String);
 
+/// A duration that is not negative (the grammar is berth_names::duration's).
 pub fn parse(s: &str) -> Result<Duration, DurationError> {
     let bad = || DurationError(s.to_string());
-    let mut rest = s.strip_prefix('+').unwrap_or(s);
-    if rest == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    let mut total_ns: u128 = 0;
-    while !rest.is_empty() {
-        let int_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        let (int, after) = rest.split_at(int_end);
-        let (frac, after) = match after.strip_prefix('.') {
-            Some(a) => {
-                let end = a.find(|c: char| !c.is_ascii_digit()).unwrap_or(a.len());
-                a.split_at(end)
-            }
-            None => ("", after),
-        };
-        if int.is_empty() && frac.is_empty() {
-            return Err(bad());
-        }
-        let unit_end = after.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(after.len());
-        let (unit, next) = after.split_at(unit_end);
-        let unit_ns: u128 = match unit {
-            "ns" => 1,
-            "us" | "µs" | "μs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            _ => return Err(bad()),
-        };
-        let whole: u128 = if int.is_empty() { 0 } else { int.parse().map_err(|_| bad())? };
-        let mut ns = whole.checked_mul(unit_ns).ok_or_else(bad)?;
-        // The fraction, exactly: digits / 10^len of the unit, truncated to nanoseconds.
-        let mut scale = unit_ns;
-        for d in frac.bytes().take(30) {
-            scale /= 10;
-            ns += (d - b'0') as u128 * scale;
-        }
-        total_ns = total_ns.checked_add(ns).ok_or_else(bad)?;
-        rest = next;
-    }
-    let secs = u64::try_from(total_ns / 1_000_000_000).map_err(|_| bad())?;
-    Ok(Duration::new(secs, (total_ns % 1_000_000_000) as u32))
+    let nanos = berth_names::duration::parse_nanos(s).map_err(|_| bad())?;
+    let nanos = u64::try_from(nanos).map_err(|_| bad())?;
+    Ok(Duration::from_nanos(nanos))
 }
 
 #[cfg(test)]

@@ -103,6 +103,37 @@ where
     }
 }
 
+/// Carries out a claim for `owner`: the orphans are adopted once a fresh read shows the owner
+/// still there and not being deleted (upstream's re-check), the others released. What the
+/// owner owns afterwards.
+pub async fn settle<O, T>(client: &kube::Client, owner: &O, claim: Claim<T>) -> Result<Vec<Arc<T>>, String>
+where
+    O: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    T: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let (kind, meta) = (T::kind(&()), owner.meta());
+    let mut owned = claim.owned;
+    if !claim.adopt.is_empty() {
+        let api: kube::Api<O> = kube::Api::namespaced(client.clone(), meta.namespace.as_deref().unwrap_or(""));
+        let fresh = api.get_opt(meta.name.as_deref().unwrap_or("")).await.map_err(|e| format!("re-reading the owner: {e}"))?;
+        if fresh.is_some_and(|f| f.meta().uid == meta.uid && f.meta().deletion_timestamp.is_none()) {
+            let r = controller_ref(owner);
+            for obj in claim.adopt {
+                match adopt(client, obj.as_ref(), r.clone()).await {
+                    Ok(adopted) => owned.push(Arc::new(adopted)),
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(format!("adopting a {kind}: {e}")),
+                }
+            }
+        }
+    }
+    let uid = meta.uid.clone().unwrap_or_default();
+    for obj in claim.release {
+        release(client, obj.as_ref(), &uid).await.map_err(|e| format!("releasing a {kind}: {e}"))?;
+    }
+    Ok(owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,19 +68,13 @@ impl Controller {
         let c = Arc::new(Controller { client, daemonsets, pods, nodes, revisions, queue: WorkQueue::new(), expectations: Expectations::default(), recorder });
         let q = c.queue.clone();
         c.daemonsets.on_change(move |change| {
-            let d = match change {
-                Change::Added(o) | Change::Deleted(o) => o,
-                Change::Updated { new, .. } => new,
-            };
+            let d = change.object();
             q.add(key_of(d.as_ref()));
         });
         let weak = Arc::downgrade(&c);
         c.pods.on_change(move |change| {
             let Some(c) = weak.upgrade() else { return };
-            let pod = match change {
-                Change::Added(o) | Change::Deleted(o) => o,
-                Change::Updated { new, .. } => new,
-            };
+            let pod = change.object();
             if let Some(r) = owner::controller_of(&pod.metadata).filter(|r| r.kind == "DaemonSet") {
                 c.queue.add((pod.metadata.namespace.clone().unwrap_or_default(), r.name.clone()));
             }
@@ -127,17 +121,7 @@ impl Controller {
         let uid = ds.metadata.uid.clone().unwrap_or_default();
         let deleting = ds.metadata.deletion_timestamp.is_some();
         let claim = owner::claim(&uid, deleting, &selector, self.pods.list_namespace(&k.0));
-        let mut owned = claim.owned;
-        for pod in claim.adopt {
-            match owner::adopt(&self.client, pod.as_ref(), owner::controller_ref(ds.as_ref())).await {
-                Ok(p) => owned.push(Arc::new(p)),
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(format!("adopting a pod: {e}")),
-            }
-        }
-        for pod in claim.release {
-            owner::release(&self.client, pod.as_ref(), &uid).await.map_err(|e| format!("releasing a pod: {e}"))?;
-        }
+        let owned = owner::settle(&self.client, ds.as_ref(), claim).await?;
         if deleting {
             return Ok(());
         }

@@ -57,10 +57,7 @@ impl Controller {
         let c = Arc::new(Controller { client, deployments, replicasets, pods, queue: WorkQueue::new(), recorder });
         let q = c.queue.clone();
         c.deployments.on_change(move |change| {
-            let d = match change {
-                Change::Added(o) | Change::Deleted(o) => o,
-                Change::Updated { new, .. } => new,
-            };
+            let d = change.object();
             q.add(key_of(d.as_ref()));
         });
         let weak = Arc::downgrade(&c);
@@ -162,25 +159,7 @@ impl Controller {
         let uid = d.metadata.uid.clone().unwrap_or_default();
         let ns = d.metadata.namespace.clone().unwrap_or_default();
         let c = owner::claim(&uid, d.metadata.deletion_timestamp.is_some(), selector, self.replicasets.list_namespace(&ns));
-        let mut owned = c.owned;
-        if !c.adopt.is_empty() {
-            let api: kube::Api<Deployment> = kube::Api::namespaced(self.client.clone(), &ns);
-            let fresh = api.get_opt(d.metadata.name.as_deref().unwrap_or("")).await.map_err(|e| format!("re-reading the deployment: {e}"))?;
-            if fresh.is_some_and(|f| f.metadata.uid == d.metadata.uid && f.metadata.deletion_timestamp.is_none()) {
-                let r = owner::controller_ref(d);
-                for rs in c.adopt {
-                    match owner::adopt(&self.client, rs.as_ref(), r.clone()).await {
-                        Ok(adopted) => owned.push(Arc::new(adopted)),
-                        Err(kube::Error::Api(s)) if s.code == 404 => {}
-                        Err(e) => return Err(format!("adopting a replica set: {e}")),
-                    }
-                }
-            }
-        }
-        for rs in c.release {
-            owner::release(&self.client, rs.as_ref(), &uid).await.map_err(|e| format!("releasing a replica set: {e}"))?;
-        }
-        Ok(owned)
+        owner::settle(&self.client, d, c).await
     }
 
     /// A change of replicas not yet spread over the ReplicaSets with pods.

@@ -147,10 +147,7 @@ impl Controller {
         });
         let q = c.queue.clone();
         c.jobs.on_change(move |change| {
-            let j = match change {
-                Change::Added(o) | Change::Deleted(o) => o,
-                Change::Updated { new, .. } => new,
-            };
+            let j = change.object();
             q.add(key_of(j.as_ref()));
         });
         let weak = Arc::downgrade(&c);
@@ -260,25 +257,17 @@ impl Controller {
         let mut job = (*job).clone();
         let Some(selector) = job.spec.as_ref().and_then(|s| s.selector.as_ref()).and_then(|s| LabelSelector::from_api(s).ok()) else { return Ok(()) };
         let uid = job.metadata.uid.clone().unwrap_or_default();
-        let c = owner::claim(&uid, job.metadata.deletion_timestamp.is_some(), &selector, self.pods.list_namespace(&k.0));
-        let mut owned = c.owned;
+        let mut c = owner::claim(&uid, job.metadata.deletion_timestamp.is_some(), &selector, self.pods.list_namespace(&k.0));
         if finished(&job).is_some() || job.metadata.deletion_timestamp.is_some() {
             // a finished Job (or one being deleted) only lets its pods go
-            for p in owned.iter().filter(|p| has_finalizer(p)) {
+            for p in c.owned.iter().filter(|p| has_finalizer(p)) {
                 self.release_finalizer(p).await?;
             }
             return Ok(());
         }
-        for pod in c.adopt.iter().filter(|p| outcome(p, Timestamp::now()).is_none()) {
-            match owner::adopt(&self.client, pod.as_ref(), owner::controller_ref(&job)).await {
-                Ok(p) => owned.push(Arc::new(p)),
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(format!("adopting a pod: {e}")),
-            }
-        }
-        for pod in c.release {
-            owner::release(&self.client, pod.as_ref(), &uid).await.map_err(|e| format!("releasing a pod: {e}"))?;
-        }
+        // finished orphans are not adopted
+        c.adopt.retain(|p| outcome(p, Timestamp::now()).is_none());
+        let owned = owner::settle(&self.client, &job, c).await?;
         let now = Timestamp::now();
         let mut status = job.status.clone().unwrap_or_default();
         let s = spec(&job);
