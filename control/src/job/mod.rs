@@ -366,6 +366,9 @@ impl Controller {
         let failed = status.failed.unwrap_or(0) as usize + count_failed.len();
         status.succeeded = nonzero(succeeded);
         status.failed = nonzero(failed);
+        // what the Job has done includes the pods recorded but not yet counted (upstream counts
+        // them too): otherwise a lagging pod copy makes it start a pod too many
+        let (succeeded, failed) = (succeeded + keep_ok.len(), failed + keep_failed.len());
         let listed = |v: Vec<String>| (!v.is_empty()).then_some(v);
         status.uncounted_terminated_pods = Some(UncountedTerminatedPods { succeeded: listed(keep_ok), failed: listed(keep_failed) });
 
