@@ -27,4 +27,5 @@ pub mod recorder;
 pub mod replicaset;
 pub mod scheduler;
 pub mod selection;
+pub mod statefulset;
 pub mod workqueue;

@@ -5,15 +5,15 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Node, Pod, ReplicationController};
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, ReplicationController};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use tokio_util::sync::CancellationToken;
 
 use crate::informer::Informer;
 use crate::selection::Selection;
-use crate::{cronjob, daemonset, deployment, disruption, job, podgc, replicaset};
+use crate::{cronjob, daemonset, deployment, disruption, job, podgc, replicaset, statefulset};
 
 /// Runs the workload controllers until `stop`. `client_for(name)` is the client of the
 /// controller's service account `name`.
@@ -38,7 +38,9 @@ pub async fn run_workloads(
     stop: CancellationToken,
 ) {
     let on = |name: &str| selection.enabled(name);
-    if !["replicaset", "replicationcontroller", "deployment", "job", "ttl-after-finished", "cronjob", "daemonset", "disruption", "podgc"].iter().any(|c| on(c))
+    if !["replicaset", "replicationcontroller", "deployment", "job", "ttl-after-finished", "cronjob", "daemonset", "disruption", "podgc", "statefulset"]
+        .iter()
+        .any(|c| on(c))
     {
         return;
     }
@@ -68,6 +70,9 @@ pub async fn run_workloads(
     );
     let gc = podgc::Collector::new(client_for("pod-garbage-collector"), pods.clone(), nodes.clone(), options.terminated_pod_gc_threshold);
     let dsc = daemonset::Controller::new(client_for("daemon-set-controller"), daemonsets.clone(), pods.clone(), nodes.clone(), revisions.clone());
+    let sets: Arc<Informer<StatefulSet>> = Informer::new();
+    let claims: Arc<Informer<PersistentVolumeClaim>> = Informer::new();
+    let ssc = statefulset::Controller::new(client_for("statefulset-controller"), sets.clone(), pods.clone(), claims.clone(), revisions.clone());
     let maybe = |enabled: bool, work: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| async move {
         if enabled {
             work.await
@@ -89,7 +94,10 @@ pub async fn run_workloads(
         maybe(on("daemonset"), Box::pin(daemonsets.run(kube::Api::all(informers.clone()), stop.clone()))),
         maybe(on("daemonset") || on("podgc"), Box::pin(nodes.run(kube::Api::all(informers.clone()), stop.clone()))),
         maybe(on("podgc"), Box::pin(gc.run(stop.clone()))),
-        maybe(on("daemonset"), Box::pin(revisions.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(on("daemonset") || on("statefulset"), Box::pin(revisions.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(on("statefulset"), Box::pin(sets.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(on("statefulset"), Box::pin(claims.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(on("statefulset"), Box::pin(ssc.run(stop.clone()))),
         maybe(on("daemonset"), Box::pin(dsc.run(stop.clone()))),
         maybe(on("job"), Box::pin(jc.run(stop.clone()))),
         maybe(on("ttl-after-finished"), Box::pin(ttl.run(stop))),

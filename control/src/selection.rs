@@ -15,6 +15,7 @@ pub const KNOWN: &[&str] = &[
     "podgc",
     "replicaset",
     "replicationcontroller",
+    "statefulset",
     "ttl-after-finished",
 ];
 

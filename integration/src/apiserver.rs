@@ -50,7 +50,7 @@ impl ApiServer {
             .args(if self.extra.iter().any(|a| a.starts_with("--controllers")) {
                 vec![]
             } else {
-                vec!["--controllers=*,-replicaset,-replicationcontroller,-deployment,-job,-ttl-after-finished,-cronjob,-daemonset,-disruption,-podgc"]
+                vec!["--controllers=*,-replicaset,-replicationcontroller,-deployment,-job,-ttl-after-finished,-cronjob,-daemonset,-disruption,-podgc,-statefulset"]
             })
             .args(&self.extra)
             .stdout(Stdio::null())

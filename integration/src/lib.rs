@@ -445,7 +445,7 @@ impl Daemon {
             // the controllers' objects first, or they make new pods
             let _ = self.kubectl(&[
                 "delete",
-                "cronjobs,jobs,daemonsets,deployments,replicasets,replicationcontrollers",
+                "cronjobs,jobs,daemonsets,statefulsets,deployments,replicasets,replicationcontrollers",
                 "--all",
                 "--all-namespaces",
                 "--wait=false",

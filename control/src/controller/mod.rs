@@ -5,6 +5,7 @@
 //! states every controller asks about (below).
 
 pub mod expectations;
+pub mod history;
 pub mod owner;
 pub mod pods;
 pub mod ranking;

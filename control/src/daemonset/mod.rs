@@ -8,7 +8,6 @@
 //! hash, so `kubectl rollout status|history|undo daemonset` work. The status carries the
 //! numbers `kubectl get daemonsets` shows.
 
-pub mod history;
 pub mod pods;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +22,7 @@ use kube::api::PostParams;
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::expectations::Expectations;
+use crate::controller::history;
 use crate::controller::{self, owner, pods::create_batches, pods::delete as delete_pod};
 use crate::deployment::util::scaled;
 use crate::informer::{key_of, Change, Informer, ObjectKey};
@@ -127,8 +127,17 @@ impl Controller {
         }
         let revisions: Vec<Arc<ControllerRevision>> =
             self.revisions.list_namespace(&k.0).into_iter().filter(|r| owner::controlled_by(&r.metadata, "DaemonSet", &uid)).collect();
-        let (current, old_revisions) = history::sync(&self.client, &ds, revisions).await?;
         let name = ds.metadata.name.clone().unwrap_or_default();
+        let template = ds.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+        let history_owner = history::Owner {
+            name: &name,
+            namespace: &k.0,
+            reference: owner::controller_ref(ds.as_ref()),
+            template: &template,
+            collision_count: ds.status.as_ref().and_then(|s| s.collision_count),
+            history_limit: ds.spec.as_ref().and_then(|s| s.revision_history_limit),
+        };
+        let (current, old_revisions) = history::sync(&self.client, &history_owner, revisions).await?;
         let hash = history::hash_of(&current, &name);
         let satisfied = self.expectations.satisfied(
             k,
@@ -181,7 +190,7 @@ impl Controller {
             self.roll(&ds, k, &hash, &owned, &wanted, min_ready, now).await?;
         }
         let in_use: BTreeSet<String> = owned.iter().filter_map(|p| hash_label(p).map(String::from)).collect();
-        history::cleanup(&self.client, &ds, &old_revisions, &in_use).await?;
+        history::cleanup(&self.client, &history_owner, &old_revisions, |r| in_use.contains(&history::hash_of(r, &name))).await?;
         self.write_status(&ds, &owned, &wanted, &hash, min_ready, now).await?;
         if min_ready > 0 {
             if let Some(at) = owned.iter().filter_map(|p| controller::available_at(p, min_ready, now)).min() {

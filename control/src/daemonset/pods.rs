@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Affinity, Node, NodeAffinity, NodeSelector, Nod
 use crate::controller::{owner, pods::from_template};
 use crate::scheduler::plugins::{node_affinity::pod_matches_node, taint_toleration::tolerates};
 
-pub const REVISION_HASH: &str = "controller-revision-hash";
+pub use crate::controller::history::REVISION_HASH;
 const TEMPLATE_GENERATION: &str = "pod-template-generation";
 
 /// The tolerations every daemon pod gets (key, effect).

@@ -1,24 +1,37 @@
-//! A DaemonSet's history as ControllerRevisions, as upstream keeps it (and `kubectl rollout
-//! history|undo daemonset` reads it): each template it had is a revision `<ds>-<hash>` whose data
-//! is the patch that restores it (`{"spec":{"template":{..., "$patch":"replace"}}}`), numbered in
-//! order; going back to an older template renumbers its revision as the newest. Old revisions no
-//! pod uses beyond revisionHistoryLimit (10) are deleted.
+//! A controller's template history as ControllerRevisions, as upstream keeps it for DaemonSets
+//! and StatefulSets (and `kubectl rollout history|undo` reads it): each template the owner had
+//! is a revision `<owner>-<hash>` whose data is the patch that restores it
+//! (`{"spec":{"template":{..., "$patch":"replace"}}}`), numbered in order; going back to an
+//! older template renumbers its revision as the newest. Old revisions no pod uses beyond
+//! revisionHistoryLimit (10) are deleted.
 
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::apps::v1::ControllerRevision;
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::api::{DeleteParams, PostParams};
 use serde_json::{json, Value};
 
-use super::pods::REVISION_HASH;
-use crate::controller::owner;
 use crate::deployment::util::template_hash;
 
-/// The patch that restores the DaemonSet's current template.
-pub fn data(ds: &DaemonSet) -> Value {
-    let mut template = serde_json::to_value(ds.spec.as_ref().map(|s| &s.template)).unwrap_or(Value::Null);
+/// The label of pods and revisions naming their revision.
+pub const REVISION_HASH: &str = "controller-revision-hash";
+
+/// What the history of one owner is made from.
+pub struct Owner<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub reference: OwnerReference,
+    pub template: &'a PodTemplateSpec,
+    pub collision_count: Option<i32>,
+    pub history_limit: Option<i32>,
+}
+
+/// The patch that restores `template`.
+pub fn data(template: &PodTemplateSpec) -> Value {
+    let mut template = serde_json::to_value(template).unwrap_or(Value::Null);
     if let Some(t) = template.as_object_mut() {
         t.insert("$patch".into(), json!("replace"));
     }
@@ -32,12 +45,11 @@ fn data_of(r: &ControllerRevision) -> Value {
 /// The current revision (found or created) and the older ones, oldest first.
 pub async fn sync(
     client: &kube::Client,
-    ds: &DaemonSet,
+    owner: &Owner<'_>,
     owned: Vec<Arc<ControllerRevision>>,
 ) -> Result<(ControllerRevision, Vec<Arc<ControllerRevision>>), String> {
-    let ns = ds.metadata.namespace.clone().unwrap_or_default();
-    let api: kube::Api<ControllerRevision> = kube::Api::namespaced(client.clone(), &ns);
-    let want = data(ds);
+    let api: kube::Api<ControllerRevision> = kube::Api::namespaced(client.clone(), owner.namespace);
+    let want = data(owner.template);
     let max = owned.iter().map(|r| r.revision).max().unwrap_or(0);
     let (mut same, mut old): (Vec<Arc<ControllerRevision>>, Vec<Arc<ControllerRevision>>) = owned.into_iter().partition(|r| data_of(r) == want);
     same.sort_by_key(|r| r.revision);
@@ -58,16 +70,15 @@ pub async fn sync(
             api.replace(next.metadata.name.as_deref().unwrap_or(""), &PostParams::default(), &next).await.map_err(|e| format!("renumbering a revision: {e}"))?
         }
         None => {
-            let template = ds.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
-            let hash = template_hash(&template, ds.status.as_ref().and_then(|s| s.collision_count));
-            let mut labels = template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+            let hash = template_hash(owner.template, owner.collision_count);
+            let mut labels = owner.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
             labels.insert(REVISION_HASH.into(), hash.clone());
             let revision = ControllerRevision {
                 metadata: ObjectMeta {
-                    name: Some(format!("{}-{hash}", ds.metadata.name.as_deref().unwrap_or(""))),
-                    namespace: Some(ns.clone()),
+                    name: Some(format!("{}-{hash}", owner.name)),
+                    namespace: Some(owner.namespace.to_string()),
                     labels: Some(labels),
-                    owner_references: Some(vec![owner::controller_ref(ds)]),
+                    owner_references: Some(vec![owner.reference.clone()]),
                     ..Default::default()
                 },
                 data: Some(RawExtension(want)),
@@ -80,26 +91,25 @@ pub async fn sync(
 }
 
 /// The hash of a revision (its label, or its name's suffix).
-pub fn hash_of(r: &ControllerRevision, ds_name: &str) -> String {
+pub fn hash_of(r: &ControllerRevision, owner_name: &str) -> String {
     r.metadata
         .labels
         .as_ref()
         .and_then(|l| l.get(REVISION_HASH).cloned())
-        .unwrap_or_else(|| r.metadata.name.as_deref().unwrap_or("").trim_start_matches(&format!("{ds_name}-")).to_string())
+        .unwrap_or_else(|| r.metadata.name.as_deref().unwrap_or("").trim_start_matches(&format!("{owner_name}-")).to_string())
 }
 
-/// Deletes the oldest revisions beyond the limit that no live pod uses.
+/// Deletes the oldest revisions beyond the limit that are not `in_use` (`in_use(revision)`).
 pub async fn cleanup(
     client: &kube::Client,
-    ds: &DaemonSet,
+    owner: &Owner<'_>,
     old: &[Arc<ControllerRevision>],
-    in_use: &std::collections::BTreeSet<String>,
+    in_use: impl Fn(&ControllerRevision) -> bool,
 ) -> Result<(), String> {
-    let limit = ds.spec.as_ref().and_then(|s| s.revision_history_limit).unwrap_or(10).max(0) as usize;
-    let name = ds.metadata.name.as_deref().unwrap_or("");
-    let unused: Vec<&Arc<ControllerRevision>> = old.iter().filter(|r| !in_use.contains(&hash_of(r, name))).collect();
+    let limit = owner.history_limit.unwrap_or(10).max(0) as usize;
+    let unused: Vec<&Arc<ControllerRevision>> = old.iter().filter(|r| !in_use(r)).collect();
     let extra = unused.len().saturating_sub(limit);
-    let api: kube::Api<ControllerRevision> = kube::Api::namespaced(client.clone(), ds.metadata.namespace.as_deref().unwrap_or(""));
+    let api: kube::Api<ControllerRevision> = kube::Api::namespaced(client.clone(), owner.namespace);
     for r in unused.into_iter().take(extra) {
         match api.delete(r.metadata.name.as_deref().unwrap_or(""), &DeleteParams::default()).await {
             Ok(_) => {}
