@@ -47,7 +47,7 @@ pub enum AttemptError {
     #[error("unable to get REST mapping for {api_version}/{kind}")]
     UnknownKind { api_version: String, kind: String },
     #[error("{verb} {kind} {namespace}/{name}: {source}")]
-    Api { verb: &'static str, kind: String, namespace: String, name: String, source: kube::Error },
+    Api { verb: &'static str, kind: String, namespace: String, name: String, source: Box<kube::Error> },
 }
 
 /// The group of an apiVersion ("" for "v1").
@@ -251,7 +251,7 @@ impl Collector {
         let api = self.api(&served, &node.namespace);
         let failed = |verb: &'static str| {
             let (kind, namespace, name) = (node.kind.clone(), node.namespace.clone(), node.name.clone());
-            move |source| AttemptError::Api { verb, kind, namespace, name, source }
+            move |source| AttemptError::Api { verb, kind, namespace, name, source: Box::new(source) }
         };
         let latest = api.get_opt(&node.name).await.map_err(failed("get"))?;
         let Some(latest) = latest.filter(|l| l.metadata.uid.as_deref() == Some(uid)) else {
@@ -321,7 +321,7 @@ impl Collector {
             kind: r.kind.clone(),
             namespace: looked_in.clone(),
             name: r.name.clone(),
-            source,
+            source: Box::new(source),
         })?;
         let Some(owner) = owner.filter(|o| o.metadata.uid.as_deref() == Some(r.uid.as_str())) else {
             // the uid known in another namespace: a reference across namespaces, which is invalid

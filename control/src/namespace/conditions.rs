@@ -120,7 +120,10 @@ mod tests {
         f.remaining.insert(("configmaps".into(), "".into()), 1);
         f.finalizers.insert("example.com/x".into(), 1);
         let cs = update(&[], &f, &now);
-        assert_eq!(cs.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(), [DISCOVERY_FAILURE, GV_PARSING_FAILURE, CONTENT_FAILURE, CONTENT_REMAINING, FINALIZERS_REMAINING]);
+        assert_eq!(
+            cs.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(),
+            [DISCOVERY_FAILURE, GV_PARSING_FAILURE, CONTENT_FAILURE, CONTENT_REMAINING, FINALIZERS_REMAINING]
+        );
         let remaining = find(&cs, CONTENT_REMAINING);
         assert_eq!((remaining.status.as_str(), remaining.reason.as_deref()), ("True", Some("SomeResourcesRemain")));
         assert_eq!(remaining.message.as_deref(), Some("Some resources are remaining: configmaps. has 1 resource instances, pods. has 2 resource instances"));
@@ -137,7 +140,9 @@ mod tests {
         let then = Time(Timestamp::UNIX_EPOCH);
         let later = Time(Timestamp::from_second(60).expect("time"));
         let f = Findings {
-            discovery: Some("unable to retrieve the complete list of server APIs: metrics.k8s.io/v1beta1: the server is currently unable to handle the request".into()),
+            discovery: Some(
+                "unable to retrieve the complete list of server APIs: metrics.k8s.io/v1beta1: the server is currently unable to handle the request".into(),
+            ),
             content: vec!["unexpected items still remain in namespace: a for gvr: /v1, Resource=pods".into()],
             ..Default::default()
         };

@@ -146,7 +146,8 @@ mod tests {
     use super::*;
 
     fn pod(phase: &str, grace: i64) -> Pod {
-        serde_json::from_value(serde_json::json!({"spec": {"containers": [], "terminationGracePeriodSeconds": grace}, "status": {"phase": phase}})).expect("pod")
+        serde_json::from_value(serde_json::json!({"spec": {"containers": [], "terminationGracePeriodSeconds": grace}, "status": {"phase": phase}}))
+            .expect("pod")
     }
 
     #[test]
