@@ -214,8 +214,10 @@ struct ServerArgs {
     #[arg(long)]
     disable_scheduler: bool,
     /// The controllers to run, as kube-controller-manager's flag: `*` for all, a name to turn
-    /// one on, `-name` to turn it off (deployment, nodeipam, nodelifecycle, replicaset,
-    /// replicationcontroller).
+    /// one on, `-name` to turn it off (cronjob, daemonset, deployment, disruption,
+    /// garbagecollector, job, namespace, nodeipam, nodelifecycle, podgc, replicaset,
+    /// replicationcontroller, ttl-after-finished). Without the namespace controller deleted
+    /// namespaces stay Terminating, as upstream.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     controllers: Vec<String>,
     /// Finished (Succeeded or Failed) pods kept before the pod garbage collector deletes the

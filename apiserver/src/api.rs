@@ -213,7 +213,6 @@ impl Api {
                 Err(e) => return Err(e),
             }
         }
-        self.finalize_terminating_namespaces().await;
         Ok(())
     }
 }

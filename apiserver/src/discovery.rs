@@ -14,6 +14,15 @@ pub const GIT_VERSION: &str = "v1.33.0-berth";
 /// The verbs of a subresource.
 const SUB_VERBS: &[&str] = &["get", "patch", "update"];
 
+/// The verbs of a subresource (namespaces/finalize is update only, as upstream's).
+fn sub_verbs(sub: &str) -> &'static [&'static str] {
+    if sub == "finalize" {
+        &["update"]
+    } else {
+        SUB_VERBS
+    }
+}
+
 pub fn version() -> Value {
     json!({
         "major": KUBE_MAJOR,
@@ -68,7 +77,7 @@ pub fn resource_list(reg: &Registry, group: &str, version: &str) -> Option<Value
         resources.push(main);
         let first_sub = resources.len();
         for sub in r.subresources() {
-            let mut s = json!({"name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": SUB_VERBS});
+            let mut s = json!({"name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": sub_verbs(sub)});
             if sub == "scale" {
                 s["group"] = json!("autoscaling");
                 s["version"] = json!("v1");
@@ -117,7 +126,7 @@ fn aggregated_resource(r: &Resource) -> Value {
             } else {
                 json!({"group": r.group, "version": r.version, "kind": r.kind})
             };
-            json!({"subresource": sub, "responseKind": kind, "verbs": SUB_VERBS})
+            json!({"subresource": sub, "responseKind": kind, "verbs": sub_verbs(sub)})
         })
         .collect();
     if !subs.is_empty() {

@@ -72,6 +72,8 @@ pub struct Resource {
     /// Has an `approval` subresource (CertificateSigningRequests): it writes status.conditions
     /// only, and the `status` subresource keeps the Approved/Denied conditions.
     pub approval: bool,
+    /// Has a `finalize` subresource (namespaces): a PUT that writes spec.finalizers only.
+    pub finalize: bool,
     pub strategy: Box<dyn Strategy>,
 }
 
@@ -139,6 +141,9 @@ impl Resource {
         }
         if self.approval {
             v.push("approval");
+        }
+        if self.finalize {
+            v.push("finalize");
         }
         if self.status {
             v.push("status");

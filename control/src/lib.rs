@@ -9,17 +9,22 @@
 //! - [`scheduler`]: the default scheduler (queue, cache, filter/score plugins, binder).
 //! - [`manager`]: the workload controllers ([`replicaset`], [`deployment`], [`daemonset`],
 //!   [`job`], [`cronjob`]) on shared
-//!   [`informer`]s, with what they share in [`controller`], [`workqueue`] and [`recorder`].
+//!   [`informer`]s, with what they share in [`controller`], [`workqueue`] and [`recorder`];
+//!   the [`namespace`] controller and the [`garbagecollector`], which read the API's
+//!   [`discovery`] and work on every resource through kube's dynamic API.
 
 pub mod controller;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod discovery;
 pub mod disruption;
+pub mod garbagecollector;
 pub mod informer;
 pub mod job;
 pub mod leader;
 pub mod manager;
+pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podgc;

@@ -1,22 +1,21 @@
 //! The workload controllers of the controller manager, on shared informers: one watch each of
 //! pods, ReplicaSets, ReplicationControllers and Deployments feeds every controller that reads
-//! them. Informers watch as the controller manager; each controller writes as its own
+//! them; beside them the namespace controller (its own namespace informer) and the garbage
+//! collector (its own watches of every resource). Informers watch as the controller manager; each controller writes as its own
 //! kube-system service account (upstream's --use-service-account-credentials).
 
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, ReplicationController};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim, Pod, ReplicationController};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use tokio_util::sync::CancellationToken;
 
 use crate::informer::Informer;
 use crate::selection::Selection;
-use crate::{cronjob, daemonset, deployment, disruption, job, podgc, replicaset, statefulset};
+use crate::{cronjob, daemonset, deployment, disruption, garbagecollector, job, namespace, podgc, replicaset, statefulset};
 
-/// Runs the workload controllers until `stop`. `client_for(name)` is the client of the
-/// controller's service account `name`.
 /// Settings of the workload controllers (kube-controller-manager's flags of the same names).
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -30,6 +29,8 @@ impl Default for Options {
     }
 }
 
+/// Runs the workload controllers, the namespace controller and the garbage collector until
+/// `stop`. `client_for(name)` is the client of the controller's service account `name`.
 pub async fn run_workloads(
     informers: kube::Client,
     client_for: impl Fn(&str) -> kube::Client,
@@ -38,9 +39,31 @@ pub async fn run_workloads(
     stop: CancellationToken,
 ) {
     let on = |name: &str| selection.enabled(name);
-    if !["replicaset", "replicationcontroller", "deployment", "job", "ttl-after-finished", "cronjob", "daemonset", "disruption", "podgc", "statefulset"]
-        .iter()
-        .any(|c| on(c))
+    let housekeeping = async {
+        if on("namespace") {
+            let namespaces: Arc<Informer<Namespace>> = Informer::new();
+            let nsc = namespace::Controller::new(client_for("namespace-controller"), namespaces.clone());
+            tokio::join!(namespaces.run(kube::Api::all(informers.clone()), stop.clone()), nsc.run(stop.clone()));
+        }
+    };
+    let collector = async {
+        if on("garbagecollector") {
+            garbagecollector::Collector::new(client_for("generic-garbage-collector")).run(stop.clone()).await;
+        }
+    };
+    let workloads = run_workload_controllers(informers.clone(), &client_for, selection, options, stop.clone());
+    tokio::join!(housekeeping, collector, workloads);
+}
+
+async fn run_workload_controllers(
+    informers: kube::Client,
+    client_for: &impl Fn(&str) -> kube::Client,
+    selection: &Selection,
+    options: &Options,
+    stop: CancellationToken,
+) {
+    let on = |name: &str| selection.enabled(name);
+    if !["replicaset", "replicationcontroller", "deployment", "job", "ttl-after-finished", "cronjob", "daemonset", "disruption", "podgc", "statefulset"].iter().any(|c| on(c))
     {
         return;
     }

@@ -46,11 +46,12 @@ impl ApiServer {
             .arg(self.dir.path())
             .args(["--listen", "127.0.0.1:0", "--watch-bookmark-interval", "1s", "--disable-agent"])
             // the API alone, as upstream's apiserver tests run it: no workload controller
-            // changes what a test writes (give --controllers to have them)
+            // changes what a test writes (give --controllers to have them); the namespace
+            // controller stays, so deleted namespaces go
             .args(if self.extra.iter().any(|a| a.starts_with("--controllers")) {
                 vec![]
             } else {
-                vec!["--controllers=*,-replicaset,-replicationcontroller,-deployment,-job,-ttl-after-finished,-cronjob,-daemonset,-disruption,-podgc,-statefulset"]
+                vec!["--controllers=*,-replicaset,-replicationcontroller,-deployment,-job,-ttl-after-finished,-cronjob,-daemonset,-disruption,-podgc,-garbagecollector,-statefulset"]
             })
             .args(&self.extra)
             .stdout(Stdio::null())

@@ -82,6 +82,7 @@ pub fn resource() -> Resource {
         terminating: false,
         review: false,
         approval: false,
+        finalize: false,
         strategy: Box::new(Typed(Definitions)),
     }
 }

@@ -381,6 +381,7 @@ pub fn resources_of(crd: &Value) -> Vec<Resource> {
             terminating,
             review: false,
             approval: false,
+            finalize: false,
             strategy: Box::new(CustomStrategy(version)),
         });
     }

@@ -1,5 +1,7 @@
-//! Cascading deletion (`propagationPolicy`) until Berth has a garbage collector: what upstream's
-//! GC does after a delete, done by the delete itself. Dependents are the objects whose
+//! Cascading deletion (`propagationPolicy`): what upstream's GC does after a delete, done by the
+//! delete itself, so it holds in every configuration (also with the garbagecollector
+//! controller turned off). The garbage collector of berth-control collects what this cannot
+//! see: dependents whose owners were already gone when they were created or changed. Dependents are the objects whose
 //! `ownerReferences` name the owner's uid (in the owner's namespace, or anywhere for a
 //! cluster-scoped owner).
 //!

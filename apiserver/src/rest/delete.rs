@@ -1,12 +1,14 @@
 //! delete and deletecollection: preconditions, finalizers (the object is marked with a
 //! deletionTimestamp and goes when its finalizers are gone), graceful deletion of pods bound to a
-//! node (the node agent finishes it), and namespaces: marked Terminating, then a finalizing step
-//! removes every object in them and finally the namespace itself. Dependents (ownerReferences)
-//! follow the propagation policy (`cascade.rs`).
+//! node (the node agent finishes it), and namespaces: marked Terminating, and deleted at once
+//! only when spec.finalizers and metadata.finalizers are empty; otherwise the namespace
+//! controller (berth-control) empties them through the API and removes its `kubernetes`
+//! finalizer with the `finalize` subresource, which deletes the namespace (`update.rs`).
+//! Dependents (ownerReferences) follow the propagation policy (`cascade.rs`).
 
 use std::sync::Arc;
 
-use berth_store::{ListOptions, StoreError};
+use berth_store::StoreError;
 use serde_json::{json, Value};
 
 use super::cascade::{self, Propagation};
@@ -17,9 +19,6 @@ use crate::cache::decode_kv;
 use crate::meta;
 use crate::resources::Resource;
 use crate::status::ApiError;
-
-/// How long after a namespace is marked Terminating its objects start being removed.
-const NAMESPACE_FINALIZE_DELAY: std::time::Duration = std::time::Duration::from_millis(1500);
 
 /// The DeleteOptions a client may send.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
@@ -137,20 +136,15 @@ impl Api {
                 if is_crd {
                     crate::crd::mark_terminating(&mut marked);
                 }
-                match self.store.update(&key, super::to_bytes(&marked)?, kv.mod_revision, res.ttl).await {
-                    Ok(kv) => {
-                        meta::set(&mut marked, "resourceVersion", json!(kv.mod_revision.to_string()));
-                        if is_namespace {
-                            let me = self.clone();
-                            let ns_name = name.to_string();
-                            tokio::spawn(async move {
-                                // As upstream's namespace controller, start a moment later: a client
-                                // deleting the namespace's objects itself right after (`kubectl delete
-                                // -f` of a manifest with its namespace first) still finds them.
-                                tokio::time::sleep(NAMESPACE_FINALIZE_DELAY).await;
-                                me.finalize_namespace(&ns_name).await
-                            });
-                        }
+                // a namespace without finalizers goes at once (upstream's namespace storage)
+                let write = if is_namespace && super::update::finalized(res, &marked) {
+                    self.store.delete(&key, Some(kv.mod_revision)).await.map(|d| d.revision)
+                } else {
+                    self.store.update(&key, super::to_bytes(&marked)?, kv.mod_revision, res.ttl).await.map(|kv| kv.mod_revision)
+                };
+                match write {
+                    Ok(rev) => {
+                        meta::set(&mut marked, "resourceVersion", json!(rev.to_string()));
                         return Ok(marked);
                     }
                     Err(StoreError::Conflict { .. }) => continue,
@@ -192,56 +186,6 @@ impl Api {
             }
         }
         Ok(out)
-    }
-
-    /// Removes everything in a terminating namespace, then the namespace.
-    pub(crate) async fn finalize_namespace(self: &Arc<Self>, ns: &str) {
-        let registry = self.registry();
-        let mut storages = std::collections::HashSet::new();
-        // each storage once (the versions of a kind share one)
-        for res in registry.all().iter().filter(|r| r.namespaced && !r.review && storages.insert(r.storage)) {
-            let prefix = res.list_prefix(&self.store_prefix, Some(ns));
-            loop {
-                let page = match self.store.list(&prefix, ListOptions { limit: Some(500), ..Default::default() }).await {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::warn!(namespace = ns, error = %e, "finalizing the namespace failed; it stays Terminating until the next start");
-                        return;
-                    }
-                };
-                if page.kvs.is_empty() {
-                    break;
-                }
-                for kv in page.kvs {
-                    if let Err(e) = self.store.delete(&kv.key, None).await {
-                        if !matches!(e, StoreError::NotFound { .. }) {
-                            tracing::warn!(key = %kv.key, error = %e, "deleting a namespace's object failed");
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-        let Ok(namespaces) = self.resource("", "namespaces") else { return };
-        let key = namespaces.key(&self.store_prefix, None, ns);
-        match self.store.delete(&key, None).await {
-            Ok(_) | Err(StoreError::NotFound { .. }) => tracing::info!(namespace = ns, "namespace finalized"),
-            Err(e) => tracing::warn!(namespace = ns, error = %e, "removing the finalized namespace failed"),
-        }
-    }
-
-    /// Finishes namespaces left Terminating by an earlier run.
-    pub(crate) async fn finalize_terminating_namespaces(self: &Arc<Self>) {
-        let Ok(namespaces) = self.resource("", "namespaces") else { return };
-        let Ok(page) = self.store.list(&namespaces.prefix(&self.store_prefix), ListOptions::default()).await else { return };
-        for kv in page.kvs {
-            let Ok(obj) = decode_kv(&kv) else { continue };
-            if obj.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") {
-                let me = self.clone();
-                let name = meta::name(&obj).to_string();
-                tokio::spawn(async move { me.finalize_namespace(&name).await });
-            }
-        }
     }
 }
 

@@ -240,6 +240,7 @@ async fn serve(api: Arc<Api>, req: Request, audited: &mut Option<crate::audit::E
         Some("status") if res.status => Subresource::Status,
         Some("scale") if res.scale.is_some() => Subresource::Scale,
         Some("approval") if res.approval => Subresource::Approval,
+        Some("finalize") if res.finalize => Subresource::Finalize,
         Some(a) => match res.actions.iter().find(|x| x.name == a) {
             Some(x) => Subresource::Action(x.name),
             None => return Err(ApiError::path_not_found()),
@@ -284,6 +285,9 @@ impl Req {
                 (Method::POST, Some(name)) => self.act(&name, action, body).await,
                 (m, _) => Err(ApiError::method_not_allowed(m.as_str())),
             };
+        }
+        if sub == Subresource::Finalize && method != Method::PUT {
+            return Err(ApiError::method_not_allowed(method.as_str()));
         }
         match (method, name) {
             (Method::GET, None) if flag(&self.params, "watch") => self.watch().await,

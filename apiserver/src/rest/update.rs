@@ -26,6 +26,8 @@ pub enum Subresource {
     Scale,
     /// A CSR's approval: status.conditions only.
     Approval,
+    /// A namespace's finalize (PUT only): spec.finalizers only.
+    Finalize,
     /// A POST-only subresource (pods/binding).
     Action(&'static str),
 }
@@ -38,6 +40,7 @@ impl Subresource {
             Subresource::Status => "status",
             Subresource::Scale => "scale",
             Subresource::Approval => "approval",
+            Subresource::Finalize => "finalize",
             Subresource::Action(a) => a,
         }
     }
@@ -54,6 +57,15 @@ fn spec_part(obj: &Value) -> Value {
         }
     }
     o
+}
+
+/// Whether an updated object is to be deleted rather than written: it is being deleted and no
+/// finalizer is left (for a namespace, none in spec.finalizers either, as upstream's
+/// ShouldDeleteNamespaceDuringUpdate).
+pub(crate) fn finalized(res: &Resource, obj: &Value) -> bool {
+    let empty = |pointer: &str| obj.pointer(pointer).and_then(Value::as_array).is_none_or(|f| f.is_empty());
+    let namespace = res.group.is_empty() && res.plural == "namespaces";
+    meta::get(obj, "deletionTimestamp").is_some() && empty("/metadata/finalizers") && (!namespace || empty("/spec/finalizers"))
 }
 
 fn without_rv(obj: &Value) -> Value {
@@ -159,8 +171,7 @@ impl Api {
             if opts.dry_run {
                 return Ok(Written { object: new, warnings, created: false });
             }
-            let finalized =
-                meta::get(&new, "deletionTimestamp").is_some() && new.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(|f| f.is_empty());
+            let finalized = finalized(res, &new);
             let bytes = to_bytes(&new)?;
             let result = if finalized {
                 self.store.delete(&key, Some(kv.mod_revision)).await.map(|d| d.revision)
@@ -252,6 +263,16 @@ impl Api {
                 new["status"]["conditions"] = conditions.unwrap_or(Value::Null);
                 meta::set(&mut new, "resourceVersion", rv.map(Value::from).unwrap_or(Value::Null));
             }
+            Subresource::Finalize => {
+                let finalizers = new.pointer("/spec/finalizers").cloned();
+                let rv = meta::get(&new, "resourceVersion").map(String::from);
+                new = current.clone();
+                if !new.get("spec").is_some_and(Value::is_object) {
+                    new["spec"] = json!({});
+                }
+                new["spec"]["finalizers"] = finalizers.unwrap_or(Value::Null);
+                meta::set(&mut new, "resourceVersion", rv.map(Value::from).unwrap_or(Value::Null));
+            }
             Subresource::Main | Subresource::Scale if res.status => match current.get("status") {
                 Some(s) => new["status"] = s.clone(),
                 None => {
@@ -261,7 +282,10 @@ impl Api {
             _ => {}
         }
         let internal = |e: String| ApiError::internal(e);
-        res.strategy.prepare_for_update(&mut new, current).map_err(internal)?;
+        // finalize writes spec.finalizers, which the namespace strategy otherwise keeps
+        if sub != Subresource::Finalize {
+            res.strategy.prepare_for_update(&mut new, current).map_err(internal)?;
+        }
         res.strategy.default(&mut new).map_err(internal)?;
         if res.strategy.tracks_generation() && spec_part(&new) != spec_part(current) {
             let generation = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0) + 1;

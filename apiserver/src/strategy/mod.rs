@@ -295,6 +295,7 @@ fn resource(
         terminating: false,
         review: false,
         approval: false,
+        finalize: false,
         strategy,
     }
 }
@@ -321,6 +322,7 @@ pub fn builtin_resources() -> Vec<Resource> {
     csrs.approval = true;
     let mut namespaces = resource("", "Namespace", "namespaces", "namespace", &["ns"], &[], false, "namespaces", true, Box::new(Typed(namespace::Namespaces)));
     namespaces.verbs = NAMESPACE_VERBS;
+    namespaces.finalize = true;
     let mut deployments =
         resource("apps", "Deployment", "deployments", "deployment", &["deploy"], &["all"], true, "deployments", true, Box::new(Typed(deployment::Deployments)));
     deployments.scale = Some(SPEC_SCALE);

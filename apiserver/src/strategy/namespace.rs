@@ -1,6 +1,9 @@
-//! Namespaces: DNS-1123 label names, the `kubernetes` finalizer and phase Active on create, the
-//! `kubernetes.io/metadata.name` label upstream keeps equal to the name, Table columns. Deleting
-//! one is handled by the REST layer's namespace finalizer.
+//! Namespaces: DNS-1123 label names, the `kubernetes` finalizer and phase Active on create (not a
+//! default: a finalized namespace has none), the
+//! `kubernetes.io/metadata.name` label upstream keeps equal to the name, Table columns. An update
+//! keeps spec.finalizers (only the `finalize` subresource writes them). Deleting one marks it
+//! Terminating (the REST layer); the namespace controller empties it and removes the
+//! `kubernetes` finalizer, and the namespace goes with its last finalizer.
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Namespace, NamespaceSpec, NamespaceStatus};
@@ -25,14 +28,17 @@ impl Kind for Namespaces {
         if let Some(name) = ns.metadata.name.clone() {
             ns.metadata.labels.get_or_insert_with(Default::default).insert(NAME_LABEL.into(), name);
         }
-        let spec = ns.spec.get_or_insert_with(NamespaceSpec::default);
-        spec.finalizers.get_or_insert_with(|| vec!["kubernetes".into()]);
         ns.status.get_or_insert_with(NamespaceStatus::default).phase.get_or_insert_with(|| "Active".into());
     }
 
     fn prepare_for_create(&self, ns: &mut Namespace) {
         ns.status = Some(NamespaceStatus { phase: Some("Active".into()), ..Default::default() });
         ns.spec = Some(NamespaceSpec { finalizers: Some(vec!["kubernetes".into()]) });
+    }
+
+    fn prepare_for_update(&self, new: &mut Namespace, old: &Namespace) {
+        let finalizers = old.spec.as_ref().and_then(|s| s.finalizers.clone());
+        new.spec.get_or_insert_with(NamespaceSpec::default).finalizers = finalizers;
     }
 
     fn columns(&self) -> Vec<Column> {
