@@ -12,6 +12,7 @@ pub const KNOWN: &[&str] = &[
     "job",
     "nodeipam",
     "nodelifecycle",
+    "persistentvolume-binder",
     "podgc",
     "replicaset",
     "replicationcontroller",
