@@ -215,15 +215,23 @@ struct ServerArgs {
     disable_scheduler: bool,
     /// The controllers to run, as kube-controller-manager's flag: `*` for all, a name to turn
     /// one on, `-name` to turn it off (cronjob, daemonset, deployment, disruption,
-    /// garbagecollector, job, namespace, nodeipam, nodelifecycle, podgc, replicaset,
-    /// replicationcontroller, ttl-after-finished). Without the namespace controller deleted
-    /// namespaces stay Terminating, as upstream.
+    /// garbagecollector, job, namespace, nodeipam, nodelifecycle, persistentvolume-binder, podgc,
+    /// replicaset, replicationcontroller, statefulset, ttl-after-finished). Without the namespace
+    /// controller deleted namespaces stay Terminating, as upstream.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     controllers: Vec<String>,
     /// Finished (Succeeded or Failed) pods kept before the pod garbage collector deletes the
     /// oldest; 0 keeps them all.
     #[arg(long, default_value_t = 12500)]
     terminated_pod_gc_threshold: usize,
+    /// Packaged components not to deploy, as k3s's flag (comma-separated): `local-storage` (the
+    /// default `local-path` StorageClass and its provisioner).
+    #[arg(long, value_delimiter = ',', value_parser = ["local-storage"])]
+    disable: Vec<String>,
+    /// Where the local-path provisioner keeps volumes on each node, as k3s's flag (k3s:
+    /// /var/lib/rancher/k3s/storage).
+    #[arg(long, default_value = berth_control::volume::local_path::DEFAULT_STORAGE_ROOT)]
+    default_local_storage_path: PathBuf,
     /// The scheduler's KubeSchedulerConfiguration (kubescheduler.config.k8s.io/v1: profiles,
     /// plugin weights, NodeResourcesFit's scoring strategy, percentageOfNodesToScore).
     #[arg(long)]
@@ -447,7 +455,8 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
     let ipam = berth_control::nodeipam::Allocator::new(&args.cluster_cidr, args.node_cidr_mask_size)?;
     let lifecycle = berth_control::nodelifecycle::Config { grace: args.node_monitor_grace_period, monitor_period: args.node_monitor_period };
     let controllers = berth_control::selection::Selection::parse(&args.controllers).context("--controllers")?;
-    let controller_options = berth_control::manager::Options { terminated_pod_gc_threshold: args.terminated_pod_gc_threshold };
+    let mut controller_options = berth_control::manager::Options { terminated_pod_gc_threshold: args.terminated_pod_gc_threshold, local_path: None };
+    let local_storage = !args.disable.iter().any(|d| d == "local-storage");
     let profiles = if args.disable_scheduler {
         None
     } else {
@@ -480,12 +489,20 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
         cri_task = Some(tokio::spawn(async move { daemon::serve_cri(&cfg, &parts, None, stop.cancelled()).await }));
         Some(LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints, auth, pod_cidr })
     };
+    if local_storage {
+        // the provisioner removes directories itself only on this server's own node
+        let own_node = local.as_ref().map(|a| a.node_name.clone());
+        controller_options.local_path = Some(berth_control::volume::local_path::LocalPath::new(&args.default_local_storage_path, own_node));
+    }
     let (node_stop, node_stop_rx) = tokio::sync::watch::channel(false);
     let (node_task_tx, node_task_rx) = tokio::sync::oneshot::channel();
     let on_started: berth_apiserver::OnStarted = {
         let stop = stop.clone();
         let notifier = notifier.clone();
         Box::new(move |api| {
+            if local_storage {
+                create_local_storage_class(api.clone());
+            }
             start_controllers(api.clone(), ipam, lifecycle, controllers, controller_options, stop.clone());
             if let Some(profiles) = profiles {
                 start_scheduler(api.clone(), profiles, stop);
@@ -683,6 +700,21 @@ fn start_controllers(
             tokio::join!(ipam, lifecycle, workloads);
         }
     }));
+}
+
+/// The `local-path` StorageClass (k3s's local-storage component), made at server start unless a
+/// class of that name exists; as the server itself (system:masters), retried until it is there.
+fn create_local_storage_class(api: Arc<berth_apiserver::Api>) {
+    let user = berth_apiserver::User::new("system:apiserver", &["system:masters", "system:authenticated"]);
+    let client = kube::Client::new(berth_apiserver::in_process(api, user), "default");
+    tokio::spawn(async move {
+        let mut delay = std::time::Duration::from_millis(200);
+        while let Err(e) = berth_control::volume::local_path::ensure_class(client.clone()).await {
+            tracing::warn!(error = %e, "creating the local-path StorageClass; retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_secs(30));
+        }
+    });
 }
 
 /// The user a controller of `berth server` acts as: the kube-system service account `name`.

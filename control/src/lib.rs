@@ -7,6 +7,7 @@
 //! - [`nodeipam`]: pod CIDRs for nodes from the cluster CIDR.
 //! - [`nodelifecycle`]: nodes whose kubelet went quiet: Unknown conditions, taints, evictions.
 //! - [`scheduler`]: the default scheduler (queue, cache, filter/score plugins, binder).
+//! - [`volume`]: PersistentVolume binding and the local-path provisioner.
 //! - [`manager`]: the workload controllers ([`replicaset`], [`deployment`], [`daemonset`],
 //!   [`job`], [`cronjob`]) on shared
 //!   [`informer`]s, with what they share in [`controller`], [`workqueue`] and [`recorder`];
@@ -33,4 +34,5 @@ pub mod replicaset;
 pub mod scheduler;
 pub mod selection;
 pub mod statefulset;
+pub mod volume;
 pub mod workqueue;

@@ -8,24 +8,29 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolumeClaim, Pod, ReplicationController};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::StorageClass;
 use tokio_util::sync::CancellationToken;
 
 use crate::informer::Informer;
 use crate::selection::Selection;
-use crate::{cronjob, daemonset, deployment, disruption, garbagecollector, job, namespace, podgc, replicaset, statefulset};
+use crate::volume::local_path::LocalPath;
+use crate::{cronjob, daemonset, deployment, disruption, garbagecollector, job, namespace, podgc, replicaset, statefulset, volume};
 
 /// Settings of the workload controllers (kube-controller-manager's flags of the same names).
 #[derive(Debug, Clone)]
 pub struct Options {
     /// --terminated-pod-gc-threshold: finished pods kept before the oldest are deleted (0: all).
     pub terminated_pod_gc_threshold: usize,
+    /// The local-path provisioner the PV binder runs (None: claims of its class wait for an
+    /// external one).
+    pub local_path: Option<LocalPath>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { terminated_pod_gc_threshold: 12_500 }
+        Options { terminated_pod_gc_threshold: 12_500, local_path: None }
     }
 }
 
@@ -63,7 +68,7 @@ async fn run_workload_controllers(
     stop: CancellationToken,
 ) {
     let on = |name: &str| selection.enabled(name);
-    if !["replicaset", "replicationcontroller", "deployment", "job", "ttl-after-finished", "cronjob", "daemonset", "disruption", "podgc", "statefulset"].iter().any(|c| on(c))
+    if !["replicaset", "replicationcontroller", "deployment", "job", "ttl-after-finished", "cronjob", "daemonset", "disruption", "podgc", "statefulset", "persistentvolume-binder"].iter().any(|c| on(c))
     {
         return;
     }
@@ -93,9 +98,20 @@ async fn run_workload_controllers(
     );
     let gc = podgc::Collector::new(client_for("pod-garbage-collector"), pods.clone(), nodes.clone(), options.terminated_pod_gc_threshold);
     let dsc = daemonset::Controller::new(client_for("daemon-set-controller"), daemonsets.clone(), pods.clone(), nodes.clone(), revisions.clone());
-    let sets: Arc<Informer<StatefulSet>> = Informer::new();
     let claims: Arc<Informer<PersistentVolumeClaim>> = Informer::new();
+    let sets: Arc<Informer<StatefulSet>> = Informer::new();
     let ssc = statefulset::Controller::new(client_for("statefulset-controller"), sets.clone(), pods.clone(), claims.clone(), revisions.clone());
+    let volumes: Arc<Informer<PersistentVolume>> = Informer::new();
+    let classes: Arc<Informer<StorageClass>> = Informer::new();
+    let pvc = volume::binder::Controller::new(
+        client_for("persistent-volume-binder"),
+        claims.clone(),
+        volumes.clone(),
+        classes.clone(),
+        nodes.clone(),
+        options.local_path.clone(),
+    );
+    let binder = on("persistentvolume-binder");
     let maybe = |enabled: bool, work: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| async move {
         if enabled {
             work.await
@@ -115,11 +131,14 @@ async fn run_workload_controllers(
         maybe(on("cronjob"), Box::pin(cronjobs.run(kube::Api::all(informers.clone()), stop.clone()))),
         maybe(on("cronjob"), Box::pin(cjc.run(stop.clone()))),
         maybe(on("daemonset"), Box::pin(daemonsets.run(kube::Api::all(informers.clone()), stop.clone()))),
-        maybe(on("daemonset") || on("podgc"), Box::pin(nodes.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(binder || on("statefulset"), Box::pin(claims.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(binder, Box::pin(volumes.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(binder, Box::pin(classes.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(binder, Box::pin(pvc.run(stop.clone()))),
+        maybe(on("daemonset") || on("podgc") || binder, Box::pin(nodes.run(kube::Api::all(informers.clone()), stop.clone()))),
         maybe(on("podgc"), Box::pin(gc.run(stop.clone()))),
         maybe(on("daemonset") || on("statefulset"), Box::pin(revisions.run(kube::Api::all(informers.clone()), stop.clone()))),
         maybe(on("statefulset"), Box::pin(sets.run(kube::Api::all(informers.clone()), stop.clone()))),
-        maybe(on("statefulset"), Box::pin(claims.run(kube::Api::all(informers.clone()), stop.clone()))),
         maybe(on("statefulset"), Box::pin(ssc.run(stop.clone()))),
         maybe(on("daemonset"), Box::pin(dsc.run(stop.clone()))),
         maybe(on("job"), Box::pin(jc.run(stop.clone()))),

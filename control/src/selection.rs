@@ -14,6 +14,7 @@ pub const KNOWN: &[&str] = &[
     "namespace",
     "nodeipam",
     "nodelifecycle",
+    "persistentvolume-binder",
     "podgc",
     "replicaset",
     "replicationcontroller",

@@ -14,6 +14,7 @@
 //! beside them and are started with the API. This module must not know HTTP; it only judges
 //! objects.
 
+pub mod defaultstorageclass;
 pub mod defaulttolerationseconds;
 pub mod limitranger;
 pub mod namespacelifecycle;
@@ -125,6 +126,7 @@ impl Default for Chain {
                 Box::new(noderestriction::NodeRestriction),
                 Box::new(priority::Priority),
                 Box::new(defaulttolerationseconds::DefaultTolerationSeconds),
+                Box::new(defaultstorageclass::DefaultStorageClass),
                 Box::new(podsecurity::PodSecurity),
                 Box::new(webhook::Webhooks { mutating: true }),
                 Box::new(policy::ValidatingAdmissionPolicies),

@@ -30,6 +30,7 @@ mod secret;
 mod service;
 mod serviceaccount;
 mod statefulset;
+pub(crate) mod storageclass;
 mod volume;
 mod workload;
 
@@ -626,6 +627,18 @@ pub fn builtin_resources() -> Vec<Resource> {
             Box::new(Typed(priorityclass::PriorityClasses)),
         ),
         csrs,
+        resource(
+            "storage.k8s.io",
+            "StorageClass",
+            "storageclasses",
+            "storageclass",
+            &["sc"],
+            &[],
+            false,
+            "storageclasses",
+            false,
+            Box::new(Typed(storageclass::StorageClasses)),
+        ),
         resource("coordination.k8s.io", "Lease", "leases", "lease", &[], &[], true, "leases", false, Box::new(Typed(lease::Leases))),
         resource(
             "discovery.k8s.io",

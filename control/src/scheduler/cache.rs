@@ -7,7 +7,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod, Taint};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod, Taint};
+use k8s_openapi::api::storage::v1::StorageClass;
 
 use super::resources::{node_allocatable, pod_requests, Resources};
 
@@ -136,6 +137,14 @@ pub struct Budget {
     pub allowed: i32,
 }
 
+/// Claims (by namespace and name), volumes and storage classes (by name), for VolumeBinding.
+#[derive(Debug, Clone, Default)]
+pub struct Volumes {
+    pub claims: BTreeMap<(String, String), Arc<PersistentVolumeClaim>>,
+    pub volumes: BTreeMap<String, Arc<PersistentVolume>>,
+    pub classes: BTreeMap<String, Arc<StorageClass>>,
+}
+
 /// What a cycle sees: every node, in a stable order.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -144,6 +153,8 @@ pub struct Snapshot {
     pub namespaces: Arc<HashMap<String, BTreeMap<String, String>>>,
     /// PodDisruptionBudgets by namespace/name.
     pub budgets: Arc<BTreeMap<String, Budget>>,
+    /// Claims, volumes and classes.
+    pub volumes: Arc<Volumes>,
 }
 
 impl Snapshot {
@@ -163,6 +174,7 @@ pub struct Cache {
     orphans: HashMap<String, Vec<Arc<Pod>>>,
     namespaces: Arc<HashMap<String, BTreeMap<String, String>>>,
     budgets: Arc<BTreeMap<String, Budget>>,
+    volumes: Arc<Volumes>,
 }
 
 /// Does a node change matter to pods waiting for room (upstream's node update events)?
@@ -246,7 +258,22 @@ impl Cache {
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        Snapshot { nodes: self.nodes.values().cloned().collect(), namespaces: self.namespaces.clone(), budgets: self.budgets.clone() }
+        Snapshot {
+            nodes: self.nodes.values().cloned().collect(),
+            namespaces: self.namespaces.clone(),
+            budgets: self.budgets.clone(),
+            volumes: self.volumes.clone(),
+        }
+    }
+
+    /// Claims, volumes and classes as they are now.
+    pub fn volumes(&self) -> Arc<Volumes> {
+        self.volumes.clone()
+    }
+
+    /// Changes the claims, volumes and classes (copied on write: snapshots keep theirs).
+    pub fn update_volumes(&mut self, change: impl FnOnce(&mut Volumes)) {
+        change(Arc::make_mut(&mut self.volumes));
     }
 
     /// A namespace's labels seen (or changed); true when they changed.

@@ -9,7 +9,7 @@ use super::framework::{FilterPlugin, Profile, ScorePlugin};
 use super::plugins::node_resources_fit::{default_scored_resources, NodeResourcesFit, ShapePoint, Strategy};
 use super::plugins::{
     balanced_allocation, image_locality, inter_pod_affinity, node_affinity, node_name, node_ports, node_resources_fit, node_unschedulable, pod_topology_spread,
-    taint_toleration,
+    taint_toleration, volume_binding,
 };
 
 pub const DEFAULT_SCHEDULER_NAME: &str = "default-scheduler";
@@ -118,13 +118,14 @@ struct Point {
 }
 
 /// Filters in upstream's order.
-const FILTERS: [&str; 8] = [
+const FILTERS: [&str; 9] = [
     node_unschedulable::NAME,
     node_name::NAME,
     taint_toleration::NAME,
     node_affinity::NAME,
     node_ports::NAME,
     node_resources_fit::NAME,
+    volume_binding::NAME,
     pod_topology_spread::NAME,
     inter_pod_affinity::NAME,
 ];
@@ -149,6 +150,7 @@ fn filter_plugin(name: &str, fit: &FitSettings) -> Option<Box<dyn FilterPlugin>>
         node_resources_fit::NAME => Box::new(fit.plugin()),
         inter_pod_affinity::NAME => Box::new(inter_pod_affinity::InterPodAffinity),
         pod_topology_spread::NAME => Box::new(pod_topology_spread::PodTopologySpread),
+        volume_binding::NAME => Box::new(volume_binding::VolumeBinding),
         _ => return None,
     })
 }

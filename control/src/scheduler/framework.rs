@@ -42,6 +42,12 @@ pub trait FilterPlugin: Send + Sync {
     fn pre_filter(&self, _pod: &Pod, _snapshot: &Snapshot) -> CycleState {
         None
     }
+    /// Once per cycle, when the plugin can reject the pod for every node at once (upstream's
+    /// PreFilter returning Unschedulable): the state, or why the pod fits nowhere (default:
+    /// [`FilterPlugin::pre_filter`], never rejecting).
+    fn pre_filter_check(&self, pod: &Pod, snapshot: &Snapshot) -> Result<CycleState, Rejection> {
+        Ok(self.pre_filter(pod, snapshot))
+    }
     /// The per-node check with the cycle's state (default: [`FilterPlugin::filter`]).
     fn filter_with(&self, pod: &Pod, node: &NodeInfo, _state: &CycleState) -> Result<(), Rejection> {
         self.filter(pod, node)
@@ -95,6 +101,8 @@ pub struct Profile {
 #[derive(Debug, Clone, Default)]
 pub struct Diagnosis {
     pub rejected: BTreeMap<String, Rejection>,
+    /// Why a PreFilter rejected the pod for every node (then `rejected` lists every node with it).
+    pub pre_filter_msg: Option<String>,
 }
 
 /// No node fits: upstream's FitError.
@@ -120,9 +128,14 @@ pub fn reasons_histogram<'a>(reasons: impl Iterator<Item = &'a String>) -> Strin
 impl std::fmt::Display for FitError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "0/{} nodes are available:", self.num_all_nodes)?;
-        let hist = reasons_histogram(self.diagnosis.rejected.values().flat_map(|r| r.reasons.iter()));
-        if !hist.is_empty() {
-            write!(f, " {hist}.")?;
+        if let Some(m) = &self.diagnosis.pre_filter_msg {
+            // every node carries the same reason: upstream names it once
+            write!(f, " {m}.")?;
+        } else {
+            let hist = reasons_histogram(self.diagnosis.rejected.values().flat_map(|r| r.reasons.iter()));
+            if !hist.is_empty() {
+                write!(f, " {hist}.")?;
+            }
         }
         if let Some(m) = &self.post_filter_msg {
             write!(f, " {m}")?;
@@ -146,9 +159,9 @@ pub fn nodes_to_find(all: usize, percentage: u32) -> usize {
 }
 
 impl Profile {
-    /// Each filter's state for one cycle.
-    pub fn pre_filter(&self, pod: &Pod, snapshot: &Snapshot) -> Vec<CycleState> {
-        self.filters.iter().map(|f| f.pre_filter(pod, snapshot)).collect()
+    /// Each filter's state for one cycle, or the first PreFilter rejection.
+    pub fn pre_filter(&self, pod: &Pod, snapshot: &Snapshot) -> Result<Vec<CycleState>, Rejection> {
+        self.filters.iter().map(|f| f.pre_filter_check(pod, snapshot)).collect()
     }
 
     /// Runs the filters on one node; the first rejection stops them.
@@ -165,7 +178,16 @@ impl Profile {
         let want = nodes_to_find(all, self.percentage_of_nodes_to_score);
         let mut feasible = vec![];
         let mut diagnosis = Diagnosis::default();
-        let states = self.pre_filter(pod, snapshot);
+        let states = match self.pre_filter(pod, snapshot) {
+            Ok(states) => states,
+            Err(r) => {
+                diagnosis.pre_filter_msg = Some(r.reasons.join(", "));
+                for node in &snapshot.nodes {
+                    diagnosis.rejected.insert(node.name().to_string(), r.clone());
+                }
+                return (feasible, diagnosis);
+            }
+        };
         for i in 0..all {
             let node = &snapshot.nodes[(start + i) % all];
             match self.filter_node(pod, node, &states) {
@@ -236,6 +258,23 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint {key: value}. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
+        );
+    }
+
+    #[test]
+    fn a_pre_filter_rejection_is_named_once() {
+        let mut d = Diagnosis::default();
+        d.rejected.insert("a".into(), Rejection::unresolvable("pod has unbound immediate PersistentVolumeClaims"));
+        d.rejected.insert("b".into(), Rejection::unresolvable("pod has unbound immediate PersistentVolumeClaims"));
+        d.pre_filter_msg = Some("pod has unbound immediate PersistentVolumeClaims".into());
+        let e = FitError {
+            num_all_nodes: 2,
+            diagnosis: d,
+            post_filter_msg: Some("preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "0/2 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling."
         );
     }
 

@@ -5,8 +5,9 @@
 //!
 //! Files, one job each: `queue` (order, back-off, re-queue on events), `cache` (nodes and their
 //! pods), `resources` (requests arithmetic), `framework` (plugins, profile, fit error),
-//! `plugins/` (one per filter/score), `preemption`, `binder`, `events` (Events and the
-//! PodScheduled condition), `config` (KubeSchedulerConfiguration). This file wires them to the
+//! `plugins/` (one per filter/score), `preemption`, `volumes` (VolumeBinding's PreBind),
+//! `binder`, `events` (Events and the PodScheduled condition), `config`
+//! (KubeSchedulerConfiguration). This file wires them to the
 //! watches and runs the scheduling loop.
 
 pub mod binder;
@@ -18,19 +19,21 @@ pub mod plugins;
 pub mod preemption;
 pub mod queue;
 pub mod resources;
+pub mod volumes;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::DeleteParams;
 use kube::runtime::{watcher, WatchStreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use cache::{pod_key, Cache, PodKey};
+use cache::{pod_key, Cache, PodKey, Volumes};
 use framework::{FitError, Profile};
 use queue::{Queue, QueuedPod};
 
@@ -41,6 +44,8 @@ struct Shared {
     identity: String,
     cache: Mutex<Cache>,
     queue: Queue,
+    /// Woken on every claim, volume or class change (pods waiting in PreBind look again).
+    volumes_changed: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -68,11 +73,54 @@ fn terminal(pod: &Pod) -> bool {
 
 /// Runs the scheduler with `profiles` until `stop`.
 pub async fn run(client: kube::Client, profiles: Vec<Arc<Profile>>, identity: String, stop: CancellationToken) {
-    let shared = Arc::new(Shared { client, profiles, identity, cache: Mutex::new(Cache::default()), queue: Queue::new() });
+    let shared =
+        Arc::new(Shared { client, profiles, identity, cache: Mutex::new(Cache::default()), queue: Queue::new(), volumes_changed: tokio::sync::Notify::new() });
     let nodes = tokio::spawn(watch_nodes(shared.clone()).instrument(tracing::info_span!("node-watch")));
     let pods = tokio::spawn(watch_pods(shared.clone()).instrument(tracing::info_span!("pod-watch")));
     let namespaces = tokio::spawn(watch_namespaces(shared.clone()).instrument(tracing::info_span!("namespace-watch")));
     let budgets = tokio::spawn(watch_budgets(shared.clone()).instrument(tracing::info_span!("pdb-watch")));
+    let claims = tokio::spawn(
+        watch_volume_kind::<PersistentVolumeClaim>(
+            shared.clone(),
+            "PvcAddOrUpdate",
+            |v, c| {
+                v.claims.insert(pod_key_of(&c.metadata), c);
+            },
+            |v, c| {
+                v.claims.remove(&pod_key_of(&c.metadata));
+            },
+            |v| v.claims.clear(),
+        )
+        .instrument(tracing::info_span!("pvc-watch")),
+    );
+    let volumes = tokio::spawn(
+        watch_volume_kind::<PersistentVolume>(
+            shared.clone(),
+            "PvAddOrUpdate",
+            |v, pv| {
+                v.volumes.insert(pv.metadata.name.clone().unwrap_or_default(), pv);
+            },
+            |v, pv| {
+                v.volumes.remove(pv.metadata.name.as_deref().unwrap_or_default());
+            },
+            |v| v.volumes.clear(),
+        )
+        .instrument(tracing::info_span!("pv-watch")),
+    );
+    let classes = tokio::spawn(
+        watch_volume_kind::<StorageClass>(
+            shared.clone(),
+            "StorageClassAdd",
+            |v, c| {
+                v.classes.insert(c.metadata.name.clone().unwrap_or_default(), c);
+            },
+            |v, c| {
+                v.classes.remove(c.metadata.name.as_deref().unwrap_or_default());
+            },
+            |v| v.classes.clear(),
+        )
+        .instrument(tracing::info_span!("storageclass-watch")),
+    );
     let looping = tokio::spawn(schedule_loop(shared.clone()));
     tracing::info!("scheduler started");
     stop.cancelled().await;
@@ -81,6 +129,9 @@ pub async fn run(client: kube::Client, profiles: Vec<Arc<Profile>>, identity: St
     pods.abort();
     namespaces.abort();
     budgets.abort();
+    claims.abort();
+    volumes.abort();
+    classes.abort();
     let _ = looping.await;
     tracing::info!("scheduler stopped");
 }
@@ -158,6 +209,56 @@ async fn watch_namespaces(shared: Arc<Shared>) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "watching namespaces"),
         }
+    }
+}
+
+fn pod_key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
+    (meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default())
+}
+
+type PutVolume<K> = fn(&mut Volumes, Arc<K>);
+type DropVolume<K> = fn(&mut Volumes, &K);
+
+/// Claims, volumes or storage classes into the cache's [`Volumes`]: every change may make a
+/// waiting pod schedulable (`event`) and wakes the pods waiting in PreBind.
+async fn watch_volume_kind<K>(shared: Arc<Shared>, event: &'static str, put: PutVolume<K>, drop_one: DropVolume<K>, clear: fn(&mut Volumes))
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default,
+{
+    let api: kube::Api<K> = kube::Api::all(shared.client.clone());
+    let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut relisted: Option<Vec<K>> = None;
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(watcher::Event::Init) => {
+                relisted = Some(vec![]);
+                continue;
+            }
+            Ok(watcher::Event::InitApply(o)) => {
+                if let Some(list) = relisted.as_mut() {
+                    list.push(o);
+                }
+                continue;
+            }
+            Ok(watcher::Event::InitDone) => {
+                let list = relisted.take().unwrap_or_default();
+                shared.cache().update_volumes(|v| {
+                    clear(v);
+                    for o in list {
+                        put(v, Arc::new(o));
+                    }
+                });
+            }
+            Ok(watcher::Event::Apply(o)) => shared.cache().update_volumes(|v| put(v, Arc::new(o))),
+            Ok(watcher::Event::Delete(o)) => shared.cache().update_volumes(|v| drop_one(v, &o)),
+            Err(e) => {
+                tracing::warn!(error = %e, "watching");
+                continue;
+            }
+        }
+        shared.queue.move_all_to_active_or_backoff(event);
+        shared.volumes_changed.notify_waiters();
     }
 }
 
@@ -286,7 +387,8 @@ async fn schedule_one(shared: &Arc<Shared>, q: QueuedPod, start: usize) -> usize
             shared.queue.done(&key);
             shared.queue.move_all_to_active_or_backoff("AssignedPodAdd");
             let shared = shared.clone();
-            tokio::spawn(async move { bind_and_report(&shared, &pod, &node).await }.instrument(tracing::Span::current()));
+            let volumes = profile_binds_volumes(&shared, &pod);
+            tokio::spawn(async move { bind_and_report(&shared, &pod, &node, volumes).await }.instrument(tracing::Span::current()));
         }
         Decision::Preempt(candidate, message) => {
             tracing::info!(node = %candidate.node, victims = candidate.victims.len(), "preempting");
@@ -327,8 +429,35 @@ async fn evict(shared: &Shared, victim: &Pod, preemptor: &Pod, node: &str) {
     }
 }
 
-async fn bind_and_report(shared: &Arc<Shared>, pod: &Arc<Pod>, node: &str) {
+/// Whether the pod's profile runs VolumeBinding (and so its PreBind) and the pod uses claims.
+fn profile_binds_volumes(shared: &Shared, pod: &Pod) -> bool {
+    let runs = shared.profile_for(pod).is_some_and(|p| p.filters.iter().any(|f| f.name() == plugins::volume_binding::NAME));
+    runs && !plugins::volume_binding::claim_names(pod).is_empty()
+}
+
+/// The pod's delayed claims bound to volumes on `node` (VolumeBinding's PreBind); on failure the
+/// pod leaves the node and goes back to the queue.
+async fn prebind_volumes(shared: &Arc<Shared>, pod: &Arc<Pod>, node: &str) -> bool {
+    let current = || shared.cache().volumes();
+    match volumes::prebind(&shared.client, pod, node, current, &shared.volumes_changed, volumes::BIND_TIMEOUT).await {
+        Ok(()) => true,
+        Err(e) => {
+            let message = format!("running PreBind plugin \"{}\": {e}", plugins::volume_binding::NAME);
+            tracing::warn!(%message, "volume binding failed");
+            report_failure(shared, pod, "SchedulerError", &message, None).await;
+            shared.cache().remove_pod(&pod_key(pod));
+            shared.queue.add_or_update(pod.clone());
+            shared.queue.move_all_to_active_or_backoff("AssignedPodDelete");
+            false
+        }
+    }
+}
+
+async fn bind_and_report(shared: &Arc<Shared>, pod: &Arc<Pod>, node: &str, volumes: bool) {
     let key = pod_key(pod);
+    if volumes && !prebind_volumes(shared, pod, node).await {
+        return;
+    }
     match binder::bind(&shared.client, pod, node).await {
         Ok(()) => {
             let msg = format!("Successfully assigned {}/{} to {node}", key.0, key.1);

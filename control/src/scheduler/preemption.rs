@@ -69,7 +69,7 @@ fn victims_on(profile: &Profile, pod: &Pod, node: &NodeInfo, snapshot: &Snapshot
     for p in &lower {
         trial.remove_pod(&pod_key(p));
     }
-    let states = profile.pre_filter(pod, snapshot);
+    let states = profile.pre_filter(pod, snapshot).ok()?;
     profile.filter_node(pod, &trial, &states).ok()?;
     // Reprieve: put back the pods a budget protects, then the rest, the most important first,
     // while the preemptor still fits.
