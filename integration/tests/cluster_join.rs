@@ -4,8 +4,9 @@
 //! TLS bootstrap (the CA from the signed kube-public/cluster-info, a client certificate from a
 //! CSR the server approves and signs), pods bound to each node run there, kubectl logs/exec
 //! reach them through the apiserver, a restarted agent keeps its certificate, a stopped agent's
-//! Lease stops being renewed and its Node goes Unknown after the grace period, and wrong or
-//! expired tokens do not join.
+//! Lease stops being renewed and its Node goes Unknown after the grace period (its Deployment
+//! pod evicted after its toleration and replaced on the other node), and wrong or expired
+//! tokens do not join.
 use berth_integration::kubelet::busybox;
 use berth_integration::{tail, Daemon};
 use serde_json::Value;
@@ -132,6 +133,41 @@ fn pod(name: &str, node: &str) -> String {
 
 /// Runs `berth agent` in `netns` with `token` until it exits (it must, within 60 s): its status
 /// and output.
+/// Two replicas that prefer different nodes and tolerate an unreachable or not-ready node for 5 s.
+fn spread_deployment() -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: spread
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {{app: spread}}
+  template:
+    metadata:
+      labels: {{app: spread}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      tolerations:
+      - {{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 5}}
+      - {{key: node.kubernetes.io/not-ready, operator: Exists, effect: NoExecute, tolerationSeconds: 5}}
+      affinity:
+        podAntiAffinity:
+          preferredDuringSchedulingIgnoredDuringExecution:
+          - weight: 100
+            podAffinityTerm:
+              topologyKey: kubernetes.io/hostname
+              labelSelector: {{matchLabels: {{app: spread}}}}
+      containers:
+      - name: main
+        image: {}
+        command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
+"#,
+        busybox()
+    )
+}
+
 fn failed_join(net: &TestNet, server: &str, token: &str) -> (std::process::ExitStatus, String) {
     let dir = berth_integration::TempDir::new("joinbad");
     let mut cmd = Command::new("ip");
@@ -387,8 +423,24 @@ async fn agents_join_with_the_token_and_run_the_pods_bound_to_them() {
     assert_eq!(after["status"]["containerStatuses"][0]["containerID"], before["status"]["containerStatuses"][0]["containerID"]);
     assert_eq!(after["status"]["containerStatuses"][0]["restartCount"], 0);
 
-    // A stopped agent's Lease is no longer renewed while the other's is.
+    // A Deployment spread over both nodes whose pods tolerate an unreachable node for 5 s: the
+    // pod of the node that stops is evicted then, and its replacement runs on the other node.
     server.kubectl_ok(&["delete", "pod", "p1", "--wait=true"]);
+    server.kubectl_ok_in(&["apply", "-f", "-"], Some(&spread_deployment()));
+    let placed = wait_until(&server, &["get", "pods", "-l", "app=spread"], Duration::from_secs(120), "one spread pod Ready on each node", |l| {
+        let ps = l["items"].as_array().cloned().unwrap_or_default();
+        let mut nodes: Vec<String> = ps.iter().filter(|p| condition(p, "Ready") == "True").filter_map(|p| p["spec"]["nodeName"].as_str().map(String::from)).collect();
+        nodes.sort();
+        nodes == ["berth-join-0", "berth-join-1"]
+    });
+    let doomed = placed["items"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["spec"]["nodeName"] == "berth-join-1"))
+        .and_then(|p| p["metadata"]["name"].as_str())
+        .unwrap_or("")
+        .to_string();
+
+    // A stopped agent's Lease is no longer renewed while the other's is.
     let renew = |name: &str| json(&server, &["get", "lease", "-n", "kube-node-lease", name])["spec"]["renewTime"].as_str().unwrap_or("").to_string();
     agents[1].stop();
     let stopped_at = renew("berth-join-1");
@@ -409,6 +461,18 @@ async fn agents_join_with_the_token_and_run_the_pods_bound_to_them() {
     wait_until(&server, &["get", "node", "berth-join-1"], Duration::from_secs(20), "berth-join-1 tainted", |n| {
         n["spec"]["taints"].as_array().is_some_and(|ts| ts.iter().any(|t| t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == "NoExecute"))
     });
+    // the stopped node's spread pod: evicted by the taint manager after its 5 s, replaced on
+    // the node that runs
+    let evicted = wait_until(&server, &["get", "pod", &doomed], Duration::from_secs(60), "the stopped node's pod evicted", |p| !p["metadata"]["deletionTimestamp"].is_null());
+    let target = evicted["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "DisruptionTarget")).cloned().unwrap_or_default();
+    assert_eq!(target["reason"], "DeletionByTaintManager", "{evicted:#}");
+    wait_until(&server, &["get", "pods", "-l", "app=spread"], Duration::from_secs(120), "both spread pods Ready on berth-join-0", |l| {
+        let live: Vec<Value> = l["items"].as_array().cloned().unwrap_or_default().into_iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).collect();
+        live.len() == 2 && live.iter().all(|p| p["spec"]["nodeName"] == "berth-join-0" && condition(p, "Ready") == "True")
+    });
+    server.kubectl_ok(&["delete", "deployment", "spread", "--wait=false"]);
+    // the evicted pod stays Terminating while its node is away, as upstream: force it
+    server.kubectl_ok(&["delete", "pod", &doomed, "--force", "--grace-period=0"]);
     let other = json(&server, &["get", "node", "berth-join-0"]);
     let ready = other["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "Ready")).map(|c| c["status"].clone());
     assert_eq!(ready, Some(serde_json::json!("True")), "{other:#}");
