@@ -429,7 +429,8 @@ async fn agents_join_with_the_token_and_run_the_pods_bound_to_them() {
     server.kubectl_ok_in(&["apply", "-f", "-"], Some(&spread_deployment()));
     let placed = wait_until(&server, &["get", "pods", "-l", "app=spread"], Duration::from_secs(120), "one spread pod Ready on each node", |l| {
         let ps = l["items"].as_array().cloned().unwrap_or_default();
-        let mut nodes: Vec<String> = ps.iter().filter(|p| condition(p, "Ready") == "True").filter_map(|p| p["spec"]["nodeName"].as_str().map(String::from)).collect();
+        let mut nodes: Vec<String> =
+            ps.iter().filter(|p| condition(p, "Ready") == "True").filter_map(|p| p["spec"]["nodeName"].as_str().map(String::from)).collect();
         nodes.sort();
         nodes == ["berth-join-0", "berth-join-1"]
     });
@@ -463,11 +464,14 @@ async fn agents_join_with_the_token_and_run_the_pods_bound_to_them() {
     });
     // the stopped node's spread pod: evicted by the taint manager after its 5 s, replaced on
     // the node that runs
-    let evicted = wait_until(&server, &["get", "pod", &doomed], Duration::from_secs(60), "the stopped node's pod evicted", |p| !p["metadata"]["deletionTimestamp"].is_null());
+    let evicted = wait_until(&server, &["get", "pod", &doomed], Duration::from_secs(60), "the stopped node's pod evicted", |p| {
+        !p["metadata"]["deletionTimestamp"].is_null()
+    });
     let target = evicted["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "DisruptionTarget")).cloned().unwrap_or_default();
     assert_eq!(target["reason"], "DeletionByTaintManager", "{evicted:#}");
     wait_until(&server, &["get", "pods", "-l", "app=spread"], Duration::from_secs(120), "both spread pods Ready on berth-join-0", |l| {
-        let live: Vec<Value> = l["items"].as_array().cloned().unwrap_or_default().into_iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).collect();
+        let live: Vec<Value> =
+            l["items"].as_array().cloned().unwrap_or_default().into_iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).collect();
         live.len() == 2 && live.iter().all(|p| p["spec"]["nodeName"] == "berth-join-0" && condition(p, "Ready") == "True")
     });
     server.kubectl_ok(&["delete", "deployment", "spread", "--wait=false"]);

@@ -241,3 +241,93 @@ async fn ordered_ready_waits_for_readiness_and_parallel_does_not() {
         items(v).iter().any(|p| p["metadata"]["name"] == "parallel-0" && p["metadata"]["uid"] != uid.as_str() && p["status"]["phase"] == "Running")
     });
 }
+
+fn set_with_claims(name: &str, replicas: u32, when_scaled: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: {name}
+spec:
+  serviceName: {name}
+  replicas: {replicas}
+  persistentVolumeClaimRetentionPolicy: {{whenScaled: {when_scaled}, whenDeleted: Retain}}
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: {image}
+        command: ["sh", "-c", "[ -f /data/id ] || hostname > /data/id; trap 'exit 0' TERM; while true; do sleep 1; done"]
+        volumeMounts: [{{name: www, mountPath: /data}}]
+  volumeClaimTemplates:
+  - metadata: {{name: www, labels: {{tier: data}}}}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {{requests: {{storage: 64Mi}}}}
+"#,
+        image = busybox()
+    )
+}
+
+fn claims(d: &Daemon, app: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = items(&d.kubectl_json(&["get", "pvc", "-l", &format!("app={app}")]))
+        .iter()
+        .filter(|c| c["metadata"]["deletionTimestamp"].is_null())
+        .map(|c| (c["metadata"]["name"].as_str().unwrap_or("").to_string(), c["status"]["phase"].as_str().unwrap_or("").to_string()))
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn claims_from_templates_bind_survive_scale_down_and_follow_the_retention_policy() {
+    let storage = berth_integration::TempDir::new("sts-storage");
+    let root = storage.path().display().to_string();
+    let d = Daemon::start_server("", &["--default-local-storage-path", &root]).await;
+    d.kubectl_until(&["get", "node", "berth-it"], Duration::from_secs(60), "node Ready", |n| condition(n, "Ready")["status"] == "True");
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&set_with_claims("kept", 0, "Retain")));
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&set_with_claims("dropped", 2, "Delete")));
+    d.kubectl_ok(&["scale", "statefulset", "kept", "--replicas=2"]);
+    all_ready(&d, "kept", 2);
+    all_ready(&d, "dropped", 2);
+    // a claim per ordinal, bound to a local-path volume, labelled with the template's and the
+    // selector's labels; each pod wrote its own name on its volume
+    assert_eq!(claims(&d, "kept"), vec![("www-kept-0".to_string(), "Bound".to_string()), ("www-kept-1".to_string(), "Bound".to_string())]);
+    let c = d.kubectl_json(&["get", "pvc", "www-kept-1"]);
+    assert_eq!((c["metadata"]["labels"]["tier"].as_str(), c["spec"]["storageClassName"].as_str()), (Some("data"), Some("local-path")));
+    assert!(c["metadata"]["ownerReferences"].is_null(), "Retain: no owner {c:#}");
+    let created = events(&d, "kept", "SuccessfulCreate");
+    assert_eq!(created[0], "create Claim www-kept-0 Pod kept-0 in StatefulSet kept success");
+    for i in 0..2 {
+        assert_eq!(d.kubectl_ok(&["exec", &format!("kept-{i}"), "--", "cat", "/data/id"]).trim(), format!("kept-{i}"));
+    }
+
+    // scaled down: kept-1's claim stays (Retain), dropped-1's goes with its pod (whenScaled: Delete)
+    d.kubectl_ok(&["scale", "statefulset", "kept", "--replicas=1"]);
+    d.kubectl_ok(&["scale", "statefulset", "dropped", "--replicas=1"]);
+    all_ready(&d, "kept", 1);
+    all_ready(&d, "dropped", 1);
+    d.kubectl_until(&["get", "pvc", "-l", "app=dropped"], LIMIT, "dropped-1's claim deleted", |l| {
+        items(l).iter().all(|c| c["metadata"]["name"] != "www-dropped-1")
+    });
+    assert_eq!(claims(&d, "dropped"), vec![("www-dropped-0".to_string(), "Bound".to_string())]);
+    assert_eq!(claims(&d, "kept"), vec![("www-kept-0".to_string(), "Bound".to_string()), ("www-kept-1".to_string(), "Bound".to_string())]);
+
+    // scaled up again: kept-1 is back on its old claim and finds what it wrote
+    d.kubectl_ok(&["scale", "statefulset", "kept", "--replicas=2"]);
+    all_ready(&d, "kept", 2);
+    let pod = d.kubectl_json(&["get", "pod", "kept-1"]);
+    let volume = pod["spec"]["volumes"].as_array().and_then(|vs| vs.iter().find(|v| v["name"] == "www")).cloned().unwrap_or_default();
+    assert_eq!(volume["persistentVolumeClaim"]["claimName"], "www-kept-1");
+    assert_eq!(d.kubectl_ok(&["exec", "kept-1", "--", "cat", "/data/id"]).trim(), "kept-1");
+    d.kubectl_ok(&["delete", "sts", "kept", "dropped"]);
+    d.kubectl_until(&["get", "pods", "-l", "app in (kept,dropped)"], LIMIT, "pods gone", |v| items(v).is_empty());
+    // whenDeleted: Retain: the claims outlive the set
+    assert_eq!(claims(&d, "kept").len(), 2);
+    d.kubectl_ok(&["delete", "pvc", "--all", "--wait=true"]);
+}

@@ -4,6 +4,7 @@
 
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetUpdateStrategy};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaimVolumeSource, Volume};
 use serde_json::{json, Value};
 
 use super::workload::{
@@ -62,7 +63,20 @@ impl Kind for StatefulSets {
             }
         }
         errs.extend(validate_selector_matches(&spec.selector, Some(&spec.template), "statefulset"));
-        errs.extend(validate_template(Some(&spec.template), "spec.template", &["Always"]));
+        // the pods' volumes include one per claim template (upstream leaves the pod spec of a
+        // StatefulSet unchecked for this reason; Berth checks it with those volumes in place)
+        let mut template = spec.template.clone();
+        if let (Some(ps), Some(claims)) = (template.spec.as_mut(), spec.volume_claim_templates.as_ref()) {
+            let names: Vec<String> = claims.iter().filter_map(|c| c.metadata.name.clone()).collect();
+            let volumes = ps.volumes.get_or_insert_with(Vec::new);
+            volumes.retain(|v| !names.contains(&v.name));
+            volumes.extend(names.iter().map(|n| Volume {
+                name: n.clone(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource { claim_name: n.clone(), read_only: None }),
+                ..Default::default()
+            }));
+        }
+        errs.extend(validate_template(Some(&template), "spec.template", &["Always"]));
         errs
     }
 
