@@ -68,7 +68,21 @@ async fn run_workload_controllers(
     stop: CancellationToken,
 ) {
     let on = |name: &str| selection.enabled(name);
-    if !["replicaset", "replicationcontroller", "deployment", "job", "ttl-after-finished", "cronjob", "daemonset", "disruption", "podgc", "statefulset", "persistentvolume-binder"].iter().any(|c| on(c))
+    if ![
+        "replicaset",
+        "replicationcontroller",
+        "deployment",
+        "job",
+        "ttl-after-finished",
+        "cronjob",
+        "daemonset",
+        "disruption",
+        "podgc",
+        "statefulset",
+        "persistentvolume-binder",
+    ]
+    .iter()
+    .any(|c| on(c))
     {
         return;
     }
