@@ -412,6 +412,7 @@ pub fn harness_with(eviction: eviction::EvictionConfig) -> Harness {
         clock: clock.as_node_clock(),
         cfg,
         statuses: Default::default(),
+        status_published: tokio::sync::Notify::new(),
         errors: Default::default(),
         details: Default::default(),
         objects: Default::default(),

@@ -81,6 +81,8 @@ pub struct NodeShared {
     pub cfg: NodeConfig,
     /// Pods with their current status, by UID.
     pub statuses: RwLock<BTreeMap<String, Pod>>,
+    /// Told after `statuses` changed, so the cluster's status sync sends it at once.
+    pub status_published: tokio::sync::Notify,
     /// Manifest problems by file, for the operator.
     pub errors: RwLock<BTreeMap<PathBuf, String>>,
     /// Each pod's worker progress (attempts, events) and its log directory, by UID.
@@ -160,6 +162,7 @@ impl NodeShared {
         self.saved_progress.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
         let _ = std::fs::remove_file(self.progress_path(uid));
         self.statuses.write().await.remove(uid);
+        self.status_published.notify_one();
         self.details.write().await.remove(uid);
     }
 }
@@ -190,6 +193,7 @@ impl Node {
             clock: Arc::new(crate::util::time::now_ns),
             cfg,
             statuses: RwLock::new(BTreeMap::new()),
+            status_published: tokio::sync::Notify::new(),
             errors: RwLock::new(BTreeMap::new()),
             details: RwLock::new(BTreeMap::new()),
             objects: RwLock::new(Default::default()),
@@ -287,6 +291,7 @@ impl Node {
         for uid in gone {
             self.rejected.remove(&uid);
             self.shared.statuses.write().await.remove(&uid);
+            self.shared.status_published.notify_one();
         }
         let mut running: Vec<Pod> =
             snap.pods.iter().filter(|(u, _)| self.workers.get(*u).is_some_and(|w| !w.task.is_finished())).map(|(_, sp)| sp.pod.clone()).collect();
@@ -314,6 +319,7 @@ impl Node {
                         ..Default::default()
                     });
                     self.shared.statuses.write().await.insert(uid.clone(), pod);
+                    self.shared.status_published.notify_one();
                     self.rejected.insert(uid);
                     continue;
                 }

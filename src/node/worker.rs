@@ -228,6 +228,7 @@ impl Worker {
         let mut pod = self.pod.clone();
         pod.status = Some(status);
         self.shared.statuses.write().await.insert(self.uid(), pod);
+        self.shared.status_published.notify_one();
         self.shared.details.write().await.insert(self.uid(), (self.progress.clone(), self.log_dir()));
         self.shared.save_progress(&self.uid(), &self.progress).await;
     }

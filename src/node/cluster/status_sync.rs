@@ -1,14 +1,16 @@
-//! Pod status back to the apiserver. Every second the statuses the workers published are
-//! compared with what was last sent for each pod bound to this node; a changed one goes out as
-//! a merge patch of pods/status (the pod's uid in the patch makes it a precondition, so a pod
-//! deleted and made again under the same name is not written to). A pod whose deletion was
-//! asked for is deleted for good (grace 0, uid precondition) once its worker has stopped it,
-//! which ends a graceful deletion as the kubelet does.
+//! Pod status back to the apiserver. When a worker publishes a status (and at least every
+//! second) the statuses are compared with what was last sent for each pod bound to this node; a
+//! changed one goes out as a merge patch of pods/status (the pod's uid in the patch makes it a
+//! precondition, so a pod deleted and made again under the same name is not written to). A pod
+//! whose deletion was asked for is deleted for good (grace 0, uid precondition) once its worker
+//! has stopped it, which ends a graceful deletion as the kubelet does. Publications close
+//! together are sent as one round (a short debounce), the writes of a round concurrently.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::stream::{self, StreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::Api;
@@ -18,18 +20,31 @@ use tokio::sync::watch;
 use super::ClusterPods;
 use crate::node::NodeShared;
 
+/// The longest a change waits when no worker says anything (a pod's deletion asked for).
 const SYNC_PERIOD: Duration = Duration::from_secs(1);
+/// How long after a publication more are gathered into the same round.
+const DEBOUNCE: Duration = Duration::from_millis(10);
+/// Status writes in flight at once.
+const CONCURRENT_WRITES: usize = 16;
+
+/// One write a round makes.
+enum Write {
+    Status { uid: String, status: Value },
+    Delete { uid: String },
+}
 
 /// Syncs until `stop` fires.
-pub async fn run(client: kube::Client, shared: Arc<NodeShared>, pods: watch::Receiver<ClusterPods>, mut stop: watch::Receiver<bool>) {
+pub async fn run(client: kube::Client, shared: Arc<NodeShared>, mut pods: watch::Receiver<ClusterPods>, mut stop: watch::Receiver<bool>) {
     let mut sent: BTreeMap<String, Value> = BTreeMap::new();
     let mut tick = tokio::time::interval(SYNC_PERIOD);
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = tick.tick() => {}
+            _ = shared.status_published.notified() => tokio::time::sleep(DEBOUNCE).await,
+            r = pods.changed() => if r.is_err() { return },
         }
-        let desired = pods.borrow().clone();
+        let desired = pods.borrow_and_update().clone();
         if !desired.synced {
             continue;
         }
@@ -41,36 +56,51 @@ pub async fn run(client: kube::Client, shared: Arc<NodeShared>, pods: watch::Rec
             .filter(|(uid, _)| desired.pods.contains_key(*uid))
             .filter_map(|(uid, p)| Some((uid.clone(), serde_json::to_value(p.status.as_ref()?).ok()?)))
             .collect();
+        let mut writes: Vec<(String, String, Write)> = vec![];
         for (uid, pod) in &desired.pods {
-            let (Some(ns), Some(name)) = (pod.metadata.namespace.as_deref(), pod.metadata.name.as_deref()) else { continue };
-            let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+            let (Some(ns), Some(name)) = (pod.metadata.namespace.clone(), pod.metadata.name.clone()) else { continue };
             match statuses.get(uid) {
-                Some(status) if sent.get(uid) != Some(status) => {
-                    let body = json!({"metadata": {"uid": uid}, "status": status});
-                    match api.patch_status(name, &PatchParams::default(), &Patch::Merge(body)).await {
-                        Ok(_) => {
-                            sent.insert(uid.clone(), status.clone());
-                        }
-                        Err(e) => tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "writing the pod status"),
-                    }
-                }
+                Some(status) if sent.get(uid) != Some(status) => writes.push((ns, name, Write::Status { uid: uid.clone(), status: status.clone() })),
                 Some(_) => {}
-                None if pod.metadata.deletion_timestamp.is_some() => {
-                    // asked to go, and its worker has stopped and forgotten it: delete for good
-                    let params = DeleteParams {
-                        grace_period_seconds: Some(0),
-                        preconditions: Some(Preconditions { uid: Some(uid.clone()), resource_version: None }),
-                        ..Default::default()
-                    };
-                    match api.delete(name, &params).await {
-                        Ok(_) => tracing::info!(pod = %format!("{ns}/{name}"), "pod deleted"),
-                        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-                        Err(e) => tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "deleting the pod"),
-                    }
-                }
+                // asked to go, and its worker has stopped and forgotten it: delete for good
+                None if pod.metadata.deletion_timestamp.is_some() => writes.push((ns, name, Write::Delete { uid: uid.clone() })),
                 None => {}
             }
         }
+        let done: Vec<Option<(String, Value)>> =
+            stream::iter(writes.into_iter().map(|(ns, name, w)| write(client.clone(), ns, name, w))).buffer_unordered(CONCURRENT_WRITES).collect().await;
+        sent.extend(done.into_iter().flatten());
         sent.retain(|uid, _| desired.pods.contains_key(uid));
+    }
+}
+
+/// Makes one write; a status that went out is returned to be remembered as sent.
+async fn write(client: kube::Client, ns: String, name: String, w: Write) -> Option<(String, Value)> {
+    let api: Api<Pod> = Api::namespaced(client, &ns);
+    let name = name.as_str();
+    match w {
+        Write::Status { uid, status } => {
+            let body = json!({"metadata": {"uid": uid}, "status": status});
+            match api.patch_status(name, &PatchParams::default(), &Patch::Merge(body)).await {
+                Ok(_) => Some((uid, status)),
+                Err(e) => {
+                    tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "writing the pod status");
+                    None
+                }
+            }
+        }
+        Write::Delete { uid } => {
+            let params = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions { uid: Some(uid), resource_version: None }),
+                ..Default::default()
+            };
+            match api.delete(name, &params).await {
+                Ok(_) => tracing::info!(pod = %format!("{ns}/{name}"), "pod deleted"),
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                Err(e) => tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "deleting the pod"),
+            }
+            None
+        }
     }
 }
