@@ -9,7 +9,9 @@
 //!   one MODIFIED event as upstream), its dependents are deleted in the foreground too, and when
 //!   none is left the finalizer is removed, which deletes the owner. With no dependents that
 //!   happens at once: the state upstream's GC reaches a moment after the mark.
-//! - Orphan: the owner's reference is removed from every dependent, then the owner is deleted.
+//! - Orphan: the owner is marked (deletionTimestamp and the `orphan` finalizer, so no controller
+//!   adopts the dependents back meanwhile), its reference is removed from every dependent, then
+//!   the finalizer, which deletes the owner.
 //! - Background (the default): the owner is deleted, then its dependents.
 
 use std::future::Future;
@@ -28,8 +30,13 @@ use crate::status::ApiError;
 
 /// The finalizer of an owner waiting for its dependents to go.
 pub const FOREGROUND: &str = "foregroundDeletion";
+/// The finalizer of an owner whose dependents are being orphaned.
+pub const ORPHAN: &str = "orphan";
 /// How long a foreground deletion waits for dependents that go slowly (pods on a node).
 const DEPENDENTS_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Dependents deleted at once.
+const DELETE_CONCURRENCY: usize = 16;
 
 /// The propagation policy of a delete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,14 +124,21 @@ impl Api {
     /// dependent's delete may cascade again.
     pub(crate) fn delete_dependents(self: Arc<Self>, dependents: Vec<Dependent>, policy: &'static str) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(async move {
+            use futures_util::stream::{self, StreamExt};
             let opts = DeleteOptions { propagation_policy: Some(policy.to_string()), ..Default::default() };
-            for (r, ns, name) in dependents {
-                if let Err(e) = self.delete(&r, ns.as_deref(), &name, &opts).await {
-                    if e.code != 404 {
-                        tracing::warn!(resource = %r.qualified(), name, error = %e.message, "deleting a dependent failed");
+            // several at a time, as upstream's garbage collector works on many dependents at once
+            stream::iter(dependents)
+                .for_each_concurrent(DELETE_CONCURRENCY, |(r, ns, name)| {
+                    let (me, opts) = (self.clone(), &opts);
+                    async move {
+                        if let Err(e) = me.delete(&r, ns.as_deref(), &name, opts).await {
+                            if e.code != 404 {
+                                tracing::warn!(resource = %r.qualified(), name, error = %e.message, "deleting a dependent failed");
+                            }
+                        }
                     }
-                }
-            }
+                })
+                .await;
         })
     }
 
@@ -147,6 +161,12 @@ impl Api {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(2));
         }
+        self.remove_finalizer(res, owner, FOREGROUND).await;
+    }
+
+    /// Removes `finalizer` from the marked `owner` (the same object: its uid), which deletes it
+    /// when it was the last.
+    pub(crate) async fn remove_finalizer(self: &Arc<Self>, res: &Arc<Resource>, owner: &Value, finalizer: &str) {
         let uid = meta::get(owner, "uid").unwrap_or("").to_string();
         let result = self
             .guaranteed_update(res, meta::get(owner, "namespace"), meta::name(owner), Subresource::Main, &WriteOptions::default(), |current| {
@@ -155,14 +175,14 @@ impl Api {
                 }
                 let mut o = current.clone();
                 if let Some(f) = o.pointer_mut("/metadata/finalizers").and_then(Value::as_array_mut) {
-                    f.retain(|x| x != &json!(FOREGROUND));
+                    f.retain(|x| x != &json!(finalizer));
                 }
                 Ok(o)
             })
             .await;
         if let Err(e) = result {
             if e.code != 404 {
-                tracing::warn!(resource = %res.qualified(), name = meta::name(owner), error = %e.message, "removing the foregroundDeletion finalizer failed");
+                tracing::warn!(resource = %res.qualified(), name = meta::name(owner), finalizer, error = %e.message, "removing a deletion finalizer failed");
             }
         }
     }

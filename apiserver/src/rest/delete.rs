@@ -113,7 +113,28 @@ impl Api {
                 return Ok(marked);
             }
             if policy == Propagation::Orphan && !dependents.is_empty() {
-                self.orphan(&dependents, meta::get(&current, "uid").unwrap_or("")).await?;
+                let marks = !graceful && !is_namespace && meta::get(&current, "deletionTimestamp").is_none();
+                if !marks {
+                    self.orphan(&dependents, meta::get(&current, "uid").unwrap_or("")).await?;
+                } else {
+                    // marked first, so that no controller adopts the dependents back meanwhile
+                    let mut marked = current.clone();
+                    meta::set(&mut marked, "deletionTimestamp", json!(jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()));
+                    meta::set(&mut marked, "deletionGracePeriodSeconds", json!(0));
+                    let mut finalizers = marked.pointer("/metadata/finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
+                    if !finalizers.contains(&json!(cascade::ORPHAN)) {
+                        finalizers.push(json!(cascade::ORPHAN));
+                    }
+                    meta::set(&mut marked, "finalizers", json!(finalizers));
+                    match self.store.update(&key, super::to_bytes(&marked)?, kv.mod_revision, res.ttl).await {
+                        Ok(kv) => meta::set(&mut marked, "resourceVersion", json!(kv.mod_revision.to_string())),
+                        Err(StoreError::Conflict { .. }) => continue,
+                        Err(e) => return Err(store_error(res, name, e)),
+                    }
+                    self.orphan(&dependents, meta::get(&current, "uid").unwrap_or("")).await?;
+                    self.remove_finalizer(res, &marked, cascade::ORPHAN).await;
+                    return Ok(marked);
+                }
             }
             // a CRD goes only after its custom resources (the CRD controller removes them)
             let is_crd = crate::crd::is_crd_resource(res);
