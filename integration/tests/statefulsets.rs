@@ -83,10 +83,15 @@ fn events(d: &Daemon, name: &str, reason: &str) -> Vec<String> {
 
 /// The set's SuccessfulDelete events by when they last happened: (message, count).
 fn delete_counts(d: &Daemon, name: &str) -> Vec<(String, i64)> {
-    let mut evs: Vec<(String, String, i64)> = items(&d.kubectl_json(&["get", "events"]))
+    // ordered by each event's last write: lastTimestamp has whole seconds, too coarse for
+    // deletes a second apart, so the resourceVersion of the write (our store's revision)
+    let mut evs: Vec<(u64, String, i64)> = items(&d.kubectl_json(&["get", "events"]))
         .iter()
         .filter(|e| e["involvedObject"]["kind"] == "StatefulSet" && e["involvedObject"]["name"] == name && e["reason"] == "SuccessfulDelete")
-        .map(|e| (e["lastTimestamp"].as_str().unwrap_or("").to_string(), e["message"].as_str().unwrap_or("").to_string(), e["count"].as_i64().unwrap_or(0)))
+        .map(|e| {
+            let written = e["metadata"]["resourceVersion"].as_str().and_then(|rv| rv.parse().ok()).unwrap_or(0);
+            (written, e["message"].as_str().unwrap_or("").to_string(), e["count"].as_i64().unwrap_or(0))
+        })
         .collect();
     evs.sort();
     evs.into_iter().map(|(_, m, c)| (m, c)).collect()

@@ -39,7 +39,13 @@ pub struct Controller {
     revisions: Arc<Informer<ControllerRevision>>,
     queue: Arc<WorkQueue<ObjectKey>>,
     recorder: Recorder,
+    /// Pods this controller asked to delete (uid → when), seen as terminating until the
+    /// informer shows it, so a lagging watch never makes it delete one twice.
+    deleting: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
+
+/// How long a delete this controller asked for counts without the informer showing it.
+const DELETE_EXPECTATION: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What one pass did: went on to the end, or stopped to wait for the cluster.
 #[derive(Debug, PartialEq, Eq)]
@@ -65,7 +71,7 @@ impl Controller {
         revisions: Arc<Informer<ControllerRevision>>,
     ) -> Arc<Self> {
         let recorder = Recorder::new(client.clone(), "statefulset-controller");
-        let c = Arc::new(Controller { client, sets, pods, claims, revisions, queue: WorkQueue::new(), recorder });
+        let c = Arc::new(Controller { client, sets, pods, claims, revisions, queue: WorkQueue::new(), recorder, deleting: Default::default() });
         let q = c.queue.clone();
         c.sets.on_change(move |change| q.add(key_of(change.object().as_ref())));
         let weak = Arc::downgrade(&c);
@@ -114,7 +120,7 @@ impl Controller {
         let candidates: Vec<Arc<Pod>> =
             self.pods.list_namespace(&k.0).into_iter().filter(|p| p.metadata.name.as_deref().and_then(|n| ordinal_of(&name, n)).is_some()).collect();
         let claim = owner::claim(&uid, deleting, &selector, candidates);
-        let owned = owner::settle(&self.client, set.as_ref(), claim).await?;
+        let owned = self.with_deletes_asked(owner::settle(&self.client, set.as_ref(), claim).await?);
         if deleting {
             return Ok(());
         }
@@ -155,6 +161,25 @@ impl Controller {
             }
         }
         Ok(())
+    }
+
+    /// The pods, those this controller asked to delete marked as being deleted until the
+    /// informer shows them so (or they are gone).
+    fn with_deletes_asked(&self, pods: Vec<Arc<Pod>>) -> Vec<Arc<Pod>> {
+        let mut asked = self.deleting.lock().unwrap_or_else(|e| e.into_inner());
+        asked.retain(|uid, at| {
+            at.elapsed() < DELETE_EXPECTATION && pods.iter().any(|p| p.metadata.uid.as_deref() == Some(uid) && p.metadata.deletion_timestamp.is_none())
+        });
+        pods.into_iter()
+            .map(|p| match p.metadata.uid.as_deref() {
+                Some(uid) if asked.contains_key(uid) => {
+                    let mut marked = (*p).clone();
+                    marked.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()));
+                    Arc::new(marked)
+                }
+                _ => p,
+            })
+            .collect()
     }
 
     /// One pass of upstream's update: replicas in order, then the condemned from the highest
@@ -357,12 +382,15 @@ impl Controller {
     async fn delete_pod(&self, set: &StatefulSet, pod: &Pod) -> Result<(), String> {
         let pod_name = pod.metadata.name.clone().unwrap_or_default();
         let api: kube::Api<Pod> = kube::Api::namespaced(self.client.clone(), pod.metadata.namespace.as_deref().unwrap_or(""));
-        match api.delete(&pod_name, &DeleteParams::default()).await {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let params = DeleteParams { preconditions: Some(kube::api::Preconditions { uid: Some(uid.clone()), resource_version: None }), ..Default::default() };
+        match api.delete(&pod_name, &params).await {
             Ok(_) => {
+                self.deleting.lock().unwrap_or_else(|e| e.into_inner()).insert(uid, std::time::Instant::now());
                 self.recorder.event(set, NORMAL, "SuccessfulDelete", format!("delete Pod {pod_name} in StatefulSet {} successful", set_name(set)));
                 Ok(())
             }
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
             Err(e) => {
                 let msg = error_message(&e);
                 self.recorder.event(set, WARNING, "FailedDelete", format!("delete Pod {pod_name} in StatefulSet {} failed error: {msg}", set_name(set)));
