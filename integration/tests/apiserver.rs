@@ -268,6 +268,7 @@ fn discovery_has_the_shape_of_a_real_cluster() {
                 "policy/v1",
                 "rbac.authorization.k8s.io/v1",
                 "scheduling.k8s.io/v1",
+                "storage.k8s.io/v1",
                 "v1"
             ]
         );

@@ -247,6 +247,63 @@ async fn recreate_stops_every_old_pod_before_the_new_ones() {
 }
 
 #[tokio::test]
+async fn default_rolling_update_keeps_within_25_percent_and_rollout_restart_replaces_every_pod() {
+    let d = Daemon::start_server("", &[]).await;
+    d.kubectl_until(&["get", "node", "berth-it"], Duration::from_secs(60), "node Ready", |n| condition(n, "Ready")["status"] == "True");
+    // no strategy given: RollingUpdate 25 %/25 %, for 4 replicas at most 5 pods wanted and at
+    // least 3 available at any time
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&deployment("quarter", 4, "{}", &busybox())).map(|m| m.replace("  strategy: {}\n", "")).as_deref());
+    rollout_ok(&d, "deployment/quarter");
+    let dep = d.kubectl_json(&["get", "deploy", "quarter"]);
+    assert_eq!(dep["spec"]["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+    assert_eq!(dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"], "25%");
+
+    // watched while it rolls: the sum of the ReplicaSets' replicas never above 5, their
+    // available pods never below 3
+    let watch = |d: &Daemon, change: &[&str]| {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (mut most_wanted, mut least_available, mut samples) = (0i64, i64::MAX, 0);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                d.kubectl_ok(change);
+                rollout_ok(d, "deployment/quarter");
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let rss = items(&d.kubectl_json(&["get", "rs", "-l", "app=quarter"]));
+                let wanted: i64 = rss.iter().map(|r| r["spec"]["replicas"].as_i64().unwrap_or(0)).sum();
+                let available: i64 = rss.iter().map(|r| r["status"]["availableReplicas"].as_i64().unwrap_or(0)).sum();
+                most_wanted = most_wanted.max(wanted);
+                least_available = least_available.min(available);
+                samples += 1;
+            }
+        });
+        (most_wanted, least_available, samples)
+    };
+    let (most_wanted, least_available, samples) = watch(&d, &["set", "image", "deployment/quarter", &format!("quarter={}", docker_busybox())]);
+    assert!(samples > 1, "the rollout was not observed");
+    assert!(most_wanted <= 5, "more than maxSurge: {most_wanted} pods wanted");
+    assert!(least_available >= 3, "more than maxUnavailable: {least_available} available");
+    let rss = replicasets(&d, "quarter");
+    assert_eq!(rss.iter().map(|r| r.2).collect::<Vec<_>>(), vec![0, 4], "{rss:?}");
+    let events = scaling_events(&d, "quarter");
+    assert_eq!(events[1], format!("Scaled up replica set {} from 0 to 1", rss[1].0), "{events:?}");
+
+    // rollout restart: a new template (restartedAt annotation), every pod replaced, same limits
+    let before: Vec<String> = ready_pods(&d, "quarter").iter().map(|p| p["metadata"]["uid"].as_str().unwrap_or("").to_string()).collect();
+    let (most_wanted, least_available, _) = watch(&d, &["rollout", "restart", "deployment/quarter"]);
+    assert!(most_wanted <= 5 && least_available >= 3, "restart: {most_wanted} wanted, {least_available} available");
+    let dep = d.kubectl_json(&["get", "deploy", "quarter"]);
+    assert!(dep["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_string(), "{dep:#}");
+    let after = ready_pods(&d, "quarter");
+    assert_eq!(after.len(), 4);
+    assert!(after.iter().all(|p| !before.iter().any(|u| p["metadata"]["uid"] == u.as_str())), "a pod survived the restart");
+    assert_eq!(replicasets(&d, "quarter").len(), 3);
+    let history = d.kubectl_ok(&["rollout", "history", "deployment/quarter"]);
+    assert!(history.contains("\n3 "), "{history}");
+}
+
+#[tokio::test]
 async fn replicasets_adopt_release_and_replace_pods_and_replication_controllers_scale() {
     let d = Daemon::start_server("", &[]).await;
     d.kubectl_until(&["get", "node", "berth-it"], Duration::from_secs(60), "node Ready", |n| condition(n, "Ready")["status"] == "True");
