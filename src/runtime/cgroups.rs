@@ -5,9 +5,9 @@ use libcgroups::common::{create_cgroup_manager, get_cgroup_setup, AnyCgroupManag
 use libcgroups::stats::Stats;
 use oci_spec::runtime::LinuxResources;
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
@@ -28,28 +28,101 @@ pub enum CgroupMode {
     V2,
 }
 
+/// Which hierarchy the host mounts, as libcgroups sees it (a statfs of the cgroup root); read
+/// once, as it does not change while Berth runs.
 pub fn host_mode() -> CgroupMode {
-    match get_cgroup_setup() {
+    static MODE: OnceLock<CgroupMode> = OnceLock::new();
+    *MODE.get_or_init(|| match get_cgroup_setup() {
         Ok(CgroupSetup::Unified) => CgroupMode::V2,
         _ => CgroupMode::V1,
-    }
+    })
 }
 
 pub struct Cgroup {
     spec: CgroupSpec,
-    manager: AnyCgroupManager,
+    manager: Manager,
+}
+
+/// libcgroups' manager of one cgroup. On v1 (where libcgroups uses its v1 manager for either
+/// driver) one per cgroup path and process, shared: making one reads the mount table and
+/// /proc/self/cgroup through a fresh procfs handle for each of a dozen controllers, which with
+/// a hundred pods' mounts was a tenth of the node's CPU while pods started. The paths it holds
+/// depend only on where the hierarchies are mounted, which does not change while Berth runs.
+enum Manager {
+    V1(Arc<libcgroups::v1::manager::Manager>),
+    Any(AnyCgroupManager),
+}
+
+/// More v1 managers than this and the cache starts again (they are a few paths each).
+const V1_MANAGERS_KEPT: usize = 4096;
+
+fn v1_managers() -> &'static Mutex<HashMap<String, Arc<libcgroups::v1::manager::Manager>>> {
+    static MANAGERS: OnceLock<Mutex<HashMap<String, Arc<libcgroups::v1::manager::Manager>>>> = OnceLock::new();
+    MANAGERS.get_or_init(Default::default)
+}
+
+fn v1_manager(spec: &CgroupSpec) -> Result<Arc<libcgroups::v1::manager::Manager>, CgroupError> {
+    let lock = |m: &'static Mutex<_>| m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(m) = lock(v1_managers()).get(&spec.path) {
+        return Ok(m.clone());
+    }
+    let made = Arc::new(libcgroups::v1::manager::Manager::new(std::path::Path::new(&spec.path)).map_err(|e| err(spec, e))?);
+    let mut cache: std::sync::MutexGuard<'_, HashMap<String, Arc<libcgroups::v1::manager::Manager>>> = lock(v1_managers());
+    if cache.len() >= V1_MANAGERS_KEPT {
+        cache.clear();
+    }
+    cache.insert(spec.path.clone(), made.clone());
+    Ok(made)
+}
+
+fn forget_v1_manager(path: &str) {
+    v1_managers().lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(path);
+}
+
+impl Manager {
+    fn add_task(&self, pid: i32) -> Result<(), String> {
+        let pid = nix029::unistd::Pid::from_raw(pid);
+        match self {
+            Manager::V1(m) => m.add_task(pid).map_err(|e| e.to_string()),
+            Manager::Any(m) => m.add_task(pid).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn apply(&self, opt: &ControllerOpt) -> Result<(), String> {
+        match self {
+            Manager::V1(m) => m.apply(opt).map_err(|e| e.to_string()),
+            Manager::Any(m) => m.apply(opt).map_err(|e| e.to_string()),
+        }
+    }
+
+    fn stats(&self) -> Result<Stats, String> {
+        match self {
+            Manager::V1(m) => m.stats().map_err(|e| e.to_string()),
+            Manager::Any(m) => m.stats().map_err(|e| e.to_string()),
+        }
+    }
+
+    fn remove(&self) -> Result<(), String> {
+        match self {
+            Manager::V1(m) => m.remove().map_err(|e| e.to_string()),
+            Manager::Any(m) => m.remove().map_err(|e| e.to_string()),
+        }
+    }
 }
 
 impl Cgroup {
     /// A handle on the cgroup; creating it on disk happens with the first `add`.
     pub fn open(spec: &CgroupSpec) -> Result<Cgroup, CgroupError> {
+        if host_mode() == CgroupMode::V1 {
+            return Ok(Cgroup { spec: spec.clone(), manager: Manager::V1(v1_manager(spec)?) });
+        }
         let config = CgroupConfig {
             cgroup_path: PathBuf::from(&spec.path),
             systemd_cgroup: spec.systemd,
             container_name: spec.path.rsplit(':').next().unwrap_or_default().to_string(),
         };
         let manager = create_cgroup_manager(config).map_err(|e| err(spec, e))?;
-        Ok(Cgroup { spec: spec.clone(), manager })
+        Ok(Cgroup { spec: spec.clone(), manager: Manager::Any(manager) })
     }
 
     pub fn spec(&self) -> &CgroupSpec {
@@ -58,7 +131,7 @@ impl Cgroup {
 
     /// Move a process into the cgroup, creating it in every controller first.
     pub fn add(&self, pid: i32) -> Result<(), CgroupError> {
-        self.manager.add_task(nix029::unistd::Pid::from_raw(pid)).map_err(|e| err(&self.spec, e))
+        self.manager.add_task(pid).map_err(|e| err(&self.spec, e))
     }
 
     /// Create the cgroup (cgroupfs paths) without moving a process into it: its directory
@@ -150,7 +223,9 @@ impl Cgroup {
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        self.manager.remove().map_err(|e| err(&self.spec, e))
+        let removed = self.manager.remove().map_err(|e| err(&self.spec, e));
+        forget_v1_manager(&self.spec.path);
+        removed
     }
 
     /// How many times the kernel's OOM killer has killed a process in this cgroup.
@@ -211,20 +286,34 @@ pub fn self_join(spec: &CgroupSpec, create: bool) -> Result<Option<SelfJoin>, Cg
         return Ok(None);
     }
     let rel = spec.path.trim_start_matches('/');
+    if create {
+        make_joinable(spec)?;
+    }
     let mut tasks = Vec::new();
     for h in v1_hierarchies().map_err(|e| err(spec, e))? {
         let dir = h.join(rel);
-        if create {
-            std::fs::create_dir_all(&dir).map_err(|e| err(spec, e))?;
-        }
-        if h.join("cpuset.cpus").exists() {
-            fill_empty_cpusets(&h, rel).map_err(|e| err(spec, e))?;
-        }
         let file =
             std::fs::OpenOptions::new().write(true).open(dir.join("tasks")).map_err(|e| err(spec, format!("opening {}: {e}", dir.join("tasks").display())))?;
         tasks.push(file);
     }
     Ok(Some(SelfJoin { tasks }))
+}
+
+/// Make a v1 cgroupfs cgroup that a process can join by itself ([`self_join`]): its directory
+/// in every hierarchy, and CPUs and memory nodes for empty cpusets on the way to it. Returns
+/// false (nothing done) where [`self_join`] does not apply.
+pub fn make_joinable(spec: &CgroupSpec) -> Result<bool, CgroupError> {
+    if spec.systemd || host_mode() != CgroupMode::V1 {
+        return Ok(false);
+    }
+    let rel = spec.path.trim_start_matches('/');
+    for h in v1_hierarchies().map_err(|e| err(spec, e))? {
+        std::fs::create_dir_all(h.join(rel)).map_err(|e| err(spec, e))?;
+        if h.join("cpuset.cpus").exists() {
+            fill_empty_cpusets(&h, rel).map_err(|e| err(spec, e))?;
+        }
+    }
+    Ok(true)
 }
 
 /// Give every cpuset from the hierarchy's root down to `rel` that has no CPUs or memory nodes

@@ -311,6 +311,7 @@ impl Runtime {
                 std::fs::create_dir_all(&cwd).map_err(|e| internal("creating the working dir", e))?;
             }
             spec.save(data.join(state::SPEC_FILE)).map_err(|e| internal("writing the runtime spec", e))?;
+            let cgroup_prepared = prepare_cgroup(&rec.cgroup, &spec)?;
             let pid_ns = match spec
                 .linux()
                 .as_ref()
@@ -334,6 +335,7 @@ impl Runtime {
                 pid_ns,
                 cgroup: rec.cgroup.clone(),
                 log_rotation: self.config().log_rotation,
+                cgroup_prepared,
             };
             atomic::write_json_volatile(&run.join(state::MONITOR_CONFIG), &monitor).map_err(|e| internal("writing monitor.json", e))?;
             rec.phase = Phase::Ready;
@@ -689,4 +691,17 @@ mod tests {
         assert_eq!(cri_signal(libc::SIGABRT), cri::Signal::Sigabrt);
         assert_eq!(cri_signal(0), cri::Signal::RuntimeDefault);
     }
+}
+
+/// Where the container joins its cgroup by itself (v1 cgroupfs), make the cgroup and apply the
+/// spec's limits now, with this process's cached handle, so that its monitor need not: true
+/// when done. Elsewhere the monitor moves the container and applies them (false).
+fn prepare_cgroup(cgroup: &CgroupSpec, spec: &oci_spec::runtime::Spec) -> RtResult<bool> {
+    if !super::cgroups::make_joinable(cgroup).map_err(|e| internal("making the container's cgroup", e))? {
+        return Ok(false);
+    }
+    if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+        Cgroup::open(cgroup).and_then(|cg| cg.apply(res)).map_err(|e| internal("applying the container's resources", e))?;
+    }
+    Ok(true)
 }

@@ -45,6 +45,10 @@ pub struct MonitorConfig {
     /// Size-based log rotation done by the monitor (off when max_size is 0).
     #[serde(default)]
     pub log_rotation: crate::runtime::process::logfile::Rotation,
+    /// The daemon made the cgroup joinable and applied the spec's limits to it (v1 cgroupfs,
+    /// where the container joins it by itself): the monitor has nothing to set up.
+    #[serde(default)]
+    pub cgroup_prepared: bool,
 }
 
 /// Written by the monitor once the container's process has exec'd.

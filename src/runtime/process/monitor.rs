@@ -121,11 +121,11 @@ fn run(cfg: &MonitorConfig) -> SetupResult<()> {
 
     // On a v1 cgroupfs host the container moves itself into its cgroup, which is made and
     // limited first (see SelfJoin: no global lock); elsewhere the monitor moves it below.
-    let cgroup = Cgroup::open(&cfg.cgroup).map_err(|e| SetupError::Invalid(e.to_string()))?;
+    // (Usually the daemon has done both already, with the cgroup handle it keeps.)
     let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
-    let self_join = cgroups::self_join(&cfg.cgroup, true).map_err(|e| SetupError::Invalid(e.to_string()))?;
-    if let (Some(_), Some(res)) = (&self_join, &resources) {
-        cgroup.apply(res).map_err(|e| SetupError::Invalid(e.to_string()))?;
+    let self_join = cgroups::self_join(&cfg.cgroup, !cfg.cgroup_prepared).map_err(|e| SetupError::Invalid(e.to_string()))?;
+    if let (Some(_), Some(res), false) = (&self_join, &resources, cfg.cgroup_prepared) {
+        Cgroup::open(&cfg.cgroup).and_then(|cgroup| cgroup.apply(res)).map_err(|e| SetupError::Invalid(e.to_string()))?;
     }
     let (mut go_r, mut go_w) = sync::pipe()?;
     let (mut err_r, err_w) = sync::pipe()?;
@@ -153,7 +153,9 @@ fn run(cfg: &MonitorConfig) -> SetupResult<()> {
             drop(join);
             Ok(())
         }
-        None => cgroup.add(child.as_raw()).and_then(|()| resources.as_ref().map_or(Ok(()), |res| cgroup.apply(res))),
+        None => {
+            Cgroup::open(&cfg.cgroup).and_then(|cgroup| cgroup.add(child.as_raw()).and_then(|()| resources.as_ref().map_or(Ok(()), |res| cgroup.apply(res))))
+        }
     };
     if let Err(e) = moved {
         let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
