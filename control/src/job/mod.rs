@@ -348,6 +348,17 @@ impl Controller {
                 status.failed_indexes = Some(indexes::format(&failed_indexes));
             }
         }
+        // A pod that fails the Job through the pod failure policy is judged only while it still
+        // holds its finalizer: the FailureTarget goes into the same write that records the pod,
+        // before the finalizer is released (as upstream), or a failed later write would lose it
+        // and the pod be counted as an ordinary failure.
+        if let Some((reason, message)) = &fail_job {
+            let decided = condition(&status, "FailureTarget").is_some() || condition(&status, "SuccessCriteriaMet").is_some();
+            if !decided && !s.suspend.unwrap_or(false) {
+                set_condition(&mut status, "FailureTarget", "True", reason, message, now);
+                self.recorder.event(&job, WARNING, reason, message.clone());
+            }
+        }
         if recorded {
             status.uncounted_terminated_pods =
                 Some(UncountedTerminatedPods { succeeded: Some(unc_ok.iter().cloned().collect()), failed: Some(unc_failed.iter().cloned().collect()) });
