@@ -141,9 +141,6 @@ impl Controller {
         };
         let Some(selector) = service_pods::selector(&svc) else { return Ok(()) };
         let pods: Vec<Arc<Pod>> = self.pods.list_namespace(ns).into_iter().filter(|p| selects(selector, p.metadata.labels.as_ref())).collect();
-        // computed on every sync, so the tracker sees each change even when nothing is written
-        let trigger = self.triggers.compute(key, &svc, &pods);
-        let subsets = subsets::desired(&svc, &pods);
         let cached = self.endpoints.get(ns, name);
         if let Some(current) = &cached {
             let version = current.metadata.resource_version.clone().unwrap_or_default();
@@ -151,6 +148,11 @@ impl Controller {
                 return Err(SyncError::Stale { version, key: format!("{ns}/{name}") });
             }
         }
+        // computed on every sync that may write (so the tracker sees each change even when
+        // nothing is written), but not by one given up on a stale cache: its retry would find
+        // no new change and drop the annotation (upstream computes before that check)
+        let trigger = self.triggers.compute(key, &svc, &pods);
+        let subsets = subsets::desired(&svc, &pods);
         let service_labels = svc.metadata.labels.clone().unwrap_or_default();
         if let Some(current) = &cached {
             let mut labels = current.metadata.labels.clone().unwrap_or_default();
