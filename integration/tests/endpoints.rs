@@ -336,8 +336,11 @@ fn a_thousand_and_one_pods_pack_into_slices_of_100_and_the_endpoints_truncate_at
     // the lone endpoint's pod goes: its slice is deleted, the full ones stay as they were
     let lone = items(&slices).iter().find(|s| s["endpoints"].as_array().map_or(0, Vec::len) == 1).cloned().unwrap_or_default();
     let lone_pod = lone["endpoints"][0]["targetRef"]["name"].as_str().unwrap_or_default().to_string();
-    let full: BTreeSet<String> =
-        items(&slices).iter().filter(|s| s["metadata"]["name"] != lone["metadata"]["name"]).filter_map(|s| s["metadata"]["name"].as_str().map(String::from)).collect();
+    let full: BTreeSet<String> = items(&slices)
+        .iter()
+        .filter(|s| s["metadata"]["name"] != lone["metadata"]["name"])
+        .filter_map(|s| s["metadata"]["name"].as_str().map(String::from))
+        .collect();
     api.ok("1.33", &["delete", "pod", &lone_pod, "--grace-period=0", "--force"]);
     let slices = api_until(&api, of_pack, "10 full slices", |v| sizes(v) == vec![100; 10]);
     let names: BTreeSet<String> = items(&slices).iter().filter_map(|s| s["metadata"]["name"].as_str().map(String::from)).collect();
@@ -352,7 +355,8 @@ fn a_thousand_and_one_pods_pack_into_slices_of_100_and_the_endpoints_truncate_at
     let mut sick = pack_pod(7, true);
     sick["status"]["conditions"][0]["status"] = json!("False");
     api.ok_in("1.33", &["replace", "--subresource=status", "-f", "-"], Some(&sick.to_string()));
-    let slices = api_until(&api, of_pack, "pack-0007 not ready", |v| endpoint_of(&endpoints_of(v), "pack-0007").is_some_and(|e| e["conditions"]["ready"] == false));
+    let slices =
+        api_until(&api, of_pack, "pack-0007 not ready", |v| endpoint_of(&endpoints_of(v), "pack-0007").is_some_and(|e| e["conditions"]["ready"] == false));
     assert_eq!(sizes(&slices), vec![100; 10]);
     api_until(&api, &["get", "endpoints", "pack"], "pack-0007 in notReadyAddresses", |v| subset_ips(v).1.contains(&pack_ip(7)));
 
@@ -364,5 +368,7 @@ fn a_thousand_and_one_pods_pack_into_slices_of_100_and_the_endpoints_truncate_at
     // the service goes, and with it its slice and Endpoints
     api.ok("1.33", &["delete", "service", "pack"]);
     api_until(&api, of_pack, "the slice gone", |v| v["items"].as_array().is_some_and(|i| i.is_empty()));
-    api_until(&api, &["get", "endpoints", "--field-selector", "metadata.name=pack"], "the Endpoints gone", |v| v["items"].as_array().is_some_and(|i| i.is_empty()));
+    api_until(&api, &["get", "endpoints", "--field-selector", "metadata.name=pack"], "the Endpoints gone", |v| {
+        v["items"].as_array().is_some_and(|i| i.is_empty())
+    });
 }

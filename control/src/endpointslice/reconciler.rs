@@ -138,7 +138,14 @@ fn same_placeholder(a: &EndpointSlice, b: &EndpointSlice) -> bool {
         && b.ports.as_deref().unwrap_or_default().is_empty()
 }
 
-fn by_ports(svc: &Service, existing: &[&EndpointSlice], mut desired: BTreeMap<EndpointKey, Endpoint>, ports: &[EndpointPort], address_type: &str, max: usize) -> Plan {
+fn by_ports(
+    svc: &Service,
+    existing: &[&EndpointSlice],
+    mut desired: BTreeMap<EndpointKey, Endpoint>,
+    ports: &[EndpointPort],
+    address_type: &str,
+    max: usize,
+) -> Plan {
     let mut by_name: BTreeMap<String, EndpointSlice> = BTreeMap::new();
     let (mut unchanged, mut to_update, mut to_delete) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
     // 1. keep what is still desired, updated; drop the rest
