@@ -258,7 +258,7 @@ fn pack_ip(i: usize) -> String {
 /// write once it runs: Running, Ready, an IP.
 fn pack_pod(i: usize, with_status: bool) -> Value {
     let mut p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("pack-{i:04}"), "namespace": "default", "labels": {"app": "pack"}},
-        "spec": {"nodeName": if i % 2 == 0 { "node-a" } else { "node-b" },
+        "spec": {"nodeName": if i.is_multiple_of(2) { "node-a" } else { "node-b" },
             "containers": [{"name": "c", "image": "registry.invalid/none", "ports": [{"name": "http", "containerPort": 8080}]}]}});
     if with_status {
         p["status"] = json!({"phase": "Running", "podIP": pack_ip(i), "podIPs": [{"ip": pack_ip(i)}],
