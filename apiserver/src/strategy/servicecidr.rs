@@ -21,10 +21,6 @@ impl Kind for ServiceCIDRs {
         c.status = None;
     }
 
-    fn prepare_for_update(&self, new: &mut ServiceCIDR, old: &ServiceCIDR) {
-        new.status = old.status.clone();
-    }
-
     fn validate(&self, c: &ServiceCIDR) -> Vec<FieldError> {
         let cidrs = c.spec.as_ref().and_then(|s| s.cidrs.clone()).unwrap_or_default();
         let mut errs = vec![];
