@@ -226,9 +226,10 @@ struct ServerArgs {
     #[arg(long)]
     disable_scheduler: bool,
     /// The controllers to run, as kube-controller-manager's flag: `*` for all, a name to turn
-    /// one on, `-name` to turn it off (cronjob, daemonset, deployment, disruption,
-    /// garbagecollector, job, namespace, nodeipam, nodelifecycle, persistentvolume-binder, podgc,
-    /// replicaset, replicationcontroller, statefulset, ttl-after-finished). Without the namespace
+    /// one on, `-name` to turn it off (cronjob, daemonset, deployment, disruption, endpoint,
+    /// endpointslice, garbagecollector, job, namespace, nodeipam, nodelifecycle,
+    /// persistentvolume-binder, podgc, replicaset, replicationcontroller, statefulset,
+    /// ttl-after-finished). Without the namespace
     /// controller deleted namespaces stay Terminating, as upstream.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     controllers: Vec<String>,
@@ -236,6 +237,10 @@ struct ServerArgs {
     /// oldest; 0 keeps them all.
     #[arg(long, default_value_t = 12500)]
     terminated_pod_gc_threshold: usize,
+    /// The most endpoints the EndpointSlice controller puts in one EndpointSlice, as
+    /// kube-controller-manager's flag (1 to 1000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    max_endpoints_per_slice: u16,
     /// Packaged components not to deploy, as k3s's flag (comma-separated): `local-storage` (the
     /// default `local-path` StorageClass and its provisioner).
     #[arg(long, value_delimiter = ',', value_parser = ["local-storage"])]
@@ -469,7 +474,11 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
     let ipam = berth_control::nodeipam::Allocator::new(&args.cluster_cidr, args.node_cidr_mask_size)?;
     let lifecycle = berth_control::nodelifecycle::Config { grace: args.node_monitor_grace_period, monitor_period: args.node_monitor_period };
     let controllers = berth_control::selection::Selection::parse(&args.controllers).context("--controllers")?;
-    let mut controller_options = berth_control::manager::Options { terminated_pod_gc_threshold: args.terminated_pod_gc_threshold, local_path: None };
+    let mut controller_options = berth_control::manager::Options {
+        terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
+        local_path: None,
+        max_endpoints_per_slice: usize::from(args.max_endpoints_per_slice),
+    };
     let local_storage = !args.disable.iter().any(|d| d == "local-storage");
     let profiles = if args.disable_scheduler {
         None

@@ -12,7 +12,8 @@
 //!   [`job`], [`cronjob`]) on shared
 //!   [`informer`]s, with what they share in [`controller`], [`workqueue`] and [`recorder`];
 //!   the [`namespace`] controller and the [`garbagecollector`], which read the API's
-//!   [`discovery`] and work on every resource through kube's dynamic API.
+//!   [`discovery`] and work on every resource through kube's dynamic API; the Services'
+//!   [`endpointslice`] and [`endpoints`] controllers.
 
 pub mod controller;
 pub mod cronjob;
@@ -20,6 +21,8 @@ pub mod daemonset;
 pub mod deployment;
 pub mod discovery;
 pub mod disruption;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod garbagecollector;
 pub mod informer;
 pub mod job;

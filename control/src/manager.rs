@@ -1,6 +1,6 @@
 //! The workload controllers of the controller manager, on shared informers: one watch each of
-//! pods, ReplicaSets, ReplicationControllers and Deployments feeds every controller that reads
-//! them; beside them the namespace controller (its own namespace informer) and the garbage
+//! pods, ReplicaSets, ReplicationControllers, Deployments, Nodes and Services feeds every
+//! controller that reads them; beside them the namespace controller (its own namespace informer) and the garbage
 //! collector (its own watches of every resource). Informers watch as the controller manager; each controller writes as its own
 //! kube-system service account (upstream's --use-service-account-credentials).
 
@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::informer::Informer;
 use crate::selection::Selection;
 use crate::volume::local_path::LocalPath;
-use crate::{cronjob, daemonset, deployment, disruption, garbagecollector, job, namespace, podgc, replicaset, statefulset, volume};
+use crate::{cronjob, daemonset, deployment, disruption, endpoints, endpointslice, garbagecollector, job, namespace, podgc, replicaset, statefulset, volume};
 
 /// Settings of the workload controllers (kube-controller-manager's flags of the same names).
 #[derive(Debug, Clone)]
@@ -26,11 +27,13 @@ pub struct Options {
     /// The local-path provisioner the PV binder runs (None: claims of its class wait for an
     /// external one).
     pub local_path: Option<LocalPath>,
+    /// --max-endpoints-per-slice: most endpoints the EndpointSlice controller puts in a slice.
+    pub max_endpoints_per_slice: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { terminated_pod_gc_threshold: 12_500, local_path: None }
+        Options { terminated_pod_gc_threshold: 12_500, local_path: None, max_endpoints_per_slice: endpointslice::DEFAULT_MAX_ENDPOINTS_PER_SLICE }
     }
 }
 
@@ -80,6 +83,8 @@ async fn run_workload_controllers(
         "podgc",
         "statefulset",
         "persistentvolume-binder",
+        "endpoint",
+        "endpointslice",
     ]
     .iter()
     .any(|c| on(c))
@@ -125,6 +130,18 @@ async fn run_workload_controllers(
         nodes.clone(),
         options.local_path.clone(),
     );
+    let services: Arc<Informer<Service>> = Informer::new();
+    let slices: Arc<Informer<EndpointSlice>> = Informer::new();
+    let endpoints_objects: Arc<Informer<Endpoints>> = Informer::new();
+    let esc = endpointslice::Controller::new(
+        client_for("endpointslice-controller"),
+        services.clone(),
+        pods.clone(),
+        nodes.clone(),
+        slices.clone(),
+        options.max_endpoints_per_slice,
+    );
+    let epc = endpoints::Controller::new(client_for("endpoint-controller"), services.clone(), pods.clone(), endpoints_objects.clone());
     let binder = on("persistentvolume-binder");
     let maybe = |enabled: bool, work: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| async move {
         if enabled {
@@ -149,7 +166,12 @@ async fn run_workload_controllers(
         maybe(binder, Box::pin(volumes.run(kube::Api::all(informers.clone()), stop.clone()))),
         maybe(binder, Box::pin(classes.run(kube::Api::all(informers.clone()), stop.clone()))),
         maybe(binder, Box::pin(pvc.run(stop.clone()))),
-        maybe(on("daemonset") || on("podgc") || binder, Box::pin(nodes.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(on("daemonset") || on("podgc") || binder || on("endpointslice"), Box::pin(nodes.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(on("endpointslice") || on("endpoint"), Box::pin(services.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(on("endpointslice"), Box::pin(slices.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(on("endpointslice"), Box::pin(esc.run(stop.clone()))),
+        maybe(on("endpoint"), Box::pin(endpoints_objects.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(on("endpoint"), Box::pin(epc.run(stop.clone()))),
         maybe(on("podgc"), Box::pin(gc.run(stop.clone()))),
         maybe(on("daemonset") || on("statefulset"), Box::pin(revisions.run(kube::Api::all(informers.clone()), stop.clone()))),
         maybe(on("statefulset"), Box::pin(sets.run(kube::Api::all(informers.clone()), stop.clone()))),

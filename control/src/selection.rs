@@ -9,6 +9,8 @@ pub const KNOWN: &[&str] = &[
     "daemonset",
     "deployment",
     "disruption",
+    "endpoint",
+    "endpointslice",
     "garbagecollector",
     "job",
     "namespace",

@@ -51,7 +51,7 @@ impl ApiServer {
             .args(if self.extra.iter().any(|a| a.starts_with("--controllers")) {
                 vec![]
             } else {
-                vec!["--controllers=*,-replicaset,-replicationcontroller,-deployment,-job,-ttl-after-finished,-cronjob,-daemonset,-disruption,-podgc,-garbagecollector,-statefulset"]
+                vec!["--controllers=*,-replicaset,-replicationcontroller,-deployment,-job,-ttl-after-finished,-cronjob,-daemonset,-disruption,-podgc,-garbagecollector,-statefulset,-endpoint,-endpointslice"]
             })
             .args(&self.extra)
             .stdout(Stdio::null())

@@ -1,14 +1,18 @@
 //! What the workload controllers share, as upstream's pkg/controller: controller references and
 //! the claiming of objects by selector (`owner`), expectations that keep a slow watch from
 //! causing double creates (`expectations`), creating pods from a template in slow-start batches
-//! and deleting them (`pods`), the order in which pods are given up (`ranking`), and the pod
-//! states every controller asks about (below).
+//! and deleting them (`pods`), the order in which pods are given up (`ranking`), what the
+//! endpoint controllers ask of a service's pods (`service_pods`) and their
+//! last-change-trigger-time (`trigger_time`), and the pod states every controller asks about
+//! (below).
 
 pub mod expectations;
 pub mod history;
 pub mod owner;
 pub mod pods;
 pub mod ranking;
+pub mod service_pods;
+pub mod trigger_time;
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Pod;
