@@ -1,8 +1,9 @@
 //! The API core that every door calls: the store, the resource table and one watch cache per
 //! resource, plus start-up (watch caches primed, the default namespaces and the system priority
-//! classes created, the service address allocators and the `kubernetes` Service started (`services`), terminating namespaces finalized, the stored
-//! CRDs' custom resources served, the CRD controller and the legacy token controller started,
-//! then the controllers admission relies on). The table and the caches of
+//! classes created, the service address allocators, their repair loops and the `kubernetes`
+//! Service started (`services`), terminating namespaces finalized, the stored CRDs' custom
+//! resources served, the CRD controller and the legacy token controller started, then the
+//! controllers admission relies on). The table and the caches of
 //! custom resources change at run time (`crd::controller`). The verbs themselves live in `rest/`;
 //! HTTP is an adapter over them (`router`).
 

@@ -242,8 +242,8 @@ impl Allocators {
                 None => match by_number.get(&p.port) {
                     Some(np) => p.node_port = Some(*np),
                     None => {
-                        if !any_for.contains_key(&p.port) {
-                            any_for.insert(p.port, wants.len());
+                        if let std::collections::btree_map::Entry::Vacant(e) = any_for.entry(p.port) {
+                            e.insert(wants.len());
                             wants.push((Some(i), Want::Any));
                         }
                     }

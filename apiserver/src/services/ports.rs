@@ -308,7 +308,10 @@ mod tests {
 
     /// A record in memory with a revision, yielding inside each call so writers interleave.
     #[derive(Default, Clone)]
-    struct FakeStore(Arc<Mutex<Option<(Vec<u8>, i64)>>>);
+    struct FakeStore(Arc<Mutex<Option<Record>>>);
+
+    /// A stored record and its revision.
+    type Record = (Vec<u8>, i64);
 
     #[async_trait]
     impl RangeStore for FakeStore {

@@ -98,11 +98,9 @@ pub async fn pass(api: &Api, leaks: &mut HashMap<i32, u32>) -> Result<(), String
             tracing::info!(port, "freeing a node port no Service uses");
         }
     }
-    if rebuilt != stored || revision.is_none() {
-        if !ports.store_at(&rebuilt, revision).await.map_err(|e| e.to_string())? {
-            // an allocation came in between: the next pass sees it
-            return Ok(());
-        }
+    // an allocation that came in between makes the write fail: the next pass sees it
+    if (rebuilt != stored || revision.is_none()) && !ports.store_at(&rebuilt, revision).await.map_err(|e| e.to_string())? {
+        return Ok(());
     }
     *leaks = still_leaking;
     for (svc, reason, message) in reports {

@@ -84,8 +84,10 @@ mod tests {
 
     fn pod(name: &str, ready_at: &str) -> Arc<Pod> {
         Arc::new(
-            serde_json::from_value(json!({"metadata": {"name": name}, "status": {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": ready_at}]}}))
-                .expect("pod"),
+            serde_json::from_value(
+                json!({"metadata": {"name": name}, "status": {"conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": ready_at}]}}),
+            )
+            .expect("pod"),
         )
     }
 

@@ -138,7 +138,7 @@ pub fn repack(subsets: &[EndpointSubset]) -> Vec<EndpointSubset> {
             EndpointSubset { addresses: pick(true), not_ready_addresses: pick(false), ports: (!ports.is_empty()).then_some(ports) }
         })
         .collect();
-    out.sort_by(|a, b| order_key(a).cmp(&order_key(b)));
+    out.sort_by_key(order_key);
     out
 }
 

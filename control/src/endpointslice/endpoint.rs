@@ -9,8 +9,8 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort};
 
-use crate::controller::service_pods::{self, find_port, should_set_hostname};
 use crate::controller::is_ready;
+use crate::controller::service_pods::{self, find_port, should_set_hostname};
 
 pub const IPV4: &str = "IPv4";
 pub const IPV6: &str = "IPv6";

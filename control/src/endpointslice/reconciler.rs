@@ -138,7 +138,14 @@ fn same_placeholder(a: &EndpointSlice, b: &EndpointSlice) -> bool {
         && b.ports.as_deref().unwrap_or_default().is_empty()
 }
 
-fn by_ports(svc: &Service, existing: &[&EndpointSlice], mut desired: BTreeMap<EndpointKey, Endpoint>, ports: &[EndpointPort], address_type: &str, max: usize) -> Plan {
+fn by_ports(
+    svc: &Service,
+    existing: &[&EndpointSlice],
+    mut desired: BTreeMap<EndpointKey, Endpoint>,
+    ports: &[EndpointPort],
+    address_type: &str,
+    max: usize,
+) -> Plan {
     let mut by_name: BTreeMap<String, EndpointSlice> = BTreeMap::new();
     let (mut unchanged, mut to_update, mut to_delete) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
     // 1. keep what is still desired, updated; drop the rest
@@ -419,9 +426,13 @@ mod tests {
         assert_eq!(p.skipped.len(), 1);
         assert!(p.create[0].endpoints.is_empty());
         let mut done = (*pod(2, 8080, true)).clone();
-        done.status.as_mut().map(|st| st.phase = Some("Failed".into()));
+        if let Some(st) = done.status.as_mut() {
+            st.phase = Some("Failed".into());
+        }
         let mut pending = (*pod(3, 8080, false)).clone();
-        pending.status.as_mut().map(|st| st.pod_ip = None);
+        if let Some(st) = pending.status.as_mut() {
+            st.pod_ip = None;
+        }
         let p = plan(&s, &[Arc::new(done), Arc::new(pending)], &[], 100, &zone);
         assert!(p.create[0].endpoints.is_empty());
     }
@@ -458,7 +469,9 @@ mod tests {
         let p = plan(&s, &pods, &store, 100, &zone);
         apply(&mut store, p, &mut n);
         assert!(store[0].endpoints.iter().all(|e| e.hints.is_none()));
-        s.spec.as_mut().map(|sp| sp.traffic_distribution = Some("PreferClose".into()));
+        if let Some(sp) = s.spec.as_mut() {
+            sp.traffic_distribution = Some("PreferClose".into());
+        }
         let p = plan(&s, &pods, &store, 100, &zone);
         assert_eq!(p.update.len(), 1);
         let hinted: Vec<bool> = p.update[0].endpoints.iter().map(|e| e.hints.is_some()).collect();
