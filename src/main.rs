@@ -197,6 +197,18 @@ struct ServerArgs {
     /// flag with --allocate-node-cidrs; a node registered with its own --pod-cidr keeps it.
     #[arg(long, default_value = "10.42.0.0/16")]
     cluster_cidr: String,
+    /// The range cluster IPs of Services come from, as kube-apiserver's --service-cluster-ip-range
+    /// (k3s's name and default): one CIDR, or "v4cidr,v6cidr" for dual-stack. Its first address
+    /// is the `kubernetes` Service's.
+    #[arg(long, default_value = berth_apiserver::services::DEFAULT_SERVICE_CIDR)]
+    service_cidr: String,
+    /// The ports NodePort and LoadBalancer Services get node ports from, as kube-apiserver's flag.
+    #[arg(long, default_value = berth_apiserver::services::DEFAULT_NODE_PORT_RANGE)]
+    service_node_port_range: String,
+    /// This server's address in the `kubernetes` Service's endpoints, as kube-apiserver's flag
+    /// (default: the --listen address, or the default route's interface address).
+    #[arg(long)]
+    advertise_address: Option<std::net::IpAddr>,
     /// The prefix length of each node's pod CIDR.
     #[arg(long, default_value_t = 24)]
     node_cidr_mask_size: u8,
@@ -455,6 +467,8 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
             }
             _ => None,
         },
+        service_network: berth_apiserver::services::ServiceNetwork::parse(&args.service_cidr, &args.service_node_port_range)?,
+        advertise_address: args.advertise_address,
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let ipam = berth_control::nodeipam::Allocator::new(&args.cluster_cidr, args.node_cidr_mask_size)?;

@@ -1,8 +1,9 @@
 //! The API core that every door calls: the store, the resource table and one watch cache per
-//! resource, plus start-up (watch caches primed, the default namespaces and the `kubernetes`
-//! service and the system priority classes created, terminating namespaces finalized, the stored
-//! CRDs' custom resources served, the CRD controller and the legacy token controller started,
-//! then the controllers admission relies on). The table and the caches of
+//! resource, plus start-up (watch caches primed, the default namespaces and the system priority
+//! classes created, the service address allocators, their repair loops and the `kubernetes`
+//! Service started (`services`), terminating namespaces finalized, the stored CRDs' custom
+//! resources served, the CRD controller and the legacy token controller started, then the
+//! controllers admission relies on). The table and the caches of
 //! custom resources change at run time (`crd::controller`). The verbs themselves live in `rest/`;
 //! HTTP is an adapter over them (`router`).
 
@@ -38,6 +39,11 @@ pub struct ApiConfig {
     pub kubelet_tls: Option<Arc<rustls::ClientConfig>>,
     /// The audit log (None: no auditing).
     pub audit: Option<Arc<crate::audit::Auditor>>,
+    /// The service CIDRs and the node port range (`--service-cidr`, `--service-node-port-range`).
+    pub service_network: crate::services::ServiceNetwork,
+    /// This server's address and port in the `kubernetes` Service's endpoints (None: no
+    /// endpoints are written, as for an API without a listener).
+    pub endpoint: Option<(std::net::IpAddr, u16)>,
 }
 
 impl Default for ApiConfig {
@@ -50,6 +56,8 @@ impl Default for ApiConfig {
             signer: None,
             kubelet_tls: None,
             audit: None,
+            service_network: Default::default(),
+            endpoint: None,
         }
     }
 }
@@ -73,6 +81,8 @@ pub struct Api {
     pub(crate) authn: crate::authn::Authn,
     /// The revision of this server's last write per resource (the store goes through it).
     pub(crate) writes: Arc<crate::written::WriteTracking>,
+    /// The cluster IP and node port allocators Service writes go through.
+    pub(crate) services: Arc<crate::services::alloc::Allocators>,
 }
 
 impl Api {
@@ -94,7 +104,9 @@ impl Api {
             cache.start(store.clone());
             caches.insert(r.storage.to_string(), cache);
         }
+        let services = Arc::new(crate::services::allocators(config.service_network.clone(), store.clone()));
         let api = Arc::new(Api {
+            services,
             store,
             registry: RwLock::new(Arc::new(registry)),
             caches: RwLock::new(caches),
@@ -115,6 +127,9 @@ impl Api {
         crate::crd::controller::reconcile(&api).await;
         crate::crd::controller::spawn(&api);
         api.bootstrap().await?;
+        crate::services::start(&api).await;
+        crate::services::kubernetes::ensure_service(&api).await?;
+        crate::services::kubernetes::spawn(&api);
         crate::authz::bootstrap::reconcile(&api).await?;
         crate::authz::aggregation::spawn(&api);
         crate::admission::spawn_controllers(&api);
@@ -193,16 +208,6 @@ impl Api {
                 Err(e) if e.code == 409 => {}
                 Err(e) => return Err(e),
             }
-        }
-        let services = self.resource("", "services")?;
-        let kubernetes = json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
-            "spec": {"clusterIP": "10.96.0.1", "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}
-        });
-        match self.create(&services, Some("default"), kubernetes, &WriteOptions::default()).await {
-            Ok(_) | Err(ApiError { code: 409, .. }) => {}
-            Err(e) => return Err(e),
         }
         let classes = self.resource("scheduling.k8s.io", "priorityclasses")?;
         for (name, value, description) in crate::strategy::priorityclass::SYSTEM_PRIORITY_CLASSES {

@@ -32,6 +32,7 @@ pub mod review;
 pub mod selector;
 pub mod serve;
 pub mod server;
+pub mod services;
 pub mod status;
 pub mod strategy;
 pub mod table;

@@ -127,7 +127,7 @@ pub fn ensure(dir: &Path, hosts: &[String], server_url: &str) -> Result<Pki, Pki
     let mut serving = CertificateParams::default();
     serving.distinguished_name = dn("kube-apiserver", None);
     let mut names: Vec<String> =
-        ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "127.0.0.1", "10.96.0.1"]
+        ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "127.0.0.1"]
             .iter()
             .map(|s| s.to_string())
             .collect();

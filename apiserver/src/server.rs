@@ -1,6 +1,7 @@
 //! `berth server`'s control-plane half as a library call: open the store (embedded SQLite in the
 //! data dir, or etcd), make or reuse the certificates, the admin kubeconfig, the service account
-//! signing key and the node join token, start the API core and serve it over HTTPS until shutdown.
+//! signing key and the node join token, start the API core and serve it over HTTPS until shutdown
+//! (then this server leaves the `kubernetes` Service's endpoints).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,6 +37,12 @@ pub struct ServerOptions {
     pub tls_sans: Vec<String>,
     /// upstream's `--audit-policy-file` and `--audit-log-*`: the audit log (None: none).
     pub audit: Option<crate::audit::AuditConfig>,
+    /// `--service-cidr` and `--service-node-port-range`.
+    pub service_network: crate::services::ServiceNetwork,
+    /// upstream's `--advertise-address`: this server's address in the `kubernetes` Service's
+    /// endpoints (None: the listen address, or when that is unspecified the address of the
+    /// default route's interface).
+    pub advertise_address: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +114,9 @@ pub async fn run_with(opts: ServerOptions, shutdown: impl Future<Output = ()>, o
     let listener = tokio::net::TcpListener::bind(opts.listen).await.map_err(|source| ServerError::Listen { addr: opts.listen, source })?;
     let bound = listener.local_addr().map_err(|source| ServerError::Listen { addr: opts.listen, source })?;
     let host = if bound.ip().is_unspecified() { "127.0.0.1".to_string() } else { bound.ip().to_string() };
-    let mut hosts = vec![host.clone()];
+    let advertise = opts.advertise_address.unwrap_or_else(|| default_address(bound.ip()));
+    let mut hosts = vec![host.clone(), advertise.to_string()];
+    hosts.extend(opts.service_network.kubernetes_ip().map(|ip| ip.to_string()));
     hosts.extend(opts.tls_sans.iter().cloned());
     if let Ok(h) = nix_hostname() {
         hosts.push(h);
@@ -154,6 +163,8 @@ pub async fn run_with(opts: ServerOptions, shutdown: impl Future<Output = ()>, o
             )),
             signer: Some(Arc::new(crate::certificates::signer::Signer::new(&pki.ca_pem, &pki.ca_key_pem, crate::certificates::signer::DEFAULT_MAX_DURATION)?)),
             audit,
+            service_network: opts.service_network.clone(),
+            endpoint: Some((advertise, bound.port())),
         },
     )
     .await?;
@@ -161,9 +172,25 @@ pub async fn run_with(opts: ServerOptions, shutdown: impl Future<Output = ()>, o
     tracing::info!("to join a node: berth agent --server {server_url} --token $(cat {})", opts.data_dir.join("node-token").display());
     tracing::info!(address = %bound, kubeconfig = %pki.kubeconfig_path().display(), "serving the Kubernetes API");
     on_started(api.clone());
-    crate::serve::serve(listener, tls, crate::router(api), shutdown).await;
+    crate::serve::serve(listener, tls, crate::router(api.clone()), shutdown).await;
+    crate::services::kubernetes::remove_endpoint(&api).await;
     store.close().await;
     Ok(())
+}
+
+/// upstream's default advertise address: the listen address, or when that is unspecified the
+/// source address of the default route (found by connecting a UDP socket, which sends nothing),
+/// or else loopback.
+fn default_address(listen: std::net::IpAddr) -> std::net::IpAddr {
+    if !listen.is_unspecified() {
+        return listen;
+    }
+    let probe = || -> std::io::Result<std::net::IpAddr> {
+        let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+        socket.connect("192.0.2.1:9")?;
+        Ok(socket.local_addr()?.ip())
+    };
+    probe().ok().filter(|ip| !ip.is_unspecified()).unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
 }
 
 fn nix_hostname() -> std::io::Result<String> {

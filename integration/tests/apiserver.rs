@@ -265,6 +265,7 @@ fn discovery_has_the_shape_of_a_real_cluster() {
                 "coordination.k8s.io/v1",
                 "discovery.k8s.io/v1",
                 "events.k8s.io/v1",
+                "networking.k8s.io/v1",
                 "policy/v1",
                 "rbac.authorization.k8s.io/v1",
                 "scheduling.k8s.io/v1",
@@ -535,10 +536,10 @@ fn a_cluster_ip_or_node_port_is_never_given_twice() {
     let svc = |name: &str, extra: &str| {
         format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  {extra}ports:\n  - port: 80\n")
     };
-    s.ok_in("1.33", &["create", "-f", "-"], Some(&svc("berth-a", "clusterIP: 10.96.7.7\n  type: NodePort\n  ")));
-    let err = s.fails("1.33", &["create", "-f", "-"], Some(&svc("berth-b", "clusterIP: 10.96.7.7\n  ")));
+    s.ok_in("1.33", &["create", "-f", "-"], Some(&svc("berth-a", "clusterIP: 10.43.7.7\n  type: NodePort\n  ")));
+    let err = s.fails("1.33", &["create", "-f", "-"], Some(&svc("berth-b", "clusterIP: 10.43.7.7\n  ")));
     assert!(
-        err.contains(r#"spec.clusterIPs: Invalid value: []string{"10.96.7.7"}: failed to allocate IP 10.96.7.7: provided IP is already allocated"#),
+        err.contains(r#"spec.clusterIPs: Invalid value: []string{"10.43.7.7"}: failed to allocate IP 10.43.7.7: provided IP is already allocated"#),
         "{err}"
     );
     let port = s.ok("1.33", &["-n", "default", "get", "svc", "berth-a", "-o", "jsonpath={.spec.ports[0].nodePort}"]);

@@ -662,6 +662,19 @@ fn du(p: &Path) -> (u64, u64) {
     (bytes, inodes)
 }
 
+/// Where the container joins its cgroup by itself (v1 cgroupfs), make the cgroup and apply the
+/// spec's limits now, with this process's cached handle, so that its monitor need not: true
+/// when done. Elsewhere the monitor moves the container and applies them (false).
+fn prepare_cgroup(cgroup: &CgroupSpec, spec: &oci_spec::runtime::Spec) -> RtResult<bool> {
+    if !super::cgroups::make_joinable(cgroup).map_err(|e| internal("making the container's cgroup", e))? {
+        return Ok(false);
+    }
+    if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+        Cgroup::open(cgroup).and_then(|cg| cg.apply(res)).map_err(|e| internal("applying the container's resources", e))?;
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -691,17 +704,4 @@ mod tests {
         assert_eq!(cri_signal(libc::SIGABRT), cri::Signal::Sigabrt);
         assert_eq!(cri_signal(0), cri::Signal::RuntimeDefault);
     }
-}
-
-/// Where the container joins its cgroup by itself (v1 cgroupfs), make the cgroup and apply the
-/// spec's limits now, with this process's cached handle, so that its monitor need not: true
-/// when done. Elsewhere the monitor moves the container and applies them (false).
-fn prepare_cgroup(cgroup: &CgroupSpec, spec: &oci_spec::runtime::Spec) -> RtResult<bool> {
-    if !super::cgroups::make_joinable(cgroup).map_err(|e| internal("making the container's cgroup", e))? {
-        return Ok(false);
-    }
-    if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
-        Cgroup::open(cgroup).and_then(|cg| cg.apply(res)).map_err(|e| internal("applying the container's resources", e))?;
-    }
-    Ok(true)
 }

@@ -165,9 +165,6 @@ impl Strategy for CustomStrategy {
     fn field_names(&self) -> Vec<&'static str> {
         self.0.selectable.iter().map(|(name, _)| *name).collect()
     }
-    fn unique_values(&self, _obj: &Value) -> Vec<(String, String)> {
-        vec![]
-    }
     fn act(&self, action: &str, _obj: &mut Value, _body: &Value) -> Result<Outcome, Refusal> {
         Err(Refusal::Conflict(format!("{action} is not supported")))
     }

@@ -177,6 +177,11 @@ impl Api {
                 if let Some(f) = o.pointer_mut("/metadata/finalizers").and_then(Value::as_array_mut) {
                     f.retain(|x| x != &json!(finalizer));
                 }
+                // no resourceVersion: a controller's write in between is read again and
+                // retried, not a conflict that leaves the finalizer (and the owner) forever
+                if let Some(m) = o.pointer_mut("/metadata").and_then(Value::as_object_mut) {
+                    m.remove("resourceVersion");
+                }
                 Ok(o)
             })
             .await;

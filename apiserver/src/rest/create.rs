@@ -1,6 +1,7 @@
 //! create: decode, check and default the body, fill what the server owns (name from generateName,
-//! uid, creationTimestamp, generation), mutating admission, the strategy's create preparation,
-//! defaults and validation, validating admission (`admission`), then create-if-absent.
+//! uid, creationTimestamp, generation), mutating admission, the strategy's create preparation
+//! and defaults, allocations (a Service's cluster IPs and node ports, given back if the create
+//! fails), validation, validating admission (`admission`), then create-if-absent.
 
 use std::sync::Arc;
 
@@ -71,33 +72,23 @@ impl Api {
         };
         self.admission.admit(self, &mut attrs).await?;
         let mut obj = attrs.object.take().ok_or_else(|| ApiError::internal("admission removed the object"))?;
-        let requested = res.strategy.unique_values(&obj);
-        let input = obj.clone();
-        for attempt in 0.. {
-            obj = input.clone();
-            res.strategy.prepare_for_create(&mut obj).map_err(internal)?;
-            if let Some(user) = &opts.user {
-                res.strategy.record_requestor(&mut obj, user).map_err(internal)?;
-            }
-            res.strategy.default(&mut obj).map_err(internal)?;
-            let taken = self.taken_values(res, &obj)?;
-            let Some((field, value)) = taken else { break };
-            if requested.iter().any(|(_, v)| *v == value) || attempt >= 16 {
-                let name = meta::name(&obj).to_string();
-                let shown = value.split('/').next().unwrap_or(&value).to_string();
-                let err = if field.ends_with("nodePort") {
-                    crate::status::FieldError::invalid(
-                        field,
-                        shown.parse::<i64>().map(Value::from).unwrap_or(Value::from(shown.clone())),
-                        "provided port is already allocated",
-                    )
-                } else {
-                    let list = crate::status::go_raw(format!("[]string{{{}}}", berth_names::go_quote(&shown)));
-                    crate::status::FieldError::invalid(field, list, format!("failed to allocate IP {shown}: provided IP is already allocated"))
-                };
-                return Err(ApiError::invalid(res, &name, &[err]));
-            }
+        res.strategy.prepare_for_create(&mut obj).map_err(internal)?;
+        if let Some(user) = &opts.user {
+            res.strategy.record_requestor(&mut obj, user).map_err(internal)?;
         }
+        res.strategy.default(&mut obj).map_err(internal)?;
+        // what the object holds elsewhere (a Service's cluster IPs and node ports) is taken
+        // now and given back when the object is not stored
+        let allocations = self.allocations(res);
+        let held = match allocations {
+            Some(a) => a.on_create(self, &mut obj, opts.dry_run).await?,
+            None => Default::default(),
+        };
+        let give_back = |held: crate::services::alloc::Held| async move {
+            if let Some(a) = allocations.filter(|_| !held.is_empty()) {
+                a.release(self, &held).await;
+            }
+        };
         if let Some(manager) = &opts.field_manager {
             crate::managed::record_update(&mut obj, None, manager, &res.api_version(), crate::managed::Scope::Main, res.strategy.list_rules());
         }
@@ -105,11 +96,18 @@ impl Api {
         let mut errs = meta::validate(res, &obj);
         errs.extend(res.strategy.validate(&obj));
         if !errs.is_empty() {
+            give_back(held).await;
             return Err(ApiError::invalid(res, &name, &errs));
         }
         attrs.object = Some(obj);
-        self.admission.validate(self, &mut attrs).await?;
-        let mut obj = attrs.object.take().ok_or_else(|| ApiError::internal("admission removed the object"))?;
+        if let Err(e) = self.admission.validate(self, &mut attrs).await {
+            give_back(held).await;
+            return Err(e);
+        }
+        let Some(mut obj) = attrs.object.take() else {
+            give_back(held).await;
+            return Err(ApiError::internal("admission removed the object"));
+        };
         let mut warnings = warnings;
         warnings.append(&mut attrs.warnings);
         if opts.dry_run {
@@ -120,31 +118,11 @@ impl Api {
             Ok(kv) => kv,
             Err(e) => {
                 crate::admission::rollback(self, &mut attrs).await;
+                give_back(held).await;
                 return Err(store_error(res, &name, e));
             }
         };
         meta::set(&mut obj, "resourceVersion", json!(kv.mod_revision.to_string()));
         Ok(Written { object: obj, warnings, created: true })
-    }
-
-    /// The first of `obj`'s unique values another object of the kind already has.
-    fn taken_values(&self, res: &Resource, obj: &Value) -> Result<Option<(String, String)>, ApiError> {
-        let mine = res.strategy.unique_values(obj);
-        if mine.is_empty() {
-            return Ok(None);
-        }
-        let (all, _) = self.cache(res)?.snapshot(&res.prefix(&self.store_prefix));
-        let same = |o: &Value| meta::name(o) == meta::name(obj) && meta::get(o, "namespace") == meta::get(obj, "namespace");
-        for other in &all {
-            let other = other.value()?;
-            if same(&other) {
-                continue;
-            }
-            let theirs = res.strategy.unique_values(&other);
-            if let Some(hit) = mine.iter().find(|(_, v)| theirs.iter().any(|(_, t)| t == v)) {
-                return Ok(Some(hit.clone()));
-            }
-        }
-        Ok(None)
     }
 }

@@ -174,6 +174,9 @@ impl Api {
             }
             match self.store.delete(&key, Some(kv.mod_revision)).await {
                 Ok(d) => {
+                    if let Some(a) = self.allocations(res) {
+                        a.on_delete(self, &current).await;
+                    }
                     if policy == Propagation::Background && !dependents.is_empty() {
                         tokio::spawn(self.clone().delete_dependents(dependents, "Background"));
                     }

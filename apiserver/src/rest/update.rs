@@ -155,17 +155,37 @@ impl Api {
             self.admission.admit(self, &mut attrs).await?;
             let mut new = attrs.object.take().ok_or_else(|| ApiError::internal("admission removed the object"))?;
             res.strategy.default(&mut new).map_err(ApiError::internal)?;
+            // what the new object holds and the old did not is taken now (given back if the
+            // write does not happen); what only the old held goes once the write is stored
+            let allocations = self.allocations(res).filter(|_| sub == Subresource::Main);
+            let (held, release_after) = match allocations {
+                Some(a) => a.on_update(self, &mut new, &current, opts.dry_run).await?,
+                None => Default::default(),
+            };
+            let give_back = |held: crate::services::alloc::Held| async move {
+                if let Some(a) = allocations.filter(|_| !held.is_empty()) {
+                    a.release(self, &held).await;
+                }
+            };
             let mut errs = meta::validate(res, &new);
             errs.extend(res.strategy.validate_update(&new, &current));
             if !errs.is_empty() {
+                give_back(held).await;
                 return Err(ApiError::invalid(res, name, &errs));
             }
             attrs.object = Some(new);
-            self.admission.validate(self, &mut attrs).await?;
-            let mut new = attrs.object.take().ok_or_else(|| ApiError::internal("admission removed the object"))?;
+            if let Err(e) = self.admission.validate(self, &mut attrs).await {
+                give_back(held).await;
+                return Err(e);
+            }
+            let Some(mut new) = attrs.object.take() else {
+                give_back(held).await;
+                return Err(ApiError::internal("admission removed the object"));
+            };
             warnings.append(&mut attrs.warnings);
             if without_rv(&new) == without_rv(&current) && !self.store.needs_rewrite(&kv) {
                 crate::admission::rollback(self, &mut attrs).await;
+                give_back(held).await;
                 return Ok(Written { object: current, warnings, created: false });
             }
             if opts.dry_run {
@@ -180,12 +200,22 @@ impl Api {
             };
             match result {
                 Ok(rev) => {
+                    if let Some(a) = self.allocations(res) {
+                        if finalized {
+                            // gone from the store: everything either version held goes back
+                            give_back(held).await;
+                            a.on_delete(self, &current).await;
+                        } else {
+                            give_back(release_after).await;
+                        }
+                    }
                     meta::set(&mut new, "resourceVersion", json!(rev.to_string()));
                     return Ok(Written { object: new, warnings, created: false });
                 }
                 Err(e) => {
                     // the write did not happen: what admission charged goes back
                     crate::admission::rollback(self, &mut attrs).await;
+                    give_back(held).await;
                     if matches!(e, StoreError::Conflict { .. }) && precondition.is_none() && attempt < 16 {
                         continue;
                     }

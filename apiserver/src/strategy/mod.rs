@@ -29,6 +29,7 @@ mod replicaset;
 mod secret;
 mod service;
 mod serviceaccount;
+mod servicecidr;
 mod statefulset;
 pub(crate) mod storageclass;
 mod volume;
@@ -144,12 +145,6 @@ pub trait Kind: Send + Sync + 'static {
     fn act(&self, action: &str, _obj: &mut Self::Object, _body: &Value) -> Result<Outcome, Refusal> {
         Err(Refusal::Conflict(format!("{action} is not supported")))
     }
-    /// Values no two objects of the kind may share (a service's cluster IP, its node ports), by
-    /// the field that holds them. Create checks them against the watch cache: a value the server
-    /// allocated is allocated again, one the client chose is refused.
-    fn unique_values(&self, _obj: &Self::Object) -> Vec<(String, String)> {
-        vec![]
-    }
 }
 
 /// The object-safe strategy the generic layer calls, on JSON objects.
@@ -169,7 +164,6 @@ pub trait Strategy: Send + Sync {
     fn fields(&self, obj: &Value) -> Vec<(&'static str, String)>;
     /// The names of the kind's selectable fields.
     fn field_names(&self) -> Vec<&'static str>;
-    fn unique_values(&self, obj: &Value) -> Vec<(String, String)>;
     /// Carries out an action on `obj` (changed in place when the outcome is Replace).
     fn act(&self, action: &str, obj: &mut Value, body: &Value) -> Result<Outcome, Refusal>;
     /// Adds the kind's OpenAPI schema (and those it refers to) to `gen`; the reference to it.
@@ -246,9 +240,6 @@ impl<K: Kind> Strategy for Typed<K> {
     }
     fn field_names(&self) -> Vec<&'static str> {
         self.0.fields(&K::Object::default()).into_iter().map(|(k, _)| k).collect()
-    }
-    fn unique_values(&self, obj: &Value) -> Vec<(String, String)> {
-        decode(obj).map(|o| self.0.unique_values(&o)).unwrap_or_default()
     }
     fn act(&self, action: &str, obj: &mut Value, body: &Value) -> Result<Outcome, Refusal> {
         let mut typed: K::Object = decode(obj).map_err(Refusal::Conflict)?;
@@ -627,6 +618,30 @@ pub fn builtin_resources() -> Vec<Resource> {
             Box::new(Typed(priorityclass::PriorityClasses)),
         ),
         csrs,
+        resource(
+            "networking.k8s.io",
+            "IPAddress",
+            "ipaddresses",
+            "ipaddress",
+            &["ip"],
+            &[],
+            false,
+            "ipaddresses",
+            false,
+            Box::new(Typed(servicecidr::IPAddresses)),
+        ),
+        resource(
+            "networking.k8s.io",
+            "ServiceCIDR",
+            "servicecidrs",
+            "servicecidr",
+            &[],
+            &[],
+            false,
+            "servicecidrs",
+            true,
+            Box::new(Typed(servicecidr::ServiceCIDRs)),
+        ),
         resource(
             "storage.k8s.io",
             "StorageClass",

@@ -1,9 +1,11 @@
-//! Services: defaults (type, session affinity, protocols, target ports, IP families), a cluster
-//! IP and node ports allocated on create and kept on update, validation (DNS-1035 names, ports,
-//! types), and the `kubectl get services` columns.
+//! Services: defaults (type, session affinity, protocols, target ports), what an update keeps
+//! (allocated cluster IPs and node ports the client did not send) and drops (those the new type
+//! has no use for: they are released), validation (DNS-1035 names, ports, types, cluster IPs),
+//! and the `kubectl get services` columns. Cluster IPs, IP families and node ports are
+//! allocated by `crate::services::alloc`, which the REST verbs call around the write.
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{json, Value};
 
@@ -16,17 +18,16 @@ pub struct Services;
 const TYPES: &[&str] = &["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
 const PROTOCOLS: &[&str] = &["SCTP", "TCP", "UDP"];
 
-/// A random address of the service range 10.96.0.0/12 (not .0 or .1: .1 is the `kubernetes` service).
-/// A real allocator (bitmap in the store, repair loop) is a later step; collisions are unlikely, not impossible.
-fn random_cluster_ip() -> String {
-    let n = u32::from_be_bytes(uuid::Uuid::new_v4().as_bytes()[..4].try_into().unwrap_or([0; 4])) & 0x000f_ffff;
-    let n = n.max(2);
-    let ip = std::net::Ipv4Addr::from(0x0a60_0000u32 | n);
-    ip.to_string()
+fn needs_cluster_ip(spec: &ServiceSpec) -> bool {
+    spec.type_.as_deref() != Some("ExternalName")
 }
 
-fn random_node_port() -> i32 {
-    30000 + (uuid::Uuid::new_v4().as_u128() % 2768) as i32
+fn needs_node_ports(spec: &ServiceSpec) -> bool {
+    matches!(spec.type_.as_deref(), Some("NodePort") | Some("LoadBalancer"))
+}
+
+fn needs_health_check_port(spec: &ServiceSpec) -> bool {
+    spec.type_.as_deref() == Some("LoadBalancer") && spec.external_traffic_policy.as_deref() == Some("Local")
 }
 
 impl Kind for Services {
@@ -56,26 +57,6 @@ impl Kind for Services {
     fn prepare_for_create(&self, svc: &mut Service) {
         svc.status = Some(k8s_openapi::api::core::v1::ServiceStatus { load_balancer: Some(Default::default()), ..Default::default() });
         let Some(spec) = svc.spec.as_mut() else { return };
-        if spec.type_.as_deref() == Some("ExternalName") {
-            return;
-        }
-        if spec.cluster_ip.as_deref().unwrap_or("").is_empty() {
-            spec.cluster_ip = Some(random_cluster_ip());
-        }
-        if spec.cluster_ip.as_deref() != Some("None") {
-            spec.cluster_ips = spec.cluster_ip.clone().map(|ip| vec![ip]);
-            spec.ip_families.get_or_insert_with(|| vec!["IPv4".into()]);
-            spec.ip_family_policy.get_or_insert_with(|| "SingleStack".into());
-        } else {
-            spec.cluster_ips = Some(vec!["None".into()]);
-            spec.ip_families.get_or_insert_with(|| vec!["IPv4".into()]);
-            spec.ip_family_policy.get_or_insert_with(|| "SingleStack".into());
-        }
-        if matches!(spec.type_.as_deref(), Some("NodePort") | Some("LoadBalancer")) {
-            for p in spec.ports.iter_mut().flatten() {
-                p.node_port.get_or_insert_with(random_node_port);
-            }
-        }
         if spec.type_.as_deref() == Some("LoadBalancer") {
             spec.allocate_load_balancer_node_ports.get_or_insert(true);
         }
@@ -83,38 +64,57 @@ impl Kind for Services {
 
     fn prepare_for_update(&self, new: &mut Service, old: &Service) {
         let (Some(n), Some(o)) = (new.spec.as_mut(), old.spec.as_ref()) else { return };
-        if n.cluster_ip.as_deref().unwrap_or("").is_empty() && n.type_ != Some("ExternalName".into()) {
-            n.cluster_ip = o.cluster_ip.clone();
-            n.cluster_ips = o.cluster_ips.clone();
-        }
-        if n.cluster_ips.is_none() {
-            n.cluster_ips = o.cluster_ips.clone();
-        }
-        if n.ip_families.is_none() {
-            n.ip_families = o.ip_families.clone();
-        }
-        if n.ip_family_policy.is_none() {
-            n.ip_family_policy = o.ip_family_policy.clone();
-        }
-        for p in n.ports.iter_mut().flatten() {
-            if p.node_port.is_none() {
-                p.node_port = o.ports.iter().flatten().find(|op| op.port == p.port && op.protocol == p.protocol).and_then(|op| op.node_port);
+        // keep what was allocated and the client did not send (upstream's patchAllocatedValues)
+        if needs_cluster_ip(n) && needs_cluster_ip(o) {
+            if n.cluster_ip.as_deref().unwrap_or("").is_empty() {
+                n.cluster_ip = o.cluster_ip.clone();
+            }
+            if n.cluster_ips.as_ref().is_none_or(|l| l.is_empty()) {
+                n.cluster_ips = o.cluster_ips.clone();
+            }
+            if n.ip_families.is_none() {
+                n.ip_families = o.ip_families.clone();
+            }
+            if n.ip_family_policy.is_none() {
+                n.ip_family_policy = o.ip_family_policy.clone();
             }
         }
-    }
-
-    fn unique_values(&self, svc: &Service) -> Vec<(String, String)> {
-        let Some(spec) = &svc.spec else { return vec![] };
-        let mut out = vec![];
-        if let Some(ip) = spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty() && *ip != "None") {
-            out.push(("spec.clusterIPs".to_string(), ip.to_string()));
-        }
-        for (i, p) in spec.ports.iter().flatten().enumerate() {
-            if let Some(np) = p.node_port.filter(|n| *n != 0) {
-                out.push((format!("spec.ports[{i}].nodePort"), format!("{np}/{}", p.protocol.as_deref().unwrap_or("TCP"))));
+        if needs_node_ports(n) && needs_node_ports(o) {
+            for p in n.ports.iter_mut().flatten() {
+                if p.node_port.unwrap_or(0) == 0 {
+                    p.node_port = o.ports.iter().flatten().find(|op| op.port == p.port && op.protocol == p.protocol).and_then(|op| op.node_port);
+                }
             }
         }
-        out
+        if needs_health_check_port(n) && needs_health_check_port(o) && n.health_check_node_port.unwrap_or(0) == 0 {
+            n.health_check_node_port = o.health_check_node_port;
+        }
+        // drop what the new type has no use for (upstream's dropTypeDependentFields): released
+        // once the update is stored
+        if needs_cluster_ip(o) && !needs_cluster_ip(n) {
+            if n.cluster_ips == o.cluster_ips || n.cluster_ip == o.cluster_ip {
+                n.cluster_ip = None;
+                n.cluster_ips = None;
+            }
+            if n.ip_families == o.ip_families {
+                n.ip_families = None;
+            }
+            if n.ip_family_policy == o.ip_family_policy {
+                n.ip_family_policy = None;
+            }
+        }
+        let node_ports = |s: &ServiceSpec| s.ports.iter().flatten().map(|p| p.node_port).collect::<Vec<_>>();
+        if needs_node_ports(o) && !needs_node_ports(n) && node_ports(n) == node_ports(o) {
+            for p in n.ports.iter_mut().flatten() {
+                p.node_port = None;
+            }
+        }
+        if needs_health_check_port(o) && !needs_health_check_port(n) && n.health_check_node_port == o.health_check_node_port {
+            n.health_check_node_port = None;
+        }
+        if n.type_.as_deref() != Some("LoadBalancer") {
+            n.allocate_load_balancer_node_ports = None;
+        }
     }
 
     fn validate(&self, svc: &Service) -> Vec<FieldError> {
@@ -150,6 +150,14 @@ impl Kind for Services {
             }
         }
         errs.extend(super::validate_labels("spec.selector", spec.selector.as_ref()));
+        errs.extend(validate_cluster_ips(spec));
+        if kind == "ClusterIP" {
+            for (i, p) in ports.iter().enumerate() {
+                if p.node_port.unwrap_or(0) != 0 {
+                    errs.push(FieldError::forbidden(format!("spec.ports[{i}].nodePort"), "may not be used when `type` is 'ClusterIP'"));
+                }
+            }
+        }
         errs
     }
 
@@ -218,4 +226,27 @@ impl Kind for Services {
             json!(selector),
         ]
     }
+}
+
+/// The cluster IP fields: valid addresses (or "None", alone), clusterIP the first of clusterIPs.
+fn validate_cluster_ips(spec: &ServiceSpec) -> Vec<FieldError> {
+    let mut errs = vec![];
+    let ips = spec.cluster_ips.clone().unwrap_or_default();
+    for (i, ip) in ips.iter().enumerate() {
+        if ip == "None" {
+            if ips.len() > 1 {
+                errs.push(FieldError::invalid(format!("spec.clusterIPs[{i}]"), ip.as_str(), "must be empty when the first value is 'None'"));
+            }
+            continue;
+        }
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            errs.push(FieldError::invalid(format!("spec.clusterIPs[{i}]"), ip.as_str(), "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"));
+        }
+    }
+    if let (Some(ip), Some(first)) = (spec.cluster_ip.as_deref().filter(|s| !s.is_empty()), ips.first()) {
+        if ip != first {
+            errs.push(FieldError::invalid("spec.clusterIPs", serde_json::json!(ips), "first value must match `clusterIP`"));
+        }
+    }
+    errs
 }
