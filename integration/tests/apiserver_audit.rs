@@ -115,6 +115,58 @@ fn requests_are_audited_at_the_levels_the_policy_gives() {
     assert_eq!(imp[0]["user"]["username"], "admin");
     assert_eq!(imp[0]["objectRef"]["resource"], "selfsubjectaccessreviews");
 
+    // the authorizer's reason: none for system:masters (as upstream's privileged-group
+    // authorizer), the binding RBAC allowed by
+    assert_eq!(cm[1]["annotations"]["authorization.k8s.io/reason"], "", "{}", cm[1]["annotations"]);
+    s.ok("1.33", &["-n", "default", "create", "rolebinding", "carol-view", "--clusterrole=view", "--user=carol"]);
+    let out = s.as_token("1.33", "carol-token", &["-n", "default", "get", "configmaps", "audited-cm"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read = wait_events(&log, 1, |e| e["user"]["username"] == "carol" && e["verb"] == "get" && e["stage"] == "ResponseComplete");
+    assert_eq!(
+        read[0]["annotations"]["authorization.k8s.io/reason"],
+        r#"RBAC: allowed by RoleBinding "carol-view/default" of ClusterRole "view" to User "carol""#
+    );
+
+    // admission's annotations: PodSecurity's policy and audit-level violations
+    s.ok("1.33", &["create", "namespace", "audited-ns"]);
+    s.ok("1.33", &["label", "namespace", "audited-ns", "pod-security.kubernetes.io/audit=restricted", "pod-security.kubernetes.io/enforce=baseline"]);
+    s.ok("1.33", &["-n", "audited-ns", "run", "audited-pod", "--image=busybox", "--restart=Never"]);
+    let pod = wait_events(&log, 1, |e| {
+        e["objectRef"]["resource"] == "pods" && e["objectRef"]["namespace"] == "audited-ns" && e["verb"] == "create" && e["stage"] == "ResponseComplete"
+    });
+    let notes = &pod[0]["annotations"];
+    assert_eq!(notes["pod-security.kubernetes.io/enforce-policy"], "baseline:latest", "{notes}");
+    assert!(
+        notes["pod-security.kubernetes.io/audit-violations"]
+            .as_str()
+            .is_some_and(|v| v.starts_with(r#"would violate PodSecurity "restricted:latest": allowPrivilegeEscalation != false"#)),
+        "{notes}"
+    );
+
+    // a ValidatingAdmissionPolicy's Audit action and its auditAnnotations
+    let policy = serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy", "metadata": {"name": "berth-audited.example.com"},
+        "spec": {"matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["configmaps"]}]},
+                 "validations": [{"expression": "!object.metadata.name.startsWith('vap-audited')", "message": "audited name"}],
+                 "auditAnnotations": [{"key": "name-length", "valueExpression": "string(size(object.metadata.name))"}]}
+    });
+    s.ok_in("1.33", &["create", "-f", "-"], Some(&policy.to_string()));
+    let binding = serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": "berth-audited-binding"},
+        "spec": {"policyName": "berth-audited.example.com", "validationActions": ["Audit"]}
+    });
+    s.ok_in("1.33", &["create", "-f", "-"], Some(&binding.to_string()));
+    s.ok("1.33", &["-n", "default", "create", "configmap", "vap-audited-1"]);
+    let vap = wait_events(&log, 1, |e| e["responseObject"]["metadata"]["name"] == "vap-audited-1" && e["verb"] == "create" && e["stage"] == "ResponseComplete");
+    let notes = &vap[0]["annotations"];
+    assert_eq!(notes["berth-audited.example.com/name-length"], "13", "{notes}");
+    let failures: Value =
+        serde_json::from_str(notes["validation.policy.admission.k8s.io/validation_failure"].as_str().expect("validation_failure")).expect("json");
+    assert_eq!(
+        failures,
+        serde_json::json!([{"message": "audited name", "policy": "berth-audited.example.com", "binding": "berth-audited-binding", "expressionIndex": 0, "validationActions": ["Audit"]}])
+    );
+
     // None: nothing for what the policy leaves out
     assert!(events(&log).iter().all(|e| e["requestURI"].as_str().is_some_and(|u| !u.starts_with("/version") && !u.starts_with("/readyz"))));
 }

@@ -38,6 +38,19 @@ fn answer(path: &str, review: &Value) -> Value {
             let patch = base64::engine::general_purpose::STANDARD.encode(ops.to_string());
             json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": patch, "warnings": ["patched by the test webhook"]})
         }
+        // what the reinvocation test's webhooks do: record whether label `b` is there yet
+        // (idempotent, as IfNeeded webhooks must be), and add label `b`
+        "/seen-b" => {
+            let seen = review["request"]["object"]["metadata"]["labels"].get("b").is_some();
+            let ops = json!([{"op": "add", "path": "/metadata/labels/a-seen-b", "value": seen.to_string()}]);
+            let patch = base64::engine::general_purpose::STANDARD.encode(ops.to_string());
+            json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": patch, "auditAnnotations": {"saw-b": seen.to_string()}})
+        }
+        "/add-b" => {
+            let ops = json!([{"op": "add", "path": "/metadata/labels/b", "value": "1"}]);
+            let patch = base64::engine::general_purpose::STANDARD.encode(ops.to_string());
+            json!({"uid": uid, "allowed": true, "patchType": "JSONPatch", "patch": patch})
+        }
         _ => json!({"uid": uid, "allowed": true}),
     }
 }
@@ -283,4 +296,123 @@ fn validating_admission_policies_judge_with_cel_through_their_bindings() {
     });
     let err = s.fails("1.33", &["create", "-f", "-"], Some(&bad.to_string()));
     assert!(err.contains(r#"spec.validations[0].expression: Invalid value: "object.spec.replicas <= ": compilation failed: "#), "{err}");
+}
+
+/// The audit policy of the matchConditions/reinvocation test: configmaps with everything.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: RequestResponse\n    resources:\n      - group: \"\"\n        resources: [\"configmaps\"]\n  - level: None\n";
+
+/// The ResponseComplete audit event of the create of configmap `name`, once it is in the log.
+fn created_event(log: &std::path::Path, name: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let found = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["stage"] == "ResponseComplete" && e["verb"] == "create" && e["responseObject"]["metadata"]["name"] == name);
+        if let Some(e) = found {
+            return e;
+        }
+        assert!(std::time::Instant::now() < deadline, "no audit event for the create of {name}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn match_conditions_pick_requests_and_if_needed_webhooks_are_reinvoked() {
+    let dir = berth_integration::TempDir::new("webhook-audit");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, AUDIT_POLICY).expect("policy");
+    let log = dir.path().join("audit.log");
+    let s = ApiServer::start_with(
+        "webhooks-mc",
+        vec!["--audit-policy-file".into(), policy.display().to_string(), "--audit-log-path".into(), log.display().to_string()],
+    );
+    let hook = start_webhook();
+    let cond = |name: &str, expression: &str| json!({"name": name, "expression": expression});
+    let validating = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration", "metadata": {"name": "berth-conditions"},
+        "webhooks": [
+            webhook(&hook, "named.berth.test", "/deny", "mc", json!({"matchConditions": [cond("deny-prefix", "object.metadata.name.startsWith('mc-deny')"), cond("is-create", "request.operation == 'CREATE'")]})),
+            webhook(&hook, "broken-fail.berth.test", "/deny", "mc-fail", json!({"matchConditions": [cond("missing", "object.data.missing == 'x'"), cond("always", "true")]})),
+            webhook(&hook, "broken-ignore.berth.test", "/deny", "mc-ignore", json!({"failurePolicy": "Ignore", "matchConditions": [cond("missing", "object.data.missing == 'x'")]})),
+            webhook(&hook, "false-wins.berth.test", "/deny", "mc-false", json!({"matchConditions": [cond("missing", "object.data.missing == 'x'"), cond("never", "false")]}))
+        ]
+    });
+    s.ok_in("1.33", &["create", "-f", "-"], Some(&validating.to_string()));
+    // all conditions true: sent and denied; one false: not sent
+    let err = s.fails("1.33", &["create", "-f", "-"], Some(&configmap("mc-deny-1", "mc")));
+    assert!(err.contains(r#"admission webhook "named.berth.test" denied the request: configmap mc-deny-1 is not welcome"#), "{err}");
+    s.ok_in("1.33", &["create", "-f", "-"], Some(&configmap("mc-keep-1", "mc")));
+    // a condition that cannot be evaluated: Fail refuses, Ignore skips the webhook; a false one
+    // beats the error
+    let err = s.fails("1.33", &["create", "-f", "-"], Some(&configmap("mc-fail-1", "mc-fail")));
+    assert!(err.contains(r#"configmaps "mc-fail-1" is forbidden: expression 'object.data.missing == 'x'' resulted in error: "#), "{err}");
+    s.ok_in("1.33", &["create", "-f", "-"], Some(&configmap("mc-ignore-1", "mc-ignore")));
+    s.ok_in("1.33", &["create", "-f", "-"], Some(&configmap("mc-false-1", "mc-false")));
+
+    // reinvocation: a-seen-b (IfNeeded) runs before add-b; only the IfNeeded one sees `b`
+    let seen = |name: &str, label: &str, policy: &str| {
+        let mut w = webhook(&hook, name, "/seen-b", label, json!({"reinvocationPolicy": policy}));
+        w["objectSelector"] = json!({"matchLabels": {"berth-webhook": label}});
+        w
+    };
+    let first = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration", "metadata": {"name": "berth-a-seen-b"},
+        "webhooks": [seen("seen-again.berth.test", "reinvoke", "IfNeeded"), seen("seen-once.berth.test", "once", "Never")]
+    });
+    let mut add = webhook(&hook, "add-b.berth.test", "/add-b", "", json!({}));
+    add["objectSelector"] = json!({"matchExpressions": [{"key": "berth-webhook", "operator": "In", "values": ["reinvoke", "once"]}]});
+    let second = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration", "metadata": {"name": "berth-b-add"},
+        "webhooks": [add]
+    });
+    s.ok_in("1.33", &["create", "-f", "-"], Some(&first.to_string()));
+    s.ok_in("1.33", &["create", "-f", "-"], Some(&second.to_string()));
+    s.ok_in("1.33", &["create", "-f", "-"], Some(&configmap("reinvoked", "reinvoke")));
+    s.ok_in("1.33", &["create", "-f", "-"], Some(&configmap("not-reinvoked", "once")));
+    let label = |name: &str| s.ok("1.33", &["get", "configmap", name, "-o", "jsonpath={.metadata.labels.a-seen-b}/{.metadata.labels.b}"]);
+    assert_eq!(label("reinvoked"), "true/1");
+    assert_eq!(label("not-reinvoked"), "false/1");
+
+    // the audit log: each mutating call and each patch by round and index, the webhook's own
+    // annotations under its name
+    let e = created_event(&log, "reinvoked");
+    let notes = &e["annotations"];
+    let mutation = |key: &str| serde_json::from_str::<Value>(notes[key].as_str().unwrap_or_else(|| panic!("{key} missing: {notes}"))).expect("json");
+    assert_eq!(
+        mutation("mutation.webhook.admission.k8s.io/round_0_index_0"),
+        json!({"configuration": "berth-a-seen-b", "webhook": "seen-again.berth.test", "mutated": true})
+    );
+    assert_eq!(
+        mutation("mutation.webhook.admission.k8s.io/round_0_index_2"),
+        json!({"configuration": "berth-b-add", "webhook": "add-b.berth.test", "mutated": true})
+    );
+    assert_eq!(
+        mutation("mutation.webhook.admission.k8s.io/round_1_index_0"),
+        json!({"configuration": "berth-a-seen-b", "webhook": "seen-again.berth.test", "mutated": true})
+    );
+    let patch = mutation("patch.webhook.admission.k8s.io/round_1_index_0");
+    assert_eq!(patch["patch"], json!([{"op": "add", "path": "/metadata/labels/a-seen-b", "value": "true"}]), "{patch}");
+    assert_eq!(patch["patchType"], "JSONPatch");
+    assert!(notes.get("mutation.webhook.admission.k8s.io/round_0_index_1").is_none(), "{notes}");
+    // first value wins: the first round's
+    assert_eq!(notes["seen-again.berth.test/saw-b"], "false", "{notes}");
+    let once = created_event(&log, "not-reinvoked");
+    assert!(once["annotations"].get("mutation.webhook.admission.k8s.io/round_1_index_1").is_none(), "{}", once["annotations"]);
+    assert!(once["annotations"].get("mutation.webhook.admission.k8s.io/round_0_index_1").is_some(), "{}", once["annotations"]);
+
+    // bad conditions are refused
+    let bad = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingWebhookConfiguration", "metadata": {"name": "berth-bad-conditions"},
+        "webhooks": [webhook(&hook, "bad.berth.test", "/deny", "none", json!({"matchConditions": [cond("x", "object.metadata.name == "), cond("x", "true"), cond("", "true")]}))]
+    });
+    let err = s.fails("1.33", &["create", "-f", "-"], Some(&bad.to_string()));
+    for want in [
+        r#"webhooks[0].matchConditions[0].expression: Invalid value: "object.metadata.name == ": compilation failed: "#,
+        r#"webhooks[0].matchConditions[1].name: Duplicate value: "x""#,
+        "webhooks[0].matchConditions[2].name: Required value",
+    ] {
+        assert!(err.contains(want), "{want} missing in {err}");
+    }
 }

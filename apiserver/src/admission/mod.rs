@@ -29,7 +29,7 @@ pub mod webhook;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::api::Api;
 use crate::resources::Resource;
@@ -77,6 +77,8 @@ pub struct Attributes {
     pub warnings: Vec<String>,
     /// What ResourceQuota charged for this request, given back when the write then fails.
     pub(crate) charged: Vec<resourcequota::Charge>,
+    /// Whether and which mutating webhooks run a second time.
+    pub(crate) reinvocation: webhook::Reinvocation,
 }
 
 impl Attributes {
@@ -139,9 +141,17 @@ impl Default for Chain {
 
 impl Chain {
     /// The mutating phase of every plugin, in order; the first refusal ends it.
+    /// A mutating webhook asking to be reinvoked makes the whole phase run once more (the
+    /// in-tree plugins, then the webhooks marked), as upstream's reinvocation.
     pub async fn admit(&self, api: &Api, a: &mut Attributes) -> Result<(), ApiError> {
         for p in &self.plugins {
             p.admit(api, a).await.inspect_err(|e| tracing::debug!(plugin = p.name(), error = %e, "admission refused"))?;
+        }
+        if a.reinvocation.wanted && !a.reinvocation.second_round {
+            a.reinvocation.second_round = true;
+            for p in &self.plugins {
+                p.admit(api, a).await.inspect_err(|e| tracing::debug!(plugin = p.name(), error = %e, "admission refused (reinvocation)"))?;
+            }
         }
         Ok(())
     }
@@ -153,6 +163,23 @@ impl Chain {
         }
         Ok(())
     }
+}
+
+/// upstream's AdmissionRequest as CEL's `request` variable (policies, webhook matchConditions).
+pub(crate) fn request_variable(a: &Attributes) -> Value {
+    let res = &a.resource;
+    json!({
+        "kind": {"group": res.group, "version": res.version, "kind": res.kind},
+        "resource": {"group": res.group, "version": res.version, "resource": res.plural},
+        "subResource": a.subresource,
+        "requestKind": {"group": res.group, "version": res.version, "kind": res.kind},
+        "requestResource": {"group": res.group, "version": res.version, "resource": res.plural},
+        "name": a.name,
+        "namespace": a.namespace(),
+        "operation": a.operation.as_str(),
+        "userInfo": a.user.as_ref().map(crate::authn::review::user_info).unwrap_or(json!({})),
+        "dryRun": a.dry_run,
+    })
 }
 
 /// Gives back what a request's admission charged when its write did not happen (a create that
@@ -244,6 +271,7 @@ pub(crate) mod testing {
             dry_run: false,
             warnings: vec![],
             charged: vec![],
+            reinvocation: Default::default(),
         }
     }
 }

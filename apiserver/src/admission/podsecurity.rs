@@ -7,7 +7,9 @@
 //! (those are never refused, as upstream); a namespace whose enforce level is tightened warns about
 //! the pods already in it that the new level would refuse. Each check is one function in upstream's order: the
 //! baseline checks, then (restricted) the restricted ones, with three baseline checks that the
-//! restricted level replaces by stricter ones. Audit annotations are not written.
+//! restricted level replaces by stricter ones. The audit log gets upstream's annotations: the
+//! pod's `pod-security.kubernetes.io/enforce-policy` and, for pods and templates that violate
+//! the audit level, `pod-security.kubernetes.io/audit-violations`.
 
 use std::collections::BTreeSet;
 
@@ -16,6 +18,7 @@ use serde_json::Value;
 
 use super::{Attributes, Operation, Plugin};
 use crate::api::Api;
+use crate::audit::policy::Level as AuditLevel;
 use crate::status::ApiError;
 
 const LABEL_PREFIX: &str = "pod-security.kubernetes.io/";
@@ -66,6 +69,19 @@ pub fn policies(labels: &serde_json::Map<String, Value>) -> (LevelVersion, Level
     (enforce, warn)
 }
 
+/// The audit policy of a namespace's labels (privileged, so nothing, when unset: the audit mode
+/// does not follow the enforce level, as upstream's defaults).
+pub fn audit_policy(labels: &serde_json::Map<String, Value>) -> LevelVersion {
+    let get = |k: &str| labels.get(&format!("{LABEL_PREFIX}{k}")).and_then(Value::as_str);
+    let level = match get("audit") {
+        None | Some("privileged") => Level::Privileged,
+        Some("baseline") => Level::Baseline,
+        Some(_) => Level::Restricted,
+    };
+    let version = get("audit-version").filter(|v| !v.is_empty()).unwrap_or("latest").to_string();
+    LevelVersion { level, version }
+}
+
 pub struct PodSecurity;
 
 impl Plugin for PodSecurity {
@@ -103,7 +119,15 @@ impl Plugin for PodSecurity {
                 },
                 None => obj.clone(),
             };
+            // the audit log's annotations (upstream's keys), before a refusal so it has them
+            let audit = audit_policy(&labels);
+            let audit_failures = evaluate(audit.level, &pod);
+            if !audit_failures.is_empty() {
+                let note = format!("would violate PodSecurity \"{audit}\": {}", aggregate(&audit_failures));
+                crate::audit::annotations::add(AuditLevel::Metadata, "pod-security.kubernetes.io/audit-violations", note);
+            }
             if is_pod {
+                crate::audit::annotations::add(AuditLevel::Metadata, "pod-security.kubernetes.io/enforce-policy", enforce.to_string());
                 let failures = evaluate(enforce.level, &pod);
                 if !failures.is_empty() {
                     return Err(a.forbidden(&format!("violates PodSecurity \"{enforce}\": {}", aggregate(&failures))));

@@ -2,12 +2,13 @@
 //! request the policy ([`policy`]) gives a level other than None, as upstream's log backend
 //! writes them (audit.k8s.io/v1 Event: auditID, stage, requestURI, verb, user, impersonatedUser,
 //! sourceIPs, userAgent, objectRef, responseStatus, requestObject at Request and above,
-//! responseObject at RequestResponse, requestReceivedTimestamp, stageTimestamp, annotations
-//! with the authorization decision). Stages: RequestReceived when the request is authenticated
+//! responseObject at RequestResponse, requestReceivedTimestamp, stageTimestamp, annotations:
+//! the authorization decision and reason, and what admission added ([`annotations`])). Stages: RequestReceived when the request is authenticated
 //! and its attributes known, ResponseComplete when the answer is ready; a watch or a stream
 //! (logs, exec, attach, port-forward) gets ResponseStarted instead, its body is not recorded.
 //! Lines are written by a thread of the log's own ([`log`]), so no request waits on the disk.
 
+pub mod annotations;
 pub mod log;
 pub mod policy;
 
@@ -71,12 +72,22 @@ pub struct Entry {
     pub request_object: Option<Value>,
     /// Set when authorization refused the request.
     pub forbidden: bool,
+    /// Why authorization decided as it did (`RBAC: allowed by ...`; empty for system:masters).
+    pub authorization_reason: String,
+    /// What the request's admission added, kept when the level records them.
+    annotations: Vec<(String, String)>,
 }
 
 impl Entry {
     /// Whether the answer's body is recorded.
     pub fn wants_response(&self) -> bool {
         self.level >= Level::RequestResponse
+    }
+
+    /// Keeps the annotations `items` (from [`annotations::collect`]) this entry's level records.
+    pub fn annotate(&mut self, items: Vec<(Level, String, String)>) {
+        let level = self.level;
+        self.annotations.extend(items.into_iter().filter(|(at, _, _)| level >= *at).map(|(_, k, v)| (k, v)));
     }
 
     /// Whether the request's body is recorded.
@@ -139,6 +150,8 @@ impl Auditor {
             user_agent: r.user_agent.to_string(),
             request_object: None,
             forbidden: false,
+            authorization_reason: String::new(),
+            annotations: vec![],
         };
         self.write(&entry, "RequestReceived", None, None);
         Some(entry)
@@ -203,7 +216,13 @@ impl Auditor {
         ev.insert("stageTimestamp".into(), json!(now_text(Timestamp::now())));
         if code.is_some() {
             let decision = if e.forbidden { "forbid" } else { "allow" };
-            ev.insert("annotations".into(), json!({"authorization.k8s.io/decision": decision}));
+            let mut notes = Map::new();
+            notes.insert("authorization.k8s.io/decision".into(), json!(decision));
+            notes.insert("authorization.k8s.io/reason".into(), json!(e.authorization_reason));
+            for (k, v) in &e.annotations {
+                notes.entry(k.clone()).or_insert_with(|| json!(v));
+            }
+            ev.insert("annotations".into(), Value::Object(notes));
         }
         self.log.line(Value::Object(ev).to_string());
     }

@@ -53,6 +53,7 @@ impl Api {
                 dry_run: false,
                 warnings: vec![],
                 charged: vec![],
+                reinvocation: Default::default(),
             };
             self.admission.admit(self, &mut attrs).await?;
             self.admission.validate(self, &mut attrs).await?;

@@ -69,6 +69,7 @@ impl Api {
             dry_run: opts.dry_run,
             warnings: vec![],
             charged: vec![],
+            reinvocation: Default::default(),
         };
         self.admission.admit(self, &mut attrs).await?;
         let mut obj = attrs.object.take().ok_or_else(|| ApiError::internal("admission removed the object"))?;

@@ -77,6 +77,7 @@ impl Api {
                 dry_run,
                 warnings: vec![],
                 charged: vec![],
+                reinvocation: Default::default(),
             };
             self.admission.admit(self, &mut attrs).await?;
             self.admission.validate(self, &mut attrs).await?;

@@ -45,7 +45,16 @@ pub fn in_process(api: Arc<Api>, user: User) -> Router {
 async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
     let span = tracing::debug_span!("request", method = %req.method(), path = %req.uri().path());
     let mut audited = None;
-    let response = match serve(api.clone(), req, &mut audited).instrument(span).await {
+    let served = if api.config.audit.is_some() {
+        let (served, notes) = crate::audit::annotations::collect(serve(api.clone(), req, &mut audited).instrument(span)).await;
+        if let Some(entry) = audited.as_mut() {
+            entry.annotate(notes);
+        }
+        served
+    } else {
+        serve(api.clone(), req, &mut audited).instrument(span).await
+    };
+    let response = match served {
         Ok(r) => r,
         Err(e) => {
             if e.code >= 500 {
@@ -140,12 +149,12 @@ async fn serve(api: Arc<Api>, req: Request, audited: &mut Option<crate::audit::E
         return Ok(text(StatusCode::OK, "ok"));
     }
     if !anonymous {
-        if let Err(e) = authorize(&api, &attrs).await {
-            if let Some(a) = audited.as_mut() {
-                a.forbidden = true;
-            }
-            return Err(e);
+        let (allowed, reason) = authorize(&api, &attrs).await;
+        if let Some(a) = audited.as_mut() {
+            a.forbidden = allowed.is_err();
+            a.authorization_reason = reason;
         }
+        allowed?;
     }
     let mut headers = req.headers().clone();
     // an answer the audit log records whole is sent as JSON (what the client also accepts)
@@ -308,15 +317,21 @@ impl Req {
 
 /// Authorizes a request before anything reads it. A WebSocket GET of pods/exec, attach or
 /// portforward also needs `create` there, as upstream checks since 1.30.
-async fn authorize(api: &Api, attrs: &authz::attributes::Attributes) -> Result<(), ApiError> {
-    authz::require(api, attrs).await?;
+/// Whether the request may go on (upstream's 403 if not), and the authorizers' reason.
+async fn authorize(api: &Api, attrs: &authz::attributes::Attributes) -> (Result<(), ApiError>, String) {
+    let reason = match authz::authorize(api, attrs).await {
+        authz::Decision::Allow(why) => why,
+        authz::Decision::Refuse(why) => return (Err(authz::forbidden(attrs, &why)), why),
+    };
     if let Some(r) = attrs.resource_target() {
         if attrs.verb == "get" && r.group.is_empty() && r.resource == "pods" && matches!(r.subresource.as_str(), "exec" | "attach" | "portforward") {
             let create = authz::attributes::Attributes { verb: "create".into(), ..attrs.clone() };
-            authz::require(api, &create).await?;
+            if let authz::Decision::Refuse(why) = authz::authorize(api, &create).await {
+                return (Err(authz::forbidden(&create, &why)), why);
+            }
         }
     }
-    Ok(())
+    (Ok(()), reason)
 }
 
 fn flag(params: &Params, key: &str) -> bool {

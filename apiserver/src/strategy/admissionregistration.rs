@@ -12,8 +12,8 @@
 
 use jiff::Timestamp;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding, ValidatingWebhook,
-    ValidatingWebhookConfiguration, WebhookClientConfig,
+    MatchCondition, MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+    ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde_json::{json, Value};
@@ -40,6 +40,7 @@ struct Common<'a> {
     versions: &'a [String],
     failure_policy: Option<&'a str>,
     match_policy: Option<&'a str>,
+    conditions: Option<&'a Vec<MatchCondition>>,
 }
 
 fn default_rules(rules: Option<&mut Vec<RuleWithOperations>>) {
@@ -152,6 +153,7 @@ fn validate_common(i: usize, w: &Common, seen: &mut Vec<String>) -> Vec<FieldErr
             }
         }
     }
+    validate_conditions(&format!("{p}.matchConditions"), w.conditions.map(Vec::as_slice).unwrap_or_default(), &mut errs);
     errs
 }
 
@@ -191,6 +193,7 @@ fn validating(w: &ValidatingWebhook) -> Common<'_> {
         versions: &w.admission_review_versions,
         failure_policy: w.failure_policy.as_deref(),
         match_policy: w.match_policy.as_deref(),
+        conditions: w.match_conditions.as_ref(),
     }
 }
 
@@ -204,6 +207,7 @@ fn mutating(w: &MutatingWebhook) -> Common<'_> {
         versions: &w.admission_review_versions,
         failure_policy: w.failure_policy.as_deref(),
         match_policy: w.match_policy.as_deref(),
+        conditions: w.match_conditions.as_ref(),
     }
 }
 
@@ -245,6 +249,26 @@ impl Kind for MutatingWebhookConfigurations {
     }
     fn cells(&self, c: &MutatingWebhookConfiguration, now: Timestamp) -> Vec<Value> {
         cells(&c.metadata, c.webhooks.as_ref().map_or(0, Vec::len), now)
+    }
+}
+
+/// matchConditions as upstream validates them: at most 64, names qualified and distinct,
+/// expressions that compile.
+fn validate_conditions(path: &str, conditions: &[MatchCondition], errs: &mut Vec<FieldError>) {
+    if conditions.len() > 64 {
+        errs.push(FieldError::too_many(path, conditions.len(), 64));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, c) in conditions.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        if c.name.is_empty() {
+            errs.push(FieldError::required(format!("{at}.name"), ""));
+        } else if let Some(why) = berth_names::qualified_name(&c.name).into_iter().next() {
+            errs.push(FieldError::invalid(format!("{at}.name"), json!(c.name), why));
+        } else if !names.insert(c.name.as_str()) {
+            errs.push(FieldError::duplicate(format!("{at}.name"), json!(c.name)));
+        }
+        check_expression(format!("{at}.expression"), &c.expression, errs);
     }
 }
 

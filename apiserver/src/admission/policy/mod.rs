@@ -8,8 +8,11 @@
 //! - each validation's expression must be true; when it is false the binding's actions decide:
 //!   Deny fails the request (`ValidatingAdmissionPolicy 'p' with binding 'b' denied request:
 //!   <message>`, 422 Invalid by default, or the validation's reason), Warn adds a warning
-//!   (`Validation failed for ValidatingAdmissionPolicy 'p' with binding 'b': <message>`), Audit is
-//!   recorded only in the server's log;
+//!   (`Validation failed for ValidatingAdmissionPolicy 'p' with binding 'b': <message>`), Audit adds
+//!   the failure to the audit log's `validation.policy.admission.k8s.io/validation_failure`
+//!   annotation (a JSON list: message, policy, binding, expressionIndex, validationActions);
+//! - the policy's auditAnnotations (`valueExpression` giving a string, or null for none) go to the
+//!   audit log as `<policy>/<key>`;
 //! - the message is the validation's message, or its messageExpression's value, or `failed
 //!   expression: <expression>`; an expression that fails to evaluate is a failure under
 //!   failurePolicy Fail (the default) and ignored under Ignore;
@@ -30,6 +33,7 @@ use serde_json::{json, Value};
 use super::webhook::matching::{labels_of as labels, rule_names, selector_matches};
 use super::{cached, cached_one, Attributes, Plugin};
 use crate::api::Api;
+use crate::audit::policy::Level as AuditLevel;
 use crate::selector::LabelSelector;
 use crate::status::ApiError;
 
@@ -52,7 +56,19 @@ impl Plugin for ValidatingAdmissionPolicies {
     }
 }
 
+/// Runs the policies; the failures of bindings with the Audit action go to the audit log as
+/// upstream's `validation.policy.admission.k8s.io/validation_failure` annotation (also when a
+/// later binding denies).
 fn run(api: &Api, a: &mut Attributes) -> Result<(), ApiError> {
+    let mut audited = vec![];
+    let result = judge(api, a, &mut audited);
+    if !audited.is_empty() {
+        crate::audit::annotations::add(AuditLevel::Metadata, "validation.policy.admission.k8s.io/validation_failure", Value::Array(audited).to_string());
+    }
+    result
+}
+
+fn judge(api: &Api, a: &mut Attributes, audited: &mut Vec<Value>) -> Result<(), ApiError> {
     let bindings: Vec<ValidatingAdmissionPolicyBinding> =
         cached(api, GROUP, "validatingadmissionpolicybindings", None).into_iter().filter_map(|v| serde_json::from_value(v).ok()).collect();
     if bindings.is_empty() {
@@ -93,7 +109,7 @@ fn run(api: &Api, a: &mut Attributes) -> Result<(), ApiError> {
         let mut b = expr::Bindings::default();
         b.set("object", a.object.clone().unwrap_or(Value::Null));
         b.set("oldObject", a.old_object.clone().unwrap_or(Value::Null));
-        b.set("request", request_of(a));
+        b.set("request", super::request_variable(a));
         b.set("params", params);
         b.set("namespaceObject", namespace_object.clone().unwrap_or(Value::Null));
         // matchConditions: all true, or the binding does not apply
@@ -121,7 +137,7 @@ fn run(api: &Api, a: &mut Attributes) -> Result<(), ApiError> {
                 Err(e) => tracing::debug!(variable = %v.name, error = %e, "policy variable failed"),
             }
         }
-        for v in pspec.validations.iter().flatten() {
+        for (index, v) in pspec.validations.iter().flatten().enumerate() {
             // why it failed: None for a false expression, the error of one that failed to run
             let why = match b.eval_bool(&v.expression) {
                 Ok(true) => continue,
@@ -143,7 +159,16 @@ fn run(api: &Api, a: &mut Attributes) -> Result<(), ApiError> {
                         .unwrap_or_else(|| format!("failed expression: {}", v.expression.trim()))
                 }
             };
-            judged.act(a, &message, v.reason.as_deref())?;
+            judged.act(a, &message, v.reason.as_deref(), index, audited)?;
+        }
+        // the policy's own audit annotations, `<policy>/<key>` (a null value adds nothing)
+        for note in pspec.audit_annotations.iter().flatten() {
+            match b.eval(&note.value_expression) {
+                Ok(Value::String(text)) => crate::audit::annotations::add(AuditLevel::Metadata, format!("{policy_name}/{}", note.key), text),
+                Ok(Value::Null) => {}
+                Ok(other) => tracing::debug!(key = %note.key, value = %other, "audit annotation is not a string"),
+                Err(e) => tracing::debug!(key = %note.key, error = %e, "audit annotation failed"),
+            }
         }
     }
     Ok(())
@@ -157,12 +182,14 @@ struct Judgement<'a> {
 }
 
 impl Judgement<'_> {
-    fn act(&self, a: &mut Attributes, message: &str, reason: Option<&str>) -> Result<(), ApiError> {
+    fn act(&self, a: &mut Attributes, message: &str, reason: Option<&str>, index: usize, audited: &mut Vec<Value>) -> Result<(), ApiError> {
         if self.actions.iter().any(|x| x == "Warn") {
             a.warnings.push(format!("Validation failed for ValidatingAdmissionPolicy '{}' with binding '{}': {message}", self.policy, self.binding));
         }
         if self.actions.iter().any(|x| x == "Audit") {
-            tracing::info!(policy = self.policy, binding = self.binding, %message, "validation failed (audit)");
+            audited.push(json!({
+                "message": message, "policy": self.policy, "binding": self.binding, "expressionIndex": index, "validationActions": self.actions,
+            }));
         }
         if self.actions.iter().any(|x| x == "Deny") {
             return Err(self.deny_error(a, message, reason));
@@ -186,23 +213,6 @@ impl Judgement<'_> {
         }
         e
     }
-}
-
-/// upstream's AdmissionRequest as the `request` variable.
-fn request_of(a: &Attributes) -> Value {
-    let res = &a.resource;
-    json!({
-        "kind": {"group": res.group, "version": res.version, "kind": res.kind},
-        "resource": {"group": res.group, "version": res.version, "resource": res.plural},
-        "subResource": a.subresource,
-        "requestKind": {"group": res.group, "version": res.version, "kind": res.kind},
-        "requestResource": {"group": res.group, "version": res.version, "resource": res.plural},
-        "name": a.name,
-        "namespace": a.namespace(),
-        "operation": a.operation.as_str(),
-        "userInfo": a.user.as_ref().map(crate::authn::review::user_info).unwrap_or(json!({})),
-        "dryRun": a.dry_run,
-    })
 }
 
 fn rule_matches(r: &NamedRuleWithOperations, a: &Attributes) -> bool {

@@ -28,9 +28,11 @@ pub enum Verdict {
     Allowed {
         patch: Option<json_patch::Patch>,
         warnings: Vec<String>,
+        /// The answer's auditAnnotations (key, value).
+        audit_annotations: Vec<(String, String)>,
     },
     /// Denied, as the error the request fails with.
-    Denied(ApiError),
+    Denied { error: ApiError, audit_annotations: Vec<(String, String)> },
 }
 
 /// Where to send a webhook's requests.
@@ -194,8 +196,10 @@ fn verdict(hook: &Webhook, uid: &str, answer: &[u8]) -> Result<Verdict, String> 
         return Err(format!("expected response.uid={uid:?}, got {got:?}"));
     }
     let warnings: Vec<String> = r["warnings"].as_array().map(|w| w.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default();
+    let audit_annotations: Vec<(String, String)> =
+        r["auditAnnotations"].as_object().map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect()).unwrap_or_default();
     if r["allowed"].as_bool() != Some(true) {
-        return Ok(Verdict::Denied(denial(&hook.name, &r["status"])));
+        return Ok(Verdict::Denied { error: denial(&hook.name, &r["status"]), audit_annotations });
     }
     let patch = match r.get("patch").and_then(Value::as_str).filter(|p| !p.is_empty()) {
         None => None,
@@ -207,7 +211,7 @@ fn verdict(hook: &Webhook, uid: &str, answer: &[u8]) -> Result<Verdict, String> 
             Some(serde_json::from_slice::<json_patch::Patch>(&raw).map_err(|e| format!("received invalid webhook response: the patch: {e}"))?)
         }
     };
-    Ok(Verdict::Allowed { patch, warnings })
+    Ok(Verdict::Allowed { patch, warnings, audit_annotations })
 }
 
 /// upstream's ToStatusErr: the webhook's status with its message prefixed, code 400 at least.

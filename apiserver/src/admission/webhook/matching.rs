@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::admissionregistration::v1::{MutatingWebhook, RuleWithOperations, ValidatingWebhook, WebhookClientConfig};
+use k8s_openapi::api::admissionregistration::v1::{MatchCondition, MutatingWebhook, RuleWithOperations, ValidatingWebhook, WebhookClientConfig};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as ApiSelector;
 use serde_json::Value;
 
@@ -25,6 +25,16 @@ pub struct Webhook {
     pub timeout_seconds: u64,
     /// The AdmissionReview version to send (v1 when the webhook takes it).
     pub review_version: &'static str,
+    /// matchConditions: (name, CEL expression), all of which must hold.
+    pub match_conditions: Vec<(String, String)>,
+    /// reinvocationPolicy IfNeeded (mutating webhooks only).
+    pub reinvoke_if_needed: bool,
+    /// The name of the configuration the webhook is in (audit annotations name it).
+    pub configuration: String,
+}
+
+fn conditions(list: Option<Vec<MatchCondition>>) -> Vec<(String, String)> {
+    list.into_iter().flatten().map(|c| (c.name, c.expression)).collect()
 }
 
 fn review_version(versions: &[String]) -> &'static str {
@@ -46,6 +56,9 @@ impl From<ValidatingWebhook> for Webhook {
             object_selector: w.object_selector,
             ignore_failures: w.failure_policy.as_deref() == Some("Ignore"),
             timeout_seconds: w.timeout_seconds.unwrap_or(10).clamp(1, 30) as u64,
+            match_conditions: conditions(w.match_conditions),
+            reinvoke_if_needed: false,
+            configuration: String::new(),
         }
     }
 }
@@ -61,6 +74,9 @@ impl From<MutatingWebhook> for Webhook {
             object_selector: w.object_selector,
             ignore_failures: w.failure_policy.as_deref() == Some("Ignore"),
             timeout_seconds: w.timeout_seconds.unwrap_or(10).clamp(1, 30) as u64,
+            match_conditions: conditions(w.match_conditions),
+            reinvoke_if_needed: w.reinvocation_policy.as_deref() == Some("IfNeeded"),
+            configuration: String::new(),
         }
     }
 }

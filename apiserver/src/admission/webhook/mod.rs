@@ -16,22 +16,33 @@
 //! Webhooks are reached by `clientConfig.url`, or for `clientConfig.service` through the
 //! service's endpoints; TLS is verified against `caBundle` (the cluster CA when empty). The
 //! API's own writes (no user) and writes of the webhook configurations themselves are not sent.
-//! `reinvocationPolicy: IfNeeded` is accepted but webhooks are not called a second time, and
-//! matchConditions (CEL) are not evaluated.
 //!
-//! The files: `matching` (which webhooks a request matches), `call` (the HTTPS call and the
-//! AdmissionReview answer).
+//! matchConditions (CEL over `object`, `oldObject`, `request`) are evaluated after the rules and
+//! selectors: a false one skips the webhook; errors (when none is false) fail the request as
+//! `<resource> "<name>" is forbidden: <errors>` under failurePolicy Fail and skip the webhook under
+//! Ignore. A mutating webhook with `reinvocationPolicy: IfNeeded` whose object a later webhook
+//! changed is called once more: the chain's mutating phase then runs a second time (the in-tree
+//! plugins again, and only the webhooks marked), as upstream's reinvocation. The audit log gets
+//! upstream's annotations: `mutation.webhook.admission.k8s.io/round_R_index_I` for each mutating
+//! call, `patch.webhook.admission.k8s.io/round_R_index_I` (at Request level) for each patch, and a
+//! webhook's own `auditAnnotations` as `<webhook name>/<key>`.
+//!
+//! The files: `matching` (which webhooks a request matches), `conditions` (matchConditions),
+//! `call` (the HTTPS call and the AdmissionReview answer).
 
 pub mod call;
+pub mod conditions;
 pub mod matching;
 
 use std::collections::BTreeMap;
 
 use futures_util::future::BoxFuture;
 use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+use serde_json::{json, Value};
 
 use super::{cached, cached_one, Attributes, Plugin};
 use crate::api::Api;
+use crate::audit::policy::Level as AuditLevel;
 use crate::status::ApiError;
 use matching::Webhook;
 
@@ -70,6 +81,22 @@ impl Plugin for Webhooks {
     }
 }
 
+/// Reinvocation state of one request's mutating phase (upstream's reinvocation context).
+#[derive(Debug, Clone, Default)]
+pub struct Reinvocation {
+    /// The second run of the mutating phase is on.
+    pub(crate) second_round: bool,
+    /// A webhook needs the second round.
+    pub(crate) wanted: bool,
+    /// IfNeeded webhooks called so far (by index), not yet marked.
+    called: Vec<usize>,
+    /// Webhooks to call in the second round.
+    marked: Vec<usize>,
+    /// The object as the last webhook left it (to see whether in-tree plugins changed it in the
+    /// second round).
+    last_output: Option<Value>,
+}
+
 /// The webhooks of every configuration of one kind, configurations in name order.
 fn webhooks(api: &Api, mutating: bool) -> Vec<Webhook> {
     let plural = if mutating { "mutatingwebhookconfigurations" } else { "validatingwebhookconfigurations" };
@@ -77,11 +104,12 @@ fn webhooks(api: &Api, mutating: bool) -> Vec<Webhook> {
         .into_iter()
         .filter_map(|v| {
             let name = crate::meta::name(&v).to_string();
-            let hooks = if mutating {
+            let hooks: Vec<Webhook> = if mutating {
                 serde_json::from_value::<MutatingWebhookConfiguration>(v).ok()?.webhooks.unwrap_or_default().into_iter().map(Webhook::from).collect()
             } else {
                 serde_json::from_value::<ValidatingWebhookConfiguration>(v).ok()?.webhooks.unwrap_or_default().into_iter().map(Webhook::from).collect()
             };
+            let hooks = hooks.into_iter().map(|h| Webhook { configuration: name.clone(), ..h }).collect();
             Some((name, hooks))
         })
         .collect();
@@ -97,26 +125,81 @@ async fn run(api: &Api, a: &mut Attributes, mutating: bool) -> Result<(), ApiErr
     if hooks.is_empty() {
         return Ok(());
     }
+    let round = u8::from(mutating && a.reinvocation.second_round);
+    if round == 1 && a.reinvocation.last_output.as_ref() != a.object.as_ref() {
+        // the in-tree plugins changed the object in their second run: every IfNeeded webhook
+        // called so far is due again
+        let called = std::mem::take(&mut a.reinvocation.called);
+        a.reinvocation.marked.extend(called);
+    }
     let namespace_labels = namespace_labels(api, a);
-    for hook in &hooks {
+    for (index, hook) in hooks.iter().enumerate() {
+        if round == 1 && !a.reinvocation.marked.contains(&index) {
+            continue;
+        }
         // matched against the object as the webhooks before it left it
         if !hook.matches(a, namespace_labels.as_ref()) {
             continue;
         }
-        match call::call(api, hook, a).await {
-            Ok(call::Verdict::Allowed { patch, warnings }) => {
+        match conditions::evaluate(hook, a) {
+            conditions::Outcome::Match => {}
+            conditions::Outcome::NoMatch => continue,
+            conditions::Outcome::Failed(_) if hook.ignore_failures => continue,
+            conditions::Outcome::Failed(why) => {
+                tracing::warn!(webhook = %hook.name, %why, "matchConditions failed to evaluate; failing closed");
+                return Err(a.forbidden(&why));
+            }
+        }
+        let verdict = call::call(api, hook, a).await;
+        if let Ok(call::Verdict::Allowed { audit_annotations, .. } | call::Verdict::Denied { audit_annotations, .. }) = &verdict {
+            for (k, v) in audit_annotations {
+                crate::audit::annotations::add(AuditLevel::Metadata, format!("{}/{k}", hook.name), v.clone());
+            }
+        }
+        match verdict {
+            Ok(call::Verdict::Allowed { patch, warnings, .. }) => {
                 a.warnings.extend(warnings);
+                if !mutating {
+                    continue;
+                }
+                let mut mutated = false;
                 if let Some(ops) = patch {
-                    if !mutating {
-                        continue;
-                    }
                     let obj = a.object.as_mut().ok_or_else(|| ApiError::internal(format!("webhook {:?} patched a request without an object", hook.name)))?;
+                    let before = obj.clone();
                     json_patch::patch(obj, &ops).map_err(|e| {
                         ApiError::internal(format!("failed calling webhook {}: the JSONPatch does not apply: {e}", berth_names::go_quote(&hook.name)))
                     })?;
+                    mutated = *obj != before;
+                    if mutated {
+                        let note = json!({"configuration": hook.configuration, "webhook": hook.name, "patch": ops, "patchType": "JSONPatch"});
+                        crate::audit::annotations::add(
+                            AuditLevel::Request,
+                            format!("patch.webhook.admission.k8s.io/round_{round}_index_{index}"),
+                            note.to_string(),
+                        );
+                    }
                 }
+                let note = json!({"configuration": hook.configuration, "webhook": hook.name, "mutated": mutated});
+                crate::audit::annotations::add(
+                    AuditLevel::Metadata,
+                    format!("mutation.webhook.admission.k8s.io/round_{round}_index_{index}"),
+                    note.to_string(),
+                );
+                let r = &mut a.reinvocation;
+                if mutated && round == 0 {
+                    // an object changed after IfNeeded webhooks saw it: they are called again
+                    let called = std::mem::take(&mut r.called);
+                    if !called.is_empty() {
+                        r.marked.extend(called);
+                        r.wanted = true;
+                    }
+                }
+                if hook.reinvoke_if_needed && round == 0 {
+                    r.called.push(index);
+                }
+                r.last_output = a.object.clone();
             }
-            Ok(call::Verdict::Denied(e)) => return Err(e),
+            Ok(call::Verdict::Denied { error, .. }) => return Err(error),
             Err(why) if hook.ignore_failures => {
                 tracing::warn!(webhook = %hook.name, %why, "webhook failed; ignored (failurePolicy Ignore)");
             }
