@@ -686,3 +686,110 @@ fn pods_of_a_deleted_node_are_garbage_collected() {
     assert_eq!(left.trim(), "pod/done-2", "the older finished pod is collected beyond the threshold");
     drop(nodes);
 }
+
+/// The daemon pods of `app` by node: (node, image, name, ready), pods being deleted left out.
+fn daemon_pods(api: &berth_integration::apiserver::ApiServer, app: &str) -> Vec<(String, String, String, bool)> {
+    let v: Value = serde_json::from_str(&api.ok("1.33", &["get", "pods", "-l", &format!("app={app}"), "-o", "json"])).unwrap_or_default();
+    let mut out: Vec<(String, String, String, bool)> = items(&v)
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            let ready = p["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+            (
+                p["spec"]["nodeName"].as_str().unwrap_or("-").to_string(),
+                p["spec"]["containers"][0]["image"].as_str().unwrap_or("").to_string(),
+                p["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                ready,
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Waits until the daemon pods of `app` (all bound) satisfy `check`; gives them back.
+fn daemon_pods_when(
+    api: &berth_integration::apiserver::ApiServer,
+    app: &str,
+    what: &str,
+    check: impl Fn(&[(String, String, String, bool)]) -> bool,
+) -> Vec<(String, String, String, bool)> {
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let pods = daemon_pods(api, app);
+        if pods.iter().all(|p| p.0 != "-") && check(&pods) {
+            return pods;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: daemon pods {pods:?}\n{}", berth_integration::tail(&api.log(), 30));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the daemon pods of `app`, as sorted (node, image), are `want`.
+fn daemon_pods_until(api: &berth_integration::apiserver::ApiServer, app: &str, want: &[(&str, &str)]) -> Vec<(String, String, String, bool)> {
+    daemon_pods_when(api, app, &format!("{want:?}"), |pods| pods.iter().map(|p| (p.0.as_str(), p.1.as_str())).collect::<Vec<_>>() == want)
+}
+
+/// Marks a pod Running and Ready, as the kubelet of a fake node would.
+fn mark_ready(api: &berth_integration::apiserver::ApiServer, pod: &str) {
+    let now = api.ok("1.33", &["get", "pod", pod, "-o", "jsonpath={.metadata.creationTimestamp}"]);
+    let status = serde_json::json!({"status": {"phase": "Running", "conditions": [
+        {"type": "Ready", "status": "True", "lastTransitionTime": now},
+        {"type": "ContainersReady", "status": "True", "lastTransitionTime": now}]}});
+    api.ok("1.33", &["patch", "pod", pod, "--subresource=status", "--type=merge", "-p", &status.to_string()]);
+}
+
+#[test]
+fn daemonset_updates_surge_beside_the_old_pod_and_on_delete_waits_for_deletions() {
+    use berth_integration::apiserver::ApiServer;
+    use berth_integration::fake_node::{FakeNode, FakeNodes};
+    let api = ApiServer::start_with("daemonset-updates", vec!["--controllers=*".into()]);
+    let nodes = FakeNodes::start(&api);
+    nodes.add(&FakeNode::new("dsu-a", "4", "8Gi"));
+    nodes.add(&FakeNode::new("dsu-b", "4", "8Gi"));
+    let ds = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: surge\nspec:\n  selector:\n    matchLabels: {app: surge}\n  updateStrategy:\n    type: RollingUpdate\n    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}\n  template:\n    metadata:\n      labels: {app: surge}\n    spec:\n      containers:\n      - name: c\n        image: busybox:1\n";
+    api.ok_in("1.33", &["apply", "-f", "-"], Some(ds));
+    for p in daemon_pods_until(&api, "surge", &[("dsu-a", "busybox:1"), ("dsu-b", "busybox:1")]) {
+        mark_ready(&api, &p.2);
+    }
+    // maxSurge 1, maxUnavailable 0: the new pod starts beside the old one on one node, the old
+    // one goes only once the new one is available, then the next node
+    api.ok("1.33", &["set", "image", "ds/surge", "c=busybox:2"]);
+    let mut updated: Vec<String> = vec![];
+    for round in 0..2 {
+        // one node not yet updated runs old and new side by side; no other pod is new
+        let pods = daemon_pods_when(&api, "surge", &format!("surge round {round}"), |pods| {
+            let fresh: Vec<_> = pods.iter().filter(|p| p.1 == "busybox:2" && !updated.contains(&p.0)).collect();
+            fresh.len() == 1 && pods.iter().filter(|p| p.0 == fresh[0].0).count() == 2
+        });
+        let new = pods.iter().find(|p| p.1 == "busybox:2" && !updated.contains(&p.0)).expect("the surge pod").clone();
+        assert_eq!(pods.len(), 3, "one surge pod at a time, the old ones kept: {pods:?}");
+        assert!(pods.iter().filter(|p| p.1 == "busybox:1").count() == 2 - round, "{pods:?}");
+        mark_ready(&api, &new.2);
+        updated.push(new.0.clone());
+        // the old pod of that node goes once the new one is available
+        daemon_pods_when(&api, "surge", "old pod removed", |pods| pods.iter().filter(|p| p.0 == new.0).count() == 1);
+    }
+    daemon_pods_until(&api, "surge", &[("dsu-a", "busybox:2"), ("dsu-b", "busybox:2")]);
+
+    // OnDelete: a new template replaces nothing until a pod is deleted
+    api.ok("1.33", &["patch", "ds", "surge", "--type=merge", "-p", r#"{"spec":{"updateStrategy":{"type":"OnDelete","rollingUpdate":null}}}"#]);
+    api.ok("1.33", &["set", "image", "ds/surge", "c=busybox:3"]);
+    let generation = api.ok("1.33", &["get", "ds", "surge", "-o", "jsonpath={.metadata.generation}"]);
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        let s: Value = serde_json::from_str(&api.ok("1.33", &["get", "ds", "surge", "-o", "json"])).unwrap_or_default();
+        let status = &s["status"];
+        if status["observedGeneration"].as_i64().map(|g| g.to_string()) == Some(generation.clone()) {
+            assert_eq!(status["updatedNumberScheduled"].as_i64().unwrap_or(0), 0, "{status:#}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "generation {generation} not observed: {status:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(daemon_pods(&api, "surge").iter().map(|p| p.1.as_str()).collect::<Vec<_>>(), ["busybox:2", "busybox:2"]);
+    let victim = daemon_pods(&api, "surge").into_iter().find(|p| p.0 == "dsu-a").expect("pod on dsu-a");
+    api.ok("1.33", &["delete", "pod", &victim.2, "--wait=false"]);
+    daemon_pods_until(&api, "surge", &[("dsu-a", "busybox:3"), ("dsu-b", "busybox:2")]);
+    drop(nodes);
+}
