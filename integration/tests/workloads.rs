@@ -457,6 +457,76 @@ async fn jobs_complete_fail_index_suspend_and_expire_as_upstream() {
     });
 }
 
+#[tokio::test]
+async fn jobs_limit_retries_per_index_succeed_by_policy_and_replace_only_failed_pods() {
+    let d = Daemon::start_server("", &[]).await;
+    d.kubectl_until(&["get", "node", "berth-it"], Duration::from_secs(60), "node Ready", |n| condition(n, "Ready")["status"] == "True");
+    let jobs = [
+        // index 1 always fails: one retry (after the 10 s back-off), then it is a failed index and
+        // the others still run to completion
+        job(
+            "per-index",
+            "  completions: 3\n  parallelism: 3\n  completionMode: Indexed\n  backoffLimitPerIndex: 1\n",
+            "[ $JOB_COMPLETION_INDEX = 1 ] && exit 1; echo ok",
+        ),
+        // done when index 0 succeeded; the others are stopped
+        job(
+            "policy-success",
+            "  completions: 3\n  parallelism: 3\n  completionMode: Indexed\n  successPolicy:\n    rules:\n    - succeededIndexes: \"0\"\n",
+            "[ $JOB_COMPLETION_INDEX = 0 ] && exit 0; sleep 60",
+        ),
+        // a deleted pod is replaced only once it has failed, not while it terminates
+        job("replace-failed", "  backoffLimit: 3\n  podReplacementPolicy: Failed\n", "trap 'sleep 3; exit 1' TERM; sleep 60 & wait"),
+    ];
+    let jobs: Vec<String> = jobs.iter().map(|j| j.replace("terminationGracePeriodSeconds: 1", "terminationGracePeriodSeconds: 20")).collect();
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&jobs.join("---\n")));
+
+    // podReplacementPolicy Failed: while the deleted pod terminates, it counts as terminating and
+    // nothing replaces it
+    let first = d.kubectl_until(&["get", "pods", "-l", "batch.kubernetes.io/job-name=replace-failed"], LIMIT, "replace-failed running", |v| {
+        v["items"].as_array().is_some_and(|l| l.len() == 1 && l[0]["status"]["phase"] == "Running")
+    });
+    let first_name = first["items"][0]["metadata"]["name"].as_str().unwrap_or("").to_string();
+    d.kubectl_ok(&["delete", "pod", &first_name, "--wait=false"]);
+    let j = d.kubectl_until(&["get", "job", "replace-failed"], LIMIT, "terminating counted", |j| j["status"]["terminating"] == 1);
+    assert!(j["status"]["active"].as_i64().unwrap_or(0) == 0, "{j:#}");
+    let pods = items(&d.kubectl_json(&["get", "pods", "-l", "batch.kubernetes.io/job-name=replace-failed"]));
+    let still = pods.iter().find(|p| p["metadata"]["name"] == first_name.as_str()).cloned().unwrap_or_default();
+    if still["status"]["phase"] == "Running" {
+        // (the deleted pod still runs its trap: no second pod yet)
+        assert_eq!(pods.len(), 1, "replaced while terminating: {pods:#?}");
+    }
+    let replaced = d.kubectl_until(&["get", "pods", "-l", "batch.kubernetes.io/job-name=replace-failed"], LIMIT, "a replacement", |v| {
+        v["items"].as_array().is_some_and(|l| l.iter().any(|p| p["metadata"]["name"] != first_name.as_str() && p["metadata"]["deletionTimestamp"].is_null()))
+    });
+    let gone_first = items(&replaced).iter().all(|p| p["metadata"]["name"] != first_name.as_str() || p["status"]["phase"] == "Failed");
+    assert!(gone_first, "the replacement came before the deleted pod failed: {replaced:#}");
+    let j = d.kubectl_json(&["get", "job", "replace-failed"]);
+    assert_eq!(j["status"]["failed"], 1, "{j:#}");
+    d.kubectl_ok(&["delete", "job", "replace-failed", "--wait=false"]);
+
+    // successPolicy: SuccessCriteriaMet at index 0, the rest stopped, then Complete
+    let done = job_condition(&d, "policy-success", "Complete");
+    assert_eq!(condition(&done, "Complete")["reason"], "SuccessPolicy", "{done:#}");
+    assert_eq!(condition(&done, "SuccessCriteriaMet")["reason"], "SuccessPolicy");
+    assert_eq!(condition(&done, "SuccessCriteriaMet")["message"], "Matched rules at index 0");
+    assert_eq!(done["status"]["completedIndexes"], "0");
+    assert!(done["status"]["active"].as_i64().unwrap_or(0) == 0, "{done:#}");
+    let left = items(&d.kubectl_json(&["get", "pods", "-l", "batch.kubernetes.io/job-name=policy-success"]));
+    assert!(left.iter().all(|p| p["status"]["phase"] != "Running" || !p["metadata"]["deletionTimestamp"].is_null()), "{left:#?}");
+
+    // backoffLimitPerIndex: index 1 failed twice, the Job failed with its failed index
+    let failed = job_condition(&d, "per-index", "Failed");
+    assert_eq!(condition(&failed, "Failed")["reason"], "FailedIndexes", "{failed:#}");
+    assert_eq!(condition(&failed, "Failed")["message"], "Job has failed indexes");
+    assert_eq!(failed["status"]["failedIndexes"], "1");
+    assert_eq!(failed["status"]["completedIndexes"], "0,2");
+    assert_eq!(failed["status"]["failed"], 2);
+    assert_eq!(failed["status"]["succeeded"], 2);
+    let index1 = items(&d.kubectl_json(&["get", "pods", "-l", "batch.kubernetes.io/job-name=per-index,batch.kubernetes.io/job-completion-index=1"]));
+    assert_eq!(index1.len(), 2, "{index1:#?}");
+}
+
 fn cronjob(name: &str, policy: &str, command: &str) -> String {
     format!(
         "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: {name}\nspec:\n  schedule: \"* * * * *\"\n  concurrencyPolicy: {policy}\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          terminationGracePeriodSeconds: 1\n          containers:\n          - name: main\n            image: {image}\n            command: [\"sh\", \"-c\", {command:?}]\n",
