@@ -557,8 +557,24 @@ fn jobs_of(d: &Daemon, cronjob: &str) -> Vec<String> {
 async fn cronjobs_run_every_minute_with_forbid_and_replace() {
     let d = Daemon::start_server("", &[]).await;
     d.kubectl_until(&["get", "node", "berth-it"], Duration::from_secs(60), "node Ready", |n| condition(n, "Ready")["status"] == "True");
-    let all = [cronjob("hello", "Allow", "echo hello"), cronjob("forbid", "Forbid", "sleep 300"), cronjob("replace", "Replace", "sleep 300")];
+    // a CronJob in India's time zone (UTC+05:30, no daylight saving) due two minute boundaries
+    // from now: read as UTC the schedule would be half an hour off
+    let start = jiff::Timestamp::now().as_second();
+    let due = (start / 60) * 60 + 120;
+    let local = due + 5 * 3600 + 30 * 60;
+    let zoned = cronjob("zoned", "Allow", "echo zoned")
+        .replace("schedule: \"* * * * *\"", &format!("schedule: \"{} {} * * *\"\n  timeZone: Asia/Kolkata", (local / 60) % 60, (local / 3600) % 24));
+    let all = [cronjob("hello", "Allow", "echo hello"), cronjob("forbid", "Forbid", "sleep 300"), cronjob("replace", "Replace", "sleep 300"), zoned];
     d.kubectl_ok_in(&["apply", "-f", "-"], Some(&all.join("---\n")));
+    // an unknown zone, or a zone inside the schedule, is refused
+    let bad = cronjob("bad-zone", "Allow", "true").replace("schedule: \"* * * * *\"", "schedule: \"* * * * *\"\n  timeZone: Mars/Phobos");
+    let out = d.kubectl_version("1.33", &["apply", "-f", "-"], Some(&bad));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(r#"spec.timeZone: Invalid value: "Mars/Phobos": unknown time zone Mars/Phobos"#), "{err}");
+    let bad = cronjob("bad-schedule", "Allow", "true").replace("schedule: \"* * * * *\"", "schedule: \"CRON_TZ=UTC 0 0 * * *\"");
+    let out = d.kubectl_version("1.33", &["apply", "-f", "-"], Some(&bad));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot use TZ or CRON_TZ in schedule, use timeZone field instead"), "{err}");
 
     // the first minute: one Job each, named by the scheduled minute
     let cj = d.kubectl_until(&["get", "cronjob", "hello"], Duration::from_secs(90), "hello scheduled", |c| c["status"]["lastScheduleTime"].is_string());
@@ -589,6 +605,15 @@ async fn cronjobs_run_every_minute_with_forbid_and_replace() {
     assert!(events_of(&d, "CronJob", "replace").contains(&("SuccessfulDelete".to_string(), format!("Deleted job {}", replace_first[0]))));
     let row = d.kubectl_ok(&["get", "cronjob", "forbid", "--no-headers"]);
     assert!(row.split_whitespace().take(4).eq(["forbid", "*", "*", "*"]), "{row}");
+
+    // the zoned CronJob ran at its local time, and says so in its zone
+    let name = format!("zoned-{}", due / 60);
+    let job = job_condition(&d, &name, "Complete");
+    let stamp = job["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"].as_str().unwrap_or("").to_string();
+    assert!(stamp.ends_with("+05:30"), "{stamp}");
+    assert_eq!(stamp.parse::<jiff::Timestamp>().map(|t| t.as_second()).ok(), Some(due), "{stamp}");
+    let row = d.kubectl_ok(&["get", "cronjob", "zoned", "-o", "wide", "--no-headers"]);
+    assert!(row.contains("Asia/Kolkata"), "{row}");
 }
 
 #[test]
