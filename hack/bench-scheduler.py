@@ -1,12 +1,19 @@
 #!/usr/bin/env python3
-"""Load generator for the scheduler in `berth server`, through the HTTPS API: registers fake
-nodes (with a heartbeat thread patching their Ready condition, each node every 10 s), creates
-pods in bulk and follows a pod watch until all are bound. Prints one table row: nodes, pods,
-pods/s, p50 and p99 creation-to-binding latency in ms, server RSS in MiB. With --no-wait it only
-creates the objects and prints the RSS (the baseline without a scheduler). Standard library only;
-hack/bench-scheduler.sh starts the servers.
+"""Load generator for the scheduler in `berth server`, through the HTTPS API, in two phases
+against two server runs on one data dir (hack/bench-scheduler.sh starts them):
 
-usage: bench-scheduler.py DATA_DIR SERVER_URL PID --nodes N [--pods N] [--workers N] [--no-wait]
+--phase create (a server started with --disable-scheduler): registers fake nodes (a heartbeat
+thread patches their Ready condition, each node every 10 s), takes the scheduler's Lease
+(kube-system/kube-scheduler) for a holder of its own, creates the pods in bulk and prints the
+server's RSS (the baseline without a scheduler).
+
+--phase schedule (the same data, a server with its scheduler, which waits for the Lease): opens a
+pod watch, releases the Lease and follows the watch until every pod is bound. Prints one table
+row: nodes, pods, pods/s (first to last binding, as scheduler_perf's throughput counts pods
+already created), seconds from the Lease's release to the last binding, server RSS in MiB.
+
+Standard library only.
+usage: bench-scheduler.py DATA_DIR SERVER_URL PID --nodes N --phase create|schedule [--pods N] [--workers N]
 """
 import argparse
 import http.client
@@ -132,6 +139,25 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else float("nan")
 
 
+LEASE = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-scheduler"
+
+
+def hold_lease(c):
+    """The scheduler's Lease held by someone else for an hour: the next scheduler waits."""
+    t = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())
+    body = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "kube-scheduler", "namespace": "kube-system"},
+        "spec": {"holderIdentity": "bench-blocker", "leaseDurationSeconds": 3600, "acquireTime": t, "renewTime": t, "leaseTransitions": 0},
+    }
+    try:
+        c.call("DELETE", LEASE)
+    except RuntimeError:
+        pass
+    c.call("POST", "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases", body)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("data")
@@ -140,22 +166,25 @@ def main():
     p.add_argument("--nodes", type=int, required=True)
     p.add_argument("--pods", type=int, default=10000)
     p.add_argument("--workers", type=int, default=8)
-    p.add_argument("--no-wait", action="store_true")
+    p.add_argument("--phase", choices=["create", "schedule"], required=True)
     args = p.parse_args()
 
-    register_nodes(args)
     stop = threading.Event()
-    hb = threading.Thread(target=heartbeats, args=(args, stop), daemon=True)
-    hb.start()
+    if args.phase == "create":
+        register_nodes(args)
+        threading.Thread(target=heartbeats, args=(args, stop), daemon=True).start()
+        hold_lease(Client(args.data, args.url))
+        parallel(args, range(args.pods), lambda c, i: c.call("POST", f"/api/v1/namespaces/{NS}/pods", pod(i)))
+        time.sleep(5)
+        print(f"{rss_mib(args.pid):.0f}")
+        stop.set()
+        return
 
-    created, bound = {}, {}
+    threading.Thread(target=heartbeats, args=(args, stop), daemon=True).start()
+    bound = {}
     done = threading.Event()
-    lock = threading.Lock()
 
-    def follow():
-        c = Client(args.data, args.url)
-        c.conn.request("GET", f"/api/v1/namespaces/{NS}/pods?watch=1&timeoutSeconds=3600", headers={"Accept": "application/json"})
-        r = c.conn.getresponse()
+    def follow(c, r):
         while not done.is_set():
             line = r.readline()
             if not line:
@@ -164,35 +193,25 @@ def main():
             o = ev.get("object", {})
             name = o.get("metadata", {}).get("name", "")
             if o.get("spec", {}).get("nodeName") and name not in bound:
-                with lock:
-                    bound[name] = time.perf_counter()
-                    if len(bound) >= args.pods:
-                        done.set()
+                bound[name] = time.perf_counter()
+                if len(bound) >= args.pods:
+                    done.set()
 
-    if not args.no_wait:
-        threading.Thread(target=follow, daemon=True).start()
-        time.sleep(0.5)  # the watch is open before the first create
-
-    def create(c, i):
-        t = time.perf_counter()
-        c.call("POST", f"/api/v1/namespaces/{NS}/pods", pod(i))
-        with lock:
-            created[f"bench-{i:05d}"] = t
-
-    start = time.perf_counter()
-    parallel(args, range(args.pods), create)
-    if args.no_wait:
-        time.sleep(5)
-        print(f"{rss_mib(args.pid):.0f}")
-        stop.set()
-        return
+    c = Client(args.data, args.url)
+    c.conn.request("GET", f"/api/v1/namespaces/{NS}/pods?watch=1&timeoutSeconds=3600", headers={"Accept": "application/json"})
+    r = c.conn.getresponse()
+    threading.Thread(target=follow, args=(c, r), daemon=True).start()
+    time.sleep(2)  # the watch's initial events (every pod, unbound) are read
+    if bound:
+        raise SystemExit(f"{len(bound)} pods were bound before the Lease was released")
+    released = time.perf_counter()
+    Client(args.data, args.url).call("DELETE", LEASE)
     if not done.wait(timeout=3600):
         raise SystemExit(f"only {len(bound)} of {args.pods} pods bound")
-    end = max(bound.values())
-    lat = [(bound[n] - created[n]) * 1000 for n in created if n in bound]
+    first, last = min(bound.values()), max(bound.values())
     rss = rss_mib(args.pid)
     stop.set()
-    print(f"{args.nodes:<8} {args.pods:<8} {args.pods / (end - start):<12.0f} {pct(lat, 50):<12.1f} {pct(lat, 99):<12.1f} {rss:<14.0f}", end="")
+    print(f"{args.nodes:<8} {args.pods:<8} {(args.pods - 1) / max(last - first, 1e-9):<10.0f} {last - released:<12.2f} {rss:<10.0f}", end="")
 
 
 if __name__ == "__main__":

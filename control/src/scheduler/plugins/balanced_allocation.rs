@@ -5,8 +5,8 @@ use k8s_openapi::api::core::v1::Pod;
 
 use super::node_resources_fit::default_scored_resources;
 use crate::scheduler::cache::{NodeInfo, Snapshot};
-use crate::scheduler::framework::{ScorePlugin, MAX_NODE_SCORE};
-use crate::scheduler::resources::pod_requests;
+use crate::scheduler::framework::{CycleState, ScorePlugin, MAX_NODE_SCORE};
+use crate::scheduler::resources::{pod_requests, Resources};
 
 pub const NAME: &str = "NodeResourcesBalancedAllocation";
 
@@ -26,7 +26,24 @@ impl ScorePlugin for BalancedAllocation {
     }
 
     fn score(&self, pod: &Pod, node: &NodeInfo, _: &Snapshot) -> i64 {
-        let req = pod_requests(pod, false);
+        self.score_requests(&pod_requests(pod, false), node)
+    }
+
+    /// The pod's requests, added up once per cycle rather than once per node.
+    fn pre_score(&self, pod: &Pod, _: &Snapshot) -> CycleState {
+        Some(Box::new(pod_requests(pod, false)))
+    }
+
+    fn score_with(&self, pod: &Pod, node: &NodeInfo, snapshot: &Snapshot, state: &CycleState) -> i64 {
+        match state.as_ref().and_then(|s| s.downcast_ref::<Resources>()) {
+            Some(req) => self.score_requests(req, node),
+            None => self.score(pod, node, snapshot),
+        }
+    }
+}
+
+impl BalancedAllocation {
+    fn score_requests(&self, req: &Resources, node: &NodeInfo) -> i64 {
         let fractions: Vec<f64> = self
             .resources
             .iter()

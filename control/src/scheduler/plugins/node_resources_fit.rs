@@ -6,7 +6,7 @@
 use k8s_openapi::api::core::v1::Pod;
 
 use crate::scheduler::cache::{NodeInfo, Snapshot};
-use crate::scheduler::framework::{FilterPlugin, Rejection, ScorePlugin, MAX_NODE_SCORE};
+use crate::scheduler::framework::{CycleState, FilterPlugin, Rejection, ScorePlugin, MAX_NODE_SCORE};
 use crate::scheduler::resources::{pod_requests, Resources};
 
 pub const NAME: &str = "NodeResourcesFit";
@@ -47,30 +47,46 @@ impl FilterPlugin for NodeResourcesFit {
     }
 
     fn filter(&self, pod: &Pod, node: &NodeInfo) -> Result<(), Rejection> {
-        let mut reasons = vec![];
-        let mut unresolvable = false;
-        if node.pods.len() as i64 + 1 > node.allowed_pods {
-            reasons.push("Too many pods".to_string());
+        fits(&pod_requests(pod, false), node)
+    }
+
+    /// The pod's requests, added up once per cycle rather than once per node.
+    fn pre_filter(&self, pod: &Pod, _: &Snapshot) -> CycleState {
+        Some(Box::new(pod_requests(pod, false)))
+    }
+
+    fn filter_with(&self, pod: &Pod, node: &NodeInfo, state: &CycleState) -> Result<(), Rejection> {
+        match state.as_ref().and_then(|s| s.downcast_ref::<Resources>()) {
+            Some(req) => fits(req, node),
+            None => self.filter(pod, node),
         }
-        let req = pod_requests(pod, false);
-        let mut check = |name: &str, want: i64| {
-            let free = node.allocatable.get(name) - node.requested.get(name);
-            if want > 0 && want > free {
-                reasons.push(format!("Insufficient {name}"));
-                unresolvable |= want > node.allocatable.get(name);
-            }
-        };
-        check("cpu", req.milli_cpu);
-        check("memory", req.memory);
-        check("ephemeral-storage", req.ephemeral_storage);
-        for (name, want) in &req.scalar {
-            check(name, *want);
+    }
+}
+
+/// Whether requests `req` fit what the node has left (upstream's reasons when not).
+fn fits(req: &Resources, node: &NodeInfo) -> Result<(), Rejection> {
+    let mut reasons = vec![];
+    let mut unresolvable = false;
+    if node.pods.len() as i64 + 1 > node.allowed_pods {
+        reasons.push("Too many pods".to_string());
+    }
+    let mut check = |name: &str, want: i64| {
+        let free = node.allocatable.get(name) - node.requested.get(name);
+        if want > 0 && want > free {
+            reasons.push(format!("Insufficient {name}"));
+            unresolvable |= want > node.allocatable.get(name);
         }
-        if reasons.is_empty() {
-            Ok(())
-        } else {
-            Err(Rejection { reasons, resolvable: !unresolvable })
-        }
+    };
+    check("cpu", req.milli_cpu);
+    check("memory", req.memory);
+    check("ephemeral-storage", req.ephemeral_storage);
+    for (name, want) in &req.scalar {
+        check(name, *want);
+    }
+    if reasons.is_empty() {
+        Ok(())
+    } else {
+        Err(Rejection { reasons, resolvable: !unresolvable })
     }
 }
 
@@ -100,10 +116,27 @@ impl ScorePlugin for NodeResourcesFit {
     }
 
     fn score(&self, pod: &Pod, node: &NodeInfo, _: &Snapshot) -> i64 {
-        let pod_req = pod_requests(pod, true);
+        self.score_requests(&pod_requests(pod, true), node)
+    }
+
+    fn pre_score(&self, pod: &Pod, _: &Snapshot) -> CycleState {
+        Some(Box::new(pod_requests(pod, true)))
+    }
+
+    fn score_with(&self, pod: &Pod, node: &NodeInfo, snapshot: &Snapshot, state: &CycleState) -> i64 {
+        match state.as_ref().and_then(|s| s.downcast_ref::<Resources>()) {
+            Some(req) => self.score_requests(req, node),
+            None => self.score(pod, node, snapshot),
+        }
+    }
+}
+
+impl NodeResourcesFit {
+    /// The node's score for a pod requesting `pod_req` (non-zero requests, as upstream scores).
+    fn score_requests(&self, pod_req: &Resources, node: &NodeInfo) -> i64 {
         let (mut total, mut weights) = (0i64, 0i64);
         for (name, weight) in &self.resources {
-            let (requested, alloc) = requested_and_allocatable(node, &pod_req, name, &node.non_zero_requested);
+            let (requested, alloc) = requested_and_allocatable(node, pod_req, name, &node.non_zero_requested);
             if alloc == 0 {
                 continue;
             }
