@@ -11,6 +11,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::Value;
 
+use super::library;
+use super::library::authz::Scope;
+
 /// Programs kept at most (the cache is emptied when full).
 const KEEP: usize = 2048;
 
@@ -37,53 +40,87 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The variables of one evaluation.
-#[derive(Default)]
-pub struct Bindings {
-    vars: Vec<(&'static str, Value)>,
-    /// The policy's `variables`, by name, in order.
-    named: serde_json::Map<String, Value>,
+/// The variables of one request's evaluations: a child of the library's root context (the
+/// standard functions and Kubernetes' libraries, registered once), holding the variables
+/// converted once for all the expressions evaluated against them.
+pub struct Bindings<'a> {
+    ctx: cel::Context<'a>,
+    /// The policy's `variables`, by name.
+    named: HashMap<cel::objects::Key, cel::Value>,
 }
 
-impl Bindings {
-    pub fn set(&mut self, name: &'static str, value: Value) {
-        self.vars.push((name, value));
+impl Default for Bindings<'static> {
+    fn default() -> Self {
+        Bindings::new(None)
     }
+}
 
-    /// Adds a policy variable (visible to later expressions as `variables.<name>`).
-    pub fn set_variable(&mut self, name: &str, value: Value) {
-        self.named.insert(name.to_string(), value);
-    }
-
-    fn context(&self) -> Result<cel::Context<'_>, String> {
-        let mut ctx = cel::Context::default();
-        for (k, v) in &self.vars {
-            ctx.add_variable_from_value(*k, to_cel(v));
+impl<'a> Bindings<'a> {
+    /// Bindings with the `authorizer` variable of `authorizer`'s request, or without one.
+    pub fn new(authorizer: Option<&'a Scope<'a>>) -> Self {
+        let mut ctx: cel::Context<'a> = library::root().new_inner_scope();
+        if let Some(scope) = authorizer {
+            ctx.set_variable_resolver(scope);
+            ctx.add_variable_as_val("authorizer", scope.variable());
         }
-        ctx.add_variable_from_value("variables", to_cel(&Value::Object(self.named.clone())));
-        Ok(ctx)
+        let mut b = Bindings { ctx, named: HashMap::new() };
+        b.publish_variables();
+        b
     }
 
-    /// Evaluates `expression` to a value.
-    pub fn eval(&self, expression: &str) -> Result<Value, String> {
+    /// Binds `name` to a JSON value (an object, the request, params).
+    pub fn set(&mut self, name: &'static str, value: Value) {
+        self.ctx.add_variable_from_value(name, to_cel(&value));
+    }
+
+    /// Adds a policy variable (visible to later expressions as `variables.<name>`), keeping its
+    /// CEL type (a Quantity stays one).
+    pub fn set_variable(&mut self, name: &str, value: cel::Value) {
+        self.named.insert(cel::objects::Key::String(Arc::new(name.to_string())), value);
+        self.publish_variables();
+    }
+
+    fn publish_variables(&mut self) {
+        let map = cel::objects::Map { map: Arc::new(self.named.clone()) };
+        self.ctx.add_variable_from_value("variables", cel::Value::Map(map));
+    }
+
+    /// Evaluates `expression` to a CEL value, or upstream's words for why it failed.
+    pub fn eval_value(&self, expression: &str) -> Result<cel::Value, String> {
         let program = compile(expression)?;
-        let ctx = self.context()?;
-        let v = program.execute(&ctx).map_err(|e| e.to_string())?;
-        v.json().map_err(|e| e.to_string())
+        program.execute(&self.ctx).map_err(|e| describe(&e))
+    }
+
+    /// Evaluates `expression` to a JSON value.
+    pub fn eval(&self, expression: &str) -> Result<Value, String> {
+        self.eval_value(expression)?.json().map_err(|e| e.to_string())
     }
 
     /// Evaluates `expression`, which must give a bool.
     pub fn eval_bool(&self, expression: &str) -> Result<bool, String> {
-        match self.eval(expression)? {
-            Value::Bool(b) => Ok(b),
-            other => Err(format!("expected a bool, got {other}")),
+        match self.eval_value(expression)? {
+            cel::Value::Bool(b) => Ok(b),
+            other => Err(format!("expected a bool, got {}", other.json().map(|j| j.to_string()).unwrap_or_else(|_| format!("{other:?}")))),
         }
+    }
+}
+
+/// An evaluation error in cel-go's words where they differ (`no such key: x`, `no such
+/// overload`), a library function's error as its bare message (cel-go's errors name no function).
+fn describe(e: &cel::ExecutionError) -> String {
+    use cel::ExecutionError as E;
+    match e {
+        E::FunctionError { message, .. } => one_line(message),
+        E::NoSuchKey(k) => format!("no such key: {k}"),
+        E::NoSuchOverload => "no such overload".into(),
+        E::UndeclaredReference(r) => format!("undeclared reference to '{r}'"),
+        other => one_line(&other.to_string()),
     }
 }
 
 /// A JSON value as CEL sees a Kubernetes object: integers are `int` (as upstream's schema-typed
 /// values are), only those beyond i64 `uint`.
-fn to_cel(v: &Value) -> cel::Value {
+pub fn to_cel(v: &Value) -> cel::Value {
     match v {
         Value::Null => cel::Value::Null,
         Value::Bool(b) => cel::Value::Bool(*b),
@@ -111,14 +148,14 @@ mod tests {
         let mut b = Bindings::default();
         b.set("object", json!({"metadata": {"name": "web", "labels": {"app": "x"}}, "spec": {"replicas": 7, "containers": [{"image": "a:1"}]}}));
         b.set("request", json!({"operation": "CREATE"}));
-        b.set_variable("max", json!(5));
+        b.set_variable("max", to_cel(&json!(5)));
         assert_eq!(b.eval_bool("object.spec.replicas <= variables.max"), Ok(false));
         assert_eq!(b.eval_bool("has(object.metadata.labels) && object.metadata.labels.app == 'x'"), Ok(true));
         assert_eq!(b.eval_bool("object.spec.containers.all(c, c.image.endsWith(':1'))"), Ok(true));
         assert_eq!(b.eval_bool("request.operation in ['CREATE', 'UPDATE']"), Ok(true));
         assert_eq!(b.eval("'too many: ' + string(object.spec.replicas)"), Ok(json!("too many: 7")));
         b.set("params", json!({"data": {"max": "4"}}));
-        b.set_variable("replicas", json!(7));
+        b.set_variable("replicas", to_cel(&json!(7)));
         assert_eq!(b.eval_bool("variables.replicas <= int(params.data.max)"), Ok(false), "JSON integers are CEL ints");
         assert!(b.eval_bool("object.spec.missing > 1").is_err());
         assert!(b.eval_bool("object.spec.replicas").is_err(), "not a bool");
