@@ -371,8 +371,14 @@ fn validating_admission_policies_use_kubernetes_cel_libraries() {
         a[key] = json!(value);
         a
     };
-    denied(cel_pod("berth-http", &[image], "1Mi", with("berth.test/callback", "http://hooks.berth.test/notify"), json!({})), "callbacks are https URLs of berth.test");
-    denied(cel_pod("berth-elsewhere", &[image], "1Mi", with("berth.test/callback", "https://example.com/notify"), json!({})), "callbacks are https URLs of berth.test");
+    denied(
+        cel_pod("berth-http", &[image], "1Mi", with("berth.test/callback", "http://hooks.berth.test/notify"), json!({})),
+        "callbacks are https URLs of berth.test",
+    );
+    denied(
+        cel_pod("berth-elsewhere", &[image], "1Mi", with("berth.test/callback", "https://example.com/notify"), json!({})),
+        "callbacks are https URLs of berth.test",
+    );
     denied(cel_pod("berth-peer", &[image], "1Mi", with("berth.test/peer", "192.168.1.1"), json!({})), "peers are in 10.0.0.0/8");
     denied(cel_pod("berth-peer-2", &[image], "1Mi", with("berth.test/peer", "not-an-ip"), json!({})), "peers are in 10.0.0.0/8");
     // a quantity that does not parse fails the expression (failurePolicy Fail)
@@ -381,13 +387,21 @@ fn validating_admission_policies_use_kubernetes_cel_libraries() {
         "expression '!(has(object.metadata.annotations) && 'berth.test/size' in object.metadata.annotations) || quantity(object.metadata.annotations['berth.test/size']).isLessThan(quantity('1Gi'))' resulted in error: quantities must match the regular expression",
     );
     denied(cel_pod("berth-size-2", &[image], "1Mi", with("berth.test/size", "2Gi"), json!({})), "failed expression: ");
-    denied(cel_pod("berth-images", &[image, "Docker.io/Nginx", "quay.io/x"], "1Mi", good.clone(), json!({})), "images not from the registry: docker.io/nginx, quay.io/x");
+    denied(
+        cel_pod("berth-images", &[image, "Docker.io/Nginx", "quay.io/x"], "1Mi", good.clone(), json!({})),
+        "images not from the registry: docker.io/nginx, quay.io/x",
+    );
     // the authorizer judges the request's user: the admin may use priorities, alice may not
     let priority = json!({"berth.test/priority": "high"});
     s.ok_in("1.33", &["create", "-f", "-"], Some(&cel_pod("berth-admin-priority", &[image], "1Mi", good.clone(), priority.clone())));
     s.ok_in("1.33", &["--as=alice", "create", "-f", "-"], Some(&cel_pod("berth-alice", &[image], "1Mi", good.clone(), json!({}))));
     let err = s.fails("1.33", &["--as=alice", "create", "-f", "-"], Some(&cel_pod("berth-alice-priority", &[image], "1Mi", good.clone(), priority)));
-    assert!(err.contains("denied request: may not use priorities: RBAC: allowed by RoleBinding \"alice-creates/cel-test\" of Role \"pod-creator\" to User \"alice\""), "{err}");
+    assert!(
+        err.contains(
+            "denied request: may not use priorities: RBAC: allowed by RoleBinding \"alice-creates/cel-test\" of Role \"pod-creator\" to User \"alice\""
+        ),
+        "{err}"
+    );
 }
 
 /// The audit policy of the matchConditions/reinvocation test: configmaps with everything.

@@ -195,7 +195,10 @@ mod tests {
         b.set_variable("limit", limit);
         assert_eq!(b.eval_bool("variables.limit.isLessThan(quantity('1Gi'))"), Ok(true));
         assert_eq!(b.eval_bool("object.spec.missing == 1"), Err("no such key: missing".into()));
-        assert_eq!(b.eval_bool("quantity('abc').sign() == 1"), Err("quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'".into()));
+        assert_eq!(
+            b.eval_bool("quantity('abc').sign() == 1"),
+            Err("quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'".into())
+        );
         assert_eq!(b.eval_bool("object.metadata.name.find(1) == ''"), Err("no such overload".into()));
         assert_eq!(b.eval_bool("nothing == 1"), Err("undeclared reference to 'nothing'".into()));
         // optionals, with the syntax Kubernetes enables

@@ -181,7 +181,7 @@ fn judge(api: &Api, a: &mut Attributes, audited: &mut Vec<Value>) -> Result<(), 
 /// `requestResource` the request's resource and object.
 pub(crate) fn authorizer<'a>(api: &'a Api, a: &Attributes) -> Option<library::authz::Scope<'a>> {
     let user = a.user.clone()?;
-    Some(library::authz::Scope::new(api, user, &a.resource.group, &a.resource.plural, &a.subresource, a.namespace(), &a.name))
+    Some(library::authz::Scope::new(api, user, a.resource.group, a.resource.plural, &a.subresource, a.namespace(), &a.name))
 }
 
 /// What a failed validation leads to, by the binding's actions.

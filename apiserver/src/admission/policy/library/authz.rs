@@ -339,7 +339,8 @@ mod tests {
 
     #[test]
     fn the_authorizer_checks_through_the_decider_for_the_user() {
-        let scope = Scope::new(&Rules, User::new("alice", &["system:authenticated"]), "certificates.k8s.io", "certificatesigningrequests", "approval", "", "csr-1");
+        let scope =
+            Scope::new(&Rules, User::new("alice", &["system:authenticated"]), "certificates.k8s.io", "certificatesigningrequests", "approval", "", "csr-1");
         let b = Bindings::new(Some(&scope));
         let cases = [
             ("authorizer.group('').resource('pods').namespace('default').check('get').allowed()", json!(true)),

@@ -251,8 +251,14 @@ mod tests {
             (r#""26 in hex (uppercase): %X".format([26])"#, Ok(json!("26 in hex (uppercase): 1A"))),
             (r#""30 in octal: %o".format([30])"#, Ok(json!("30 in octal: 36"))),
             (r#""hex of a string: %x".format(["Hi"])"#, Ok(json!("hex of a string: 4869"))),
-            (r#""a map inside a list: %s".format([[1, 2, 3, {"a": "x", "b": "y", "c": "z"}]])"#, Ok(json!(r#"a map inside a list: [1, 2, 3, {"a":"x", "b":"y", "c":"z"}]"#))),
-            (r#""true bool: %s - false bool: %s\nbinary bool: %b".format([true, false, true])"#, Ok(json!("true bool: true - false bool: false\nbinary bool: 1"))),
+            (
+                r#""a map inside a list: %s".format([[1, 2, 3, {"a": "x", "b": "y", "c": "z"}]])"#,
+                Ok(json!(r#"a map inside a list: [1, 2, 3, {"a":"x", "b":"y", "c":"z"}]"#)),
+            ),
+            (
+                r#""true bool: %s - false bool: %s\nbinary bool: %b".format([true, false, true])"#,
+                Ok(json!("true bool: true - false bool: false\nbinary bool: 1")),
+            ),
             (r#""null: %s".format([null])"#, Ok(json!("null: null"))),
             (r#""%d %d".format([1])"#, Err("index 1 out of range")),
             (r#""%d".format(["x"])"#, Err("decimal clause can only be used on integers, was given string")),

@@ -15,7 +15,7 @@ pub(super) fn register(ctx: &mut Context<'static>) {
     ctx.add_function("sum", sum);
     ctx.add_function("min", |ftx: &FunctionContext| extreme(ftx, Ordering::Less));
     ctx.add_function("max", |ftx: &FunctionContext| extreme(ftx, Ordering::Greater));
-    ctx.add_function("sets.contains", |ftx: &FunctionContext| sets(ftx, |a, b| contains_all(a, b)));
+    ctx.add_function("sets.contains", |ftx: &FunctionContext| sets(ftx, contains_all));
     ctx.add_function("sets.equivalent", |ftx: &FunctionContext| sets(ftx, |a, b| contains_all(a, b) && contains_all(b, a)));
     ctx.add_function("sets.intersects", |ftx: &FunctionContext| sets(ftx, |a, b| b.iter().any(|x| a.contains(x))));
 }

@@ -55,7 +55,9 @@ pub(super) fn register(ctx: &mut Context<'static>) {
     ctx.add_function("isGlobalUnicast", |ftx: &FunctionContext| on_ip(ftx, |a| Value::Bool(global_unicast(a))));
     ctx.add_function("cidr", |ftx: &FunctionContext| -> ResolveResult {
         let call = Call::of(ftx)?;
-        parse_cidr(call.global_string()?).map(|p| wrap(Cidr(p))).map_err(|e| call.error(format!("network address parse error during conversion from string: {e}")))
+        parse_cidr(call.global_string()?)
+            .map(|p| wrap(Cidr(p)))
+            .map_err(|e| call.error(format!("network address parse error during conversion from string: {e}")))
     });
     ctx.add_function("isCIDR", |ftx: &FunctionContext| -> ResolveResult {
         let call = Call::of(ftx)?;
@@ -146,7 +148,8 @@ fn parse_ip(s: &str) -> Result<IpAddr, String> {
 }
 
 fn parse_cidr(s: &str) -> Result<Prefix, String> {
-    let p = Prefix::parse(s).map_err(|e: PrefixError| format!("network address parse error during conversion from string: netip.ParsePrefix({}): {e}", berth_names::go_quote(s)))?;
+    let p = Prefix::parse(s)
+        .map_err(|e: PrefixError| format!("network address parse error during conversion from string: netip.ParsePrefix({}): {e}", berth_names::go_quote(s)))?;
     if mapped(&p.addr) {
         return Err(format!("IPv4-mapped IPv6 address {} is not allowed", berth_names::go_quote(s)));
     }
@@ -246,7 +249,9 @@ mod tests {
             ("isCIDR('::ffff:1.2.3.4/24')", Ok(json!(false))),
             (
                 "cidr('192.168.0.0/')",
-                Err(r#"network address parse error during conversion from string: network address parse error during conversion from string: netip.ParsePrefix("192.168.0.0/"): bad bits after slash: """#),
+                Err(
+                    r#"network address parse error during conversion from string: network address parse error during conversion from string: netip.ParsePrefix("192.168.0.0/"): bad bits after slash: """#,
+                ),
             ),
             ("cidr('192.168.0.0/33')", Err("prefix length out of range")),
             ("cidr('192.168.0.0/24').containsIP(ip('192.168.0.1'))", Ok(json!(true))),
