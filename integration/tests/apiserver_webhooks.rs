@@ -3,6 +3,7 @@
 //! A validating webhook denies with its message, a mutating one patches, one that answers too
 //! late fails the request under failurePolicy Fail and is skipped under Ignore, object
 //! selectors pick what is sent, and bad configurations are refused with 422.
+//! ValidatingAdmissionPolicies judge with CEL, Kubernetes' CEL libraries included.
 
 use std::sync::Arc;
 
@@ -296,6 +297,111 @@ fn validating_admission_policies_judge_with_cel_through_their_bindings() {
     });
     let err = s.fails("1.33", &["create", "-f", "-"], Some(&bad.to_string()));
     assert!(err.contains(r#"spec.validations[0].expression: Invalid value: "object.spec.replicas <= ": compilation failed: "#), "{err}");
+}
+
+/// A pod for the CEL libraries test: `name`, one container per image with memory limit
+/// `memory`, these annotations and labels.
+fn cel_pod(name: &str, images: &[&str], memory: &str, annotations: Value, labels: Value) -> String {
+    let containers: Vec<Value> =
+        images.iter().enumerate().map(|(i, image)| json!({"name": format!("c{i}"), "image": image, "resources": {"limits": {"memory": memory}}})).collect();
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "cel-test", "annotations": annotations, "labels": labels},
+        "spec": {"containers": containers}})
+    .to_string()
+}
+
+#[test]
+fn validating_admission_policies_use_kubernetes_cel_libraries() {
+    let s = ApiServer::start("vap-cel");
+    s.ok("1.33", &["create", "namespace", "cel-test"]);
+    s.ok("1.33", &["label", "namespace", "cel-test", "berth-cel=yes"]);
+    // alice may create pods here, nothing else
+    s.ok("1.33", &["-n", "cel-test", "create", "role", "pod-creator", "--verb=create,get", "--resource=pods"]);
+    s.ok("1.33", &["-n", "cel-test", "create", "rolebinding", "alice-creates", "--role=pod-creator", "--user=alice"]);
+    let has = |key: &str| format!("has(object.metadata.annotations) && '{key}' in object.metadata.annotations");
+    let annotation = |key: &str| format!("object.metadata.annotations['{key}']");
+    let policy = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy", "metadata": {"name": "berth-cel-libraries.example.com"},
+        "spec": {
+            "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}]},
+            "variables": [{"name": "maxMemory", "expression": "quantity('256Mi')"}],
+            "validations": [
+                {"expression": "object.metadata.name.matches('^berth-[a-z0-9-]+$')", "message": "names start with berth-"},
+                {"expression": "object.spec.containers.all(c, !quantity(c.resources.limits.memory).isGreaterThan(variables.maxMemory))",
+                 "message": "memory limits are at most 256Mi"},
+                {"expression": format!("!({}) || isURL({}) && url({}).getScheme() == 'https' && url({}).getHostname().endsWith('.berth.test')",
+                    has("berth.test/callback"), annotation("berth.test/callback"), annotation("berth.test/callback"), annotation("berth.test/callback")),
+                 "message": "callbacks are https URLs of berth.test"},
+                {"expression": format!("!({}) || isIP({}) && cidr('10.0.0.0/8').containsIP(ip({}))",
+                    has("berth.test/peer"), annotation("berth.test/peer"), annotation("berth.test/peer")),
+                 "message": "peers are in 10.0.0.0/8"},
+                {"expression": format!("!({}) || quantity({}).isLessThan(quantity('1Gi'))", has("berth.test/size"), annotation("berth.test/size"))},
+                {"expression": "object.spec.containers.all(c, c.image.startsWith('registry.berth.test/'))",
+                 "messageExpression": "'images not from the registry: ' + object.spec.containers.filter(c, !c.image.startsWith('registry.berth.test/')).map(c, c.image.lowerAscii()).join(', ')"},
+                {"expression": "!has(object.metadata.labels) || !('berth.test/priority' in object.metadata.labels) || authorizer.group('berth.test').resource('priorities').check('use').allowed()",
+                 "messageExpression": "'may not use priorities: ' + authorizer.requestResource.check('create').reason()"}
+            ]
+        }
+    });
+    s.ok_in("1.33", &["create", "-f", "-"], Some(&policy.to_string()));
+    let binding = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": "berth-cel-libraries-binding"},
+        "spec": {"policyName": "berth-cel-libraries.example.com", "validationActions": ["Deny"],
+                 "matchResources": {"namespaceSelector": {"matchLabels": {"berth-cel": "yes"}}}}
+    });
+    s.ok_in("1.33", &["create", "-f", "-"], Some(&binding.to_string()));
+    // pods need the namespace's default service account
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !s.kubectl("1.33", &["-n", "cel-test", "get", "serviceaccount", "default"]).status.success() {
+        assert!(std::time::Instant::now() < deadline, "no default service account in cel-test");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let good = json!({"berth.test/callback": "https://hooks.berth.test:8443/notify?x=1", "berth.test/peer": "10.1.2.3", "berth.test/size": "512Mi"});
+    let image = "registry.berth.test/app:1";
+    s.ok_in("1.33", &["create", "-f", "-"], Some(&cel_pod("berth-ok", &[image, image], "128Mi", good.clone(), json!({}))));
+    let denied = |pod: String, message: &str| {
+        let err = s.fails("1.33", &["create", "-f", "-"], Some(&pod));
+        let want = format!("ValidatingAdmissionPolicy 'berth-cel-libraries.example.com' with binding 'berth-cel-libraries-binding' denied request: {message}");
+        assert!(err.contains(&want), "want {want:?} in {err}");
+    };
+    denied(cel_pod("web", &[image], "128Mi", good.clone(), json!({})), "names start with berth-");
+    denied(cel_pod("berth-big", &[image, image], "1Gi", good.clone(), json!({})), "memory limits are at most 256Mi");
+    s.ok_in("1.33", &["create", "-f", "-"], Some(&cel_pod("berth-exactly", &[image], "268435456", good.clone(), json!({}))));
+    let with = |key: &str, value: &str| {
+        let mut a = good.clone();
+        a[key] = json!(value);
+        a
+    };
+    denied(
+        cel_pod("berth-http", &[image], "1Mi", with("berth.test/callback", "http://hooks.berth.test/notify"), json!({})),
+        "callbacks are https URLs of berth.test",
+    );
+    denied(
+        cel_pod("berth-elsewhere", &[image], "1Mi", with("berth.test/callback", "https://example.com/notify"), json!({})),
+        "callbacks are https URLs of berth.test",
+    );
+    denied(cel_pod("berth-peer", &[image], "1Mi", with("berth.test/peer", "192.168.1.1"), json!({})), "peers are in 10.0.0.0/8");
+    denied(cel_pod("berth-peer-2", &[image], "1Mi", with("berth.test/peer", "not-an-ip"), json!({})), "peers are in 10.0.0.0/8");
+    // a quantity that does not parse fails the expression (failurePolicy Fail)
+    denied(
+        cel_pod("berth-size", &[image], "1Mi", with("berth.test/size", "lots"), json!({})),
+        "expression '!(has(object.metadata.annotations) && 'berth.test/size' in object.metadata.annotations) || quantity(object.metadata.annotations['berth.test/size']).isLessThan(quantity('1Gi'))' resulted in error: quantities must match the regular expression",
+    );
+    denied(cel_pod("berth-size-2", &[image], "1Mi", with("berth.test/size", "2Gi"), json!({})), "failed expression: ");
+    denied(
+        cel_pod("berth-images", &[image, "Docker.io/Nginx", "quay.io/x"], "1Mi", good.clone(), json!({})),
+        "images not from the registry: docker.io/nginx, quay.io/x",
+    );
+    // the authorizer judges the request's user: the admin may use priorities, alice may not
+    let priority = json!({"berth.test/priority": "high"});
+    s.ok_in("1.33", &["create", "-f", "-"], Some(&cel_pod("berth-admin-priority", &[image], "1Mi", good.clone(), priority.clone())));
+    s.ok_in("1.33", &["--as=alice", "create", "-f", "-"], Some(&cel_pod("berth-alice", &[image], "1Mi", good.clone(), json!({}))));
+    let err = s.fails("1.33", &["--as=alice", "create", "-f", "-"], Some(&cel_pod("berth-alice-priority", &[image], "1Mi", good.clone(), priority)));
+    assert!(
+        err.contains(
+            "denied request: may not use priorities: RBAC: allowed by RoleBinding \"alice-creates/cel-test\" of Role \"pod-creator\" to User \"alice\""
+        ),
+        "{err}"
+    );
 }
 
 /// The audit policy of the matchConditions/reinvocation test: configmaps with everything.

@@ -36,7 +36,8 @@ pub fn user_name(namespace: &str, name: &str) -> String {
     format!("system:serviceaccount:{namespace}:{name}")
 }
 
-fn user(namespace: &str, name: &str, uid: &str) -> User {
+/// The user a service account's tokens authenticate as (`uid` empty when unknown).
+pub(crate) fn user_of(namespace: &str, name: &str, uid: &str) -> User {
     User {
         name: user_name(namespace, name),
         uid: uid.to_string(),
@@ -76,7 +77,7 @@ impl Issuer {
         let private = claims.kubernetes.as_ref().ok_or("service account token has no kubernetes.io claim")?;
         let ns = private.namespace.as_str();
         let sa = service_account(api, ns, &private.serviceaccount).await?;
-        let mut user = user(ns, &private.serviceaccount.name, uid(&sa));
+        let mut user = user_of(ns, &private.serviceaccount.name, uid(&sa));
         if let Some(secret) = &private.secret {
             bound_alive(api, "secret", Some(ns), secret).await?;
         }
@@ -173,7 +174,7 @@ async fn legacy_user(api: &Arc<Api>, claims: &Claims, token: &str) -> Result<Use
         return Err("token does not match the secret's token".into());
     }
     let sa = service_account(api, ns, &Ref { name: sa_name.clone(), uid: sa_uid.clone() }).await?;
-    Ok(user(ns, sa_name, uid(&sa)))
+    Ok(user_of(ns, sa_name, uid(&sa)))
 }
 
 /// The legacy token of Secret `secret_name` for service account `sa` (name, uid) in `ns`.

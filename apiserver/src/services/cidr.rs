@@ -3,6 +3,9 @@
 //! address, not the IPv4 broadcast address), and upstream's split of a range into a lower static
 //! band (preferred by explicitly requested IPs) and an upper dynamic band (where automatic
 //! allocation starts). Pure arithmetic: it knows nothing of the store or the API.
+//!
+//! Also the CIDR grammar itself ([`Prefix`]: an address and a prefix length, read as Go's
+//! netip.ParsePrefix reads them), which [`Cidr::parse`] and the CEL `cidr()` library build on.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -75,14 +78,11 @@ pub struct Cidr {
 impl Cidr {
     /// Parses a canonical CIDR: host bits must be zero.
     pub fn parse(s: &str) -> Result<Cidr, CidrError> {
-        let (addr, len) = s.trim().split_once('/').ok_or_else(|| CidrError::Syntax(s.to_string()))?;
-        let ip: IpAddr = addr.parse().map_err(|_| CidrError::Syntax(s.to_string()))?;
-        let prefix: u8 = len.parse().map_err(|_| CidrError::Syntax(s.to_string()))?;
+        let Prefix { addr: ip, len: prefix } = Prefix::parse(s.trim()).map_err(|e| match e {
+            PrefixError::Range { max } => CidrError::PrefixTooLong { cidr: s.to_string(), max },
+            _ => CidrError::Syntax(s.to_string()),
+        })?;
         let family = Family::of(&ip);
-        let bits = bits(family);
-        if prefix > bits {
-            return Err(CidrError::PrefixTooLong { cidr: s.to_string(), max: bits });
-        }
         let n = to_u128(&ip);
         let cidr = Cidr { network: n & mask(family, prefix), prefix, family };
         if cidr.network != n {
@@ -175,6 +175,79 @@ impl Cidr {
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", from_u128(self.family, self.network), self.prefix)
+    }
+}
+
+/// An address with a prefix length ("192.168.0.1/24"), host bits kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefix {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+/// Why a string is not a [`Prefix`], in Go's netip words (after `netip.ParsePrefix("s"): `).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PrefixError {
+    #[error("no '/'")]
+    NoSlash,
+    #[error("ParseAddr({}): unable to parse IP", berth_names::go_quote(.0))]
+    Addr(String),
+    #[error("IPv6 zones cannot be present in a prefix")]
+    Zone,
+    #[error("bad bits after slash: {}", berth_names::go_quote(.0))]
+    Bits(String),
+    #[error("prefix length out of range")]
+    Range { max: u8 },
+}
+
+impl Prefix {
+    /// Parses `address/length` as Go's netip.ParsePrefix: the last '/' splits, the length is
+    /// plain decimal digits without a sign or leading zeros, IPv6 zones are refused.
+    pub fn parse(s: &str) -> Result<Prefix, PrefixError> {
+        let (addr, bits_text) = s.rsplit_once('/').ok_or(PrefixError::NoSlash)?;
+        let ip: IpAddr = match addr.parse() {
+            Ok(ip) => ip,
+            Err(_) => {
+                let zoned = addr.split_once('%').is_some_and(|(a, zone)| !zone.is_empty() && a.parse::<std::net::Ipv6Addr>().is_ok());
+                return Err(if zoned { PrefixError::Zone } else { PrefixError::Addr(addr.to_string()) });
+            }
+        };
+        let digits_ok = !bits_text.is_empty() && bits_text.bytes().all(|b| b.is_ascii_digit()) && (bits_text.len() == 1 || !bits_text.starts_with('0'));
+        if !digits_ok {
+            return Err(PrefixError::Bits(bits_text.to_string()));
+        }
+        let max = bits(Family::of(&ip));
+        match bits_text.parse::<u8>() {
+            Ok(len) if len <= max => Ok(Prefix { addr: ip, len }),
+            _ => Err(PrefixError::Range { max }),
+        }
+    }
+
+    pub fn family(&self) -> Family {
+        Family::of(&self.addr)
+    }
+
+    /// The network: host bits cleared.
+    pub fn masked(&self) -> Prefix {
+        let f = self.family();
+        Prefix { addr: from_u128(f, to_u128(&self.addr) & mask(f, self.len)), len: self.len }
+    }
+
+    /// Whether `ip` is in the network (an address of the other family never is).
+    pub fn contains(&self, ip: &IpAddr) -> bool {
+        let f = self.family();
+        Family::of(ip) == f && to_u128(ip) & mask(f, self.len) == to_u128(&self.masked().addr)
+    }
+
+    /// Whether all of `other` is in this network.
+    pub fn contains_prefix(&self, other: &Prefix) -> bool {
+        self.len <= other.len && self.contains(&other.addr)
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
     }
 }
 
@@ -280,5 +353,26 @@ mod tests {
         assert_eq!(parse_list("10.43.0.0/16,10.44.0.0/16"), Err(CidrError::SameFamily));
         assert!(matches!(parse_list("10.43.0.1/16"), Err(CidrError::HostBits { .. })));
         assert!(matches!(parse_list("nonsense"), Err(CidrError::Syntax(_))));
+        assert!(matches!(parse_list("10.43.0.0/33"), Err(CidrError::PrefixTooLong { max: 32, .. })));
+    }
+
+    #[test]
+    fn prefixes_are_read_as_go_reads_them() {
+        let p = Prefix::parse("192.168.0.1/24").unwrap();
+        assert_eq!((p.addr, p.len), (ip("192.168.0.1"), 24));
+        assert_eq!(p.masked().to_string(), "192.168.0.0/24");
+        assert!(p.contains(&ip("192.168.0.200")) && !p.contains(&ip("192.168.1.1")) && !p.contains(&ip("::1")));
+        assert!(Prefix::parse("10.0.0.0/8").unwrap().contains_prefix(&Prefix::parse("10.1.0.0/16").unwrap()));
+        assert!(!Prefix::parse("10.0.0.0/16").unwrap().contains_prefix(&Prefix::parse("10.0.0.0/8").unwrap()));
+        assert_eq!(Prefix::parse("2001:db8::/32").unwrap().to_string(), "2001:db8::/32");
+        assert_eq!(Prefix::parse("10.0.0.0"), Err(PrefixError::NoSlash));
+        assert_eq!(Prefix::parse("10.0.0.0/").unwrap_err().to_string(), r#"bad bits after slash: """#);
+        for bad in ["10.0.0.0/08", "10.0.0.0/+8", "10.0.0.0/ 8"] {
+            assert!(matches!(Prefix::parse(bad), Err(PrefixError::Bits(_))), "{bad}");
+        }
+        assert_eq!(Prefix::parse("10.0.0.0/33"), Err(PrefixError::Range { max: 32 }));
+        assert_eq!(Prefix::parse("::1/129"), Err(PrefixError::Range { max: 128 }));
+        assert_eq!(Prefix::parse("fe80::1%eth0/64"), Err(PrefixError::Zone));
+        assert_eq!(Prefix::parse("10.0.0.256/8").unwrap_err().to_string(), r#"ParseAddr("10.0.0.256"): unable to parse IP"#);
     }
 }

@@ -20,9 +20,11 @@
 //!   policy's paramKind; none found → parameterNotFoundAction (Deny by default).
 //!
 //! The API's own writes (no user) and writes of admissionregistration objects are not judged.
-//! Expressions: [`expr`].
+//! Expressions: [`expr`], with Kubernetes' CEL libraries ([`library`]) and the `authorizer`
+//! of the request's user.
 
 pub mod expr;
+pub mod library;
 
 use std::collections::BTreeMap;
 
@@ -76,6 +78,7 @@ fn judge(api: &Api, a: &mut Attributes, audited: &mut Vec<Value>) -> Result<(), 
     }
     let namespace_object = if a.resource.namespaced { cached_one(api, "", "namespaces", None, a.namespace()) } else { None };
     let namespace_labels = labels(namespace_object.as_ref());
+    let authorizer = authorizer(api, a);
     let mut sorted = bindings;
     sorted.sort_by(|x, y| x.metadata.name.cmp(&y.metadata.name));
     for binding in &sorted {
@@ -106,7 +109,7 @@ fn judge(api: &Api, a: &mut Attributes, audited: &mut Vec<Value>) -> Result<(), 
             },
             _ => Value::Null,
         };
-        let mut b = expr::Bindings::default();
+        let mut b = expr::Bindings::new(authorizer.as_ref());
         b.set("object", a.object.clone().unwrap_or(Value::Null));
         b.set("oldObject", a.old_object.clone().unwrap_or(Value::Null));
         b.set("request", super::request_variable(a));
@@ -132,7 +135,7 @@ fn judge(api: &Api, a: &mut Attributes, audited: &mut Vec<Value>) -> Result<(), 
             continue;
         }
         for v in pspec.variables.iter().flatten() {
-            match b.eval(&v.expression) {
+            match b.eval_value(&v.expression) {
                 Ok(value) => b.set_variable(&v.name, value),
                 Err(e) => tracing::debug!(variable = %v.name, error = %e, "policy variable failed"),
             }
@@ -172,6 +175,13 @@ fn judge(api: &Api, a: &mut Attributes, audited: &mut Vec<Value>) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// The `authorizer` of the request's user (none for the API's own writes), its
+/// `requestResource` the request's resource and object.
+pub(crate) fn authorizer<'a>(api: &'a Api, a: &Attributes) -> Option<library::authz::Scope<'a>> {
+    let user = a.user.clone()?;
+    Some(library::authz::Scope::new(api, user, a.resource.group, a.resource.plural, &a.subresource, a.namespace(), &a.name))
 }
 
 /// What a failed validation leads to, by the binding's actions.

@@ -1,5 +1,5 @@
-//! A webhook's matchConditions: CEL expressions over `object`, `oldObject` and `request` (the
-//! AdmissionRequest), all of which must be true for the webhook to be called. As upstream's
+//! A webhook's matchConditions: CEL expressions over `object`, `oldObject`, `request` (the
+//! AdmissionRequest) and `authorizer`, all of which must be true for the webhook to be called. As upstream's
 //! matcher: one false condition means no match whatever the others gave; otherwise errors make
 //! the outcome a failure (the errors aggregated as Go's `[a, b]`), which the failure policy then
 //! turns into a refusal (Fail) or a skipped webhook (Ignore).
@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::matching::Webhook;
 use crate::admission::policy::expr::Bindings;
 use crate::admission::{request_variable, Attributes};
+use crate::api::Api;
 
 /// What a webhook's conditions say about a request.
 #[derive(Debug, PartialEq, Eq)]
@@ -19,11 +20,12 @@ pub enum Outcome {
     Failed(String),
 }
 
-pub fn evaluate(hook: &Webhook, a: &Attributes) -> Outcome {
+pub fn evaluate(api: &Api, hook: &Webhook, a: &Attributes) -> Outcome {
     if hook.match_conditions.is_empty() {
         return Outcome::Match;
     }
-    let mut b = Bindings::default();
+    let authorizer = crate::admission::policy::authorizer(api, a);
+    let mut b = Bindings::new(authorizer.as_ref());
     b.set("object", a.object.clone().unwrap_or(Value::Null));
     b.set("oldObject", a.old_object.clone().unwrap_or(Value::Null));
     b.set("request", request_variable(a));

@@ -141,7 +141,7 @@ async fn run(api: &Api, a: &mut Attributes, mutating: bool) -> Result<(), ApiErr
         if !hook.matches(a, namespace_labels.as_ref()) {
             continue;
         }
-        match conditions::evaluate(hook, a) {
+        match conditions::evaluate(api, hook, a) {
             conditions::Outcome::Match => {}
             conditions::Outcome::NoMatch => continue,
             conditions::Outcome::Failed(_) if hook.ignore_failures => continue,
