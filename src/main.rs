@@ -268,8 +268,8 @@ struct ServerArgs {
     /// The controllers to run, as kube-controller-manager's flag: `*` for all, a name to turn
     /// one on, `-name` to turn it off (cronjob, daemonset, deployment, disruption, endpoint,
     /// endpointslice, garbagecollector, job, namespace, nodeipam, nodelifecycle,
-    /// persistentvolume-binder, podgc, replicaset, replicationcontroller, statefulset,
-    /// ttl-after-finished). Without the namespace
+    /// persistentvolume-binder, podgc, replicaset, replicationcontroller, service-lb,
+    /// statefulset, ttl-after-finished). Without the namespace
     /// controller deleted namespaces stay Terminating, as upstream.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     controllers: Vec<String>,
@@ -282,8 +282,9 @@ struct ServerArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
     max_endpoints_per_slice: u16,
     /// Packaged components not to deploy, as k3s's flag (comma-separated): `local-storage` (the
-    /// default `local-path` StorageClass and its provisioner).
-    #[arg(long, value_delimiter = ',', value_parser = ["local-storage"])]
+    /// default `local-path` StorageClass and its provisioner), `servicelb` (load-balancer
+    /// addresses for LoadBalancer Services: the service-lb controller).
+    #[arg(long, value_delimiter = ',', value_parser = ["local-storage", "servicelb"])]
     disable: Vec<String>,
     /// Where the local-path provisioner keeps volumes on each node, as k3s's flag (k3s:
     /// /var/lib/rancher/k3s/storage).
@@ -527,7 +528,11 @@ async fn run_server(
     let stop = tokio_util::sync::CancellationToken::new();
     let ipam = berth_control::nodeipam::Allocator::new(&args.cluster_cidr, args.node_cidr_mask_size)?;
     let lifecycle = berth_control::nodelifecycle::Config { grace: args.node_monitor_grace_period, monitor_period: args.node_monitor_period };
-    let controllers = berth_control::selection::Selection::parse(&args.controllers).context("--controllers")?;
+    let mut controller_names = args.controllers.clone();
+    if args.disable.iter().any(|d| d == "servicelb") {
+        controller_names.push("-service-lb".into());
+    }
+    let controllers = berth_control::selection::Selection::parse(&controller_names).context("--controllers")?;
     let mut controller_options = berth_control::manager::Options {
         terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
         local_path: None,

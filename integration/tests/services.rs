@@ -201,6 +201,11 @@ fn http_get(host: &str, port: u16, path: &str) -> std::io::Result<String> {
     Ok(out.split_once("\r\n\r\n").map(|(_, b)| b.trim().to_string()).unwrap_or_default())
 }
 
+/// A client address as httpd's CGI reports it (`[::ffff:10.0.0.2]` on its dual-stack socket).
+fn plain_ip(s: &str) -> String {
+    s.trim_start_matches('[').trim_end_matches(']').trim_start_matches("::ffff:").to_string()
+}
+
 fn cluster_ip(svc: &Value) -> String {
     svc["spec"]["clusterIP"].as_str().unwrap_or_default().to_string()
 }
@@ -297,7 +302,7 @@ async fn session_affinity_external_traffic_policy_local_and_load_balancer() {
     // session affinity: one client keeps its backend
     c.apply("apiVersion: v1\nkind: Service\nmetadata: {name: sticky}\nspec:\n  selector: {app: web}\n  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 600}}\n  ports: [{port: 80, targetPort: http}]\n");
     let ip = cluster_ip(&c.service("sticky"));
-    c.wait_rules("affinity sets", |r| r.contains("set aff-default/sticky/tcp/80__") && r.contains("timeout 600s"));
+    c.wait_rules("affinity sets", |r| r.contains("set aff-default/sticky/tcp/80__") && r.contains("timeout 10m"));
     let answers = c.requests("client", &format!("http://{ip}/"), 20);
     let seen: BTreeSet<&String> = answers.iter().collect();
     assert_eq!(seen.len(), 1, "{answers:?}");
@@ -324,7 +329,7 @@ async fn session_affinity_external_traffic_policy_local_and_load_balancer() {
         seen.insert(outside.get(&format!("http://{}:{local_np}/", c.node_ip)));
     }
     assert_eq!(seen, BTreeSet::from([here.clone()]), "only the local endpoint");
-    assert_eq!(outside.get(&format!("http://{}:{local_np}/cgi-bin/ip", c.node_ip)), outside.ip, "the client's address is kept");
+    assert_eq!(plain_ip(&outside.get(&format!("http://{}:{local_np}/cgi-bin/ip", c.node_ip))), outside.ip, "the client's address is kept");
     // pods reach every endpoint through the cluster IP
     let answers = c.requests("client", &format!("http://{local_ip}/"), 30);
     assert_eq!(answers.iter().cloned().collect::<BTreeSet<_>>(), BTreeSet::from([here.clone(), there.clone()]), "{answers:?}");
@@ -333,7 +338,7 @@ async fn session_affinity_external_traffic_policy_local_and_load_balancer() {
     c.apply("apiVersion: v1\nkind: Service\nmetadata: {name: open}\nspec:\n  type: NodePort\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: http}]\n");
     let open_np = node_port(&c.service("open"), 0);
     c.wait_rules("the open service", |r| r.contains(&format!("tcp . {open_np} : goto ext-default/open/tcp/http")));
-    assert_eq!(outside.get(&format!("http://{}:{open_np}/cgi-bin/ip", c.node_ip)), c.node_ip, "masqueraded");
+    assert_eq!(plain_ip(&outside.get(&format!("http://{}:{open_np}/cgi-bin/ip", c.node_ip))), c.node_ip, "masqueraded");
 
     // LoadBalancer: servicelb gives it the node's address; it answers there
     c.apply("apiVersion: v1\nkind: Service\nmetadata: {name: lb}\nspec:\n  type: LoadBalancer\n  selector: {app: web}\n  ports: [{name: http, port: 8099, targetPort: http}]\n");
