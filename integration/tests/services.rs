@@ -247,7 +247,7 @@ async fn cluster_ip_and_node_port_balance_over_ready_pods_and_reject_without_end
     // a pod failing its readiness probe drops out
     let (sick, sick_ip) = pods[0].clone();
     c.exec(&sick, "rm /tmp/ready");
-    c.wait_rules("the unready endpoint's chain gone", |r| !r.contains(&format!("__{sick_ip}/8080")) && r.contains("numgen random mod 2"));
+    c.wait_rules("the unready endpoint gone", |r| !r.contains(&format!("{sick_ip} . 8080")) && r.contains("numgen random mod 2"));
     let answers = c.requests("client", &format!("http://{ip}/"), 20);
     assert!(!answers.contains(&sick) && !answers.iter().any(|a| a == "FAILED"), "{answers:?}");
     assert_eq!(answers.iter().collect::<BTreeSet<_>>().len(), 2, "{answers:?}");

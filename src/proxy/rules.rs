@@ -6,16 +6,24 @@
 //! - `nat-prerouting`/`nat-output` → `services`: `daddr . proto . dport` looked up in
 //!   `service-ips` (cluster, external and load-balancer IPs), `proto . dport` in
 //!   `service-nodeports` for a destination in `nodeport-ips` that is local.
-//! - `nat-postrouting` → `masquerading`: masquerades what a rule marked (`mark-for-masquerade`).
+//! - `nat-postrouting` → `masquerading`: masquerades what a rule marked (`mark-for-masquerade`)
+//!   and hairpin traffic (a pod sent to itself through a Service: source and translated
+//!   destination one address, looked up in `hairpin-endpoints`).
 //! - the filter hooks: `no-endpoint-services`/`no-endpoint-nodeports` reject (or drop) new
 //!   connections to Services without endpoints; `cluster-ips-check` rejects other ports of
 //!   cluster IPs and drops addresses of the service CIDRs no Service has.
 //!
-//! Each Service port (`<ns>/<name>/<proto>/<port name or number>`) gets `svc-*` (random choice
-//! among the cluster endpoints), `local-*` (among this node's, for a traffic policy Local),
-//! `ext-*` (traffic to node ports, external and load-balancer IPs: masquerading and the
-//! externalTrafficPolicy), and per endpoint `ep-*__<ip>/<port>` (hairpin masquerade, DNAT) and,
-//! with session affinity, a set `aff-*` of the clients it served.
+//! Each Service port (`<ns>/<name>/<proto>/<port name or number>`) gets `svc-*` (DNAT to a
+//! random one of the cluster endpoints: `numgen random mod N` over an anonymous map of
+//! `address . port`), `local-*` (the same among this node's, for a traffic policy Local), `ext-*`
+//! (traffic to node ports, external and load-balancer IPs: masquerading and the
+//! externalTrafficPolicy). With session affinity the choice goes through a chain per endpoint
+//! `ep-*__<ip>/<port>` that records the client in a set `aff-*` (timeout: the affinity's) and
+//! DNATs; known clients go straight to their endpoint's chain.
+//!
+//! Unlike kube-proxy's nftables mode, endpoints get no chain of their own without affinity:
+//! `nft` reads every chain of the table before each transaction, so 10 chains per Service would
+//! make each sync of a 1,000-Service table pay for 11,000 chains (README: the benchmark).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -57,6 +65,7 @@ pub fn skeleton(f: Family, base: &Base) -> Fragment {
     t.map("no-endpoint-services", format!("type {addr} . inet_proto . inet_service : verdict ;"));
     t.map("no-endpoint-nodeports", "type inet_proto . inet_service : verdict ;".to_string());
     t.set("cluster-ips", format!("type {addr} ;"), true);
+    t.set("hairpin-endpoints", format!("type {addr} . {addr} ;"), true);
     for name in ["pod-cidrs", "service-cidrs", "nodeport-ips"] {
         t.set(name, format!("type {addr} ; flags interval ;"), true);
     }
@@ -94,6 +103,7 @@ pub fn skeleton(f: Family, base: &Base) -> Fragment {
     t.chain(
         "masquerading".into(),
         Chain::new(vec![
+            format!("ct status dnat {a} saddr . {a} daddr @hairpin-endpoints jump mark-for-masquerade"),
             format!("meta mark & {MASQUERADE_MARK} == 0 return"),
             format!("meta mark set meta mark ^ {MASQUERADE_MARK}"),
             "masquerade fully-random".into(),
@@ -144,40 +154,48 @@ pub fn service(f: Family, svc: &ServiceModel, ctx: &Context) -> Fragment {
         let needs_local = svc.internal_local || (svc.external_local && has_external);
         let (svc_chain, local_chain, ext_chain) = (format!("svc-{id}"), format!("local-{id}"), format!("ext-{id}"));
 
-        // endpoint chains (and affinity sets) of every endpoint traffic may go to
+        // every endpoint traffic may go to: hairpin pairs, and with affinity its chain and set
         let mut used: BTreeSet<&Endpoint> = cluster.iter().copied().collect();
         if needs_local {
             used.extend(local.iter().copied());
         }
         for ep in &used {
+            frag.member("hairpin-endpoints", format!("{} . {}", ep.ip, ep.ip));
+            let Some(timeout) = svc.affinity_timeout else { continue };
             let eid = endpoint_id(&id, ep);
-            let mut rules = vec![format!("{a} saddr {} jump mark-for-masquerade", ep.ip)];
-            if let Some(timeout) = svc.affinity_timeout {
-                frag.set(&format!("aff-{eid}"), format!("type {} ; flags dynamic,timeout ;", f.addr_type()), false);
-                rules.push(format!("update @aff-{eid} {{ {a} saddr timeout {timeout}s }}"));
-            }
-            rules.push(format!("meta l4proto {proto} dnat to {}", f.socket(&ep.ip, ep.port)));
+            frag.set(&format!("aff-{eid}"), format!("type {} ; flags dynamic,timeout ;", f.addr_type()), false);
+            let rules =
+                vec![format!("update @aff-{eid} {{ {a} saddr timeout {timeout}s }}"), format!("meta l4proto {proto} dnat to {}", f.socket(&ep.ip, ep.port))];
             frag.chain(format!("ep-{eid}"), Chain::new(rules));
         }
         // traffic to the cluster IP from outside the pod network is masqueraded
         let masquerade_off_cluster =
             ctx.masquerade_off_cluster.then(|| format!("{a} daddr {cluster_ip} {proto} dport {} {a} saddr != @pod-cidrs jump mark-for-masquerade", port.port));
         let dispatch = |eps: &[&Endpoint]| -> Vec<String> {
-            let mut rules = vec![];
             if svc.affinity_timeout.is_some() {
-                for ep in eps {
-                    let eid = endpoint_id(&id, ep);
-                    rules.push(format!("{a} saddr @aff-{eid} goto ep-{eid}"));
-                }
+                let mut rules: Vec<String> = eps
+                    .iter()
+                    .map(|ep| {
+                        let eid = endpoint_id(&id, ep);
+                        format!("{a} saddr @aff-{eid} goto ep-{eid}")
+                    })
+                    .collect();
+                rules.push(match eps {
+                    [one] => format!("goto ep-{}", endpoint_id(&id, one)),
+                    _ => {
+                        let arms: Vec<String> = eps.iter().enumerate().map(|(i, ep)| format!("{i} : goto ep-{}", endpoint_id(&id, ep))).collect();
+                        format!("numgen random mod {} vmap {{ {} }}", eps.len(), arms.join(", "))
+                    }
+                });
+                return rules;
             }
-            match eps {
-                [one] => rules.push(format!("goto ep-{}", endpoint_id(&id, one))),
+            vec![match eps {
+                [one] => format!("meta l4proto {proto} dnat to {}", f.socket(&one.ip, one.port)),
                 _ => {
-                    let arms: Vec<String> = eps.iter().enumerate().map(|(i, ep)| format!("{i} : goto ep-{}", endpoint_id(&id, ep))).collect();
-                    rules.push(format!("numgen random mod {} vmap {{ {} }}", eps.len(), arms.join(", ")));
+                    let arms: Vec<String> = eps.iter().enumerate().map(|(i, ep)| format!("{i} : {} . {}", ep.ip, ep.port)).collect();
+                    format!("meta l4proto {proto} dnat {a} addr . port to numgen random mod {} map {{ {} }}", eps.len(), arms.join(", "))
                 }
-            }
-            rules
+            }]
         };
         if !cluster.is_empty() {
             let mut rules: Vec<String> = masquerade_off_cluster.iter().cloned().collect();
@@ -294,15 +312,13 @@ mod tests {
             rules(&f, "svc-default/web/tcp/http"),
             [
                 "ip daddr 10.43.0.5 tcp dport 80 ip saddr != @pod-cidrs jump mark-for-masquerade",
-                "numgen random mod 2 vmap { 0 : goto ep-default/web/tcp/http__10.42.0.7/8080, 1 : goto ep-default/web/tcp/http__10.42.0.8/8080 }",
+                "meta l4proto tcp dnat ip addr . port to numgen random mod 2 map { 0 : 10.42.0.7 . 8080, 1 : 10.42.0.8 . 8080 }",
             ]
         );
-        assert_eq!(
-            rules(&f, "ep-default/web/tcp/http__10.42.0.7/8080"),
-            ["ip saddr 10.42.0.7 jump mark-for-masquerade", "meta l4proto tcp dnat to 10.42.0.7:8080"]
-        );
-        assert!(!f.chains.contains_key("ep-default/web/tcp/http__10.42.0.9/8080"), "not ready: no chain");
-        assert!(!f.chains.keys().any(|c| c.starts_with("local-") || c.starts_with("ext-")));
+        // hairpin: each endpoint reaching itself is masqueraded in postrouting
+        let hairpin: Vec<&String> = f.elements.keys().filter(|(set, _)| set == "hairpin-endpoints").map(|(_, k)| k).collect();
+        assert_eq!(hairpin, ["10.42.0.7 . 10.42.0.7", "10.42.0.8 . 10.42.0.8"], "not the unready one");
+        assert_eq!(f.chains.len(), 1, "one chain: {:?}", f.chains.keys());
     }
 
     #[test]
@@ -343,7 +359,7 @@ mod tests {
                 "goto local-default/web/tcp/http",
             ]
         );
-        assert_eq!(rules(&f, "local-default/web/tcp/http"), ["goto ep-default/web/tcp/http__10.42.0.7/8080"]);
+        assert_eq!(rules(&f, "local-default/web/tcp/http"), ["meta l4proto tcp dnat to 10.42.0.7:8080"]);
         assert_eq!(value(&f, "service-ips", "10.43.0.5 . tcp . 80"), Some("goto svc-default/web/tcp/http"), "cluster IP traffic: all endpoints");
         // no local endpoint: outside traffic dropped, pods still served
         s.ports[0].endpoints.retain(|e| !e.local);
@@ -360,7 +376,7 @@ mod tests {
         assert_eq!(value(&f, "service-ips", "10.43.0.5 . tcp . 80"), Some("goto local-default/web/tcp/http"));
         assert_eq!(
             rules(&f, "local-default/web/tcp/http"),
-            ["ip daddr 10.43.0.5 tcp dport 80 ip saddr != @pod-cidrs jump mark-for-masquerade", "goto ep-default/web/tcp/http__10.42.0.7/8080"]
+            ["ip daddr 10.43.0.5 tcp dport 80 ip saddr != @pod-cidrs jump mark-for-masquerade", "meta l4proto tcp dnat to 10.42.0.7:8080"]
         );
         s.ports[0].endpoints.retain(|e| !e.local);
         let f = service(Family::V4, &s, &ctx());
@@ -374,10 +390,10 @@ mod tests {
         let f = service(Family::V4, &s, &ctx());
         let e7 = "default/web/tcp/http__10.42.0.7/8080";
         assert!(f.sets.get(&format!("aff-{e7}")).is_some_and(|d| !d.owned && d.spec.contains("dynamic,timeout")));
-        assert_eq!(rules(&f, &format!("ep-{e7}"))[1], format!("update @aff-{e7} {{ ip saddr timeout 60s }}"));
+        assert_eq!(rules(&f, &format!("ep-{e7}")), [format!("update @aff-{e7} {{ ip saddr timeout 60s }}"), "meta l4proto tcp dnat to 10.42.0.7:8080".into()]);
         let svc_rules = rules(&f, "svc-default/web/tcp/http");
         assert_eq!(svc_rules[1], format!("ip saddr @aff-{e7} goto ep-{e7}"));
-        assert!(svc_rules[3].starts_with("numgen random mod 2"));
+        assert!(svc_rules[3].starts_with("numgen random mod 2 vmap { 0 : goto ep-"), "{svc_rules:?}");
     }
 
     #[test]
@@ -385,19 +401,30 @@ mod tests {
         let s = web(vec![ep("10.42.0.7", true, true)]);
         let skip = Context { masquerade_off_cluster: false, skip_cluster_ips: vec![ip("10.43.0.5")] };
         let f = service(Family::V4, &s, &skip);
-        assert!(f.elements.is_empty(), "{:?}", f.elements);
-        assert_eq!(rules(&f, "svc-default/web/tcp/http"), ["goto ep-default/web/tcp/http__10.42.0.7/8080"], "no pod CIDRs: no masquerade rule");
+        assert_eq!(f.elements.keys().map(|(set, _)| set.as_str()).collect::<Vec<_>>(), ["hairpin-endpoints"], "no cluster IP elements");
+        assert_eq!(rules(&f, "svc-default/web/tcp/http"), ["meta l4proto tcp dnat to 10.42.0.7:8080"], "no pod CIDRs: no masquerade rule");
         assert_eq!(service(Family::V6, &s, &ctx()), Fragment::default());
     }
 
     #[test]
     fn ipv6_services_use_ip6_syntax() {
-        let mut s = web(vec![Endpoint { ip: ip("fd00:42::7"), port: 8080, ready: true, serving: true, terminating: false, local: true }]);
+        let v6 = |addr: &str| Endpoint { ip: ip(addr), port: 8080, ready: true, serving: true, terminating: false, local: true };
+        let mut s = web(vec![v6("fd00:42::7"), v6("fd00:42::8")]);
         s.cluster_ips = vec![ip("10.43.0.5"), ip("fd00:43::5")];
         s.ports[0].protocol = Proto::Udp;
         let f = service(Family::V6, &s, &ctx());
+        assert_eq!(
+            rules(&f, "svc-default/web/udp/http")[1],
+            "meta l4proto udp dnat ip6 addr . port to numgen random mod 2 map { 0 : fd00:42::7 . 8080, 1 : fd00:42::8 . 8080 }"
+        );
+        s.ports[0].endpoints.truncate(1);
+        s.affinity_timeout = Some(5);
+        let f = service(Family::V6, &s, &ctx());
         let eid = "ep-default/web/udp/http__fd00.42..7/8080";
-        assert_eq!(rules(&f, eid), ["ip6 saddr fd00:42::7 jump mark-for-masquerade", "meta l4proto udp dnat to [fd00:42::7]:8080"]);
+        assert_eq!(
+            rules(&f, eid),
+            ["update @aff-default/web/udp/http__fd00.42..7/8080 { ip6 saddr timeout 5s }", "meta l4proto udp dnat to [fd00:42::7]:8080"]
+        );
         assert_eq!(value(&f, "service-ips", "fd00:43::5 . udp . 80"), Some("goto svc-default/web/udp/http"));
         let sk = skeleton(Family::V6, &Base::default());
         assert!(sk.sets["service-ips"].spec.starts_with("type ipv6_addr"));
