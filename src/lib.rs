@@ -5,6 +5,7 @@ pub mod image;
 pub mod logs;
 pub mod network;
 pub mod node;
+pub mod proxy;
 pub mod runtime;
 pub mod streaming;
 pub mod util;

@@ -132,6 +132,46 @@ struct JoinArgs {
     token_file: Option<PathBuf>,
 }
 
+/// The service proxy of the node agent (what kube-proxy does).
+#[derive(clap::Args, Clone)]
+struct ProxyArgs {
+    /// Do not run the service proxy in this node agent, as k3s's flag: Services are then not
+    /// reachable from this node unless something else programs them.
+    #[arg(long)]
+    disable_kube_proxy: bool,
+    /// The nftables table the proxy owns (families ip and ip6).
+    #[arg(long, default_value = berth::proxy::DEFAULT_TABLE, hide = true)]
+    proxy_table: String,
+    /// Where node ports are served, as kube-proxy's flag: `primary` (the Node's InternalIP and
+    /// ExternalIP addresses; never loopback) or CIDRs of local addresses (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "primary")]
+    nodeport_addresses: Vec<String>,
+    /// The least time between the starts of two syncs of the proxy's rules (a Go duration).
+    #[arg(long, default_value = "20ms", value_parser = parse_duration)]
+    proxy_min_sync_period: std::time::Duration,
+    /// How often the proxy writes its whole table again, repairing drift (a Go duration).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    proxy_sync_period: std::time::Duration,
+}
+
+impl ProxyArgs {
+    /// The proxy of node `node_name` (None: turned off); `cluster_cidrs` are where pods live
+    /// beyond the Nodes' pod CIDRs.
+    fn config(&self, node_name: &str, cluster_cidrs: Vec<String>) -> Result<Option<berth::proxy::ProxyConfig>> {
+        if self.disable_kube_proxy {
+            return Ok(None);
+        }
+        let mut cfg = berth::proxy::ProxyConfig::new(node_name);
+        cfg.table = self.proxy_table.clone();
+        cfg.cluster_cidrs = cluster_cidrs;
+        cfg.nodeport_addresses = berth::proxy::NodePortAddresses::parse(&self.nodeport_addresses)?;
+        cfg.min_sync_period = self.proxy_min_sync_period;
+        cfg.sync_period = self.proxy_sync_period;
+        // skip_cluster_ips: the node-local DNS fills it with the --cluster-dns addresses it binds
+        Ok(Some(cfg))
+    }
+}
+
 #[derive(clap::Args, Clone)]
 struct ServerArgs {
     /// Address of the HTTPS listener.
@@ -228,8 +268,8 @@ struct ServerArgs {
     /// The controllers to run, as kube-controller-manager's flag: `*` for all, a name to turn
     /// one on, `-name` to turn it off (cronjob, daemonset, deployment, disruption, endpoint,
     /// endpointslice, garbagecollector, job, namespace, nodeipam, nodelifecycle,
-    /// persistentvolume-binder, podgc, replicaset, replicationcontroller, statefulset,
-    /// ttl-after-finished). Without the namespace
+    /// persistentvolume-binder, podgc, replicaset, replicationcontroller, service-lb,
+    /// statefulset, ttl-after-finished). Without the namespace
     /// controller deleted namespaces stay Terminating, as upstream.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     controllers: Vec<String>,
@@ -242,8 +282,9 @@ struct ServerArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
     max_endpoints_per_slice: u16,
     /// Packaged components not to deploy, as k3s's flag (comma-separated): `local-storage` (the
-    /// default `local-path` StorageClass and its provisioner).
-    #[arg(long, value_delimiter = ',', value_parser = ["local-storage"])]
+    /// default `local-path` StorageClass and its provisioner), `servicelb` (load-balancer
+    /// addresses for LoadBalancer Services: the service-lb controller).
+    #[arg(long, value_delimiter = ',', value_parser = ["local-storage", "servicelb"])]
     disable: Vec<String>,
     /// Where the local-path provisioner keeps volumes on each node, as k3s's flag (k3s:
     /// /var/lib/rancher/k3s/storage).
@@ -305,6 +346,8 @@ enum Command {
         #[command(flatten)]
         agent: AgentArgs,
         #[command(flatten)]
+        proxy: ProxyArgs,
+        #[command(flatten)]
         args: ServerArgs,
     },
     /// Join a cluster as a node: TLS bootstrap with the join token (the CA from the server's
@@ -319,6 +362,8 @@ enum Command {
         node: NodeArgs,
         #[command(flatten)]
         agent: AgentArgs,
+        #[command(flatten)]
+        proxy: ProxyArgs,
         #[command(flatten)]
         join: JoinArgs,
     },
@@ -370,11 +415,11 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Runtime { dirs, flags } => rt.block_on(run_runtime(file.resolve(dirs.data_dir, dirs.run_dir), flags, None, notifier)),
         Command::Node { dirs, flags, node } => rt.block_on(run_runtime(file.resolve(dirs.data_dir, dirs.run_dir), flags, Some(node), notifier)),
-        Command::Server { dirs, flags, node, agent, args } => {
-            rt.block_on(run_server(file.resolve(dirs.data_dir, dirs.run_dir), flags, node, agent, args, notifier))
+        Command::Server { dirs, flags, node, agent, proxy, args } => {
+            rt.block_on(run_server(file.resolve(dirs.data_dir, dirs.run_dir), flags, node, agent, proxy, args, notifier))
         }
-        Command::Agent { dirs, flags, node, agent, join } => {
-            rt.block_on(run_agent(file.resolve(dirs.data_dir, dirs.run_dir), flags, node, agent, join, notifier))
+        Command::Agent { dirs, flags, node, agent, proxy, join } => {
+            rt.block_on(run_agent(file.resolve(dirs.data_dir, dirs.run_dir), flags, node, agent, proxy, join, notifier))
         }
         Command::Logs { socket, dirs, opts } => {
             let cfg = file.resolve(dirs.data_dir, dirs.run_dir);
@@ -437,11 +482,21 @@ struct LocalAgent {
     auth: Arc<berth::node::api_auth::Auth>,
     /// The node's own pod CIDR (flag or config), registered as its spec.podCIDR.
     pod_cidr: Option<String>,
+    /// The service proxy (None: --disable-kube-proxy).
+    proxy: Option<berth::proxy::ProxyConfig>,
 }
 
 /// The cluster: the Kubernetes API over the cluster store, the scheduler, and (unless
 /// --disable-agent) this machine as its node.
-async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: NodeArgs, agent: AgentArgs, args: ServerArgs, notifier: Notifier) -> Result<()> {
+async fn run_server(
+    mut cfg: config::Config,
+    flags: RuntimeFlags,
+    node_args: NodeArgs,
+    agent: AgentArgs,
+    proxy: ProxyArgs,
+    args: ServerArgs,
+    notifier: Notifier,
+) -> Result<()> {
     watchdog(&notifier);
     let opts = berth_apiserver::ServerOptions {
         data_dir: cfg.data_dir.join("server"),
@@ -473,7 +528,11 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
     let stop = tokio_util::sync::CancellationToken::new();
     let ipam = berth_control::nodeipam::Allocator::new(&args.cluster_cidr, args.node_cidr_mask_size)?;
     let lifecycle = berth_control::nodelifecycle::Config { grace: args.node_monitor_grace_period, monitor_period: args.node_monitor_period };
-    let controllers = berth_control::selection::Selection::parse(&args.controllers).context("--controllers")?;
+    let mut controller_names = args.controllers.clone();
+    if args.disable.iter().any(|d| d == "servicelb") {
+        controller_names.push("-service-lb".into());
+    }
+    let controllers = berth_control::selection::Selection::parse(&controller_names).context("--controllers")?;
     let mut controller_options = berth_control::manager::Options {
         terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
         local_path: None,
@@ -507,10 +566,11 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
         let auth = berth::node::api_auth::Auth::closed();
         let (node, kubelet_port, _serving) = daemon::node(&cfg, node_args, &parts, auth.clone()).await?;
         let node_name = node.shared().cfg.node_name.clone();
+        let proxy = proxy.config(&node_name, vec![args.cluster_cidr.clone()])?;
         let cfg = cfg.clone();
         let stop = stop.clone();
         cri_task = Some(tokio::spawn(async move { daemon::serve_cri(&cfg, &parts, None, stop.cancelled()).await }));
-        Some(LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints, auth, pod_cidr })
+        Some(LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints, auth, pod_cidr, proxy })
     };
     if local_storage {
         // the provisioner removes directories itself only on this server's own node
@@ -612,13 +672,24 @@ fn run_node_in_cluster(
         pod_cidr: agent.pod_cidr,
         ready,
     };
+    if let Some(proxy) = agent.proxy {
+        tokio::spawn(berth::proxy::run(cluster.client.clone(), proxy, stop.clone()));
+    }
     let pods = berth::node::cluster::start(cluster, agent.node.shared(), stop.clone());
     tokio::spawn(agent.node.run(stop, Some(pods)))
 }
 
 /// A node of a remote cluster: joins it with the token (or the credentials of an earlier
 /// join), then runs like the server's own agent, over HTTPS.
-async fn run_agent(mut cfg: config::Config, flags: RuntimeFlags, node_args: NodeArgs, agent: AgentArgs, join: JoinArgs, notifier: Notifier) -> Result<()> {
+async fn run_agent(
+    mut cfg: config::Config,
+    flags: RuntimeFlags,
+    node_args: NodeArgs,
+    agent: AgentArgs,
+    proxy: ProxyArgs,
+    join: JoinArgs,
+    notifier: Notifier,
+) -> Result<()> {
     watchdog(&notifier);
     if !nix::unistd::Uid::effective().is_root() {
         bail!("berth agent runs pods (namespaces, mounts, cgroups): run it as root");
@@ -633,6 +704,7 @@ async fn run_agent(mut cfg: config::Config, flags: RuntimeFlags, node_args: Node
     let taints = berth::node::cluster::flags::parse_taints(&agent.register_with_taints)?;
     // Joined first: a node the cluster does not take runs nothing.
     let node_name = daemon::node_name(node_args.node_name.as_deref());
+    let proxy = proxy.config(&node_name, vec![])?;
     let join = berth::node::cluster::join::Join { server: join.server, token, node_name: node_name.clone(), dir: cfg.data_dir.join("agent") };
     let creds = berth::node::cluster::join::credentials(&join).await?;
     // the client certificate is renewed in place while the agent runs
@@ -673,7 +745,8 @@ async fn run_agent(mut cfg: config::Config, flags: RuntimeFlags, node_args: Node
     }
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(berth::node::cluster::rotation::rotate(join.clone(), creds.clone(), identity, client.clone(), node_stop_rx.clone()));
-    let task = run_node_in_cluster(client, LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints, auth, pod_cidr }, ready_tx, node_stop_rx);
+    let task =
+        run_node_in_cluster(client, LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints, auth, pod_cidr, proxy }, ready_tx, node_stop_rx);
     notify_when_ready(notifier.clone(), ready_rx, "READY=1\nSTATUS=running the pods of this node");
     shutdown_signal().await;
     notifier.say("STOPPING=1\nSTATUS=shutting down");

@@ -13,7 +13,8 @@
 //!   [`informer`]s, with what they share in [`controller`], [`workqueue`] and [`recorder`];
 //!   the [`namespace`] controller and the [`garbagecollector`], which read the API's
 //!   [`discovery`] and work on every resource through kube's dynamic API; the Services'
-//!   [`endpointslice`] and [`endpoints`] controllers.
+//!   [`endpointslice`] and [`endpoints`] controllers, and [`servicelb`] (LoadBalancer Services
+//!   on the nodes' addresses).
 
 pub mod controller;
 pub mod cronjob;
@@ -36,6 +37,7 @@ pub mod recorder;
 pub mod replicaset;
 pub mod scheduler;
 pub mod selection;
+pub mod servicelb;
 pub mod statefulset;
 pub mod volume;
 pub mod workqueue;

@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use crate::informer::Informer;
 use crate::selection::Selection;
 use crate::volume::local_path::LocalPath;
-use crate::{cronjob, daemonset, deployment, disruption, endpoints, endpointslice, garbagecollector, job, namespace, podgc, replicaset, statefulset, volume};
+use crate::{
+    cronjob, daemonset, deployment, disruption, endpoints, endpointslice, garbagecollector, job, namespace, podgc, replicaset, servicelb, statefulset, volume,
+};
 
 /// Settings of the workload controllers (kube-controller-manager's flags of the same names).
 #[derive(Debug, Clone)]
@@ -85,6 +87,7 @@ async fn run_workload_controllers(
         "persistentvolume-binder",
         "endpoint",
         "endpointslice",
+        "service-lb",
     ]
     .iter()
     .any(|c| on(c))
@@ -142,6 +145,7 @@ async fn run_workload_controllers(
         options.max_endpoints_per_slice,
     );
     let epc = endpoints::Controller::new(client_for("endpoint-controller"), services.clone(), pods.clone(), endpoints_objects.clone());
+    let lbc = servicelb::Controller::new(client_for("service-controller"), services.clone(), nodes.clone());
     let binder = on("persistentvolume-binder");
     let maybe = |enabled: bool, work: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| async move {
         if enabled {
@@ -166,8 +170,12 @@ async fn run_workload_controllers(
         maybe(binder, Box::pin(volumes.run(kube::Api::all(informers.clone()), stop.clone()))),
         maybe(binder, Box::pin(classes.run(kube::Api::all(informers.clone()), stop.clone()))),
         maybe(binder, Box::pin(pvc.run(stop.clone()))),
-        maybe(on("daemonset") || on("podgc") || binder || on("endpointslice"), Box::pin(nodes.run(kube::Api::all(informers.clone()), stop.clone()))),
-        maybe(on("endpointslice") || on("endpoint"), Box::pin(services.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(
+            on("daemonset") || on("podgc") || binder || on("endpointslice") || on("service-lb"),
+            Box::pin(nodes.run(kube::Api::all(informers.clone()), stop.clone()))
+        ),
+        maybe(on("endpointslice") || on("endpoint") || on("service-lb"), Box::pin(services.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(on("service-lb"), Box::pin(lbc.run(stop.clone()))),
         maybe(on("endpointslice"), Box::pin(slices.run(kube::Api::all(informers.clone()), stop.clone()))),
         maybe(on("endpointslice"), Box::pin(esc.run(stop.clone()))),
         maybe(on("endpoint"), Box::pin(endpoints_objects.run(kube::Api::all(informers.clone()), stop.clone()))),

@@ -20,6 +20,7 @@ pub const KNOWN: &[&str] = &[
     "podgc",
     "replicaset",
     "replicationcontroller",
+    "service-lb",
     "statefulset",
     "ttl-after-finished",
 ];

@@ -176,6 +176,13 @@ impl Daemon {
             }
         }
         mode.extend(["--cgroup-root".to_string(), cgroup_root.clone()]);
+        // The service proxy programs the host's nftables (10.43.0.1 and every node port of the
+        // cluster): off unless a test names a table of its own for it (--proxy-table), so
+        // servers started in parallel do not all program the same addresses.
+        let opted_in = extra.iter().any(|a| a.starts_with("--proxy-table") || a.starts_with("--disable-kube-proxy"));
+        if (kind == "server" || kind == "agent") && !opted_in {
+            mode.push("--disable-kube-proxy".to_string());
+        }
         // The kubelet's default disk thresholds would evict test pods on a build machine
         // whose disk is mostly full of build output; tests not about eviction keep memory only.
         if !config.contains("[eviction]") {

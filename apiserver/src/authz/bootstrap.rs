@@ -72,7 +72,9 @@ pub async fn reconcile(api: &Arc<Api>) -> Result<(), ApiError> {
 
 /// The bindings that let nodes join by token, as an installer adds them (kubeadm's
 /// `kubeadm:kubelet-bootstrap` and node-autoapprove bindings): bootstrap tokens may ask for a
-/// node client certificate and have it approved, nodes may renew their own.
+/// node client certificate and have it approved, nodes may renew their own. And the node
+/// agents' service proxy (kube-proxy's job, done with the node's credential) reads what
+/// kube-proxy reads: system:node-proxier for the nodes.
 fn join_bindings() -> Vec<Value> {
     let binding = |name: &str, role: &str, group: &str| {
         json!({
@@ -90,6 +92,7 @@ fn join_bindings() -> Vec<Value> {
             "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
             super::node::NODES_GROUP,
         ),
+        binding("berth:node-proxier", "system:node-proxier", super::node::NODES_GROUP),
     ]
 }
 

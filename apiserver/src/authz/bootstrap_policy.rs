@@ -373,6 +373,7 @@ fn base_cluster_roles() -> Vec<Value> {
                 rule(READ, CORE, &["nodes"]),
                 events(),
                 rule(&["list", "watch"], DISCOVERY, &["endpointslices"]),
+                rule(&["list", "watch"], NETWORKING, &["servicecidrs"]),
             ],
         ),
         cluster_role(

@@ -76,8 +76,17 @@ pub struct Cidr {
 }
 
 impl Cidr {
-    /// Parses a canonical CIDR: host bits must be zero.
+    /// Parses a canonical service CIDR: host bits must be zero, IPv6 ranges at most a /64.
     pub fn parse(s: &str) -> Result<Cidr, CidrError> {
+        let cidr = Cidr::parse_network(s)?;
+        if cidr.family == Family::IPv6 && cidr.prefix < 64 {
+            return Err(CidrError::Ipv6TooLarge { cidr: s.to_string() });
+        }
+        Ok(cidr)
+    }
+
+    /// Parses any canonical network (a pod CIDR, say): host bits must be zero.
+    pub fn parse_network(s: &str) -> Result<Cidr, CidrError> {
         let Prefix { addr: ip, len: prefix } = Prefix::parse(s.trim()).map_err(|e| match e {
             PrefixError::Range { max } => CidrError::PrefixTooLong { cidr: s.to_string(), max },
             _ => CidrError::Syntax(s.to_string()),
@@ -88,10 +97,21 @@ impl Cidr {
         if cidr.network != n {
             return Err(CidrError::HostBits { cidr: s.to_string(), network: cidr.to_string() });
         }
-        if family == Family::IPv6 && prefix < 64 {
-            return Err(CidrError::Ipv6TooLarge { cidr: s.to_string() });
-        }
         Ok(cidr)
+    }
+
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    /// The network address.
+    pub fn network(&self) -> IpAddr {
+        from_u128(self.family, self.network)
+    }
+
+    /// Whether every address of `other` is in this network.
+    pub fn covers(&self, other: &Cidr) -> bool {
+        self.prefix <= other.prefix && self.contains(&other.network())
     }
 
     pub fn family(&self) -> Family {
@@ -320,6 +340,17 @@ mod tests {
         assert_eq!(c.nth(d.end - 1), ip("10.43.255.254"));
         assert!(!c.assignable(&ip("10.43.0.0")) && !c.assignable(&ip("10.43.255.255")));
         assert!(c.assignable(&ip("10.43.0.5")) && !c.contains(&ip("10.44.0.5")));
+    }
+
+    #[test]
+    fn networks_of_any_size_and_covering() {
+        assert!(matches!(Cidr::parse("fd00::/48"), Err(CidrError::Ipv6TooLarge { .. })));
+        let wide = Cidr::parse_network("fd00::/48").unwrap();
+        assert_eq!((wide.prefix(), wide.network()), (48, ip("fd00::")));
+        let (big, small) = (Cidr::parse_network("10.42.0.0/16").unwrap(), Cidr::parse_network("10.42.3.0/24").unwrap());
+        assert!(big.covers(&small) && !small.covers(&big) && big.covers(&big));
+        assert!(!big.covers(&wide) && !wide.covers(&big));
+        assert!(matches!(Cidr::parse_network("10.42.3.1/24"), Err(CidrError::HostBits { .. })));
     }
 
     #[test]

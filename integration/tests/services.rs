@@ -1,0 +1,478 @@
+//! The service proxy of the node agent inside `berth server`, against real pods, real nftables
+//! and real kubectl: each test's server has a table of its own (`--proxy-table`), a service range
+//! and a pod network of its own (a bridge whose gateway is the node's address), so tests running
+//! at once never program the same addresses. Backends are busybox httpd pods that answer with
+//! their host name (and, at /cgi-bin/ip, the client address they saw).
+//!
+//! - A NodePort Service over 3 pods: another pod reaches all 3 through the cluster IP, the host
+//!   through the node port on the node's address; a pod failing readiness drops out; a backend
+//!   reaches itself through its Service (hairpin); a new port is programmed; scaled to 0 the
+//!   cluster IP and the node port refuse connections; deleting the Service removes its chains.
+//! - Session affinity ClientIP; externalTrafficPolicy Local seen from a client in a network
+//!   namespace of its own (only the local endpoint, the client's address kept); a LoadBalancer
+//!   Service gets the node's address from servicelb and answers on it.
+//! - A restarted server converges its table (a leftover chain goes) while a connection opened
+//!   before the restart keeps working.
+use berth_integration::kubelet::busybox;
+use berth_integration::{tail, Daemon, LinkGuard};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(120);
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Deletes the test's nftables tables (both families), also when the test fails.
+struct TableGuard(String);
+
+impl Drop for TableGuard {
+    fn drop(&mut self) {
+        for family in ["ip", "ip6"] {
+            let _ = Command::new("nft").args(["delete", "table", family, &self.0]).output();
+        }
+    }
+}
+
+/// A `berth server` whose node agent runs the proxy on a table, service range and pod network
+/// of this test's own.
+struct Cluster {
+    d: Daemon,
+    table: String,
+    /// The pod bridge's gateway: the node's InternalIP.
+    node_ip: String,
+    service_prefix: String,
+    _bridge: LinkGuard,
+    _table: TableGuard,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        // 10.3-17.x pods, 10.20-39.x services: no other test's ranges
+        let third = (pid / 20 % 200 + n) % 250;
+        let pods = format!("10.{}.{third}", 3 + pid % 15);
+        let service_prefix = format!("10.{}.{third}", 20 + pid % 20);
+        let table = format!("berth-proxy-it-{pid}-{n}");
+        let bridge = format!("bpx{}x{n}", pid % 100_000);
+        let node_ip = format!("{pods}.1");
+        let own = berth_integration::berth_bin().parent().expect("bin dir").display().to_string();
+        let config =
+            format!("[network]\nconf_dir = \"@DIR@/net.d\"\nbin_dirs = [\"{own}\"]\nbridge = \"{bridge}\"\nmasquerade = false\npod_cidr = \"{pods}.0/24\"\n");
+        let service_cidr = format!("{service_prefix}.0/24");
+        // the bridge with its gateway address first: the kubelet API listens on the node's address
+        for args in
+            [vec!["link", "add", &bridge, "type", "bridge"], vec!["addr", "add", &format!("{node_ip}/24"), "dev", &bridge], vec!["link", "set", &bridge, "up"]]
+        {
+            let out = Command::new("ip").args(&args).output().expect("ip");
+            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let guards = (LinkGuard(bridge), TableGuard(table.clone()));
+        let flags = ["--proxy-table", &table, "--service-cidr", &service_cidr, "--node-ip", &node_ip, "--kubelet-address", &node_ip];
+        let d = Daemon::start_server(&config, &flags).await;
+        d.kubectl_until(&["get", "node", "berth-it"], LIMIT, "node Ready", |n| condition(n, "Ready") == "True");
+        Cluster { d, table, node_ip, service_prefix, _bridge: guards.0, _table: guards.1 }
+    }
+
+    fn apply(&self, yaml: &str) {
+        self.d.kubectl_ok_in(&["apply", "-f", "-"], Some(&yaml.replace("BUSYBOX", &busybox())));
+    }
+
+    /// `nft list table ip <table>`.
+    fn rules(&self) -> String {
+        let out = Command::new("nft").args(["list", "table", "ip", &self.table]).output().expect("nft");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Polls the table until `check` holds on its listing.
+    fn wait_rules(&self, what: &str, check: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let r = self.rules();
+            if check(&r) {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "{what}: not within {LIMIT:?}; table:\n{r}\nserver log:\n{}", tail(&self.d.log(), 60));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs `script` in `pod` (sh -c): its output.
+    fn exec(&self, pod: &str, script: &str) -> String {
+        let out = self.d.kubectl(&["exec", pod, "--", "sh", "-c", script]);
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    }
+
+    /// `count` requests from `pod` to `url` (each given 5 s): the answers, one per line.
+    fn requests(&self, pod: &str, url: &str, count: usize) -> Vec<String> {
+        let script = format!("for i in $(seq {count}); do timeout 5 wget -q -O - {url} || echo FAILED; done");
+        self.exec(pod, &script).lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
+    }
+
+    fn service(&self, name: &str) -> Value {
+        self.d.kubectl_json(&["get", "service", name])
+    }
+
+    /// The Ready pods of `app`, by name, with their IPs.
+    fn ready_pods(&self, app: &str, count: usize) -> Vec<(String, String)> {
+        let pods = self.d.kubectl_until(&["get", "pods", "-l", &format!("app={app}")], LIMIT, &format!("{count} ready {app} pods"), |v| {
+            let items = v["items"].as_array().cloned().unwrap_or_default();
+            items.len() == count && items.iter().all(|p| condition(p, "Ready") == "True" && p["metadata"]["deletionTimestamp"].is_null())
+        });
+        let mut out: Vec<(String, String)> = pods["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| (p["metadata"]["name"].as_str().unwrap_or_default().to_string(), p["status"]["podIP"].as_str().unwrap_or_default().to_string()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn client(&self) {
+        self.apply(CLIENT);
+        self.d.kubectl_until(&["get", "pod", "client"], LIMIT, "the client pod ready", |p| condition(p, "Ready") == "True");
+    }
+}
+
+fn condition(obj: &Value, kind: &str) -> String {
+    obj["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == kind)).and_then(|c| c["status"].as_str()).unwrap_or("").to_string()
+}
+
+/// `replicas` busybox httpd pods labelled app=`name` serving their host name on 8080 (port
+/// `http`), Ready while /tmp/ready exists.
+fn backends(name: &str, replicas: u32) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: web
+        image: BUSYBOX
+        ports: [{{name: http, containerPort: 8080}}]
+        command:
+        - sh
+        - -c
+        - |
+          mkdir -p /www/cgi-bin
+          hostname > /www/index.html
+          printf '#!/bin/sh\necho Content-Type: text/plain\necho\necho $REMOTE_ADDR\n' > /www/cgi-bin/ip
+          chmod +x /www/cgi-bin/ip
+          touch /tmp/ready
+          exec httpd -f -p 8080 -h /www
+        readinessProbe:
+          exec: {{command: ["cat", "/tmp/ready"]}}
+          periodSeconds: 1
+          failureThreshold: 1
+"#
+    )
+}
+
+const CLIENT: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: client}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: c
+    image: BUSYBOX
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
+"#;
+
+/// An HTTP/1.0 GET from this host: the body.
+fn http_get(host: &str, port: u16, path: &str) -> std::io::Result<String> {
+    let addr: SocketAddr = format!("{host}:{port}").parse().map_err(std::io::Error::other)?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out.split_once("\r\n\r\n").map(|(_, b)| b.trim().to_string()).unwrap_or_default())
+}
+
+/// A client address as httpd's CGI reports it (`[::ffff:10.0.0.2]` on its dual-stack socket).
+fn plain_ip(s: &str) -> String {
+    s.trim_start_matches('[').trim_end_matches(']').trim_start_matches("::ffff:").to_string()
+}
+
+fn cluster_ip(svc: &Value) -> String {
+    svc["spec"]["clusterIP"].as_str().unwrap_or_default().to_string()
+}
+
+fn node_port(svc: &Value, i: usize) -> u16 {
+    svc["spec"]["ports"][i]["nodePort"].as_u64().unwrap_or_default() as u16
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_ip_and_node_port_balance_over_ready_pods_and_reject_without_endpoints() {
+    let c = Cluster::start().await;
+    c.apply(&backends("web", 3));
+    c.apply("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  type: NodePort\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: http}]\n");
+    c.client();
+    let pods = c.ready_pods("web", 3);
+    let names: BTreeSet<String> = pods.iter().map(|p| p.0.clone()).collect();
+    let svc = c.service("web");
+    let (ip, np) = (cluster_ip(&svc), node_port(&svc, 0));
+    assert!(ip.starts_with(&c.service_prefix), "{ip}");
+    let svc_chain = "svc-default/web/tcp/http";
+    c.wait_rules("3 endpoints programmed", |r| r.contains(&format!("{ip} . tcp . 80 : goto {svc_chain}")) && r.contains("numgen random mod 3"));
+
+    // from another pod through the cluster IP: all three answer
+    let answers = c.requests("client", &format!("http://{ip}/"), 30);
+    let seen: BTreeSet<String> = answers.iter().cloned().collect();
+    assert_eq!(seen, names, "30 requests through {ip}: {answers:?}");
+
+    // from the host through the node port on the node's address
+    let rules = c.rules();
+    assert!(rules.contains(&format!("tcp . {np} : goto ext-default/web/tcp/http")), "{rules}");
+    assert!(rules.contains(&format!("elements = {{ {} }}", c.node_ip)), "node ports on the node's address: {rules}");
+    let mut seen = BTreeSet::new();
+    for _ in 0..30 {
+        let body = http_get(&c.node_ip, np, "/").unwrap_or_else(|e| panic!("node port {}:{np}: {e}\n{rules}", c.node_ip));
+        seen.insert(body);
+    }
+    assert_eq!(seen, names, "through the node port");
+
+    // a pod failing its readiness probe drops out
+    let (sick, sick_ip) = pods[0].clone();
+    c.exec(&sick, "rm /tmp/ready");
+    c.wait_rules("the unready endpoint gone", |r| !r.contains(&format!("{sick_ip} . 8080")) && r.contains("numgen random mod 2"));
+    let answers = c.requests("client", &format!("http://{ip}/"), 20);
+    assert!(!answers.contains(&sick) && !answers.iter().any(|a| a == "FAILED"), "{answers:?}");
+    assert_eq!(answers.iter().collect::<BTreeSet<_>>().len(), 2, "{answers:?}");
+    c.exec(&sick, "touch /tmp/ready");
+    c.wait_rules("back with 3 endpoints", |r| r.contains("numgen random mod 3"));
+
+    // hairpin: a backend reaching its own Service gets answers, its own among them
+    let (me, _) = pods[1].clone();
+    let answers = c.requests(&me, &format!("http://{ip}/"), 30);
+    assert!(answers.contains(&me), "the backend never reached itself: {answers:?}");
+    assert!(!answers.iter().any(|a| a == "FAILED"), "{answers:?}");
+
+    // a new port is programmed
+    c.d.kubectl_ok(&[
+        "patch",
+        "service",
+        "web",
+        "--type=json",
+        "-p",
+        r#"[{"op": "add", "path": "/spec/ports/-", "value": {"name": "alt", "port": 8081, "targetPort": "http"}}]"#,
+    ]);
+    c.wait_rules("the new port", |r| r.contains(&format!("{ip} . tcp . 8081 : goto svc-default/web/tcp/alt")));
+    let answers = c.requests("client", &format!("http://{ip}:8081/"), 3);
+    assert!(answers.iter().all(|a| names.contains(a)), "{answers:?}");
+
+    // scaled to 0: connections are refused at once (REJECT), not left to time out
+    c.d.kubectl_ok(&["scale", "deployment/web", "--replicas=0"]);
+    c.wait_rules("no endpoints: reject", |r| r.contains(&format!("{ip} . tcp . 80 : goto reject-chain")) && !r.contains(svc_chain));
+    let started = Instant::now();
+    let out = c.exec("client", &format!("timeout 10 wget -q -O - http://{ip}/; echo rc=$?"));
+    assert!(out.contains("Connection refused"), "{out}");
+    eprintln!("refused through the cluster IP after {:?}", started.elapsed());
+    match TcpStream::connect_timeout(&format!("{}:{np}", c.node_ip).parse().expect("addr"), Duration::from_secs(10)) {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}"),
+        Ok(_) => panic!("the node port of a Service without endpoints accepted a connection"),
+    }
+
+    // deleting the Service removes its chains and elements
+    c.d.kubectl_ok(&["delete", "service", "web"]);
+    let r = c.wait_rules("the service's rules gone", |r| !r.contains("default/web/") && !r.contains(&format!("{ip} . tcp")));
+    assert!(r.contains("chain services"), "the skeleton stays: {r}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn session_affinity_external_traffic_policy_local_and_load_balancer() {
+    let c = Cluster::start().await;
+    c.apply(&backends("web", 3));
+    c.client();
+    let pods = c.ready_pods("web", 3);
+    let names: BTreeSet<String> = pods.iter().map(|p| p.0.clone()).collect();
+
+    // session affinity: one client keeps its backend
+    c.apply("apiVersion: v1\nkind: Service\nmetadata: {name: sticky}\nspec:\n  selector: {app: web}\n  sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 600}}\n  ports: [{port: 80, targetPort: http}]\n");
+    let ip = cluster_ip(&c.service("sticky"));
+    c.wait_rules("affinity sets", |r| r.contains("set aff-default/sticky/tcp/80__") && r.contains("timeout 10m"));
+    let answers = c.requests("client", &format!("http://{ip}/"), 20);
+    let seen: BTreeSet<&String> = answers.iter().collect();
+    assert_eq!(seen.len(), 1, "{answers:?}");
+    assert!(names.contains(answers[0].as_str()), "{answers:?}");
+
+    // externalTrafficPolicy Local: one endpoint on this node, one said to be elsewhere
+    let (here, here_ip) = pods[0].clone();
+    let (there, there_ip) = pods[1].clone();
+    c.apply(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: local}\nspec:\n  type: NodePort\n  externalTrafficPolicy: Local\n  ports: [{name: http, port: 80}]\n",
+    );
+    let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "local-by-hand", "labels": {"kubernetes.io/service-name": "local", "endpointslice.kubernetes.io/managed-by": "berth-test"}},
+        "addressType": "IPv4", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [here_ip], "nodeName": "berth-it", "conditions": {"ready": true}},
+                      {"addresses": [there_ip], "nodeName": "elsewhere", "conditions": {"ready": true}}]});
+    c.d.kubectl_ok_in(&["apply", "-f", "-"], Some(&slice.to_string()));
+    let local = c.service("local");
+    let (local_ip, local_np) = (cluster_ip(&local), node_port(&local, 0));
+    c.wait_rules("the local chain", |r| r.contains("chain local-default/local/tcp/http"));
+    let outside = OutsideClient::new();
+    let mut seen = BTreeSet::new();
+    for _ in 0..10 {
+        seen.insert(outside.get(&format!("http://{}:{local_np}/", c.node_ip)));
+    }
+    assert_eq!(seen, BTreeSet::from([here.clone()]), "only the local endpoint");
+    assert_eq!(plain_ip(&outside.get(&format!("http://{}:{local_np}/cgi-bin/ip", c.node_ip))), outside.ip, "the client's address is kept");
+    // pods reach every endpoint through the cluster IP
+    let answers = c.requests("client", &format!("http://{local_ip}/"), 30);
+    assert_eq!(answers.iter().cloned().collect::<BTreeSet<_>>(), BTreeSet::from([here.clone(), there.clone()]), "{answers:?}");
+
+    // externalTrafficPolicy Cluster: masqueraded to the node's address
+    c.apply("apiVersion: v1\nkind: Service\nmetadata: {name: open}\nspec:\n  type: NodePort\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: http}]\n");
+    let open_np = node_port(&c.service("open"), 0);
+    c.wait_rules("the open service", |r| r.contains(&format!("tcp . {open_np} : goto ext-default/open/tcp/http")));
+    assert_eq!(plain_ip(&outside.get(&format!("http://{}:{open_np}/cgi-bin/ip", c.node_ip))), c.node_ip, "masqueraded");
+
+    // LoadBalancer: servicelb gives it the node's address; it answers there
+    c.apply("apiVersion: v1\nkind: Service\nmetadata: {name: lb}\nspec:\n  type: LoadBalancer\n  selector: {app: web}\n  ports: [{name: http, port: 8099, targetPort: http}]\n");
+    let lb = c.d.kubectl_until(&["get", "service", "lb"], LIMIT, "a load-balancer address", |s| s["status"]["loadBalancer"]["ingress"][0]["ip"].is_string());
+    assert_eq!(lb["status"]["loadBalancer"]["ingress"], json!([{"ip": c.node_ip, "ipMode": "VIP"}]));
+    let row = c.d.kubectl_ok(&["get", "service", "lb", "--no-headers"]);
+    assert_eq!(row.split_whitespace().nth(3), Some(c.node_ip.as_str()), "EXTERNAL-IP: {row}");
+    c.wait_rules("the load-balancer IP", |r| r.contains(&format!("{} . tcp . 8099 : goto ext-default/lb/tcp/http", c.node_ip)));
+    let body = outside.get(&format!("http://{}:8099/", c.node_ip));
+    assert!(names.contains(&body), "{body}");
+    let body = http_get(&c.node_ip, 8099, "/").expect("the LB address from the host");
+    assert!(names.contains(&body), "{body}");
+    // no longer a LoadBalancer: the address goes
+    c.d.kubectl_ok(&["patch", "service", "lb", "-p", r#"{"spec": {"type": "ClusterIP"}}"#]);
+    c.d.kubectl_until(&["get", "service", "lb"], LIMIT, "the address cleared", |s| s["status"]["loadBalancer"]["ingress"].is_null());
+    c.wait_rules("the LB IP's element gone", |r| !r.contains(&format!("{} . tcp . 8099", c.node_ip)));
+}
+
+/// A client outside the node: a network namespace of the test's own, linked to the host by a
+/// veth pair, routed through it.
+struct OutsideClient {
+    netns: String,
+    host_link: String,
+    ip: String,
+}
+
+impl OutsideClient {
+    fn new() -> OutsideClient {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let prefix = format!("10.{}.{}", 45 + pid % 10, (pid / 10 % 200 + n) % 250);
+        let c = OutsideClient { netns: format!("berth-pxc-{pid}-{n}"), host_link: format!("vpx{}h{n}", pid % 100_000), ip: format!("{prefix}.2") };
+        let peer = format!("vpx{}p{n}", pid % 100_000);
+        let run = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("ip");
+            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        run(&["netns", "add", &c.netns]);
+        run(&["link", "add", &c.host_link, "type", "veth", "peer", "name", &peer]);
+        run(&["link", "set", &peer, "netns", &c.netns]);
+        run(&["addr", "add", &format!("{prefix}.1/24"), "dev", &c.host_link]);
+        run(&["link", "set", &c.host_link, "up"]);
+        run(&["-n", &c.netns, "addr", "add", &format!("{prefix}.2/24"), "dev", &peer]);
+        run(&["-n", &c.netns, "link", "set", &peer, "up"]);
+        run(&["-n", &c.netns, "link", "set", "lo", "up"]);
+        run(&["-n", &c.netns, "route", "add", "default", "via", &format!("{prefix}.1")]);
+        c
+    }
+
+    /// GET `url` from the namespace: the body.
+    fn get(&self, url: &str) -> String {
+        let out = Command::new("ip").args(["netns", "exec", &self.netns, "curl", "-s", "-m", "5", url]).output().expect("curl");
+        assert!(out.status.success(), "curl {url} from {}: {}", self.ip, String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for OutsideClient {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.host_link]).output();
+        let _ = Command::new("ip").args(["netns", "del", &self.netns]).output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_server_converges_its_table_and_keeps_established_connections() {
+    let mut c = Cluster::start().await;
+    c.apply(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: echo}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: echo}}
+  template:
+    metadata: {labels: {app: echo}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: echo
+        image: BUSYBOX
+        command: ["nc", "-ll", "-p", "9000", "-e", "cat"]
+"#,
+    );
+    c.apply("apiVersion: v1\nkind: Service\nmetadata: {name: echo}\nspec:\n  selector: {app: echo}\n  ports: [{port: 9000}]\n");
+    c.d.kubectl_until(&["get", "pods", "-l", "app=echo"], LIMIT, "the echo pod running", |v| v["items"][0]["status"]["phase"] == "Running");
+    let ip = cluster_ip(&c.service("echo"));
+    c.wait_rules("the echo service", |r| r.contains(&format!("{ip} . tcp . 9000 : goto svc-default/echo/tcp/9000")));
+
+    // a connection from the host through the cluster IP, opened before the restart
+    let addr: SocketAddr = format!("{ip}:9000").parse().expect("addr");
+    let deadline = Instant::now() + LIMIT;
+    let stream = loop {
+        // the pod may not listen yet
+        if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+            s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+            if s.write_all(b"before\n").is_ok() {
+                let mut line = String::new();
+                if BufReader::new(&s).read_line(&mut line).is_ok() && line == "before\n" {
+                    break s;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "no echo through {addr}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+
+    c.d.stop();
+    // while the server is down: its rules stay; a leftover (a deleted Service's chain and
+    // element) is planted
+    let r = c.rules();
+    assert!(r.contains("svc-default/echo/tcp/9000"), "the table stays while the server is down:\n{r}");
+    let ghost_ip = format!("{}.250", c.service_prefix);
+    let plant = format!(
+        "add chain ip {t} svc-default/ghost/tcp/80\nadd rule ip {t} svc-default/ghost/tcp/80 counter\nadd element ip {t} service-ips {{ {ghost_ip} . tcp . 80 : goto svc-default/ghost/tcp/80 }}\n",
+        t = c.table
+    );
+    let mut nft = Command::new("nft").args(["-f", "-"]).stdin(std::process::Stdio::piped()).spawn().expect("nft");
+    nft.stdin.take().expect("stdin").write_all(plant.as_bytes()).expect("write");
+    assert!(nft.wait().expect("nft").success());
+
+    c.d.restart().await;
+    let r = c.wait_rules("converged: the leftover gone", |r| !r.contains("ghost"));
+    assert!(r.contains(&format!("{ip} . tcp . 9000 : goto svc-default/echo/tcp/9000")), "{r}");
+    let mut s = stream;
+    s.write_all(b"after\n").expect("the connection survived the restart");
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).expect("echo after the restart");
+    assert_eq!(line, "after\n");
+    // and new connections work
+    let mut fresh = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("a new connection");
+    fresh.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    fresh.write_all(b"new\n").expect("write");
+    let mut line = String::new();
+    BufReader::new(&fresh).read_line(&mut line).expect("echo");
+    assert_eq!(line, "new\n");
+}
