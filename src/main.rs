@@ -242,9 +242,14 @@ struct ServerArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
     max_endpoints_per_slice: u16,
     /// Packaged components not to deploy, as k3s's flag (comma-separated): `local-storage` (the
-    /// default `local-path` StorageClass and its provisioner).
-    #[arg(long, value_delimiter = ',', value_parser = ["local-storage"])]
+    /// default `local-path` StorageClass and its provisioner), `metrics-server` (the resource
+    /// metrics API, metrics.k8s.io, behind `kubectl top` and the HorizontalPodAutoscaler).
+    #[arg(long, value_delimiter = ',', value_parser = ["local-storage", "metrics-server"])]
     disable: Vec<String>,
+    /// How often the resource metrics API scrapes every kubelet's /metrics/resource, as
+    /// metrics-server's flag (a Go duration); usage is measured over this window.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    metric_resolution: std::time::Duration,
     /// Where the local-path provisioner keeps volumes on each node, as k3s's flag (k3s:
     /// /var/lib/rancher/k3s/storage).
     #[arg(long, default_value = berth_control::volume::local_path::DEFAULT_STORAGE_ROOT)]
@@ -469,6 +474,7 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
         },
         service_network: berth_apiserver::services::ServiceNetwork::parse(&args.service_cidr, &args.service_node_port_range)?,
         advertise_address: args.advertise_address,
+        resource_metrics: (!args.disable.iter().any(|d| d == "metrics-server")).then_some(args.metric_resolution).filter(|r| !r.is_zero()),
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let ipam = berth_control::nodeipam::Allocator::new(&args.cluster_cidr, args.node_cidr_mask_size)?;

@@ -288,6 +288,7 @@ fn resource(
         review: false,
         approval: false,
         finalize: false,
+        resource_metrics: false,
         strategy,
     }
 }

@@ -1,0 +1,202 @@
+//! The resource metrics API and the HorizontalPodAutoscaler inside `berth server`, with real
+//! pods from the test busybox image and the real kubectl (1.33 and 1.27):
+//! - the kubelet's /metrics/resource (through nodes/proxy) carries upstream's series;
+//! - `kubectl top node` and `kubectl top pod` (-A, --containers, -l) show the node and the pods
+//!   once two scrapes have happened, a CPU-burning pod near its CPU limit; PodMetrics JSON and
+//!   Tables read as metrics-server's; anonymous and unbound users are refused, `view` may read;
+//!   `--disable metrics-server` takes the API away;
+//! - an HPA scales a CPU-burning Deployment from 1 up to its maximum and back down when the load
+//!   stops, with the status, conditions and events kubectl shows.
+use berth_integration::kubelet::busybox;
+use berth_integration::Daemon;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn pod(name: &str, labels: &str, cpu_request: &str, cpu_limit: &str, script: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{{labels}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {image}
+    command: ["sh", "-c", "trap 'exit 0' TERM; {script}"]
+    resources:
+      requests: {{cpu: {cpu_request}, memory: 16Mi}}
+      limits: {{cpu: {cpu_limit}, memory: 64Mi}}
+"#,
+        image = busybox()
+    )
+}
+
+fn condition<'a>(obj: &'a Value, kind: &str) -> &'a Value {
+    obj["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == kind)).unwrap_or(&Value::Null)
+}
+
+/// Runs `args` through kubectl 1.33 until `check` holds on its stdout; the last stdout.
+fn kubectl_text_until(d: &Daemon, args: &[&str], what: &str, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let out = d.kubectl(args);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if out.status.success() && check(&text) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {LIMIT:?}; last:\n{text}\n{}\nserver log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            berth_integration::tail(&d.log(), 60)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The row of `name` in a kubectl table, split into columns.
+fn row<'a>(table: &'a str, name: &str) -> Option<Vec<&'a str>> {
+    table.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).find(|cols| cols.iter().any(|c| *c == name))
+}
+
+/// Millicores of a `kubectl top` CPU cell ("153m", "1").
+fn millicores(cell: &str) -> Option<u64> {
+    match cell.strip_suffix('m') {
+        Some(m) => m.parse().ok(),
+        None => cell.parse::<u64>().ok().map(|c| c * 1000),
+    }
+}
+
+/// Mebibytes of a `kubectl top` memory cell ("12Mi").
+fn mebibytes(cell: &str) -> Option<u64> {
+    cell.strip_suffix("Mi")?.parse().ok()
+}
+
+/// The API server's URL from the admin kubeconfig.
+fn server_url(d: &Daemon) -> String {
+    let text = std::fs::read_to_string(d.kubeconfig()).expect("kubeconfig");
+    text.lines().find_map(|l| l.trim().strip_prefix("server:")).map(|s| s.trim().to_string()).expect("server in kubeconfig")
+}
+
+fn http_status(url: &str) -> String {
+    let out = std::process::Command::new("curl").args(["-sk", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}", url]).output().expect("curl");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[tokio::test]
+async fn kubectl_top_shows_the_node_and_pods_with_a_burner_near_its_limit() {
+    let d = Daemon::start_server("", &["--metric-resolution", "1s"]).await;
+    d.kubectl_until(&["get", "node", "berth-it"], LIMIT, "node Ready", |n| condition(n, "Ready")["status"] == "True");
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&pod("burner", "app: burn, tier: load", "100m", "200m", "while :; do :; done")));
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&pod("idle", "app: idle", "10m", "50m", "sleep 3600")));
+
+    // the kubelet's resource metrics, through the API's node proxy
+    let text = kubectl_text_until(&d, &["get", "--raw", "/api/v1/nodes/berth-it/proxy/metrics/resource"], "the burner in /metrics/resource", |t| {
+        t.contains("container_cpu_usage_seconds_total{container=\"main\",namespace=\"default\",pod=\"burner\"}")
+    });
+    for family in [
+        "# TYPE container_cpu_usage_seconds_total counter",
+        "# TYPE container_memory_working_set_bytes gauge",
+        "# TYPE container_start_time_seconds gauge",
+        "# TYPE node_cpu_usage_seconds_total counter",
+        "# TYPE node_memory_working_set_bytes gauge",
+        "# TYPE pod_cpu_usage_seconds_total counter",
+        "# TYPE pod_memory_working_set_bytes gauge",
+        "resource_scrape_error 0",
+    ] {
+        assert!(text.contains(family), "{family} missing:\n{text}");
+    }
+    let sample = text.lines().find(|l| l.starts_with("node_cpu_usage_seconds_total ")).unwrap_or_default();
+    let fields: Vec<&str> = sample.split_whitespace().collect();
+    assert_eq!(fields.len(), 3, "value and millisecond timestamp: {sample}");
+    let ms: i64 = fields[2].parse().expect("timestamp");
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+    assert!((now_ms - ms).abs() < 60_000, "a timestamp in milliseconds: {sample}");
+
+    // kubectl top node: the node with plausible CPU and memory
+    let nodes = kubectl_text_until(&d, &["top", "node"], "the node in kubectl top node", |t| row(t, "berth-it").is_some_and(|r| !r.contains(&"<unknown>")));
+    let header: Vec<&str> = nodes.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "CPU(cores)", "CPU(%)", "MEMORY(bytes)", "MEMORY(%)"], "{nodes}");
+    let r = row(&nodes, "berth-it").unwrap_or_default();
+    assert!(millicores(r[1]).is_some_and(|m| m > 0), "{nodes}");
+    assert!(r[2].ends_with('%') && r[4].ends_with('%'), "{nodes}");
+    assert!(mebibytes(r[3]).is_some_and(|m| m > 10), "{nodes}");
+
+    // kubectl top pod: both pods, the burner near its 200m limit
+    let pods = kubectl_text_until(&d, &["top", "pod"], "the burner near its limit", |t| {
+        row(t, "idle").is_some() && row(t, "burner").and_then(|r| millicores(r[1])).is_some_and(|m| (150..=250).contains(&m))
+    });
+    let header: Vec<&str> = pods.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "CPU(cores)", "MEMORY(bytes)"], "{pods}");
+    let idle = row(&pods, "idle").unwrap_or_default();
+    assert!(millicores(idle[1]).is_some_and(|m| m < 50), "{pods}");
+    assert!(idle[2].ends_with("Mi"), "{pods}");
+
+    // --containers, -l, -A, --sort-by; and kubectl 1.27
+    let by_container = d.kubectl_ok(&["top", "pod", "burner", "--containers"]);
+    assert_eq!(by_container.lines().next().unwrap_or_default().split_whitespace().collect::<Vec<_>>(), ["POD", "NAME", "CPU(cores)", "MEMORY(bytes)"]);
+    assert!(row(&by_container, "main").is_some_and(|r| r[0] == "burner"), "{by_container}");
+    let labelled = d.kubectl_ok(&["top", "pod", "-l", "app=burn"]);
+    assert!(row(&labelled, "burner").is_some() && row(&labelled, "idle").is_none(), "{labelled}");
+    let all = d.kubectl_ok(&["top", "pod", "-A", "--sort-by", "cpu"]);
+    assert_eq!(all.lines().next().unwrap_or_default().split_whitespace().next(), Some("NAMESPACE"), "{all}");
+    assert_eq!(all.lines().nth(1).unwrap_or_default().split_whitespace().collect::<Vec<_>>()[..2], ["default", "burner"], "sorted by CPU: {all}");
+    for args in [&["top", "node"][..], &["top", "pod", "-l", "app=burn", "--containers"][..]] {
+        let old = d.kubectl_version("1.27", args, None);
+        let text = String::from_utf8_lossy(&old.stdout).to_string();
+        assert!(old.status.success(), "kubectl 1.27 {args:?}: {}", String::from_utf8_lossy(&old.stderr));
+        assert!(row(&text, "berth-it").is_some() || row(&text, "burner").is_some(), "kubectl 1.27 {args:?}: {text}");
+    }
+    let missing = d.kubectl(&["top", "pod", "nosuchpod"]);
+    assert!(!missing.status.success() && String::from_utf8_lossy(&missing.stderr).contains("not found"), "{}", String::from_utf8_lossy(&missing.stderr));
+
+    // the objects as metrics-server serves them
+    let pm: Value = serde_json::from_str(&d.kubectl_ok(&["get", "--raw", "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/burner"])).expect("json");
+    assert_eq!((pm["kind"].as_str(), pm["apiVersion"].as_str()), (Some("PodMetrics"), Some("metrics.k8s.io/v1beta1")), "{pm:#}");
+    assert_eq!(pm["metadata"]["labels"]["tier"], "load", "the pod's labels: {pm:#}");
+    assert!(pm["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{pm:#}");
+    assert!(pm["window"].as_str().is_some_and(|w| w.ends_with('s')), "{pm:#}");
+    assert_eq!(pm["containers"][0]["name"], "main", "{pm:#}");
+    assert!(pm["containers"][0]["usage"]["cpu"].as_str().is_some_and(|c| c.ends_with('n') || c.ends_with('m')), "{pm:#}");
+    assert!(pm["containers"][0]["usage"]["memory"].as_str().is_some_and(|m| m.ends_with("Ki") || m.ends_with("Mi")), "{pm:#}");
+    let list: Value = serde_json::from_str(&d.kubectl_ok(&["get", "--raw", "/apis/metrics.k8s.io/v1beta1/pods?labelSelector=app%3Didle"])).expect("json");
+    assert_eq!(list["kind"], "PodMetricsList");
+    assert_eq!(list["items"].as_array().map(|i| i.len()), Some(1), "{list:#}");
+    let nm: Value = serde_json::from_str(&d.kubectl_ok(&["get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes/berth-it"])).expect("json");
+    assert_eq!(nm["kind"], "NodeMetrics");
+    assert!(nm["usage"]["cpu"].is_string() && nm["usage"]["memory"].is_string(), "{nm:#}");
+    let gone = d.kubectl(&["get", "--raw", "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/nosuchpod"]);
+    assert!(!gone.status.success(), "a pod that does not exist");
+    let table = d.kubectl_ok(&["get", "podmetrics", "burner"]);
+    assert_eq!(table.lines().next().unwrap_or_default().split_whitespace().collect::<Vec<_>>(), ["NAME", "CPU", "MEMORY", "WINDOW"], "{table}");
+    let resources = d.kubectl_ok(&["api-resources", "--api-group", "metrics.k8s.io", "--no-headers"]);
+    assert!(resources.lines().any(|l| l.starts_with("nodes ") && l.contains("NodeMetrics")), "{resources}");
+    assert!(resources.lines().any(|l| l.starts_with("pods ") && l.contains("PodMetrics") && l.contains("true")), "{resources}");
+
+    // who may read: not anonymous users, not users without a role; `view` may (the metrics
+    // reader role is aggregated into it)
+    assert_eq!(http_status(&format!("{}/apis/metrics.k8s.io/v1beta1/nodes", server_url(&d))), "401");
+    let denied = d.kubectl(&["top", "pod", "--as", "nobody"]);
+    assert!(!denied.status.success(), "a user without a role");
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("forbidden"), "{}", String::from_utf8_lossy(&denied.stderr));
+    d.kubectl_ok(&["create", "rolebinding", "viewer", "--clusterrole", "view", "--user", "viewer", "-n", "default"]);
+    kubectl_text_until(&d, &["top", "pod", "--as", "viewer", "-n", "default"], "view reads pod metrics", |t| row(t, "burner").is_some());
+    let nodes_denied = d.kubectl(&["top", "node", "--as", "viewer"]);
+    assert!(!nodes_denied.status.success(), "view is namespaced: no node metrics");
+}
+
+#[tokio::test]
+async fn disabling_metrics_server_takes_the_api_away() {
+    let d = Daemon::start_server("", &["--disable-agent", "--disable", "metrics-server"]).await;
+    let groups = d.kubectl_ok(&["api-versions"]);
+    assert!(!groups.contains("metrics.k8s.io"), "{groups}");
+    let top = d.kubectl(&["top", "node"]);
+    assert!(!top.status.success());
+    assert!(String::from_utf8_lossy(&top.stderr).contains("Metrics API not available"), "{}", String::from_utf8_lossy(&top.stderr));
+    let roles = d.kubectl(&["get", "clusterrole", "system:aggregated-metrics-reader"]);
+    assert!(!roles.status.success(), "no metrics reader role without the API");
+}
