@@ -227,7 +227,7 @@ struct ServerArgs {
     disable_scheduler: bool,
     /// The controllers to run, as kube-controller-manager's flag: `*` for all, a name to turn
     /// one on, `-name` to turn it off (cronjob, daemonset, deployment, disruption, endpoint,
-    /// endpointslice, garbagecollector, job, namespace, nodeipam, nodelifecycle,
+    /// endpointslice, garbagecollector, horizontalpodautoscaling, job, namespace, nodeipam, nodelifecycle,
     /// persistentvolume-binder, podgc, replicaset, replicationcontroller, statefulset,
     /// ttl-after-finished). Without the namespace
     /// controller deleted namespaces stay Terminating, as upstream.
@@ -246,6 +246,29 @@ struct ServerArgs {
     /// metrics API, metrics.k8s.io, behind `kubectl top` and the HorizontalPodAutoscaler).
     #[arg(long, value_delimiter = ',', value_parser = ["local-storage", "metrics-server"])]
     disable: Vec<String>,
+    /// How often the HorizontalPodAutoscaler controller reconciles each autoscaler, as
+    /// kube-controller-manager's flag.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_sync_period: std::time::Duration,
+    /// How far the usage ratio may be from 1.0 before the autoscaler scales, as
+    /// kube-controller-manager's flag.
+    #[arg(long, default_value_t = 0.1)]
+    horizontal_pod_autoscaler_tolerance: f64,
+    /// How long the autoscaler looks back for a higher recommendation before it scales down
+    /// (autoscalers without their own scale-down window), as kube-controller-manager's flag.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_downscale_stabilization: std::time::Duration,
+    /// How long after a pod starts its CPU samples may be from before it was ready, as
+    /// kube-controller-manager's flag.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_cpu_initialization_period: std::time::Duration,
+    /// How long after a pod starts it may turn unready without having been ready, as
+    /// kube-controller-manager's flag.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_initial_readiness_delay: std::time::Duration,
+    /// How many autoscalers are reconciled at once, as kube-controller-manager's flag.
+    #[arg(long, default_value_t = 5)]
+    concurrent_horizontal_pod_autoscaler_syncs: usize,
     /// How often the resource metrics API scrapes every kubelet's /metrics/resource, as
     /// metrics-server's flag (a Go duration); usage is measured over this window.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
@@ -484,6 +507,14 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
         terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
         local_path: None,
         max_endpoints_per_slice: usize::from(args.max_endpoints_per_slice),
+        autoscaler: berth_control::podautoscaler::Options {
+            sync_period: args.horizontal_pod_autoscaler_sync_period.max(std::time::Duration::from_millis(100)),
+            tolerance: args.horizontal_pod_autoscaler_tolerance,
+            downscale_stabilization: args.horizontal_pod_autoscaler_downscale_stabilization,
+            cpu_initialization_period: args.horizontal_pod_autoscaler_cpu_initialization_period,
+            initial_readiness_delay: args.horizontal_pod_autoscaler_initial_readiness_delay,
+            workers: args.concurrent_horizontal_pod_autoscaler_syncs.max(1),
+        },
     };
     let local_storage = !args.disable.iter().any(|d| d == "local-storage");
     let profiles = if args.disable_scheduler {

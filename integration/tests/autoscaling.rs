@@ -200,3 +200,175 @@ async fn disabling_metrics_server_takes_the_api_away() {
     let roles = d.kubectl(&["get", "clusterrole", "system:aggregated-metrics-reader"]);
     assert!(!roles.status.success(), "no metrics reader role without the API");
 }
+
+fn deployment(name: &str, script: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: {image}
+        command: ["sh", "-c", "trap 'exit 0' TERM; {script}"]
+        resources:
+          requests: {{cpu: 50m, memory: 16Mi}}
+          limits: {{cpu: 100m, memory: 64Mi}}
+"#,
+        image = busybox()
+    )
+}
+
+/// Burns CPU while /tmp/burn exists (made at start), idles once it is removed.
+const BURN: &str = "touch /tmp/burn; while :; do if [ -f /tmp/burn ]; then :; else sleep 1; fi; done";
+
+fn events_of(d: &Daemon, name: &str) -> Vec<(String, String, String)> {
+    let list = d.kubectl_json(&["get", "events", "--field-selector", &format!("involvedObject.kind=HorizontalPodAutoscaler,involvedObject.name={name}")]);
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (s("type"), s("reason"), s("message"))
+        })
+        .collect()
+}
+
+fn condition_of(hpa: &Value, kind: &str) -> (String, String, String) {
+    let c = condition(hpa, kind);
+    let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+    (s("status"), s("reason"), s("message"))
+}
+
+#[tokio::test]
+async fn an_hpa_scales_a_cpu_burning_deployment_up_to_its_maximum_and_back_down() {
+    let d = Daemon::start_server("", &["--metric-resolution", "1s", "--horizontal-pod-autoscaler-sync-period", "1s"]).await;
+    d.kubectl_until(&["get", "node", "berth-it"], LIMIT, "node Ready", |n| condition(n, "Ready")["status"] == "True");
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&deployment("burn", BURN)));
+    d.kubectl_until(&["get", "deployment", "burn"], LIMIT, "the burner available", |v| v["status"]["availableReplicas"] == 1);
+
+    // kubectl autoscale, then a short scale-down window through autoscaling/v2
+    d.kubectl_ok(&["autoscale", "deployment", "burn", "--cpu-percent=50", "--min=1", "--max=3"]);
+    d.kubectl_ok(&["patch", "hpa", "burn", "--type=merge", "-p", r#"{"spec":{"behavior":{"scaleDown":{"stabilizationWindowSeconds":5}}}}"#]);
+    let hpa = d.kubectl_json(&["get", "hpa", "burn"]);
+    assert_eq!(hpa["apiVersion"], "autoscaling/v2");
+    assert_eq!(hpa["spec"]["metrics"][0]["resource"]["target"], serde_json::json!({"type": "Utilization", "averageUtilization": 50}), "{hpa:#}");
+    let up = &hpa["spec"]["behavior"]["scaleUp"];
+    assert_eq!(
+        (up["stabilizationWindowSeconds"].as_i64(), up["selectPolicy"].as_str(), up["policies"].as_array().map(Vec::len)),
+        (Some(0), Some("Max"), Some(2)),
+        "defaults: {hpa:#}"
+    );
+
+    // the burner at its 100m limit is 200 % of its 50m request: 1 → 3 (the maximum)
+    let hpa = d.kubectl_until(&["get", "hpa", "burn"], LIMIT, "scaled up to 3", |h| h["status"]["desiredReplicas"] == 3);
+    assert_eq!(condition_of(&hpa, "ScalingActive").1, "ValidMetricFound", "{hpa:#}");
+    assert_eq!(
+        condition_of(&hpa, "ScalingActive").2,
+        "the HPA was able to successfully calculate a replica count from cpu resource utilization (percentage of request)"
+    );
+    assert_eq!(
+        condition_of(&hpa, "ScalingLimited"),
+        ("True".into(), "TooManyReplicas".into(), "the desired replica count is more than the maximum replica count".into()),
+        "{hpa:#}"
+    );
+    assert!(hpa["status"]["lastScaleTime"].is_string(), "{hpa:#}");
+    let util = hpa["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"].as_i64().unwrap_or_default();
+    assert!(util > 100, "{hpa:#}");
+    let events = events_of(&d, "burn");
+    assert!(
+        events.contains(&(
+            "Normal".into(),
+            "SuccessfulRescale".into(),
+            "New size: 3; reason: cpu resource utilization (percentage of request) above target".into()
+        )),
+        "{events:?}"
+    );
+    d.kubectl_until(&["get", "deployment", "burn"], LIMIT, "3 replicas", |v| v["spec"]["replicas"] == 3);
+    let table = d.kubectl_ok(&["get", "hpa", "burn"]);
+    let cols: Vec<&str> = table.lines().nth(1).unwrap_or_default().split_whitespace().collect();
+    assert_eq!(
+        table.lines().next().unwrap_or_default().split_whitespace().collect::<Vec<_>>(),
+        ["NAME", "REFERENCE", "TARGETS", "MINPODS", "MAXPODS", "REPLICAS", "AGE"]
+    );
+    assert_eq!((cols[1], cols[2]), ("Deployment/burn", "cpu:"), "{table}");
+    assert!(cols[3].ends_with("%/50%"), "{table}");
+    assert_eq!(cols[4..6], ["1", "3"], "{table}");
+    let old = d.kubectl_version("1.27", &["get", "hpa", "burn"], None);
+    assert!(old.status.success() && String::from_utf8_lossy(&old.stdout).contains("Deployment/burn"), "kubectl 1.27: {}", String::from_utf8_lossy(&old.stderr));
+    let described = d.kubectl_ok(&["describe", "hpa", "burn"]);
+    for want in [
+        "Reference:",
+        "Deployment/burn",
+        "resource cpu on pods  (as a percentage of request):",
+        "Min replicas:",
+        "Max replicas:",
+        "Scale Down:",
+        "Stabilization Window: 5 seconds",
+        "Deployment pods:",
+        "ValidMetricFound",
+        "SuccessfulRescale",
+        "New size: 3; reason: cpu resource utilization (percentage of request) above target",
+    ] {
+        assert!(described.contains(want), "{want:?} missing:\n{described}");
+    }
+    // autoscaling/v1 sees the same object
+    let v1: Value =
+        serde_json::from_str(&d.kubectl_ok(&["get", "--raw", "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers/burn"])).expect("json");
+    assert_eq!((v1["apiVersion"].as_str(), v1["spec"]["targetCPUUtilizationPercentage"].as_i64()), (Some("autoscaling/v1"), Some(50)), "{v1:#}");
+    assert!(v1["status"]["currentCPUUtilizationPercentage"].as_i64().is_some(), "{v1:#}");
+    assert!(v1["metadata"]["annotations"]["autoscaling.alpha.kubernetes.io/conditions"].is_string(), "{v1:#}");
+    assert!(v1["metadata"]["annotations"]["autoscaling.alpha.kubernetes.io/behavior"].is_string(), "{v1:#}");
+
+    // the load stops: back to 1 after the 5 s scale-down window
+    let pods = d.kubectl_until(&["get", "pods", "-l", "app=burn"], LIMIT, "3 running burners", |v| {
+        v["items"].as_array().is_some_and(|i| i.len() == 3 && i.iter().all(|p| condition(p, "Ready")["status"] == "True"))
+    });
+    for p in pods["items"].as_array().into_iter().flatten() {
+        d.kubectl_ok(&["exec", p["metadata"]["name"].as_str().unwrap_or_default(), "--", "rm", "-f", "/tmp/burn"]);
+    }
+    let hpa =
+        d.kubectl_until(&["get", "hpa", "burn"], LIMIT, "scaled down to 1", |h| h["status"]["desiredReplicas"] == 1 && h["status"]["currentReplicas"] == 1);
+    assert_eq!(
+        condition_of(&hpa, "ScalingLimited"),
+        ("False".into(), "DesiredWithinRange".into(), "the desired count is within the acceptable range".into()),
+        "{hpa:#}"
+    );
+    assert_eq!(condition_of(&hpa, "AbleToScale").0, "True", "{hpa:#}");
+    let events = events_of(&d, "burn");
+    assert!(events.contains(&("Normal".into(), "SuccessfulRescale".into(), "New size: 1; reason: All metrics below target".into())), "{events:?}");
+    d.kubectl_until(&["get", "deployment", "burn"], LIMIT, "1 replica", |v| v["spec"]["replicas"] == 1);
+
+    // what cannot work says why: a target that does not exist, a metric of an API not served
+    let missing = r#"{"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "nothere"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "nothere"}, "maxReplicas": 2, "targetCPUUtilizationPercentage": 50}}"#;
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(missing));
+    let hpa = d.kubectl_until(&["get", "hpa", "nothere"], LIMIT, "FailedGetScale", |h| condition(h, "AbleToScale")["reason"] == "FailedGetScale");
+    assert_eq!(condition_of(&hpa, "AbleToScale").2, "the HPA controller was unable to get the target's current scale: deployments.apps \"nothere\" not found");
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(&deployment("quiet", "sleep 3600")));
+    let custom = r#"{"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": "quiet"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "quiet"}, "maxReplicas": 2,
+        "metrics": [{"type": "Pods", "pods": {"metric": {"name": "rps"}, "target": {"type": "AverageValue", "averageValue": "10"}}}]}}"#;
+    d.kubectl_ok_in(&["apply", "-f", "-"], Some(custom));
+    let hpa = d.kubectl_until(&["get", "hpa", "quiet"], LIMIT, "FailedGetPodsMetric", |h| condition(h, "ScalingActive")["reason"] == "FailedGetPodsMetric");
+    assert_eq!(
+        condition_of(&hpa, "ScalingActive").2,
+        "the HPA was unable to compute the replica count: unable to get metric rps: unable to fetch metrics from custom metrics API: no custom metrics API (custom.metrics.k8s.io) registered"
+    );
+    let events = events_of(&d, "quiet");
+    assert!(
+        events.iter().any(|e| e.1 == "FailedComputeMetricsReplicas"
+            && e.2.starts_with("invalid metrics (1 invalid out of 1), first error is: failed to get pods metric value: ")),
+        "{events:?}"
+    );
+}
