@@ -267,9 +267,9 @@ struct ServerArgs {
     disable_scheduler: bool,
     /// The controllers to run, as kube-controller-manager's flag: `*` for all, a name to turn
     /// one on, `-name` to turn it off (cronjob, daemonset, deployment, disruption, endpoint,
-    /// endpointslice, garbagecollector, job, namespace, nodeipam, nodelifecycle,
-    /// persistentvolume-binder, podgc, replicaset, replicationcontroller, service-lb,
-    /// statefulset, ttl-after-finished). Without the namespace
+    /// endpointslice, garbagecollector, horizontalpodautoscaling, job, namespace, nodeipam,
+    /// nodelifecycle, persistentvolume-binder, podgc, replicaset, replicationcontroller,
+    /// service-lb, statefulset, ttl-after-finished). Without the namespace
     /// controller deleted namespaces stay Terminating, as upstream.
     #[arg(long, value_delimiter = ',', default_value = "*")]
     controllers: Vec<String>,
@@ -283,9 +283,37 @@ struct ServerArgs {
     max_endpoints_per_slice: u16,
     /// Packaged components not to deploy, as k3s's flag (comma-separated): `local-storage` (the
     /// default `local-path` StorageClass and its provisioner), `servicelb` (load-balancer
-    /// addresses for LoadBalancer Services: the service-lb controller).
-    #[arg(long, value_delimiter = ',', value_parser = ["local-storage", "servicelb"])]
+    /// addresses for LoadBalancer Services: the service-lb controller), `metrics-server` (the
+    /// resource metrics API, metrics.k8s.io, behind `kubectl top` and the HorizontalPodAutoscaler).
+    #[arg(long, value_delimiter = ',', value_parser = ["local-storage", "servicelb", "metrics-server"])]
     disable: Vec<String>,
+    /// How often the HorizontalPodAutoscaler controller reconciles each autoscaler, as
+    /// kube-controller-manager's flag.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_sync_period: std::time::Duration,
+    /// How far the usage ratio may be from 1.0 before the autoscaler scales, as
+    /// kube-controller-manager's flag.
+    #[arg(long, default_value_t = 0.1)]
+    horizontal_pod_autoscaler_tolerance: f64,
+    /// How long the autoscaler looks back for a higher recommendation before it scales down
+    /// (autoscalers without their own scale-down window), as kube-controller-manager's flag.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_downscale_stabilization: std::time::Duration,
+    /// How long after a pod starts its CPU samples may be from before it was ready, as
+    /// kube-controller-manager's flag.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_cpu_initialization_period: std::time::Duration,
+    /// How long after a pod starts it may turn unready without having been ready, as
+    /// kube-controller-manager's flag.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    horizontal_pod_autoscaler_initial_readiness_delay: std::time::Duration,
+    /// How many autoscalers are reconciled at once, as kube-controller-manager's flag.
+    #[arg(long, default_value_t = 5)]
+    concurrent_horizontal_pod_autoscaler_syncs: usize,
+    /// How often the resource metrics API scrapes every kubelet's /metrics/resource, as
+    /// metrics-server's flag (a Go duration); usage is measured over this window.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    metric_resolution: std::time::Duration,
     /// Where the local-path provisioner keeps volumes on each node, as k3s's flag (k3s:
     /// /var/lib/rancher/k3s/storage).
     #[arg(long, default_value = berth_control::volume::local_path::DEFAULT_STORAGE_ROOT)]
@@ -524,6 +552,7 @@ async fn run_server(
         },
         service_network: berth_apiserver::services::ServiceNetwork::parse(&args.service_cidr, &args.service_node_port_range)?,
         advertise_address: args.advertise_address,
+        resource_metrics: (!args.disable.iter().any(|d| d == "metrics-server")).then_some(args.metric_resolution).filter(|r| !r.is_zero()),
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let ipam = berth_control::nodeipam::Allocator::new(&args.cluster_cidr, args.node_cidr_mask_size)?;
@@ -537,6 +566,14 @@ async fn run_server(
         terminated_pod_gc_threshold: args.terminated_pod_gc_threshold,
         local_path: None,
         max_endpoints_per_slice: usize::from(args.max_endpoints_per_slice),
+        autoscaler: berth_control::podautoscaler::Options {
+            sync_period: args.horizontal_pod_autoscaler_sync_period.max(std::time::Duration::from_millis(100)),
+            tolerance: args.horizontal_pod_autoscaler_tolerance,
+            downscale_stabilization: args.horizontal_pod_autoscaler_downscale_stabilization,
+            cpu_initialization_period: args.horizontal_pod_autoscaler_cpu_initialization_period,
+            initial_readiness_delay: args.horizontal_pod_autoscaler_initial_readiness_delay,
+            workers: args.concurrent_horizontal_pod_autoscaler_syncs.max(1),
+        },
     };
     let local_storage = !args.disable.iter().any(|d| d == "local-storage");
     let profiles = if args.disable_scheduler {

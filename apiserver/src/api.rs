@@ -3,7 +3,7 @@
 //! classes created, the service address allocators, their repair loops and the `kubernetes`
 //! Service started (`services`), terminating namespaces finalized, the stored CRDs' custom
 //! resources served, the CRD controller and the legacy token controller started, then the
-//! controllers admission relies on). The table and the caches of
+//! controllers admission relies on, and the resource metrics scraper when it is on). The table and the caches of
 //! custom resources change at run time (`crd::controller`). The verbs themselves live in `rest/`;
 //! HTTP is an adapter over them (`router`).
 
@@ -44,6 +44,9 @@ pub struct ApiConfig {
     /// This server's address and port in the `kubernetes` Service's endpoints (None: no
     /// endpoints are written, as for an API without a listener).
     pub endpoint: Option<(std::net::IpAddr, u16)>,
+    /// Serve the resource metrics API (metrics.k8s.io), scraping the kubelets this often
+    /// (metrics-server's `--metric-resolution`); None: not served.
+    pub resource_metrics: Option<Duration>,
 }
 
 impl Default for ApiConfig {
@@ -58,6 +61,7 @@ impl Default for ApiConfig {
             audit: None,
             service_network: Default::default(),
             endpoint: None,
+            resource_metrics: None,
         }
     }
 }
@@ -83,6 +87,8 @@ pub struct Api {
     pub(crate) writes: Arc<crate::written::WriteTracking>,
     /// The cluster IP and node port allocators Service writes go through.
     pub(crate) services: Arc<crate::services::alloc::Allocators>,
+    /// The resource metrics the API serves (`crate::metrics`), when it serves them.
+    pub(crate) resource_metrics: Option<Arc<crate::metrics::ResourceMetrics>>,
 }
 
 impl Api {
@@ -90,7 +96,7 @@ impl Api {
     pub async fn start(store: Arc<dyn Store>, config: ApiConfig) -> Result<Arc<Self>, ApiError> {
         let writes = Arc::new(crate::written::WriteTracking::new(store));
         let store: Arc<dyn Store> = writes.clone();
-        let registry = Registry::builtin();
+        let registry = Registry::builtin_with(config.resource_metrics.is_some());
         let authn = crate::authn::Authn::new(config.authn.clone()).map_err(ApiError::internal)?;
         let store_prefix = store.prefix().to_string();
         // Taken before the caches list: each cache's first list is at least this new, so waiting
@@ -99,13 +105,15 @@ impl Api {
         let now = store.current_revision().await.map_err(|e| ApiError::unavailable(e.to_string()))?;
         let mut caches = HashMap::new();
         // one cache per stored kind: a version served from another's storage shares its cache
-        for r in registry.all().iter().filter(|r| r.view.is_none() && !r.review) {
+        for r in registry.all().iter().filter(|r| r.view.is_none() && !r.review && !r.resource_metrics) {
             let cache = WatchCache::new(r.clone(), &store_prefix);
             cache.start(store.clone());
             caches.insert(r.storage.to_string(), cache);
         }
         let services = Arc::new(crate::services::allocators(config.service_network.clone(), store.clone()));
+        let resource_metrics = config.resource_metrics.map(crate::metrics::ResourceMetrics::new);
         let api = Arc::new(Api {
+            resource_metrics,
             services,
             store,
             registry: RwLock::new(Arc::new(registry)),
@@ -134,6 +142,7 @@ impl Api {
         crate::authz::aggregation::spawn(&api);
         crate::admission::spawn_controllers(&api);
         crate::authn::legacy::spawn(&api);
+        crate::metrics::spawn(&api);
         if let Some(signer) = api.config.signer.clone() {
             crate::certificates::controller::spawn(&api, signer);
             if let Some(ca) = api.config.ca_pem.clone() {

@@ -22,6 +22,7 @@ pub mod encoded;
 pub mod encryption;
 pub mod managed;
 pub mod meta;
+pub mod metrics;
 pub mod openapi;
 pub mod patch;
 pub mod pki;

@@ -31,11 +31,12 @@ const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+pro
 pub fn v2(reg: &Registry) -> axum::response::Response {
     use axum::http::{header, HeaderValue, StatusCode};
     use axum::response::IntoResponse;
-    static BUILTIN: OnceLock<Arc<Vec<u8>>> = OnceLock::new();
+    // built-in kinds only: one document with the resource metrics API, one without
+    static BUILTIN: [OnceLock<Arc<Vec<u8>>>; 2] = [OnceLock::new(), OnceLock::new()];
     let bytes = if reg.all().iter().any(|r| r.custom) {
         Arc::new(crate::protobuf::openapi_v2::document(&v2_json(reg)))
     } else {
-        BUILTIN.get_or_init(|| Arc::new(crate::protobuf::openapi_v2::document(&v2_json(reg)))).clone()
+        BUILTIN[usize::from(with_resource_metrics(reg))].get_or_init(|| Arc::new(crate::protobuf::openapi_v2::document(&v2_json(reg)))).clone()
     };
     (StatusCode::OK, [(header::CONTENT_TYPE, HeaderValue::from_static(V2_PROTOBUF))], bytes.to_vec()).into_response()
 }
@@ -47,11 +48,16 @@ pub fn v2(reg: &Registry) -> axum::response::Response {
 /// kubectl computes the patches the server applies) and the PATCH operations. Built once while
 /// only built-in kinds are served; with custom resources, on every request.
 pub fn v2_json(reg: &Registry) -> Arc<Value> {
-    static BUILTIN: OnceLock<Arc<Value>> = OnceLock::new();
+    static BUILTIN: [OnceLock<Arc<Value>>; 2] = [OnceLock::new(), OnceLock::new()];
     if reg.all().iter().any(|r| r.custom) {
         return Arc::new(build_v2(reg));
     }
-    BUILTIN.get_or_init(|| Arc::new(build_v2(reg))).clone()
+    BUILTIN[usize::from(with_resource_metrics(reg))].get_or_init(|| Arc::new(build_v2(reg))).clone()
+}
+
+/// Whether a table serves the resource metrics API (its documents differ by that).
+fn with_resource_metrics(reg: &Registry) -> bool {
+    reg.all().iter().any(|r| r.resource_metrics)
 }
 
 fn build_v2(reg: &Registry) -> Value {
@@ -236,6 +242,17 @@ fn build_group_version(reg: &Registry, path: &str) -> Option<Value> {
         let base = format!("/{}", gv_path(&g, &v));
         let item = if r.namespaced { format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural) } else { format!("{base}/{}/{{name}}", r.plural) };
         let param = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": true}});
+        if r.resource_metrics {
+            // read-only: a GET, no PATCH
+            let op = json!({
+                "operationId": format!("read{}", r.kind),
+                "responses": {"200": {"description": "OK"}},
+                "x-kubernetes-action": "get",
+                "x-kubernetes-group-version-kind": {"group": r.group, "version": r.version, "kind": r.kind},
+            });
+            paths.insert(item, json!({ "get": op }));
+            continue;
+        }
         let op = json!({
             "operationId": format!("patch{}", r.kind),
             "parameters": [param("dryRun"), param("fieldManager"), param("fieldValidation")],

@@ -74,6 +74,9 @@ pub struct Resource {
     pub approval: bool,
     /// Has a `finalize` subresource (namespaces): a PUT that writes spec.finalizers only.
     pub finalize: bool,
+    /// Served from the scraped resource metrics (`crate::metrics`): get and list only, nothing
+    /// stored, no watch cache.
+    pub resource_metrics: bool,
     pub strategy: Box<dyn Strategy>,
 }
 
@@ -165,6 +168,15 @@ impl Registry {
     /// The kinds of this release.
     pub fn builtin() -> Self {
         Registry { resources: strategy::builtin_resources().into_iter().map(Arc::new).collect(), epoch: 0 }
+    }
+
+    /// The kinds of this release, with the resource metrics API when `resource_metrics`.
+    pub fn builtin_with(resource_metrics: bool) -> Self {
+        let mut r = Registry::builtin();
+        if resource_metrics {
+            r.resources.extend(crate::metrics::resources().into_iter().map(Arc::new));
+        }
+        r
     }
 
     /// This table's built-in kinds followed by `custom` (the custom resources, in discovery order).

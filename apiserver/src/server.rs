@@ -43,6 +43,8 @@ pub struct ServerOptions {
     /// endpoints (None: the listen address, or when that is unspecified the address of the
     /// default route's interface).
     pub advertise_address: Option<std::net::IpAddr>,
+    /// Serve the resource metrics API, scraping the kubelets this often (None: not served).
+    pub resource_metrics: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +167,7 @@ pub async fn run_with(opts: ServerOptions, shutdown: impl Future<Output = ()>, o
             audit,
             service_network: opts.service_network.clone(),
             endpoint: Some((advertise, bound.port())),
+            resource_metrics: opts.resource_metrics,
         },
     )
     .await?;

@@ -13,8 +13,8 @@
 //!   [`informer`]s, with what they share in [`controller`], [`workqueue`] and [`recorder`];
 //!   the [`namespace`] controller and the [`garbagecollector`], which read the API's
 //!   [`discovery`] and work on every resource through kube's dynamic API; the Services'
-//!   [`endpointslice`] and [`endpoints`] controllers, and [`servicelb`] (LoadBalancer Services
-//!   on the nodes' addresses).
+//!   [`endpointslice`] and [`endpoints`] controllers, [`servicelb`] (LoadBalancer Services
+//!   on the nodes' addresses), and the HorizontalPodAutoscaler's [`podautoscaler`].
 
 pub mod controller;
 pub mod cronjob;
@@ -32,6 +32,7 @@ pub mod manager;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
+pub mod podautoscaler;
 pub mod podgc;
 pub mod recorder;
 pub mod replicaset;

@@ -1,12 +1,13 @@
 //! The workload controllers of the controller manager, on shared informers: one watch each of
 //! pods, ReplicaSets, ReplicationControllers, Deployments, Nodes and Services feeds every
-//! controller that reads them; beside them the namespace controller (its own namespace informer) and the garbage
+//! controller that reads them (the HorizontalPodAutoscaler controller reads the pods too); beside them the namespace controller (its own namespace informer) and the garbage
 //! collector (its own watches of every resource). Informers watch as the controller manager; each controller writes as its own
 //! kube-system service account (upstream's --use-service-account-credentials).
 
 use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -18,7 +19,8 @@ use crate::informer::Informer;
 use crate::selection::Selection;
 use crate::volume::local_path::LocalPath;
 use crate::{
-    cronjob, daemonset, deployment, disruption, endpoints, endpointslice, garbagecollector, job, namespace, podgc, replicaset, servicelb, statefulset, volume,
+    cronjob, daemonset, deployment, disruption, endpoints, endpointslice, garbagecollector, job, namespace, podautoscaler, podgc, replicaset, servicelb,
+    statefulset, volume,
 };
 
 /// Settings of the workload controllers (kube-controller-manager's flags of the same names).
@@ -31,11 +33,18 @@ pub struct Options {
     pub local_path: Option<LocalPath>,
     /// --max-endpoints-per-slice: most endpoints the EndpointSlice controller puts in a slice.
     pub max_endpoints_per_slice: usize,
+    /// The --horizontal-pod-autoscaler-* flags.
+    pub autoscaler: podautoscaler::Options,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { terminated_pod_gc_threshold: 12_500, local_path: None, max_endpoints_per_slice: endpointslice::DEFAULT_MAX_ENDPOINTS_PER_SLICE }
+        Options {
+            terminated_pod_gc_threshold: 12_500,
+            local_path: None,
+            max_endpoints_per_slice: endpointslice::DEFAULT_MAX_ENDPOINTS_PER_SLICE,
+            autoscaler: Default::default(),
+        }
     }
 }
 
@@ -88,6 +97,7 @@ async fn run_workload_controllers(
         "endpoint",
         "endpointslice",
         "service-lb",
+        "horizontalpodautoscaling",
     ]
     .iter()
     .any(|c| on(c))
@@ -146,6 +156,8 @@ async fn run_workload_controllers(
     );
     let epc = endpoints::Controller::new(client_for("endpoint-controller"), services.clone(), pods.clone(), endpoints_objects.clone());
     let lbc = servicelb::Controller::new(client_for("service-controller"), services.clone(), nodes.clone());
+    let autoscalers: Arc<Informer<HorizontalPodAutoscaler>> = Informer::new();
+    let hpac = podautoscaler::Controller::new(client_for("horizontal-pod-autoscaler"), autoscalers.clone(), pods.clone(), options.autoscaler.clone());
     let binder = on("persistentvolume-binder");
     let maybe = |enabled: bool, work: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>| async move {
         if enabled {
@@ -181,6 +193,8 @@ async fn run_workload_controllers(
         maybe(on("endpoint"), Box::pin(endpoints_objects.run(kube::Api::all(informers.clone()), stop.clone()))),
         maybe(on("endpoint"), Box::pin(epc.run(stop.clone()))),
         maybe(on("podgc"), Box::pin(gc.run(stop.clone()))),
+        maybe(on("horizontalpodautoscaling"), Box::pin(autoscalers.run(kube::Api::all(informers.clone()), stop.clone()))),
+        maybe(on("horizontalpodautoscaling"), Box::pin(hpac.run(stop.clone()))),
         maybe(on("daemonset") || on("statefulset"), Box::pin(revisions.run(kube::Api::all(informers.clone()), stop.clone()))),
         maybe(on("statefulset"), Box::pin(sets.run(kube::Api::all(informers.clone()), stop.clone()))),
         maybe(on("statefulset"), Box::pin(ssc.run(stop.clone()))),

@@ -12,6 +12,7 @@ pub const KNOWN: &[&str] = &[
     "endpoint",
     "endpointslice",
     "garbagecollector",
+    "horizontalpodautoscaling",
     "job",
     "namespace",
     "nodeipam",

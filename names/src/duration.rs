@@ -2,7 +2,8 @@
 //! CronJob `@every` schedules write them: decimal numbers, each with an optional fraction and a
 //! unit (ns, us/µs, ms, s, m, h), like "300ms", "1.5h", "2h45m"; an optional sign; "0" alone
 //! needs no unit. The one parser of this grammar: the node's flags and the CronJob schedules
-//! both call it.
+//! both call it. [`format_nanos`] writes a duration as Go's `Duration.String()` does (what the
+//! API serves in `metav1.Duration` fields).
 
 /// Why a duration was refused, in Go's words.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,6 +93,41 @@ fn go_fraction(digits: &str, unit_nanos: u64) -> u64 {
     (value as f64 * (unit_nanos as f64 / scale)) as u64
 }
 
+/// Go's `Duration.String()`: "0s", "250ms", "1.5µs", "15.002s", "2m0.5s", "1h0m0s".
+pub fn format_nanos(ns: i64) -> String {
+    let sign = if ns < 0 { "-" } else { "" };
+    let n = ns.unsigned_abs();
+    if n == 0 {
+        return "0s".into();
+    }
+    // a whole part and up to `digits` fractional digits, trailing zeros dropped
+    let decimal = |whole: u64, fraction: u64, digits: usize| {
+        let f = format!("{fraction:0digits$}");
+        let f = f.trim_end_matches('0');
+        if f.is_empty() {
+            whole.to_string()
+        } else {
+            format!("{whole}.{f}")
+        }
+    };
+    if n < 1_000 {
+        return format!("{sign}{n}ns");
+    }
+    if n < 1_000_000 {
+        return format!("{sign}{}µs", decimal(n / 1_000, n % 1_000, 3));
+    }
+    if n < 1_000_000_000 {
+        return format!("{sign}{}ms", decimal(n / 1_000_000, n % 1_000_000, 6));
+    }
+    let secs = decimal((n / 1_000_000_000) % 60, n % 1_000_000_000, 9);
+    let minutes = n / 60_000_000_000;
+    match (minutes / 60, minutes % 60) {
+        (0, 0) => format!("{sign}{secs}s"),
+        (0, m) => format!("{sign}{m}m{secs}s"),
+        (h, m) => format!("{sign}{h}h{m}m{secs}s"),
+    }
+}
+
 /// Splits `text` into its leading ASCII digits and the rest.
 fn split_digits(text: &str) -> (&str, &str) {
     text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()))
@@ -109,5 +145,21 @@ mod tests {
         assert_eq!(parse_nanos("10").unwrap_err().to_string(), r#"time: missing unit in duration "10""#);
         assert_eq!(parse_nanos("1x").unwrap_err().to_string(), r#"time: unknown unit "x" in duration "1x""#);
         assert_eq!(parse_nanos("9999999999h").unwrap_err().to_string(), r#"time: invalid duration "9999999999h""#);
+    }
+
+    #[test]
+    fn formats_as_go_prints() {
+        assert_eq!(format_nanos(0), "0s");
+        assert_eq!(format_nanos(999), "999ns");
+        assert_eq!(format_nanos(1_500), "1.5µs");
+        assert_eq!(format_nanos(250_000_000), "250ms");
+        assert_eq!(format_nanos(15_002_000_000), "15.002s");
+        assert_eq!(format_nanos(60_000_000_000), "1m0s");
+        assert_eq!(format_nanos(120_500_000_000), "2m0.5s");
+        assert_eq!(format_nanos(3_600_000_000_000), "1h0m0s");
+        assert_eq!(format_nanos(-1_000_000_000), "-1s");
+        for text in ["1h2m3.004s", "15.123456789s", "1.5ms"] {
+            assert_eq!(format_nanos(parse_nanos(text).unwrap_or_default()), text);
+        }
     }
 }

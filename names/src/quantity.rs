@@ -136,6 +136,11 @@ impl Quantity {
         Quantity { nanos: i128::from(n) * 1_000_000 }
     }
 
+    /// The quantity of `n` billionths of a unit (nano-cores of CPU).
+    pub fn from_nanos(n: i128) -> Quantity {
+        Quantity { nanos: n }
+    }
+
     /// The value in billionths of a unit.
     pub fn nanos(&self) -> i128 {
         self.nanos

@@ -1,7 +1,7 @@
 //! The kubelet HTTP API on HTTPS (a self-signed certificate kept in the state dir until the
 //! control plane issues one): /healthz and /pods (a v1 PodList with full statuses),
-//! /metrics and /metrics/cadvisor (Prometheus text), /stats/summary, /events, /containerLogs,
-//! and the streams /exec, /attach and /portForward (`api_streams`).
+//! /metrics, /metrics/cadvisor and /metrics/resource (Prometheus text), /stats/summary, /events,
+//! /containerLogs, and the streams /exec, /attach and /portForward (`api_streams`).
 use super::api_auth::Auth;
 use super::NodeShared;
 use crate::cri::v1 as cri;
@@ -201,6 +201,13 @@ async fn metrics_cadvisor(State(shared): State<Arc<NodeShared>>) -> Response {
     (StatusCode::OK, [("content-type", "text/plain; version=0.0.4")], super::metrics::cri_metrics_text(&descriptors, &pods)).into_response()
 }
 
+/// /metrics/resource: the node's, pods' and containers' CPU and memory for the resource metrics
+/// pipeline (`resource_metrics`).
+async fn metrics_resource(State(shared): State<Arc<NodeShared>>) -> Response {
+    let samples = super::resource_metrics::gather(&shared).await;
+    (StatusCode::OK, [("content-type", "text/plain; version=0.0.4; charset=utf-8")], super::resource_metrics::render(&samples)).into_response()
+}
+
 /// The Summary API: node and pod CPU, memory, network and filesystems.
 async fn stats_summary(State(shared): State<Arc<NodeShared>>) -> Response {
     let body = super::summary::summary(&shared).await;
@@ -214,6 +221,7 @@ pub fn router(shared: Arc<NodeShared>) -> Router {
         .route("/events", get(events))
         .route("/metrics", get(metrics))
         .route("/metrics/cadvisor", get(metrics_cadvisor))
+        .route("/metrics/resource", get(metrics_resource))
         .route("/stats/summary", get(stats_summary))
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
         .route("/exec/{namespace}/{pod}/{container}", get(super::api_streams::exec).post(super::api_streams::exec))

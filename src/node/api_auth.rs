@@ -347,6 +347,7 @@ mod tests {
         let get = http::Method::GET;
         assert_eq!(Attributes::of(&get, "/stats/summary"), Attributes { verb: "get", subresource: "stats" });
         assert_eq!(Attributes::of(&get, "/metrics/cadvisor"), Attributes { verb: "get", subresource: "metrics" });
+        assert_eq!(Attributes::of(&get, "/metrics/resource"), Attributes { verb: "get", subresource: "metrics" });
         assert_eq!(Attributes::of(&get, "/logs/"), Attributes { verb: "get", subresource: "log" });
         assert_eq!(Attributes::of(&get, "/pods"), Attributes { verb: "get", subresource: "proxy" });
         assert_eq!(Attributes::of(&http::Method::POST, "/exec/ns/p/c"), Attributes { verb: "create", subresource: "proxy" });

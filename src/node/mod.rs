@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod pod_files;
 pub mod probe;
 pub mod pull_secrets;
+pub mod resource_metrics;
 pub mod status;
 pub mod subpath;
 pub mod summary;

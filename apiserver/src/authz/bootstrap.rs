@@ -5,7 +5,8 @@
 //! controller fills; the missing subjects of a binding; the policy's labels and annotations).
 //! A binding whose roleRef differs is deleted and created again (a roleRef cannot change).
 //! Nothing a user added is taken away. Berth's own bindings for joining nodes by token
-//! ([`join_bindings`]) are reconciled the same way.
+//! ([`join_bindings`]) and the resource metrics API's role ([`metrics_roles`]) are reconciled
+//! the same way.
 
 use std::sync::Arc;
 
@@ -23,7 +24,7 @@ const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
 /// Creates and updates the bootstrap roles and bindings.
 pub async fn reconcile(api: &Arc<Api>) -> Result<(), ApiError> {
     let kinds: [(&str, Vec<Value>); 4] = [
-        ("clusterroles", super::bootstrap_policy::cluster_roles()),
+        ("clusterroles", super::bootstrap_policy::cluster_roles().into_iter().chain(metrics_roles(api)).collect()),
         ("roles", super::bootstrap_policy::roles()),
         ("clusterrolebindings", super::bootstrap_policy::cluster_role_bindings().into_iter().chain(join_bindings()).collect()),
         ("rolebindings", super::bootstrap_policy::role_bindings()),
@@ -68,6 +69,15 @@ pub async fn reconcile(api: &Arc<Api>) -> Result<(), ApiError> {
     }
     tracing::info!(changed, "bootstrap RBAC policy reconciled");
     Ok(())
+}
+
+/// The roles the resource metrics API brings, when it is served.
+fn metrics_roles(api: &Api) -> Vec<Value> {
+    if api.resource_metrics.is_some() {
+        crate::metrics::cluster_roles()
+    } else {
+        vec![]
+    }
 }
 
 /// The bindings that let nodes join by token, as an installer adds them (kubeadm's

@@ -83,6 +83,7 @@ pub fn resource() -> Resource {
         review: false,
         approval: false,
         finalize: false,
+        resource_metrics: false,
         strategy: Box::new(Typed(Definitions)),
     }
 }

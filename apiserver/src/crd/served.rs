@@ -379,6 +379,7 @@ pub fn resources_of(crd: &Value) -> Vec<Resource> {
             review: false,
             approval: false,
             finalize: false,
+            resource_metrics: false,
             strategy: Box::new(CustomStrategy(version)),
         });
     }

@@ -76,7 +76,7 @@ impl Api {
         // each storage once (a custom resource's versions share one), by a resource that
         // serves it as stored where there is one
         let mut seen = std::collections::HashSet::new();
-        let stored = || registry.all().iter().filter(|r| !r.review);
+        let stored = || registry.all().iter().filter(|r| !r.review && !r.resource_metrics);
         let stored_first = stored().filter(|r| r.view.is_none()).chain(stored().filter(|r| r.view.is_some()));
         for r in stored_first {
             if !seen.insert(r.storage) {

@@ -192,6 +192,11 @@ async fn kubelet_address(api: &Arc<Api>, node: &str) -> Result<(String, u16), Ap
     let reg = api.registry();
     let nodes = reg.lookup("", "v1", "nodes").cloned().ok_or_else(ApiError::path_not_found)?;
     let obj = api.get(&nodes, None, node, None).await?;
+    kubelet_endpoint(node, &obj)
+}
+
+/// [`kubelet_address`] of the Node object `obj`.
+pub(crate) fn kubelet_endpoint(node: &str, obj: &Value) -> Result<(String, u16), ApiError> {
     let addresses: Vec<(&str, &str)> = obj
         .pointer("/status/addresses")
         .and_then(Value::as_array)
@@ -205,6 +210,31 @@ async fn kubelet_address(api: &Arc<Api>, node: &str) -> Result<(String, u16), Ap
         .ok_or_else(|| ApiError::bad_request(format!("node {node} has no address to reach its kubelet at")))?;
     let port = obj.pointer("/status/daemonEndpoints/kubeletEndpoint/Port").and_then(Value::as_u64).filter(|p| *p > 0 && *p <= 65535).unwrap_or(10250);
     Ok((host, port as u16))
+}
+
+/// A GET of `path` from the kubelet at `host:port` (as the apiserver): its status and body.
+pub(crate) async fn kubelet_get(api: &Api, host: &str, port: u16, path: &str) -> Result<(StatusCode, bytes::Bytes), String> {
+    use http_body_util::BodyExt;
+    let target = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
+    let tcp = tokio::net::TcpStream::connect(&target).await.map_err(|e| format!("dial tcp {target}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(kubelet_tls(api)).connect(name, tcp).await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+    let connection = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let request = hyper::Request::builder()
+        .method(Method::GET)
+        .uri(path)
+        .header(header::HOST, target.as_str())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let answer = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    let status = answer.status();
+    let body = answer.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    connection.abort();
+    Ok((status, body))
 }
 
 /// The request, sent on to the kubelet at `host:port` as `path`; its answer (or, for an

@@ -244,6 +244,12 @@ async fn serve(api: Arc<Api>, req: Request, audited: &mut Option<crate::audit::E
     if ns.is_some() && !res.namespaced {
         return Err(ApiError::path_not_found());
     }
+    if res.resource_metrics {
+        if sub.is_some() {
+            return Err(ApiError::path_not_found());
+        }
+        return crate::metrics::serve::answer(&api, &res, ns.as_deref(), name.as_deref(), &method, &params, &headers).await;
+    }
     let sub = match sub {
         None => Subresource::Main,
         Some("status") if res.status => Subresource::Status,

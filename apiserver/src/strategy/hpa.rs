@@ -1,9 +1,12 @@
 //! HorizontalPodAutoscalers (autoscaling/v2): defaults (minReplicas 1, 80% average CPU when no
-//! metric is given), validation of the replica bounds and the target, status cleared on create,
-//! and the REFERENCE/TARGETS/MINPODS/MAXPODS/REPLICAS columns.
+//! metric is given, the scaling rules of a behavior: [`defaulted_behavior`], which the
+//! autoscaler applies too), validation of the replica bounds, the target and the behavior,
+//! status cleared on create, and the REFERENCE/TARGETS/MINPODS/MAXPODS/REPLICAS columns.
 
 use jiff::Timestamp;
-use k8s_openapi::api::autoscaling::v2::{HorizontalPodAutoscaler, MetricSpec, MetricStatus, MetricTarget, ResourceMetricSource};
+use k8s_openapi::api::autoscaling::v2::{
+    HPAScalingPolicy, HPAScalingRules, HorizontalPodAutoscaler, HorizontalPodAutoscalerBehavior, MetricSpec, MetricStatus, MetricTarget, ResourceMetricSource,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::{json, Value};
 
@@ -12,6 +15,104 @@ use crate::status::FieldError;
 use crate::table::age;
 
 pub struct HorizontalPodAutoscalers;
+
+/// The longest stabilization window and policy period upstream allows.
+const MAX_STABILIZATION_WINDOW_SECONDS: i32 = 3600;
+const MAX_PERIOD_SECONDS: i32 = 1800;
+
+/// The default scale-up rules (no stabilization; 4 pods or 100 % per 15 s, whichever is more).
+fn default_scale_up() -> HPAScalingRules {
+    HPAScalingRules {
+        stabilization_window_seconds: Some(0),
+        select_policy: Some("Max".into()),
+        policies: Some(vec![
+            HPAScalingPolicy { type_: "Pods".into(), value: 4, period_seconds: 15 },
+            HPAScalingPolicy { type_: "Percent".into(), value: 100, period_seconds: 15 },
+        ]),
+        ..Default::default()
+    }
+}
+
+/// The default scale-down rules (100 % per 15 s; no window: the controller's
+/// --horizontal-pod-autoscaler-downscale-stabilization applies).
+fn default_scale_down() -> HPAScalingRules {
+    HPAScalingRules {
+        stabilization_window_seconds: None,
+        select_policy: Some("Max".into()),
+        policies: Some(vec![HPAScalingPolicy { type_: "Percent".into(), value: 100, period_seconds: 15 }]),
+        ..Default::default()
+    }
+}
+
+/// `rules` with the defaults where they say nothing.
+fn rules_with_defaults(rules: Option<&HPAScalingRules>, mut defaults: HPAScalingRules) -> HPAScalingRules {
+    if let Some(r) = rules {
+        if r.select_policy.is_some() {
+            defaults.select_policy = r.select_policy.clone();
+        }
+        if r.stabilization_window_seconds.is_some() {
+            defaults.stabilization_window_seconds = r.stabilization_window_seconds;
+        }
+        if r.policies.is_some() {
+            defaults.policies = r.policies.clone();
+        }
+        if r.tolerance.is_some() {
+            defaults.tolerance = r.tolerance.clone();
+        }
+    }
+    defaults
+}
+
+/// A behavior with upstream's defaults filled in (SetDefaults_HorizontalPodAutoscalerBehavior).
+pub fn defaulted_behavior(b: &HorizontalPodAutoscalerBehavior) -> HorizontalPodAutoscalerBehavior {
+    HorizontalPodAutoscalerBehavior {
+        scale_up: Some(rules_with_defaults(b.scale_up.as_ref(), default_scale_up())),
+        scale_down: Some(rules_with_defaults(b.scale_down.as_ref(), default_scale_down())),
+    }
+}
+
+fn validate_rules(path: &str, r: &HPAScalingRules) -> Vec<FieldError> {
+    let mut errs = vec![];
+    if let Some(w) = r.stabilization_window_seconds {
+        if w < 0 {
+            errs.push(FieldError::invalid(format!("{path}.stabilizationWindowSeconds"), w, "must be greater than or equal to zero"));
+        }
+        if w > MAX_STABILIZATION_WINDOW_SECONDS {
+            errs.push(FieldError::invalid(
+                format!("{path}.stabilizationWindowSeconds"),
+                w,
+                format!("must be less than or equal to {MAX_STABILIZATION_WINDOW_SECONDS}"),
+            ));
+        }
+    }
+    if let Some(p) = r.select_policy.as_deref() {
+        const POLICIES: &[&str] = &["Disabled", "Max", "Min"];
+        if !POLICIES.contains(&p) {
+            errs.push(FieldError::not_supported(format!("{path}.selectPolicy"), p, POLICIES));
+        }
+    }
+    let policies = r.policies.as_deref().unwrap_or_default();
+    if policies.is_empty() {
+        errs.push(FieldError::required(format!("{path}.policies"), "must specify at least one Policy"));
+    }
+    for (i, p) in policies.iter().enumerate() {
+        let at = format!("{path}.policies[{i}]");
+        const TYPES: &[&str] = &["Percent", "Pods"];
+        if !TYPES.contains(&p.type_.as_str()) {
+            errs.push(FieldError::not_supported(format!("{at}.type"), p.type_.as_str(), TYPES));
+        }
+        if p.value <= 0 {
+            errs.push(FieldError::invalid(format!("{at}.value"), p.value, "must be greater than zero"));
+        }
+        if p.period_seconds <= 0 {
+            errs.push(FieldError::invalid(format!("{at}.periodSeconds"), p.period_seconds, "must be greater than zero"));
+        }
+        if p.period_seconds > MAX_PERIOD_SECONDS {
+            errs.push(FieldError::invalid(format!("{at}.periodSeconds"), p.period_seconds, format!("must be less than or equal to {MAX_PERIOD_SECONDS}")));
+        }
+    }
+    errs
+}
 
 fn q(q: Option<&Quantity>) -> String {
     q.map(|q| q.0.clone()).unwrap_or_else(|| "<unknown>".into())
@@ -85,6 +186,9 @@ impl Kind for HorizontalPodAutoscalers {
                 ..Default::default()
             }]);
         }
+        if let Some(b) = spec.behavior.as_ref() {
+            spec.behavior = Some(defaulted_behavior(b));
+        }
     }
 
     fn prepare_for_create(&self, h: &mut HorizontalPodAutoscaler) {
@@ -119,6 +223,13 @@ impl Kind for HorizontalPodAutoscalers {
                 errs.push(FieldError::not_supported(format!("spec.metrics[{i}].type"), m.type_.as_str(), TYPES));
             }
         }
+        if let Some(b) = &spec.behavior {
+            for (name, rules) in [("scaleUp", &b.scale_up), ("scaleDown", &b.scale_down)] {
+                if let Some(r) = rules {
+                    errs.extend(validate_rules(&format!("spec.behavior.{name}"), r));
+                }
+            }
+        }
         errs
     }
 
@@ -146,5 +257,42 @@ impl Kind for HorizontalPodAutoscalers {
             json!(st.current_replicas.unwrap_or(0)),
             json!(age(h.metadata.creation_timestamp.as_ref(), now)),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_behavior_gets_upstreams_defaults_and_is_validated() {
+        let mut h: HorizontalPodAutoscaler = serde_json::from_value(serde_json::json!({
+            "spec": {"maxReplicas": 3, "scaleTargetRef": {"kind": "Deployment", "name": "web", "apiVersion": "apps/v1"},
+                "behavior": {"scaleDown": {"stabilizationWindowSeconds": 5}}}
+        }))
+        .expect("hpa");
+        HorizontalPodAutoscalers.default(&mut h);
+        let b = h.spec.as_ref().and_then(|s| s.behavior.clone()).expect("behavior");
+        let up = b.scale_up.expect("scale up");
+        assert_eq!((up.stabilization_window_seconds, up.select_policy.as_deref(), up.policies.map(|p| p.len())), (Some(0), Some("Max"), Some(2)));
+        let down = b.scale_down.expect("scale down");
+        assert_eq!((down.stabilization_window_seconds, down.policies.map(|p| p[0].value)), (Some(5), Some(100)));
+        assert!(HorizontalPodAutoscalers.validate(&h).is_empty());
+        let bad = HPAScalingRules {
+            stabilization_window_seconds: Some(4000),
+            select_policy: Some("Most".into()),
+            policies: Some(vec![HPAScalingPolicy { type_: "Pods".into(), value: 0, period_seconds: 1801 }]),
+            ..Default::default()
+        };
+        let fields: Vec<String> = validate_rules("spec.behavior.scaleUp", &bad).into_iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.behavior.scaleUp.stabilizationWindowSeconds",
+                "spec.behavior.scaleUp.selectPolicy",
+                "spec.behavior.scaleUp.policies[0].value",
+                "spec.behavior.scaleUp.policies[0].periodSeconds"
+            ]
+        );
     }
 }

@@ -14,7 +14,7 @@ mod daemonset;
 mod deployment;
 mod endpoints;
 mod event;
-mod hpa;
+pub mod hpa;
 mod job;
 mod lease;
 mod namespace;
@@ -288,6 +288,7 @@ fn resource(
         review: false,
         approval: false,
         finalize: false,
+        resource_metrics: false,
         strategy,
     }
 }
