@@ -75,12 +75,18 @@ struct NodeArgs {
     /// --pod-max-pids; -1 leaves it unlimited.
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pod_max_pids: i64,
-    /// Cluster DNS server IPs (comma-separated) for pods with dnsPolicy ClusterFirst.
+    /// Cluster DNS server IPs (comma-separated) for pods with dnsPolicy ClusterFirst. `berth
+    /// server` and `berth agent` serve them on this node (default: the 10th address of the
+    /// service CIDR, 10.43.0.10 for an agent, as k3s); `berth node` only writes them into pods.
     #[arg(long, value_delimiter = ',')]
     cluster_dns: Vec<String>,
     /// The cluster's DNS domain.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// The host's resolver configuration, as the kubelet's flag: pods with dnsPolicy Default
+    /// get it, and the cluster DNS forwards names outside the cluster to its nameservers.
+    #[arg(long, default_value = berth::node::dns::SYSTEM_RESOLV_CONF)]
+    resolv_conf: PathBuf,
     /// Hard eviction thresholds, e.g. memory.available<100Mi,nodefs.available<10% (overrides [eviction] hard).
     #[arg(long)]
     eviction_hard: Option<String>,
@@ -116,6 +122,15 @@ struct AgentArgs {
     /// Taints of the Node at registration (key=value:Effect, comma-separated), as the kubelet's flag.
     #[arg(long, value_delimiter = ',')]
     register_with_taints: Vec<String>,
+}
+
+/// The cluster DNS of a joined agent.
+#[derive(clap::Args, Clone)]
+struct AgentDnsArgs {
+    /// Do not serve cluster DNS on this node (the server runs with `--disable coredns`, or the
+    /// cluster has DNS pods of its own behind the --cluster-dns address).
+    #[arg(long)]
+    disable_cluster_dns: bool,
 }
 
 /// Where a joining agent finds its cluster.
@@ -242,8 +257,9 @@ struct ServerArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
     max_endpoints_per_slice: u16,
     /// Packaged components not to deploy, as k3s's flag (comma-separated): `local-storage` (the
-    /// default `local-path` StorageClass and its provisioner).
-    #[arg(long, value_delimiter = ',', value_parser = ["local-storage"])]
+    /// default `local-path` StorageClass and its provisioner), `coredns` (the cluster DNS: the
+    /// `kube-dns` Service and this server's node-local DNS; pods still get --cluster-dns).
+    #[arg(long, value_delimiter = ',', value_parser = ["local-storage", "coredns"])]
     disable: Vec<String>,
     /// Where the local-path provisioner keeps volumes on each node, as k3s's flag (k3s:
     /// /var/lib/rancher/k3s/storage).
@@ -254,6 +270,9 @@ struct ServerArgs {
     #[arg(long)]
     scheduler_config: Option<PathBuf>,
 }
+
+/// A joined agent's cluster DNS address unless given: the default service CIDR's (k3s's).
+const DEFAULT_AGENT_CLUSTER_DNS: &str = "10.43.0.10";
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     berth::util::duration::parse(s).map_err(|e| e.to_string())
@@ -321,6 +340,8 @@ enum Command {
         agent: AgentArgs,
         #[command(flatten)]
         join: JoinArgs,
+        #[command(flatten)]
+        dns: AgentDnsArgs,
     },
     /// Manage images through a running daemon.
     Images {
@@ -342,8 +363,12 @@ fn init_logging(verbose: u8) {
     };
     // libcgroups' own warnings are advisory (controllers it does not know, like rdma and misc;
     // a slice systemd has not made yet); what fails comes back to Berth as an error.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},h2=info,hyper=info,tower=info,rustls=info,libcgroups=error")));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // hickory-server logs every DNS request at info
+        tracing_subscriber::EnvFilter::new(format!(
+            "{default},h2=info,hyper=info,tower=info,rustls=info,libcgroups=error,hickory_server=warn,hickory_proto=warn"
+        ))
+    });
     use std::io::IsTerminal;
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init();
 }
@@ -373,8 +398,8 @@ fn main() -> Result<()> {
         Command::Server { dirs, flags, node, agent, args } => {
             rt.block_on(run_server(file.resolve(dirs.data_dir, dirs.run_dir), flags, node, agent, args, notifier))
         }
-        Command::Agent { dirs, flags, node, agent, join } => {
-            rt.block_on(run_agent(file.resolve(dirs.data_dir, dirs.run_dir), flags, node, agent, join, notifier))
+        Command::Agent { dirs, flags, node, agent, join, dns } => {
+            rt.block_on(run_agent(file.resolve(dirs.data_dir, dirs.run_dir), flags, node, agent, join, dns, notifier))
         }
         Command::Logs { socket, dirs, opts } => {
             let cfg = file.resolve(dirs.data_dir, dirs.run_dir);
@@ -437,12 +462,27 @@ struct LocalAgent {
     auth: Arc<berth::node::api_auth::Auth>,
     /// The node's own pod CIDR (flag or config), registered as its spec.podCIDR.
     pod_cidr: Option<String>,
+    /// The cluster DNS this node serves, if it does.
+    dns: Option<berth::dns::DnsConfig>,
 }
 
 /// The cluster: the Kubernetes API over the cluster store, the scheduler, and (unless
 /// --disable-agent) this machine as its node.
-async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: NodeArgs, agent: AgentArgs, args: ServerArgs, notifier: Notifier) -> Result<()> {
+async fn run_server(
+    mut cfg: config::Config,
+    flags: RuntimeFlags,
+    mut node_args: NodeArgs,
+    agent: AgentArgs,
+    args: ServerArgs,
+    notifier: Notifier,
+) -> Result<()> {
     watchdog(&notifier);
+    let service_network = berth_apiserver::services::ServiceNetwork::parse(&args.service_cidr, &args.service_node_port_range)?;
+    if node_args.cluster_dns.is_empty() {
+        node_args.cluster_dns.extend(service_network.cluster_dns_ip().map(|ip| ip.to_string()));
+    }
+    let coredns = !args.disable.iter().any(|d| d == "coredns");
+    let dns = cluster_dns(&node_args, coredns)?;
     let opts = berth_apiserver::ServerOptions {
         data_dir: cfg.data_dir.join("server"),
         listen: args.listen,
@@ -467,7 +507,7 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
             }
             _ => None,
         },
-        service_network: berth_apiserver::services::ServiceNetwork::parse(&args.service_cidr, &args.service_node_port_range)?,
+        service_network,
         advertise_address: args.advertise_address,
     };
     let stop = tokio_util::sync::CancellationToken::new();
@@ -510,7 +550,7 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
         let cfg = cfg.clone();
         let stop = stop.clone();
         cri_task = Some(tokio::spawn(async move { daemon::serve_cri(&cfg, &parts, None, stop.cancelled()).await }));
-        Some(LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints, auth, pod_cidr })
+        Some(LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints, auth, pod_cidr, dns: dns.clone() })
     };
     if local_storage {
         // the provisioner removes directories itself only on this server's own node
@@ -525,6 +565,9 @@ async fn run_server(mut cfg: config::Config, flags: RuntimeFlags, node_args: Nod
         Box::new(move |api| {
             if local_storage {
                 create_local_storage_class(api.clone());
+            }
+            if let Some(ip) = dns.as_ref().and_then(|d| d.addresses.first()) {
+                create_kube_dns_service(api.clone(), *ip);
             }
             start_controllers(api.clone(), ipam, lifecycle, controllers, controller_options, stop.clone());
             if let Some(profiles) = profiles {
@@ -612,14 +655,33 @@ fn run_node_in_cluster(
         pod_cidr: agent.pod_cidr,
         ready,
     };
+    let dns = agent.dns.map(|cfg| berth::dns::spawn(cluster.client.clone(), cfg, stop.clone()));
     let pods = berth::node::cluster::start(cluster, agent.node.shared(), stop.clone());
-    tokio::spawn(agent.node.run(stop, Some(pods)))
+    tokio::spawn(async move {
+        agent.node.run(stop, Some(pods)).await;
+        if let Some(dns) = dns {
+            let _ = dns.await;
+        }
+    })
 }
 
 /// A node of a remote cluster: joins it with the token (or the credentials of an earlier
 /// join), then runs like the server's own agent, over HTTPS.
-async fn run_agent(mut cfg: config::Config, flags: RuntimeFlags, node_args: NodeArgs, agent: AgentArgs, join: JoinArgs, notifier: Notifier) -> Result<()> {
+async fn run_agent(
+    mut cfg: config::Config,
+    flags: RuntimeFlags,
+    mut node_args: NodeArgs,
+    agent: AgentArgs,
+    join: JoinArgs,
+    dns_args: AgentDnsArgs,
+    notifier: Notifier,
+) -> Result<()> {
     watchdog(&notifier);
+    // the server's service CIDR is not known here: k3s's default address
+    if node_args.cluster_dns.is_empty() {
+        node_args.cluster_dns.push(DEFAULT_AGENT_CLUSTER_DNS.to_string());
+    }
+    let dns = cluster_dns(&node_args, !dns_args.disable_cluster_dns)?;
     if !nix::unistd::Uid::effective().is_root() {
         bail!("berth agent runs pods (namespaces, mounts, cgroups): run it as root");
     }
@@ -673,7 +735,7 @@ async fn run_agent(mut cfg: config::Config, flags: RuntimeFlags, node_args: Node
     }
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(berth::node::cluster::rotation::rotate(join.clone(), creds.clone(), identity, client.clone(), node_stop_rx.clone()));
-    let task = run_node_in_cluster(client, LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints, auth, pod_cidr }, ready_tx, node_stop_rx);
+    let task = run_node_in_cluster(client, LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints, auth, pod_cidr, dns }, ready_tx, node_stop_rx);
     notify_when_ready(notifier.clone(), ready_rx, "READY=1\nSTATUS=running the pods of this node");
     shutdown_signal().await;
     notifier.say("STOPPING=1\nSTATUS=shutting down");
@@ -723,6 +785,24 @@ fn start_controllers(
             tokio::join!(ipam, lifecycle, workloads);
         }
     }));
+}
+
+/// The cluster DNS a node serves: its --cluster-dns addresses, unless turned off or none.
+fn cluster_dns(node_args: &NodeArgs, enabled: bool) -> Result<Option<berth::dns::DnsConfig>> {
+    if !enabled || node_args.cluster_dns.is_empty() {
+        return Ok(None);
+    }
+    let cfg = berth::dns::DnsConfig::parse(&node_args.cluster_dns, &node_args.cluster_domain, node_args.resolv_conf.clone())
+        .with_context(|| format!("--cluster-dns {}", node_args.cluster_dns.join(",")))?;
+    Ok(Some(cfg))
+}
+
+/// The `kube-dns` Service for the cluster DNS address (k3s's coredns component), made at server
+/// start unless one exists; as the server itself (system:masters).
+fn create_kube_dns_service(api: Arc<berth_apiserver::Api>, ip: std::net::IpAddr) {
+    let user = berth_apiserver::User::new("system:apiserver", &["system:masters", "system:authenticated"]);
+    let client = kube::Client::new(berth_apiserver::in_process(api, user), "default");
+    tokio::spawn(berth::dns::service::ensure(client, ip));
 }
 
 /// The `local-path` StorageClass (k3s's local-storage component), made at server start unless a

@@ -13,6 +13,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 pub mod apiserver;
 pub mod containerd;
 pub mod cri_json;
+pub mod dns;
 pub mod fake_node;
 pub mod kubelet;
 pub mod registry;
@@ -176,6 +177,16 @@ impl Daemon {
             }
         }
         mode.extend(["--cgroup-root".to_string(), cgroup_root.clone()]);
+        // Node-local cluster DNS binds its address (default 10.43.0.10) in the test host's
+        // network namespace, where concurrent servers would collide: off unless the test gives
+        // an address of its own (`dns::unique_cluster_dns`).
+        if !extra.contains(&"--cluster-dns") {
+            match kind {
+                "server" => mode.extend(["--disable".to_string(), "coredns".to_string()]),
+                "agent" => mode.push("--disable-cluster-dns".to_string()),
+                _ => {}
+            }
+        }
         // The kubelet's default disk thresholds would evict test pods on a build machine
         // whose disk is mostly full of build output; tests not about eviction keep memory only.
         if !config.contains("[eviction]") {

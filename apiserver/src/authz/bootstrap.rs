@@ -72,7 +72,10 @@ pub async fn reconcile(api: &Arc<Api>) -> Result<(), ApiError> {
 
 /// The bindings that let nodes join by token, as an installer adds them (kubeadm's
 /// `kubeadm:kubelet-bootstrap` and node-autoapprove bindings): bootstrap tokens may ask for a
-/// node client certificate and have it approved, nodes may renew their own.
+/// node client certificate and have it approved, nodes may renew their own. A Berth node agent
+/// is also its node's service proxy and cluster DNS, with its node credential: the nodes get
+/// kube-proxy's role (`system:node-proxier`: list and watch Services and EndpointSlices), as an
+/// installer binds it to kube-proxy's credential.
 fn join_bindings() -> Vec<Value> {
     let binding = |name: &str, role: &str, group: &str| {
         json!({
@@ -90,6 +93,7 @@ fn join_bindings() -> Vec<Value> {
             "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
             super::node::NODES_GROUP,
         ),
+        binding("berth:node-proxier", "system:node-proxier", super::node::NODES_GROUP),
     ]
 }
 
