@@ -102,6 +102,7 @@ pub async fn node(
         sync_period: std::time::Duration::from_secs(1),
         cluster_domain: args.cluster_domain,
         cluster_dns: args.cluster_dns,
+        resolv_conf: args.resolv_conf,
         eviction: eviction.settings().context("eviction settings")?,
         image_gc: image_gc.settings().context("image garbage collection settings")?,
     };

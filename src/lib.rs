@@ -1,6 +1,7 @@
 //! Berth: a Kubernetes node (kubelet + container runtime) in one binary.
 pub mod config;
 pub mod cri;
+pub mod dns;
 pub mod image;
 pub mod logs;
 pub mod network;

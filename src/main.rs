@@ -75,12 +75,18 @@ struct NodeArgs {
     /// --pod-max-pids; -1 leaves it unlimited.
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pod_max_pids: i64,
-    /// Cluster DNS server IPs (comma-separated) for pods with dnsPolicy ClusterFirst.
+    /// Cluster DNS server IPs (comma-separated) for pods with dnsPolicy ClusterFirst. `berth
+    /// server` and `berth agent` serve them on this node (default: the 10th address of the
+    /// service CIDR, 10.43.0.10 for an agent, as k3s); `berth node` only writes them into pods.
     #[arg(long, value_delimiter = ',')]
     cluster_dns: Vec<String>,
     /// The cluster's DNS domain.
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// The host's resolver configuration, as the kubelet's flag: pods with dnsPolicy Default
+    /// get it, and the cluster DNS forwards names outside the cluster to its nameservers.
+    #[arg(long, default_value = berth::node::dns::SYSTEM_RESOLV_CONF)]
+    resolv_conf: PathBuf,
     /// Hard eviction thresholds, e.g. memory.available<100Mi,nodefs.available<10% (overrides [eviction] hard).
     #[arg(long)]
     eviction_hard: Option<String>,
@@ -116,6 +122,15 @@ struct AgentArgs {
     /// Taints of the Node at registration (key=value:Effect, comma-separated), as the kubelet's flag.
     #[arg(long, value_delimiter = ',')]
     register_with_taints: Vec<String>,
+}
+
+/// The cluster DNS of a joined agent.
+#[derive(clap::Args, Clone)]
+struct AgentDnsArgs {
+    /// Do not serve cluster DNS on this node (the server runs with `--disable coredns`, or the
+    /// cluster has DNS pods of its own behind the --cluster-dns address).
+    #[arg(long)]
+    disable_cluster_dns: bool,
 }
 
 /// Where a joining agent finds its cluster.
@@ -157,7 +172,7 @@ struct ProxyArgs {
 impl ProxyArgs {
     /// The proxy of node `node_name` (None: turned off); `cluster_cidrs` are where pods live
     /// beyond the Nodes' pod CIDRs.
-    fn config(&self, node_name: &str, cluster_cidrs: Vec<String>) -> Result<Option<berth::proxy::ProxyConfig>> {
+    fn config(&self, node_name: &str, cluster_cidrs: Vec<String>, dns: Option<&berth::dns::DnsConfig>) -> Result<Option<berth::proxy::ProxyConfig>> {
         if self.disable_kube_proxy {
             return Ok(None);
         }
@@ -167,7 +182,8 @@ impl ProxyArgs {
         cfg.nodeport_addresses = berth::proxy::NodePortAddresses::parse(&self.nodeport_addresses)?;
         cfg.min_sync_period = self.proxy_min_sync_period;
         cfg.sync_period = self.proxy_sync_period;
-        // skip_cluster_ips: the node-local DNS fills it with the --cluster-dns addresses it binds
+        // the node-local DNS answers on the cluster DNS addresses itself: no rules for them
+        cfg.skip_cluster_ips = dns.map(|d| d.addresses.clone()).unwrap_or_default();
         Ok(Some(cfg))
     }
 }
@@ -284,8 +300,10 @@ struct ServerArgs {
     /// Packaged components not to deploy, as k3s's flag (comma-separated): `local-storage` (the
     /// default `local-path` StorageClass and its provisioner), `servicelb` (load-balancer
     /// addresses for LoadBalancer Services: the service-lb controller), `metrics-server` (the
-    /// resource metrics API, metrics.k8s.io, behind `kubectl top` and the HorizontalPodAutoscaler).
-    #[arg(long, value_delimiter = ',', value_parser = ["local-storage", "servicelb", "metrics-server"])]
+    /// resource metrics API, metrics.k8s.io, behind `kubectl top` and the HorizontalPodAutoscaler),
+    /// `coredns` (the cluster DNS: the `kube-dns` Service and this server's node-local DNS; pods
+    /// still get --cluster-dns).
+    #[arg(long, value_delimiter = ',', value_parser = ["local-storage", "servicelb", "metrics-server", "coredns"])]
     disable: Vec<String>,
     /// How often the HorizontalPodAutoscaler controller reconciles each autoscaler, as
     /// kube-controller-manager's flag.
@@ -323,6 +341,9 @@ struct ServerArgs {
     #[arg(long)]
     scheduler_config: Option<PathBuf>,
 }
+
+/// A joined agent's cluster DNS address unless given: the default service CIDR's (k3s's).
+const DEFAULT_AGENT_CLUSTER_DNS: &str = "10.43.0.10";
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     berth::util::duration::parse(s).map_err(|e| e.to_string())
@@ -394,6 +415,8 @@ enum Command {
         proxy: ProxyArgs,
         #[command(flatten)]
         join: JoinArgs,
+        #[command(flatten)]
+        dns: AgentDnsArgs,
     },
     /// Manage images through a running daemon.
     Images {
@@ -415,8 +438,12 @@ fn init_logging(verbose: u8) {
     };
     // libcgroups' own warnings are advisory (controllers it does not know, like rdma and misc;
     // a slice systemd has not made yet); what fails comes back to Berth as an error.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},h2=info,hyper=info,tower=info,rustls=info,libcgroups=error")));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // hickory-server logs every DNS request at info
+        tracing_subscriber::EnvFilter::new(format!(
+            "{default},h2=info,hyper=info,tower=info,rustls=info,libcgroups=error,hickory_server=warn,hickory_proto=warn"
+        ))
+    });
     use std::io::IsTerminal;
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init();
 }
@@ -446,8 +473,8 @@ fn main() -> Result<()> {
         Command::Server { dirs, flags, node, agent, proxy, args } => {
             rt.block_on(run_server(file.resolve(dirs.data_dir, dirs.run_dir), flags, node, agent, proxy, args, notifier))
         }
-        Command::Agent { dirs, flags, node, agent, proxy, join } => {
-            rt.block_on(run_agent(file.resolve(dirs.data_dir, dirs.run_dir), flags, node, agent, proxy, join, notifier))
+        Command::Agent { dirs, flags, node, agent, proxy, join, dns } => {
+            rt.block_on(run_agent(file.resolve(dirs.data_dir, dirs.run_dir), flags, node, agent, proxy, join, dns, notifier))
         }
         Command::Logs { socket, dirs, opts } => {
             let cfg = file.resolve(dirs.data_dir, dirs.run_dir);
@@ -512,6 +539,8 @@ struct LocalAgent {
     pod_cidr: Option<String>,
     /// The service proxy (None: --disable-kube-proxy).
     proxy: Option<berth::proxy::ProxyConfig>,
+    /// The cluster DNS this node serves, if it does.
+    dns: Option<berth::dns::DnsConfig>,
 }
 
 /// The cluster: the Kubernetes API over the cluster store, the scheduler, and (unless
@@ -519,13 +548,19 @@ struct LocalAgent {
 async fn run_server(
     mut cfg: config::Config,
     flags: RuntimeFlags,
-    node_args: NodeArgs,
+    mut node_args: NodeArgs,
     agent: AgentArgs,
     proxy: ProxyArgs,
     args: ServerArgs,
     notifier: Notifier,
 ) -> Result<()> {
     watchdog(&notifier);
+    let service_network = berth_apiserver::services::ServiceNetwork::parse(&args.service_cidr, &args.service_node_port_range)?;
+    if node_args.cluster_dns.is_empty() {
+        node_args.cluster_dns.extend(service_network.cluster_dns_ip().map(|ip| ip.to_string()));
+    }
+    let coredns = !args.disable.iter().any(|d| d == "coredns");
+    let dns = cluster_dns(&node_args, coredns)?;
     let opts = berth_apiserver::ServerOptions {
         data_dir: cfg.data_dir.join("server"),
         listen: args.listen,
@@ -550,7 +585,7 @@ async fn run_server(
             }
             _ => None,
         },
-        service_network: berth_apiserver::services::ServiceNetwork::parse(&args.service_cidr, &args.service_node_port_range)?,
+        service_network,
         advertise_address: args.advertise_address,
         resource_metrics: (!args.disable.iter().any(|d| d == "metrics-server")).then_some(args.metric_resolution).filter(|r| !r.is_zero()),
     };
@@ -603,11 +638,11 @@ async fn run_server(
         let auth = berth::node::api_auth::Auth::closed();
         let (node, kubelet_port, _serving) = daemon::node(&cfg, node_args, &parts, auth.clone()).await?;
         let node_name = node.shared().cfg.node_name.clone();
-        let proxy = proxy.config(&node_name, vec![args.cluster_cidr.clone()])?;
+        let proxy = proxy.config(&node_name, vec![args.cluster_cidr.clone()], dns.as_ref())?;
         let cfg = cfg.clone();
         let stop = stop.clone();
         cri_task = Some(tokio::spawn(async move { daemon::serve_cri(&cfg, &parts, None, stop.cancelled()).await }));
-        Some(LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints, auth, pod_cidr, proxy })
+        Some(LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints, auth, pod_cidr, proxy, dns: dns.clone() })
     };
     if local_storage {
         // the provisioner removes directories itself only on this server's own node
@@ -622,6 +657,9 @@ async fn run_server(
         Box::new(move |api| {
             if local_storage {
                 create_local_storage_class(api.clone());
+            }
+            if let Some(ip) = dns.as_ref().and_then(|d| d.addresses.first()) {
+                create_kube_dns_service(api.clone(), *ip);
             }
             start_controllers(api.clone(), ipam, lifecycle, controllers, controller_options, stop.clone());
             if let Some(profiles) = profiles {
@@ -712,8 +750,14 @@ fn run_node_in_cluster(
     if let Some(proxy) = agent.proxy {
         tokio::spawn(berth::proxy::run(cluster.client.clone(), proxy, stop.clone()));
     }
+    let dns = agent.dns.map(|cfg| berth::dns::spawn(cluster.client.clone(), cfg, stop.clone()));
     let pods = berth::node::cluster::start(cluster, agent.node.shared(), stop.clone());
-    tokio::spawn(agent.node.run(stop, Some(pods)))
+    tokio::spawn(async move {
+        agent.node.run(stop, Some(pods)).await;
+        if let Some(dns) = dns {
+            let _ = dns.await;
+        }
+    })
 }
 
 /// A node of a remote cluster: joins it with the token (or the credentials of an earlier
@@ -721,13 +765,19 @@ fn run_node_in_cluster(
 async fn run_agent(
     mut cfg: config::Config,
     flags: RuntimeFlags,
-    node_args: NodeArgs,
+    mut node_args: NodeArgs,
     agent: AgentArgs,
     proxy: ProxyArgs,
     join: JoinArgs,
+    dns_args: AgentDnsArgs,
     notifier: Notifier,
 ) -> Result<()> {
     watchdog(&notifier);
+    // the server's service CIDR is not known here: k3s's default address
+    if node_args.cluster_dns.is_empty() {
+        node_args.cluster_dns.push(DEFAULT_AGENT_CLUSTER_DNS.to_string());
+    }
+    let dns = cluster_dns(&node_args, !dns_args.disable_cluster_dns)?;
     if !nix::unistd::Uid::effective().is_root() {
         bail!("berth agent runs pods (namespaces, mounts, cgroups): run it as root");
     }
@@ -741,7 +791,7 @@ async fn run_agent(
     let taints = berth::node::cluster::flags::parse_taints(&agent.register_with_taints)?;
     // Joined first: a node the cluster does not take runs nothing.
     let node_name = daemon::node_name(node_args.node_name.as_deref());
-    let proxy = proxy.config(&node_name, vec![])?;
+    let proxy = proxy.config(&node_name, vec![], dns.as_ref())?;
     let join = berth::node::cluster::join::Join { server: join.server, token, node_name: node_name.clone(), dir: cfg.data_dir.join("agent") };
     let creds = berth::node::cluster::join::credentials(&join).await?;
     // the client certificate is renewed in place while the agent runs
@@ -782,8 +832,12 @@ async fn run_agent(
     }
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(berth::node::cluster::rotation::rotate(join.clone(), creds.clone(), identity, client.clone(), node_stop_rx.clone()));
-    let task =
-        run_node_in_cluster(client, LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints, auth, pod_cidr, proxy }, ready_tx, node_stop_rx);
+    let task = run_node_in_cluster(
+        client,
+        LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints, auth, pod_cidr, proxy, dns },
+        ready_tx,
+        node_stop_rx,
+    );
     notify_when_ready(notifier.clone(), ready_rx, "READY=1\nSTATUS=running the pods of this node");
     shutdown_signal().await;
     notifier.say("STOPPING=1\nSTATUS=shutting down");
@@ -833,6 +887,24 @@ fn start_controllers(
             tokio::join!(ipam, lifecycle, workloads);
         }
     }));
+}
+
+/// The cluster DNS a node serves: its --cluster-dns addresses, unless turned off or none.
+fn cluster_dns(node_args: &NodeArgs, enabled: bool) -> Result<Option<berth::dns::DnsConfig>> {
+    if !enabled || node_args.cluster_dns.is_empty() {
+        return Ok(None);
+    }
+    let cfg = berth::dns::DnsConfig::parse(&node_args.cluster_dns, &node_args.cluster_domain, node_args.resolv_conf.clone())
+        .with_context(|| format!("--cluster-dns {}", node_args.cluster_dns.join(",")))?;
+    Ok(Some(cfg))
+}
+
+/// The `kube-dns` Service for the cluster DNS address (k3s's coredns component), made at server
+/// start unless one exists; as the server itself (system:masters).
+fn create_kube_dns_service(api: Arc<berth_apiserver::Api>, ip: std::net::IpAddr) {
+    let user = berth_apiserver::User::new("system:apiserver", &["system:masters", "system:authenticated"]);
+    let client = kube::Client::new(berth_apiserver::in_process(api, user), "default");
+    tokio::spawn(berth::dns::service::ensure(client, ip));
 }
 
 /// The `local-path` StorageClass (k3s's local-storage component), made at server start unless a

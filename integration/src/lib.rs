@@ -13,6 +13,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 pub mod apiserver;
 pub mod containerd;
 pub mod cri_json;
+pub mod dns;
 pub mod fake_node;
 pub mod kubelet;
 pub mod registry;
@@ -182,6 +183,16 @@ impl Daemon {
         let opted_in = extra.iter().any(|a| a.starts_with("--proxy-table") || a.starts_with("--disable-kube-proxy"));
         if (kind == "server" || kind == "agent") && !opted_in {
             mode.push("--disable-kube-proxy".to_string());
+        }
+        // Node-local cluster DNS binds its address (default 10.43.0.10) in the test host's
+        // network namespace, where concurrent servers would collide: off unless the test gives
+        // an address of its own (`dns::unique_cluster_dns`).
+        if !extra.contains(&"--cluster-dns") {
+            match kind {
+                "server" => mode.extend(["--disable".to_string(), "coredns".to_string()]),
+                "agent" => mode.push("--disable-cluster-dns".to_string()),
+                _ => {}
+            }
         }
         // The kubelet's default disk thresholds would evict test pods on a build machine
         // whose disk is mostly full of build output; tests not about eviction keep memory only.

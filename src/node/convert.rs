@@ -178,12 +178,27 @@ pub fn pod_labels(pod: &Pod) -> HashMap<String, String> {
     l
 }
 
-pub fn sandbox_config(pod: &Pod, attempt: u32, log_dir: &Path, cgroup_parent: &str, cluster_domain: &str, cluster_dns: &[String]) -> cri::PodSandboxConfig {
+/// The node's DNS settings as the kubelet's flags give them: `--cluster-domain`,
+/// `--cluster-dns` and `--resolv-conf` (the host's resolver configuration pods with dnsPolicy
+/// Default get, and whose search domains follow the cluster's).
+pub struct NodeDns<'a> {
+    pub cluster_domain: &'a str,
+    pub cluster_dns: &'a [String],
+    pub resolv_conf: &'a Path,
+}
+
+pub fn sandbox_config(pod: &Pod, attempt: u32, log_dir: &Path, cgroup_parent: &str, node_dns: &NodeDns<'_>) -> cri::PodSandboxConfig {
     let spec = pod.spec.clone().unwrap_or_default();
     let name = pod.metadata.name.clone().unwrap_or_default();
+    let cluster_domain = node_dns.cluster_domain;
     let hostname = super::pod_files::uts_hostname(pod, cluster_domain);
-    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let dns = super::dns::dns_config(pod, cluster_dns, cluster_domain, &host_resolv);
+    let host_resolv = std::fs::read_to_string(node_dns.resolv_conf).unwrap_or_default();
+    let mut dns = super::dns::dns_config(pod, node_dns.cluster_dns, cluster_domain, &host_resolv);
+    // The runtime's default is the system's /etc/resolv.conf: another --resolv-conf is spelled out.
+    if dns.is_none() && node_dns.resolv_conf != Path::new(super::dns::SYSTEM_RESOLV_CONF) {
+        let (servers, searches, options) = super::dns::parse_resolv_conf(&host_resolv);
+        dns = Some(cri::DnsConfig { servers, searches, options });
+    }
     let port_mappings = spec
         .containers
         .iter()

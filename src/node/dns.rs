@@ -5,6 +5,9 @@
 use crate::cri::v1 as cri;
 use k8s_openapi::api::core::v1::Pod;
 
+/// The kubelet's default `--resolv-conf`.
+pub const SYSTEM_RESOLV_CONF: &str = "/etc/resolv.conf";
+
 /// The kubelet's limits: 3 nameservers, 32 search domains.
 const MAX_NAMESERVERS: usize = 3;
 const MAX_SEARCHES: usize = 32;

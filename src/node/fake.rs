@@ -399,6 +399,7 @@ pub fn harness_with(eviction: eviction::EvictionConfig) -> Harness {
         sync_period: Duration::from_secs(1),
         cluster_domain: "cluster.local".into(),
         cluster_dns: vec![],
+        resolv_conf: crate::node::dns::SYSTEM_RESOLV_CONF.into(),
         eviction: eviction.settings().expect("eviction settings"),
         image_gc: image_gc::ImageGcConfig::default().settings().expect("default image GC settings"),
     };

@@ -63,6 +63,8 @@ pub struct NodeConfig {
     pub cluster_domain: String,
     /// Cluster DNS servers for dnsPolicy ClusterFirst (none: pods use the host's resolver).
     pub cluster_dns: Vec<String>,
+    /// The host's resolver configuration (`--resolv-conf`): what dnsPolicy Default gives pods.
+    pub resolv_conf: PathBuf,
     pub eviction: eviction::EvictionSettings,
     pub image_gc: image_gc::ImageGcSettings,
 }

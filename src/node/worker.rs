@@ -655,8 +655,11 @@ impl Worker {
             self.progress.sandbox_attempt,
             &self.log_dir(),
             &self.cgroup_parent(),
-            &self.shared.cfg.cluster_domain,
-            &self.shared.cfg.cluster_dns,
+            &convert::NodeDns {
+                cluster_domain: &self.shared.cfg.cluster_domain,
+                cluster_dns: &self.shared.cfg.cluster_dns,
+                resolv_conf: &self.shared.cfg.resolv_conf,
+            },
         )
     }
 

@@ -82,9 +82,10 @@ fn metrics_roles(api: &Api) -> Vec<Value> {
 
 /// The bindings that let nodes join by token, as an installer adds them (kubeadm's
 /// `kubeadm:kubelet-bootstrap` and node-autoapprove bindings): bootstrap tokens may ask for a
-/// node client certificate and have it approved, nodes may renew their own. And the node
-/// agents' service proxy (kube-proxy's job, done with the node's credential) reads what
-/// kube-proxy reads: system:node-proxier for the nodes.
+/// node client certificate and have it approved, nodes may renew their own. A Berth node agent
+/// is also its node's service proxy and cluster DNS, with its node credential: the nodes get
+/// kube-proxy's role (`system:node-proxier`: list and watch Services and EndpointSlices), as an
+/// installer binds it to kube-proxy's credential.
 fn join_bindings() -> Vec<Value> {
     let binding = |name: &str, role: &str, group: &str| {
         json!({

@@ -53,6 +53,12 @@ impl ServiceNetwork {
     pub fn kubernetes_ip(&self) -> Option<std::net::IpAddr> {
         self.cidrs.first().and_then(|c| c.first_address())
     }
+
+    /// The default cluster DNS address (the `kube-dns` Service's): the 10th address of the
+    /// primary range, as k3s picks it (10.43.0.10 for 10.43.0.0/16); None for a range too small.
+    pub fn cluster_dns_ip(&self) -> Option<std::net::IpAddr> {
+        self.cidrs.first().filter(|c| c.assignable_count() >= 10).map(|c| c.nth(9))
+    }
 }
 
 impl Default for ServiceNetwork {
@@ -77,4 +83,18 @@ pub async fn start(api: &Arc<crate::Api>) {
     default_cidr::ensure(api).await;
     repair_ips::spawn(api);
     repair_ports::spawn(api);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cluster_dns_address_is_the_tenth_of_the_primary_range() {
+        let ip = |cidr: &str| ServiceNetwork::parse(cidr, DEFAULT_NODE_PORT_RANGE).unwrap().cluster_dns_ip().map(|i| i.to_string());
+        assert_eq!(ip(DEFAULT_SERVICE_CIDR).as_deref(), Some("10.43.0.10"));
+        assert_eq!(ip("10.96.0.0/12,fd00:43::/112").as_deref(), Some("10.96.0.10"));
+        assert_eq!(ip("fd00:43::/112").as_deref(), Some("fd00:43::a"));
+        assert_eq!(ip("10.0.0.0/29"), None);
+    }
 }

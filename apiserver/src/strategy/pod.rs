@@ -204,6 +204,95 @@ fn qos_class(spec: &PodSpec) -> &'static str {
 }
 
 /// A pod spec with the fields an update may change blanked, to compare the rest.
+/// The READY, STATUS and RESTARTS of a pod's table row, as upstream's pod printer works them
+/// out: an init container not done yet makes the status `Init:<i>/<n>` (or `Init:<reason>`),
+/// sidecars (restartable init containers) count as containers once started, and a pod whose
+/// containers report Completed while one still runs is Running (or NotReady).
+struct Summary {
+    ready: usize,
+    total: usize,
+    reason: String,
+    restarts: i32,
+    last_restart: Option<Timestamp>,
+}
+
+fn summary(spec: &PodSpec, status: &k8s_openapi::api::core::v1::PodStatus) -> Summary {
+    let sidecar = |name: &str| spec.init_containers.iter().flatten().any(|c| c.name == name && c.restart_policy.as_deref() == Some("Always"));
+    let sidecars = spec.init_containers.iter().flatten().filter(|c| c.restart_policy.as_deref() == Some("Always")).count();
+    let mut out = Summary {
+        ready: 0,
+        total: spec.containers.len() + sidecars,
+        reason: status.reason.clone().filter(|r| !r.is_empty()).or(status.phase.clone()).unwrap_or_default(),
+        restarts: 0,
+        last_restart: None,
+    };
+    let finished_at = |s: &k8s_openapi::api::core::v1::ContainerStatus| {
+        s.last_state.as_ref().and_then(|l| l.terminated.as_ref()).and_then(|t| t.finished_at.as_ref()).map(|t| t.0)
+    };
+    let later = |a: Option<Timestamp>, b: Option<Timestamp>| match (a, b) {
+        (Some(a), Some(b)) => Some(if b > a { b } else { a }),
+        (a, b) => a.or(b),
+    };
+    let terminated_reason = |t: &k8s_openapi::api::core::v1::ContainerStateTerminated| match t.reason.clone().filter(|r| !r.is_empty()) {
+        Some(r) => r,
+        None if t.signal.unwrap_or(0) != 0 => format!("Signal:{}", t.signal.unwrap_or(0)),
+        None => format!("ExitCode:{}", t.exit_code),
+    };
+    let (mut sidecar_restarts, mut sidecar_last) = (0, None);
+    let mut initializing = false;
+    let inits = status.init_container_statuses.clone().unwrap_or_default();
+    for (i, s) in inits.iter().enumerate() {
+        out.restarts += s.restart_count;
+        out.last_restart = later(out.last_restart, finished_at(s));
+        if sidecar(&s.name) {
+            sidecar_restarts += s.restart_count;
+            sidecar_last = later(sidecar_last, finished_at(s));
+        }
+        let state = s.state.clone().unwrap_or_default();
+        let waiting = state.waiting.as_ref().and_then(|w| w.reason.clone()).filter(|r| !r.is_empty());
+        match &state.terminated {
+            Some(t) if t.exit_code == 0 => continue,
+            _ if sidecar(&s.name) && s.started == Some(true) => {
+                if s.ready {
+                    out.ready += 1;
+                }
+                continue;
+            }
+            Some(t) => out.reason = format!("Init:{}", terminated_reason(t)),
+            None => match waiting.filter(|r| r != "PodInitializing") {
+                Some(w) => out.reason = format!("Init:{w}"),
+                None => out.reason = format!("Init:{i}/{}", spec.init_containers.as_ref().map_or(0, Vec::len)),
+            },
+        }
+        initializing = true;
+        break;
+    }
+    let initialized = status.conditions.iter().flatten().any(|c| c.type_ == "Initialized" && c.status == "True");
+    if !initializing || initialized {
+        out.restarts = sidecar_restarts;
+        out.last_restart = sidecar_last;
+        let mut running = false;
+        for s in status.container_statuses.iter().flatten().rev() {
+            out.restarts += s.restart_count;
+            out.last_restart = later(out.last_restart, finished_at(s));
+            let state = s.state.clone().unwrap_or_default();
+            if let Some(w) = state.waiting.as_ref().and_then(|w| w.reason.clone()).filter(|r| !r.is_empty()) {
+                out.reason = w;
+            } else if let Some(t) = state.terminated.as_ref() {
+                out.reason = terminated_reason(t);
+            } else if s.ready && state.running.is_some() {
+                running = true;
+                out.ready += 1;
+            }
+        }
+        if out.reason == "Completed" && running {
+            let ready = status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
+            out.reason = if ready { "Running" } else { "NotReady" }.into();
+        }
+    }
+    out
+}
+
 fn immutable_part(spec: &PodSpec) -> Value {
     let mut s = spec.clone();
     for c in s.containers.iter_mut().chain(s.init_containers.iter_mut().flatten()) {
@@ -333,29 +422,8 @@ impl Kind for Pods {
     fn cells(&self, pod: &Pod, now: Timestamp) -> Vec<Value> {
         let spec = pod.spec.clone().unwrap_or_default();
         let status = pod.status.clone().unwrap_or_default();
-        let statuses = status.container_statuses.clone().unwrap_or_default();
-        let ready = statuses.iter().filter(|s| s.ready).count();
-        let mut restarts = 0;
-        let mut last_restart: Option<Timestamp> = None;
-        let mut reason = status.reason.clone().filter(|r| !r.is_empty()).or(status.phase.clone()).unwrap_or_default();
-        for s in statuses.iter().rev() {
-            restarts += s.restart_count;
-            if let Some(t) = s.last_state.as_ref().and_then(|l| l.terminated.as_ref()).and_then(|t| t.finished_at.as_ref()) {
-                if last_restart.is_none_or(|l| t.0 > l) {
-                    last_restart = Some(t.0);
-                }
-            }
-            let state = s.state.clone().unwrap_or_default();
-            if let Some(w) = state.waiting.as_ref().and_then(|w| w.reason.clone()).filter(|r| !r.is_empty()) {
-                reason = w;
-            } else if let Some(t) = state.terminated.as_ref() {
-                reason = match t.reason.clone().filter(|r| !r.is_empty()) {
-                    Some(r) => r,
-                    None if t.signal.unwrap_or(0) != 0 => format!("Signal:{}", t.signal.unwrap_or(0)),
-                    None => format!("ExitCode:{}", t.exit_code),
-                };
-            }
-        }
+        let Summary { ready, total, reason, restarts, last_restart } = summary(&spec, &status);
+        let mut reason = reason;
         if pod.metadata.deletion_timestamp.is_some() && status.reason.as_deref() != Some("NodeLost") {
             reason = "Terminating".into();
         }
@@ -374,7 +442,7 @@ impl Kind for Pods {
         };
         vec![
             json!(pod.metadata.name.clone().unwrap_or_default()),
-            json!(format!("{ready}/{}", spec.containers.len())),
+            json!(format!("{ready}/{total}")),
             json!(reason),
             json!(restarts),
             json!(age(pod.metadata.creation_timestamp.as_ref(), now)),
@@ -398,5 +466,44 @@ impl Kind for Pods {
             ("status.podIP", status.pod_ip.unwrap_or_default()),
             ("status.nominatedNodeName", status.nominated_node_name.unwrap_or_default()),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(spec: serde_json::Value, status: serde_json::Value) -> (String, String) {
+        let spec: PodSpec = serde_json::from_value(spec).unwrap();
+        let status: PodStatus = serde_json::from_value(status).unwrap();
+        let s = summary(&spec, &status);
+        (format!("{}/{}", s.ready, s.total), s.reason)
+    }
+
+    #[test]
+    fn the_status_column_follows_init_containers_sidecars_and_containers_as_upstream() {
+        let spec = json!({"containers": [{"name": "app"}], "initContainers": [{"name": "a"}, {"name": "b"}]});
+        let waiting = json!({"waiting": {"reason": "PodInitializing"}});
+        // the first init container runs
+        let status = json!({"phase": "Pending", "initContainerStatuses": [{"name": "a", "ready": false, "restartCount": 0, "image": "", "imageID": "", "state": {"running": {}}},
+            {"name": "b", "ready": false, "restartCount": 0, "image": "", "imageID": "", "state": waiting}],
+            "containerStatuses": [{"name": "app", "ready": false, "restartCount": 0, "image": "", "imageID": "", "state": waiting}]});
+        assert_eq!(row(spec.clone(), status), ("0/1".into(), "Init:0/2".into()));
+        // the second failed
+        let status = json!({"phase": "Pending", "initContainerStatuses": [{"name": "a", "ready": false, "restartCount": 0, "image": "", "imageID": "", "state": {"terminated": {"exitCode": 0}}},
+            {"name": "b", "ready": false, "restartCount": 2, "image": "", "imageID": "", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]});
+        assert_eq!(row(spec.clone(), status), ("0/1".into(), "Init:CrashLoopBackOff".into()));
+        // all done: the containers speak
+        let status = json!({"phase": "Running", "conditions": [{"type": "Initialized", "status": "True"}],
+            "initContainerStatuses": [{"name": "a", "ready": false, "restartCount": 0, "image": "", "imageID": "", "state": {"terminated": {"exitCode": 0}}},
+                {"name": "b", "ready": false, "restartCount": 0, "image": "", "imageID": "", "state": {"terminated": {"exitCode": 0}}}],
+            "containerStatuses": [{"name": "app", "ready": true, "restartCount": 0, "image": "", "imageID": "", "state": {"running": {}}}]});
+        assert_eq!(row(spec, status), ("1/1".into(), "Running".into()));
+        // a started sidecar counts as a container
+        let spec = json!({"containers": [{"name": "app"}], "initContainers": [{"name": "side", "restartPolicy": "Always"}]});
+        let status = json!({"phase": "Running", "conditions": [{"type": "Initialized", "status": "True"}],
+            "initContainerStatuses": [{"name": "side", "ready": true, "started": true, "restartCount": 0, "image": "", "imageID": "", "state": {"running": {}}}],
+            "containerStatuses": [{"name": "app", "ready": true, "restartCount": 0, "image": "", "imageID": "", "state": {"running": {}}}]});
+        assert_eq!(row(spec, status), ("2/2".into(), "Running".into()));
     }
 }
