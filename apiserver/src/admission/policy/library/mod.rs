@@ -130,7 +130,7 @@ pub(crate) mod testing {
 
     use serde_json::Value as Json;
 
-    /// The value of `expression` as JSON (library values as their Debug text), or the error's text.
+    /// The value of `expression` as JSON (library values, which have none, as null), or the error.
     pub fn eval(expression: &str) -> Result<Json, String> {
         let b = crate::admission::policy::expr::Bindings::default();
         b.eval(expression)
