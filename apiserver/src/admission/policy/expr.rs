@@ -14,10 +14,11 @@
 //! What does not: expressions are not type-checked against the resource's schema (upstream's
 //! status.typeChecking is left empty; a misspelt field fails when evaluated, not when the
 //! policy is written), there is no cost budget, variables are evaluated eagerly (a failing one
-//! is left out: expressions that use it fail with `no such key`), Kubernetes 1.31+'s `format.*` validators, semver and
-//! image libraries and two-variable comprehensions are not there, and the `cel` crate's own
-//! differences remain (`size()` of a string counts bytes, `string()` of a double or a duration
-//! is Rust's rendering, `matches` compiles its pattern on every call).
+//! is left out: expressions that use it fail with `no such key`), Kubernetes 1.31+'s
+//! `format.*` validators, semver and image libraries and two-variable comprehensions are not
+//! there, and the `cel` crate's own differences remain where not worked around (`size` and
+//! `matches` are: see `library::standard`): `string()` of a double or a duration is Rust's
+//! rendering (`1234567`, `1m30s`; cel-go: `1.234567e+06`, `90s`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -47,7 +48,9 @@ pub fn compile(expression: &str) -> Result<Arc<Program>, String> {
         return Ok(p.clone());
     }
     let parser = cel::parser::Parser::new().enable_optional_syntax(true);
-    let program = Arc::new(parser.parse(expression).map_err(|e| format!("compilation failed: {}", one_line(&e.to_string())))?);
+    let mut parsed = parser.parse(expression).map_err(|e| format!("compilation failed: {}", one_line(&e.to_string())))?;
+    library::rewrite(&mut parsed);
+    let program = Arc::new(parsed);
     let mut c = cache().lock().unwrap_or_else(|e| e.into_inner());
     if c.len() >= KEEP {
         c.clear();

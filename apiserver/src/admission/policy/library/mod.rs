@@ -11,7 +11,9 @@
 //! - [`quantity`]: `quantity`, `isQuantity` and the Quantity members, over the one quantity
 //!   parser (`berth_names::quantity`);
 //! - [`net`]: `ip`, `isIP`, `ip.isCanonical`, `cidr`, `isCIDR` and their members;
-//! - [`authz`]: the `authorizer` variable and its checks, answered by the API's authorization.
+//! - [`authz`]: the `authorizer` variable and its checks, answered by the API's authorization;
+//! - [`standard`]: `size` and `matches` in cel-go's manner where the crate differs (the
+//!   compiled expression's calls to them renamed by [`rewrite`]).
 //!
 //! Values of the library's own types (Quantity, URL, IP, CIDR, the authorizer's checks) are
 //! opaque CEL values: they compare with `==` as upstream's do, and IP and CIDR convert to
@@ -23,8 +25,11 @@ mod format;
 mod lists;
 mod net;
 mod quantity;
+mod standard;
 mod strings;
 mod url;
+
+pub(crate) use standard::rewrite;
 
 use std::sync::{Arc, OnceLock};
 
@@ -36,6 +41,7 @@ pub(crate) fn root() -> &'static Context<'static> {
     static ROOT: OnceLock<Context<'static>> = OnceLock::new();
     ROOT.get_or_init(|| {
         let mut ctx = Context::default();
+        standard::register(&mut ctx);
         strings::register(&mut ctx);
         lists::register(&mut ctx);
         url::register(&mut ctx);
@@ -124,7 +130,7 @@ pub(crate) mod testing {
 
     use serde_json::Value as Json;
 
-    /// The value of `expression` as JSON (library values as their Debug text), or the error's text.
+    /// The value of `expression` as JSON (library values, which have none, as null), or the error.
     pub fn eval(expression: &str) -> Result<Json, String> {
         let b = crate::admission::policy::expr::Bindings::default();
         b.eval(expression)

@@ -3,8 +3,7 @@
 //! do; out-of-range positions are errors in cel-go's words (`index out of range: 7`).
 //! `reverse` (version 3) is not there: Kubernetes does not enable it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use cel::{Context, ExecutionError, FunctionContext, ResolveResult, Value};
 
@@ -231,27 +230,9 @@ pub(super) fn quote(s: &str) -> String {
     out
 }
 
-/// Compiled patterns kept at most (the cache is emptied when full).
-const KEEP: usize = 256;
-
-/// The compiled pattern (RE2 syntax, which the regex crate shares), or upstream's error.
+/// The compiled pattern, or upstream's error.
 fn regex(call: &Call, pattern: &str) -> Result<Arc<regex::Regex>, ExecutionError> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<regex::Regex>>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(re) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(pattern) {
-        return Ok(re.clone());
-    }
-    let re = Arc::new(regex::Regex::new(pattern).map_err(|e| call.error(format!("Illegal regex: {}", one_line(&e.to_string()))))?);
-    let mut c = cache.lock().unwrap_or_else(|e| e.into_inner());
-    if c.len() >= KEEP {
-        c.clear();
-    }
-    c.insert(pattern.to_string(), re.clone());
-    Ok(re)
-}
-
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    super::standard::regex(pattern).map_err(|e| call.error(e))
 }
 
 /// The first match ('' when none).
