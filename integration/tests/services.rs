@@ -13,6 +13,8 @@
 //!   Service gets the node's address from servicelb and answers on it.
 //! - A restarted server converges its table (a leftover chain goes) while a connection opened
 //!   before the restart keeps working.
+//! - A node port answers on another node too: a `berth agent` in a network namespace of its own
+//!   (a test host on a bridge of this test's) forwards to the pod on the server's node.
 use berth_integration::kubelet::busybox;
 use berth_integration::{tail, Daemon, LinkGuard};
 use serde_json::{json, Value};
@@ -50,7 +52,8 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn start() -> Cluster {
+    /// The server, with more flags.
+    async fn start(extra: &[&str]) -> Cluster {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         // 10.3-17.x pods, 10.20-39.x services: no other test's ranges
@@ -72,7 +75,8 @@ impl Cluster {
             assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         }
         let guards = (LinkGuard(bridge), TableGuard(table.clone()));
-        let flags = ["--proxy-table", &table, "--service-cidr", &service_cidr, "--node-ip", &node_ip, "--kubelet-address", &node_ip];
+        let mut flags = vec!["--proxy-table", &table, "--service-cidr", &service_cidr, "--node-ip", &node_ip, "--kubelet-address", &node_ip];
+        flags.extend_from_slice(extra);
         let d = Daemon::start_server(&config, &flags).await;
         d.kubectl_until(&["get", "node", "berth-it"], LIMIT, "node Ready", |n| condition(n, "Ready") == "True");
         Cluster { d, table, node_ip, service_prefix, _bridge: guards.0, _table: guards.1 }
@@ -80,6 +84,10 @@ impl Cluster {
 
     fn apply(&self, yaml: &str) {
         self.d.kubectl_ok_in(&["apply", "-f", "-"], Some(&yaml.replace("BUSYBOX", &busybox())));
+    }
+
+    fn pod_cidr(&self) -> String {
+        format!("{}.0/24", self.node_ip.trim_end_matches(".1"))
     }
 
     /// `nft list table ip <table>`.
@@ -198,7 +206,9 @@ fn http_get(host: &str, port: u16, path: &str) -> std::io::Result<String> {
     s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
-    Ok(out.split_once("\r\n\r\n").map(|(_, b)| b.trim().to_string()).unwrap_or_default())
+    // httpd ends its own headers with CRLF, a CGI's with LF
+    let body = out.split_once("\r\n\r\n").or_else(|| out.split_once("\n\n")).map(|(_, b)| b.trim().to_string());
+    Ok(body.unwrap_or_default())
 }
 
 /// A client address as httpd's CGI reports it (`[::ffff:10.0.0.2]` on its dual-stack socket).
@@ -216,7 +226,7 @@ fn node_port(svc: &Value, i: usize) -> u16 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cluster_ip_and_node_port_balance_over_ready_pods_and_reject_without_endpoints() {
-    let c = Cluster::start().await;
+    let c = Cluster::start(&[]).await;
     c.apply(&backends("web", 3));
     c.apply("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  type: NodePort\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: http}]\n");
     c.client();
@@ -293,7 +303,7 @@ async fn cluster_ip_and_node_port_balance_over_ready_pods_and_reject_without_end
 
 #[tokio::test(flavor = "multi_thread")]
 async fn session_affinity_external_traffic_policy_local_and_load_balancer() {
-    let c = Cluster::start().await;
+    let c = Cluster::start(&[]).await;
     c.apply(&backends("web", 3));
     c.client();
     let pods = c.ready_pods("web", 3);
@@ -405,7 +415,7 @@ impl Drop for OutsideClient {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_server_converges_its_table_and_keeps_established_connections() {
-    let mut c = Cluster::start().await;
+    let mut c = Cluster::start(&[]).await;
     c.apply(
         r#"apiVersion: apps/v1
 kind: Deployment
@@ -475,4 +485,115 @@ spec:
     let mut line = String::new();
     BufReader::new(&fresh).read_line(&mut line).expect("echo");
     assert_eq!(line, "new\n");
+}
+
+/// A test host: a network namespace on a bridge of the test's own (the host is .1, the test host
+/// .2), removed at the end.
+struct TestHost {
+    bridge: String,
+    netns: String,
+    prefix: String,
+}
+
+impl TestHost {
+    fn new() -> TestHost {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        // 10.56-59.x: no other test's range
+        let prefix = format!("10.{}.{}", 56 + pid % 4, (pid / 4 % 200 + n) % 250);
+        let h = TestHost { bridge: format!("bpj{}x{n}", pid % 100_000), netns: format!("berth-pxj-{pid}-{n}"), prefix };
+        let (outer, inner) = (format!("vpj{}h{n}", pid % 100_000), format!("vpj{}p{n}", pid % 100_000));
+        let run = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("ip");
+            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        run(&["link", "add", &h.bridge, "type", "bridge"]);
+        run(&["addr", "add", &format!("{}.1/24", h.prefix), "dev", &h.bridge]);
+        run(&["link", "set", &h.bridge, "up"]);
+        run(&["netns", "add", &h.netns]);
+        run(&["link", "add", &outer, "type", "veth", "peer", "name", &inner]);
+        run(&["link", "set", &outer, "master", &h.bridge, "up"]);
+        run(&["link", "set", &inner, "netns", &h.netns]);
+        run(&["-n", &h.netns, "link", "set", &inner, "name", "eth0"]);
+        run(&["-n", &h.netns, "addr", "add", &format!("{}.2/24", h.prefix), "dev", "eth0"]);
+        run(&["-n", &h.netns, "link", "set", "eth0", "up"]);
+        run(&["-n", &h.netns, "link", "set", "lo", "up"]);
+        h
+    }
+
+    fn host_ip(&self) -> String {
+        format!("{}.2", self.prefix)
+    }
+
+    fn server_ip(&self) -> String {
+        format!("{}.1", self.prefix)
+    }
+
+    fn netns_path(&self) -> std::path::PathBuf {
+        std::path::Path::new("/run/netns").join(&self.netns)
+    }
+
+    /// `nft list table ip berth-proxy` in the test host.
+    fn rules(&self) -> String {
+        let out = Command::new("ip").args(["netns", "exec", &self.netns, "nft", "list", "table", "ip", "berth-proxy"]).output().expect("nft");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        // its nftables go with it
+        let _ = Command::new("ip").args(["netns", "del", &self.netns]).output();
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_port_answers_on_another_node_for_a_pod_of_the_server_node() {
+    let host = TestHost::new();
+    let listen = format!("{}:6443", host.server_ip());
+    let c = Cluster::start(&["--listen", &listen, "--tls-san", &host.server_ip()]).await;
+    let kubeconfig = std::fs::read_to_string(c.d.kubeconfig()).expect("kubeconfig");
+    let url = kubeconfig.lines().find_map(|l| l.trim().strip_prefix("server: ")).expect("server URL").to_string();
+    let token_file = c.d.data_dir().join("server/node-token").display().to_string();
+    let agent_ip = host.host_ip();
+    let flags = [
+        "--server",
+        url.as_str(),
+        "--token-file",
+        token_file.as_str(),
+        "--node-name",
+        "berth-px-agent",
+        "--node-ip",
+        agent_ip.as_str(),
+        "--kubelet-address",
+        agent_ip.as_str(),
+        "--proxy-table",
+        "berth-proxy",
+    ];
+    let agent = Daemon::start_agent("", Some(&host.netns_path()), &flags).await;
+    c.d.kubectl_until(&["get", "node", "berth-px-agent"], LIMIT, "the agent's node Ready", |n| condition(n, "Ready") == "True");
+
+    // the pod runs on the server's node; the test host routes to that node's pods through it
+    let web = backends("web", 1).replace(
+        "    spec:\n      terminationGracePeriodSeconds",
+        "    spec:\n      nodeSelector: {kubernetes.io/hostname: berth-it}\n      terminationGracePeriodSeconds",
+    );
+    assert!(web.contains("nodeSelector"), "{web}");
+    c.apply(&web);
+    c.apply("apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  type: NodePort\n  selector: {app: web}\n  ports: [{name: http, port: 80, targetPort: http}]\n");
+    let pods = c.ready_pods("web", 1);
+    let np = node_port(&c.service("web"), 0);
+    let out = Command::new("ip").args(["-n", &host.netns, "route", "add", &c.pod_cidr(), "via", &host.server_ip()]).output().expect("ip");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + LIMIT;
+    while !host.rules().contains(&format!("tcp . {np} : goto ext-default/web/tcp/http")) {
+        assert!(Instant::now() < deadline, "the agent did not program the node port:\n{}\nagent log:\n{}", host.rules(), tail(&agent.log(), 60));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(host.rules().contains(&format!("elements = {{ {agent_ip} }}")), "the agent's own address: {}", host.rules());
+    let body = http_get(&agent_ip, np, "/").unwrap_or_else(|e| panic!("{agent_ip}:{np}: {e}\n{}", host.rules()));
+    assert_eq!(body, pods[0].0, "through the other node's node port");
+    // the pod saw the agent node's address (externalTrafficPolicy Cluster masquerades)
+    assert_eq!(plain_ip(&http_get(&agent_ip, np, "/cgi-bin/ip").expect("cgi")), agent_ip);
 }
