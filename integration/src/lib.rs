@@ -14,6 +14,7 @@ pub mod apiserver;
 pub mod containerd;
 pub mod cri_json;
 pub mod dns;
+pub mod dns_bench;
 pub mod fake_node;
 pub mod kubelet;
 pub mod registry;

@@ -222,7 +222,7 @@ fn srv(entry: &Entry, owner: &Name, ttl: u32, port: Option<&str>, protocol: Opti
         Kind::ExternalName(_) => {}
         Kind::ClusterIp(ips) => {
             for p in entry.ports.iter().filter(|p| port_matches(p, port, protocol)) {
-                targets.push((p.port, entry.fqdn.clone()));
+                targets.push((p.port, Name::clone(&entry.fqdn)));
             }
             if !targets.is_empty() {
                 additionals.extend(ips.iter().filter_map(|ip| glue(&entry.fqdn, ttl, ip)));
@@ -232,7 +232,7 @@ fn srv(entry: &Entry, owner: &Name, ttl: u32, port: Option<&str>, protocol: Opti
             for ep in &entry.endpoints {
                 let before = targets.len();
                 for p in ep.ports.iter().filter(|p| port_matches(p, port, protocol)) {
-                    targets.push((p.port, ep.fqdn.clone()));
+                    targets.push((p.port, Name::clone(&ep.fqdn)));
                 }
                 if targets.len() > before {
                     if let Some(g) = glue(&ep.fqdn, ttl, &ep.ip) {
@@ -253,8 +253,8 @@ fn srv(entry: &Entry, owner: &Name, ttl: u32, port: Option<&str>, protocol: Opti
 pub fn reverse(reverse: Option<&Reverse>, qname: &Name, ttl: u32) -> Option<Answer> {
     let r = reverse?;
     let names: Vec<&Name> = match r.services.first() {
-        Some(svc) => vec![svc],
-        None => r.endpoints.iter().collect(),
+        Some(svc) => vec![svc.as_ref()],
+        None => r.endpoints.iter().map(|n| n.as_ref()).collect(),
     };
     if names.is_empty() {
         return None;

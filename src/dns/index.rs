@@ -85,7 +85,8 @@ pub fn service_info(svc: &Service) -> Option<(Key, ServiceInfo)> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SliceInfo {
     pub service: String,
-    pub endpoints: Vec<(Vec<IpAddr>, Option<String>)>,
+    /// Each ready address with its endpoint's hostname.
+    pub endpoints: Vec<(IpAddr, Option<String>)>,
     pub ports: Arc<[Port]>,
 }
 
@@ -102,7 +103,10 @@ pub fn slice_info(slice: &EndpointSlice) -> Option<(Key, SliceInfo)> {
             .endpoints
             .iter()
             .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
-            .map(|e| (e.addresses.iter().filter_map(|a| a.parse().ok()).collect(), e.hostname.clone().filter(|h| !h.is_empty())))
+            .flat_map(|e| {
+                let host = e.hostname.clone().filter(|h| !h.is_empty());
+                e.addresses.iter().filter_map(move |a| Some((a.parse().ok()?, host.clone())))
+            })
             .collect()
     };
     let ports = slice
@@ -126,8 +130,8 @@ pub struct Endpoint {
     pub ip: IpAddr,
     /// Its label under the Service: the hostname, else the dashed address.
     pub host: String,
-    /// `<host>.<svc>.<ns>.svc.<zone>.`
-    pub fqdn: Name,
+    /// `<host>.<svc>.<ns>.svc.<zone>.` (shared with the reverse map)
+    pub fqdn: Arc<Name>,
     /// The ports of the slice it is in.
     pub ports: Arc<[Port]>,
 }
@@ -135,8 +139,8 @@ pub struct Endpoint {
 /// A Service as DNS answers for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// `<svc>.<ns>.svc.<zone>.`
-    pub fqdn: Name,
+    /// `<svc>.<ns>.svc.<zone>.` (shared with the reverse map)
+    pub fqdn: Arc<Name>,
     pub kind: Kind,
     pub ports: Vec<Port>,
     pub endpoints: Vec<Endpoint>,
@@ -145,8 +149,8 @@ pub struct Entry {
 /// The names an address stands for: Services whose cluster IP it is, endpoints that have it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reverse {
-    pub services: Vec<Name>,
-    pub endpoints: Vec<Name>,
+    pub services: Vec<Arc<Name>>,
+    pub endpoints: Vec<Arc<Name>>,
 }
 
 /// The records of the zone, and what they are made from.
@@ -299,20 +303,20 @@ impl Records {
 
     fn build(&self, key: &Key, info: &ServiceInfo) -> Option<Entry> {
         let (ns, svc) = key;
-        let fqdn = Name::from_ascii(format!("{svc}.{ns}.svc.{}", self.zone)).ok()?;
+        let fqdn = Arc::new(Name::from_ascii(format!("{svc}.{ns}.svc.{}", self.zone)).ok()?);
         let mut endpoints: Vec<Endpoint> = vec![];
+        let mut seen = std::collections::HashSet::new();
         for slice in self.slices_of.get(key).into_iter().flatten().filter_map(|n| self.slices.get(&(ns.clone(), n.clone()))) {
-            for (ips, hostname) in &slice.endpoints {
-                for ip in ips {
-                    let host = hostname.clone().unwrap_or_else(|| dashed(ip));
-                    if endpoints.iter().any(|e| e.ip == *ip && e.host == host) {
-                        continue;
-                    }
-                    let Ok(name) = Name::from_ascii(format!("{host}.{svc}.{ns}.svc.{}", self.zone)) else { continue };
-                    endpoints.push(Endpoint { ip: *ip, host, fqdn: name, ports: slice.ports.clone() });
+            for (ip, hostname) in &slice.endpoints {
+                let host = hostname.clone().unwrap_or_else(|| dashed(ip));
+                if !seen.insert((*ip, host.clone())) {
+                    continue;
                 }
+                let Ok(name) = Name::from_ascii(format!("{host}.{svc}.{ns}.svc.{}", self.zone)) else { continue };
+                endpoints.push(Endpoint { ip: *ip, host, fqdn: Arc::new(name), ports: slice.ports.clone() });
             }
         }
+        endpoints.shrink_to_fit();
         Some(Entry { fqdn, kind: info.kind.clone(), ports: info.ports.clone(), endpoints })
     }
 
@@ -332,7 +336,7 @@ impl Records {
         if let Kind::ClusterIp(ips) = &e.kind {
             for ip in ips {
                 if let Some(r) = self.reverse.get_mut(ip) {
-                    if let Some(i) = r.services.iter().position(|n| *n == e.fqdn) {
+                    if let Some(i) = r.services.iter().position(|n| Arc::ptr_eq(n, &e.fqdn)) {
                         r.services.remove(i);
                     }
                     touched.push(*ip);
@@ -341,7 +345,7 @@ impl Records {
         }
         for ep in &e.endpoints {
             if let Some(r) = self.reverse.get_mut(&ep.ip) {
-                if let Some(i) = r.endpoints.iter().position(|n| *n == ep.fqdn) {
+                if let Some(i) = r.endpoints.iter().position(|n| Arc::ptr_eq(n, &ep.fqdn)) {
                     r.endpoints.remove(i);
                 }
                 touched.push(ep.ip);
@@ -449,16 +453,16 @@ pub(crate) mod tests {
         r.apply_slice(&slice("shop", "db-abc", "db", eps, json!([{"name": "pg", "port": 5432, "protocol": "TCP"}])));
         let web = r.service("shop", "web").unwrap();
         assert_eq!(web.kind, Kind::ClusterIp(vec!["10.43.0.20".parse().unwrap()]));
-        assert_eq!(web.fqdn, name("web.shop.svc.cluster.local."));
+        assert_eq!(*web.fqdn, name("web.shop.svc.cluster.local."));
         assert_eq!(web.ports, [Port { name: "http".into(), protocol: "tcp".into(), port: 80 }]);
         let db = r.service("shop", "db").unwrap();
         assert_eq!(db.kind, Kind::Headless);
         let hosts: Vec<_> = db.endpoints.iter().map(|e| (e.ip.to_string(), e.host.as_str())).collect();
         assert_eq!(hosts, [("10.42.0.5".to_string(), "db-0"), ("10.42.0.7".to_string(), "10-42-0-7")], "not-ready endpoints are left out");
-        assert_eq!(db.endpoints[0].fqdn, name("db-0.db.shop.svc.cluster.local."));
+        assert_eq!(*db.endpoints[0].fqdn, name("db-0.db.shop.svc.cluster.local."));
         assert_eq!(r.service("shop", "ext").unwrap().kind, Kind::ExternalName(name("www.example.com.")));
-        assert_eq!(r.reverse(&"10.43.0.20".parse().unwrap()).unwrap().services, [name("web.shop.svc.cluster.local.")]);
-        assert_eq!(r.reverse(&"10.42.0.5".parse().unwrap()).unwrap().endpoints, [name("db-0.db.shop.svc.cluster.local.")]);
+        assert_eq!(r.reverse(&"10.43.0.20".parse().unwrap()).unwrap().services, [Arc::new(name("web.shop.svc.cluster.local."))]);
+        assert_eq!(r.reverse(&"10.42.0.5".parse().unwrap()).unwrap().endpoints, [Arc::new(name("db-0.db.shop.svc.cluster.local."))]);
         assert!(r.has_namespace("shop") && !r.has_namespace("default"));
 
         // the endpoint goes not-ready: it leaves the entry and the reverse map

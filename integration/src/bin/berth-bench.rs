@@ -1,7 +1,8 @@
 //! berth-bench: Berth and containerd (Debian's, with runc) side by side in one run, driven by
 //! the same CRI client on the same images from the local registry, with CNI on (berth-cni on
 //! a private bridge for each). Prints a table with medians, p99s and ratios and writes every
-//! figure to a JSON file. Run it through hack/bench.sh.
+//! figure to a JSON file. Run it through hack/bench.sh. `berth-bench dns` is the cluster DNS
+//! benchmark instead (`berth_integration::dns_bench`, run through hack/bench-dns.sh).
 use berth::cri::v1 as cri;
 use berth::cri::v1::image_service_client::ImageServiceClient;
 use berth::cri::v1::runtime_service_client::RuntimeServiceClient;
@@ -354,6 +355,10 @@ fn per_pod_kb(r: &Value, pods: usize) -> f64 {
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("dns") {
+        return berth_integration::dns_bench::run(berth_integration::dns_bench::Opts::parse(&args)).await;
+    }
     let o = opts();
     let seq = if o.quick { 5 } else { 50 };
     eprintln!("berth-bench: pushing the ~200 MB image");
