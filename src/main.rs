@@ -832,12 +832,8 @@ async fn run_agent(
     }
     let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(berth::node::cluster::rotation::rotate(join.clone(), creds.clone(), identity, client.clone(), node_stop_rx.clone()));
-    let task = run_node_in_cluster(
-        client,
-        LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints, auth, pod_cidr, proxy, dns },
-        ready_tx,
-        node_stop_rx,
-    );
+    let task =
+        run_node_in_cluster(client, LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints, auth, pod_cidr, proxy, dns }, ready_tx, node_stop_rx);
     notify_when_ready(notifier.clone(), ready_rx, "READY=1\nSTATUS=running the pods of this node");
     shutdown_signal().await;
     notifier.say("STOPPING=1\nSTATUS=shutting down");

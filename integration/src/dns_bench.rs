@@ -211,7 +211,8 @@ pub struct Opts {
 
 impl Opts {
     pub fn parse(args: &[String]) -> Opts {
-        let get = |flag: &str, default: usize| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default);
+        let get =
+            |flag: &str, default: usize| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default);
         Opts {
             services: get("--services", 1000),
             endpoints: get("--endpoints", 10),
@@ -291,7 +292,14 @@ pub async fn run(o: Opts) {
     let asked = upstream.total();
     let index = index_bytes(&objects);
 
-    println!("\nberth-bench dns: {} Services ({} headless), {} endpoints each; {} queries in flight, {} s per case", o.services, headless, o.endpoints, o.concurrency, o.duration.as_secs());
+    println!(
+        "\nberth-bench dns: {} Services ({} headless), {} endpoints each; {} queries in flight, {} s per case",
+        o.services,
+        headless,
+        o.endpoints,
+        o.concurrency,
+        o.duration.as_secs()
+    );
     println!("{:<44} {:>11} {:>9} {:>9} {:>9} {:>7}", "case", "queries/s", "p50 µs", "p99 µs", "timeouts", "wrong");
     for (name, r) in &rows {
         println!("{:<44} {:>11.0} {:>9.0} {:>9.0} {:>9} {:>7}", name, r.qps(), r.p50_us, r.p99_us, r.timeouts, r.wrong_rcode);
