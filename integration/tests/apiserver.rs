@@ -265,6 +265,7 @@ fn discovery_has_the_shape_of_a_real_cluster() {
                 "coordination.k8s.io/v1",
                 "discovery.k8s.io/v1",
                 "events.k8s.io/v1",
+                "metrics.k8s.io/v1beta1",
                 "networking.k8s.io/v1",
                 "policy/v1",
                 "rbac.authorization.k8s.io/v1",
