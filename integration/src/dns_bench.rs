@@ -201,6 +201,9 @@ fn pod_netns(d: &Daemon) -> Option<PathBuf> {
     None
 }
 
+/// One case: its name, its queries, the rcode they get, the network namespace it runs in.
+type Case<'a> = (&'a str, Vec<Vec<u8>>, u8, Option<PathBuf>);
+
 /// Options of `berth-bench dns`.
 pub struct Opts {
     pub services: usize,
@@ -211,7 +214,8 @@ pub struct Opts {
 
 impl Opts {
     pub fn parse(args: &[String]) -> Opts {
-        let get = |flag: &str, default: usize| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default);
+        let get =
+            |flag: &str, default: usize| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default);
         Opts {
             services: get("--services", 1000),
             endpoints: get("--endpoints", 10),
@@ -271,7 +275,7 @@ pub async fn run(o: Opts) {
     let headless_names: Vec<String> = (o.services - headless..o.services).map(|i| format!("hl-{i}.default.svc.cluster.local.")).collect();
     let misses: Vec<String> = (0..o.services - headless).map(|i| format!("svc-{i}.default.svc.cluster.local.default.svc.cluster.local.")).collect();
     query(dns, "www.example.com.", RecordType::A, false, true).await.expect("the upstream name");
-    let cases: Vec<(&str, Vec<Vec<u8>>, u8, Option<PathBuf>)> = vec![
+    let cases: Vec<Case> = vec![
         ("A, ClusterIP Service (host)", queries(&clusterip, RecordType::A), 0, None),
         ("A, headless Service, 10 endpoints (host)", queries(&headless_names, RecordType::A), 0, None),
         ("NXDOMAIN, search-path miss (host)", queries(&misses, RecordType::A), 3, None),
@@ -291,7 +295,14 @@ pub async fn run(o: Opts) {
     let asked = upstream.total();
     let index = index_bytes(&objects);
 
-    println!("\nberth-bench dns: {} Services ({} headless), {} endpoints each; {} queries in flight, {} s per case", o.services, headless, o.endpoints, o.concurrency, o.duration.as_secs());
+    println!(
+        "\nberth-bench dns: {} Services ({} headless), {} endpoints each; {} queries in flight, {} s per case",
+        o.services,
+        headless,
+        o.endpoints,
+        o.concurrency,
+        o.duration.as_secs()
+    );
     println!("{:<44} {:>11} {:>9} {:>9} {:>9} {:>7}", "case", "queries/s", "p50 µs", "p99 µs", "timeouts", "wrong");
     for (name, r) in &rows {
         println!("{:<44} {:>11.0} {:>9.0} {:>9.0} {:>9} {:>7}", name, r.qps(), r.p50_us, r.p99_us, r.timeouts, r.wrong_rcode);
