@@ -201,6 +201,9 @@ fn pod_netns(d: &Daemon) -> Option<PathBuf> {
     None
 }
 
+/// One case: its name, its queries, the rcode they get, the network namespace it runs in.
+type Case<'a> = (&'a str, Vec<Vec<u8>>, u8, Option<PathBuf>);
+
 /// Options of `berth-bench dns`.
 pub struct Opts {
     pub services: usize,
@@ -272,7 +275,7 @@ pub async fn run(o: Opts) {
     let headless_names: Vec<String> = (o.services - headless..o.services).map(|i| format!("hl-{i}.default.svc.cluster.local.")).collect();
     let misses: Vec<String> = (0..o.services - headless).map(|i| format!("svc-{i}.default.svc.cluster.local.default.svc.cluster.local.")).collect();
     query(dns, "www.example.com.", RecordType::A, false, true).await.expect("the upstream name");
-    let cases: Vec<(&str, Vec<Vec<u8>>, u8, Option<PathBuf>)> = vec![
+    let cases: Vec<Case> = vec![
         ("A, ClusterIP Service (host)", queries(&clusterip, RecordType::A), 0, None),
         ("A, headless Service, 10 endpoints (host)", queries(&headless_names, RecordType::A), 0, None),
         ("NXDOMAIN, search-path miss (host)", queries(&misses, RecordType::A), 3, None),

@@ -4,7 +4,8 @@
 //! endpoints (a pod failing readiness drops out), StatefulSet pods' hostnames, ExternalName
 //! CNAMEs, NXDOMAIN with the zone's SOA for what is missing, truncation and TCP for big answers;
 //! names outside the cluster go to a fake upstream resolver the test runs on a loopback address
-//! (through `--resolv-conf`), once: the second answer comes from the cache. The documentation's
+//! (through `--resolv-conf`), once: the second answer comes from the cache. The address's link
+//! goes with a clean stop and is taken over after a crash. The documentation's
 //! myapp-pod waits in Init:0/2 until its two Services exist. Each server gets a cluster DNS
 //! address and service CIDR of its own, so tests never bind the same address.
 use berth_integration::dns::hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
@@ -73,7 +74,7 @@ async fn cluster_dns_answers_services_endpoints_srv_ptr_and_forwards_the_rest_th
     let (d, dns) = (&c.d, c.dns);
     let kubernetes_ip = c.cidr.replace(".0/24", ".1");
     let a = until(dns, "kubernetes.default.svc.cluster.local.", RecordType::A, "the kubernetes Service", |m| !m.answers.is_empty()).await;
-    assert_eq!(rdata(&a, RecordType::A), [kubernetes_ip.clone()]);
+    assert_eq!(rdata(&a, RecordType::A), [kubernetes_ip.as_str()]);
     assert!(a.metadata.authoritative && a.answers[0].ttl == 5, "authoritative, TTL 5: {a:?}");
     assert!(link_exists(&dns.ip()), "the address is on a link of its own");
     // kube-dns holds the address, as on k3s
@@ -104,12 +105,12 @@ async fn cluster_dns_answers_services_endpoints_srv_ptr_and_forwards_the_rest_th
 
     // ClusterIP: A, NODATA for AAAA, SRV per named port with the address as additional
     let a = until(dns, "web.default.svc.cluster.local.", RecordType::A, "web", |m| !m.answers.is_empty()).await;
-    assert_eq!(rdata(&a, RecordType::A), [web_ip.clone()]);
+    assert_eq!(rdata(&a, RecordType::A), [web_ip.as_str()]);
     let aaaa = ask(dns, "web.default.svc.cluster.local.", RecordType::AAAA).await;
     assert!(aaaa.metadata.response_code == ResponseCode::NoError && aaaa.answers.is_empty() && authority_soa(&aaaa), "NODATA: {aaaa:?}");
     let srv = ask(dns, "_http._tcp.web.default.svc.cluster.local.", RecordType::SRV).await;
     assert_eq!(rdata(&srv, RecordType::SRV), ["0 100 80 web.default.svc.cluster.local."]);
-    assert_eq!(srv.additionals.iter().map(|r| r.data.to_string()).collect::<Vec<_>>(), [web_ip.clone()]);
+    assert_eq!(srv.additionals.iter().map(|r| r.data.to_string()).collect::<Vec<_>>(), [web_ip.as_str()]);
     let srv = ask(dns, "_dns._udp.web.default.svc.cluster.local.", RecordType::SRV).await;
     assert_eq!(rdata(&srv, RecordType::SRV), ["0 100 53 web.default.svc.cluster.local."]);
     assert_eq!(ask(dns, "_dns._tcp.web.default.svc.cluster.local.", RecordType::SRV).await.metadata.response_code, ResponseCode::NXDomain);
@@ -184,6 +185,13 @@ async fn cluster_dns_answers_services_endpoints_srv_ptr_and_forwards_the_rest_th
     // a deleted Service is gone from the answers
     d.kubectl_ok(&["delete", "service", "web"]);
     until(dns, "web.default.svc.cluster.local.", RecordType::A, "web gone", |m| m.metadata.response_code == ResponseCode::NXDomain).await;
+
+    // a crash leaves the link behind; the next start takes it over and serves again
+    c.d.restart_after_kill9().await;
+    let a = until(dns, "kubernetes.default.svc.cluster.local.", RecordType::A, "answers after a crash", |m| !m.answers.is_empty()).await;
+    assert_eq!(rdata(&a, RecordType::A), [kubernetes_ip]);
+    let links = std::process::Command::new("ip").args(["-br", "addr", "show", &berth::dns::link::link_name(&dns.ip())]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&links.stdout).matches(&dns.ip().to_string()).count(), 1, "one link, one address: {links:?}");
 
     // a clean stop takes the link and its address away
     c.d.stop();
@@ -359,7 +367,7 @@ async fn pods_resolve_headless_services_statefulset_pods_and_wait_in_init_for_se
     let db = d.kubectl_until(&["get", "pod", "db-0"], LIMIT, "db-0 Ready", |p| condition(p, "Ready")["status"] == "True");
     let db_ip = db["status"]["podIP"].as_str().unwrap().to_string();
     let m = until(dns, "db-0.db.default.svc.cluster.local.", RecordType::A, "db-0", |m| !m.answers.is_empty()).await;
-    assert_eq!(rdata(&m, RecordType::A), [db_ip.clone()]);
+    assert_eq!(rdata(&m, RecordType::A), [db_ip.as_str()]);
 
     // from a pod: its resolv.conf as the kubelet writes it, and busybox's nslookup
     d.kubectl_until(&["get", "pod", "client"], LIMIT, "client Running", |p| p["status"]["phase"] == "Running");

@@ -72,7 +72,7 @@ impl Handler {
             if let Some(ip) = name::reverse_ip(&labels) {
                 let found = answer::reverse(self.index.read().reverse(&ip), query.original().name(), self.zone.ttl);
                 if let Some(a) = found {
-                    return self.from_answer(a);
+                    return self.reply_of(a);
                 }
             }
         }
@@ -106,7 +106,7 @@ impl Handler {
                 }
             }
         }
-        self.from_answer(answer)
+        self.reply_of(answer)
     }
 
     fn lookup(&self, original: &Name, lower: &LowerName, qtype: RecordType) -> Answer {
@@ -117,7 +117,7 @@ impl Handler {
         answer::lookup(&records, &self.zone, (self.index.synced(), self.index.serial()), original, &labels, qtype)
     }
 
-    fn from_answer(&self, a: Answer) -> Reply {
+    fn reply_of(&self, a: Answer) -> Reply {
         let authorities = if a.soa { vec![self.zone.soa(self.index.serial())] } else { vec![] };
         Reply { rcode: a.rcode, authoritative: a.rcode != ResponseCode::ServFail, answers: a.answers, authorities, additionals: a.additionals }
     }
