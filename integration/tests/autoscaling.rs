@@ -60,7 +60,7 @@ fn kubectl_text_until(d: &Daemon, args: &[&str], what: &str, check: impl Fn(&str
 
 /// The row of `name` in a kubectl table, split into columns.
 fn row<'a>(table: &'a str, name: &str) -> Option<Vec<&'a str>> {
-    table.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).find(|cols| cols.iter().any(|c| *c == name))
+    table.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).find(|cols| cols.contains(&name))
 }
 
 /// Millicores of a `kubectl top` CPU cell ("153m", "1").

@@ -45,7 +45,10 @@ struct Sample<'a> {
     ms: Option<i64>,
 }
 
-fn parse_labels(mut s: &str) -> Result<(Vec<(&str, String)>, &str), &'static str> {
+/// A sample's labels (name, unescaped value) and the rest of its line.
+type Labels<'a> = (Vec<(&'a str, String)>, &'a str);
+
+fn parse_labels(mut s: &str) -> Result<Labels<'_>, &'static str> {
     let mut labels = vec![];
     loop {
         s = s.trim_start_matches([' ', ',']);

@@ -324,10 +324,14 @@ impl Controller {
                 }
                 Verdict::Count => {
                     if let (Some(i), Some(limit)) = (index, s.backoff_limit_per_index) {
+                        // the failures of the index so far: the failed pod's own count (its
+                        // annotation, as upstream) plus this failure, so a pod seen twice
+                        // (a retried sync) is not counted twice
+                        let n = pods::index_failures(pod) + 1;
                         let mut all = self.index_failures.lock().unwrap_or_else(|e| e.into_inner());
-                        let n = all.entry(k.clone()).or_default().entry(i).or_insert(0);
-                        *n += 1;
-                        if *n > limit {
+                        let known = all.entry(k.clone()).or_default().entry(i).or_insert(0);
+                        *known = (*known).max(n);
+                        if n > limit {
                             failed_indexes.insert(i);
                         }
                     }

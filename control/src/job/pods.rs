@@ -47,3 +47,9 @@ pub fn for_job(job: &Job, name: &str, index: Option<(i32, i32)>) -> Pod {
     }
     pod
 }
+
+/// The failures of its index before this pod (its `job-index-failure-count` annotation; 0
+/// without one).
+pub fn index_failures(pod: &Pod) -> i32 {
+    pod.metadata.annotations.as_ref().and_then(|a| a.get(INDEX_FAILURES_ANNOTATION)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
