@@ -762,6 +762,7 @@ fn run_node_in_cluster(
 
 /// A node of a remote cluster: joins it with the token (or the credentials of an earlier
 /// join), then runs like the server's own agent, over HTTPS.
+#[allow(clippy::too_many_arguments)] // the agent's flag groups, as clap parsed them
 async fn run_agent(
     mut cfg: config::Config,
     flags: RuntimeFlags,

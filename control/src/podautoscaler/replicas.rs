@@ -341,7 +341,8 @@ mod tests {
     fn utilization_cases_as_upstream_computes_them() {
         let three = [pod("a", true, 1000), pod("b", true, 1000), pod("c", true, 1000)];
         // (current, target %, pods, usage) → replicas, utilization
-        let cases: Vec<(&str, i32, i32, Vec<Pod>, Vec<(&str, i64)>, i32, i32)> = vec![
+        type Case<'a> = (&'a str, i32, i32, Vec<Pod>, Vec<(&'a str, i64)>, i32, i32);
+        let cases: Vec<Case> = vec![
             ("scale up", 3, 30, three.to_vec(), vec![("a", 300), ("b", 500), ("c", 700)], 5, 50),
             (
                 "scale down",
