@@ -17,18 +17,20 @@ pub use hickory_proto;
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A cluster DNS address and the /24 service CIDR that holds it, unique to this test process
-/// and call: 10.{220 + pid % 30}.{n}.10 in 10.{220 + pid % 30}.{n}.0/24 (clear of the harness's
-/// pod CIDRs, 10.160-219.x.0/24).
+/// and call: 10.{220 + pid % 30}.{n}.10 in 10.{220 + pid % 30}.{n}.0/24, n from the call count
+/// and the rest of the pid (clear of the harness's pod CIDRs, 10.160-219.x.0/24).
 pub fn unique_cluster_dns() -> (IpAddr, String) {
-    let n = NEXT.fetch_add(1, Ordering::SeqCst) % 250;
-    let b = 220 + std::process::id() % 30;
+    let pid = std::process::id();
+    let n = (NEXT.fetch_add(1, Ordering::SeqCst) + pid / 30 * 16) % 250;
+    let b = 220 + pid % 30;
     (IpAddr::V4(Ipv4Addr::new(10, b as u8, n as u8, 10)), format!("10.{b}.{n}.0/24"))
 }
 
 /// A loopback address for a fake upstream, unique to this test process and call.
 pub fn unique_loopback() -> IpAddr {
-    let n = NEXT.fetch_add(1, Ordering::SeqCst) % 250;
-    IpAddr::V4(Ipv4Addr::new(127, (20 + std::process::id() % 200) as u8, n as u8, 53))
+    let pid = std::process::id();
+    let n = (NEXT.fetch_add(1, Ordering::SeqCst) + pid / 200 * 16) % 250;
+    IpAddr::V4(Ipv4Addr::new(127, (20 + pid % 200) as u8, n as u8, 53))
 }
 
 /// One query for (`name`, `qtype`) to `server`; over TCP when `tcp`, with an EDNS OPT when

@@ -274,7 +274,7 @@ pub async fn run(o: Opts) {
     let clusterip: Vec<String> = (0..o.services - headless).map(|i| format!("svc-{i}.default.svc.cluster.local.")).collect();
     let headless_names: Vec<String> = (o.services - headless..o.services).map(|i| format!("hl-{i}.default.svc.cluster.local.")).collect();
     let misses: Vec<String> = (0..o.services - headless).map(|i| format!("svc-{i}.default.svc.cluster.local.default.svc.cluster.local.")).collect();
-    query(dns, "www.example.com.", RecordType::A, false, true).await.expect("the upstream name");
+    let mut asked = 0;
     let cases: Vec<Case> = vec![
         ("A, ClusterIP Service (host)", queries(&clusterip, RecordType::A), 0, None),
         ("A, headless Service, 10 endpoints (host)", queries(&headless_names, RecordType::A), 0, None),
@@ -288,11 +288,18 @@ pub async fn run(o: Opts) {
             eprintln!("berth-bench dns: no pod network namespace found; skipping {name}");
             continue;
         }
+        if name.contains("upstream") {
+            // in the cache before the clock starts (it keeps an answer at most 30 s)
+            query(dns, "www.example.com.", RecordType::A, false, true).await.expect("the upstream name");
+        }
         eprintln!("berth-bench dns: {name}");
+        let upstream_before = upstream.total();
         let r = load_on_thread(ns, dns, Arc::new(qs), rcode, o.concurrency, o.duration);
+        if name.contains("upstream") {
+            asked = upstream.total() - upstream_before;
+        }
         rows.push((name, r));
     }
-    let asked = upstream.total();
     let index = index_bytes(&objects);
 
     println!(
@@ -307,7 +314,7 @@ pub async fn run(o: Opts) {
     for (name, r) in &rows {
         println!("{:<44} {:>11.0} {:>9.0} {:>9.0} {:>9} {:>7}", name, r.qps(), r.p50_us, r.p99_us, r.timeouts, r.wrong_rcode);
     }
-    println!("upstream queries during the cached case: {}", asked.saturating_sub(1));
+    println!("upstream queries during the cached case: {asked} (an answer is kept at most 30 s)");
     println!("server RSS: {} MiB before the Services, {} MiB after (apiserver, controllers, node and DNS together)", rss_before / 1024, rss_after / 1024);
     println!("DNS index heap for these objects: {:.2} MiB ({} bytes)", index as f64 / (1 << 20) as f64, index);
     drop(d);
