@@ -9,5 +9,8 @@ cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--release" ]; then
   cargo build --release --workspace --bins
 else
-  cargo build --workspace --bins --tests
+  # Test executables are built as `cargo test` builds them (the test profile: no debug info),
+  # so that the test run reuses them instead of linking a second copy of each.
+  cargo build --workspace --bins
+  cargo test --workspace --no-run
 fi

@@ -111,16 +111,25 @@ fn v1_metric(m: &Value) -> Value {
                 ]),
             )
         }
+        _ => match v1_named_metric(t, m, "target") {
+            Some(kb) => kb,
+            None => return out,
+        },
+    };
+    out[key] = body;
+    out
+}
+
+/// The Pods, Object or External part of a v2 MetricSpec (`side` "target") or MetricStatus
+/// ("current") in v1's shape, whose field names carry the side (`targetValue`,
+/// `currentAverageValue`, ...).
+fn v1_named_metric(t: &str, m: &Value, side: &str) -> Option<(&'static str, Value)> {
+    let (value, average) = (format!("{side}Value"), format!("{side}AverageValue"));
+    let (value_at, average_at) = (format!("/{side}/value"), format!("/{side}/averageValue"));
+    Some(match t {
         "Pods" => {
             let p = &m["pods"];
-            (
-                "pods",
-                fields(&[
-                    ("metricName", p.pointer("/metric/name")),
-                    ("targetAverageValue", p.pointer("/target/averageValue")),
-                    ("selector", p.pointer("/metric/selector")),
-                ]),
-            )
+            ("pods", fields(&[("metricName", p.pointer("/metric/name")), (&average, p.pointer(&average_at)), ("selector", p.pointer("/metric/selector"))]))
         }
         "Object" => {
             let o = &m["object"];
@@ -129,9 +138,9 @@ fn v1_metric(m: &Value) -> Value {
                 fields(&[
                     ("target", o.get("describedObject")),
                     ("metricName", o.pointer("/metric/name")),
-                    ("targetValue", o.pointer("/target/value")),
+                    (&value, o.pointer(&value_at)),
                     ("selector", o.pointer("/metric/selector")),
-                    ("averageValue", o.pointer("/target/averageValue")),
+                    ("averageValue", o.pointer(&average_at)),
                 ]),
             )
         }
@@ -142,15 +151,13 @@ fn v1_metric(m: &Value) -> Value {
                 fields(&[
                     ("metricName", x.pointer("/metric/name")),
                     ("metricSelector", x.pointer("/metric/selector")),
-                    ("targetValue", x.pointer("/target/value")),
-                    ("targetAverageValue", x.pointer("/target/averageValue")),
+                    (&value, x.pointer(&value_at)),
+                    (&average, x.pointer(&average_at)),
                 ]),
             )
         }
-        _ => return out,
-    };
-    out[key] = body;
-    out
+        _ => return None,
+    })
 }
 
 /// A v1-shaped MetricSpec in v2's.
@@ -213,43 +220,10 @@ fn v1_metric_status(m: &Value) -> Value {
                 ]),
             )
         }
-        "Pods" => {
-            let p = &m["pods"];
-            (
-                "pods",
-                fields(&[
-                    ("metricName", p.pointer("/metric/name")),
-                    ("currentAverageValue", p.pointer("/current/averageValue")),
-                    ("selector", p.pointer("/metric/selector")),
-                ]),
-            )
-        }
-        "Object" => {
-            let o = &m["object"];
-            (
-                "object",
-                fields(&[
-                    ("target", o.get("describedObject")),
-                    ("metricName", o.pointer("/metric/name")),
-                    ("currentValue", o.pointer("/current/value")),
-                    ("selector", o.pointer("/metric/selector")),
-                    ("averageValue", o.pointer("/current/averageValue")),
-                ]),
-            )
-        }
-        "External" => {
-            let x = &m["external"];
-            (
-                "external",
-                fields(&[
-                    ("metricName", x.pointer("/metric/name")),
-                    ("metricSelector", x.pointer("/metric/selector")),
-                    ("currentValue", x.pointer("/current/value")),
-                    ("currentAverageValue", x.pointer("/current/averageValue")),
-                ]),
-            )
-        }
-        _ => return out,
+        _ => match v1_named_metric(t, m, "current") {
+            Some(kb) => kb,
+            None => return out,
+        },
     };
     out[key] = body;
     out

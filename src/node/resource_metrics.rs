@@ -194,16 +194,7 @@ pub async fn gather(shared: &NodeShared) -> Samples {
         let Some(pod) = statuses.get(uid) else { continue };
         let linux = s.linux.unwrap_or_default();
         let status = pod.status.clone().unwrap_or_default();
-        let started = |name: &str| {
-            status
-                .container_statuses
-                .iter()
-                .flatten()
-                .chain(status.init_container_statuses.iter().flatten())
-                .find(|c| c.name == name)
-                .and_then(|c| c.state.as_ref()?.running.as_ref()?.started_at.as_ref())
-                .map(|t| t.0.as_nanosecond() as f64 / 1e9)
-        };
+        let started = |name: &str| super::summary::running_since(&status, name).map(|t| t.0.as_nanosecond() as f64 / 1e9);
         let mut containers: Vec<ContainerSample> = vec![];
         for c in &linux.containers {
             let name = c.attributes.as_ref().and_then(|a| a.metadata.as_ref()).map(|m| m.name.clone()).unwrap_or_default();

@@ -144,15 +144,6 @@ async fn pod_stats(shared: &NodeShared) -> Vec<Value> {
         let linux = s.linux.clone().unwrap_or_default();
         let now = now_ns();
         let status = pod.status.clone().unwrap_or_default();
-        let started_at = |name: &str| {
-            status
-                .container_statuses
-                .iter()
-                .flatten()
-                .chain(status.init_container_statuses.iter().flatten())
-                .find(|c| c.name == name)
-                .and_then(|c| c.state.as_ref()?.running.as_ref()?.started_at.clone())
-        };
         let log_dir = details.get(uid).map(|d| d.1.clone());
         let mut ephemeral = (0u64, 0u64);
         let containers: Vec<Value> = linux
@@ -176,7 +167,7 @@ async fn pod_stats(shared: &NodeShared) -> Vec<Value> {
                 });
                 json!({
                     "name": name,
-                    "startTime": started_at(&name),
+                    "startTime": running_since(&status, &name),
                     "cpu": c.cpu.as_ref().map(cpu),
                     "memory": c.memory.as_ref().map(memory),
                     "rootfs": rootfs,
@@ -214,4 +205,15 @@ pub async fn summary(shared: &NodeShared) -> Value {
     let node = node_stats(shared).await;
     let pods = pod_stats(shared).await;
     compact(json!({"node": node, "pods": pods}))
+}
+
+/// When container `name` of a pod (app or init) started running, if it runs.
+pub fn running_since<'a>(status: &'a k8s_openapi::api::core::v1::PodStatus, name: &str) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
+    status
+        .container_statuses
+        .iter()
+        .flatten()
+        .chain(status.init_container_statuses.iter().flatten())
+        .find(|c| c.name == name)
+        .and_then(|c| c.state.as_ref()?.running.as_ref()?.started_at.as_ref())
 }
