@@ -13,6 +13,10 @@
 //!   Service gets the node's address from servicelb and answers on it.
 //! - A restarted server converges its table (a leftover chain goes) while a connection opened
 //!   before the restart keeps working.
+//! - A pod reaches the apiserver as in-cluster clients do: kubectl inside it, with no kubeconfig,
+//!   finds it through `KUBERNETES_SERVICE_HOST`/`_PORT` (the `kubernetes` Service's cluster IP)
+//!   and authenticates with its mounted ServiceAccount token: listing pods is forbidden until a
+//!   RoleBinding grants it, and again after the binding goes.
 //! - A node port answers on another node too: a `berth agent` in a network namespace of its own
 //!   (a test host on a bridge of this test's) forwards to the pod on the server's node.
 use berth_integration::kubelet::busybox;
@@ -76,7 +80,9 @@ impl Cluster {
         }
         let guards = (LinkGuard(bridge), TableGuard(table.clone()));
         let mut flags = vec!["--proxy-table", &table, "--service-cidr", &service_cidr, "--node-ip", &node_ip, "--kubelet-address", &node_ip];
-        flags.extend_from_slice(extra);
+        // `@NODE_IP@` in a flag: the node's address (known only here)
+        let extra: Vec<String> = extra.iter().map(|f| f.replace("@NODE_IP@", &node_ip)).collect();
+        flags.extend(extra.iter().map(String::as_str));
         let d = Daemon::start_server(&config, &flags).await;
         d.kubectl_until(&["get", "node", "berth-it"], LIMIT, "node Ready", |n| condition(n, "Ready") == "True");
         Cluster { d, table, node_ip, service_prefix, _bridge: guards.0, _table: guards.1 }
@@ -596,4 +602,90 @@ async fn a_node_port_answers_on_another_node_for_a_pod_of_the_server_node() {
     assert_eq!(body, pods[0].0, "through the other node's node port");
     // the pod saw the agent node's address (externalTrafficPolicy Cluster masquerades)
     assert_eq!(plain_ip(&http_get(&agent_ip, np, "/cgi-bin/ip").expect("cgi")), agent_ip);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_lists_pods_through_the_kubernetes_service_with_its_token_only_when_bound() {
+    // the apiserver on the node's address: pods reach it through the kubernetes Service
+    let c = Cluster::start(&["--listen", "@NODE_IP@:0"]).await;
+    let kubectl = berth_integration::apiserver::kubectl_bin("1.33");
+    let kubernetes_ip = format!("{}.1", c.service_prefix);
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: reader}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: lister, namespace: reader}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: incluster, namespace: reader}}
+spec:
+  serviceAccountName: lister
+  terminationGracePeriodSeconds: 0
+  containers:
+  - name: c
+    image: BUSYBOX
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"]
+    volumeMounts: [{{name: kubectl, mountPath: /kubectl, readOnly: true}}]
+  volumes:
+  - name: kubectl
+    hostPath: {{path: {}, type: File}}
+"#,
+        kubectl.display()
+    ));
+    c.d.kubectl_until(&["get", "pod", "incluster", "-n", "reader"], LIMIT, "the in-cluster pod ready", |p| condition(p, "Ready") == "True");
+    c.wait_rules("the kubernetes Service programmed", |r| r.contains(&format!("{kubernetes_ip} . tcp . 443 : goto svc-default/kubernetes/tcp/https")));
+    let exec = |script: &str| c.d.kubectl_ok(&["exec", "-n", "reader", "incluster", "--", "sh", "-c", script]);
+    let env = exec("echo $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT $KUBERNETES_PORT_443_TCP");
+    assert_eq!(env.trim(), format!("{kubernetes_ip}:443 tcp://{kubernetes_ip}:443"), "the kubelet's Service variables");
+    // the pod's kubectl (mounted from this host) with no kubeconfig: in-cluster configuration
+    let in_cluster = |args: &str| exec(&format!("/kubectl {args} 2>&1; echo rc=$?"));
+
+    let who = in_cluster("auth whoami -o jsonpath={.status.userInfo.username}");
+    assert!(who.starts_with("system:serviceaccount:reader:lister") && who.contains("rc=0"), "{who}");
+    let denied = in_cluster("get pods -o name");
+    assert!(
+        denied.contains(r#"pods is forbidden: User "system:serviceaccount:reader:lister" cannot list resource "pods" in API group "" in the namespace "reader""#)
+            && denied.contains("rc=1"),
+        "{denied}"
+    );
+
+    c.apply(
+        r#"apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: pod-reader, namespace: reader}
+rules: [{apiGroups: [""], resources: [pods], verbs: [get, list]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: lister-reads-pods, namespace: reader}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-reader}
+subjects: [{kind: ServiceAccount, name: lister, namespace: reader}]
+"#,
+    );
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let out = in_cluster("get pods -o name");
+        if out.contains("pod/incluster") && out.contains("rc=0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the bound ServiceAccount still cannot list pods: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // still only what the Role grants
+    let other = in_cluster("get pods -n default -o name");
+    assert!(other.contains(r#"cannot list resource "pods" in API group "" in the namespace "default""#), "{other}");
+    c.d.kubectl_ok(&["delete", "rolebinding", "-n", "reader", "lister-reads-pods"]);
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let out = in_cluster("get pods -o name");
+        if out.contains("forbidden") && out.contains("rc=1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still allowed after the binding went: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

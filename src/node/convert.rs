@@ -345,6 +345,12 @@ pub fn container_config(pod: &Pod, c: &Container, attempt: u32, inputs: &Contain
         known.insert(name.clone(), value.clone());
         env.push((name, value));
     };
+    // The Services' variables: $(VAR) sees them, the container's own variables override them.
+    let service_vars = match &objects.services {
+        Some(links) => super::service_env::variables(links, &ns, spec.enable_service_links.unwrap_or(true)),
+        None => Vec::new(),
+    };
+    known.extend(service_vars.iter().cloned());
     // envFrom first: every key of each ConfigMap / Secret (with its prefix); env overrides.
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
@@ -396,6 +402,11 @@ pub fn container_config(pod: &Pod, c: &Container, attempt: u32, inputs: &Contain
             expand(e.value.as_deref().unwrap_or_default(), &known)
         };
         set(&mut env, &mut known, e.name.clone(), value);
+    }
+    for (name, value) in service_vars {
+        if !env.iter().any(|(n, _)| *n == name) {
+            env.push((name, value));
+        }
     }
     let command = c.command.clone().unwrap_or_default().iter().map(|a| expand(a, &known)).collect();
     let args = c.args.clone().unwrap_or_default().iter().map(|a| expand(a, &known)).collect();

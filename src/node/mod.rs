@@ -23,6 +23,7 @@ pub mod pod_files;
 pub mod probe;
 pub mod pull_secrets;
 pub mod resource_metrics;
+pub mod service_env;
 pub mod status;
 pub mod subpath;
 pub mod summary;
@@ -252,6 +253,7 @@ impl Node {
                     snap.objects.secrets.extend(pods.objects.secrets);
                     snap.objects.tokens.extend(pods.objects.tokens);
                     snap.objects.claims.extend(pods.objects.claims);
+                    snap.objects.services = pods.objects.services;
                 }
                 for (file, e) in &snap.errors {
                     tracing::warn!(file = %file.display(), "bad manifest: {e}");

@@ -29,6 +29,9 @@ pub struct Objects {
     /// PersistentVolumeClaims bound to a volume this node mounts (hostPath or local), by
     /// (namespace, claim name).
     pub claims: BTreeMap<(String, String), ClaimVolume>,
+    /// The cluster's Services with a cluster IP, for the containers' Service environment
+    /// variables: None without a cluster (static pods of a standalone node get none).
+    pub services: Option<std::sync::Arc<super::service_env::ServiceLinks>>,
 }
 
 /// The PersistentVolume a claim is bound to, as the node mounts it: a path on this machine.

@@ -10,11 +10,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use kube::runtime::watcher::{self, Event};
 use kube::Api;
 use tokio::sync::{mpsc, watch};
 
+use crate::node::service_env::{ServiceLink, ServiceLinks};
 use crate::node::volumes::{ClaimVolume, Objects};
 
 /// What the cluster asks of this node.
@@ -37,6 +38,7 @@ pub struct ClusterPods {
 enum Change {
     Pods(Box<Result<Event<Pod>, watcher::Error>>),
     Node(Box<Result<Event<k8s_openapi::api::core::v1::Node>, watcher::Error>>),
+    Services(Box<Result<Event<Service>, watcher::Error>>),
     ConfigMap((String, String), Result<Event<ConfigMap>, watcher::Error>),
     Secret((String, String), Result<Event<Secret>, watcher::Error>),
 }
@@ -191,7 +193,11 @@ pub async fn follow(client: kube::Client, node_name: String, tx: watch::Sender<C
     let pods = watcher::watcher(Api::<Pod>::all(client.clone()), by_node).map(|e| Change::Pods(Box::new(e)));
     let own = watcher::Config::default().fields(&format!("metadata.name={node_name}"));
     let nodes = watcher::watcher(Api::<k8s_openapi::api::core::v1::Node>::all(client.clone()), own).map(|e| Change::Node(Box::new(e)));
-    let mut pods = std::pin::pin!(futures_util::stream::select(pods, nodes));
+    // every Service with a cluster IP: the containers' Service environment variables (the
+    // kubelet's service lister; nothing is published before its first list)
+    let services = watcher::watcher(Api::<Service>::all(client.clone()), watcher::Config::default()).map(|e| Change::Services(Box::new(e)));
+    let mut pods = std::pin::pin!(futures_util::stream::select(futures_util::stream::select(pods, nodes), services));
+    let mut services_next: Option<ServiceLinks> = None;
     let mut node_next = None;
     let (objects_tx, mut objects_rx) = mpsc::channel(256);
     let mut watches = ObjectWatches { client, tx: objects_tx, config_maps: BTreeMap::new(), secrets: BTreeMap::new() };
@@ -244,6 +250,7 @@ pub async fn follow(client: kube::Client, node_name: String, tx: watch::Sender<C
                 state.node = one.into_values().next();
                 r
             }
+            Change::Services(e) => apply_services(*e, &mut services_next, &mut state.objects.services),
             Change::ConfigMap(k, _) if !watches.config_maps.contains_key(&k) => Ok(false),
             Change::Secret(k, _) if !watches.secrets.contains_key(&k) => Ok(false),
             Change::ConfigMap(k, e) => apply_one(e, &k, cms_next.entry(k.clone()).or_default(), &mut state.objects.config_maps),
@@ -263,13 +270,58 @@ pub async fn follow(client: kube::Client, node_name: String, tx: watch::Sender<C
     }
 }
 
-/// Publishes `state`, the mirror pods apart.
+/// Publishes `state`, the mirror pods apart; nothing before the Services are listed (a
+/// container started before would miss their variables, as the kubelet refuses to).
 fn publish_state(tx: &watch::Sender<ClusterPods>, state: &ClusterPods) {
+    if state.objects.services.is_none() {
+        return;
+    }
     let mut out = state.clone();
     let (mirrors, pods): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(&mut out.pods).into_iter().partition(|(_, p)| super::mirror::is_mirror(p));
     out.pods = pods;
     out.mirrors = mirrors.into_values().map(|p| (key(&p.metadata), p)).collect();
     tx.send_replace(out);
+}
+
+/// Folds one event of the Services' watch into `current` (None until the first list is done;
+/// `next` collects a relist); whether a Service's variables changed.
+fn apply_services(
+    event: Result<Event<Service>, watcher::Error>,
+    next: &mut Option<ServiceLinks>,
+    current: &mut Option<std::sync::Arc<ServiceLinks>>,
+) -> Result<bool, watcher::Error> {
+    let (k, link) = match event? {
+        Event::Init => {
+            *next = Some(ServiceLinks::new());
+            return Ok(false);
+        }
+        Event::InitApply(s) => {
+            if let Some(link) = ServiceLink::of(&s) {
+                next.get_or_insert_with(ServiceLinks::new).insert(key(&s.metadata), link);
+            }
+            return Ok(false);
+        }
+        Event::InitDone => {
+            let listed = next.take().unwrap_or_default();
+            let changed = current.as_deref() != Some(&listed);
+            if changed {
+                *current = Some(std::sync::Arc::new(listed));
+            }
+            return Ok(changed);
+        }
+        Event::Apply(s) => (key(&s.metadata), ServiceLink::of(&s)),
+        Event::Delete(s) => (key(&s.metadata), None),
+    };
+    let Some(links) = current.as_mut() else { return Ok(false) };
+    if links.get(&k) == link.as_ref() {
+        return Ok(false);
+    }
+    let links = std::sync::Arc::make_mut(links);
+    match link {
+        Some(l) => links.insert(k, l),
+        None => links.remove(&k),
+    };
+    Ok(true)
 }
 
 /// Folds one event of the watch of the single object `key` into `current`; `next` holds what a
