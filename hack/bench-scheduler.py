@@ -2,8 +2,10 @@
 """Load generator for the scheduler in `berth server`, through the HTTPS API, in two phases
 against two server runs on one data dir (hack/bench-scheduler.sh starts them):
 
---phase create (a server started with --disable-scheduler): registers fake nodes (a heartbeat
-thread patches their Ready condition, each node every 10 s), takes the scheduler's Lease
+--phase create (a server started with --disable-scheduler): registers fake nodes (Ready once,
+then, as kubelets do, a heartbeat thread renews each node's Lease in kube-node-lease every 10 s:
+the node lifecycle controller keeps them Ready, the Node objects do not change; a kubelet writes
+its Node status only every 5 minutes when nothing changes), takes the scheduler's Lease
 (kube-system/kube-scheduler) for a holder of its own, creates the pods in bulk and prints the
 server's RSS (the baseline without a scheduler).
 
@@ -61,6 +63,12 @@ def node(i):
     }
 
 
+def micro_now():
+    """A MicroTime, as Leases carry."""
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
+
+
 def ready_patch():
     t = now()
     return {"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "lastHeartbeatTime": t, "lastTransitionTime": t}]}}
@@ -108,18 +116,26 @@ def register_nodes(args):
     def one(c, i):
         c.call("POST", "/api/v1/nodes", node(i))
         c.call("PATCH", f"/api/v1/nodes/fake-{i:05d}/status", ready_patch(), "application/strategic-merge-patch+json")
+        lease = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": f"fake-{i:05d}", "namespace": "kube-node-lease"},
+            "spec": {"holderIdentity": f"fake-{i:05d}", "leaseDurationSeconds": 40, "renewTime": micro_now()},
+        }
+        c.call("POST", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases", lease)
 
     parallel(args, range(args.nodes), one)
 
 
 def heartbeats(args, stop):
-    """Each node's Ready condition refreshed every 10 s, spread over the interval."""
+    """Each node's Lease renewed every 10 s (the kubelet's renew interval), spread over it."""
     c = Client(args.data, args.url)
     i = 0
     gap = 10.0 / max(args.nodes, 1)
     while not stop.is_set():
         try:
-            c.call("PATCH", f"/api/v1/nodes/fake-{i % args.nodes:05d}/status", ready_patch(), "application/strategic-merge-patch+json")
+            path = f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/fake-{i % args.nodes:05d}"
+            c.call("PATCH", path, {"spec": {"renewTime": micro_now()}}, "application/merge-patch+json")
         except Exception:  # noqa: BLE001 - a missed heartbeat does not matter here
             c = Client(args.data, args.url)
         i += 1

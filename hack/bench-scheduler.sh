@@ -54,7 +54,10 @@ for n in "${node_counts[@]}"; do
     baseline=$(python3 hack/bench-scheduler.py "$dir/data/server" "$url" "$pid" --nodes "$n" --phase create "${pass[@]}")
     kill "$pid"; wait "$pid" 2>/dev/null || true
     start_server "$dir"; pids+=("$pid")
+    # BERTH_BENCH_PERF=<file>: perf record of the server while it schedules (call graphs)
+    if [ -n "${BERTH_BENCH_PERF:-}" ]; then perf record -F 499 -g -p "$pid" -o "$BERTH_BENCH_PERF.$n" >/dev/null 2>&1 & perf_pid=$!; fi
     result=$(python3 hack/bench-scheduler.py "$dir/data/server" "$url" "$pid" --nodes "$n" --phase schedule "${pass[@]}")
+    if [ -n "${BERTH_BENCH_PERF:-}" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
     kill "$pid"; wait "$pid" 2>/dev/null || true
     printf '%s %-14s\n' "$result" "$baseline"
 done

@@ -148,7 +148,12 @@ pub struct Volumes {
 /// What a cycle sees: every node, in a stable order.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    pub nodes: Vec<Arc<NodeInfo>>,
+    /// Shared with the cache until it changes a node (copied on write): taking a snapshot of
+    /// 5,000 nodes is one reference count, not 5,000.
+    pub nodes: Arc<Vec<Arc<NodeInfo>>>,
+    /// How many placed pods carry pod affinity or anti-affinity terms (0: InterPodAffinity has
+    /// nothing to look for among them).
+    pub pods_with_affinity: usize,
     /// Namespace labels, for namespaceSelector.
     pub namespaces: Arc<HashMap<String, BTreeMap<String, String>>>,
     /// PodDisruptionBudgets by namespace/name.
@@ -158,6 +163,12 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// A snapshot of these nodes alone (no namespaces, budgets or volumes).
+    pub fn with_nodes(nodes: Vec<Arc<NodeInfo>>) -> Snapshot {
+        let pods_with_affinity = nodes.iter().map(|n| n.pods_with_affinity.len()).sum();
+        Snapshot { nodes: Arc::new(nodes), pods_with_affinity, ..Default::default() }
+    }
+
     /// How many nodes carry each image (by name), for ImageLocality's spread.
     pub fn image_spread(&self, image: &str) -> usize {
         self.nodes.iter().filter(|n| super::plugins::image_locality::node_image_size(n, image).is_some()).count()
@@ -167,7 +178,12 @@ impl Snapshot {
 /// Nodes and assigned pods.
 #[derive(Debug, Default)]
 pub struct Cache {
-    nodes: BTreeMap<String, Arc<NodeInfo>>,
+    /// Every node, in the order they came (a removed node's place goes to the last one).
+    nodes: Arc<Vec<Arc<NodeInfo>>>,
+    /// Where each node is in `nodes`.
+    index: HashMap<String, usize>,
+    /// Placed pods with pod affinity or anti-affinity terms.
+    pods_with_affinity: usize,
     /// Pods placed on nodes (seen bound, or assumed), and the node.
     pods: HashMap<PodKey, (String, Arc<Pod>)>,
     /// Pods whose node is not (yet) known to the cache.
@@ -189,15 +205,22 @@ fn node_changed_for_scheduling(old: &NodeInfo, new: &NodeInfo) -> bool {
 }
 
 impl Cache {
+    /// The node `name` to change (copied first when a snapshot still holds it).
+    fn node_mut(&mut self, name: &str) -> Option<&mut NodeInfo> {
+        let i = *self.index.get(name)?;
+        Arc::make_mut(&mut self.nodes).get_mut(i).map(Arc::make_mut)
+    }
+
     /// Adds or updates a node; true when the change could make a waiting pod fit.
     pub fn set_node(&mut self, node: Node) -> bool {
         let name = node.metadata.name.clone().unwrap_or_default();
         let node = Arc::new(node);
-        match self.nodes.get(&name) {
-            Some(old) => {
+        match self.index.get(&name).copied() {
+            Some(i) => {
+                let old = &self.nodes[i];
                 let new = old.with_node(node);
                 let changed = node_changed_for_scheduling(old, &new);
-                self.nodes.insert(name, Arc::new(new));
+                Arc::make_mut(&mut self.nodes)[i] = Arc::new(new);
                 changed
             }
             None => {
@@ -205,31 +228,45 @@ impl Cache {
                 for p in self.orphans.remove(&name).unwrap_or_default() {
                     info.add_pod(p);
                 }
-                self.nodes.insert(name, Arc::new(info));
+                self.index.insert(name, self.nodes.len());
+                Arc::make_mut(&mut self.nodes).push(Arc::new(info));
                 true
             }
         }
     }
 
     pub fn remove_node(&mut self, name: &str) {
-        if let Some(info) = self.nodes.remove(name) {
-            self.orphans.insert(name.to_string(), info.pods.clone());
+        let Some(i) = self.index.remove(name) else { return };
+        let nodes = Arc::make_mut(&mut self.nodes);
+        let info = nodes.swap_remove(i);
+        if let Some(moved) = nodes.get(i) {
+            self.index.insert(moved.name().to_string(), i);
         }
+        self.orphans.insert(name.to_string(), info.pods.clone());
     }
 
     pub fn node_names(&self) -> Vec<String> {
-        self.nodes.keys().cloned().collect()
+        self.index.keys().cloned().collect()
     }
 
     /// Places (or moves) a pod on `node`: a bound pod from the watch, or one just assumed.
     /// True when the pod is new there or its labels changed (what pod affinity looks at).
     pub fn add_pod(&mut self, node: &str, pod: Arc<Pod>) -> bool {
         let key = pod_key(&pod);
-        let changed = self.pods.get(&key).is_none_or(|(n, old)| n != node || old.metadata.labels != pod.metadata.labels);
+        let same_place = self.pods.get(&key).filter(|(n, _)| n == node);
+        let changed = same_place.is_none_or(|(_, old)| old.metadata.labels != pod.metadata.labels);
+        // the binding of a pod assumed here, or a status update: what the node accounts is the
+        // same (as it is in the same place with the same spec), nothing to redo
+        if !changed && same_place.is_some_and(|(_, old)| old.spec == pod.spec) {
+            return false;
+        }
         self.remove_pod(&key);
+        if has_pod_affinity(&pod) {
+            self.pods_with_affinity += 1;
+        }
         self.pods.insert(key, (node.to_string(), pod.clone()));
-        match self.nodes.get_mut(node) {
-            Some(info) => Arc::make_mut(info).add_pod(pod),
+        match self.node_mut(node) {
+            Some(info) => info.add_pod(pod),
             None => self.orphans.entry(node.to_string()).or_default().push(pod),
         }
         changed
@@ -237,9 +274,12 @@ impl Cache {
 
     /// Removes a pod from its node; true when it held resources somewhere.
     pub fn remove_pod(&mut self, key: &PodKey) -> bool {
-        let Some((node, _)) = self.pods.remove(key) else { return false };
-        match self.nodes.get_mut(&node) {
-            Some(info) => Arc::make_mut(info).remove_pod(key),
+        let Some((node, pod)) = self.pods.remove(key) else { return false };
+        if has_pod_affinity(&pod) {
+            self.pods_with_affinity -= 1;
+        }
+        match self.node_mut(&node) {
+            Some(info) => info.remove_pod(key),
             None => {
                 if let Some(o) = self.orphans.get_mut(&node) {
                     o.retain(|p| pod_key(p) != *key);
@@ -259,7 +299,8 @@ impl Cache {
 
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            nodes: self.nodes.values().cloned().collect(),
+            nodes: self.nodes.clone(),
+            pods_with_affinity: self.pods_with_affinity,
             namespaces: self.namespaces.clone(),
             budgets: self.budgets.clone(),
             volumes: self.volumes.clone(),

@@ -182,7 +182,7 @@ impl Profile {
             Ok(states) => states,
             Err(r) => {
                 diagnosis.pre_filter_msg = Some(r.reasons.join(", "));
-                for node in &snapshot.nodes {
+                for node in snapshot.nodes.iter() {
                     diagnosis.rejected.insert(node.name().to_string(), r.clone());
                 }
                 return (feasible, diagnosis);

@@ -367,8 +367,9 @@ async fn schedule_one(shared: &Arc<Shared>, q: QueuedPod, start: usize) -> usize
     };
     let snapshot = shared.cache().snapshot();
     let n = snapshot.nodes.len().max(1);
-    let (p2, s2) = (pod.clone(), snapshot.clone());
-    let decision = match tokio::task::spawn_blocking(move || decide(&profile, &p2, &s2, start % n)).await {
+    let p2 = pod.clone();
+    // the snapshot ends with the cycle, before the cache changes (no copy on write)
+    let decision = match tokio::task::spawn_blocking(move || decide(&profile, &p2, &snapshot, start % n)).await {
         Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, "scheduling attempt panicked");

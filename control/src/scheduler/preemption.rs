@@ -103,7 +103,7 @@ pub fn preempt(profile: &Profile, pod: &Pod, snapshot: &Snapshot, diagnosis: &Di
     }
     let mut reasons: Vec<String> = vec![];
     let mut best: Option<((usize, i32, usize), Candidate)> = None;
-    for node in &snapshot.nodes {
+    for node in snapshot.nodes.iter() {
         let helpful = diagnosis.rejected.get(node.name()).is_none_or(|r| r.resolvable);
         if !helpful {
             reasons.push(NOT_HELPFUL.into());
@@ -159,7 +159,7 @@ mod tests {
             },
         )]
         .into();
-        let snap = Snapshot { nodes: vec![Arc::new(a), Arc::new(b)], budgets: Arc::new(budgets), ..Default::default() };
+        let snap = Snapshot { budgets: Arc::new(budgets), ..Snapshot::with_nodes(vec![Arc::new(a), Arc::new(b)]) };
         let mut d = Diagnosis::default();
         d.rejected.insert("a".into(), Rejection::resolvable("Insufficient cpu"));
         d.rejected.insert("b".into(), Rejection::resolvable("Insufficient cpu"));
@@ -174,7 +174,7 @@ mod tests {
         n.add_pod(asking("low-a", "1", 0));
         n.add_pod(asking("low-b", "500m", 1));
         n.add_pod(asking("high", "500m", 1000));
-        let snap = Snapshot { nodes: vec![Arc::new(n)], ..Default::default() };
+        let snap = Snapshot::with_nodes(vec![Arc::new(n)]);
         let mut d = Diagnosis::default();
         d.rejected.insert("n".into(), Rejection::resolvable("Insufficient cpu"));
         let c = preempt(&profile, &asking("p", "1", 100), &snap, &d).expect("candidate");
@@ -193,7 +193,7 @@ mod tests {
         let mut leaving = (*asking("leaving", "1m", 0)).clone();
         leaving.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()));
         terminating.add_pod(Arc::new(leaving));
-        let snap2 = Snapshot { nodes: vec![Arc::new(terminating)], ..Default::default() };
+        let snap2 = Snapshot::with_nodes(vec![Arc::new(terminating)]);
         assert_eq!(
             preempt(&profile, &nominated, &snap2, &d).expect_err("terminating"),
             "preemption: not eligible due to a terminating pod on the nominated node."

@@ -67,7 +67,7 @@ mod tests {
         let with =
             node(serde_json::json!({"metadata": {"name": "a"}, "status": {"images": [{"names": ["docker.io/library/big:latest"], "sizeBytes": 523 * MB}]}}));
         let without = node(serde_json::json!({"metadata": {"name": "b"}}));
-        let snap = Snapshot { nodes: vec![Arc::new(with.clone()), Arc::new(without.clone())], ..Default::default() };
+        let snap = Snapshot::with_nodes(vec![Arc::new(with.clone()), Arc::new(without.clone())]);
         let p = pod(serde_json::json!({"spec": {"containers": [{"name": "c", "image": "big"}]}}));
         // 523 MB on 1 of 2 nodes: 261.5 MB scaled between 23 MB and 1000 MB.
         assert_eq!(ImageLocality.score(&p, &with, &snap), 100 * ((523 * MB / 2) - MIN_THRESHOLD) / (MAX_CONTAINER_THRESHOLD - MIN_THRESHOLD));

@@ -104,7 +104,8 @@ impl FilterPlugin for InterPodAffinity {
     fn pre_filter(&self, pod: &Pod, snapshot: &Snapshot) -> CycleState {
         let (affinity, anti) = required(pod);
         let mut existing_anti: HashMap<Pair, i64> = HashMap::new();
-        for node in &snapshot.nodes {
+        let nodes: &[Arc<NodeInfo>] = if snapshot.pods_with_affinity == 0 { &[] } else { &snapshot.nodes };
+        for node in nodes {
             for other in &node.pods_with_affinity {
                 for t in required(other).1 {
                     if let Some(v) = node.labels().get(&t.topology_key) {
@@ -179,7 +180,10 @@ impl ScorePlugin for InterPodAffinity {
             }
         };
         let own_terms = !pref_aff.is_empty() || !pref_anti.is_empty();
-        for node in &snapshot.nodes {
+        if !own_terms && snapshot.pods_with_affinity == 0 {
+            return None;
+        }
+        for node in snapshot.nodes.iter() {
             // The incoming pod's preferences count every existing pod; existing pods'
             // preferences only those that carry terms.
             let pods: &[Arc<Pod>] = if own_terms { &node.pods } else { &node.pods_with_affinity };
@@ -250,7 +254,7 @@ mod tests {
     }
 
     fn snapshot(nodes: Vec<NodeInfo>) -> Snapshot {
-        Snapshot { nodes: nodes.into_iter().map(Arc::new).collect(), ..Default::default() }
+        Snapshot::with_nodes(nodes.into_iter().map(Arc::new).collect())
     }
 
     fn run(p: &Pod, snap: &Snapshot) -> Vec<Result<(), Rejection>> {

@@ -213,7 +213,7 @@ mod tests {
         a.add_pod(Arc::new(web("w1", "DoNotSchedule", 1)));
         let b = zone_node("b", "z2");
         let bare = node(serde_json::json!({"metadata": {"name": "c"}}));
-        let snap = Snapshot { nodes: vec![Arc::new(a), Arc::new(b), Arc::new(bare)], ..Default::default() };
+        let snap = Snapshot::with_nodes(vec![Arc::new(a), Arc::new(b), Arc::new(bare)]);
         let p = web("w2", "DoNotSchedule", 1);
         let state = PodTopologySpread.pre_filter(&p, &snap);
         let got: Vec<_> = snap.nodes.iter().map(|n| PodTopologySpread.filter_with(&p, n, &state)).collect();
@@ -224,7 +224,7 @@ mod tests {
     fn schedule_anyway_prefers_the_emptier_domain() {
         let mut a = zone_node("a", "z1");
         a.add_pod(Arc::new(web("w0", "ScheduleAnyway", 1)));
-        let snap = Snapshot { nodes: vec![Arc::new(a), Arc::new(zone_node("b", "z2"))], ..Default::default() };
+        let snap = Snapshot::with_nodes(vec![Arc::new(a), Arc::new(zone_node("b", "z2"))]);
         let p = web("w1", "ScheduleAnyway", 1);
         let state = PodTopologySpread.pre_score(&p, &snap);
         let mut s: Vec<i64> = snap.nodes.iter().map(|n| PodTopologySpread.score_with(&p, n, &snap, &state)).collect();
