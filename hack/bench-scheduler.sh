@@ -55,7 +55,7 @@ for n in "${node_counts[@]}"; do
     kill "$pid"; wait "$pid" 2>/dev/null || true
     start_server "$dir"; pids+=("$pid")
     # BERTH_BENCH_PERF=<file>: perf record of the server while it schedules (call graphs)
-    if [ -n "${BERTH_BENCH_PERF:-}" ]; then perf record -F 499 -g -p "$pid" -o "$BERTH_BENCH_PERF.$n" >/dev/null 2>&1 & perf_pid=$!; fi
+    if [ -n "${BERTH_BENCH_PERF:-}" ]; then perf record -F ${BERTH_BENCH_PERF_FREQ:-499} ${BERTH_BENCH_PERF_CALLGRAPH:--g} -p "$pid" -o "$BERTH_BENCH_PERF.$n" >/dev/null 2>&1 & perf_pid=$!; fi
     result=$(python3 hack/bench-scheduler.py "$dir/data/server" "$url" "$pid" --nodes "$n" --phase schedule "${pass[@]}")
     if [ -n "${BERTH_BENCH_PERF:-}" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
     kill "$pid"; wait "$pid" 2>/dev/null || true

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodStatus};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::Api;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::watch;
 
 use super::ClusterPods;
@@ -29,13 +29,14 @@ const CONCURRENT_WRITES: usize = 16;
 
 /// One write a round makes.
 enum Write {
-    Status { uid: String, status: Value },
+    Status { uid: String, status: Box<PodStatus> },
     Delete { uid: String },
 }
 
 /// Syncs until `stop` fires.
 pub async fn run(client: kube::Client, shared: Arc<NodeShared>, mut pods: watch::Receiver<ClusterPods>, mut stop: watch::Receiver<bool>) {
-    let mut sent: BTreeMap<String, Value> = BTreeMap::new();
+    // compared as structs: only a changed status is cloned and encoded
+    let mut sent: BTreeMap<String, PodStatus> = BTreeMap::new();
     let mut tick = tokio::time::interval(SYNC_PERIOD);
     loop {
         tokio::select! {
@@ -44,45 +45,51 @@ pub async fn run(client: kube::Client, shared: Arc<NodeShared>, mut pods: watch:
             _ = shared.status_published.notified() => tokio::time::sleep(DEBOUNCE).await,
             r = pods.changed() => if r.is_err() { return },
         }
-        let desired = pods.borrow_and_update().clone();
-        if !desired.synced {
-            continue;
-        }
-        let statuses: BTreeMap<String, Value> = shared
-            .statuses
-            .read()
-            .await
-            .iter()
-            .filter(|(uid, _)| desired.pods.contains_key(*uid))
-            .filter_map(|(uid, p)| Some((uid.clone(), serde_json::to_value(p.status.as_ref()?).ok()?)))
-            .collect();
+        // the pods bound here: uid, namespace, name, deletion asked for (not a copy of them all)
+        let desired: Vec<(String, String, String, bool)> = {
+            let d = pods.borrow_and_update();
+            if !d.synced {
+                continue;
+            }
+            d.pods
+                .iter()
+                .filter_map(|(uid, p)| {
+                    Some((uid.clone(), p.metadata.namespace.clone()?, p.metadata.name.clone()?, p.metadata.deletion_timestamp.is_some()))
+                })
+                .collect()
+        };
         let mut writes: Vec<(String, String, Write)> = vec![];
-        for (uid, pod) in &desired.pods {
-            let (Some(ns), Some(name)) = (pod.metadata.namespace.clone(), pod.metadata.name.clone()) else { continue };
-            match statuses.get(uid) {
-                Some(status) if sent.get(uid) != Some(status) => writes.push((ns, name, Write::Status { uid: uid.clone(), status: status.clone() })),
-                Some(_) => {}
-                // asked to go, and its worker has stopped and forgotten it: delete for good
-                None if pod.metadata.deletion_timestamp.is_some() => writes.push((ns, name, Write::Delete { uid: uid.clone() })),
-                None => {}
+        {
+            let statuses = shared.statuses.read().await;
+            for (uid, ns, name, deleting) in &desired {
+                match statuses.get(uid).and_then(|p| p.status.as_ref()) {
+                    Some(status) if sent.get(uid) != Some(status) => {
+                        writes.push((ns.clone(), name.clone(), Write::Status { uid: uid.clone(), status: Box::new(status.clone()) }))
+                    }
+                    Some(_) => {}
+                    // asked to go, and its worker has stopped and forgotten it: delete for good
+                    None if *deleting => writes.push((ns.clone(), name.clone(), Write::Delete { uid: uid.clone() })),
+                    None => {}
+                }
             }
         }
-        let done: Vec<Option<(String, Value)>> =
+        let done: Vec<Option<(String, PodStatus)>> =
             stream::iter(writes.into_iter().map(|(ns, name, w)| write(client.clone(), ns, name, w))).buffer_unordered(CONCURRENT_WRITES).collect().await;
         sent.extend(done.into_iter().flatten());
-        sent.retain(|uid, _| desired.pods.contains_key(uid));
+        let live: std::collections::BTreeSet<&str> = desired.iter().map(|(uid, ..)| uid.as_str()).collect();
+        sent.retain(|uid, _| live.contains(uid.as_str()));
     }
 }
 
 /// Makes one write; a status that went out is returned to be remembered as sent.
-async fn write(client: kube::Client, ns: String, name: String, w: Write) -> Option<(String, Value)> {
+async fn write(client: kube::Client, ns: String, name: String, w: Write) -> Option<(String, PodStatus)> {
     let api: Api<Pod> = Api::namespaced(client, &ns);
     let name = name.as_str();
     match w {
         Write::Status { uid, status } => {
-            let body = json!({"metadata": {"uid": uid}, "status": status});
+            let body = json!({"metadata": {"uid": uid}, "status": &*status});
             match api.patch_status(name, &PatchParams::default(), &Patch::Merge(body)).await {
-                Ok(_) => Some((uid, status)),
+                Ok(_) => Some((uid, *status)),
                 Err(e) => {
                     tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "writing the pod status");
                     None
