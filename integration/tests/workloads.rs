@@ -909,8 +909,11 @@ fn api_until(s: &ApiServer, args: &[&str], limit: Duration, what: &str, check: i
 
 /// The Jobs of `cronjob` on `s`, by name.
 fn api_jobs_of(jobs: &Value, cronjob: &str) -> Vec<String> {
-    let mut names: Vec<String> =
-        items(jobs).iter().filter(|j| j["metadata"]["ownerReferences"][0]["name"] == cronjob).map(|j| j["metadata"]["name"].as_str().unwrap_or("").to_string()).collect();
+    let mut names: Vec<String> = items(jobs)
+        .iter()
+        .filter(|j| j["metadata"]["ownerReferences"][0]["name"] == cronjob)
+        .map(|j| j["metadata"]["name"].as_str().unwrap_or("").to_string())
+        .collect();
     names.sort();
     names
 }

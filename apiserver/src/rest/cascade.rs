@@ -113,6 +113,11 @@ impl Api {
                     if let Some(refs) = o.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
                         refs.retain(|x| x["uid"] != uid);
                     }
+                    // no resourceVersion: a write in between (the garbage collector orphaning
+                    // the same dependent, a controller) is read again and retried
+                    if let Some(m) = o.pointer_mut("/metadata").and_then(Value::as_object_mut) {
+                        m.remove("resourceVersion");
+                    }
                     Ok(o)
                 })
                 .await;

@@ -70,7 +70,7 @@ impl Graph {
             .into_iter()
             .filter_map(|d| {
                 let n = self.nodes.get(&d)?;
-                n.owners.iter().any(|r| r.uid == uid && blocks(r)).then(|| (d, n.deleting_dependents))
+                n.owners.iter().any(|r| r.uid == uid && blocks(r)).then_some((d, n.deleting_dependents))
             })
             .collect()
     }

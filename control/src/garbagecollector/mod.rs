@@ -284,9 +284,7 @@ impl Collector {
         // only looks harder at owners its graph has not observed)
         let observed = !node.deleting_dependents && {
             let g = self.graph();
-            node.owners.iter().all(|r| {
-                g.get(&r.uid).is_some_and(|o| (o.namespace.is_empty() || o.namespace == node.namespace) && !o.deleting_dependents)
-            })
+            node.owners.iter().all(|r| g.get(&r.uid).is_some_and(|o| (o.namespace.is_empty() || o.namespace == node.namespace) && !o.deleting_dependents))
         };
         if observed {
             return Ok(());
@@ -395,7 +393,8 @@ impl Collector {
             let Some(latest) = api.get_opt(&dependent.name).await.map_err(failed("get"))? else { continue };
             let refs = latest.metadata.owner_references.clone().unwrap_or_default();
             let Some(kept) = decide::without_reference(&refs, uid) else { continue };
-            let patch = serde_json::json!({"metadata": {"ownerReferences": kept, "resourceVersion": latest.metadata.resource_version, "uid": latest.metadata.uid}});
+            let patch =
+                serde_json::json!({"metadata": {"ownerReferences": kept, "resourceVersion": latest.metadata.resource_version, "uid": latest.metadata.uid}});
             match api.patch(&dependent.name, &PatchParams::default(), &Patch::Merge(patch)).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
