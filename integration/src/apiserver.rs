@@ -78,6 +78,14 @@ impl ApiServer {
         self.launch();
     }
 
+    /// Stops the server and starts it again on the same data dir with other extra flags (a
+    /// controller turned on).
+    pub fn restart_with(&mut self, extra: Vec<String>) {
+        self.stop();
+        self.extra = extra;
+        self.launch();
+    }
+
     /// Kills the server with SIGKILL (no shutdown: what a crash leaves behind).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

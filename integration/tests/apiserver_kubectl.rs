@@ -338,6 +338,73 @@ fn kubectl_suite(s: &ApiServer, v: &str) {
     s.ok(v, &["delete", "namespace", ns, "--wait=false"]);
 }
 
+/// A configmap `name`, or None once it is gone.
+fn configmap_now(s: &ApiServer, name: &str) -> Option<Value> {
+    let out = s.ok("1.33", &["get", "configmaps", "-o", "json"]);
+    json(&out)["items"].as_array().and_then(|items| items.iter().find(|c| c["metadata"]["name"] == name).cloned())
+}
+
+/// Polls configmap `name` until `check` holds (None: gone), for at most 60 s.
+fn configmap_until(s: &ApiServer, name: &str, what: &str, check: impl Fn(Option<&Value>) -> bool) -> Option<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = configmap_now(s, name);
+        if check(now.as_ref()) {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "{what}: configmap {name} is {now:#?}\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_garbage_collector_finishes_foreground_and_orphan_deletions_after_a_restart() {
+    // the API alone first (no garbage collector): only the delete's own cascade runs
+    let mut s = ApiServer::start("gc-restart");
+    let v = "1.33";
+    let uid_of = |name: &str| s.ok(v, &["get", "cm", name, "-o", "jsonpath={.metadata.uid}"]);
+    let dependent = |name: &str, owner: &str, uid: &str, finalizers: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  finalizers: {finalizers}\n  ownerReferences:\n  - {{apiVersion: v1, kind: ConfigMap, name: {owner}, uid: {uid}, blockOwnerDeletion: true}}\n"
+        )
+    };
+    // a foreground delete whose dependent is held by a finalizer of its own
+    s.ok(v, &["create", "cm", "fg-owner"]);
+    let fg_uid = uid_of("fg-owner");
+    s.ok_in(v, &["apply", "-f", "-"], Some(&dependent("fg-dep", "fg-owner", &fg_uid, "[example.com/hold]")));
+    s.ok(v, &["delete", "cm", "fg-owner", "--cascade=foreground", "--wait=false"]);
+    configmap_until(&s, "fg-dep", "the dependent marked", |c| c.is_some_and(|c| c["metadata"]["deletionTimestamp"].is_string()));
+    // an owner deleted with the orphan finalizer it already carried (next to one that keeps it)
+    let owner = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: or-owner\n  finalizers: [orphan, example.com/hold]\n";
+    s.ok_in(v, &["apply", "-f", "-"], Some(owner));
+    let or_uid = uid_of("or-owner");
+    s.ok_in(v, &["apply", "-f", "-"], Some(&dependent("or-dep", "or-owner", &or_uid, "[]")));
+    s.ok(v, &["delete", "cm", "or-owner", "--wait=false"]);
+    let or_owner = configmap_now(&s, "or-owner").unwrap_or_default();
+    assert!(or_owner["metadata"]["deletionTimestamp"].is_string(), "{or_owner:#}");
+    assert_eq!(or_owner["metadata"]["finalizers"], json!(["orphan", "example.com/hold"]), "nobody orphans without the collector");
+
+    // the server again, now with the garbage collector: it finds both owners marked
+    s.restart_with(vec!["--controllers=garbagecollector,namespace".into()]);
+    configmap_until(&s, "or-owner", "the orphan finalizer removed", |c| c.is_some_and(|c| c["metadata"]["finalizers"] == json!(["example.com/hold"])));
+    let or_dep = configmap_now(&s, "or-dep").unwrap_or_default();
+    assert!(or_dep["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty), "the dependent orphaned first: {or_dep:#}");
+    assert!(or_dep["metadata"]["deletionTimestamp"].is_null(), "{or_dep:#}");
+    // the collector has listed everything (it finished the orphaning): the held dependent still
+    // holds its owner back
+    let fg_owner = configmap_now(&s, "fg-owner").unwrap_or_default();
+    assert!(fg_owner["metadata"]["deletionTimestamp"].is_string(), "{fg_owner:#}");
+    assert_eq!(fg_owner["metadata"]["finalizers"], json!(["foregroundDeletion"]), "{fg_owner:#}");
+
+    // the dependent let go: it goes, then its owner
+    s.ok(v, &["patch", "cm", "fg-dep", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
+    configmap_until(&s, "fg-dep", "the dependent gone", |c| c.is_none());
+    configmap_until(&s, "fg-owner", "the owner gone", |c| c.is_none());
+    s.ok(v, &["patch", "cm", "or-owner", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
+    configmap_until(&s, "or-owner", "the orphan's owner gone", |c| c.is_none());
+    assert!(configmap_now(&s, "or-dep").is_some(), "the orphan stays");
+}
+
 #[test]
 fn kubectl_diff_edit_watch_describe_and_friends_on_every_version() {
     let s = ApiServer::start("kubectl-suite");

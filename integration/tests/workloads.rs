@@ -4,7 +4,10 @@
 //! maxUnavailable=0), its history, undo to a revision, pause and resume, scale, a rollout stuck
 //! on a missing image past its progress deadline and scaled while stuck (proportionally); a
 //! Recreate rollout; a ReplicaSet adopting, releasing and replacing pods; a
-//! ReplicationController scaled.
+//! ReplicationController scaled. CronJobs: every minute with Forbid and Replace, and after
+//! their controller was down over several schedule times (the most recent one runs, within
+//! startingDeadlineSeconds only).
+use berth_integration::apiserver::ApiServer;
 use berth_integration::kubelet::busybox;
 use berth_integration::{test_registry, Daemon};
 use serde_json::Value;
@@ -887,4 +890,80 @@ fn daemonset_updates_surge_beside_the_old_pod_and_on_delete_waits_for_deletions(
     api.ok("1.33", &["delete", "pod", &victim.2, "--wait=false"]);
     daemon_pods_until(&api, "surge", &[("dsu-a", "busybox:3"), ("dsu-b", "busybox:2")]);
     drop(nodes);
+}
+
+/// `kubectl get -o json` on `s` until `check` holds, for at most `limit`.
+fn api_until(s: &ApiServer, args: &[&str], limit: Duration, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + limit;
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    loop {
+        let now: Value = serde_json::from_str(&s.ok("1.33", &all)).unwrap_or(Value::Null);
+        if check(&now) {
+            return now;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {now:#}\n{}", s.log());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The Jobs of `cronjob` on `s`, by name.
+fn api_jobs_of(jobs: &Value, cronjob: &str) -> Vec<String> {
+    let mut names: Vec<String> = items(jobs)
+        .iter()
+        .filter(|j| j["metadata"]["ownerReferences"][0]["name"] == cronjob)
+        .map(|j| j["metadata"]["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn cronjobs_missed_while_their_controller_was_down_run_once_within_the_starting_deadline() {
+    // the API alone first: nobody schedules CronJobs
+    let mut s = ApiServer::start("cron-missed");
+    let v = "1.33";
+    // 15 to 40 s into a minute: the last boundary is then older than a 10 s deadline, and the
+    // next one is far enough for the restart
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !(15..=40).contains(&jiff::Timestamp::now().as_second().rem_euclid(60)) {
+        assert!(std::time::Instant::now() < deadline, "the clock did not move");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let minute = jiff::Timestamp::now().as_second().div_euclid(60);
+    let at = |minute: i64| jiff::Timestamp::from_second(minute * 60).unwrap_or_default();
+    // as a controller that last ran five minutes ago leaves them: five times missed since
+    let last = at(minute - 5).strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    for (name, deadline) in [("in-time", 300), ("too-late", 10)] {
+        let cj = format!(
+            "apiVersion: batch/v1\nkind: CronJob\nmetadata:\n  name: {name}\nspec:\n  schedule: \"*/1 * * * *\"\n  startingDeadlineSeconds: {deadline}\n  jobTemplate:\n    spec:\n      suspend: true\n      template:\n        spec:\n          restartPolicy: Never\n          containers:\n          - name: main\n            image: {image}\n",
+            image = busybox()
+        );
+        s.ok_in(v, &["apply", "-f", "-"], Some(&cj));
+        s.ok(v, &["patch", "cronjob", name, "--subresource=status", "--type=merge", "-p", &format!(r#"{{"status":{{"lastScheduleTime":"{last}"}}}}"#)]);
+    }
+
+    // the server again, now with the CronJob controller
+    s.restart_with(vec!["--controllers=cronjob".into()]);
+    // within the deadline: one Job, for the most recent missed time only
+    let jobs = api_until(&s, &["get", "jobs"], Duration::from_secs(30), "a Job for the missed time", |l| !api_jobs_of(l, "in-time").is_empty());
+    let first = format!("in-time-{minute}");
+    assert_eq!(api_jobs_of(&jobs, "in-time").first(), Some(&first), "{jobs:#}");
+    let job = items(&jobs).into_iter().find(|j| j["metadata"]["name"] == first.as_str()).unwrap_or_default();
+    let scheduled = job["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"].as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    assert_eq!(scheduled, Some(at(minute)), "{job:#}");
+    let cj = api_until(&s, &["get", "cronjob", "in-time"], Duration::from_secs(30), "lastScheduleTime", |c| c["status"]["lastScheduleTime"] != last.as_str());
+    assert_eq!(cj["status"]["lastScheduleTime"].as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok()), Some(at(minute)), "{cj:#}");
+    // past its deadline: nothing for that time (upstream's controller looks no further back
+    // than the deadline, so there is no event either), and the next time runs
+    let jobs = api_until(&s, &["get", "jobs"], Duration::from_secs(75), "the next time of too-late", |l| !api_jobs_of(l, "too-late").is_empty());
+    assert_eq!(api_jobs_of(&jobs, "too-late"), vec![format!("too-late-{}", minute + 1)], "{jobs:#}");
+    let in_time = api_jobs_of(&jobs, "in-time");
+    assert!(in_time.iter().all(|n| *n == first || *n == format!("in-time-{}", minute + 1)), "only the most recent missed time ran: {in_time:?}");
+    let events: Vec<String> = items(&serde_json::from_str(&s.ok(v, &["get", "events", "-o", "json"])).unwrap_or(Value::Null))
+        .iter()
+        .filter(|e| e["involvedObject"]["name"] == "too-late")
+        .map(|e| format!("{} {}", e["reason"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(events, vec![format!("SuccessfulCreate Created job too-late-{}", minute + 1)], "{events:?}");
 }

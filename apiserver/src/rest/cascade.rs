@@ -7,11 +7,15 @@
 //!
 //! - Foreground: the owner is marked (deletionTimestamp and the `foregroundDeletion` finalizer,
 //!   one MODIFIED event as upstream), its dependents are deleted in the foreground too, and when
-//!   none is left the finalizer is removed, which deletes the owner. With no dependents that
-//!   happens at once: the state upstream's GC reaches a moment after the mark.
+//!   none with blockOwnerDeletion is left the finalizer is removed, which deletes the owner.
+//!   With no such dependents that happens at once: the state upstream's GC reaches a moment
+//!   after the mark. Dependents that take longer than two minutes (a finalizer of their own),
+//!   or a restart meanwhile, leave the owner marked: the garbage collector of berth-control
+//!   finishes it from its graph, as upstream's does.
 //! - Orphan: the owner is marked (deletionTimestamp and the `orphan` finalizer, so no controller
 //!   adopts the dependents back meanwhile), its reference is removed from every dependent, then
-//!   the finalizer, which deletes the owner.
+//!   the finalizer, which deletes the owner (a restart in between: the garbage collector
+//!   finishes it).
 //! - Background (the default): the owner is deleted, then its dependents.
 
 use std::future::Future;
@@ -63,8 +67,9 @@ impl Propagation {
     }
 }
 
-/// One dependent: its resource, namespace and name.
-type Dependent = (Arc<Resource>, Option<String>, String);
+/// One dependent: its resource, namespace and name, and whether its reference to the owner has
+/// blockOwnerDeletion.
+type Dependent = (Arc<Resource>, Option<String>, String, bool);
 
 impl Api {
     /// The objects that name `owner` (of `res`) in their ownerReferences.
@@ -90,10 +95,10 @@ impl Api {
                     continue;
                 }
                 let Ok(o) = cached.value() else { continue };
-                let owned = o.pointer("/metadata/ownerReferences").and_then(Value::as_array).is_some_and(|refs| refs.iter().any(|x| x["uid"] == uid));
-                if owned {
-                    out.push((r.clone(), meta::get(&o, "namespace").map(String::from), meta::name(&o).to_string()));
-                }
+                let refs = o.pointer("/metadata/ownerReferences").and_then(Value::as_array);
+                let Some(reference) = refs.and_then(|refs| refs.iter().find(|x| x["uid"] == uid)) else { continue };
+                let blocks = reference["blockOwnerDeletion"] == json!(true);
+                out.push((r.clone(), meta::get(&o, "namespace").map(String::from), meta::name(&o).to_string(), blocks));
             }
         }
         out
@@ -101,12 +106,17 @@ impl Api {
 
     /// Removes the reference to the owner `uid` from each dependent (Orphan).
     pub(crate) async fn orphan(self: &Arc<Self>, dependents: &[Dependent], uid: &str) -> Result<(), ApiError> {
-        for (r, ns, name) in dependents {
+        for (r, ns, name, _) in dependents {
             let result = self
                 .guaranteed_update(r, ns.as_deref(), name, Subresource::Main, &WriteOptions::default(), |current| {
                     let mut o = current.clone();
                     if let Some(refs) = o.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
                         refs.retain(|x| x["uid"] != uid);
+                    }
+                    // no resourceVersion: a write in between (the garbage collector orphaning
+                    // the same dependent, a controller) is read again and retried
+                    if let Some(m) = o.pointer_mut("/metadata").and_then(Value::as_object_mut) {
+                        m.remove("resourceVersion");
                     }
                     Ok(o)
                 })
@@ -128,7 +138,7 @@ impl Api {
             let opts = DeleteOptions { propagation_policy: Some(policy.to_string()), ..Default::default() };
             // several at a time, as upstream's garbage collector works on many dependents at once
             stream::iter(dependents)
-                .for_each_concurrent(DELETE_CONCURRENCY, |(r, ns, name)| {
+                .for_each_concurrent(DELETE_CONCURRENCY, |(r, ns, name, _)| {
                     let (me, opts) = (self.clone(), &opts);
                     async move {
                         if let Err(e) = me.delete(&r, ns.as_deref(), &name, opts).await {
@@ -142,18 +152,23 @@ impl Api {
         })
     }
 
-    /// The rest of a foreground deletion of the marked `owner`: its dependents go first, then the
-    /// finalizer (and with it, when it was the last, the owner).
+    /// The rest of a foreground deletion of the marked `owner`: its dependents are deleted, and
+    /// when none that blocks it is left the finalizer goes (and with it, when it was the last,
+    /// the owner).
     pub(crate) async fn finish_foreground(self: &Arc<Self>, res: &Arc<Resource>, owner: &Value) {
         let deadline = tokio::time::Instant::now() + DEPENDENTS_TIMEOUT;
         let mut pause = Duration::from_millis(50);
         loop {
             let dependents = self.dependents(res, owner);
-            if dependents.is_empty() {
+            if !dependents.iter().any(|d| d.3) {
+                // the others are deleted too, without waiting for them (upstream's GC)
+                if !dependents.is_empty() {
+                    tokio::spawn(self.clone().delete_dependents(dependents, "Foreground"));
+                }
                 break;
             }
             if tokio::time::Instant::now() > deadline {
-                tracing::warn!(resource = %res.qualified(), name = meta::name(owner), "dependents still there; the owner keeps its foregroundDeletion finalizer");
+                tracing::info!(resource = %res.qualified(), name = meta::name(owner), "blocking dependents still there; the garbage collector finishes the foreground deletion");
                 return;
             }
             self.clone().delete_dependents(dependents, "Foreground").await;

@@ -105,7 +105,8 @@ impl Api {
                     Err(StoreError::Conflict { .. }) => continue,
                     Err(e) => return Err(store_error(res, name, e)),
                 }
-                if dependents.is_empty() {
+                // nothing to wait for: the owner goes before the answer
+                if !dependents.iter().any(|d| d.3) {
                     self.finish_foreground(res, &marked).await;
                 } else {
                     let (me, res, owner) = (self.clone(), res.clone(), marked.clone());

@@ -8,6 +8,14 @@
 //! - otherwise (every owner absent, or waiting and the item has no dependents): the item is
 //!   deleted, with the policy its own finalizers ask for (orphan, foregroundDeletion, else
 //!   background).
+//!
+//! And what it does with an owner being deleted (`waiting`, `without_reference`): one waiting
+//! for its dependents loses its `foregroundDeletion` finalizer once no dependent whose
+//! reference has blockOwnerDeletion is left, and until then has those dependents looked at
+//! (which deletes them, as their owner waits); one orphaning its dependents has its reference
+//! removed from each, then loses its `orphan` finalizer.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
 /// What the collector found of one owner reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +80,36 @@ pub fn decide(owners: &[(String, Owner)], has_dependents: bool, finalizers: &[St
     Decision::Delete(policy)
 }
 
+/// What to do with an owner waiting for its dependents (upstream's processDeletingDependentsItem).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Waiting {
+    /// No blocking dependent is left: remove the `foregroundDeletion` finalizer.
+    RemoveFinalizer,
+    /// Look at these blocking dependents (each not itself waiting for its own dependents: that
+    /// one is already being deleted in the foreground).
+    LookAt(Vec<String>),
+}
+
+/// The decision for an owner waiting for its dependents, given its blocking dependents (uid and
+/// whether each waits for its own dependents).
+pub fn waiting(blocking: &[(String, bool)]) -> Waiting {
+    if blocking.is_empty() {
+        return Waiting::RemoveFinalizer;
+    }
+    Waiting::LookAt(blocking.iter().filter(|(_, deleting)| !deleting).map(|(uid, _)| uid.clone()).collect())
+}
+
+/// The owner references of a dependent without the one to `owner`; None when it names no such
+/// owner (nothing to write).
+pub fn without_reference(refs: &[OwnerReference], owner: &str) -> Option<Vec<OwnerReference>> {
+    refs.iter().any(|r| r.uid == owner).then(|| refs.iter().filter(|r| r.uid != owner).cloned().collect())
+}
+
+/// `finalizers` without `finalizer`; None when it is not there.
+pub fn without_finalizer(finalizers: &[String], finalizer: &str) -> Option<Vec<String>> {
+    finalizers.iter().any(|f| f == finalizer).then(|| finalizers.iter().filter(|f| *f != finalizer).cloned().collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,5 +138,25 @@ mod tests {
         assert_eq!(decide(&owners, true, &[]), Decision::Delete(Propagation::Foreground));
         assert_eq!(decide(&owners, false, &[]), Decision::Delete(Propagation::Background));
         assert_eq!(decide(&owners, false, &["foregroundDeletion".into()]), Decision::Delete(Propagation::Foreground));
+    }
+
+    #[test]
+    fn an_owner_waiting_for_dependents_loses_its_finalizer_when_no_blocking_dependent_is_left() {
+        assert_eq!(waiting(&[]), Waiting::RemoveFinalizer);
+        // a dependent that waits for its own dependents is already on its way
+        let blocking = [("d1".to_string(), false), ("d2".to_string(), true)];
+        assert_eq!(waiting(&blocking), Waiting::LookAt(vec!["d1".into()]));
+        assert_eq!(waiting(&[("d2".to_string(), true)]), Waiting::LookAt(vec![]));
+    }
+
+    #[test]
+    fn orphaning_removes_only_the_owners_reference_and_then_the_finalizer() {
+        let r = |uid: &str| OwnerReference { uid: uid.into(), name: uid.into(), ..Default::default() };
+        assert_eq!(without_reference(&[r("a"), r("b")], "a"), Some(vec![r("b")]));
+        assert_eq!(without_reference(&[r("b")], "a"), None, "already orphaned: nothing to write");
+        assert_eq!(without_reference(&[r("a")], "a"), Some(vec![]));
+        let f = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(without_finalizer(&f(&["orphan", "example.com/x"]), "orphan"), Some(f(&["example.com/x"])));
+        assert_eq!(without_finalizer(&f(&["example.com/x"]), "orphan"), None);
     }
 }

@@ -7,11 +7,18 @@
 //! or delete it. So dependents created with a reference to an owner that never existed, or that
 //! went while they were being created, are collected.
 //!
-//! The delete-time half of cascading deletion (propagationPolicy Foreground, Orphan, and the
-//! dependents of a Background delete) stays in the apiserver (`rest/cascade.rs`): it works
-//! whether or not this controller runs, and whatever it leaves behind this controller collects.
-//! This controller therefore skips objects being deleted; it only deletes, patches owner
-//! references, and records events, through the API.
+//! Owners being deleted are finished here as upstream's collector finishes them, whoever marked
+//! them and whenever: one with a deletionTimestamp and the `foregroundDeletion` finalizer has
+//! its dependents looked at (deleted, as their owner waits) and loses the finalizer when no
+//! dependent with blockOwnerDeletion is left; one with the `orphan` finalizer has its reference
+//! removed from every dependent, then loses the finalizer. Both are seen again on every list,
+//! so a restart in the middle, or dependents that take long to go (a grace period, a finalizer
+//! of their own), change nothing. The apiserver does the same at delete time (`rest/cascade.rs`)
+//! so that the common case is fast and also works with this controller turned off; what it
+//! leaves (its wait for dependents gives up after two minutes) this controller finishes.
+//! Decisions that need every dependent (removing a finalizer) wait until each resource has been
+//! listed once. Other objects being deleted are skipped. This controller only deletes, patches
+//! owner references and finalizers, and records events, through the API.
 
 pub mod decide;
 pub mod graph;
@@ -32,8 +39,8 @@ use tracing::Instrument;
 use crate::discovery::{self, Served};
 use crate::recorder::{Recorder, WARNING};
 use crate::workqueue::WorkQueue;
-use decide::{Decision, Owner};
-use graph::{Graph, Node};
+use decide::{Decision, Owner, Waiting};
+use graph::{Graph, Node, Work};
 
 /// How often discovery is read again (upstream's resync of the monitors).
 const DISCOVERY_PERIOD: Duration = Duration::from_secs(30);
@@ -41,6 +48,8 @@ const DISCOVERY_PERIOD: Duration = Duration::from_secs(30);
 const WORKERS: usize = 4;
 /// Owners remembered as absent (upstream's absentOwnerCache holds 500).
 const ABSENT_REMEMBERED: usize = 500;
+/// How soon a decision that needs the whole graph is tried again while it is being listed.
+const UNSYNCED_RETRY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AttemptError {
@@ -69,7 +78,11 @@ pub struct Collector {
     client: kube::Client,
     recorder: Recorder,
     graph: Mutex<Graph>,
-    queue: Arc<WorkQueue<String>>,
+    queue: Arc<WorkQueue<Work>>,
+    /// Monitors that have not finished their first list, and whether discovery ran once: the
+    /// graph is complete when both are done.
+    listing: Mutex<HashSet<String>>,
+    discovered: std::sync::atomic::AtomicBool,
     /// (group, kind) → the resource serving it, from the last discovery.
     kinds: RwLock<HashMap<(String, String), Served>>,
     /// (owner uid, namespace looked in) found absent.
@@ -85,6 +98,8 @@ impl Collector {
             queue: WorkQueue::new(),
             kinds: RwLock::new(HashMap::new()),
             absent: Mutex::new(HashSet::new()),
+            listing: Mutex::new(HashSet::new()),
+            discovered: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -94,10 +109,20 @@ impl Collector {
 
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let me = self.clone();
-        let workers = self.queue.clone().run_workers(WORKERS, stop.clone(), move |uid: String| {
+        let workers = self.queue.clone().run_workers(WORKERS, stop.clone(), move |work: Work| {
             let me = me.clone();
-            let span = tracing::debug_span!("garbagecollector", uid = %uid);
-            async move { me.attempt(&uid).await.map_err(|e| e.to_string()) }.instrument(span)
+            async move {
+                match work {
+                    Work::Attempt(uid) => {
+                        let span = tracing::debug_span!("garbagecollector", uid = %uid);
+                        me.attempt(&uid).instrument(span).await.map_err(|e| e.to_string())
+                    }
+                    Work::Orphan(uid) => {
+                        let span = tracing::debug_span!("garbagecollector-orphan", uid = %uid);
+                        me.orphan(&uid).instrument(span).await.map_err(|e| e.to_string())
+                    }
+                }
+            }
         });
         let monitors = self.clone().keep_monitors(stop);
         tokio::join!(workers, monitors);
@@ -137,6 +162,7 @@ impl Collector {
                 let keep = wanted.contains_key(key) || failed.contains(gv);
                 if !keep {
                     token.cancel();
+                    self.listing().remove(key);
                 }
                 keep
             });
@@ -146,9 +172,11 @@ impl Collector {
                 }
                 let token = stop.child_token();
                 running.insert(key.clone(), token.clone());
+                self.listing().insert(key.clone());
                 let span = tracing::debug_span!("gc-monitor", resource = %key);
                 tokio::spawn(self.clone().monitor(key, served, token).instrument(span));
             }
+            self.discovered.store(true, std::sync::atomic::Ordering::SeqCst);
         }
     }
 
@@ -180,6 +208,7 @@ impl Collector {
                             self.forget(&uid);
                         }
                     }
+                    self.listing().remove(&key);
                 }
                 Some(Ok(watcher::Event::Apply(obj))) => self.observe(&key, &served, obj),
                 Some(Ok(watcher::Event::Delete(obj))) => {
@@ -190,6 +219,7 @@ impl Collector {
             }
         }
         // the resource is no longer served: its objects leave the graph
+        self.listing().remove(&key);
         let gone = self.graph().of_resource(&key);
         for uid in gone {
             self.forget(&uid);
@@ -205,18 +235,29 @@ impl Collector {
             namespace: obj.metadata.namespace.clone().unwrap_or_default(),
             name: obj.metadata.name.clone().unwrap_or_default(),
             owners: obj.metadata.owner_references.clone().unwrap_or_default(),
+            deleting_dependents: deleting_with(&obj, decide::FOREGROUND_FINALIZER),
+            orphaning: deleting_with(&obj, decide::ORPHAN_FINALIZER),
         };
         let todo = self.graph().upsert(&uid, node);
-        for uid in todo {
-            self.queue.add(uid);
+        for work in todo {
+            self.queue.add(work);
         }
     }
 
     fn forget(&self, uid: &str) {
         let todo = self.graph().remove(uid);
-        for uid in todo {
-            self.queue.add(uid);
+        for work in todo {
+            self.queue.add(work);
         }
+    }
+
+    fn listing(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.listing.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether every resource has been listed once (the graph names every dependent).
+    fn synced(&self) -> bool {
+        self.discovered.load(std::sync::atomic::Ordering::SeqCst) && self.listing().is_empty()
     }
 
     fn served(&self, api_version: &str, kind: &str) -> Result<Served, AttemptError> {
@@ -238,11 +279,12 @@ impl Collector {
     /// Looks at the item `uid` (upstream's attemptToDeleteItem).
     async fn attempt(&self, uid: &str) -> Result<(), AttemptError> {
         let Some(node) = self.graph().get(uid).cloned() else { return Ok(()) };
-        // every owner observed (and in the item's namespace or cluster-scoped): nothing to ask
-        // the API (upstream only looks harder at owners its graph has not observed)
-        let observed = {
+        // every owner observed (and in the item's namespace or cluster-scoped), none waiting for
+        // its dependents, the item not waiting for its own: nothing to ask the API (upstream
+        // only looks harder at owners its graph has not observed)
+        let observed = !node.deleting_dependents && {
             let g = self.graph();
-            node.owners.iter().all(|r| g.get(&r.uid).is_some_and(|o| o.namespace.is_empty() || o.namespace == node.namespace))
+            node.owners.iter().all(|r| g.get(&r.uid).is_some_and(|o| (o.namespace.is_empty() || o.namespace == node.namespace) && !o.deleting_dependents))
         };
         if observed {
             return Ok(());
@@ -259,8 +301,12 @@ impl Collector {
             self.forget(uid);
             return Ok(());
         };
-        // being deleted: the apiserver's cascade (or its finalizers' owners) finishes it
+        // being deleted: waiting for its dependents, or on its way (its finalizers' owners, its
+        // node, finish it)
         if latest.metadata.deletion_timestamp.is_some() {
+            if deleting_with(&latest, decide::FOREGROUND_FINALIZER) {
+                return self.finish_waiting(uid, &node, &api, &latest).await;
+            }
             return Ok(());
         }
         let refs = latest.metadata.owner_references.clone().unwrap_or_default();
@@ -303,6 +349,90 @@ impl Collector {
         }
     }
 
+    /// An owner waiting for its dependents (upstream's processDeletingDependentsItem): its
+    /// blocking dependents are looked at until none is left, then the finalizer goes.
+    async fn finish_waiting(&self, uid: &str, node: &Node, api: &kube::Api<DynamicObject>, latest: &DynamicObject) -> Result<(), AttemptError> {
+        let blocking = self.graph().blocking_dependents(uid);
+        match decide::waiting(&blocking) {
+            Waiting::LookAt(dependents) => {
+                for d in dependents {
+                    self.queue.add(Work::Attempt(d));
+                }
+                Ok(())
+            }
+            Waiting::RemoveFinalizer if !self.synced() => {
+                self.queue.add_after(Work::Attempt(uid.to_string()), UNSYNCED_RETRY);
+                Ok(())
+            }
+            Waiting::RemoveFinalizer => {
+                tracing::info!(kind = %node.kind, namespace = %node.namespace, name = %node.name, "no blocking dependents left: removing the foregroundDeletion finalizer");
+                self.remove_finalizer(node, api, latest, decide::FOREGROUND_FINALIZER).await
+            }
+        }
+    }
+
+    /// An owner orphaning its dependents (upstream's attemptToOrphan): the reference to it is
+    /// removed from every dependent, then its `orphan` finalizer.
+    async fn orphan(&self, uid: &str) -> Result<(), AttemptError> {
+        let Some(node) = self.graph().get(uid).cloned() else { return Ok(()) };
+        if !self.synced() {
+            self.queue.add_after(Work::Orphan(uid.to_string()), UNSYNCED_RETRY);
+            return Ok(());
+        }
+        let dependents: Vec<Node> = {
+            let g = self.graph();
+            g.dependents(uid).iter().filter_map(|d| g.get(d).cloned()).collect()
+        };
+        for dependent in dependents {
+            let served = self.served(&dependent.api_version, &dependent.kind)?;
+            let api = self.api(&served, &dependent.namespace);
+            let failed = |verb: &'static str| {
+                let (kind, namespace, name) = (dependent.kind.clone(), dependent.namespace.clone(), dependent.name.clone());
+                move |source| AttemptError::Api { verb, kind, namespace, name, source: Box::new(source) }
+            };
+            let Some(latest) = api.get_opt(&dependent.name).await.map_err(failed("get"))? else { continue };
+            let refs = latest.metadata.owner_references.clone().unwrap_or_default();
+            let Some(kept) = decide::without_reference(&refs, uid) else { continue };
+            let patch =
+                serde_json::json!({"metadata": {"ownerReferences": kept, "resourceVersion": latest.metadata.resource_version, "uid": latest.metadata.uid}});
+            match api.patch(&dependent.name, &PatchParams::default(), &Patch::Merge(patch)).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(failed("patch")(e)),
+            }
+        }
+        let served = self.served(&node.api_version, &node.kind)?;
+        let api = self.api(&served, &node.namespace);
+        let latest = api.get_opt(&node.name).await.map_err(|source| AttemptError::Api {
+            verb: "get",
+            kind: node.kind.clone(),
+            namespace: node.namespace.clone(),
+            name: node.name.clone(),
+            source: Box::new(source),
+        })?;
+        let Some(latest) = latest.filter(|l| l.metadata.uid.as_deref() == Some(uid)) else { return Ok(()) };
+        tracing::info!(kind = %node.kind, namespace = %node.namespace, name = %node.name, "dependents orphaned: removing the orphan finalizer");
+        self.remove_finalizer(&node, &api, &latest, decide::ORPHAN_FINALIZER).await
+    }
+
+    /// Removes `finalizer` from `latest` (a conflict is an error: the item is tried again).
+    async fn remove_finalizer(&self, node: &Node, api: &kube::Api<DynamicObject>, latest: &DynamicObject, finalizer: &str) -> Result<(), AttemptError> {
+        let finalizers = latest.metadata.finalizers.clone().unwrap_or_default();
+        let Some(rest) = decide::without_finalizer(&finalizers, finalizer) else { return Ok(()) };
+        let patch = serde_json::json!({"metadata": {"finalizers": rest, "resourceVersion": latest.metadata.resource_version, "uid": latest.metadata.uid}});
+        match api.patch(&node.name, &PatchParams::default(), &Patch::Merge(patch)).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(source) => Err(AttemptError::Api {
+                verb: "patch",
+                kind: node.kind.clone(),
+                namespace: node.namespace.clone(),
+                name: node.name.clone(),
+                source: Box::new(source),
+            }),
+        }
+    }
+
     /// What the owner `r` of `item` is (upstream's isDangling and classifyReferences); None when
     /// a cluster-scoped item names a namespaced owner.
     async fn owner_state(&self, item: &Node, latest: &DynamicObject, r: &OwnerReference) -> Result<Option<Owner>, AttemptError> {
@@ -336,8 +466,7 @@ impl Collector {
             absent.insert(cached);
             return Ok(Some(Owner::Absent));
         };
-        let waiting = owner.metadata.deletion_timestamp.is_some()
-            && owner.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|x| x == decide::FOREGROUND_FINALIZER));
+        let waiting = deleting_with(&owner, decide::FOREGROUND_FINALIZER);
         Ok(Some(if waiting { Owner::WaitingForDependents } else { Owner::Solid }))
     }
 
@@ -352,6 +481,11 @@ impl Collector {
             ..Default::default()
         }
     }
+}
+
+/// Whether `obj` is being deleted and still carries `finalizer`.
+fn deleting_with(obj: &DynamicObject, finalizer: &str) -> bool {
+    obj.metadata.deletion_timestamp.is_some() && obj.metadata.finalizers.as_ref().is_some_and(|f| f.iter().any(|x| x == finalizer))
 }
 
 #[cfg(test)]
