@@ -231,7 +231,10 @@ impl Controller {
         let template = &spec.job_template;
         let meta = template.metadata.clone().unwrap_or_default();
         let mut annotations = meta.annotations.unwrap_or_default();
-        annotations.insert(SCHEDULED_TIMESTAMP.into(), at.to_zoned(tz.clone()).strftime("%Y-%m-%dT%H:%M:%S%:z").to_string());
+        // RFC 3339 as Go writes it: `Z` for a zero offset
+        let local = at.to_zoned(tz.clone());
+        let offset = if local.offset().seconds() == 0 { "Z".to_string() } else { local.strftime("%:z").to_string() };
+        annotations.insert(SCHEDULED_TIMESTAMP.into(), format!("{}{offset}", local.strftime("%Y-%m-%dT%H:%M:%S")));
         let job = Job {
             metadata: ObjectMeta {
                 name: Some(name.clone()),

@@ -648,7 +648,8 @@ spec:
     assert!(who.starts_with("system:serviceaccount:reader:lister") && who.contains("rc=0"), "{who}");
     let denied = in_cluster("get pods -o name");
     assert!(
-        denied.contains(r#"pods is forbidden: User "system:serviceaccount:reader:lister" cannot list resource "pods" in API group "" in the namespace "reader""#)
+        denied
+            .contains(r#"pods is forbidden: User "system:serviceaccount:reader:lister" cannot list resource "pods" in API group "" in the namespace "reader""#)
             && denied.contains("rc=1"),
         "{denied}"
     );

@@ -586,7 +586,7 @@ async fn cronjobs_run_every_minute_with_forbid_and_replace() {
     let first = format!("hello-{}", at.as_second() / 60);
     let job = job_condition(&d, &first, "Complete");
     assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "CronJob");
-    assert!(job["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"].as_str().is_some_and(|t| t.ends_with("+00:00")), "{job:#}");
+    assert!(job["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"].as_str().is_some_and(|t| t.ends_with(":00Z")), "{job:#}");
     let cj = d.kubectl_until(&["get", "cronjob", "hello"], LIMIT, "hello succeeded", |c| {
         c["status"]["lastSuccessfulTime"].is_string() && c["status"]["active"].is_null()
     });

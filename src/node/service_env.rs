@@ -129,7 +129,11 @@ mod tests {
     #[test]
     fn services_of_the_namespace_with_names_ports_and_protocols() {
         let all = links(vec![
-            service("shop", "my-cart", json!({"clusterIP": "10.43.0.20", "ports": [{"name": "http-alt", "port": 8080}, {"name": "dns", "port": 53, "protocol": "UDP"}]})),
+            service(
+                "shop",
+                "my-cart",
+                json!({"clusterIP": "10.43.0.20", "ports": [{"name": "http-alt", "port": 8080}, {"name": "dns", "port": 53, "protocol": "UDP"}]}),
+            ),
             service("shop", "headless", json!({"clusterIP": "None", "ports": [{"port": 80}]})),
             service("shop", "outside", json!({"type": "ExternalName", "externalName": "example.com"})),
             service("shop", "v6", json!({"clusterIP": "fd00::10", "ports": [{"port": 80}]})),

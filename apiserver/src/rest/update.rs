@@ -18,6 +18,31 @@ use crate::patch::{self, PatchType};
 use crate::resources::Resource;
 use crate::status::{ApiError, FieldError};
 
+/// One try of a guaranteed update: what it writes, and from where its object came.
+struct UpdateTry<'a> {
+    res: &'a Arc<Resource>,
+    ns: Option<&'a str>,
+    name: &'a str,
+    key: &'a str,
+    sub: Subresource,
+    opts: &'a WriteOptions,
+    attempt: u32,
+    /// The object came from the watch cache (it may be behind the store).
+    from_cache: bool,
+}
+
+/// How a try ended.
+enum Attempt {
+    Done(Written),
+    /// Again, from the store's current object.
+    Again,
+}
+
+/// The store's handle on `key` at `revision`, for questions about that revision alone.
+fn stored_at(key: &str, revision: berth_store::Revision) -> berth_store::KeyValue {
+    berth_store::KeyValue { key: key.to_string(), value: Default::default(), create_revision: 0, mod_revision: revision }
+}
+
 /// Which part of an object a write addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Subresource {
@@ -129,99 +154,141 @@ impl Api {
     ) -> Result<Written, ApiError> {
         let key = res.key(&self.store_prefix, ns, name);
         let mut attempt = 0;
+        // The first try starts from the watch cache's copy, as upstream's cacher suggests it: no
+        // store read. The write is a compare-and-swap on its revision, so a copy behind the store
+        // costs a try from the store, never a lost write; and what the first try concluded from
+        // it (an error, a conflict, nothing to write) is asked again of the store's object.
+        let mut use_cache = true;
         loop {
             attempt += 1;
-            let kv = self.store.get(&key, None).await.map_err(|e| store_error(res, name, e))?.ok_or_else(|| ApiError::not_found(res, name))?;
-            let current = decode_kv(&kv).map_err(ApiError::internal)?;
-            let input = compute(&current)?;
-            let precondition = super::parse_rv(meta::get(&input, "resourceVersion"))?;
-            if precondition.is_some_and(|rv| rv != kv.mod_revision) {
-                return Err(ApiError::conflict(res, name));
-            }
-            let (new, mut warnings) = self.prepare_update(res, ns, name, &current, input, sub, opts)?;
-            let mut attrs = Attributes {
-                operation: Operation::Update,
-                resource: res.clone(),
-                subresource: sub.name().to_string(),
-                namespace: ns.filter(|_| res.namespaced).map(String::from),
-                name: name.to_string(),
-                object: Some(new),
-                old_object: Some(current.clone()),
-                user: opts.user.clone(),
-                dry_run: opts.dry_run,
-                warnings: vec![],
-                charged: vec![],
-                reinvocation: Default::default(),
-            };
-            self.admission.admit(self, &mut attrs).await?;
-            let mut new = attrs.object.take().ok_or_else(|| ApiError::internal("admission removed the object"))?;
-            res.strategy.default(&mut new).map_err(ApiError::internal)?;
-            // what the new object holds and the old did not is taken now (given back if the
-            // write does not happen); what only the old held goes once the write is stored
-            let allocations = self.allocations(res).filter(|_| sub == Subresource::Main);
-            let (held, release_after) = match allocations {
-                Some(a) => a.on_update(self, &mut new, &current, opts.dry_run).await?,
-                None => Default::default(),
-            };
-            let give_back = |held: crate::services::alloc::Held| async move {
-                if let Some(a) = allocations.filter(|_| !held.is_empty()) {
-                    a.release(self, &held).await;
+            let cached = if std::mem::take(&mut use_cache) { self.cached_current(res, &key) } else { None };
+            let from_cache = cached.is_some();
+            let (current, mod_revision) = match cached {
+                Some(c) => c,
+                None => {
+                    let kv = self.store.get(&key, None).await.map_err(|e| store_error(res, name, e))?.ok_or_else(|| ApiError::not_found(res, name))?;
+                    (decode_kv(&kv).map_err(ApiError::internal)?, kv.mod_revision)
                 }
             };
-            let mut errs = meta::validate(res, &new);
-            errs.extend(res.strategy.validate_update(&new, &current));
-            if !errs.is_empty() {
-                give_back(held).await;
-                return Err(ApiError::invalid(res, name, &errs));
+            let tried = UpdateTry { res, ns, name, key: &key, sub, opts, attempt, from_cache };
+            match self.update_attempt(&tried, &compute, current, mod_revision).await {
+                Ok(Attempt::Done(written)) => return Ok(written),
+                Ok(Attempt::Again) => {}
+                Err(_) if from_cache => {}
+                Err(e) => return Err(e),
             }
-            attrs.object = Some(new);
-            if let Err(e) = self.admission.validate(self, &mut attrs).await {
-                give_back(held).await;
-                return Err(e);
+        }
+    }
+
+    /// The watch cache's copy of `key` and its revision (None: not there, or no cache).
+    fn cached_current(&self, res: &Resource, key: &str) -> Option<(Value, berth_store::Revision)> {
+        let object = self.cache(res).ok()?.get(key)?;
+        let value = object.value().ok()?;
+        let revision = meta::get(&value, "resourceVersion")?.parse().ok()?;
+        Some((value, revision))
+    }
+
+    /// One try of [`Api::guaranteed_update`] from `current` at `mod_revision`.
+    async fn update_attempt(
+        &self,
+        tried: &UpdateTry<'_>,
+        compute: &impl Fn(&Value) -> Result<Value, ApiError>,
+        current: Value,
+        mod_revision: berth_store::Revision,
+    ) -> Result<Attempt, ApiError> {
+        let UpdateTry { res, ns, name, key, sub, opts, attempt, from_cache } = *tried;
+        let input = compute(&current)?;
+        let precondition = super::parse_rv(meta::get(&input, "resourceVersion"))?;
+        if precondition.is_some_and(|rv| rv != mod_revision) {
+            return Err(ApiError::conflict(res, name));
+        }
+        let (new, mut warnings) = self.prepare_update(res, ns, name, &current, input, sub, opts)?;
+        let mut attrs = Attributes {
+            operation: Operation::Update,
+            resource: res.clone(),
+            subresource: sub.name().to_string(),
+            namespace: ns.filter(|_| res.namespaced).map(String::from),
+            name: name.to_string(),
+            object: Some(new),
+            old_object: Some(current.clone()),
+            user: opts.user.clone(),
+            dry_run: opts.dry_run,
+            warnings: vec![],
+            charged: vec![],
+            reinvocation: Default::default(),
+        };
+        self.admission.admit(self, &mut attrs).await?;
+        let mut new = attrs.object.take().ok_or_else(|| ApiError::internal("admission removed the object"))?;
+        res.strategy.default(&mut new).map_err(ApiError::internal)?;
+        // what the new object holds and the old did not is taken now (given back if the
+        // write does not happen); what only the old held goes once the write is stored
+        let allocations = self.allocations(res).filter(|_| sub == Subresource::Main);
+        let (held, release_after) = match allocations {
+            Some(a) => a.on_update(self, &mut new, &current, opts.dry_run).await?,
+            None => Default::default(),
+        };
+        let give_back = |held: crate::services::alloc::Held| async move {
+            if let Some(a) = allocations.filter(|_| !held.is_empty()) {
+                a.release(self, &held).await;
             }
-            let Some(mut new) = attrs.object.take() else {
-                give_back(held).await;
-                return Err(ApiError::internal("admission removed the object"));
-            };
-            warnings.append(&mut attrs.warnings);
-            if without_rv(&new) == without_rv(&current) && !self.store.needs_rewrite(&kv) {
+        };
+        let mut errs = meta::validate(res, &new);
+        errs.extend(res.strategy.validate_update(&new, &current));
+        if !errs.is_empty() {
+            give_back(held).await;
+            return Err(ApiError::invalid(res, name, &errs));
+        }
+        attrs.object = Some(new);
+        if let Err(e) = self.admission.validate(self, &mut attrs).await {
+            give_back(held).await;
+            return Err(e);
+        }
+        let Some(mut new) = attrs.object.take() else {
+            give_back(held).await;
+            return Err(ApiError::internal("admission removed the object"));
+        };
+        warnings.append(&mut attrs.warnings);
+        if without_rv(&new) == without_rv(&current) && !self.store.needs_rewrite(&stored_at(key, mod_revision)) {
+            crate::admission::rollback(self, &mut attrs).await;
+            give_back(held).await;
+            // nothing to write: said only of the store's current object (the cache's may be behind)
+            if from_cache {
+                return Ok(Attempt::Again);
+            }
+            return Ok(Attempt::Done(Written { object: current, warnings, created: false }));
+        }
+        if opts.dry_run {
+            return Ok(Attempt::Done(Written { object: new, warnings, created: false }));
+        }
+        let finalized = finalized(res, &new);
+        let bytes = to_bytes(&new)?;
+        let result = if finalized {
+            self.store.delete(key, Some(mod_revision)).await.map(|d| d.revision)
+        } else {
+            self.store.update(key, bytes, mod_revision, res.ttl).await.map(|kv| kv.mod_revision)
+        };
+        match result {
+            Ok(rev) => {
+                if let Some(a) = self.allocations(res) {
+                    if finalized {
+                        // gone from the store: everything either version held goes back
+                        give_back(held).await;
+                        a.on_delete(self, &current).await;
+                    } else {
+                        give_back(release_after).await;
+                    }
+                }
+                meta::set(&mut new, "resourceVersion", json!(rev.to_string()));
+                return Ok(Attempt::Done(Written { object: new, warnings, created: false }));
+            }
+            Err(e) => {
+                // the write did not happen: what admission charged goes back
                 crate::admission::rollback(self, &mut attrs).await;
                 give_back(held).await;
-                return Ok(Written { object: current, warnings, created: false });
-            }
-            if opts.dry_run {
-                return Ok(Written { object: new, warnings, created: false });
-            }
-            let finalized = finalized(res, &new);
-            let bytes = to_bytes(&new)?;
-            let result = if finalized {
-                self.store.delete(&key, Some(kv.mod_revision)).await.map(|d| d.revision)
-            } else {
-                self.store.update(&key, bytes, kv.mod_revision, res.ttl).await.map(|kv| kv.mod_revision)
-            };
-            match result {
-                Ok(rev) => {
-                    if let Some(a) = self.allocations(res) {
-                        if finalized {
-                            // gone from the store: everything either version held goes back
-                            give_back(held).await;
-                            a.on_delete(self, &current).await;
-                        } else {
-                            give_back(release_after).await;
-                        }
-                    }
-                    meta::set(&mut new, "resourceVersion", json!(rev.to_string()));
-                    return Ok(Written { object: new, warnings, created: false });
+                if matches!(e, StoreError::Conflict { .. }) && precondition.is_none() && attempt < 16 {
+                    return Ok(Attempt::Again);
                 }
-                Err(e) => {
-                    // the write did not happen: what admission charged goes back
-                    crate::admission::rollback(self, &mut attrs).await;
-                    give_back(held).await;
-                    if matches!(e, StoreError::Conflict { .. }) && precondition.is_none() && attempt < 16 {
-                        continue;
-                    }
-                    return Err(store_error(res, name, e));
-                }
+                return Err(store_error(res, name, e));
             }
         }
     }

@@ -53,9 +53,7 @@ pub async fn run(client: kube::Client, shared: Arc<NodeShared>, mut pods: watch:
             }
             d.pods
                 .iter()
-                .filter_map(|(uid, p)| {
-                    Some((uid.clone(), p.metadata.namespace.clone()?, p.metadata.name.clone()?, p.metadata.deletion_timestamp.is_some()))
-                })
+                .filter_map(|(uid, p)| Some((uid.clone(), p.metadata.namespace.clone()?, p.metadata.name.clone()?, p.metadata.deletion_timestamp.is_some())))
                 .collect()
         };
         let mut writes: Vec<(String, String, Write)> = vec![];
