@@ -605,8 +605,21 @@ async fn a_node_port_answers_on_another_node_for_a_pod_of_the_server_node() {
     assert_eq!(plain_ip(&http_get(&agent_ip, np, "/cgi-bin/ip").expect("cgi")), agent_ip);
 }
 
-/// An HTTP/1.0 GET from this host: the status, the headers (lowercase names) and the body.
-fn http_status(host: &str, port: u16, path: &str) -> std::io::Result<(u16, Vec<(String, String)>, String)> {
+/// An HTTP answer: the status, the headers (lowercase names) and the body.
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> String {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default()
+    }
+}
+
+/// An HTTP/1.0 GET from this host.
+fn http_status(host: &str, port: u16, path: &str) -> std::io::Result<Reply> {
     let addr: SocketAddr = format!("{host}:{port}").parse().map_err(std::io::Error::other)?;
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -617,7 +630,7 @@ fn http_status(host: &str, port: u16, path: &str) -> std::io::Result<(u16, Vec<(
     let mut lines = head.lines();
     let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
     let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
-    Ok((status, headers, body.to_string()))
+    Ok(Reply { status, headers, body: body.to_string() })
 }
 
 /// Polls `host:port` until nothing listens there.
@@ -645,23 +658,22 @@ async fn a_local_load_balancer_serves_its_health_check_node_port_and_the_proxy_i
 
     // any path: 200 with this node's 2 ready endpoints
     let node = c.node_ip.clone();
-    let until = |what: &str, check: &dyn Fn(u16, &Value) -> bool| -> (u16, Vec<(String, String)>, Value) {
+    let until = |what: &str, check: &dyn Fn(u16, &Value) -> bool| -> (Reply, Value) {
         let deadline = Instant::now() + LIMIT;
         loop {
-            if let Ok((status, headers, body)) = http_status(&node, hc, "/any/path") {
-                let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-                if check(status, &v) {
-                    return (status, headers, v);
+            if let Ok(reply) = http_status(&node, hc, "/any/path") {
+                let v: Value = serde_json::from_str(&reply.body).unwrap_or(Value::Null);
+                if check(reply.status, &v) {
+                    return (reply, v);
                 }
             }
             assert!(Instant::now() < deadline, "{what}: not within {LIMIT:?}\nserver log:\n{}", tail(&c.d.log(), 40));
             std::thread::sleep(Duration::from_millis(100));
         }
     };
-    let (_, headers, body) = until("200 with 2 local endpoints", &|s, v| s == 200 && v["localEndpoints"] == 2);
+    let (reply, body) = until("200 with 2 local endpoints", &|s, v| s == 200 && v["localEndpoints"] == 2);
     assert_eq!(body, json!({"service": {"namespace": "default", "name": "lb"}, "localEndpoints": 2, "serviceProxyHealthy": true}));
-    let header = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default();
-    assert_eq!((header("content-type").as_str(), header("x-content-type-options").as_str()), ("application/json", "nosniff"));
+    assert_eq!((reply.header("content-type").as_str(), reply.header("x-content-type-options").as_str()), ("application/json", "nosniff"));
     // on the node port addresses (the node's, by default) only
     match TcpStream::connect_timeout(&format!("127.0.0.1:{hc}").parse().expect("addr"), Duration::from_secs(5)) {
         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}"),
@@ -670,19 +682,20 @@ async fn a_local_load_balancer_serves_its_health_check_node_port_and_the_proxy_i
 
     // no local endpoints: 503
     c.d.kubectl_ok(&["scale", "deployment/web", "--replicas=0"]);
-    let (status, _, body) = until("503 without endpoints", &|s, v| s == 503 && v["localEndpoints"] == 0);
-    assert_eq!((status, &body["serviceProxyHealthy"]), (503, &json!(true)));
+    let (reply, body) = until("503 without endpoints", &|s, v| s == 503 && v["localEndpoints"] == 0);
+    assert_eq!((reply.status, &body["serviceProxyHealthy"]), (503, &json!(true)));
 
     // the proxy's own health
     for path in ["/healthz", "/livez"] {
-        let (status, headers, body) = http_status(&node, 10256, path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        assert_eq!(status, 200, "{path}: {body}");
-        assert!(headers.contains(&("content-type".to_string(), "application/json".to_string())), "{headers:?}");
-        let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+        let reply = http_status(&node, 10256, path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let body = &reply.body;
+        assert_eq!(reply.status, 200, "{path}: {body}");
+        assert_eq!(reply.header("content-type"), "application/json");
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
         assert!(v["lastUpdated"].as_str().is_some_and(|t| t.ends_with(" +0000 UTC")) && v["currentTime"].is_string(), "{body}");
         assert_eq!(v.get("nodeEligible").is_some(), path == "/healthz", "{body}");
     }
-    let (_, _, body) = http_status(&node, 10256, "/healthz").expect("healthz");
+    let body = http_status(&node, 10256, "/healthz").expect("healthz").body;
     assert!(body.contains(r#""nodeEligible": true"#), "{body}");
 
     // the Service goes: so does its health check
@@ -854,7 +867,9 @@ async fn a_udp_client_reaches_the_new_pod_once_its_endpoint_is_replaced() {
     let a_ip = c.ready_pods("udp", 1)[0].1.clone();
     let _echo_a = NetnsEcho::start(pid_of_sleep(&ma), "A");
     let ip = cluster_ip(&c.service("udp"));
-    c.wait_rules("the UDP service", |r| r.contains(&format!("{ip} . udp . 9000 : goto svc-default/udp/udp/9000")) && r.contains(&format!("dnat to {a_ip}:9000")));
+    c.wait_rules("the UDP service", |r| {
+        r.contains(&format!("{ip} . udp . 9000 : goto svc-default/udp/udp/9000")) && r.contains(&format!("dnat to {a_ip}:9000"))
+    });
     let client = UdpClient::start(format!("{ip}:9000").parse().expect("addr"));
     client.wait_for("A", Duration::from_secs(20));
 

@@ -399,14 +399,14 @@ mod tests {
     fn flows_to_a_service_not_translated_to_a_serving_endpoint_are_stale() {
         let svc = UdpService { ips: vec![ip("10.43.0.9"), ip("192.0.2.8")], port: 53, node_port: Some(30053), endpoints: [ip("10.42.0.7")].into() };
         let empty = UdpService { ips: vec![ip("10.43.0.10")], port: 53, node_port: None, endpoints: BTreeSet::new() };
-        let flows = vec![
-            flow("10.42.0.2", "10.43.0.9", 53, "10.42.0.7"),   // to the live endpoint: kept
-            flow("10.42.0.2", "10.43.0.9", 53, "10.42.0.99"),  // to a gone one: stale
-            flow("10.42.0.3", "10.43.0.9", 53, "10.43.0.9"),   // never translated: stale
-            flow("10.42.0.3", "192.0.2.8", 53, "10.42.0.98"),  // the LB IP: stale
-            flow("10.42.0.3", "10.43.0.9", 54, "10.42.0.99"),  // another port: not the Service's
+        let flows = [
+            flow("10.42.0.2", "10.43.0.9", 53, "10.42.0.7"),        // to the live endpoint: kept
+            flow("10.42.0.2", "10.43.0.9", 53, "10.42.0.99"),       // to a gone one: stale
+            flow("10.42.0.3", "10.43.0.9", 53, "10.43.0.9"),        // never translated: stale
+            flow("10.42.0.3", "192.0.2.8", 53, "10.42.0.98"),       // the LB IP: stale
+            flow("10.42.0.3", "10.43.0.9", 54, "10.42.0.99"),       // another port: not the Service's
             flow("198.51.100.1", "192.0.2.1", 30053, "10.42.0.97"), // node port: stale
-            flow("10.42.0.4", "10.43.0.10", 53, "10.42.0.96"), // no endpoints: kept
+            flow("10.42.0.4", "10.43.0.10", 53, "10.42.0.96"),      // no endpoints: kept
         ];
         let mut tcp = flow("10.42.0.5", "10.43.0.9", 53, "10.42.0.99");
         tcp.orig.proto = 6;

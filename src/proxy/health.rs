@@ -141,8 +141,11 @@ fn service_response(namespace: &str, name: &str, endpoints: usize, proxy_healthy
     json_response(status, body)
 }
 
+/// A server's answer to a request for a path.
+type Answer = Arc<dyn Fn(&str) -> Response<Full<Bytes>> + Send + Sync>;
+
 /// Serves `answer` on `listener` (one request per connection) until `stop`.
-async fn serve(listener: TcpListener, stop: CancellationToken, answer: Arc<dyn Fn(&str) -> Response<Full<Bytes>> + Send + Sync>) {
+async fn serve(listener: TcpListener, stop: CancellationToken, answer: Answer) {
     loop {
         let (stream, _) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -319,8 +322,9 @@ mod tests {
         h.queued();
         assert_eq!(body(healthz_response(&h, "/livez")).await.0, 503, "a change waited past the timeout");
         h.updated();
-        let node: Node = serde_json::from_value(serde_json::json!({"metadata": {"name": "n"}, "spec": {"taints": [{"key": TO_BE_DELETED_TAINT, "effect": "NoSchedule"}]}}))
-            .expect("node");
+        let node: Node =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "n"}, "spec": {"taints": [{"key": TO_BE_DELETED_TAINT, "effect": "NoSchedule"}]}}))
+                .expect("node");
         h.node_changed(Some(&node));
         let (status, _, b) = body(healthz_response(&h, "/healthz")).await;
         assert_eq!(status, 503);

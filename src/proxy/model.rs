@@ -338,12 +338,12 @@ mod tests {
                 "externalTrafficPolicy": "Local", "healthCheckNodePort": 32000,
                 "loadBalancerSourceRanges": [" 10.0.0.0/8", "10.1.2.3/16", "192.0.2.1/32", "fd00::/64", "junk"]}}));
         let a = slice(json!({"metadata": {"name": "lb-a"}, "addressType": "IPv4",
-            "ports": [{"port": 8080, "protocol": "TCP"}, {"name": "b", "port": 8081}],
-            "endpoints": [
-                {"addresses": ["10.42.0.7"], "conditions": {"ready": true}, "nodeName": "n"},
-                {"addresses": ["10.42.0.8"], "conditions": {"ready": false}, "nodeName": "n"},
-                {"addresses": ["10.42.0.9"], "conditions": {"ready": true}, "nodeName": "other"},
-            ]}));
+        "ports": [{"port": 8080, "protocol": "TCP"}, {"name": "b", "port": 8081}],
+        "endpoints": [
+            {"addresses": ["10.42.0.7"], "conditions": {"ready": true}, "nodeName": "n"},
+            {"addresses": ["10.42.0.8"], "conditions": {"ready": false}, "nodeName": "n"},
+            {"addresses": ["10.42.0.9"], "conditions": {"ready": true}, "nodeName": "other"},
+        ]}));
         let m = ServiceModel::from_api(&lb, [&a], "n").expect("model");
         assert_eq!(m.source_ranges.iter().map(|p| p.to_string()).collect::<Vec<_>>(), ["10.0.0.0/8", "192.0.2.1/32", "fd00::/64"], "nested and bad ones gone");
         assert_eq!(m.health_check_node_port, Some(32000));

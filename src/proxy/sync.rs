@@ -168,13 +168,7 @@ fn local_addresses() -> Vec<IpAddr> {
     let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return vec![] };
     let mut out: Vec<IpAddr> = addrs
         .filter_map(|a| a.address)
-        .filter_map(|a| {
-            if let Some(v4) = a.as_sockaddr_in() {
-                Some(IpAddr::V4(v4.ip()))
-            } else {
-                a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
-            }
-        })
+        .filter_map(|a| if let Some(v4) = a.as_sockaddr_in() { Some(IpAddr::V4(v4.ip())) } else { a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())) })
         .collect();
     out.sort();
     out.dedup();
@@ -505,7 +499,9 @@ impl Proxy {
     /// addresses in the --nodeport-addresses CIDRs (all of them for 0.0.0.0/0 or ::/0).
     async fn health_bind_addresses(&self) -> BindAddresses {
         match &self.cfg.nodeport_addresses {
-            NodePortAddresses::Primary => BindAddresses::Ips(self.nodes.get("", &self.cfg.node_name).as_deref().map(cluster::node_addresses).unwrap_or_default()),
+            NodePortAddresses::Primary => {
+                BindAddresses::Ips(self.nodes.get("", &self.cfg.node_name).as_deref().map(cluster::node_addresses).unwrap_or_default())
+            }
             NodePortAddresses::Cidrs(cidrs) => {
                 let cidrs: Vec<berth_apiserver::services::cidr::Cidr> =
                     cidrs.iter().filter_map(|c| berth_apiserver::services::cidr::Cidr::parse_network(c).ok()).collect();
