@@ -167,6 +167,10 @@ struct ProxyArgs {
     /// How often the proxy writes its whole table again, repairing drift (a Go duration).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     proxy_sync_period: std::time::Duration,
+    /// Where the proxy serves /healthz and /livez (IP:port), as kube-proxy's
+    /// --healthz-bind-address; empty: not served.
+    #[arg(long, default_value = berth::proxy::DEFAULT_HEALTHZ_BIND_ADDRESS)]
+    proxy_healthz_bind_address: String,
 }
 
 impl ProxyArgs {
@@ -182,6 +186,9 @@ impl ProxyArgs {
         cfg.nodeport_addresses = berth::proxy::NodePortAddresses::parse(&self.nodeport_addresses)?;
         cfg.min_sync_period = self.proxy_min_sync_period;
         cfg.sync_period = self.proxy_sync_period;
+        let healthz = self.proxy_healthz_bind_address.trim();
+        cfg.healthz_bind_address =
+            if healthz.is_empty() { None } else { Some(healthz.parse().map_err(|e| anyhow::anyhow!("--proxy-healthz-bind-address {healthz:?}: {e}"))?) };
         // the node-local DNS answers on the cluster DNS addresses itself: no rules for them
         cfg.skip_cluster_ips = dns.map(|d| d.addresses.clone()).unwrap_or_default();
         Ok(Some(cfg))

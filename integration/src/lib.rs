@@ -185,6 +185,11 @@ impl Daemon {
         if (kind == "server" || kind == "agent") && !opted_in {
             mode.push("--disable-kube-proxy".to_string());
         }
+        // its health server's default (0.0.0.0:10256) would collide between servers too: off
+        // unless the test gives an address of its own
+        if (kind == "server" || kind == "agent") && opted_in && !extra.contains(&"--proxy-healthz-bind-address") {
+            mode.extend(["--proxy-healthz-bind-address".to_string(), String::new()]);
+        }
         // Node-local cluster DNS binds its address (default 10.43.0.10) in the test host's
         // network namespace, where concurrent servers would collide: off unless the test gives
         // an address of its own (`dns::unique_cluster_dns`).

@@ -56,7 +56,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// The server, with more flags.
+    /// The server, with more flags (`@NODE_IP@` in them is the node's address).
     async fn start(extra: &[&str]) -> Cluster {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
@@ -404,6 +404,12 @@ impl OutsideClient {
         c
     }
 
+    /// GET `url` from the namespace, given `seconds`: curl's exit code and the body.
+    fn try_get(&self, url: &str, seconds: u32) -> (i32, String) {
+        let out = Command::new("ip").args(["netns", "exec", &self.netns, "curl", "-s", "-m", &seconds.to_string(), url]).output().expect("curl");
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
     /// GET `url` from the namespace: the body.
     fn get(&self, url: &str) -> String {
         let out = Command::new("ip").args(["netns", "exec", &self.netns, "curl", "-s", "-m", "5", url]).output().expect("curl");
@@ -689,4 +695,284 @@ subjects: [{kind: ServiceAccount, name: lister, namespace: reader}]
         assert!(Instant::now() < deadline, "still allowed after the binding went: {out}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// An HTTP answer: the status, the headers (lowercase names) and the body.
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> String {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default()
+    }
+}
+
+/// An HTTP/1.0 GET from this host.
+fn http_status(host: &str, port: u16, path: &str) -> std::io::Result<Reply> {
+    let addr: SocketAddr = format!("{host}:{port}").parse().map_err(std::io::Error::other)?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((out.as_str(), ""));
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())).collect();
+    Ok(Reply { status, headers, body: body.to_string() })
+}
+
+/// Polls `host:port` until nothing listens there.
+fn wait_closed(host: &str, port: u16, what: &str) {
+    let addr: SocketAddr = format!("{host}:{port}").parse().expect("addr");
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return,
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "{what}: {addr} still open after {LIMIT:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_local_load_balancer_serves_its_health_check_node_port_and_the_proxy_its_healthz() {
+    let c = Cluster::start(&["--proxy-healthz-bind-address", "@NODE_IP@:10256"]).await;
+    c.apply(&backends("web", 2));
+    c.apply("apiVersion: v1\nkind: Service\nmetadata: {name: lb}\nspec:\n  type: LoadBalancer\n  externalTrafficPolicy: Local\n  selector: {app: web}\n  ports: [{name: http, port: 8098, targetPort: http}]\n");
+    c.ready_pods("web", 2);
+    let hc = c.service("lb")["spec"]["healthCheckNodePort"].as_u64().unwrap_or_default() as u16;
+    assert!(hc >= 30000, "a health check node port allocated: {hc}");
+
+    // any path: 200 with this node's 2 ready endpoints
+    let node = c.node_ip.clone();
+    let until = |what: &str, check: &dyn Fn(u16, &Value) -> bool| -> (Reply, Value) {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            if let Ok(reply) = http_status(&node, hc, "/any/path") {
+                let v: Value = serde_json::from_str(&reply.body).unwrap_or(Value::Null);
+                if check(reply.status, &v) {
+                    return (reply, v);
+                }
+            }
+            assert!(Instant::now() < deadline, "{what}: not within {LIMIT:?}\nserver log:\n{}", tail(&c.d.log(), 40));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let (reply, body) = until("200 with 2 local endpoints", &|s, v| s == 200 && v["localEndpoints"] == 2);
+    assert_eq!(body, json!({"service": {"namespace": "default", "name": "lb"}, "localEndpoints": 2, "serviceProxyHealthy": true}));
+    assert_eq!((reply.header("content-type").as_str(), reply.header("x-content-type-options").as_str()), ("application/json", "nosniff"));
+    // on the node port addresses (the node's, by default) only
+    match TcpStream::connect_timeout(&format!("127.0.0.1:{hc}").parse().expect("addr"), Duration::from_secs(5)) {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}"),
+        Ok(_) => panic!("the health check node port answers on 127.0.0.1"),
+    }
+
+    // no local endpoints: 503
+    c.d.kubectl_ok(&["scale", "deployment/web", "--replicas=0"]);
+    let (reply, body) = until("503 without endpoints", &|s, v| s == 503 && v["localEndpoints"] == 0);
+    assert_eq!((reply.status, &body["serviceProxyHealthy"]), (503, &json!(true)));
+
+    // the proxy's own health
+    for path in ["/healthz", "/livez"] {
+        let reply = http_status(&node, 10256, path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let body = &reply.body;
+        assert_eq!(reply.status, 200, "{path}: {body}");
+        assert_eq!(reply.header("content-type"), "application/json");
+        let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+        assert!(v["lastUpdated"].as_str().is_some_and(|t| t.ends_with(" +0000 UTC")) && v["currentTime"].is_string(), "{body}");
+        assert_eq!(v.get("nodeEligible").is_some(), path == "/healthz", "{body}");
+    }
+    let body = http_status(&node, 10256, "/healthz").expect("healthz").body;
+    assert!(body.contains(r#""nodeEligible": true"#), "{body}");
+
+    // the Service goes: so does its health check
+    c.d.kubectl_ok(&["delete", "service", "lb"]);
+    wait_closed(&node, hc, "the health check node port closed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn load_balancer_source_ranges_drop_other_sources_at_the_load_balancer_ip_only() {
+    let c = Cluster::start(&[]).await;
+    c.apply(&backends("web", 1));
+    let outside = OutsideClient::new();
+    let lb = |name: &str, port: u16, ranges: &str| {
+        format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  type: LoadBalancer\n  selector: {{app: web}}\n  loadBalancerSourceRanges: [{ranges}]\n  ports: [{{name: http, port: {port}, targetPort: http}}]\n")
+    };
+    c.apply(&lb("fenced", 8097, &format!("\"{}/32\"", outside.ip)));
+    c.apply(&lb("open", 8096, ""));
+    let pods = c.ready_pods("web", 1);
+    for name in ["fenced", "open"] {
+        c.d.kubectl_until(&["get", "service", name], LIMIT, "a load-balancer address", |s| s["status"]["loadBalancer"]["ingress"][0]["ip"].is_string());
+    }
+    let np = node_port(&c.service("fenced"), 0);
+    let fw = format!("{} . tcp . 8097 : goto fw-default/fenced/tcp/http", c.node_ip);
+    let r = c.wait_rules("the firewall element", |r| r.contains(&fw) && r.contains(&format!("{} . tcp . 8096 : goto ext-default/open/tcp/http", c.node_ip)));
+    assert!(r.contains(&format!("ip saddr != {{ {}/32 }} drop", outside.ip)) || r.contains(&format!("ip saddr != {} drop", outside.ip)), "{r}");
+
+    // inside the range: answered
+    let fenced = format!("http://{}:8097/", c.node_ip);
+    assert_eq!(outside.get(&fenced), pods[0].0);
+
+    // the range no longer holds the client: its packets are dropped (no refusal, a timeout)
+    c.d.kubectl_ok(&["patch", "service", "fenced", "-p", r#"{"spec": {"loadBalancerSourceRanges": ["192.0.2.0/24"]}}"#]);
+    c.wait_rules("the new range", |r| r.contains("ip saddr != { 192.0.2.0/24 } drop") || r.contains("ip saddr != 192.0.2.0/24 drop"));
+    let started = Instant::now();
+    let (code, body) = outside.try_get(&fenced, 3);
+    assert_eq!(code, 28, "curl timed out (dropped), got {code}: {body}");
+    eprintln!("dropped: curl gave up after {:?}", started.elapsed());
+
+    // the other Service, and the node port of this one, still answer the client
+    assert_eq!(outside.get(&format!("http://{}:8096/", c.node_ip)), pods[0].0);
+    assert_eq!(outside.get(&format!("http://{}:{np}/", c.node_ip)), pods[0].0, "node ports are not subject to the ranges");
+}
+
+/// A UDP responder inside a pod's network namespace (entered from this process, by the pid of
+/// the pod's process): answers each datagram on port 9000 with `tag`.
+struct NetnsEcho {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NetnsEcho {
+    fn start(pid: u32, tag: &'static str) -> NetnsEcho {
+        let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).expect("the pod's netns");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            // this thread only: it ends with the responder
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            let sock = std::net::UdpSocket::bind("0.0.0.0:9000").expect("bind 9000 in the pod");
+            sock.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+            ready_tx.send(()).expect("ready");
+            let mut buf = [0u8; 512];
+            while !flag.load(Ordering::SeqCst) {
+                if let Ok((_, peer)) = sock.recv_from(&mut buf) {
+                    let _ = sock.send_to(tag.as_bytes(), peer);
+                }
+            }
+        });
+        ready_rx.recv_timeout(Duration::from_secs(10)).expect("the responder bound");
+        NetnsEcho { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for NetnsEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The host pid of the process whose command line is `sleep <marker>`.
+fn pid_of_sleep(marker: &str) -> u32 {
+    let want = format!("sleep\0{marker}\0");
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            if std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want.as_bytes()) {
+                return pid;
+            }
+        }
+        assert!(Instant::now() < deadline, "no process `sleep {marker}`");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A UDP client on this host sending to `addr` from one source port every 100 ms, keeping the
+/// answers.
+struct UdpClient {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    answers: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl UdpClient {
+    fn start(addr: SocketAddr) -> UdpClient {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let answers = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+        let (flag, seen) = (stop.clone(), answers.clone());
+        let thread = std::thread::spawn(move || {
+            let sock = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+            sock.connect(addr).expect("connect");
+            sock.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+            let mut buf = [0u8; 512];
+            while !flag.load(Ordering::SeqCst) {
+                let _ = sock.send(b"ping");
+                let sent = Instant::now();
+                // the answer, or 100 ms (an ICMP error surfaces as an error: ignored)
+                while sent.elapsed() < Duration::from_millis(100) {
+                    if let Ok(n) = sock.recv(&mut buf) {
+                        seen.lock().expect("answers").push(String::from_utf8_lossy(&buf[..n]).to_string());
+                    }
+                }
+            }
+        });
+        UdpClient { stop, answers, thread: Some(thread) }
+    }
+
+    /// Waits until `tag` answers: how many answers came before.
+    fn wait_for(&self, tag: &str, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        loop {
+            let a = self.answers.lock().expect("answers").clone();
+            if let Some(i) = a.iter().position(|x| x == tag) {
+                return i;
+            }
+            assert!(Instant::now() < deadline, "{tag} never answered within {within:?}; answers: {:?}", &a[a.len().saturating_sub(10)..]);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for UdpClient {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_udp_client_reaches_the_new_pod_once_its_endpoint_is_replaced() {
+    let c = Cluster::start(&[]).await;
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    // markers unique to this test: the pods' processes are found by them
+    let marker = |i: u32| (100_000_000 + (std::process::id() % 1_000_000) * 100 + n * 2 + i).to_string();
+    let (ma, mb) = (marker(0), marker(1));
+    let pod = |name: &str, m: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: udp}}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  - {{name: c, image: BUSYBOX, command: [sleep, \"{m}\"]}}\n")
+    };
+    c.apply("apiVersion: v1\nkind: Service\nmetadata: {name: udp}\nspec:\n  selector: {app: udp}\n  ports: [{port: 9000, protocol: UDP}]\n");
+    c.apply(&pod("udp-a", &ma));
+    let a_ip = c.ready_pods("udp", 1)[0].1.clone();
+    let _echo_a = NetnsEcho::start(pid_of_sleep(&ma), "A");
+    let ip = cluster_ip(&c.service("udp"));
+    c.wait_rules("the UDP service", |r| {
+        r.contains(&format!("{ip} . udp . 9000 : goto svc-default/udp/udp/9000")) && r.contains(&format!("dnat to {a_ip}:9000"))
+    });
+    let client = UdpClient::start(format!("{ip}:9000").parse().expect("addr"));
+    client.wait_for("A", Duration::from_secs(20));
+
+    // a new pod, then the old one goes: the client's flow (one source port, datagrams every
+    // 100 ms) is cleared and its next datagrams reach the new pod
+    c.apply(&pod("udp-b", &mb));
+    let b_ip = c.ready_pods("udp", 2).into_iter().find(|p| p.0 == "udp-b").expect("udp-b").1;
+    let _echo_b = NetnsEcho::start(pid_of_sleep(&mb), "B");
+    c.d.kubectl_ok(&["delete", "pod", "udp-a", "--wait=false"]);
+    c.wait_rules("only the new endpoint", |r| !r.contains(&format!("{a_ip}:9000")) && r.contains(&format!("dnat to {b_ip}:9000")));
+    let switched = Instant::now();
+    client.wait_for("B", Duration::from_secs(20));
+    eprintln!("the new pod answered {:?} after its rules were programmed", switched.elapsed());
 }

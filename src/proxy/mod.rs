@@ -11,8 +11,12 @@
 //! - [`table`]: what was written, and the incremental and full transactions; pure.
 //! - [`nft`]: running `nft`.
 //! - [`sync`]: the watches, the debounced incremental syncs and the periodic full resync.
+//! - [`health`]: the proxy's `/healthz` and the Services' health check node ports.
+//! - [`conntrack`]: deleting stale UDP conntrack entries after endpoints change.
 
 pub mod cluster;
+pub mod conntrack;
+pub mod health;
 pub mod model;
 pub mod nft;
 pub mod rules;
@@ -20,11 +24,13 @@ pub mod ruleset;
 pub mod sync;
 pub mod table;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// The table name by default.
 pub const DEFAULT_TABLE: &str = "berth-proxy";
+/// Where the proxy's health server listens by default (kube-proxy's).
+pub const DEFAULT_HEALTHZ_BIND_ADDRESS: &str = "0.0.0.0:10256";
 
 /// Where node ports are served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +78,8 @@ pub struct ProxyConfig {
     pub min_sync_period: Duration,
     /// How often the whole table is written again (repairing drift).
     pub sync_period: Duration,
+    /// The proxy's `/healthz` and `/livez` (None: not served).
+    pub healthz_bind_address: Option<SocketAddr>,
 }
 
 impl ProxyConfig {
@@ -84,6 +92,7 @@ impl ProxyConfig {
             nodeport_addresses: NodePortAddresses::Primary,
             min_sync_period: Duration::from_millis(20),
             sync_period: Duration::from_secs(3600),
+            healthz_bind_address: None,
         }
     }
 }

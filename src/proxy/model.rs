@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use berth_apiserver::services::cidr::Prefix;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
@@ -108,6 +109,11 @@ pub struct ServiceModel {
     pub internal_local: bool,
     /// externalTrafficPolicy Local (NodePort and LoadBalancer Services only).
     pub external_local: bool,
+    /// `spec.loadBalancerSourceRanges` (networks, host bits cleared; none nested in another):
+    /// the only sources the load-balancer IPs take traffic from.
+    pub source_ranges: Vec<Prefix>,
+    /// `spec.healthCheckNodePort` of a LoadBalancer Service with externalTrafficPolicy Local.
+    pub health_check_node_port: Option<u16>,
 }
 
 /// Why a Service is not proxied.
@@ -177,6 +183,11 @@ impl ServiceModel {
             let t = spec.session_affinity_config.as_ref().and_then(|c| c.client_ip.as_ref()).and_then(|c| c.timeout_seconds);
             t.and_then(|t| u32::try_from(t).ok()).filter(|t| *t > 0).unwrap_or(DEFAULT_AFFINITY_TIMEOUT)
         });
+        let health_check_node_port = (kind == "LoadBalancer" && spec.external_traffic_policy.as_deref() == Some("Local"))
+            .then_some(spec.health_check_node_port)
+            .flatten()
+            .and_then(|p| u16::try_from(p).ok())
+            .filter(|p| *p > 0);
         Ok(ServiceModel {
             namespace,
             name,
@@ -187,8 +198,34 @@ impl ServiceModel {
             affinity_timeout,
             internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
             external_local: external && spec.external_traffic_policy.as_deref() == Some("Local"),
+            source_ranges: source_ranges(spec.load_balancer_source_ranges.iter().flatten()),
+            health_check_node_port,
         })
     }
+
+    /// This node's ready endpoints (one per address and port over all ports), what the health
+    /// check node port reports as `localEndpoints`.
+    pub fn local_ready_endpoints(&self) -> usize {
+        let eps: std::collections::BTreeSet<(IpAddr, u16)> =
+            self.ports.iter().flat_map(|p| p.endpoints.iter()).filter(|e| e.local && e.ready).map(|e| (e.ip, e.port)).collect();
+        eps.len()
+    }
+}
+
+/// Source ranges as networks (as the API's validation, surrounding blanks are tolerated and
+/// host bits cleared; bad ones skipped), without any nested in another (an nftables set of
+/// intervals takes no overlaps).
+fn source_ranges<'a>(items: impl IntoIterator<Item = &'a String>) -> Vec<Prefix> {
+    let mut all: Vec<Prefix> = items.into_iter().filter_map(|s| Prefix::parse(s.trim()).ok()).map(|p| p.masked()).collect();
+    // widest first: a nested one always meets its cover before
+    all.sort_by_key(|p| (p.len, p.addr));
+    let mut kept: Vec<Prefix> = vec![];
+    for p in all {
+        if !kept.iter().any(|k| k.contains_prefix(&p)) {
+            kept.push(p);
+        }
+    }
+    kept
 }
 
 /// The endpoints of the Service port named `port_name` with `protocol`: the first address of
@@ -292,6 +329,31 @@ mod tests {
         assert_eq!(ServiceModel::from_api(&ext, [], "n"), Err(Skip::NotProxied));
         let odd = svc(json!({"metadata": {"namespace": "a", "name": "x;y"}, "spec": {"clusterIP": "10.0.0.1"}}));
         assert!(matches!(ServiceModel::from_api(&odd, [], "n"), Err(Skip::BadName(_))));
+    }
+
+    #[test]
+    fn source_ranges_and_the_health_check_node_port_of_a_local_load_balancer() {
+        let lb = svc(json!({"metadata": {"namespace": "a", "name": "lb"},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.43.0.9", "ports": [{"port": 80, "nodePort": 31000}, {"name": "b", "port": 81, "nodePort": 31001}],
+                "externalTrafficPolicy": "Local", "healthCheckNodePort": 32000,
+                "loadBalancerSourceRanges": [" 10.0.0.0/8", "10.1.2.3/16", "192.0.2.1/32", "fd00::/64", "junk"]}}));
+        let a = slice(json!({"metadata": {"name": "lb-a"}, "addressType": "IPv4",
+        "ports": [{"port": 8080, "protocol": "TCP"}, {"name": "b", "port": 8081}],
+        "endpoints": [
+            {"addresses": ["10.42.0.7"], "conditions": {"ready": true}, "nodeName": "n"},
+            {"addresses": ["10.42.0.8"], "conditions": {"ready": false}, "nodeName": "n"},
+            {"addresses": ["10.42.0.9"], "conditions": {"ready": true}, "nodeName": "other"},
+        ]}));
+        let m = ServiceModel::from_api(&lb, [&a], "n").expect("model");
+        assert_eq!(m.source_ranges.iter().map(|p| p.to_string()).collect::<Vec<_>>(), ["10.0.0.0/8", "192.0.2.1/32", "fd00::/64"], "nested and bad ones gone");
+        assert_eq!(m.health_check_node_port, Some(32000));
+        assert_eq!(m.local_ready_endpoints(), 2, "10.42.0.7:8080 and :8081");
+        // externalTrafficPolicy Cluster: no health check
+        let mut cluster = lb.clone();
+        if let Some(s) = cluster.spec.as_mut() {
+            s.external_traffic_policy = Some("Cluster".into());
+        }
+        assert_eq!(ServiceModel::from_api(&cluster, [&a], "n").expect("model").health_check_node_port, None);
     }
 
     #[test]

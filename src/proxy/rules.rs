@@ -53,6 +53,9 @@ pub struct Context {
     pub masquerade_off_cluster: bool,
     /// Cluster IPs not to program (the node-local DNS answers on them itself).
     pub skip_cluster_ips: Vec<IpAddr>,
+    /// This node's addresses: a load-balancer source range that holds one also lets in the
+    /// node's own traffic to the load-balancer IP (its source is then that IP).
+    pub node_ips: Vec<IpAddr>,
 }
 
 /// The skeleton of the table of family `f`.
@@ -64,6 +67,7 @@ pub fn skeleton(f: Family, base: &Base) -> Fragment {
     t.map("service-nodeports", "type inet_proto . inet_service : verdict ;".to_string());
     t.map("no-endpoint-services", format!("type {addr} . inet_proto . inet_service : verdict ;"));
     t.map("no-endpoint-nodeports", "type inet_proto . inet_service : verdict ;".to_string());
+    t.map("firewall-ips", format!("type {addr} . inet_proto . inet_service : verdict ;"));
     t.set("cluster-ips", format!("type {addr} ;"), true);
     t.set("hairpin-endpoints", format!("type {addr} . {addr} ;"), true);
     for name in ["pod-cidrs", "service-cidrs", "nodeport-ips"] {
@@ -83,6 +87,8 @@ pub fn skeleton(f: Family, base: &Base) -> Fragment {
     t.chain("nat-prerouting".into(), Chain::hooked(&hook("nat", "prerouting", "dstnat"), rules(&["jump services"])));
     t.chain("nat-output".into(), Chain::hooked(&hook("nat", "output", "-100"), rules(&["jump services"])));
     t.chain("nat-postrouting".into(), Chain::hooked(&hook("nat", "postrouting", "srcnat"), rules(&["jump masquerading"])));
+    // before DNAT: the load-balancer source ranges judge the destination as the client sent it
+    t.chain("filter-prerouting".into(), Chain::hooked(&hook("filter", "prerouting", "-110"), rules(&["ct state new jump firewall-check"])));
     t.chain(
         "filter-input".into(),
         Chain::hooked(&hook("filter", "input", "-110"), rules(&["ct state new jump nodeport-endpoints-check", "ct state new jump service-endpoints-check"])),
@@ -91,7 +97,10 @@ pub fn skeleton(f: Family, base: &Base) -> Fragment {
         "filter-forward".into(),
         Chain::hooked(&hook("filter", "forward", "-110"), rules(&["ct state new jump service-endpoints-check", "ct state new jump cluster-ips-check"])),
     );
-    t.chain("filter-output".into(), Chain::hooked(&hook("filter", "output", "-110"), rules(&["ct state new jump service-endpoints-check"])));
+    t.chain(
+        "filter-output".into(),
+        Chain::hooked(&hook("filter", "output", "-110"), rules(&["ct state new jump service-endpoints-check", "ct state new jump firewall-check"])),
+    );
     t.chain("filter-output-post-dnat".into(), Chain::hooked(&hook("filter", "output", "-90"), rules(&["ct state new jump cluster-ips-check"])));
     t.chain(
         "services".into(),
@@ -110,6 +119,7 @@ pub fn skeleton(f: Family, base: &Base) -> Fragment {
         ]),
     );
     t.chain("mark-for-masquerade".into(), Chain::new(vec![format!("meta mark set meta mark | {MASQUERADE_MARK}")]));
+    t.chain("firewall-check".into(), Chain::new(vec![format!("{a} daddr . meta l4proto . th dport vmap @firewall-ips")]));
     t.chain("service-endpoints-check".into(), Chain::new(vec![format!("{a} daddr . meta l4proto . th dport vmap @no-endpoint-services")]));
     t.chain(
         "nodeport-endpoints-check".into(),
@@ -144,6 +154,7 @@ pub fn service(f: Family, svc: &ServiceModel, ctx: &Context) -> Fragment {
     let mut externals: Vec<IpAddr> = svc.external_ips.iter().chain(&svc.load_balancer_ips).filter(|ip| f.has(ip)).copied().collect();
     externals.sort();
     externals.dedup();
+    let firewall = firewall_sources(f, svc, ctx);
     for port in &svc.ports {
         let id = port_id(svc, port);
         let proto = port.protocol.nft();
@@ -228,6 +239,16 @@ pub fn service(f: Family, svc: &ServiceModel, ctx: &Context) -> Fragment {
             }
         }
 
+        // load-balancer source ranges: other sources are dropped before DNAT (node ports and
+        // external IPs are not subject to them, as upstream)
+        if let Some(sources) = &firewall {
+            let fw_chain = format!("fw-{id}");
+            frag.chain(fw_chain.clone(), Chain::new(vec![format!("{a} saddr != {{ {} }} drop", sources.join(", "))]));
+            for ip in svc.load_balancer_ips.iter().filter(|ip| f.has(ip)) {
+                frag.entry("firewall-ips", key(ip), format!("goto {fw_chain}"));
+            }
+        }
+
         // node ports, external and load-balancer IPs
         if !has_external {
             continue;
@@ -264,6 +285,23 @@ pub fn service(f: Family, svc: &ServiceModel, ctx: &Context) -> Fragment {
     frag
 }
 
+/// The sources a Service's load-balancer IPs of family `f` take traffic from (None: any):
+/// its source ranges of that family, and its load-balancer IPs when a range holds one of the
+/// node's addresses (the node reaching the IP as a local address sends from it).
+fn firewall_sources(f: Family, svc: &ServiceModel, ctx: &Context) -> Option<Vec<String>> {
+    let ranges: Vec<_> = svc.source_ranges.iter().filter(|r| f.has(&r.addr)).collect();
+    if ranges.is_empty() || !svc.load_balancer_ips.iter().any(|ip| f.has(ip)) {
+        return None;
+    }
+    let mut out: Vec<String> = ranges.iter().map(|r| r.to_string()).collect();
+    if ctx.node_ips.iter().any(|n| ranges.iter().any(|r| r.contains(n))) {
+        // one already inside a range would overlap it in the set
+        let lb = svc.load_balancer_ips.iter().filter(|ip| f.has(ip) && !ranges.iter().any(|r| r.contains(ip)));
+        out.extend(lb.map(|ip| ip.to_string()));
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,11 +326,13 @@ mod tests {
             affinity_timeout: None,
             internal_local: false,
             external_local: false,
+            source_ranges: vec![],
+            health_check_node_port: None,
         }
     }
 
     fn ctx() -> Context {
-        Context { masquerade_off_cluster: true, skip_cluster_ips: vec![] }
+        Context { masquerade_off_cluster: true, skip_cluster_ips: vec![], node_ips: vec![ip("192.0.2.50")] }
     }
 
     fn rules<'a>(f: &'a Fragment, chain: &str) -> &'a [String] {
@@ -369,6 +409,39 @@ mod tests {
     }
 
     #[test]
+    fn load_balancer_source_ranges_drop_other_sources_of_the_load_balancer_ips_only() {
+        let prefix = |s: &str| berth_apiserver::services::cidr::Prefix::parse(s).expect("prefix");
+        let mut s = web(vec![ep("10.42.0.7", true, true)]);
+        s.ports[0].node_port = Some(30080);
+        s.load_balancer_ips = vec![ip("192.0.2.8"), ip("fd00::8")];
+        s.external_ips = vec![ip("192.0.2.7")];
+        s.source_ranges = vec![prefix("198.51.100.0/24"), prefix("fd00:1::/64")];
+        let f = service(Family::V4, &s, &ctx());
+        let fw = "fw-default/web/tcp/http";
+        assert_eq!(rules(&f, fw), ["ip saddr != { 198.51.100.0/24 } drop"]);
+        assert_eq!(value(&f, "firewall-ips", "192.0.2.8 . tcp . 80"), Some("goto fw-default/web/tcp/http"));
+        assert_eq!(f.elements.keys().filter(|(m, _)| m == "firewall-ips").count(), 1, "not the external IP, not the node port");
+        // a range holding the node's address lets the node's own traffic (from the LB IP) in
+        s.source_ranges.push(prefix("192.0.2.48/28"));
+        let f = service(Family::V4, &s, &ctx());
+        assert_eq!(rules(&f, fw), ["ip saddr != { 198.51.100.0/24, 192.0.2.48/28, 192.0.2.8 } drop"]);
+        // the IPv6 table has its own ranges; without ranges of a family its LB IPs are open
+        let mut s6 = s.clone();
+        s6.cluster_ips = vec![ip("10.43.0.5"), ip("fd00:43::5")];
+        let f6 = service(Family::V6, &s6, &ctx());
+        assert_eq!(rules(&f6, fw), ["ip6 saddr != { fd00:1::/64 } drop"]);
+        s.source_ranges.retain(|r| r.addr.is_ipv6());
+        assert!(!service(Family::V4, &s, &ctx()).chains.contains_key(fw));
+        // without endpoints the filter stays (the reject comes after it)
+        let mut empty = web(vec![]);
+        empty.load_balancer_ips = vec![ip("192.0.2.8")];
+        empty.source_ranges = vec![prefix("198.51.100.0/24")];
+        let f = service(Family::V4, &empty, &ctx());
+        assert_eq!(value(&f, "firewall-ips", "192.0.2.8 . tcp . 80"), Some("goto fw-default/web/tcp/http"));
+        assert_eq!(value(&f, "no-endpoint-services", "192.0.2.8 . tcp . 80"), Some("goto reject-chain"));
+    }
+
+    #[test]
     fn internal_traffic_policy_local_uses_local_endpoints_or_drops() {
         let mut s = web(vec![ep("10.42.0.7", true, true), ep("10.42.1.7", true, false)]);
         s.internal_local = true;
@@ -399,7 +472,7 @@ mod tests {
     #[test]
     fn skipped_cluster_ips_and_other_families_program_nothing_for_them() {
         let s = web(vec![ep("10.42.0.7", true, true)]);
-        let skip = Context { masquerade_off_cluster: false, skip_cluster_ips: vec![ip("10.43.0.5")] };
+        let skip = Context { masquerade_off_cluster: false, skip_cluster_ips: vec![ip("10.43.0.5")], node_ips: vec![] };
         let f = service(Family::V4, &s, &skip);
         assert_eq!(f.elements.keys().map(|(set, _)| set.as_str()).collect::<Vec<_>>(), ["hairpin-endpoints"], "no cluster IP elements");
         assert_eq!(rules(&f, "svc-default/web/tcp/http"), ["meta l4proto tcp dnat to 10.42.0.7:8080"], "no pod CIDRs: no masquerade rule");

@@ -7,6 +7,7 @@
 //! stays, so established connections and the rules survive a restart of the agent.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,12 +22,14 @@ use tracing::Instrument;
 use berth_control::informer::{key_of, Change, Informer, ObjectKey};
 
 use super::cluster;
+use super::conntrack;
+use super::health::{self, BindAddresses, ProxyHealth, ServiceHealthServers};
 use super::model::{ServiceModel, Skip, SERVICE_NAME_LABEL};
 use super::nft;
 use super::rules::{self, Context};
 use super::ruleset::{Family, Fragment, Owner};
 use super::table::TableState;
-use super::ProxyConfig;
+use super::{NodePortAddresses, ProxyConfig};
 
 /// How long a change waits for more before a sync starts.
 const COALESCE: Duration = Duration::from_millis(5);
@@ -44,15 +47,21 @@ struct Pending {
     full: bool,
 }
 
-#[derive(Default)]
 struct Dirty {
     pending: Mutex<Pending>,
     notify: Notify,
+    /// Told of every change waiting for a sync.
+    health: Arc<ProxyHealth>,
 }
 
 impl Dirty {
+    fn new(health: Arc<ProxyHealth>) -> Dirty {
+        Dirty { pending: Mutex::default(), notify: Notify::new(), health }
+    }
+
     fn mark(&self, f: impl FnOnce(&mut Pending)) {
         f(&mut self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        self.health.queued();
         self.notify.notify_one();
     }
 
@@ -85,7 +94,12 @@ async fn run_inner(client: kube::Client, cfg: ProxyConfig, mut stop: watch::Rece
             token.cancel();
         });
     }
-    let dirty = Arc::new(Dirty::default());
+    // upstream's health timeout: two sync periods
+    let health = ProxyHealth::new(cfg.sync_period.saturating_mul(2));
+    if let Some(addr) = cfg.healthz_bind_address {
+        tokio::spawn(health::serve_healthz(addr, health.clone(), token.clone()).in_current_span());
+    }
+    let dirty = Arc::new(Dirty::new(health.clone()));
     let services: Arc<Informer<Service>> = Informer::new();
     let slices: Arc<Informer<EndpointSlice>> = Informer::new();
     let nodes: Arc<Informer<Node>> = Informer::new();
@@ -110,7 +124,13 @@ async fn run_inner(client: kube::Client, cfg: ProxyConfig, mut stop: watch::Rece
             }
         });
         let d = dirty.clone();
+        let (own_name, own_health) = (cfg.node_name.clone(), health.clone());
         nodes.on_change(move |c| {
+            match c {
+                Change::Added(n) | Change::Updated { new: n, .. } if n.name_any() == own_name => own_health.node_changed(Some(n)),
+                Change::Deleted(n) if n.name_any() == own_name => own_health.node_changed(None),
+                _ => {}
+            }
             // heartbeats change nothing the proxy uses: only pod CIDRs and addresses count
             let relevant = match c {
                 Change::Updated { old, new } => {
@@ -138,9 +158,21 @@ async fn run_inner(client: kube::Client, cfg: ProxyConfig, mut stop: watch::Rece
     if tokio::time::timeout(SECONDARY_SYNC_WAIT, secondary).await.is_err() {
         tracing::warn!("Nodes or ServiceCIDRs not listed yet: the first sync goes ahead without them");
     }
-    let mut proxy = Proxy::new(cfg, services, slices, nodes, cidrs);
+    let mut proxy = Proxy::new(cfg, services, slices, nodes, cidrs, health);
     proxy.serve(dirty, token).await;
     tracing::info!("service proxy stopped; its rules stay in place");
+}
+
+/// The addresses of this host's interfaces.
+fn local_addresses() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return vec![] };
+    let mut out: Vec<IpAddr> = addrs
+        .filter_map(|a| a.address)
+        .filter_map(|a| if let Some(v4) = a.as_sockaddr_in() { Some(IpAddr::V4(v4.ip())) } else { a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())) })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The node's bridges hand frames to iptables/nftables (br_netfilter), so the reply of a pod to
@@ -180,6 +212,10 @@ struct Proxy {
     contexts: HashMap<Family, Context>,
     /// The next full sync makes the tables anew (after a full sync failed).
     recreate: bool,
+    health: Arc<ProxyHealth>,
+    /// The health check node ports' servers, and where they listen (settled at full syncs).
+    health_checks: ServiceHealthServers,
+    health_bind: BindAddresses,
 }
 
 /// The outcome of one sync, for the log.
@@ -195,13 +231,29 @@ impl Proxy {
         slices: Arc<Informer<EndpointSlice>>,
         nodes: Arc<Informer<Node>>,
         cidrs: Arc<Informer<ServiceCIDR>>,
+        health: Arc<ProxyHealth>,
     ) -> Proxy {
         let tables = Family::ALL.iter().map(|f| (*f, TableState::new(*f, &cfg.table))).collect();
-        Proxy { cfg, services, slices, nodes, cidrs, tables, contexts: HashMap::new(), recreate: false }
+        let health_checks = ServiceHealthServers::new(health.clone());
+        Proxy {
+            cfg,
+            services,
+            slices,
+            nodes,
+            cidrs,
+            tables,
+            contexts: HashMap::new(),
+            recreate: false,
+            health,
+            health_checks,
+            health_bind: BindAddresses::Ips(vec![]),
+        }
     }
 
     async fn serve(&mut self, dirty: Arc<Dirty>, token: CancellationToken) {
         dirty.mark(|p| p.full = true);
+        // as upstream: healthy from the start, in case no sync ever succeeds
+        self.health.updated();
         let mut last_start = Instant::now() - self.cfg.min_sync_period;
         let mut last_full = Instant::now();
         let mut failures = 0u32;
@@ -225,6 +277,7 @@ impl Proxy {
             match result {
                 Ok(s) => {
                     failures = 0;
+                    self.health.updated();
                     if s.full {
                         last_full = Instant::now();
                         let (chains, rules) = self.tables.get(&Family::V4).map(TableState::counts).unwrap_or_default();
@@ -270,7 +323,8 @@ impl Proxy {
             &self.cfg.cluster_cidrs,
             &self.cfg.nodeport_addresses,
         );
-        let ctx = Context { masquerade_off_cluster: !base.pod_cidrs.is_empty(), skip_cluster_ips: self.cfg.skip_cluster_ips.clone() };
+        let node_ips = own.as_deref().map(cluster::node_addresses).unwrap_or_default().into_iter().filter(|ip| f.has(ip)).collect();
+        let ctx = Context { masquerade_off_cluster: !base.pod_cidrs.is_empty(), skip_cluster_ips: self.cfg.skip_cluster_ips.clone(), node_ips };
         (rules::skeleton(f, &base), ctx)
     }
 
@@ -335,16 +389,17 @@ impl Proxy {
             text.push_str(&plan.text);
             plans.push((f, plan));
         }
-        let changed = models.into_iter().map(|(_, _, label)| label).collect();
-        if text.is_empty() {
-            return Ok(Synced { full: false, changed: vec![] });
-        }
-        nft::apply(&text).await?;
-        for (f, plan) in plans {
-            if let Some(t) = self.tables.get_mut(&f) {
-                t.commit(plan);
+        let changed = if text.is_empty() { vec![] } else { models.iter().map(|(_, _, label)| label.clone()).collect() };
+        if !text.is_empty() {
+            nft::apply(&text).await?;
+            for (f, plan) in plans {
+                if let Some(t) = self.tables.get_mut(&f) {
+                    t.commit(plan);
+                }
             }
         }
+        let models: Vec<(ObjectKey, Option<ServiceModel>)> = models.into_iter().map(|(k, m, _)| (k, m)).collect();
+        self.after_sync(models, false).await;
         Ok(Synced { full: false, changed })
     }
 
@@ -414,6 +469,48 @@ impl Proxy {
         }
         self.contexts = contexts;
         self.recreate = false;
+        self.health_bind = self.health_bind_addresses().await;
+        let models = models.into_iter().map(|m| ((m.namespace.clone(), m.name.clone()), Some(m))).collect();
+        self.after_sync(models, true).await;
         Ok(Synced { full: true, changed: vec![] })
+    }
+
+    /// What follows a sync that wrote the rules of `models` (every Service with `all`): the
+    /// health check servers, and the stale UDP conntrack entries of their Services.
+    async fn after_sync(&mut self, models: Vec<(ObjectKey, Option<ServiceModel>)>, all: bool) {
+        let wants = models.iter().map(|(k, m)| (k.clone(), m.as_ref().and_then(|m| m.health_check_node_port.map(|p| (p, m.local_ready_endpoints())))));
+        self.health_checks.sync(self.health_bind.clone(), wants.collect(), all).await;
+        let families: Vec<Family> = Family::ALL.into_iter().filter(|f| self.wanted(*f)).collect();
+        let skip = self.cfg.skip_cluster_ips.clone();
+        let work = tokio::task::spawn_blocking(move || {
+            for f in families {
+                let udp = conntrack::udp_services(f, models.iter().filter_map(|(_, m)| m.as_ref()), &skip);
+                match conntrack::clear_stale(f, &udp) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(family = f.nft(), deleted = n, "stale UDP conntrack entries"),
+                    Err(e) => tracing::warn!(family = f.nft(), error = %e, "cannot clear stale UDP conntrack entries"),
+                }
+            }
+        });
+        let _ = work.await;
+    }
+
+    /// Where health check node ports listen: the node's addresses (`primary`), or the local
+    /// addresses in the --nodeport-addresses CIDRs (all of them for 0.0.0.0/0 or ::/0).
+    async fn health_bind_addresses(&self) -> BindAddresses {
+        match &self.cfg.nodeport_addresses {
+            NodePortAddresses::Primary => {
+                BindAddresses::Ips(self.nodes.get("", &self.cfg.node_name).as_deref().map(cluster::node_addresses).unwrap_or_default())
+            }
+            NodePortAddresses::Cidrs(cidrs) => {
+                let cidrs: Vec<berth_apiserver::services::cidr::Cidr> =
+                    cidrs.iter().filter_map(|c| berth_apiserver::services::cidr::Cidr::parse_network(c).ok()).collect();
+                if cidrs.iter().any(|c| c.prefix() == 0) {
+                    return BindAddresses::Any;
+                }
+                let local = tokio::task::spawn_blocking(local_addresses).await.unwrap_or_default();
+                BindAddresses::Ips(local.into_iter().filter(|ip| cidrs.iter().any(|c| c.contains(ip))).collect())
+            }
+        }
     }
 }

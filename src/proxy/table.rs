@@ -387,6 +387,8 @@ mod tests {
             affinity_timeout: None,
             internal_local: false,
             external_local: false,
+            source_ranges: vec![],
+            health_check_node_port: None,
         }
     }
 
