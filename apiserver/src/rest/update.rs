@@ -279,7 +279,7 @@ impl Api {
                     }
                 }
                 meta::set(&mut new, "resourceVersion", json!(rev.to_string()));
-                return Ok(Attempt::Done(Written { object: new, warnings, created: false }));
+                Ok(Attempt::Done(Written { object: new, warnings, created: false }))
             }
             Err(e) => {
                 // the write did not happen: what admission charged goes back
@@ -288,7 +288,7 @@ impl Api {
                 if matches!(e, StoreError::Conflict { .. }) && precondition.is_none() && attempt < 16 {
                     return Ok(Attempt::Again);
                 }
-                return Err(store_error(res, name, e));
+                Err(store_error(res, name, e))
             }
         }
     }
