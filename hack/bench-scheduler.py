@@ -9,6 +9,10 @@ its Node status only every 5 minutes when nothing changes), takes the scheduler'
 (kube-system/kube-scheduler) for a holder of its own, creates the pods in bulk and prints the
 server's RSS (the baseline without a scheduler).
 
+--phase baseline (the same data once more, a server without its scheduler): after 10 s, the
+server's RSS: the same nodes, bound pods and Events, without the scheduler (its share is the
+difference).
+
 --phase schedule (the same data, a server with its scheduler, which waits for the Lease): opens a
 pod watch, releases the Lease and follows the watch until every pod is bound. Prints one table
 row: nodes, pods, pods/s (first to last binding, as scheduler_perf's throughput counts pods
@@ -182,10 +186,17 @@ def main():
     p.add_argument("--nodes", type=int, required=True)
     p.add_argument("--pods", type=int, default=10000)
     p.add_argument("--workers", type=int, default=8)
-    p.add_argument("--phase", choices=["create", "schedule"], required=True)
+    p.add_argument("--phase", choices=["create", "schedule", "baseline"], required=True)
     args = p.parse_args()
 
     stop = threading.Event()
+    if args.phase == "baseline":
+        # the same objects (bound pods, their events, the nodes), no scheduler: settled RSS
+        threading.Thread(target=heartbeats, args=(args, stop), daemon=True).start()
+        time.sleep(10)
+        print(f"{rss_mib(args.pid):.0f}")
+        stop.set()
+        return
     if args.phase == "create":
         register_nodes(args)
         threading.Thread(target=heartbeats, args=(args, stop), daemon=True).start()

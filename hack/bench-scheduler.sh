@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The scheduler benchmark (issue 18): for each node count (default 1,000 and 5,000) starts
 # `berth server` without its scheduler (embedded store, temp data dir), registers fake nodes
-# (Node objects only; hack/bench-scheduler.py keeps their Ready heartbeats going), holds the
-# scheduler's Lease, creates 10,000 pods and notes the RSS (no scheduler); then restarts the
-# server on the same data with its scheduler, which waits for the Lease, releases it and follows
-# a pod watch until every pod is bound: pods scheduled per second (first to last binding, over
-# pods already created, as scheduler_perf's SchedulingThroughput), the time from the Lease's
-# release to the last binding, and the server's RSS with the scheduler.
+# (Node objects, Ready once; hack/bench-scheduler.py renews their Leases as kubelets do), holds
+# the scheduler's Lease and creates 10,000 pods; then restarts the server on the same data with
+# its scheduler, which waits for the Lease, releases it and follows a pod watch until every pod
+# is bound: pods scheduled per second (first to last binding, over pods already created, as
+# scheduler_perf's SchedulingThroughput), the time from the Lease's release to the last
+# binding, and the server's RSS with the scheduler at the last binding; then starts the server
+# once more on that data without its scheduler and notes its RSS after 10 s (the same nodes,
+# bound pods and Events: the scheduler's share is the difference).
 #   hack/bench-scheduler.sh                                   release build, 1000 and 5000 nodes
 #   BERTH_BIN=target/debug/berth hack/bench-scheduler.sh --nodes 100 --pods 1000
 # Temp dirs go under $TMPDIR (default /tmp).
@@ -51,13 +53,17 @@ printf '%-8s %-8s %-10s %-12s %-10s %-14s\n' nodes pods "pods/s" "all bound s" "
 for n in "${node_counts[@]}"; do
     dir=$(mktemp -d "${TMPDIR:-/tmp}/berth-bench-sched.XXXXXX"); dirs+=("$dir")
     start_server "$dir" --disable-scheduler; pids+=("$pid")
-    baseline=$(python3 hack/bench-scheduler.py "$dir/data/server" "$url" "$pid" --nodes "$n" --phase create "${pass[@]}")
+    python3 hack/bench-scheduler.py "$dir/data/server" "$url" "$pid" --nodes "$n" --phase create "${pass[@]}" >/dev/null
     kill "$pid"; wait "$pid" 2>/dev/null || true
     start_server "$dir"; pids+=("$pid")
     # BERTH_BENCH_PERF=<file>: perf record of the server while it schedules (call graphs)
     if [ -n "${BERTH_BENCH_PERF:-}" ]; then perf record -F ${BERTH_BENCH_PERF_FREQ:-499} ${BERTH_BENCH_PERF_CALLGRAPH:--g} -p "$pid" -o "$BERTH_BENCH_PERF.$n" >/dev/null 2>&1 & perf_pid=$!; fi
     result=$(python3 hack/bench-scheduler.py "$dir/data/server" "$url" "$pid" --nodes "$n" --phase schedule "${pass[@]}")
     if [ -n "${BERTH_BENCH_PERF:-}" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null || true; fi
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    # the same data again without the scheduler: the RSS it is compared with
+    start_server "$dir" --disable-scheduler; pids+=("$pid")
+    baseline=$(python3 hack/bench-scheduler.py "$dir/data/server" "$url" "$pid" --nodes "$n" --phase baseline "${pass[@]}")
     kill "$pid"; wait "$pid" 2>/dev/null || true
     printf '%s %-14s\n' "$result" "$baseline"
 done
