@@ -31,12 +31,14 @@ pub struct Allocator {
 }
 
 /// `a.b.c.d/n` → (address, prefix), the address masked.
+/// An IPv4 CIDR as its network (host bits cleared) and prefix length, on the one CIDR grammar
+/// (Go's netip.ParsePrefix, as upstream's `--cluster-cidr`); None for IPv6 or bad input.
 fn parse_v4(cidr: &str) -> Option<(u32, u8)> {
-    let (addr, prefix) = cidr.trim().split_once('/')?;
-    let addr: Ipv4Addr = addr.parse().ok()?;
-    let prefix: u8 = prefix.parse().ok().filter(|p| *p <= 32)?;
-    let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
-    Some((u32::from(addr) & mask, prefix))
+    let p = berth_apiserver::services::cidr::Prefix::parse(cidr.trim()).ok()?.masked();
+    match p.addr {
+        std::net::IpAddr::V4(a) => Some((u32::from(a), p.len)),
+        std::net::IpAddr::V6(_) => None,
+    }
 }
 
 impl Allocator {
