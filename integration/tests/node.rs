@@ -53,6 +53,8 @@ async fn myapp_pod_runs_after_its_init_containers_and_goes_away_with_its_manifes
     for s in inits {
         assert_eq!(s["state"]["terminated"]["reason"], "Completed", "{s}");
         assert_eq!(s["state"]["terminated"]["exitCode"], 0);
+        // as the kubelet reports a completed init container: ready, no longer started
+        assert_eq!((s["ready"].as_bool(), s["started"].as_bool()), (Some(true), Some(false)), "{s}");
     }
     let app = &p["status"]["containerStatuses"][0];
     assert!(app["state"]["running"]["startedAt"].is_string());

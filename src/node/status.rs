@@ -71,9 +71,12 @@ fn container_status(c: &Container, progress: &PodProgress, observed: &BTreeMap<S
         None
     };
     let image_id = obs.map(|o| o.image_ref.clone()).unwrap_or_default();
-    // Probes decide started and ready; without them a running container is both.
+    // Probes decide started and ready; without them a running container is both. A plain init
+    // container (not a sidecar) is ready once it has completed, as the kubelet reports it.
+    let sidecar = init && c.restart_policy.as_deref() == Some("Always");
     let (started, ready) = match progress.probe_view.get(&c.name) {
-        Some(&(s, r)) if running && !init => (s, r),
+        Some(&(s, r)) if running && (!init || sidecar) => (s, r),
+        _ if init && !sidecar => (running, state.terminated.as_ref().is_some_and(|t| t.exit_code == 0)),
         _ => (running, running),
     };
     ContainerStatus {
