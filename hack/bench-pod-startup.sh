@@ -50,6 +50,9 @@ log() { echo "hack/bench-pod-startup.sh: $*" >&2; }
 T=$(mktemp -d "${TMPDIR:-/tmp}/berth-bench-startup.XXXXXX")
 BRIDGE=berthbps$(( $$ % 10000000 ))
 CG=berth-bench-$$
+# the service proxy's nftables table: one of this run's own, deleted at the end (a node leaves
+# its table when it stops, for connections to survive a restart)
+PROXY_TABLE=berth-proxy-bench-$$
 NODE=berth-bench
 PID=""
 started_registry=0
@@ -72,6 +75,8 @@ cleanup() {
     done
     [ "$left" = 0 ] || { log "killed $left processes left in the pod cgroups"; sleep 1; }
     ip link del "$BRIDGE" 2>/dev/null
+    nft delete table ip "$PROXY_TABLE" 2>/dev/null
+    nft delete table ip6 "$PROXY_TABLE" 2>/dev/null
     findmnt -rn -o TARGET | grep "^$T" | sort -r | while read -r m; do umount -l "$m"; done
     for c in /sys/fs/cgroup/*/"$CG" /sys/fs/cgroup/"$CG"; do
         [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} + 2>/dev/null
@@ -109,7 +114,7 @@ ulimit -n 65536 2>/dev/null || true
 "$BERTH_BIN" server --config "$T/config.toml" --data-dir "$T/data" --run-dir "$T/run" --listen 127.0.0.1:0 \
     --pod-cidr "$CIDR" --kubelet-address 127.0.0.1 --kubelet-port 0 --pod-manifest-path "$T/manifests" \
     --cgroup-root "/$CG" --node-name "$NODE" --eviction-hard 'memory.available<100Mi' --image-gc-high-threshold 100 \
-    --default-local-storage-path "$T/storage" >"$T/server.log" 2>&1 &
+    --default-local-storage-path "$T/storage" --proxy-table "$PROXY_TABLE" --proxy-healthz-bind-address "" >"$T/server.log" 2>&1 &
 PID=$!
 log "berth server (pid $PID, $BERTH_BIN) on $T, bridge $BRIDGE, pod CIDR $CIDR"
 url=""

@@ -12,6 +12,9 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "hack/smoke-run.sh: run as root" >&2; exit 1; }
 T=$(mktemp -d /tmp/berth-smoke.XXXXXX)
 BRIDGE=berthsmk$(( $$ % 10000000 ))
+# the service proxy's nftables table: the run's own, deleted at the end (a node leaves its table
+# when it stops, for connections to survive a restart)
+PROXY_TABLE=berth-proxy-smoke-$$
 CIDR=10.88.77.0/24
 PID=""
 started_registry=0
@@ -20,6 +23,8 @@ cleanup() {
   set +e  # every step runs, whatever the one before did
   if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then kill "$PID"; wait "$PID" 2>/dev/null || true; fi
   ip link del "$BRIDGE" 2>/dev/null || true
+  nft delete table ip "$PROXY_TABLE" 2>/dev/null || true
+  nft delete table ip6 "$PROXY_TABLE" 2>/dev/null || true
   findmnt -rn -o TARGET | grep "^$T" | sort -r | while read -r m; do umount -l "$m"; done
   for c in /sys/fs/cgroup/*/"berth-smoke-$$" /sys/fs/cgroup/"berth-smoke-$$"; do
     [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} + 2>/dev/null
@@ -41,7 +46,7 @@ TOML
 # The README's run command, with private directories.
 BERTH_POD_CIDR=$CIDR hack/run.sh --config "$T/config.toml" --data-dir "$T/data" --run-dir "$T/run" \
   --listen 127.0.0.1:0 --kubelet-address 127.0.0.1 --kubelet-port 0 --pod-manifest-path "$T/manifests" \
-  --cgroup-root "/berth-smoke-$$" --node-name berth-smoke > "$T/run.log" 2>&1 &
+  --cgroup-root "/berth-smoke-$$" --node-name berth-smoke --proxy-table "$PROXY_TABLE" --proxy-healthz-bind-address "" > "$T/run.log" 2>&1 &
 PID=$!
 echo "hack/smoke-run.sh: hack/run.sh started (pid $PID), waiting for the socket (the release build comes first)"
 SECONDS=0
