@@ -649,6 +649,18 @@ spec:
     assert_eq!(env.trim(), format!("{kubernetes_ip}:443 tcp://{kubernetes_ip}:443"), "the kubelet's Service variables");
     // the pod's kubectl (mounted from this host) with no kubeconfig: in-cluster configuration
     let in_cluster = |args: &str| exec(&format!("/kubectl {args} 2>&1; echo rc=$?"));
+    // RBAC changes reach the apiserver's authorizer through its watch: polled with a deadline
+    let in_cluster_until = |args: &str, what: &str, check: &dyn Fn(&str) -> bool| {
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            let out = in_cluster(args);
+            if check(&out) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: {out}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
 
     let who = in_cluster("auth whoami -o jsonpath={.status.userInfo.username}");
     assert!(who.starts_with("system:serviceaccount:reader:lister") && who.contains("rc=0"), "{who}");
@@ -673,28 +685,12 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-reader}
 subjects: [{kind: ServiceAccount, name: lister, namespace: reader}]
 "#,
     );
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let out = in_cluster("get pods -o name");
-        if out.contains("pod/incluster") && out.contains("rc=0") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the bound ServiceAccount still cannot list pods: {out}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    in_cluster_until("get pods -o name", "the bound ServiceAccount still cannot list pods", &|out| out.contains("pod/incluster") && out.contains("rc=0"));
     // still only what the Role grants
     let other = in_cluster("get pods -n default -o name");
     assert!(other.contains(r#"cannot list resource "pods" in API group "" in the namespace "default""#), "{other}");
     c.d.kubectl_ok(&["delete", "rolebinding", "-n", "reader", "lister-reads-pods"]);
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        let out = in_cluster("get pods -o name");
-        if out.contains("forbidden") && out.contains("rc=1") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still allowed after the binding went: {out}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    in_cluster_until("get pods -o name", "still allowed after the binding went", &|out| out.contains("forbidden") && out.contains("rc=1"));
 }
 
 /// An HTTP answer: the status, the headers (lowercase names) and the body.

@@ -111,7 +111,8 @@ pub fn udp_services<'a>(f: Family, models: impl IntoIterator<Item = &'a ServiceM
     for m in models {
         let cluster = m.cluster_ips.iter().filter(|ip| !skip.contains(ip));
         let ips: Vec<IpAddr> = cluster.chain(&m.load_balancer_ips).chain(&m.external_ips).filter(|ip| f.has(ip)).copied().collect();
-        for p in m.ports.iter().filter(|p| p.protocol == Proto::Udp) {
+        // a port reached at no address this proxy programs has no entries to clear
+        for p in m.ports.iter().filter(|p| p.protocol == Proto::Udp && (!ips.is_empty() || p.node_port.is_some())) {
             let endpoints = p.endpoints.iter().filter(|e| e.serving && f.has(&e.ip)).map(|e| e.ip).collect();
             out.push(UdpService { ips: ips.clone(), port: p.port, node_port: p.node_port, endpoints });
         }
@@ -383,6 +384,20 @@ pub fn clear_stale(f: Family, services: &[UdpService]) -> Result<usize, Conntrac
 mod tests {
     use super::*;
 
+    /// A netlink DONE or ERROR message: the header, an i32 code and `trailing` zero bytes (an
+    /// error's copy of the request header).
+    fn control_message(kind: u16, flags: u16, seq: u32, code: i32, trailing: usize) -> Vec<u8> {
+        let mut m = vec![];
+        m.extend_from_slice(&(20 + trailing as u32).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&flags.to_ne_bytes());
+        m.extend_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        m.extend_from_slice(&code.to_ne_bytes());
+        m.resize(m.len() + trailing, 0);
+        m
+    }
+
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("ip")
     }
@@ -467,25 +482,11 @@ mod tests {
         attr(&mut attrs, CTA_TUPLE_REPLY | NLA_F_NESTED, &encode_tuple(&f.reply));
         attr(&mut attrs, 3, &0x18u32.to_be_bytes()); // CTA_STATUS
         let mut buf = message(IPCTNL_MSG_CT_NEW, 0x2, 1, libc::AF_INET6 as u8, &attrs);
-        let mut done = vec![];
-        done.extend_from_slice(&20u32.to_ne_bytes());
-        done.extend_from_slice(&NLMSG_DONE.to_ne_bytes());
-        done.extend_from_slice(&0x2u16.to_ne_bytes());
-        done.extend_from_slice(&1u32.to_ne_bytes());
-        done.extend_from_slice(&0u32.to_ne_bytes());
-        done.extend_from_slice(&0i32.to_ne_bytes());
-        buf.extend_from_slice(&done);
+        buf.extend_from_slice(&control_message(NLMSG_DONE, 0x2, 1, 0, 0));
         let a = decode(&buf).expect("decode");
         assert_eq!(a, Answers { flows: vec![f], done: true, acks: vec![] });
 
-        let mut err = vec![];
-        err.extend_from_slice(&36u32.to_ne_bytes());
-        err.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
-        err.extend_from_slice(&0u16.to_ne_bytes());
-        err.extend_from_slice(&9u32.to_ne_bytes());
-        err.extend_from_slice(&0u32.to_ne_bytes());
-        err.extend_from_slice(&(-libc::ENOENT).to_ne_bytes());
-        err.extend_from_slice(&[0; 16]);
+        let err = control_message(NLMSG_ERROR, 0, 9, -libc::ENOENT, 16);
         assert_eq!(decode(&err).expect("decode").acks, vec![(9, libc::ENOENT)]);
         assert!(decode(&buf[..30]).is_err(), "a cut message");
     }
