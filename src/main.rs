@@ -343,6 +343,10 @@ struct ServerArgs {
     /// /var/lib/rancher/k3s/storage).
     #[arg(long, default_value = berth_control::volume::local_path::DEFAULT_STORAGE_ROOT)]
     default_local_storage_path: PathBuf,
+    /// The image of the local-path provisioner's helper pods, which remove a released volume's
+    /// directory on another node than the server's own (k3s ships this busybox).
+    #[arg(long, default_value = berth_control::volume::helper_pod::DEFAULT_IMAGE)]
+    local_path_helper_image: String,
     /// The scheduler's KubeSchedulerConfiguration (kubescheduler.config.k8s.io/v1: profiles,
     /// plugin weights, NodeResourcesFit's scoring strategy, percentageOfNodesToScore).
     #[arg(long)]
@@ -652,9 +656,13 @@ async fn run_server(
         Some(LocalAgent { node, node_name, node_ip, kubelet_port, labels, taints, auth, pod_cidr, proxy, dns: dns.clone() })
     };
     if local_storage {
-        // the provisioner removes directories itself only on this server's own node
+        // the provisioner removes directories itself on this server's own node, with a helper pod
+        // on another node
         let own_node = local.as_ref().map(|a| a.node_name.clone());
-        controller_options.local_path = Some(berth_control::volume::local_path::LocalPath::new(&args.default_local_storage_path, own_node));
+        controller_options.local_path = Some(
+            berth_control::volume::local_path::LocalPath::new(&args.default_local_storage_path, own_node)
+                .with_helper_image(args.local_path_helper_image.clone()),
+        );
     }
     let (node_stop, node_stop_rx) = tokio::sync::watch::channel(false);
     let (node_task_tx, node_task_rx) = tokio::sync::oneshot::channel();

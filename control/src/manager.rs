@@ -141,6 +141,7 @@ async fn run_workload_controllers(
         volumes.clone(),
         classes.clone(),
         nodes.clone(),
+        pods.clone(),
         options.local_path.clone(),
     );
     let services: Arc<Informer<Service>> = Informer::new();

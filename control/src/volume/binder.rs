@@ -7,19 +7,23 @@
 //! claimRef, volume phase, claim volumeName and annotations, claim status — each step a PUT on
 //! what the previous one returned, so a conflict ends the sync and the next one resumes.
 //! Writes go through the persistent-volume-binder service account, which may update but not
-//! patch.
+//! patch. A released local-path volume on another node than the server's own is removed by a
+//! helper pod there ([`helper_pod`]), one step per sync so that no worker waits on it: the pod is
+//! made, its finishing (a pod watch event) or its deadline brings the volume back, and the volume
+//! is deleted only after the pod succeeded.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, ObjectReference, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{DeleteParams, PostParams};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::local_path::{self, LocalPath, Removal};
+use super::helper_pod::{self, Outcome};
+use super::local_path::{self, DeleteError, LocalPath, Removal};
 use super::matching::{self, NodeRef};
 use super::{
     ANN_BETA_STORAGE_PROVISIONER, ANN_BIND_COMPLETED, ANN_BOUND_BY_CONTROLLER, ANN_PROVISIONED_BY, ANN_SELECTED_NODE, ANN_STORAGE_PROVISIONER, NO_PROVISIONER,
@@ -31,6 +35,8 @@ use crate::workqueue::WorkQueue;
 /// Upstream's --pvclaimbinder-sync-period: every claim and volume is looked at again this often.
 const RESYNC: Duration = Duration::from_secs(15);
 const WORKERS: usize = 2;
+/// How soon a helper pod that is being deleted or replaced is looked at again.
+const HELPER_RECHECK: Duration = Duration::from_secs(1);
 pub const COMPONENT: &str = "persistentvolume-controller";
 
 pub struct Controller {
@@ -39,6 +45,8 @@ pub struct Controller {
     volumes: Arc<Informer<PersistentVolume>>,
     classes: Arc<Informer<StorageClass>>,
     nodes: Arc<Informer<Node>>,
+    /// Only to hear of helper pods finishing.
+    pods: Arc<Informer<Pod>>,
     claim_queue: Arc<WorkQueue<ObjectKey>>,
     volume_queue: Arc<WorkQueue<String>>,
     recorder: Recorder,
@@ -73,6 +81,7 @@ impl Controller {
         volumes: Arc<Informer<PersistentVolume>>,
         classes: Arc<Informer<StorageClass>>,
         nodes: Arc<Informer<Node>>,
+        pods: Arc<Informer<Pod>>,
         local_path: Option<LocalPath>,
     ) -> Arc<Self> {
         let recorder = Recorder::new(client.clone(), COMPONENT);
@@ -82,6 +91,7 @@ impl Controller {
             volumes,
             classes,
             nodes,
+            pods,
             claim_queue: WorkQueue::new(),
             volume_queue: WorkQueue::new(),
             recorder,
@@ -102,6 +112,21 @@ impl Controller {
             vq.add(v.metadata.name.clone().unwrap_or_default());
             if let Some(r) = v.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) {
                 cq.add((r.namespace.clone().unwrap_or_default(), r.name.clone().unwrap_or_default()));
+            }
+        });
+        // a helper pod that finished brings its volume back (not its deletion: a failed attempt
+        // is retried after the queue's back-off)
+        let vq = c.volume_queue.clone();
+        c.pods.on_change(move |change| {
+            let p = change.object();
+            let finished = matches!(p.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
+            if matches!(change, Change::Deleted(_)) || !finished || p.metadata.deletion_timestamp.is_some() {
+                return;
+            }
+            if p.metadata.namespace.as_deref() == Some(helper_pod::NAMESPACE) {
+                if let Some(v) = p.metadata.name.as_deref().and_then(helper_pod::volume_of) {
+                    vq.add(v.to_string());
+                }
             }
         });
         let weak = Arc::downgrade(&c);
@@ -494,14 +519,17 @@ impl Controller {
         match self.local_path.as_ref().filter(|_| provisioned_by == local_path::PROVISIONER) {
             Some(lp) => match lp.remove(v).await {
                 Ok(Removal::Removed(path)) => tracing::info!(volume = %name, path = %path.display(), "removed the volume's directory"),
-                Ok(Removal::LeftOnNode { node, path }) => tracing::warn!(
-                    volume = %name, %node, path = %path.display(),
-                    "the volume's directory is on another node, which this server cannot reach: it stays there"
-                ),
-                Err(e) => {
-                    self.recorder.event(v, WARNING, "VolumeFailedDelete", e.to_string());
-                    return self.set_volume_phase(v, "Failed", Some(&e.to_string())).await.map(|_| ());
+                Ok(Removal::OnNode { node, path }) => {
+                    let removed = match lp.helper_pod(v) {
+                        Ok(pod) => self.remove_on_node(v, name, pod).await?,
+                        Err(e) => return self.fail_delete(v, e).await,
+                    };
+                    if !removed {
+                        return Ok(()); // the helper pod brings the volume back when it is done
+                    }
+                    tracing::info!(volume = %name, %node, path = %path.display(), "a helper pod removed the volume's directory on its node");
                 }
+                Err(e) => return self.fail_delete(v, e).await,
             },
             None if !provisioned_by.is_empty() => return Ok(()), // its external provisioner deletes it
             None => {
@@ -518,6 +546,68 @@ impl Controller {
                 Ok(())
             }
             Err(e) => Err(err("deleting the volume", e)),
+        }
+    }
+
+    /// A volume this provisioner will not delete (not its directory, no node): Failed.
+    async fn fail_delete(&self, v: &PersistentVolume, e: DeleteError) -> Result<(), String> {
+        self.recorder.event(v, WARNING, "VolumeFailedDelete", e.to_string());
+        self.set_volume_phase(v, "Failed", Some(&e.to_string())).await.map(|_| ())
+    }
+
+    /// One step of removing a volume's directory with the helper pod `wanted` on its node: the
+    /// pod is made when missing (or replaced when one of its name does other work), looked at
+    /// again when it finishes or at its deadline; true once it succeeded (and is deleted). A
+    /// failed or late pod is deleted and the attempt fails (VolumeFailedDelete), to be retried.
+    async fn remove_on_node(&self, v: &PersistentVolume, name: &str, wanted: Pod) -> Result<bool, String> {
+        let pod_name = wanted.metadata.name.clone().unwrap_or_default();
+        let pods: kube::Api<Pod> = kube::Api::namespaced(self.client.clone(), helper_pod::NAMESPACE);
+        let current = pods.get_opt(&pod_name).await.map_err(|e| err("reading the helper pod", e))?;
+        match helper_pod::outcome(current.as_ref(), &wanted, k8s_openapi::jiff::Timestamp::now(), helper_pod::TIMEOUT) {
+            Outcome::Missing => {
+                match pods.create(&PostParams::default(), &wanted).await {
+                    Ok(_) => tracing::info!(volume = %name, pod = %pod_name, namespace = helper_pod::NAMESPACE, "created the helper pod"),
+                    // made meanwhile (an earlier attempt): the next look decides
+                    Err(kube::Error::Api(s)) if s.code == 409 => self.volume_queue.add_after(name.to_string(), HELPER_RECHECK),
+                    Err(e) => return Err(err("creating the helper pod", e)),
+                }
+                self.volume_queue.add_after(name.to_string(), helper_pod::TIMEOUT);
+                Ok(false)
+            }
+            Outcome::Terminating => {
+                self.volume_queue.add_after(name.to_string(), HELPER_RECHECK);
+                Ok(false)
+            }
+            Outcome::Stale => {
+                tracing::info!(volume = %name, pod = %pod_name, "replacing a helper pod of an earlier attempt that does other work");
+                self.delete_helper_pod(&pods, &pod_name).await?;
+                self.volume_queue.add_after(name.to_string(), HELPER_RECHECK);
+                Ok(false)
+            }
+            Outcome::Running(left) => {
+                self.volume_queue.add_after(name.to_string(), left);
+                Ok(false)
+            }
+            Outcome::Succeeded => {
+                self.delete_helper_pod(&pods, &pod_name).await?;
+                Ok(true)
+            }
+            Outcome::Failed(why) => {
+                let message = format!("failed to delete volume {name}: {why}");
+                self.recorder.event(v, WARNING, "VolumeFailedDelete", message.clone());
+                if let Err(e) = self.delete_helper_pod(&pods, &pod_name).await {
+                    tracing::warn!(volume = %name, pod = %pod_name, error = %e, "deleting the failed helper pod");
+                }
+                Err(message)
+            }
+        }
+    }
+
+    async fn delete_helper_pod(&self, pods: &kube::Api<Pod>, pod_name: &str) -> Result<(), String> {
+        match pods.delete(pod_name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(err("deleting the helper pod", e)),
         }
     }
 }

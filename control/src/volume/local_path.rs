@@ -1,9 +1,9 @@
 //! The local-path provisioner, as k3s ships it (rancher.io/local-path): the default StorageClass
 //! `local-path` (WaitForFirstConsumer, reclaim Delete), and for each claim of it scheduled to a
 //! node, a hostPath volume `<root>/pvc-<uid>_<namespace>_<name>` (DirectoryOrCreate) pinned to
-//! that node by node affinity. When such a volume is reclaimed, its directory is removed — here
-//! only when it lives on this server's own node (the server has no way into another node's
-//! disk; that directory stays and is logged) — and the volume is deleted.
+//! that node by node affinity. When such a volume is reclaimed, its directory is removed: here
+//! when it lives on this server's own node, else by a helper pod on its node ([`helper_pod`],
+//! which the binder runs) — and then the volume is deleted.
 //!
 //! This module builds objects and touches the directory; it does not decide when (the binder
 //! does).
@@ -11,12 +11,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use berth_names::quantity::Quantity;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::PostParams;
 use serde_json::json;
 
+use super::helper_pod::{self, Teardown};
 use super::ANN_PROVISIONED_BY;
 
 /// The provisioner's name (k3s's, so manifests written for k3s behave the same).
@@ -44,6 +46,10 @@ pub enum ProvisionError {
 pub enum DeleteError {
     #[error("volume {volume}: path {path} is not a directory this provisioner made under {root}")]
     Foreign { volume: String, path: String, root: String },
+    #[error("volume {volume} has no node affinity: the node its directory is on is unknown")]
+    NoNode { volume: String },
+    #[error("volume {volume}: {source}")]
+    HelperPod { volume: String, source: helper_pod::BuildError },
     #[error("removing {path}: {source}")]
     Remove { path: String, source: std::io::Error },
 }
@@ -52,8 +58,9 @@ pub enum DeleteError {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Removal {
     Removed(PathBuf),
-    /// It lives on another node, which this server cannot reach into.
-    LeftOnNode {
+    /// It lives on another node, which this server cannot reach into: a helper pod there
+    /// removes it ([`LocalPath::helper_pod`]).
+    OnNode {
         node: String,
         path: PathBuf,
     },
@@ -88,11 +95,13 @@ pub async fn ensure_class(client: kube::Client) -> Result<(), kube::Error> {
     }
 }
 
-/// The provisioner: where volumes live, and which node is this server's own.
+/// The provisioner: where volumes live, which node is this server's own, and the image of the
+/// helper pods that remove directories on other nodes.
 #[derive(Debug, Clone)]
 pub struct LocalPath {
     root: PathBuf,
     local_node: Option<String>,
+    helper_image: String,
 }
 
 fn claim_ids(claim: &PersistentVolumeClaim) -> (&str, &str, &str) {
@@ -111,7 +120,13 @@ pub fn pinned_node(v: &PersistentVolume) -> Option<&str> {
 impl LocalPath {
     /// `root`: the storage root; `local_node`: the node this server runs (None: none).
     pub fn new(root: impl Into<PathBuf>, local_node: Option<String>) -> Self {
-        LocalPath { root: root.into(), local_node }
+        LocalPath { root: root.into(), local_node, helper_image: helper_pod::DEFAULT_IMAGE.into() }
+    }
+
+    /// The helper pods' image (k3s: its busybox, [`helper_pod::DEFAULT_IMAGE`]).
+    pub fn with_helper_image(mut self, image: impl Into<String>) -> Self {
+        self.helper_image = image.into();
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -183,19 +198,28 @@ impl LocalPath {
         made.map_err(|source| ProvisionError::Create { path: shown, source })
     }
 
-    /// Removes a reclaimed volume's directory if it lives on this server's node; leaves it
-    /// (and says where) otherwise. Only directories this provisioner names under its root.
-    pub async fn remove(&self, v: &PersistentVolume) -> Result<Removal, DeleteError> {
+    /// The directory of a reclaimed volume, if it is one this provisioner made: a
+    /// `pvc-<uid>_...` directory of that volume directly under the root (nothing else is ever
+    /// removed).
+    fn own_dir(&self, v: &PersistentVolume) -> Result<(String, PathBuf), DeleteError> {
         let name = v.metadata.name.clone().unwrap_or_default();
         let path = PathBuf::from(host_path(v).unwrap_or_default());
-        let ours = path.parent() == Some(self.root.as_path())
-            && path.file_name().and_then(|f| f.to_str()).is_some_and(|f| f.starts_with(&format!("{name}_")) && !f.contains('/'));
-        if !ours || name.is_empty() {
+        let ours = name.starts_with("pvc-")
+            && path.parent() == Some(self.root.as_path())
+            && path.file_name().and_then(|f| f.to_str()).is_some_and(|f| f.starts_with(&format!("{name}_")));
+        if !ours || path.to_str().is_none() {
             return Err(DeleteError::Foreign { volume: name, path: path.display().to_string(), root: self.root.display().to_string() });
         }
-        let node = pinned_node(v).unwrap_or_default().to_string();
+        Ok((name, path))
+    }
+
+    /// Removes a reclaimed volume's directory if it lives on this server's node; says which
+    /// node it is on otherwise. Only directories this provisioner names under its root.
+    pub async fn remove(&self, v: &PersistentVolume) -> Result<Removal, DeleteError> {
+        let (name, path) = self.own_dir(v)?;
+        let node = pinned_node(v).filter(|n| !n.is_empty()).ok_or(DeleteError::NoNode { volume: name })?.to_string();
         if self.local_node.as_deref() != Some(node.as_str()) {
-            return Ok(Removal::LeftOnNode { node, path });
+            return Ok(Removal::OnNode { node, path });
         }
         let p = path.clone();
         let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&p) {
@@ -207,6 +231,19 @@ impl LocalPath {
         .and_then(|r| r);
         removed.map_err(|source| DeleteError::Remove { path: path.display().to_string(), source })?;
         Ok(Removal::Removed(path))
+    }
+
+    /// The helper pod that removes a reclaimed volume's directory on its node (the same checks
+    /// as [`LocalPath::remove`]).
+    pub fn helper_pod(&self, v: &PersistentVolume) -> Result<Pod, DeleteError> {
+        let (name, path) = self.own_dir(v)?;
+        let node = pinned_node(v).filter(|n| !n.is_empty()).ok_or_else(|| DeleteError::NoNode { volume: name.clone() })?;
+        let spec = v.spec.as_ref();
+        let size_bytes =
+            spec.and_then(|s| s.capacity.as_ref()).and_then(|c| c.get("storage")).and_then(|q| Quantity::parse(&q.0).ok()).map(|q| q.value()).unwrap_or(0);
+        let mode = spec.and_then(|s| s.volume_mode.as_deref()).unwrap_or("Filesystem");
+        let t = Teardown { volume: &name, node, dir: &path, mode, size_bytes };
+        helper_pod::delete_pod(&t, &self.helper_image).map_err(|source| DeleteError::HelperPod { volume: name.clone(), source })
     }
 }
 
@@ -254,11 +291,63 @@ mod tests {
         assert_eq!(lp.remove(&v).await.expect("remove"), Removal::Removed(path.clone()));
         assert!(!path.exists());
         let elsewhere = lp.volume_for(&data_claim(), &storage_class(), Some("n2")).expect("volume");
-        assert!(matches!(lp.remove(&elsewhere).await, Ok(Removal::LeftOnNode { node, .. }) if node == "n2"));
+        assert!(matches!(lp.remove(&elsewhere).await, Ok(Removal::OnNode { node, .. }) if node == "n2"));
         let mut foreign = v.clone();
         if let Some(h) = foreign.spec.as_mut().and_then(|s| s.host_path.as_mut()) {
             h.path = "/etc".into();
         }
         assert!(matches!(lp.remove(&foreign).await, Err(DeleteError::Foreign { .. })));
+    }
+
+    /// A copy of `v` with its hostPath set to `path` (and its name to `name`, when given).
+    fn moved(v: &PersistentVolume, path: &str, name: Option<&str>) -> PersistentVolume {
+        let mut v = v.clone();
+        if let Some(h) = v.spec.as_mut().and_then(|s| s.host_path.as_mut()) {
+            h.path = path.into();
+        }
+        if let Some(n) = name {
+            v.metadata.name = Some(n.into());
+        }
+        v
+    }
+
+    #[test]
+    fn only_a_volumes_own_directory_directly_under_the_root_gets_a_helper_pod() {
+        let lp = LocalPath::new("/srv/storage", Some("n1".into())).with_helper_image("registry.test/busybox:1");
+        let v = lp.volume_for(&data_claim(), &storage_class(), Some("n2")).expect("volume");
+        let p = lp.helper_pod(&v).expect("helper pod");
+        assert_eq!(p.metadata.name.as_deref(), Some("helper-pod-delete-pvc-1234"));
+        let spec = p.spec.expect("spec");
+        assert_eq!(spec.node_name.as_deref(), Some("n2"));
+        let c = &spec.containers[0];
+        assert_eq!(c.image.as_deref(), Some("registry.test/busybox:1"));
+        let env: Vec<(String, String)> = c.env.iter().flatten().map(|e| (e.name.clone(), e.value.clone().unwrap_or_default())).collect();
+        assert_eq!(
+            env,
+            [("VOL_DIR", "/srv/storage/pvc-1234_web_data"), ("VOL_MODE", "Filesystem"), ("VOL_SIZE_BYTES", "2147483648")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        let foreign = |v: &PersistentVolume| matches!(lp.helper_pod(v), Err(DeleteError::Foreign { .. }));
+        for bad in [
+            "/etc",
+            "/srv/storage",
+            "/srv/storage/",
+            "/srv/storage/other_web_data",
+            "/srv/storage/pvc-9999_web_data",
+            "/srv/storage/sub/pvc-1234_web_data",
+            "/srv/storage/../pvc-1234_web_data",
+            "/srv/pvc-1234_web_data",
+            "srv/storage/pvc-1234_web_data",
+            "/srv/storage/pvc-1234",
+        ] {
+            assert!(foreign(&moved(&v, bad, None)), "{bad} refused");
+        }
+        // a volume not named pvc-...: refused even with a directory of its name
+        assert!(foreign(&moved(&v, "/srv/storage/data_web_data", Some("data"))));
+        let mut unpinned = v.clone();
+        if let Some(s) = unpinned.spec.as_mut() {
+            s.node_affinity = None;
+        }
+        assert!(matches!(lp.helper_pod(&unpinned), Err(DeleteError::NoNode { .. })));
     }
 }

@@ -2,9 +2,11 @@
 //! local-path provisioner handle them: [`matching`] decides which volume fits which claim (pure,
 //! shared with the scheduler's VolumeBinding plugin), [`binder`] binds claims to volumes and
 //! reclaims released volumes, [`local_path`] provisions and deletes hostPath volumes under a
-//! storage root for the `rancher.io/local-path` StorageClass.
+//! storage root for the `rancher.io/local-path` StorageClass, [`helper_pod`] builds the pod that
+//! removes such a volume's directory on another node.
 
 pub mod binder;
+pub mod helper_pod;
 pub mod local_path;
 pub mod matching;
 
