@@ -336,6 +336,7 @@ impl Runtime {
                 cgroup: rec.cgroup.clone(),
                 log_rotation: self.config().log_rotation,
                 cgroup_prepared,
+                cgroup_mounts: super::cgroups::v1_mounts(),
             };
             atomic::write_json_volatile(&run.join(state::MONITOR_CONFIG), &monitor).map_err(|e| internal("writing monitor.json", e))?;
             rec.phase = Phase::Ready;

@@ -49,6 +49,11 @@ pub struct MonitorConfig {
     /// where the container joins it by itself): the monitor has nothing to set up.
     #[serde(default)]
     pub cgroup_prepared: bool,
+    /// Where the daemon found each v1 controller's hierarchy mounted: the monitor, a new
+    /// process, takes them from here instead of reading the mount table again (hundreds of
+    /// lines on a busy node). Empty on v2 and from older daemons (then it reads it).
+    #[serde(default)]
+    pub cgroup_mounts: std::collections::BTreeMap<String, PathBuf>,
 }
 
 /// Written by the monitor once the container's process has exec'd.

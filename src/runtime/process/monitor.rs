@@ -123,6 +123,7 @@ fn run(cfg: &MonitorConfig) -> SetupResult<()> {
     // limited first (see SelfJoin: no global lock); elsewhere the monitor moves it below.
     // (Usually the daemon has done both already, with the cgroup handle it keeps.)
     let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
+    cgroups::adopt_v1_mounts(&cfg.cgroup_mounts);
     let self_join = cgroups::self_join(&cfg.cgroup, !cfg.cgroup_prepared).map_err(|e| SetupError::Invalid(e.to_string()))?;
     if let (Some(_), Some(res), false) = (&self_join, &resources, cfg.cgroup_prepared) {
         Cgroup::open(&cfg.cgroup).and_then(|cgroup| cgroup.apply(res)).map_err(|e| SetupError::Invalid(e.to_string()))?;

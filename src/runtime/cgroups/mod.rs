@@ -2,12 +2,13 @@
 //! few things libcgroups does not answer: the OOM-kill counter and the host path of a cgroup.
 use crate::runtime::state::CgroupSpec;
 use libcgroups::common::{create_cgroup_manager, get_cgroup_setup, AnyCgroupManager, CgroupConfig, CgroupManager, CgroupSetup, ControllerOpt};
-use libcgroups::stats::Stats;
 use oci_spec::runtime::LinuxResources;
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
+
+mod v1;
 
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
@@ -43,68 +44,32 @@ pub struct Cgroup {
     manager: Manager,
 }
 
-/// libcgroups' manager of one cgroup. On v1 (where libcgroups uses its v1 manager for either
-/// driver) one per cgroup path and process, shared: making one reads the mount table and
-/// /proc/self/cgroup through a fresh procfs handle for each of a dozen controllers, which with
-/// a hundred pods' mounts was a tenth of the node's CPU while pods started. The paths it holds
-/// depend only on where the hierarchies are mounted, which does not change while Berth runs.
+/// The manager of one cgroup: on v1 (either driver: systemd has no say in v1 controllers'
+/// files) Berth's own cgroupfs one ([`v1`]), elsewhere libcgroups'.
 enum Manager {
-    V1(Arc<libcgroups::v1::manager::Manager>),
+    V1(v1::V1Cgroup),
     Any(AnyCgroupManager),
-}
-
-/// More v1 managers than this and the cache starts again (they are a few paths each).
-const V1_MANAGERS_KEPT: usize = 4096;
-
-fn v1_managers() -> &'static Mutex<HashMap<String, Arc<libcgroups::v1::manager::Manager>>> {
-    static MANAGERS: OnceLock<Mutex<HashMap<String, Arc<libcgroups::v1::manager::Manager>>>> = OnceLock::new();
-    MANAGERS.get_or_init(Default::default)
-}
-
-fn v1_manager(spec: &CgroupSpec) -> Result<Arc<libcgroups::v1::manager::Manager>, CgroupError> {
-    let lock = |m: &'static Mutex<_>| m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(m) = lock(v1_managers()).get(&spec.path) {
-        return Ok(m.clone());
-    }
-    let made = Arc::new(libcgroups::v1::manager::Manager::new(std::path::Path::new(&spec.path)).map_err(|e| err(spec, e))?);
-    let mut cache: std::sync::MutexGuard<'_, HashMap<String, Arc<libcgroups::v1::manager::Manager>>> = lock(v1_managers());
-    if cache.len() >= V1_MANAGERS_KEPT {
-        cache.clear();
-    }
-    cache.insert(spec.path.clone(), made.clone());
-    Ok(made)
-}
-
-fn forget_v1_manager(path: &str) {
-    v1_managers().lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(path);
 }
 
 impl Manager {
     fn add_task(&self, pid: i32) -> Result<(), String> {
         let pid = nix029::unistd::Pid::from_raw(pid);
         match self {
-            Manager::V1(m) => m.add_task(pid).map_err(|e| e.to_string()),
+            Manager::V1(m) => m.add_task(pid.as_raw()),
             Manager::Any(m) => m.add_task(pid).map_err(|e| e.to_string()),
         }
     }
 
     fn apply(&self, opt: &ControllerOpt) -> Result<(), String> {
         match self {
-            Manager::V1(m) => m.apply(opt).map_err(|e| e.to_string()),
+            Manager::V1(m) => m.apply(opt.resources),
             Manager::Any(m) => m.apply(opt).map_err(|e| e.to_string()),
-        }
-    }
-
-    fn stats(&self) -> Result<Stats, String> {
-        match self {
-            Manager::V1(m) => m.stats().map_err(|e| e.to_string()),
-            Manager::Any(m) => m.stats().map_err(|e| e.to_string()),
         }
     }
 
     fn remove(&self) -> Result<(), String> {
         match self {
-            Manager::V1(m) => m.remove().map_err(|e| e.to_string()),
+            Manager::V1(m) => m.remove(),
             Manager::Any(m) => m.remove().map_err(|e| e.to_string()),
         }
     }
@@ -114,7 +79,8 @@ impl Cgroup {
     /// A handle on the cgroup; creating it on disk happens with the first `add`.
     pub fn open(spec: &CgroupSpec) -> Result<Cgroup, CgroupError> {
         if host_mode() == CgroupMode::V1 {
-            return Ok(Cgroup { spec: spec.clone(), manager: Manager::V1(v1_manager(spec)?) });
+            let path = if spec.systemd { systemd_path(&spec.path) } else { spec.path.clone() };
+            return Ok(Cgroup { spec: spec.clone(), manager: Manager::V1(v1::V1Cgroup::new(&path).map_err(|e| err(spec, e))?) });
         }
         let config = CgroupConfig {
             cgroup_path: PathBuf::from(&spec.path),
@@ -196,10 +162,6 @@ impl Cgroup {
         }
     }
 
-    pub fn stats(&self) -> Result<Stats, CgroupError> {
-        self.manager.stats().map_err(|e| err(&self.spec, e))
-    }
-
     /// Every process in the cgroup; empty when it does not exist.
     pub fn pids(&self) -> Vec<i32> {
         pids_in(&self.spec)
@@ -223,9 +185,7 @@ impl Cgroup {
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        let removed = self.manager.remove().map_err(|e| err(&self.spec, e));
-        forget_v1_manager(&self.spec.path);
-        removed
+        self.manager.remove().map_err(|e| err(&self.spec, e))
     }
 
     /// How many times the kernel's OOM killer has killed a process in this cgroup.
@@ -235,19 +195,30 @@ impl Cgroup {
 }
 
 /// The directories of the v1 hierarchies that hold a controller Berth manages: the ones
-/// `Cgroup::create` makes a cgroup in and `remove` (libcgroups) clears again; not
-/// name=systemd, not the hybrid unified tree.
+/// `Cgroup::create` makes a cgroup in and `remove` clears again; not name=systemd, not the
+/// hybrid unified tree. Each once, also where controllers share one (cpu,cpuacct).
 fn v1_hierarchies() -> std::io::Result<Vec<PathBuf>> {
-    let controllers = host_controllers();
-    let mut out = Vec::new();
-    for h in std::fs::read_dir(CGROUP_ROOT)?.flatten() {
-        let name = h.file_name();
-        let managed = name.to_str().is_some_and(|n| n.split(',').any(|c| controllers.contains(c)));
-        if managed && h.path().is_dir() {
-            out.push(h.path());
-        }
-    }
+    let mut out: Vec<PathBuf> = v1::mount_points().values().cloned().collect();
+    out.sort();
+    out.dedup();
     Ok(out)
+}
+
+/// Where each v1 controller's hierarchy is mounted (empty on v2), for a process this one
+/// starts ([`adopt_v1_mounts`]).
+pub fn v1_mounts() -> std::collections::BTreeMap<String, PathBuf> {
+    match host_mode() {
+        CgroupMode::V1 => v1::mount_points().iter().map(|(c, p)| (c.to_string(), p.clone())).collect(),
+        CgroupMode::V2 => Default::default(),
+    }
+}
+
+/// Take the v1 hierarchies from the process that started this one ([`v1_mounts`]) rather than
+/// from the mount table; nothing when `mounts` is empty or they are known already.
+pub fn adopt_v1_mounts(mounts: &std::collections::BTreeMap<String, PathBuf>) {
+    if !mounts.is_empty() {
+        v1::adopt_mount_points(mounts);
+    }
 }
 
 /// A cgroup that a single-threaded process moves itself into: the `tasks` file of each v1
@@ -308,28 +279,13 @@ pub fn make_joinable(spec: &CgroupSpec) -> Result<bool, CgroupError> {
     }
     let rel = spec.path.trim_start_matches('/');
     for h in v1_hierarchies().map_err(|e| err(spec, e))? {
-        std::fs::create_dir_all(h.join(rel)).map_err(|e| err(spec, e))?;
+        let dir = h.join(rel);
+        std::fs::create_dir_all(&dir).map_err(|e| err(spec, e))?;
         if h.join("cpuset.cpus").exists() {
-            fill_empty_cpusets(&h, rel).map_err(|e| err(spec, e))?;
+            v1::fill_empty_cpuset(&dir).map_err(|e| err(spec, e))?;
         }
     }
     Ok(true)
-}
-
-/// Give every cpuset from the hierarchy's root down to `rel` that has no CPUs or memory nodes
-/// its parent's.
-fn fill_empty_cpusets(root: &std::path::Path, rel: &str) -> std::io::Result<()> {
-    let mut dir = root.to_path_buf();
-    for part in rel.split('/').filter(|p| !p.is_empty()) {
-        let parent = dir.clone();
-        dir.push(part);
-        for file in ["cpuset.cpus", "cpuset.mems"] {
-            if std::fs::read_to_string(dir.join(file))?.trim().is_empty() {
-                std::fs::write(dir.join(file), std::fs::read_to_string(parent.join(file))?.trim())?;
-            }
-        }
-    }
-    Ok(())
 }
 
 fn err(spec: &CgroupSpec, e: impl std::fmt::Display) -> CgroupError {
@@ -486,27 +442,6 @@ pub fn parse_oom_kills(text: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn empty_cpusets_on_the_way_take_their_parents_cpus_and_nodes() {
-        let root = tempfile::tempdir().unwrap();
-        let (pod, ctr) = (root.path().join("berth/pod"), root.path().join("berth/pod/ctr"));
-        std::fs::create_dir_all(&ctr).unwrap();
-        let put = |dir: &std::path::Path, cpus: &str, mems: &str| {
-            std::fs::write(dir.join("cpuset.cpus"), cpus).unwrap();
-            std::fs::write(dir.join("cpuset.mems"), mems).unwrap();
-        };
-        put(root.path(), "0-1\n", "0\n");
-        put(&root.path().join("berth"), "\n", "\n");
-        put(&pod, "1\n", "\n");
-        put(&ctr, "", "");
-        fill_empty_cpusets(root.path(), "/berth/pod/ctr").unwrap();
-        let read = |dir: &std::path::Path, f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
-        assert_eq!((read(&root.path().join("berth"), "cpuset.cpus"), read(&root.path().join("berth"), "cpuset.mems")), ("0-1".into(), "0".into()));
-        // A cpuset that has CPUs keeps them; its child inherits them, not the root's.
-        assert_eq!((read(&pod, "cpuset.cpus"), read(&pod, "cpuset.mems")), ("1\n".into(), "0".into()));
-        assert_eq!((read(&ctr, "cpuset.cpus"), read(&ctr, "cpuset.mems")), ("1".into(), "0".into()));
-    }
 
     #[test]
     fn systemd_paths_expand_like_systemd() {
