@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use futures_util::stream::{self, StreamExt};
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::api::PostParams;
@@ -20,6 +21,8 @@ use crate::node::volumes::{token_key, TokenKey};
 
 /// How often tokens due for renewal are looked for.
 const CHECK: Duration = Duration::from_secs(5);
+/// Token requests in flight at once.
+const CONCURRENT_REQUESTS: usize = 16;
 /// A token is renewed after this long at the latest.
 const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
@@ -81,13 +84,27 @@ pub async fn run(client: kube::Client, mut raw: watch::Receiver<ClusterPods>, tx
         let live: Vec<(&Pod, TokenKey)> =
             pods.pods.values().filter(|p| p.metadata.deletion_timestamp.is_none()).flat_map(|p| wanted(p).into_iter().map(move |k| (p, k))).collect();
         let mut changed = false;
-        for (pod, key) in &live {
-            if issued.get(key).is_some_and(|i| Instant::now() < i.renew_at) {
-                continue;
-            }
-            match request(&client, pod, key).await {
+        // the due requests at once (a hundred new pods wait for one round trip, not a hundred)
+        let due: Vec<(Pod, TokenKey)> = live
+            .iter()
+            .filter(|(_, key)| !issued.get(key).is_some_and(|i| Instant::now() < i.renew_at))
+            .map(|(pod, key)| ((*pod).clone(), key.clone()))
+            .collect();
+        let answers: Vec<(Pod, TokenKey, Result<(String, Duration), String>)> = stream::iter(due)
+            .map(|(pod, key)| {
+                let client = client.clone();
+                async move {
+                    let answer = request(&client, &pod, &key).await;
+                    (pod, key, answer)
+                }
+            })
+            .buffer_unordered(CONCURRENT_REQUESTS)
+            .collect()
+            .await;
+        for (pod, key, answer) in answers {
+            match answer {
                 Ok((token, renew_in)) => {
-                    issued.insert(key.clone(), Issued { token, renew_at: Instant::now() + renew_in });
+                    issued.insert(key, Issued { token, renew_at: Instant::now() + renew_in });
                     changed = true;
                 }
                 Err(e) => tracing::warn!(pod = ?pod.metadata.name, error = %e, "requesting a service account token"),
