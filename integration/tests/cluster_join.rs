@@ -6,12 +6,14 @@
 //! reach them through the apiserver, a restarted agent keeps its certificate, a stopped agent's
 //! Lease stops being renewed and its Node goes Unknown after the grace period (its Deployment
 //! pod evicted after its toleration and replaced on the other node), and wrong or expired
-//! tokens do not join.
+//! tokens do not join. A released local-path volume on an agent is removed there by the
+//! server's helper pod, as k3s's provisioner does.
 use berth_integration::kubelet::busybox;
 use berth_integration::{tail, Daemon};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 fn ip(args: &[&str]) {
@@ -30,19 +32,25 @@ struct TestNet {
     forward: Option<std::process::Child>,
 }
 
+/// How many test networks this process made (each test of this file has its own).
+static NETS: AtomicU32 = AtomicU32::new(0);
+
 impl TestNet {
     fn new(hosts: usize) -> TestNet {
         let pid = std::process::id();
-        // 10.251.x: no other test or pod network of the harness uses it
-        let subnet = format!("10.251.{}", pid % 250);
-        let net = TestNet { bridge: format!("bj{}", pid % 100_000), subnet, hosts: vec![], forward: None };
+        let k = NETS.fetch_add(1, Ordering::SeqCst);
+        assert!(k < 2, "two test networks per process at most (10.251.x, 10.250.x)");
+        // 10.251.x, 10.250.x: no other test or pod network of the harness uses them
+        let subnet = format!("10.{}.{}", 251 - k, pid % 250);
+        let tag = format!("{}n{k}", pid % 100_000);
+        let net = TestNet { bridge: format!("bj{tag}"), subnet, hosts: vec![], forward: None };
         ip(&["link", "add", &net.bridge, "type", "bridge"]);
         let mut net = net;
         ip(&["addr", "add", &format!("{}.1/24", net.subnet), "dev", &net.bridge]);
         ip(&["link", "set", &net.bridge, "up"]);
         for i in 0..hosts {
-            let name = format!("berth-j{pid}-{i}");
-            let (outer, inner) = (format!("vj{}h{i}", pid % 100_000), format!("vj{}p{i}", pid % 100_000));
+            let name = format!("berth-j{pid}-{k}-{i}");
+            let (outer, inner) = (format!("vj{tag}h{i}"), format!("vj{tag}p{i}"));
             ip(&["netns", "add", &name]);
             net.hosts.push(name.clone());
             ip(&["link", "add", &outer, "type", "veth", "peer", "name", &inner]);
@@ -530,4 +538,102 @@ async fn agents_join_with_the_token_and_run_the_pods_bound_to_them() {
     drop(agents);
     drop(server);
     drop(net);
+}
+
+/// A claim of the default (local-path) class and a pod on `node` that writes into it and exits.
+fn claim_and_writer(node: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: data
+spec:
+  accessModes: [ReadWriteOnce]
+  resources:
+    requests:
+      storage: 64Mi
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: writer
+spec:
+  nodeSelector: {{kubernetes.io/hostname: {node}}}
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: {}
+    command: ["sh", "-c", "echo kept > /data/file"]
+    volumeMounts:
+    - {{name: data, mountPath: /data}}
+  volumes:
+  - name: data
+    persistentVolumeClaim: {{claimName: data}}
+"#,
+        busybox()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_released_local_path_volume_on_an_agent_is_removed_by_a_helper_pod_on_that_node() {
+    // the storage root (the agent shares this machine's filesystem, so the test sees its disk),
+    // dropped last; what the helper pod must leave alone: a file and another volume's directory
+    let storage = berth_integration::TempDir::new("lp-storage");
+    let root = storage.path().display().to_string();
+    std::fs::write(storage.path().join("keep"), "k").unwrap();
+    let neighbour = storage.path().join("pvc-neighbour_default_other");
+    std::fs::create_dir(&neighbour).unwrap();
+    std::fs::write(neighbour.join("file"), "k").unwrap();
+
+    let net = TestNet::new(1);
+    let listen = format!("{}:6443", net.server_ip());
+    let image = busybox();
+    let server_ip = net.server_ip();
+    let server = Daemon::start_server(
+        "",
+        &["--disable-agent", "--listen", &listen, "--tls-san", &server_ip, "--default-local-storage-path", &root, "--local-path-helper-image", &image],
+    )
+    .await;
+    let url = format!("https://{listen}");
+    let token_file = server.data_dir().join("server/node-token").display().to_string();
+    let host = net.host_ip(0);
+    let node = "berth-lp-0";
+    let flags = ["--server", &url, "--token-file", &token_file, "--node-name", node, "--node-ip", &host, "--kubelet-address", &host];
+    let _agent = Daemon::start_agent(&net.agent_config(), Some(&net.netns(0)), &flags).await;
+    wait_until(&server, &["get", "node", node], Duration::from_secs(60), "node Ready", |n| condition(n, "Ready") == "True");
+
+    // a volume provisioned on the agent, written there
+    server.kubectl_ok_in(&["apply", "-f", "-"], Some(&claim_and_writer(node)));
+    let claim = wait_until(&server, &["get", "pvc", "data"], Duration::from_secs(120), "claim Bound", |c| c["status"]["phase"] == "Bound");
+    let pv = claim["spec"]["volumeName"].as_str().unwrap_or("").to_string();
+    let v = json(&server, &["get", "pv", &pv]);
+    assert_eq!(v["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"][0], node);
+    let dir = storage.path().join(format!("{pv}_default_data"));
+    assert_eq!(v["spec"]["hostPath"]["path"], dir.display().to_string());
+    wait_until(&server, &["get", "pod", "writer"], Duration::from_secs(120), "writer Succeeded", |p| p["status"]["phase"] == "Succeeded");
+    assert_eq!(std::fs::read_to_string(dir.join("file")).expect("the file on the agent's disk").trim(), "kept");
+
+    // pod and claim deleted: a helper pod on the agent removes the directory, then the volume goes
+    server.kubectl_ok(&["delete", "pod", "writer", "--wait=true"]);
+    server.kubectl_ok(&["delete", "pvc", "data", "--wait=true"]);
+    wait_until(&server, &["get", "pv"], Duration::from_secs(120), "volume deleted", |l| {
+        l["items"].as_array().is_some_and(|i| !i.iter().any(|v| v["metadata"]["name"] == pv.as_str()))
+    });
+    assert!(!dir.exists(), "{} removed on the agent", dir.display());
+    assert_eq!(std::fs::read_to_string(storage.path().join("keep")).unwrap(), "k");
+    assert_eq!(std::fs::read_to_string(neighbour.join("file")).unwrap(), "k");
+    let helper = format!("helper-pod-delete-{pv}");
+    wait_until(&server, &["get", "pods", "-n", "kube-system"], Duration::from_secs(30), "helper pod deleted", |l| {
+        l["items"].as_array().is_some_and(|i| !i.iter().any(|p| p["metadata"]["name"] == helper.as_str()))
+    });
+    // it ran on the agent (the agent's events about it), and the volume's deletion did not fail
+    let by_helper = format!("involvedObject.name={helper}");
+    let events = wait_until(&server, &["get", "events", "-n", "kube-system", "--field-selector", &by_helper], Duration::from_secs(30), "Started event", |l| {
+        l["items"].as_array().is_some_and(|i| i.iter().any(|e| e["reason"] == "Started"))
+    });
+    let started = events["items"].as_array().and_then(|i| i.iter().find(|e| e["reason"] == "Started")).cloned().unwrap_or_default();
+    assert_eq!(started["source"]["host"], node, "{events:#}");
+    let pv_events = json(&server, &["get", "events", "--field-selector", &format!("involvedObject.name={pv}")]);
+    assert!(pv_events["items"].as_array().is_some_and(|i| !i.iter().any(|e| e["reason"] == "VolumeFailedDelete")), "{pv_events:#}");
 }

@@ -86,6 +86,14 @@ pub fn read_dir(dir: &Path, node_name: &str) -> Snapshot {
     snap
 }
 
+/// The annotation naming a pod's source (`file` for static pods, as the kubelet sets it).
+pub const CONFIG_SOURCE: &str = "kubernetes.io/config.source";
+
+/// Whether the pod came from a manifest file (a static pod), not from the apiserver.
+pub fn is_static(p: &Pod) -> bool {
+    p.metadata.annotations.as_ref().and_then(|a| a.get(CONFIG_SOURCE)).is_some_and(|s| s == "file")
+}
+
 pub fn full_name(p: &Pod) -> String {
     format!("{}/{}", p.metadata.namespace.as_deref().unwrap_or("default"), p.metadata.name.as_deref().unwrap_or(""))
 }
@@ -144,7 +152,7 @@ pub fn read_file(path: &Path, node_name: &str) -> Result<FileContent, String> {
         let hex = hex::encode(h.finalize());
         md.uid = Some(format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]));
         let annotations = md.annotations.get_or_insert_with(Default::default);
-        annotations.insert("kubernetes.io/config.source".into(), "file".into());
+        annotations.insert(CONFIG_SOURCE.into(), "file".into());
         annotations.insert("kubernetes.io/config.hash".into(), hex[..32].to_string());
         // What the apiserver would refuse, checked on the pod as the node will run it.
         let errs = super::validation::pod_errors(&pod);

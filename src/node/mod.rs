@@ -74,6 +74,19 @@ pub struct NodeConfig {
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// What workers share: the runtime doors, the config and the published statuses.
+/// An API pod whose worker ended, with the events it had.
+#[derive(Debug, Clone)]
+pub struct DepartedPod {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub events: Vec<worker::PodEvent>,
+}
+
+/// Departed pods kept for the event sync at most (it drains them every round; without a
+/// cluster connection nobody does).
+const MAX_DEPARTED: usize = 1000;
+
 pub struct NodeShared {
     pub runtime: Arc<dyn RuntimeApi>,
     pub images: Arc<dyn ImageApi>,
@@ -91,6 +104,9 @@ pub struct NodeShared {
     pub errors: RwLock<BTreeMap<PathBuf, String>>,
     /// Each pod's worker progress (attempts, events) and its log directory, by UID.
     pub details: RwLock<BTreeMap<String, (PodProgress, PathBuf)>>,
+    /// The events of API pods whose workers ended, for the event sync to send what it has not
+    /// (a pod may come and go between two of its rounds).
+    pub departed: std::sync::Mutex<Vec<DepartedPod>>,
     /// ConfigMaps and Secrets from the pod source, for the volumes that project them.
     pub objects: RwLock<volumes::Objects>,
     pub metrics: std::sync::Mutex<metrics::Metrics>,
@@ -162,6 +178,15 @@ impl NodeShared {
         }
     }
 
+    /// Keeps a departed API pod's events for the event sync.
+    pub fn depart(&self, pod: DepartedPod) {
+        let mut departed = self.departed.lock().unwrap_or_else(|e| e.into_inner());
+        if departed.len() >= MAX_DEPARTED {
+            departed.remove(0);
+        }
+        departed.push(pod);
+    }
+
     pub async fn forget(&self, uid: &str) {
         self.saved_progress.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
         let _ = std::fs::remove_file(self.progress_path(uid));
@@ -200,6 +225,7 @@ impl Node {
             status_published: tokio::sync::Notify::new(),
             errors: RwLock::new(BTreeMap::new()),
             details: RwLock::new(BTreeMap::new()),
+            departed: Default::default(),
             objects: RwLock::new(Default::default()),
             metrics: Default::default(),
             pressure: RwLock::new(Vec::new()),
@@ -236,6 +262,7 @@ impl Node {
         self.remove_orphans(&from_cluster).await;
         let housekeeping = tokio::spawn(housekeeping::Housekeeping::new(self.shared.clone()).run(stop.clone()));
         let mut last_stamp = None;
+        let mut last_report: Option<BTreeMap<String, String>> = None;
         let mut cluster_changed = cluster.is_some();
         loop {
             let stamp = manifest::stamp(&self.shared.cfg.manifest_dir);
@@ -259,7 +286,11 @@ impl Node {
                     tracing::warn!(file = %file.display(), "bad manifest: {e}");
                 }
                 let report: BTreeMap<String, String> = snap.errors.iter().map(|(f, e)| (f.display().to_string(), e.clone())).collect();
-                let _ = atomic::write_json(&self.shared.cfg.state_dir.join("manifest-errors.json"), &report);
+                // written (durably) when it changed, not at every pod update from the cluster
+                if last_report.as_ref() != Some(&report) {
+                    let _ = atomic::write_json(&self.shared.cfg.state_dir.join("manifest-errors.json"), &report);
+                    last_report = Some(report);
+                }
                 *self.shared.errors.write().await = snap.errors.clone();
                 *self.shared.objects.write().await = snap.objects.clone();
                 self.apply(snap).await;

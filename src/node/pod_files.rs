@@ -90,7 +90,9 @@ pub fn write_hosts(pod_dir: &Path, pod: &Pod, pod_ip: Option<&str>, cluster_doma
     std::fs::create_dir_all(pod_dir)?;
     let host = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
     let path = hosts_path(pod_dir);
-    crate::util::atomic::write_file(&path, hosts_file(pod, pod_ip, cluster_domain, &host).as_bytes())?;
+    // As the kubelet: replaced atomically, not forced to disk (a reboot ends the pod's
+    // sandbox, and each new sandbox writes it again).
+    crate::util::atomic::write_file_volatile(&path, hosts_file(pod, pod_ip, cluster_domain, &host).as_bytes())?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
     Ok(path)
 }

@@ -796,6 +796,15 @@ impl Worker {
         self.shared.remove_pod_cgroup(convert::qos_class(&spec), &self.uid()).await;
         volumes::teardown(&self.shared.cfg.pods_dir, &self.uid());
         let _ = std::fs::remove_dir_all(self.log_dir());
+        if !super::manifest::is_static(&self.pod) {
+            let meta = &self.pod.metadata;
+            self.shared.depart(super::DepartedPod {
+                uid: self.uid(),
+                namespace: meta.namespace.clone().unwrap_or_default(),
+                name: meta.name.clone().unwrap_or_default(),
+                events: self.progress.events.clone(),
+            });
+        }
         self.shared.forget(&self.uid()).await;
         tracing::info!("pod removed");
     }
