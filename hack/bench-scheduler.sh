@@ -8,7 +8,10 @@
 # scheduler_perf's SchedulingThroughput), the time from the Lease's release to the last
 # binding, and the server's RSS with the scheduler at the last binding; then starts the server
 # once more on that data without its scheduler and notes its RSS after 10 s (the same nodes,
-# bound pods and Events: the scheduler's share is the difference).
+# bound pods and Events). Last, on a copy of the data as it was before scheduling, the same
+# scheduler as its own process (`berth scheduler`, as kube-scheduler runs) against a server
+# without one: its pods/s and its own RSS at the last binding, the scheduler's share measured
+# directly.
 #   hack/bench-scheduler.sh                                   release build, 1000 and 5000 nodes
 #   BERTH_BIN=target/debug/berth hack/bench-scheduler.sh --nodes 100 --pods 1000
 # Temp dirs go under $TMPDIR (default /tmp).
@@ -49,12 +52,13 @@ pids=()
 dirs=()
 # (each step may fail in the trap: a server already stopped; the directories go regardless)
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "${dirs[@]}"' EXIT
-printf '%-8s %-8s %-10s %-12s %-10s %-14s\n' nodes pods "pods/s" "all bound s" "RSS MiB" "no-sched MiB"
+printf '%-8s %-8s %-10s %-12s %-10s %-14s %-12s %-14s\n' nodes pods "pods/s" "all bound s" "RSS MiB" "no-sched MiB" "own pods/s" "scheduler MiB"
 for n in "${node_counts[@]}"; do
     dir=$(mktemp -d "${TMPDIR:-/tmp}/berth-bench-sched.XXXXXX"); dirs+=("$dir")
     start_server "$dir" --disable-scheduler; pids+=("$pid")
     python3 hack/bench-scheduler.py "$dir/data/server" "$url" "$pid" --nodes "$n" --phase create "${pass[@]}" >/dev/null
     kill "$pid"; wait "$pid" 2>/dev/null || true
+    mkdir "$dir/own" && cp -a "$dir/data" "$dir/own/data"
     start_server "$dir"; pids+=("$pid")
     # BERTH_BENCH_PERF=<file>: perf record of the server while it schedules (call graphs)
     if [ -n "${BERTH_BENCH_PERF:-}" ]; then perf record -F ${BERTH_BENCH_PERF_FREQ:-499} ${BERTH_BENCH_PERF_CALLGRAPH:--g} -p "$pid" -o "$BERTH_BENCH_PERF.$n" >/dev/null 2>&1 & perf_pid=$!; fi
@@ -65,5 +69,13 @@ for n in "${node_counts[@]}"; do
     start_server "$dir" --disable-scheduler; pids+=("$pid")
     baseline=$(python3 hack/bench-scheduler.py "$dir/data/server" "$url" "$pid" --nodes "$n" --phase baseline "${pass[@]}")
     kill "$pid"; wait "$pid" 2>/dev/null || true
-    printf '%s %-14s\n' "$result" "$baseline"
+    # the scheduler as its own process, on the unscheduled copy
+    start_server "$dir/own" --disable-scheduler; pids+=("$pid")
+    "$BERTH_BIN" scheduler --kubeconfig "$dir/own/data/server/admin.kubeconfig" >/dev/null 2>"$dir/own/scheduler.log" &
+    sched_pid=$!; pids+=("$sched_pid")
+    own=$(python3 hack/bench-scheduler.py "$dir/own/data/server" "$url" "$sched_pid" --nodes "$n" --phase schedule "${pass[@]}")
+    kill "$sched_pid"; wait "$sched_pid" 2>/dev/null || true
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    read -r _ _ own_rate _ own_rss <<<"$own"
+    printf '%s %-14s %-12s %-14s\n' "$result" "$baseline" "$own_rate" "$own_rss"
 done

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 mod client;
 mod daemon;
+mod scheduler;
 
 #[derive(Parser)]
 #[command(name = "berth", version, about = "A Kubernetes node in one binary: kubelet and container runtime")]
@@ -429,6 +430,13 @@ enum Command {
         #[command(flatten)]
         dns: AgentDnsArgs,
     },
+    /// The scheduler on its own, as kube-scheduler: binds the pods of its profiles'
+    /// schedulerNames through any apiserver it reaches with a kubeconfig, under leader election
+    /// (`berth server` runs the same scheduler in process).
+    Scheduler {
+        #[command(flatten)]
+        args: scheduler::SchedulerArgs,
+    },
     /// Manage images through a running daemon.
     Images {
         /// The daemon's CRI socket (default <run-dir>/berth.sock).
@@ -474,7 +482,7 @@ fn main() -> Result<()> {
         bail!("could not install the TLS crypto provider");
     }
     let file = config::load_file(cli.config.as_deref())?;
-    if matches!(cli.command, Command::Server { .. }) {
+    if matches!(cli.command, Command::Server { .. } | Command::Scheduler { .. }) {
         tune_malloc_for_server();
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -487,6 +495,7 @@ fn main() -> Result<()> {
         Command::Agent { dirs, flags, node, agent, proxy, join, dns } => {
             rt.block_on(run_agent(file.resolve(dirs.data_dir, dirs.run_dir), flags, node, agent, proxy, join, dns, notifier))
         }
+        Command::Scheduler { args } => rt.block_on(scheduler::run(args, shutdown_signal())),
         Command::Logs { socket, dirs, opts } => {
             let cfg = file.resolve(dirs.data_dir, dirs.run_dir);
             let socket = socket.unwrap_or_else(|| cfg.socket());
@@ -625,11 +634,11 @@ async fn run_server(
     let profiles = if args.disable_scheduler {
         None
     } else {
-        let profiles = match &args.scheduler_config {
-            Some(path) => berth_control::scheduler::config::load(path).with_context(|| format!("--scheduler-config {}", path.display()))?,
-            None => berth_control::scheduler::config::profiles(&Default::default()).context("the default scheduler profile")?,
+        let cfg = match &args.scheduler_config {
+            Some(path) => berth_control::scheduler::config::read(path).with_context(|| format!("--scheduler-config {}", path.display()))?,
+            None => Default::default(),
         };
-        Some(profiles.into_iter().map(Arc::new).collect::<Vec<_>>())
+        Some(scheduler::profiles(&cfg)?)
     };
     // The agent's runtime is open, and its CRI socket and kubelet API serve, before the API
     // starts; it joins the cluster once the API is up.
@@ -678,7 +687,7 @@ async fn run_server(
             }
             start_controllers(api.clone(), ipam, lifecycle, controllers, controller_options, stop.clone());
             if let Some(profiles) = profiles {
-                start_scheduler(api.clone(), profiles, stop);
+                scheduler::start_in_server(api.clone(), profiles, stop);
             }
             match local {
                 Some(agent) => {
@@ -940,22 +949,6 @@ fn controller_user(name: &str) -> berth_apiserver::User {
         format!("system:serviceaccount:kube-system:{name}"),
         &["system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"],
     )
-}
-
-/// The scheduler inside `berth server`: the in-process API as user system:kube-scheduler, under
-/// leader election on the Lease kube-system/kube-scheduler (upstream's lock).
-fn start_scheduler(
-    api: Arc<berth_apiserver::Api>,
-    profiles: Vec<Arc<berth_control::scheduler::framework::Profile>>,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    let user = berth_apiserver::User::new("system:kube-scheduler", &["system:authenticated"]);
-    let client = kube::Client::new(berth_apiserver::in_process(api, user), "default");
-    let host = nix::unistd::gethostname().map(|h| h.to_string_lossy().to_string()).unwrap_or_else(|_| "berth".into());
-    let identity = format!("{host}_{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-    let cfg = berth_control::leader::ElectionConfig::new("kube-system", "kube-scheduler", identity.clone());
-    let elector = berth_control::leader::Elector::new(client.clone(), cfg);
-    tokio::spawn(elector.run(stop, move |token| berth_control::scheduler::run(client.clone(), profiles.clone(), identity.clone(), token)));
 }
 
 /// Under a unit with WatchdogSec=: "still alive" at half the interval, from a task of the

@@ -478,3 +478,88 @@ profiles:
     assert_eq!(ev["message"], "Successfully assigned default/packed to busy");
     assert_eq!(ev["source"]["component"], "packer", "events come from the profile's scheduler name");
 }
+
+/// A `berth scheduler` process this test started, ended (SIGTERM) when dropped.
+struct SchedulerProcess(std::process::Child, std::path::PathBuf);
+
+impl SchedulerProcess {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.1).unwrap_or_default()
+    }
+
+    /// SIGTERM; the exit status once it ended (within 10 s).
+    fn stop(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.0.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "berth scheduler did not stop on SIGTERM: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for SchedulerProcess {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[test]
+fn berth_scheduler_runs_a_second_scheduler_on_its_own_lease() {
+    let api = ApiServer::start("sched-second");
+    let nodes = FakeNodes::start(&api);
+    nodes.add(&FakeNode::new("n1", "4", "4Gi"));
+    let cfg = api.dir.path().join("second.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nclientConnection:\n  kubeconfig: {}\nleaderElection:\n  leaderElect: true\n  resourceName: berth-second\n  resourceNamespace: default\nprofiles:\n- schedulerName: berth-second\n",
+            api.kubeconfig.display()
+        ),
+    )
+    .expect("write config");
+    // a pod for it, made before it runs: the in-process default scheduler leaves it alone
+    create(&api, pod("theirs", json!({"schedulerName": "berth-second"})));
+    create(&api, pod("ours", json!({})));
+    assert_eq!(wait_bound(&api, "ours"), "n1");
+    assert_eq!(node_of(&get_pod(&api, "theirs")), "");
+
+    let log = api.dir.path().join("second.log");
+    let child = std::process::Command::new(berth_integration::berth_bin())
+        .args(["scheduler", "--scheduler-config"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start berth scheduler");
+    let mut second = SchedulerProcess(child, log);
+    let p = wait_pod(&api, "theirs", "bound by berth scheduler", Duration::from_secs(30), |p| !node_of(p).is_empty());
+    assert_eq!(node_of(&p), "n1", "{}", second.log());
+    let ev = wait_event(&api, "theirs", "Scheduled");
+    assert_eq!(ev["message"], "Successfully assigned default/theirs to n1");
+    assert_eq!(ev["source"]["component"], "berth-second");
+    // its own Lease, as the configuration names it; the in-process scheduler keeps upstream's
+    let lease = json(&api.ok("1.33", &["get", "lease", "-n", "default", "berth-second", "-o", "json"]));
+    assert!(lease["spec"]["holderIdentity"].as_str().is_some_and(|h| !h.is_empty()), "{lease:#}");
+    let default_lease = json(&api.ok("1.33", &["get", "lease", "-n", "kube-system", "kube-scheduler", "-o", "json"]));
+    assert_ne!(default_lease["spec"]["holderIdentity"], lease["spec"]["holderIdentity"]);
+    // a pod for neither stays pending; one for the default scheduler is not taken by it
+    create(&api, pod("nobodys", json!({"schedulerName": "elsewhere"})));
+    create(&api, pod("ours-too", json!({})));
+    assert_eq!(wait_bound(&api, "ours-too"), "n1");
+    assert!(events_for(&api, "ours-too").iter().all(|e| e["source"]["component"] != "berth-second"));
+    assert_eq!(node_of(&get_pod(&api, "nobodys")), "");
+    assert!(second.stop().success(), "exits cleanly on SIGTERM: {}", second.log());
+
+    // bad invocations say why
+    let out = std::process::Command::new(berth_integration::berth_bin()).args(["scheduler", "--leader-elect=false"]).output().expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no kubeconfig: give --kubeconfig"), "{}", String::from_utf8_lossy(&out.stderr));
+}

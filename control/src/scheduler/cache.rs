@@ -214,7 +214,7 @@ impl Cache {
     /// Adds or updates a node; true when the change could make a waiting pod fit.
     pub fn set_node(&mut self, node: Node) -> bool {
         let name = node.metadata.name.clone().unwrap_or_default();
-        let node = Arc::new(node);
+        let node = Arc::new(super::slim::node(node));
         match self.index.get(&name).copied() {
             Some(i) => {
                 let old = &self.nodes[i];
@@ -249,9 +249,11 @@ impl Cache {
         self.index.keys().cloned().collect()
     }
 
-    /// Places (or moves) a pod on `node`: a bound pod from the watch, or one just assumed.
-    /// True when the pod is new there or its labels changed (what pod affinity looks at).
-    pub fn add_pod(&mut self, node: &str, pod: Arc<Pod>) -> bool {
+    /// Places (or moves) a pod on `node`: a bound pod from the watch, or one just assumed (kept
+    /// as [`super::slim::placed`] leaves it). True when the pod is new there or its labels
+    /// changed (what pod affinity looks at).
+    pub fn add_pod(&mut self, node: &str, pod: Pod) -> bool {
+        let pod = Arc::new(super::slim::placed(pod));
         let key = pod_key(&pod);
         let same_place = self.pods.get(&key).filter(|(n, _)| n == node);
         let changed = same_place.is_none_or(|(_, old)| old.metadata.labels != pod.metadata.labels);
@@ -350,12 +352,10 @@ mod tests {
         .expect("node")
     }
 
-    fn pod(name: &str, cpu: &str) -> Arc<Pod> {
-        Arc::new(
-            serde_json::from_value(serde_json::json!({"metadata": {"name": name, "namespace": "default"},
-                "spec": {"containers": [{"name": "a", "resources": {"requests": {"cpu": cpu}}, "ports": [{"containerPort": 80, "hostPort": 8080}]}]}}))
-            .expect("pod"),
-        )
+    fn pod(name: &str, cpu: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name, "namespace": "default"},
+            "spec": {"containers": [{"name": "a", "resources": {"requests": {"cpu": cpu}}, "ports": [{"containerPort": 80, "hostPort": 8080}]}]}}))
+        .expect("pod")
     }
 
     #[test]

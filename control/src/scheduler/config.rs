@@ -39,6 +39,71 @@ pub struct KubeSchedulerConfiguration {
     pub percentage_of_nodes_to_score: Option<i64>,
     #[serde(default)]
     pub profiles: Vec<ProfileConfig>,
+    /// Where `berth scheduler` finds the apiserver (`berth server` runs its scheduler in
+    /// process and ignores it).
+    #[serde(default)]
+    pub client_connection: ClientConnection,
+    /// How `berth scheduler` elects its leader (`berth server` elects on upstream's Lease).
+    #[serde(default)]
+    pub leader_election: LeaderElection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientConnection {
+    #[serde(default)]
+    pub kubeconfig: Option<String>,
+}
+
+/// componentbaseconfig's LeaderElectionConfiguration, as far as a Lease lock uses it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaderElection {
+    #[serde(default)]
+    pub leader_elect: Option<bool>,
+    #[serde(default)]
+    pub resource_name: Option<String>,
+    #[serde(default)]
+    pub resource_namespace: Option<String>,
+    /// Go durations ("15s").
+    #[serde(default)]
+    pub lease_duration: Option<String>,
+    #[serde(default)]
+    pub renew_deadline: Option<String>,
+    #[serde(default)]
+    pub retry_period: Option<String>,
+}
+
+/// The Lease lock upstream's scheduler elects on.
+pub const LEASE_NAMESPACE: &str = "kube-system";
+pub const LEASE_NAME: &str = "kube-scheduler";
+
+impl LeaderElection {
+    /// The election on `identity` this section describes (upstream's defaults where silent:
+    /// kube-system/kube-scheduler, 15 s / 10 s / 2 s).
+    pub fn election(&self, identity: String) -> Result<crate::leader::ElectionConfig, ConfigError> {
+        let mut cfg = crate::leader::ElectionConfig::new(
+            self.resource_namespace.as_deref().filter(|n| !n.is_empty()).unwrap_or(LEASE_NAMESPACE),
+            self.resource_name.as_deref().filter(|n| !n.is_empty()).unwrap_or(LEASE_NAME),
+            identity,
+        );
+        for (field, text, slot) in [
+            ("leaseDuration", &self.lease_duration, &mut cfg.lease_duration),
+            ("renewDeadline", &self.renew_deadline, &mut cfg.renew_deadline),
+            ("retryPeriod", &self.retry_period, &mut cfg.retry_period),
+        ] {
+            let Some(text) = text else { continue };
+            let nanos = berth_names::duration::parse_nanos(text).map_err(|e| ConfigError::Decode(format!("leaderElection.{field}: {e}")))?;
+            if nanos <= 0 {
+                return Err(ConfigError::Decode(format!("leaderElection.{field}: Invalid value: {text:?}: must be greater than zero")));
+            }
+            *slot = std::time::Duration::from_nanos(nanos as u64);
+        }
+        if cfg.lease_duration <= cfg.renew_deadline {
+            return Err(ConfigError::Decode("leaderElection.leaseDuration: Invalid value: must be greater than renewDeadline".into()));
+        }
+        Ok(cfg)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -286,9 +351,14 @@ pub fn parse(text: &str) -> Result<KubeSchedulerConfiguration, ConfigError> {
     serde_saphyr::from_str(text).map_err(|e| ConfigError::Decode(e.to_string()))
 }
 
-pub fn load(path: &std::path::Path) -> Result<Vec<Profile>, ConfigError> {
+/// The configuration in the file at `path`.
+pub fn read(path: &std::path::Path) -> Result<KubeSchedulerConfiguration, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-    profiles(&parse(&text)?)
+    parse(&text)
+}
+
+pub fn load(path: &std::path::Path) -> Result<Vec<Profile>, ConfigError> {
+    profiles(&read(path)?)
 }
 
 #[cfg(test)]
@@ -341,7 +411,36 @@ profiles:
         let scores: Vec<(&str, i64)> = p[1].scores.iter().map(|(s, w)| (s.name(), *w)).collect();
         assert_eq!(scores, vec![("NodeResourcesFit", 5)]);
         assert!(!p[1].filters.iter().any(|f| f.name() == "NodePorts"));
+        let e = parse(yaml).expect("parse").leader_election.election("me".into()).expect("election");
+        assert_eq!((e.namespace.as_str(), e.name.as_str(), e.lease_duration.as_secs()), ("kube-system", "kube-scheduler", 15));
         let bad = parse("profiles:\n- plugins:\n    score:\n      enabled:\n      - name: Nope\n").expect("parse");
         assert!(matches!(profiles(&bad), Err(ConfigError::UnknownPlugin(n)) if n == "Nope"));
+    }
+
+    #[test]
+    fn leader_election_and_client_connection_from_yaml() {
+        let yaml = r#"
+apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+clientConnection:
+  kubeconfig: /etc/berth/scheduler.kubeconfig
+leaderElection:
+  leaderElect: true
+  resourceName: second-scheduler
+  resourceNamespace: team-a
+  leaseDuration: 30s
+  renewDeadline: 20s
+  retryPeriod: 500ms
+"#;
+        let cfg = parse(yaml).expect("parse");
+        assert_eq!(cfg.client_connection.kubeconfig.as_deref(), Some("/etc/berth/scheduler.kubeconfig"));
+        assert_eq!(cfg.leader_election.leader_elect, Some(true));
+        let e = cfg.leader_election.election("me".into()).expect("election");
+        assert_eq!((e.namespace.as_str(), e.name.as_str(), e.identity.as_str()), ("team-a", "second-scheduler", "me"));
+        assert_eq!((e.lease_duration.as_millis(), e.renew_deadline.as_millis(), e.retry_period.as_millis()), (30_000, 20_000, 500));
+        let short = parse("leaderElection:\n  leaseDuration: 5s\n  renewDeadline: 10s\n").expect("parse");
+        assert!(matches!(short.leader_election.election("me".into()), Err(ConfigError::Decode(m)) if m.contains("greater than renewDeadline")));
+        let bad = parse("leaderElection:\n  retryPeriod: soon\n").expect("parse");
+        assert!(matches!(bad.leader_election.election("me".into()), Err(ConfigError::Decode(m)) if m.contains("retryPeriod") && m.contains("invalid duration")));
     }
 }

@@ -19,6 +19,7 @@ pub mod plugins;
 pub mod preemption;
 pub mod queue;
 pub mod resources;
+pub mod slim;
 pub mod volumes;
 
 use std::collections::HashSet;
@@ -272,7 +273,7 @@ fn pod_seen(shared: &Shared, pod: Pod) {
             }
         } else {
             let node = node.to_string();
-            if shared.cache().add_pod(&node, Arc::new(pod)) {
+            if shared.cache().add_pod(&node, pod) {
                 shared.queue.move_all_to_active_or_backoff("AssignedPodAddOrUpdate");
             }
         }
@@ -384,7 +385,7 @@ async fn schedule_one(shared: &Arc<Shared>, q: QueuedPod, start: usize) -> usize
             if let Some(s) = assumed.spec.as_mut() {
                 s.node_name = Some(node.clone());
             }
-            shared.cache().add_pod(&node, Arc::new(assumed));
+            shared.cache().add_pod(&node, assumed);
             shared.queue.done(&key);
             shared.queue.move_all_to_active_or_backoff("AssignedPodAdd");
             let shared = shared.clone();
