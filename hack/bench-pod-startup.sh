@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The pod startup SLO on a real node (issue 19): starts `berth server` WITH its own node (the
 # apiserver, controller manager, scheduler and kubelet in one process; embedded store) on private
-# dirs under a temp dir, a private CNI conf dir and bridge (berth-cni from next to the binary, no
+# dirs under a temp dir (the run dir on a tmpfs), a private CNI conf dir and bridge (berth-cni from next to the binary, no
 # masquerade rules), a pod CIDR of 10.88.X.0/24 that no interface uses, kubelet API and
 # listener on 127.0.0.1 ports of its own, and a private pod cgroup root, so the host is left as
 # it was. hack/bench-pod-startup.py then, through the HTTPS API:
@@ -101,7 +101,10 @@ for _ in $(seq 150); do
 done
 CIDR=10.88.$x.0/24
 
-mkdir -p "$T/manifests"
+mkdir -p "$T/manifests" "$T/run"
+# the run dir on a tmpfs, as /run is on the hosts Berth runs on (systemd mounts it so; containerd
+# keeps its state there too); the data dir stays on the disk (unmounted by cleanup)
+mount -t tmpfs -o mode=0755 berth-bench-run "$T/run"
 cat > "$T/config.toml" <<TOML
 [network]
 conf_dir = "$T/net.d"
