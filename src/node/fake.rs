@@ -416,6 +416,7 @@ pub fn harness_with(eviction: eviction::EvictionConfig) -> Harness {
         status_published: tokio::sync::Notify::new(),
         errors: Default::default(),
         details: Default::default(),
+        departed: Default::default(),
         objects: Default::default(),
         metrics: Default::default(),
         pressure: Default::default(),

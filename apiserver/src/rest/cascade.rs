@@ -71,6 +71,16 @@ impl Propagation {
 /// blockOwnerDeletion.
 type Dependent = (Arc<Resource>, Option<String>, String, bool);
 
+/// Whether an object's JSON mentions `uid` anywhere (the encoder writes UTF-8, searched with
+/// the standard library's substring search, which every delete runs over every object of the
+/// namespace; bytes that are not UTF-8 are searched window by window).
+fn names_uid(json: &[u8], uid: &str) -> bool {
+    match std::str::from_utf8(json) {
+        Ok(text) => text.contains(uid),
+        Err(_) => json.windows(uid.len()).any(|w| w == uid.as_bytes()),
+    }
+}
+
 impl Api {
     /// The objects that name `owner` (of `res`) in their ownerReferences.
     pub(crate) fn dependents(&self, res: &Resource, owner: &Value) -> Vec<Dependent> {
@@ -91,7 +101,7 @@ impl Api {
             let (items, _) = cache.snapshot(&r.list_prefix(&self.store_prefix, ns));
             for cached in items {
                 // only objects whose JSON names the uid at all are decoded
-                if !cached.encoded.item().windows(uid.len()).any(|w| w == uid.as_bytes()) {
+                if !names_uid(cached.encoded.item(), uid) {
                     continue;
                 }
                 let Ok(o) = cached.value() else { continue };
@@ -205,5 +215,24 @@ impl Api {
                 tracing::warn!(resource = %res.qualified(), name = meta::name(owner), finalizer, error = %e.message, "removing a deletion finalizer failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_uid;
+
+    #[test]
+    fn a_uid_is_found_anywhere_in_the_json_and_only_whole() {
+        let uid = "0f6c5a8e-3b1d-4c2e-9a7f-1e2d3c4b5a69";
+        let owned = format!(r#"{{"metadata":{{"name":"p","ownerReferences":[{{"kind":"ReplicaSet","uid":"{uid}"}}]}}}}"#);
+        assert!(names_uid(owned.as_bytes(), uid));
+        assert!(!names_uid(owned.as_bytes(), "0f6c5a8e-3b1d-4c2e-9a7f-1e2d3c4b5a6a"));
+        assert!(!names_uid(br#"{"metadata":{"name":"p"}}"#, uid));
+        // not UTF-8: still searched
+        let mut bytes = vec![0xff, 0xfe];
+        bytes.extend_from_slice(uid.as_bytes());
+        assert!(names_uid(&bytes, uid));
+        assert!(!names_uid(&bytes[..20], uid));
     }
 }

@@ -441,6 +441,8 @@ leaderElection:
         let short = parse("leaderElection:\n  leaseDuration: 5s\n  renewDeadline: 10s\n").expect("parse");
         assert!(matches!(short.leader_election.election("me".into()), Err(ConfigError::Decode(m)) if m.contains("greater than renewDeadline")));
         let bad = parse("leaderElection:\n  retryPeriod: soon\n").expect("parse");
-        assert!(matches!(bad.leader_election.election("me".into()), Err(ConfigError::Decode(m)) if m.contains("retryPeriod") && m.contains("invalid duration")));
+        assert!(
+            matches!(bad.leader_election.election("me".into()), Err(ConfigError::Decode(m)) if m.contains("retryPeriod") && m.contains("invalid duration"))
+        );
     }
 }

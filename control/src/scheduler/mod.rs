@@ -38,6 +38,14 @@ use cache::{pod_key, Cache, PodKey, Volumes};
 use framework::{FitError, Profile};
 use queue::{Queue, QueuedPod};
 
+/// How the scheduler lists and watches: as a streaming list (a watch with sendInitialEvents),
+/// so the objects arrive one by one instead of as a list response of every pod at once (which
+/// an apiserver answers whole from its watch cache, limit or not): the scheduler never holds
+/// more than its own cache of them.
+fn watch_config() -> watcher::Config {
+    watcher::Config::default().streaming_lists()
+}
+
 /// A running scheduler's shared state.
 struct Shared {
     client: kube::Client,
@@ -47,7 +55,14 @@ struct Shared {
     queue: Queue,
     /// Woken on every claim, volume or class change (pods waiting in PreBind look again).
     volumes_changed: tokio::sync::Notify,
+    /// Bindings (with their Scheduled event) in flight at most: the placing goes on while they
+    /// are written, but a burst of placements does not open a request (and, against a remote
+    /// apiserver, a connection) per pod at once, as upstream's client rate limit also prevents.
+    binds: tokio::sync::Semaphore,
 }
+
+/// How many bindings are written at once.
+const CONCURRENT_BINDS: usize = 32;
 
 impl Shared {
     fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
@@ -74,8 +89,15 @@ fn terminal(pod: &Pod) -> bool {
 
 /// Runs the scheduler with `profiles` until `stop`.
 pub async fn run(client: kube::Client, profiles: Vec<Arc<Profile>>, identity: String, stop: CancellationToken) {
-    let shared =
-        Arc::new(Shared { client, profiles, identity, cache: Mutex::new(Cache::default()), queue: Queue::new(), volumes_changed: tokio::sync::Notify::new() });
+    let shared = Arc::new(Shared {
+        client,
+        profiles,
+        identity,
+        cache: Mutex::new(Cache::default()),
+        queue: Queue::new(),
+        volumes_changed: tokio::sync::Notify::new(),
+        binds: tokio::sync::Semaphore::new(CONCURRENT_BINDS),
+    });
     let nodes = tokio::spawn(watch_nodes(shared.clone()).instrument(tracing::info_span!("node-watch")));
     let pods = tokio::spawn(watch_pods(shared.clone()).instrument(tracing::info_span!("pod-watch")));
     let namespaces = tokio::spawn(watch_namespaces(shared.clone()).instrument(tracing::info_span!("namespace-watch")));
@@ -139,7 +161,7 @@ pub async fn run(client: kube::Client, profiles: Vec<Arc<Profile>>, identity: St
 
 async fn watch_nodes(shared: Arc<Shared>) {
     let api: kube::Api<Node> = kube::Api::all(shared.client.clone());
-    let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut stream = watcher(api, watch_config()).default_backoff().boxed();
     let mut relisted: Option<HashSet<String>> = None;
     while let Some(ev) = stream.next().await {
         match ev {
@@ -174,7 +196,7 @@ async fn watch_nodes(shared: Arc<Shared>) {
 /// PodDisruptionBudgets, for preemption.
 async fn watch_budgets(shared: Arc<Shared>) {
     let api: kube::Api<PodDisruptionBudget> = kube::Api::all(shared.client.clone());
-    let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut stream = watcher(api, watch_config()).default_backoff().boxed();
     let key = |p: &PodDisruptionBudget| format!("{}/{}", p.metadata.namespace.as_deref().unwrap_or_default(), p.metadata.name.as_deref().unwrap_or_default());
     while let Some(ev) = stream.next().await {
         match ev {
@@ -197,7 +219,7 @@ async fn watch_budgets(shared: Arc<Shared>) {
 /// Namespace labels, for pod affinity's namespaceSelector.
 async fn watch_namespaces(shared: Arc<Shared>) {
     let api: kube::Api<Namespace> = kube::Api::all(shared.client.clone());
-    let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut stream = watcher(api, watch_config()).default_backoff().boxed();
     while let Some(ev) = stream.next().await {
         match ev {
             Ok(watcher::Event::Apply(ns)) | Ok(watcher::Event::InitApply(ns)) => {
@@ -228,7 +250,7 @@ where
     K::DynamicType: Default,
 {
     let api: kube::Api<K> = kube::Api::all(shared.client.clone());
-    let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut stream = watcher(api, watch_config()).default_backoff().boxed();
     let mut relisted: Option<Vec<K>> = None;
     while let Some(ev) = stream.next().await {
         match ev {
@@ -299,7 +321,7 @@ fn pod_gone(shared: &Shared, key: &PodKey) {
 
 async fn watch_pods(shared: Arc<Shared>) {
     let api: kube::Api<Pod> = kube::Api::all(shared.client.clone());
-    let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut stream = watcher(api, watch_config()).default_backoff().boxed();
     let mut relisted: Option<HashSet<PodKey>> = None;
     while let Some(ev) = stream.next().await {
         match ev {
@@ -460,6 +482,8 @@ async fn bind_and_report(shared: &Arc<Shared>, pod: &Arc<Pod>, node: &str, volum
     if volumes && !prebind_volumes(shared, pod, node).await {
         return;
     }
+    // never closed: the semaphore lives as long as the scheduler
+    let Ok(_permit) = shared.binds.acquire().await else { return };
     match binder::bind(&shared.client, pod, node).await {
         Ok(()) => {
             let msg = format!("Successfully assigned {}/{} to {node}", key.0, key.1);

@@ -100,9 +100,15 @@ mod tests {
         assert_eq!(s.containers[0].image.as_deref(), Some("web:1"));
         let volumes: Vec<&str> = s.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
         assert_eq!(volumes, ["data"]);
-        assert_eq!((&slim.metadata.labels, &slim.metadata.owner_references, &slim.metadata.uid), (&full.metadata.labels, &full.metadata.owner_references, &full.metadata.uid));
+        assert_eq!(
+            (&slim.metadata.labels, &slim.metadata.owner_references, &slim.metadata.uid),
+            (&full.metadata.labels, &full.metadata.owner_references, &full.metadata.uid)
+        );
         let status = slim.status.as_ref().expect("status");
-        assert_eq!((status.phase.as_deref(), status.nominated_node_name.as_deref(), status.qos_class.as_deref()), (Some("Running"), Some("n1"), Some("Burstable")));
+        assert_eq!(
+            (status.phase.as_deref(), status.nominated_node_name.as_deref(), status.qos_class.as_deref()),
+            (Some("Running"), Some("n1"), Some("Burstable"))
+        );
         assert!(status.start_time.is_some());
         // and the rest is gone
         assert!(slim.metadata.managed_fields.is_none() && slim.metadata.annotations.is_none());
