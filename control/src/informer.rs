@@ -137,7 +137,9 @@ where
     /// Keeps the copy current from `api` until `stop` (a failed watch backs off and relists).
     pub async fn run(self: Arc<Self>, api: kube::Api<K>, stop: CancellationToken) {
         let mut relist: Option<BTreeMap<ObjectKey, Arc<K>>> = None;
-        let stream = watcher(api, watcher::Config::default()).default_backoff();
+        // a streaming list (a watch with sendInitialEvents): the objects come one by one, not as
+        // one list response held whole beside the copy being built
+        let stream = watcher(api, watcher::Config::default().streaming_lists()).default_backoff();
         futures_util::pin_mut!(stream);
         loop {
             let event = tokio::select! {

@@ -23,6 +23,8 @@ use crate::node::volumes::{token_key, TokenKey};
 const CHECK: Duration = Duration::from_secs(5);
 /// Token requests in flight at once.
 const CONCURRENT_REQUESTS: usize = 16;
+/// A token request's pod and key, and the token with when to renew it (or why not).
+type Answer = (Pod, TokenKey, Result<(String, Duration), String>);
 /// A token is renewed after this long at the latest.
 const MAX_AGE: Duration = Duration::from_secs(24 * 3600);
 
@@ -87,10 +89,10 @@ pub async fn run(client: kube::Client, mut raw: watch::Receiver<ClusterPods>, tx
         // the due requests at once (a hundred new pods wait for one round trip, not a hundred)
         let due: Vec<(Pod, TokenKey)> = live
             .iter()
-            .filter(|(_, key)| !issued.get(key).is_some_and(|i| Instant::now() < i.renew_at))
+            .filter(|(_, key)| issued.get(key).is_none_or(|i| Instant::now() >= i.renew_at))
             .map(|(pod, key)| ((*pod).clone(), key.clone()))
             .collect();
-        let answers: Vec<(Pod, TokenKey, Result<(String, Duration), String>)> = stream::iter(due)
+        let answers: Vec<Answer> = stream::iter(due)
             .map(|(pod, key)| {
                 let client = client.clone();
                 async move {
