@@ -309,7 +309,7 @@ fn pod_seen(shared: &Shared, pod: Pod) {
         shared.queue.remove(&key);
         return;
     }
-    shared.queue.add_or_update(Arc::new(pod));
+    shared.queue.add_or_update(Arc::new(slim::pending(pod)));
 }
 
 fn pod_gone(shared: &Shared, key: &PodKey) {

@@ -3,8 +3,8 @@
 //! namespace, affinity terms, topology) and what preemption weighs (priority, start time), so
 //! the rest (managedFields, annotations, container commands, environment, mounts, probes, other
 //! volume sources, container statuses) is dropped before it is stored, as upstream's scheduler
-//! strips managedFields from what its informers keep. A node keeps everything but its
-//! managedFields.
+//! strips managedFields from what its informers keep; a pending pod also keeps its conditions.
+//! A node keeps everything but its managedFields.
 
 use k8s_openapi::api::core::v1::{Container, Node, Pod, PodStatus};
 
@@ -23,6 +23,17 @@ fn slim_container(c: &mut Container) {
     c.working_dir = None;
     c.termination_message_path = None;
     c.termination_message_policy = None;
+}
+
+/// A pod waiting to be scheduled, as the queue keeps it: as [`placed`], with its conditions
+/// (the PodScheduled condition the scheduler reports on).
+pub fn pending(pod: Pod) -> Pod {
+    let conditions = pod.status.as_ref().and_then(|s| s.conditions.clone());
+    let mut pod = placed(pod);
+    if conditions.is_some() {
+        pod.status.get_or_insert_with(Default::default).conditions = conditions;
+    }
+    pod
 }
 
 /// A pod placed on a node (bound, or assumed by this scheduler), as the cache keeps it.
@@ -115,5 +126,9 @@ mod tests {
         assert!(s.containers[0].command.is_none() && s.containers[0].env.is_none() && s.containers[0].readiness_probe.is_none());
         assert!(status.conditions.is_none() && status.container_statuses.is_none() && status.pod_ip.is_none());
         assert!(serde_json::to_vec(&slim).expect("json").len() * 2 < serde_json::to_vec(&full).expect("json").len());
+        let waiting = pending(full.clone());
+        assert_eq!(waiting.status.as_ref().and_then(|s| s.conditions.clone()), full.status.as_ref().and_then(|s| s.conditions.clone()));
+        assert_eq!(waiting.spec, slim.spec);
+        assert!(waiting.metadata.managed_fields.is_none());
     }
 }
