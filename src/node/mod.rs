@@ -73,7 +73,6 @@ pub struct NodeConfig {
 /// A source of Unix time in nanoseconds.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
-/// What workers share: the runtime doors, the config and the published statuses.
 /// An API pod whose worker ended, with the events it had.
 #[derive(Debug, Clone)]
 pub struct DepartedPod {
@@ -87,6 +86,7 @@ pub struct DepartedPod {
 /// cluster connection nobody does).
 const MAX_DEPARTED: usize = 1000;
 
+/// What workers share: the runtime doors, the config and the published statuses.
 pub struct NodeShared {
     pub runtime: Arc<dyn RuntimeApi>,
     pub images: Arc<dyn ImageApi>,

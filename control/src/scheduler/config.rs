@@ -357,10 +357,6 @@ pub fn read(path: &std::path::Path) -> Result<KubeSchedulerConfiguration, Config
     parse(&text)
 }
 
-pub fn load(path: &std::path::Path) -> Result<Vec<Profile>, ConfigError> {
-    profiles(&read(path)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,7 +109,7 @@ impl Cgroup {
         let rel = self.spec.path.trim_start_matches('/');
         match host_mode() {
             CgroupMode::V1 => {
-                for h in v1_hierarchies().map_err(|e| err(&self.spec, e))? {
+                for h in v1_hierarchies() {
                     std::fs::create_dir_all(h.join(rel)).map_err(|e| err(&self.spec, e))?;
                 }
             }
@@ -197,11 +197,11 @@ impl Cgroup {
 /// The directories of the v1 hierarchies that hold a controller Berth manages: the ones
 /// `Cgroup::create` makes a cgroup in and `remove` clears again; not name=systemd, not the
 /// hybrid unified tree. Each once, also where controllers share one (cpu,cpuacct).
-fn v1_hierarchies() -> std::io::Result<Vec<PathBuf>> {
+fn v1_hierarchies() -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = v1::mount_points().values().cloned().collect();
     out.sort();
     out.dedup();
-    Ok(out)
+    out
 }
 
 /// Where each v1 controller's hierarchy is mounted (empty on v2), for a process this one
@@ -261,7 +261,7 @@ pub fn self_join(spec: &CgroupSpec, create: bool) -> Result<Option<SelfJoin>, Cg
         make_joinable(spec)?;
     }
     let mut tasks = Vec::new();
-    for h in v1_hierarchies().map_err(|e| err(spec, e))? {
+    for h in v1_hierarchies() {
         let dir = h.join(rel);
         let file =
             std::fs::OpenOptions::new().write(true).open(dir.join("tasks")).map_err(|e| err(spec, format!("opening {}: {e}", dir.join("tasks").display())))?;
@@ -278,7 +278,7 @@ pub fn make_joinable(spec: &CgroupSpec) -> Result<bool, CgroupError> {
         return Ok(false);
     }
     let rel = spec.path.trim_start_matches('/');
-    for h in v1_hierarchies().map_err(|e| err(spec, e))? {
+    for h in v1_hierarchies() {
         let dir = h.join(rel);
         std::fs::create_dir_all(&dir).map_err(|e| err(spec, e))?;
         if h.join("cpuset.cpus").exists() {
@@ -372,8 +372,8 @@ pub fn systemd_path(path: &str) -> String {
     out.join("/")
 }
 
-/// The controllers the host offers: v1, those with a mounted hierarchy; v2, those the root
-/// lists in cgroup.controllers. Read once.
+/// The controllers the host offers: v1, those with a mounted hierarchy (the mount points
+/// [`v1`] read once); v2, those the root lists in cgroup.controllers. Read once.
 pub fn host_controllers() -> BTreeSet<String> {
     static CONTROLLERS: OnceLock<BTreeSet<String>> = OnceLock::new();
     CONTROLLERS
@@ -381,21 +381,9 @@ pub fn host_controllers() -> BTreeSet<String> {
             CgroupMode::V2 => std::fs::read_to_string(PathBuf::from(CGROUP_ROOT).join("cgroup.controllers"))
                 .map(|t| t.split_whitespace().map(str::to_string).collect())
                 .unwrap_or_default(),
-            CgroupMode::V1 => v1_controllers(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()),
+            CgroupMode::V1 => v1::mount_points().keys().map(|c| c.to_string()).collect(),
         })
         .clone()
-}
-
-/// The controllers of the v1 hierarchies in a mountinfo text (fstype "cgroup"; the
-/// controllers are among the super options).
-fn v1_controllers(mountinfo: &str) -> BTreeSet<String> {
-    const KNOWN: &[&str] =
-        &["blkio", "cpu", "cpuacct", "cpuset", "devices", "freezer", "hugetlb", "memory", "net_cls", "net_prio", "perf_event", "pids", "rdma", "misc"];
-    crate::util::mountinfo::parse(mountinfo)
-        .iter()
-        .filter(|m| m.fstype == "cgroup")
-        .flat_map(|m| m.super_options.split(',').filter(|o| KNOWN.contains(o)).map(str::to_string).collect::<Vec<_>>())
-        .collect()
 }
 
 /// The controllers Berth sets limits in or reads from that the host lacks.
@@ -460,7 +448,7 @@ mod tests {
 32 25 0:28 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory
 33 25 0:29 / /sys/fs/cgroup/systemd rw,nosuid - cgroup cgroup rw,xattr,name=systemd
 34 25 0:30 / /proc rw - proc proc rw";
-        let got: Vec<String> = v1_controllers(mountinfo).into_iter().collect();
+        let got: Vec<String> = v1::mount_points_in(mountinfo).into_keys().map(String::from).collect();
         assert_eq!(got, ["cpu", "cpuacct", "memory"]);
     }
 

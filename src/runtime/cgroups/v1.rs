@@ -56,7 +56,7 @@ pub fn adopt_mount_points(mounts: &BTreeMap<String, PathBuf>) {
 
 /// The first mount of each known controller's hierarchy in a mountinfo text (fstype
 /// "cgroup", the controllers among its super options).
-fn mount_points_in(mountinfo: &str) -> BTreeMap<&'static str, PathBuf> {
+pub(super) fn mount_points_in(mountinfo: &str) -> BTreeMap<&'static str, PathBuf> {
     let mut out = BTreeMap::new();
     for m in crate::util::mountinfo::parse(mountinfo).into_iter().filter(|m| m.fstype == "cgroup") {
         for c in m.super_options.split(',').filter_map(|o| CONTROLLERS.iter().find(|c| **c == o)) {
