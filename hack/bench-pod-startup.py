@@ -258,6 +258,11 @@ def startup(args, c, n):
         latencies = [pods.running[p] - pods.seen[p] for p in pods.running]
         ready_latencies = [pods.ready[p] - pods.seen[p] for p in pods.ready]
         extra = len(pods.seen) - n
+        if args.times:
+            with open(args.times, "a") as f:
+                for name in sorted(pods.seen, key=pods.seen.get):
+                    f.write(" ".join([str(n), name] + [f"{d[name] - t0:.3f}" if name in d else "-"
+                                                        for d in (pods.seen, pods.bound, pods.running, pods.ready)]) + "\n")
     p50, p90, p99, worst = (percentile(latencies, p) for p in (50, 90, 99, 100))
     log(f"{what}: created {created:.2f} s, bound {bound:.2f} s, Running {running:.2f} s, Ready {ready:.2f} s; "
         f"startup latency p50 {p50:.2f} p90 {p90:.2f} p99 {p99:.2f} max {worst:.2f} s "
@@ -288,6 +293,8 @@ def main():
     p.add_argument("--node", required=True, help="the server's node")
     p.add_argument("--replicas", default="100", help='the cases, e.g. "10 100"')
     p.add_argument("--timeout", type=float, default=300, help="seconds each wait may take")
+    p.add_argument("--times", help="a file to write each pod's times to (seconds after the POST, one line per pod: "
+                   "case, name, created, bound, Running, Ready), for finding which step a slow pod waited on")
     args = p.parse_args()
     cases = [int(x) for x in args.replicas.split()]
     if not cases or len(set(cases)) != len(cases) or min(cases) < 1:

@@ -61,7 +61,7 @@ pub async fn open(cfg: &mut config::Config, flags: RuntimeFlags, cgroup_root: Op
     if let Some(cidr) = pod_cidr {
         net_cfg.pod_cidr = Some(cidr);
     }
-    let network = Arc::new(Network::new(net_cfg, cfg.data_dir.join("network")));
+    let network = Arc::new(Network::new(net_cfg, cfg.data_dir.join("network"), cfg.run_dir.join("network")));
     let rt = Runtime::open(rt_cfg, store.clone(), network).map_err(|e| anyhow::anyhow!("opening the runtime state: {e}"))?;
     rt.reconcile_network().await;
     let streaming = berth::streaming::StreamingServer::start(&cfg.streaming, &cfg.data_dir, rt.clone()).await?;

@@ -213,6 +213,7 @@ async fn two_pods_talk(plugins: Plugins) {
     assert_eq!(veths(&net.bridge), 0);
     assert!(net.ipam_files().is_empty(), "addresses released: {:?}", net.ipam_files());
     assert!(entries_with_prefix(&d.data_dir().join("network"), "").is_empty(), "the result cache is gone");
+    assert!(entries_with_prefix(&d.run_dir().join("network"), "").is_empty(), "no attachment left pending");
 }
 
 #[tokio::test]

@@ -346,7 +346,7 @@ spec:
   - name: main
     image: BUSYBOX
     resources: {limits: {memory: 64Mi}}
-    command: ['sh', '-c', 'cat /cm/conf/game; echo; stat -L -c %a /cm/conf/game; cat /sec/password /sec/user; echo; stat -L -c %a /sec/password; cat /info/labels /info/name /info/mem; echo; cat /all/ui /all/user /all/ns; echo; touch /cm/x 2>/dev/null || echo read-only; grep -c " /sec tmpfs" /proc/mounts; tr "\\0" "\\n" < /proc/1/environ | grep -E "^(CFG_|PASSWORD|MAYBE)" | sort; exec sleep 3600']
+    command: ['sh', '-c', 'cat /cm/conf/game; echo; stat -L -c %a /cm/conf/game; cat /sec/password /sec/user; echo; stat -L -c %a /sec/password; cat /info/labels /info/name /info/mem; echo; cat /all/ui /all/user /all/ns; echo; touch /cm/x 2>/dev/null || echo read-only; grep -cE " /(sec|info|all) tmpfs" /proc/mounts; grep -c " /cm tmpfs" /proc/mounts; tr "\\0" "\\n" < /proc/1/environ | grep -E "^(CFG_|PASSWORD|MAYBE)" | sort; exec sleep 3600']
     envFrom:
     - prefix: CFG_
       configMapRef: {name: app-config}
@@ -382,7 +382,7 @@ async fn config_map_secret_downward_api_and_projected_volumes() {
     write(&d.manifests(), "vols.yaml", VOLUMES);
     wait_for(&url, "vols", "running", Duration::from_secs(60), |p| container(p, "main")["state"]["running"].is_object()).await;
     let logs = wait_for_log(&url, "default", "vols", "main", "PASSWORD").await;
-    let want = "lives=3\n600\ns3cr3tadmin\n400\ntier=\"backend\"vols-berth-it67108864\ncolor=blueadmindefault\nread-only\n1\nCFG_game.properties=lives=3\nCFG_ui.properties=color=blue\nPASSWORD=s3cr3t\n";
+    let want = "lives=3\n600\ns3cr3tadmin\n400\ntier=\"backend\"vols-berth-it67108864\ncolor=blueadmindefault\nread-only\n3\n0\nCFG_game.properties=lives=3\nCFG_ui.properties=color=blue\nPASSWORD=s3cr3t\n";
     assert_eq!(logs, want);
     let p = wait_for(&url, "missing-cm", "config error", Duration::from_secs(30), |p| {
         container(p, "main")["state"]["waiting"]["reason"] == "CreateContainerConfigError"

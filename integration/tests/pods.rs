@@ -669,7 +669,19 @@ async fn half_created_objects_are_cleaned_up_at_start() {
         "cgroup": {"path": format!("/berth/{sid}/{cid}"), "systemd": false}, "stop_signal": 15,
         "rootfs_mounted": true, "start_error": null
     });
-    std::fs::write(cdata.join("meta.json"), rec.to_string()).unwrap();
+    // the record of an object being made is an intent in its run dir; earlier versions kept
+    // it in the data dir: both are cleaned up
+    std::fs::write(crun.join("meta.json"), rec.to_string()).unwrap();
+    let old = "e".repeat(64);
+    let odata = d.data_dir().join("containers").join(&old);
+    std::fs::create_dir_all(odata.join("upper")).unwrap();
+    let old_rec = serde_json::json!({
+        "id": old, "sandbox_id": sid, "name": "y", "phase": "creating", "config": "", "created_at": 1,
+        "image_id": "sha256:00", "image_name": "y", "image_ref": "y", "log_path": null,
+        "cgroup": {"path": format!("/berth/{sid}/{old}"), "systemd": false}, "stop_signal": 15,
+        "rootfs_mounted": false, "start_error": null
+    });
+    std::fs::write(odata.join("meta.json"), old_rec.to_string()).unwrap();
     let target = std::ffi::CString::new(crun.join("rootfs").to_string_lossy().as_bytes()).unwrap();
     let rc = unsafe { libc::mount(c"tmpfs".as_ptr(), target.as_ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null()) };
     assert_eq!(rc, 0, "mount a stand-in rootfs");
@@ -679,7 +691,7 @@ async fn half_created_objects_are_cleaned_up_at_start() {
     assert_eq!(unsafe { libc::mount(c"shm".as_ptr(), shm.as_ptr(), c"tmpfs".as_ptr(), 0, std::ptr::null()) }, 0);
     d.restart().await;
     assert!(mounts_under(d.dir.path()).is_empty(), "left: {:?}", mounts_under(d.dir.path()));
-    assert!(!cdata.exists() && !crun.exists() && !sdir.exists());
+    assert!(!cdata.exists() && !crun.exists() && !sdir.exists() && !odata.exists());
     let mut rt = d.runtime().await;
     let all = rt.list_containers(cri::ListContainersRequest { filter: None }).await.unwrap().into_inner().containers;
     assert!(all.is_empty());

@@ -108,16 +108,20 @@ struct Loaded {
 
 pub struct Network {
     cfg: NetworkConfig,
+    /// Attachments made: what DEL and CHECK need, on the data disk.
     cache_dir: PathBuf,
+    /// Attachments being made (written before ADD runs, so that a restart mid-ADD undoes it
+    /// with DEL): in the run dir, as only a daemon restart has to find them.
+    pending_dir: PathBuf,
     pod_cidr: Mutex<Option<String>>,
     loaded: Mutex<Loaded>,
     versions: versions::VersionCache,
 }
 
 impl Network {
-    pub fn new(cfg: NetworkConfig, cache_dir: PathBuf) -> Network {
+    pub fn new(cfg: NetworkConfig, cache_dir: PathBuf, pending_dir: PathBuf) -> Network {
         let cidr = cfg.pod_cidr.clone();
-        Network { cfg, cache_dir, pod_cidr: Mutex::new(cidr), loaded: Mutex::new(Loaded::default()), versions: versions::VersionCache::default() }
+        Network { cfg, cache_dir, pending_dir, pod_cidr: Mutex::new(cidr), loaded: Mutex::new(Loaded::default()), versions: versions::VersionCache::default() }
     }
 
     fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -284,13 +288,21 @@ impl Network {
         self.cache_dir.join(format!("{sandbox_id}.json"))
     }
 
-    /// `durable`: the final record is forced to disk; the one written before ADD runs only has
-    /// to outlive a daemon crash.
-    fn save_cache(&self, sandbox_id: &str, c: &CachedAttachment, durable: bool) -> Result<(), NetworkError> {
-        let path = self.cache_path(sandbox_id);
-        std::fs::create_dir_all(&self.cache_dir)
-            .and_then(|_| if durable { atomic::write_json(&path, c) } else { atomic::write_json_volatile(&path, c) })
-            .map_err(|e| NetworkError::Cache { path, message: e.to_string() })
+    fn pending_path(&self, sandbox_id: &str) -> PathBuf {
+        self.pending_dir.join(format!("{sandbox_id}.json"))
+    }
+
+    /// `done`: the attachment is made; its record goes to the data disk (forced there) and the
+    /// pending one goes. Before ADD runs, the record only has to outlive a daemon restart.
+    fn save_cache(&self, sandbox_id: &str, c: &CachedAttachment, done: bool) -> Result<(), NetworkError> {
+        let (dir, path) = if done { (&self.cache_dir, self.cache_path(sandbox_id)) } else { (&self.pending_dir, self.pending_path(sandbox_id)) };
+        std::fs::create_dir_all(dir)
+            .and_then(|_| if done { atomic::write_json(&path, c) } else { atomic::write_json_volatile(&path, c) })
+            .map_err(|e| NetworkError::Cache { path, message: e.to_string() })?;
+        if done {
+            remove_if_there(&self.pending_path(sandbox_id))?;
+        }
+        Ok(())
     }
 
     /// ADD the pod to the network; on any failure what was added is deleted again.
@@ -332,7 +344,7 @@ impl Network {
                     if let Err(del) = self.delete_with(&cached).await {
                         tracing::warn!(sandbox = %req.sandbox_id, "rolling back the network: {del}");
                     } else {
-                        let _ = std::fs::remove_file(self.cache_path(&req.sandbox_id));
+                        let _ = std::fs::remove_file(self.pending_path(&req.sandbox_id));
                     }
                     return Err(e.into());
                 }
@@ -363,14 +375,16 @@ impl Network {
     /// DEL the pod from the network with the config its ADD used. Idempotent: a pod never
     /// added (or already deleted) is fine.
     pub async fn teardown(&self, sandbox_id: &str) -> Result<(), NetworkError> {
-        let path = self.cache_path(sandbox_id);
+        let (done, pending) = (self.cache_path(sandbox_id), self.pending_path(sandbox_id));
+        let path = if done.exists() { done.clone() } else { pending.clone() };
         let cached: CachedAttachment = match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| NetworkError::Cache { path: path.clone(), message: e.to_string() })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(NetworkError::Cache { path, message: e.to_string() }),
         };
         self.delete_with(&cached).await?;
-        std::fs::remove_file(&path).map_err(|e| NetworkError::Cache { path, message: e.to_string() })
+        remove_if_there(&done)?;
+        remove_if_there(&pending)
     }
 
     /// CHECK the pod's attachment against what ADD returned.
@@ -393,8 +407,15 @@ impl Network {
 
     /// Pods with a cached attachment.
     pub fn attached(&self) -> Vec<String> {
-        let Ok(rd) = std::fs::read_dir(&self.cache_dir) else { return vec![] };
-        rd.flatten().filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".json")).map(String::from)).collect()
+        let mut ids: Vec<String> = [&self.cache_dir, &self.pending_dir]
+            .into_iter()
+            .filter_map(|d| std::fs::read_dir(d).ok())
+            .flat_map(|rd| rd.flatten())
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".json")).map(String::from))
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
     }
 
     /// CNI ≥ 1.1.0 GC: plugins release whatever belongs to attachments not in `valid`.
@@ -414,6 +435,14 @@ impl Network {
 }
 
 /// IP addresses (without prefix length) from a CNI result, IPv4 first.
+/// Remove a record file; one that is not there is fine.
+fn remove_if_there(path: &Path) -> Result<(), NetworkError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(NetworkError::Cache { path: path.to_path_buf(), message: e.to_string() }),
+        _ => Ok(()),
+    }
+}
+
 pub fn addresses(result: &Value) -> PodAddresses {
     let mut ips: Vec<String> =
         result["ips"].as_array().into_iter().flatten().filter_map(|ip| ip["address"].as_str()).map(|a| a.split('/').next().unwrap_or(a).to_string()).collect();

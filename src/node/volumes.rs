@@ -1,6 +1,6 @@
 //! Pod volumes on the node: emptyDir (on disk, or tmpfs with medium Memory and its
 //! sizeLimit), hostPath (with its type checks), and the volumes the node writes itself:
-//! configMap, secret (on tmpfs), downwardAPI and projected, filled from the pod source's
+//! configMap, secret, downwardAPI and projected (the last three on tmpfs), filled from the pod source's
 //! objects (`Objects`: today ConfigMaps and Secrets in the manifest directory, later the
 //! apiserver). Their content is written when a container of the pod starts and rewritten
 //! (atomically, through `..data`) when the objects change. With a pod fsGroup, volumes
@@ -290,16 +290,12 @@ pub fn setup(root: &Path, pod: &Pod, objects: &Objects, fields: &FieldValues) ->
             let files = files.map_err(|e| format!("volume {:?}: {e}", v.name))?;
             let dir = node_written_dir(root, &uid, &v);
             std::fs::create_dir_all(&dir).map_err(|e| format!("volume {:?}: {e}", v.name))?;
-            // Secrets never touch the disk: a small tmpfs per volume, as the kubelet does.
-            if v.secret.is_some() && !is_mount_point(&dir) {
-                nix::mount::mount(
-                    Some("tmpfs"),
-                    &dir,
-                    Some("tmpfs"),
-                    nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
-                    Some("size=16m,mode=0755"),
-                )
-                .map_err(|e| format!("volume {:?}: mounting tmpfs: {e}", v.name))?;
+            // Secret, projected and downwardAPI volumes never touch the disk: a tmpfs per
+            // volume, as the kubelet backs them (configMap volumes stay on disk, as there).
+            if in_memory(&v) && !is_mount_point(&dir) {
+                let size = format!("size={},mode=0755", tmpfs_size(&files));
+                nix::mount::mount(Some("tmpfs"), &dir, Some("tmpfs"), nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV, Some(size.as_str()))
+                    .map_err(|e| format!("volume {:?}: mounting tmpfs: {e}", v.name))?;
             }
             super::atomic_writer::write(&dir, &files, fs_group(pod)).map_err(|e| format!("volume {:?}: {e}", v.name))?;
             dir
@@ -365,6 +361,20 @@ fn host_path(name: &str, path: &str, kind: &str) -> Result<PathBuf, String> {
         other => return Err(format!("volume {name:?}: unknown hostPath type {other:?}")),
     }
     Ok(p)
+}
+
+/// Whether the kubelet backs this node-written volume with memory: secrets, projected
+/// volumes (the service account token of every pod) and downwardAPI volumes.
+fn in_memory(v: &k8s_openapi::api::core::v1::Volume) -> bool {
+    v.secret.is_some() || v.projected.is_some() || v.downward_api.is_some()
+}
+
+/// The size of a node-written volume's tmpfs: 16 MiB, or room for the content three times
+/// over when it is larger (a refresh writes the new files before the old ones go).
+fn tmpfs_size(files: &[FileOut]) -> u64 {
+    const MIN: u64 = 16 << 20;
+    let content: u64 = files.iter().map(|f| f.data.len() as u64).sum();
+    MIN.max(content.saturating_mul(3).next_multiple_of(1 << 20))
 }
 
 fn is_mount_point(p: &Path) -> bool {

@@ -120,7 +120,8 @@ impl Runtime {
     }
 
     fn save_container(&self, rec: &ContainerRecord) -> RtResult<()> {
-        atomic::write_json(&self.container_data_dir(&rec.id).join(records::META_FILE), rec).map_err(|e| internal("writing the container record", e))?;
+        records::save(&self.container_data_dir(&rec.id), &self.container_run_dir(&rec.id), rec.phase, rec)
+            .map_err(|e| internal("writing the container record", e))?;
         self.index().containers.insert(rec.id.clone(), rec.clone());
         Ok(())
     }
@@ -130,7 +131,23 @@ impl Runtime {
     }
 
     pub fn container_spec(&self, id: &str) -> Option<Spec> {
-        Spec::load(self.container_data_dir(id).join(state::SPEC_FILE)).ok()
+        Spec::load(self.container_spec_path(id)).ok()
+    }
+
+    /// The container's runtime spec: in its bundle, the run directory (as containerd keeps
+    /// bundles under /run: a container is never started again after a reboot); containers
+    /// made by earlier versions have it in their data directory.
+    fn container_spec_path(&self, id: &str) -> PathBuf {
+        let in_run = self.container_run_dir(id).join(state::SPEC_FILE);
+        if in_run.exists() {
+            return in_run;
+        }
+        let in_data = self.container_data_dir(id).join(state::SPEC_FILE);
+        if in_data.exists() {
+            in_data
+        } else {
+            in_run
+        }
     }
 
     pub fn container_state_dir(&self, id: &str) -> PathBuf {
@@ -310,7 +327,7 @@ impl Runtime {
                 let cwd = super::process::mounts::secure_join(&rootfs, p.cwd()).map_err(|e| internal("working dir", e))?;
                 std::fs::create_dir_all(&cwd).map_err(|e| internal("creating the working dir", e))?;
             }
-            spec.save(data.join(state::SPEC_FILE)).map_err(|e| internal("writing the runtime spec", e))?;
+            spec.save(run.join(state::SPEC_FILE)).map_err(|e| internal("writing the runtime spec", e))?;
             let cgroup_prepared = prepare_cgroup(&rec.cgroup, &spec)?;
             let pid_ns = match spec
                 .linux()
@@ -326,7 +343,7 @@ impl Runtime {
             };
             let monitor = MonitorConfig {
                 container_id: id.clone(),
-                bundle: data.clone(),
+                bundle: run.clone(),
                 state_dir: run.clone(),
                 log_path: rec.log_path.clone(),
                 tty: config.tty,
@@ -599,7 +616,7 @@ impl Runtime {
     pub async fn update_resources(&self, id: &str, resources: cri::LinuxContainerResources) -> RtResult<()> {
         let rec = self.container(id)?;
         let _guard = self.locks.lock(&rec.id).await;
-        let spec_path = self.container_data_dir(&rec.id).join(state::SPEC_FILE);
+        let spec_path = self.container_spec_path(&rec.id);
         let mut spec = Spec::load(&spec_path).map_err(|e| internal("reading the spec", e))?;
         let privileged = spec.linux().as_ref().and_then(|l| l.devices().as_ref()).is_some();
         let res = spec::linux_resources(&resources, privileged)?;

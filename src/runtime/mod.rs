@@ -199,6 +199,9 @@ impl Runtime {
     fn recover(&self) {
         let sandboxes = load_records::<SandboxRecord>(&self.cfg.data_dir.join("sandboxes"));
         let containers = load_records::<ContainerRecord>(&self.cfg.data_dir.join("containers"));
+        // records of objects whose making a stop interrupted (see records::save)
+        let mut sandbox_intents = records::load_intents::<SandboxRecord>(&self.cfg.run_dir.join("sandboxes"));
+        let mut container_intents = records::load_intents::<ContainerRecord>(&self.cfg.run_dir.join("containers"));
         for (dir, rec) in containers {
             match rec {
                 Some(rec) if rec.phase == records::Phase::Ready => {
@@ -211,10 +214,24 @@ impl Runtime {
                     self.teardown_container(&rec);
                 }
                 None => {
-                    tracing::warn!(dir = %dir.display(), "removing a container directory without a record");
                     let id = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-                    self.teardown_container_dirs(&id);
+                    if let Some(rec) = container_intents.remove(&id) {
+                        tracing::warn!(id = %rec.id, "removing a container left half-created");
+                        self.teardown_container(&rec);
+                    } else {
+                        tracing::warn!(dir = %dir.display(), "removing a container directory without a record");
+                        self.teardown_container_dirs(&id);
+                    }
                 }
+            }
+        }
+        for (id, rec) in container_intents {
+            if self.index().containers.contains_key(&id) {
+                // made Ready just before the stop, its intent not yet removed
+                let _ = std::fs::remove_file(self.container_run_dir(&id).join(records::META_FILE));
+            } else {
+                tracing::warn!(id = %rec.id, "removing a container left half-created");
+                self.teardown_container(&rec);
             }
         }
         for (dir, rec) in sandboxes {
@@ -229,10 +246,23 @@ impl Runtime {
                     self.teardown_sandbox(&rec);
                 }
                 None => {
-                    tracing::warn!(dir = %dir.display(), "removing a sandbox directory without a record");
                     let id = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-                    self.teardown_sandbox_dirs(&id);
+                    if let Some(rec) = sandbox_intents.remove(&id) {
+                        tracing::warn!(id = %rec.id, "removing a sandbox left half-created");
+                        self.teardown_sandbox(&rec);
+                    } else {
+                        tracing::warn!(dir = %dir.display(), "removing a sandbox directory without a record");
+                        self.teardown_sandbox_dirs(&id);
+                    }
                 }
+            }
+        }
+        for (id, rec) in sandbox_intents {
+            if self.index().sandboxes.contains_key(&id) {
+                let _ = std::fs::remove_file(self.sandbox_run_dir(&id).join(records::META_FILE));
+            } else {
+                tracing::warn!(id = %rec.id, "removing a sandbox left half-created");
+                self.teardown_sandbox(&rec);
             }
         }
         // Run directories whose record is gone (crash during removal).

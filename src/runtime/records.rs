@@ -1,11 +1,44 @@
 //! What the daemon keeps on disk about each sandbox and container (meta.json, written
 //! atomically). The CRI configs are kept as their protobuf encoding so nothing is lost.
+//!
+//! Where a record lives follows its phase: while its resources are being made it is an intent
+//! in the object's run directory (a tmpfs on real hosts; written without forcing it to disk,
+//! as only a daemon restart must find it: a reboot takes what it names, and start-up removes a
+//! data directory that holds no record); once Ready it is written to the data directory,
+//! durably, and the intent goes. So making a pod adds one record file to the data disk per
+//! object instead of replacing one.
 use crate::runtime::state::CgroupSpec;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub const META_FILE: &str = "meta.json";
+
+/// Write `rec` where its phase keeps it (see the module's doc): `data` and `run` are the
+/// object's data and run directories, both made already.
+pub fn save<T: Serialize>(data: &Path, run: &Path, phase: Phase, rec: &T) -> std::io::Result<()> {
+    match phase {
+        Phase::Creating => crate::util::atomic::write_json_volatile(&run.join(META_FILE), rec),
+        Phase::Ready => {
+            crate::util::atomic::write_json(&data.join(META_FILE), rec)?;
+            match std::fs::remove_file(run.join(META_FILE)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+/// The intents left in the run directories under `dir` (see [`save`]), by object ID.
+pub fn load_intents<T: serde::de::DeserializeOwned>(dir: &Path) -> std::collections::HashMap<String, T> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return Default::default() };
+    rd.flatten()
+        .filter_map(|e| {
+            let rec = crate::util::atomic::read_json::<T>(&e.path().join(META_FILE)).ok()?;
+            Some((e.file_name().to_string_lossy().to_string(), rec))
+        })
+        .collect()
+}
 
 /// Creating: resources may be half made; a record found in this phase at start-up is
 /// torn down. Ready: complete.

@@ -138,7 +138,8 @@ impl Runtime {
     }
 
     fn save_sandbox(&self, rec: &SandboxRecord) -> RtResult<()> {
-        atomic::write_json(&self.sandbox_data_dir(&rec.id).join(records::META_FILE), rec).map_err(|e| internal("writing the sandbox record", e))?;
+        records::save(&self.sandbox_data_dir(&rec.id), &self.sandbox_run_dir(&rec.id), rec.phase, rec)
+            .map_err(|e| internal("writing the sandbox record", e))?;
         self.index().sandboxes.insert(rec.id.clone(), rec.clone());
         Ok(())
     }

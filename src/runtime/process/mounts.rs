@@ -322,17 +322,20 @@ fn make_device(path: &Path, typ: LinuxDeviceType, major: u64, minor: u64, mode: 
 /// Where the old root goes during pivot_root: a directory of its own, so that it can be made
 /// a slave without touching the container's mounts (a Bidirectional volume must stay a peer
 /// of the host's).
-const OLD_ROOT: &str = ".berth-old-root";
-
+/// Make `rootfs` the root. The old root is stacked on the new one by `pivot_root(".", ".")`
+/// and detached from there, so no directory for it is made (and removed again) in the
+/// container's writable layer.
 fn pivot_root(rootfs: &Path) -> SetupResult<()> {
-    nix::unistd::chdir(rootfs).ctx(|| format!("chdir {}", rootfs.display()))?;
-    std::fs::create_dir(OLD_ROOT).ctx(|| format!("create {}/{OLD_ROOT}", rootfs.display()))?;
-    nix::unistd::pivot_root(".", OLD_ROOT).ctx(|| "pivot_root".into())?;
-    let old_root = Path::new("/").join(OLD_ROOT);
+    let open_dir = |p: &Path| std::fs::File::open(p).ctx(|| format!("open {}", p.display()));
+    let old_root = open_dir(Path::new("/"))?;
+    let new_root = open_dir(rootfs)?;
+    nix::unistd::fchdir(&new_root).ctx(|| format!("chdir {}", rootfs.display()))?;
+    nix::unistd::pivot_root(".", ".").ctx(|| "pivot_root".into())?;
+    // "." is the old root again (it lies on top of the new one)
+    nix::unistd::fchdir(&old_root).ctx(|| "chdir to the old root".into())?;
     // Keep the old root's unmount from reaching the host.
-    mount(NONE, &old_root, NONE, MsFlags::MS_SLAVE | MsFlags::MS_REC, NONE).ctx(|| "make old root rslave".into())?;
-    umount2(&old_root, MntFlags::MNT_DETACH).ctx(|| "detach old root".into())?;
-    std::fs::remove_dir(&old_root).ctx(|| format!("remove {}", old_root.display()))?;
+    mount(NONE, ".", NONE, MsFlags::MS_SLAVE | MsFlags::MS_REC, NONE).ctx(|| "make old root rslave".into())?;
+    umount2(".", MntFlags::MNT_DETACH).ctx(|| "detach old root".into())?;
     nix::unistd::chdir("/").ctx(|| "chdir /".into())
 }
 
